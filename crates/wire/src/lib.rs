@@ -1,0 +1,61 @@
+//! jobmesh messages on both wires, and nothing else: no I/O, no clock.
+//!
+//! * [`signal`]: peer ⇄ `signal-server` over a WebSocket (text frames, JSON).
+//!   Discovery (hello, pool snapshot, joined/left/stats deltas) and the relay of
+//!   WebRTC handshake messages between two peers of the same pool.
+//! * [`dc`]: peer ⇄ peer over a WebRTC data channel (JSON): job submit,
+//!   accepted/rejected, result. The signalling wire has no message that can carry
+//!   a job payload, by construction.
+//!
+//! Every decoder here checks the size first, then the JSON, then the fields, and
+//! returns a [`DecodeError`] naming the problem. Decoding never panics, whatever
+//! the bytes (proptest in `tests`).
+
+pub mod dc;
+mod error;
+pub mod signal;
+mod types;
+
+pub use error::DecodeError;
+pub use types::{Capability, PeerId, PeerInfo, Stats, MAX_CAPABILITIES, MAX_NAME_LEN};
+
+/// Version of both wires. A hello with any other version is refused.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Reads the `"type"` tag of a JSON object and checks it is one of `known`,
+/// so an unknown type gets its own error rather than a generic serde one.
+fn decode_tagged<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    max: usize,
+    known: &[&str],
+) -> Result<T, DecodeError> {
+    if bytes.len() > max {
+        return Err(DecodeError::TooLarge {
+            size: bytes.len(),
+            max,
+        });
+    }
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| DecodeError::BadJson(e.to_string()))?;
+    let ty = value
+        .get("type")
+        .and_then(|t| t.as_str())
+        .ok_or(DecodeError::MissingType)?;
+    if !known.contains(&ty) {
+        return Err(DecodeError::UnknownType(truncate(ty, 64)));
+    }
+    serde_json::from_value(value).map_err(|e| DecodeError::BadField(e.to_string()))
+}
+
+/// Cuts a string from the network to at most `max` bytes (on a char boundary)
+/// before it goes into an error message or a log line.
+pub fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}

@@ -1,0 +1,261 @@
+//! Every message round-trips; arbitrary bytes never panic the decoders.
+
+use jobmesh_wire::dc::{DcMsg, Outcome, RejectReason};
+use jobmesh_wire::signal::{ClientMsg, ErrorCode, Handshake, Hello, ServerMsg};
+use jobmesh_wire::{Capability, DecodeError, PeerId, PeerInfo, Stats, PROTOCOL_VERSION};
+use proptest::prelude::*;
+use uuid::Uuid;
+
+fn peer_id() -> impl Strategy<Value = PeerId> {
+    any::<u128>().prop_map(|n| PeerId(Uuid::from_u128(n)))
+}
+fn cap() -> impl Strategy<Value = Capability> {
+    "[a-z0-9_.-]{1,20}".prop_map(|s| Capability::new(&s).expect("valid by construction"))
+}
+fn name() -> impl Strategy<Value = String> {
+    "[a-zA-Z0-9_.-]{1,30}"
+}
+fn stats() -> impl Strategy<Value = Stats> {
+    (0u32..64, 0u32..64, 0u32..1000, any::<u32>(), any::<u32>()).prop_map(
+        |(slots, running, queued, c, f)| Stats {
+            slots,
+            running: running.min(slots),
+            queued,
+            completed: c.into(),
+            failed: f.into(),
+        },
+    )
+}
+fn peer_info() -> impl Strategy<Value = PeerInfo> {
+    (
+        peer_id(),
+        name(),
+        prop::collection::vec(cap(), 0..5),
+        stats(),
+    )
+        .prop_map(|(id, name, capabilities, stats)| PeerInfo {
+            id,
+            name,
+            capabilities,
+            stats,
+        })
+}
+fn handshake() -> impl Strategy<Value = Handshake> {
+    prop_oneof![
+        ".{0,200}".prop_map(|sdp| Handshake::Offer { sdp }),
+        ".{0,200}".prop_map(|sdp| Handshake::Answer { sdp }),
+        (
+            ".{0,100}",
+            prop::option::of("[0-9]{1,2}"),
+            prop::option::of(any::<u16>())
+        )
+            .prop_map(
+                |(candidate, sdp_mid, sdp_mline_index)| Handshake::Candidate {
+                    candidate,
+                    sdp_mid,
+                    sdp_mline_index
+                }
+            ),
+    ]
+}
+fn json() -> impl Strategy<Value = serde_json::Value> {
+    let leaf = prop_oneof![
+        Just(serde_json::Value::Null),
+        any::<bool>().prop_map(serde_json::Value::from),
+        any::<i64>().prop_map(serde_json::Value::from),
+        ".{0,20}".prop_map(serde_json::Value::from),
+    ];
+    leaf.prop_recursive(3, 24, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+            prop::collection::btree_map("[a-z]{1,6}", inner, 0..4)
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+fn client_msg() -> impl Strategy<Value = ClientMsg> {
+    prop_oneof![
+        (
+            peer_id(),
+            name(),
+            name(),
+            prop::collection::vec(cap(), 0..8),
+            0u32..100
+        )
+            .prop_map(
+                |(peer_id, name, pool, capabilities, slots)| ClientMsg::Hello(Hello {
+                    version: PROTOCOL_VERSION,
+                    peer_id,
+                    name,
+                    pool,
+                    capabilities,
+                    slots
+                })
+            ),
+        stats().prop_map(|stats| ClientMsg::Stats { stats }),
+        (peer_id(), handshake()).prop_map(|(to, signal)| ClientMsg::Relay { to, signal }),
+    ]
+}
+
+fn server_msg() -> impl Strategy<Value = ServerMsg> {
+    let code = prop_oneof![
+        Just(ErrorCode::BadMessage),
+        Just(ErrorCode::WrongVersion),
+        Just(ErrorCode::HelloTimeout),
+        Just(ErrorCode::PoolFull),
+        Just(ErrorCode::UnknownPeer),
+        Just(ErrorCode::GoingAway),
+    ];
+    prop_oneof![
+        (
+            name(),
+            prop::collection::vec(peer_info(), 0..5),
+            any::<u32>()
+        )
+            .prop_map(|(pool, peers, hb)| ServerMsg::Welcome {
+                pool,
+                peers,
+                heartbeat_ms: hb.into()
+            }),
+        peer_info().prop_map(|peer| ServerMsg::PeerJoined { peer }),
+        peer_id().prop_map(|peer_id| ServerMsg::PeerLeft { peer_id }),
+        (peer_id(), stats())
+            .prop_map(|(peer_id, stats)| ServerMsg::StatsChanged { peer_id, stats }),
+        (peer_id(), handshake()).prop_map(|(from, signal)| ServerMsg::Relayed { from, signal }),
+        (code, ".{0,50}").prop_map(|(code, message)| ServerMsg::Error { code, message }),
+    ]
+}
+
+fn dc_msg() -> impl Strategy<Value = DcMsg> {
+    let id = any::<u128>().prop_map(Uuid::from_u128);
+    let reason = prop_oneof![
+        Just(RejectReason::Busy),
+        Just(RejectReason::UnknownCapability),
+        Just(RejectReason::BadInput),
+        Just(RejectReason::Draining),
+    ];
+    let outcome = prop_oneof![
+        json().prop_map(|value| Outcome::Ok { value }),
+        ".{0,40}".prop_map(|message| Outcome::Err { message }),
+    ];
+    prop_oneof![
+        (id.clone(), cap(), json(), 1u64..1_000_000).prop_map(
+            |(job_id, capability, input, timeout_ms)| DcMsg::Submit {
+                job_id,
+                capability,
+                input,
+                timeout_ms
+            }
+        ),
+        id.clone().prop_map(|job_id| DcMsg::Cancel { job_id }),
+        id.clone().prop_map(|job_id| DcMsg::Accepted { job_id }),
+        (id.clone(), reason, ".{0,40}").prop_map(|(job_id, reason, message)| DcMsg::Rejected {
+            job_id,
+            reason,
+            message
+        }),
+        (id.clone(), outcome).prop_map(|(job_id, outcome)| DcMsg::Result { job_id, outcome }),
+        (prop::option::of(id), ".{0,40}")
+            .prop_map(|(job_id, message)| DcMsg::Error { job_id, message }),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn client_messages_round_trip(msg in client_msg()) {
+        let text = jobmesh_wire::signal::encode(&msg);
+        prop_assert_eq!(ClientMsg::decode(text.as_bytes()), Ok(msg));
+    }
+
+    #[test]
+    fn server_messages_round_trip(msg in server_msg()) {
+        let text = jobmesh_wire::signal::encode(&msg);
+        prop_assert_eq!(ServerMsg::decode(text.as_bytes()), Ok(msg));
+    }
+
+    #[test]
+    fn data_channel_messages_round_trip(msg in dc_msg()) {
+        let bytes = msg.encode();
+        prop_assert_eq!(DcMsg::decode(&bytes), Ok(msg));
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        let _ = ClientMsg::decode(&bytes);
+        let _ = ServerMsg::decode(&bytes);
+        let _ = DcMsg::decode(&bytes);
+        let _ = DcMsg::peek_job_id(&bytes);
+    }
+
+    #[test]
+    fn arbitrary_json_objects_never_panic(v in json(), ty in prop_oneof![
+        Just("hello"), Just("stats"), Just("relay"), Just("submit"), Just("result"), Just("welcome")
+    ]) {
+        let mut obj = serde_json::json!({"type": ty});
+        if let serde_json::Value::Object(m) = v {
+            obj.as_object_mut().expect("object").extend(m);
+        }
+        let bytes = serde_json::to_vec(&obj).expect("encodes");
+        let _ = ClientMsg::decode(&bytes);
+        let _ = ServerMsg::decode(&bytes);
+        let _ = DcMsg::decode(&bytes);
+    }
+}
+
+#[test]
+fn errors_name_the_problem() {
+    assert!(matches!(
+        ClientMsg::decode(b"{nope"),
+        Err(DecodeError::BadJson(_))
+    ));
+    assert_eq!(
+        ClientMsg::decode(br#"{"type":"teleport"}"#),
+        Err(DecodeError::UnknownType("teleport".into()))
+    );
+    assert_eq!(
+        ClientMsg::decode(br#"[1,2]"#),
+        Err(DecodeError::MissingType)
+    );
+    let big = vec![b' '; jobmesh_wire::signal::MAX_SIGNAL_MESSAGE + 1];
+    assert!(matches!(
+        ClientMsg::decode(&big),
+        Err(DecodeError::TooLarge { .. })
+    ));
+    let hello = serde_json::json!({
+        "type": "hello", "version": 99, "peer_id": Uuid::new_v4(), "name": "a",
+        "pool": "p", "capabilities": [], "slots": 1
+    });
+    let err = ClientMsg::decode(hello.to_string().as_bytes()).expect_err("wrong version");
+    assert_eq!(
+        err,
+        DecodeError::WrongVersion {
+            got: 99,
+            want: PROTOCOL_VERSION
+        }
+    );
+    assert!(err.to_string().contains("99"));
+    let bad_cap = serde_json::json!({
+        "type": "hello", "version": PROTOCOL_VERSION, "peer_id": Uuid::new_v4(), "name": "a",
+        "pool": "p", "capabilities": ["Not Valid"], "slots": 1
+    });
+    let err = ClientMsg::decode(bad_cap.to_string().as_bytes()).expect_err("bad capability");
+    assert!(err.to_string().contains("capability"), "{err}");
+    let zero_timeout = serde_json::json!({
+        "type": "submit", "job_id": Uuid::new_v4(), "capability": "echo", "input": null, "timeout_ms": 0
+    });
+    assert!(matches!(
+        DcMsg::decode(zero_timeout.to_string().as_bytes()),
+        Err(DecodeError::Invalid {
+            field: "timeout_ms",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn peek_finds_the_job_id_of_a_broken_message() {
+    let id = Uuid::new_v4();
+    let msg = serde_json::json!({"type": "submit", "job_id": id, "capability": 7});
+    assert_eq!(DcMsg::peek_job_id(msg.to_string().as_bytes()), Some(id));
+}

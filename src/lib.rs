@@ -1,0 +1,1 @@
+//! jobmesh: a peer-to-peer job mesh over WebRTC data channels.
