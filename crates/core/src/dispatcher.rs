@@ -432,6 +432,8 @@ impl Dispatcher {
                 continue;
             };
             job.lost += 1;
+            // Prefer other workers next; once all are ruled out they are asked again later.
+            job.refused_by.push(peer);
             if job.lost >= self.config.max_attempts {
                 let attempts = job.lost;
                 self.finish(id, Err(JobError::Lost { attempts }), false);

@@ -32,6 +32,12 @@ impl LeastLoaded {
     pub fn new() -> Self {
         Self::default()
     }
+
+    /// A strategy whose first tie-break starts at `offset` (the daemon passes a
+    /// random one, so short-lived submitters do not all pick the same worker).
+    pub fn starting_at(offset: usize) -> Self {
+        Self { next: offset }
+    }
 }
 
 impl Strategy for LeastLoaded {

@@ -1,1 +1,393 @@
-fn main() {}
+//! `peer`: the jobmesh peer daemon (`peer --capabilities echo,sleep`) and its
+//! client subcommands (`peer submit`, `peer peers`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use jobmesh_peer::control::{self, Envelope, PeersReply, Request};
+use jobmesh_peer::{handlers, DaemonConfig, PeerHandle};
+use jobmesh_transport::rtc::RtcConfig;
+use jobmesh_wire::{Capability, PeerInfo};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "peer",
+    version,
+    about = "A jobmesh peer: runs jobs for its pool and submits its own.",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+    #[command(flatten)]
+    daemon: DaemonArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Submit a job and print its result.
+    Submit(SubmitArgs),
+    /// List the peers of the pool.
+    Peers(PeersArgs),
+}
+
+/// Where a client subcommand finds the pool.
+#[derive(Args, Debug)]
+struct Target {
+    /// Control socket of a running daemon [default: per pool and name under $XDG_RUNTIME_DIR or the temp dir].
+    #[arg(long, env = "JOBMESH_CONTROL")]
+    control: Option<PathBuf>,
+    /// With no daemon answering, join the pool at this signal-server for this one command.
+    #[arg(long, env = "JOBMESH_SIGNAL")]
+    signal: Option<String>,
+    /// Pool (finds the default control socket; used with --signal).
+    #[arg(long, env = "JOBMESH_POOL", default_value = "default")]
+    pool: String,
+    /// Name of the local daemon (finds the default control socket) [default: host name].
+    #[arg(long, env = "JOBMESH_NAME")]
+    name: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct SubmitArgs {
+    /// Capability the job needs, e.g. `echo`.
+    capability: String,
+    /// The job's input as JSON.
+    #[arg(long, default_value = "{}")]
+    input: String,
+    /// Seconds to wait for the result, retries included.
+    #[arg(long, default_value_t = 30.0)]
+    timeout: f64,
+    /// Print the whole envelope {job_id, status, worker, result, error, elapsed_ms}.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    target: Target,
+}
+
+#[derive(Args, Debug)]
+struct PeersArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    target: Target,
+}
+
+#[derive(Args, Debug)]
+struct DaemonArgs {
+    /// WebSocket URL of the signal-server.
+    #[arg(long, env = "JOBMESH_SIGNAL", default_value = "ws://127.0.0.1:7070/ws")]
+    signal: String,
+    /// Capabilities to run, comma separated (empty: submit only). Known: echo, sleep.
+    #[arg(
+        long,
+        env = "JOBMESH_CAPABILITIES",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    capabilities: Vec<String>,
+    /// Jobs run at once.
+    #[arg(long, env = "JOBMESH_SLOTS", default_value_t = 2)]
+    slots: u32,
+    /// Name shown in the pool [default: host name].
+    #[arg(long, env = "JOBMESH_NAME")]
+    name: Option<String>,
+    /// Pool to join.
+    #[arg(long, env = "JOBMESH_POOL", default_value = "default")]
+    pool: String,
+    /// Control socket path [default: per pool and name under $XDG_RUNTIME_DIR or the temp dir].
+    #[arg(long, env = "JOBMESH_CONTROL")]
+    control: Option<PathBuf>,
+    /// STUN/TURN server URL (repeatable), e.g. stun:stun.example.org:3478.
+    #[arg(
+        long = "ice-server",
+        env = "JOBMESH_ICE_SERVERS",
+        value_delimiter = ','
+    )]
+    ice_servers: Vec<String>,
+    /// Seconds running jobs get to finish after SIGINT/SIGTERM.
+    #[arg(long, env = "JOBMESH_GRACE_SECS", default_value_t = 30)]
+    grace_secs: u64,
+}
+
+/// Exit code for a usage error (bad flags or arguments).
+const EXIT_USAGE: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
+        }
+    };
+    init_tracing(cli.command.is_some());
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Some(Cmd::Submit(args)) => submit(args).await,
+            Some(Cmd::Peers(args)) => peers(args).await,
+            None => daemon(cli.daemon).await,
+        }
+    });
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+fn init_tracing(client: bool) {
+    // Clients stay quiet unless asked; the daemon logs at info.
+    let default = if client {
+        "warn,webrtc=error"
+    } else {
+        "info,webrtc=warn,rtc=warn"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("JOBMESH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn parse_capabilities(raw: &[String]) -> anyhow::Result<Vec<Capability>> {
+    let caps = raw
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .map(|s| Capability::new(s).map_err(|e| anyhow::anyhow!("--capabilities: {e}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    handlers::registry(&caps).context("--capabilities")?;
+    Ok(caps)
+}
+
+async fn daemon(args: DaemonArgs) -> anyhow::Result<u8> {
+    let capabilities = parse_capabilities(&args.capabilities)?;
+    let name = args.name.unwrap_or_else(jobmesh_peer::default_name);
+    let control_path = args
+        .control
+        .unwrap_or_else(|| control::default_path(&args.pool, &name));
+    let mut config = DaemonConfig::new(args.signal, name.clone(), args.pool);
+    config.slots = if capabilities.is_empty() {
+        0
+    } else {
+        args.slots
+    };
+    config.capabilities = capabilities;
+    config.grace = Duration::from_secs(args.grace_secs);
+    config.rtc = RtcConfig {
+        ice_servers: args.ice_servers,
+        ..RtcConfig::default()
+    };
+    // Bind the control socket first: a second daemon with the same name fails here.
+    let listener = control::bind(&control_path)
+        .await
+        .with_context(|| format!("control socket {}", control_path.display()))?;
+
+    let shutdown = CancellationToken::new();
+    let handle = jobmesh_peer::spawn(config, shutdown.clone())?;
+    tokio::spawn(on_signals(shutdown.clone()));
+    let control_cancel = CancellationToken::new();
+    tokio::spawn(control::serve(
+        listener,
+        control_path.clone(),
+        handle.clone(),
+        control_cancel.clone(),
+    ));
+    println!(
+        "peer {name} {} running; control socket {}",
+        handle.id(),
+        control_path.display()
+    );
+    handle.stopped().await;
+    control_cancel.cancel();
+    let _ = std::fs::remove_file(&control_path);
+    Ok(0)
+}
+
+/// First SIGINT/SIGTERM: graceful drain. Second: exit at once.
+async fn on_signals(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return;
+    };
+    for n in 0.. {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        if n == 0 {
+            shutdown.cancel();
+        } else {
+            eprintln!("second signal: exiting without waiting for running jobs");
+            std::process::exit(130);
+        }
+    }
+}
+
+/// How a client subcommand reaches the pool.
+enum Via {
+    Control(PathBuf),
+    /// A short-lived submit-only daemon, shut down when the command ends.
+    Ephemeral(PeerHandle),
+}
+
+async fn connect(target: &Target) -> anyhow::Result<Via> {
+    let explicit = target.control.is_some();
+    let path = target.control.clone().unwrap_or_else(|| {
+        let name = target
+            .name
+            .clone()
+            .unwrap_or_else(jobmesh_peer::default_name);
+        control::default_path(&target.pool, &name)
+    });
+    if tokio::net::UnixStream::connect(&path).await.is_ok() {
+        return Ok(Via::Control(path));
+    }
+    let Some(url) = target.signal.clone().filter(|_| !explicit) else {
+        if explicit {
+            bail!(
+                "no peer daemon answers on {}; start one with `peer --control {}`",
+                path.display(),
+                path.display()
+            );
+        }
+        bail!(
+            "no peer daemon answers on {}; start one (`peer --capabilities ...`) or pass --signal ws://HOST:PORT/ws",
+            path.display()
+        );
+    };
+    let name = format!("submit-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let mut config = DaemonConfig::new(url.clone(), name, target.pool.clone());
+    config.slots = 0;
+    config.grace = Duration::from_secs(1);
+    let handle = jobmesh_peer::spawn(config, CancellationToken::new())?;
+    handle
+        .wait_pool(Duration::from_secs(10), |s| s.connected)
+        .await
+        .with_context(|| format!("cannot join pool {:?} at {url}", target.pool))?;
+    Ok(Via::Ephemeral(handle))
+}
+
+async fn finish(via: Via) {
+    if let Via::Ephemeral(h) = via {
+        h.shutdown();
+        let _ = tokio::time::timeout(Duration::from_secs(3), h.stopped()).await;
+    }
+}
+
+async fn submit(args: SubmitArgs) -> anyhow::Result<u8> {
+    let capability = Capability::new(&args.capability).context("capability")?;
+    let input: serde_json::Value =
+        serde_json::from_str(&args.input).context("--input is not valid JSON")?;
+    if !(args.timeout.is_finite() && args.timeout > 0.0 && args.timeout <= 86_400.0) {
+        bail!("--timeout must be between 0 and 86400 seconds");
+    }
+    let timeout = Duration::from_secs_f64(args.timeout);
+    let via = connect(&args.target).await?;
+    let envelope = match &via {
+        Via::Control(path) => {
+            let req = Request::Submit {
+                capability,
+                input,
+                timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            };
+            let reply = control::request(path, &req).await;
+            match reply {
+                Ok(v) => serde_json::from_value::<Envelope>(v).context("daemon reply")?,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    return Ok(1);
+                }
+            }
+        }
+        Via::Ephemeral(h) => match h.submit(capability, input, timeout).await {
+            Ok(report) => Envelope::from_report(&report),
+            Err(e) => {
+                finish(via).await;
+                eprintln!("error: {e:#}");
+                return Ok(1);
+            }
+        },
+    };
+    finish(via).await;
+    if args.json {
+        println!("{}", serde_json::to_string(&envelope)?);
+    } else if let Some(result) = &envelope.result {
+        println!("{result}");
+    }
+    if envelope.status != "completed" {
+        eprintln!(
+            "error: job {} {}: {}",
+            envelope.job_id,
+            envelope.status,
+            envelope.error.as_deref().unwrap_or("no detail")
+        );
+        if envelope.status == "no_worker" {
+            eprintln!("hint: `peer peers` shows who is in the pool and what each can run");
+        }
+    }
+    Ok(envelope.exit_code())
+}
+
+async fn peers(args: PeersArgs) -> anyhow::Result<u8> {
+    let via = connect(&args.target).await?;
+    let reply: PeersReply = match &via {
+        Via::Control(path) => {
+            serde_json::from_value(control::request(path, &Request::Peers).await?)?
+        }
+        Via::Ephemeral(h) => h.pool().into(),
+    };
+    finish(via).await;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&reply)?);
+        return Ok(0);
+    }
+    println!(
+        "{:<20} {:<9} {:<24} {:>5} {:>7} {:>6}",
+        "NAME", "ID", "CAPABILITIES", "SLOTS", "RUNNING", "QUEUED"
+    );
+    let row = |p: &PeerInfo, me: bool| {
+        let caps: Vec<&str> = p.capabilities.iter().map(Capability::as_str).collect();
+        println!(
+            "{:<20} {:<9} {:<24} {:>5} {:>7} {:>6}",
+            format!("{}{}", p.name, if me { " (me)" } else { "" }),
+            p.id.short(),
+            if caps.is_empty() {
+                "-".to_owned()
+            } else {
+                caps.join(",")
+            },
+            p.stats.slots,
+            p.stats.running,
+            p.stats.queued
+        );
+    };
+    row(&reply.me, true);
+    for p in &reply.peers {
+        row(p, false);
+    }
+    if !reply.connected {
+        eprintln!("note: this daemon is not connected to the signal-server; the list may be stale");
+    }
+    Ok(0)
+}

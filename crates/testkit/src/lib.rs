@@ -1,1 +1,213 @@
-//! placeholder
+//! Test helpers for jobmesh: real servers and peers on `127.0.0.1:0`, each
+//! behind a guard that stops it on drop, and waits with deadlines (never sleeps).
+
+use std::future::Future;
+use std::time::Duration;
+
+use jobmesh_peer::{DaemonConfig, PeerHandle, PoolSnapshot};
+use jobmesh_transport::rtc::{self, LinkEvent, LinkHandle, RtcConfig};
+use jobmesh_transport::signal::{self as signal_client, SignalConfig, SignalEvent};
+use jobmesh_wire::signal::{ClientMsg, Handshake, Hello, ServerMsg};
+use jobmesh_wire::{Capability, PeerId, PROTOCOL_VERSION};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+mod signal;
+pub use signal::{SignalGuard, SilentClient};
+
+/// How long any single wait in a test may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Logs to the test's captured output; `JOBMESH_LOG` sets the filter (default `warn`).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("JOBMESH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,webrtc=error,rtc=error"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}
+
+/// Awaits `fut` for at most [`DEADLINE`]; panics naming `what` otherwise.
+pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(DEADLINE, fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out after {DEADLINE:?} waiting for {what}"),
+    }
+}
+
+/// A capability name known to be valid.
+pub fn cap(name: &str) -> Capability {
+    Capability::new(name).expect("test capability names are valid")
+}
+
+/// RTC settings for tests: loopback only.
+pub fn loopback_rtc() -> RtcConfig {
+    RtcConfig {
+        udp_addrs: vec!["127.0.0.1:0".into()],
+        ..RtcConfig::default()
+    }
+}
+
+/// A daemon running in this process; shut down on drop.
+#[derive(Debug)]
+pub struct PeerGuard {
+    /// The library API of the daemon.
+    pub handle: PeerHandle,
+    /// Its name.
+    pub name: String,
+}
+
+impl PeerGuard {
+    /// Starts a daemon in `pool` with `caps` and `slots`.
+    pub fn start(signal_url: &str, pool: &str, name: &str, caps: &[&str], slots: u32) -> Self {
+        let mut config = DaemonConfig::new(signal_url, name, pool);
+        config.capabilities = caps.iter().map(|c| cap(c)).collect();
+        config.slots = slots;
+        config.rtc = loopback_rtc();
+        config.grace = Duration::from_secs(2);
+        Self::start_with(config)
+    }
+
+    /// Starts a daemon with a full config.
+    pub fn start_with(config: DaemonConfig) -> Self {
+        let name = config.name.clone();
+        let handle = jobmesh_peer::spawn(config, CancellationToken::new())
+            .expect("test daemon config is valid");
+        Self { handle, name }
+    }
+
+    /// Waits until this daemon sees `pred` true of its pool.
+    pub async fn wait_pool(
+        &self,
+        what: &str,
+        pred: impl FnMut(&PoolSnapshot) -> bool,
+    ) -> PoolSnapshot {
+        self.handle
+            .wait_pool(DEADLINE, pred)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {what}: {e}", self.name))
+    }
+
+    /// Waits until this daemon sees `n` other peers advertising `capability`.
+    pub async fn wait_capable(&self, capability: &str, n: usize) {
+        let c = cap(capability);
+        self.wait_pool(&format!("{n} peers with {capability}"), |s| {
+            s.connected
+                && s.peers
+                    .iter()
+                    .filter(|p| p.capabilities.contains(&c))
+                    .count()
+                    >= n
+        })
+        .await;
+    }
+
+    /// Shuts down and waits until stopped.
+    pub async fn stop(self) {
+        self.handle.shutdown();
+        within("the daemon to stop", self.handle.stopped()).await;
+    }
+}
+
+impl Drop for PeerGuard {
+    fn drop(&mut self) {
+        self.handle.shutdown();
+    }
+}
+
+/// A bare peer speaking the wires directly, for feeding hostile input to
+/// daemons: it joins a pool and can open a raw data channel to any member.
+pub struct RawPeer {
+    /// Its id.
+    pub id: PeerId,
+    out: mpsc::Sender<ClientMsg>,
+    events: mpsc::Receiver<SignalEvent>,
+    link_tx: mpsc::Sender<LinkEvent>,
+    link_rx: mpsc::Receiver<LinkEvent>,
+    cancel: CancellationToken,
+}
+
+impl RawPeer {
+    /// Joins `pool` (submit-only) and waits for the welcome.
+    pub async fn join(signal_url: &str, pool: &str) -> Self {
+        let id = PeerId::random();
+        let hello = Hello {
+            version: PROTOCOL_VERSION,
+            peer_id: id,
+            name: "raw".into(),
+            pool: pool.into(),
+            capabilities: Vec::new(),
+            slots: 0,
+        };
+        let (ev_tx, mut events) = mpsc::channel(64);
+        let (out, out_rx) = mpsc::channel(64);
+        let cancel = CancellationToken::new();
+        tokio::spawn(signal_client::run(
+            SignalConfig::new(signal_url.into(), hello),
+            ev_tx,
+            out_rx,
+            cancel.clone(),
+        ));
+        within("the raw peer's welcome", async {
+            loop {
+                if let Some(SignalEvent::Message(ServerMsg::Welcome { .. })) = events.recv().await {
+                    break;
+                }
+            }
+        })
+        .await;
+        let (link_tx, link_rx) = mpsc::channel(64);
+        Self {
+            id,
+            out,
+            events,
+            link_tx,
+            link_rx,
+            cancel,
+        }
+    }
+
+    /// Opens a data channel to `peer`.
+    pub async fn dial(&mut self, peer: PeerId) -> LinkHandle {
+        let out = self.out.clone();
+        let relay =
+            move |signal: Handshake| out.try_send(ClientMsg::Relay { to: peer, signal }).is_ok();
+        let (answer_tx, answer_rx) = oneshot::channel();
+        let config = loopback_rtc();
+        let dial = rtc::dial(&config, peer, 1, relay, answer_rx, self.link_tx.clone());
+        tokio::pin!(dial);
+        let mut answer_tx = Some(answer_tx);
+        within("the raw data channel to open", async {
+            loop {
+                tokio::select! {
+                    r = &mut dial => return r.expect("raw dial succeeds"),
+                    ev = self.events.recv() => {
+                        if let Some(SignalEvent::Message(ServerMsg::Relayed { from, signal: Handshake::Answer { sdp } })) = ev {
+                            if from == peer {
+                                if let Some(tx) = answer_tx.take() { let _ = tx.send(sdp); }
+                            }
+                        }
+                    }
+                }
+            }
+        })
+        .await
+    }
+
+    /// The next data-channel message received, decoded as JSON.
+    pub async fn recv_json(&mut self) -> serde_json::Value {
+        match within("a data-channel message", self.link_rx.recv()).await {
+            Some(LinkEvent::Message { data, .. }) => {
+                serde_json::from_slice(&data).expect("peers send JSON")
+            }
+            Some(LinkEvent::Closed { .. }) | None => panic!("raw link closed"),
+        }
+    }
+}
+
+impl Drop for RawPeer {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}

@@ -1,0 +1,433 @@
+//! WebRTC links: one peer connection with one reliable, ordered data channel
+//! (`"jobmesh"`) per remote peer, signalled non-trickle (the full SDP, after ICE
+//! gathering, in one offer and one answer).
+//!
+//! An open link is a [`LinkHandle`] plus two tasks:
+//! * the **reader** is the one task that polls the data channel; it forwards each
+//!   message to the daemon's bounded `events` channel with `send().await` (a slow
+//!   daemon slows this link's reads, and SCTP flow control slows the remote) and
+//!   emits exactly one [`LinkEvent::Closed`] when the link ends, for any reason;
+//! * the **writer** drains the handle's bounded queue ([`LINK_SEND_QUEUE`]
+//!   messages) into `send()`, which waits while the connection's send buffer
+//!   ([`RtcConfig::send_buffer_limit`]) is full.
+//!
+//! Dropping the handle closes the link.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use jobmesh_wire::signal::Handshake;
+use jobmesh_wire::PeerId;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::{CancellationToken, DropGuard};
+use tracing::{debug, info_span, warn, Instrument};
+use webrtc::data_channel::{DataChannel, DataChannelEvent};
+use webrtc::peer_connection::{
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
+    RTCIceGatheringState, RTCIceServer, RTCPeerConnectionState, RTCSessionDescription,
+    SettingEngineBuilder,
+};
+
+/// Messages one link's writer queue holds. The dispatcher keeps at most a
+/// worker's slot count of jobs in flight per link, so a full queue means a
+/// peer that stopped reading: the daemon then closes the link.
+pub const LINK_SEND_QUEUE: usize = 1024;
+/// The data channel's label.
+const LABEL: &str = "jobmesh";
+
+/// Identifies one link instance, so events of a link that was replaced are ignored.
+pub type LinkId = u64;
+
+/// Settings for every peer connection.
+#[derive(Debug, Clone)]
+pub struct RtcConfig {
+    /// STUN/TURN server URLs (`stun:host:port`); none needed on one host or a LAN.
+    pub ice_servers: Vec<String>,
+    /// Local UDP addresses to bind. The default binds every non-loopback
+    /// interface (`0.0.0.0:0`) plus loopback (`127.0.0.1:0`).
+    pub udp_addrs: Vec<String>,
+    /// Bytes a data channel may hold unsent before `send` waits.
+    pub send_buffer_limit: usize,
+    /// Deadline for a whole dial or answer, handshake and channel open.
+    pub connect_timeout: Duration,
+    /// How long to wait for ICE gathering before sending what was gathered.
+    pub gather_timeout: Duration,
+}
+
+impl Default for RtcConfig {
+    fn default() -> Self {
+        Self {
+            ice_servers: Vec::new(),
+            udp_addrs: vec!["0.0.0.0:0".into(), "127.0.0.1:0".into()],
+            send_buffer_limit: 4 * 1024 * 1024,
+            connect_timeout: Duration::from_secs(10),
+            gather_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What a link reports to the daemon.
+#[derive(Debug)]
+pub enum LinkEvent {
+    /// A data-channel message arrived.
+    Message {
+        /// From whom.
+        peer: PeerId,
+        /// On which link.
+        link_id: LinkId,
+        /// Its bytes.
+        data: Vec<u8>,
+    },
+    /// The link is gone (closed by either side, failed, or dropped).
+    Closed {
+        /// To whom.
+        peer: PeerId,
+        /// Which link.
+        link_id: LinkId,
+    },
+}
+
+/// Why a link could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LinkError {
+    /// webrtc refused an operation.
+    #[error("webrtc: {0}")]
+    Webrtc(#[from] webrtc::error::Error),
+    /// The handshake or channel open did not finish in time.
+    #[error("no data channel with {peer} within {after:?} ({stage}); check that both peers can reach each other (firewall, --ice-server)")]
+    Timeout {
+        /// With whom.
+        peer: PeerId,
+        /// The deadline.
+        after: Duration,
+        /// How far it got.
+        stage: &'static str,
+    },
+    /// The signalling relay is not available.
+    #[error("cannot relay the handshake: signal-server connection is down or busy")]
+    Relay,
+    /// The peer connection ended during setup.
+    #[error("peer connection closed during setup ({0})")]
+    Closed(&'static str),
+}
+
+/// A handle to an open link. Cloning is not offered: one owner, the daemon.
+#[derive(Debug)]
+pub struct LinkHandle {
+    peer: PeerId,
+    link_id: LinkId,
+    tx: mpsc::Sender<Vec<u8>>,
+    cancel: CancellationToken,
+    _close_on_drop: DropGuard,
+}
+
+/// Why a message could not be queued on a link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The writer queue is full: the peer is not keeping up.
+    #[error("link send queue full ({LINK_SEND_QUEUE} messages)")]
+    Full,
+    /// The link closed.
+    #[error("link closed")]
+    Closed,
+}
+
+impl LinkHandle {
+    /// The remote peer.
+    pub fn peer(&self) -> PeerId {
+        self.peer
+    }
+
+    /// This link's id.
+    pub fn link_id(&self) -> LinkId {
+        self.link_id
+    }
+
+    /// Queues one message. Never waits.
+    pub fn try_send(&self, data: Vec<u8>) -> Result<(), SendError> {
+        self.tx.try_send(data).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => SendError::Full,
+            mpsc::error::TrySendError::Closed(_) => SendError::Closed,
+        })
+    }
+
+    /// Closes the link; its reader then emits `Closed`.
+    pub fn close(&self) {
+        self.cancel.cancel();
+    }
+}
+
+/// Forwards webrtc's callbacks into channels and a token; never awaits.
+struct Forwarder {
+    gathered: mpsc::Sender<()>,
+    incoming: mpsc::Sender<Arc<dyn DataChannel>>,
+    dead: CancellationToken,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Forwarder {
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            // Capacity 1: a second Complete (after a restart) is redundant; drop it.
+            let _ = self.gathered.try_send(());
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        debug!(?state, "peer connection state");
+        if matches!(
+            state,
+            RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed
+        ) {
+            self.dead.cancel();
+        }
+    }
+
+    async fn on_data_channel(&self, dc: Arc<dyn DataChannel>) {
+        // Capacity 1: we expect exactly one channel; any extra is refused by being dropped.
+        let _ = self.incoming.try_send(dc);
+    }
+}
+
+struct Setup {
+    pc: Arc<dyn PeerConnection>,
+    gathered: mpsc::Receiver<()>,
+    incoming: mpsc::Receiver<Arc<dyn DataChannel>>,
+    dead: CancellationToken,
+}
+
+async fn build(config: &RtcConfig) -> Result<Setup, LinkError> {
+    let (gathered_tx, gathered) = mpsc::channel(1);
+    let (incoming_tx, incoming) = mpsc::channel(1);
+    let dead = CancellationToken::new();
+    let handler = Arc::new(Forwarder {
+        gathered: gathered_tx,
+        incoming: incoming_tx,
+        dead: dead.clone(),
+    });
+    let ice_servers = if config.ice_servers.is_empty() {
+        Vec::new()
+    } else {
+        vec![RTCIceServer {
+            urls: config.ice_servers.clone(),
+            ..Default::default()
+        }]
+    };
+    let settings = SettingEngineBuilder::default()
+        // ICE checks every 20 ms instead of 200 ms: the channel opens ~0.2 s sooner
+        // (../shared/webrtc-notes.md, pitfall 1). Costs a few packets during setup only.
+        .with_ice_connection_attempts(Some(Duration::from_millis(20)), None)
+        // A dead peer's connection fails after 10 s instead of 25 s.
+        .with_ice_timeouts(None, Some(Duration::from_secs(10)), None)
+        .build();
+    let pc = PeerConnectionBuilder::new()
+        .with_configuration(
+            RTCConfigurationBuilder::new()
+                .with_ice_servers(ice_servers)
+                .build(),
+        )
+        .with_setting_engine(settings)
+        .with_handler(handler)
+        .with_udp_addrs(config.udp_addrs.clone())
+        .with_data_channel_send_buffer_limit(config.send_buffer_limit)
+        .build()
+        .await?;
+    Ok(Setup {
+        pc: Arc::new(pc),
+        gathered,
+        incoming,
+        dead,
+    })
+}
+
+/// Waits for ICE gathering (bounded) and returns the local SDP.
+async fn local_sdp(setup: &mut Setup, config: &RtcConfig) -> Result<String, LinkError> {
+    if tokio::time::timeout(config.gather_timeout, setup.gathered.recv())
+        .await
+        .is_err()
+    {
+        warn!(after = ?config.gather_timeout, "ICE gathering incomplete; sending the candidates found so far");
+    }
+    setup
+        .pc
+        .local_description()
+        .await
+        .map(|d| d.sdp)
+        .ok_or(LinkError::Closed("no local description"))
+}
+
+/// Polls the channel until it opens.
+async fn wait_open(dc: &Arc<dyn DataChannel>) -> Result<(), LinkError> {
+    loop {
+        match dc.poll().await {
+            Some(DataChannelEvent::OnOpen) => return Ok(()),
+            Some(DataChannelEvent::OnClose) | None => {
+                return Err(LinkError::Closed("data channel closed before open"))
+            }
+            Some(_) => {}
+        }
+    }
+}
+
+async fn with_deadline<T>(
+    peer: PeerId,
+    after: Duration,
+    stage: &'static str,
+    fut: impl std::future::Future<Output = Result<T, LinkError>>,
+) -> Result<T, LinkError> {
+    tokio::time::timeout(after, fut)
+        .await
+        .map_err(|_| LinkError::Timeout { peer, after, stage })?
+}
+
+/// Opens a link to `peer` as the offerer. `relay` carries the offer to the
+/// signal-server (must not block); `answer` receives the remote SDP answer
+/// that the daemon routes here.
+pub async fn dial(
+    config: &RtcConfig,
+    peer: PeerId,
+    link_id: LinkId,
+    relay: impl Fn(Handshake) -> bool,
+    answer: oneshot::Receiver<String>,
+    events: mpsc::Sender<LinkEvent>,
+) -> Result<LinkHandle, LinkError> {
+    let mut setup = build(config).await?;
+    let pc = setup.pc.clone();
+    let result = with_deadline(peer, config.connect_timeout, "dial", async {
+        let dc = pc.create_data_channel(LABEL, None).await?;
+        let offer = pc.create_offer(None).await?;
+        pc.set_local_description(offer).await?;
+        let sdp = local_sdp(&mut setup, config).await?;
+        if !relay(Handshake::Offer { sdp }) {
+            return Err(LinkError::Relay);
+        }
+        let answer = answer
+            .await
+            .map_err(|_| LinkError::Closed("dial abandoned"))?;
+        pc.set_remote_description(RTCSessionDescription::answer(answer)?)
+            .await?;
+        wait_open(&dc).await?;
+        Ok(dc)
+    })
+    .await;
+    finish(config, pc, setup.dead, result, peer, link_id, events).await
+}
+
+/// Opens a link to `peer` as the answerer of its `offer`.
+pub async fn answer(
+    config: &RtcConfig,
+    peer: PeerId,
+    link_id: LinkId,
+    offer: String,
+    relay: impl Fn(Handshake) -> bool,
+    events: mpsc::Sender<LinkEvent>,
+) -> Result<LinkHandle, LinkError> {
+    let mut setup = build(config).await?;
+    let pc = setup.pc.clone();
+    let result = with_deadline(peer, config.connect_timeout, "answer", async {
+        pc.set_remote_description(RTCSessionDescription::offer(offer)?)
+            .await?;
+        let answer = pc.create_answer(None).await?;
+        pc.set_local_description(answer).await?;
+        let sdp = local_sdp(&mut setup, config).await?;
+        if !relay(Handshake::Answer { sdp }) {
+            return Err(LinkError::Relay);
+        }
+        let dc = setup
+            .incoming
+            .recv()
+            .await
+            .ok_or(LinkError::Closed("no data channel"))?;
+        wait_open(&dc).await?;
+        Ok(dc)
+    })
+    .await;
+    finish(config, pc, setup.dead, result, peer, link_id, events).await
+}
+
+async fn finish(
+    config: &RtcConfig,
+    pc: Arc<dyn PeerConnection>,
+    dead: CancellationToken,
+    result: Result<Arc<dyn DataChannel>, LinkError>,
+    peer: PeerId,
+    link_id: LinkId,
+    events: mpsc::Sender<LinkEvent>,
+) -> Result<LinkHandle, LinkError> {
+    match result {
+        Ok(dc) => Ok(spawn_link(config, pc, dc, dead, peer, link_id, events)),
+        Err(e) => {
+            let _ = pc.close().await;
+            Err(e)
+        }
+    }
+}
+
+fn spawn_link(
+    _config: &RtcConfig,
+    pc: Arc<dyn PeerConnection>,
+    dc: Arc<dyn DataChannel>,
+    cancel: CancellationToken,
+    peer: PeerId,
+    link_id: LinkId,
+    events: mpsc::Sender<LinkEvent>,
+) -> LinkHandle {
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(LINK_SEND_QUEUE);
+    let span = info_span!("link", peer = %peer.short(), link_id);
+
+    let writer_dc = dc.clone();
+    let writer_cancel = cancel.clone();
+    tokio::spawn(
+        async move {
+            loop {
+                let data = tokio::select! {
+                    biased;
+                    () = writer_cancel.cancelled() => break,
+                    d = rx.recv() => match d { Some(d) => d, None => break },
+                };
+                if let Err(e) = writer_dc.send(BytesMut::from(&data[..])).await {
+                    warn!(error = %e, "data channel send failed; closing link");
+                    writer_cancel.cancel();
+                    break;
+                }
+            }
+        }
+        .instrument(span.clone()),
+    );
+
+    let reader_cancel = cancel.clone();
+    tokio::spawn(
+        async move {
+            loop {
+                tokio::select! {
+                    biased;
+                    () = reader_cancel.cancelled() => break,
+                    ev = dc.poll() => match ev {
+                        Some(DataChannelEvent::OnMessage(m)) => {
+                            let msg = LinkEvent::Message { peer, link_id, data: m.data.to_vec() };
+                            if events.send(msg).await.is_err() { break }
+                        }
+                        Some(DataChannelEvent::OnClose) | None => break,
+                        Some(_) => {}
+                    },
+                }
+            }
+            reader_cancel.cancel();
+            debug!("link closed");
+            let _ = events.send(LinkEvent::Closed { peer, link_id }).await;
+            let _ = dc.close().await;
+            let _ = pc.close().await;
+        }
+        .instrument(span),
+    );
+
+    LinkHandle {
+        peer,
+        link_id,
+        tx,
+        _close_on_drop: cancel.clone().drop_guard(),
+        cancel,
+    }
+}

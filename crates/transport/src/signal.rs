@@ -1,0 +1,242 @@
+//! The signalling client: one task that keeps a WebSocket to `signal-server`
+//! open, re-announcing this peer after every reconnect.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use jobmesh_wire::signal::{encode, ClientMsg, Hello, ServerMsg, MAX_SIGNAL_MESSAGE};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// What the signalling task reports to the daemon.
+#[derive(Debug)]
+pub enum SignalEvent {
+    /// (Re)connected; the welcome with the pool snapshot follows as a `Message`.
+    Connected,
+    /// A message from the server (welcome first after each connect).
+    Message(ServerMsg),
+    /// The socket dropped; reconnecting after the given delay.
+    Disconnected {
+        /// Why.
+        reason: String,
+        /// Next attempt in.
+        retry_in: Duration,
+    },
+}
+
+/// Settings for [`run`].
+#[derive(Debug, Clone)]
+pub struct SignalConfig {
+    /// `ws://host:port/ws`.
+    pub url: String,
+    /// Sent first after every connect.
+    pub hello: Hello,
+    /// First reconnect delay ceiling.
+    pub backoff_base: Duration,
+    /// Largest reconnect delay.
+    pub backoff_cap: Duration,
+    /// How long to wait for the welcome after the hello.
+    pub welcome_timeout: Duration,
+}
+
+impl SignalConfig {
+    /// Defaults: backoff 100 ms doubling to 5 s, welcome within 10 s.
+    pub fn new(url: String, hello: Hello) -> Self {
+        Self {
+            url,
+            hello,
+            backoff_base: Duration::from_millis(100),
+            backoff_cap: Duration::from_secs(5),
+            welcome_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Errors of one connection attempt.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SignalError {
+    /// Could not open the WebSocket.
+    #[error("cannot connect to signal-server at {url}: {source}; is it running? (`signal-server --listen ...`)")]
+    Connect {
+        /// Where.
+        url: String,
+        /// Why.
+        #[source]
+        source: tokio_tungstenite::tungstenite::Error,
+    },
+    /// The socket failed after it was open.
+    #[error("signal-server connection failed: {0}")]
+    Socket(#[from] tokio_tungstenite::tungstenite::Error),
+    /// The server closed the socket.
+    #[error("signal-server closed the connection{0}")]
+    Closed(String),
+    /// The server refused us.
+    #[error("signal-server refused this peer: {0}")]
+    Refused(String),
+    /// No welcome in time.
+    #[error("signal-server sent no welcome within {0:?}")]
+    NoWelcome(Duration),
+    /// The server sent something undecodable.
+    #[error("signal-server sent a bad frame: {0}")]
+    BadFrame(jobmesh_wire::DecodeError),
+    /// The daemon is gone.
+    #[error("daemon stopped")]
+    DaemonGone,
+}
+
+/// Keeps the signalling connection up until `cancel`.
+///
+/// * `events` (bounded, owned by the daemon): server messages are sent with
+///   `send().await` — the daemon loop is the consumer and drains it promptly; while
+///   it is full this task stops reading the socket (TCP backpressure to the server).
+/// * `outgoing` (bounded, filled by the daemon with `try_send`): written to the socket
+///   in order while connected; while disconnected, messages are dropped (relays
+///   of a handshake in progress fail its deadline; stats are re-sent on connect).
+pub async fn run(
+    config: SignalConfig,
+    events: mpsc::Sender<SignalEvent>,
+    mut outgoing: mpsc::Receiver<ClientMsg>,
+    cancel: CancellationToken,
+) {
+    let mut attempt: u32 = 0;
+    loop {
+        let result = tokio::select! {
+            biased;
+            () = cancel.cancelled() => return,
+            r = connect_once(&config, &events, &mut outgoing, &mut attempt) => r,
+        };
+        let reason = match result {
+            Ok(()) => return,
+            Err(SignalError::DaemonGone) => return,
+            Err(e) => format!("{e:#}"),
+        };
+        let retry_in = jobmesh_core::backoff(
+            attempt,
+            config.backoff_base,
+            config.backoff_cap,
+            rand::random::<f64>(),
+        );
+        attempt = attempt.saturating_add(1);
+        warn!(%reason, retry_in_ms = retry_in.as_millis() as u64, "signal-server connection lost");
+        if events
+            .send(SignalEvent::Disconnected { reason, retry_in })
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let sleep = tokio::time::sleep(retry_in);
+        tokio::pin!(sleep);
+        // While waiting, drop what the daemon wants to send: it is stale by reconnect.
+        loop {
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => return,
+                () = &mut sleep => break,
+                m = outgoing.recv() => if m.is_none() { return },
+            }
+        }
+    }
+}
+
+async fn connect_once(
+    config: &SignalConfig,
+    events: &mpsc::Sender<SignalEvent>,
+    outgoing: &mut mpsc::Receiver<ClientMsg>,
+    attempt: &mut u32,
+) -> Result<(), SignalError> {
+    let ws_config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_SIGNAL_MESSAGE))
+        .max_frame_size(Some(MAX_SIGNAL_MESSAGE));
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async_with_config(config.url.as_str(), Some(ws_config), true)
+            .await
+            .map_err(|source| SignalError::Connect {
+                url: config.url.clone(),
+                source,
+            })?;
+    ws.send(Message::text(encode(&ClientMsg::Hello(
+        config.hello.clone(),
+    ))))
+    .await?;
+    // The welcome must come first.
+    let welcome = tokio::time::timeout(config.welcome_timeout, next_msg(&mut ws))
+        .await
+        .map_err(|_| SignalError::NoWelcome(config.welcome_timeout))??;
+    match &welcome {
+        ServerMsg::Welcome { pool, peers, .. } => {
+            info!(%pool, peers = peers.len(), url = %config.url, "joined pool");
+        }
+        ServerMsg::Error { code, message } => {
+            return Err(SignalError::Refused(format!("{code:?}: {message}")))
+        }
+        other => {
+            return Err(SignalError::Refused(format!(
+                "expected welcome, got {other:?}"
+            )))
+        }
+    }
+    *attempt = 0;
+    events
+        .send(SignalEvent::Connected)
+        .await
+        .map_err(|_| SignalError::DaemonGone)?;
+    events
+        .send(SignalEvent::Message(welcome))
+        .await
+        .map_err(|_| SignalError::DaemonGone)?;
+    loop {
+        tokio::select! {
+            msg = next_msg(&mut ws) => {
+                let msg = msg?;
+                if let ServerMsg::Error { code, message } = &msg {
+                    warn!(?code, %message, "signal-server reported an error");
+                }
+                events.send(SignalEvent::Message(msg)).await.map_err(|_| SignalError::DaemonGone)?;
+            }
+            out = outgoing.recv() => {
+                let Some(out) = out else {
+                    // Daemon dropped its sender: leave politely.
+                    let _ = ws.close(None).await;
+                    return Err(SignalError::DaemonGone);
+                };
+                ws.send(Message::text(encode(&out))).await?;
+            }
+        }
+    }
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Reads the next server message, skipping control frames (tungstenite answers
+/// pings itself while we read).
+async fn next_msg(ws: &mut Ws) -> Result<ServerMsg, SignalError> {
+    loop {
+        let frame = ws
+            .next()
+            .await
+            .ok_or_else(|| SignalError::Closed(String::new()))??;
+        match frame {
+            Message::Text(t) => {
+                return ServerMsg::decode(t.as_bytes()).map_err(SignalError::BadFrame);
+            }
+            Message::Close(c) => {
+                let why = c
+                    .map(|c| format!(" ({}: {})", u16::from(c.code), c.reason))
+                    .unwrap_or_default();
+                return Err(SignalError::Closed(why));
+            }
+            Message::Binary(_) => {
+                return Err(SignalError::BadFrame(jobmesh_wire::DecodeError::Binary))
+            }
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {
+                debug!("signal-server heartbeat");
+            }
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! The real binaries, as a user runs them.
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+
+use jobmesh_testkit::{init_tracing, PeerGuard};
+use serde_json::{json, Value};
+
+/// The workspace's binaries sit next to the test binary's `deps/` folder;
+/// `cargo test --workspace` builds them before any test runs.
+fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps/<test>");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo test --workspace` so the binaries are built",
+        path.display()
+    );
+    path
+}
+
+/// A child process killed on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Proc {
+    fn spawn(cmd: &mut Command) -> (Self, String) {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn binary");
+        // The first stdout line says the process is ready.
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("piped stdout");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read ready line");
+        (Self(child), line)
+    }
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(bin("peer"))
+        .args(args)
+        .env_remove("JOBMESH_SIGNAL")
+        .env_remove("JOBMESH_CONTROL")
+        .output()
+        .expect("run peer")
+}
+
+fn envelope(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is an envelope ({e}): {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_submit_prints_envelopes_and_exits_0_1_2_3() {
+    init_tracing();
+    let tmp = std::env::temp_dir().join(format!("jobmesh-cli-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&tmp).expect("temp dir");
+    let (mut server, ready) =
+        Proc::spawn(Command::new(bin("signal-server")).args(["--listen", "127.0.0.1:0"]));
+    let url = ready
+        .split_whitespace()
+        .find(|w| w.starts_with("ws://"))
+        .unwrap_or_else(|| panic!("no ws:// url in {ready:?}"))
+        .to_owned();
+
+    let sock = |n: &str| tmp.join(format!("{n}.sock")).to_string_lossy().into_owned();
+    let mut workers = Vec::new();
+    for name in ["w1", "w2"] {
+        let (p, line) = Proc::spawn(Command::new(bin("peer")).args([
+            "--signal",
+            &url,
+            "--capabilities",
+            "echo,sleep",
+            "--name",
+            name,
+            "--pool",
+            "cli",
+            "--control",
+            &sock(name),
+        ]));
+        assert!(line.contains("running"), "{line}");
+        workers.push(p);
+    }
+    let (_submitter, line) = Proc::spawn(Command::new(bin("peer")).args([
+        "--signal",
+        &url,
+        "--capabilities",
+        "",
+        "--name",
+        "s",
+        "--pool",
+        "cli",
+        "--control",
+        &sock("s"),
+    ]));
+    assert!(line.contains("running"), "{line}");
+    // Watch the pool in-process until both workers are announced.
+    let watcher = PeerGuard::start(&url, "cli", "watcher", &[], 0);
+    watcher.wait_capable("echo", 2).await;
+
+    // Short-lived submitters through --signal: completed envelopes, both workers used.
+    let mut names = HashSet::new();
+    for i in 0..12 {
+        let input = json!({ "n": i }).to_string();
+        let out = run(&[
+            "submit", "echo", "--input", &input, "--signal", &url, "--pool", "cli", "--json",
+        ]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let env = envelope(&out);
+        assert_eq!(env["status"], "completed");
+        assert_eq!(env["result"], json!({ "n": i }));
+        assert!(env["error"].is_null());
+        assert!(env["job_id"].as_str().is_some_and(|s| s.len() == 36));
+        assert!(env["elapsed_ms"].is_u64());
+        names.insert(
+            env["worker"]["name"]
+                .as_str()
+                .expect("worker name")
+                .to_owned(),
+        );
+    }
+    assert_eq!(names, HashSet::from(["w1".to_owned(), "w2".to_owned()]));
+
+    // Through the local daemon's control socket; plain output is the result JSON.
+    let out = run(&[
+        "submit",
+        "echo",
+        "--input",
+        r#"{"via":"control"}"#,
+        "--control",
+        &sock("s"),
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        serde_json::from_slice::<Value>(&out.stdout).expect("json"),
+        json!({"via": "control"})
+    );
+
+    // Exit 1: the job ran into a failure (bad input is refused by the worker).
+    let out = run(&[
+        "submit",
+        "sleep",
+        "--input",
+        r#"{"ms":"soon"}"#,
+        "--control",
+        &sock("s"),
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(envelope(&out)["status"], "rejected");
+
+    // Exit 3: nobody runs it.
+    let out = run(&["submit", "ocr", "--control", &sock("s"), "--json"]);
+    assert_eq!(out.status.code(), Some(3));
+    let env = envelope(&out);
+    assert_eq!(env["status"], "no_worker");
+    assert!(env["error"].as_str().is_some_and(|e| e.contains("ocr")));
+
+    // Exit 3: timed out.
+    let out = run(&[
+        "submit",
+        "sleep",
+        "--input",
+        r#"{"ms":10000}"#,
+        "--timeout",
+        "0.3",
+        "--control",
+        &sock("s"),
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(envelope(&out)["status"], "timed_out");
+
+    // Exit 2: usage errors, with a message.
+    let out = run(&["submit"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = run(&[
+        "submit",
+        "echo",
+        "--input",
+        "{not json",
+        "--control",
+        &sock("s"),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--input"));
+    let out = run(&["--capabilities", "teleport", "--signal", &url]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("teleport"));
+
+    // `peer peers` lists the pool.
+    let out = run(&["peers", "--control", &sock("s"), "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let peers = envelope(&out);
+    let listed: HashSet<&str> = peers["peers"]
+        .as_array()
+        .expect("peers")
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert!(listed.contains("w1") && listed.contains("w2"), "{peers}");
+
+    // Kill the signal-server: the connected daemon keeps completing jobs.
+    server.0.kill().expect("kill signal-server");
+    let _ = server.0.wait();
+    watcher
+        .wait_pool("the signal-server to be gone", |s| !s.connected)
+        .await;
+    for i in 0..4 {
+        let input = json!({ "after": i }).to_string();
+        let out = run(&[
+            "submit",
+            "echo",
+            "--input",
+            &input,
+            "--control",
+            &sock("s"),
+            "--json",
+        ]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(envelope(&out)["result"], json!({ "after": i }));
+    }
+    drop(workers);
+    let _ = std::fs::remove_dir_all(&tmp);
+}
