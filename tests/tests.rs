@@ -8,5 +8,7 @@ mod jobs_finish_after_the_signal_server_is_gone;
 mod jobs_go_only_to_capable_workers;
 mod jobs_spread_over_both_workers;
 mod malformed_data_channel_message_gets_an_error_reply;
+mod malformed_signalling_input_gets_an_error_and_a_close;
 mod signal_server_never_carries_a_payload;
+mod signal_server_serves_http_and_shuts_down_cleanly;
 mod simultaneous_dials_resolve_to_one_link;

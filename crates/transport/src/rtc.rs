@@ -312,7 +312,7 @@ pub async fn dial(
         Ok(dc)
     })
     .await;
-    finish(config, pc, setup.dead, result, peer, link_id, events).await
+    finish(pc, setup.dead, result, peer, link_id, events).await
 }
 
 /// Opens a link to `peer` as the answerer of its `offer`.
@@ -344,11 +344,10 @@ pub async fn answer(
         Ok(dc)
     })
     .await;
-    finish(config, pc, setup.dead, result, peer, link_id, events).await
+    finish(pc, setup.dead, result, peer, link_id, events).await
 }
 
 async fn finish(
-    config: &RtcConfig,
     pc: Arc<dyn PeerConnection>,
     dead: CancellationToken,
     result: Result<Arc<dyn DataChannel>, LinkError>,
@@ -357,7 +356,7 @@ async fn finish(
     events: mpsc::Sender<LinkEvent>,
 ) -> Result<LinkHandle, LinkError> {
     match result {
-        Ok(dc) => Ok(spawn_link(config, pc, dc, dead, peer, link_id, events)),
+        Ok(dc) => Ok(spawn_link(pc, dc, dead, peer, link_id, events)),
         Err(e) => {
             let _ = pc.close().await;
             Err(e)
@@ -366,7 +365,6 @@ async fn finish(
 }
 
 fn spawn_link(
-    _config: &RtcConfig,
     pc: Arc<dyn PeerConnection>,
     dc: Arc<dyn DataChannel>,
     cancel: CancellationToken,
