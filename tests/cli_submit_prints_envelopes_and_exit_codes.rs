@@ -121,7 +121,7 @@ async fn peer_submit_prints_envelopes_and_exits_0_1_2_3() {
 
     // Short-lived submitters through --signal: completed envelopes, both workers used.
     let mut names = HashSet::new();
-    for i in 0..12 {
+    for i in 0..20 {
         let input = json!({ "n": i }).to_string();
         let out = run(&[
             "submit", "echo", "--input", &input, "--signal", &url, "--pool", "cli", "--json",
@@ -196,6 +196,30 @@ async fn peer_submit_prints_envelopes_and_exits_0_1_2_3() {
     ]);
     assert_eq!(out.status.code(), Some(3));
     assert_eq!(envelope(&out)["status"], "timed_out");
+
+    // Exit 2: an input too large for one data-channel message, refused before sending.
+    let huge = format!("\"{}\"", "x".repeat(70_000));
+    let out = run(&[
+        "submit",
+        "echo",
+        "--input",
+        &huge,
+        "--control",
+        &sock("s"),
+        "--json",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let env = envelope(&out);
+    assert_eq!(env["status"], "too_large");
+    assert!(
+        env["error"].as_str().is_some_and(|e| e.contains("65536")),
+        "{env}"
+    );
 
     // Exit 2: usage errors, with a message.
     let out = run(&["submit"]);

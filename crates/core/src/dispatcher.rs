@@ -1,7 +1,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use jobmesh_wire::dc::{DcMsg, JobId, Outcome, RejectReason};
+use jobmesh_wire::dc::{DcMsg, JobId, Outcome, RejectReason, MAX_DC_MESSAGE};
 use jobmesh_wire::signal::ServerMsg;
 use jobmesh_wire::{Capability, PeerId};
 
@@ -59,6 +59,14 @@ pub enum JobError {
     QueueFull {
         /// The limit.
         limit: usize,
+    },
+    /// The job's submit message would not fit in one data-channel message.
+    #[error("job input too large: the submit message is {size} bytes, the limit is {max}; send less or pass a reference (file path, URL) instead")]
+    TooLarge {
+        /// Encoded size.
+        size: usize,
+        /// The limit.
+        max: usize,
     },
     /// A job with this id is already held.
     #[error("job {0} was already submitted")]
@@ -279,6 +287,13 @@ impl Dispatcher {
         }
         if self.jobs.contains_key(&spec.job_id) {
             return Err(JobError::Duplicate(spec.job_id));
+        }
+        let size = submit_msg(&spec, spec.timeout).encode().len();
+        if size > MAX_DC_MESSAGE {
+            return Err(JobError::TooLarge {
+                size,
+                max: MAX_DC_MESSAGE,
+            });
         }
         let id = spec.job_id;
         let deadline = now + spec.timeout;
@@ -547,16 +562,21 @@ impl Dispatcher {
         let remaining = job.deadline.saturating_duration_since(now);
         self.out.push_back(Output::Send {
             to: worker,
-            msg: DcMsg::Submit {
-                job_id: id,
-                capability: cap,
-                input: job.spec.input.clone(),
-                timeout_ms: u64::try_from(remaining.as_millis())
-                    .unwrap_or(u64::MAX)
-                    .max(1),
-            },
+            msg: submit_msg(&job.spec, remaining),
         });
         Placed::Yes
+    }
+}
+
+/// The submit message for `spec`, asking the worker to give up after `timeout`.
+fn submit_msg(spec: &JobSpec, timeout: Duration) -> DcMsg {
+    DcMsg::Submit {
+        job_id: spec.job_id,
+        capability: spec.capability.clone(),
+        input: spec.input.clone(),
+        timeout_ms: u64::try_from(timeout.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1),
     }
 }
 

@@ -64,7 +64,7 @@ pub struct Envelope {
     /// The job.
     pub job_id: String,
     /// `completed`, `failed`, `rejected`, `lost`, `cancelled`, `timed_out`,
-    /// `no_worker` or `queue_full`.
+    /// `no_worker`, `queue_full` or `too_large`.
     pub status: String,
     /// Who ran it.
     pub worker: Option<WorkerRef>,
@@ -96,12 +96,14 @@ impl Envelope {
         }
     }
 
-    /// The CLI's exit code: 0 completed, 3 nobody could take it (no capable
-    /// worker, timed out, queue full), 1 any other failure.
+    /// The CLI's exit code: 0 completed, 2 the input is too large (a usage
+    /// error), 3 nobody could take it (no capable worker, timed out, queue
+    /// full), 1 any other failure.
     pub fn exit_code(&self) -> u8 {
         match self.status.as_str() {
             "completed" => 0,
             "no_worker" | "timed_out" | "queue_full" => 3,
+            "too_large" => 2,
             _ => 1,
         }
     }
@@ -111,6 +113,7 @@ fn status_of(e: &JobError) -> &'static str {
     match e {
         JobError::NoCapableWorker { .. } => "no_worker",
         JobError::QueueFull { .. } => "queue_full",
+        JobError::TooLarge { .. } => "too_large",
         JobError::TimedOut { .. } => "timed_out",
         JobError::Rejected { .. } => "rejected",
         JobError::Lost { .. } => "lost",

@@ -21,7 +21,7 @@ use jobmesh_core::{
 };
 use jobmesh_transport::rtc::{self, LinkEvent, LinkHandle, LinkId, RtcConfig, LINK_SEND_QUEUE};
 use jobmesh_transport::signal::{self as signal_client, SignalConfig, SignalEvent};
-use jobmesh_wire::dc::{DcMsg, JobId, Outcome, RejectReason, MAX_ERROR_LEN};
+use jobmesh_wire::dc::{DcMsg, JobId, Outcome, RejectReason, MAX_DC_MESSAGE, MAX_ERROR_LEN};
 use jobmesh_wire::signal::{ClientMsg, Handshake, Hello, ServerMsg};
 use jobmesh_wire::{Capability, PeerId, PeerInfo, Stats, PROTOCOL_VERSION};
 use serde_json::Value;
@@ -494,9 +494,14 @@ impl Daemon {
         for (_, w) in self.waiters.drain() {
             let _ = w.reply.send(Err(DaemonError::Stopped));
         }
-        // Dropping the links closes them; dropping signal_out ends the signal task,
-        // which closes the WebSocket so the server announces our departure.
-        self.links.clear();
+        // Close every link after it has flushed what is queued (a result finished
+        // during the drain, say), then the signal task closes the WebSocket and
+        // the server announces our departure.
+        let open = self.links.drain().filter_map(|(_, link)| match link {
+            Link::Open(h) => Some(h.close_flushed()),
+            Link::Connecting { .. } => None,
+        });
+        futures_util::future::join_all(open).await;
     }
 
     /// Carries out the dispatcher's outputs and publishes changed stats.
@@ -898,27 +903,28 @@ impl Daemon {
             },
         };
         info!(job_id = %done.job_id, ok = matches!(outcome, Outcome::Ok { .. }), "job finished");
-        let msg = DcMsg::Result {
+        let mut data = DcMsg::Result {
             job_id: done.job_id,
             outcome,
-        };
-        if msg.encode().len() > jobmesh_wire::dc::MAX_DC_MESSAGE {
-            let msg = DcMsg::Result {
-                job_id: done.job_id,
-                outcome: Outcome::Err {
-                    message: format!(
-                        "result larger than one data-channel message ({} bytes)",
-                        jobmesh_wire::dc::MAX_DC_MESSAGE
-                    ),
-                },
-            };
-            self.send_to(Instant::now(), from, &msg);
-            return;
         }
-        // No link to the submitter any more: the result is dropped (it re-dispatched).
+        .encode();
+        if data.len() > MAX_DC_MESSAGE {
+            let too_big = Outcome::Err {
+                message: format!(
+                    "the result ({} bytes) does not fit in one data-channel message ({MAX_DC_MESSAGE} bytes)",
+                    data.len()
+                ),
+            };
+            data = DcMsg::Result {
+                job_id: done.job_id,
+                outcome: too_big,
+            }
+            .encode();
+        }
         if self.links.contains_key(&from) {
-            self.send_to(Instant::now(), from, &msg);
+            self.send_bytes(Instant::now(), from, data);
         } else {
+            // No link to the submitter any more: it has re-dispatched the job.
             warn!(job_id = %done.job_id, "submitter gone; result dropped");
         }
     }

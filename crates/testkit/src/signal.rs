@@ -50,10 +50,24 @@ impl SignalGuard {
     }
 
     /// Starts a server with `config`, optionally tapping frames.
-    pub async fn start_with(mut config: ServerConfig, tap: bool) -> Self {
+    pub async fn start_with(config: ServerConfig, tap: bool) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind 127.0.0.1:0");
+        Self::serve(listener, config, tap)
+    }
+
+    /// Starts a fresh server on the address a stopped one had (its port came
+    /// from port 0), to test that peers come back by themselves.
+    pub async fn restart_on(old: &SignalGuard) -> Self {
+        let addr = old.http.trim_start_matches("http://").to_owned();
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .unwrap_or_else(|e| panic!("re-bind {addr}: {e}"));
+        Self::serve(listener, ServerConfig::default(), false)
+    }
+
+    fn serve(listener: tokio::net::TcpListener, mut config: ServerConfig, tap: bool) -> Self {
         let addr = listener.local_addr().expect("local addr");
         let tapped = Arc::new(Mutex::new(Vec::new()));
         if tap {

@@ -33,6 +33,10 @@ use webrtc::peer_connection::{
 /// worker's slot count of jobs in flight per link, so a full queue means a
 /// peer that stopped reading: the daemon then closes the link.
 pub const LINK_SEND_QUEUE: usize = 1024;
+/// How long a closing link may take to flush what was queued before the close.
+pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often a closing link checks whether the remote acknowledged everything.
+const FLUSH_POLL: Duration = Duration::from_millis(10);
 /// The data channel's label.
 const LABEL: &str = "jobmesh";
 
@@ -121,6 +125,7 @@ pub struct LinkHandle {
     tx: mpsc::Sender<Vec<u8>>,
     cancel: CancellationToken,
     _close_on_drop: DropGuard,
+    writer: tokio::task::JoinHandle<()>,
 }
 
 /// Why a message could not be queued on a link.
@@ -153,9 +158,17 @@ impl LinkHandle {
         })
     }
 
-    /// Closes the link; its reader then emits `Closed`.
+    /// Closes the link; its reader then emits `Closed`. Messages already
+    /// queued are still sent (for at most [`FLUSH_TIMEOUT`]).
     pub fn close(&self) {
         self.cancel.cancel();
+    }
+
+    /// Closes the link and waits until queued messages are flushed (or
+    /// [`FLUSH_TIMEOUT`] passed) and the connection is closed.
+    pub async fn close_flushed(self) {
+        self.cancel.cancel();
+        let _ = self.writer.await;
     }
 }
 
@@ -377,7 +390,7 @@ fn spawn_link(
 
     let writer_dc = dc.clone();
     let writer_cancel = cancel.clone();
-    tokio::spawn(
+    let writer = tokio::spawn(
         async move {
             loop {
                 let data = tokio::select! {
@@ -391,6 +404,26 @@ fn spawn_link(
                     break;
                 }
             }
+            writer_cancel.cancel();
+            // Whatever was queued before the close still goes out (a result
+            // finished during shutdown, say), bounded by FLUSH_TIMEOUT; on a
+            // dead link the sends fail at once.
+            rx.close();
+            let flush = async {
+                while let Some(data) = rx.recv().await {
+                    if writer_dc.send(BytesMut::from(&data[..])).await.is_err() {
+                        return;
+                    }
+                }
+                while writer_dc.outstanding_bytes().await.unwrap_or(0) > 0 {
+                    tokio::time::sleep(FLUSH_POLL).await;
+                }
+            };
+            if tokio::time::timeout(FLUSH_TIMEOUT, flush).await.is_err() {
+                debug!("gave up flushing the link after {FLUSH_TIMEOUT:?}");
+            }
+            let _ = writer_dc.close().await;
+            let _ = pc.close().await;
         }
         .instrument(span.clone()),
     );
@@ -412,11 +445,10 @@ fn spawn_link(
                     },
                 }
             }
+            // The writer flushes and closes the connection.
             reader_cancel.cancel();
             debug!("link closed");
             let _ = events.send(LinkEvent::Closed { peer, link_id }).await;
-            let _ = dc.close().await;
-            let _ = pc.close().await;
         }
         .instrument(span),
     );
@@ -427,5 +459,6 @@ fn spawn_link(
         tx,
         _close_on_drop: cancel.clone().drop_guard(),
         cancel,
+        writer,
     }
 }

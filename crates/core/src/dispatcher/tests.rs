@@ -298,6 +298,19 @@ fn queue_limit_and_duplicates_are_refused_at_submit() {
 }
 
 #[test]
+fn an_input_too_large_for_one_message_is_refused_at_submit() {
+    let mut h = Harness::new(&[worker(1, 1)]);
+    let mut big = spec(1);
+    big.input = json!("x".repeat(jobmesh_wire::dc::MAX_DC_MESSAGE));
+    let err = h.d.submit(h.t0, big).expect_err("too large");
+    assert!(matches!(err, JobError::TooLarge { .. }), "{err:?}");
+    assert!(h.drain().is_empty(), "nothing was sent");
+    let mut fits = spec(2);
+    fits.input = json!("x".repeat(jobmesh_wire::dc::MAX_DC_MESSAGE - 300));
+    h.d.submit(h.t0, fits).expect("fits");
+}
+
+#[test]
 fn jobs_wait_for_a_free_slot_and_spread_over_workers() {
     let mut h = Harness::new(&[worker(1, 2), worker(2, 2)]);
     for n in 0..20 {
