@@ -60,9 +60,9 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             )
         })?;
     let addr = listener.local_addr().context("local address")?;
-    println!("signal-server listening on ws://{addr}/ws");
     let shutdown = CancellationToken::new();
-    tokio::spawn(on_signals(shutdown.clone()));
+    on_signals(shutdown.clone())?;
+    println!("signal-server listening on ws://{addr}/ws");
     let config = ServerConfig {
         heartbeat: Duration::from_millis(args.heartbeat_ms),
         max_peers_per_pool: args.max_peers_per_pool,
@@ -71,19 +71,19 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     run(listener, config, shutdown).await.context("serving")
 }
 
-async fn on_signals(shutdown: CancellationToken) {
+/// Installs the SIGINT/SIGTERM handlers (before this returns, so a signal
+/// right after the ready line is not missed); either one cancels `shutdown`.
+fn on_signals(shutdown: CancellationToken) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop with SIGKILL");
-        return;
-    };
-    tokio::select! {
-        _ = int.recv() => {}
-        _ = term.recv() => {}
-    }
-    tracing::info!("shutting down");
-    shutdown.cancel();
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down");
+        shutdown.cancel();
+    });
+    Ok(())
 }

@@ -116,7 +116,7 @@ impl Inner {
     /// Queues `msg` for each of `to`. Never waits: a full queue kicks that client.
     fn fan_out(&self, to: &[PeerId], msg: &ServerMsg, counters: &Counters) {
         for id in to {
-            if let Some(c) = self.clients.get(id) {
+            if let Some(c) = self.clients.get(id).filter(|c| !c.kick.is_cancelled()) {
                 if let Err(mpsc::error::TrySendError::Full(_)) = c.tx.try_send(msg.clone()) {
                     warn!(peer = %id.short(), "client queue full; dropping the client");
                     bump(&counters.clients_dropped_slow);
@@ -381,8 +381,11 @@ async fn serve(
             }
             out = rx.recv() => {
                 let Some(out) = out else { return End::Kicked };
-                if send(sink, &out, heartbeat).await.is_err() {
-                    return End::Closed;
+                // A kicked client may be stuck in this send: stop waiting at once.
+                tokio::select! {
+                    biased;
+                    () = kick.cancelled() => return End::Kicked,
+                    r = send(sink, &out, heartbeat) => if r.is_err() { return End::Closed },
                 }
             }
             frame = stream.next() => {
@@ -469,7 +472,9 @@ async fn close(sink: &mut Sink, end: End, limit: Duration) {
             let _ = send(sink, &ServerMsg::Error { code, message }, limit).await;
             (CLOSE_POLICY, "protocol error")
         }
-        End::Kicked => (CLOSE_POLICY, "too slow or silent"),
+        // A kicked client is not reading; a close frame would only wait. Dropping
+        // the socket closes the connection.
+        End::Kicked => return,
         End::Shutdown => {
             let msg = ServerMsg::Error {
                 code: ErrorCode::GoingAway,

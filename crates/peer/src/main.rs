@@ -201,7 +201,7 @@ async fn daemon(args: DaemonArgs) -> anyhow::Result<u8> {
 
     let shutdown = CancellationToken::new();
     let handle = jobmesh_peer::spawn(config, shutdown.clone())?;
-    tokio::spawn(on_signals(shutdown.clone()));
+    on_signals(shutdown.clone())?;
     let control_cancel = CancellationToken::new();
     tokio::spawn(control::serve(
         listener,
@@ -220,28 +220,27 @@ async fn daemon(args: DaemonArgs) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-/// First SIGINT/SIGTERM: graceful drain. Second: exit at once.
-async fn on_signals(shutdown: CancellationToken) {
+/// First SIGINT/SIGTERM: graceful drain. Second: exit at once. The handlers
+/// are installed before this returns, so a signal right after start is not missed.
+fn on_signals(shutdown: CancellationToken) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop with SIGKILL");
-        return;
-    };
-    for n in 0.. {
-        tokio::select! {
-            _ = int.recv() => {}
-            _ = term.recv() => {}
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    tokio::spawn(async move {
+        for n in 0.. {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            if n == 0 {
+                shutdown.cancel();
+            } else {
+                eprintln!("second signal: exiting without waiting for running jobs");
+                std::process::exit(130);
+            }
         }
-        if n == 0 {
-            shutdown.cancel();
-        } else {
-            eprintln!("second signal: exiting without waiting for running jobs");
-            std::process::exit(130);
-        }
-    }
+    });
+    Ok(())
 }
 
 /// How a client subcommand reaches the pool.

@@ -78,6 +78,10 @@ fn a_daemon_exits_0_on_sigterm_even_without_a_signal_server() {
         "{line:?}"
     );
     assert!(sock.exists(), "the control socket is bound");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&sock).expect("stat").permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "local callers only");
 
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
