@@ -5,63 +5,14 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use jobmesh_signal::ServerConfig;
+use jobmesh_testkit::ws::{connect, join, next, send, Ws};
 use jobmesh_testkit::{init_tracing, within, SignalGuard};
 use jobmesh_wire::signal::{
-    encode, ClientMsg, ErrorCode, Handshake, Hello, ServerMsg, MAX_SIGNAL_MESSAGE,
+    encode, ClientMsg, ErrorCode, Handshake, ServerMsg, MAX_SIGNAL_MESSAGE,
 };
-use jobmesh_wire::{PeerId, Stats, PROTOCOL_VERSION};
+use jobmesh_wire::{PeerId, Stats};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn connect(url: &str) -> Ws {
-    tokio_tungstenite::connect_async(url)
-        .await
-        .expect("connect")
-        .0
-}
-
-fn hello(id: PeerId, pool: &str) -> ClientMsg {
-    ClientMsg::Hello(Hello {
-        version: PROTOCOL_VERSION,
-        peer_id: id,
-        name: "t".into(),
-        pool: pool.into(),
-        capabilities: Vec::new(),
-        slots: 1,
-    })
-}
-
-async fn send(ws: &mut Ws, msg: &ClientMsg) {
-    ws.send(Message::text(encode(msg))).await.expect("send");
-}
-
-/// The next server message, skipping control frames.
-async fn next(ws: &mut Ws) -> ServerMsg {
-    within("a server message", async {
-        loop {
-            match ws.next().await {
-                Some(Ok(Message::Text(t))) => {
-                    return ServerMsg::decode(t.as_bytes()).expect("valid")
-                }
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                other => panic!("expected a message, got {other:?}"),
-            }
-        }
-    })
-    .await
-}
-
-/// Joins `pool` and returns the welcome's peer count.
-async fn join(url: &str, pool: &str) -> (Ws, PeerId) {
-    let mut ws = connect(url).await;
-    let id = PeerId::random();
-    send(&mut ws, &hello(id, pool)).await;
-    assert!(matches!(next(&mut ws).await, ServerMsg::Welcome { .. }));
-    (ws, id)
-}
 
 /// Reads an error with `code` whose message contains `needle`, then the close.
 async fn expect_error_then_close(ws: &mut Ws, code: ErrorCode, needle: &str) {

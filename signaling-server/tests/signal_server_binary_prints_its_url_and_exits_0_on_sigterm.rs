@@ -2,10 +2,6 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
-
-const DEADLINE: Duration = Duration::from_secs(20);
 
 #[test]
 fn signal_server_prints_its_url_serves_healthz_and_exits_0_on_sigterm() {
@@ -28,7 +24,8 @@ fn signal_server_prints_its_url_serves_healthz_and_exits_0_on_sigterm() {
     assert!(!addr.ends_with(":0"), "the real port is printed: {addr}");
 
     let mut s = std::net::TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    s.set_read_timeout(Some(jobmesh_testkit::DEADLINE))
+        .expect("timeout");
     write!(
         s,
         "GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
@@ -39,18 +36,6 @@ fn signal_server_prints_its_url_serves_healthz_and_exits_0_on_sigterm() {
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     assert!(resp.ends_with("ok"), "{resp}");
 
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill -TERM");
-    assert!(status.success());
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait());
-    });
-    let exit = rx
-        .recv_timeout(DEADLINE)
-        .expect("signal-server exits after SIGTERM")
-        .expect("wait");
+    let exit = jobmesh_testkit::process::sigterm_and_wait(child);
     assert_eq!(exit.code(), Some(0));
 }

@@ -2,10 +2,6 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
-
-const DEADLINE: Duration = Duration::from_secs(20);
 
 fn peer() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_peer"));
@@ -83,19 +79,7 @@ fn a_daemon_exits_0_on_sigterm_even_without_a_signal_server() {
     );
     assert_eq!(mode & 0o777, 0o600, "local callers only");
 
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill -TERM");
-    assert!(status.success());
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait());
-    });
-    let exit = rx
-        .recv_timeout(DEADLINE)
-        .expect("peer exits after SIGTERM")
-        .expect("wait");
+    let exit = jobmesh_testkit::process::sigterm_and_wait(child);
     assert_eq!(exit.code(), Some(0));
     assert!(!sock.exists(), "the control socket is removed on exit");
     let _ = std::fs::remove_dir_all(&dir);

@@ -12,7 +12,9 @@ use jobmesh_wire::{Capability, PeerId, PROTOCOL_VERSION};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+pub mod process;
 mod signal;
+pub mod ws;
 pub use signal::{SignalGuard, SilentClient};
 
 /// How long any single wait in a test may take before the test fails.

@@ -3,13 +3,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
 use jobmesh_signal::{Counters, ServerConfig};
-use jobmesh_wire::signal::{encode, ClientMsg, Hello};
-use jobmesh_wire::{PeerId, PROTOCOL_VERSION};
+use jobmesh_wire::PeerId;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 use crate::within;
@@ -124,23 +121,7 @@ impl SignalGuard {
     /// Joins `pool` with a raw WebSocket client that then never reads again,
     /// so it never answers the server's pings. Dropping it closes the socket.
     pub async fn silent_client(&self, pool: &str) -> SilentClient {
-        let (mut ws, _) = tokio_tungstenite::connect_async(self.url.as_str())
-            .await
-            .expect("connect");
-        let id = PeerId::random();
-        let hello = ClientMsg::Hello(Hello {
-            version: PROTOCOL_VERSION,
-            peer_id: id,
-            name: "silent".into(),
-            pool: pool.into(),
-            capabilities: Vec::new(),
-            slots: 0,
-        });
-        ws.send(Message::text(encode(&hello)))
-            .await
-            .expect("send hello");
-        let welcome = within("the welcome", ws.next()).await;
-        assert!(matches!(welcome, Some(Ok(Message::Text(_)))), "{welcome:?}");
+        let (ws, id) = crate::ws::join(&self.url, pool).await;
         SilentClient { id, _ws: ws }
     }
 }

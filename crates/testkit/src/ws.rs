@@ -1,0 +1,86 @@
+//! A raw signalling client for tests that speak the WebSocket wire directly,
+//! and a plain HTTP GET.
+
+use futures_util::{SinkExt, StreamExt};
+use jobmesh_wire::signal::{encode, ClientMsg, Hello, ServerMsg};
+use jobmesh_wire::{PeerId, PROTOCOL_VERSION};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::within;
+
+/// A raw client socket.
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens a WebSocket to `url`.
+pub async fn connect(url: &str) -> Ws {
+    within(
+        "the WebSocket to open",
+        tokio_tungstenite::connect_async(url),
+    )
+    .await
+    .expect("connect")
+    .0
+}
+
+/// A valid hello for `id` in `pool` (name `t`, no capabilities, one slot).
+pub fn hello(id: PeerId, pool: &str) -> ClientMsg {
+    ClientMsg::Hello(Hello {
+        version: PROTOCOL_VERSION,
+        peer_id: id,
+        name: "t".into(),
+        pool: pool.into(),
+        capabilities: Vec::new(),
+        slots: 1,
+    })
+}
+
+/// Sends one message as a text frame.
+pub async fn send(ws: &mut Ws, msg: &ClientMsg) {
+    ws.send(Message::text(encode(msg))).await.expect("send");
+}
+
+/// The next server message, skipping pings and pongs.
+pub async fn next(ws: &mut Ws) -> ServerMsg {
+    within("a server message", async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(t))) => {
+                    return ServerMsg::decode(t.as_bytes())
+                        .expect("the server sends valid messages")
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                other => panic!("expected a message, got {other:?}"),
+            }
+        }
+    })
+    .await
+}
+
+/// Connects, says hello in `pool`, and reads the welcome.
+pub async fn join(url: &str, pool: &str) -> (Ws, PeerId) {
+    let mut ws = connect(url).await;
+    let id = PeerId::random();
+    send(&mut ws, &hello(id, pool)).await;
+    let welcome = next(&mut ws).await;
+    assert!(matches!(welcome, ServerMsg::Welcome { .. }), "{welcome:?}");
+    (ws, id)
+}
+
+/// A plain HTTP/1.1 GET of `path` on `http://addr`; returns (status line, body).
+pub async fn http_get(http: &str, path: &str) -> (String, String) {
+    let addr = http.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut buf = String::new();
+    within("the HTTP response", s.read_to_string(&mut buf))
+        .await
+        .expect("read");
+    let (head, body) = buf.split_once("\r\n\r\n").expect("headers end");
+    (
+        head.lines().next().unwrap_or_default().to_owned(),
+        body.to_owned(),
+    )
+}
