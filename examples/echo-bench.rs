@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 const SEQUENTIAL: usize = 1000;
 const WARMUP: usize = 200;
-const CONCURRENT: usize = 2000;
+const CONCURRENT: usize = 10_000;
 
 fn start(
     url: &str,
@@ -62,8 +62,8 @@ async fn main() -> anyhow::Result<()> {
         stop.clone(),
     ));
     // Slots are generous so the concurrent run measures the mesh, not queueing.
-    let _w1 = start(&url, "w1", &["echo"], 64, &stop)?;
-    let _w2 = start(&url, "w2", &["echo"], 64, &stop)?;
+    let w1 = start(&url, "w1", &["echo"], 64, &stop)?;
+    let w2 = start(&url, "w2", &["echo"], 64, &stop)?;
     let sub = start(&url, "sub", &[], 0, &stop)?;
     sub.wait_pool(Duration::from_secs(10), |s| {
         s.peers.iter().filter(|p| p.stats.slots > 0).count() == 2
@@ -102,8 +102,11 @@ async fn main() -> anyhow::Result<()> {
             tokio::spawn(async move { sub.submit(echo, json!(n), timeout).await })
         })
         .collect();
-    for task in tasks {
-        task.await??.result?;
+    for (n, task) in tasks.into_iter().enumerate() {
+        anyhow::ensure!(
+            task.await??.result? == json!(n),
+            "job {n} returned someone else's result"
+        );
     }
     let burst = t.elapsed();
 
@@ -122,6 +125,12 @@ async fn main() -> anyhow::Result<()> {
         "  {CONCURRENT} jobs submitted at once      : {:8.0} jobs/s ({:.2} s)",
         CONCURRENT as f64 / burst.as_secs_f64(),
         burst.as_secs_f64()
+    );
+    let received = |h: &PeerHandle| jobmesh_peer::Metrics::get(&h.metrics().submits_received);
+    println!(
+        "  submits received by the workers       : w1 {}, w2 {} (every job checked: result == input)",
+        received(&w1),
+        received(&w2)
     );
     stop.cancel();
     Ok(())

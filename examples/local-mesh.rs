@@ -58,7 +58,7 @@ async fn main() -> anyhow::Result<()> {
         config.slots = slots;
         config.rtc = rtc.clone();
         config.grace = Duration::from_secs(5);
-        jobmesh_peer::spawn(config, shutdown.child_token())
+        jobmesh_peer::spawn(config, CancellationToken::new())
     };
     let w1 = start("local-w1", &["echo", "sleep"], 2)?;
     let w2 = start("local-w2", &["echo", "sleep"], 2)?;
@@ -68,7 +68,7 @@ async fn main() -> anyhow::Result<()> {
 
     // Serve the default control socket, so `peer submit` finds this mesh with no flags.
     let control_path = control::default_path("default", &me);
-    let control_cancel = shutdown.child_token();
+    let control_cancel = shutdown.clone();
     match control::bind(&control_path).await {
         Ok(l) => {
             tokio::spawn(control::serve(
@@ -108,10 +108,14 @@ async fn main() -> anyhow::Result<()> {
 
     tokio::signal::ctrl_c().await?;
     eprintln!("stopping: letting running jobs finish");
-    shutdown.cancel();
+    // Peers first (they finish running jobs and leave), then the server.
+    for h in [&w1, &w2, &submitter] {
+        h.shutdown();
+    }
     for h in [&w1, &w2, &submitter] {
         let _ = tokio::time::timeout(Duration::from_secs(10), h.stopped()).await;
     }
+    shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     Ok(())
 }

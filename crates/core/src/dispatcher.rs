@@ -49,7 +49,7 @@ impl Default for DispatcherConfig {
 #[non_exhaustive]
 pub enum JobError {
     /// No peer in the pool advertises the capability.
-    #[error("no worker in the pool runs {capability:?}; start one with `peer --capabilities {capability}`")]
+    #[error("no worker in the pool runs \"{capability}\"; start one with `peer --capabilities {capability}`")]
     NoCapableWorker {
         /// The capability asked for.
         capability: Capability,

@@ -42,7 +42,7 @@ impl WorkerSlots {
         if !self.capabilities.contains(capability) {
             return Err((
                 RejectReason::UnknownCapability,
-                format!("this worker does not run {capability:?}"),
+                format!("this worker does not run \"{capability}\""),
             ));
         }
         if self.running.contains_key(&job_id) {

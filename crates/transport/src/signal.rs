@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use jobmesh_wire::signal::{encode, ClientMsg, Hello, ServerMsg, MAX_SIGNAL_MESSAGE};
+use jobmesh_wire::signal::{encode, ClientMsg, ErrorCode, Hello, ServerMsg, MAX_SIGNAL_MESSAGE};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
@@ -193,8 +193,14 @@ async fn connect_once(
         tokio::select! {
             msg = next_msg(&mut ws) => {
                 let msg = msg?;
-                if let ServerMsg::Error { code, message } = &msg {
-                    warn!(?code, %message, "signal-server reported an error");
+                match &msg {
+                    ServerMsg::Error { code: ErrorCode::GoingAway, message } => {
+                        info!(%message, "signal-server is going away");
+                    }
+                    ServerMsg::Error { code, message } => {
+                        warn!(?code, %message, "signal-server reported an error");
+                    }
+                    _ => {}
                 }
                 events.send(SignalEvent::Message(msg)).await.map_err(|_| SignalError::DaemonGone)?;
             }
