@@ -74,18 +74,18 @@ async fn main() -> anyhow::Result<()> {
     let timeout = Duration::from_secs(30);
 
     let t = Instant::now();
-    sub.submit(echo.clone(), json!(0), timeout).await?.result?;
+    sub.run(echo.clone(), json!(0), timeout).await?.result?;
     let first = t.elapsed();
     // Open the link to the second worker too.
     for _ in 0..4 {
-        sub.submit(echo.clone(), json!(0), timeout).await?.result?;
+        sub.run(echo.clone(), json!(0), timeout).await?.result?;
     }
 
     let input = json!("0123456789abcdef");
     let mut samples = Vec::with_capacity(SEQUENTIAL);
     for i in 0..WARMUP + SEQUENTIAL {
         let t = Instant::now();
-        sub.submit(echo.clone(), input.clone(), timeout)
+        sub.run(echo.clone(), input.clone(), timeout)
             .await?
             .result?;
         if i >= WARMUP {
@@ -99,7 +99,7 @@ async fn main() -> anyhow::Result<()> {
         .map(|n| {
             let sub = sub.clone();
             let echo = echo.clone();
-            tokio::spawn(async move { sub.submit(echo, json!(n), timeout).await })
+            tokio::spawn(async move { sub.run(echo, json!(n), timeout).await })
         })
         .collect();
     for (n, task) in tasks.into_iter().enumerate() {

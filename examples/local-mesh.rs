@@ -88,7 +88,7 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("the workers did not join in time")?;
     let report = submitter
-        .submit(
+        .run(
             Capability::new("echo")?,
             json!({"hello": "mesh"}),
             Duration::from_secs(10),

@@ -13,7 +13,7 @@ async fn a_worker_shutting_down_finishes_running_jobs_then_leaves() {
     sub.wait_capable("sleep", 1).await;
     let h = sub.handle.clone();
     let job = tokio::spawn(async move {
-        h.submit(cap("sleep"), json!({"ms": 400}), Duration::from_secs(15))
+        h.run(cap("sleep"), json!({"ms": 400}), Duration::from_secs(15))
             .await
     });
     // Once the worker reports the job running, ask it to stop.
@@ -26,7 +26,7 @@ async fn a_worker_shutting_down_finishes_running_jobs_then_leaves() {
     assert_eq!(
         worker
             .handle
-            .submit(cap("sleep"), json!({"ms": 1}), Duration::from_secs(1))
+            .run(cap("sleep"), json!({"ms": 1}), Duration::from_secs(1))
             .await,
         Err(DaemonError::Draining),
         "a draining daemon takes no new local jobs"

@@ -16,7 +16,7 @@ async fn echo_job_returns_its_input_over_a_data_channel() {
         "the echo job",
         submitter
             .handle
-            .submit(cap("echo"), input.clone(), Duration::from_secs(15)),
+            .run(cap("echo"), input.clone(), Duration::from_secs(15)),
     )
     .await
     .expect("daemon answers");

@@ -14,7 +14,7 @@ async fn a_connected_submitter_keeps_running_jobs_without_the_signal_server() {
     let r = within(
         "the first job",
         sub.handle
-            .submit(cap("echo"), json!(1), Duration::from_secs(15)),
+            .run(cap("echo"), json!(1), Duration::from_secs(15)),
     )
     .await
     .expect("answer");
@@ -23,7 +23,7 @@ async fn a_connected_submitter_keeps_running_jobs_without_the_signal_server() {
     // A job in flight when the server goes away finishes too.
     let h = sub.handle.clone();
     let in_flight = tokio::spawn(async move {
-        h.submit(cap("sleep"), json!({"ms": 300}), Duration::from_secs(15))
+        h.run(cap("sleep"), json!({"ms": 300}), Duration::from_secs(15))
             .await
     });
     server.stop().await;
@@ -33,7 +33,7 @@ async fn a_connected_submitter_keeps_running_jobs_without_the_signal_server() {
     let r = within(
         "a job with no signal-server",
         sub.handle
-            .submit(cap("echo"), json!(2), Duration::from_secs(15)),
+            .run(cap("echo"), json!(2), Duration::from_secs(15)),
     )
     .await
     .expect("answer");

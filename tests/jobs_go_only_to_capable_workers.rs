@@ -18,7 +18,7 @@ async fn a_peer_without_the_capability_never_receives_the_job() {
         let r = within(
             "an echo job",
             sub.handle
-                .submit(cap("echo"), json!(n), Duration::from_secs(15)),
+                .run(cap("echo"), json!(n), Duration::from_secs(15)),
         )
         .await
         .expect("answer");
@@ -41,7 +41,7 @@ async fn with_no_capable_worker_the_submitter_gets_a_clear_error() {
     let r = within(
         "the refusal",
         sub.handle
-            .submit(cap("echo"), json!(1), Duration::from_secs(15)),
+            .run(cap("echo"), json!(1), Duration::from_secs(15)),
     )
     .await
     .expect("answer");

@@ -16,7 +16,7 @@ async fn twenty_jobs_use_both_workers() {
     let jobs = (0..20).map(|n| {
         let h = sub.handle.clone();
         tokio::spawn(async move {
-            h.submit(cap("sleep"), json!({"ms": 20 + n}), Duration::from_secs(15))
+            h.run(cap("sleep"), json!({"ms": 20 + n}), Duration::from_secs(15))
                 .await
         })
     });
@@ -57,7 +57,7 @@ async fn a_full_worker_rejects_and_the_job_goes_to_another() {
         for _ in 0..3 {
             let h = h.clone();
             tasks.push(tokio::spawn(async move {
-                h.submit(cap("sleep"), json!({"ms": 150}), Duration::from_secs(20))
+                h.run(cap("sleep"), json!({"ms": 150}), Duration::from_secs(20))
                     .await
             }));
         }

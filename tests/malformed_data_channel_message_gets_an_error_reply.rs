@@ -17,7 +17,7 @@ async fn malformed_messages_get_error_replies_and_the_worker_keeps_serving() {
         b"not json at all".to_vec(),
         br#"{"type":"teleport"}"#.to_vec(),
         json!({"type": "submit", "job_id": job_id, "capability": 7}).to_string().into_bytes(),
-        json!({"type": "submit", "job_id": job_id, "capability": "echo", "input": 1, "timeout_ms": 0})
+        json!({"type": "submit", "job_id": job_id, "attempt": 1, "capability": "echo", "input": 1, "timeout_ms": 0})
             .to_string()
             .into_bytes(),
         vec![0xff, 0xfe, 0x00],
@@ -36,19 +36,21 @@ async fn malformed_messages_get_error_replies_and_the_worker_keeps_serving() {
     assert_eq!(raw.recv_json().await["job_id"], json!(job_id));
 
     // Bad input for a known capability is a rejection, not a crash.
-    let bad = json!({"type": "submit", "job_id": job_id, "capability": "sleep", "input": {"ms": "soon"}, "timeout_ms": 5000});
+    let bad = json!({"type": "submit", "job_id": job_id, "attempt": 1, "capability": "sleep", "input": {"ms": "soon"}, "timeout_ms": 5000});
     link.try_send(bad.to_string().into_bytes()).expect("queued");
     let reply = raw.recv_json().await;
     assert_eq!(reply["type"], "rejected");
     assert_eq!(reply["reason"], "bad_input");
+    assert_eq!(reply["attempt"], 1, "replies echo the attempt");
 
     // And the worker still serves a good job on the same link...
-    let good = json!({"type": "submit", "job_id": job_id, "capability": "echo", "input": {"ok": true}, "timeout_ms": 5000});
+    let good = json!({"type": "submit", "job_id": job_id, "attempt": 2, "capability": "echo", "input": {"ok": true}, "timeout_ms": 5000});
     link.try_send(good.to_string().into_bytes())
         .expect("queued");
     assert_eq!(raw.recv_json().await["type"], "accepted");
     let result = raw.recv_json().await;
     assert_eq!(result["type"], "result");
+    assert_eq!(result["attempt"], 2);
     assert_eq!(
         result["outcome"],
         json!({"status": "ok", "value": {"ok": true}})
@@ -61,7 +63,7 @@ async fn malformed_messages_get_error_replies_and_the_worker_keeps_serving() {
     let r = within(
         "a normal job",
         sub.handle
-            .submit(cap("echo"), json!(5), Duration::from_secs(15)),
+            .run(cap("echo"), json!(5), Duration::from_secs(15)),
     )
     .await
     .expect("answer");

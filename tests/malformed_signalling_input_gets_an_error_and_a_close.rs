@@ -130,7 +130,13 @@ async fn every_malformed_frame_gets_an_error_and_a_close_and_others_keep_working
         running: 1,
         ..Stats::default()
     };
-    send(&mut b, &ClientMsg::Stats { stats }).await;
+    send(
+        &mut b,
+        &ClientMsg::Stats {
+            stats: stats.clone(),
+        },
+    )
+    .await;
     assert_eq!(
         next(&mut a).await,
         ServerMsg::StatsChanged {

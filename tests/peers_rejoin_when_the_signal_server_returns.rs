@@ -31,7 +31,7 @@ async fn peers_reconnect_and_reannounce_after_a_signal_server_restart() {
         "a job after the restart",
         fresh
             .handle
-            .submit(cap("echo"), json!("back"), Duration::from_secs(15)),
+            .run(cap("echo"), json!("back"), Duration::from_secs(15)),
     )
     .await
     .expect("answer");

@@ -13,7 +13,7 @@ async fn the_signal_server_never_sees_a_job_payload() {
     let marker = format!("payload-marker-{}", uuid::Uuid::new_v4());
     let r = within(
         "the echo job",
-        sub.handle.submit(
+        sub.handle.run(
             cap("echo"),
             json!({ "secret": marker }),
             Duration::from_secs(15),

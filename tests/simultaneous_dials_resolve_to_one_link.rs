@@ -16,9 +16,9 @@ async fn two_peers_submitting_to_each_other_at_once_both_succeed() {
     let (ra, rb) = within("both jobs", async {
         tokio::join!(
             a.handle
-                .submit(cap("echo"), json!("from a"), Duration::from_secs(15)),
+                .run(cap("echo"), json!("from a"), Duration::from_secs(15)),
             b.handle
-                .submit(cap("echo"), json!("from b"), Duration::from_secs(15)),
+                .run(cap("echo"), json!("from b"), Duration::from_secs(15)),
         )
     })
     .await;
@@ -29,8 +29,7 @@ async fn two_peers_submitting_to_each_other_at_once_both_succeed() {
     for n in 0..5 {
         let r = within(
             "a reuse job",
-            a.handle
-                .submit(cap("echo"), json!(n), Duration::from_secs(15)),
+            a.handle.run(cap("echo"), json!(n), Duration::from_secs(15)),
         )
         .await
         .expect("answer");

@@ -310,8 +310,8 @@ mod tests {
             running: 2,
             ..Stats::default()
         };
-        assert_eq!(r.set_stats(&one, s), Some("a"));
-        assert_eq!(r.info(&one).map(|i| i.stats), Some(s));
+        assert_eq!(r.set_stats(&one, s.clone()), Some("a"));
+        assert_eq!(r.info(&one).map(|i| &i.stats), Some(&s));
         assert_eq!(r.set_stats(&PeerId::random(), s), None);
     }
 }

@@ -414,7 +414,11 @@ async fn handle(sink: &mut Sink, msg: ClientMsg, me: PeerId, shared: &Shared) ->
         )),
         ClientMsg::Stats { stats } => {
             let mut inner = shared.lock();
-            if let Some(pool) = inner.registry.set_stats(&me, stats).map(str::to_owned) {
+            if let Some(pool) = inner
+                .registry
+                .set_stats(&me, stats.clone())
+                .map(str::to_owned)
+            {
                 let others = inner.registry.others(&pool, &me);
                 inner.fan_out(
                     &others,

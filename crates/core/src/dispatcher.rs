@@ -1,25 +1,22 @@
-use std::collections::{BTreeMap, HashMap, VecDeque};
+//! The submitting side as a state machine: queue, placement, the claim
+//! protocol with attempt numbers, retries with backoff, timeouts, cancel,
+//! progress and events.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use jobmesh_wire::dc::{DcMsg, JobId, Outcome, RejectReason, MAX_DC_MESSAGE};
 use jobmesh_wire::signal::ServerMsg;
-use jobmesh_wire::{Capability, PeerId};
+use jobmesh_wire::{Capability, PeerId, PeerInfo};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
+use crate::job::{Attempt, AttemptOutcome, EventKind, JobEvent, JobSpec, JobState};
 use crate::pool::{PoolChange, PoolView};
-use crate::strategy::{Candidate, Strategy};
-
-/// A job as the caller submits it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct JobSpec {
-    /// Its id (random v4, chosen by the caller so it can be logged before submit).
-    pub job_id: JobId,
-    /// Which handler it needs.
-    pub capability: Capability,
-    /// The handler's input.
-    pub input: serde_json::Value,
-    /// How long the submitter waits for its result, all attempts included.
-    pub timeout: Duration,
-}
+use crate::strategy::{
+    Affinity, Candidate, LeastLoaded, PickRequest, Random, RoundRobin, Strategy, StrategyKind,
+};
 
 /// Dispatcher settings.
 #[derive(Debug, Clone)]
@@ -27,19 +24,31 @@ pub struct DispatcherConfig {
     /// Most jobs this peer holds at once (queued or in flight). Past it a
     /// submit fails with [`JobError::QueueFull`].
     pub queue_limit: usize,
-    /// Most workers one job is handed to when workers are lost under it.
-    pub max_attempts: u32,
     /// When every capable worker refused a job as busy, wait this long before
     /// offering it again (a stats change or a freed slot retries sooner).
     pub busy_retry: Duration,
+    /// Retry backoff: full jitter over `[0, min(cap, base · 2^retry)]`.
+    pub backoff_base: Duration,
+    /// Largest retry backoff.
+    pub backoff_cap: Duration,
+    /// Strategy for jobs that do not name one.
+    pub default_strategy: StrategyKind,
+    /// Whether this peer may run its own jobs when it is the best candidate.
+    pub self_dispatch: bool,
+    /// Seed of the dispatcher's RNG (random strategy, backoff jitter, tie-break start).
+    pub seed: u64,
 }
 
 impl Default for DispatcherConfig {
     fn default() -> Self {
         Self {
             queue_limit: 10_000,
-            max_attempts: 3,
             busy_retry: Duration::from_millis(100),
+            backoff_base: Duration::from_millis(100),
+            backoff_cap: Duration::from_secs(10),
+            default_strategy: StrategyKind::LeastLoaded,
+            self_dispatch: true,
+            seed: 0,
         }
     }
 }
@@ -55,7 +64,7 @@ pub enum JobError {
         capability: Capability,
     },
     /// The submitter's job table is full.
-    #[error("submit queue full ({limit} jobs); wait for jobs to finish or raise the limit")]
+    #[error("submit queue full ({limit} jobs); wait for jobs to finish or raise --queue-limit")]
     QueueFull {
         /// The limit.
         limit: usize,
@@ -71,21 +80,25 @@ pub enum JobError {
     /// A job with this id is already held.
     #[error("job {0} was already submitted")]
     Duplicate(JobId),
-    /// No result within the job's timeout.
-    #[error("timed out after {after_ms} ms{}", on_worker(.worker))]
+    /// The job named a custom strategy, and none is installed.
+    #[error("strategy \"custom\" was asked for, but no custom strategy is installed")]
+    NoCustomStrategy,
+    /// No result within the timeout (after `attempts` attempts), or no worker
+    /// free within it.
+    #[error("timed out after {after_ms} ms{}", history(.attempts))]
     TimedOut {
         /// The timeout.
         after_ms: u64,
-        /// The worker it was on, if any.
-        worker: Option<PeerId>,
+        /// Every attempt's outcome, oldest first.
+        attempts: Vec<String>,
     },
-    /// The handler failed on the worker.
-    #[error("failed on worker {worker}: {message}")]
+    /// The handler failed (and retries, if any, are spent).
+    #[error("failed: {message}{}", history(.attempts))]
     Failed {
-        /// Where.
-        worker: PeerId,
-        /// The handler's error.
+        /// The last error.
         message: String,
+        /// Every attempt's outcome, oldest first.
+        attempts: Vec<String>,
     },
     /// A worker refused the job for a reason no other worker would fix.
     #[error("rejected by worker {worker} ({reason:?}): {message}")]
@@ -97,28 +110,22 @@ pub enum JobError {
         /// Its words.
         message: String,
     },
-    /// Workers were lost under the job `attempts` times.
-    #[error("lost: the worker went away {attempts} times; the job may have run partly")]
+    /// The worker went away and the job was not (or no longer) retried.
+    #[error("lost: the worker went away; the job may have run partly{}", history(.attempts))]
     Lost {
-        /// How many workers were lost.
-        attempts: u32,
+        /// Every attempt's outcome, oldest first.
+        attempts: Vec<String>,
     },
     /// The caller cancelled it.
     #[error("cancelled")]
     Cancelled,
-    /// The worker could not read what this peer sent.
-    #[error("protocol error from worker {worker}: {message}")]
-    Protocol {
-        /// Who complained.
-        worker: PeerId,
-        /// What it said.
-        message: String,
-    },
 }
 
-fn on_worker(w: &Option<PeerId>) -> String {
-    w.map(|w| format!(" on worker {}", w.short()))
-        .unwrap_or_default()
+fn history(attempts: &[String]) -> String {
+    if attempts.len() <= 1 {
+        return String::new();
+    }
+    format!(" ({} attempts: {})", attempts.len(), attempts.join("; "))
 }
 
 impl JobError {
@@ -132,6 +139,16 @@ impl JobError {
                 | JobError::QueueFull { .. }
         )
     }
+
+    /// The terminal state this error puts a job in.
+    pub fn state_name(&self) -> &'static str {
+        match self {
+            JobError::TimedOut { .. } => "timed_out",
+            JobError::Lost { .. } => "lost",
+            JobError::Cancelled => "cancelled",
+            _ => "failed",
+        }
+    }
 }
 
 /// How a job ended: exactly one per submitted job.
@@ -139,12 +156,14 @@ impl JobError {
 pub struct JobEnd {
     /// Which job.
     pub job_id: JobId,
-    /// The worker that produced the outcome (or was last tried).
+    /// The worker of the last attempt, if any.
     pub worker: Option<PeerId>,
     /// The result value or the error.
     pub result: Result<serde_json::Value, JobError>,
-    /// Workers the job was handed to.
-    pub attempts: u32,
+    /// Every attempt, oldest first.
+    pub attempts: Vec<Attempt>,
+    /// When it was submitted.
+    pub submitted_at: Instant,
 }
 
 /// What the dispatcher asks the daemon to do.
@@ -152,86 +171,135 @@ pub struct JobEnd {
 #[must_use]
 pub enum Output {
     /// Send a message to a peer over its data channel (dialling it first if
-    /// needed). If that fails, tell the dispatcher with `handle_link_closed`.
+    /// needed; `to` may be this peer itself under self-dispatch). If that
+    /// fails, tell the dispatcher with [`Input::LinkClosed`].
     Send {
         /// Recipient.
         to: PeerId,
         /// Message.
         msg: DcMsg,
     },
+    /// Something happened to a job (for observers, timelines, stats).
+    Event(JobEvent),
     /// A job ended; hand the outcome to whoever waits for it.
     Finished(JobEnd),
 }
 
+/// Everything the dispatcher reacts to.
 #[derive(Debug)]
-enum State {
-    /// Waiting for a worker; not offered again before `not_before`.
-    Queued { not_before: Instant },
-    /// Sent to `worker`, no answer yet.
-    Offered { worker: PeerId },
-    /// `worker` accepted it.
-    Running { worker: PeerId },
+pub enum Input<'a> {
+    /// A message from the signal-server (pool changes).
+    Signal(&'a ServerMsg),
+    /// A new job.
+    Submit(JobSpec),
+    /// A message from a peer's data channel.
+    Dc {
+        /// Sender.
+        from: PeerId,
+        /// Message.
+        msg: &'a DcMsg,
+    },
+    /// The data channel to a peer closed or could not be opened.
+    LinkClosed(PeerId),
+    /// The caller gives up on a job.
+    Cancel(JobId),
+    /// This peer's own worker side, for self-dispatch (None: not a worker).
+    LocalWorker(Option<PeerInfo>),
+    /// Time passed; call at [`Dispatcher::poll_timeout`].
+    Timeout,
 }
 
 #[derive(Debug)]
 struct Job {
     spec: JobSpec,
+    state: JobState,
+    attempts: Vec<Attempt>,
+    submitted_at: Instant,
+    /// When the current wait (queued) or attempt (dispatched/running) times out.
     deadline: Instant,
-    state: State,
-    /// Workers that refused this job since it was last queued afresh.
+    /// Not offered before this (backoff, busy wait).
+    not_before: Instant,
+    /// Workers that refused it (busy) or were lost under it since it was last
+    /// offered to everyone.
     refused_by: Vec<PeerId>,
-    /// Workers it was handed to (accepted or not).
-    attempts: u32,
-    /// Workers lost under it.
-    lost: u32,
-    last_worker: Option<PeerId>,
+    retries_left: u32,
+    /// Its key in the queue while queued.
+    queue_key: Option<QueueKey>,
 }
 
-impl Job {
-    fn worker(&self) -> Option<PeerId> {
-        match self.state {
-            State::Offered { worker } | State::Running { worker } => Some(worker),
-            State::Queued { .. } => None,
-        }
+/// Higher priority first, then submission order.
+type QueueKey = (Reverse<i32>, u64);
+
+/// The built-in strategies plus the user's, one instance each.
+struct Strategies {
+    round_robin: RoundRobin,
+    least_loaded: LeastLoaded,
+    random: Random,
+    affinity: Affinity,
+    custom: Option<Box<dyn Strategy>>,
+}
+
+impl Strategies {
+    fn get(&mut self, kind: StrategyKind) -> Option<&mut dyn Strategy> {
+        Some(match kind {
+            StrategyKind::RoundRobin => &mut self.round_robin,
+            StrategyKind::LeastLoaded => &mut self.least_loaded,
+            StrategyKind::Random => &mut self.random,
+            StrategyKind::Affinity => &mut self.affinity,
+            StrategyKind::Custom => self.custom.as_deref_mut()?,
+        })
     }
 }
 
 /// The submitting side of jobmesh, as a state machine.
 ///
-/// Feed it: [`handle_signal`](Self::handle_signal) (pool changes),
-/// [`submit`](Self::submit), [`handle_dc`](Self::handle_dc) (replies from
-/// workers), [`handle_link_closed`](Self::handle_link_closed),
-/// [`cancel`](Self::cancel) and [`handle_timeout`](Self::handle_timeout) at
-/// [`poll_timeout`](Self::poll_timeout). Drain [`poll_output`](Self::poll_output)
-/// after each.
+/// Feed it with [`handle_input`](Self::handle_input) and drain
+/// [`poll_output`](Self::poll_output) after each input; call again with
+/// [`Input::Timeout`] at [`poll_timeout`](Self::poll_timeout).
 ///
-/// Invariant: every job accepted by `submit` ends in exactly one
-/// [`Output::Finished`]; it is then forgotten, so any later message about it
-/// is counted in [`stale_messages`](Self::stale_messages) and ignored.
+/// Invariants (checked by a reference-model property test):
+/// * every job accepted by `Submit` ends in exactly one [`Output::Finished`],
+///   and is then forgotten;
+/// * a reply counts only if it names the job's current worker and attempt;
+///   anything else is counted in [`stale_messages`](Self::stale_messages);
+/// * this peer never has more attempts in flight at a worker than its slots;
+/// * every job held has a deadline, so `poll_timeout` is `Some` while any is held.
 pub struct Dispatcher {
     me: PeerId,
     config: DispatcherConfig,
     pool: PoolView,
-    strategy: Box<dyn Strategy>,
-    /// Keyed by id; FIFO order of queued jobs is kept in `queue`.
+    local: Option<PeerInfo>,
+    strategies: Strategies,
+    rng: StdRng,
     jobs: HashMap<JobId, Job>,
-    queue: VecDeque<JobId>,
-    /// This peer's jobs offered or running at each worker.
+    queue: BTreeMap<QueueKey, JobId>,
+    seq: u64,
     in_flight: BTreeMap<PeerId, u32>,
     out: VecDeque<Output>,
     stale: u64,
 }
 
 impl Dispatcher {
-    /// A dispatcher for peer `me` (never dispatches to itself).
-    pub fn new(me: PeerId, config: DispatcherConfig, strategy: Box<dyn Strategy>) -> Self {
+    /// A dispatcher for peer `me`, with an optional custom strategy.
+    pub fn new(me: PeerId, config: DispatcherConfig, custom: Option<Box<dyn Strategy>>) -> Self {
+        let mut rng = StdRng::seed_from_u64(config.seed);
+        let strategies = Strategies {
+            round_robin: RoundRobin::default(),
+            least_loaded: LeastLoaded::starting_at(rng.random_range(0..1024)),
+            random: Random,
+            affinity: Affinity::default(),
+            custom,
+        };
         Self {
             me,
             config,
             pool: PoolView::new(),
-            strategy,
+            local: None,
+            strategies,
+            rng,
             jobs: HashMap::new(),
-            queue: VecDeque::new(),
+            queue: BTreeMap::new(),
+            seq: 0,
             in_flight: BTreeMap::new(),
             out: VecDeque::new(),
             stale: 0,
@@ -258,173 +326,51 @@ impl Dispatcher {
         self.queue.len()
     }
 
-    /// Messages about jobs that had already ended or moved on, ignored.
+    /// A held job's state.
+    pub fn state(&self, job_id: &JobId) -> Option<&JobState> {
+        self.jobs.get(job_id).map(|j| &j.state)
+    }
+
+    /// This peer's attempts in flight at each worker.
+    pub fn in_flight(&self) -> &BTreeMap<PeerId, u32> {
+        &self.in_flight
+    }
+
+    /// Messages about jobs or attempts that had already ended or moved on, ignored.
     pub fn stale_messages(&self) -> u64 {
         self.stale
     }
 
-    /// Applies a message from the signal-server.
-    pub fn handle_signal(&mut self, now: Instant, msg: &ServerMsg) {
-        match self.pool.apply(msg) {
-            PoolChange::Replaced { gone } => {
-                for peer in gone {
-                    self.lose_jobs_on(now, peer);
+    /// Feeds one input. Only `Submit` can fail, and then nothing was queued:
+    /// a full queue, a duplicate id, an input too large, a missing custom strategy.
+    pub fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), JobError> {
+        match input {
+            Input::Signal(msg) => match self.pool.apply(msg) {
+                PoolChange::Replaced { gone } => {
+                    for peer in gone {
+                        self.lose_attempts_on(now, peer);
+                    }
                 }
-            }
-            PoolChange::Left(peer) => self.lose_jobs_on(now, peer),
-            PoolChange::Joined(_) | PoolChange::Stats(_) | PoolChange::None => {}
-        }
-        self.pump(now);
-    }
-
-    /// Takes a job. Refusals that need no worker (full queue, duplicate id)
-    /// come back at once as `Err`; everything else ends in `Output::Finished`.
-    pub fn submit(&mut self, now: Instant, spec: JobSpec) -> Result<(), JobError> {
-        if self.jobs.len() >= self.config.queue_limit {
-            return Err(JobError::QueueFull {
-                limit: self.config.queue_limit,
-            });
-        }
-        if self.jobs.contains_key(&spec.job_id) {
-            return Err(JobError::Duplicate(spec.job_id));
-        }
-        let size = submit_msg(&spec, spec.timeout).encode().len();
-        if size > MAX_DC_MESSAGE {
-            return Err(JobError::TooLarge {
-                size,
-                max: MAX_DC_MESSAGE,
-            });
-        }
-        let id = spec.job_id;
-        let deadline = now + spec.timeout;
-        self.jobs.insert(
-            id,
-            Job {
-                spec,
-                deadline,
-                state: State::Queued { not_before: now },
-                refused_by: Vec::new(),
-                attempts: 0,
-                lost: 0,
-                last_worker: None,
+                PoolChange::Left(peer) => self.lose_attempts_on(now, peer),
+                PoolChange::Joined(_) | PoolChange::Stats(_) | PoolChange::None => {}
             },
-        );
-        self.queue.push_back(id);
+            Input::Submit(spec) => self.submit(now, spec)?,
+            Input::Dc { from, msg } => self.on_reply(now, from, msg),
+            Input::LinkClosed(peer) => self.lose_attempts_on(now, peer),
+            Input::Cancel(job_id) => self.cancel(now, job_id),
+            Input::LocalWorker(info) => self.local = info,
+            Input::Timeout => self.on_timeout(now),
+        }
         self.pump(now);
         Ok(())
     }
 
-    /// The caller gives up on a job. Unknown ids are ignored (it may have just ended).
-    pub fn cancel(&mut self, now: Instant, job_id: JobId) {
-        if self.jobs.contains_key(&job_id) {
-            self.finish(job_id, Err(JobError::Cancelled), true);
-            self.pump(now);
-        }
-    }
-
-    /// A message from `from`'s data channel. Messages for the worker side
-    /// (`Submit`, `Cancel`) are not the dispatcher's and are ignored here.
-    pub fn handle_dc(&mut self, now: Instant, from: PeerId, msg: &DcMsg) {
-        let (job_id, reply) = match msg {
-            DcMsg::Accepted { job_id } => (job_id, Reply::Accepted),
-            DcMsg::Rejected {
-                job_id,
-                reason,
-                message,
-            } => (job_id, Reply::Rejected(*reason, message)),
-            DcMsg::Result { job_id, outcome } => (job_id, Reply::Result(outcome)),
-            DcMsg::Error {
-                job_id: Some(job_id),
-                message,
-            } => (job_id, Reply::Error(message)),
-            DcMsg::Error { job_id: None, .. } | DcMsg::Submit { .. } | DcMsg::Cancel { .. } => {
-                return
-            }
-        };
-        let Some(job) = self.jobs.get_mut(job_id) else {
-            self.stale += 1;
-            return;
-        };
-        if job.worker() != Some(from) {
-            self.stale += 1;
-            return;
-        }
-        let job_id = *job_id;
-        match reply {
-            Reply::Accepted => match job.state {
-                State::Offered { worker } => job.state = State::Running { worker },
-                _ => self.stale += 1,
-            },
-            Reply::Rejected(reason, message) => {
-                if reason.try_elsewhere() {
-                    job.refused_by.push(from);
-                    self.requeue(now, job_id, now);
-                } else {
-                    self.finish(
-                        job_id,
-                        Err(JobError::Rejected {
-                            worker: from,
-                            reason,
-                            message: message.clone(),
-                        }),
-                        false,
-                    );
-                }
-            }
-            Reply::Result(Outcome::Ok { value }) => {
-                self.finish(job_id, Ok(value.clone()), false);
-            }
-            Reply::Result(Outcome::Err { message }) => {
-                let err = JobError::Failed {
-                    worker: from,
-                    message: message.clone(),
-                };
-                self.finish(job_id, Err(err), false);
-            }
-            Reply::Error(message) => {
-                let err = JobError::Protocol {
-                    worker: from,
-                    message: message.clone(),
-                };
-                self.finish(job_id, Err(err), false);
-            }
-        }
-        self.pump(now);
-    }
-
-    /// The data channel to `peer` closed or could not be opened.
-    pub fn handle_link_closed(&mut self, now: Instant, peer: PeerId) {
-        self.lose_jobs_on(now, peer);
-        self.pump(now);
-    }
-
-    /// Time has reached (or passed) [`poll_timeout`](Self::poll_timeout).
-    pub fn handle_timeout(&mut self, now: Instant) {
-        let expired: Vec<JobId> = self
-            .jobs
-            .iter()
-            .filter(|(_, j)| j.deadline <= now)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in expired {
-            let Some(job) = self.jobs.get(&id) else {
-                continue;
-            };
-            let err = JobError::TimedOut {
-                after_ms: u64::try_from(job.spec.timeout.as_millis()).unwrap_or(u64::MAX),
-                worker: job.worker(),
-            };
-            self.finish(id, Err(err), true);
-        }
-        self.pump(now);
-    }
-
-    /// The earliest instant at which `handle_timeout` has work.
+    /// The earliest instant at which [`Input::Timeout`] has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.jobs
             .values()
             .map(|j| match j.state {
-                State::Queued { not_before } => j.deadline.min(not_before),
+                JobState::Queued => j.deadline.min(j.not_before),
                 _ => j.deadline,
             })
             .min()
@@ -435,102 +381,439 @@ impl Dispatcher {
         self.out.pop_front()
     }
 
-    fn lose_jobs_on(&mut self, now: Instant, peer: PeerId) {
+    fn event(&mut self, job_id: JobId, at: Instant, kind: EventKind) {
+        self.out
+            .push_back(Output::Event(JobEvent { job_id, at, kind }));
+    }
+
+    fn submit(&mut self, now: Instant, spec: JobSpec) -> Result<(), JobError> {
+        if self.jobs.len() >= self.config.queue_limit {
+            return Err(JobError::QueueFull {
+                limit: self.config.queue_limit,
+            });
+        }
+        if self.jobs.contains_key(&spec.job_id) {
+            return Err(JobError::Duplicate(spec.job_id));
+        }
+        let strategy = spec
+            .options
+            .strategy
+            .unwrap_or(self.config.default_strategy);
+        if strategy == StrategyKind::Custom && self.strategies.custom.is_none() {
+            return Err(JobError::NoCustomStrategy);
+        }
+        let size = submit_msg(&spec, 1, spec.options.timeout).encode().len();
+        if size > MAX_DC_MESSAGE {
+            return Err(JobError::TooLarge {
+                size,
+                max: MAX_DC_MESSAGE,
+            });
+        }
+        let id = spec.job_id;
+        let kind = EventKind::Queued {
+            capability: spec.capability.clone(),
+            priority: spec.options.priority,
+        };
+        let job = Job {
+            deadline: now + spec.options.timeout,
+            not_before: now,
+            state: JobState::Queued,
+            attempts: Vec::new(),
+            submitted_at: now,
+            refused_by: Vec::new(),
+            retries_left: spec.options.max_retries,
+            queue_key: None,
+            spec,
+        };
+        self.jobs.insert(id, job);
+        self.enqueue(id);
+        self.event(id, now, kind);
+        Ok(())
+    }
+
+    fn enqueue(&mut self, id: JobId) {
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        self.seq += 1;
+        let key = (Reverse(job.spec.options.priority), self.seq);
+        job.queue_key = Some(key);
+        self.queue.insert(key, id);
+    }
+
+    fn cancel(&mut self, now: Instant, job_id: JobId) {
+        if self.jobs.contains_key(&job_id) {
+            self.end_attempt(now, job_id, AttemptOutcome::Cancelled, true);
+            self.finish(now, job_id, JobState::Cancelled, Err(JobError::Cancelled));
+        }
+    }
+
+    fn on_reply(&mut self, now: Instant, from: PeerId, msg: &DcMsg) {
+        let (job_id, attempt) = match msg {
+            DcMsg::Accepted { job_id, attempt }
+            | DcMsg::Rejected {
+                job_id, attempt, ..
+            }
+            | DcMsg::Progress {
+                job_id, attempt, ..
+            }
+            | DcMsg::Result {
+                job_id, attempt, ..
+            } => (*job_id, *attempt),
+            // Worker-side messages and undecodable-message reports are not ours.
+            DcMsg::Submit { .. } | DcMsg::Cancel { .. } | DcMsg::Error { .. } => return,
+        };
+        let current = self.jobs.get(&job_id).and_then(|j| j.state.attempt());
+        if current != Some((from, attempt)) {
+            self.stale += 1;
+            return;
+        }
+        match msg {
+            DcMsg::Accepted { .. } => {
+                let running = JobState::Running {
+                    worker: from,
+                    attempt,
+                    progress: None,
+                };
+                if self.set_state(job_id, running) {
+                    if let Some(a) = self.current_attempt(job_id) {
+                        a.started_at = Some(now);
+                    }
+                    self.event(
+                        job_id,
+                        now,
+                        EventKind::Started {
+                            worker: from,
+                            attempt,
+                        },
+                    );
+                }
+            }
+            DcMsg::Progress { progress, .. } => {
+                let running = JobState::Running {
+                    worker: from,
+                    attempt,
+                    progress: Some(progress.clone()),
+                };
+                if self.set_state(job_id, running) {
+                    let kind = EventKind::Progress {
+                        attempt,
+                        progress: progress.clone(),
+                    };
+                    self.event(job_id, now, kind);
+                }
+            }
+            DcMsg::Rejected {
+                reason, message, ..
+            } => {
+                let outcome = AttemptOutcome::Rejected {
+                    reason: *reason,
+                    message: message.clone(),
+                };
+                self.end_attempt(now, job_id, outcome, false);
+                if reason.try_elsewhere() {
+                    // Not a retry: the job never ran. Ask someone else.
+                    if let Some(job) = self.jobs.get_mut(&job_id) {
+                        job.refused_by.push(from);
+                    }
+                    self.requeue(job_id, now);
+                } else {
+                    let err = JobError::Rejected {
+                        worker: from,
+                        reason: *reason,
+                        message: message.clone(),
+                    };
+                    self.finish(now, job_id, JobState::Failed, Err(err));
+                }
+            }
+            DcMsg::Result { outcome, .. } => match outcome {
+                Outcome::Ok { value } => {
+                    if self
+                        .jobs
+                        .get(&job_id)
+                        .is_some_and(|j| matches!(j.state, JobState::Running { .. }))
+                    {
+                        self.end_attempt(now, job_id, AttemptOutcome::Completed, false);
+                        self.finish(now, job_id, JobState::Completed, Ok(value.clone()));
+                    } else {
+                        // A result before `accepted`: the worker broke the protocol.
+                        self.stale += 1;
+                    }
+                }
+                Outcome::Err { message, retryable } => {
+                    let outcome = AttemptOutcome::Failed {
+                        message: message.clone(),
+                        retryable: *retryable,
+                    };
+                    self.end_attempt(now, job_id, outcome, false);
+                    if *retryable {
+                        self.retry_or(now, job_id, |attempts| JobError::Failed {
+                            message: message.clone(),
+                            attempts,
+                        });
+                    } else {
+                        let err = JobError::Failed {
+                            message: message.clone(),
+                            attempts: self.attempt_log(job_id),
+                        };
+                        self.finish(now, job_id, JobState::Failed, Err(err));
+                    }
+                }
+            },
+            DcMsg::Submit { .. } | DcMsg::Cancel { .. } | DcMsg::Error { .. } => {}
+        }
+    }
+
+    /// Every job at `peer` lost its attempt.
+    fn lose_attempts_on(&mut self, now: Instant, peer: PeerId) {
         let lost: Vec<JobId> = self
             .jobs
             .iter()
-            .filter(|(_, j)| j.worker() == Some(peer))
+            .filter(|(_, j)| j.state.attempt().is_some_and(|(w, _)| w == peer))
             .map(|(id, _)| *id)
             .collect();
         for id in lost {
+            self.end_attempt(now, id, AttemptOutcome::Lost, false);
             let Some(job) = self.jobs.get_mut(&id) else {
                 continue;
             };
-            job.lost += 1;
-            // Prefer other workers next; once all are ruled out they are asked again later.
+            // Prefer other workers next; once all are ruled out they are asked again.
             job.refused_by.push(peer);
-            if job.lost >= self.config.max_attempts {
-                let attempts = job.lost;
-                self.finish(id, Err(JobError::Lost { attempts }), false);
+            if job.spec.options.retry_on_disconnect {
+                self.retry_or(now, id, |attempts| JobError::Lost { attempts });
             } else {
-                self.requeue(now, id, now);
+                let err = JobError::Lost {
+                    attempts: self.attempt_log(id),
+                };
+                self.finish(now, id, JobState::Lost, Err(err));
             }
         }
     }
 
-    /// Moves a job back to the queue (front: it has waited longest).
-    fn requeue(&mut self, _now: Instant, id: JobId, not_before: Instant) {
+    fn on_timeout(&mut self, now: Instant) {
+        let expired: Vec<JobId> = self
+            .jobs
+            .iter()
+            .filter(|(_, j)| j.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            let Some(job) = self.jobs.get(&id) else {
+                continue;
+            };
+            let after_ms = u64::try_from(job.spec.options.timeout.as_millis()).unwrap_or(u64::MAX);
+            if job.state == JobState::Queued {
+                // Nobody took it in time: retrying would only wait longer.
+                let err = JobError::TimedOut {
+                    after_ms,
+                    attempts: self.attempt_log(id),
+                };
+                self.finish(now, id, JobState::TimedOut, Err(err));
+            } else {
+                self.end_attempt(now, id, AttemptOutcome::TimedOut, true);
+                self.retry_or(now, id, |attempts| JobError::TimedOut {
+                    after_ms,
+                    attempts,
+                });
+            }
+        }
+    }
+
+    /// After a failed attempt: queue the job again after a backoff if it has
+    /// retries left, else end it with `terminal`'s error.
+    fn retry_or(
+        &mut self,
+        now: Instant,
+        id: JobId,
+        terminal: impl FnOnce(Vec<String>) -> JobError,
+    ) {
+        let Some(job) = self.jobs.get(&id) else {
+            return;
+        };
+        if job.retries_left == 0 {
+            let err = terminal(self.attempt_log(id));
+            let state = match err {
+                JobError::TimedOut { .. } => JobState::TimedOut,
+                JobError::Lost { .. } => JobState::Lost,
+                _ => JobState::Failed,
+            };
+            self.finish(now, id, state, Err(err));
+            return;
+        }
+        let retry = job.spec.options.max_retries - job.retries_left;
+        let attempt = job.attempts.last().map_or(0, |a| a.number);
+        let outcome = job
+            .attempts
+            .last()
+            .and_then(|a| a.outcome.clone())
+            .unwrap_or(AttemptOutcome::Lost);
+        let unit: f64 = self.rng.random();
+        let after = crate::backoff(
+            retry,
+            self.config.backoff_base,
+            self.config.backoff_cap,
+            unit,
+        );
+        if let Some(job) = self.jobs.get_mut(&id) {
+            job.retries_left -= 1;
+        }
+        self.requeue(id, now + after);
+        self.event(
+            id,
+            now,
+            EventKind::Retrying {
+                attempt,
+                outcome,
+                after,
+            },
+        );
+    }
+
+    /// Back to the queue, offered again from `not_before`, with a fresh wait deadline.
+    fn requeue(&mut self, id: JobId, not_before: Instant) {
         let Some(job) = self.jobs.get_mut(&id) else {
             return;
         };
-        if let Some(w) = job.worker() {
-            release(&mut self.in_flight, w);
+        job.not_before = not_before;
+        job.deadline = not_before + job.spec.options.timeout;
+        if self.set_state(id, JobState::Queued) {
+            self.enqueue(id);
         }
-        job.state = State::Queued { not_before };
-        self.queue.push_front(id);
     }
 
-    fn finish(&mut self, id: JobId, result: Result<serde_json::Value, JobError>, cancel: bool) {
+    /// Closes the current attempt with `outcome`, releasing its slot; with
+    /// `tell_worker`, the worker is told to stop it.
+    fn end_attempt(&mut self, now: Instant, id: JobId, outcome: AttemptOutcome, tell_worker: bool) {
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        let Some((worker, attempt)) = job.state.attempt() else {
+            return;
+        };
+        if let Some(a) = job.attempts.last_mut() {
+            a.ended_at = Some(now);
+            a.outcome = Some(outcome);
+        }
+        release(&mut self.in_flight, worker);
+        if tell_worker {
+            self.out.push_back(Output::Send {
+                to: worker,
+                msg: DcMsg::Cancel {
+                    job_id: id,
+                    attempt,
+                },
+            });
+        }
+    }
+
+    fn current_attempt(&mut self, id: JobId) -> Option<&mut Attempt> {
+        self.jobs.get_mut(&id)?.attempts.last_mut()
+    }
+
+    fn attempt_log(&self, id: JobId) -> Vec<String> {
+        self.jobs
+            .get(&id)
+            .map(|j| {
+                j.attempts
+                    .iter()
+                    .map(|a| {
+                        let outcome = a
+                            .outcome
+                            .as_ref()
+                            .map_or("unfinished".to_owned(), |o| o.to_string());
+                        format!("#{} on {}: {outcome}", a.number, a.worker.short())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Moves a job through the one transition function. A refused transition
+    /// is a bug in this file, not bad input: it is counted as stale and ignored.
+    fn set_state(&mut self, id: JobId, to: JobState) -> bool {
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return false;
+        };
+        if job.state.transition(to).is_ok() {
+            true
+        } else {
+            self.stale += 1;
+            false
+        }
+    }
+
+    /// Ends a job: its one `Finished`. Any open attempt must be closed first.
+    fn finish(
+        &mut self,
+        now: Instant,
+        id: JobId,
+        state: JobState,
+        result: Result<serde_json::Value, JobError>,
+    ) {
+        if !self.set_state(id, state.clone()) {
+            return;
+        }
         let Some(job) = self.jobs.remove(&id) else {
             return;
         };
-        match job.worker() {
-            Some(w) => {
-                release(&mut self.in_flight, w);
-                if cancel {
-                    self.out.push_back(Output::Send {
-                        to: w,
-                        msg: DcMsg::Cancel { job_id: id },
-                    });
-                }
-            }
-            None => self.queue.retain(|q| *q != id),
+        if let Some(key) = job.queue_key {
+            self.queue.remove(&key);
         }
+        let error = result.as_ref().err().map(|e| e.to_string());
+        self.event(
+            id,
+            now,
+            EventKind::Finished {
+                state: state.name(),
+                error,
+            },
+        );
         self.out.push_back(Output::Finished(JobEnd {
             job_id: id,
-            worker: job.worker().or(job.last_worker),
+            worker: job.attempts.last().map(|a| a.worker),
             result,
             attempts: job.attempts,
+            submitted_at: job.submitted_at,
         }));
     }
 
-    /// Offers every queued job whose time has come to a worker, in FIFO order.
+    /// Offers queued jobs whose time has come, highest priority first.
     fn pump(&mut self, now: Instant) {
-        let mut still_queued = VecDeque::with_capacity(self.queue.len());
-        while let Some(id) = self.queue.pop_front() {
-            match self.try_place(now, id) {
-                Placed::Yes | Placed::Ended => {}
-                Placed::No => still_queued.push_back(id),
+        // Capabilities without a worker with room in this pass: later jobs
+        // needing them are not looked at again (keeps a long queue cheap).
+        let mut full: HashSet<Capability> = HashSet::new();
+        let keys: Vec<(QueueKey, JobId)> = self.queue.iter().map(|(k, v)| (*k, *v)).collect();
+        for (key, id) in keys {
+            let Some(job) = self.jobs.get(&id) else {
+                self.queue.remove(&key);
+                continue;
+            };
+            if job.not_before > now || full.contains(&job.spec.capability) {
+                continue;
+            }
+            let cap = job.spec.capability.clone();
+            if self.try_place(now, id) == Placement::NoRoom {
+                full.insert(cap);
             }
         }
-        self.queue = still_queued;
     }
 
-    fn try_place(&mut self, now: Instant, id: JobId) -> Placed {
-        let Some(job) = self.jobs.get_mut(&id) else {
-            return Placed::Ended;
-        };
-        match job.state {
-            State::Queued { not_before } if not_before <= now => {}
-            _ => return Placed::No,
-        }
-        let cap = job.spec.capability.clone();
-        let capable: Vec<_> = self
+    /// All capable workers (this peer included under self-dispatch), in id order.
+    fn capable(&self, cap: &Capability) -> Vec<Candidate> {
+        let local = self
+            .local
+            .as_ref()
+            .filter(|_| self.config.self_dispatch)
+            .map(|l| PeerInfo {
+                id: self.me,
+                ..l.clone()
+            });
+        let mut all: Vec<Candidate> = self
             .pool
             .peers()
-            .filter(|p| p.id != self.me && p.capabilities.contains(&cap) && p.stats.slots > 0)
-            .collect();
-        if capable.is_empty() {
-            self.finish(
-                id,
-                Err(JobError::NoCapableWorker { capability: cap }),
-                false,
-            );
-            return Placed::Ended;
-        }
-        let candidates: Vec<Candidate> = capable
-            .iter()
-            .filter(|p| !job.refused_by.contains(&p.id))
+            .filter(|p| p.id != self.me)
+            .chain(local.as_ref())
+            .filter(|p| p.capabilities.contains(cap) && p.stats.slots > 0)
             .map(|p| Candidate {
                 id: p.id,
                 slots: p.stats.slots,
@@ -539,58 +822,111 @@ impl Dispatcher {
                     .running
                     .max(self.in_flight.get(&p.id).copied().unwrap_or(0)),
             })
-            .filter(|c| c.busy < c.slots)
             .collect();
-        let pick = self
-            .strategy
-            .pick(&cap, &candidates)
-            .filter(|p| candidates.iter().any(|c| c.id == *p));
-        let Some(worker) = pick else {
-            if capable.iter().all(|p| job.refused_by.contains(&p.id)) {
-                // Every capable worker refused: wait, then ask them all again.
-                job.refused_by.clear();
-                job.state = State::Queued {
-                    not_before: now + self.config.busy_retry,
-                };
-            }
-            return Placed::No;
+        all.sort_by_key(|c| c.id);
+        all
+    }
+
+    /// Tries to offer one queued job.
+    fn try_place(&mut self, now: Instant, id: JobId) -> Placement {
+        let Some(job) = self.jobs.get(&id) else {
+            return Placement::Ended;
         };
-        job.state = State::Offered { worker };
-        job.attempts += 1;
-        job.last_worker = Some(worker);
+        let cap = job.spec.capability.clone();
+        let capable = self.capable(&cap);
+        if capable.is_empty() {
+            let err = JobError::NoCapableWorker { capability: cap };
+            self.finish(now, id, JobState::Failed, Err(err));
+            return Placement::Ended;
+        }
+        let candidates: Vec<Candidate> = capable
+            .iter()
+            .copied()
+            .filter(|c| !job.refused_by.contains(&c.id))
+            .collect();
+        let kind = job
+            .spec
+            .options
+            .strategy
+            .unwrap_or(self.config.default_strategy);
+        let req = PickRequest {
+            job_id: id,
+            capability: &cap,
+            affinity: job.spec.options.affinity.as_deref(),
+        };
+        let pick = match self.strategies.get(kind) {
+            Some(s) => s.pick(&req, &candidates, &mut self.rng),
+            None => None,
+        }
+        .filter(|p| candidates.iter().any(|c| c.id == *p && c.has_room()));
+        let Some(worker) = pick else {
+            if capable.iter().all(|c| job.refused_by.contains(&c.id)) {
+                // Every capable worker refused: wait, then ask them all again.
+                let wait = now + self.config.busy_retry;
+                if let Some(job) = self.jobs.get_mut(&id) {
+                    job.refused_by.clear();
+                    job.not_before = wait;
+                }
+            }
+            // Other jobs may still be placed if any capable worker has room.
+            return if capable.iter().any(Candidate::has_room) {
+                Placement::Waiting
+            } else {
+                Placement::NoRoom
+            };
+        };
+        let attempt = u32::try_from(job.attempts.len()).unwrap_or(u32::MAX - 1) + 1;
+        let timeout = job.spec.options.timeout;
+        let msg = submit_msg(&job.spec, attempt, timeout);
+        if !self.set_state(id, JobState::Dispatched { worker, attempt }) {
+            return Placement::Ended;
+        }
+        if let Some(job) = self.jobs.get_mut(&id) {
+            if let Some(key) = job.queue_key.take() {
+                self.queue.remove(&key);
+            }
+            job.deadline = now + timeout;
+            job.attempts.push(Attempt {
+                number: attempt,
+                worker,
+                dispatched_at: now,
+                started_at: None,
+                ended_at: None,
+                outcome: None,
+            });
+        }
         *self.in_flight.entry(worker).or_default() += 1;
-        let remaining = job.deadline.saturating_duration_since(now);
-        self.out.push_back(Output::Send {
-            to: worker,
-            msg: submit_msg(&job.spec, remaining),
-        });
-        Placed::Yes
+        self.out.push_back(Output::Send { to: worker, msg });
+        self.event(id, now, EventKind::Dispatched { worker, attempt });
+        Placement::Placed
     }
 }
 
-/// The submit message for `spec`, asking the worker to give up after `timeout`.
-fn submit_msg(spec: &JobSpec, timeout: Duration) -> DcMsg {
+/// What [`Dispatcher::try_place`] did with a queued job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Placement {
+    /// Offered to a worker.
+    Placed,
+    /// Ended (no capable worker at all).
+    Ended,
+    /// Stays queued, though some capable worker has room (it refused this
+    /// job, or the strategy declined): other jobs may still be placed.
+    Waiting,
+    /// Stays queued: no capable worker has room for anything.
+    NoRoom,
+}
+
+/// The submit message for `spec`'s attempt `attempt`.
+fn submit_msg(spec: &JobSpec, attempt: u32, timeout: Duration) -> DcMsg {
     DcMsg::Submit {
         job_id: spec.job_id,
+        attempt,
         capability: spec.capability.clone(),
         input: spec.input.clone(),
         timeout_ms: u64::try_from(timeout.as_millis())
             .unwrap_or(u64::MAX)
             .max(1),
     }
-}
-
-enum Reply<'a> {
-    Accepted,
-    Rejected(RejectReason, &'a String),
-    Result(&'a Outcome),
-    Error(&'a String),
-}
-
-enum Placed {
-    Yes,
-    No,
-    Ended,
 }
 
 fn release(in_flight: &mut BTreeMap<PeerId, u32>, worker: PeerId) {

@@ -4,8 +4,10 @@
 //! * [`Dispatcher`]: the submitting side. Owns every job this peer submitted,
 //!   picks a worker through a [`Strategy`], re-dispatches on rejection or loss,
 //!   enforces the job timeout, and yields exactly one [`JobEnd`] per job.
-//! * [`WorkerSlots`]: the working side. Admits or rejects offered jobs against
-//!   its slots and capabilities.
+//! * [`WorkerCore`]: the working side. Admits or rejects offered jobs against
+//!   its slots and capabilities, tracks attempts, coalesces progress.
+//! * [`JobState`]: the one lifecycle enum, changed only by
+//!   [`JobState::transition`]; [`Strategy`]: how a worker is chosen.
 //! * [`StatsCoalescer`] and [`backoff`]: small policies the daemon applies.
 //!
 //! Contract (str0m / quinn style): nothing here opens a socket, spawns a task or
@@ -14,13 +16,22 @@
 //! caller drains `poll_output()` until it returns `None`.
 
 mod dispatcher;
+mod job;
 mod policy;
 mod pool;
 mod strategy;
 mod worker;
 
-pub use dispatcher::{Dispatcher, DispatcherConfig, JobEnd, JobError, JobSpec, Output};
+pub use dispatcher::{Dispatcher, DispatcherConfig, Input, JobEnd, JobError, Output};
+pub use job::{
+    Attempt, AttemptOutcome, EventKind, IllegalTransition, JobEvent, JobOptions, JobSpec, JobState,
+};
 pub use policy::{backoff, StatsCoalescer};
 pub use pool::{PoolChange, PoolView};
-pub use strategy::{Candidate, LeastLoaded, Strategy};
-pub use worker::WorkerSlots;
+/// The RNG trait strategies receive (re-exported so a custom strategy needs no
+/// direct `rand` dependency).
+pub use rand::RngCore;
+pub use strategy::{
+    Affinity, Candidate, LeastLoaded, PickRequest, Random, RoundRobin, Strategy, StrategyKind,
+};
+pub use worker::{WorkerCore, WorkerOutput};

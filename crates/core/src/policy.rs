@@ -37,7 +37,7 @@ impl StatsCoalescer {
 
     /// Records the current stats; returns them if they should be sent now.
     pub fn update(&mut self, now: Instant, stats: Stats) -> Option<Stats> {
-        if self.last_sent == Some(stats) {
+        if self.last_sent.as_ref() == Some(&stats) {
             self.pending = None;
             return None;
         }
@@ -53,7 +53,7 @@ impl StatsCoalescer {
         if due {
             let s = self.pending.take()?;
             self.last_sent_at = Some(now);
-            self.last_sent = Some(s);
+            self.last_sent = Some(s.clone());
             Some(s)
         } else {
             None
@@ -62,7 +62,7 @@ impl StatsCoalescer {
 
     /// When [`poll`](Self::poll) next has something to send.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.pending?;
+        self.pending.as_ref()?;
         Some(self.last_sent_at? + self.interval)
     }
 

@@ -65,7 +65,7 @@ impl PoolView {
             }
             ServerMsg::StatsChanged { peer_id, stats } => match self.peers.get_mut(peer_id) {
                 Some(p) => {
-                    p.stats = *stats;
+                    p.stats = stats.clone();
                     PoolChange::Stats(*peer_id)
                 }
                 None => PoolChange::None,
@@ -155,11 +155,11 @@ mod tests {
         assert_eq!(
             v.apply(&ServerMsg::StatsChanged {
                 peer_id: p.id,
-                stats
+                stats: stats.clone()
             }),
             PoolChange::Stats(p.id)
         );
-        assert_eq!(v.get(&p.id).map(|p| p.stats), Some(stats));
+        assert_eq!(v.get(&p.id).map(|p| &p.stats), Some(&stats));
         let stranger = info(9, &[]).id;
         assert_eq!(
             v.apply(&ServerMsg::StatsChanged {

@@ -1,38 +1,139 @@
-use jobmesh_wire::{Capability, PeerId};
+//! Dispatch strategies: how a submitter chooses a worker among candidates.
 
-/// A worker the dispatcher may send a job to: it advertises the capability,
-/// has a free slot as far as this peer knows, and has not refused this job.
+use std::collections::HashMap;
+use std::str::FromStr;
+
+use jobmesh_wire::dc::JobId;
+use jobmesh_wire::{Capability, PeerId};
+use rand::RngCore;
+
+/// A capable worker for a job: it advertises the capability, is alive as far
+/// as this peer knows, and has not refused this job lately. It may be full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Candidate {
-    /// The worker.
+    /// The worker (this peer itself when self-dispatch applies).
     pub id: PeerId,
-    /// Its advertised slots (always > 0 for a candidate).
+    /// Its advertised slots (> 0).
     pub slots: u32,
-    /// Jobs believed running on it: the larger of its last broadcast `running`
-    /// and this peer's own jobs in flight there.
+    /// Jobs believed running on it: the larger of its last broadcast
+    /// `running` and this peer's own attempts in flight there (the broadcast
+    /// includes ours once it has caught up, so adding them would count twice).
     pub busy: u32,
 }
 
-/// How a submitter chooses among candidates. Implementations are pure: the
-/// dispatcher hands them the candidates (sorted by id) and uses the answer.
-/// Returning `None` (or an id not among the candidates) leaves the job queued.
-pub trait Strategy: Send {
-    /// Chooses a worker for a job needing `capability`.
-    fn pick(&mut self, capability: &Capability, candidates: &[Candidate]) -> Option<PeerId>;
+impl Candidate {
+    /// Whether it has a free slot.
+    pub fn has_room(&self) -> bool {
+        self.busy < self.slots
+    }
 }
 
-/// The default strategy: the lowest `busy / slots`, ties broken round-robin.
+/// What a strategy is asked.
+#[derive(Debug, Clone, Copy)]
+pub struct PickRequest<'a> {
+    /// The job.
+    pub job_id: JobId,
+    /// Its capability.
+    pub capability: &'a Capability,
+    /// Its affinity key, if any.
+    pub affinity: Option<&'a str>,
+}
+
+/// How a submitter chooses among candidates. Implementations are pure: the
+/// dispatcher hands them the candidates (sorted by id) and a seeded RNG, and
+/// uses the answer. A pick without room, or not among the candidates, or
+/// `None`, leaves the job queued.
+pub trait Strategy: Send {
+    /// Chooses a worker.
+    fn pick(
+        &mut self,
+        req: &PickRequest<'_>,
+        candidates: &[Candidate],
+        rng: &mut dyn RngCore,
+    ) -> Option<PeerId>;
+}
+
+/// The built-in strategies by name, plus `custom`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StrategyKind {
+    /// Rotate through capable workers in id order.
+    RoundRobin,
+    /// Lowest busy/slots, ties rotate (the default).
+    LeastLoaded,
+    /// Uniformly random (seeded).
+    Random,
+    /// Same key → same worker while it is alive and has room (rendezvous hashing).
+    Affinity,
+    /// The library user's [`Strategy`].
+    Custom,
+}
+
+impl StrategyKind {
+    /// Every kind's name, for help texts.
+    pub const NAMES: &'static str = "round-robin, least-loaded, random, affinity, custom";
+
+    /// Its name.
+    pub fn name(self) -> &'static str {
+        match self {
+            StrategyKind::RoundRobin => "round-robin",
+            StrategyKind::LeastLoaded => "least-loaded",
+            StrategyKind::Random => "random",
+            StrategyKind::Affinity => "affinity",
+            StrategyKind::Custom => "custom",
+        }
+    }
+}
+
+impl FromStr for StrategyKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "round-robin" => StrategyKind::RoundRobin,
+            "least-loaded" => StrategyKind::LeastLoaded,
+            "random" => StrategyKind::Random,
+            "affinity" => StrategyKind::Affinity,
+            "custom" => StrategyKind::Custom,
+            other => {
+                return Err(format!(
+                    "unknown strategy {other:?}; choose one of {}",
+                    StrategyKind::NAMES
+                ))
+            }
+        })
+    }
+}
+
+/// Rotates through the capable workers with room, in id order, per capability.
+#[derive(Debug, Default)]
+pub struct RoundRobin {
+    last: HashMap<Capability, PeerId>,
+}
+
+impl Strategy for RoundRobin {
+    fn pick(
+        &mut self,
+        req: &PickRequest<'_>,
+        candidates: &[Candidate],
+        _rng: &mut dyn RngCore,
+    ) -> Option<PeerId> {
+        let free = || candidates.iter().filter(|c| c.has_room());
+        let pick = match self.last.get(req.capability) {
+            Some(last) => free().find(|c| c.id > *last).or_else(|| free().next()),
+            None => free().next(),
+        }?
+        .id;
+        self.last.insert(req.capability.clone(), pick);
+        Some(pick)
+    }
+}
+
+/// The lowest `busy / slots`, ties broken round-robin.
 #[derive(Debug, Default)]
 pub struct LeastLoaded {
     next: usize,
 }
 
 impl LeastLoaded {
-    /// A fresh strategy.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
     /// A strategy whose first tie-break starts at `offset` (the daemon passes a
     /// random one, so short-lived submitters do not all pick the same worker).
     pub fn starting_at(offset: usize) -> Self {
@@ -41,14 +142,20 @@ impl LeastLoaded {
 }
 
 impl Strategy for LeastLoaded {
-    fn pick(&mut self, _capability: &Capability, candidates: &[Candidate]) -> Option<PeerId> {
+    fn pick(
+        &mut self,
+        _req: &PickRequest<'_>,
+        candidates: &[Candidate],
+        _rng: &mut dyn RngCore,
+    ) -> Option<PeerId> {
         // Compare busy/slots as fractions without floats: a/b < c/d ⇔ a·d < c·b.
         let load = |c: &Candidate| (u64::from(c.busy), u64::from(c.slots.max(1)));
-        let least = candidates
+        let free: Vec<&Candidate> = candidates.iter().filter(|c| c.has_room()).collect();
+        let least = free
             .iter()
-            .map(load)
+            .map(|c| load(c))
             .min_by(|(a, b), (c, d)| (a * d).cmp(&(c * b)))?;
-        let tied: Vec<PeerId> = candidates
+        let tied: Vec<PeerId> = free
             .iter()
             .filter(|c| {
                 let (a, b) = load(c);
@@ -62,9 +169,74 @@ impl Strategy for LeastLoaded {
     }
 }
 
+/// A uniformly random worker with room.
+#[derive(Debug, Default)]
+pub struct Random;
+
+impl Strategy for Random {
+    fn pick(
+        &mut self,
+        _req: &PickRequest<'_>,
+        candidates: &[Candidate],
+        rng: &mut dyn RngCore,
+    ) -> Option<PeerId> {
+        let free: Vec<PeerId> = candidates
+            .iter()
+            .filter(|c| c.has_room())
+            .map(|c| c.id)
+            .collect();
+        if free.is_empty() {
+            return None;
+        }
+        let i = (rng.next_u64() % free.len() as u64) as usize;
+        Some(free[i])
+    }
+}
+
+/// Rendezvous (highest-random-weight) hashing: a key always maps to the same
+/// worker while that worker is a candidate with room, and only the keys of a
+/// worker that leaves move. A full or missing top choice falls back to
+/// [`LeastLoaded`]. Without a key, the capability name is the key.
+#[derive(Debug, Default)]
+pub struct Affinity {
+    fallback: LeastLoaded,
+}
+
+impl Strategy for Affinity {
+    fn pick(
+        &mut self,
+        req: &PickRequest<'_>,
+        candidates: &[Candidate],
+        rng: &mut dyn RngCore,
+    ) -> Option<PeerId> {
+        let key = req.affinity.unwrap_or(req.capability.as_str());
+        let top = candidates
+            .iter()
+            .max_by_key(|c| (rendezvous_weight(key, &c.id), c.id))?;
+        if top.has_room() {
+            Some(top.id)
+        } else {
+            self.fallback.pick(req, candidates, rng)
+        }
+    }
+}
+
+/// FNV-1a over the key and the peer id: stable across processes and builds,
+/// so every submitter maps a key to the same worker.
+fn rendezvous_weight(key: &str, peer: &PeerId) -> u64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    key.as_bytes()
+        .iter()
+        .chain(&[0xff])
+        .chain(peer.0.as_bytes())
+        .fold(OFFSET, |h, b| (h ^ u64::from(*b)).wrapping_mul(PRIME))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::SeedableRng;
 
     fn cand(n: u128, slots: u32, busy: u32) -> Candidate {
         Candidate {
@@ -74,30 +246,131 @@ mod tests {
         }
     }
 
-    fn cap() -> Capability {
+    fn req<'a>(cap: &'a Capability, affinity: Option<&'a str>) -> PickRequest<'a> {
+        PickRequest {
+            job_id: uuid::Uuid::nil(),
+            capability: cap,
+            affinity,
+        }
+    }
+
+    fn echo() -> Capability {
         Capability::new("echo").expect("valid")
     }
 
+    fn rng() -> rand::rngs::StdRng {
+        rand::rngs::StdRng::seed_from_u64(7)
+    }
+
     #[test]
-    fn picks_the_lowest_ratio() {
-        let mut s = LeastLoaded::new();
-        // 1/4 beats 1/2 and 3/8.
+    fn least_loaded_picks_the_lowest_ratio_and_rotates_ties() {
+        let mut s = LeastLoaded::default();
         let cs = [cand(1, 2, 1), cand(2, 4, 1), cand(3, 8, 3)];
-        for _ in 0..5 {
-            assert_eq!(s.pick(&cap(), &cs), Some(cs[1].id));
+        assert_eq!(s.pick(&req(&echo(), None), &cs, &mut rng()), Some(cs[1].id));
+        let tied = [cand(1, 2, 0), cand(2, 4, 0), cand(3, 1, 1)];
+        let picks: Vec<_> = (0..4)
+            .filter_map(|_| s.pick(&req(&echo(), None), &tied, &mut rng()))
+            .collect();
+        assert_eq!(picks, vec![tied[1].id, tied[0].id, tied[1].id, tied[0].id]);
+    }
+
+    #[test]
+    fn round_robin_rotates_in_id_order_and_skips_full_workers() {
+        let mut s = RoundRobin::default();
+        let cs = [cand(1, 1, 0), cand(2, 1, 1), cand(3, 1, 0)];
+        let picks: Vec<_> = (0..4)
+            .filter_map(|_| s.pick(&req(&echo(), None), &cs, &mut rng()))
+            .collect();
+        assert_eq!(picks, vec![cs[0].id, cs[2].id, cs[0].id, cs[2].id]);
+        // Per capability: another capability starts from the beginning.
+        let ocr = Capability::new("ocr").expect("valid");
+        assert_eq!(s.pick(&req(&ocr, None), &cs, &mut rng()), Some(cs[0].id));
+    }
+
+    #[test]
+    fn random_is_seeded_and_only_picks_workers_with_room() {
+        let cs = [cand(1, 1, 0), cand(2, 1, 1), cand(3, 1, 0)];
+        let run = |seed| {
+            let mut r = rand::rngs::StdRng::seed_from_u64(seed);
+            (0..50)
+                .filter_map(|_| Random.pick(&req(&echo(), None), &cs, &mut r))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(run(1), run(1), "same seed, same picks");
+        let picks = run(1);
+        assert!(picks.iter().all(|p| *p != cs[1].id));
+        assert!(picks.contains(&cs[0].id) && picks.contains(&cs[2].id));
+        assert_eq!(
+            Random.pick(&req(&echo(), None), &[cand(1, 1, 1)], &mut rng()),
+            None
+        );
+    }
+
+    #[test]
+    fn affinity_sticks_to_a_key_and_moves_only_when_its_worker_does() {
+        let mut s = Affinity::default();
+        let cs: Vec<Candidate> = (1..=5).map(|n| cand(n, 2, 0)).collect();
+        let mut home = HashMap::new();
+        for k in 0..40 {
+            let key = format!("key-{k}");
+            let a = s.pick(&req(&echo(), Some(&key)), &cs, &mut rng());
+            let b = s.pick(&req(&echo(), Some(&key)), &cs, &mut rng());
+            assert_eq!(a, b, "a key always maps to the same worker");
+            home.insert(key, a.expect("a pick"));
+        }
+        let spread: std::collections::HashSet<_> = home.values().collect();
+        assert!(spread.len() >= 3, "keys spread over workers: {spread:?}");
+        // Worker 3 leaves: only its keys move.
+        let gone = cs[2].id;
+        let rest: Vec<Candidate> = cs.iter().copied().filter(|c| c.id != gone).collect();
+        for (key, was) in &home {
+            let now = s.pick(&req(&echo(), Some(key)), &rest, &mut rng());
+            if *was != gone {
+                assert_eq!(now, Some(*was), "{key} stayed");
+            } else {
+                assert_ne!(now, Some(gone));
+            }
         }
     }
 
     #[test]
-    fn ties_rotate() {
-        let mut s = LeastLoaded::new();
-        let cs = [cand(1, 2, 0), cand(2, 4, 0), cand(3, 1, 1)];
-        let picks: Vec<_> = (0..4).filter_map(|_| s.pick(&cap(), &cs)).collect();
-        assert_eq!(picks, vec![cs[0].id, cs[1].id, cs[0].id, cs[1].id]);
+    fn affinity_falls_back_when_its_worker_is_full() {
+        let mut s = Affinity::default();
+        let cs: Vec<Candidate> = (1..=3).map(|n| cand(n, 1, 0)).collect();
+        let home = s
+            .pick(&req(&echo(), Some("k")), &cs, &mut rng())
+            .expect("pick");
+        let full: Vec<Candidate> = cs
+            .iter()
+            .map(|c| {
+                if c.id == home {
+                    Candidate { busy: 1, ..*c }
+                } else {
+                    *c
+                }
+            })
+            .collect();
+        let other = s
+            .pick(&req(&echo(), Some("k")), &full, &mut rng())
+            .expect("pick");
+        assert_ne!(other, home);
     }
 
     #[test]
-    fn nothing_to_pick_from() {
-        assert_eq!(LeastLoaded::new().pick(&cap(), &[]), None);
+    fn strategy_names_parse_and_unknown_ones_are_named() {
+        for k in [
+            StrategyKind::RoundRobin,
+            StrategyKind::LeastLoaded,
+            StrategyKind::Random,
+            StrategyKind::Affinity,
+            StrategyKind::Custom,
+        ] {
+            assert_eq!(k.name().parse::<StrategyKind>(), Ok(k));
+        }
+        let err = "fastest".parse::<StrategyKind>().expect_err("unknown");
+        assert!(
+            err.contains("fastest") && err.contains("round-robin"),
+            "{err}"
+        );
     }
 }

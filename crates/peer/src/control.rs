@@ -1,9 +1,15 @@
 //! The local control API: a unix socket (mode 0600, local callers only) on
 //! which `peer submit` and `peer peers` talk to a running daemon.
 //!
-//! One request per connection: a JSON line in, a JSON line out.
-//! * `{"op":"submit","capability":"echo","input":{..},"timeout_ms":30000}` →
-//!   an [`Envelope`] when the job ends.
+//! One request per connection: a JSON line in, JSON lines out.
+//! * `{"op":"submit","capability":"echo","input":{..},"options":{..},"events":true}` →
+//!   with `events`, one `{"event":{..}}` line per job event as it happens;
+//!   then the [`Envelope`] when the job ends. Closing the connection before
+//!   the end cancels the job (Ctrl-C on `peer submit`).
+//! * `{"op":"cancel","job_id":".."}` → `{"cancelled":true|false}`.
+//! * `{"op":"jobs"}` → `{"jobs":[..]}` (live and recent, newest first).
+//! * `{"op":"watch"}` → one [`WatchEvent`] line per event of every job, until
+//!   the client leaves; `{"lagged":N}` when it fell behind and missed N.
 //! * `{"op":"peers"}` → a [`PoolSnapshot`](crate::PoolSnapshot) as JSON.
 //! * a request that cannot be served → `{"daemon_error": "..."}`.
 //!
@@ -25,7 +31,10 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::daemon::{JobReport, PeerHandle, PoolSnapshot};
+use crate::api::{JobReport, PeerHandle, PoolSnapshot};
+use crate::jobs::WatchEvent;
+use jobmesh_core::{JobOptions, StrategyKind};
+use jobmesh_wire::dc::JobId;
 
 /// Longest request line.
 pub const MAX_CONTROL_REQUEST: usize = 1024 * 1024;
@@ -36,17 +45,78 @@ pub const MAX_CONTROL_CONNECTIONS: usize = 64;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
-    /// Run a job and answer with its envelope.
+    /// Run a job and answer with its envelope (and its events as they happen).
     Submit {
         /// Which handler.
         capability: Capability,
         /// Its input.
         input: Value,
-        /// How long to wait for it.
-        timeout_ms: u64,
+        /// How to run it.
+        #[serde(default)]
+        options: SubmitOptions,
+        /// Stream the job's events before the envelope.
+        #[serde(default)]
+        events: bool,
     },
+    /// Cancel a job of this daemon.
+    Cancel {
+        /// Which.
+        job_id: JobId,
+    },
+    /// List live and recent jobs.
+    Jobs,
+    /// Stream every job event.
+    Watch,
     /// Describe the pool.
     Peers,
+}
+
+/// Job options as the control socket carries them; unset fields take the
+/// defaults of [`JobOptions`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SubmitOptions {
+    /// Per-attempt (and queue-wait) timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Higher first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
+    /// Retries after retryable failures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+    /// Strategy name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<String>,
+    /// Affinity key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<String>,
+}
+
+impl SubmitOptions {
+    /// The core's options, or why they are invalid.
+    pub fn to_options(&self) -> Result<JobOptions, String> {
+        let mut o = JobOptions::default();
+        if let Some(ms) = self.timeout_ms {
+            if ms == 0 || ms > jobmesh_wire::dc::MAX_TIMEOUT_MS {
+                return Err(format!(
+                    "timeout_ms must be 1..={}",
+                    jobmesh_wire::dc::MAX_TIMEOUT_MS
+                ));
+            }
+            o.timeout = Duration::from_millis(ms);
+        }
+        if let Some(p) = self.priority {
+            o.priority = p;
+        }
+        if let Some(r) = self.retries {
+            o.max_retries = r.min(100);
+        }
+        if let Some(s) = &self.strategy {
+            o.strategy = Some(s.parse::<StrategyKind>()?);
+        }
+        o.affinity.clone_from(&self.affinity);
+        Ok(o)
+    }
 }
 
 /// The worker in an envelope.
@@ -72,6 +142,8 @@ pub struct Envelope {
     pub result: Option<Value>,
     /// The error, when not.
     pub error: Option<String>,
+    /// Attempts made (workers the job was handed to).
+    pub attempts: u32,
     /// From submit to outcome.
     pub elapsed_ms: u64,
 }
@@ -92,6 +164,7 @@ impl Envelope {
             }),
             result,
             error,
+            attempts: u32::try_from(r.attempts.len()).unwrap_or(u32::MAX),
             elapsed_ms: u64::try_from(r.elapsed.as_millis()).unwrap_or(u64::MAX),
         }
     }
@@ -114,11 +187,8 @@ fn status_of(e: &JobError) -> &'static str {
         JobError::NoCapableWorker { .. } => "no_worker",
         JobError::QueueFull { .. } => "queue_full",
         JobError::TooLarge { .. } => "too_large",
-        JobError::TimedOut { .. } => "timed_out",
         JobError::Rejected { .. } => "rejected",
-        JobError::Lost { .. } => "lost",
-        JobError::Cancelled => "cancelled",
-        _ => "failed",
+        other => other.state_name(),
     }
 }
 
@@ -238,32 +308,107 @@ pub async fn serve(
 
 async fn handle(stream: UnixStream, daemon: &PeerHandle) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read.take(MAX_CONTROL_REQUEST as u64 + 1));
     let mut line = String::new();
-    BufReader::new(read.take(MAX_CONTROL_REQUEST as u64 + 1))
-        .read_line(&mut line)
-        .await?;
-    let reply = if line.len() > MAX_CONTROL_REQUEST {
-        error_json(&format!("request larger than {MAX_CONTROL_REQUEST} bytes"))
+    reader.read_line(&mut line).await?;
+    let request = if line.len() > MAX_CONTROL_REQUEST {
+        Err(format!("request larger than {MAX_CONTROL_REQUEST} bytes"))
     } else {
-        match serde_json::from_str::<Request>(&line) {
-            Err(e) => error_json(&format!("bad request: {e}")),
-            Ok(Request::Peers) => to_json(&PeersReply::from(daemon.pool())),
-            Ok(Request::Submit {
-                capability,
-                input,
-                timeout_ms,
-            }) => match daemon
-                .submit(capability, input, Duration::from_millis(timeout_ms.max(1)))
-                .await
-            {
-                Ok(report) => to_json(&Envelope::from_report(&report)),
-                Err(e) => error_json(&e.to_string()),
-            },
-        }
+        serde_json::from_str::<Request>(&line).map_err(|e| format!("bad request: {e}"))
     };
-    write.write_all(reply.as_bytes()).await?;
-    write.write_all(b"\n").await?;
+    let reply = match request {
+        Err(e) => error_json(&e),
+        Ok(Request::Peers) => to_json(&PeersReply::from(daemon.pool())),
+        Ok(Request::Jobs) => match daemon.jobs().await {
+            Ok(jobs) => to_json(&serde_json::json!({ "jobs": jobs })),
+            Err(e) => error_json(&e.to_string()),
+        },
+        Ok(Request::Cancel { job_id }) => {
+            to_json(&serde_json::json!({ "cancelled": daemon.cancel(job_id).await }))
+        }
+        Ok(Request::Watch) => return watch(daemon, reader, write).await,
+        Ok(Request::Submit {
+            capability,
+            input,
+            options,
+            events,
+        }) => match options.to_options() {
+            Err(e) => error_json(&e),
+            Ok(options) => match daemon.submit(capability, input, options).await {
+                Err(e) => error_json(&e.to_string()),
+                Ok(job) => return run_job(daemon, job, events, reader, write).await,
+            },
+        },
+    };
+    write_line(&mut write, &reply).await?;
     write.shutdown().await
+}
+
+type Reader = BufReader<tokio::io::Take<tokio::net::unix::OwnedReadHalf>>;
+type Writer = tokio::net::unix::OwnedWriteHalf;
+
+async fn write_line(write: &mut Writer, line: &str) -> std::io::Result<()> {
+    write.write_all(line.as_bytes()).await?;
+    write.write_all(b"\n").await
+}
+
+/// Resolves when the client closes its end (or sends anything more).
+async fn client_gone(reader: &mut Reader) {
+    let mut buf = [0u8; 64];
+    let _ = reader.read(&mut buf).await;
+}
+
+/// Streams a job's events (if asked), then its envelope. The client leaving
+/// first cancels the job.
+async fn run_job(
+    daemon: &PeerHandle,
+    mut job: crate::JobHandle,
+    events: bool,
+    mut reader: Reader,
+    mut write: Writer,
+) -> std::io::Result<()> {
+    let clock = crate::jobs::Clock::now();
+    let job_id = job.id();
+    loop {
+        tokio::select! {
+            ev = job.next_event() => match ev {
+                Some(e) if events => {
+                    let record = WatchEvent::from_event(&e, &clock);
+                    write_line(&mut write, &to_json(&serde_json::json!({ "event": record }))).await?;
+                }
+                Some(_) => {}
+                None => break,
+            },
+            () = client_gone(&mut reader) => {
+                debug!(%job_id, "control client left; cancelling its job");
+                daemon.cancel(job_id).await;
+                return Ok(());
+            }
+        }
+    }
+    let reply = match job.result().await {
+        Ok(report) => to_json(&Envelope::from_report(&report)),
+        Err(e) => error_json(&e.to_string()),
+    };
+    write_line(&mut write, &reply).await?;
+    write.shutdown().await
+}
+
+/// Streams every job event until the client leaves.
+async fn watch(daemon: &PeerHandle, mut reader: Reader, mut write: Writer) -> std::io::Result<()> {
+    let mut events = daemon.watch();
+    loop {
+        tokio::select! {
+            ev = events.recv() => match ev {
+                Ok(e) => write_line(&mut write, &to_json(&e)).await?,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    write_line(&mut write, &to_json(&serde_json::json!({ "lagged": n }))).await?;
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
+            },
+            () = client_gone(&mut reader) => return Ok(()),
+        }
+    }
 }
 
 fn to_json<T: Serialize>(v: &T) -> String {
@@ -274,24 +419,67 @@ fn error_json(message: &str) -> String {
     serde_json::json!({ "daemon_error": message }).to_string()
 }
 
-/// Sends one request to the daemon at `path` and returns its JSON answer.
+/// Sends one request to the daemon at `path` and returns its JSON answer
+/// (the last line, for a streaming answer).
 pub async fn request(path: &Path, req: &Request) -> Result<Value, ControlError> {
-    let mut stream = UnixStream::connect(path)
+    request_streaming(path, req, |_| {}).await
+}
+
+/// Sends one request; every `{"event":..}` line is handed to `on_event` as it
+/// arrives; the answer (the first other line) is returned.
+pub async fn request_streaming(
+    path: &Path,
+    req: &Request,
+    mut on_event: impl FnMut(Value),
+) -> Result<Value, ControlError> {
+    let (mut lines, _write) = open(path, req).await?;
+    while let Some(l) = lines.next_line().await? {
+        let mut v: Value = serde_json::from_str(&l)?;
+        if let Some(event) = v.get_mut("event") {
+            on_event(event.take());
+            continue;
+        }
+        if let Some(e) = v.get("daemon_error").and_then(Value::as_str) {
+            return Err(ControlError::Daemon(e.to_owned()));
+        }
+        return Ok(v);
+    }
+    Err(ControlError::Daemon(
+        "closed the connection without an answer".into(),
+    ))
+}
+
+/// Sends `{"op":"watch"}` and hands every line to `on_line` until the daemon
+/// stops (or `on_line` returns false).
+pub async fn watch_stream(
+    path: &Path,
+    mut on_line: impl FnMut(Value) -> bool,
+) -> Result<(), ControlError> {
+    let (mut lines, _write) = open(path, &Request::Watch).await?;
+    while let Some(l) = lines.next_line().await? {
+        if !on_line(serde_json::from_str(&l)?) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+type Lines = tokio::io::Lines<BufReader<tokio::net::unix::OwnedReadHalf>>;
+
+/// Connects and sends `req`. The write half is returned so the caller keeps
+/// it open: closing it tells the daemon the client left (and cancels a job).
+async fn open(path: &Path, req: &Request) -> Result<(Lines, Writer), ControlError> {
+    let stream = UnixStream::connect(path)
         .await
         .map_err(|source| ControlError::Connect {
             path: path.to_owned(),
             source,
         })?;
+    let (read, mut write) = stream.into_split();
     let mut line = serde_json::to_string(req)?;
     line.push('\n');
-    stream.write_all(line.as_bytes()).await?;
-    let mut answer = String::new();
-    BufReader::new(stream).read_line(&mut answer).await?;
-    let v: Value = serde_json::from_str(&answer)?;
-    if let Some(e) = v.get("daemon_error").and_then(Value::as_str) {
-        return Err(ControlError::Daemon(e.to_owned()));
-    }
-    Ok(v)
+    write.write_all(line.as_bytes()).await?;
+    Ok((BufReader::new(read).lines(), write))
 }
 
 #[cfg(test)]
@@ -306,6 +494,7 @@ mod tests {
             worker: None,
             result: None,
             error: None,
+            attempts: 1,
             elapsed_ms: 0,
         };
         assert_eq!(mk("completed").exit_code(), 0);

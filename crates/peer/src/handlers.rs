@@ -1,21 +1,93 @@
 //! Job handlers: what a worker runs for each capability it advertises.
 //!
 //! A handler validates its input before the job is accepted (so bad input is
-//! a rejection, not a failed run) and then runs with a cancellation token that
-//! fires on cancel, timeout or shutdown.
+//! a rejection, not a failed run) and then runs with a [`JobContext`]: a
+//! cancellation token that fires on cancel, timeout or shutdown, and a way to
+//! report progress.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use jobmesh_wire::dc::{JobId, Progress};
 use jobmesh_wire::Capability;
 use serde_json::{json, Value};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// A handler's failure, reported to the submitter as the job's error.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct HandlerError(pub String);
+#[error("{message}")]
+pub struct HandlerError {
+    /// What went wrong.
+    pub message: String,
+    /// Whether running the job again (perhaps elsewhere) might succeed.
+    pub retryable: bool,
+}
+
+impl HandlerError {
+    /// A failure a retry will not fix.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            retryable: false,
+        }
+    }
+
+    /// A failure a retry may fix.
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            retryable: true,
+        }
+    }
+}
+
+/// What a running handler gets besides its input.
+#[derive(Debug, Clone)]
+pub struct JobContext {
+    job_id: JobId,
+    cancel: CancellationToken,
+    progress: mpsc::Sender<(JobId, Progress)>,
+}
+
+impl JobContext {
+    /// A context for `job_id` reporting progress into `progress`.
+    pub fn new(
+        job_id: JobId,
+        cancel: CancellationToken,
+        progress: mpsc::Sender<(JobId, Progress)>,
+    ) -> Self {
+        Self {
+            job_id,
+            cancel,
+            progress,
+        }
+    }
+
+    /// The job's id.
+    pub fn job_id(&self) -> JobId {
+        self.job_id
+    }
+
+    /// Fires when the job is cancelled, times out, or the worker shuts down.
+    pub fn cancelled(&self) -> &CancellationToken {
+        &self.cancel
+    }
+
+    /// Reports progress. Never waits: when the daemon is behind, the report is
+    /// dropped (reports are coalesced anyway; the next one carries the news).
+    pub fn progress(&self, percent: Option<u8>, stage: Option<&str>, message: Option<&str>) {
+        let p = Progress {
+            percent: percent.map(|p| p.min(100)),
+            stage: stage
+                .map(|s| jobmesh_wire::truncate(s, jobmesh_wire::dc::MAX_PROGRESS_TEXT - 4)),
+            message: message
+                .map(|s| jobmesh_wire::truncate(s, jobmesh_wire::dc::MAX_PROGRESS_TEXT - 4)),
+        };
+        let _ = self.progress.try_send((self.job_id, p));
+    }
+}
 
 /// One capability's implementation.
 #[async_trait::async_trait]
@@ -26,8 +98,8 @@ pub trait Handler: Send + Sync + 'static {
         Ok(())
     }
 
-    /// Runs the job. Should return soon after `cancel` fires.
-    async fn run(&self, input: Value, cancel: CancellationToken) -> Result<Value, HandlerError>;
+    /// Runs the job. Should return soon after `ctx.cancelled()` fires.
+    async fn run(&self, input: Value, ctx: JobContext) -> Result<Value, HandlerError>;
 }
 
 /// `echo`: returns its input.
@@ -36,12 +108,13 @@ pub struct Echo;
 
 #[async_trait::async_trait]
 impl Handler for Echo {
-    async fn run(&self, input: Value, _cancel: CancellationToken) -> Result<Value, HandlerError> {
+    async fn run(&self, input: Value, _ctx: JobContext) -> Result<Value, HandlerError> {
         Ok(input)
     }
 }
 
-/// `sleep`: `{"ms": N}` waits N milliseconds (at most an hour), returns `{"slept_ms": N}`.
+/// `sleep`: `{"ms": N}` waits N milliseconds (at most an hour), reporting
+/// progress every tenth, and returns `{"slept_ms": N}`.
 #[derive(Debug)]
 pub struct Sleep;
 
@@ -61,12 +134,18 @@ impl Handler for Sleep {
         sleep_ms(input).map(|_| ())
     }
 
-    async fn run(&self, input: Value, cancel: CancellationToken) -> Result<Value, HandlerError> {
-        let ms = sleep_ms(&input).map_err(HandlerError)?;
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_millis(ms)) => Ok(json!({ "slept_ms": ms })),
-            () = cancel.cancelled() => Err(HandlerError("cancelled".into())),
+    async fn run(&self, input: Value, ctx: JobContext) -> Result<Value, HandlerError> {
+        let ms = sleep_ms(&input).map_err(HandlerError::permanent)?;
+        let tenth = Duration::from_millis(ms) / 10;
+        for step in 0..10u8 {
+            ctx.progress(Some(step * 10), Some("sleeping"), None);
+            tokio::select! {
+                () = tokio::time::sleep(tenth) => {}
+                () = ctx.cancelled().cancelled() => return Err(HandlerError::permanent("cancelled")),
+            }
         }
+        ctx.progress(Some(100), Some("done"), None);
+        Ok(json!({ "slept_ms": ms }))
     }
 }
 
@@ -81,10 +160,11 @@ pub struct UnknownCapability {
     pub name: String,
 }
 
-/// Handlers for the given capabilities, or the first unknown name.
-pub fn registry(
-    caps: &[Capability],
-) -> Result<HashMap<Capability, Arc<dyn Handler>>, UnknownCapability> {
+/// The handlers a daemon runs, by capability.
+pub type Handlers = HashMap<Capability, Arc<dyn Handler>>;
+
+/// Built-in handlers for the given capabilities, or the first unknown name.
+pub fn builtin(caps: &[Capability]) -> Result<Handlers, UnknownCapability> {
     caps.iter()
         .map(|c| {
             let h: Arc<dyn Handler> = match c.as_str() {
@@ -105,6 +185,14 @@ pub fn registry(
 mod tests {
     use super::*;
 
+    fn ctx() -> (JobContext, mpsc::Receiver<(JobId, Progress)>) {
+        let (tx, rx) = mpsc::channel(64);
+        (
+            JobContext::new(uuid::Uuid::nil(), CancellationToken::new(), tx),
+            rx,
+        )
+    }
+
     #[test]
     fn sleep_validates_its_input() {
         assert!(Sleep.validate(&json!({"ms": 5})).is_ok());
@@ -116,16 +204,28 @@ mod tests {
     #[test]
     fn unknown_capabilities_are_named() {
         let caps = [Capability::new("ocr").expect("valid")];
-        let err = registry(&caps).err().expect("refused");
+        let err = builtin(&caps).err().expect("refused");
         assert!(err.to_string().contains("\"ocr\""), "{err}");
         assert!(err.to_string().contains("echo, sleep"), "{err}");
     }
 
     #[tokio::test]
     async fn sleep_stops_on_cancel() {
-        let cancel = CancellationToken::new();
-        cancel.cancel();
-        let r = Sleep.run(json!({"ms": MAX_SLEEP_MS}), cancel).await;
-        assert_eq!(r, Err(HandlerError("cancelled".into())));
+        let (ctx, _rx) = ctx();
+        ctx.cancelled().cancel();
+        let r = Sleep.run(json!({"ms": MAX_SLEEP_MS}), ctx).await;
+        assert_eq!(r, Err(HandlerError::permanent("cancelled")));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sleep_reports_progress_in_order() {
+        let (ctx, mut rx) = ctx();
+        let r = Sleep.run(json!({"ms": 100}), ctx).await;
+        assert_eq!(r, Ok(json!({"slept_ms": 100})));
+        let mut percents = Vec::new();
+        while let Ok((_, p)) = rx.try_recv() {
+            percents.push(p.percent.unwrap_or_default());
+        }
+        assert_eq!(percents, vec![0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100]);
     }
 }

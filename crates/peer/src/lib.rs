@@ -1,18 +1,25 @@
 //! The jobmesh peer: a daemon that joins a pool, runs jobs for others and
 //! submits jobs of its own, plus the local control API its CLI talks to.
 //!
-//! * [`daemon`]: the one event loop (see its docs for inputs and bounds) and
-//!   [`PeerHandle`], the Rust library API.
-//! * [`handlers`]: the built-in job handlers (`echo`, `sleep`).
+//! * the daemon: one event loop per peer (inputs, bounds and overflow
+//!   policies in `docs/architecture.md`), started with [`spawn`] or
+//!   [`spawn_with`]; [`PeerHandle`] and [`JobHandle`] are its Rust API.
+//! * [`handlers`]: the handler trait and the built-ins (`echo`, `sleep`).
+//! * [`jobs`]: the event records of `peer watch` and the table of `peer jobs`.
 //! * [`control`]: the unix-socket control API (`peer submit`, `peer peers`).
 
+mod api;
 pub mod control;
-pub mod daemon;
+mod daemon;
 pub mod handlers;
+pub mod jobs;
 
-pub use daemon::{
-    spawn, DaemonConfig, DaemonError, JobReport, Metrics, PeerHandle, PoolSnapshot, StartError,
+pub use api::{
+    DaemonConfig, DaemonError, Extensions, JobHandle, JobReport, Metrics, PeerHandle, PoolSnapshot,
+    StartError,
 };
+pub use daemon::{spawn, spawn_with};
+pub use jobmesh_core::{JobError, JobEvent, JobOptions, Strategy, StrategyKind};
 
 /// The default peer name: this host's name, cleaned to the characters a name
 /// may hold (letters, digits, `_ . -`), or `peer`.

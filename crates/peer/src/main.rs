@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
-use jobmesh_peer::control::{self, Envelope, PeersReply, Request};
+use jobmesh_peer::control::{self, Envelope, PeersReply, Request, SubmitOptions};
+use jobmesh_peer::jobs::{JobRecord, WatchEvent};
+use jobmesh_peer::StrategyKind;
 use jobmesh_peer::{handlers, DaemonConfig, PeerHandle};
 use jobmesh_transport::rtc::RtcConfig;
 use jobmesh_wire::{Capability, PeerInfo};
@@ -29,10 +31,65 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Submit a job and print its result.
+    /// Submit a job and print its result (Ctrl-C cancels it).
     Submit(SubmitArgs),
     /// List the peers of the pool.
     Peers(PeersArgs),
+    /// List the local daemon's live and recent jobs.
+    Jobs(JobsArgs),
+    /// Cancel a job of the local daemon.
+    Cancel(CancelArgs),
+    /// Stream the local daemon's job events as they happen.
+    Watch(WatchArgs),
+}
+
+/// How a subcommand finds the local daemon (no --signal fallback).
+#[derive(Args, Debug)]
+struct Local {
+    /// Control socket of the daemon [default: per pool and name under $XDG_RUNTIME_DIR or the temp dir].
+    #[arg(long, env = "JOBMESH_CONTROL")]
+    control: Option<PathBuf>,
+    /// Pool of the daemon (finds the default control socket).
+    #[arg(long, env = "JOBMESH_POOL", default_value = "default")]
+    pool: String,
+    /// Name of the daemon (finds the default control socket) [default: host name].
+    #[arg(long, env = "JOBMESH_NAME")]
+    name: Option<String>,
+}
+
+impl Local {
+    fn path(&self) -> PathBuf {
+        self.control.clone().unwrap_or_else(|| {
+            let name = self.name.clone().unwrap_or_else(jobmesh_peer::default_name);
+            control::default_path(&self.pool, &name)
+        })
+    }
+}
+
+#[derive(Args, Debug)]
+struct JobsArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    local: Local,
+}
+
+#[derive(Args, Debug)]
+struct CancelArgs {
+    /// The job's id (from `peer jobs` or a submit envelope).
+    job_id: uuid::Uuid,
+    #[command(flatten)]
+    local: Local,
+}
+
+#[derive(Args, Debug)]
+struct WatchArgs {
+    /// One JSON object a line instead of text.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    local: Local,
 }
 
 /// Where a client subcommand finds the pool.
@@ -59,10 +116,23 @@ struct SubmitArgs {
     /// The job's input as JSON.
     #[arg(long, default_value = "{}")]
     input: String,
-    /// Seconds to wait for the result, retries included.
+    /// Seconds one attempt may take (and the job may wait for a free worker).
     #[arg(long, default_value_t = 30.0)]
     timeout: f64,
-    /// Print the whole envelope {job_id, status, worker, result, error, elapsed_ms}.
+    /// Dispatch strategy for this job: round-robin, least-loaded, random, affinity, custom.
+    #[arg(long)]
+    strategy: Option<String>,
+    /// Higher runs first when jobs queue.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    priority: i32,
+    /// Retries after a lost worker, a timeout or a retryable handler error.
+    #[arg(long, default_value_t = 2)]
+    retries: u32,
+    /// Affinity key: jobs with the same key go to the same worker while it lives.
+    #[arg(long)]
+    affinity: Option<String>,
+    /// Print the envelope {job_id, status, worker, result, error, attempts, elapsed_ms}
+    /// on stdout, and progress as JSON lines on stderr.
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -113,6 +183,15 @@ struct DaemonArgs {
     /// Seconds running jobs get to finish after SIGINT/SIGTERM.
     #[arg(long, env = "JOBMESH_GRACE_SECS", default_value_t = 30)]
     grace_secs: u64,
+    /// Default dispatch strategy: round-robin, least-loaded, random, affinity.
+    #[arg(long, env = "JOBMESH_DISPATCH", default_value = "least-loaded")]
+    dispatch: String,
+    /// Never run this peer's own jobs locally, even when it is the best candidate.
+    #[arg(long, env = "JOBMESH_NO_SELF_DISPATCH")]
+    no_self_dispatch: bool,
+    /// Most jobs this peer holds (queued or running elsewhere); past it submits fail.
+    #[arg(long, env = "JOBMESH_QUEUE_LIMIT", default_value_t = 10_000)]
+    queue_limit: usize,
 }
 
 /// Exit code for a usage error (bad flags or arguments).
@@ -138,6 +217,9 @@ fn main() -> ExitCode {
         match cli.command {
             Some(Cmd::Submit(args)) => submit(args).await,
             Some(Cmd::Peers(args)) => peers(args).await,
+            Some(Cmd::Jobs(args)) => jobs(args).await,
+            Some(Cmd::Cancel(args)) => cancel(args).await,
+            Some(Cmd::Watch(args)) => watch(args).await,
             None => daemon(cli.daemon).await,
         }
     });
@@ -172,7 +254,7 @@ fn parse_capabilities(raw: &[String]) -> anyhow::Result<Vec<Capability>> {
         .filter(|s| !s.is_empty())
         .map(|s| Capability::new(s).map_err(|e| anyhow::anyhow!("--capabilities: {e}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    handlers::registry(&caps).context("--capabilities")?;
+    handlers::builtin(&caps).context("--capabilities")?;
     Ok(caps)
 }
 
@@ -190,6 +272,16 @@ async fn daemon(args: DaemonArgs) -> anyhow::Result<u8> {
     };
     config.capabilities = capabilities;
     config.grace = Duration::from_secs(args.grace_secs);
+    let strategy: StrategyKind = args
+        .dispatch
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--dispatch: {e}"))?;
+    if strategy == StrategyKind::Custom {
+        bail!("--dispatch: \"custom\" needs a strategy written in Rust (see examples/custom-strategy.rs)");
+    }
+    config.dispatcher.default_strategy = strategy;
+    config.dispatcher.self_dispatch = !args.no_self_dispatch;
+    config.dispatcher.queue_limit = args.queue_limit.max(1);
     config.rtc = RtcConfig {
         ice_servers: args.ice_servers,
         ..RtcConfig::default()
@@ -301,33 +393,56 @@ async fn submit(args: SubmitArgs) -> anyhow::Result<u8> {
     if !(args.timeout.is_finite() && args.timeout > 0.0 && args.timeout <= 86_400.0) {
         bail!("--timeout must be between 0 and 86400 seconds");
     }
-    let timeout = Duration::from_secs_f64(args.timeout);
+    let options = SubmitOptions {
+        timeout_ms: Some((args.timeout * 1000.0).ceil() as u64),
+        priority: Some(args.priority),
+        retries: Some(args.retries),
+        strategy: args.strategy.clone(),
+        affinity: args.affinity.clone(),
+    };
+    let job_options = options.to_options().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut progress = Progress::new(args.json);
     let via = connect(&args.target).await?;
     let envelope = match &via {
         Via::Control(path) => {
             let req = Request::Submit {
                 capability,
                 input,
-                timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+                options,
+                events: true,
             };
-            let reply = control::request(path, &req).await;
+            // Ctrl-C drops the connection, and the daemon cancels the job.
+            let reply = tokio::select! {
+                r = control::request_streaming(path, &req, |e| progress.event(&e)) => r,
+                _ = tokio::signal::ctrl_c() => {
+                    progress.clear();
+                    eprintln!("cancelled");
+                    return Ok(130);
+                }
+            };
             match reply {
                 Ok(v) => serde_json::from_value::<Envelope>(v).context("daemon reply")?,
                 Err(e) => {
+                    progress.clear();
                     eprintln!("error: {e:#}");
                     return Ok(1);
                 }
             }
         }
-        Via::Ephemeral(h) => match h.submit(capability, input, timeout).await {
-            Ok(report) => Envelope::from_report(&report),
-            Err(e) => {
-                finish(via).await;
-                eprintln!("error: {e:#}");
-                return Ok(1);
+        Via::Ephemeral(h) => {
+            let outcome = run_ephemeral(h, capability, input, job_options, &mut progress).await;
+            match outcome {
+                Ok(report) => Envelope::from_report(&report),
+                Err(e) => {
+                    progress.clear();
+                    finish(via).await;
+                    eprintln!("error: {e:#}");
+                    return Ok(1);
+                }
             }
-        },
+        }
     };
+    progress.clear();
     finish(via).await;
     if args.json {
         println!("{}", serde_json::to_string(&envelope)?);
@@ -346,6 +461,162 @@ async fn submit(args: SubmitArgs) -> anyhow::Result<u8> {
         }
     }
     Ok(envelope.exit_code())
+}
+
+/// Runs a job on a short-lived in-process daemon; Ctrl-C cancels it.
+async fn run_ephemeral(
+    h: &PeerHandle,
+    capability: Capability,
+    input: serde_json::Value,
+    options: jobmesh_peer::JobOptions,
+    progress: &mut Progress,
+) -> anyhow::Result<jobmesh_peer::JobReport> {
+    let mut job = h.submit(capability, input, options).await?;
+    let clock = jobmesh_peer::jobs::Clock::now();
+    let mut interrupted = false;
+    loop {
+        tokio::select! {
+            ev = job.next_event() => match ev {
+                Some(e) => progress.event(&serde_json::to_value(WatchEvent::from_event(&e, &clock))?),
+                None => break,
+            },
+            _ = tokio::signal::ctrl_c(), if !interrupted => {
+                interrupted = true;
+                job.cancel().await;
+            }
+        }
+    }
+    Ok(job.result().await?)
+}
+
+/// Shows a job's events: a progress bar on a terminal, JSON lines on stderr
+/// with `--json`, nothing otherwise.
+struct Progress {
+    json: bool,
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Progress {
+    fn new(json: bool) -> Self {
+        use std::io::IsTerminal;
+        let bar = (!json && std::io::stderr().is_terminal()).then(|| {
+            let bar = indicatif::ProgressBar::new(100);
+            let style =
+                indicatif::ProgressStyle::with_template("{spinner} [{bar:30}] {pos:>3}% {msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+            bar.set_style(style.progress_chars("=> "));
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        Self { json, bar }
+    }
+
+    fn event(&mut self, e: &serde_json::Value) {
+        if self.json {
+            eprintln!("{e}");
+            return;
+        }
+        let Some(bar) = &self.bar else { return };
+        let name = e["event"].as_str().unwrap_or_default();
+        match name {
+            "progress" => {
+                if let Some(p) = e["progress"]["percent"].as_u64() {
+                    bar.set_position(p);
+                }
+                let stage = e["progress"]["stage"].as_str().unwrap_or_default();
+                let msg = e["progress"]["message"].as_str().unwrap_or_default();
+                bar.set_message(format!("{stage} {msg}"));
+            }
+            "retrying" => bar.set_message(format!(
+                "retrying after: {}",
+                e["error"].as_str().unwrap_or_default()
+            )),
+            other => bar.set_message(other.to_owned()),
+        }
+    }
+
+    fn clear(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+async fn jobs(args: JobsArgs) -> anyhow::Result<u8> {
+    let v = control::request(&args.local.path(), &Request::Jobs).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&v["jobs"])?);
+        return Ok(0);
+    }
+    let jobs: Vec<JobRecord> = serde_json::from_value(v["jobs"].clone())?;
+    println!(
+        "{:<36} {:<10} {:<10} {:<9} {:>3} {:>8} {:>8} {:>8}",
+        "JOB", "CAPABILITY", "STATE", "WORKER", "ATT", "QUEUED", "RUN", "TOTAL"
+    );
+    let ms = |v: Option<u64>| v.map_or("-".to_owned(), |v| format!("{v}ms"));
+    for j in jobs {
+        let worker = j.worker.as_deref().map_or("-", |w| &w[..w.len().min(8)]);
+        println!(
+            "{:<36} {:<10} {:<10} {:<9} {:>3} {:>8} {:>8} {:>8}",
+            j.job_id,
+            j.capability,
+            j.state,
+            worker,
+            j.attempts,
+            ms(j.queued_ms),
+            ms(j.run_ms),
+            ms(j.total_ms)
+        );
+    }
+    Ok(0)
+}
+
+async fn cancel(args: CancelArgs) -> anyhow::Result<u8> {
+    let v = control::request(
+        &args.local.path(),
+        &Request::Cancel {
+            job_id: args.job_id,
+        },
+    )
+    .await?;
+    if v["cancelled"].as_bool() == Some(true) {
+        println!("cancelled {}", args.job_id);
+        Ok(0)
+    } else {
+        eprintln!("job {} is not live on this daemon (finished, or never submitted here); `peer jobs` lists them", args.job_id);
+        Ok(1)
+    }
+}
+
+async fn watch(args: WatchArgs) -> anyhow::Result<u8> {
+    let json = args.json;
+    control::watch_stream(&args.local.path(), |v| {
+        if json {
+            println!("{v}");
+        } else if let Some(n) = v.get("lagged") {
+            println!("(missed {n} events)");
+        } else {
+            let extra = match v["event"].as_str() {
+                Some("dispatched" | "started") => {
+                    v["worker"].as_str().map(|w| w[..w.len().min(8)].to_owned())
+                }
+                Some("progress") => v["progress"]["percent"].as_u64().map(|p| format!("{p}%")),
+                Some("finished") => v["state"].as_str().map(str::to_owned),
+                Some("retrying") => v["error"].as_str().map(str::to_owned),
+                _ => None,
+            };
+            println!(
+                "{} {} {:<10} {}",
+                v["at_ms"],
+                v["job_id"].as_str().unwrap_or_default(),
+                v["event"].as_str().unwrap_or_default(),
+                extra.unwrap_or_default()
+            );
+        }
+        true
+    })
+    .await?;
+    Ok(0)
 }
 
 async fn peers(args: PeersArgs) -> anyhow::Result<u8> {

@@ -1,15 +1,19 @@
 //! The data-channel wire: peer ⇄ peer, one JSON message per data-channel message.
 //!
 //! ```text
-//! submitter                      worker
-//!  | -- submit {job_id, ..} ----> |
-//!  | <------- accepted {job_id}   |   took a slot
-//!  | <------- rejected {job_id}   |   or: busy / unknown capability / bad input / draining
-//!  | <--------- result {job_id}   |   exactly one per accepted job
-//!  | -- cancel {job_id} --------> |   submitter gave up (timeout)
-//!  | <------- error {job_id?}     |   the message could not be decoded
+//! submitter                                worker
+//!  | -- submit {job_id, attempt, ..} -----> |
+//!  | <------- accepted {job_id, attempt}    |   took a slot
+//!  | <------- rejected {job_id, attempt}    |   or: busy / unknown capability / bad input / draining
+//!  | <------- progress {job_id, attempt}    |   any number, coalesced by the worker
+//!  | <--------- result {job_id, attempt}    |   exactly one per accepted attempt
+//!  | -- cancel {job_id, attempt} ---------> |   submitter gave up (timeout, cancel)
+//!  | <------- error {job_id?}               |   the message could not be decoded
 //! ```
-//! Every reply echoes the job id of the message it answers.
+//! Every reply echoes the job id and attempt number of the submit it answers.
+//! An attempt is one hand-over of a job to one worker; a retry is a new
+//! attempt with a higher number, so late messages of an old attempt are
+//! recognised and ignored.
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -23,6 +27,8 @@ pub const MAX_DC_MESSAGE: usize = 64 * 1024;
 pub const MAX_TIMEOUT_MS: u64 = 24 * 3600 * 1000;
 /// Longest error text carried in a result or rejection.
 pub const MAX_ERROR_LEN: usize = 4096;
+/// Longest progress stage or message text.
+pub const MAX_PROGRESS_TEXT: usize = 256;
 
 /// A job's id: a random (v4) UUID chosen by the submitter.
 pub type JobId = Uuid;
@@ -61,7 +67,43 @@ pub enum Outcome {
     Err {
         /// Why.
         message: String,
+        /// Whether running it again (elsewhere) might succeed.
+        #[serde(default)]
+        retryable: bool,
     },
+}
+
+/// A handler's report of how far it got.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// 0–100, when the handler knows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<u8>,
+    /// A short stage name, e.g. `recognising`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
+    /// Free text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl Progress {
+    fn validate(&self) -> Result<(), DecodeError> {
+        if self.percent.is_some_and(|p| p > 100) {
+            return Err(DecodeError::Invalid {
+                field: "percent",
+                reason: "must be 0-100".into(),
+            });
+        }
+        let long = |t: &Option<String>| t.as_ref().is_some_and(|t| t.len() > MAX_PROGRESS_TEXT);
+        if long(&self.stage) || long(&self.message) {
+            return Err(DecodeError::Invalid {
+                field: "progress",
+                reason: format!("stage and message are at most {MAX_PROGRESS_TEXT} bytes"),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// Peer → peer.
@@ -72,6 +114,8 @@ pub enum DcMsg {
     Submit {
         /// Id chosen by the submitter.
         job_id: JobId,
+        /// Attempt number, from 1.
+        attempt: u32,
         /// Which handler.
         capability: Capability,
         /// The handler's input.
@@ -83,25 +127,42 @@ pub enum DcMsg {
     Cancel {
         /// Which job.
         job_id: JobId,
+        /// Which attempt.
+        attempt: u32,
     },
     /// The worker took a slot for the job.
     Accepted {
         /// Which job.
         job_id: JobId,
+        /// Which attempt.
+        attempt: u32,
     },
     /// The worker refused the job.
     Rejected {
         /// Which job.
         job_id: JobId,
+        /// Which attempt.
+        attempt: u32,
         /// Why.
         reason: RejectReason,
         /// Detail for humans.
         message: String,
     },
+    /// How far the job got on the worker.
+    Progress {
+        /// Which job.
+        job_id: JobId,
+        /// Which attempt.
+        attempt: u32,
+        /// The report.
+        progress: Progress,
+    },
     /// The job ended on the worker.
     Result {
         /// Which job.
         job_id: JobId,
+        /// Which attempt.
+        attempt: u32,
         /// How it ended.
         outcome: Outcome,
     },
@@ -115,20 +176,34 @@ pub enum DcMsg {
 }
 
 const DC_TYPES: &[&str] = &[
-    "submit", "cancel", "accepted", "rejected", "result", "error",
+    "submit", "cancel", "accepted", "rejected", "progress", "result", "error",
 ];
 
 impl DcMsg {
     /// Decodes and validates one data-channel message.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let msg: DcMsg = decode_tagged(bytes, MAX_DC_MESSAGE, DC_TYPES)?;
-        if let DcMsg::Submit { timeout_ms, .. } = &msg {
-            if *timeout_ms == 0 || *timeout_ms > MAX_TIMEOUT_MS {
-                return Err(DecodeError::Invalid {
-                    field: "timeout_ms",
-                    reason: format!("{timeout_ms} given, must be 1..={MAX_TIMEOUT_MS}"),
-                });
+        match &msg {
+            DcMsg::Submit {
+                timeout_ms,
+                attempt,
+                ..
+            } => {
+                if *timeout_ms == 0 || *timeout_ms > MAX_TIMEOUT_MS {
+                    return Err(DecodeError::Invalid {
+                        field: "timeout_ms",
+                        reason: format!("{timeout_ms} given, must be 1..={MAX_TIMEOUT_MS}"),
+                    });
+                }
+                if *attempt == 0 {
+                    return Err(DecodeError::Invalid {
+                        field: "attempt",
+                        reason: "attempts are numbered from 1".into(),
+                    });
+                }
             }
+            DcMsg::Progress { progress, .. } => progress.validate()?,
+            _ => {}
         }
         Ok(msg)
     }

@@ -1,3 +1,4 @@
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -90,7 +91,7 @@ impl fmt::Display for Capability {
 }
 
 /// How busy a worker is, as it reports itself to the pool.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stats {
     /// Jobs it can run at once.
     pub slots: u32,
@@ -102,6 +103,9 @@ pub struct Stats {
     pub completed: u64,
     /// Jobs that failed on it since start.
     pub failed: u64,
+    /// Mean run time of its finished jobs, per capability, in milliseconds.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub mean_run_ms: BTreeMap<Capability, u64>,
 }
 
 /// One member of a pool as the signal-server describes it.
@@ -159,6 +163,12 @@ pub(crate) fn check_slots(slots: u32) -> Result<(), DecodeError> {
 impl Stats {
     pub(crate) fn validate(&self) -> Result<(), DecodeError> {
         check_slots(self.slots)?;
+        if self.mean_run_ms.len() > MAX_CAPABILITIES {
+            return Err(DecodeError::Invalid {
+                field: "stats",
+                reason: format!("mean_run_ms has more than {MAX_CAPABILITIES} entries"),
+            });
+        }
         if self.running > self.slots.max(1) * 64 || self.queued > 10_000_000 {
             return Err(DecodeError::Invalid {
                 field: "stats",

@@ -1,6 +1,6 @@
 //! Every message round-trips; arbitrary bytes never panic the decoders.
 
-use jobmesh_wire::dc::{DcMsg, Outcome, RejectReason};
+use jobmesh_wire::dc::{DcMsg, Outcome, Progress, RejectReason};
 use jobmesh_wire::signal::{ClientMsg, ErrorCode, Handshake, Hello, ServerMsg};
 use jobmesh_wire::{Capability, DecodeError, PeerId, PeerInfo, Stats, PROTOCOL_VERSION};
 use proptest::prelude::*;
@@ -16,15 +16,22 @@ fn name() -> impl Strategy<Value = String> {
     "[a-zA-Z0-9_.-]{1,30}"
 }
 fn stats() -> impl Strategy<Value = Stats> {
-    (0u32..64, 0u32..64, 0u32..1000, any::<u32>(), any::<u32>()).prop_map(
-        |(slots, running, queued, c, f)| Stats {
+    (
+        0u32..64,
+        0u32..64,
+        0u32..1000,
+        any::<u32>(),
+        any::<u32>(),
+        prop::collection::btree_map(cap(), any::<u32>(), 0..4),
+    )
+        .prop_map(|(slots, running, queued, c, f, means)| Stats {
             slots,
             running: running.min(slots),
             queued,
             completed: c.into(),
             failed: f.into(),
-        },
-    )
+            mean_run_ms: means.into_iter().map(|(k, v)| (k, v.into())).collect(),
+        })
 }
 fn peer_info() -> impl Strategy<Value = PeerInfo> {
     (
@@ -137,25 +144,54 @@ fn dc_msg() -> impl Strategy<Value = DcMsg> {
     ];
     let outcome = prop_oneof![
         json().prop_map(|value| Outcome::Ok { value }),
-        ".{0,40}".prop_map(|message| Outcome::Err { message }),
+        (".{0,40}", any::<bool>())
+            .prop_map(|(message, retryable)| Outcome::Err { message, retryable }),
     ];
+    let attempt = 1u32..1000;
+    let progress = (
+        prop::option::of(0u8..=100),
+        prop::option::of(".{0,20}"),
+        prop::option::of(".{0,20}"),
+    )
+        .prop_map(|(percent, stage, message)| Progress {
+            percent,
+            stage,
+            message,
+        });
     prop_oneof![
-        (id.clone(), cap(), json(), 1u64..1_000_000).prop_map(
-            |(job_id, capability, input, timeout_ms)| DcMsg::Submit {
+        (id.clone(), attempt.clone(), cap(), json(), 1u64..1_000_000).prop_map(
+            |(job_id, attempt, capability, input, timeout_ms)| DcMsg::Submit {
                 job_id,
+                attempt,
                 capability,
                 input,
                 timeout_ms
             }
         ),
-        id.clone().prop_map(|job_id| DcMsg::Cancel { job_id }),
-        id.clone().prop_map(|job_id| DcMsg::Accepted { job_id }),
-        (id.clone(), reason, ".{0,40}").prop_map(|(job_id, reason, message)| DcMsg::Rejected {
-            job_id,
-            reason,
-            message
+        (id.clone(), attempt.clone())
+            .prop_map(|(job_id, attempt)| DcMsg::Cancel { job_id, attempt }),
+        (id.clone(), attempt.clone())
+            .prop_map(|(job_id, attempt)| DcMsg::Accepted { job_id, attempt }),
+        (id.clone(), attempt.clone(), reason, ".{0,40}").prop_map(
+            |(job_id, attempt, reason, message)| DcMsg::Rejected {
+                job_id,
+                attempt,
+                reason,
+                message
+            }
+        ),
+        (id.clone(), attempt.clone(), progress).prop_map(|(job_id, attempt, progress)| {
+            DcMsg::Progress {
+                job_id,
+                attempt,
+                progress,
+            }
         }),
-        (id.clone(), outcome).prop_map(|(job_id, outcome)| DcMsg::Result { job_id, outcome }),
+        (id.clone(), attempt, outcome).prop_map(|(job_id, attempt, outcome)| DcMsg::Result {
+            job_id,
+            attempt,
+            outcome
+        }),
         (prop::option::of(id), ".{0,40}")
             .prop_map(|(job_id, message)| DcMsg::Error { job_id, message }),
     ]
@@ -242,12 +278,26 @@ fn errors_name_the_problem() {
     let err = ClientMsg::decode(bad_cap.to_string().as_bytes()).expect_err("bad capability");
     assert!(err.to_string().contains("capability"), "{err}");
     let zero_timeout = serde_json::json!({
-        "type": "submit", "job_id": Uuid::new_v4(), "capability": "echo", "input": null, "timeout_ms": 0
+        "type": "submit", "job_id": Uuid::new_v4(), "attempt": 1, "capability": "echo", "input": null, "timeout_ms": 0
     });
     assert!(matches!(
         DcMsg::decode(zero_timeout.to_string().as_bytes()),
         Err(DecodeError::Invalid {
             field: "timeout_ms",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn progress_out_of_range_is_refused() {
+    let p = serde_json::json!({
+        "type": "progress", "job_id": Uuid::new_v4(), "attempt": 1, "progress": {"percent": 101}
+    });
+    assert!(matches!(
+        DcMsg::decode(p.to_string().as_bytes()),
+        Err(DecodeError::Invalid {
+            field: "percent",
             ..
         })
     ));

@@ -1,15 +1,17 @@
 use std::collections::HashMap;
 
+use jobmesh_wire::dc::Progress;
 use jobmesh_wire::{PeerInfo, Stats};
-use proptest::prelude::{any, prop, prop_assert, prop_assert_eq, prop_oneof, proptest, Just};
+use proptest::prelude::{any, prop, prop_assert, prop_assert_eq, prop_oneof, proptest};
 use proptest::strategy::Strategy as Gen;
 use serde_json::json;
 use uuid::Uuid;
 
 use super::*;
-use crate::strategy::LeastLoaded;
+use crate::job::JobOptions;
 
 const SEC: Duration = Duration::from_secs(1);
+const MS: Duration = Duration::from_millis(1);
 
 fn peer(n: u128) -> PeerId {
     PeerId(Uuid::from_u128(n))
@@ -36,8 +38,14 @@ fn spec(n: u128) -> JobSpec {
         job_id: Uuid::from_u128(1000 + n),
         capability: echo(),
         input: json!({ "n": n }),
-        timeout: 30 * SEC,
+        options: JobOptions::default(),
     }
+}
+
+fn with(n: u128, f: impl FnOnce(&mut JobOptions)) -> JobSpec {
+    let mut s = spec(n);
+    f(&mut s.options);
+    s
 }
 
 struct Harness {
@@ -47,40 +55,59 @@ struct Harness {
 
 impl Harness {
     fn new(workers: &[PeerInfo]) -> Self {
+        Self::with_config(workers, DispatcherConfig::default())
+    }
+
+    fn with_config(workers: &[PeerInfo], config: DispatcherConfig) -> Self {
         let t0 = Instant::now();
-        let mut d = Dispatcher::new(
-            peer(0),
-            DispatcherConfig::default(),
-            Box::new(LeastLoaded::new()),
-        );
-        d.handle_signal(
-            t0,
-            &ServerMsg::Welcome {
-                pool: "p".into(),
-                peers: workers.to_vec(),
-                heartbeat_ms: 1000,
-            },
-        );
+        let mut d = Dispatcher::new(peer(0), config, None);
+        let welcome = ServerMsg::Welcome {
+            pool: "p".into(),
+            peers: workers.to_vec(),
+            heartbeat_ms: 1000,
+        };
+        d.handle_input(t0, Input::Signal(&welcome)).expect("signal");
         Self { d, t0 }
+    }
+
+    fn submit(&mut self, spec: JobSpec) {
+        self.d
+            .handle_input(self.t0, Input::Submit(spec))
+            .expect("accepted");
+    }
+
+    fn reply(&mut self, at: Instant, from: PeerId, msg: DcMsg) {
+        self.d
+            .handle_input(at, Input::Dc { from, msg: &msg })
+            .expect("no error");
+    }
+
+    fn tick(&mut self, at: Instant) {
+        self.d.handle_input(at, Input::Timeout).expect("no error");
     }
 
     fn drain(&mut self) -> Vec<Output> {
         std::iter::from_fn(|| self.d.poll_output()).collect()
     }
 
-    /// The (worker, job) of every Submit sent.
-    fn submits(&mut self) -> Vec<(PeerId, JobId)> {
-        self.drain()
-            .into_iter()
-            .filter_map(|o| match o {
-                Output::Send {
-                    to,
-                    msg: DcMsg::Submit { job_id, .. },
-                } => Some((to, job_id)),
-                _ => None,
-            })
-            .collect()
+    /// (worker, job, attempt) of every submit sent.
+    fn submits(&mut self) -> Vec<(PeerId, JobId, u32)> {
+        submits(&self.drain())
     }
+}
+
+fn submits(outs: &[Output]) -> Vec<(PeerId, JobId, u32)> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::Send {
+                to,
+                msg: DcMsg::Submit {
+                    job_id, attempt, ..
+                },
+            } => Some((*to, *job_id, *attempt)),
+            _ => None,
+        })
+        .collect()
 }
 
 fn finished(outs: &[Output]) -> Vec<&JobEnd> {
@@ -92,14 +119,79 @@ fn finished(outs: &[Output]) -> Vec<&JobEnd> {
         .collect()
 }
 
+fn events(outs: &[Output]) -> Vec<&'static str> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::Event(e) => Some(e.kind.name()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn ok(job_id: JobId, attempt: u32, value: serde_json::Value) -> DcMsg {
+    DcMsg::Result {
+        job_id,
+        attempt,
+        outcome: Outcome::Ok { value },
+    }
+}
+
+#[test]
+fn a_job_goes_queued_dispatched_started_progress_finished_and_ends_once() {
+    let mut h = Harness::new(&[worker(1, 2)]);
+    h.submit(spec(1));
+    let outs = h.drain();
+    assert_eq!(events(&outs), vec!["queued", "dispatched"]);
+    let [(w, id, 1)] = submits(&outs)[..] else {
+        panic!("one submit, attempt 1")
+    };
+    h.reply(
+        h.t0,
+        w,
+        DcMsg::Accepted {
+            job_id: id,
+            attempt: 1,
+        },
+    );
+    let progress = Progress {
+        percent: Some(50),
+        stage: Some("half".into()),
+        message: None,
+    };
+    h.reply(
+        h.t0,
+        w,
+        DcMsg::Progress {
+            job_id: id,
+            attempt: 1,
+            progress: progress.clone(),
+        },
+    );
+    assert!(
+        matches!(h.d.state(&id), Some(JobState::Running { progress: Some(p), .. }) if *p == progress)
+    );
+    h.reply(h.t0 + MS, w, ok(id, 1, json!({"n": 1})));
+    let outs = h.drain();
+    assert_eq!(events(&outs), vec!["started", "progress", "finished"]);
+    let ends = finished(&outs);
+    assert_eq!(ends.len(), 1);
+    assert_eq!(ends[0].result, Ok(json!({"n": 1})));
+    assert_eq!(ends[0].attempts.len(), 1);
+    assert_eq!(ends[0].attempts[0].outcome, Some(AttemptOutcome::Completed));
+    assert_eq!(ends[0].attempts[0].started_at, Some(h.t0));
+    // A duplicate result is stale, not a second outcome.
+    h.reply(h.t0, w, ok(id, 1, json!(0)));
+    assert!(h.drain().is_empty());
+    assert_eq!(h.d.stale_messages(), 1);
+    assert!(h.d.is_empty());
+}
+
 #[test]
 fn no_capable_worker_fails_at_once_with_a_clear_error() {
     let mut h = Harness::new(&[]);
-    h.d.submit(h.t0, spec(1)).expect("accepted");
+    h.submit(spec(1));
     let outs = h.drain();
-    let ends = finished(&outs);
-    assert_eq!(ends.len(), 1);
-    let err = ends[0].result.clone().expect_err("no worker");
+    let err = finished(&outs)[0].result.clone().expect_err("no worker");
     assert!(err.is_unplaced());
     assert!(
         err.to_string().contains("peer --capabilities echo"),
@@ -108,94 +200,78 @@ fn no_capable_worker_fails_at_once_with_a_clear_error() {
 }
 
 #[test]
-fn a_job_is_offered_accepted_and_completed_once() {
-    let mut h = Harness::new(&[worker(1, 2)]);
-    h.d.submit(h.t0, spec(1)).expect("accepted");
-    assert_eq!(h.submits(), vec![(peer(1), spec(1).job_id)]);
-    let id = spec(1).job_id;
-    h.d.handle_dc(h.t0, peer(1), &DcMsg::Accepted { job_id: id });
-    let result = DcMsg::Result {
-        job_id: id,
-        outcome: Outcome::Ok {
-            value: json!({"n": 1}),
-        },
-    };
-    h.d.handle_dc(h.t0, peer(1), &result);
-    let outs = h.drain();
-    let ends = finished(&outs);
-    assert_eq!(ends.len(), 1);
-    assert_eq!(ends[0].result, Ok(json!({"n": 1})));
-    assert_eq!(ends[0].worker, Some(peer(1)));
-    // A duplicate result is stale, not a second outcome.
-    h.d.handle_dc(h.t0, peer(1), &result);
-    assert!(h.drain().is_empty());
-    assert_eq!(h.d.stale_messages(), 1);
-    assert!(h.d.is_empty());
-}
-
-#[test]
-fn a_result_from_another_peer_is_ignored() {
+fn replies_from_another_peer_or_an_old_attempt_are_ignored() {
     let mut h = Harness::new(&[worker(1, 1), worker(2, 1)]);
-    h.d.submit(h.t0, spec(1)).expect("accepted");
-    let [(w, id)] = h.submits()[..] else {
+    h.submit(spec(1));
+    let [(w, id, 1)] = h.submits()[..] else {
         panic!("one submit")
     };
     let other = if w == peer(1) { peer(2) } else { peer(1) };
-    let fake = DcMsg::Result {
-        job_id: id,
-        outcome: Outcome::Ok { value: json!(0) },
-    };
-    h.d.handle_dc(h.t0, other, &fake);
+    h.reply(h.t0, other, ok(id, 1, json!(0)));
+    h.reply(h.t0, w, ok(id, 7, json!(0)));
+    h.reply(
+        h.t0,
+        w,
+        DcMsg::Accepted {
+            job_id: id,
+            attempt: 2,
+        },
+    );
     assert!(h.drain().is_empty());
-    assert_eq!(h.d.stale_messages(), 1);
+    assert_eq!(h.d.stale_messages(), 3);
+    // A result before `accepted` breaks the claim protocol: ignored too.
+    h.reply(h.t0, w, ok(id, 1, json!(0)));
+    assert!(finished(&h.drain()).is_empty());
     assert_eq!(h.d.len(), 1);
 }
 
 #[test]
-fn busy_rejection_moves_the_job_to_another_worker_then_waits() {
+fn busy_rejection_moves_the_job_to_another_worker_without_spending_a_retry() {
     let mut h = Harness::new(&[worker(1, 1), worker(2, 1)]);
-    h.d.submit(h.t0, spec(1)).expect("accepted");
-    let [(first, id)] = h.submits()[..] else {
+    h.submit(with(1, |o| o.max_retries = 0));
+    let [(first, id, 1)] = h.submits()[..] else {
         panic!("one submit")
     };
-    let busy = DcMsg::Rejected {
+    let busy = |attempt| DcMsg::Rejected {
         job_id: id,
+        attempt,
         reason: RejectReason::Busy,
         message: "full".into(),
     };
-    h.d.handle_dc(h.t0, first, &busy);
-    let [(second, _)] = h.submits()[..] else {
-        panic!("re-offered")
+    h.reply(h.t0, first, busy(1));
+    let [(second, _, 2)] = h.submits()[..] else {
+        panic!("attempt 2")
     };
     assert_ne!(first, second);
-    h.d.handle_dc(h.t0, second, &busy);
+    h.reply(h.t0, second, busy(2));
     assert!(h.submits().is_empty(), "everyone refused: wait");
     let retry_at = h.d.poll_timeout().expect("a retry is scheduled");
     assert_eq!(retry_at, h.t0 + DispatcherConfig::default().busy_retry);
-    h.d.handle_timeout(retry_at);
-    assert_eq!(h.submits().len(), 1, "offered again after the wait");
+    h.tick(retry_at);
+    assert_eq!(
+        h.submits().len(),
+        1,
+        "offered again after the wait, though max_retries is 0"
+    );
 }
 
 #[test]
 fn bad_input_rejection_is_final() {
     let mut h = Harness::new(&[worker(1, 1), worker(2, 1)]);
-    h.d.submit(h.t0, spec(1)).expect("accepted");
-    let [(w, id)] = h.submits()[..] else {
+    h.submit(spec(1));
+    let [(w, id, a)] = h.submits()[..] else {
         panic!("one submit")
     };
-    h.d.handle_dc(
-        h.t0,
-        w,
-        &DcMsg::Rejected {
-            job_id: id,
-            reason: RejectReason::BadInput,
-            message: "no".into(),
-        },
-    );
+    let bad = DcMsg::Rejected {
+        job_id: id,
+        attempt: a,
+        reason: RejectReason::BadInput,
+        message: "no".into(),
+    };
+    h.reply(h.t0, w, bad);
     let outs = h.drain();
-    let ends = finished(&outs);
     assert!(matches!(
-        ends[0].result,
+        finished(&outs)[0].result,
         Err(JobError::Rejected {
             reason: RejectReason::BadInput,
             ..
@@ -204,251 +280,720 @@ fn bad_input_rejection_is_final() {
 }
 
 #[test]
-fn a_lost_worker_hands_the_job_to_another_until_attempts_run_out() {
+fn a_lost_worker_is_retried_elsewhere_with_a_new_attempt_until_retries_run_out() {
     let mut h = Harness::new(&[worker(1, 1), worker(2, 1), worker(3, 1), worker(4, 1)]);
-    h.d.submit(h.t0, spec(1)).expect("accepted");
+    h.submit(spec(1)); // max_retries 2: three attempts
     let mut seen = Vec::new();
-    for _ in 0..DispatcherConfig::default().max_attempts {
-        let [(w, _)] = h.submits()[..] else {
-            panic!("one submit")
+    let mut now = h.t0;
+    for n in 1..=3 {
+        let sent = h.submits();
+        let [(w, id, attempt)] = sent[..] else {
+            panic!("attempt {n}: {sent:?}")
         };
+        assert_eq!(attempt, n);
         assert!(!seen.contains(&w), "a lost worker is not re-used at once");
         seen.push(w);
-        h.d.handle_link_closed(h.t0, w);
+        h.reply(
+            now,
+            w,
+            DcMsg::Accepted {
+                job_id: id,
+                attempt,
+            },
+        );
+        h.d.handle_input(now, Input::LinkClosed(w)).expect("input");
+        let outs = h.drain();
+        if n < 3 {
+            assert_eq!(events(&outs), vec!["started", "retrying"]);
+            now = h.d.poll_timeout().expect("backoff timer");
+            h.tick(now);
+        } else {
+            let end = finished(&outs)[0];
+            assert!(matches!(&end.result, Err(JobError::Lost { attempts }) if attempts.len() == 3));
+            assert_eq!(end.attempts.len(), 3);
+            assert!(end
+                .attempts
+                .iter()
+                .all(|a| a.outcome == Some(AttemptOutcome::Lost)));
+        }
     }
-    let outs = h.drain();
-    let ends = finished(&outs);
-    assert_eq!(ends.len(), 1);
-    assert_eq!(ends[0].result, Err(JobError::Lost { attempts: 3 }));
 }
 
 #[test]
-fn a_worker_leaving_the_pool_counts_as_lost() {
+fn without_retry_on_disconnect_a_lost_job_ends_lost() {
     let mut h = Harness::new(&[worker(1, 1), worker(2, 1)]);
-    h.d.submit(h.t0, spec(1)).expect("accepted");
-    let [(w, _)] = h.submits()[..] else {
+    h.submit(with(1, |o| o.retry_on_disconnect = false));
+    let [(w, _, _)] = h.submits()[..] else {
         panic!("one submit")
     };
-    h.d.handle_signal(h.t0, &ServerMsg::PeerLeft { peer_id: w });
-    let [(w2, _)] = h.submits()[..] else {
-        panic!("re-dispatched")
-    };
-    assert_ne!(w, w2);
+    h.d.handle_input(h.t0, Input::Signal(&ServerMsg::PeerLeft { peer_id: w }))
+        .expect("input");
+    let outs = h.drain();
+    assert!(matches!(
+        finished(&outs)[0].result,
+        Err(JobError::Lost { .. })
+    ));
 }
 
 #[test]
-fn timeout_cancels_on_the_worker_and_ends_timed_out() {
+fn timeout_cancels_the_attempt_on_the_worker_and_retries_if_allowed() {
     let mut h = Harness::new(&[worker(1, 1)]);
-    h.d.submit(h.t0, spec(1)).expect("accepted");
-    let [(w, id)] = h.submits()[..] else {
+    h.submit(with(1, |o| {
+        o.timeout = 5 * SEC;
+        o.max_retries = 1;
+    }));
+    let [(w, id, 1)] = h.submits()[..] else {
         panic!("one submit")
     };
     let deadline = h.d.poll_timeout().expect("deadline");
-    assert_eq!(deadline, h.t0 + 30 * SEC);
-    h.d.handle_timeout(deadline - Duration::from_millis(1));
+    assert_eq!(deadline, h.t0 + 5 * SEC);
+    h.tick(deadline - MS);
     assert!(h.drain().is_empty(), "not yet");
-    h.d.handle_timeout(deadline);
+    h.tick(deadline);
     let outs = h.drain();
     assert!(outs.contains(&Output::Send {
         to: w,
-        msg: DcMsg::Cancel { job_id: id }
+        msg: DcMsg::Cancel {
+            job_id: id,
+            attempt: 1
+        }
     }));
+    assert_eq!(events(&outs), vec!["retrying"]);
+    let retry = h.d.poll_timeout().expect("retry timer");
+    h.tick(retry);
+    let [(_, _, 2)] = h.submits()[..] else {
+        panic!("attempt 2")
+    };
+    h.tick(retry + 5 * SEC);
+    let outs = h.drain();
+    let end = finished(&outs)[0];
+    assert!(matches!(&end.result, Err(JobError::TimedOut { attempts, .. }) if attempts.len() == 2));
+    assert_eq!(
+        end.result.as_ref().err().map(JobError::state_name),
+        Some("timed_out")
+    );
+}
+
+#[test]
+fn a_queued_job_nobody_takes_times_out_at_its_deadline() {
+    let mut h = Harness::new(&[worker(1, 1)]);
+    h.submit(with(1, |o| o.timeout = 10 * SEC));
+    h.submit(with(2, |o| o.timeout = 2 * SEC));
+    assert_eq!(h.submits().len(), 1, "one slot");
+    h.tick(h.t0 + 2 * SEC);
+    let outs = h.drain();
     let ends = finished(&outs);
+    assert_eq!(ends.len(), 1);
+    assert_eq!(ends[0].job_id, spec(2).job_id);
     assert!(matches!(ends[0].result, Err(JobError::TimedOut { .. })));
 }
 
 #[test]
-fn cancel_ends_the_job_and_tells_the_worker() {
-    let mut h = Harness::new(&[worker(1, 1)]);
-    h.d.submit(h.t0, spec(1)).expect("accepted");
-    let [(w, id)] = h.submits()[..] else {
-        panic!("one submit")
-    };
-    h.d.cancel(h.t0, id);
-    let outs = h.drain();
-    assert_eq!(outs.len(), 2);
-    assert_eq!(
-        outs[0],
-        Output::Send {
-            to: w,
-            msg: DcMsg::Cancel { job_id: id }
-        }
-    );
-    assert_eq!(finished(&outs)[0].result, Err(JobError::Cancelled));
-}
-
-#[test]
-fn queue_limit_and_duplicates_are_refused_at_submit() {
-    let t0 = Instant::now();
+fn retryable_handler_errors_are_retried_with_bounded_exponential_backoff() {
     let config = DispatcherConfig {
-        queue_limit: 1,
+        backoff_base: 100 * MS,
+        backoff_cap: 300 * MS,
+        seed: 42,
         ..DispatcherConfig::default()
     };
-    let mut d = Dispatcher::new(peer(0), config, Box::new(LeastLoaded::new()));
-    d.handle_signal(
-        t0,
-        &ServerMsg::Welcome {
-            pool: "p".into(),
-            peers: vec![worker(1, 1)],
-            heartbeat_ms: 1,
+    let mut h = Harness::with_config(&[worker(1, 1)], config);
+    h.submit(with(1, |o| o.max_retries = 4));
+    let mut now = h.t0;
+    let mut afters = Vec::new();
+    for n in 1..=5u32 {
+        let [(w, id, attempt)] = h.submits()[..] else {
+            panic!("attempt {n}")
+        };
+        assert_eq!(attempt, n);
+        h.reply(
+            now,
+            w,
+            DcMsg::Accepted {
+                job_id: id,
+                attempt,
+            },
+        );
+        let err = DcMsg::Result {
+            job_id: id,
+            attempt,
+            outcome: Outcome::Err {
+                message: format!("e{n}"),
+                retryable: true,
+            },
+        };
+        h.reply(now, w, err);
+        let outs = h.drain();
+        if n == 5 {
+            let end = finished(&outs)[0];
+            let Err(JobError::Failed { message, attempts }) = &end.result else {
+                panic!("failed")
+            };
+            assert_eq!(message, "e5");
+            assert_eq!(attempts.len(), 5, "every attempt's error is carried");
+            assert!(attempts[0].contains("e1"));
+            break;
+        }
+        let after = outs
+            .iter()
+            .find_map(|o| match o {
+                Output::Event(JobEvent {
+                    kind: EventKind::Retrying { after, .. },
+                    ..
+                }) => Some(*after),
+                _ => None,
+            })
+            .expect("a retry");
+        afters.push(after);
+        now = h.d.poll_timeout().expect("timer");
+        assert_eq!(now, h.t0.max(now), "monotonic");
+        h.tick(now);
+    }
+    // Full jitter within min(cap, base·2^retry).
+    for (retry, after) in afters.iter().enumerate() {
+        let ceiling = (100 * MS * (1 << retry)).min(300 * MS);
+        assert!(*after <= ceiling, "retry {retry}: {after:?} > {ceiling:?}");
+    }
+}
+
+#[test]
+fn non_retryable_handler_errors_fail_at_once() {
+    let mut h = Harness::new(&[worker(1, 1)]);
+    h.submit(spec(1));
+    let [(w, id, 1)] = h.submits()[..] else {
+        panic!("one submit")
+    };
+    h.reply(
+        h.t0,
+        w,
+        DcMsg::Accepted {
+            job_id: id,
+            attempt: 1,
         },
     );
-    d.submit(t0, spec(1)).expect("first fits");
-    assert_eq!(d.submit(t0, spec(1)), Err(JobError::QueueFull { limit: 1 }));
+    let err = DcMsg::Result {
+        job_id: id,
+        attempt: 1,
+        outcome: Outcome::Err {
+            message: "bad".into(),
+            retryable: false,
+        },
+    };
+    h.reply(h.t0, w, err);
+    let outs = h.drain();
+    assert!(
+        matches!(&finished(&outs)[0].result, Err(JobError::Failed { message, .. }) if message == "bad")
+    );
 }
 
 #[test]
-fn an_input_too_large_for_one_message_is_refused_at_submit() {
-    let mut h = Harness::new(&[worker(1, 1)]);
-    let mut big = spec(1);
-    big.input = json!("x".repeat(jobmesh_wire::dc::MAX_DC_MESSAGE));
-    let err = h.d.submit(h.t0, big).expect_err("too large");
-    assert!(matches!(err, JobError::TooLarge { .. }), "{err:?}");
-    assert!(h.drain().is_empty(), "nothing was sent");
-    let mut fits = spec(2);
-    fits.input = json!("x".repeat(jobmesh_wire::dc::MAX_DC_MESSAGE - 300));
-    h.d.submit(h.t0, fits).expect("fits");
-}
-
-#[test]
-fn jobs_wait_for_a_free_slot_and_spread_over_workers() {
-    let mut h = Harness::new(&[worker(1, 2), worker(2, 2)]);
-    for n in 0..20 {
-        h.d.submit(h.t0, spec(n)).expect("accepted");
+fn cancel_works_in_every_live_state() {
+    for state in ["queued", "dispatched", "running"] {
+        let mut h = Harness::new(&[worker(1, 1)]);
+        h.submit(spec(1)); // takes the only slot
+        let [(w, first, 1)] = h.submits()[..] else {
+            panic!("one submit")
+        };
+        h.submit(spec(2)); // queued behind it
+        let id = match state {
+            "queued" => spec(2).job_id,
+            "dispatched" => first,
+            _ => {
+                h.reply(
+                    h.t0,
+                    w,
+                    DcMsg::Accepted {
+                        job_id: first,
+                        attempt: 1,
+                    },
+                );
+                first
+            }
+        };
+        assert_eq!(h.d.state(&id).map(JobState::name), Some(state));
+        h.drain();
+        h.d.handle_input(h.t0, Input::Cancel(id)).expect("input");
+        let outs = h.drain();
+        let told = outs.iter().any(|o| {
+            matches!(
+                o,
+                Output::Send {
+                    msg: DcMsg::Cancel { .. },
+                    ..
+                }
+            )
+        });
+        assert_eq!(
+            told,
+            state != "queued",
+            "{state}: the worker is told iff it has the job"
+        );
+        let ends = finished(&outs);
+        assert_eq!(ends.len(), 1);
+        assert_eq!(ends[0].result, Err(JobError::Cancelled));
+        assert_eq!(ends[0].job_id, id);
     }
-    let mut per_worker: HashMap<PeerId, usize> = HashMap::new();
-    let mut done = 0;
-    // Four slots: four jobs out at a time; complete them as they arrive.
-    while done < 20 {
-        let sent = h.submits();
-        assert!(!sent.is_empty(), "progress after {done} results");
-        assert!(h.d.in_flight.values().sum::<u32>() <= 4);
-        for (w, id) in sent {
-            *per_worker.entry(w).or_default() += 1;
-            h.d.handle_dc(
-                h.t0,
-                w,
-                &DcMsg::Result {
-                    job_id: id,
-                    outcome: Outcome::Ok { value: json!(null) },
-                },
-            );
-            done += 1;
+}
+
+#[test]
+fn queued_jobs_run_by_priority_then_in_order() {
+    let mut h = Harness::new(&[worker(1, 1)]);
+    h.submit(spec(0)); // takes the slot
+    let [(w, first, _)] = h.submits()[..] else {
+        panic!("one submit")
+    };
+    h.submit(with(1, |o| o.priority = 0));
+    h.submit(with(2, |o| o.priority = 5));
+    h.submit(with(3, |o| o.priority = 0));
+    h.submit(with(4, |o| o.priority = 5));
+    h.submit(with(5, |o| o.priority = -1));
+    assert!(h.submits().is_empty());
+    let mut order = Vec::new();
+    let mut running = (w, first, 1);
+    for _ in 0..5 {
+        h.reply(
+            h.t0,
+            running.0,
+            DcMsg::Accepted {
+                job_id: running.1,
+                attempt: running.2,
+            },
+        );
+        h.reply(h.t0, running.0, ok(running.1, running.2, json!(null)));
+        let [next] = h.submits()[..] else {
+            panic!("the next job")
+        };
+        order.push(next.1);
+        running = next;
+    }
+    let want: Vec<JobId> = [2, 4, 1, 3, 5].iter().map(|n| spec(*n).job_id).collect();
+    assert_eq!(order, want);
+}
+
+#[test]
+fn each_strategy_is_used_as_asked() {
+    let workers = [worker(1, 4), worker(2, 4), worker(3, 4)];
+    let mut h = Harness::new(&workers);
+    let mut picks = Vec::new();
+    for n in 0..6 {
+        h.submit(with(n, |o| o.strategy = Some(StrategyKind::RoundRobin)));
+        let [(w, id, a)] = h.submits()[..] else {
+            panic!("submit")
+        };
+        picks.push(w);
+        h.reply(
+            h.t0,
+            w,
+            DcMsg::Accepted {
+                job_id: id,
+                attempt: a,
+            },
+        );
+        h.reply(h.t0, w, ok(id, a, json!(null)));
+        h.drain();
+    }
+    assert_eq!(
+        picks,
+        vec![peer(1), peer(2), peer(3), peer(1), peer(2), peer(3)]
+    );
+    let mut homes = Vec::new();
+    for n in 10..14 {
+        h.submit(with(n, |o| {
+            o.strategy = Some(StrategyKind::Affinity);
+            o.affinity = Some("same-key".into());
+        }));
+        let [(w, id, a)] = h.submits()[..] else {
+            panic!("submit")
+        };
+        homes.push(w);
+        h.reply(
+            h.t0,
+            w,
+            DcMsg::Accepted {
+                job_id: id,
+                attempt: a,
+            },
+        );
+        h.reply(h.t0, w, ok(id, a, json!(null)));
+        h.drain();
+    }
+    assert!(
+        homes.windows(2).all(|p| p[0] == p[1]),
+        "affinity sticks: {homes:?}"
+    );
+    // A custom strategy that is not installed is refused at submit.
+    let r = h.d.handle_input(
+        h.t0,
+        Input::Submit(with(20, |o| o.strategy = Some(StrategyKind::Custom))),
+    );
+    assert_eq!(r, Err(JobError::NoCustomStrategy));
+}
+
+#[test]
+fn a_custom_strategy_decides() {
+    struct Last;
+    impl Strategy for Last {
+        fn pick(
+            &mut self,
+            _: &PickRequest<'_>,
+            c: &[Candidate],
+            _: &mut dyn rand::RngCore,
+        ) -> Option<PeerId> {
+            c.iter().rev().find(|c| c.has_room()).map(|c| c.id)
         }
     }
-    assert_eq!(per_worker.len(), 2, "both workers used: {per_worker:?}");
-    assert_eq!(per_worker.values().sum::<usize>(), 20);
+    let t0 = Instant::now();
+    let config = DispatcherConfig {
+        default_strategy: StrategyKind::Custom,
+        ..DispatcherConfig::default()
+    };
+    let mut d = Dispatcher::new(peer(0), config, Some(Box::new(Last)));
+    let welcome = ServerMsg::Welcome {
+        pool: "p".into(),
+        peers: vec![worker(1, 1), worker(2, 1), worker(3, 1)],
+        heartbeat_ms: 1,
+    };
+    d.handle_input(t0, Input::Signal(&welcome)).expect("signal");
+    d.handle_input(t0, Input::Submit(spec(1))).expect("submit");
+    let outs: Vec<Output> = std::iter::from_fn(|| d.poll_output()).collect();
+    assert_eq!(submits(&outs)[0].0, peer(3));
 }
 
 #[test]
-fn never_dispatches_to_itself() {
-    let mut me = worker(0, 4);
+fn self_dispatch_runs_locally_when_this_peer_is_the_best_candidate() {
+    let mut h = Harness::new(&[worker(1, 1)]);
+    let mut me = worker(0, 2);
     me.id = peer(0);
-    let mut h = Harness::new(&[me]);
-    h.d.submit(h.t0, spec(1)).expect("accepted");
-    let outs = h.drain();
+    h.d.handle_input(h.t0, Input::LocalWorker(Some(me.clone())))
+        .expect("input");
+    h.submit(spec(1));
+    h.submit(spec(2));
+    h.submit(spec(3));
+    let to: Vec<PeerId> = h.submits().iter().map(|s| s.0).collect();
+    assert_eq!(
+        to.iter().filter(|w| **w == peer(0)).count(),
+        2,
+        "two local slots: {to:?}"
+    );
+    assert_eq!(to.iter().filter(|w| **w == peer(1)).count(), 1);
+    // Turned off, this peer is never a candidate.
+    let config = DispatcherConfig {
+        self_dispatch: false,
+        ..DispatcherConfig::default()
+    };
+    let mut h = Harness::with_config(&[], config);
+    h.d.handle_input(h.t0, Input::LocalWorker(Some(me)))
+        .expect("input");
+    h.submit(spec(1));
     assert!(matches!(
-        finished(&outs)[0].result,
+        finished(&h.drain())[0].result,
         Err(JobError::NoCapableWorker { .. })
     ));
 }
 
+#[test]
+fn queue_limit_duplicates_and_oversized_inputs_are_refused_at_submit() {
+    let config = DispatcherConfig {
+        queue_limit: 2,
+        ..DispatcherConfig::default()
+    };
+    let mut h = Harness::with_config(&[worker(1, 1)], config);
+    h.submit(spec(1));
+    let r = h.d.handle_input(h.t0, Input::Submit(spec(1)));
+    assert_eq!(r, Err(JobError::Duplicate(spec(1).job_id)));
+    let mut big = spec(2);
+    big.input = json!("x".repeat(MAX_DC_MESSAGE));
+    let r = h.d.handle_input(h.t0, Input::Submit(big));
+    assert!(matches!(r, Err(JobError::TooLarge { .. })));
+    h.submit(spec(3));
+    let r = h.d.handle_input(h.t0, Input::Submit(spec(4)));
+    assert_eq!(r, Err(JobError::QueueFull { limit: 2 }));
+}
+
+#[test]
+fn jobs_wait_for_free_slots_and_spread_over_workers() {
+    let mut h = Harness::new(&[worker(1, 2), worker(2, 2)]);
+    for n in 0..20 {
+        h.submit(spec(n));
+    }
+    let mut per_worker: HashMap<PeerId, usize> = HashMap::new();
+    let mut done = 0;
+    while done < 20 {
+        let sent = h.submits();
+        assert!(!sent.is_empty(), "progress after {done} results");
+        assert!(h.d.in_flight().values().all(|n| *n <= 2));
+        for (w, id, a) in sent {
+            *per_worker.entry(w).or_default() += 1;
+            h.reply(
+                h.t0,
+                w,
+                DcMsg::Accepted {
+                    job_id: id,
+                    attempt: a,
+                },
+            );
+            h.reply(h.t0, w, ok(id, a, json!(null)));
+            done += 1;
+        }
+    }
+    assert_eq!(per_worker.len(), 2, "both workers used: {per_worker:?}");
+}
+
+// ---- the reference-model property test -------------------------------------
+
+/// What the model knows about a job: whether it has ended, and the attempt
+/// the core last offered (read from its `Submit` outputs).
+#[derive(Debug, Default, Clone)]
+struct ModelJob {
+    ended: bool,
+    current: Option<(PeerId, u32)>,
+    accepted: bool,
+    old: Vec<(PeerId, u32)>,
+}
+
 #[derive(Debug, Clone)]
 enum Step {
-    Submit,
+    Submit {
+        priority: i8,
+        retries: u8,
+        timeout_ms: u16,
+    },
     Accept(usize),
-    Reject(usize, bool),
-    Result(usize, bool),
+    Busy(usize),
+    Complete(usize),
+    HandlerError(usize, bool),
+    LateResult(usize),
+    Progress(usize),
     Close(u8),
     Leave(u8),
+    Join(u8),
     Tick(u16),
     Cancel(usize),
 }
 
 fn step() -> impl Gen<Value = Step> {
     prop_oneof![
-        Just(Step::Submit),
+        (any::<i8>(), 0u8..3, 1u16..5000).prop_map(|(priority, retries, timeout_ms)| {
+            Step::Submit {
+                priority,
+                retries,
+                timeout_ms,
+            }
+        }),
         any::<usize>().prop_map(Step::Accept),
-        (any::<usize>(), any::<bool>()).prop_map(|(i, b)| Step::Reject(i, b)),
-        (any::<usize>(), any::<bool>()).prop_map(|(i, b)| Step::Result(i, b)),
+        any::<usize>().prop_map(Step::Busy),
+        any::<usize>().prop_map(Step::Complete),
+        (any::<usize>(), any::<bool>()).prop_map(|(i, r)| Step::HandlerError(i, r)),
+        any::<usize>().prop_map(Step::LateResult),
+        any::<usize>().prop_map(Step::Progress),
         (1u8..4).prop_map(Step::Close),
         (1u8..4).prop_map(Step::Leave),
+        (1u8..4).prop_map(Step::Join),
         any::<u16>().prop_map(Step::Tick),
         any::<usize>().prop_map(Step::Cancel),
     ]
 }
 
+const SLOTS: [u32; 4] = [0, 1, 2, 1];
+
+/// The model's view of an attempt that ended: it becomes an old one.
+fn retire(m: &mut ModelJob) {
+    if let Some(prev) = m.current.take() {
+        m.old.push(prev);
+    }
+    m.accepted = false;
+}
+
+/// Every current attempt at `w` ended (its link closed or it left).
+fn retire_at(model: &mut HashMap<JobId, ModelJob>, w: PeerId) {
+    for m in model.values_mut() {
+        if m.current.is_some_and(|(at, _)| at == w) {
+            retire(m);
+        }
+    }
+}
+
 proptest! {
-    /// Whatever happens, every submitted job ends exactly once, and nothing is
-    /// left in flight once all jobs have ended.
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(400))]
+
+    /// The core and a simple model take the same steps and must agree:
+    /// every job ends exactly once; a reply for the current attempt has the
+    /// effect the model predicts; replies for old attempts change nothing;
+    /// no worker ever has more of this peer's attempts than its slots; every
+    /// live job has a pending timer.
     #[test]
-    fn every_job_ends_exactly_once(steps in prop::collection::vec(step(), 1..120)) {
-        let mut h = Harness::new(&[worker(1, 1), worker(2, 2), worker(3, 1)]);
+    fn the_dispatcher_agrees_with_the_reference_model(steps in prop::collection::vec(step(), 1..150)) {
+        let workers: Vec<PeerInfo> = (1..=3).map(|n| worker(n, SLOTS[n as usize])).collect();
+        let mut h = Harness::new(&workers);
         let mut now = h.t0;
-        let mut submitted: Vec<JobId> = Vec::new();
-        let mut sent: Vec<(PeerId, JobId)> = Vec::new();
+        let mut model: HashMap<JobId, ModelJob> = HashMap::new();
+        let mut order: Vec<JobId> = Vec::new();
         let mut ends: HashMap<JobId, usize> = HashMap::new();
+        let pick = |order: &Vec<JobId>, model: &HashMap<JobId, ModelJob>, i: usize, accepted: bool| {
+            let live: Vec<JobId> = order
+                .iter()
+                .copied()
+                .filter(|id| model[id].current.is_some() && !model[id].ended && model[id].accepted == accepted)
+                .collect();
+            (!live.is_empty()).then(|| live[i % live.len()])
+        };
         for s in steps {
+            let mut expect_end: Option<(JobId, &'static str)> = None;
             match s {
-                Step::Submit => {
-                    let mut sp = spec(submitted.len() as u128);
-                    sp.timeout = 5 * SEC;
-                    submitted.push(sp.job_id);
-                    h.d.submit(now, sp).expect("room");
+                Step::Submit { priority, retries, timeout_ms } => {
+                    let mut sp = spec(order.len() as u128);
+                    sp.options.priority = priority.into();
+                    sp.options.max_retries = retries.into();
+                    sp.options.timeout = Duration::from_millis(timeout_ms.into());
+                    order.push(sp.job_id);
+                    model.insert(sp.job_id, ModelJob::default());
+                    h.d.handle_input(now, Input::Submit(sp)).expect("room");
                 }
-                Step::Accept(i) if !sent.is_empty() => {
-                    let (w, id) = sent[i % sent.len()];
-                    h.d.handle_dc(now, w, &DcMsg::Accepted { job_id: id });
+                Step::Accept(i) => {
+                    if let Some(id) = pick(&order, &model, i, false) {
+                        let (w, a) = model[&id].current.expect("current");
+                        h.reply(now, w, DcMsg::Accepted { job_id: id, attempt: a });
+                        model.get_mut(&id).expect("known").accepted = true;
+                    }
                 }
-                Step::Reject(i, busy) if !sent.is_empty() => {
-                    let (w, id) = sent[i % sent.len()];
-                    let reason = if busy { RejectReason::Busy } else { RejectReason::BadInput };
-                    h.d.handle_dc(now, w, &DcMsg::Rejected { job_id: id, reason, message: String::new() });
+                Step::Busy(i) => {
+                    if let Some(id) = pick(&order, &model, i, false) {
+                        let (w, a) = model[&id].current.expect("current");
+                        let m = DcMsg::Rejected { job_id: id, attempt: a, reason: RejectReason::Busy, message: String::new() };
+                        h.reply(now, w, m);
+                        retire(model.get_mut(&id).expect("known"));
+                    }
                 }
-                Step::Result(i, ok) if !sent.is_empty() => {
-                    let (w, id) = sent[i % sent.len()];
-                    let outcome = if ok {
-                        Outcome::Ok { value: json!(1) }
-                    } else {
-                        Outcome::Err { message: "x".into() }
-                    };
-                    h.d.handle_dc(now, w, &DcMsg::Result { job_id: id, outcome });
+                Step::Complete(i) => {
+                    if let Some(id) = pick(&order, &model, i, true) {
+                        let (w, a) = model[&id].current.expect("current");
+                        h.reply(now, w, ok(id, a, json!(a)));
+                        expect_end = Some((id, "completed"));
+                    }
                 }
-                Step::Close(w) => h.d.handle_link_closed(now, peer(w.into())),
+                Step::HandlerError(i, retryable) => {
+                    if let Some(id) = pick(&order, &model, i, true) {
+                        let (w, a) = model[&id].current.expect("current");
+                        let m = DcMsg::Result { job_id: id, attempt: a, outcome: Outcome::Err { message: "x".into(), retryable } };
+                        h.reply(now, w, m);
+                        if !retryable {
+                            expect_end = Some((id, "failed"));
+                        }
+                    }
+                }
+                Step::LateResult(i) => {
+                    let olds: Vec<(JobId, PeerId, u32)> = order
+                        .iter()
+                        .flat_map(|id| model[id].old.iter().map(move |(w, a)| (*id, *w, *a)))
+                        .collect();
+                    if !olds.is_empty() {
+                        let (id, w, a) = olds[i % olds.len()];
+                        let before = h.d.stale_messages();
+                        h.reply(now, w, ok(id, a, json!("late")));
+                        let outs = h.drain();
+                        prop_assert!(outs.is_empty(), "a late result changed something: {outs:?}");
+                        prop_assert_eq!(h.d.stale_messages(), before + 1);
+                    }
+                }
+                Step::Progress(i) => {
+                    if let Some(id) = pick(&order, &model, i, true) {
+                        let (w, a) = model[&id].current.expect("current");
+                        let m = DcMsg::Progress { job_id: id, attempt: a, progress: Progress::default() };
+                        h.reply(now, w, m);
+                    }
+                }
+                Step::Close(w) => {
+                    h.d.handle_input(now, Input::LinkClosed(peer(w.into()))).expect("input");
+                    retire_at(&mut model, peer(w.into()));
+                }
                 Step::Leave(w) => {
-                    h.d.handle_signal(now, &ServerMsg::PeerLeft { peer_id: peer(w.into()) });
-                    h.d.handle_signal(now, &ServerMsg::PeerJoined { peer: worker(w.into(), 1) });
+                    let m = ServerMsg::PeerLeft { peer_id: peer(w.into()) };
+                    h.d.handle_input(now, Input::Signal(&m)).expect("input");
+                    retire_at(&mut model, peer(w.into()));
+                }
+                Step::Join(w) => {
+                    let m = ServerMsg::PeerJoined { peer: worker(w.into(), SLOTS[usize::from(w)]) };
+                    h.d.handle_input(now, Input::Signal(&m)).expect("input");
                 }
                 Step::Tick(ms) => {
                     now += Duration::from_millis(ms.into());
-                    h.d.handle_timeout(now);
+                    h.tick(now);
                 }
-                Step::Cancel(i) if !submitted.is_empty() => {
-                    h.d.cancel(now, submitted[i % submitted.len()]);
+                Step::Cancel(i) => {
+                    if !order.is_empty() {
+                        let id = order[i % order.len()];
+                        h.d.handle_input(now, Input::Cancel(id)).expect("input");
+                        if !model[&id].ended {
+                            expect_end = Some((id, "cancelled"));
+                        }
+                    }
                 }
-                _ => {}
             }
-            for o in h.drain() {
+            let outs = h.drain();
+            for o in &outs {
                 match o {
-                    Output::Send { to, msg: DcMsg::Submit { job_id, .. } } => sent.push((to, job_id)),
-                    Output::Finished(e) => *ends.entry(e.job_id).or_default() += 1,
-                    Output::Send { .. } => {}
+                    Output::Send { to, msg: DcMsg::Submit { job_id, attempt, .. } } => {
+                        let m = model.get_mut(job_id).expect("known job");
+                        prop_assert!(!m.ended, "a submit for an ended job");
+                        if let Some(prev) = m.current.take() {
+                            m.old.push(prev);
+                        }
+                        m.current = Some((*to, *attempt));
+                        m.accepted = false;
+                    }
+                    Output::Event(JobEvent { job_id, kind: EventKind::Retrying { .. }, .. }) => {
+                        retire(model.get_mut(job_id).expect("known job"));
+                    }
+                    Output::Finished(e) => {
+                        *ends.entry(e.job_id).or_default() += 1;
+                        let m = model.get_mut(&e.job_id).expect("known job");
+                        prop_assert!(!m.ended, "a second outcome");
+                        m.ended = true;
+                        if let Some(prev) = m.current.take() {
+                            m.old.push(prev);
+                        }
+                        let state = match &e.result {
+                            Ok(_) => "completed",
+                            Err(err) => err.state_name(),
+                        };
+                        if let Some((id, want)) = expect_end {
+                            if id == e.job_id {
+                                prop_assert_eq!(state, want);
+                            }
+                        }
+                    }
+                    _ => {}
                 }
+            }
+            if let Some((id, want)) = expect_end {
+                prop_assert!(model[&id].ended, "the model expected {} to end {}", id, want);
+            }
+            for (w, n) in h.d.in_flight() {
+                let slots = SLOTS[w.0.as_u128() as usize];
+                prop_assert!(*n <= slots, "{} attempts at a worker with {} slots", n, slots);
+            }
+            if !h.d.is_empty() {
+                prop_assert!(h.d.poll_timeout().is_some(), "a live job without a timer");
             }
         }
-        // Run the clock past every deadline: everything must end.
-        now += 10 * SEC;
-        h.d.handle_timeout(now);
+        // Run the clock far past every deadline, rejoining workers: all must end.
+        for w in 1..=3u128 {
+            let m = ServerMsg::PeerLeft { peer_id: peer(w) };
+            h.d.handle_input(now, Input::Signal(&m)).expect("input");
+        }
+        for _ in 0..10 {
+            now += 60 * SEC;
+            h.tick(now);
+        }
         for o in h.drain() {
             if let Output::Finished(e) = o {
                 *ends.entry(e.job_id).or_default() += 1;
             }
         }
-        for id in &submitted {
-            prop_assert_eq!(ends.get(id).copied(), Some(1), "job {} ended once", id);
+        for id in &order {
+            prop_assert_eq!(ends.get(id).copied(), Some(1), "job {} ended exactly once", id);
         }
         prop_assert!(h.d.is_empty());
         prop_assert_eq!(h.d.queued(), 0);
-        prop_assert!(h.d.in_flight.is_empty());
+        prop_assert!(h.d.in_flight().is_empty());
     }
 }

@@ -1,0 +1,351 @@
+//! The Rust API of a peer daemon: start one with [`spawn`] or
+//! [`spawn_with`], then use its [`PeerHandle`].
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use jobmesh_core::{Attempt, DispatcherConfig, JobError, JobEvent, JobOptions, Strategy};
+use jobmesh_transport::rtc::RtcConfig;
+use jobmesh_wire::dc::JobId;
+use jobmesh_wire::{Capability, PeerId, PeerInfo};
+use serde_json::Value;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::handlers::{Handlers, UnknownCapability};
+use crate::jobs::{JobRecord, WatchEvent};
+
+/// Everything a daemon needs to start.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    /// `ws://host:port/ws` of the signal-server.
+    pub signal_url: String,
+    /// Human name shown in the pool.
+    pub name: String,
+    /// Pool to join.
+    pub pool: String,
+    /// Capabilities to run (may be empty: submit only).
+    pub capabilities: Vec<Capability>,
+    /// Jobs run at once.
+    pub slots: u32,
+    /// WebRTC settings.
+    pub rtc: RtcConfig,
+    /// Dispatch settings (default strategy, self-dispatch, queue limit, backoff).
+    pub dispatcher: DispatcherConfig,
+    /// On shutdown, how long running jobs get to finish.
+    pub grace: Duration,
+    /// Stats go to the signal-server at most this often.
+    pub stats_interval: Duration,
+    /// Progress of one job goes to its submitter at most this often.
+    pub progress_interval: Duration,
+}
+
+impl DaemonConfig {
+    /// Defaults for everything but the url, name and pool.
+    pub fn new(
+        signal_url: impl Into<String>,
+        name: impl Into<String>,
+        pool: impl Into<String>,
+    ) -> Self {
+        Self {
+            signal_url: signal_url.into(),
+            name: name.into(),
+            pool: pool.into(),
+            capabilities: Vec::new(),
+            slots: 2,
+            rtc: RtcConfig::default(),
+            dispatcher: DispatcherConfig {
+                seed: rand::random(),
+                ..DispatcherConfig::default()
+            },
+            grace: Duration::from_secs(30),
+            stats_interval: Duration::from_millis(250),
+            progress_interval: Duration::from_millis(100),
+        }
+    }
+}
+
+/// What [`spawn_with`] adds to a config: your own handlers and strategy.
+#[derive(Default)]
+pub struct Extensions {
+    /// Handlers by capability. Every capability of the config needs one;
+    /// built-ins are used for the ones not given here.
+    pub handlers: Handlers,
+    /// The strategy used for `custom` (and as the default if the config's
+    /// default strategy is `custom`).
+    pub strategy: Option<Box<dyn Strategy>>,
+}
+
+/// Why a daemon could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// A capability this build cannot run and no handler was given for.
+    #[error(transparent)]
+    UnknownCapability(#[from] UnknownCapability),
+    /// A bad name or pool.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Why a request to the daemon failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DaemonError {
+    /// The daemon stopped before answering.
+    #[error("the peer daemon stopped")]
+    Stopped,
+    /// It is shutting down and takes no new jobs.
+    #[error("the peer daemon is shutting down and takes no new jobs")]
+    Draining,
+    /// A wait ran out.
+    #[error("timed out waiting for {0}")]
+    Timeout(&'static str),
+}
+
+/// How a job ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobReport {
+    /// The job.
+    pub job_id: JobId,
+    /// The worker of the last attempt: id and name.
+    pub worker: Option<(PeerId, String)>,
+    /// Result value or error.
+    pub result: Result<Value, JobError>,
+    /// Every attempt, oldest first.
+    pub attempts: Vec<Attempt>,
+    /// From submit to outcome.
+    pub elapsed: Duration,
+}
+
+/// The pool as this daemon sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolSnapshot {
+    /// Whether the signal-server connection is up.
+    pub connected: bool,
+    /// This peer.
+    pub me: PeerInfo,
+    /// Everyone else, in id order.
+    pub peers: Vec<PeerInfo>,
+}
+
+/// Counters a daemon keeps, for tests and observability. Monotonic.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// `submit` messages received (from others or, self-dispatched, from itself).
+    pub submits_received: AtomicU64,
+    /// Jobs this worker refused.
+    pub rejected: AtomicU64,
+    /// Jobs whose handler saw its cancel token fire.
+    pub handlers_cancelled: AtomicU64,
+    /// Data-channel messages that failed to decode.
+    pub malformed_messages: AtomicU64,
+    /// Data channels opened (dialled or answered).
+    pub links_opened: AtomicU64,
+}
+
+impl Metrics {
+    /// Reads one counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+pub(crate) enum Command {
+    Submit {
+        spec: jobmesh_core::JobSpec,
+        events: mpsc::Sender<JobEvent>,
+        reply: oneshot::Sender<Result<JobReport, DaemonError>>,
+    },
+    Cancel {
+        job_id: JobId,
+        reply: oneshot::Sender<bool>,
+    },
+    Jobs {
+        reply: oneshot::Sender<Vec<JobRecord>>,
+    },
+}
+
+/// Events buffered per submitted job for its [`JobHandle`]. Overflow: the
+/// event is dropped (progress mostly); the outcome never is.
+pub(crate) const JOB_EVENT_QUEUE: usize = 256;
+/// Events buffered per `watch` subscriber. Overflow: a slow watcher misses
+/// events (and is told how many); the daemon never waits for it.
+pub(crate) const WATCH_QUEUE: usize = 1024;
+
+/// A running daemon. Clones share it. Dropping handles does not stop it; call
+/// [`shutdown`](Self::shutdown) (or cancel the token given to [`spawn`]).
+#[derive(Clone)]
+pub struct PeerHandle {
+    pub(crate) id: PeerId,
+    pub(crate) commands: mpsc::Sender<Command>,
+    pub(crate) pool: watch::Receiver<PoolSnapshot>,
+    pub(crate) watch: broadcast::Sender<WatchEvent>,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) stopped: CancellationToken,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for PeerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerHandle").field("id", &self.id).finish()
+    }
+}
+
+/// A submitted job: its events as they happen, its outcome, and cancel.
+#[derive(Debug)]
+pub struct JobHandle {
+    job_id: JobId,
+    events: mpsc::Receiver<JobEvent>,
+    result: oneshot::Receiver<Result<JobReport, DaemonError>>,
+    commands: mpsc::Sender<Command>,
+}
+
+impl JobHandle {
+    /// The job's id.
+    pub fn id(&self) -> JobId {
+        self.job_id
+    }
+
+    /// The next event of this job (queued, dispatched, started, progress,
+    /// retrying, finished), or `None` once it has ended.
+    pub async fn next_event(&mut self) -> Option<JobEvent> {
+        self.events.recv().await
+    }
+
+    /// Asks the daemon to cancel the job; `true` if it was still live.
+    /// The outcome then arrives through [`result`](Self::result).
+    pub async fn cancel(&self) -> bool {
+        cancel(&self.commands, self.job_id).await
+    }
+
+    /// Waits for the job's outcome.
+    pub async fn result(self) -> Result<JobReport, DaemonError> {
+        self.result.await.map_err(|_| DaemonError::Stopped)?
+    }
+}
+
+async fn cancel(commands: &mpsc::Sender<Command>, job_id: JobId) -> bool {
+    let (reply, rx) = oneshot::channel();
+    if commands
+        .send(Command::Cancel { job_id, reply })
+        .await
+        .is_err()
+    {
+        return false;
+    }
+    rx.await.unwrap_or(false)
+}
+
+impl PeerHandle {
+    /// This peer's id.
+    pub fn id(&self) -> PeerId {
+        self.id
+    }
+
+    /// The daemon's counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Submits a job; its handle streams events and yields the outcome.
+    pub async fn submit(
+        &self,
+        capability: Capability,
+        input: Value,
+        options: impl Into<JobOptions>,
+    ) -> Result<JobHandle, DaemonError> {
+        let (reply, result) = oneshot::channel();
+        let (events_tx, events) = mpsc::channel(JOB_EVENT_QUEUE);
+        let spec = jobmesh_core::JobSpec {
+            job_id: uuid::Uuid::new_v4(),
+            capability,
+            input,
+            options: options.into(),
+        };
+        let job_id = spec.job_id;
+        self.commands
+            .send(Command::Submit {
+                spec,
+                events: events_tx,
+                reply,
+            })
+            .await
+            .map_err(|_| DaemonError::Stopped)?;
+        Ok(JobHandle {
+            job_id,
+            events,
+            result,
+            commands: self.commands.clone(),
+        })
+    }
+
+    /// Submits a job and waits for its outcome.
+    pub async fn run(
+        &self,
+        capability: Capability,
+        input: Value,
+        options: impl Into<JobOptions>,
+    ) -> Result<JobReport, DaemonError> {
+        self.submit(capability, input, options)
+            .await?
+            .result()
+            .await
+    }
+
+    /// Cancels a job this daemon submitted; `true` if it was still live.
+    pub async fn cancel(&self, job_id: JobId) -> bool {
+        cancel(&self.commands, job_id).await
+    }
+
+    /// Live jobs and recently ended ones, newest first.
+    pub async fn jobs(&self) -> Result<Vec<JobRecord>, DaemonError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Jobs { reply })
+            .await
+            .map_err(|_| DaemonError::Stopped)?;
+        rx.await.map_err(|_| DaemonError::Stopped)
+    }
+
+    /// Every job event of this daemon from now on. A subscriber that falls
+    /// more than 1024 events behind misses events (`RecvError::Lagged`).
+    pub fn watch(&self) -> broadcast::Receiver<WatchEvent> {
+        self.watch.subscribe()
+    }
+
+    /// The pool as this daemon sees it now.
+    pub fn pool(&self) -> PoolSnapshot {
+        self.pool.borrow().clone()
+    }
+
+    /// Waits until `pred` holds for the pool view, or `timeout` passes.
+    pub async fn wait_pool(
+        &self,
+        timeout: Duration,
+        mut pred: impl FnMut(&PoolSnapshot) -> bool,
+    ) -> Result<PoolSnapshot, DaemonError> {
+        let mut rx = self.pool.clone();
+        let r = tokio::time::timeout(timeout, rx.wait_for(|s| pred(s))).await;
+        match r {
+            Ok(Ok(s)) => Ok(s.clone()),
+            Ok(Err(_)) => Err(DaemonError::Stopped),
+            Err(_) => Err(DaemonError::Timeout("the pool to reach the expected state")),
+        }
+    }
+
+    /// Starts a graceful shutdown: no new jobs, running ones get the grace period.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Waits until the daemon has fully stopped.
+    pub async fn stopped(&self) {
+        self.stopped.cancelled().await;
+    }
+}
