@@ -1,56 +1,11 @@
 //! The real binaries, as a user runs them.
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 
+use jobmesh_testkit::process::{bin, Proc};
 use jobmesh_testkit::{init_tracing, PeerGuard};
 use serde_json::{json, Value};
-
-/// The workspace's binaries sit next to the test binary's `deps/` folder;
-/// `cargo test --workspace` builds them before any test runs.
-fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>/deps/<test>");
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run the tests with `cargo test --workspace` so the binaries are built",
-        path.display()
-    );
-    path
-}
-
-/// A child process killed on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Proc {
-    fn spawn(cmd: &mut Command) -> (Self, String) {
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn binary");
-        // The first stdout line says the process is ready.
-        let mut line = String::new();
-        let stdout = child.stdout.take().expect("piped stdout");
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read ready line");
-        (Self(child), line)
-    }
-}
 
 fn run(args: &[&str]) -> Output {
     Command::new(bin("peer"))

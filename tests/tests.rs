@@ -6,6 +6,7 @@ mod a_slow_client_is_dropped_not_waited_for;
 mod cli_submit_prints_envelopes_and_exit_codes;
 mod departed_peers_leave_the_pool;
 mod echo_job_returns_its_input_over_a_data_channel;
+mod job_lifecycle_over_webrtc;
 mod jobs_finish_after_the_signal_server_is_gone;
 mod jobs_go_only_to_capable_workers;
 mod jobs_spread_over_both_workers;

@@ -275,6 +275,9 @@ pub struct Dispatcher {
     queue: BTreeMap<QueueKey, JobId>,
     seq: u64,
     in_flight: BTreeMap<PeerId, u32>,
+    /// This peer's attempts in flight at each worker when its last stats
+    /// arrived: those stats already count them (see [`Dispatcher::capable`]).
+    in_flight_at_stats: HashMap<PeerId, u32>,
     out: VecDeque<Output>,
     stale: u64,
 }
@@ -301,6 +304,7 @@ impl Dispatcher {
             queue: BTreeMap::new(),
             seq: 0,
             in_flight: BTreeMap::new(),
+            in_flight_at_stats: HashMap::new(),
             out: VecDeque::new(),
             stale: 0,
         }
@@ -348,11 +352,20 @@ impl Dispatcher {
             Input::Signal(msg) => match self.pool.apply(msg) {
                 PoolChange::Replaced { gone } => {
                     for peer in gone {
+                        self.in_flight_at_stats.remove(&peer);
                         self.lose_attempts_on(now, peer);
                     }
+                    let ids: Vec<PeerId> = self.pool.peers().map(|p| p.id).collect();
+                    for id in ids {
+                        self.note_stats(id);
+                    }
                 }
-                PoolChange::Left(peer) => self.lose_attempts_on(now, peer),
-                PoolChange::Joined(_) | PoolChange::Stats(_) | PoolChange::None => {}
+                PoolChange::Left(peer) => {
+                    self.in_flight_at_stats.remove(&peer);
+                    self.lose_attempts_on(now, peer);
+                }
+                PoolChange::Joined(id) | PoolChange::Stats(id) => self.note_stats(id),
+                PoolChange::None => {}
             },
             Input::Submit(spec) => self.submit(now, spec)?,
             Input::Dc { from, msg } => self.on_reply(now, from, msg),
@@ -561,6 +574,16 @@ impl Dispatcher {
                 }
             },
             DcMsg::Submit { .. } | DcMsg::Cancel { .. } | DcMsg::Error { .. } => {}
+        }
+        // A result carries the worker's load after it: fresher than its
+        // broadcast stats, which may still count this very job.
+        if let DcMsg::Result {
+            load: Some(load), ..
+        } = msg
+        {
+            if self.pool.apply_load(&from, load) {
+                self.note_stats(from);
+            }
         }
     }
 
@@ -798,6 +821,26 @@ impl Dispatcher {
         }
     }
 
+    /// Fresh stats from `id`: they count the attempts this peer had there now.
+    fn note_stats(&mut self, id: PeerId) {
+        let own = self.in_flight.get(&id).copied().unwrap_or(0);
+        self.in_flight_at_stats.insert(id, own);
+    }
+
+    /// How busy a remote worker is believed to be: its last broadcast
+    /// `running`, corrected by how this peer's own attempts there changed
+    /// since (a job of ours that ended since frees a slot at once, one we
+    /// sent since takes one), and never less than our own attempts there.
+    fn believed_busy(&self, p: &PeerInfo) -> u32 {
+        let own = self.in_flight.get(&p.id).copied().unwrap_or(0);
+        if p.id == self.me {
+            // Our own worker's stats are current: they are read every turn.
+            return p.stats.running.max(own);
+        }
+        let at_stats = self.in_flight_at_stats.get(&p.id).copied().unwrap_or(0);
+        (p.stats.running + own).saturating_sub(at_stats).max(own)
+    }
+
     /// All capable workers (this peer included under self-dispatch), in id order.
     fn capable(&self, cap: &Capability) -> Vec<Candidate> {
         let local = self
@@ -817,10 +860,7 @@ impl Dispatcher {
             .map(|p| Candidate {
                 id: p.id,
                 slots: p.stats.slots,
-                busy: p
-                    .stats
-                    .running
-                    .max(self.in_flight.get(&p.id).copied().unwrap_or(0)),
+                busy: self.believed_busy(p),
             })
             .collect();
         all.sort_by_key(|c| c.id);

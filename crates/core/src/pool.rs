@@ -1,5 +1,6 @@
 use std::collections::BTreeMap;
 
+use jobmesh_wire::dc::Load;
 use jobmesh_wire::signal::ServerMsg;
 use jobmesh_wire::{Capability, PeerId, PeerInfo};
 
@@ -64,6 +65,8 @@ impl PoolView {
                 }
             }
             ServerMsg::StatsChanged { peer_id, stats } => match self.peers.get_mut(peer_id) {
+                // Older than what a result already told us: ignore.
+                Some(p) if stats.seq < p.stats.seq => PoolChange::None,
                 Some(p) => {
                     p.stats = stats.clone();
                     PoolChange::Stats(*peer_id)
@@ -71,6 +74,20 @@ impl PoolView {
                 None => PoolChange::None,
             },
             ServerMsg::Relayed { .. } | ServerMsg::Error { .. } => PoolChange::None,
+        }
+    }
+
+    /// Applies a load report piggybacked on a result; `true` if it was newer
+    /// than what the view had.
+    pub fn apply_load(&mut self, id: &PeerId, load: &Load) -> bool {
+        match self.peers.get_mut(id) {
+            Some(p) if load.seq > p.stats.seq => {
+                p.stats.running = load.running;
+                p.stats.slots = load.slots;
+                p.stats.seq = load.seq;
+                true
+            }
+            _ => false,
         }
     }
 

@@ -15,9 +15,9 @@ pub struct Candidate {
     pub id: PeerId,
     /// Its advertised slots (> 0).
     pub slots: u32,
-    /// Jobs believed running on it: the larger of its last broadcast
-    /// `running` and this peer's own attempts in flight there (the broadcast
-    /// includes ours once it has caught up, so adding them would count twice).
+    /// Jobs believed running on it: its last broadcast `running`, corrected
+    /// by how this peer's own attempts there changed since that broadcast,
+    /// and never less than this peer's own attempts there.
     pub busy: u32,
 }
 

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use jobmesh_wire::dc::{DcMsg, JobId, Outcome, Progress, RejectReason, MAX_ERROR_LEN};
+use jobmesh_wire::dc::{DcMsg, JobId, Load, Outcome, Progress, RejectReason, MAX_ERROR_LEN};
 use jobmesh_wire::{Capability, PeerId, Stats};
 
 /// What the worker core asks the daemon to do.
@@ -65,6 +65,8 @@ pub struct WorkerCore {
     failed: u64,
     /// Per capability: finished jobs and their total run time, for the mean.
     run_time: BTreeMap<Capability, (u64, Duration)>,
+    /// Bumped on every change of `running`; see [`Stats::seq`].
+    seq: u64,
     out: VecDeque<WorkerOutput>,
 }
 
@@ -80,6 +82,7 @@ impl WorkerCore {
             completed: 0,
             failed: 0,
             run_time: BTreeMap::new(),
+            seq: 0,
             out: VecDeque::new(),
         }
     }
@@ -143,6 +146,7 @@ impl WorkerCore {
                 pending_progress: None,
             },
         );
+        self.seq += 1;
         self.send(from, DcMsg::Accepted { job_id, attempt });
         self.out.push_back(WorkerOutput::Start {
             job_id,
@@ -241,12 +245,19 @@ impl WorkerCore {
                 }
             }
         };
+        self.seq += 1;
+        let load = Load {
+            running: u32::try_from(self.running.len()).unwrap_or(u32::MAX),
+            slots: self.slots,
+            seq: self.seq,
+        };
         self.send(
             r.from,
             DcMsg::Result {
                 job_id,
                 attempt: r.attempt,
                 outcome,
+                load: Some(load),
             },
         );
     }
@@ -328,6 +339,7 @@ impl WorkerCore {
             queued: 0,
             completed: self.completed,
             failed: self.failed,
+            seq: self.seq,
             mean_run_ms: self.mean_run_ms(),
         }
     }

@@ -7,7 +7,7 @@
 //! outward send is a `try_send` with a written overflow policy.
 //!
 //! Inputs, in priority order (local work before new remote work): shutdown;
-//! handler completions; handler progress; link messages and closes;
+//! handler progress; handler completions; link messages and closes;
 //! dial/answer results; signal-server events; local commands; the timer (the
 //! earliest deadline of either core or the stats coalescer).
 //!
@@ -316,10 +316,12 @@ impl Daemon {
                     warn!(running = self.worker.running(), "grace period over: cancelling jobs");
                     break;
                 }
-                Some(done) = inputs.done.recv() => self.on_job_done(Instant::now(), done),
+                // Progress before completions: a handler's last report was
+                // sent before its result, and must reach the submitter first.
                 Some((job_id, p)) = inputs.progress.recv() => {
                     self.worker.handle_progress(Instant::now(), job_id, p);
                 }
+                Some(done) = inputs.done.recv() => self.on_job_done(Instant::now(), done),
                 Some(ev) = inputs.links.recv() => self.on_link_event(Instant::now(), ev),
                 Some(op) = inputs.opened.recv() => self.on_opened(Instant::now(), op),
                 Some(ev) = inputs.signal.recv() => self.on_signal(Instant::now(), ev),
@@ -675,6 +677,11 @@ fn too_big(job_id: &JobId, value: &Value) -> bool {
         outcome: Outcome::Ok {
             value: value.clone(),
         },
+        load: Some(jobmesh_wire::dc::Load {
+            running: u32::MAX,
+            slots: u32::MAX,
+            seq: u64::MAX,
+        }),
     };
     msg.encode().len() > MAX_DC_MESSAGE
 }

@@ -73,6 +73,18 @@ pub enum Outcome {
     },
 }
 
+/// A worker's load as it sends a result: fresher than its broadcast stats,
+/// which reach submitters later and coalesced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Load {
+    /// Jobs running after this one ended.
+    pub running: u32,
+    /// Its slots.
+    pub slots: u32,
+    /// Its stats sequence number (see [`Stats::seq`](crate::Stats::seq)).
+    pub seq: u64,
+}
+
 /// A handler's report of how far it got.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Progress {
@@ -165,6 +177,9 @@ pub enum DcMsg {
         attempt: u32,
         /// How it ended.
         outcome: Outcome,
+        /// The worker's load after it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        load: Option<Load>,
     },
     /// The last message could not be decoded.
     Error {

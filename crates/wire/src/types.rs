@@ -103,6 +103,10 @@ pub struct Stats {
     pub completed: u64,
     /// Jobs that failed on it since start.
     pub failed: u64,
+    /// Bumped by the worker on every change, so a receiver can tell which of
+    /// two reports (broadcast or piggybacked on a result) is newer.
+    #[serde(default)]
+    pub seq: u64,
     /// Mean run time of its finished jobs, per capability, in milliseconds.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub mean_run_ms: BTreeMap<Capability, u64>,

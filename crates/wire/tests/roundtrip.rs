@@ -30,6 +30,7 @@ fn stats() -> impl Strategy<Value = Stats> {
             queued,
             completed: c.into(),
             failed: f.into(),
+            seq: u64::from(c) ^ 7,
             mean_run_ms: means.into_iter().map(|(k, v)| (k, v.into())).collect(),
         })
 }
@@ -187,11 +188,22 @@ fn dc_msg() -> impl Strategy<Value = DcMsg> {
                 progress,
             }
         }),
-        (id.clone(), attempt, outcome).prop_map(|(job_id, attempt, outcome)| DcMsg::Result {
-            job_id,
+        (
+            id.clone(),
             attempt,
-            outcome
-        }),
+            outcome,
+            prop::option::of((any::<u32>(), any::<u32>(), any::<u64>()))
+        )
+            .prop_map(|(job_id, attempt, outcome, load)| DcMsg::Result {
+                load: load.map(|(running, slots, seq)| jobmesh_wire::dc::Load {
+                    running,
+                    slots,
+                    seq
+                }),
+                job_id,
+                attempt,
+                outcome
+            }),
         (prop::option::of(id), ".{0,40}")
             .prop_map(|(job_id, message)| DcMsg::Error { job_id, message }),
     ]

@@ -133,6 +133,7 @@ fn ok(job_id: JobId, attempt: u32, value: serde_json::Value) -> DcMsg {
         job_id,
         attempt,
         outcome: Outcome::Ok { value },
+        load: None,
     }
 }
 
@@ -253,6 +254,49 @@ fn busy_rejection_moves_the_job_to_another_worker_without_spending_a_retry() {
         1,
         "offered again after the wait, though max_retries is 0"
     );
+}
+
+#[test]
+fn a_load_report_on_a_result_beats_older_broadcast_stats() {
+    let mut h = Harness::new(&[worker(1, 1)]);
+    h.submit(spec(1));
+    let [(w, id, a)] = h.submits()[..] else {
+        panic!("one submit")
+    };
+    h.reply(
+        h.t0,
+        w,
+        DcMsg::Accepted {
+            job_id: id,
+            attempt: a,
+        },
+    );
+    let load = jobmesh_wire::dc::Load {
+        running: 0,
+        slots: 1,
+        seq: 2,
+    };
+    let done = DcMsg::Result {
+        job_id: id,
+        attempt: a,
+        outcome: Outcome::Ok { value: json!(1) },
+        load: Some(load),
+    };
+    h.reply(h.t0, w, done);
+    // The broadcast the worker sent when the job started arrives late.
+    let late = ServerMsg::StatsChanged {
+        peer_id: w,
+        stats: Stats {
+            slots: 1,
+            running: 1,
+            seq: 1,
+            ..Stats::default()
+        },
+    };
+    h.d.handle_input(h.t0, Input::Signal(&late)).expect("input");
+    h.drain();
+    h.submit(spec(2));
+    assert_eq!(h.submits().len(), 1, "the worker is known to be free");
 }
 
 #[test]
@@ -420,6 +464,7 @@ fn retryable_handler_errors_are_retried_with_bounded_exponential_backoff() {
                 message: format!("e{n}"),
                 retryable: true,
             },
+            load: None,
         };
         h.reply(now, w, err);
         let outs = h.drain();
@@ -477,6 +522,7 @@ fn non_retryable_handler_errors_fail_at_once() {
             message: "bad".into(),
             retryable: false,
         },
+        load: None,
     };
     h.reply(h.t0, w, err);
     let outs = h.drain();
@@ -873,7 +919,7 @@ proptest! {
                 Step::HandlerError(i, retryable) => {
                     if let Some(id) = pick(&order, &model, i, true) {
                         let (w, a) = model[&id].current.expect("current");
-                        let m = DcMsg::Result { job_id: id, attempt: a, outcome: Outcome::Err { message: "x".into(), retryable } };
+                        let m = DcMsg::Result { job_id: id, attempt: a, outcome: Outcome::Err { message: "x".into(), retryable }, load: None };
                         h.reply(now, w, m);
                         if !retryable {
                             expect_end = Some((id, "failed"));
