@@ -3,6 +3,7 @@
 
 mod a_draining_worker_finishes_its_jobs_and_refuses_new_ones;
 mod a_slow_client_is_dropped_not_waited_for;
+mod cli_lifecycle_acceptance;
 mod cli_submit_prints_envelopes_and_exit_codes;
 mod departed_peers_leave_the_pool;
 mod echo_job_returns_its_input_over_a_data_channel;

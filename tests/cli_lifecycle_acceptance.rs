@@ -1,0 +1,316 @@
+//! Issue-4 acceptance with the real binaries: round-robin alternation,
+//! timeout exit code, a SIGKILLed worker's job finishing elsewhere, `peer
+//! watch`, `peer jobs` and `peer cancel`.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+
+use jobmesh_testkit::process::{bin, Proc};
+use jobmesh_testkit::{init_tracing, PeerGuard, DEADLINE};
+use serde_json::{json, Value};
+
+fn peer(args: &[&str]) -> Command {
+    let mut c = Command::new(bin("peer"));
+    c.args(args)
+        .env_remove("JOBMESH_SIGNAL")
+        .env_remove("JOBMESH_CONTROL");
+    c
+}
+
+fn run(args: &[&str]) -> Output {
+    peer(args).output().expect("run peer")
+}
+
+fn json_out(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is JSON ({e}): {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// `peer watch --json` as a child whose lines arrive on a channel.
+struct Watch {
+    _child: Proc,
+    lines: mpsc::Receiver<Value>,
+}
+
+impl Watch {
+    fn start(sock: &str) -> Self {
+        let mut child: Child = peer(&["watch", "--json", "--control", sock])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn peer watch");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str(&line) {
+                    if tx.send(v).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        Self {
+            _child: Proc(child),
+            lines,
+        }
+    }
+
+    /// The next event matching `pred`, within the deadline.
+    fn until(&self, what: &str, mut pred: impl FnMut(&Value) -> bool) -> Value {
+        let end = std::time::Instant::now() + DEADLINE;
+        loop {
+            let left = end.saturating_duration_since(std::time::Instant::now());
+            let v = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no {what} from peer watch within {DEADLINE:?}"));
+            if pred(&v) {
+                return v;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_drives_the_whole_job_lifecycle() {
+    init_tracing();
+    let tmp = std::env::temp_dir().join(format!("jobmesh-life-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&tmp).expect("temp dir");
+    let sock = |n: &str| tmp.join(format!("{n}.sock")).to_string_lossy().into_owned();
+    let (_server, ready) =
+        Proc::spawn(Command::new(bin("signal-server")).args(["--listen", "127.0.0.1:0"]));
+    let url = ready
+        .split_whitespace()
+        .find(|w| w.starts_with("ws://"))
+        .expect("url")
+        .to_owned();
+    // Two one-slot workers; the ready line names each one's peer id.
+    let mut workers: HashMap<String, (Proc, String)> = HashMap::new();
+    for name in ["w1", "w2"] {
+        let (p, line) = Proc::spawn(&mut peer(&[
+            "--signal",
+            &url,
+            "--capabilities",
+            "echo,sleep",
+            "--slots",
+            "1",
+            "--name",
+            name,
+            "--pool",
+            "acc",
+            "--control",
+            &sock(name),
+            "--grace-secs",
+            "1",
+        ]));
+        let id = line
+            .split_whitespace()
+            .nth(2)
+            .expect("peer id in the ready line")
+            .to_owned();
+        workers.insert(name.to_owned(), (p, id));
+    }
+    let (_s, _) = Proc::spawn(&mut peer(&[
+        "--signal",
+        &url,
+        "--capabilities",
+        "",
+        "--name",
+        "s",
+        "--pool",
+        "acc",
+        "--control",
+        &sock("s"),
+    ]));
+    let watcher = PeerGuard::start(&url, "acc", "watcher", &[], 0);
+    watcher.wait_capable("echo", 2).await;
+    let s = sock("s");
+    let watch = Watch::start(&s);
+
+    // Ids of every job whose envelope we have seen: the watch stream also
+    // carries their events, and a new job is the one not among them.
+    let mut known: Vec<Value> = Vec::new();
+    // 10 round-robin submits from one daemon alternate workers.
+    let mut names = Vec::new();
+    for i in 0..10 {
+        let input = json!({ "i": i }).to_string();
+        let out = run(&[
+            "submit",
+            "echo",
+            "--input",
+            &input,
+            "--strategy",
+            "round-robin",
+            "--json",
+            "--control",
+            &s,
+        ]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let env = json_out(&out);
+        assert_eq!(env["attempts"], 1);
+        known.push(env["job_id"].clone());
+        names.push(env["worker"]["name"].as_str().expect("name").to_owned());
+    }
+    assert!(
+        names.windows(2).all(|p| p[0] != p[1]),
+        "alternates: {names:?}"
+    );
+
+    // The watch stream shows a job's lifecycle with timestamps.
+    let first = watch.until("a queued event", |v| v["event"] == "queued");
+    let job = first["job_id"].clone();
+    let mut seen = vec!["queued".to_owned()];
+    let mut last_at = first["at_ms"].as_u64().expect("timestamp");
+    while seen.last().map(String::as_str) != Some("finished") {
+        let v = watch.until("the job's next event", |v| v["job_id"] == job);
+        let at = v["at_ms"].as_u64().expect("timestamp");
+        assert!(at >= last_at, "timestamps never go back");
+        last_at = at;
+        seen.push(v["event"].as_str().expect("event").to_owned());
+    }
+    assert_eq!(seen, vec!["queued", "dispatched", "started", "finished"]);
+
+    // A job longer than its timeout: exit 3, status timed_out, one attempt.
+    let out = run(&[
+        "submit",
+        "sleep",
+        "--input",
+        r#"{"ms":5000}"#,
+        "--timeout",
+        "1",
+        "--retries",
+        "0",
+        "--json",
+        "--control",
+        &s,
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let env = json_out(&out);
+    assert_eq!(env["status"], "timed_out");
+    assert_eq!(env["attempts"], 1);
+    known.push(env["job_id"].clone());
+    // And the worker takes the next job.
+    let out = run(&[
+        "submit",
+        "sleep",
+        "--input",
+        r#"{"ms":10}"#,
+        "--json",
+        "--control",
+        &s,
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    known.push(json_out(&out)["job_id"].clone());
+
+    // A 3 s job whose worker is SIGKILLed once it started completes on the other.
+    let long = peer(&[
+        "submit",
+        "sleep",
+        "--input",
+        r#"{"ms":3000}"#,
+        "--json",
+        "--control",
+        &s,
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("spawn submit");
+    let queued = watch.until("the long job", |v| {
+        v["event"] == "queued" && !known.contains(&v["job_id"])
+    });
+    let long_id = queued["job_id"].clone();
+    let started = watch.until("the long job to start", |v| {
+        v["event"] == "started" && v["job_id"] == long_id
+    });
+    let victim_id = started["worker"].as_str().expect("worker").to_owned();
+    let victim = workers
+        .iter()
+        .find(|(_, (_, id))| *id == victim_id)
+        .map(|(n, _)| n.clone())
+        .expect("one of ours");
+    let (proc, _) = workers.remove(&victim).expect("victim");
+    proc.kill();
+    let out = long.wait_with_output().expect("submit finishes");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let env = json_out(&out);
+    assert_eq!(env["result"], json!({"slept_ms": 3000}));
+    assert_eq!(env["attempts"], 2, "{env}");
+    assert_ne!(env["worker"]["name"], victim.as_str());
+    known.push(env["job_id"].clone());
+
+    // `peer cancel` ends a running job; `peer jobs` lists it.
+    let pending = peer(&[
+        "submit",
+        "sleep",
+        "--input",
+        r#"{"ms":60000}"#,
+        "--json",
+        "--control",
+        &s,
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("spawn submit");
+    let queued = watch.until("the job", |v| {
+        v["event"] == "queued" && !known.contains(&v["job_id"])
+    });
+    let id = queued["job_id"].as_str().expect("id").to_owned();
+    watch.until("the job to start", |v| {
+        v["event"] == "started" && v["job_id"] == id.as_str()
+    });
+    let out = run(&["cancel", &id, "--control", &s]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = pending.wait_with_output().expect("submit finishes");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(json_out(&out)["status"], "cancelled");
+    let out = run(&["jobs", "--json", "--control", &s]);
+    let jobs = json_out(&out);
+    let listed = jobs
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|j| j["job_id"] == id.as_str())
+        .expect("the cancelled job is listed");
+    assert_eq!(listed["state"], "cancelled");
+    assert_eq!(
+        run(&["cancel", &id, "--control", &s]).status.code(),
+        Some(1),
+        "already over"
+    );
+    let _ = std::fs::remove_dir_all(&tmp);
+}
