@@ -17,3 +17,4 @@ mod peers_rejoin_when_the_signal_server_returns;
 mod signal_server_never_carries_a_payload;
 mod signal_server_serves_http_and_shuts_down_cleanly;
 mod simultaneous_dials_resolve_to_one_link;
+mod the_library_example_runs;

@@ -102,6 +102,31 @@ pub trait Handler: Send + Sync + 'static {
     async fn run(&self, input: Value, ctx: JobContext) -> Result<Value, HandlerError>;
 }
 
+/// A handler made of an async function, for [`handler_fn`].
+pub struct FnHandler<F> {
+    f: F,
+}
+
+/// Wraps an async function `(input, ctx) -> Result<Value, HandlerError>` as a [`Handler`].
+pub fn handler_fn<F, Fut>(f: F) -> FnHandler<F>
+where
+    F: Fn(Value, JobContext) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Value, HandlerError>> + Send + 'static,
+{
+    FnHandler { f }
+}
+
+#[async_trait::async_trait]
+impl<F, Fut> Handler for FnHandler<F>
+where
+    F: Fn(Value, JobContext) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Value, HandlerError>> + Send + 'static,
+{
+    async fn run(&self, input: Value, ctx: JobContext) -> Result<Value, HandlerError> {
+        (self.f)(input, ctx).await
+    }
+}
+
 /// `echo`: returns its input.
 #[derive(Debug)]
 pub struct Echo;

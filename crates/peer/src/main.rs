@@ -277,7 +277,7 @@ async fn daemon(args: DaemonArgs) -> anyhow::Result<u8> {
         .parse()
         .map_err(|e| anyhow::anyhow!("--dispatch: {e}"))?;
     if strategy == StrategyKind::Custom {
-        bail!("--dispatch: \"custom\" needs a strategy written in Rust (see examples/custom-strategy.rs)");
+        bail!("--dispatch: \"custom\" needs a strategy written in Rust (see examples/library.rs)");
     }
     config.dispatcher.default_strategy = strategy;
     config.dispatcher.self_dispatch = !args.no_self_dispatch;

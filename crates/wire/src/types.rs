@@ -71,6 +71,13 @@ impl Capability {
     }
 }
 
+impl std::str::FromStr for Capability {
+    type Err = DecodeError;
+    fn from_str(s: &str) -> Result<Self, DecodeError> {
+        Self::new(s)
+    }
+}
+
 impl TryFrom<String> for Capability {
     type Error = DecodeError;
     fn try_from(s: String) -> Result<Self, DecodeError> {
