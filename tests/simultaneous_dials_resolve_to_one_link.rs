@@ -8,8 +8,10 @@ use serde_json::json;
 async fn two_peers_submitting_to_each_other_at_once_both_succeed() {
     init_tracing();
     let mut server = SignalGuard::start().await;
-    let a = PeerGuard::start(server.url(), "t9", "a", &["echo"], 2);
-    let b = PeerGuard::start(server.url(), "t9", "b", &["echo"], 2);
+    // Self-dispatch off: each one's only candidate is the other.
+    let remote_only = |c: &mut jobmesh_peer::DaemonConfig| c.dispatcher.self_dispatch = false;
+    let a = PeerGuard::start_configured(server.url(), "t9", "a", &["echo"], 2, remote_only);
+    let b = PeerGuard::start_configured(server.url(), "t9", "b", &["echo"], 2, remote_only);
     a.wait_capable("echo", 1).await;
     b.wait_capable("echo", 1).await;
     // Each one's only capable peer is the other: both dial at the same moment.

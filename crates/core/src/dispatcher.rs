@@ -3,7 +3,8 @@
 //! progress and events.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::ops::Bound;
 use std::time::{Duration, Instant};
 
 use jobmesh_wire::dc::{DcMsg, JobId, Outcome, RejectReason, MAX_DC_MESSAGE};
@@ -225,6 +226,18 @@ struct Job {
     retries_left: u32,
     /// Its key in the queue while queued.
     queue_key: Option<QueueKey>,
+    /// Its entry in the timer index.
+    timer: Instant,
+}
+
+impl Job {
+    /// When `Input::Timeout` next has work for this job.
+    fn next_timer(&self) -> Instant {
+        match self.state {
+            JobState::Queued => self.deadline.min(self.not_before),
+            _ => self.deadline,
+        }
+    }
 }
 
 /// Higher priority first, then submission order.
@@ -278,6 +291,12 @@ pub struct Dispatcher {
     /// This peer's attempts in flight at each worker when its last stats
     /// arrived: those stats already count them (see [`Dispatcher::capable`]).
     in_flight_at_stats: HashMap<PeerId, u32>,
+    /// Every held job's next timer, so `poll_timeout` and timeouts cost
+    /// O(log n), not a scan of all jobs.
+    timers: BTreeSet<(Instant, JobId)>,
+    /// Queued jobs per capability, so a queue pass can stop once every
+    /// capability in the queue is known to have no room.
+    queued_caps: HashMap<Capability, usize>,
     out: VecDeque<Output>,
     stale: u64,
 }
@@ -305,6 +324,8 @@ impl Dispatcher {
             seq: 0,
             in_flight: BTreeMap::new(),
             in_flight_at_stats: HashMap::new(),
+            timers: BTreeSet::new(),
+            queued_caps: HashMap::new(),
             out: VecDeque::new(),
             stale: 0,
         }
@@ -380,13 +401,17 @@ impl Dispatcher {
 
     /// The earliest instant at which [`Input::Timeout`] has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.jobs
-            .values()
-            .map(|j| match j.state {
-                JobState::Queued => j.deadline.min(j.not_before),
-                _ => j.deadline,
-            })
-            .min()
+        self.timers.first().map(|(t, _)| *t)
+    }
+
+    /// Re-files a job's timer after its deadline, wait or state changed.
+    fn refile_timer(&mut self, id: JobId) {
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        self.timers.remove(&(job.timer, id));
+        job.timer = job.next_timer();
+        self.timers.insert((job.timer, id));
     }
 
     /// The next thing to do, if any.
@@ -436,10 +461,13 @@ impl Dispatcher {
             refused_by: Vec::new(),
             retries_left: spec.options.max_retries,
             queue_key: None,
+            timer: now,
             spec,
         };
         self.jobs.insert(id, job);
+        self.timers.insert((now, id));
         self.enqueue(id);
+        self.refile_timer(id);
         self.event(id, now, kind);
         Ok(())
     }
@@ -451,6 +479,10 @@ impl Dispatcher {
         self.seq += 1;
         let key = (Reverse(job.spec.options.priority), self.seq);
         job.queue_key = Some(key);
+        *self
+            .queued_caps
+            .entry(job.spec.capability.clone())
+            .or_default() += 1;
         self.queue.insert(key, id);
     }
 
@@ -614,11 +646,14 @@ impl Dispatcher {
     }
 
     fn on_timeout(&mut self, now: Instant) {
-        let expired: Vec<JobId> = self
-            .jobs
-            .iter()
-            .filter(|(_, j)| j.deadline <= now)
-            .map(|(id, _)| *id)
+        let due: Vec<JobId> = self
+            .timers
+            .range(..=(now, JobId::max()))
+            .map(|(_, id)| *id)
+            .collect();
+        let expired: Vec<JobId> = due
+            .into_iter()
+            .filter(|id| self.jobs.get(id).is_some_and(|j| j.deadline <= now))
             .collect();
         for id in expired {
             let Some(job) = self.jobs.get(&id) else {
@@ -702,6 +737,7 @@ impl Dispatcher {
         if self.set_state(id, JobState::Queued) {
             self.enqueue(id);
         }
+        self.refile_timer(id);
     }
 
     /// Closes the current attempt with `outcome`, releasing its slot; with
@@ -779,8 +815,9 @@ impl Dispatcher {
         let Some(job) = self.jobs.remove(&id) else {
             return;
         };
+        self.timers.remove(&(job.timer, id));
         if let Some(key) = job.queue_key {
-            self.queue.remove(&key);
+            self.dequeue(key, &job.spec.capability);
         }
         let error = result.as_ref().err().map(|e| e.to_string());
         self.event(
@@ -800,13 +837,40 @@ impl Dispatcher {
         }));
     }
 
+    /// Takes a job out of the queue.
+    fn dequeue(&mut self, key: QueueKey, cap: &Capability) {
+        if self.queue.remove(&key).is_some() {
+            if let Some(n) = self.queued_caps.get_mut(cap) {
+                *n -= 1;
+                if *n == 0 {
+                    self.queued_caps.remove(cap);
+                }
+            }
+        }
+    }
+
     /// Offers queued jobs whose time has come, highest priority first.
     fn pump(&mut self, now: Instant) {
         // Capabilities without a worker with room in this pass: later jobs
-        // needing them are not looked at again (keeps a long queue cheap).
+        // needing them are skipped, and the pass ends once every capability
+        // in the queue is one of them (keeps a long queue cheap).
         let mut full: HashSet<Capability> = HashSet::new();
-        let keys: Vec<(QueueKey, JobId)> = self.queue.iter().map(|(k, v)| (*k, *v)).collect();
-        for (key, id) in keys {
+        let mut cursor: Option<QueueKey> = None;
+        loop {
+            if full.len() >= self.queued_caps.len() {
+                break;
+            }
+            let next = match cursor {
+                None => self.queue.iter().next(),
+                Some(c) => self
+                    .queue
+                    .range((Bound::Excluded(c), Bound::Unbounded))
+                    .next(),
+            };
+            let Some((key, id)) = next.map(|(k, v)| (*k, *v)) else {
+                break;
+            };
+            cursor = Some(key);
             let Some(job) = self.jobs.get(&id) else {
                 self.queue.remove(&key);
                 continue;
@@ -907,6 +971,7 @@ impl Dispatcher {
                     job.refused_by.clear();
                     job.not_before = wait;
                 }
+                self.refile_timer(id);
             }
             // Other jobs may still be placed if any capable worker has room.
             return if capable.iter().any(Candidate::has_room) {
@@ -923,8 +988,11 @@ impl Dispatcher {
         }
         if let Some(job) = self.jobs.get_mut(&id) {
             if let Some(key) = job.queue_key.take() {
-                self.queue.remove(&key);
+                let cap = job.spec.capability.clone();
+                self.dequeue(key, &cap);
             }
+        }
+        if let Some(job) = self.jobs.get_mut(&id) {
             job.deadline = now + timeout;
             job.attempts.push(Attempt {
                 number: attempt,
@@ -935,6 +1003,7 @@ impl Dispatcher {
                 outcome: None,
             });
         }
+        self.refile_timer(id);
         *self.in_flight.entry(worker).or_default() += 1;
         self.out.push_back(Output::Send { to: worker, msg });
         self.event(id, now, EventKind::Dispatched { worker, attempt });

@@ -430,8 +430,10 @@ impl Daemon {
 
     fn on_event(&mut self, e: JobEvent) {
         self.table.apply(&e, &self.clock);
-        // No subscribers is fine; a lagging one misses events.
-        let _ = self.watch.send(WatchEvent::from_event(&e, &self.clock));
+        if self.watch.receiver_count() > 0 {
+            // A lagging subscriber misses events; sending never waits.
+            let _ = self.watch.send(WatchEvent::from_event(&e, &self.clock));
+        }
         if let Some(w) = self.waiters.get(&e.job_id) {
             // Overflow: the event is dropped; the outcome still arrives.
             let _ = w.events.try_send(e.clone());

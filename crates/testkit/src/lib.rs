@@ -63,11 +63,24 @@ pub struct PeerGuard {
 impl PeerGuard {
     /// Starts a daemon in `pool` with `caps` and `slots`.
     pub fn start(signal_url: &str, pool: &str, name: &str, caps: &[&str], slots: u32) -> Self {
+        Self::start_configured(signal_url, pool, name, caps, slots, |_| {})
+    }
+
+    /// Like [`start`](Self::start), with `tweak` applied to the config.
+    pub fn start_configured(
+        signal_url: &str,
+        pool: &str,
+        name: &str,
+        caps: &[&str],
+        slots: u32,
+        tweak: impl FnOnce(&mut DaemonConfig),
+    ) -> Self {
         let mut config = DaemonConfig::new(signal_url, name, pool);
         config.capabilities = caps.iter().map(|c| cap(c)).collect();
         config.slots = slots;
         config.rtc = loopback_rtc();
         config.grace = Duration::from_secs(2);
+        tweak(&mut config);
         Self::start_with(config)
     }
 

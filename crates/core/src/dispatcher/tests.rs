@@ -1020,6 +1020,12 @@ proptest! {
             if !h.d.is_empty() {
                 prop_assert!(h.d.poll_timeout().is_some(), "a live job without a timer");
             }
+            // The indexes agree with the jobs they index.
+            prop_assert_eq!(h.d.timers.len(), h.d.jobs.len());
+            for (id, j) in &h.d.jobs {
+                prop_assert!(h.d.timers.contains(&(j.next_timer(), *id)), "a stale timer entry");
+            }
+            prop_assert_eq!(h.d.queued_caps.values().sum::<usize>(), h.d.queue.len());
         }
         // Run the clock far past every deadline, rejoining workers: all must end.
         for w in 1..=3u128 {
