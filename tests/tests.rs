@@ -1,6 +1,7 @@
 //! jobmesh's integration tests: real signal-server, real daemons, real WebRTC
 //! data channels over loopback. One module per behaviour, named as a sentence.
 
+mod a_control_client_that_leaves_cancels_its_job;
 mod a_draining_worker_finishes_its_jobs_and_refuses_new_ones;
 mod a_slow_client_is_dropped_not_waited_for;
 mod cli_lifecycle_acceptance;

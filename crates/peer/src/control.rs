@@ -90,6 +90,9 @@ pub struct SubmitOptions {
     /// Affinity key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity: Option<String>,
+    /// Whether losing the worker retries the job (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_on_disconnect: Option<bool>,
 }
 
 impl SubmitOptions {
@@ -115,6 +118,9 @@ impl SubmitOptions {
             o.strategy = Some(s.parse::<StrategyKind>()?);
         }
         o.affinity.clone_from(&self.affinity);
+        if let Some(r) = self.retry_on_disconnect {
+            o.retry_on_disconnect = r;
+        }
         Ok(o)
     }
 }

@@ -131,6 +131,9 @@ struct SubmitArgs {
     /// Affinity key: jobs with the same key go to the same worker while it lives.
     #[arg(long)]
     affinity: Option<String>,
+    /// If the worker goes away mid-job, end the job `lost` instead of retrying it.
+    #[arg(long)]
+    no_retry_on_disconnect: bool,
     /// Print the envelope {job_id, status, worker, result, error, attempts, elapsed_ms}
     /// on stdout, and progress as JSON lines on stderr.
     #[arg(long)]
@@ -399,6 +402,7 @@ async fn submit(args: SubmitArgs) -> anyhow::Result<u8> {
         retries: Some(args.retries),
         strategy: args.strategy.clone(),
         affinity: args.affinity.clone(),
+        retry_on_disconnect: Some(!args.no_retry_on_disconnect),
     };
     let job_options = options.to_options().map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut progress = Progress::new(args.json);

@@ -1,0 +1,92 @@
+//! Ctrl-C on `peer submit` closes its control connection; the daemon then
+//! cancels the job, and the worker's handler sees the cancel.
+
+use jobmesh_peer::control::{self, Request, SubmitOptions};
+use jobmesh_peer::Metrics;
+use jobmesh_testkit::{cap, init_tracing, within, PeerGuard, SignalGuard};
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio_util::sync::CancellationToken;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_the_control_connection_cancels_the_job() {
+    init_tracing();
+    let mut server = SignalGuard::start().await;
+    let worker = PeerGuard::start(server.url(), "cc", "w", &["sleep"], 1);
+    let sub = PeerGuard::start(server.url(), "cc", "sub", &[], 0);
+    sub.wait_capable("sleep", 1).await;
+    let dir = std::env::temp_dir().join(format!("jobmesh-cc-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("sub.sock");
+    let listener = control::bind(&path).await.expect("bind");
+    let stop = CancellationToken::new();
+    tokio::spawn(control::serve(
+        listener,
+        path.clone(),
+        sub.handle.clone(),
+        stop.clone(),
+    ));
+    let mut watch = sub.handle.watch();
+
+    let req = Request::Submit {
+        capability: cap("sleep"),
+        input: json!({"ms": 60_000}),
+        options: SubmitOptions::default(),
+        events: true,
+    };
+    let stream = tokio::net::UnixStream::connect(&path)
+        .await
+        .expect("connect");
+    let (read, mut write) = stream.into_split();
+    let line = format!("{}\n", serde_json::to_string(&req).expect("json"));
+    write.write_all(line.as_bytes()).await.expect("write");
+    let mut lines = BufReader::new(read).lines();
+    // Wait until the worker runs it, then leave.
+    within("the job to start", async {
+        loop {
+            let l = lines.next_line().await.expect("read").expect("a line");
+            let v: serde_json::Value = serde_json::from_str(&l).expect("json");
+            if v["event"]["event"] == "started" {
+                break;
+            }
+        }
+    })
+    .await;
+    drop(lines);
+    drop(write);
+
+    let finished = within("the job to end", async {
+        loop {
+            let e = watch.recv().await.expect("watching");
+            if e.event == "finished" {
+                return e;
+            }
+        }
+    })
+    .await;
+    assert_eq!(finished.state.as_deref(), Some("cancelled"));
+    let wid = worker.handle.id();
+    sub.wait_pool("the worker's slot to free", |s| {
+        s.peers
+            .iter()
+            .any(|p| p.id == wid && p.stats.running == 0 && p.stats.failed == 1)
+    })
+    .await;
+    assert_eq!(Metrics::get(&worker.handle.metrics().handlers_cancelled), 1);
+    // The daemon still serves the next client.
+    let r = control::request(
+        &path,
+        &Request::Submit {
+            capability: cap("sleep"),
+            input: json!({"ms": 1}),
+            options: SubmitOptions::default(),
+            events: false,
+        },
+    )
+    .await
+    .expect("answer");
+    assert_eq!(r["status"], "completed");
+    stop.cancel();
+    let _ = std::fs::remove_dir_all(&dir);
+    server.stop().await;
+}
