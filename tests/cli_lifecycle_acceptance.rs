@@ -4,34 +4,12 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 
-use jobmesh_testkit::process::{bin, Proc};
+use jobmesh_testkit::process::{bin, expect_exit, peer, run_peer, stdout_json, Proc};
 use jobmesh_testkit::{init_tracing, PeerGuard, DEADLINE};
 use serde_json::{json, Value};
-
-fn peer(args: &[&str]) -> Command {
-    let mut c = Command::new(bin("peer"));
-    c.args(args)
-        .env_remove("JOBMESH_SIGNAL")
-        .env_remove("JOBMESH_CONTROL");
-    c
-}
-
-fn run(args: &[&str]) -> Output {
-    peer(args).output().expect("run peer")
-}
-
-fn json_out(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is JSON ({e}): {}\nstderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
 
 /// `peer watch --json` as a child whose lines arrive on a channel.
 struct Watch {
@@ -142,7 +120,7 @@ async fn the_cli_drives_the_whole_job_lifecycle() {
     let mut names = Vec::new();
     for i in 0..10 {
         let input = json!({ "i": i }).to_string();
-        let out = run(&[
+        let out = run_peer(&[
             "submit",
             "echo",
             "--input",
@@ -153,13 +131,8 @@ async fn the_cli_drives_the_whole_job_lifecycle() {
             "--control",
             &s,
         ]);
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let env = json_out(&out);
+        expect_exit(&out, 0);
+        let env = stdout_json(&out);
         assert_eq!(env["attempts"], 1);
         known.push(env["job_id"].clone());
         names.push(env["worker"]["name"].as_str().expect("name").to_owned());
@@ -184,7 +157,7 @@ async fn the_cli_drives_the_whole_job_lifecycle() {
     assert_eq!(seen, vec!["queued", "dispatched", "started", "finished"]);
 
     // A job longer than its timeout: exit 3, status timed_out, one attempt.
-    let out = run(&[
+    let out = run_peer(&[
         "submit",
         "sleep",
         "--input",
@@ -197,18 +170,13 @@ async fn the_cli_drives_the_whole_job_lifecycle() {
         "--control",
         &s,
     ]);
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let env = json_out(&out);
+    expect_exit(&out, 3);
+    let env = stdout_json(&out);
     assert_eq!(env["status"], "timed_out");
     assert_eq!(env["attempts"], 1);
     known.push(env["job_id"].clone());
     // And the worker takes the next job.
-    let out = run(&[
+    let out = run_peer(&[
         "submit",
         "sleep",
         "--input",
@@ -217,13 +185,8 @@ async fn the_cli_drives_the_whole_job_lifecycle() {
         "--control",
         &s,
     ]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    known.push(json_out(&out)["job_id"].clone());
+    expect_exit(&out, 0);
+    known.push(stdout_json(&out)["job_id"].clone());
 
     // A 3 s job whose worker is SIGKILLed once it started completes on the other.
     let long = peer(&[
@@ -255,13 +218,8 @@ async fn the_cli_drives_the_whole_job_lifecycle() {
     let (proc, _) = workers.remove(&victim).expect("victim");
     proc.kill();
     let out = long.wait_with_output().expect("submit finishes");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let env = json_out(&out);
+    expect_exit(&out, 0);
+    let env = stdout_json(&out);
     assert_eq!(env["result"], json!({"slept_ms": 3000}));
     assert_eq!(env["attempts"], 2, "{env}");
     assert_ne!(env["worker"]["name"], victim.as_str());
@@ -288,18 +246,13 @@ async fn the_cli_drives_the_whole_job_lifecycle() {
     watch.until("the job to start", |v| {
         v["event"] == "started" && v["job_id"] == id.as_str()
     });
-    let out = run(&["cancel", &id, "--control", &s]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run_peer(&["cancel", &id, "--control", &s]);
+    expect_exit(&out, 0);
     let out = pending.wait_with_output().expect("submit finishes");
-    assert_eq!(out.status.code(), Some(1));
-    assert_eq!(json_out(&out)["status"], "cancelled");
-    let out = run(&["jobs", "--json", "--control", &s]);
-    let jobs = json_out(&out);
+    expect_exit(&out, 1);
+    assert_eq!(stdout_json(&out)["status"], "cancelled");
+    let out = run_peer(&["jobs", "--json", "--control", &s]);
+    let jobs = stdout_json(&out);
     let listed = jobs
         .as_array()
         .expect("list")
@@ -308,7 +261,7 @@ async fn the_cli_drives_the_whole_job_lifecycle() {
         .expect("the cancelled job is listed");
     assert_eq!(listed["state"], "cancelled");
     assert_eq!(
-        run(&["cancel", &id, "--control", &s]).status.code(),
+        run_peer(&["cancel", &id, "--control", &s]).status.code(),
         Some(1),
         "already over"
     );

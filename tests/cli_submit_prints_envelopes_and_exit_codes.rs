@@ -1,30 +1,11 @@
 //! The real binaries, as a user runs them.
 
 use std::collections::HashSet;
-use std::process::{Command, Output};
+use std::process::Command;
 
-use jobmesh_testkit::process::{bin, Proc};
+use jobmesh_testkit::process::{bin, expect_exit, run_peer, stdout_json, Proc};
 use jobmesh_testkit::{init_tracing, PeerGuard};
 use serde_json::{json, Value};
-
-fn run(args: &[&str]) -> Output {
-    Command::new(bin("peer"))
-        .args(args)
-        .env_remove("JOBMESH_SIGNAL")
-        .env_remove("JOBMESH_CONTROL")
-        .output()
-        .expect("run peer")
-}
-
-fn envelope(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is an envelope ({e}): {}\nstderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peer_submit_prints_envelopes_and_exits_0_1_2_3() {
@@ -78,16 +59,11 @@ async fn peer_submit_prints_envelopes_and_exits_0_1_2_3() {
     let mut names = HashSet::new();
     for i in 0..20 {
         let input = json!({ "n": i }).to_string();
-        let out = run(&[
+        let out = run_peer(&[
             "submit", "echo", "--input", &input, "--signal", &url, "--pool", "cli", "--json",
         ]);
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let env = envelope(&out);
+        expect_exit(&out, 0);
+        let env = stdout_json(&out);
         assert_eq!(env["status"], "completed");
         assert_eq!(env["result"], json!({ "n": i }));
         assert!(env["error"].is_null());
@@ -103,7 +79,7 @@ async fn peer_submit_prints_envelopes_and_exits_0_1_2_3() {
     assert_eq!(names, HashSet::from(["w1".to_owned(), "w2".to_owned()]));
 
     // Through the local daemon's control socket; plain output is the result JSON.
-    let out = run(&[
+    let out = run_peer(&[
         "submit",
         "echo",
         "--input",
@@ -111,14 +87,14 @@ async fn peer_submit_prints_envelopes_and_exits_0_1_2_3() {
         "--control",
         &sock("s"),
     ]);
-    assert_eq!(out.status.code(), Some(0));
+    expect_exit(&out, 0);
     assert_eq!(
         serde_json::from_slice::<Value>(&out.stdout).expect("json"),
         json!({"via": "control"})
     );
 
     // Exit 1: the job ran into a failure (bad input is refused by the worker).
-    let out = run(&[
+    let out = run_peer(&[
         "submit",
         "sleep",
         "--input",
@@ -127,18 +103,18 @@ async fn peer_submit_prints_envelopes_and_exits_0_1_2_3() {
         &sock("s"),
         "--json",
     ]);
-    assert_eq!(out.status.code(), Some(1));
-    assert_eq!(envelope(&out)["status"], "rejected");
+    expect_exit(&out, 1);
+    assert_eq!(stdout_json(&out)["status"], "rejected");
 
     // Exit 3: nobody runs it.
-    let out = run(&["submit", "ocr", "--control", &sock("s"), "--json"]);
-    assert_eq!(out.status.code(), Some(3));
-    let env = envelope(&out);
+    let out = run_peer(&["submit", "ocr", "--control", &sock("s"), "--json"]);
+    expect_exit(&out, 3);
+    let env = stdout_json(&out);
     assert_eq!(env["status"], "no_worker");
     assert!(env["error"].as_str().is_some_and(|e| e.contains("ocr")));
 
     // Exit 3: timed out.
-    let out = run(&[
+    let out = run_peer(&[
         "submit",
         "sleep",
         "--input",
@@ -149,12 +125,12 @@ async fn peer_submit_prints_envelopes_and_exits_0_1_2_3() {
         &sock("s"),
         "--json",
     ]);
-    assert_eq!(out.status.code(), Some(3));
-    assert_eq!(envelope(&out)["status"], "timed_out");
+    expect_exit(&out, 3);
+    assert_eq!(stdout_json(&out)["status"], "timed_out");
 
     // Exit 2: an input too large for one data-channel message, refused before sending.
     let huge = format!("\"{}\"", "x".repeat(70_000));
-    let out = run(&[
+    let out = run_peer(&[
         "submit",
         "echo",
         "--input",
@@ -163,13 +139,8 @@ async fn peer_submit_prints_envelopes_and_exits_0_1_2_3() {
         &sock("s"),
         "--json",
     ]);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let env = envelope(&out);
+    expect_exit(&out, 2);
+    let env = stdout_json(&out);
     assert_eq!(env["status"], "too_large");
     assert!(
         env["error"].as_str().is_some_and(|e| e.contains("65536")),
@@ -177,9 +148,9 @@ async fn peer_submit_prints_envelopes_and_exits_0_1_2_3() {
     );
 
     // Exit 2: usage errors, with a message.
-    let out = run(&["submit"]);
-    assert_eq!(out.status.code(), Some(2));
-    let out = run(&[
+    let out = run_peer(&["submit"]);
+    expect_exit(&out, 2);
+    let out = run_peer(&[
         "submit",
         "echo",
         "--input",
@@ -187,16 +158,16 @@ async fn peer_submit_prints_envelopes_and_exits_0_1_2_3() {
         "--control",
         &sock("s"),
     ]);
-    assert_eq!(out.status.code(), Some(2));
+    expect_exit(&out, 2);
     assert!(String::from_utf8_lossy(&out.stderr).contains("--input"));
-    let out = run(&["--capabilities", "teleport", "--signal", &url]);
-    assert_eq!(out.status.code(), Some(2));
+    let out = run_peer(&["--capabilities", "teleport", "--signal", &url]);
+    expect_exit(&out, 2);
     assert!(String::from_utf8_lossy(&out.stderr).contains("teleport"));
 
     // `peer peers` lists the pool.
-    let out = run(&["peers", "--control", &sock("s"), "--json"]);
-    assert_eq!(out.status.code(), Some(0));
-    let peers = envelope(&out);
+    let out = run_peer(&["peers", "--control", &sock("s"), "--json"]);
+    expect_exit(&out, 0);
+    let peers = stdout_json(&out);
     let listed: HashSet<&str> = peers["peers"]
         .as_array()
         .expect("peers")
@@ -213,7 +184,7 @@ async fn peer_submit_prints_envelopes_and_exits_0_1_2_3() {
         .await;
     for i in 0..4 {
         let input = json!({ "after": i }).to_string();
-        let out = run(&[
+        let out = run_peer(&[
             "submit",
             "echo",
             "--input",
@@ -222,13 +193,8 @@ async fn peer_submit_prints_envelopes_and_exits_0_1_2_3() {
             &sock("s"),
             "--json",
         ]);
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(envelope(&out)["result"], json!({ "after": i }));
+        expect_exit(&out, 0);
+        assert_eq!(stdout_json(&out)["result"], json!({ "after": i }));
     }
     drop(workers);
     let _ = std::fs::remove_dir_all(&tmp);

@@ -72,3 +72,38 @@ impl Proc {
         let _ = self.0.wait();
     }
 }
+
+/// The `peer` binary with the environment that would redirect it removed.
+pub fn peer(args: &[&str]) -> std::process::Command {
+    let mut c = std::process::Command::new(bin("peer"));
+    c.args(args)
+        .env_remove("JOBMESH_SIGNAL")
+        .env_remove("JOBMESH_CONTROL");
+    c
+}
+
+/// Runs `peer` to completion.
+pub fn run_peer(args: &[&str]) -> std::process::Output {
+    peer(args).output().expect("run peer")
+}
+
+/// A command's stdout as JSON (panics with stdout and stderr otherwise).
+pub fn stdout_json(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// Asserts a command's exit code, showing its stderr when it differs.
+pub fn expect_exit(out: &std::process::Output, code: i32) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
