@@ -369,6 +369,11 @@ impl Dispatcher {
     /// Feeds one input. Only `Submit` can fail, and then nothing was queued:
     /// a full queue, a duplicate id, an input too large, a missing custom strategy.
     pub fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), JobError> {
+        // Deadlines that passed by `now` count before anything that arrives at
+        // `now`: a result racing its own timeout loses to it.
+        if !matches!(input, Input::Timeout) && self.poll_timeout().is_some_and(|t| t <= now) {
+            self.on_timeout(now);
+        }
         match input {
             Input::Signal(msg) => match self.pool.apply(msg) {
                 PoolChange::Replaced { gone } => {

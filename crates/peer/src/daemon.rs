@@ -55,6 +55,9 @@ const SIGNAL_OUT_QUEUE: usize = 256;
 /// Capacity of the handler-completion channel. Full: handler tasks wait; there
 /// are at most `slots` of them.
 const DONE_QUEUE: usize = 256;
+/// How long a timed-out handler gets to stop after its cancel token fires
+/// (an exec handler needs up to its SIGTERM→SIGKILL grace).
+const HANDLER_STOP_GRACE: Duration = Duration::from_secs(3);
 /// Capacity of the handler-progress channel. Full: the report is dropped
 /// (reports are coalesced; the next one carries the news).
 const PROGRESS_QUEUE: usize = 1024;
@@ -398,6 +401,14 @@ impl Daemon {
         }
         let mut stats = self.worker.stats();
         stats.queued = u32::try_from(self.dispatcher.queued()).unwrap_or(u32::MAX);
+        // This peer's own view is exact; only what goes to the pool is coalesced.
+        self.pool_tx.send_if_modified(|s| {
+            let changed = s.me.stats != stats;
+            if changed {
+                s.me.stats.clone_from(&stats);
+            }
+            changed
+        });
         if let Some(s) = self.coalescer.update(now, stats) {
             self.send_stats(s);
         }
@@ -414,7 +425,6 @@ impl Daemon {
     }
 
     fn send_stats(&mut self, stats: Stats) {
-        self.pool_tx.send_modify(|s| s.me.stats = stats.clone());
         // Overflow: dropped; the coalescer sends the latest value on the next change.
         let _ = self.signal_out.try_send(ClientMsg::Stats { stats });
     }
@@ -622,16 +632,20 @@ impl Daemon {
         self.tracker.spawn(
             async move {
                 info!("job started");
-                let result =
-                    match tokio::time::timeout(timeout, run_handler(handler, input, ctx)).await {
-                        Ok(r) => r,
-                        Err(_) => {
-                            token.cancel();
-                            Err(HandlerError::transient(format!(
-                                "timed out on the worker after {timeout_ms} ms"
-                            )))
-                        }
-                    };
+                let run = run_handler(handler, input, ctx);
+                tokio::pin!(run);
+                let result = tokio::select! {
+                    r = &mut run => r,
+                    () = tokio::time::sleep(timeout) => {
+                        // Let the handler stop its work (kill its processes,
+                        // remove its files) before the slot is freed, bounded.
+                        token.cancel();
+                        let _ = tokio::time::timeout(HANDLER_STOP_GRACE, &mut run).await;
+                        Err(HandlerError::transient(format!(
+                            "timed out on the worker after {timeout_ms} ms"
+                        )))
+                    }
+                };
                 if token.is_cancelled() {
                     Metrics::bump(&metrics.handlers_cancelled);
                 }

@@ -179,7 +179,7 @@ pub const BUILTIN: &[&str] = &["echo", "sleep"];
 
 /// Why a capability list was refused at start.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown capability {name:?}; this peer can run: {}", BUILTIN.join(", "))]
+#[error("unknown capability {name:?}; built in: {}; or declare it as an exec handler in --config", BUILTIN.join(", "))]
 pub struct UnknownCapability {
     /// The name given.
     pub name: String,

@@ -5,12 +5,14 @@
 //!   policies in `docs/architecture.md`), started with [`spawn`] or
 //!   [`spawn_with`]; [`PeerHandle`] and [`JobHandle`] are its Rust API.
 //! * [`handlers`]: the handler trait and the built-ins (`echo`, `sleep`).
+//! * [`exec`]: any command as a capability, from a TOML config.
 //! * [`jobs`]: the event records of `peer watch` and the table of `peer jobs`.
 //! * [`control`]: the unix-socket control API (`peer submit`, `peer peers`).
 
 mod api;
 pub mod control;
 mod daemon;
+pub mod exec;
 pub mod handlers;
 pub mod jobs;
 

@@ -186,6 +186,9 @@ struct DaemonArgs {
     /// Seconds running jobs get to finish after SIGINT/SIGTERM.
     #[arg(long, env = "JOBMESH_GRACE_SECS", default_value_t = 30)]
     grace_secs: u64,
+    /// TOML file declaring exec handlers (any command as a capability; see docs/handlers.md).
+    #[arg(long, env = "JOBMESH_CONFIG")]
+    config: Option<PathBuf>,
     /// Default dispatch strategy: round-robin, least-loaded, random, affinity.
     #[arg(long, env = "JOBMESH_DISPATCH", default_value = "least-loaded")]
     dispatch: String,
@@ -250,19 +253,36 @@ fn init_tracing(client: bool) {
         .try_init();
 }
 
-fn parse_capabilities(raw: &[String]) -> anyhow::Result<Vec<Capability>> {
+/// The capabilities asked for, each with its handler: from the exec config
+/// if it declares one, else built in. Anything else is refused here, at start.
+fn parse_capabilities(
+    raw: &[String],
+    config: Option<&std::path::Path>,
+) -> anyhow::Result<(Vec<Capability>, handlers::Handlers)> {
     let caps = raw
         .iter()
         .map(|s| s.trim())
         .filter(|s| !s.is_empty())
         .map(|s| Capability::new(s).map_err(|e| anyhow::anyhow!("--capabilities: {e}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    handlers::builtin(&caps).context("--capabilities")?;
-    Ok(caps)
+    let mut found = handlers::Handlers::new();
+    if let Some(path) = config {
+        for (cap, h) in jobmesh_peer::exec::load(path).context("--config")? {
+            found.insert(cap, std::sync::Arc::new(h));
+        }
+    }
+    let builtin: Vec<Capability> = caps
+        .iter()
+        .filter(|c| !found.contains_key(*c))
+        .cloned()
+        .collect();
+    found.extend(handlers::builtin(&builtin).context("--capabilities")?);
+    found.retain(|c, _| caps.contains(c));
+    Ok((caps, found))
 }
 
 async fn daemon(args: DaemonArgs) -> anyhow::Result<u8> {
-    let capabilities = parse_capabilities(&args.capabilities)?;
+    let (capabilities, handlers) = parse_capabilities(&args.capabilities, args.config.as_deref())?;
     let name = args.name.unwrap_or_else(jobmesh_peer::default_name);
     let control_path = args
         .control
@@ -295,7 +315,11 @@ async fn daemon(args: DaemonArgs) -> anyhow::Result<u8> {
         .with_context(|| format!("control socket {}", control_path.display()))?;
 
     let shutdown = CancellationToken::new();
-    let handle = jobmesh_peer::spawn(config, shutdown.clone())?;
+    let ext = jobmesh_peer::Extensions {
+        handlers,
+        strategy: None,
+    };
+    let handle = jobmesh_peer::spawn_with(config, ext, shutdown.clone())?;
     on_signals(shutdown.clone())?;
     let control_cancel = CancellationToken::new();
     tokio::spawn(control::serve(

@@ -42,6 +42,25 @@ fn unknown_or_invalid_capabilities_are_refused_at_start() {
         Some(2),
         "a missing argument is a usage error"
     );
+
+    // An exec handler whose program is missing is refused at start, by name.
+    let dir = std::env::temp_dir().join(format!("jobmesh-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let cfg = dir.join("h.toml");
+    let toml = "[[handler]]\nname = \"resize\"\nargv = [\"no-such-tool-jobmesh\", \"-x\"]\n";
+    std::fs::write(&cfg, toml).expect("write");
+    let out = peer()
+        .args(["--capabilities", "resize", "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("resize") && err.contains("no-such-tool-jobmesh") && err.contains("install"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

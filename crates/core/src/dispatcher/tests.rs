@@ -419,6 +419,38 @@ fn timeout_cancels_the_attempt_on_the_worker_and_retries_if_allowed() {
 }
 
 #[test]
+fn a_reply_arriving_after_the_deadline_loses_to_the_timeout() {
+    let mut h = Harness::new(&[worker(1, 1)]);
+    h.submit(with(1, |o| {
+        o.timeout = SEC;
+        o.max_retries = 0;
+    }));
+    let [(w, id, a)] = h.submits()[..] else {
+        panic!("one submit")
+    };
+    h.reply(
+        h.t0,
+        w,
+        DcMsg::Accepted {
+            job_id: id,
+            attempt: a,
+        },
+    );
+    // The timer was not ticked, but the result comes in after the deadline.
+    h.reply(h.t0 + 2 * SEC, w, ok(id, a, json!("late")));
+    let outs = h.drain();
+    assert!(matches!(
+        finished(&outs)[0].result,
+        Err(JobError::TimedOut { .. })
+    ));
+    assert_eq!(
+        h.d.stale_messages(),
+        1,
+        "the result was for an ended attempt"
+    );
+}
+
+#[test]
 fn a_queued_job_nobody_takes_times_out_at_its_deadline() {
     let mut h = Harness::new(&[worker(1, 1)]);
     h.submit(with(1, |o| o.timeout = 10 * SEC));

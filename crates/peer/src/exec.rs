@@ -1,0 +1,393 @@
+//! `exec` handlers: any command as a capability, declared in a TOML file
+//! (`peer --config PATH`):
+//!
+//! ```toml
+//! [[handler]]
+//! name = "wordcount"                  # the capability
+//! argv = ["python3", "wc.py", "--json"]   # no shell
+//! stdin = "json"                      # "json" (the job input, default) or "none"
+//! stdout = "json"                     # "json" (parsed, default) or "text" ({"stdout": ...})
+//! timeout_secs = 60                   # at most this long, whatever the job asks
+//! env = ["PATH", "HOME"]              # variables passed through; nothing else is
+//! workdir = "/srv/jobs"               # default: the daemon's working directory
+//! ```
+//!
+//! The command runs in its own process group; cancel and timeout stop the
+//! whole group (SIGTERM, then SIGKILL after [`KILL_GRACE`]). Lines on stderr
+//! of the form `PROGRESS <percent> [stage [text...]]` become progress events;
+//! the last [`STDERR_TAIL_LINES`] other lines are kept for the error of a
+//! failed run. Exit code 75 (`EX_TEMPFAIL`) marks the failure retryable.
+
+use std::collections::{HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use jobmesh_wire::dc::MAX_DC_MESSAGE;
+use jobmesh_wire::Capability;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+use crate::handlers::{Handler, HandlerError, JobContext};
+
+/// After SIGTERM, how long a cancelled command's group has before SIGKILL.
+pub const KILL_GRACE: Duration = Duration::from_secs(2);
+/// Lines of stderr kept for the error message of a failed run.
+pub const STDERR_TAIL_LINES: usize = 20;
+/// Longest stderr line kept.
+const STDERR_LINE_MAX: usize = 500;
+/// The exit code that marks a failure as worth retrying (sysexits' EX_TEMPFAIL).
+pub const EXIT_TEMPFAIL: i32 = 75;
+
+/// How the job's input reaches the command.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StdinMode {
+    /// The input JSON on stdin.
+    #[default]
+    Json,
+    /// Nothing on stdin.
+    None,
+}
+
+/// How the command's stdout becomes the result.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StdoutMode {
+    /// Parsed as JSON (empty stdout is `null`).
+    #[default]
+    Json,
+    /// Returned as `{"stdout": "..."}`.
+    Text,
+}
+
+/// One `[[handler]]` of the config file.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecSpec {
+    /// The capability it provides.
+    pub name: String,
+    /// Program and arguments (no shell).
+    pub argv: Vec<String>,
+    /// How the input reaches it.
+    #[serde(default)]
+    pub stdin: StdinMode,
+    /// How its stdout becomes the result.
+    #[serde(default)]
+    pub stdout: StdoutMode,
+    /// Upper bound on its run time.
+    pub timeout_secs: Option<f64>,
+    /// Environment variables passed through from the daemon.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Working directory.
+    pub workdir: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    #[serde(default, rename = "handler")]
+    handlers: Vec<ExecSpec>,
+}
+
+/// Why a config file was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// It could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// It is not valid TOML of the expected shape.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's words.
+        message: String,
+    },
+    /// A handler is not usable.
+    #[error("exec handler \"{name}\": {problem}")]
+    Handler {
+        /// The handler.
+        name: String,
+        /// What to fix.
+        problem: String,
+    },
+}
+
+/// A command as a [`Handler`].
+#[derive(Debug, Clone)]
+pub struct ExecHandler {
+    spec: ExecSpec,
+    program: PathBuf,
+}
+
+/// Reads and checks a config file: every handler has a valid, unique name and
+/// a program that exists (so a peer refuses to start rather than fail jobs).
+pub fn load(path: &Path) -> Result<Vec<(Capability, ExecHandler)>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse(&text, path)
+}
+
+fn parse(text: &str, path: &Path) -> Result<Vec<(Capability, ExecHandler)>, ConfigError> {
+    let file: ConfigFile = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
+    let mut seen = HashSet::new();
+    file.handlers
+        .into_iter()
+        .map(|spec| {
+            let bad = |problem: String| ConfigError::Handler {
+                name: spec.name.clone(),
+                problem,
+            };
+            let cap = Capability::new(&spec.name).map_err(|e| bad(e.to_string()))?;
+            if !seen.insert(cap.clone()) {
+                return Err(bad("declared twice".into()));
+            }
+            let program = spec
+                .argv
+                .first()
+                .ok_or_else(|| bad("argv is empty; give at least the program".into()))?;
+            let program = resolve(program).ok_or_else(|| {
+                bad(format!(
+                    "program {program:?} not found (looked in PATH); install it or give its absolute path"
+                ))
+            })?;
+            if let Some(t) = spec.timeout_secs {
+                if !(t.is_finite() && t > 0.0) {
+                    return Err(bad(format!("timeout_secs must be positive, got {t}")));
+                }
+            }
+            if let Some(dir) = &spec.workdir {
+                if !dir.is_dir() {
+                    return Err(bad(format!("workdir {} is not a directory", dir.display())));
+                }
+            }
+            Ok((cap, ExecHandler { spec, program }))
+        })
+        .collect()
+}
+
+/// The program's path: as given when it contains a `/`, else found in `PATH`.
+fn resolve(program: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| {
+        p.metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.contains('/') {
+        let p = PathBuf::from(program);
+        return executable(&p).then_some(p);
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(program))
+            .find(|p| executable(p))
+    })
+}
+
+/// A `PROGRESS <percent> [stage [text...]]` line.
+fn parse_progress(line: &str) -> Option<(u8, Option<&str>, Option<&str>)> {
+    let rest = line.strip_prefix("PROGRESS ")?;
+    let mut parts = rest.trim().splitn(3, ' ');
+    let percent: f64 = parts.next()?.parse().ok()?;
+    let percent = percent.clamp(0.0, 100.0) as u8;
+    let stage = parts.next().filter(|s| !s.is_empty());
+    let text = parts.next().filter(|s| !s.is_empty());
+    Some((percent, stage, text))
+}
+
+/// Stops a process group: SIGTERM, then SIGKILL after the grace period.
+async fn stop_group(pgid: Pid, child: &mut tokio::process::Child) {
+    let term = killpg(pgid, Signal::SIGTERM);
+    tracing::debug!(%pgid, ?term, "sent SIGTERM to the command's process group");
+    if tokio::time::timeout(KILL_GRACE, child.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(%pgid, "the command ignored SIGTERM for {KILL_GRACE:?}; sending SIGKILL");
+        let _ = killpg(pgid, Signal::SIGKILL);
+        let _ = child.wait().await;
+    }
+    // Whatever the leader left behind in its group goes too.
+    let _ = killpg(pgid, Signal::SIGKILL);
+}
+
+#[async_trait::async_trait]
+impl Handler for ExecHandler {
+    async fn run(&self, input: Value, ctx: JobContext) -> Result<Value, HandlerError> {
+        let mut cmd = tokio::process::Command::new(&self.program);
+        cmd.args(&self.spec.argv[1..])
+            .env_clear()
+            .env("JOBMESH_JOB_ID", ctx.job_id().to_string())
+            .process_group(0)
+            .stdin(match self.spec.stdin {
+                StdinMode::Json => Stdio::piped(),
+                StdinMode::None => Stdio::null(),
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        for name in &self.spec.env {
+            if let Some(v) = std::env::var_os(name) {
+                cmd.env(name, v);
+            }
+        }
+        if let Some(dir) = &self.spec.workdir {
+            cmd.current_dir(dir);
+        }
+        let mut child = cmd.spawn().map_err(|e| {
+            HandlerError::permanent(format!("cannot start {}: {e}", self.program.display()))
+        })?;
+        let pgid = Pid::from_raw(
+            child
+                .id()
+                .and_then(|id| i32::try_from(id).ok())
+                .unwrap_or(0),
+        );
+        let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+            return Err(HandlerError::permanent("command pipes missing"));
+        };
+        if let Some(mut stdin) = child.stdin.take() {
+            let bytes = serde_json::to_vec(&input).unwrap_or_default();
+            // A command that does not read its input must not block the job.
+            tokio::spawn(async move {
+                let _ = stdin.write_all(&bytes).await;
+            });
+        }
+        let progress_ctx = ctx.clone();
+        let stderr_task = tokio::spawn(async move {
+            let mut tail: VecDeque<String> = VecDeque::with_capacity(STDERR_TAIL_LINES);
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some((percent, stage, text)) = parse_progress(&line) {
+                    progress_ctx.progress(Some(percent), stage, text);
+                } else {
+                    if tail.len() == STDERR_TAIL_LINES {
+                        tail.pop_front();
+                    }
+                    tail.push_back(jobmesh_wire::truncate(&line, STDERR_LINE_MAX));
+                }
+            }
+            tail
+        });
+        let stdout_task = tokio::spawn(async move {
+            let mut out = Vec::new();
+            let mut limited = stdout.take(MAX_DC_MESSAGE as u64 + 1);
+            let _ = limited.read_to_end(&mut out).await;
+            out
+        });
+        let limit = self.timeout().unwrap_or(Duration::MAX);
+        let status = tokio::select! {
+            s = child.wait() => s,
+            () = ctx.cancelled().cancelled() => {
+                stop_group(pgid, &mut child).await;
+                return Err(HandlerError::permanent("cancelled"));
+            }
+            () = tokio::time::sleep(limit) => {
+                stop_group(pgid, &mut child).await;
+                return Err(HandlerError::transient(format!(
+                    "{} ran longer than its timeout_secs ({limit:?})", self.spec.name
+                )));
+            }
+        };
+        // The leader exited; stray members of its group are stopped too.
+        let _ = killpg(pgid, Signal::SIGKILL);
+        let status =
+            status.map_err(|e| HandlerError::permanent(format!("waiting for the command: {e}")))?;
+        let out = stdout_task.await.unwrap_or_default();
+        let tail = stderr_task.await.unwrap_or_default();
+        if !status.success() {
+            let tail: Vec<String> = tail.into_iter().collect();
+            let why = match status.code() {
+                Some(code) => format!("exit code {code}"),
+                None => "killed by a signal".to_owned(),
+            };
+            let message = format!("{} failed with {why}: {}", self.spec.name, tail.join("\n"));
+            return Err(HandlerError {
+                message,
+                retryable: status.code() == Some(EXIT_TEMPFAIL),
+            });
+        }
+        if out.len() > MAX_DC_MESSAGE {
+            return Err(HandlerError::permanent(format!(
+                "stdout is larger than {MAX_DC_MESSAGE} bytes; large outputs come with blobs"
+            )));
+        }
+        match self.spec.stdout {
+            StdoutMode::Text => Ok(json!({ "stdout": String::from_utf8_lossy(&out) })),
+            StdoutMode::Json if out.iter().all(u8::is_ascii_whitespace) => Ok(Value::Null),
+            StdoutMode::Json => serde_json::from_slice(&out).map_err(|e| {
+                HandlerError::permanent(format!(
+                    "stdout is not JSON ({e}); set stdout = \"text\" for plain output"
+                ))
+            }),
+        }
+    }
+}
+
+impl ExecHandler {
+    /// The handler's own time limit, if it has one.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.spec.timeout_secs.map(Duration::from_secs_f64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_lines_are_parsed() {
+        assert_eq!(
+            parse_progress("PROGRESS 40 resizing tile 3"),
+            Some((40, Some("resizing"), Some("tile 3")))
+        );
+        assert_eq!(parse_progress("PROGRESS 100"), Some((100, None, None)));
+        assert_eq!(
+            parse_progress("PROGRESS 250 x"),
+            Some((100, Some("x"), None)),
+            "clamped"
+        );
+        assert_eq!(parse_progress("PROGRESS soon"), None);
+        assert_eq!(parse_progress("progress 10"), None);
+    }
+
+    #[test]
+    fn configs_are_checked_with_messages_that_say_what_to_fix() {
+        let p = Path::new("x.toml");
+        let ok = parse("[[handler]]\nname = \"cat\"\nargv = [\"cat\"]\n", p).expect("valid");
+        assert_eq!(ok[0].0.as_str(), "cat");
+        let missing = parse(
+            "[[handler]]\nname = \"x\"\nargv = [\"no-such-program-jobmesh\"]\n",
+            p,
+        )
+        .expect_err("missing program");
+        assert!(missing.to_string().contains("not found"), "{missing}");
+        let twice = parse("[[handler]]\nname = \"a\"\nargv = [\"cat\"]\n[[handler]]\nname = \"a\"\nargv = [\"cat\"]\n", p)
+            .expect_err("duplicate");
+        assert!(twice.to_string().contains("twice"), "{twice}");
+        let unknown = parse(
+            "[[handler]]\nname = \"a\"\nargv = [\"cat\"]\nshell = true\n",
+            p,
+        )
+        .expect_err("field");
+        assert!(unknown.to_string().contains("shell"), "{unknown}");
+        let empty = parse("[[handler]]\nname = \"a\"\nargv = []\n", p).expect_err("empty argv");
+        assert!(empty.to_string().contains("argv is empty"), "{empty}");
+    }
+}
