@@ -2,6 +2,7 @@
 //!
 //! * [`signal`]: the WebSocket client to `signal-server`, with reconnect
 //!   (exponential backoff + full jitter) and re-announce.
+//! * [`runtime`]: webrtc's tokio runtime with large UDP socket buffers.
 //! * [`rtc`]: WebRTC peer connections and their one data channel, over
 //!   webrtc 0.21. Dialling (offer) and answering, each bounded by a deadline;
 //!   an open channel becomes a [`rtc::LinkHandle`] with a reader and a writer task.
@@ -13,4 +14,5 @@
 //! * every send buffer is bounded (`with_data_channel_send_buffer_limit`).
 
 pub mod rtc;
+pub mod runtime;
 pub mod signal;

@@ -242,6 +242,7 @@ async fn build(config: &RtcConfig) -> Result<Setup, LinkError> {
                 .build(),
         )
         .with_setting_engine(settings)
+        .with_runtime(crate::runtime::BufferedRuntime::shared())
         .with_handler(handler)
         .with_udp_addrs(config.udp_addrs.clone())
         .with_data_channel_send_buffer_limit(config.send_buffer_limit)
