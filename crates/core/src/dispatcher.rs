@@ -351,6 +351,11 @@ impl Dispatcher {
         self.queue.len()
     }
 
+    /// The ids of every job held.
+    pub fn job_ids(&self) -> Vec<JobId> {
+        self.jobs.keys().copied().collect()
+    }
+
     /// A held job's state.
     pub fn state(&self, job_id: &JobId) -> Option<&JobState> {
         self.jobs.get(job_id).map(|j| &j.state)

@@ -345,6 +345,13 @@ impl Daemon {
             }
         }
         self.jobs_cancel.cancel();
+        // Jobs of ours still queued or out on other workers end `cancelled`
+        // (the cancel messages go out with the link flush below).
+        let now = Instant::now();
+        for job_id in self.dispatcher.job_ids() {
+            let _ = self.dispatcher.handle_input(now, Input::Cancel(job_id));
+        }
+        self.flush(now);
         for (_, w) in self.waiters.drain() {
             let _ = w.reply.send(Err(DaemonError::Stopped));
         }
