@@ -204,7 +204,15 @@ async fn exec_handlers_run_commands_and_clean_up_after_them() {
             .await
             .expect("the worker finishes the job");
         failed = idle.me.stats.failed;
-        assert!(!group_alive(&pgid), "{how}: the process group is gone");
+        // SIGKILL is delivered asynchronously and nothing signals a
+        // grandchild's death to us, so watch /proc for it, with a deadline.
+        let gone = tokio::time::timeout(jobmesh_testkit::DEADLINE, async {
+            while group_alive(&pgid) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        assert!(gone.is_ok(), "{how}: the process group is gone");
     }
     w.shutdown();
     within("the worker to stop", w.stopped()).await;

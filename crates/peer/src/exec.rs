@@ -211,20 +211,32 @@ fn parse_progress(line: &str) -> Option<(u8, Option<&str>, Option<&str>)> {
     Some((percent, stage, text))
 }
 
+/// Signals a command's process group. Never group 0 or 1: `killpg(0, ..)`
+/// would signal the daemon's own group.
+fn signal_group(pgid: Option<Pid>, signal: Signal) -> nix::Result<()> {
+    match pgid {
+        Some(p) if p.as_raw() > 1 => killpg(p, signal),
+        _ => Err(nix::errno::Errno::ESRCH),
+    }
+}
+
 /// Stops a process group: SIGTERM, then SIGKILL after the grace period.
-async fn stop_group(pgid: Pid, child: &mut tokio::process::Child) {
-    let term = killpg(pgid, Signal::SIGTERM);
-    tracing::debug!(%pgid, ?term, "sent SIGTERM to the command's process group");
+async fn stop_group(pgid: Option<Pid>, child: &mut tokio::process::Child) {
+    let term = signal_group(pgid, Signal::SIGTERM);
+    tracing::debug!(?pgid, ?term, "sent SIGTERM to the command's process group");
     if tokio::time::timeout(KILL_GRACE, child.wait())
         .await
         .is_err()
     {
-        tracing::warn!(%pgid, "the command ignored SIGTERM for {KILL_GRACE:?}; sending SIGKILL");
-        let _ = killpg(pgid, Signal::SIGKILL);
+        tracing::warn!(
+            ?pgid,
+            "the command ignored SIGTERM for {KILL_GRACE:?}; sending SIGKILL"
+        );
+        let _ = signal_group(pgid, Signal::SIGKILL);
         let _ = child.wait().await;
     }
     // Whatever the leader left behind in its group goes too.
-    let _ = killpg(pgid, Signal::SIGKILL);
+    let _ = signal_group(pgid, Signal::SIGKILL);
 }
 
 #[async_trait::async_trait]
@@ -253,12 +265,11 @@ impl Handler for ExecHandler {
         let mut child = cmd.spawn().map_err(|e| {
             HandlerError::permanent(format!("cannot start {}: {e}", self.program.display()))
         })?;
-        let pgid = Pid::from_raw(
-            child
-                .id()
-                .and_then(|id| i32::try_from(id).ok())
-                .unwrap_or(0),
-        );
+        // The child leads its own group (`process_group(0)`): its pid is the group id.
+        let pgid = child
+            .id()
+            .and_then(|id| i32::try_from(id).ok())
+            .map(Pid::from_raw);
         let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
             return Err(HandlerError::permanent("command pipes missing"));
         };
@@ -306,7 +317,7 @@ impl Handler for ExecHandler {
             }
         };
         // The leader exited; stray members of its group are stopped too.
-        let _ = killpg(pgid, Signal::SIGKILL);
+        let _ = signal_group(pgid, Signal::SIGKILL);
         let status =
             status.map_err(|e| HandlerError::permanent(format!("waiting for the command: {e}")))?;
         let out = stdout_task.await.unwrap_or_default();
@@ -350,6 +361,17 @@ impl ExecHandler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_daemons_own_group_is_never_signalled() {
+        // killpg(0) would hit the caller's group; these must refuse, not signal.
+        for pgid in [None, Some(Pid::from_raw(0)), Some(Pid::from_raw(1))] {
+            assert_eq!(
+                signal_group(pgid, Signal::SIGKILL),
+                Err(nix::errno::Errno::ESRCH)
+            );
+        }
+    }
 
     #[test]
     fn progress_lines_are_parsed() {
