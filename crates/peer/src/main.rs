@@ -156,7 +156,7 @@ struct DaemonArgs {
     /// WebSocket URL of the signal-server.
     #[arg(long, env = "JOBMESH_SIGNAL", default_value = "ws://127.0.0.1:7070/ws")]
     signal: String,
-    /// Capabilities to run, comma separated (empty: submit only). Known: echo, sleep.
+    /// Capabilities to run, comma separated (empty: submit only): echo, sleep, or exec handlers from --config.
     #[arg(
         long,
         env = "JOBMESH_CAPABILITIES",
