@@ -35,6 +35,25 @@ async fn malformed_messages_get_error_replies_and_the_worker_keeps_serving() {
     link.try_send(hostile[2].clone()).expect("queued");
     assert_eq!(raw.recv_json().await["job_id"], json!(job_id));
 
+    // Blob chunks are refused clearly (this version runs JSON jobs only).
+    let chunk = jobmesh_wire::blob::ChunkHeader {
+        direction: jobmesh_wire::blob::Direction::Input,
+        job_id,
+        attempt: 1,
+        blob: 0,
+        offset: 0,
+    }
+    .encode(b"bytes");
+    link.try_send(chunk).expect("queued");
+    let reply = raw.recv_json().await;
+    assert_eq!(reply["type"], "error");
+    assert!(
+        reply["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("blobs")),
+        "{reply}"
+    );
+
     // Bad input for a known capability is a rejection, not a crash.
     let bad = json!({"type": "submit", "job_id": job_id, "attempt": 1, "capability": "sleep", "input": {"ms": "soon"}, "timeout_ms": 5000});
     link.try_send(bad.to_string().into_bytes()).expect("queued");

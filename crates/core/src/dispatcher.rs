@@ -516,7 +516,11 @@ impl Dispatcher {
                 job_id, attempt, ..
             } => (*job_id, *attempt),
             // Worker-side messages and undecodable-message reports are not ours.
-            DcMsg::Submit { .. } | DcMsg::Cancel { .. } | DcMsg::Error { .. } => return,
+            DcMsg::Submit { .. }
+            | DcMsg::Cancel { .. }
+            | DcMsg::Error { .. }
+            // Blob transfer is handled by the daemon, not by placement.
+            | DcMsg::Blobs { .. } => return,
         };
         let current = self.jobs.get(&job_id).and_then(|j| j.state.attempt());
         if current != Some((from, attempt)) {
@@ -615,7 +619,10 @@ impl Dispatcher {
                     }
                 }
             },
-            DcMsg::Submit { .. } | DcMsg::Cancel { .. } | DcMsg::Error { .. } => {}
+            DcMsg::Submit { .. }
+            | DcMsg::Cancel { .. }
+            | DcMsg::Error { .. }
+            | DcMsg::Blobs { .. } => {}
         }
         // A result carries the worker's load after it: fresher than its
         // broadcast stats, which may still count this very job.

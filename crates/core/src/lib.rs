@@ -9,6 +9,7 @@
 //! * [`JobState`]: the one lifecycle enum, changed only by
 //!   [`JobState::transition`]; [`Strategy`]: how a worker is chosen.
 //! * [`StatsCoalescer`] and [`backoff`]: small policies the daemon applies.
+//! * [`transfer`]: blob chunking and the receiver's checks (order, size, digest).
 //!
 //! Contract (str0m / quinn style): nothing here opens a socket, spawns a task or
 //! reads a clock. Time comes in as a `now: Instant` argument and the next
@@ -20,6 +21,7 @@ mod job;
 mod policy;
 mod pool;
 mod strategy;
+pub mod transfer;
 mod worker;
 
 pub use dispatcher::{Dispatcher, DispatcherConfig, Input, JobEnd, JobError, Output};

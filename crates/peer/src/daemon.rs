@@ -27,6 +27,7 @@ use jobmesh_core::{
 };
 use jobmesh_transport::rtc::{self, LinkEvent, LinkHandle, LinkId};
 use jobmesh_transport::signal::{self as signal_client, SignalConfig, SignalEvent};
+use jobmesh_wire::blob::Frame;
 use jobmesh_wire::dc::{DcMsg, JobId, Outcome, Progress, MAX_DC_MESSAGE};
 use jobmesh_wire::signal::{ClientMsg, Hello, ServerMsg};
 use jobmesh_wire::{PeerId, PeerInfo, Stats, PROTOCOL_VERSION};
@@ -58,6 +59,8 @@ const DONE_QUEUE: usize = 256;
 /// How long a timed-out handler gets to stop after its cancel token fires
 /// (an exec handler needs up to its SIGTERM→SIGKILL grace).
 const HANDLER_STOP_GRACE: Duration = Duration::from_secs(3);
+/// The answer to blob messages until daemons transfer blobs.
+const BLOBS_UNSUPPORTED: &str = "this peer does not accept blobs yet; send the input as JSON";
 /// Capacity of the handler-progress channel. Full: the report is dropped
 /// (reports are coalesced; the next one carries the news).
 const PROGRESS_QUEUE: usize = 1024;
@@ -563,8 +566,17 @@ impl Daemon {
     }
 
     fn on_dc_bytes(&mut self, now: Instant, peer: PeerId, data: &[u8]) {
-        match DcMsg::decode(data) {
-            Ok(msg) => self.on_dc_msg(now, peer, msg),
+        match Frame::decode(data) {
+            Ok(Frame::Msg(msg)) => self.on_dc_msg(now, peer, msg),
+            Ok(Frame::Chunk(h, _)) => {
+                // Blob transfer is described on the wire but not yet run by
+                // daemons: refuse clearly rather than misread the job.
+                let reply = DcMsg::Error {
+                    job_id: Some(h.job_id),
+                    message: BLOBS_UNSUPPORTED.into(),
+                };
+                self.send_to(now, peer, reply);
+            }
             Err(e) => {
                 Metrics::bump(&self.metrics.malformed_messages);
                 warn!(peer = %peer.short(), error = %e, "malformed data-channel message");
@@ -602,6 +614,13 @@ impl Daemon {
             DcMsg::Cancel { job_id, attempt } => self.worker.handle_cancel(peer, job_id, attempt),
             DcMsg::Error { job_id, message } => {
                 warn!(peer = %peer.short(), ?job_id, %message, "peer could not read our message");
+            }
+            DcMsg::Blobs { job_id, .. } => {
+                let reply = DcMsg::Error {
+                    job_id: Some(job_id),
+                    message: BLOBS_UNSUPPORTED.into(),
+                };
+                self.send_to(now, peer, reply);
             }
             other => {
                 let _ = self.dispatcher.handle_input(

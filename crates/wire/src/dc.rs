@@ -181,6 +181,18 @@ pub enum DcMsg {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         load: Option<Load>,
     },
+    /// Describes the blobs whose chunks follow: a job's inputs (sent right
+    /// before its `submit`) or a result's outputs (right before its `result`).
+    Blobs {
+        /// Which job.
+        job_id: JobId,
+        /// Which attempt.
+        attempt: u32,
+        /// Input or output.
+        direction: crate::blob::Direction,
+        /// The blobs, indexed from 0.
+        blobs: Vec<crate::blob::BlobMeta>,
+    },
     /// The last message could not be decoded.
     Error {
         /// The job it was about, when that much could be read.
@@ -191,7 +203,7 @@ pub enum DcMsg {
 }
 
 const DC_TYPES: &[&str] = &[
-    "submit", "cancel", "accepted", "rejected", "progress", "result", "error",
+    "submit", "cancel", "accepted", "rejected", "progress", "result", "blobs", "error",
 ];
 
 impl DcMsg {
@@ -218,6 +230,9 @@ impl DcMsg {
                 }
             }
             DcMsg::Progress { progress, .. } => progress.validate()?,
+            DcMsg::Blobs { blobs, .. } => {
+                crate::blob::BlobMeta::validate_all(blobs, crate::blob::MAX_BLOB_SIZE)?;
+            }
             _ => {}
         }
         Ok(msg)

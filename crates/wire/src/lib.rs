@@ -4,13 +4,16 @@
 //!   Discovery (hello, pool snapshot, joined/left/stats deltas) and the relay of
 //!   WebRTC handshake messages between two peers of the same pool.
 //! * [`dc`]: peer ⇄ peer over a WebRTC data channel (JSON): job submit,
-//!   accepted/rejected, result. The signalling wire has no message that can carry
+//!   accepted/rejected, progress, result.
+//! * [`blob`]: binary payloads on the data channel: descriptions and the
+//!   binary chunk frames that carry their bytes. The signalling wire has no message that can carry
 //!   a job payload, by construction.
 //!
 //! Every decoder here checks the size first, then the JSON, then the fields, and
 //! returns a [`DecodeError`] naming the problem. Decoding never panics, whatever
 //! the bytes (proptest in `tests`).
 
+pub mod blob;
 pub mod dc;
 mod error;
 pub mod signal;

@@ -1,5 +1,6 @@
 //! Every message round-trips; arbitrary bytes never panic the decoders.
 
+use jobmesh_wire::blob::{BlobMeta, Direction};
 use jobmesh_wire::dc::{DcMsg, Outcome, Progress, RejectReason};
 use jobmesh_wire::signal::{ClientMsg, ErrorCode, Handshake, Hello, ServerMsg};
 use jobmesh_wire::{Capability, DecodeError, PeerId, PeerInfo, Stats, PROTOCOL_VERSION};
@@ -203,6 +204,38 @@ fn dc_msg() -> impl Strategy<Value = DcMsg> {
                 job_id,
                 attempt,
                 outcome
+            }),
+        (
+            id.clone(),
+            1u32..100,
+            any::<bool>(),
+            prop::collection::vec(
+                (
+                    0u64..=jobmesh_wire::blob::MAX_BLOB_SIZE,
+                    "[0-9a-f]{64}",
+                    prop::option::of("[a-z]{1,10}\\.bin")
+                ),
+                0..4
+            )
+        )
+            .prop_map(|(job_id, attempt, output, blobs)| DcMsg::Blobs {
+                job_id,
+                attempt,
+                direction: if output {
+                    Direction::Output
+                } else {
+                    Direction::Input
+                },
+                blobs: blobs
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (size, blake3, name))| BlobMeta {
+                        index: i as u16,
+                        size,
+                        blake3,
+                        name
+                    })
+                    .collect(),
             }),
         (prop::option::of(id), ".{0,40}")
             .prop_map(|(job_id, message)| DcMsg::Error { job_id, message }),
