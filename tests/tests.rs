@@ -3,7 +3,6 @@
 
 mod a_control_client_that_leaves_cancels_its_job;
 mod a_draining_worker_finishes_its_jobs_and_refuses_new_ones;
-mod a_slow_client_is_dropped_not_waited_for;
 mod cli_lifecycle_acceptance;
 mod cli_submit_prints_envelopes_and_exit_codes;
 mod departed_peers_leave_the_pool;
@@ -14,9 +13,7 @@ mod jobs_finish_after_the_signal_server_is_gone;
 mod jobs_go_only_to_capable_workers;
 mod jobs_spread_over_both_workers;
 mod malformed_data_channel_message_gets_an_error_reply;
-mod malformed_signalling_input_gets_an_error_and_a_close;
 mod peers_rejoin_when_the_signal_server_returns;
 mod signal_server_never_carries_a_payload;
-mod signal_server_serves_http_and_shuts_down_cleanly;
 mod simultaneous_dials_resolve_to_one_link;
 mod the_library_example_runs;

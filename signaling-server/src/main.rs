@@ -1,32 +1,58 @@
 //! `signal-server`: jobmesh's discovery and handshake relay.
+//!
+//! Binds, prints one line `signal-server listening on ws://IP:PORT/ws` to
+//! stdout (the real port, also with `--listen 127.0.0.1:0`), serves until
+//! SIGINT or SIGTERM, then closes every socket with 1001 and exits 0.
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
 use jobmesh_signal::{run, ServerConfig, MAX_PEERS_PER_POOL};
+use jobmesh_wire::signal::{DEFAULT_HEARTBEAT_MS, MISSED_HEARTBEATS};
 use tokio_util::sync::CancellationToken;
+
+/// Log filter when `JOBMESH_LOG` is not set.
+const DEFAULT_LOG: &str = "jobmesh=info,jobmesh_signal=info,signal_server=info";
 
 /// Tells jobmesh peers who else is in their pool and relays their WebRTC handshakes.
 #[derive(Parser, Debug)]
 #[command(name = "signal-server", version)]
 struct Args {
-    /// Address to listen on (use port 0 for any free port).
+    /// Address to listen on (port 0: any free port, printed at start).
     #[arg(long, env = "JOBMESH_LISTEN", default_value = "127.0.0.1:7070")]
     listen: String,
-    /// WebSocket ping interval in milliseconds; peers silent for 3 are removed.
-    #[arg(long, env = "JOBMESH_HEARTBEAT_MS", default_value_t = jobmesh_wire::signal::DEFAULT_HEARTBEAT_MS)]
+    /// WebSocket ping interval in milliseconds; a peer silent for 3 intervals is removed.
+    #[arg(
+        long,
+        env = "JOBMESH_HEARTBEAT_MS",
+        default_value_t = DEFAULT_HEARTBEAT_MS,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
     heartbeat_ms: u64,
     /// Most peers in one pool.
-    #[arg(long, default_value_t = MAX_PEERS_PER_POOL)]
+    #[arg(
+        long,
+        default_value_t = MAX_PEERS_PER_POOL,
+        value_parser = parse_pool_limit
+    )]
     max_peers_per_pool: usize,
+}
+
+fn parse_pool_limit(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("JOBMESH_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -48,21 +74,36 @@ fn main() -> ExitCode {
 }
 
 async fn serve(args: Args) -> anyhow::Result<()> {
-    if args.heartbeat_ms == 0 {
-        anyhow::bail!("--heartbeat-ms must be at least 1");
-    }
-    let listener = tokio::net::TcpListener::bind(&args.listen)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {}; pick another with --listen",
-                args.listen
-            )
-        })?;
-    let addr = listener.local_addr().context("local address")?;
+    let listener = match tokio::net::TcpListener::bind(&args.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            let hint = match e.kind() {
+                std::io::ErrorKind::AddrInUse => "the address is in use; pick another with --listen",
+                std::io::ErrorKind::PermissionDenied => {
+                    "not allowed to bind there (ports below 1024 need privileges); pick another with --listen"
+                }
+                _ => "check the address (HOST:PORT, e.g. 127.0.0.1:7070) given to --listen",
+            };
+            return Err(
+                anyhow::Error::new(e).context(format!("cannot listen on {}; {hint}", args.listen))
+            );
+        }
+    };
+    let addr = listener.local_addr().context("reading the bound address")?;
     let shutdown = CancellationToken::new();
     on_signals(shutdown.clone())?;
-    println!("signal-server listening on ws://{addr}/ws");
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "signal-server listening on ws://{addr}/ws")
+        .and_then(|()| out.flush())
+        .context("writing the ready line to stdout")?;
+    drop(out);
+    tracing::info!(
+        %addr,
+        heartbeat_ms = args.heartbeat_ms,
+        missed = MISSED_HEARTBEATS,
+        max_peers_per_pool = args.max_peers_per_pool,
+        "ready"
+    );
     let config = ServerConfig {
         heartbeat: Duration::from_millis(args.heartbeat_ms),
         max_peers_per_pool: args.max_peers_per_pool,
@@ -71,18 +112,18 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     run(listener, config, shutdown).await.context("serving")
 }
 
-/// Installs the SIGINT/SIGTERM handlers (before this returns, so a signal
-/// right after the ready line is not missed); either one cancels `shutdown`.
+/// Installs the SIGINT/SIGTERM handlers (before the ready line, so a signal
+/// right after it is not missed); either one cancels `shutdown`.
 fn on_signals(shutdown: CancellationToken) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     tokio::spawn(async move {
-        tokio::select! {
-            _ = int.recv() => {}
-            _ = term.recv() => {}
-        }
-        tracing::info!("shutting down");
+        let which = tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        };
+        tracing::info!("{which}: shutting down");
         shutdown.cancel();
     });
     Ok(())

@@ -1,4 +1,14 @@
 //! The pure registry of pools and their members: no I/O, no clock.
+//!
+//! Time comes in as `now: Instant` arguments and is compared with
+//! `saturating_duration_since`, so tests drive it with `Instant + Duration`
+//! arithmetic instead of sleeping. Every method is synchronous and cheap
+//! (`O(log n)` per member, `O(pool)` for snapshots), so the server may call
+//! it with its lock held.
+//!
+//! Invariants: a peer id is a member of at most one pool; a pool listed by
+//! [`Registry::pools`] has at least one member; a pool never has more than
+//! the configured maximum of members.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -7,7 +17,7 @@ use jobmesh_wire::signal::{Hello, MISSED_HEARTBEATS};
 use jobmesh_wire::{PeerId, PeerInfo, Stats};
 use serde::Serialize;
 
-/// Default most peers in one pool.
+/// Default most peers in one pool (`--max-peers-per-pool`).
 pub const MAX_PEERS_PER_POOL: usize = 1024;
 
 /// Why a hello was refused.
@@ -41,15 +51,16 @@ struct Member {
 pub struct PoolSummary {
     /// Pool name.
     pub name: String,
-    /// Its members.
+    /// Its members, ordered by id.
     pub peers: Vec<PeerInfo>,
 }
 
-/// Pools, members, their stats and when each was last heard from.
+/// Pools, their members, each member's stats and when it was last heard from.
 #[derive(Debug)]
 pub struct Registry {
     max_per_pool: usize,
     members: BTreeMap<PeerId, Member>,
+    /// Pool name → member ids. A pool is removed with its last member.
     pools: BTreeMap<String, BTreeSet<PeerId>>,
 }
 
@@ -63,7 +74,9 @@ impl Registry {
         }
     }
 
-    /// Adds the peer of `hello`; returns the other members (the welcome snapshot).
+    /// Adds the peer of `hello` to its pool, heard from at `now`; returns the
+    /// pool's other members (the welcome snapshot). The new member's stats
+    /// start as `slots` from the hello and zeroes elsewhere.
     pub fn join(&mut self, now: Instant, hello: &Hello) -> Result<Vec<PeerInfo>, JoinError> {
         if self.members.contains_key(&hello.peer_id) {
             return Err(JoinError::Duplicate(hello.peer_id));
@@ -75,7 +88,7 @@ impl Registry {
                 max: self.max_per_pool,
             });
         }
-        let snapshot = self.members_of(&hello.pool);
+        let snapshot = self.members(&hello.pool);
         let info = PeerInfo {
             id: hello.peer_id,
             name: hello.name.clone(),
@@ -100,55 +113,60 @@ impl Registry {
         Ok(snapshot)
     }
 
-    /// Removes a peer; returns its pool if it was a member.
+    /// Removes a peer; returns its pool if it was a member, `None` otherwise.
     pub fn leave(&mut self, id: &PeerId) -> Option<String> {
         let m = self.members.remove(id)?;
-        if let Some(set) = self.pools.get_mut(&m.pool) {
-            set.remove(id);
-            if set.is_empty() {
-                self.pools.remove(&m.pool);
-            }
-        }
+        self.unlist(id, &m.pool);
         Some(m.pool)
     }
 
-    /// Records new stats; returns the peer's pool if it is a member.
-    pub fn set_stats(&mut self, id: &PeerId, stats: Stats) -> Option<&str> {
+    /// Replaces a member's stats; returns its pool, or `None` for a non-member.
+    pub fn update_stats(&mut self, id: &PeerId, stats: Stats) -> Option<&str> {
         let m = self.members.get_mut(id)?;
         m.info.stats = stats;
         Some(&m.pool)
     }
 
-    /// Records that the peer was heard from at `now`.
-    pub fn touch(&mut self, now: Instant, id: &PeerId) {
-        if let Some(m) = self.members.get_mut(id) {
-            m.last_seen = now;
+    /// Records that the peer was heard from at `now`. Returns whether it is a
+    /// member. Time never goes backwards: an older `now` is ignored.
+    pub fn touch(&mut self, now: Instant, id: &PeerId) -> bool {
+        match self.members.get_mut(id) {
+            Some(m) => {
+                m.last_seen = m.last_seen.max(now);
+                true
+            }
+            None => false,
         }
     }
 
-    /// Peers silent for more than `MISSED_HEARTBEATS` intervals at `now`.
-    /// They stay members until [`leave`](Self::leave)d, so their departure is
-    /// announced by the same path as any other.
-    pub fn expired(&self, now: Instant, heartbeat: Duration) -> Vec<PeerId> {
-        let limit = heartbeat * MISSED_HEARTBEATS;
-        self.members
+    /// Removes and returns (id, pool) of every member silent for more than
+    /// [`MISSED_HEARTBEATS`] × `heartbeat` at `now`, ordered by id. Exactly
+    /// that long is not yet too long.
+    pub fn expire(&mut self, now: Instant, heartbeat: Duration) -> Vec<(PeerId, String)> {
+        let limit = heartbeat.saturating_mul(MISSED_HEARTBEATS);
+        let late: Vec<PeerId> = self
+            .members
             .iter()
             .filter(|(_, m)| now.saturating_duration_since(m.last_seen) > limit)
             .map(|(id, _)| *id)
+            .collect();
+        late.into_iter()
+            .filter_map(|id| self.leave(&id).map(|pool| (id, pool)))
             .collect()
     }
 
-    /// The peer's pool.
+    /// The peer's pool, if it is a member.
     pub fn pool_of(&self, id: &PeerId) -> Option<&str> {
         self.members.get(id).map(|m| m.pool.as_str())
     }
 
-    /// Whether two peers are members of the same pool.
+    /// Whether `a` and `b` are both members, of the same pool. This is the
+    /// relay rule: a handshake goes only to a peer of the sender's pool.
     pub fn same_pool(&self, a: &PeerId, b: &PeerId) -> bool {
         matches!((self.pool_of(a), self.pool_of(b)), (Some(x), Some(y)) if x == y)
     }
 
-    /// The members of `pool` other than `except`.
+    /// The ids of the members of `pool` other than `except`, ordered by id.
     pub fn others(&self, pool: &str, except: &PeerId) -> Vec<PeerId> {
         self.pools
             .get(pool)
@@ -156,8 +174,8 @@ impl Registry {
             .unwrap_or_default()
     }
 
-    /// The members of `pool`.
-    fn members_of(&self, pool: &str) -> Vec<PeerInfo> {
+    /// The members of `pool` (empty for an unknown pool), ordered by id.
+    pub fn members(&self, pool: &str) -> Vec<PeerInfo> {
         self.pools
             .get(pool)
             .map(|s| {
@@ -173,13 +191,13 @@ impl Registry {
         self.members.get(id).map(|m| &m.info)
     }
 
-    /// Every pool with its members.
-    pub fn summary(&self) -> Vec<PoolSummary> {
+    /// Every non-empty pool with its members, ordered by name (`GET /api/pools`).
+    pub fn pools(&self) -> Vec<PoolSummary> {
         self.pools
             .keys()
             .map(|name| PoolSummary {
                 name: name.clone(),
-                peers: self.members_of(name),
+                peers: self.members(name),
             })
             .collect()
     }
@@ -193,6 +211,15 @@ impl Registry {
     pub fn is_empty(&self) -> bool {
         self.members.is_empty()
     }
+
+    fn unlist(&mut self, id: &PeerId, pool: &str) {
+        if let Some(set) = self.pools.get_mut(pool) {
+            set.remove(id);
+            if set.is_empty() {
+                self.pools.remove(pool);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -201,16 +228,25 @@ mod tests {
     use jobmesh_wire::{Capability, PROTOCOL_VERSION};
 
     const HB: Duration = Duration::from_secs(5);
+    const MS: Duration = Duration::from_millis(1);
+
+    fn id(n: u128) -> PeerId {
+        PeerId(uuid::Uuid::from_u128(n))
+    }
 
     fn hello(n: u128, pool: &str) -> Hello {
         Hello {
             version: PROTOCOL_VERSION,
-            peer_id: PeerId(uuid::Uuid::from_u128(n)),
+            peer_id: id(n),
             name: format!("p{n}"),
             pool: pool.into(),
-            capabilities: vec![Capability::new("echo").expect("valid")],
+            capabilities: vec![Capability::new("echo").expect("valid capability")],
             slots: 3,
         }
+    }
+
+    fn ids(infos: &[PeerInfo]) -> Vec<PeerId> {
+        infos.iter().map(|i| i.id).collect()
     }
 
     #[test]
@@ -219,32 +255,72 @@ mod tests {
         let mut r = Registry::new(10);
         assert_eq!(r.join(t, &hello(1, "a")).expect("joins"), vec![]);
         let snap = r.join(t, &hello(2, "a")).expect("joins");
-        assert_eq!(snap.len(), 1);
-        assert_eq!(snap[0].id, hello(1, "a").peer_id);
-        assert_eq!(snap[0].stats.slots, 3);
-        assert!(r.join(t, &hello(3, "b")).expect("joins").is_empty());
+        assert_eq!(ids(&snap), vec![id(1)]);
+        assert_eq!(snap[0].name, "p1");
         assert_eq!(
-            r.others("a", &hello(1, "a").peer_id),
-            vec![hello(2, "a").peer_id]
+            snap[0].capabilities,
+            vec![Capability::new("echo").expect("valid")]
         );
+        assert_eq!(
+            snap[0].stats,
+            Stats {
+                slots: 3,
+                ..Stats::default()
+            }
+        );
+        assert!(r.join(t, &hello(3, "b")).expect("joins").is_empty());
+        assert_eq!(r.others("a", &id(1)), vec![id(2)]);
+        assert_eq!(r.others("b", &id(3)), vec![]);
+        assert_eq!(ids(&r.members("a")), vec![id(1), id(2)]);
+        assert!(r.members("nope").is_empty());
+        assert_eq!(r.pool_of(&id(3)), Some("b"));
+        assert_eq!(r.len(), 3);
     }
 
     #[test]
-    fn a_full_pool_and_a_duplicate_id_are_refused() {
+    fn a_full_pool_is_refused_and_other_pools_are_not_affected() {
         let t = Instant::now();
         let mut r = Registry::new(2);
         r.join(t, &hello(1, "a")).expect("joins");
-        assert_eq!(
-            r.join(t, &hello(1, "a")),
-            Err(JoinError::Duplicate(hello(1, "a").peer_id))
-        );
         r.join(t, &hello(2, "a")).expect("joins");
+        let err = r.join(t, &hello(3, "a")).expect_err("pool a is full");
+        assert_eq!(
+            err,
+            JoinError::PoolFull {
+                pool: "a".into(),
+                max: 2
+            }
+        );
+        assert!(err.to_string().contains("full (2 peers)"), "{err}");
+        assert_eq!(r.pool_of(&id(3)), None, "a refused peer is not a member");
+        r.join(t, &hello(3, "b")).expect("another pool has room");
+        // A departure makes room again.
+        r.leave(&id(1));
+        r.join(t, &hello(4, "a")).expect("room after a leave");
+    }
+
+    #[test]
+    fn a_duplicate_live_peer_id_is_refused_even_in_another_pool() {
+        let t = Instant::now();
+        let mut r = Registry::new(10);
+        r.join(t, &hello(1, "a")).expect("joins");
+        assert_eq!(r.join(t, &hello(1, "a")), Err(JoinError::Duplicate(id(1))));
+        assert_eq!(r.join(t, &hello(1, "b")), Err(JoinError::Duplicate(id(1))));
+        assert_eq!(r.pool_of(&id(1)), Some("a"));
+        assert_eq!(r.len(), 1);
+        // Once it has left, the id may join again.
+        r.leave(&id(1));
+        r.join(t, &hello(1, "b")).expect("rejoins");
+    }
+
+    #[test]
+    fn a_zero_pool_limit_admits_nobody() {
+        let mut r = Registry::new(0);
         assert!(matches!(
-            r.join(t, &hello(3, "a")),
-            Err(JoinError::PoolFull { max: 2, .. })
+            r.join(Instant::now(), &hello(1, "a")),
+            Err(JoinError::PoolFull { max: 0, .. })
         ));
-        // Other pools are unaffected.
-        r.join(t, &hello(3, "b")).expect("joins");
+        assert!(r.is_empty());
     }
 
     #[test]
@@ -252,22 +328,70 @@ mod tests {
         let t = Instant::now();
         let mut r = Registry::new(10);
         r.join(t, &hello(1, "a")).expect("joins");
-        r.join(t, &hello(2, "a")).expect("joins");
-        let one = hello(1, "a").peer_id;
-        let two = hello(2, "a").peer_id;
+        assert!(r.expire(t, HB).is_empty());
+        assert!(r.expire(t + HB, HB).is_empty());
+        assert!(r.expire(t + HB * 2, HB).is_empty());
         assert!(
-            r.expired(t + HB * 3, HB).is_empty(),
+            r.expire(t + HB * 3, HB).is_empty(),
             "exactly 3 intervals is not yet late"
         );
-        r.touch(t + HB * 2, &two);
-        assert_eq!(
-            r.expired(t + HB * 3 + Duration::from_millis(1), HB),
-            vec![one]
+        assert_eq!(r.pool_of(&id(1)), Some("a"));
+        assert_eq!(r.expire(t + HB * 3 + MS, HB), vec![(id(1), "a".into())]);
+        assert_eq!(r.pool_of(&id(1)), None, "expire removes the member");
+        assert!(r.pools().is_empty());
+        assert!(r.expire(t + HB * 10, HB).is_empty(), "expired only once");
+    }
+
+    #[test]
+    fn touch_resets_the_silence() {
+        let t = Instant::now();
+        let mut r = Registry::new(10);
+        r.join(t, &hello(1, "a")).expect("joins");
+        r.join(t, &hello(2, "b")).expect("joins");
+        assert!(r.touch(t + HB * 2, &id(2)));
+        assert_eq!(r.expire(t + HB * 3 + MS, HB), vec![(id(1), "a".into())]);
+        assert!(
+            r.expire(t + HB * 5, HB).is_empty(),
+            "3 intervals after the touch"
         );
-        assert_eq!(r.expired(t + HB * 5, HB), vec![one]);
-        assert_eq!(r.expired(t + HB * 6, HB), vec![one, two]);
-        assert_eq!(r.leave(&one), Some("a".into()));
-        assert_eq!(r.expired(t + HB * 6, HB), vec![two]);
+        assert!(r.touch(t + HB * 5, &id(2)));
+        // A stale `now` does not move last_seen back.
+        assert!(r.touch(t, &id(2)));
+        assert!(r.expire(t + HB * 8, HB).is_empty());
+        assert_eq!(r.expire(t + HB * 8 + MS, HB), vec![(id(2), "b".into())]);
+        assert!(!r.touch(t + HB * 9, &id(2)), "touching a non-member");
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn expire_takes_every_late_peer_of_every_pool_and_keeps_the_rest() {
+        let t = Instant::now();
+        let mut r = Registry::new(10);
+        for (n, pool) in [(1, "a"), (2, "a"), (3, "b"), (4, "b")] {
+            r.join(t, &hello(n, pool)).expect("joins");
+        }
+        r.touch(t + HB, &id(2));
+        let gone = r.expire(t + HB * 3 + MS, HB);
+        assert_eq!(
+            gone,
+            vec![
+                (id(1), "a".into()),
+                (id(3), "b".into()),
+                (id(4), "b".into())
+            ]
+        );
+        let pools = r.pools();
+        assert_eq!(pools.len(), 1, "pool b is gone with its last member");
+        assert_eq!(pools[0].name, "a");
+        assert_eq!(ids(&pools[0].peers), vec![id(2)]);
+    }
+
+    #[test]
+    fn an_instant_before_the_join_is_not_silence() {
+        let t = Instant::now() + HB * 10;
+        let mut r = Registry::new(10);
+        r.join(t, &hello(1, "a")).expect("joins");
+        assert!(r.expire(t - HB * 5, HB).is_empty());
     }
 
     #[test]
@@ -276,42 +400,64 @@ mod tests {
         let mut r = Registry::new(10);
         assert_eq!(r.leave(&PeerId::random()), None);
         r.join(t, &hello(1, "a")).expect("joins");
-        assert_eq!(r.summary().len(), 1);
-        r.leave(&hello(1, "a").peer_id);
-        assert!(r.summary().is_empty());
+        r.join(t, &hello(2, "a")).expect("joins");
+        assert_eq!(r.leave(&id(1)), Some("a".into()));
+        assert_eq!(r.leave(&id(1)), None, "only once");
+        assert_eq!(r.pools().len(), 1);
+        assert_eq!(r.leave(&id(2)), Some("a".into()));
+        assert!(r.pools().is_empty());
         assert!(r.is_empty());
     }
 
     #[test]
-    fn relays_are_allowed_only_within_a_pool() {
+    fn relays_are_allowed_only_within_the_same_pool() {
         let t = Instant::now();
         let mut r = Registry::new(10);
         r.join(t, &hello(1, "a")).expect("joins");
         r.join(t, &hello(2, "a")).expect("joins");
         r.join(t, &hello(3, "b")).expect("joins");
-        let (one, two, three) = (
-            hello(1, "a").peer_id,
-            hello(2, "a").peer_id,
-            hello(3, "b").peer_id,
-        );
-        assert!(r.same_pool(&one, &two));
-        assert!(!r.same_pool(&one, &three));
-        assert!(!r.same_pool(&one, &PeerId::random()));
+        assert!(r.same_pool(&id(1), &id(2)));
+        assert!(r.same_pool(&id(2), &id(1)));
+        assert!(!r.same_pool(&id(1), &id(3)));
+        assert!(!r.same_pool(&id(1), &PeerId::random()));
+        assert!(!r.same_pool(&PeerId::random(), &PeerId::random()));
+        r.leave(&id(2));
+        assert!(!r.same_pool(&id(1), &id(2)), "not after a leave");
     }
 
     #[test]
-    fn stats_are_recorded_for_members_only() {
+    fn stats_are_recorded_for_members_only_and_show_in_snapshots() {
         let t = Instant::now();
         let mut r = Registry::new(10);
         r.join(t, &hello(1, "a")).expect("joins");
-        let one = hello(1, "a").peer_id;
         let s = Stats {
             slots: 3,
             running: 2,
+            seq: 7,
             ..Stats::default()
         };
-        assert_eq!(r.set_stats(&one, s.clone()), Some("a"));
-        assert_eq!(r.info(&one).map(|i| &i.stats), Some(&s));
-        assert_eq!(r.set_stats(&PeerId::random(), s), None);
+        assert_eq!(r.update_stats(&id(1), s.clone()), Some("a"));
+        assert_eq!(r.info(&id(1)).map(|i| &i.stats), Some(&s));
+        assert_eq!(r.update_stats(&PeerId::random(), s.clone()), None);
+        let snap = r.join(t, &hello(2, "a")).expect("joins");
+        assert_eq!(
+            snap[0].stats, s,
+            "the welcome snapshot has the latest stats"
+        );
+        assert_eq!(r.pools()[0].peers[0].stats, s);
+    }
+
+    #[test]
+    fn the_pool_summary_serialises_as_the_http_api_documents() {
+        let t = Instant::now();
+        let mut r = Registry::new(10);
+        r.join(t, &hello(1, "a")).expect("joins");
+        let v = serde_json::to_value(r.pools()).expect("serialises");
+        assert_eq!(v[0]["name"], "a");
+        let peer = &v[0]["peers"][0];
+        assert_eq!(peer["id"], id(1).to_string());
+        assert_eq!(peer["name"], "p1");
+        assert_eq!(peer["capabilities"], serde_json::json!(["echo"]));
+        assert_eq!(peer["stats"]["slots"], 3);
     }
 }

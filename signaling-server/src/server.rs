@@ -1,7 +1,17 @@
-//! The axum server around the [`Registry`]: one task per WebSocket, a sweep
+//! The axum server around the [`Registry`]: one task per WebSocket, one sweep
 //! task for liveness, and two HTTP endpoints.
+//!
+//! Shape: the caller binds the listener, builds a [`ServerConfig`] (keeping a
+//! clone of its `counters` to read later) and awaits [`run`] with a
+//! [`CancellationToken`]; cancelling the token is the only way to stop it.
+//!
+//! All shared state (the registry and each client's queue sender) is one
+//! `std::sync::Mutex<Inner>`: every critical section is a few map operations
+//! and `try_send`s, never an `.await`, so a blocking mutex is cheaper than an
+//! async one and cannot deadlock across a yield.
 
 use std::collections::HashMap;
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -16,39 +26,55 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use jobmesh_wire::signal::{
     encode, ClientMsg, ErrorCode, Hello, ServerMsg, DEFAULT_HEARTBEAT_MS, HELLO_TIMEOUT_MS,
-    MAX_SIGNAL_MESSAGE,
+    MAX_SIGNAL_MESSAGE, MISSED_HEARTBEATS,
 };
 use jobmesh_wire::{DecodeError, PeerId};
+use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, field, info, info_span, warn, Instrument, Span};
 
-use crate::registry::{JoinError, Registry, MAX_PEERS_PER_POOL};
+use crate::registry::{JoinError, PoolSummary, Registry, MAX_PEERS_PER_POOL};
 
-/// Messages queued for one client. Full: the client is dropped (it is not
-/// keeping up, and the others must not wait for it).
+/// Default outbound queue per client, in messages. Overflow: the client is
+/// dropped (it is not keeping up, and the others must not wait for it).
 pub const CLIENT_QUEUE: usize = 256;
-/// Close code for a policy violation (bad frame, too slow).
+/// After cancellation, how long [`run`] waits for open HTTP connections, and
+/// then again for the WebSocket tasks, before it returns anyway.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+/// The WebSocket layer reads whole frames and messages up to this size, so a
+/// slightly oversized one reaches `ClientMsg::decode`, which names the size
+/// and the limit. Anything bigger is refused from its header, unbuffered,
+/// and gets the same error on a best-effort basis.
+const READ_LIMIT: usize = 2 * MAX_SIGNAL_MESSAGE;
+/// How long the last error and close frame may take to send when a
+/// connection ends, and how long the server then waits for the client's
+/// close reply before dropping the socket.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Close code for a policy violation (a refused frame or hello).
 const CLOSE_POLICY: u16 = 1008;
 /// Close code for server shutdown.
 const CLOSE_GOING_AWAY: u16 = 1001;
 
-/// Server settings.
+/// Server settings. `Default` gives the production values.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    /// Ping interval; a peer silent for 3 of them is removed.
+    /// Ping interval and sweep period; a peer silent for
+    /// [`MISSED_HEARTBEATS`] of them is removed. At least 1 ms.
     pub heartbeat: Duration,
     /// A socket must say hello within this long.
     pub hello_timeout: Duration,
-    /// Most peers in one pool.
+    /// Most peers in one pool; at least 1.
     pub max_peers_per_pool: usize,
-    /// Per-client outbound queue, in messages.
+    /// Per-client outbound queue, in messages; at least 1.
     pub client_queue: usize,
-    /// Test hook: a copy of every text frame received. Overflow: dropped and
-    /// counted in [`Counters::tap_dropped`].
+    /// Test hook: a copy of every text frame received, before decoding.
+    /// Overflow: `try_send`; a frame that does not fit is dropped and counted
+    /// in [`Counters::tap_dropped`].
     pub tap: Option<mpsc::Sender<Vec<u8>>>,
-    /// Where the server counts what it does.
+    /// Where the server counts what it does. Clone the `Arc` before calling
+    /// [`run`] to read them while it runs.
     pub counters: Arc<Counters>,
 }
 
@@ -65,20 +91,43 @@ impl Default for ServerConfig {
     }
 }
 
-/// What the server has done, since start. Monotonic.
+impl ServerConfig {
+    fn validate(&self) -> std::io::Result<()> {
+        let invalid = |what: &str| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("invalid signal-server config: {what}"),
+            ))
+        };
+        if self.heartbeat < Duration::from_millis(1) {
+            return invalid("heartbeat must be at least 1 ms");
+        }
+        if self.max_peers_per_pool == 0 {
+            return invalid("max_peers_per_pool must be at least 1");
+        }
+        if self.client_queue == 0 {
+            return invalid("client_queue must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// What the server has done since it started. Every field only grows; read
+/// with `load(Ordering::Relaxed)`.
 #[derive(Debug, Default)]
 pub struct Counters {
-    /// Text frames received.
+    /// Data frames (text or binary) received.
     pub frames_in: AtomicU64,
-    /// Bytes of text frames received.
+    /// Bytes of data frames received.
     pub bytes_in: AtomicU64,
-    /// Frames refused as undecodable.
+    /// Frames refused (undecodable, binary, oversized, not a hello first, a
+    /// second hello); each one ended its connection.
     pub rejected_frames: AtomicU64,
-    /// Handshake messages relayed.
+    /// Handshake messages relayed to a peer of the sender's pool.
     pub relays: AtomicU64,
-    /// Clients dropped because their queue was full.
+    /// Clients dropped because their outbound queue was full.
     pub clients_dropped_slow: AtomicU64,
-    /// Clients removed for silence.
+    /// Clients removed for silence (no frame for `MISSED_HEARTBEATS` heartbeats).
     pub clients_expired: AtomicU64,
     /// Tapped frames dropped because the tap was full.
     pub tap_dropped: AtomicU64,
@@ -88,88 +137,204 @@ fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
 
+/// Serves signalling on `listener` until `shutdown` is cancelled.
+///
+/// Then it stops accepting, sends every WebSocket an `error{going_away}` and
+/// a close frame with code 1001, and returns once every connection task has
+/// ended — or after [`SHUTDOWN_GRACE`] for the HTTP connections plus
+/// [`SHUTDOWN_GRACE`] for the WebSocket tasks, whichever comes first.
+///
+/// Errors: `InvalidInput` for an invalid config (nothing is served), or the
+/// listener's error. Dropping the future stops accepting and cancels the
+/// connections (through a child of `shutdown`).
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    config: ServerConfig,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    config.validate()?;
+    let local = listener.local_addr()?;
+    // A child, so an early return (or a drop) of this future also stops the
+    // connections without cancelling the caller's token.
+    let stop = shutdown.child_token();
+    let _stop_on_return = stop.clone().drop_guard();
+    let shared = Arc::new(Shared {
+        inner: Mutex::new(Inner {
+            registry: Registry::new(config.max_peers_per_pool),
+            clients: HashMap::new(),
+        }),
+        next_conn: AtomicU64::new(0),
+        config,
+        stop: stop.clone(),
+        tracker: TaskTracker::new(),
+    });
+    shared
+        .tracker
+        .spawn(sweep(shared.clone()).instrument(info_span!("sweep")));
+    let app = Router::new()
+        .route("/ws", get(ws_upgrade))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/api/pools", get(pools))
+        .with_state(shared.clone());
+    info!(%local, "signal-server serving");
+    let serve = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(stop.clone().cancelled_owned())
+    .into_future();
+    let served = tokio::select! {
+        served = serve => served,
+        () = async { stop.cancelled().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
+            warn!("HTTP connections still open {SHUTDOWN_GRACE:?} after shutdown; leaving them");
+            Ok(())
+        }
+    };
+    stop.cancel();
+    shared.tracker.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, shared.tracker.wait())
+        .await
+        .is_err()
+    {
+        warn!(
+            tasks = shared.tracker.len(),
+            "some connections did not close within {SHUTDOWN_GRACE:?} of shutdown"
+        );
+    }
+    info!("signal-server stopped");
+    served
+}
+
+/// One connected, joined client as the fan-out sees it.
 struct Client {
+    /// Tells this client's connection apart from a later one with the same
+    /// peer id, so a finishing connection never removes its successor.
+    conn: u64,
+    /// Its outbound queue (bounded by `client_queue`). Overflow: see
+    /// [`Inner::try_send_all`].
     tx: mpsc::Sender<ServerMsg>,
+    /// Cancelled to end its connection at once (slow or silent).
     kick: CancellationToken,
 }
 
+/// Everything behind the lock. Invariant: a peer id is in `registry` if and
+/// only if it is in `clients`.
 struct Inner {
     registry: Registry,
     clients: HashMap<PeerId, Client>,
 }
 
 struct Shared {
+    /// `std` mutex: never held across an `.await` (clippy's
+    /// `await_holding_lock` is denied workspace-wide).
     inner: Mutex<Inner>,
+    next_conn: AtomicU64,
     config: ServerConfig,
-    shutdown: CancellationToken,
+    /// Cancelled when the server stops.
+    stop: CancellationToken,
+    /// Every connection task and the sweep task.
     tracker: TaskTracker,
 }
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        // A panic while holding the lock leaves plain data behind; keep serving.
+        // A panic while holding the lock leaves plain data behind, whose
+        // invariant holds between statements; keep serving.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn counters(&self) -> &Counters {
+        &self.config.counters
     }
 }
 
 impl Inner {
-    /// Queues `msg` for each of `to`. Never waits: a full queue kicks that client.
-    fn fan_out(&self, to: &[PeerId], msg: &ServerMsg, counters: &Counters) {
+    /// Queues `msg` for each of `to`, never waiting; a client whose queue is
+    /// full is dropped and its departure announced.
+    fn deliver(&mut self, to: &[PeerId], msg: &ServerMsg, counters: &Counters) {
+        let mut full = Vec::new();
+        self.try_send_all(to, msg, counters, &mut full);
+        self.evict(full, counters);
+    }
+
+    /// Overflow policy of every client queue: `try_send`; on `Full` the client
+    /// is kicked (its connection ends at once), counted, logged, and pushed
+    /// onto `full` for [`evict`](Self::evict). Kicked clients get nothing more.
+    fn try_send_all(
+        &self,
+        to: &[PeerId],
+        msg: &ServerMsg,
+        counters: &Counters,
+        full: &mut Vec<PeerId>,
+    ) {
         for id in to {
-            if let Some(c) = self.clients.get(id).filter(|c| !c.kick.is_cancelled()) {
-                if let Err(mpsc::error::TrySendError::Full(_)) = c.tx.try_send(msg.clone()) {
-                    warn!(peer = %id.short(), "client queue full; dropping the client");
-                    bump(&counters.clients_dropped_slow);
-                    c.kick.cancel();
-                }
+            let Some(c) = self.clients.get(id).filter(|c| !c.kick.is_cancelled()) else {
+                continue;
+            };
+            if let Err(mpsc::error::TrySendError::Full(_)) = c.tx.try_send(msg.clone()) {
+                warn!(
+                    peer = %id.short(),
+                    queue = c.tx.max_capacity(),
+                    "client queue full; dropping the client"
+                );
+                bump(&counters.clients_dropped_slow);
+                c.kick.cancel();
+                full.push(*id);
+            }
+            // `Closed` cannot happen: a connection keeps its receiver until it
+            // has removed itself from `clients`.
+        }
+    }
+
+    /// Removes each of `pending` and tells its pool; an announcement that
+    /// fills another queue evicts that client too (a worklist, not recursion).
+    fn evict(&mut self, mut pending: Vec<PeerId>, counters: &Counters) {
+        while let Some(id) = pending.pop() {
+            if let Some(pool) = self.registry.leave(&id) {
+                self.forget(id, &pool, counters, &mut pending);
+            }
+        }
+    }
+
+    /// For a peer that has just left the registry: ends its connection,
+    /// removes its queue and announces `peer_left` to the rest of `pool`.
+    fn forget(&mut self, id: PeerId, pool: &str, counters: &Counters, full: &mut Vec<PeerId>) {
+        if let Some(c) = self.clients.remove(&id) {
+            c.kick.cancel();
+        }
+        let others = self.registry.others(pool, &id);
+        self.try_send_all(
+            &others,
+            &ServerMsg::PeerLeft { peer_id: id },
+            counters,
+            full,
+        );
+    }
+
+    /// A connection ended: removes its peer unless the server already did
+    /// (slow, silent) and, when `announce`, tells the pool.
+    fn depart(&mut self, id: PeerId, conn: u64, announce: bool, counters: &Counters) {
+        if self.clients.get(&id).map(|c| c.conn) != Some(conn) {
+            return;
+        }
+        self.clients.remove(&id);
+        if let Some(pool) = self.registry.leave(&id) {
+            if announce {
+                let others = self.registry.others(&pool, &id);
+                self.deliver(&others, &ServerMsg::PeerLeft { peer_id: id }, counters);
             }
         }
     }
 }
 
-/// Serves signalling on `listener` until `shutdown` is cancelled, then closes
-/// every socket with 1001 (going away) and returns once all connections ended
-/// (at most a few seconds later).
-pub async fn run(
-    listener: tokio::net::TcpListener,
-    config: ServerConfig,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    let shared = Arc::new(Shared {
-        inner: Mutex::new(Inner {
-            registry: Registry::new(config.max_peers_per_pool),
-            clients: HashMap::new(),
-        }),
-        config,
-        shutdown: shutdown.clone(),
-        tracker: TaskTracker::new(),
-    });
-    shared.tracker.spawn(sweep(shared.clone()));
-    let app = Router::new()
-        .route("/ws", get(ws_upgrade))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/api/pools", get(pools))
-        .with_state(shared.clone());
-    let served = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-    .await;
-    shared.tracker.close();
-    if tokio::time::timeout(Duration::from_secs(5), shared.tracker.wait())
-        .await
-        .is_err()
-    {
-        warn!("some connections did not close within 5 s of shutdown");
-    }
-    info!("signal-server stopped");
-    served
+#[derive(Serialize)]
+struct PoolsResponse {
+    pools: Vec<PoolSummary>,
 }
 
-async fn pools(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
-    let summary = shared.lock().registry.summary();
-    Json(serde_json::json!({ "pools": summary }))
+async fn pools(State(shared): State<Arc<Shared>>) -> Json<PoolsResponse> {
+    let pools = shared.lock().registry.pools();
+    Json(PoolsResponse { pools })
 }
 
 async fn ws_upgrade(
@@ -177,10 +342,8 @@ async fn ws_upgrade(
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     State(shared): State<Arc<Shared>>,
 ) -> impl IntoResponse {
-    // Frames up to twice the limit are read whole so the client gets an error
-    // naming the size; beyond that the socket is cut.
-    ws.max_message_size(2 * MAX_SIGNAL_MESSAGE)
-        .max_frame_size(2 * MAX_SIGNAL_MESSAGE)
+    ws.max_message_size(READ_LIMIT)
+        .max_frame_size(READ_LIMIT)
         .on_upgrade(move |socket| {
             let span = info_span!("client", %addr, peer = field::Empty, pool = field::Empty);
             let tracker = shared.tracker.clone();
@@ -188,23 +351,29 @@ async fn ws_upgrade(
         })
 }
 
-/// Removes members silent for too long, every heartbeat.
+/// Every heartbeat: removes the members silent for too long, ends their
+/// connections (no close frame: they are not reading) and announces them.
 async fn sweep(shared: Arc<Shared>) {
     let heartbeat = shared.config.heartbeat;
     let mut tick = tokio::time::interval(heartbeat);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            () = shared.shutdown.cancelled() => return,
+            () = shared.stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let inner = shared.lock();
-        for id in inner.registry.expired(Instant::now(), heartbeat) {
-            if let Some(c) = inner.clients.get(&id) {
-                info!(peer = %id.short(), "no heartbeat for 3 intervals; removing the peer");
-                bump(&shared.config.counters.clients_expired);
-                c.kick.cancel();
-            }
+        let mut inner = shared.lock();
+        let mut full = Vec::new();
+        for (id, pool) in inner.registry.expire(Instant::now(), heartbeat) {
+            info!(
+                peer = %id.short(),
+                %pool,
+                "no frame for {MISSED_HEARTBEATS} heartbeats; removing the peer"
+            );
+            bump(&shared.counters().clients_expired);
+            inner.forget(id, &pool, shared.counters(), &mut full);
         }
+        inner.evict(full, shared.counters());
     }
 }
 
@@ -212,98 +381,136 @@ type Sink = SplitSink<WebSocket, Message>;
 type Stream = SplitStream<WebSocket>;
 
 /// Why a connection ended.
+#[derive(Debug)]
 enum End {
+    /// The client closed it, or the socket failed.
     Closed,
-    Fatal(ErrorCode, String),
+    /// The client sent something refused: error message, then close 1008.
+    /// `drained`: false when the WebSocket layer can no longer read (an
+    /// over-limit frame), so the close reply cannot be awaited.
+    Fatal {
+        code: ErrorCode,
+        message: String,
+        drained: bool,
+    },
+    /// The server dropped it (slow or silent): no goodbye, the socket is dropped.
     Kicked,
+    /// The server is stopping: `going_away`, then close 1001.
     Shutdown,
 }
 
+impl End {
+    fn fatal(code: ErrorCode, message: impl Into<String>) -> Self {
+        End::Fatal {
+            code,
+            message: message.into(),
+            drained: true,
+        }
+    }
+
+    fn refused(e: &DecodeError) -> Self {
+        let code = match e {
+            DecodeError::WrongVersion { .. } => ErrorCode::WrongVersion,
+            _ => ErrorCode::BadMessage,
+        };
+        End::fatal(code, e.to_string())
+    }
+
+    fn reason(&self) -> &'static str {
+        match self {
+            End::Closed => "closed",
+            End::Fatal { .. } => "refused frame",
+            End::Kicked => "dropped by the server",
+            End::Shutdown => "server shutdown",
+        }
+    }
+}
+
+/// One WebSocket from upgrade to close. Runs inside the `client` span.
 async fn connection(socket: WebSocket, shared: Arc<Shared>) {
     let (mut sink, mut stream) = socket.split();
     let hello = match await_hello(&mut stream, &shared).await {
         Ok(h) => h,
-        Err(end) => return close(&mut sink, end, shared.config.heartbeat).await,
+        Err(end) => return close(sink, stream, end).await,
     };
     let span = Span::current();
     span.record("peer", field::display(hello.peer_id.short()));
     span.record("pool", field::display(&hello.pool));
     let me = hello.peer_id;
-    let (tx, mut rx) = mpsc::channel(shared.config.client_queue.max(1));
+    let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+    let (tx, mut rx) = mpsc::channel(shared.config.client_queue);
     let kick = CancellationToken::new();
     let joined = {
         let mut inner = shared.lock();
         let joined = inner.registry.join(Instant::now(), &hello);
         if joined.is_ok() {
-            inner.clients.insert(
-                me,
-                Client {
-                    tx,
-                    kick: kick.clone(),
-                },
-            );
+            let client = Client {
+                conn,
+                tx,
+                kick: kick.clone(),
+            };
+            inner.clients.insert(me, client);
             if let Some(info) = inner.registry.info(&me).cloned() {
                 let others = inner.registry.others(&hello.pool, &me);
-                inner.fan_out(
+                inner.deliver(
                     &others,
                     &ServerMsg::PeerJoined { peer: info },
-                    &shared.config.counters,
+                    shared.counters(),
                 );
             }
         }
         joined
     };
-    let welcome = match joined {
-        Ok(peers) => ServerMsg::Welcome {
-            pool: hello.pool.clone(),
-            peers,
-            heartbeat_ms: u64::try_from(shared.config.heartbeat.as_millis()).unwrap_or(u64::MAX),
-        },
+    let peers = match joined {
+        Ok(peers) => peers,
         Err(e) => {
             let code = match e {
                 JoinError::PoolFull { .. } => ErrorCode::PoolFull,
-                _ => ErrorCode::DuplicatePeer,
+                JoinError::Duplicate(_) => ErrorCode::DuplicatePeer,
             };
-            return close(
-                &mut sink,
-                End::Fatal(code, e.to_string()),
-                shared.config.heartbeat,
-            )
-            .await;
+            info!(error = %e, "hello refused");
+            return close(sink, stream, End::fatal(code, e.to_string())).await;
         }
     };
-    info!(name = %hello.name, capabilities = hello.capabilities.len(), "peer joined");
-    let end = match send(&mut sink, &welcome, shared.config.heartbeat).await {
+    info!(
+        name = %hello.name,
+        capabilities = hello.capabilities.len(),
+        others = peers.len(),
+        "peer joined"
+    );
+    let welcome = ServerMsg::Welcome {
+        pool: hello.pool.clone(),
+        peers,
+        heartbeat_ms: u64::try_from(shared.config.heartbeat.as_millis()).unwrap_or(u64::MAX),
+    };
+    // The welcome goes first: anything queued for this peer meanwhile waits
+    // in `rx` until `serve` runs.
+    let end = match send_text(&mut sink, &welcome, &kick, shared.config.heartbeat).await {
         Ok(()) => serve(&mut sink, &mut stream, &mut rx, &kick, me, &shared).await,
-        Err(()) => End::Closed,
+        Err(end) => end,
     };
-    {
-        let mut inner = shared.lock();
-        inner.clients.remove(&me);
-        if let Some(pool) = inner.registry.leave(&me) {
-            let others = inner.registry.others(&pool, &me);
-            inner.fan_out(
-                &others,
-                &ServerMsg::PeerLeft { peer_id: me },
-                &shared.config.counters,
-            );
-        }
-    }
-    info!("peer left");
-    close(&mut sink, end, shared.config.heartbeat).await;
+    let announce = !matches!(end, End::Shutdown);
+    shared.lock().depart(me, conn, announce, shared.counters());
+    info!(reason = end.reason(), "peer left");
+    close(sink, stream, end).await;
 }
 
+/// Waits for the first data frame, which must be a valid hello.
 async fn await_hello(stream: &mut Stream, shared: &Shared) -> Result<Hello, End> {
-    let deadline = tokio::time::sleep(shared.config.hello_timeout);
+    let timeout = shared.config.hello_timeout;
+    let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
     loop {
         let frame = tokio::select! {
-            () = shared.shutdown.cancelled() => return Err(End::Shutdown),
+            () = shared.stop.cancelled() => return Err(End::Shutdown),
             () = &mut deadline => {
-                return Err(End::Fatal(
+                return Err(End::fatal(
                     ErrorCode::HelloTimeout,
-                    format!("no hello within {} ms of connecting", shared.config.hello_timeout.as_millis()),
-                ))
+                    format!(
+                        "no hello within {} ms of connecting; send hello first",
+                        timeout.as_millis()
+                    ),
+                ));
             }
             f = stream.next() => f,
         };
@@ -311,27 +518,34 @@ async fn await_hello(stream: &mut Stream, shared: &Shared) -> Result<Hello, End>
             None => continue,
             Some(ClientMsg::Hello(h)) => return Ok(h),
             Some(_) => {
-                return Err(End::Fatal(
+                bump(&shared.counters().rejected_frames);
+                return Err(End::fatal(
                     ErrorCode::ExpectedHello,
-                    "the first message must be a hello".into(),
-                ))
+                    "the first message must be a hello",
+                ));
             }
         }
     }
 }
 
-/// Decodes one frame. `Ok(None)` for control frames.
+/// Turns one read from the socket into a message. `Ok(None)`: a control
+/// frame, nothing to do. Counts, taps and decodes data frames.
 fn read_frame(
     frame: Option<Result<Message, axum::Error>>,
     shared: &Shared,
 ) -> Result<Option<ClientMsg>, End> {
-    let counters = &shared.config.counters;
+    let counters = shared.counters();
     let text = match frame {
-        None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return Err(End::Closed),
+        None | Some(Ok(Message::Close(_))) => return Err(End::Closed),
+        Some(Err(e)) => return Err(read_error(e, counters)),
         Some(Ok(Message::Ping(_) | Message::Pong(_))) => return Ok(None),
-        Some(Ok(Message::Binary(_))) => {
+        Some(Ok(Message::Binary(b))) => {
+            bump(&counters.frames_in);
+            counters
+                .bytes_in
+                .fetch_add(b.len() as u64, Ordering::Relaxed);
             bump(&counters.rejected_frames);
-            return Err(fatal(DecodeError::Binary));
+            return Err(End::refused(&DecodeError::Binary));
         }
         Some(Ok(Message::Text(t))) => t,
     };
@@ -340,24 +554,47 @@ fn read_frame(
         .bytes_in
         .fetch_add(text.len() as u64, Ordering::Relaxed);
     if let Some(tap) = &shared.config.tap {
+        // Overflow: dropped and counted; the tap never slows the server.
         if tap.try_send(text.as_bytes().to_vec()).is_err() {
             bump(&counters.tap_dropped);
         }
     }
     ClientMsg::decode(text.as_bytes()).map(Some).map_err(|e| {
         bump(&counters.rejected_frames);
-        fatal(e)
+        End::refused(&e)
     })
 }
 
-fn fatal(e: DecodeError) -> End {
-    let code = match e {
-        DecodeError::WrongVersion { .. } => ErrorCode::WrongVersion,
-        _ => ErrorCode::BadMessage,
+/// A read the WebSocket layer refused. Over-limit frames, invalid UTF-8 and
+/// protocol violations are the client's fault and get an error; anything
+/// else is a dead socket.
+fn read_error(e: axum::Error, counters: &Counters) -> End {
+    use tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
+    let Ok(e) = e.into_inner().downcast::<WsError>() else {
+        return End::Closed;
     };
-    End::Fatal(code, e.to_string())
+    let message = match *e {
+        WsError::Capacity(CapacityError::MessageTooLong { size, .. }) => DecodeError::TooLarge {
+            size,
+            max: MAX_SIGNAL_MESSAGE,
+        }
+        .to_string(),
+        WsError::Utf8(_) => "a text frame was not valid UTF-8".to_owned(),
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => return End::Closed,
+        WsError::Protocol(p) => format!("WebSocket protocol error: {p}"),
+        _ => return End::Closed,
+    };
+    bump(&counters.rejected_frames);
+    End::Fatal {
+        code: ErrorCode::BadMessage,
+        message,
+        drained: false,
+    }
 }
 
+/// The main loop of a joined client. Order of priority: stop, kick, then
+/// what is owed to the client (its queue, the ping), then its next frame, so
+/// a client that floods us is slowed by TCP rather than growing our queues.
 async fn serve(
     sink: &mut Sink,
     stream: &mut Stream,
@@ -367,34 +604,35 @@ async fn serve(
     shared: &Shared,
 ) -> End {
     let heartbeat = shared.config.heartbeat;
-    let mut ping = tokio::time::interval(heartbeat);
-    ping.tick().await;
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             biased;
-            () = shared.shutdown.cancelled() => return End::Shutdown,
+            () = shared.stop.cancelled() => return End::Shutdown,
             () = kick.cancelled() => return End::Kicked,
-            _ = ping.tick() => {
-                if timed_send(sink, Message::Ping(Default::default()), heartbeat).await.is_err() {
-                    return End::Closed;
+            out = rx.recv() => {
+                // `None` cannot happen while the connection holds its entry;
+                // treat it as being dropped.
+                let Some(out) = out else { return End::Kicked };
+                if let Err(end) = send_text(sink, &out, kick, heartbeat).await {
+                    return end;
                 }
             }
-            out = rx.recv() => {
-                let Some(out) = out else { return End::Kicked };
-                // A kicked client may be stuck in this send: stop waiting at once.
-                tokio::select! {
-                    biased;
-                    () = kick.cancelled() => return End::Kicked,
-                    r = send(sink, &out, heartbeat) => if r.is_err() { return End::Closed },
+            _ = ping.tick() => {
+                let ping = Message::Ping(Default::default());
+                if let Err(end) = send(sink, ping, kick, heartbeat).await {
+                    return end;
                 }
             }
             frame = stream.next() => {
+                // Any frame, pongs included, proves the client alive.
                 shared.lock().registry.touch(Instant::now(), &me);
                 match read_frame(frame, shared) {
                     Err(end) => return end,
                     Ok(None) => {}
                     Ok(Some(msg)) => {
-                        if let Some(end) = handle(sink, msg, me, shared).await {
+                        if let Some(end) = handle(sink, msg, me, kick, shared).await {
                             return end;
                         }
                     }
@@ -405,39 +643,45 @@ async fn serve(
 }
 
 /// Acts on one message of a joined peer; `Some` ends the connection.
-async fn handle(sink: &mut Sink, msg: ClientMsg, me: PeerId, shared: &Shared) -> Option<End> {
-    let counters = &shared.config.counters;
+async fn handle(
+    sink: &mut Sink,
+    msg: ClientMsg,
+    me: PeerId,
+    kick: &CancellationToken,
+    shared: &Shared,
+) -> Option<End> {
+    let counters = shared.counters();
     match msg {
-        ClientMsg::Hello(_) => Some(End::Fatal(
-            ErrorCode::ExpectedHello,
-            "hello may be sent only once per connection".into(),
-        )),
+        ClientMsg::Hello(_) => {
+            bump(&counters.rejected_frames);
+            Some(End::fatal(
+                ErrorCode::ExpectedHello,
+                "hello may be sent only once per connection",
+            ))
+        }
         ClientMsg::Stats { stats } => {
             let mut inner = shared.lock();
             if let Some(pool) = inner
                 .registry
-                .set_stats(&me, stats.clone())
+                .update_stats(&me, stats.clone())
                 .map(str::to_owned)
             {
                 let others = inner.registry.others(&pool, &me);
-                inner.fan_out(
-                    &others,
-                    &ServerMsg::StatsChanged { peer_id: me, stats },
-                    counters,
-                );
+                let msg = ServerMsg::StatsChanged { peer_id: me, stats };
+                inner.deliver(&others, &msg, counters);
             }
             None
         }
         ClientMsg::Relay { to, signal } => {
             let delivered = {
-                let inner = shared.lock();
-                if inner.registry.same_pool(&me, &to) {
-                    inner.fan_out(&[to], &ServerMsg::Relayed { from: me, signal }, counters);
+                let mut inner = shared.lock();
+                let ok = inner.registry.same_pool(&me, &to);
+                if ok {
                     bump(&counters.relays);
-                    true
-                } else {
-                    false
+                    let msg = ServerMsg::Relayed { from: me, signal };
+                    inner.deliver(&[to], &msg, counters);
                 }
+                ok
             };
             if delivered {
                 return None;
@@ -447,50 +691,100 @@ async fn handle(sink: &mut Sink, msg: ClientMsg, me: PeerId, shared: &Shared) ->
                 code: ErrorCode::UnknownPeer,
                 message: format!("peer {to} is not in your pool; relays stay within a pool"),
             };
-            send(sink, &err, shared.config.heartbeat)
+            send_text(sink, &err, kick, shared.config.heartbeat)
                 .await
                 .err()
-                .map(|()| End::Closed)
         }
     }
 }
 
-async fn timed_send(sink: &mut Sink, msg: Message, limit: Duration) -> Result<(), ()> {
-    // A client that cannot take a frame within a heartbeat is treated as gone.
-    match tokio::time::timeout(limit, sink.send(msg)).await {
-        Ok(Ok(())) => Ok(()),
-        _ => Err(()),
+/// Sends one frame, giving up when the client is kicked or the frame cannot
+/// be written within `limit` (a client that cannot take a frame within a
+/// heartbeat is treated as gone).
+async fn send(
+    sink: &mut Sink,
+    msg: Message,
+    kick: &CancellationToken,
+    limit: Duration,
+) -> Result<(), End> {
+    tokio::select! {
+        biased;
+        () = kick.cancelled() => Err(End::Kicked),
+        sent = tokio::time::timeout(limit, sink.send(msg)) => match sent {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) | Err(_) => Err(End::Closed),
+        }
     }
 }
 
-async fn send(sink: &mut Sink, msg: &ServerMsg, limit: Duration) -> Result<(), ()> {
-    timed_send(sink, Message::Text(Utf8Bytes::from(encode(msg))), limit).await
+async fn send_text(
+    sink: &mut Sink,
+    msg: &ServerMsg,
+    kick: &CancellationToken,
+    limit: Duration,
+) -> Result<(), End> {
+    send(
+        sink,
+        Message::Text(Utf8Bytes::from(encode(msg))),
+        kick,
+        limit,
+    )
+    .await
 }
 
-/// Ends a connection: an error message first when there is one, then a close frame.
-async fn close(sink: &mut Sink, end: End, limit: Duration) {
-    let (code, reason) = match end {
-        End::Closed => return,
-        End::Fatal(code, message) => {
-            debug!(?code, %message, "refusing client");
-            let _ = send(sink, &ServerMsg::Error { code, message }, limit).await;
-            (CLOSE_POLICY, "protocol error")
+/// Ends a connection: the error message when there is one, then the close
+/// frame, then (bounded) the client's close reply, then the socket is dropped.
+async fn close(mut sink: Sink, mut stream: Stream, end: End) {
+    let never = CancellationToken::new();
+    let (code, reason, drained) = match end {
+        // A client that closed or failed needs nothing more; a kicked one is
+        // not reading, so a close frame would only wait.
+        End::Closed | End::Kicked => return,
+        End::Fatal {
+            code,
+            message,
+            drained,
+        } => {
+            debug!(?code, %message, "refusing the client");
+            let msg = ServerMsg::Error { code, message };
+            let _ = send_text(&mut sink, &msg, &never, CLOSE_TIMEOUT).await;
+            (CLOSE_POLICY, "protocol error", drained)
         }
-        // A kicked client is not reading; a close frame would only wait. Dropping
-        // the socket closes the connection.
-        End::Kicked => return,
         End::Shutdown => {
             let msg = ServerMsg::Error {
                 code: ErrorCode::GoingAway,
                 message: "signal-server is shutting down".into(),
             };
-            let _ = send(sink, &msg, limit).await;
-            (CLOSE_GOING_AWAY, "server shutting down")
+            let _ = send_text(&mut sink, &msg, &never, CLOSE_TIMEOUT).await;
+            (CLOSE_GOING_AWAY, "server shutting down", true)
         }
     };
     let frame = CloseFrame {
         code,
         reason: Utf8Bytes::from_static(reason),
     };
-    let _ = timed_send(sink, Message::Close(Some(frame)), limit).await;
+    if send(
+        &mut sink,
+        Message::Close(Some(frame)),
+        &never,
+        CLOSE_TIMEOUT,
+    )
+    .await
+    .is_err()
+    {
+        return;
+    }
+    // Wait for the client's close reply (or its socket closing) so that the
+    // socket is not dropped with unread input, which would reset the
+    // connection and could discard the error before the client reads it.
+    // When the WebSocket layer can no longer read, just give the client the
+    // same time to read and hang up.
+    let linger = async {
+        if drained {
+            while let Some(Ok(_)) = stream.next().await {}
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, linger).await;
 }

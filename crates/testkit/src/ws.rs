@@ -1,10 +1,8 @@
-//! A raw signalling client for tests that speak the WebSocket wire directly,
-//! and a plain HTTP GET.
+//! A raw signalling client for tests that speak the WebSocket wire directly.
 
 use futures_util::{SinkExt, StreamExt};
 use jobmesh_wire::signal::{encode, ClientMsg, Hello, ServerMsg};
 use jobmesh_wire::{PeerId, PROTOCOL_VERSION};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::within;
@@ -66,21 +64,4 @@ pub async fn join(url: &str, pool: &str) -> (Ws, PeerId) {
     let welcome = next(&mut ws).await;
     assert!(matches!(welcome, ServerMsg::Welcome { .. }), "{welcome:?}");
     (ws, id)
-}
-
-/// A plain HTTP/1.1 GET of `path` on `http://addr`; returns (status line, body).
-pub async fn http_get(http: &str, path: &str) -> (String, String) {
-    let addr = http.trim_start_matches("http://");
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.expect("write");
-    let mut buf = String::new();
-    within("the HTTP response", s.read_to_string(&mut buf))
-        .await
-        .expect("read");
-    let (head, body) = buf.split_once("\r\n\r\n").expect("headers end");
-    (
-        head.lines().next().unwrap_or_default().to_owned(),
-        body.to_owned(),
-    )
 }

@@ -1,0 +1,74 @@
+//! `GET /healthz` answers `ok`; `GET /api/pools` lists every pool with its
+//! members as the registry knows them, stats included.
+
+mod common;
+
+use common::{http_get, Peer, Server};
+use jobmesh_signal::ServerConfig;
+use jobmesh_wire::signal::{ClientMsg, ServerMsg};
+use jobmesh_wire::Stats;
+use serde_json::{json, Value};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_endpoints_report_health_and_pools() {
+    let mut server = Server::start(ServerConfig::default()).await;
+    let (status, body) = http_get(server.addr, "/healthz").await;
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    assert_eq!(body, "ok");
+
+    let (status, body) = http_get(server.addr, "/api/pools").await;
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).expect("JSON"),
+        json!({"pools": []})
+    );
+
+    let mut a = Peer::join(&server.url, "render", "worker-a").await;
+    let mut b = Peer::join(&server.url, "render", "worker-b").await;
+    let c = Peer::join(&server.url, "build", "worker-c").await;
+    assert!(matches!(a.next().await, ServerMsg::PeerJoined { .. }));
+    let stats = Stats {
+        slots: 2,
+        running: 2,
+        queued: 5,
+        completed: 7,
+        seq: 3,
+        ..Stats::default()
+    };
+    b.send(&ClientMsg::Stats {
+        stats: stats.clone(),
+    })
+    .await;
+    // Once A has heard of it, the registry has it.
+    assert!(matches!(a.next().await, ServerMsg::StatsChanged { .. }));
+
+    let (status, body) = http_get(server.addr, "/api/pools").await;
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    let v: Value = serde_json::from_str(&body).expect("JSON");
+    let pools = v["pools"].as_array().expect("a pools array");
+    let names: Vec<&str> = pools.iter().filter_map(|p| p["name"].as_str()).collect();
+    assert_eq!(names, vec!["build", "render"], "ordered by name");
+    let render = &pools[1]["peers"];
+    let find = |id: String| {
+        render
+            .as_array()
+            .expect("a peers array")
+            .iter()
+            .find(|p| p["id"] == id.as_str())
+            .cloned()
+            .unwrap_or_else(|| panic!("{id} is listed in {render}"))
+    };
+    let listed_b = find(b.id.to_string());
+    assert_eq!(listed_b["name"], "worker-b");
+    assert_eq!(listed_b["capabilities"], json!(["echo"]));
+    assert_eq!(
+        serde_json::from_value::<Stats>(listed_b["stats"].clone()).expect("stats"),
+        stats
+    );
+    assert_eq!(find(a.id.to_string())["stats"]["slots"], 2);
+    assert_eq!(pools[0]["peers"][0]["id"], c.id.to_string().as_str());
+
+    let (status, _) = http_get(server.addr, "/nope").await;
+    assert!(status.starts_with("HTTP/1.1 404"), "{status}");
+    server.stop().await;
+}

@@ -1,0 +1,260 @@
+//! Hostile input: each bad frame gets an `error` whose text names the problem,
+//! then a close (1008), and the peers already connected keep working.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{connect, hello, Peer, Server};
+use jobmesh_signal::ServerConfig;
+use jobmesh_wire::signal::{
+    encode, ClientMsg, ErrorCode, Handshake, ServerMsg, MAX_SIGNAL_MESSAGE,
+};
+use jobmesh_wire::{PeerId, Stats};
+use serde_json::json;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::Message;
+
+const POLICY: u16 = 1008;
+
+/// A relay from `from` reaches `to`, and stats from `to` reach `from`.
+async fn still_working(from: &mut Peer, to: &mut Peer) {
+    let offer = Handshake::Offer {
+        sdp: format!("v=0 {}", from.id),
+    };
+    from.send(&ClientMsg::Relay {
+        to: to.id,
+        signal: offer.clone(),
+    })
+    .await;
+    assert_eq!(
+        to.next().await,
+        ServerMsg::Relayed {
+            from: from.id,
+            signal: offer
+        }
+    );
+    let stats = Stats {
+        slots: 2,
+        running: 1,
+        seq: u64::from(to.id.0.as_fields().1),
+        ..Stats::default()
+    };
+    to.send(&ClientMsg::Stats {
+        stats: stats.clone(),
+    })
+    .await;
+    assert_eq!(
+        from.next().await,
+        ServerMsg::StatsChanged {
+            peer_id: to.id,
+            stats
+        }
+    );
+}
+
+/// A JSON text of exactly `size` bytes.
+fn json_of_size(size: usize) -> String {
+    format!("\"{}\"", "x".repeat(size - 2))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_malformed_first_frame_gets_an_error_and_a_close_and_others_keep_working() {
+    let mut server = Server::start(ServerConfig::default()).await;
+    let mut a = Peer::join(&server.url, "p", "a").await;
+    let mut b = Peer::join(&server.url, "p", "b").await;
+    assert!(matches!(a.next().await, ServerMsg::PeerJoined { .. }));
+
+    let wrong_version = json!({"type": "hello", "version": 99, "peer_id": PeerId::random(),
+        "name": "x", "pool": "p", "capabilities": [], "slots": 1});
+    let bad_pool = json!({"type": "hello", "version": 1, "peer_id": PeerId::random(),
+        "name": "x", "pool": "no spaces allowed", "capabilities": [], "slots": 1});
+    let limit = MAX_SIGNAL_MESSAGE.to_string();
+    let cases: Vec<(&str, Message, ErrorCode, String)> = vec![
+        (
+            "invalid JSON",
+            Message::text("{not json"),
+            ErrorCode::BadMessage,
+            "invalid JSON".into(),
+        ),
+        (
+            "no type",
+            Message::text(r#"{"version":1}"#),
+            ErrorCode::BadMessage,
+            "\"type\"".into(),
+        ),
+        (
+            "unknown type",
+            Message::text(r#"{"type":"teleport"}"#),
+            ErrorCode::BadMessage,
+            "unknown message type \"teleport\"".into(),
+        ),
+        (
+            "wrong version",
+            Message::text(wrong_version.to_string()),
+            ErrorCode::WrongVersion,
+            "unsupported protocol version 99".into(),
+        ),
+        (
+            "invalid field",
+            Message::text(bad_pool.to_string()),
+            ErrorCode::BadMessage,
+            "invalid pool".into(),
+        ),
+        (
+            "oversized by one byte",
+            Message::text(json_of_size(MAX_SIGNAL_MESSAGE + 1)),
+            ErrorCode::BadMessage,
+            format!(
+                "too large: {} bytes, the limit is {limit}",
+                MAX_SIGNAL_MESSAGE + 1
+            ),
+        ),
+        (
+            "oversized far beyond the limit",
+            Message::text(json_of_size(16 * MAX_SIGNAL_MESSAGE)),
+            ErrorCode::BadMessage,
+            format!(
+                "too large: {} bytes, the limit is {limit}",
+                16 * MAX_SIGNAL_MESSAGE
+            ),
+        ),
+        (
+            "first frame not a hello",
+            Message::text(encode(&ClientMsg::Stats {
+                stats: Stats::default(),
+            })),
+            ErrorCode::ExpectedHello,
+            "first message must be a hello".into(),
+        ),
+        (
+            "binary frame",
+            Message::binary(vec![1u8, 2, 3]),
+            ErrorCode::BadMessage,
+            "binary frames".into(),
+        ),
+        (
+            "text frame that is not UTF-8",
+            Message::Frame(Frame::message(
+                vec![b'"', 0xff, 0xfe, b'"'],
+                OpCode::Data(Data::Text),
+                true,
+            )),
+            ErrorCode::BadMessage,
+            "UTF-8".into(),
+        ),
+    ];
+    let mut refused = 0;
+    for (what, frame, code, needle) in cases {
+        let mut bad = Peer::reading(connect(&server.url).await, PeerId::random());
+        // The server may reset a socket it refused while a big frame is
+        // still being written; what matters is what the client reads.
+        let _ = bad.try_send_raw(frame).await;
+        println!("case: {what}");
+        bad.expect_error_then_close(code, &needle, POLICY).await;
+        refused += 1;
+        assert_eq!(server.count(|c| &c.rejected_frames), refused, "{what}");
+    }
+
+    // The peers connected all along still relay and see stats, both ways.
+    still_working(&mut a, &mut b).await;
+    still_working(&mut b, &mut a).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joined_peer_that_misbehaves_is_closed_and_announced_as_left() {
+    let mut server = Server::start(ServerConfig::default()).await;
+    let mut a = Peer::join(&server.url, "p", "a").await;
+    let mut b = Peer::join(&server.url, "p", "b").await;
+    assert!(matches!(a.next().await, ServerMsg::PeerJoined { .. }));
+    let bad_frames: Vec<(Message, ErrorCode, &str)> = vec![
+        (Message::text("[]"), ErrorCode::BadMessage, "\"type\""),
+        (
+            Message::text(encode(&hello(PeerId::random(), "p", "again"))),
+            ErrorCode::ExpectedHello,
+            "only once",
+        ),
+        (
+            Message::text(
+                json!({"type": "relay", "to": PeerId::random(),
+                    "signal": {"kind": "offer", "sdp": "x".repeat(40 * 1024)}})
+                .to_string(),
+            ),
+            ErrorCode::BadMessage,
+            "invalid signal",
+        ),
+        (
+            Message::text(json_of_size(MAX_SIGNAL_MESSAGE + 100)),
+            ErrorCode::BadMessage,
+            "too large",
+        ),
+    ];
+    for (frame, code, needle) in bad_frames {
+        let mut c = Peer::join(&server.url, "p", "c").await;
+        assert!(matches!(a.next().await, ServerMsg::PeerJoined { peer } if peer.id == c.id));
+        assert!(matches!(b.next().await, ServerMsg::PeerJoined { peer } if peer.id == c.id));
+        c.send_raw(frame).await;
+        c.expect_error_then_close(code, needle, POLICY).await;
+        assert_eq!(a.next().await, ServerMsg::PeerLeft { peer_id: c.id });
+        assert_eq!(b.next().await, ServerMsg::PeerLeft { peer_id: c.id });
+    }
+    still_working(&mut a, &mut b).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_that_never_says_hello_is_closed_at_the_hello_deadline() {
+    let mut server = Server::start(ServerConfig {
+        hello_timeout: Duration::from_millis(200),
+        ..ServerConfig::default()
+    })
+    .await;
+    let mut mute = Peer::reading(connect(&server.url).await, PeerId::random());
+    mute.expect_error_then_close(ErrorCode::HelloTimeout, "no hello within 200 ms", POLICY)
+        .await;
+    // Pings before the hello do not count as one.
+    let mut pinger = Peer::reading(connect(&server.url).await, PeerId::random());
+    pinger.send_raw(Message::Ping(Default::default())).await;
+    pinger
+        .expect_error_then_close(ErrorCode::HelloTimeout, "no hello", POLICY)
+        .await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_pool_and_a_duplicate_peer_id_are_refused() {
+    let mut server = Server::start(ServerConfig {
+        max_peers_per_pool: 2,
+        ..ServerConfig::default()
+    })
+    .await;
+    let mut a = Peer::join(&server.url, "small", "a").await;
+    let b = Peer::join(&server.url, "small", "b").await;
+    assert!(matches!(a.next().await, ServerMsg::PeerJoined { .. }));
+
+    let mut third = Peer::reading(connect(&server.url).await, PeerId::random());
+    third.send(&hello(third.id, "small", "third")).await;
+    third
+        .expect_error_then_close(
+            ErrorCode::PoolFull,
+            "pool \"small\" is full (2 peers)",
+            POLICY,
+        )
+        .await;
+
+    let mut twin = Peer::reading(connect(&server.url).await, b.id);
+    twin.send(&hello(b.id, "other", "twin")).await;
+    twin.expect_error_then_close(ErrorCode::DuplicatePeer, "already connected", POLICY)
+        .await;
+
+    // Neither refusal disturbed the pool: A hears nothing of them, and B's
+    // departure makes room for a newcomer.
+    let b_id = b.id;
+    drop(b);
+    assert_eq!(a.next().await, ServerMsg::PeerLeft { peer_id: b_id });
+    let c = Peer::join(&server.url, "small", "c").await;
+    assert!(matches!(a.next().await, ServerMsg::PeerJoined { peer } if peer.id == c.id));
+    server.stop().await;
+}
