@@ -159,7 +159,8 @@ impl Metrics {
 pub(crate) enum Command {
     Submit {
         spec: jobmesh_core::JobSpec,
-        events: mpsc::Sender<JobEvent>,
+        /// None when nobody listens (`PeerHandle::run`): no channel, no copies.
+        events: Option<mpsc::Sender<JobEvent>>,
         reply: oneshot::Sender<Result<JobReport, DaemonError>>,
     },
     Cancel {
@@ -260,29 +261,42 @@ impl PeerHandle {
         input: Value,
         options: impl Into<JobOptions>,
     ) -> Result<JobHandle, DaemonError> {
-        let (reply, result) = oneshot::channel();
         let (events_tx, events) = mpsc::channel(JOB_EVENT_QUEUE);
-        let spec = jobmesh_core::JobSpec {
-            job_id: uuid::Uuid::new_v4(),
-            capability,
-            input,
-            options: options.into(),
-        };
-        let job_id = spec.job_id;
-        self.commands
-            .send(Command::Submit {
-                spec,
-                events: events_tx,
-                reply,
-            })
-            .await
-            .map_err(|_| DaemonError::Stopped)?;
+        let (job_id, result) = self
+            .send_submit(capability, input, options.into(), Some(events_tx))
+            .await?;
         Ok(JobHandle {
             job_id,
             events,
             result,
             commands: self.commands.clone(),
         })
+    }
+
+    async fn send_submit(
+        &self,
+        capability: Capability,
+        input: Value,
+        options: JobOptions,
+        events: Option<mpsc::Sender<JobEvent>>,
+    ) -> Result<(JobId, oneshot::Receiver<Result<JobReport, DaemonError>>), DaemonError> {
+        let (reply, result) = oneshot::channel();
+        let spec = jobmesh_core::JobSpec {
+            job_id: uuid::Uuid::new_v4(),
+            capability,
+            input,
+            options,
+        };
+        let job_id = spec.job_id;
+        self.commands
+            .send(Command::Submit {
+                spec,
+                events,
+                reply,
+            })
+            .await
+            .map_err(|_| DaemonError::Stopped)?;
+        Ok((job_id, result))
     }
 
     /// Submits a job and waits for its outcome.
@@ -292,10 +306,10 @@ impl PeerHandle {
         input: Value,
         options: impl Into<JobOptions>,
     ) -> Result<JobReport, DaemonError> {
-        self.submit(capability, input, options)
-            .await?
-            .result()
-            .await
+        let (_, result) = self
+            .send_submit(capability, input, options.into(), None)
+            .await?;
+        result.await.map_err(|_| DaemonError::Stopped)?
     }
 
     /// Cancels a job this daemon submitted; `true` if it was still live.

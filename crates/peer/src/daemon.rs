@@ -249,8 +249,9 @@ impl Link {
 
 struct Waiter {
     reply: oneshot::Sender<Result<JobReport, DaemonError>>,
-    /// Overflow: try_send; a full queue drops the event (the outcome still arrives).
-    events: mpsc::Sender<JobEvent>,
+    /// Overflow: try_send; a full queue drops the event (the outcome still
+    /// arrives). None when the caller does not listen.
+    events: Option<mpsc::Sender<JobEvent>>,
     started: Instant,
 }
 
@@ -454,9 +455,9 @@ impl Daemon {
             // A lagging subscriber misses events; sending never waits.
             let _ = self.watch.send(WatchEvent::from_event(&e, &self.clock));
         }
-        if let Some(w) = self.waiters.get(&e.job_id) {
+        if let Some(events) = self.waiters.get(&e.job_id).and_then(|w| w.events.as_ref()) {
             // Overflow: the event is dropped; the outcome still arrives.
-            let _ = w.events.try_send(e.clone());
+            let _ = events.try_send(e.clone());
         }
         if let EventKind::Dispatched { worker, attempt } = &e.kind {
             debug!(job_id = %e.job_id, worker = %worker.short(), attempt, "job dispatched");
