@@ -4,10 +4,10 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::mpsc;
 
-use jobmesh_testkit::process::{bin, expect_exit, peer, run_peer, stdout_json, Proc};
+use jobmesh_testkit::process::{expect_exit, peer, run_peer, signal_server, stdout_json, Proc};
 use jobmesh_testkit::{init_tracing, PeerGuard, DEADLINE};
 use serde_json::{json, Value};
 
@@ -63,13 +63,7 @@ async fn the_cli_drives_the_whole_job_lifecycle() {
     let tmp = std::env::temp_dir().join(format!("jobmesh-life-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&tmp).expect("temp dir");
     let sock = |n: &str| tmp.join(format!("{n}.sock")).to_string_lossy().into_owned();
-    let (_server, ready) =
-        Proc::spawn(Command::new(bin("signal-server")).args(["--listen", "127.0.0.1:0"]));
-    let url = ready
-        .split_whitespace()
-        .find(|w| w.starts_with("ws://"))
-        .expect("url")
-        .to_owned();
+    let (_server, url) = signal_server();
     // Two one-slot workers; the ready line names each one's peer id.
     let mut workers: HashMap<String, (Proc, String)> = HashMap::new();
     for name in ["w1", "w2"] {

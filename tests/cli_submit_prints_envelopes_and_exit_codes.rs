@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::process::Command;
 
-use jobmesh_testkit::process::{bin, expect_exit, run_peer, stdout_json, Proc};
+use jobmesh_testkit::process::{bin, expect_exit, run_peer, signal_server, stdout_json, Proc};
 use jobmesh_testkit::{init_tracing, PeerGuard};
 use serde_json::{json, Value};
 
@@ -12,13 +12,7 @@ async fn peer_submit_prints_envelopes_and_exits_0_1_2_3() {
     init_tracing();
     let tmp = std::env::temp_dir().join(format!("jobmesh-cli-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&tmp).expect("temp dir");
-    let (mut server, ready) =
-        Proc::spawn(Command::new(bin("signal-server")).args(["--listen", "127.0.0.1:0"]));
-    let url = ready
-        .split_whitespace()
-        .find(|w| w.starts_with("ws://"))
-        .unwrap_or_else(|| panic!("no ws:// url in {ready:?}"))
-        .to_owned();
+    let (mut server, url) = signal_server();
 
     let sock = |n: &str| tmp.join(format!("{n}.sock")).to_string_lossy().into_owned();
     let mut workers = Vec::new();

@@ -107,3 +107,17 @@ pub fn expect_exit(out: &std::process::Output, code: i32) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Starts the `signal-server` binary on `127.0.0.1:0`; returns it and the
+/// WebSocket URL from its ready line.
+pub fn signal_server() -> (Proc, String) {
+    let (server, ready) = Proc::spawn(
+        std::process::Command::new(bin("signal-server")).args(["--listen", "127.0.0.1:0"]),
+    );
+    let url = ready
+        .split_whitespace()
+        .find(|w| w.starts_with("ws://"))
+        .unwrap_or_else(|| panic!("no ws:// url in the ready line {ready:?}"))
+        .to_owned();
+    (server, url)
+}

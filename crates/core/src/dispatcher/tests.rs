@@ -82,6 +82,16 @@ impl Harness {
             .expect("no error");
     }
 
+    /// The worker accepts attempt `a` of job `id` and returns a result.
+    fn complete(&mut self, w: PeerId, id: JobId, a: u32) {
+        let accepted = DcMsg::Accepted {
+            job_id: id,
+            attempt: a,
+        };
+        self.reply(self.t0, w, accepted);
+        self.reply(self.t0, w, ok(id, a, json!(null)));
+    }
+
     fn tick(&mut self, at: Instant) {
         self.d.handle_input(at, Input::Timeout).expect("no error");
     }
@@ -628,15 +638,7 @@ fn queued_jobs_run_by_priority_then_in_order() {
     let mut order = Vec::new();
     let mut running = (w, first, 1);
     for _ in 0..5 {
-        h.reply(
-            h.t0,
-            running.0,
-            DcMsg::Accepted {
-                job_id: running.1,
-                attempt: running.2,
-            },
-        );
-        h.reply(h.t0, running.0, ok(running.1, running.2, json!(null)));
+        h.complete(running.0, running.1, running.2);
         let [next] = h.submits()[..] else {
             panic!("the next job")
         };
@@ -658,15 +660,7 @@ fn each_strategy_is_used_as_asked() {
             panic!("submit")
         };
         picks.push(w);
-        h.reply(
-            h.t0,
-            w,
-            DcMsg::Accepted {
-                job_id: id,
-                attempt: a,
-            },
-        );
-        h.reply(h.t0, w, ok(id, a, json!(null)));
+        h.complete(w, id, a);
         h.drain();
     }
     assert_eq!(
@@ -683,15 +677,7 @@ fn each_strategy_is_used_as_asked() {
             panic!("submit")
         };
         homes.push(w);
-        h.reply(
-            h.t0,
-            w,
-            DcMsg::Accepted {
-                job_id: id,
-                attempt: a,
-            },
-        );
-        h.reply(h.t0, w, ok(id, a, json!(null)));
+        h.complete(w, id, a);
         h.drain();
     }
     assert!(
@@ -801,15 +787,7 @@ fn jobs_wait_for_free_slots_and_spread_over_workers() {
         assert!(h.d.in_flight().values().all(|n| *n <= 2));
         for (w, id, a) in sent {
             *per_worker.entry(w).or_default() += 1;
-            h.reply(
-                h.t0,
-                w,
-                DcMsg::Accepted {
-                    job_id: id,
-                    attempt: a,
-                },
-            );
-            h.reply(h.t0, w, ok(id, a, json!(null)));
+            h.complete(w, id, a);
             done += 1;
         }
     }
