@@ -92,21 +92,15 @@ struct WatchArgs {
     local: Local,
 }
 
-/// Where a client subcommand finds the pool.
+/// Where a client subcommand finds the pool: the local daemon, or with
+/// `--signal` and no daemon answering, the pool itself for this one command.
 #[derive(Args, Debug)]
 struct Target {
-    /// Control socket of a running daemon [default: per pool and name under $XDG_RUNTIME_DIR or the temp dir].
-    #[arg(long, env = "JOBMESH_CONTROL")]
-    control: Option<PathBuf>,
+    #[command(flatten)]
+    local: Local,
     /// With no daemon answering, join the pool at this signal-server for this one command.
     #[arg(long, env = "JOBMESH_SIGNAL")]
     signal: Option<String>,
-    /// Pool (finds the default control socket; used with --signal).
-    #[arg(long, env = "JOBMESH_POOL", default_value = "default")]
-    pool: String,
-    /// Name of the local daemon (finds the default control socket) [default: host name].
-    #[arg(long, env = "JOBMESH_NAME")]
-    name: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -370,14 +364,8 @@ enum Via {
 }
 
 async fn connect(target: &Target) -> anyhow::Result<Via> {
-    let explicit = target.control.is_some();
-    let path = target.control.clone().unwrap_or_else(|| {
-        let name = target
-            .name
-            .clone()
-            .unwrap_or_else(jobmesh_peer::default_name);
-        control::default_path(&target.pool, &name)
-    });
+    let explicit = target.local.control.is_some();
+    let path = target.local.path();
     if tokio::net::UnixStream::connect(&path).await.is_ok() {
         return Ok(Via::Control(path));
     }
@@ -395,14 +383,14 @@ async fn connect(target: &Target) -> anyhow::Result<Via> {
         );
     };
     let name = format!("submit-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    let mut config = DaemonConfig::new(url.clone(), name, target.pool.clone());
+    let mut config = DaemonConfig::new(url.clone(), name, target.local.pool.clone());
     config.slots = 0;
     config.grace = Duration::from_secs(1);
     let handle = jobmesh_peer::spawn(config, CancellationToken::new())?;
     handle
         .wait_pool(Duration::from_secs(10), |s| s.connected)
         .await
-        .with_context(|| format!("cannot join pool {:?} at {url}", target.pool))?;
+        .with_context(|| format!("cannot join pool {:?} at {url}", target.local.pool))?;
     Ok(Via::Ephemeral(handle))
 }
 
