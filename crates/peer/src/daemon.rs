@@ -688,7 +688,7 @@ impl Daemon {
         let result = done.result.map_err(|e| (e.message, e.retryable));
         info!(job_id = %done.job_id, ok = result.is_ok(), "job finished");
         let result = match result {
-            Ok(value) if too_big(&done.job_id, &value) => Err((
+            Ok(value) if too_big(&value) => Err((
                 format!(
                     "the result does not fit in one data-channel message ({MAX_DC_MESSAGE} bytes)"
                 ),
@@ -713,18 +713,59 @@ async fn run_handler(
         .unwrap_or_else(|_| Err(HandlerError::permanent("the handler panicked")))
 }
 
-fn too_big(job_id: &JobId, value: &Value) -> bool {
-    let msg = DcMsg::Result {
-        job_id: *job_id,
-        attempt: u32::MAX,
-        outcome: Outcome::Ok {
-            value: value.clone(),
-        },
-        load: Some(jobmesh_wire::dc::Load {
-            running: u32::MAX,
-            slots: u32::MAX,
-            seq: u64::MAX,
-        }),
-    };
-    msg.encode().len() > MAX_DC_MESSAGE
+/// Whether a result with `value` would exceed one data-channel message.
+/// Counts the value's JSON bytes without building them, plus the largest
+/// possible envelope around it (computed once).
+fn too_big(value: &Value) -> bool {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    static ENVELOPE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let envelope = *ENVELOPE.get_or_init(|| {
+        let widest = DcMsg::Result {
+            job_id: JobId::max(),
+            attempt: u32::MAX,
+            outcome: Outcome::Ok { value: Value::Null },
+            load: Some(jobmesh_wire::dc::Load {
+                running: u32::MAX,
+                slots: u32::MAX,
+                seq: u64::MAX,
+            }),
+        };
+        widest.encode().len() - "null".len()
+    });
+    let mut count = Count(0);
+    // Writing into a counter cannot fail.
+    let _ = serde_json::to_writer(&mut count, value);
+    envelope + count.0 > MAX_DC_MESSAGE
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_result_too_large_for_one_message_is_recognised_without_encoding_it() {
+        assert!(!too_big(&serde_json::json!({"words": 5})));
+        assert!(too_big(&Value::String("x".repeat(MAX_DC_MESSAGE))));
+        // Just under the limit, counting the widest envelope, still fits.
+        let fits = Value::String("x".repeat(MAX_DC_MESSAGE - 300));
+        let msg = DcMsg::Result {
+            job_id: JobId::max(),
+            attempt: u32::MAX,
+            outcome: Outcome::Ok {
+                value: fits.clone(),
+            },
+            load: None,
+        };
+        assert!(msg.encode().len() <= MAX_DC_MESSAGE);
+        assert!(!too_big(&fits));
+    }
 }
