@@ -7,12 +7,17 @@
 //!   message to the daemon's bounded `events` channel with `send().await` (a slow
 //!   daemon slows this link's reads, and SCTP flow control slows the remote) and
 //!   emits exactly one [`LinkEvent::Closed`] when the link ends, for any reason;
-//! * the **writer** drains the handle's bounded queue ([`LINK_SEND_QUEUE`]
-//!   messages) into `send()`, which waits while the connection's send buffer
-//!   ([`RtcConfig::send_buffer_limit`]) is full.
+//! * the **writer** drains the handle's two bounded queues into `send()`,
+//!   which waits while the connection's send buffer
+//!   ([`RtcConfig::send_buffer_limit`]) is full: the control queue
+//!   ([`LINK_SEND_QUEUE`] messages, `try_send`) always first, then the bulk
+//!   queue ([`BULK_QUEUE`] blob chunks, [`BulkSender::send`] waits for room).
+//!   A control message therefore waits behind at most one send buffer of blob
+//!   bytes, never behind a whole blob.
 //!
 //! Dropping the handle closes the link.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +38,12 @@ use webrtc::peer_connection::{
 /// worker's slot count of jobs in flight per link, so a full queue means a
 /// peer that stopped reading: the daemon then closes the link.
 pub const LINK_SEND_QUEUE: usize = 1024;
+/// Blob chunks one link's bulk queue holds (at most 64 KiB each). Full:
+/// [`BulkSender::send`] waits, which paces every blob sender on the link.
+pub const BULK_QUEUE: usize = 8;
+/// The largest message sent between jobmesh peers: webrtc 0.21's default
+/// SCTP maximum, and the fastest size measured (`docs/performance.md`).
+pub const MAX_MESSAGE_SIZE: usize = 64 * 1024;
 /// How long a closing link may take to flush what was queued before the close.
 pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often a closing link checks whether the remote acknowledged everything.
@@ -57,6 +68,35 @@ pub struct RtcConfig {
     pub connect_timeout: Duration,
     /// How long to wait for ICE gathering before sending what was gathered.
     pub gather_timeout: Duration,
+    /// Fault injection for tests; inert unless a test arms it.
+    pub faults: Arc<Faults>,
+}
+
+/// Faults a test can arm on every link built from one [`RtcConfig`].
+#[derive(Debug, Default)]
+pub struct Faults {
+    corrupt_chunks: AtomicU32,
+}
+
+impl Faults {
+    /// Flips a payload byte of each of the next `n` bulk messages (blob
+    /// chunks) sent, after their digest was computed: the receiver must
+    /// notice.
+    pub fn corrupt_next_chunks(&self, n: u32) {
+        self.corrupt_chunks.store(n, Ordering::Relaxed);
+    }
+
+    fn apply(&self, data: &mut [u8]) {
+        let armed = self
+            .corrupt_chunks
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok();
+        if armed {
+            if let Some(last) = data.last_mut() {
+                *last ^= 0xFF;
+            }
+        }
+    }
 }
 
 impl Default for RtcConfig {
@@ -64,9 +104,12 @@ impl Default for RtcConfig {
         Self {
             ice_servers: Vec::new(),
             udp_addrs: vec!["0.0.0.0:0".into(), "127.0.0.1:0".into()],
-            send_buffer_limit: 4 * 1024 * 1024,
+            // 1 MiB: bounds how long a control message can wait behind blob
+            // chunks (~6 ms at 175 MB/s) and still keeps bulk at full speed.
+            send_buffer_limit: 1024 * 1024,
             connect_timeout: Duration::from_secs(10),
             gather_timeout: Duration::from_secs(5),
+            faults: Arc::default(),
         }
     }
 }
@@ -123,6 +166,7 @@ pub struct LinkHandle {
     peer: PeerId,
     link_id: LinkId,
     tx: mpsc::Sender<Vec<u8>>,
+    bulk: BulkSender,
     cancel: CancellationToken,
     _close_on_drop: DropGuard,
     writer: tokio::task::JoinHandle<()>,
@@ -150,6 +194,11 @@ impl LinkHandle {
         self.link_id
     }
 
+    /// A sender for blob chunks on this link (clones share its queue).
+    pub fn bulk(&self) -> BulkSender {
+        self.bulk.clone()
+    }
+
     /// Queues one message. Never waits.
     pub fn try_send(&self, data: Vec<u8>) -> Result<(), SendError> {
         self.tx.try_send(data).map_err(|e| match e {
@@ -169,6 +218,51 @@ impl LinkHandle {
     pub async fn close_flushed(self) {
         self.cancel.cancel();
         let _ = self.writer.await;
+    }
+}
+
+/// The bulk (blob chunk) queue of one link.
+#[derive(Debug, Clone)]
+pub struct BulkSender {
+    tx: mpsc::Sender<Bulk>,
+    max_message_size: usize,
+}
+
+/// An entry of the bulk queue.
+#[derive(Debug)]
+enum Bulk {
+    Data(Vec<u8>),
+    /// Fired once everything queued before it went to the data channel.
+    Flushed(oneshot::Sender<()>),
+}
+
+impl BulkSender {
+    /// The largest message this link carries: [`MAX_MESSAGE_SIZE`], or less
+    /// when the remote negotiated a smaller `max-message-size`.
+    pub fn max_message_size(&self) -> usize {
+        self.max_message_size
+    }
+
+    /// Queues one message behind the link's control messages, waiting while
+    /// the bulk queue is full. Cancel-safe: a cancelled send queued nothing.
+    pub async fn send(&self, data: Vec<u8>) -> Result<(), SendError> {
+        self.tx
+            .send(Bulk::Data(data))
+            .await
+            .map_err(|_| SendError::Closed)
+    }
+
+    /// Waits until every message queued before this call has been handed to
+    /// the data channel, so a control message sent afterwards (a result
+    /// after its blobs) arrives after them: the channel is ordered, but the
+    /// writer serves control messages before queued bulk ones.
+    pub async fn flush(&self) -> Result<(), SendError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Bulk::Flushed(tx))
+            .await
+            .map_err(|_| SendError::Closed)?;
+        rx.await.map_err(|_| SendError::Closed)
     }
 }
 
@@ -326,7 +420,16 @@ pub async fn dial(
         Ok(dc)
     })
     .await;
-    finish(pc, setup.dead, result, peer, link_id, events).await
+    finish(
+        config.faults.clone(),
+        pc,
+        setup.dead,
+        result,
+        peer,
+        link_id,
+        events,
+    )
+    .await
 }
 
 /// Opens a link to `peer` as the answerer of its `offer`.
@@ -358,10 +461,20 @@ pub async fn answer(
         Ok(dc)
     })
     .await;
-    finish(pc, setup.dead, result, peer, link_id, events).await
+    finish(
+        config.faults.clone(),
+        pc,
+        setup.dead,
+        result,
+        peer,
+        link_id,
+        events,
+    )
+    .await
 }
 
 async fn finish(
+    faults: Arc<Faults>,
     pc: Arc<dyn PeerConnection>,
     dead: CancellationToken,
     result: Result<Arc<dyn DataChannel>, LinkError>,
@@ -370,7 +483,23 @@ async fn finish(
     events: mpsc::Sender<LinkEvent>,
 ) -> Result<LinkHandle, LinkError> {
     match result {
-        Ok(dc) => Ok(spawn_link(pc, dc, dead, peer, link_id, events)),
+        Ok(dc) => {
+            let max_message_size = match pc.sctp().await {
+                Some(sctp) => sctp.max_message_size().await.ok(),
+                None => None,
+            }
+            .map_or(MAX_MESSAGE_SIZE, |m| (m as usize).min(MAX_MESSAGE_SIZE));
+            debug!(max_message_size, "data channel open");
+            let link = Link {
+                pc,
+                dc,
+                cancel: dead,
+                peer,
+                link_id,
+                max_message_size,
+            };
+            Ok(spawn_link(link, events, faults))
+        }
         Err(e) => {
             let _ = pc.close().await;
             Err(e)
@@ -378,15 +507,27 @@ async fn finish(
     }
 }
 
-fn spawn_link(
+/// An open connection and its channel, before its tasks start.
+struct Link {
     pc: Arc<dyn PeerConnection>,
     dc: Arc<dyn DataChannel>,
     cancel: CancellationToken,
     peer: PeerId,
     link_id: LinkId,
-    events: mpsc::Sender<LinkEvent>,
-) -> LinkHandle {
+    max_message_size: usize,
+}
+
+fn spawn_link(link: Link, events: mpsc::Sender<LinkEvent>, faults: Arc<Faults>) -> LinkHandle {
+    let Link {
+        pc,
+        dc,
+        cancel,
+        peer,
+        link_id,
+        max_message_size,
+    } = link;
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(LINK_SEND_QUEUE);
+    let (bulk_tx, mut bulk_rx) = mpsc::channel::<Bulk>(BULK_QUEUE);
     let span = info_span!("link", peer = %peer.short(), link_id);
 
     let writer_dc = dc.clone();
@@ -394,10 +535,22 @@ fn spawn_link(
     let writer = tokio::spawn(
         async move {
             loop {
+                // Control messages first: a job's submit or result never
+                // queues behind another job's blob.
                 let data = tokio::select! {
                     biased;
                     () = writer_cancel.cancelled() => break,
                     d = rx.recv() => match d { Some(d) => d, None => break },
+                    Some(b) = bulk_rx.recv() => match b {
+                        Bulk::Data(mut d) => {
+                            faults.apply(&mut d);
+                            d
+                        }
+                        Bulk::Flushed(done) => {
+                            let _ = done.send(());
+                            continue;
+                        }
+                    },
                 };
                 if let Err(e) = writer_dc.send(BytesMut::from(&data[..])).await {
                     warn!(error = %e, "data channel send failed; closing link");
@@ -458,6 +611,10 @@ fn spawn_link(
         peer,
         link_id,
         tx,
+        bulk: BulkSender {
+            tx: bulk_tx,
+            max_message_size,
+        },
         _close_on_drop: cancel.clone().drop_guard(),
         cancel,
         writer,
