@@ -60,11 +60,15 @@ async fn main() -> anyhow::Result<()> {
         config.grace = Duration::from_secs(5);
         jobmesh_peer::spawn(config, CancellationToken::new())
     };
-    let w1 = start("local-w1", &["echo", "sleep"], 2)?;
-    let w2 = start("local-w2", &["echo", "sleep"], 2)?;
+    let caps = ["echo", "sleep", "thumbnail", "ocr"];
+    let w1 = start("local-w1", &caps, 2)?;
+    let w2 = start("local-w2", &caps, 2)?;
     let me = jobmesh_peer::default_name();
     let submitter = start(&me, &[], 0)?;
-    println!("worker peers local-w1 and local-w2 joined pool \"default\" (echo, sleep)");
+    println!(
+        "worker peers local-w1 and local-w2 joined pool \"default\" ({})",
+        caps.join(", ")
+    );
 
     // Serve the default control socket, so `peer submit` finds this mesh with no flags.
     let control_path = control::default_path("default", &me);
@@ -101,6 +105,8 @@ async fn main() -> anyhow::Result<()> {
     println!("From another terminal (after `cargo build --release`):");
     println!("  ./target/release/peer submit echo --input '{{\"n\":1}}' --json");
     println!("  ./target/release/peer submit sleep --input '{{\"ms\":300}}' --signal {url}");
+    println!("  ./target/release/peer submit thumbnail --file photo.jpg --param width=256 --out thumb.jpg");
+    println!("  ./target/release/peer submit ocr --file scan.png");
     println!("  ./target/release/peer peers --signal {url}");
     println!("  ./target/release/peer --signal {url} --capabilities echo --name another-worker");
     println!();

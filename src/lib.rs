@@ -84,7 +84,7 @@ impl PoolBuilder {
         Ok(self)
     }
 
-    /// Runs a built-in capability (`echo`, `sleep`).
+    /// Runs a built-in capability (`echo`, `sleep`, `thumbnail`, `ocr`).
     pub fn builtin(mut self, capability: &str) -> Result<Self, DecodeError> {
         let cap = Capability::new(capability)?;
         if !self.config.capabilities.contains(&cap) {

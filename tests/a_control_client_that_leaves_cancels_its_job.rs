@@ -33,6 +33,9 @@ async fn closing_the_control_connection_cancels_the_job() {
         input: json!({"ms": 60_000}),
         options: SubmitOptions::default(),
         events: true,
+        files: Vec::new(),
+        out: None,
+        out_dir: None,
     };
     let stream = tokio::net::UnixStream::connect(&path)
         .await
@@ -81,6 +84,9 @@ async fn closing_the_control_connection_cancels_the_job() {
             input: json!({"ms": 1}),
             options: SubmitOptions::default(),
             events: false,
+            files: Vec::new(),
+            out: None,
+            out_dir: None,
         },
     )
     .await

@@ -3,6 +3,7 @@
 
 mod a_control_client_that_leaves_cancels_its_job;
 mod a_draining_worker_finishes_its_jobs_and_refuses_new_ones;
+mod blobs_stream_over_webrtc;
 mod cli_lifecycle_acceptance;
 mod cli_submit_prints_envelopes_and_exit_codes;
 mod departed_peers_leave_the_pool;
@@ -12,8 +13,10 @@ mod job_lifecycle_over_webrtc;
 mod jobs_finish_after_the_signal_server_is_gone;
 mod jobs_go_only_to_capable_workers;
 mod jobs_spread_over_both_workers;
+mod large_blobs_keep_memory_bounded;
 mod malformed_data_channel_message_gets_an_error_reply;
 mod peers_rejoin_when_the_signal_server_returns;
 mod signal_server_never_carries_a_payload;
 mod simultaneous_dials_resolve_to_one_link;
 mod the_library_example_runs;
+mod thumbnail_and_ocr_run_through_the_cli;

@@ -156,6 +156,11 @@ impl WorkerCore {
         });
     }
 
+    /// Who submitted a running job, and which attempt of it runs here.
+    pub fn submitter(&self, job_id: &JobId) -> Option<(PeerId, u32)> {
+        self.running.get(job_id).map(|r| (r.from, r.attempt))
+    }
+
     /// The submitter cancels its attempt. Anything not matching a running
     /// job's submitter and attempt is ignored.
     pub fn handle_cancel(&mut self, from: PeerId, job_id: JobId, attempt: u32) {

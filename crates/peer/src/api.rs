@@ -1,6 +1,7 @@
 //! The Rust API of a peer daemon: start one with [`spawn`] or
 //! [`spawn_with`], then use its [`PeerHandle`].
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +14,8 @@ use serde_json::Value;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::handlers::{Handlers, UnknownCapability};
+use crate::blobs::{Blob, BlobError, BlobLimits, Prepared, ReceivedBlob};
+use crate::handlers::{CapabilityError, Handlers};
 use crate::jobs::{JobRecord, WatchEvent};
 
 /// Everything a daemon needs to start.
@@ -39,6 +41,10 @@ pub struct DaemonConfig {
     pub stats_interval: Duration,
     /// Progress of one job goes to its submitter at most this often.
     pub progress_interval: Duration,
+    /// Blob limits: size, memory budget, transfers per link.
+    pub blobs: BlobLimits,
+    /// Where the blob spool directory is made (default: the system temp dir).
+    pub spool_dir: Option<PathBuf>,
 }
 
 impl DaemonConfig {
@@ -62,6 +68,8 @@ impl DaemonConfig {
             grace: Duration::from_secs(30),
             stats_interval: Duration::from_millis(250),
             progress_interval: Duration::from_millis(100),
+            blobs: BlobLimits::default(),
+            spool_dir: None,
         }
     }
 }
@@ -81,9 +89,10 @@ pub struct Extensions {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StartError {
-    /// A capability this build cannot run and no handler was given for.
+    /// A capability this build cannot run (or not on this machine) and no
+    /// handler was given for.
     #[error(transparent)]
-    UnknownCapability(#[from] UnknownCapability),
+    Capability(#[from] CapabilityError),
     /// A bad name or pool.
     #[error("invalid configuration: {0}")]
     Invalid(String),
@@ -102,6 +111,15 @@ pub enum DaemonError {
     /// A wait ran out.
     #[error("timed out waiting for {0}")]
     Timeout(&'static str),
+    /// The job's blobs could not be read or break a limit; nothing was sent.
+    #[error("{0}")]
+    Blobs(String),
+}
+
+impl From<BlobError> for DaemonError {
+    fn from(e: BlobError) -> Self {
+        DaemonError::Blobs(e.to_string())
+    }
 }
 
 /// How a job ended.
@@ -113,6 +131,8 @@ pub struct JobReport {
     pub worker: Option<(PeerId, String)>,
     /// Result value or error.
     pub result: Result<Value, JobError>,
+    /// The result's blobs (none unless the handler attached some).
+    pub blobs: Vec<ReceivedBlob>,
     /// Every attempt, oldest first.
     pub attempts: Vec<Attempt>,
     /// From submit to outcome.
@@ -143,6 +163,9 @@ pub struct Metrics {
     pub malformed_messages: AtomicU64,
     /// Data channels opened (dialled or answered).
     pub links_opened: AtomicU64,
+    /// Blob chunks dropped because no transfer of theirs is current (the
+    /// attempt ended, was cancelled or was never announced).
+    pub stale_chunks: AtomicU64,
 }
 
 impl Metrics {
@@ -159,6 +182,8 @@ impl Metrics {
 pub(crate) enum Command {
     Submit {
         spec: jobmesh_core::JobSpec,
+        /// Input blobs, described; empty for most jobs.
+        blobs: Vec<Prepared>,
         /// None when nobody listens (`PeerHandle::run`): no channel, no copies.
         events: Option<mpsc::Sender<JobEvent>>,
         reply: oneshot::Sender<Result<JobReport, DaemonError>>,
@@ -190,6 +215,8 @@ pub struct PeerHandle {
     pub(crate) shutdown: CancellationToken,
     pub(crate) stopped: CancellationToken,
     pub(crate) metrics: Arc<Metrics>,
+    pub(crate) max_blob_size: u64,
+    pub(crate) spool: PathBuf,
 }
 
 impl std::fmt::Debug for PeerHandle {
@@ -249,6 +276,12 @@ impl PeerHandle {
         self.id
     }
 
+    /// The directory where this daemon keeps blobs in transit and handlers'
+    /// work dirs (removed when the daemon stops).
+    pub fn spool_dir(&self) -> &std::path::Path {
+        &self.spool
+    }
+
     /// The daemon's counters.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
@@ -261,9 +294,23 @@ impl PeerHandle {
         input: Value,
         options: impl Into<JobOptions>,
     ) -> Result<JobHandle, DaemonError> {
+        self.submit_with_blobs(capability, input, Vec::new(), options)
+            .await
+    }
+
+    /// Submits a job with input blobs (files are read when sent; their size
+    /// and digest are taken now, and a blob over a limit fails here, before
+    /// anything is sent).
+    pub async fn submit_with_blobs(
+        &self,
+        capability: Capability,
+        input: Value,
+        blobs: Vec<Blob>,
+        options: impl Into<JobOptions>,
+    ) -> Result<JobHandle, DaemonError> {
         let (events_tx, events) = mpsc::channel(JOB_EVENT_QUEUE);
         let (job_id, result) = self
-            .send_submit(capability, input, options.into(), Some(events_tx))
+            .send_submit(capability, input, blobs, options.into(), Some(events_tx))
             .await?;
         Ok(JobHandle {
             job_id,
@@ -277,9 +324,15 @@ impl PeerHandle {
         &self,
         capability: Capability,
         input: Value,
+        blobs: Vec<Blob>,
         options: JobOptions,
         events: Option<mpsc::Sender<JobEvent>>,
     ) -> Result<(JobId, oneshot::Receiver<Result<JobReport, DaemonError>>), DaemonError> {
+        let blobs = if blobs.is_empty() {
+            Vec::new()
+        } else {
+            crate::blobs::prepare(blobs, self.max_blob_size, None).await?
+        };
         let (reply, result) = oneshot::channel();
         let spec = jobmesh_core::JobSpec {
             job_id: uuid::Uuid::new_v4(),
@@ -291,6 +344,7 @@ impl PeerHandle {
         self.commands
             .send(Command::Submit {
                 spec,
+                blobs,
                 events,
                 reply,
             })
@@ -307,7 +361,7 @@ impl PeerHandle {
         options: impl Into<JobOptions>,
     ) -> Result<JobReport, DaemonError> {
         let (_, result) = self
-            .send_submit(capability, input, options.into(), None)
+            .send_submit(capability, input, Vec::new(), options.into(), None)
             .await?;
         result.await.map_err(|_| DaemonError::Stopped)?
     }

@@ -5,7 +5,10 @@
 //! * `{"op":"submit","capability":"echo","input":{..},"options":{..},"events":true}` →
 //!   with `events`, one `{"event":{..}}` line per job event as it happens;
 //!   then the [`Envelope`] when the job ends. Closing the connection before
-//!   the end cancels the job (Ctrl-C on `peer submit`).
+//!   the end cancels the job (Ctrl-C on `peer submit`). Blobs travel as
+//!   absolute paths: `"files":[..]` are read by the daemon and sent as input
+//!   blobs; the result's blobs are written to `"out"` (blob 0) and/or into
+//!   `"out_dir"` (all, by name) before the envelope is sent.
 //! * `{"op":"cancel","job_id":".."}` → `{"cancelled":true|false}`.
 //! * `{"op":"jobs"}` → `{"jobs":[..]}` (live and recent, newest first).
 //! * `{"op":"watch"}` → one [`WatchEvent`] line per event of every job, until
@@ -32,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::api::{JobReport, PeerHandle, PoolSnapshot};
+use crate::blobs::{Blob, ReceivedBlob};
 use crate::jobs::WatchEvent;
 use jobmesh_core::{JobOptions, StrategyKind};
 use jobmesh_wire::dc::JobId;
@@ -42,6 +46,8 @@ pub const MAX_CONTROL_REQUEST: usize = 1024 * 1024;
 pub const MAX_CONTROL_CONNECTIONS: usize = 64;
 
 /// A request on the control socket.
+// One request per connection, parsed once: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
@@ -57,6 +63,15 @@ pub enum Request {
         /// Stream the job's events before the envelope.
         #[serde(default)]
         events: bool,
+        /// Files sent as input blobs (absolute paths).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        files: Vec<PathBuf>,
+        /// Where the result's first blob is written (absolute path).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        out: Option<PathBuf>,
+        /// Where every blob of the result is written, by name (absolute path).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        out_dir: Option<PathBuf>,
     },
     /// Cancel a job of this daemon.
     Cancel {
@@ -152,6 +167,64 @@ pub struct Envelope {
     pub attempts: u32,
     /// From submit to outcome.
     pub elapsed_ms: u64,
+    /// The result's blobs, and where they were written.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blobs: Vec<BlobInfo>,
+}
+
+/// A result blob in an [`Envelope`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobInfo {
+    /// Its index.
+    pub index: u16,
+    /// Its name, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its BLAKE3 digest (verified on arrival).
+    pub blake3: String,
+    /// Where it was written, if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub saved_to: Option<PathBuf>,
+}
+
+/// Writes a result's blobs: blob 0 to `out`, every blob into `out_dir`
+/// (named after the blob, else `output-N`). Returns their descriptions.
+pub fn save_blobs(
+    blobs: &[ReceivedBlob],
+    out: Option<&Path>,
+    out_dir: Option<&Path>,
+) -> Result<Vec<BlobInfo>, String> {
+    let mut infos = Vec::with_capacity(blobs.len());
+    for (i, b) in blobs.iter().enumerate() {
+        let target = match (i, out, out_dir) {
+            (0, Some(o), _) => Some(o.to_owned()),
+            (_, _, Some(d)) => Some(
+                d.join(
+                    b.name()
+                        .map_or_else(|| format!("output-{i}"), str::to_owned),
+                ),
+            ),
+            _ => None,
+        };
+        if let Some(t) = &target {
+            b.save(t).map_err(|e| {
+                format!(
+                    "the job completed, but its result blob {i} could not be written to {}: {e}",
+                    t.display()
+                )
+            })?;
+        }
+        infos.push(BlobInfo {
+            index: b.meta().index,
+            name: b.name().map(str::to_owned),
+            size: b.size(),
+            blake3: b.meta().blake3.clone(),
+            saved_to: target,
+        });
+    }
+    Ok(infos)
 }
 
 impl Envelope {
@@ -172,6 +245,7 @@ impl Envelope {
             error,
             attempts: u32::try_from(r.attempts.len()).unwrap_or(u32::MAX),
             elapsed_ms: u64::try_from(r.elapsed.as_millis()).unwrap_or(u64::MAX),
+            blobs: Vec::new(),
         }
     }
 
@@ -338,13 +412,36 @@ async fn handle(stream: UnixStream, daemon: &PeerHandle) -> std::io::Result<()> 
             input,
             options,
             events,
-        }) => match options.to_options() {
-            Err(e) => error_json(&e),
-            Ok(options) => match daemon.submit(capability, input, options).await {
-                Err(e) => error_json(&e.to_string()),
-                Ok(job) => return run_job(daemon, job, events, reader, write).await,
-            },
-        },
+            files,
+            out,
+            out_dir,
+        }) => {
+            let relative = files
+                .iter()
+                .chain(&out)
+                .chain(&out_dir)
+                .find(|p| !p.is_absolute());
+            match (options.to_options(), relative) {
+                (_, Some(p)) => error_json(&format!(
+                    "paths must be absolute (the daemon has its own working directory): {}",
+                    p.display()
+                )),
+                (Err(e), _) => error_json(&e),
+                (Ok(options), None) => {
+                    let blobs = files.into_iter().map(Blob::from_file).collect();
+                    match daemon
+                        .submit_with_blobs(capability, input, blobs, options)
+                        .await
+                    {
+                        Err(e) => error_json(&e.to_string()),
+                        Ok(job) => {
+                            let save = Save { out, out_dir };
+                            return run_job(daemon, job, events, save, reader, write).await;
+                        }
+                    }
+                }
+            }
+        }
     };
     write_line(&mut write, &reply).await?;
     write.shutdown().await
@@ -364,12 +461,19 @@ async fn client_gone(reader: &mut Reader) {
     let _ = reader.read(&mut buf).await;
 }
 
+/// Where a submit's result blobs go.
+struct Save {
+    out: Option<PathBuf>,
+    out_dir: Option<PathBuf>,
+}
+
 /// Streams a job's events (if asked), then its envelope. The client leaving
 /// first cancels the job.
 async fn run_job(
     daemon: &PeerHandle,
     mut job: crate::JobHandle,
     events: bool,
+    save: Save,
     mut reader: Reader,
     mut write: Writer,
 ) -> std::io::Result<()> {
@@ -393,7 +497,22 @@ async fn run_job(
         }
     }
     let reply = match job.result().await {
-        Ok(report) => to_json(&Envelope::from_report(&report)),
+        Ok(report) => {
+            let mut envelope = Envelope::from_report(&report);
+            let blobs = report.blobs;
+            let saved = tokio::task::spawn_blocking(move || {
+                save_blobs(&blobs, save.out.as_deref(), save.out_dir.as_deref())
+            })
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+            match saved {
+                Ok(infos) => {
+                    envelope.blobs = infos;
+                    to_json(&envelope)
+                }
+                Err(e) => error_json(&e),
+            }
+        }
         Err(e) => error_json(&e.to_string()),
     };
     write_line(&mut write, &reply).await?;
@@ -502,6 +621,7 @@ mod tests {
             error: None,
             attempts: 1,
             elapsed_ms: 0,
+            blobs: Vec::new(),
         };
         assert_eq!(mk("completed").exit_code(), 0);
         assert_eq!(mk("failed").exit_code(), 1);

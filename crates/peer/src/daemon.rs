@@ -16,6 +16,7 @@
 //! within the same turn of the loop.
 
 mod links;
+mod transfers;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -27,12 +28,12 @@ use jobmesh_core::{
 };
 use jobmesh_transport::rtc::{self, LinkEvent, LinkHandle, LinkId};
 use jobmesh_transport::signal::{self as signal_client, SignalConfig, SignalEvent};
-use jobmesh_wire::blob::Frame;
+use jobmesh_wire::blob::{BlobMeta, Direction, Frame};
 use jobmesh_wire::dc::{DcMsg, JobId, Outcome, Progress, MAX_DC_MESSAGE};
 use jobmesh_wire::signal::{ClientMsg, Hello, ServerMsg};
 use jobmesh_wire::{PeerId, PeerInfo, Stats, PROTOCOL_VERSION};
 use serde_json::Value;
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch, Semaphore};
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, info_span, warn, Instrument};
@@ -41,8 +42,10 @@ use crate::api::{
     Command, DaemonConfig, DaemonError, Extensions, JobReport, Metrics, PeerHandle, PoolSnapshot,
     StartError, WATCH_QUEUE,
 };
+use crate::blobs::{MemoryBudget, Prepared, ReceivedBlob, Spool};
 use crate::handlers::{self, Handler, HandlerError, Handlers, JobContext};
 use crate::jobs::{Clock, JobTable, WatchEvent};
+use transfers::{Deferred, Download, HandlerInputs, PendingResult, TransferDone, Upload};
 
 /// Capacity of the local command channel (submit, cancel, jobs). Full: callers wait.
 const COMMAND_QUEUE: usize = 256;
@@ -59,8 +62,6 @@ const DONE_QUEUE: usize = 256;
 /// How long a timed-out handler gets to stop after its cancel token fires
 /// (an exec handler needs up to its SIGTERM→SIGKILL grace).
 const HANDLER_STOP_GRACE: Duration = Duration::from_secs(3);
-/// The answer to blob messages until daemons transfer blobs.
-const BLOBS_UNSUPPORTED: &str = "this peer does not accept blobs yet; send the input as JSON";
 /// Capacity of the handler-progress channel. Full: the report is dropped
 /// (reports are coalesced; the next one carries the news).
 const PROGRESS_QUEUE: usize = 1024;
@@ -84,6 +85,18 @@ pub fn spawn_with(
         .cloned()
         .collect();
     ext.handlers.extend(handlers::builtin(&missing)?);
+    let spool = Spool::new(config.spool_dir.as_deref()).map_err(|e| {
+        StartError::Invalid(format!(
+            "cannot create the blob spool directory{}: {e}",
+            config
+                .spool_dir
+                .as_ref()
+                .map(|d| format!(" in {}", d.display()))
+                .unwrap_or_default()
+        ))
+    })?;
+    let spool_path = spool.root().to_owned();
+    let max_blob_size = config.blobs.max_blob_size;
     let me = PeerId::random();
     let hello = Hello {
         version: PROTOCOL_VERSION,
@@ -104,6 +117,7 @@ pub fn spawn_with(
     let (opened_tx, opened_rx) = mpsc::channel(LINK_EVENT_QUEUE);
     let (done_tx, done_rx) = mpsc::channel(DONE_QUEUE);
     let (progress_tx, progress_rx) = mpsc::channel(PROGRESS_QUEUE);
+    let (transfer_tx, transfer_rx) = mpsc::channel(transfers::TRANSFER_QUEUE);
     let (watch_tx, _) = broadcast::channel(WATCH_QUEUE);
     let worker = WorkerCore::new(
         config.capabilities.clone(),
@@ -163,6 +177,17 @@ pub fn spawn_with(
         jobs_cancel: CancellationToken::new(),
         draining: false,
         metrics: metrics.clone(),
+        spool: Arc::new(spool),
+        budget: MemoryBudget::new(config.blobs.memory_budget),
+        job_blobs: HashMap::new(),
+        uploads: HashMap::new(),
+        downloads: HashMap::new(),
+        results: HashMap::new(),
+        announced: HashMap::new(),
+        inbound: HashMap::new(),
+        pending_results: HashMap::new(),
+        link_permits: HashMap::new(),
+        transfer_tx,
         config,
     };
     let inputs = Inputs {
@@ -172,6 +197,7 @@ pub fn spawn_with(
         opened: opened_rx,
         done: done_rx,
         progress: progress_rx,
+        transfers: transfer_rx,
     };
     let stopped2 = stopped.clone();
     let shutdown2 = shutdown.clone();
@@ -199,6 +225,8 @@ pub fn spawn_with(
         watch: watch_tx,
         shutdown,
         stopped,
+        max_blob_size,
+        spool: spool_path,
     })
 }
 
@@ -209,6 +237,7 @@ struct Inputs {
     opened: mpsc::Receiver<Opened>,
     done: mpsc::Receiver<JobDone>,
     progress: mpsc::Receiver<(JobId, Progress)>,
+    transfers: transfers::TransferRx,
 }
 
 /// A dial or answer task's result.
@@ -222,6 +251,8 @@ struct Opened {
 struct JobDone {
     job_id: JobId,
     result: Result<Value, HandlerError>,
+    /// Blobs the handler attached, described and ready to send.
+    outputs: Vec<Prepared>,
 }
 
 /// One entry of the link table. Dropping a `Connecting` aborts its task;
@@ -288,6 +319,28 @@ struct Daemon {
     jobs_cancel: CancellationToken,
     draining: bool,
     metrics: Arc<Metrics>,
+    /// Where received blobs and handlers' work dirs live.
+    spool: Arc<Spool>,
+    /// Bytes of blobs held in memory while received.
+    budget: Arc<MemoryBudget>,
+    /// Submitter side: input blobs of our jobs, until they end.
+    job_blobs: HashMap<JobId, Arc<Vec<Prepared>>>,
+    /// Submitter side: input uploads running, by job; dropping one stops it.
+    uploads: HashMap<JobId, DropGuard>,
+    /// Submitter side: results' blobs being received, by job.
+    downloads: HashMap<JobId, Download>,
+    /// Submitter side: blobs of results, until the job's end is reported.
+    results: HashMap<JobId, Vec<ReceivedBlob>>,
+    /// Worker side: blobs announced by each peer for its next submit.
+    announced: HashMap<PeerId, (JobId, u32, Vec<BlobMeta>)>,
+    /// Worker side: admitted jobs whose input blobs come over a link.
+    inbound: HashMap<JobId, Upload>,
+    /// Worker side: results held back until their output blobs are sent.
+    pending_results: HashMap<JobId, PendingResult>,
+    /// Per link: blob transfers sent at once (`BlobLimits::transfers_per_link`).
+    link_permits: HashMap<PeerId, Arc<Semaphore>>,
+    /// Upload completions. Overflow: the upload task waits.
+    transfer_tx: mpsc::Sender<TransferDone>,
 }
 
 impl Daemon {
@@ -329,6 +382,7 @@ impl Daemon {
                     self.worker.handle_progress(Instant::now(), job_id, p);
                 }
                 Some(done) = inputs.done.recv() => self.on_job_done(Instant::now(), done),
+                Some(t) = inputs.transfers.recv() => self.on_transfer_done(Instant::now(), t),
                 Some(ev) = inputs.links.recv() => self.on_link_event(Instant::now(), ev),
                 Some(op) = inputs.opened.recv() => self.on_opened(Instant::now(), op),
                 Some(ev) = inputs.signal.recv() => self.on_signal(Instant::now(), ev),
@@ -389,8 +443,17 @@ impl Daemon {
                         capability,
                         input,
                         timeout,
-                    } => self.start_handler(job_id, &capability, input, timeout),
+                    } => self.start_job(
+                        now,
+                        job_id,
+                        Deferred {
+                            capability,
+                            input,
+                            timeout,
+                        },
+                    ),
                     WorkerOutput::Cancel { job_id } => {
+                        self.forget_work(&job_id);
                         if let Some(token) = self.running.get(&job_id) {
                             info!(%job_id, "cancelling the job's handler");
                             token.cancel();
@@ -445,11 +508,18 @@ impl Daemon {
         if to == self.me {
             self.loopback.push_back(msg);
         } else {
+            if let DcMsg::Submit {
+                job_id, attempt, ..
+            } = &msg
+            {
+                self.announce_inputs(now, to, *job_id, *attempt);
+            }
             self.send_bytes(now, to, msg.encode());
         }
     }
 
     fn on_event(&mut self, e: JobEvent) {
+        self.on_job_event(&e);
         self.table.apply(&e, &self.clock);
         if self.watch.receiver_count() > 0 {
             // A lagging subscriber misses events; sending never waits.
@@ -476,6 +546,7 @@ impl Daemon {
             };
             (w, name)
         });
+        let blobs = self.results.remove(&end.job_id).unwrap_or_default();
         let Some(waiter) = self.waiters.remove(&end.job_id) else {
             return;
         };
@@ -491,6 +562,7 @@ impl Daemon {
             job_id: end.job_id,
             worker,
             result: end.result,
+            blobs,
             attempts: end.attempts,
             elapsed,
         }));
@@ -500,6 +572,7 @@ impl Daemon {
         match cmd {
             Command::Submit {
                 spec,
+                blobs,
                 events,
                 reply,
             } => {
@@ -508,7 +581,11 @@ impl Daemon {
                     return;
                 }
                 let job_id = spec.job_id;
-                info!(%job_id, capability = %spec.capability, priority = spec.options.priority, "job submitted");
+                info!(%job_id, capability = %spec.capability, priority = spec.options.priority,
+                    blobs = blobs.len(), "job submitted");
+                if !blobs.is_empty() {
+                    self.job_blobs.insert(job_id, Arc::new(blobs));
+                }
                 self.waiters.insert(
                     job_id,
                     Waiter {
@@ -518,6 +595,7 @@ impl Daemon {
                     },
                 );
                 if let Err(e) = self.dispatcher.handle_input(now, Input::Submit(spec)) {
+                    self.job_blobs.remove(&job_id);
                     self.finished(JobEnd {
                         job_id,
                         worker: None,
@@ -569,15 +647,7 @@ impl Daemon {
     fn on_dc_bytes(&mut self, now: Instant, peer: PeerId, data: &[u8]) {
         match Frame::decode(data) {
             Ok(Frame::Msg(msg)) => self.on_dc_msg(now, peer, msg),
-            Ok(Frame::Chunk(h, _)) => {
-                // Blob transfer is described on the wire but not yet run by
-                // daemons: refuse clearly rather than misread the job.
-                let reply = DcMsg::Error {
-                    job_id: Some(h.job_id),
-                    message: BLOBS_UNSUPPORTED.into(),
-                };
-                self.send_to(now, peer, reply);
-            }
+            Ok(Frame::Chunk(h, payload)) => self.on_chunk(now, peer, h, payload),
             Err(e) => {
                 Metrics::bump(&self.metrics.malformed_messages);
                 warn!(peer = %peer.short(), error = %e, "malformed data-channel message");
@@ -600,30 +670,39 @@ impl Daemon {
                 timeout_ms,
             } => {
                 Metrics::bump(&self.metrics.submits_received);
-                let check = self
-                    .handlers
-                    .get(&capability)
-                    .map_or(Ok(()), |h| h.validate(&input));
+                let announced = self.take_announced(peer, job_id, attempt);
+                let check = match &announced {
+                    Err(why) => Err(why.clone()),
+                    Ok(_) => self
+                        .handlers
+                        .get(&capability)
+                        .map_or(Ok(()), |h| h.validate(&input)),
+                };
                 let before = self.worker.running();
                 self.worker.handle_submit(
                     now, peer, job_id, attempt, capability, input, timeout_ms, check,
                 );
                 if self.worker.running() == before {
                     Metrics::bump(&self.metrics.rejected);
+                } else if let Ok(Some(metas)) = announced {
+                    self.expect_inputs(peer, job_id, attempt, metas);
                 }
             }
             DcMsg::Cancel { job_id, attempt } => self.worker.handle_cancel(peer, job_id, attempt),
             DcMsg::Error { job_id, message } => {
                 warn!(peer = %peer.short(), ?job_id, %message, "peer could not read our message");
             }
-            DcMsg::Blobs { job_id, .. } => {
-                let reply = DcMsg::Error {
-                    job_id: Some(job_id),
-                    message: BLOBS_UNSUPPORTED.into(),
-                };
-                self.send_to(now, peer, reply);
-            }
+            DcMsg::Blobs {
+                job_id,
+                attempt,
+                direction,
+                blobs,
+            } => match direction {
+                Direction::Input => self.on_input_blobs(peer, job_id, attempt, blobs),
+                Direction::Output => self.on_output_blobs(peer, job_id, attempt, blobs),
+            },
             other => {
+                let other = self.check_result_blobs(peer, other);
                 let _ = self.dispatcher.handle_input(
                     now,
                     Input::Dc {
@@ -635,30 +714,56 @@ impl Daemon {
         }
     }
 
-    fn start_handler(
-        &mut self,
-        job_id: JobId,
-        capability: &jobmesh_wire::Capability,
-        input: Value,
-        timeout: Duration,
-    ) {
-        let Some(handler) = self.handlers.get(capability).cloned() else {
+    /// Runs a job's handler in a task, under its timeout.
+    fn launch(&mut self, job_id: JobId, start: Deferred, inputs: HandlerInputs) {
+        let Deferred {
+            capability,
+            input,
+            timeout,
+        } = start;
+        let Some(handler) = self.handlers.get(&capability).cloned() else {
             // Unreachable: the worker core admits only capabilities with handlers.
             let _ = self.done_tx.try_send(JobDone {
                 job_id,
                 result: Err(HandlerError::permanent("no handler")),
+                outputs: Vec::new(),
             });
             return;
         };
         let token = self.jobs_cancel.child_token();
         self.running.insert(job_id, token.clone());
         let done = self.done_tx.clone();
-        let ctx = JobContext::new(job_id, token.clone(), self.progress_tx.clone());
+        let progress = self.progress_tx.clone();
         let metrics = self.metrics.clone();
+        let spool = self.spool.clone();
+        let max_blob = self.config.blobs.max_blob_size;
         let timeout_ms = timeout.as_millis();
         self.tracker.spawn(
             async move {
                 info!("job started");
+                let files = match inputs {
+                    HandlerInputs::Ready(files) => Ok(files),
+                    HandlerInputs::Local(blobs) => {
+                        transfers::materialize(&spool, job_id, &blobs).await
+                    }
+                };
+                let files = match files {
+                    Ok(f) => f,
+                    Err(e) => {
+                        let result = Err(HandlerError::transient(format!(
+                            "cannot spool the input blobs: {e}"
+                        )));
+                        let _ = done
+                            .send(JobDone {
+                                job_id,
+                                result,
+                                outputs: Vec::new(),
+                            })
+                            .await;
+                        return;
+                    }
+                };
+                let ctx = JobContext::with_files(job_id, token.clone(), progress, files.clone());
                 let run = run_handler(handler, input, ctx);
                 tokio::pin!(run);
                 let result = tokio::select! {
@@ -676,8 +781,32 @@ impl Daemon {
                 if token.is_cancelled() {
                     Metrics::bump(&metrics.handlers_cancelled);
                 }
+                let attached = files.take_outputs();
+                let (result, outputs) = match result {
+                    Ok(value) if !attached.is_empty() => {
+                        match crate::blobs::prepare(attached, max_blob, files.dir.get().cloned())
+                            .await
+                        {
+                            Ok(outputs) => (Ok(value), outputs),
+                            Err(e) => (
+                                Err(HandlerError::permanent(format!(
+                                    "the handler's output blobs: {e}"
+                                ))),
+                                Vec::new(),
+                            ),
+                        }
+                    }
+                    other => (other, Vec::new()),
+                };
+                drop(files);
                 // Overflow: waits; at most `slots` handler tasks exist.
-                let _ = done.send(JobDone { job_id, result }).await;
+                let _ = done
+                    .send(JobDone {
+                        job_id,
+                        result,
+                        outputs,
+                    })
+                    .await;
             }
             .instrument(info_span!("job", %job_id, %capability)),
         );
@@ -685,8 +814,12 @@ impl Daemon {
 
     fn on_job_done(&mut self, now: Instant, done: JobDone) {
         self.running.remove(&done.job_id);
-        let result = done.result.map_err(|e| (e.message, e.retryable));
-        info!(job_id = %done.job_id, ok = result.is_ok(), "job finished");
+        info!(job_id = %done.job_id, ok = done.result.is_ok(), blobs = done.outputs.len(), "job finished");
+        self.finish_job(now, done);
+    }
+
+    /// Reports a job's end to the worker core, which sends the result.
+    fn complete(&mut self, now: Instant, job_id: JobId, result: Result<Value, (String, bool)>) {
         let result = match result {
             Ok(value) if too_big(&value) => Err((
                 format!(
@@ -696,7 +829,7 @@ impl Daemon {
             )),
             other => other,
         };
-        self.worker.handle_done(now, done.job_id, result);
+        self.worker.handle_done(now, job_id, result);
     }
 }
 

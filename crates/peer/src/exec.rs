@@ -5,12 +5,21 @@
 //! [[handler]]
 //! name = "wordcount"                  # the capability
 //! argv = ["python3", "wc.py", "--json"]   # no shell
-//! stdin = "json"                      # "json" (the job input, default) or "none"
-//! stdout = "json"                     # "json" (parsed, default) or "text" ({"stdout": ...})
+//! stdin = "json"                      # "json" (the job input, default), "blob" (input blob 0) or "none"
+//! stdout = "json"                     # "json" (parsed, default), "text" ({"stdout": ...}) or "blob"
 //! timeout_secs = 60                   # at most this long, whatever the job asks
 //! env = ["PATH", "HOME"]              # variables passed through; nothing else is
 //! workdir = "/srv/jobs"               # default: the daemon's working directory
 //! ```
+//!
+//! Blobs: the job's input blobs are files, named to the command by
+//! `JOBMESH_INPUT_COUNT`, `JOBMESH_INPUT_<i>` (path) and
+//! `JOBMESH_INPUT_NAME_<i>`, and in argv by `{input}` (blob 0), `{input.<i>}`,
+//! `{output_dir}` and `{work_dir}`. Every regular file the command leaves in
+//! `JOBMESH_OUTPUT_DIR` becomes an output blob (in name order), and with
+//! `stdout = "blob"` its stdout is one too (first, named `stdout`). All of it
+//! lives in the job's private work dir (`JOBMESH_WORK_DIR`), removed when the
+//! job ends.
 //!
 //! The command runs in its own process group; cancel and timeout stop the
 //! whole group (SIGTERM, then SIGKILL after [`KILL_GRACE`]). Lines on stderr
@@ -31,6 +40,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
+use crate::blobs::{Blob, InputBlob};
 use crate::handlers::{Handler, HandlerError, JobContext};
 
 /// After SIGTERM, how long a cancelled command's group has before SIGKILL.
@@ -51,6 +61,8 @@ pub enum StdinMode {
     Json,
     /// Nothing on stdin.
     None,
+    /// The first input blob's bytes on stdin.
+    Blob,
 }
 
 /// How the command's stdout becomes the result.
@@ -62,6 +74,9 @@ pub enum StdoutMode {
     Json,
     /// Returned as `{"stdout": "..."}`.
     Text,
+    /// Streamed into an output blob named `stdout`, of any size; the
+    /// result is `{"stdout_bytes": N}`.
+    Blob,
 }
 
 /// One `[[handler]]` of the config file.
@@ -242,18 +257,49 @@ async fn stop_group(pgid: Option<Pid>, child: &mut tokio::process::Child) {
 #[async_trait::async_trait]
 impl Handler for ExecHandler {
     async fn run(&self, input: Value, ctx: JobContext) -> Result<Value, HandlerError> {
+        let spool_err = |e: std::io::Error| {
+            HandlerError::transient(format!("cannot prepare the job's work dir: {e}"))
+        };
+        let work = ctx.work_dir().map_err(spool_err)?.to_owned();
+        let out_dir = work.join("out");
+        tokio::fs::create_dir(&out_dir).await.map_err(spool_err)?;
+        let inputs = ctx.blobs().to_vec();
+        let stdin_blob = match (self.spec.stdin, inputs.first()) {
+            (StdinMode::Blob, None) => {
+                return Err(HandlerError::permanent(format!(
+                    "{} reads input blob 0 on stdin, but the job has no blob",
+                    self.spec.name
+                )))
+            }
+            (StdinMode::Blob, Some(b)) => Some(b.path.clone()),
+            _ => None,
+        };
+        let args = self.spec.argv[1..]
+            .iter()
+            .map(|a| expand(a, &inputs, &out_dir, &work))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(HandlerError::permanent)?;
         let mut cmd = tokio::process::Command::new(&self.program);
-        cmd.args(&self.spec.argv[1..])
+        cmd.args(args)
             .env_clear()
             .env("JOBMESH_JOB_ID", ctx.job_id().to_string())
+            .env("JOBMESH_WORK_DIR", &work)
+            .env("JOBMESH_OUTPUT_DIR", &out_dir)
+            .env("JOBMESH_INPUT_COUNT", inputs.len().to_string())
             .process_group(0)
             .stdin(match self.spec.stdin {
-                StdinMode::Json => Stdio::piped(),
+                StdinMode::Json | StdinMode::Blob => Stdio::piped(),
                 StdinMode::None => Stdio::null(),
             })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        for (i, b) in inputs.iter().enumerate() {
+            cmd.env(format!("JOBMESH_INPUT_{i}"), &b.path);
+            if let Some(name) = &b.name {
+                cmd.env(format!("JOBMESH_INPUT_NAME_{i}"), name);
+            }
+        }
         for name in &self.spec.env {
             if let Some(v) = std::env::var_os(name) {
                 cmd.env(name, v);
@@ -274,11 +320,22 @@ impl Handler for ExecHandler {
             return Err(HandlerError::permanent("command pipes missing"));
         };
         if let Some(mut stdin) = child.stdin.take() {
-            let bytes = serde_json::to_vec(&input).unwrap_or_default();
             // A command that does not read its input must not block the job.
-            tokio::spawn(async move {
-                let _ = stdin.write_all(&bytes).await;
-            });
+            match stdin_blob {
+                Some(path) => {
+                    tokio::spawn(async move {
+                        if let Ok(mut f) = tokio::fs::File::open(&path).await {
+                            let _ = tokio::io::copy(&mut f, &mut stdin).await;
+                        }
+                    });
+                }
+                None => {
+                    let bytes = serde_json::to_vec(&input).unwrap_or_default();
+                    tokio::spawn(async move {
+                        let _ = stdin.write_all(&bytes).await;
+                    });
+                }
+            }
         }
         let progress_ctx = ctx.clone();
         let stderr_task = tokio::spawn(async move {
@@ -296,11 +353,25 @@ impl Handler for ExecHandler {
             }
             tail
         });
+        let stdout_file = work.join("stdout");
+        let to_file = (self.spec.stdout == StdoutMode::Blob).then(|| stdout_file.clone());
         let stdout_task = tokio::spawn(async move {
             let mut out = Vec::new();
-            let mut limited = stdout.take(MAX_DC_MESSAGE as u64 + 1);
-            let _ = limited.read_to_end(&mut out).await;
-            out
+            match to_file {
+                // Streamed to disk: memory stays flat whatever the size.
+                Some(path) => {
+                    let copied = match tokio::fs::File::create(&path).await {
+                        Ok(mut f) => tokio::io::copy(&mut { stdout }, &mut f).await,
+                        Err(e) => Err(e),
+                    };
+                    return Err(copied);
+                }
+                None => {
+                    let mut limited = stdout.take(MAX_DC_MESSAGE as u64 + 1);
+                    let _ = limited.read_to_end(&mut out).await;
+                }
+            }
+            Ok(out)
         });
         let limit = self.timeout().unwrap_or(Duration::MAX);
         let status = tokio::select! {
@@ -320,7 +391,7 @@ impl Handler for ExecHandler {
         let _ = signal_group(pgid, Signal::SIGKILL);
         let status =
             status.map_err(|e| HandlerError::permanent(format!("waiting for the command: {e}")))?;
-        let out = stdout_task.await.unwrap_or_default();
+        let out = stdout_task.await.unwrap_or_else(|_| Ok(Vec::new()));
         let tail = stderr_task.await.unwrap_or_default();
         if !status.success() {
             let tail: Vec<String> = tail.into_iter().collect();
@@ -334,12 +405,25 @@ impl Handler for ExecHandler {
                 retryable: status.code() == Some(EXIT_TEMPFAIL),
             });
         }
+        let out = match out {
+            Ok(out) => out,
+            Err(copied) => {
+                let n = copied.map_err(|e| {
+                    HandlerError::transient(format!("cannot spool the command's stdout: {e}"))
+                })?;
+                ctx.attach(Blob::from_file(&stdout_file).with_name("stdout"));
+                attach_outputs(&ctx, &out_dir).await?;
+                return Ok(json!({ "stdout_bytes": n }));
+            }
+        };
+        attach_outputs(&ctx, &out_dir).await?;
         if out.len() > MAX_DC_MESSAGE {
             return Err(HandlerError::permanent(format!(
-                "stdout is larger than {MAX_DC_MESSAGE} bytes; large outputs come with blobs"
+                "stdout is larger than {MAX_DC_MESSAGE} bytes; set stdout = \"blob\" for large outputs"
             )));
         }
         match self.spec.stdout {
+            StdoutMode::Blob => Ok(Value::Null), // handled above
             StdoutMode::Text => Ok(json!({ "stdout": String::from_utf8_lossy(&out) })),
             StdoutMode::Json if out.iter().all(u8::is_ascii_whitespace) => Ok(Value::Null),
             StdoutMode::Json => serde_json::from_slice(&out).map_err(|e| {
@@ -349,6 +433,66 @@ impl Handler for ExecHandler {
             }),
         }
     }
+}
+
+/// Attaches every regular file in `dir` (name order) as an output blob.
+async fn attach_outputs(ctx: &JobContext, dir: &Path) -> Result<(), HandlerError> {
+    let err = |e: std::io::Error| {
+        HandlerError::permanent(format!("cannot read the output dir {}: {e}", dir.display()))
+    };
+    let mut files = Vec::new();
+    let mut entries = tokio::fs::read_dir(dir).await.map_err(err)?;
+    while let Some(e) = entries.next_entry().await.map_err(err)? {
+        if e.file_type().await.map_err(err)?.is_file() {
+            files.push(e.path());
+        }
+    }
+    files.sort();
+    for f in files {
+        ctx.attach(Blob::from_file(f));
+    }
+    Ok(())
+}
+
+/// Replaces `{input}`, `{input.N}`, `{output_dir}` and `{work_dir}` in one
+/// argument; an index with no blob is an error naming it.
+fn expand(arg: &str, inputs: &[InputBlob], out: &Path, work: &Path) -> Result<String, String> {
+    if !arg.contains('{') {
+        return Ok(arg.to_owned());
+    }
+    let mut result = String::with_capacity(arg.len());
+    let mut rest = arg;
+    while let Some(start) = rest.find('{') {
+        result.push_str(&rest[..start]);
+        let Some(len) = rest[start..].find('}') else {
+            result.push_str(&rest[start..]);
+            return Ok(result);
+        };
+        let key = &rest[start + 1..start + len];
+        let input = |i: usize| {
+            inputs
+                .get(i)
+                .map(|b| b.path.to_string_lossy().into_owned())
+                .ok_or_else(|| {
+                    format!(
+                        "argument {arg:?} needs input blob {i}, but the job has {}",
+                        inputs.len()
+                    )
+                })
+        };
+        match key {
+            "input" => result.push_str(&input(0)?),
+            "output_dir" => result.push_str(&out.to_string_lossy()),
+            "work_dir" => result.push_str(&work.to_string_lossy()),
+            k => match k.strip_prefix("input.").and_then(|n| n.parse().ok()) {
+                Some(i) => result.push_str(&input(i)?),
+                None => result.push_str(&rest[start..=start + len]),
+            },
+        }
+        rest = &rest[start + len + 1..];
+    }
+    result.push_str(rest);
+    Ok(result)
 }
 
 impl ExecHandler {
@@ -371,6 +515,31 @@ mod tests {
                 Err(nix::errno::Errno::ESRCH)
             );
         }
+    }
+
+    #[test]
+    fn argv_placeholders_name_the_jobs_files() {
+        let inputs = vec![
+            InputBlob {
+                name: None,
+                size: 1,
+                path: "/s/a.jpg".into(),
+            },
+            InputBlob {
+                name: None,
+                size: 1,
+                path: "/s/b.png".into(),
+            },
+        ];
+        let (o, w) = (Path::new("/w/out"), Path::new("/w"));
+        let e = |a| expand(a, &inputs, o, w);
+        assert_eq!(e("{input}").as_deref(), Ok("/s/a.jpg"));
+        assert_eq!(e("--in={input.1}").as_deref(), Ok("--in=/s/b.png"));
+        assert_eq!(e("{output_dir}/t.jpg").as_deref(), Ok("/w/out/t.jpg"));
+        assert_eq!(e("{work_dir}").as_deref(), Ok("/w"));
+        assert_eq!(e("{other} {x").as_deref(), Ok("{other} {x"), "left alone");
+        let err = e("{input.2}").expect_err("no such blob");
+        assert!(err.contains("needs input blob 2"), "{err}");
     }
 
     #[test]

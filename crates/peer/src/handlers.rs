@@ -2,11 +2,14 @@
 //!
 //! A handler validates its input before the job is accepted (so bad input is
 //! a rejection, not a failed run) and then runs with a [`JobContext`]: a
-//! cancellation token that fires on cancel, timeout or shutdown, and a way to
-//! report progress.
+//! cancellation token that fires on cancel, timeout or shutdown, a way to
+//! report progress, the job's input blobs as files, a private work directory,
+//! and a way to attach output blobs to the result.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::io;
+use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use jobmesh_wire::dc::{JobId, Progress};
@@ -14,6 +17,8 @@ use jobmesh_wire::Capability;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+use crate::blobs::{Blob, InputBlob, Spool, SpoolDir};
 
 /// A handler's failure, reported to the submitter as the job's error.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -49,20 +54,100 @@ pub struct JobContext {
     job_id: JobId,
     cancel: CancellationToken,
     progress: mpsc::Sender<(JobId, Progress)>,
+    files: Arc<JobFiles>,
+}
+
+/// A job's files: input blobs, work directory, attached outputs.
+#[derive(Debug, Default)]
+pub(crate) struct JobFiles {
+    pub(crate) inputs: Vec<InputBlob>,
+    /// Where the work directory is made (a private spool of its own when
+    /// the context was built without one).
+    spool: OnceLock<Arc<Spool>>,
+    /// Created on first use; holds the input blobs when they came over a link.
+    pub(crate) dir: OnceLock<Arc<SpoolDir>>,
+    outputs: Mutex<Vec<Blob>>,
+}
+
+impl JobFiles {
+    pub(crate) fn new(
+        inputs: Vec<InputBlob>,
+        spool: Arc<Spool>,
+        dir: Option<Arc<SpoolDir>>,
+    ) -> Self {
+        let cell = OnceLock::new();
+        if let Some(d) = dir {
+            let _ = cell.set(d);
+        }
+        Self {
+            inputs,
+            spool: OnceLock::from(spool),
+            dir: cell,
+            outputs: Mutex::default(),
+        }
+    }
+
+    pub(crate) fn take_outputs(&self) -> Vec<Blob> {
+        std::mem::take(&mut *self.outputs.lock().unwrap_or_else(|p| p.into_inner()))
+    }
 }
 
 impl JobContext {
-    /// A context for `job_id` reporting progress into `progress`.
+    /// A context for `job_id` reporting progress into `progress`, without
+    /// blobs (for tests of handlers; the daemon builds richer ones).
     pub fn new(
         job_id: JobId,
         cancel: CancellationToken,
         progress: mpsc::Sender<(JobId, Progress)>,
     ) -> Self {
+        Self::with_files(job_id, cancel, progress, Arc::default())
+    }
+
+    pub(crate) fn with_files(
+        job_id: JobId,
+        cancel: CancellationToken,
+        progress: mpsc::Sender<(JobId, Progress)>,
+        files: Arc<JobFiles>,
+    ) -> Self {
         Self {
             job_id,
             cancel,
             progress,
+            files,
         }
+    }
+
+    /// The job's input blobs, as files (read them; they are removed when the job ends).
+    pub fn blobs(&self) -> &[InputBlob] {
+        &self.files.inputs
+    }
+
+    /// A private directory for this job's files, removed with everything in
+    /// it when the job ends (also on failure, cancel and timeout).
+    pub fn work_dir(&self) -> io::Result<&Path> {
+        if let Some(d) = self.files.dir.get() {
+            return Ok(d.path());
+        }
+        let spool = match self.files.spool.get() {
+            Some(s) => s,
+            None => {
+                let own = Arc::new(Spool::new(None)?);
+                self.files.spool.get_or_init(|| own)
+            }
+        };
+        let dir = spool.dir(self.job_id, "work")?;
+        Ok(self.files.dir.get_or_init(|| dir).path())
+    }
+
+    /// Attaches a blob to the job's result. A file should live in
+    /// [`work_dir`](Self::work_dir) (or stay put until the job ended): it is
+    /// read when the result is sent.
+    pub fn attach(&self, blob: Blob) {
+        self.files
+            .outputs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(blob);
     }
 
     /// The job's id.
@@ -175,28 +260,49 @@ impl Handler for Sleep {
 }
 
 /// The capabilities this build can run.
-pub const BUILTIN: &[&str] = &["echo", "sleep"];
+pub const BUILTIN: &[&str] = &["echo", "sleep", "thumbnail", "ocr"];
 
-/// Why a capability list was refused at start.
+/// Why a capability was refused at start.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown capability {name:?}; built in: {}; or declare it as an exec handler in --config", BUILTIN.join(", "))]
-pub struct UnknownCapability {
-    /// The name given.
-    pub name: String,
+#[non_exhaustive]
+pub enum CapabilityError {
+    /// No such built-in handler.
+    #[error("unknown capability {name:?}; built in: {}; or declare it as an exec handler in --config", BUILTIN.join(", "))]
+    Unknown {
+        /// The name given.
+        name: String,
+    },
+    /// A built-in handler whose tools are missing on this machine.
+    #[error("capability {name:?} cannot run here: {problem}")]
+    Unavailable {
+        /// The capability.
+        name: String,
+        /// What is missing and how to install it.
+        problem: String,
+    },
 }
 
 /// The handlers a daemon runs, by capability.
 pub type Handlers = HashMap<Capability, Arc<dyn Handler>>;
 
-/// Built-in handlers for the given capabilities, or the first unknown name.
-pub fn builtin(caps: &[Capability]) -> Result<Handlers, UnknownCapability> {
+/// Built-in handlers for the given capabilities, each checked to be able to
+/// run here (`ocr` needs `tesseract`), or the first that cannot.
+pub fn builtin(caps: &[Capability]) -> Result<Handlers, CapabilityError> {
     caps.iter()
         .map(|c| {
             let h: Arc<dyn Handler> = match c.as_str() {
                 "echo" => Arc::new(Echo),
                 "sleep" => Arc::new(Sleep),
+                "thumbnail" => Arc::new(crate::media::Thumbnail::default()),
+                "ocr" => {
+                    crate::media::Ocr::check().map_err(|problem| CapabilityError::Unavailable {
+                        name: c.to_string(),
+                        problem,
+                    })?;
+                    Arc::new(crate::media::Ocr)
+                }
                 other => {
-                    return Err(UnknownCapability {
+                    return Err(CapabilityError::Unknown {
                         name: other.to_owned(),
                     })
                 }
@@ -228,10 +334,13 @@ mod tests {
 
     #[test]
     fn unknown_capabilities_are_named() {
-        let caps = [Capability::new("ocr").expect("valid")];
+        let caps = [Capability::new("resize").expect("valid")];
         let err = builtin(&caps).err().expect("refused");
-        assert!(err.to_string().contains("\"ocr\""), "{err}");
-        assert!(err.to_string().contains("echo, sleep"), "{err}");
+        assert!(err.to_string().contains("\"resize\""), "{err}");
+        assert!(
+            err.to_string().contains("echo, sleep, thumbnail, ocr"),
+            "{err}"
+        );
     }
 
     #[tokio::test]

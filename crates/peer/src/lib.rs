@@ -4,22 +4,27 @@
 //! * the daemon: one event loop per peer (inputs, bounds and overflow
 //!   policies in `docs/architecture.md`), started with [`spawn`] or
 //!   [`spawn_with`]; [`PeerHandle`] and [`JobHandle`] are its Rust API.
+//! * [`blobs`]: binary payloads of jobs and results: limits, spooling, transfer.
 //! * [`handlers`]: the handler trait and the built-ins (`echo`, `sleep`).
+//! * [`media`]: the built-in `thumbnail` and `ocr` handlers.
 //! * [`exec`]: any command as a capability, from a TOML config.
 //! * [`jobs`]: the event records of `peer watch` and the table of `peer jobs`.
 //! * [`control`]: the unix-socket control API (`peer submit`, `peer peers`).
 
 mod api;
+pub mod blobs;
 pub mod control;
 mod daemon;
 pub mod exec;
 pub mod handlers;
 pub mod jobs;
+pub mod media;
 
 pub use api::{
     DaemonConfig, DaemonError, Extensions, JobHandle, JobReport, Metrics, PeerHandle, PoolSnapshot,
     StartError,
 };
+pub use blobs::{Blob, BlobLimits, InputBlob, ReceivedBlob};
 pub use daemon::{spawn, spawn_with};
 pub use jobmesh_core::{JobError, JobEvent, JobOptions, Strategy, StrategyKind};
 

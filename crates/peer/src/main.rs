@@ -32,7 +32,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Submit a job and print its result (Ctrl-C cancels it).
-    Submit(SubmitArgs),
+    Submit(Box<SubmitArgs>),
     /// List the peers of the pool.
     Peers(PeersArgs),
     /// List the local daemon's live and recent jobs.
@@ -110,6 +110,20 @@ struct SubmitArgs {
     /// The job's input as JSON.
     #[arg(long, default_value = "{}")]
     input: String,
+    /// An input field, `KEY=VALUE` (a JSON value such as 256 or true, else a
+    /// string); repeat for more. Added to the --input object.
+    #[arg(long = "param", value_name = "KEY=VALUE")]
+    params: Vec<String>,
+    /// A file sent with the job as an input blob; repeat for more.
+    #[arg(long = "file", value_name = "PATH")]
+    files: Vec<PathBuf>,
+    /// Where the result's first blob is written; `-` writes it to stdout
+    /// (the result JSON then goes to stderr).
+    #[arg(long, value_name = "PATH|-")]
+    out: Option<String>,
+    /// A directory where every blob of the result is written, by name.
+    #[arg(long, value_name = "DIR")]
+    out_dir: Option<PathBuf>,
     /// Seconds one attempt may take (and the job may wait for a free worker).
     #[arg(long, default_value_t = 30.0)]
     timeout: f64,
@@ -192,6 +206,15 @@ struct DaemonArgs {
     /// Most jobs this peer holds (queued or running elsewhere); past it submits fail.
     #[arg(long, env = "JOBMESH_QUEUE_LIMIT", default_value_t = 10_000)]
     queue_limit: usize,
+    /// Where blobs in transit and jobs' work dirs live [default: the system temp dir].
+    #[arg(long, env = "JOBMESH_SPOOL_DIR")]
+    spool_dir: Option<PathBuf>,
+    /// Largest blob this peer sends or accepts, in MiB (at most 2048).
+    #[arg(long, env = "JOBMESH_MAX_BLOB_MIB", default_value_t = 2048)]
+    max_blob_mib: u64,
+    /// MiB of blobs held in memory while received; past it they go to spool files.
+    #[arg(long, env = "JOBMESH_BLOB_MEMORY_MIB", default_value_t = 64)]
+    blob_memory_mib: u64,
 }
 
 /// Exit code for a usage error (bad flags or arguments).
@@ -215,7 +238,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Some(Cmd::Submit(args)) => submit(args).await,
+            Some(Cmd::Submit(args)) => submit(*args).await,
             Some(Cmd::Peers(args)) => peers(args).await,
             Some(Cmd::Jobs(args)) => jobs(args).await,
             Some(Cmd::Cancel(args)) => cancel(args).await,
@@ -299,6 +322,12 @@ async fn daemon(args: DaemonArgs) -> anyhow::Result<u8> {
     config.dispatcher.default_strategy = strategy;
     config.dispatcher.self_dispatch = !args.no_self_dispatch;
     config.dispatcher.queue_limit = args.queue_limit.max(1);
+    if args.max_blob_mib == 0 || args.max_blob_mib > 2048 {
+        bail!("--max-blob-mib must be 1..=2048");
+    }
+    config.blobs.max_blob_size = args.max_blob_mib * 1024 * 1024;
+    config.blobs.memory_budget = args.blob_memory_mib * 1024 * 1024;
+    config.spool_dir = args.spool_dir;
     config.rtc = RtcConfig {
         ice_servers: args.ice_servers,
         ..RtcConfig::default()
@@ -403,8 +432,26 @@ async fn finish(via: Via) {
 
 async fn submit(args: SubmitArgs) -> anyhow::Result<u8> {
     let capability = Capability::new(&args.capability).context("capability")?;
-    let input: serde_json::Value =
+    let mut input: serde_json::Value =
         serde_json::from_str(&args.input).context("--input is not valid JSON")?;
+    add_params(&mut input, &args.params)?;
+    let cwd = std::env::current_dir().context("current directory")?;
+    let files = args
+        .files
+        .iter()
+        .map(|f| std::fs::canonicalize(f).with_context(|| format!("--file {}", f.display())))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    // `--out -`: the daemon writes a temp file, which is then copied to stdout.
+    let stdout_blob = match args.out.as_deref() {
+        Some("-") => Some(tempfile::NamedTempFile::new().context("temp file for --out -")?),
+        _ => None,
+    };
+    let out = match (&stdout_blob, args.out.as_deref()) {
+        (Some(t), _) => Some(t.path().to_owned()),
+        (None, Some(o)) => Some(cwd.join(o)),
+        (None, None) => None,
+    };
+    let out_dir = args.out_dir.as_ref().map(|d| cwd.join(d));
     if !(args.timeout.is_finite() && args.timeout > 0.0 && args.timeout <= 86_400.0) {
         bail!("--timeout must be between 0 and 86400 seconds");
     }
@@ -426,6 +473,9 @@ async fn submit(args: SubmitArgs) -> anyhow::Result<u8> {
                 input,
                 options,
                 events: true,
+                files,
+                out,
+                out_dir,
             };
             // Ctrl-C drops the connection, and the daemon cancels the job.
             let reply = tokio::select! {
@@ -446,9 +496,21 @@ async fn submit(args: SubmitArgs) -> anyhow::Result<u8> {
             }
         }
         Via::Ephemeral(h) => {
-            let outcome = run_ephemeral(h, capability, input, job_options, &mut progress).await;
-            match outcome {
-                Ok(report) => Envelope::from_report(&report),
+            let blobs = files
+                .into_iter()
+                .map(jobmesh_peer::Blob::from_file)
+                .collect();
+            let outcome =
+                run_ephemeral(h, capability, input, blobs, job_options, &mut progress).await;
+            let saved = outcome.and_then(|report| {
+                let mut envelope = Envelope::from_report(&report);
+                envelope.blobs =
+                    control::save_blobs(&report.blobs, out.as_deref(), out_dir.as_deref())
+                        .map_err(|e| anyhow::anyhow!(e))?;
+                Ok(envelope)
+            });
+            match saved {
+                Ok(envelope) => envelope,
                 Err(e) => {
                     progress.clear();
                     finish(via).await;
@@ -460,10 +522,25 @@ async fn submit(args: SubmitArgs) -> anyhow::Result<u8> {
     };
     progress.clear();
     finish(via).await;
-    if args.json {
-        println!("{}", serde_json::to_string(&envelope)?);
-    } else if let Some(result) = &envelope.result {
-        println!("{result}");
+    let report = if args.json {
+        Some(serde_json::to_string(&envelope)?)
+    } else {
+        envelope.result.as_ref().map(ToString::to_string)
+    };
+    match (&stdout_blob, report) {
+        // The blob owns stdout; the result goes to stderr.
+        (Some(tmp), report) => {
+            if envelope.status == "completed" {
+                let mut f = std::fs::File::open(tmp.path()).context("reading the result blob")?;
+                std::io::copy(&mut f, &mut std::io::stdout().lock())
+                    .context("writing the result blob to stdout")?;
+            }
+            if let Some(r) = report {
+                eprintln!("{r}");
+            }
+        }
+        (None, Some(r)) => println!("{r}"),
+        (None, None) => {}
     }
     if envelope.status != "completed" {
         eprintln!(
@@ -484,10 +561,13 @@ async fn run_ephemeral(
     h: &PeerHandle,
     capability: Capability,
     input: serde_json::Value,
+    blobs: Vec<jobmesh_peer::Blob>,
     options: jobmesh_peer::JobOptions,
     progress: &mut Progress,
 ) -> anyhow::Result<jobmesh_peer::JobReport> {
-    let mut job = h.submit(capability, input, options).await?;
+    let mut job = h
+        .submit_with_blobs(capability, input, blobs, options)
+        .await?;
     let clock = jobmesh_peer::jobs::Clock::now();
     let mut interrupted = false;
     loop {
@@ -503,6 +583,25 @@ async fn run_ephemeral(
         }
     }
     Ok(job.result().await?)
+}
+
+/// Adds `KEY=VALUE` params to the input object: a value that parses as JSON
+/// (256, true, [1,2]) is taken as such, anything else as a string.
+fn add_params(input: &mut serde_json::Value, params: &[String]) -> anyhow::Result<()> {
+    if params.is_empty() {
+        return Ok(());
+    }
+    let Some(obj) = input.as_object_mut() else {
+        bail!("--param adds fields to the input, so --input must be a JSON object");
+    };
+    for p in params {
+        let Some((k, v)) = p.split_once('=').filter(|(k, _)| !k.is_empty()) else {
+            bail!("--param {p:?}: expected KEY=VALUE");
+        };
+        let value = serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::from(v));
+        obj.insert(k.to_owned(), value);
+    }
+    Ok(())
 }
 
 /// Shows a job's events: a progress bar on a terminal, JSON lines on stderr

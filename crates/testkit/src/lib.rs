@@ -226,3 +226,16 @@ impl Drop for RawPeer {
         self.cancel.cancel();
     }
 }
+
+/// Waits until `cond` holds, checking every 10 ms, for at most [`DEADLINE`];
+/// panics naming `what` otherwise. Only for states no event announces (a
+/// file another task removes, a process exiting); everything else awaits
+/// its event.
+pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    within(what, async {
+        while !cond() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}

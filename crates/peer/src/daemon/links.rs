@@ -173,6 +173,8 @@ impl Daemon {
 
     /// Tells both cores that `peer`'s link is gone.
     fn link_lost(&mut self, now: Instant, peer: PeerId) {
+        self.link_permits.remove(&peer);
+        self.announced.remove(&peer);
         let _ = self.dispatcher.handle_input(now, Input::LinkClosed(peer));
         self.worker.handle_link_closed(peer);
     }
