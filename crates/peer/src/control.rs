@@ -484,7 +484,13 @@ async fn run_job(
             ev = job.next_event() => match ev {
                 Some(e) if events => {
                     let record = WatchEvent::from_event(&e, &clock);
-                    write_line(&mut write, &to_json(&serde_json::json!({ "event": record }))).await?;
+                    let line = to_json(&serde_json::json!({ "event": record }));
+                    if let Err(e) = write_line(&mut write, &line).await {
+                        // The client is gone (broken pipe) just as much as when it closes.
+                        debug!(%job_id, error = %e, "control client unreachable; cancelling its job");
+                        daemon.cancel(job_id).await;
+                        return Err(e);
+                    }
                 }
                 Some(_) => {}
                 None => break,
