@@ -1,5 +1,6 @@
-//! jobmesh as a Rust library: a worker with its own handler, a submitter with
-//! its own dispatch strategy, job events and the result, all in one process.
+//! jobmesh as a Rust library: a worker with its own handlers (one of them
+//! taking and returning a file), a submitter with its own dispatch strategy,
+//! job events and the results, all in one process.
 //!
 //! ```sh
 //! cargo run --example library
@@ -8,8 +9,8 @@
 use std::time::Duration;
 
 use jobmesh::{
-    handler_fn, Candidate, EventKind, HandlerError, JobOptions, PeerId, PickRequest, Pool, RngCore,
-    Strategy,
+    handler_fn, Blob, Candidate, EventKind, HandlerError, JobOptions, PeerId, PickRequest, Pool,
+    RngCore, Strategy,
 };
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -59,6 +60,24 @@ async fn main() -> anyhow::Result<()> {
                 Ok(json!({ "words": words }))
             }),
         )?
+        // Files in, files out: upper-cases the text of blob 0 into a new blob.
+        .handler(
+            "upper",
+            handler_fn(|_input, ctx| async move {
+                let fail = |e: std::io::Error| HandlerError::permanent(e.to_string());
+                let blob = ctx
+                    .blobs()
+                    .first()
+                    .ok_or_else(|| HandlerError::permanent("upper needs a file"))?;
+                let text = tokio::fs::read_to_string(&blob.path).await.map_err(fail)?;
+                let out = ctx.work_dir().map_err(fail)?.join("upper.txt");
+                tokio::fs::write(&out, text.to_uppercase())
+                    .await
+                    .map_err(fail)?;
+                ctx.attach(Blob::from_file(out));
+                Ok(json!({ "bytes": text.len() }))
+            }),
+        )?
         .slots(4)
         .configure(loopback)
         .start()?;
@@ -96,6 +115,27 @@ async fn main() -> anyhow::Result<()> {
     let report = job.result().await?;
     println!("result: {}", report.result?);
     println!("worker: {}", report.worker.map(|w| w.1).unwrap_or_default());
+
+    // A file in, a file back.
+    let job = submitter
+        .submit_with_blobs(
+            "upper".parse()?,
+            json!({}),
+            vec![Blob::from_bytes(b"files travel too".to_vec()).with_name("note.txt")],
+            JobOptions::from(Duration::from_secs(10)),
+        )
+        .await?;
+    let report = job.result().await?;
+    let blob = report
+        .blobs
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("no blob back"))?;
+    println!(
+        "blob result: {} {:?} = {}",
+        report.result?,
+        blob.name(),
+        String::from_utf8_lossy(&blob.to_vec()?)
+    );
 
     for peer in [&submitter, &worker] {
         peer.shutdown();

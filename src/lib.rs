@@ -43,7 +43,9 @@ pub use jobmesh_core::{
     StrategyKind,
 };
 pub use jobmesh_peer::handlers::{handler_fn, Handler, HandlerError, JobContext};
-pub use jobmesh_peer::{DaemonConfig, JobHandle, JobReport, PeerHandle, StartError};
+pub use jobmesh_peer::{
+    Blob, DaemonConfig, InputBlob, JobHandle, JobReport, PeerHandle, ReceivedBlob, StartError,
+};
 pub use jobmesh_wire::{Capability, DecodeError, PeerId};
 
 /// The entry point of the Rust API: a pool membership built with [`Pool::builder`].

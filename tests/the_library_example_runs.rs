@@ -1,6 +1,6 @@
 use std::process::Command;
 
-/// `examples/library.rs` (custom handler, custom strategy, events) runs to
+/// `examples/library.rs` (custom handlers, files in and out, custom strategy, events) runs to
 /// completion. `cargo test` builds the examples next to the test binaries.
 #[test]
 fn the_library_example_runs() {
@@ -32,4 +32,8 @@ fn the_library_example_runs() {
     assert!(events.iter().any(|e| e.starts_with("progress")), "{stdout}");
     assert!(stdout.contains(r#"result: {"words":5}"#), "{stdout}");
     assert!(stdout.contains("worker: counter"), "{stdout}");
+    assert!(
+        stdout.contains(r#"blob result: {"bytes":16} Some("upper.txt") = FILES TRAVEL TOO"#),
+        "{stdout}"
+    );
 }
