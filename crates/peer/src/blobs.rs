@@ -276,7 +276,8 @@ impl Drop for SpoolDir {
 }
 
 /// The daemon's spool: one private directory (mode 0700) holding a
-/// [`SpoolDir`] per job attempt and direction; removed when the daemon stops.
+/// [`SpoolDir`] per job attempt and direction; removed when the daemon stops
+/// (and, after a crash, by the next daemon started on the same parent dir).
 #[derive(Debug)]
 pub(crate) struct Spool {
     root: tempfile::TempDir,
@@ -284,14 +285,17 @@ pub(crate) struct Spool {
 }
 
 impl Spool {
-    /// Creates the spool under `parent` (default: the system temp dir).
+    /// Creates the spool under `parent` (default: the system temp dir),
+    /// first removing spools left there by daemons that died without
+    /// cleaning up (killed with SIGKILL, say).
     pub(crate) fn new(parent: Option<&Path>) -> io::Result<Self> {
-        let mut b = tempfile::Builder::new();
-        b.prefix("jobmesh-spool-");
-        let root = match parent {
-            Some(p) => b.tempdir_in(p)?,
-            None => b.tempdir()?,
-        };
+        use std::os::unix::fs::PermissionsExt;
+        let parent = parent.map_or_else(std::env::temp_dir, Path::to_owned);
+        remove_stale_spools(&parent);
+        let root = tempfile::Builder::new()
+            .prefix(&format!("{SPOOL_PREFIX}{}-", std::process::id()))
+            .permissions(std::fs::Permissions::from_mode(0o700))
+            .tempdir_in(&parent)?;
         Ok(Self {
             root,
             next: AtomicU64::new(0),
@@ -308,6 +312,43 @@ impl Spool {
         let path = self.root.path().join(format!("{job_id}-{what}-{n}"));
         std::fs::create_dir(&path)?;
         Ok(Arc::new(SpoolDir { path }))
+    }
+}
+
+/// Spool directories are named `jobmesh-spool-<pid>-<random>`.
+const SPOOL_PREFIX: &str = "jobmesh-spool-";
+
+/// Removes the spools in `parent` whose daemon process is gone (only ours:
+/// same owner). A live process with that pid keeps its spool, whoever it is.
+fn remove_stale_spools(parent: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    let uid = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(SPOOL_PREFIX))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let ours = e
+            .metadata()
+            .is_ok_and(|m| m.is_dir() && Some(m.uid()) == uid);
+        if ours && !Path::new(&format!("/proc/{pid}")).exists() {
+            match std::fs::remove_dir_all(e.path()) {
+                Ok(()) => {
+                    tracing::info!(path = %e.path().display(), "removed the spool of a daemon that is gone")
+                }
+                Err(err) => {
+                    warn!(path = %e.path().display(), error = %err, "cannot remove a stale spool")
+                }
+            }
+        }
     }
 }
 
@@ -747,6 +788,31 @@ mod tests {
         assert!(r.is_complete(), "an empty blob needs no chunk");
         drop(r);
         assert_eq!(std::fs::read_dir(spool.root()).expect("ls").count(), 0);
+    }
+
+    #[test]
+    fn spools_of_dead_daemons_are_removed_and_live_ones_kept() {
+        let parent = tempfile::tempdir().expect("parent");
+        // No process has a pid above the kernel's maximum (2^22).
+        let dead = parent.path().join(format!("{SPOOL_PREFIX}4999999-abc"));
+        std::fs::create_dir_all(dead.join("job")).expect("dead spool");
+        std::fs::write(dead.join("job/blob"), b"left behind").expect("file");
+        let alive = parent
+            .path()
+            .join(format!("{SPOOL_PREFIX}{}-xyz", std::process::id()));
+        std::fs::create_dir(&alive).expect("live spool");
+        let other = parent.path().join("not-a-spool");
+        std::fs::create_dir(&other).expect("other dir");
+
+        let spool = Spool::new(Some(parent.path())).expect("spool");
+        assert!(!dead.exists(), "a dead daemon's spool is removed");
+        assert!(alive.exists() && other.exists(), "others are left alone");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(spool.root())
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700, "private to the daemon's user");
     }
 
     #[test]
