@@ -71,6 +71,25 @@ async fn malformed_messages_get_error_replies_and_the_worker_keeps_serving() {
     assert_eq!(Metrics::get(&worker.handle.metrics().malformed_messages), 6);
     assert_eq!(Metrics::get(&worker.handle.metrics().stale_chunks), 1);
 
+    // Blobs announced and accepted but never sent: the job's timeout still
+    // frees the slot, with a retryable error (the sender may be the problem).
+    let stalled = uuid::Uuid::new_v4();
+    let blobs = json!({"type": "blobs", "job_id": stalled, "attempt": 1, "direction": "input",
+        "blobs": [{"index": 0, "size": 1000, "blake3": "ab".repeat(32)}]});
+    let submit = json!({"type": "submit", "job_id": stalled, "attempt": 1, "capability": "echo", "input": 1, "timeout_ms": 300});
+    link.try_send(blobs.to_string().into_bytes()).expect("queued");
+    link.try_send(submit.to_string().into_bytes()).expect("queued");
+    assert_eq!(raw.recv_json().await["type"], "accepted");
+    let result = raw.recv_json().await;
+    assert_eq!(result["type"], "result", "{result}");
+    assert_eq!(result["outcome"]["retryable"], true, "{result}");
+    assert!(
+        result["outcome"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("waiting for the input blobs")),
+        "{result}"
+    );
+
     // ...and for everyone else.
     let sub = PeerGuard::start(server.url(), "t8", "sub", &[], 0);
     sub.wait_capable("echo", 1).await;

@@ -192,18 +192,16 @@ pub(crate) enum SendBlobError {
 }
 
 /// Streams every blob's chunks onto `bulk`, in order, and returns once the
-/// last one has been handed to the data channel. Progress is reported as
-/// bytes sent so far. Cancel-safe: dropping it stops between chunks.
+/// last one has been handed to the data channel (the receiver reports
+/// progress). Cancel-safe: dropping it stops between chunks.
 pub(crate) async fn send(
     bulk: &BulkSender,
     direction: Direction,
     job_id: JobId,
     attempt: u32,
     blobs: &[Prepared],
-    mut progress: impl FnMut(u64),
 ) -> Result<(), SendBlobError> {
     let chunk = chunk_payload_max(bulk.max_message_size());
-    let mut sent = 0u64;
     for blob in blobs {
         let header = |offset| ChunkHeader {
             direction,
@@ -222,8 +220,6 @@ pub(crate) async fn send(
                     bulk.send(header(offset).encode(part))
                         .await
                         .map_err(|_| SendBlobError::Closed)?;
-                    sent += len as u64;
-                    progress(sent);
                 }
             }
             Source::File(path) => {
@@ -241,8 +237,6 @@ pub(crate) async fn send(
                         .await
                         .map_err(read_err)?;
                     bulk.send(frame).await.map_err(|_| SendBlobError::Closed)?;
-                    sent += len as u64;
-                    progress(sent);
                 }
             }
         }
@@ -410,7 +404,12 @@ pub struct ReceivedBlob {
 #[derive(Debug, Clone)]
 enum Held {
     Memory(Arc<[u8]>),
-    File { path: PathBuf, _dir: Arc<SpoolDir> },
+    /// In a spool dir (removed with its last holder), or, with no dir, a
+    /// file of the handler's own that stays where it is.
+    File {
+        path: PathBuf,
+        _dir: Option<Arc<SpoolDir>>,
+    },
 }
 
 impl PartialEq for ReceivedBlob {
@@ -476,18 +475,9 @@ impl ReceivedBlob {
 
     /// A handler's output handed over without a network hop (self-dispatch).
     pub(crate) fn from_prepared(p: Prepared) -> Self {
-        let held = match (p.source, p._dir) {
-            (Source::Bytes(b), _) => Held::Memory(b),
-            (Source::File(path), Some(dir)) => Held::File { path, _dir: dir },
-            // A file outside any spool dir stays where it is; a holder-less
-            // spool dir for its parent would delete the user's directory.
-            (Source::File(path), None) => match std::fs::read(&path) {
-                Ok(b) => Held::Memory(b.into()),
-                Err(e) => {
-                    warn!(path = %path.display(), error = %e, "output blob vanished");
-                    Held::Memory(Arc::from(Vec::new()))
-                }
-            },
+        let held = match p.source {
+            Source::Bytes(b) => Held::Memory(b),
+            Source::File(path) => Held::File { path, _dir: p._dir },
         };
         Self { meta: p.meta, held }
     }
@@ -607,7 +597,7 @@ impl Receiver {
                 (
                     Held::File {
                         path,
-                        _dir: self.dir.clone(),
+                        _dir: Some(self.dir.clone()),
                     },
                     h.finalize(),
                 )

@@ -353,6 +353,7 @@ impl Daemon {
                 self.dispatcher.poll_timeout(),
                 self.worker.poll_timeout(),
                 self.coalescer.poll_timeout(),
+                self.inputs_deadline(),
             ]
             .into_iter()
             .flatten()
@@ -391,6 +392,7 @@ impl Daemon {
                     let now = Instant::now();
                     let _ = self.dispatcher.handle_input(now, Input::Timeout);
                     self.worker.handle_timeout(now);
+                    self.expire_inputs(now);
                     if let Some(stats) = self.coalescer.poll(now) {
                         self.send_stats(stats);
                     }

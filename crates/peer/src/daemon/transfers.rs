@@ -67,6 +67,8 @@ pub(super) enum UploadState {
         rx: Receiver,
         start: Deferred,
         percent: u8,
+        /// The job's timeout runs from its start, transfer included.
+        deadline: Instant,
     },
 }
 
@@ -391,6 +393,7 @@ impl Daemon {
                     job_id,
                     Upload {
                         state: UploadState::Receiving {
+                            deadline: now + start.timeout,
                             rx,
                             start,
                             percent: 0,
@@ -420,12 +423,20 @@ impl Daemon {
             return;
         }
         let Some(Upload {
-            state: UploadState::Receiving { rx, start, .. },
+            state:
+                UploadState::Receiving {
+                    rx,
+                    mut start,
+                    deadline,
+                    ..
+                },
             ..
         }) = self.inbound.remove(&job_id)
         else {
             return;
         };
+        // What is left of the job's time runs the handler.
+        start.timeout = deadline.saturating_duration_since(now);
         let dir = rx.dir();
         match rx.finish() {
             Ok(blobs) => {
@@ -498,6 +509,35 @@ impl Daemon {
         }
     }
 
+    /// The earliest deadline of a job still receiving its inputs.
+    pub(super) fn inputs_deadline(&self) -> Option<Instant> {
+        self.inbound
+            .values()
+            .filter_map(|u| match &u.state {
+                UploadState::Receiving { deadline, .. } => Some(*deadline),
+                UploadState::Announced(_) => None,
+            })
+            .min()
+    }
+
+    /// Fails the jobs whose inputs did not arrive within their timeout.
+    pub(super) fn expire_inputs(&mut self, now: Instant) {
+        let late: Vec<JobId> = self
+            .inbound
+            .iter()
+            .filter(|(_, u)| {
+                matches!(u.state, UploadState::Receiving { deadline, .. } if deadline <= now)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for job_id in late {
+            self.inbound.remove(&job_id);
+            warn!(%job_id, "input blobs did not arrive within the job's timeout");
+            let why = "timed out on the worker waiting for the input blobs".to_owned();
+            self.worker.handle_done(now, job_id, Err((why, true)));
+        }
+    }
+
     /// A job's cancel (or timeout) on the worker stops its transfers.
     pub(super) fn forget_work(&mut self, job_id: &JobId) {
         self.inbound.remove(job_id);
@@ -535,7 +575,7 @@ impl Daemon {
                     // Past the per-link limit, a transfer waits for its turn.
                     let _permit = permits.acquire_owned().await;
                     let started = Instant::now();
-                    let r = blobs::send(&bulk, direction, job_id, attempt, &blobs, |_| {}).await;
+                    let r = blobs::send(&bulk, direction, job_id, attempt, &blobs).await;
                     let secs = started.elapsed().as_secs_f64().max(1e-6);
                     info!(
                         bytes,
