@@ -77,8 +77,10 @@ async fn malformed_messages_get_error_replies_and_the_worker_keeps_serving() {
     let blobs = json!({"type": "blobs", "job_id": stalled, "attempt": 1, "direction": "input",
         "blobs": [{"index": 0, "size": 1000, "blake3": "ab".repeat(32)}]});
     let submit = json!({"type": "submit", "job_id": stalled, "attempt": 1, "capability": "echo", "input": 1, "timeout_ms": 300});
-    link.try_send(blobs.to_string().into_bytes()).expect("queued");
-    link.try_send(submit.to_string().into_bytes()).expect("queued");
+    link.try_send(blobs.to_string().into_bytes())
+        .expect("queued");
+    link.try_send(submit.to_string().into_bytes())
+        .expect("queued");
     assert_eq!(raw.recv_json().await["type"], "accepted");
     let result = raw.recv_json().await;
     assert_eq!(result["type"], "result", "{result}");
