@@ -89,6 +89,13 @@ impl Blob {
         self.name = Some(name.into());
         self
     }
+
+    /// Gives the blob exactly this name, or none.
+    #[must_use]
+    pub(crate) fn named(mut self, name: Option<String>) -> Self {
+        self.name = name;
+        self
+    }
 }
 
 /// Why blobs could not be prepared for sending.

@@ -212,13 +212,16 @@ where
     }
 }
 
-/// `echo`: returns its input.
+/// `echo`: returns its input, blobs included.
 #[derive(Debug)]
 pub struct Echo;
 
 #[async_trait::async_trait]
 impl Handler for Echo {
-    async fn run(&self, input: Value, _ctx: JobContext) -> Result<Value, HandlerError> {
+    async fn run(&self, input: Value, ctx: JobContext) -> Result<Value, HandlerError> {
+        for b in ctx.blobs() {
+            ctx.attach(Blob::from_file(&b.path).named(b.name.clone()));
+        }
         Ok(input)
     }
 }

@@ -1,0 +1,122 @@
+//! Starting the real binaries and reading process memory.
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use anyhow::{bail, Context};
+
+/// The `peer` and `signal-server` binaries, found next to this one (one
+/// `cargo build --release` builds all three; `scripts/bench` does).
+#[derive(Debug, Clone)]
+pub(crate) struct Bins {
+    pub(crate) peer: PathBuf,
+    pub(crate) signal_server: PathBuf,
+}
+
+impl Bins {
+    pub(crate) fn find() -> anyhow::Result<Self> {
+        let exe = std::env::current_exe().context("this binary's path")?;
+        let dir = exe.parent().context("this binary's directory")?;
+        let bins = Self {
+            peer: dir.join("peer"),
+            signal_server: dir.join("signal-server"),
+        };
+        for b in [&bins.peer, &bins.signal_server] {
+            if !b.exists() {
+                bail!(
+                    "{} is missing: build the workspace's binaries first (scripts/bench does: cargo build --release --bins)",
+                    b.display()
+                );
+            }
+        }
+        Ok(bins)
+    }
+}
+
+/// A child process, killed and reaped when dropped.
+#[derive(Debug)]
+pub(crate) struct Proc {
+    pub(crate) child: Child,
+    /// Its first stdout line (the ready line of `signal-server` and `peer`).
+    pub(crate) ready: String,
+}
+
+impl Proc {
+    /// Starts `cmd` and waits for its first stdout line.
+    pub(crate) fn start(cmd: &mut Command) -> anyhow::Result<Self> {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {cmd:?}"))?;
+        let stdout = child.stdout.take().context("piped stdout")?;
+        let mut ready = String::new();
+        std::io::BufReader::new(stdout).read_line(&mut ready)?;
+        if ready.is_empty() {
+            let status = child.wait()?;
+            bail!("{cmd:?} exited ({status}) before its ready line");
+        }
+        Ok(Self { child, ready })
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident memory now, in MiB.
+    pub(crate) fn rss_mib(&self) -> anyhow::Result<f64> {
+        status_kib(self.pid(), "VmRSS").map(|k| k as f64 / 1024.0)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `/proc/PID/status` field (`VmRSS`, `VmHWM`) in KiB.
+pub(crate) fn status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .with_context(|| format!("no {field} in /proc/{pid}/status"))
+}
+
+/// `signal-server` on 127.0.0.1:0 and its WebSocket URL.
+pub(crate) fn signal_server(bins: &Bins) -> anyhow::Result<(Proc, String)> {
+    let p = Proc::start(Command::new(&bins.signal_server).args(["--listen", "127.0.0.1:0"]))?;
+    let url = p
+        .ready
+        .split_whitespace()
+        .find(|w| w.starts_with("ws://"))
+        .with_context(|| format!("no ws:// URL in {:?}", p.ready))?
+        .to_owned();
+    Ok((p, url))
+}
+
+/// A `peer` daemon process in `pool` running `caps` (`""`: submit only),
+/// with its control socket at `control`.
+pub(crate) fn peer(
+    bins: &Bins,
+    url: &str,
+    pool: &str,
+    name: &str,
+    caps: &str,
+    control: &Path,
+) -> anyhow::Result<Proc> {
+    let control = control
+        .to_str()
+        .context("control socket path is not UTF-8")?;
+    Proc::start(
+        Command::new(&bins.peer)
+            .args(["--signal", url, "--pool", pool, "--name", name])
+            .args(["--capabilities", caps, "--control", control, "--slots", "4"])
+            .env_remove("JOBMESH_CONFIG"),
+    )
+}

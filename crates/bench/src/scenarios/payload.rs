@@ -1,0 +1,89 @@
+//! 1 MiB in and 1 MiB out (`echo` returns its input blob): one at a time,
+//! and 100 submitted at once.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use jobmesh_peer::{Blob, PeerHandle};
+use serde_json::json;
+
+use super::mesh::{echo, Mesh};
+use crate::report::Figure;
+use crate::Ctx;
+
+const MIB: usize = 1 << 20;
+
+async fn one(sub: &PeerHandle, data: &[u8]) -> anyhow::Result<()> {
+    let job = sub
+        .submit_with_blobs(
+            echo(),
+            json!({}),
+            vec![Blob::from_bytes(data.to_vec())],
+            Duration::from_secs(120),
+        )
+        .await?;
+    let report = job.result().await?;
+    report.result.context("echo job with a blob")?;
+    let back = report.blobs.first().context("no blob came back")?;
+    anyhow::ensure!(
+        back.size() == data.len() as u64,
+        "the blob came back with {} bytes",
+        back.size()
+    );
+    Ok(())
+}
+
+pub(crate) async fn run(ctx: Ctx) -> anyhow::Result<Vec<Figure>> {
+    let (sequential, at_once) = if ctx.quick { (5, 20) } else { (30, 100) };
+    let mesh = Mesh::start(&ctx, 2)?;
+    let sub = mesh.submitter("pl").await?;
+    let data: Vec<u8> = (0..MIB).map(|i| (i * 31 % 251) as u8).collect();
+    let (mut rate, mut mbs, mut burst, mut burst_mbs) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..ctx.repeats {
+        let t = Instant::now();
+        for _ in 0..sequential {
+            one(&sub, &data).await?;
+        }
+        let secs = t.elapsed().as_secs_f64();
+        rate.push(sequential as f64 / secs);
+        mbs.push(sequential as f64 * MIB as f64 / 1e6 / secs);
+
+        let t = Instant::now();
+        let mut all: FuturesUnordered<_> = (0..at_once).map(|_| one(&sub, &data)).collect();
+        while let Some(r) = all.next().await {
+            r?;
+        }
+        let secs = t.elapsed().as_secs_f64();
+        burst.push(at_once as f64 / secs);
+        burst_mbs.push(at_once as f64 * MIB as f64 / 1e6 / secs);
+    }
+    mesh.stop();
+    Ok(vec![
+        Figure::new(
+            "payload",
+            "1 MiB in + out, sequential: round trips/s",
+            "jobs/s",
+            rate,
+        ),
+        Figure::new(
+            "payload",
+            "1 MiB in + out, sequential: MB/s each way",
+            "MB/s",
+            mbs,
+        ),
+        Figure::new(
+            "payload",
+            format!("{at_once} x 1 MiB in + out at once"),
+            "jobs/s",
+            burst,
+        ),
+        Figure::new(
+            "payload",
+            format!("{at_once} x 1 MiB at once: MB/s each way"),
+            "MB/s",
+            burst_mbs,
+        ),
+    ])
+}

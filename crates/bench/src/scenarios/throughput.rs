@@ -1,0 +1,83 @@
+//! Many no-op jobs submitted at once, until every result is in: through the
+//! library API (an in-process daemon) and through a `peer` daemon's control
+//! socket (one connection per job, as `peer submit` does; the daemon serves
+//! 64 at once).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use jobmesh_peer::control::{self, Request, SubmitOptions};
+use serde_json::json;
+
+use super::mesh::{echo, Mesh};
+use crate::report::Figure;
+use crate::Ctx;
+
+pub(crate) async fn run(ctx: Ctx) -> anyhow::Result<Vec<Figure>> {
+    let n = if ctx.quick { 2_000 } else { 10_000 };
+    let mesh = Mesh::start(&ctx, 2)?;
+    let sub = mesh.submitter("tp").await?;
+    let mut library = Vec::new();
+    for _ in 0..ctx.repeats {
+        let t = Instant::now();
+        let mut all: FuturesUnordered<_> = (0..n)
+            .map(|i| sub.run(echo(), json!(i), Duration::from_secs(60)))
+            .collect();
+        while let Some(r) = all.next().await {
+            r?.result.context("echo job")?;
+        }
+        library.push(n as f64 / t.elapsed().as_secs_f64());
+    }
+
+    let (_proc, sock) = mesh.control_submitter(&ctx).await?;
+    let sock = Arc::new(sock);
+    let mut via_socket = Vec::new();
+    for _ in 0..ctx.repeats {
+        let t = Instant::now();
+        // As many clients at once as the daemon serves (more would only
+        // wait in the listen backlog, or be refused when it is full).
+        let mut all = futures_util::stream::iter(0..n)
+            .map(|i| {
+                let sock = sock.clone();
+                async move {
+                    let req = Request::Submit {
+                        capability: echo(),
+                        input: json!(i),
+                        options: SubmitOptions::default(),
+                        events: false,
+                        files: Vec::new(),
+                        out: None,
+                        out_dir: None,
+                    };
+                    let reply = control::request(&sock, &req).await?;
+                    anyhow::ensure!(
+                        reply["status"] == "completed",
+                        "job via the control socket: {reply}"
+                    );
+                    Ok(())
+                }
+            })
+            .buffer_unordered(control::MAX_CONTROL_CONNECTIONS);
+        while let Some(r) = all.next().await {
+            r?;
+        }
+        via_socket.push(n as f64 / t.elapsed().as_secs_f64());
+    }
+    mesh.stop();
+    Ok(vec![
+        Figure::new(
+            "throughput",
+            format!("{n} no-ops at once, library API"),
+            "jobs/s",
+            library,
+        ),
+        Figure::new(
+            "throughput",
+            format!("{n} no-ops at once, control socket"),
+            "jobs/s",
+            via_socket,
+        ),
+    ])
+}
