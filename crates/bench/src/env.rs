@@ -100,8 +100,13 @@ pub(crate) fn signal_server(bins: &Bins) -> anyhow::Result<(Proc, String)> {
     Ok((p, url))
 }
 
-/// A `peer` daemon process in `pool` running `caps` (`""`: submit only),
-/// with its control socket at `control`.
+/// Slots of every bench worker: for no-op jobs a slot is only a pipelining
+/// window (jobs a submitter may have in flight on the worker), as in
+/// `examples/echo-bench.rs`.
+pub(crate) const WORKER_SLOTS: &str = "64";
+
+/// A `peer` daemon process in `pool` running `caps` (`""`: submit only)
+/// with [`WORKER_SLOTS`], its control socket at `control`.
 pub(crate) fn peer(
     bins: &Bins,
     url: &str,
@@ -116,7 +121,8 @@ pub(crate) fn peer(
     Proc::start(
         Command::new(&bins.peer)
             .args(["--signal", url, "--pool", pool, "--name", name])
-            .args(["--capabilities", caps, "--control", control, "--slots", "4"])
+            .args(["--capabilities", caps, "--control", control])
+            .args(["--slots", WORKER_SLOTS])
             .env_remove("JOBMESH_CONFIG"),
     )
 }
