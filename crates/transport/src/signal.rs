@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use jobmesh_wire::signal::{encode, ClientMsg, ErrorCode, Hello, ServerMsg, MAX_SIGNAL_MESSAGE};
+use jobmesh_wire::signal::{encode, ClientMsg, ErrorCode, Hello, ServerMsg, MAX_SERVER_MESSAGE};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
@@ -149,9 +149,10 @@ async fn connect_once(
     outgoing: &mut mpsc::Receiver<ClientMsg>,
     attempt: &mut u32,
 ) -> Result<(), SignalError> {
+    // The server's frames (a welcome lists the whole pool) may be larger than ours.
     let ws_config = WebSocketConfig::default()
-        .max_message_size(Some(MAX_SIGNAL_MESSAGE))
-        .max_frame_size(Some(MAX_SIGNAL_MESSAGE));
+        .max_message_size(Some(MAX_SERVER_MESSAGE))
+        .max_frame_size(Some(MAX_SERVER_MESSAGE));
     let (mut ws, _) =
         tokio_tungstenite::connect_async_with_config(config.url.as_str(), Some(ws_config), true)
             .await

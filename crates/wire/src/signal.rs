@@ -22,6 +22,10 @@ use crate::{decode_tagged, Capability, DecodeError, PeerId, PeerInfo, Stats, PRO
 /// handful of candidates is 1–3 KiB; 64 KiB leaves room and still refuses
 /// anything that looks like a payload.
 pub const MAX_SIGNAL_MESSAGE: usize = 64 * 1024;
+/// Largest frame a peer accepts from the server. A `welcome` lists every
+/// member of the pool (~160 B each), so it outgrows 64 KiB at ~400 members;
+/// 4 MiB covers ~25,000.
+pub const MAX_SERVER_MESSAGE: usize = 4 * 1024 * 1024;
 /// Largest SDP or candidate string relayed.
 pub const MAX_SDP_LEN: usize = 32 * 1024;
 /// Heartbeat intervals without any frame before a peer is dropped.
@@ -218,7 +222,7 @@ impl ClientMsg {
 impl ServerMsg {
     /// Decodes and validates one frame from the server.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let msg: ServerMsg = decode_tagged(bytes, MAX_SIGNAL_MESSAGE, SERVER_TYPES)?;
+        let msg: ServerMsg = decode_tagged(bytes, MAX_SERVER_MESSAGE, SERVER_TYPES)?;
         match &msg {
             ServerMsg::Welcome { peers, .. } => {
                 for p in peers {

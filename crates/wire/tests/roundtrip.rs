@@ -354,3 +354,36 @@ fn peek_finds_the_job_id_of_a_broken_message() {
     let msg = serde_json::json!({"type": "submit", "job_id": id, "capability": 7});
     assert_eq!(DcMsg::peek_job_id(msg.to_string().as_bytes()), Some(id));
 }
+
+/// A welcome lists the whole pool: at 1,000 members it is far over the 64 KiB
+/// a peer may send, and a peer must still accept it (it refused from ~400
+/// members on, so real pools could not grow past that).
+#[test]
+fn a_welcome_to_a_large_pool_is_accepted_and_an_oversized_frame_is_not() {
+    let member = |i: u32| PeerInfo {
+        id: PeerId(Uuid::from_u128(u128::from(i))),
+        name: format!("worker-{i:05}"),
+        capabilities: vec![Capability::new("thumbnail").expect("valid")],
+        stats: Stats {
+            slots: 4,
+            ..Stats::default()
+        },
+    };
+    let welcome = ServerMsg::Welcome {
+        pool: "big".into(),
+        peers: (0..1000).map(member).collect(),
+        heartbeat_ms: 5000,
+    };
+    let bytes = jobmesh_wire::signal::encode(&welcome);
+    assert!(
+        bytes.len() > jobmesh_wire::signal::MAX_SIGNAL_MESSAGE,
+        "{}",
+        bytes.len()
+    );
+    assert_eq!(ServerMsg::decode(bytes.as_bytes()), Ok(welcome));
+    let huge = format!(
+        "{{\"type\":\"error\",\"code\":\"internal\",\"message\":\"{}\"}}",
+        "x".repeat(jobmesh_wire::signal::MAX_SERVER_MESSAGE)
+    );
+    assert!(ServerMsg::decode(huge.as_bytes()).is_err());
+}
