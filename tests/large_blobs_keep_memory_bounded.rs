@@ -6,7 +6,7 @@
 use std::io::{Read, Write};
 use std::path::Path;
 
-use jobmesh_testkit::process::{expect_exit, peer, run_peer, signal_server, stdout_json, Proc};
+use jobmesh_testkit::process::{daemon, expect_exit, run_peer, signal_server, stdout_json};
 use jobmesh_testkit::{init_tracing, PeerGuard};
 
 const SIZE: u64 = 256 * 1024 * 1024;
@@ -80,28 +80,11 @@ async fn a_256_mib_blob_round_trips_while_both_daemons_stay_small() {
     )
     .expect("config");
     let (_server, url) = signal_server();
-    let daemon = |name: &str, caps: &str| {
-        Proc::spawn(&mut peer(&[
-            "--signal",
-            &url,
-            "--pool",
-            "big",
-            "--name",
-            name,
-            "--capabilities",
-            caps,
-            "--config",
-            &p("handlers.toml"),
-            "--control",
-            &p(&format!("{name}.sock")),
-            "--spool-dir",
-            dir.path().to_str().expect("utf-8 temp dir"),
-            "--no-self-dispatch",
-        ]))
-        .0
-    };
-    let worker = daemon("w", "copy");
-    let submitter = daemon("s", "");
+    let spool = dir.path().to_str().expect("utf-8 temp dir");
+    let extra = ["--config", &p("handlers.toml"), "--spool-dir", spool];
+    let start = |name: &str, caps: &str| daemon(&url, "big", name, caps, dir.path(), &extra);
+    let worker = start("w", "copy");
+    let submitter = start("s", "");
     let watcher = PeerGuard::start(&url, "big", "watcher", &[], 0);
     watcher.wait_capable("copy", 1).await;
 

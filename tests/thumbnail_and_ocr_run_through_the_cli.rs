@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use jobmesh_testkit::process::{expect_exit, peer, run_peer, signal_server, stdout_json, Proc};
+use jobmesh_testkit::process::{daemon, expect_exit, peer, run_peer, signal_server, stdout_json};
 use jobmesh_testkit::{init_tracing, PeerGuard};
 
 fn fixture(name: &str) -> String {
@@ -28,24 +28,9 @@ async fn thumbnail_and_ocr_jobs_run_on_a_worker_from_the_cli() {
     let dir = tempfile::tempdir().expect("temp dir");
     let p = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
     let (_server, url) = signal_server();
-    let daemon = |name: &str, caps: &str| {
-        Proc::spawn(&mut peer(&[
-            "--signal",
-            &url,
-            "--pool",
-            "media",
-            "--name",
-            name,
-            "--capabilities",
-            caps,
-            "--control",
-            &p(&format!("{name}.sock")),
-            "--no-self-dispatch",
-        ]))
-        .0
-    };
-    let _worker = daemon("w", "thumbnail,ocr");
-    let _submitter = daemon("s", "");
+    let start = |name: &str, caps: &str| daemon(&url, "media", name, caps, dir.path(), &[]);
+    let _worker = start("w", "thumbnail,ocr");
+    let _submitter = start("s", "");
     let watcher = PeerGuard::start(&url, "media", "watcher", &[], 0);
     watcher.wait_capable("ocr", 1).await;
     let s = p("s.sock");

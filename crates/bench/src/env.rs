@@ -88,9 +88,13 @@ pub(crate) fn status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
         .with_context(|| format!("no {field} in /proc/{pid}/status"))
 }
 
-/// `signal-server` on 127.0.0.1:0 and its WebSocket URL.
-pub(crate) fn signal_server(bins: &Bins) -> anyhow::Result<(Proc, String)> {
-    let p = Proc::start(Command::new(&bins.signal_server).args(["--listen", "127.0.0.1:0"]))?;
+/// `signal-server` on 127.0.0.1:0 (plus `args`) and its WebSocket URL.
+pub(crate) fn signal_server(bins: &Bins, args: &[&str]) -> anyhow::Result<(Proc, String)> {
+    let p = Proc::start(
+        Command::new(&bins.signal_server)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args),
+    )?;
     let url = p
         .ready
         .split_whitespace()

@@ -121,3 +121,33 @@ pub fn signal_server() -> (Proc, String) {
         .to_owned();
     (server, url)
 }
+
+/// A `peer` daemon process named `name` in `pool` at `url`, running `caps`
+/// (`""`: submit only), its control socket `<dir>/<name>.sock`, never
+/// running its own jobs, with `extra` flags; returns it once it is ready.
+pub fn daemon(
+    url: &str,
+    pool: &str,
+    name: &str,
+    caps: &str,
+    dir: &std::path::Path,
+    extra: &[&str],
+) -> Proc {
+    let sock = dir.join(format!("{name}.sock"));
+    let sock = sock.to_str().expect("a UTF-8 temp dir");
+    let mut cmd = peer(&[
+        "--signal",
+        url,
+        "--pool",
+        pool,
+        "--name",
+        name,
+        "--capabilities",
+        caps,
+        "--control",
+        sock,
+        "--no-self-dispatch",
+    ]);
+    cmd.args(extra);
+    Proc::spawn(&mut cmd).0
+}

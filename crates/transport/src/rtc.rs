@@ -424,16 +424,7 @@ pub async fn dial(
         Ok(dc)
     })
     .await;
-    finish(
-        config.faults.clone(),
-        pc,
-        setup.dead,
-        result,
-        peer,
-        link_id,
-        events,
-    )
-    .await
+    finish(config, setup, result, peer, link_id, events).await
 }
 
 /// Opens a link to `peer` as the answerer of its `offer`.
@@ -465,27 +456,18 @@ pub async fn answer(
         Ok(dc)
     })
     .await;
-    finish(
-        config.faults.clone(),
-        pc,
-        setup.dead,
-        result,
-        peer,
-        link_id,
-        events,
-    )
-    .await
+    finish(config, setup, result, peer, link_id, events).await
 }
 
 async fn finish(
-    faults: Arc<Faults>,
-    pc: Arc<dyn PeerConnection>,
-    dead: CancellationToken,
+    config: &RtcConfig,
+    setup: Setup,
     result: Result<Arc<dyn DataChannel>, LinkError>,
     peer: PeerId,
     link_id: LinkId,
     events: mpsc::Sender<LinkEvent>,
 ) -> Result<LinkHandle, LinkError> {
+    let Setup { pc, dead, .. } = setup;
     match result {
         Ok(dc) => {
             let max_message_size = match pc.sctp().await {
@@ -502,7 +484,7 @@ async fn finish(
                 link_id,
                 max_message_size,
             };
-            Ok(spawn_link(link, events, faults))
+            Ok(spawn_link(link, events, config.faults.clone()))
         }
         Err(e) => {
             let _ = pc.close().await;

@@ -28,7 +28,7 @@ impl Mesh {
     /// The server and `workers` worker processes running `echo`.
     pub(crate) fn start(ctx: &Ctx, workers: usize) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
-        let (server, url) = env::signal_server(&ctx.bins)?;
+        let (server, url) = env::signal_server(&ctx.bins, &[])?;
         let workers = (0..workers)
             .map(|i| {
                 let name = format!("w{i}");

@@ -37,7 +37,6 @@
 //! server drops a few clients that were reading (its log: "client queue
 //! full"). Such a repeat is run again and the drops are reported as a figure.
 
-use std::process::Command;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -262,19 +261,7 @@ fn check_open_files(need: u64) -> anyhow::Result<()> {
 
 /// `signal-server` on 127.0.0.1:0 with room for `n` peers in a pool.
 fn start_server(ctx: &Ctx, n: usize) -> anyhow::Result<(Proc, String)> {
-    let p = Proc::start(Command::new(&ctx.bins.signal_server).args([
-        "--listen",
-        "127.0.0.1:0",
-        "--max-peers-per-pool",
-        &n.to_string(),
-    ]))?;
-    let url = p
-        .ready
-        .split_whitespace()
-        .find(|w| w.starts_with("ws://"))
-        .with_context(|| format!("no ws:// URL in {:?}", p.ready))?
-        .to_owned();
-    Ok((p, url))
+    env::signal_server(&ctx.bins, &["--max-peers-per-pool", &n.to_string()])
 }
 
 /// A fresh server, `n` clients joining, then `rounds` stats changes.

@@ -16,7 +16,7 @@ pub(crate) async fn run(ctx: Ctx) -> anyhow::Result<Vec<Figure>> {
     for _ in 0..ctx.repeats {
         let dir = tempfile::tempdir()?;
         let t = Instant::now();
-        let (_server, url) = env::signal_server(&ctx.bins)?;
+        let (_server, url) = env::signal_server(&ctx.bins, &[])?;
         let _workers = (0..2)
             .map(|i| {
                 let sock = dir.path().join(format!("w{i}.sock"));
