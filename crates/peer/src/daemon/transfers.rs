@@ -179,56 +179,40 @@ impl Daemon {
 
     /// A result arrived: if blobs came with it, they must be complete and
     /// intact, or the attempt failed.
-    pub(super) fn check_result_blobs(&mut self, from: PeerId, msg: DcMsg) -> DcMsg {
+    pub(super) fn check_result_blobs(&mut self, from: PeerId, mut msg: DcMsg) -> DcMsg {
         let DcMsg::Result {
             job_id,
             attempt,
             outcome,
-            load,
-        } = msg
+            ..
+        } = &mut msg
         else {
             return msg;
         };
-        let download = match self.downloads.remove(&job_id) {
-            Some(d) if d.from == from && d.attempt == attempt => d,
-            Some(other) => {
-                self.downloads.insert(job_id, other);
-                return DcMsg::Result {
-                    job_id,
-                    attempt,
-                    outcome,
-                    load,
-                };
-            }
-            None => {
-                return DcMsg::Result {
-                    job_id,
-                    attempt,
-                    outcome,
-                    load,
+        let (job_id, attempt) = (*job_id, *attempt);
+        // Only the current attempt's download belongs to this result.
+        let ours = self
+            .downloads
+            .get(&job_id)
+            .is_some_and(|d| d.from == from && d.attempt == attempt);
+        let Some(download) = ours.then(|| self.downloads.remove(&job_id)).flatten() else {
+            return msg;
+        };
+        if matches!(outcome, Outcome::Ok { .. }) {
+            match download.rx.and_then(Receiver::finish) {
+                Ok(blobs) => {
+                    self.results.insert(job_id, blobs);
+                }
+                Err(why) => {
+                    warn!(%job_id, attempt, %why, "result blobs failed");
+                    *outcome = Outcome::Err {
+                        message: format!("receiving the result's blobs failed: {why}"),
+                        retryable: true,
+                    };
                 }
             }
-        };
-        let outcome = match (outcome, download.rx.and_then(Receiver::finish)) {
-            (Outcome::Ok { value }, Ok(blobs)) => {
-                self.results.insert(job_id, blobs);
-                Outcome::Ok { value }
-            }
-            (Outcome::Ok { .. }, Err(why)) => {
-                warn!(%job_id, attempt, %why, "result blobs failed");
-                Outcome::Err {
-                    message: format!("receiving the result's blobs failed: {why}"),
-                    retryable: true,
-                }
-            }
-            (err, _) => err,
-        };
-        DcMsg::Result {
-            job_id,
-            attempt,
-            outcome,
-            load,
         }
+        msg
     }
 
     // ---- both sides ----
