@@ -239,17 +239,22 @@ fn decode(input: &Path, limits: &Limits) -> Result<DynamicImage, ThumbError> {
     let mut decoder = reader.into_decoder().map_err(decode_err)?;
 
     let (width, height) = decoder.dimensions();
-    let too_large = ThumbError::TooLarge {
+    let too_large = || ThumbError::TooLarge {
         width,
         height,
         max_side: limits.max_side,
         max_pixels: limits.max_pixels,
     };
+    // The decoder's own limit errors are the same refusal, reported the same way.
+    let limit_or_decode = |e: ImageError| match e {
+        ImageError::Limits(_) => too_large(),
+        other => decode_err(other),
+    };
     if width > limits.max_side
         || height > limits.max_side
         || u64::from(width) * u64::from(height) > limits.max_pixels
     {
-        return Err(too_large);
+        return Err(too_large());
     }
     if width == 0 || height == 0 {
         return Err(ThumbError::Decode {
@@ -262,31 +267,15 @@ fn decode(input: &Path, limits: &Limits) -> Result<DynamicImage, ThumbError> {
     strict.max_image_height = Some(limits.max_side);
     strict.max_alloc = Some(max_alloc);
     if decoder.total_bytes() > max_alloc {
-        return Err(too_large);
+        return Err(too_large());
     }
-    decoder.set_limits(strict).map_err(|e| match e {
-        ImageError::Limits(_) => ThumbError::TooLarge {
-            width,
-            height,
-            max_side: limits.max_side,
-            max_pixels: limits.max_pixels,
-        },
-        other => decode_err(other),
-    })?;
+    decoder.set_limits(strict).map_err(limit_or_decode)?;
 
     // A broken EXIF block is not worth refusing the image for.
     let orientation = decoder
         .orientation()
         .unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| match e {
-        ImageError::Limits(_) => ThumbError::TooLarge {
-            width,
-            height,
-            max_side: limits.max_side,
-            max_pixels: limits.max_pixels,
-        },
-        other => decode_err(other),
-    })?;
+    let mut img = DynamicImage::from_decoder(decoder).map_err(limit_or_decode)?;
     img.apply_orientation(orientation);
     Ok(img)
 }
