@@ -8,13 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jobmesh_core::{JobError, JobOptions};
-use jobmesh_peer::{exec, Blob, DaemonConfig, Extensions, PeerHandle};
+use jobmesh_peer::{Blob, DaemonConfig, PeerHandle};
 use jobmesh_testkit::{
-    cap, eventually, init_tracing, loopback_rtc, within, PeerGuard, SignalGuard,
+    cap, eventually, init_tracing, loopback_rtc, start_exec_worker, within, PeerGuard, SignalGuard,
 };
 use jobmesh_transport::rtc::Faults;
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
 const CONFIG: &str = r#"
 [[handler]]
@@ -50,12 +49,7 @@ fn worker(url: &str, pool: &str, dir: &Path, spool: &Path, faults: Arc<Faults>) 
     config.grace = Duration::from_secs(2);
     config.spool_dir = Some(spool.to_owned());
     config.blobs.max_blob_size = 4 * 1024 * 1024;
-    let mut ext = Extensions::default();
-    for (c, h) in exec::load(&path).expect("valid config") {
-        config.capabilities.push(c.clone());
-        ext.handlers.insert(c, Arc::new(h));
-    }
-    jobmesh_peer::spawn_with(config, ext, CancellationToken::new()).expect("start")
+    start_exec_worker(config, &path)
 }
 
 /// Files under `dir`, recursively (the spool root itself does not count).

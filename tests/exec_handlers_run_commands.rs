@@ -1,15 +1,14 @@
 //! `exec` handlers over real WebRTC: JSON in and out, progress lines, exit
 //! codes, and timeout/cancel stopping the command's whole process group.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use jobmesh_core::{EventKind, JobError, JobOptions};
-use jobmesh_peer::exec;
-use jobmesh_peer::{DaemonConfig, Extensions, PeerHandle};
-use jobmesh_testkit::{cap, init_tracing, loopback_rtc, within, PeerGuard, SignalGuard};
+use jobmesh_peer::{DaemonConfig, PeerHandle};
+use jobmesh_testkit::{
+    cap, init_tracing, loopback_rtc, start_exec_worker, within, PeerGuard, SignalGuard,
+};
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
 const CONFIG: &str = r#"
 [[handler]]
@@ -36,17 +35,11 @@ stdin = "none"
 fn worker(url: &str, pool: &str, dir: &std::path::Path, extra: &str) -> PeerHandle {
     let path = dir.join("handlers.toml");
     std::fs::write(&path, format!("{CONFIG}{extra}")).expect("write config");
-    let loaded = exec::load(&path).expect("valid config");
     let mut config = DaemonConfig::new(url, "exec-worker", pool);
     config.rtc = loopback_rtc();
     config.slots = 2;
     config.grace = Duration::from_secs(2);
-    let mut ext = Extensions::default();
-    for (c, h) in loaded {
-        config.capabilities.push(c.clone());
-        ext.handlers.insert(c, Arc::new(h));
-    }
-    jobmesh_peer::spawn_with(config, ext, CancellationToken::new()).expect("start")
+    start_exec_worker(config, &path)
 }
 
 /// Whether any live process (zombies do not count: they are dead, only not

@@ -227,6 +227,17 @@ impl Drop for RawPeer {
     }
 }
 
+/// Starts a daemon running every exec handler declared in the TOML file
+/// `handlers` (added to `config`'s capabilities).
+pub fn start_exec_worker(mut config: DaemonConfig, handlers: &std::path::Path) -> PeerHandle {
+    let mut ext = jobmesh_peer::Extensions::default();
+    for (c, h) in jobmesh_peer::exec::load(handlers).expect("a valid exec config") {
+        config.capabilities.push(c.clone());
+        ext.handlers.insert(c, std::sync::Arc::new(h));
+    }
+    jobmesh_peer::spawn_with(config, ext, CancellationToken::new()).expect("start the exec worker")
+}
+
 /// Waits until `cond` holds, checking every 10 ms, for at most [`DEADLINE`];
 /// panics naming `what` otherwise. Only for states no event announces (a
 /// file another task removes, a process exiting); everything else awaits
