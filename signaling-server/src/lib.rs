@@ -4,8 +4,9 @@
 //! job payload: the signalling wire has no message for one, and frames are
 //! capped at `MAX_SIGNAL_MESSAGE` (64 KiB).
 //!
-//! * [`Registry`]: pure pools → members (info, stats, last seen). No I/O and
-//!   no clock: every method that needs the time takes `now: Instant`.
+//! * [`Registry`]: pure pools → members (info, stats, last seen) and the
+//!   versioned view clients read in pages. No I/O and no clock: every
+//!   method that needs the time takes `now: Instant`.
 //! * [`run`]: the axum server around it, until a `CancellationToken` is
 //!   cancelled. `GET /ws` (the WebSocket), `GET /healthz`, `GET /api/pools`.
 //!
@@ -13,25 +14,32 @@
 //!
 //! * The axum accept loop (stopped by the token, graceful).
 //! * One task per WebSocket, in a `TaskTracker`: waits for the hello (within
-//!   `hello_timeout`), then loops over, in priority order, shutdown, its kick
-//!   token, its outbound queue, its ping timer (every `heartbeat`) and its
-//!   next frame. Replies to its own client (welcome, `unknown_peer`, errors)
-//!   are written directly; everything else arrives through its queue.
+//!   `hello_timeout`), sends the welcome, then loops over, in priority order,
+//!   shutdown, its kick token, its relay queue, its next frame, its view
+//!   (one page per turn while it is behind its pool's head; otherwise a wait
+//!   on the pool's head watch) and its ping timer (every `heartbeat`).
 //! * One sweep task: every `heartbeat`, removes the members silent (no frame
 //!   at all, pongs included) for more than `MISSED_HEARTBEATS` heartbeats,
-//!   kicks their connections and announces `peer_left`.
+//!   kicks their connections and wakes their pools.
 //!
 //! # Channels, bounds and overflow policies
 //!
-//! * Per-client outbound queue: `tokio::sync::mpsc`, [`ServerConfig::client_queue`]
-//!   messages (default [`CLIENT_QUEUE`]). Fan-out (`peer_joined`, `peer_left`,
-//!   `stats_changed`, `relayed`) only `try_send`s: a full queue drops that
-//!   client at once (connection closed without a close frame, removed from
-//!   its pool, `peer_left` broadcast), counted in
-//!   [`Counters::clients_dropped_slow`] and logged at warn. The server never
-//!   waits for one client.
+//! * The view: no queue. Each pool keeps each member once (under the
+//!   version of its latest change) plus at most [`MAX_DEPARTURES`] recent
+//!   departures; each client keeps a cursor. A change bumps the pool's head
+//!   in a `tokio::sync::watch` (one value, never full). A client behind
+//!   further than the departures reach is sent the pool afresh (`reset`).
+//!   Pages are at most `VIEW_PAGE_BYTES` (16 KiB) of members plus one.
+//! * Per-client relay queue: `tokio::sync::mpsc`, [`ServerConfig::client_queue`]
+//!   handshake messages (default [`CLIENT_QUEUE`]). Overflow: the relay is
+//!   dropped, counted in [`Counters::relays_dropped_busy`], and its sender
+//!   gets `error{peer_busy}`; the recipient stays.
 //! * Socket writes: each frame must be written within one heartbeat, or the
-//!   connection ends as dead.
+//!   client is dropped as not reading (counted in
+//!   [`Counters::clients_dropped_slow`], logged at warn) and its pool is told.
+//!   The server never waits for one client on behalf of another.
+//! * WebSocket buffers: 4 KiB read buffer (grows for a larger frame), no
+//!   write batching: a frame is written as it is sent.
 //! * Tap ([`ServerConfig::tap`], a test hook): `try_send` of every text frame
 //!   received; overflow drops the copy and counts it in
 //!   [`Counters::tap_dropped`].
@@ -45,9 +53,10 @@
 //!
 //! # Shared state
 //!
-//! The registry and the clients' queue senders sit behind one
-//! `std::sync::Mutex`, never held across an `.await`; each critical section is
-//! a few map operations and `try_send`s.
+//! The registry, the clients' relay senders and the pools' head watches sit
+//! behind one `std::sync::Mutex`, never held across an `.await`; each
+//! critical section is a few map operations, a `try_send`, or building one
+//! page (a copy of at most ~16 KiB).
 //!
 //! # Errors and shutdown
 //!
@@ -61,5 +70,5 @@
 mod registry;
 mod server;
 
-pub use registry::{JoinError, PoolSummary, Registry, MAX_PEERS_PER_POOL};
+pub use registry::{JoinError, Page, PoolSummary, Registry, MAX_DEPARTURES, MAX_PEERS_PER_POOL};
 pub use server::{run, Counters, ServerConfig, CLIENT_QUEUE, SHUTDOWN_GRACE};

@@ -3,22 +3,45 @@
 //! Time comes in as `now: Instant` arguments and is compared with
 //! `saturating_duration_since`, so tests drive it with `Instant + Duration`
 //! arithmetic instead of sleeping. Every method is synchronous and cheap
-//! (`O(log n)` per member, `O(pool)` for snapshots), so the server may call
-//! it with its lock held.
+//! (`O(log n)` per member, a page's worth of work for [`Registry::page`]), so
+//! the server may call it with its lock held.
+//!
+//! # The versioned view
+//!
+//! Every change (a join, new stats, a departure) takes the next value of one
+//! registry-wide version counter. A pool keeps each member once, under the
+//! version of its latest change, plus its recent departures by version. A
+//! client's whole state is a cursor: the version up to which it has been told
+//! everything. Catching up is reading the pool from the cursor on
+//! ([`Registry::page`]), so what a slow client gets is each changed member
+//! once, as it is now, however often it changed, and the server keeps no
+//! per-client backlog: memory is O(members + [`MAX_DEPARTURES`]) per pool
+//! whatever the clients do. Each member is kept JSON-encoded, so a page is
+//! encoded by copying, once per client and page, not per change.
+//!
+//! Departures are kept up to [`MAX_DEPARTURES`] per pool; a client whose
+//! cursor is older than the oldest forgotten one is sent the pool afresh
+//! (`reset`), as is a new client (cursor 0).
 //!
 //! Invariants: a peer id is a member of at most one pool; a pool listed by
 //! [`Registry::pools`] has at least one member; a pool never has more than
-//! the configured maximum of members.
+//! the configured maximum of members; a member's entry is newer than every
+//! departure recorded for its id.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use jobmesh_wire::signal::{Hello, MISSED_HEARTBEATS};
 use jobmesh_wire::{PeerId, PeerInfo, Stats};
 use serde::Serialize;
+use serde_json::value::RawValue;
 
 /// Default most peers in one pool (`--max-peers-per-pool`).
 pub const MAX_PEERS_PER_POOL: usize = 1024;
+/// Departures a pool remembers for clients that are behind. Past this the
+/// oldest is forgotten, and a client that had not yet been told about it is
+/// sent the whole pool again instead.
+pub const MAX_DEPARTURES: usize = 4096;
 
 /// Why a hello was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -42,8 +65,31 @@ pub enum JoinError {
 #[derive(Debug)]
 struct Member {
     info: PeerInfo,
+    /// `info` as JSON, as pages carry it.
+    json: Box<RawValue>,
     pool: String,
     last_seen: Instant,
+    /// Version of its latest change: its key in `Pool::members`.
+    version: u64,
+}
+
+impl Member {
+    fn encode(info: &PeerInfo) -> Box<RawValue> {
+        // Invariant: PeerInfo is plain data with string keys; it always encodes.
+        serde_json::value::to_raw_value(info).unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Default)]
+struct Pool {
+    /// Member ids by the version of their latest change.
+    members: BTreeMap<u64, PeerId>,
+    /// Recent departures by version, at most [`MAX_DEPARTURES`].
+    departures: BTreeMap<u64, PeerId>,
+    /// The newest departure forgotten: a cursor below it must reset.
+    horizon: u64,
+    /// The version of the pool's latest change.
+    head: u64,
 }
 
 /// One pool as `GET /api/pools` shows it.
@@ -55,13 +101,41 @@ pub struct PoolSummary {
     pub peers: Vec<PeerInfo>,
 }
 
+/// A `view` frame for one client, and where its cursor goes once sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    /// The encoded [`ServerMsg::View`](jobmesh_wire::signal::ServerMsg::View);
+    /// `None` when there is nothing to tell (only the client's own changes),
+    /// and the cursor moves on without a frame.
+    pub json: Option<String>,
+    /// The client's cursor after this page.
+    pub cursor: u64,
+    /// Whether the page brings the client up to the pool's head.
+    pub synced: bool,
+}
+
+/// The wire shape of `ServerMsg::View` with members already encoded.
+#[derive(Serialize)]
+struct ViewFrame<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    reset: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    left: Vec<PeerId>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    peers: Vec<&'a RawValue>,
+    synced: bool,
+}
+
 /// Pools, their members, each member's stats and when it was last heard from.
 #[derive(Debug)]
 pub struct Registry {
     max_per_pool: usize,
-    members: BTreeMap<PeerId, Member>,
-    /// Pool name → member ids. A pool is removed with its last member.
-    pools: BTreeMap<String, BTreeSet<PeerId>>,
+    members: HashMap<PeerId, Member>,
+    pools: BTreeMap<String, Pool>,
+    /// The last version handed out; 0 means "nothing yet", a new client's cursor.
+    version: u64,
 }
 
 impl Registry {
@@ -69,26 +143,25 @@ impl Registry {
     pub fn new(max_per_pool: usize) -> Self {
         Self {
             max_per_pool,
-            members: BTreeMap::new(),
+            members: HashMap::new(),
             pools: BTreeMap::new(),
+            version: 0,
         }
     }
 
-    /// Adds the peer of `hello` to its pool, heard from at `now`; returns the
-    /// pool's other members (the welcome snapshot). The new member's stats
+    /// Adds the peer of `hello` to its pool, heard from at `now`. Its stats
     /// start as `slots` from the hello and zeroes elsewhere.
-    pub fn join(&mut self, now: Instant, hello: &Hello) -> Result<Vec<PeerInfo>, JoinError> {
+    pub fn join(&mut self, now: Instant, hello: &Hello) -> Result<(), JoinError> {
         if self.members.contains_key(&hello.peer_id) {
             return Err(JoinError::Duplicate(hello.peer_id));
         }
-        let size = self.pools.get(&hello.pool).map_or(0, BTreeSet::len);
+        let size = self.pools.get(&hello.pool).map_or(0, |p| p.members.len());
         if size >= self.max_per_pool {
             return Err(JoinError::PoolFull {
                 pool: hello.pool.clone(),
                 max: self.max_per_pool,
             });
         }
-        let snapshot = self.members(&hello.pool);
         let info = PeerInfo {
             id: hello.peer_id,
             name: hello.name.clone(),
@@ -98,33 +171,130 @@ impl Registry {
                 ..Stats::default()
             },
         };
+        self.version += 1;
+        let version = self.version;
+        let pool = self.pools.entry(hello.pool.clone()).or_default();
+        pool.members.insert(version, hello.peer_id);
+        pool.head = version;
         self.members.insert(
             hello.peer_id,
             Member {
+                json: Member::encode(&info),
                 info,
                 pool: hello.pool.clone(),
                 last_seen: now,
+                version,
             },
         );
-        self.pools
-            .entry(hello.pool.clone())
-            .or_default()
-            .insert(hello.peer_id);
-        Ok(snapshot)
+        Ok(())
     }
 
     /// Removes a peer; returns its pool if it was a member, `None` otherwise.
     pub fn leave(&mut self, id: &PeerId) -> Option<String> {
         let m = self.members.remove(id)?;
-        self.unlist(id, &m.pool);
+        let pool = self.pools.get_mut(&m.pool)?;
+        pool.members.remove(&m.version);
+        if pool.members.is_empty() {
+            // Nobody is left to be told; a pool that comes back starts afresh.
+            self.pools.remove(&m.pool);
+            return Some(m.pool);
+        }
+        self.version += 1;
+        pool.departures.insert(self.version, *id);
+        pool.head = self.version;
+        if pool.departures.len() > MAX_DEPARTURES {
+            if let Some((forgotten, _)) = pool.departures.pop_first() {
+                pool.horizon = forgotten;
+            }
+        }
         Some(m.pool)
     }
 
     /// Replaces a member's stats; returns its pool, or `None` for a non-member.
     pub fn update_stats(&mut self, id: &PeerId, stats: Stats) -> Option<&str> {
         let m = self.members.get_mut(id)?;
+        let pool = self.pools.get_mut(&m.pool)?;
         m.info.stats = stats;
+        m.json = Member::encode(&m.info);
+        self.version += 1;
+        pool.members.remove(&m.version);
+        pool.members.insert(self.version, *id);
+        pool.head = self.version;
+        m.version = self.version;
         Some(&m.pool)
+    }
+
+    /// The next page of `me`'s view for a client whose cursor is `cursor`
+    /// (0 for a new client): the departures and the members (other than
+    /// `me`) changed after `cursor`, oldest first, filled up to `max_bytes`
+    /// of member JSON and then one more member. `None` when the client is up
+    /// to date or `me` is not a member.
+    pub fn page(&self, me: &PeerId, cursor: u64, max_bytes: usize) -> Option<Page> {
+        let pool = self.pools.get(&self.members.get(me)?.pool)?;
+        if cursor >= pool.head {
+            return None;
+        }
+        let reset = cursor == 0 || cursor < pool.horizon;
+        let from = if reset { 0 } else { cursor };
+        let mut members = pool.members.range(from + 1..).peekable();
+        // After a reset the client drops whom it is not told about: no
+        // departures needed.
+        let mut departures = pool
+            .departures
+            .range(from + 1..)
+            .filter(|_| !reset)
+            .peekable();
+        let mut frame = ViewFrame {
+            kind: "view",
+            reset,
+            left: Vec::new(),
+            peers: Vec::new(),
+            synced: false,
+        };
+        let mut bytes = 0;
+        let mut at = from;
+        while bytes < max_bytes {
+            let next_member = members.peek().map(|(v, _)| **v);
+            let next_departure = departures.peek().map(|(v, _)| **v);
+            match (next_member, next_departure) {
+                (None, None) => break,
+                (Some(m), d) if d.is_none_or(|d| m < d) => {
+                    let Some((v, id)) = members.next() else { break };
+                    at = *v;
+                    if id == me {
+                        continue;
+                    }
+                    if let Some(m) = self.members.get(id) {
+                        bytes += m.json.get().len() + 1;
+                        frame.peers.push(&m.json);
+                    }
+                }
+                _ => {
+                    let Some((v, id)) = departures.next() else {
+                        break;
+                    };
+                    at = *v;
+                    bytes += 40;
+                    frame.left.push(*id);
+                }
+            }
+        }
+        let exhausted = members.peek().is_none() && departures.peek().is_none();
+        let cursor = if exhausted { pool.head } else { at };
+        frame.synced = exhausted;
+        let news = reset || !frame.left.is_empty() || !frame.peers.is_empty();
+        // Invariant: plain data with string keys; it always encodes.
+        let json = news.then(|| serde_json::to_string(&frame).unwrap_or_default());
+        Some(Page {
+            json,
+            cursor,
+            synced: exhausted,
+        })
+    }
+
+    /// The version of the latest change in `pool` (0 for an unknown pool).
+    pub fn head(&self, pool: &str) -> u64 {
+        self.pools.get(pool).map_or(0, |p| p.head)
     }
 
     /// Records that the peer was heard from at `now`. Returns whether it is a
@@ -144,12 +314,13 @@ impl Registry {
     /// that long is not yet too long.
     pub fn expire(&mut self, now: Instant, heartbeat: Duration) -> Vec<(PeerId, String)> {
         let limit = heartbeat.saturating_mul(MISSED_HEARTBEATS);
-        let late: Vec<PeerId> = self
+        let mut late: Vec<PeerId> = self
             .members
             .iter()
             .filter(|(_, m)| now.saturating_duration_since(m.last_seen) > limit)
             .map(|(id, _)| *id)
             .collect();
+        late.sort_unstable();
         late.into_iter()
             .filter_map(|id| self.leave(&id).map(|pool| (id, pool)))
             .collect()
@@ -166,24 +337,20 @@ impl Registry {
         matches!((self.pool_of(a), self.pool_of(b)), (Some(x), Some(y)) if x == y)
     }
 
-    /// The ids of the members of `pool` other than `except`, ordered by id.
-    pub fn others(&self, pool: &str, except: &PeerId) -> Vec<PeerId> {
-        self.pools
-            .get(pool)
-            .map(|s| s.iter().filter(|id| *id != except).copied().collect())
-            .unwrap_or_default()
-    }
-
     /// The members of `pool` (empty for an unknown pool), ordered by id.
     pub fn members(&self, pool: &str) -> Vec<PeerInfo> {
-        self.pools
+        let mut infos: Vec<PeerInfo> = self
+            .pools
             .get(pool)
-            .map(|s| {
-                s.iter()
+            .map(|p| {
+                p.members
+                    .values()
                     .filter_map(|id| self.members.get(id).map(|m| m.info.clone()))
                     .collect()
             })
-            .unwrap_or_default()
+            .unwrap_or_default();
+        infos.sort_unstable_by_key(|i| i.id);
+        infos
     }
 
     /// A member's public description.
@@ -211,20 +378,13 @@ impl Registry {
     pub fn is_empty(&self) -> bool {
         self.members.is_empty()
     }
-
-    fn unlist(&mut self, id: &PeerId, pool: &str) {
-        if let Some(set) = self.pools.get_mut(pool) {
-            set.remove(id);
-            if set.is_empty() {
-                self.pools.remove(pool);
-            }
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use jobmesh_core::PoolView;
+    use jobmesh_wire::signal::ServerMsg;
     use jobmesh_wire::{Capability, PROTOCOL_VERSION};
 
     const HB: Duration = Duration::from_secs(5);
@@ -249,32 +409,222 @@ mod tests {
         infos.iter().map(|i| i.id).collect()
     }
 
+    /// Decodes a page the way a peer does.
+    fn decode(page: &Page) -> ServerMsg {
+        let json = page.json.as_deref().expect("the page has a frame");
+        let msg = ServerMsg::decode(json.as_bytes()).expect("a page is a valid server message");
+        match &msg {
+            ServerMsg::View { synced, .. } => assert_eq!(*synced, page.synced),
+            other => panic!("expected a view, got {other:?}"),
+        }
+        msg
+    }
+
+    /// Reads pages for `me` from `cursor` until synced, applying them to `view`.
+    fn catch_up(
+        r: &Registry,
+        me: u128,
+        cursor: &mut u64,
+        view: &mut PoolView,
+        max: usize,
+    ) -> usize {
+        let mut pages = 0;
+        while let Some(page) = r.page(&id(me), *cursor, max) {
+            assert!(page.cursor > *cursor, "a page moves the cursor");
+            if page.json.is_some() {
+                view.apply(&decode(&page));
+            }
+            *cursor = page.cursor;
+            pages += 1;
+            if page.synced {
+                break;
+            }
+        }
+        assert!(r.page(&id(me), *cursor, max).is_none(), "up to date");
+        pages
+    }
+
+    fn view_ids(view: &PoolView) -> Vec<PeerId> {
+        view.peers().map(|p| p.id).collect()
+    }
+
     #[test]
-    fn join_returns_the_others_and_starts_stats_from_the_hello() {
+    fn a_new_client_gets_the_others_with_stats_from_their_hello() {
         let t = Instant::now();
         let mut r = Registry::new(10);
-        assert_eq!(r.join(t, &hello(1, "a")).expect("joins"), vec![]);
-        let snap = r.join(t, &hello(2, "a")).expect("joins");
-        assert_eq!(ids(&snap), vec![id(1)]);
-        assert_eq!(snap[0].name, "p1");
+        r.join(t, &hello(1, "a")).expect("joins");
+        assert_eq!(r.page(&id(1), 0, 1 << 20).map(|p| p.synced), Some(true));
+        let first = r.page(&id(1), 0, 1 << 20).expect("a first page");
         assert_eq!(
-            snap[0].capabilities,
+            decode(&first),
+            ServerMsg::View {
+                reset: true,
+                left: vec![],
+                peers: vec![],
+                synced: true
+            },
+            "alone in the pool: an empty reset page"
+        );
+        r.join(t, &hello(2, "a")).expect("joins");
+        r.join(t, &hello(3, "b")).expect("joins");
+        let ServerMsg::View { reset, peers, .. } =
+            decode(&r.page(&id(2), 0, 1 << 20).expect("page"))
+        else {
+            unreachable!()
+        };
+        assert!(reset);
+        assert_eq!(ids(&peers), vec![id(1)], "not itself, not pool b");
+        assert_eq!(peers[0].name, "p1");
+        assert_eq!(
+            peers[0].capabilities,
             vec![Capability::new("echo").expect("valid")]
         );
         assert_eq!(
-            snap[0].stats,
+            peers[0].stats,
             Stats {
                 slots: 3,
                 ..Stats::default()
             }
         );
-        assert!(r.join(t, &hello(3, "b")).expect("joins").is_empty());
-        assert_eq!(r.others("a", &id(1)), vec![id(2)]);
-        assert_eq!(r.others("b", &id(3)), vec![]);
         assert_eq!(ids(&r.members("a")), vec![id(1), id(2)]);
         assert!(r.members("nope").is_empty());
         assert_eq!(r.pool_of(&id(3)), Some("b"));
         assert_eq!(r.len(), 3);
+        assert!(r.page(&PeerId::random(), 0, 1).is_none(), "not a member");
+    }
+
+    #[test]
+    fn pages_are_bounded_and_add_up_to_the_pool() {
+        let t = Instant::now();
+        let mut r = Registry::new(1000);
+        for n in 1..=100 {
+            r.join(t, &hello(n, "a")).expect("joins");
+        }
+        let (mut cursor, mut view) = (0, PoolView::new());
+        let pages = catch_up(&r, 50, &mut cursor, &mut view, 1024);
+        assert!(
+            pages >= 10,
+            "~100 members of ~150 B in 1 KiB pages: {pages}"
+        );
+        assert_eq!(view.len(), 99);
+        assert!(view.is_synced());
+        let page = r.page(&id(50), 0, 1024).expect("page");
+        let len = page.json.map_or(0, |j| j.len());
+        assert!(len < 1024 + 400, "{len}");
+        assert!(!page.synced);
+    }
+
+    #[test]
+    fn a_member_changed_many_times_is_sent_once_as_it_is_now() {
+        let t = Instant::now();
+        let mut r = Registry::new(10);
+        r.join(t, &hello(1, "a")).expect("joins");
+        r.join(t, &hello(2, "a")).expect("joins");
+        let (mut cursor, mut view) = (0, PoolView::new());
+        catch_up(&r, 1, &mut cursor, &mut view, 1 << 20);
+        for seq in 1..=5 {
+            let stats = Stats {
+                running: u32::try_from(seq).expect("small"),
+                seq,
+                ..Stats::default()
+            };
+            r.update_stats(&id(2), stats).expect("member");
+        }
+        let page = r.page(&id(1), cursor, 1 << 20).expect("a change");
+        let ServerMsg::View {
+            reset,
+            left,
+            peers,
+            synced,
+        } = decode(&page)
+        else {
+            unreachable!()
+        };
+        assert!(!reset && left.is_empty() && synced);
+        assert_eq!(peers.len(), 1);
+        assert_eq!(peers[0].stats.seq, 5);
+        // Its own changes are not sent back to it: the cursor moves, no frame.
+        r.update_stats(&id(1), Stats::default()).expect("member");
+        let next = r
+            .page(&id(1), page.cursor, 1 << 20)
+            .expect("cursor moves past it");
+        assert!(next.json.is_none() && next.synced && next.cursor > page.cursor);
+    }
+
+    #[test]
+    fn departures_are_sent_and_a_client_behind_the_forgotten_ones_is_reset() {
+        let t = Instant::now();
+        let mut r = Registry::new(MAX_DEPARTURES + 10);
+        r.join(t, &hello(1, "a")).expect("joins");
+        r.join(t, &hello(2, "a")).expect("joins");
+        let (mut cursor, mut view) = (0, PoolView::new());
+        catch_up(&r, 1, &mut cursor, &mut view, 1 << 20);
+        r.leave(&id(2));
+        let ServerMsg::View { left, .. } = decode(&r.page(&id(1), cursor, 1 << 20).expect("page"))
+        else {
+            unreachable!()
+        };
+        assert_eq!(left, vec![id(2)]);
+        catch_up(&r, 1, &mut cursor, &mut view, 1 << 20);
+        assert!(view.is_empty());
+        // Many more departures than a pool remembers: this client is sent
+        // the pool afresh, and its view still ends right.
+        let stale = cursor;
+        let many = u128::try_from(MAX_DEPARTURES).expect("fits") + 5;
+        for n in 10..10 + many {
+            r.join(t, &hello(n, "a")).expect("joins");
+        }
+        for n in 10..10 + many - 1 {
+            r.leave(&id(n));
+        }
+        let page = r.page(&id(1), stale, 1 << 20).expect("page");
+        assert!(matches!(decode(&page), ServerMsg::View { reset: true, .. }));
+        catch_up(&r, 1, &mut cursor, &mut view, 4096);
+        assert_eq!(view_ids(&view), vec![id(10 + many - 1)]);
+    }
+
+    proptest::proptest! {
+        /// Whatever happens and however far behind a client reads, once it
+        /// has caught up its view (the peers' own `PoolView`) is exactly the
+        /// pool without itself.
+        #[test]
+        fn any_client_catching_up_sees_exactly_the_pool(
+            ops in proptest::collection::vec((0u8..5, 1u128..12, 0u64..50), 1..200),
+            page_bytes in 100usize..2000,
+        ) {
+            let t = Instant::now();
+            let mut r = Registry::new(100);
+            r.join(t, &hello(0, "a")).expect("the observer joins");
+            let (mut cursor, mut view) = (0, PoolView::new());
+            // Peers number their stats reports upwards (a view keeps back
+            // older ones), so `seq` only grows here too.
+            let mut seq = 0;
+            for (op, n, x) in ops {
+                match op {
+                    0 => { let _ = r.join(t, &hello(n, if x % 4 == 0 { "b" } else { "a" })); }
+                    1 => { r.leave(&id(n)); }
+                    2 => {
+                        seq += 1;
+                        let stats = Stats { running: u32::try_from(x).expect("small"), seq, ..Stats::default() };
+                        r.update_stats(&id(n), stats);
+                    }
+                    // Read one page now and then, not necessarily to the end.
+                    _ => {
+                        if let Some(page) = r.page(&id(0), cursor, page_bytes) {
+                            if page.json.is_some() {
+                                view.apply(&decode(&page));
+                            }
+                            cursor = page.cursor;
+                        }
+                    }
+                }
+            }
+            catch_up(&r, 0, &mut cursor, &mut view, page_bytes);
+            let mut want = r.members("a");
+            want.retain(|p| p.id != id(0));
+            let got: Vec<PeerInfo> = view.peers().cloned().collect();
+            proptest::prop_assert_eq!(got, want);
+        }
     }
 
     #[test]
@@ -439,11 +789,12 @@ mod tests {
         assert_eq!(r.update_stats(&id(1), s.clone()), Some("a"));
         assert_eq!(r.info(&id(1)).map(|i| &i.stats), Some(&s));
         assert_eq!(r.update_stats(&PeerId::random(), s.clone()), None);
-        let snap = r.join(t, &hello(2, "a")).expect("joins");
-        assert_eq!(
-            snap[0].stats, s,
-            "the welcome snapshot has the latest stats"
-        );
+        r.join(t, &hello(2, "a")).expect("joins");
+        let ServerMsg::View { peers, .. } = decode(&r.page(&id(2), 0, 1 << 20).expect("page"))
+        else {
+            unreachable!()
+        };
+        assert_eq!(peers[0].stats, s, "a new client gets the latest stats");
         assert_eq!(r.pools()[0].peers[0].stats, s);
     }
 

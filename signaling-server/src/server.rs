@@ -5,10 +5,18 @@
 //! clone of its `counters` to read later) and awaits [`run`] with a
 //! [`CancellationToken`]; cancelling the token is the only way to stop it.
 //!
-//! All shared state (the registry and each client's queue sender) is one
-//! `std::sync::Mutex<Inner>`: every critical section is a few map operations
-//! and `try_send`s, never an `.await`, so a blocking mutex is cheaper than an
-//! async one and cannot deadlock across a yield.
+//! All shared state (the registry, each client's relay queue and each pool's
+//! head watch) is one `std::sync::Mutex<Inner>`: every critical section is a
+//! few map operations, a `try_send` or one page's worth of copying, never an
+//! `.await`, so a blocking mutex is cheaper than an async one and cannot
+//! deadlock across a yield.
+//!
+//! Fan-out: a change to a pool bumps its head in a `watch` channel; each
+//! client's task wakes, reads [`Registry::page`]s from its own cursor until
+//! it is synced and writes them. Nothing is queued per client for the view,
+//! so a burst of joins or stats costs no memory per client, and a client
+//! that reads slowly gets fewer, fuller pages (each member once, as it is
+//! now) instead of being dropped.
 
 use std::collections::HashMap;
 use std::future::IntoFuture;
@@ -25,20 +33,21 @@ use axum::{Json, Router};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use jobmesh_wire::signal::{
-    encode, ClientMsg, ErrorCode, Hello, ServerMsg, DEFAULT_HEARTBEAT_MS, HELLO_TIMEOUT_MS,
-    MAX_SIGNAL_MESSAGE, MISSED_HEARTBEATS,
+    encode, ClientMsg, ErrorCode, Handshake, Hello, ServerMsg, DEFAULT_HEARTBEAT_MS,
+    HELLO_TIMEOUT_MS, MAX_SIGNAL_MESSAGE, MISSED_HEARTBEATS, VIEW_PAGE_BYTES,
 };
 use jobmesh_wire::{DecodeError, PeerId};
 use serde::Serialize;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, field, info, info_span, warn, Instrument, Span};
 
 use crate::registry::{JoinError, PoolSummary, Registry, MAX_PEERS_PER_POOL};
 
-/// Default outbound queue per client, in messages. Overflow: the client is
-/// dropped (it is not keeping up, and the others must not wait for it).
+/// Default queue of relayed handshake messages per client. Overflow: the
+/// relay is dropped and its sender gets `error{peer_busy}` (the recipient is
+/// not punished for what others send it).
 pub const CLIENT_QUEUE: usize = 256;
 /// After cancellation, how long [`run`] waits for open HTTP connections, and
 /// then again for the WebSocket tasks, before it returns anyway.
@@ -48,6 +57,10 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// and the limit. Anything bigger is refused from its header, unbuffered,
 /// and gets the same error on a best-effort basis.
 const READ_LIMIT: usize = 2 * MAX_SIGNAL_MESSAGE;
+/// The WebSocket read buffer a connection starts with (tungstenite's default
+/// is 128 KiB, which 10,000 idle clients would turn into over 1 GiB). Client
+/// frames are small; a larger one grows it.
+const READ_BUFFER: usize = 4 * 1024;
 /// How long the last error and close frame may take to send when a
 /// connection ends, and how long the server then waits for the client's
 /// close reply before dropping the socket.
@@ -67,7 +80,7 @@ pub struct ServerConfig {
     pub hello_timeout: Duration,
     /// Most peers in one pool; at least 1.
     pub max_peers_per_pool: usize,
-    /// Per-client outbound queue, in messages; at least 1.
+    /// Per-client queue of relayed handshake messages; at least 1.
     pub client_queue: usize,
     /// Test hook: a copy of every text frame received, before decoding.
     /// Overflow: `try_send`; a frame that does not fit is dropped and counted
@@ -125,7 +138,11 @@ pub struct Counters {
     pub rejected_frames: AtomicU64,
     /// Handshake messages relayed to a peer of the sender's pool.
     pub relays: AtomicU64,
-    /// Clients dropped because their outbound queue was full.
+    /// Relays dropped because the recipient's queue was full (the sender
+    /// was told `peer_busy`).
+    pub relays_dropped_busy: AtomicU64,
+    /// Clients dropped because a frame to them could not be written within
+    /// a heartbeat (they stopped reading).
     pub clients_dropped_slow: AtomicU64,
     /// Clients removed for silence (no frame for `MISSED_HEARTBEATS` heartbeats).
     pub clients_expired: AtomicU64,
@@ -162,6 +179,7 @@ pub async fn run(
         inner: Mutex::new(Inner {
             registry: Registry::new(config.max_peers_per_pool),
             clients: HashMap::new(),
+            heads: HashMap::new(),
         }),
         next_conn: AtomicU64::new(0),
         config,
@@ -205,23 +223,25 @@ pub async fn run(
     served
 }
 
-/// One connected, joined client as the fan-out sees it.
+/// One connected, joined client.
 struct Client {
     /// Tells this client's connection apart from a later one with the same
     /// peer id, so a finishing connection never removes its successor.
     conn: u64,
-    /// Its outbound queue (bounded by `client_queue`). Overflow: see
-    /// [`Inner::try_send_all`].
+    /// Relayed handshakes for it (bounded by `client_queue`). Overflow: see
+    /// [`Inner::relay`].
     tx: mpsc::Sender<ServerMsg>,
-    /// Cancelled to end its connection at once (slow or silent).
+    /// Cancelled to end its connection at once (silent).
     kick: CancellationToken,
 }
 
-/// Everything behind the lock. Invariant: a peer id is in `registry` if and
-/// only if it is in `clients`.
+/// Everything behind the lock. Invariants: a peer id is in `registry` if and
+/// only if it is in `clients`; a pool has a head watch while it has members.
 struct Inner {
     registry: Registry,
     clients: HashMap<PeerId, Client>,
+    /// Per pool, its head version; its members' tasks watch it.
+    heads: HashMap<String, watch::Sender<u64>>,
 }
 
 struct Shared {
@@ -248,80 +268,62 @@ impl Shared {
     }
 }
 
+/// Why a relay was not queued.
+enum RelayRefused {
+    /// The recipient is not in the sender's pool.
+    Unknown,
+    /// The recipient's queue is full.
+    Busy,
+}
+
 impl Inner {
-    /// Queues `msg` for each of `to`, never waiting; a client whose queue is
-    /// full is dropped and its departure announced.
-    fn deliver(&mut self, to: &[PeerId], msg: &ServerMsg, counters: &Counters) {
-        let mut full = Vec::new();
-        self.try_send_all(to, msg, counters, &mut full);
-        self.evict(full, counters);
-    }
-
-    /// Overflow policy of every client queue: `try_send`; on `Full` the client
-    /// is kicked (its connection ends at once), counted, logged, and pushed
-    /// onto `full` for [`evict`](Self::evict). Kicked clients get nothing more.
-    fn try_send_all(
-        &self,
-        to: &[PeerId],
-        msg: &ServerMsg,
-        counters: &Counters,
-        full: &mut Vec<PeerId>,
-    ) {
-        for id in to {
-            let Some(c) = self.clients.get(id).filter(|c| !c.kick.is_cancelled()) else {
-                continue;
-            };
-            if let Err(mpsc::error::TrySendError::Full(_)) = c.tx.try_send(msg.clone()) {
-                warn!(
-                    peer = %id.short(),
-                    queue = c.tx.max_capacity(),
-                    "client queue full; dropping the client"
-                );
-                bump(&counters.clients_dropped_slow);
-                c.kick.cancel();
-                full.push(*id);
+    /// Wakes the members of `pool` after a change (or forgets its watch once
+    /// the pool is gone).
+    fn changed(&mut self, pool: &str) {
+        match self.registry.head(pool) {
+            0 => {
+                self.heads.remove(pool);
             }
-            // `Closed` cannot happen: a connection keeps its receiver until it
-            // has removed itself from `clients`.
-        }
-    }
-
-    /// Removes each of `pending` and tells its pool; an announcement that
-    /// fills another queue evicts that client too (a worklist, not recursion).
-    fn evict(&mut self, mut pending: Vec<PeerId>, counters: &Counters) {
-        while let Some(id) = pending.pop() {
-            if let Some(pool) = self.registry.leave(&id) {
-                self.forget(id, &pool, counters, &mut pending);
+            head => {
+                if let Some(tx) = self.heads.get(pool) {
+                    tx.send_replace(head);
+                }
             }
         }
     }
 
-    /// For a peer that has just left the registry: ends its connection,
-    /// removes its queue and announces `peer_left` to the rest of `pool`.
-    fn forget(&mut self, id: PeerId, pool: &str, counters: &Counters, full: &mut Vec<PeerId>) {
+    /// Queues a relay from `from` to `to`. Overflow policy: `try_send`; a
+    /// full queue drops the relay and the caller tells the sender.
+    fn relay(&self, from: PeerId, to: PeerId, signal: Handshake) -> Result<(), RelayRefused> {
+        if !self.registry.same_pool(&from, &to) {
+            return Err(RelayRefused::Unknown);
+        }
+        let client = self.clients.get(&to).ok_or(RelayRefused::Unknown)?;
+        client
+            .tx
+            .try_send(ServerMsg::Relayed { from, signal })
+            .map_err(|_| RelayRefused::Busy)
+    }
+
+    /// A member is gone from the registry (`pool` is where it was): ends its
+    /// connection unless that is already ending, and tells the pool.
+    fn forget(&mut self, id: PeerId, pool: &str) {
         if let Some(c) = self.clients.remove(&id) {
             c.kick.cancel();
         }
-        let others = self.registry.others(pool, &id);
-        self.try_send_all(
-            &others,
-            &ServerMsg::PeerLeft { peer_id: id },
-            counters,
-            full,
-        );
+        self.changed(pool);
     }
 
     /// A connection ended: removes its peer unless the server already did
-    /// (slow, silent) and, when `announce`, tells the pool.
-    fn depart(&mut self, id: PeerId, conn: u64, announce: bool, counters: &Counters) {
+    /// (silent) and, when `announce`, tells the pool.
+    fn depart(&mut self, id: PeerId, conn: u64, announce: bool) {
         if self.clients.get(&id).map(|c| c.conn) != Some(conn) {
             return;
         }
         self.clients.remove(&id);
         if let Some(pool) = self.registry.leave(&id) {
             if announce {
-                let others = self.registry.others(&pool, &id);
-                self.deliver(&others, &ServerMsg::PeerLeft { peer_id: id }, counters);
+                self.changed(&pool);
             }
         }
     }
@@ -344,6 +346,8 @@ async fn ws_upgrade(
 ) -> impl IntoResponse {
     ws.max_message_size(READ_LIMIT)
         .max_frame_size(READ_LIMIT)
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
         .on_upgrade(move |socket| {
             let span = info_span!("client", %addr, peer = field::Empty, pool = field::Empty);
             let tracker = shared.tracker.clone();
@@ -363,7 +367,6 @@ async fn sweep(shared: Arc<Shared>) {
             _ = tick.tick() => {}
         }
         let mut inner = shared.lock();
-        let mut full = Vec::new();
         for (id, pool) in inner.registry.expire(Instant::now(), heartbeat) {
             info!(
                 peer = %id.short(),
@@ -371,9 +374,8 @@ async fn sweep(shared: Arc<Shared>) {
                 "no frame for {MISSED_HEARTBEATS} heartbeats; removing the peer"
             );
             bump(&shared.counters().clients_expired);
-            inner.forget(id, &pool, shared.counters(), &mut full);
+            inner.forget(id, &pool);
         }
-        inner.evict(full, shared.counters());
     }
 }
 
@@ -393,8 +395,11 @@ enum End {
         message: String,
         drained: bool,
     },
-    /// The server dropped it (slow or silent): no goodbye, the socket is dropped.
+    /// The server dropped it (silent): no goodbye, the socket is dropped.
     Kicked,
+    /// A frame to it could not be written within a heartbeat: it stopped
+    /// reading. No goodbye, the socket is dropped.
+    Slow,
     /// The server is stopping: `going_away`, then close 1001.
     Shutdown,
 }
@@ -421,6 +426,7 @@ impl End {
             End::Closed => "closed",
             End::Fatal { .. } => "refused frame",
             End::Kicked => "dropped by the server",
+            End::Slow => "not reading",
             End::Shutdown => "server shutdown",
         }
     }
@@ -442,27 +448,24 @@ async fn connection(socket: WebSocket, shared: Arc<Shared>) {
     let kick = CancellationToken::new();
     let joined = {
         let mut inner = shared.lock();
-        let joined = inner.registry.join(Instant::now(), &hello);
-        if joined.is_ok() {
+        inner.registry.join(Instant::now(), &hello).map(|()| {
             let client = Client {
                 conn,
                 tx,
                 kick: kick.clone(),
             };
             inner.clients.insert(me, client);
-            if let Some(info) = inner.registry.info(&me).cloned() {
-                let others = inner.registry.others(&hello.pool, &me);
-                inner.deliver(
-                    &others,
-                    &ServerMsg::PeerJoined { peer: info },
-                    shared.counters(),
-                );
-            }
-        }
-        joined
+            let view = inner
+                .heads
+                .entry(hello.pool.clone())
+                .or_insert_with(|| watch::Sender::new(0))
+                .subscribe();
+            inner.changed(&hello.pool);
+            view
+        })
     };
-    let peers = match joined {
-        Ok(peers) => peers,
+    let mut view = match joined {
+        Ok(view) => view,
         Err(e) => {
             let code = match e {
                 JoinError::PoolFull { .. } => ErrorCode::PoolFull,
@@ -475,22 +478,30 @@ async fn connection(socket: WebSocket, shared: Arc<Shared>) {
     info!(
         name = %hello.name,
         capabilities = hello.capabilities.len(),
-        others = peers.len(),
         "peer joined"
     );
     let welcome = ServerMsg::Welcome {
         pool: hello.pool.clone(),
-        peers,
         heartbeat_ms: u64::try_from(shared.config.heartbeat.as_millis()).unwrap_or(u64::MAX),
     };
-    // The welcome goes first: anything queued for this peer meanwhile waits
-    // in `rx` until `serve` runs.
+    // The welcome goes first: relays queued for this peer meanwhile wait in
+    // `rx`, and the view follows from `serve`.
+    let client = ClientIo {
+        rx: &mut rx,
+        view: &mut view,
+        kick: &kick,
+        me,
+    };
     let end = match send_text(&mut sink, &welcome, &kick, shared.config.heartbeat).await {
-        Ok(()) => serve(&mut sink, &mut stream, &mut rx, &kick, me, &shared).await,
+        Ok(()) => serve(&mut sink, &mut stream, client, &shared).await,
         Err(end) => end,
     };
+    if matches!(end, End::Slow) {
+        warn!("a frame could not be written within a heartbeat; dropping the client");
+        bump(&shared.counters().clients_dropped_slow);
+    }
     let announce = !matches!(end, End::Shutdown);
-    shared.lock().depart(me, conn, announce, shared.counters());
+    shared.lock().depart(me, conn, announce);
     info!(reason = end.reason(), "peer left");
     close(sink, stream, end).await;
 }
@@ -592,20 +603,29 @@ fn read_error(e: axum::Error, counters: &Counters) -> End {
     }
 }
 
-/// The main loop of a joined client. Order of priority: stop, kick, then
-/// what is owed to the client (its queue, the ping), then its next frame, so
-/// a client that floods us is slowed by TCP rather than growing our queues.
-async fn serve(
-    sink: &mut Sink,
-    stream: &mut Stream,
-    rx: &mut mpsc::Receiver<ServerMsg>,
-    kick: &CancellationToken,
+/// What a joined client's task reads besides its socket.
+struct ClientIo<'a> {
+    /// Relays for it.
+    rx: &'a mut mpsc::Receiver<ServerMsg>,
+    /// Its pool's head version.
+    view: &'a mut watch::Receiver<u64>,
+    kick: &'a CancellationToken,
     me: PeerId,
-    shared: &Shared,
-) -> End {
+}
+
+/// The main loop of a joined client. Order of priority: stop, kick, relays
+/// for it, its next frame, its view (a page at a time, so relays and reads
+/// interleave with a long catch-up), then the ping. A client that floods us
+/// only delays its own view, and is slowed by TCP rather than growing our
+/// queues.
+async fn serve(sink: &mut Sink, stream: &mut Stream, io: ClientIo<'_>, shared: &Shared) -> End {
+    let ClientIo { rx, view, kick, me } = io;
     let heartbeat = shared.config.heartbeat;
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The client has been told everything up to `cursor`; 0: nothing yet.
+    let mut cursor = 0;
+    let mut behind = true;
     loop {
         tokio::select! {
             biased;
@@ -616,12 +636,6 @@ async fn serve(
                 // treat it as being dropped.
                 let Some(out) = out else { return End::Kicked };
                 if let Err(end) = send_text(sink, &out, kick, heartbeat).await {
-                    return end;
-                }
-            }
-            _ = ping.tick() => {
-                let ping = Message::Ping(Default::default());
-                if let Err(end) = send(sink, ping, kick, heartbeat).await {
                     return end;
                 }
             }
@@ -636,6 +650,33 @@ async fn serve(
                             return end;
                         }
                     }
+                }
+            }
+            () = std::future::ready(()), if behind => {
+                let page = shared.lock().registry.page(&me, cursor, VIEW_PAGE_BYTES);
+                let Some(page) = page else {
+                    behind = false;
+                    continue;
+                };
+                cursor = page.cursor;
+                behind = !page.synced;
+                let Some(json) = page.json else { continue };
+                if let Err(end) = send(sink, Message::Text(Utf8Bytes::from(json)), kick, heartbeat).await {
+                    return end;
+                }
+            }
+            changed = view.changed(), if !behind => {
+                // The pool's watch is gone only with its last member: this
+                // client has been removed.
+                if changed.is_err() {
+                    return End::Kicked;
+                }
+                behind = true;
+            }
+            _ = ping.tick() => {
+                let ping = Message::Ping(Default::default());
+                if let Err(end) = send(sink, ping, kick, heartbeat).await {
+                    return end;
                 }
             }
         }
@@ -661,35 +702,38 @@ async fn handle(
         }
         ClientMsg::Stats { stats } => {
             let mut inner = shared.lock();
-            if let Some(pool) = inner
-                .registry
-                .update_stats(&me, stats.clone())
-                .map(str::to_owned)
-            {
-                let others = inner.registry.others(&pool, &me);
-                let msg = ServerMsg::StatsChanged { peer_id: me, stats };
-                inner.deliver(&others, &msg, counters);
+            if let Some(pool) = inner.registry.update_stats(&me, stats).map(str::to_owned) {
+                inner.changed(&pool);
             }
             None
         }
         ClientMsg::Relay { to, signal } => {
-            let delivered = {
-                let mut inner = shared.lock();
-                let ok = inner.registry.same_pool(&me, &to);
-                if ok {
+            let refused = shared.lock().relay(me, to, signal);
+            let err = match refused {
+                Ok(()) => {
                     bump(&counters.relays);
-                    let msg = ServerMsg::Relayed { from: me, signal };
-                    inner.deliver(&[to], &msg, counters);
+                    return None;
                 }
-                ok
-            };
-            if delivered {
-                return None;
-            }
-            debug!(to = %to.short(), "relay to a peer outside the pool refused");
-            let err = ServerMsg::Error {
-                code: ErrorCode::UnknownPeer,
-                message: format!("peer {to} is not in your pool; relays stay within a pool"),
+                Err(RelayRefused::Unknown) => {
+                    debug!(to = %to.short(), "relay to a peer outside the pool refused");
+                    ServerMsg::Error {
+                        code: ErrorCode::UnknownPeer,
+                        message: format!(
+                            "peer {to} is not in your pool; relays stay within a pool"
+                        ),
+                    }
+                }
+                Err(RelayRefused::Busy) => {
+                    bump(&counters.relays_dropped_busy);
+                    debug!(to = %to.short(), "relay dropped: the recipient's queue is full");
+                    ServerMsg::Error {
+                        code: ErrorCode::PeerBusy,
+                        message: format!(
+                            "peer {to} has {} handshake messages waiting; this one was dropped, try again later",
+                            shared.config.client_queue
+                        ),
+                    }
+                }
             };
             send_text(sink, &err, kick, shared.config.heartbeat)
                 .await
@@ -712,7 +756,8 @@ async fn send(
         () = kick.cancelled() => Err(End::Kicked),
         sent = tokio::time::timeout(limit, sink.send(msg)) => match sent {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) | Err(_) => Err(End::Closed),
+            Ok(Err(_)) => Err(End::Closed),
+            Err(_) => Err(End::Slow),
         }
     }
 }
@@ -739,7 +784,7 @@ async fn close(mut sink: Sink, mut stream: Stream, end: End) {
     let (code, reason, drained) = match end {
         // A client that closed or failed needs nothing more; a kicked one is
         // not reading, so a close frame would only wait.
-        End::Closed | End::Kicked => return,
+        End::Closed | End::Kicked | End::Slow => return,
         End::Fatal {
             code,
             message,

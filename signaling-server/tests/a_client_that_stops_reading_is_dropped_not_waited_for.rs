@@ -1,20 +1,28 @@
-//! Fan-out never waits for a client that does not read: once its socket
-//! buffers and then its bounded queue are full, it is dropped (counted), its
-//! departure is announced, and everyone else carries on.
+//! The server never waits for a client that does not read. Relays to it
+//! fill its socket and then its bounded relay queue, and then the senders are
+//! told `peer_busy` (the relay is dropped, the sender stays). Once a frame to
+//! it cannot be written within a heartbeat it is dropped (counted), its pool
+//! is told, and everyone else carries on.
 
 mod common;
+
+use std::time::Duration;
 
 use common::{connect, hello, http_get, Peer, Server};
 use futures_util::{SinkExt, StreamExt};
 use jobmesh_signal::ServerConfig;
-use jobmesh_wire::signal::{encode, ClientMsg, Handshake, ServerMsg};
+use jobmesh_wire::signal::{encode, ClientMsg, ErrorCode, Handshake, ServerMsg};
 use jobmesh_wire::PeerId;
 use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_dropped_not_waited_for() {
+    // Dropped for not reading one heartbeat after its socket fills up (here
+    // within milliseconds), well before it would be removed as silent (three
+    // heartbeats after its hello).
     let mut server = Server::start(ServerConfig {
         client_queue: 8,
+        heartbeat: Duration::from_secs(2),
         ..ServerConfig::default()
     })
     .await;
@@ -29,9 +37,12 @@ async fn a_client_that_stops_reading_is_dropped_not_waited_for() {
 
     let mut reader = Peer::join(&server.url, "p", "reader").await;
     let mut talker = Peer::join(&server.url, "p", "talker").await;
-    assert!(matches!(reader.next().await, ServerMsg::PeerJoined { .. }));
+    reader.wait_member(slow_id).await;
 
+    // Relays until the server gives up on `slow`. Every refused one is read
+    // back at once, so the talker never stops reading its own socket.
     let sdp = "a".repeat(30 * 1024);
+    let mut busy_read = 0;
     common::within("the slow client to be dropped", async {
         while server.count(|c| &c.clients_dropped_slow) == 0 {
             talker
@@ -40,14 +51,31 @@ async fn a_client_that_stops_reading_is_dropped_not_waited_for() {
                     signal: Handshake::Offer { sdp: sdp.clone() },
                 })
                 .await;
+            while busy_read < server.count(|c| &c.relays_dropped_busy) {
+                let busy = talker
+                    .wait_for("peer_busy at the talker", |m| {
+                        matches!(
+                            m,
+                            ServerMsg::Error {
+                                code: ErrorCode::PeerBusy,
+                                ..
+                            }
+                        )
+                    })
+                    .await;
+                assert!(
+                    format!("{busy:?}").contains(&slow_id.to_string()),
+                    "{busy:?}"
+                );
+                busy_read += 1;
+            }
         }
     })
     .await;
+    assert!(busy_read > 0, "its queue filled before it was dropped");
 
-    let left = |m: &ServerMsg| *m == ServerMsg::PeerLeft { peer_id: slow_id };
-    reader.wait_for("peer_left at the reader", left).await;
-    // The talker may first hear unknown_peer for relays sent after the drop.
-    talker.wait_for("peer_left at the talker", left).await;
+    reader.wait_gone(slow_id).await;
+    talker.wait_gone(slow_id).await;
     assert_eq!(server.count(|c| &c.clients_dropped_slow), 1);
     assert_eq!(server.count(|c| &c.clients_expired), 0);
 

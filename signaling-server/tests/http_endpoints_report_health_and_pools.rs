@@ -5,7 +5,7 @@ mod common;
 
 use common::{http_get, Peer, Server};
 use jobmesh_signal::ServerConfig;
-use jobmesh_wire::signal::{ClientMsg, ServerMsg};
+use jobmesh_wire::signal::ClientMsg;
 use jobmesh_wire::Stats;
 use serde_json::{json, Value};
 
@@ -26,7 +26,7 @@ async fn http_endpoints_report_health_and_pools() {
     let mut a = Peer::join(&server.url, "render", "worker-a").await;
     let mut b = Peer::join(&server.url, "render", "worker-b").await;
     let c = Peer::join(&server.url, "build", "worker-c").await;
-    assert!(matches!(a.next().await, ServerMsg::PeerJoined { .. }));
+    a.wait_member(b.id).await;
     let stats = Stats {
         slots: 2,
         running: 2,
@@ -40,7 +40,11 @@ async fn http_endpoints_report_health_and_pools() {
     })
     .await;
     // Once A has heard of it, the registry has it.
-    assert!(matches!(a.next().await, ServerMsg::StatsChanged { .. }));
+    let b_id = b.id;
+    a.wait_view("B's stats", |v| {
+        v.get(&b_id).is_some_and(|p| p.stats == stats)
+    })
+    .await;
 
     let (status, body) = http_get(server.addr, "/api/pools").await;
     assert!(status.starts_with("HTTP/1.1 200"), "{status}");

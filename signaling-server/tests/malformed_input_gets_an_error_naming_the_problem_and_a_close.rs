@@ -10,7 +10,7 @@ use jobmesh_signal::ServerConfig;
 use jobmesh_wire::signal::{
     encode, ClientMsg, ErrorCode, Handshake, ServerMsg, MAX_SIGNAL_MESSAGE,
 };
-use jobmesh_wire::{PeerId, Stats};
+use jobmesh_wire::{PeerId, Stats, PROTOCOL_VERSION};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
@@ -45,13 +45,11 @@ async fn still_working(from: &mut Peer, to: &mut Peer) {
         stats: stats.clone(),
     })
     .await;
-    assert_eq!(
-        from.next().await,
-        ServerMsg::StatsChanged {
-            peer_id: to.id,
-            stats
-        }
-    );
+    let to_id = to.id;
+    from.wait_view("the new stats", |v| {
+        v.get(&to_id).is_some_and(|p| p.stats == stats)
+    })
+    .await;
 }
 
 /// A JSON text of exactly `size` bytes.
@@ -64,11 +62,11 @@ async fn every_malformed_first_frame_gets_an_error_and_a_close_and_others_keep_w
     let mut server = Server::start(ServerConfig::default()).await;
     let mut a = Peer::join(&server.url, "p", "a").await;
     let mut b = Peer::join(&server.url, "p", "b").await;
-    assert!(matches!(a.next().await, ServerMsg::PeerJoined { .. }));
+    a.wait_member(b.id).await;
 
     let wrong_version = json!({"type": "hello", "version": 99, "peer_id": PeerId::random(),
         "name": "x", "pool": "p", "capabilities": [], "slots": 1});
-    let bad_pool = json!({"type": "hello", "version": 1, "peer_id": PeerId::random(),
+    let bad_pool = json!({"type": "hello", "version": PROTOCOL_VERSION, "peer_id": PeerId::random(),
         "name": "x", "pool": "no spaces allowed", "capabilities": [], "slots": 1});
     let limit = MAX_SIGNAL_MESSAGE.to_string();
     let cases: Vec<(&str, Message, ErrorCode, String)> = vec![
@@ -168,7 +166,7 @@ async fn a_joined_peer_that_misbehaves_is_closed_and_announced_as_left() {
     let mut server = Server::start(ServerConfig::default()).await;
     let mut a = Peer::join(&server.url, "p", "a").await;
     let mut b = Peer::join(&server.url, "p", "b").await;
-    assert!(matches!(a.next().await, ServerMsg::PeerJoined { .. }));
+    a.wait_member(b.id).await;
     let bad_frames: Vec<(Message, ErrorCode, &str)> = vec![
         (Message::text("[]"), ErrorCode::BadMessage, "\"type\""),
         (
@@ -193,12 +191,12 @@ async fn a_joined_peer_that_misbehaves_is_closed_and_announced_as_left() {
     ];
     for (frame, code, needle) in bad_frames {
         let mut c = Peer::join(&server.url, "p", "c").await;
-        assert!(matches!(a.next().await, ServerMsg::PeerJoined { peer } if peer.id == c.id));
-        assert!(matches!(b.next().await, ServerMsg::PeerJoined { peer } if peer.id == c.id));
+        a.wait_member(c.id).await;
+        b.wait_member(c.id).await;
         c.send_raw(frame).await;
         c.expect_error_then_close(code, needle, POLICY).await;
-        assert_eq!(a.next().await, ServerMsg::PeerLeft { peer_id: c.id });
-        assert_eq!(b.next().await, ServerMsg::PeerLeft { peer_id: c.id });
+        a.wait_gone(c.id).await;
+        b.wait_gone(c.id).await;
     }
     still_working(&mut a, &mut b).await;
     server.stop().await;
@@ -232,7 +230,7 @@ async fn a_full_pool_and_a_duplicate_peer_id_are_refused() {
     .await;
     let mut a = Peer::join(&server.url, "small", "a").await;
     let b = Peer::join(&server.url, "small", "b").await;
-    assert!(matches!(a.next().await, ServerMsg::PeerJoined { .. }));
+    a.wait_member(b.id).await;
 
     let mut third = Peer::reading(connect(&server.url).await, PeerId::random());
     third.send(&hello(third.id, "small", "third")).await;
@@ -253,8 +251,8 @@ async fn a_full_pool_and_a_duplicate_peer_id_are_refused() {
     // departure makes room for a newcomer.
     let b_id = b.id;
     drop(b);
-    assert_eq!(a.next().await, ServerMsg::PeerLeft { peer_id: b_id });
+    a.wait_gone(b_id).await;
     let c = Peer::join(&server.url, "small", "c").await;
-    assert!(matches!(a.next().await, ServerMsg::PeerJoined { peer } if peer.id == c.id));
+    a.wait_member(c.id).await;
     server.stop().await;
 }

@@ -1,4 +1,4 @@
-//! Two peers of one pool see each other (welcome, peer_joined), see each
+//! Two peers of one pool see each other (their views), see each
 //! other's stats, and relay handshakes; a relay to a peer of another pool is
 //! refused with `unknown_peer`, which is not fatal. The tap sees every frame.
 
@@ -32,21 +32,12 @@ async fn peers_of_a_pool_see_each_other_and_relay_only_within_it() {
     .await;
 
     let mut a = Peer::join(&server.url, "alpha", "a").await;
-    assert!(a.welcome_peers.is_empty(), "A is first in alpha");
+    assert!(a.members().is_empty(), "A is first in alpha");
     let mut b = Peer::join(&server.url, "alpha", "b").await;
-    assert_eq!(
-        b.welcome_peers,
-        vec![info(a.id, "a")],
-        "B's welcome lists A"
-    );
-    assert_eq!(
-        a.next().await,
-        ServerMsg::PeerJoined {
-            peer: info(b.id, "b")
-        }
-    );
+    assert_eq!(b.members(), vec![info(a.id, "a")], "B's view lists A");
+    assert_eq!(a.wait_member(b.id).await, info(b.id, "b"));
     let mut c = Peer::join(&server.url, "beta", "c").await;
-    assert!(c.welcome_peers.is_empty(), "pools do not mix");
+    assert!(c.members().is_empty(), "pools do not mix");
 
     // Stats reach the other peer of the pool.
     let stats = Stats {
@@ -62,13 +53,11 @@ async fn peers_of_a_pool_see_each_other_and_relay_only_within_it() {
         stats: stats.clone(),
     })
     .await;
-    assert_eq!(
-        a.next().await,
-        ServerMsg::StatsChanged {
-            peer_id: b.id,
-            stats: stats.clone()
-        }
-    );
+    let b_id = b.id;
+    a.wait_view("B's new stats", |v| {
+        v.get(&b_id).is_some_and(|p| p.stats == stats)
+    })
+    .await;
 
     // Relays within the pool, both ways.
     let offer = Handshake::Offer {
@@ -151,13 +140,9 @@ async fn peers_of_a_pool_see_each_other_and_relay_only_within_it() {
         "only the three relays within alpha were delivered"
     );
 
-    // A late joiner's welcome carries the latest stats.
+    // A late joiner's first view carries the latest stats.
     let d = Peer::join(&server.url, "alpha", "d").await;
-    let b_seen = d
-        .welcome_peers
-        .iter()
-        .find(|p| p.id == b.id)
-        .expect("D's welcome lists B");
+    let b_seen = d.view.get(&b.id).expect("D's view lists B");
     assert_eq!(b_seen.stats, stats);
 
     // The tap saw every text frame the server received, and nothing else:

@@ -6,7 +6,7 @@ mod common;
 
 use common::{connect, Peer, Server};
 use jobmesh_signal::ServerConfig;
-use jobmesh_wire::signal::{ErrorCode, ServerMsg};
+use jobmesh_wire::signal::ErrorCode;
 use jobmesh_wire::PeerId;
 
 const GOING_AWAY: u16 = 1001;
@@ -16,7 +16,7 @@ async fn shutdown_closes_every_socket_with_going_away() {
     let mut server = Server::start(ServerConfig::default()).await;
     let mut a = Peer::join(&server.url, "p", "a").await;
     let mut b = Peer::join(&server.url, "p", "b").await;
-    assert!(matches!(a.next().await, ServerMsg::PeerJoined { .. }));
+    a.wait_member(b.id).await;
     // Connected, but no hello yet: waiting for one when the server stops.
     let mut waiting = Peer::reading(connect(&server.url).await, PeerId::random());
 

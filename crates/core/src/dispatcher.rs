@@ -14,7 +14,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::job::{Attempt, AttemptOutcome, EventKind, JobEvent, JobSpec, JobState};
-use crate::pool::{PoolChange, PoolView};
+use crate::pool::PoolView;
 use crate::strategy::{
     Affinity, Candidate, LeastLoaded, PickRequest, Random, RoundRobin, Strategy, StrategyKind,
 };
@@ -380,24 +380,16 @@ impl Dispatcher {
             self.on_timeout(now);
         }
         match input {
-            Input::Signal(msg) => match self.pool.apply(msg) {
-                PoolChange::Replaced { gone } => {
-                    for peer in gone {
-                        self.in_flight_at_stats.remove(&peer);
-                        self.lose_attempts_on(now, peer);
-                    }
-                    let ids: Vec<PeerId> = self.pool.peers().map(|p| p.id).collect();
-                    for id in ids {
-                        self.note_stats(id);
-                    }
-                }
-                PoolChange::Left(peer) => {
+            Input::Signal(msg) => {
+                let change = self.pool.apply(msg);
+                for peer in change.left {
                     self.in_flight_at_stats.remove(&peer);
                     self.lose_attempts_on(now, peer);
                 }
-                PoolChange::Joined(id) | PoolChange::Stats(id) => self.note_stats(id),
-                PoolChange::None => {}
-            },
+                for id in change.updated {
+                    self.note_stats(id);
+                }
+            }
             Input::Submit(spec) => self.submit(now, spec)?,
             Input::Dc { from, msg } => self.on_reply(now, from, msg),
             Input::LinkClosed(peer) => self.lose_attempts_on(now, peer),

@@ -1,4 +1,4 @@
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use jobmesh_wire::dc::Load;
 use jobmesh_wire::signal::ServerMsg;
@@ -11,25 +11,28 @@ use jobmesh_wire::{Capability, PeerId, PeerInfo};
 #[derive(Debug, Default, Clone)]
 pub struct PoolView {
     peers: BTreeMap<PeerId, PeerInfo>,
+    /// Between a `reset` page and the next `synced` one: the members the
+    /// server has described again since the reset. The others are dropped
+    /// when the view is synced.
+    confirming: Option<BTreeSet<PeerId>>,
+    /// Whether the view is the whole pool as the server last held it.
+    synced: bool,
 }
 
 /// What a [`PoolView::apply`] changed, for the daemon's bookkeeping.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PoolChange {
-    /// The whole view was replaced (welcome after a (re)connect); these peers
-    /// were in the old view and are not in the new one.
-    Replaced {
-        /// Peers that are gone.
-        gone: Vec<PeerId>,
-    },
-    /// A peer joined.
-    Joined(PeerId),
-    /// A peer left.
-    Left(PeerId),
-    /// A peer's stats changed.
-    Stats(PeerId),
-    /// The message was not about the pool.
-    None,
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PoolChange {
+    /// Peers that joined or whose description or stats changed, in page order.
+    pub updated: Vec<PeerId>,
+    /// Peers that are gone.
+    pub left: Vec<PeerId>,
+}
+
+impl PoolChange {
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.updated.is_empty() && self.left.is_empty()
+    }
 }
 
 impl PoolView {
@@ -40,41 +43,73 @@ impl PoolView {
 
     /// Applies one message from the signal-server.
     pub fn apply(&mut self, msg: &ServerMsg) -> PoolChange {
-        match msg {
-            ServerMsg::Welcome { peers, .. } => {
-                let new: BTreeMap<PeerId, PeerInfo> =
-                    peers.iter().map(|p| (p.id, p.clone())).collect();
-                let gone = self
+        let mut change = PoolChange::default();
+        let ServerMsg::View {
+            reset,
+            left,
+            peers,
+            synced,
+        } = msg
+        else {
+            if let ServerMsg::Welcome { .. } = msg {
+                // A new session: the view is stale until its first page syncs.
+                self.synced = false;
+            }
+            return change;
+        };
+        if *reset {
+            self.confirming = Some(BTreeSet::new());
+        }
+        for id in left {
+            if self.peers.remove(id).is_some() {
+                change.left.push(*id);
+            }
+        }
+        for peer in peers {
+            if let Some(seen) = &mut self.confirming {
+                seen.insert(peer.id);
+            }
+            match self.peers.get_mut(&peer.id) {
+                Some(old) if old == peer => continue,
+                Some(old) => {
+                    // Stats older than what a result already told us are
+                    // kept back; the rest of the description is taken.
+                    let stats = if peer.stats.seq < old.stats.seq {
+                        old.stats.clone()
+                    } else {
+                        peer.stats.clone()
+                    };
+                    old.clone_from(peer);
+                    old.stats = stats;
+                }
+                None => {
+                    self.peers.insert(peer.id, peer.clone());
+                }
+            }
+            change.updated.push(peer.id);
+        }
+        self.synced = *synced;
+        if *synced {
+            if let Some(seen) = self.confirming.take() {
+                let gone: Vec<PeerId> = self
                     .peers
                     .keys()
-                    .filter(|id| !new.contains_key(id))
+                    .filter(|id| !seen.contains(id))
                     .copied()
                     .collect();
-                self.peers = new;
-                PoolChange::Replaced { gone }
-            }
-            ServerMsg::PeerJoined { peer } => {
-                self.peers.insert(peer.id, peer.clone());
-                PoolChange::Joined(peer.id)
-            }
-            ServerMsg::PeerLeft { peer_id } => {
-                if self.peers.remove(peer_id).is_some() {
-                    PoolChange::Left(*peer_id)
-                } else {
-                    PoolChange::None
+                for id in gone {
+                    self.peers.remove(&id);
+                    change.left.push(id);
                 }
             }
-            ServerMsg::StatsChanged { peer_id, stats } => match self.peers.get_mut(peer_id) {
-                // Older than what a result already told us: ignore.
-                Some(p) if stats.seq < p.stats.seq => PoolChange::None,
-                Some(p) => {
-                    p.stats = stats.clone();
-                    PoolChange::Stats(*peer_id)
-                }
-                None => PoolChange::None,
-            },
-            ServerMsg::Relayed { .. } | ServerMsg::Error { .. } => PoolChange::None,
         }
+        change
+    }
+
+    /// Whether the view is the whole pool as the server last described it
+    /// (false from a welcome until its pages are in).
+    pub fn is_synced(&self) -> bool {
+        self.synced
     }
 
     /// Applies a load report piggybacked on a result; `true` if it was newer
@@ -134,65 +169,80 @@ mod tests {
         }
     }
 
+    fn page(reset: bool, left: &[&PeerInfo], peers: &[PeerInfo], synced: bool) -> ServerMsg {
+        ServerMsg::View {
+            reset,
+            left: left.iter().map(|p| p.id).collect(),
+            peers: peers.to_vec(),
+            synced,
+        }
+    }
+
     #[test]
-    fn welcome_replaces_and_reports_who_is_gone() {
+    fn a_reset_replaces_the_view_once_synced_and_reports_who_is_gone() {
         let mut v = PoolView::new();
-        v.apply(&ServerMsg::PeerJoined {
-            peer: info(1, &["echo"]),
-        });
-        v.apply(&ServerMsg::PeerJoined { peer: info(2, &[]) });
-        let change = v.apply(&ServerMsg::Welcome {
+        v.apply(&page(true, &[], &[info(1, &["echo"]), info(2, &[])], true));
+        assert!(v.is_synced());
+        let welcome = ServerMsg::Welcome {
             pool: "p".into(),
-            peers: vec![info(2, &[]), info(3, &["echo"])],
             heartbeat_ms: 1,
-        });
+        };
+        assert!(v.apply(&welcome).is_empty());
+        assert!(!v.is_synced());
+        // Page 1 of the new session: 1 is not described yet, so nothing is gone.
+        let change = v.apply(&page(true, &[], &[info(2, &[])], false));
+        assert!(change.is_empty(), "{change:?}");
+        assert_eq!(v.len(), 2);
+        let change = v.apply(&page(false, &[], &[info(3, &["echo"])], true));
         assert_eq!(
             change,
-            PoolChange::Replaced {
-                gone: vec![info(1, &[]).id]
+            PoolChange {
+                updated: vec![info(3, &[]).id],
+                left: vec![info(1, &[]).id],
             }
         );
         assert_eq!(v.len(), 2);
+        assert!(v.is_synced());
         assert!(v.anyone_can(&Capability::new("echo").expect("valid")));
     }
 
     #[test]
-    fn deltas_update_and_unknown_peers_are_ignored() {
+    fn pages_upsert_and_remove_and_unknown_or_unchanged_peers_change_nothing() {
         let mut v = PoolView::new();
         let p = info(1, &["echo"]);
         assert_eq!(
-            v.apply(&ServerMsg::PeerJoined { peer: p.clone() }),
-            PoolChange::Joined(p.id)
+            v.apply(&page(false, &[], std::slice::from_ref(&p), true))
+                .updated,
+            vec![p.id]
         );
-        let stats = Stats {
+        assert!(v
+            .apply(&page(false, &[], std::slice::from_ref(&p), true))
+            .is_empty());
+        let mut busy = p.clone();
+        busy.stats = Stats {
             slots: 4,
             running: 2,
+            seq: 5,
             ..Stats::default()
         };
         assert_eq!(
-            v.apply(&ServerMsg::StatsChanged {
-                peer_id: p.id,
-                stats: stats.clone()
-            }),
-            PoolChange::Stats(p.id)
+            v.apply(&page(false, &[], std::slice::from_ref(&busy), true))
+                .updated,
+            vec![p.id]
         );
-        assert_eq!(v.get(&p.id).map(|p| &p.stats), Some(&stats));
-        let stranger = info(9, &[]).id;
-        assert_eq!(
-            v.apply(&ServerMsg::StatsChanged {
-                peer_id: stranger,
-                stats
-            }),
-            PoolChange::None
-        );
-        assert_eq!(
-            v.apply(&ServerMsg::PeerLeft { peer_id: p.id }),
-            PoolChange::Left(p.id)
-        );
-        assert_eq!(
-            v.apply(&ServerMsg::PeerLeft { peer_id: p.id }),
-            PoolChange::None
-        );
+        assert_eq!(v.get(&p.id).map(|p| &p.stats), Some(&busy.stats));
+        // Older stats (a result already told us seq 5) are kept back.
+        let mut stale = busy.clone();
+        stale.stats.seq = 4;
+        stale.stats.running = 0;
+        stale.name = "renamed".into();
+        v.apply(&page(false, &[], &[stale], true));
+        assert_eq!(v.get(&p.id).map(|p| p.stats.running), Some(2));
+        assert_eq!(v.get(&p.id).map(|p| p.name.as_str()), Some("renamed"));
+        let stranger = info(9, &[]);
+        assert!(v.apply(&page(false, &[&stranger], &[], true)).is_empty());
+        assert_eq!(v.apply(&page(false, &[&p], &[], true)).left, vec![p.id]);
+        assert!(v.apply(&page(false, &[&p], &[], true)).is_empty());
         assert!(v.is_empty());
     }
 }

@@ -144,6 +144,9 @@ pub struct JobReport {
 pub struct PoolSnapshot {
     /// Whether the signal-server connection is up.
     pub connected: bool,
+    /// Whether `peers` is the whole pool as the signal-server last described
+    /// it (false from a (re)connect until the server's view pages are in).
+    pub synced: bool,
     /// This peer.
     pub me: PeerInfo,
     /// Everyone else, in id order.

@@ -132,6 +132,7 @@ pub fn spawn_with(
     };
     let (pool_tx, pool_rx) = watch::channel(PoolSnapshot {
         connected: false,
+        synced: false,
         me: me_info,
         peers: Vec::new(),
     });
@@ -636,12 +637,17 @@ impl Daemon {
                 let _ = self.dispatcher.handle_input(now, Input::Signal(&msg));
             }
         }
-        let peers: Vec<PeerInfo> = self.dispatcher.pool().peers().cloned().collect();
+        let pool = self.dispatcher.pool();
         let connected = self.connected;
+        let synced = connected && pool.is_synced();
         self.pool_tx.send_if_modified(|s| {
-            let changed = s.peers != peers || s.connected != connected;
-            s.peers = peers;
-            s.connected = connected;
+            let changed =
+                s.connected != connected || s.synced != synced || !s.peers.iter().eq(pool.peers());
+            if changed {
+                s.peers = pool.peers().cloned().collect();
+                s.connected = connected;
+                s.synced = synced;
+            }
             changed
         });
     }

@@ -417,7 +417,7 @@ async fn connect(target: &Target) -> anyhow::Result<Via> {
     config.grace = Duration::from_secs(1);
     let handle = jobmesh_peer::spawn(config, CancellationToken::new())?;
     handle
-        .wait_pool(Duration::from_secs(10), |s| s.connected)
+        .wait_pool(Duration::from_secs(10), |s| s.synced)
         .await
         .with_context(|| format!("cannot join pool {:?} at {url}", target.local.pool))?;
     Ok(Via::Ephemeral(handle))

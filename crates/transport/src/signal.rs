@@ -149,7 +149,7 @@ async fn connect_once(
     outgoing: &mut mpsc::Receiver<ClientMsg>,
     attempt: &mut u32,
 ) -> Result<(), SignalError> {
-    // The server's frames (a welcome lists the whole pool) may be larger than ours.
+    // The server's frames (a view page) may be larger than ours.
     let ws_config = WebSocketConfig::default()
         .max_message_size(Some(MAX_SERVER_MESSAGE))
         .max_frame_size(Some(MAX_SERVER_MESSAGE));
@@ -169,8 +169,8 @@ async fn connect_once(
         .await
         .map_err(|_| SignalError::NoWelcome(config.welcome_timeout))??;
     match &welcome {
-        ServerMsg::Welcome { pool, peers, .. } => {
-            info!(%pool, peers = peers.len(), url = %config.url, "joined pool");
+        ServerMsg::Welcome { pool, .. } => {
+            info!(%pool, url = %config.url, "joined pool");
         }
         ServerMsg::Error { code, message } => {
             return Err(SignalError::Refused(format!("{code:?}: {message}")))

@@ -3,12 +3,21 @@
 //! ```text
 //! peer                         signal-server
 //!  | -- hello ------------------> |   first frame, within HELLO_TIMEOUT
-//!  | <------------------ welcome  |   snapshot of the pool (or error + close)
-//!  | <-- peer_joined / peer_left / stats_changed (deltas, in order)
+//!  | <------------------ welcome  |   (or error + close)
+//!  | <-- view {reset: true, peers, synced}  the pool, in pages
+//!  | <-- view {peers, left, synced}         what changed since the last view
 //!  | -- stats ------------------> |   on change, coalesced by the peer
 //!  | -- relay {to, signal} -----> | -> relayed {from, signal} to `to`, same pool only
 //!  | <-------------------- error  |   then close, for a bad frame
 //! ```
+//!
+//! The pool view is a stream of [`ServerMsg::View`] pages, each at most
+//! [`VIEW_PAGE_BYTES`] of members plus one. A page carries the *current*
+//! description of every member that joined or changed since the previous
+//! page (upserts) and the ids of members that left; a member changed twice
+//! between two pages appears once, so a peer that reads slowly gets fewer,
+//! fuller pages instead of a backlog. The first page after the welcome has
+//! `reset`: the peer drops members not described again before `synced`.
 //!
 //! The server pings every heartbeat interval (WebSocket ping); a peer silent for
 //! [`MISSED_HEARTBEATS`] intervals is dropped and its departure broadcast.
@@ -22,10 +31,13 @@ use crate::{decode_tagged, Capability, DecodeError, PeerId, PeerInfo, Stats, PRO
 /// handful of candidates is 1–3 KiB; 64 KiB leaves room and still refuses
 /// anything that looks like a payload.
 pub const MAX_SIGNAL_MESSAGE: usize = 64 * 1024;
-/// Largest frame a peer accepts from the server. A `welcome` lists every
-/// member of the pool (~160 B each), so it outgrows 64 KiB at ~400 members;
-/// 4 MiB covers ~25,000.
-pub const MAX_SERVER_MESSAGE: usize = 4 * 1024 * 1024;
+/// The server fills a [`ServerMsg::View`] page with members up to this many
+/// bytes of JSON and then adds at most one more (~160 B for a typical member).
+pub const VIEW_PAGE_BYTES: usize = 16 * 1024;
+/// Largest frame a peer accepts from the server: a full view page plus one
+/// member, which is at most what its hello and its stats (each under
+/// [`MAX_SIGNAL_MESSAGE`]) describe.
+pub const MAX_SERVER_MESSAGE: usize = VIEW_PAGE_BYTES + 2 * MAX_SIGNAL_MESSAGE;
 /// Largest SDP or candidate string relayed.
 pub const MAX_SDP_LEN: usize = 32 * 1024;
 /// Heartbeat intervals without any frame before a peer is dropped.
@@ -122,31 +134,31 @@ const CLIENT_TYPES: &[&str] = &["hello", "stats", "relay"];
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMsg {
-    /// Answer to hello: who is in the pool now (not including the peer itself).
+    /// Answer to hello. The pool follows as [`View`](Self::View) pages.
     Welcome {
         /// The pool joined.
         pool: String,
-        /// Everyone else in it.
-        peers: Vec<PeerInfo>,
         /// The server's heartbeat interval, in milliseconds.
         heartbeat_ms: u64,
     },
-    /// A peer joined the pool.
-    PeerJoined {
-        /// Who.
-        peer: PeerInfo,
-    },
-    /// A peer left the pool (closed, timed out, or dropped).
-    PeerLeft {
-        /// Who.
-        peer_id: PeerId,
-    },
-    /// A peer reported new stats.
-    StatsChanged {
-        /// Who.
-        peer_id: PeerId,
-        /// Its new stats.
-        stats: Stats,
+    /// A page of the pool view (never including the peer itself): see the
+    /// module docs.
+    View {
+        /// Forget the view held so far: members not described by this page or
+        /// the ones after it up to `synced` are gone. Set on the first page
+        /// after a welcome, and when the peer fell too far behind.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        reset: bool,
+        /// Members that left since the previous page.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        left: Vec<PeerId>,
+        /// Members that joined or changed since the previous page, each as
+        /// it is now.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        peers: Vec<PeerInfo>,
+        /// After this page the peer's view is the whole pool as the server
+        /// held it when the page was made.
+        synced: bool,
     },
     /// A handshake message from another peer of the pool.
     Relayed {
@@ -164,14 +176,7 @@ pub enum ServerMsg {
     },
 }
 
-const SERVER_TYPES: &[&str] = &[
-    "welcome",
-    "peer_joined",
-    "peer_left",
-    "stats_changed",
-    "relayed",
-    "error",
-];
+const SERVER_TYPES: &[&str] = &["welcome", "view", "relayed", "error"];
 
 /// Error codes the server sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -191,6 +196,9 @@ pub enum ErrorCode {
     DuplicatePeer,
     /// Relay target is not in the sender's pool. Not fatal.
     UnknownPeer,
+    /// Relay target has too many handshake messages waiting; the relay was
+    /// dropped. Not fatal: try again later.
+    PeerBusy,
     /// The server is shutting down.
     GoingAway,
 }
@@ -224,12 +232,11 @@ impl ServerMsg {
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let msg: ServerMsg = decode_tagged(bytes, MAX_SERVER_MESSAGE, SERVER_TYPES)?;
         match &msg {
-            ServerMsg::Welcome { peers, .. } => {
+            ServerMsg::View { peers, .. } => {
                 for p in peers {
                     check_capabilities(&p.capabilities)?;
                 }
             }
-            ServerMsg::PeerJoined { peer } => check_capabilities(&peer.capabilities)?,
             ServerMsg::Relayed { signal, .. } => signal.validate()?,
             _ => {}
         }

@@ -114,23 +114,26 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
         Just(ErrorCode::HelloTimeout),
         Just(ErrorCode::PoolFull),
         Just(ErrorCode::UnknownPeer),
+        Just(ErrorCode::PeerBusy),
         Just(ErrorCode::GoingAway),
     ];
     prop_oneof![
+        (name(), any::<u32>()).prop_map(|(pool, hb)| ServerMsg::Welcome {
+            pool,
+            heartbeat_ms: hb.into()
+        }),
         (
-            name(),
+            any::<bool>(),
+            prop::collection::vec(peer_id(), 0..3),
             prop::collection::vec(peer_info(), 0..5),
-            any::<u32>()
+            any::<bool>()
         )
-            .prop_map(|(pool, peers, hb)| ServerMsg::Welcome {
-                pool,
+            .prop_map(|(reset, left, peers, synced)| ServerMsg::View {
+                reset,
+                left,
                 peers,
-                heartbeat_ms: hb.into()
+                synced
             }),
-        peer_info().prop_map(|peer| ServerMsg::PeerJoined { peer }),
-        peer_id().prop_map(|peer_id| ServerMsg::PeerLeft { peer_id }),
-        (peer_id(), stats())
-            .prop_map(|(peer_id, stats)| ServerMsg::StatsChanged { peer_id, stats }),
         (peer_id(), handshake()).prop_map(|(from, signal)| ServerMsg::Relayed { from, signal }),
         (code, ".{0,50}").prop_map(|(code, message)| ServerMsg::Error { code, message }),
     ]
@@ -355,35 +358,38 @@ fn peek_finds_the_job_id_of_a_broken_message() {
     assert_eq!(DcMsg::peek_job_id(msg.to_string().as_bytes()), Some(id));
 }
 
-/// A welcome lists the whole pool: at 1,000 members it is far over the 64 KiB
-/// a peer may send, and a peer must still accept it (it refused from ~400
-/// members on, so real pools could not grow past that).
+/// A full view page whose last member is as large as a hello may make it is
+/// accepted; a frame over the server limit is not.
 #[test]
-fn a_welcome_to_a_large_pool_is_accepted_and_an_oversized_frame_is_not() {
-    let member = |i: u32| PeerInfo {
+fn the_largest_view_page_is_accepted_and_an_oversized_frame_is_not() {
+    use jobmesh_wire::signal::{encode, MAX_SERVER_MESSAGE, VIEW_PAGE_BYTES};
+    let member = |i: u32, name: String| PeerInfo {
         id: PeerId(Uuid::from_u128(u128::from(i))),
-        name: format!("worker-{i:05}"),
+        name,
         capabilities: vec![Capability::new("thumbnail").expect("valid")],
         stats: Stats {
             slots: 4,
             ..Stats::default()
         },
     };
-    let welcome = ServerMsg::Welcome {
-        pool: "big".into(),
-        peers: (0..1000).map(member).collect(),
-        heartbeat_ms: 5000,
+    let mut peers: Vec<PeerInfo> = (0..120)
+        .map(|i| member(i, format!("worker-{i:05}")))
+        .collect();
+    // A member as large as any hello can describe (its name fills the limit).
+    peers.push(member(999, "n".repeat(jobmesh_wire::MAX_NAME_LEN)));
+    let page = ServerMsg::View {
+        reset: true,
+        left: vec![],
+        peers,
+        synced: false,
     };
-    let bytes = jobmesh_wire::signal::encode(&welcome);
-    assert!(
-        bytes.len() > jobmesh_wire::signal::MAX_SIGNAL_MESSAGE,
-        "{}",
-        bytes.len()
-    );
-    assert_eq!(ServerMsg::decode(bytes.as_bytes()), Ok(welcome));
+    let bytes = encode(&page);
+    assert!(bytes.len() > VIEW_PAGE_BYTES, "{}", bytes.len());
+    assert!(bytes.len() < MAX_SERVER_MESSAGE, "{}", bytes.len());
+    assert_eq!(ServerMsg::decode(bytes.as_bytes()), Ok(page));
     let huge = format!(
         "{{\"type\":\"error\",\"code\":\"internal\",\"message\":\"{}\"}}",
-        "x".repeat(jobmesh_wire::signal::MAX_SERVER_MESSAGE)
+        "x".repeat(MAX_SERVER_MESSAGE)
     );
     assert!(ServerMsg::decode(huge.as_bytes()).is_err());
 }

@@ -5,6 +5,7 @@
 // Each test file uses a subset of these helpers.
 #![allow(dead_code)]
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
+use jobmesh_core::PoolView;
 use jobmesh_signal::{Counters, ServerConfig};
 use jobmesh_wire::signal::{encode, ClientMsg, ErrorCode, Hello, ServerMsg};
 use jobmesh_wire::{Capability, PeerId, PeerInfo, PROTOCOL_VERSION};
@@ -144,8 +146,11 @@ pub(crate) enum Heard {
 pub(crate) struct Peer {
     /// Its peer id.
     pub(crate) id: PeerId,
-    /// Who else was in the pool when it joined.
-    pub(crate) welcome_peers: Vec<PeerInfo>,
+    /// The pool as the `view` frames read so far describe it (the peers'
+    /// own `PoolView`).
+    pub(crate) view: PoolView,
+    /// Messages other than views read while waiting for the view.
+    pending: VecDeque<ServerMsg>,
     sink: SplitSink<Ws, Message>,
     heard: mpsc::Receiver<Heard>,
     /// Aborted on drop, so dropping a `Peer` drops its socket (the reader
@@ -169,23 +174,59 @@ impl Peer {
         Self::join_on(ws, PeerId::random(), pool, name).await
     }
 
-    /// Says hello on an open socket and waits for the welcome.
+    /// Says hello on an open socket and waits for the welcome and then for
+    /// its view to be synced.
     pub(crate) async fn join_on(ws: Ws, id: PeerId, pool: &str, name: &str) -> Self {
         let mut peer = Self::reading(ws, id);
         peer.send(&hello(id, pool, name)).await;
         match peer.next().await {
             ServerMsg::Welcome {
                 pool: p,
-                peers,
                 heartbeat_ms,
             } => {
                 assert_eq!(p, pool);
                 assert!(heartbeat_ms > 0);
-                peer.welcome_peers = peers;
-                peer
             }
             other => panic!("expected a welcome, got {other:?}"),
         }
+        peer.wait_view("the first synced view", PoolView::is_synced)
+            .await;
+        peer
+    }
+
+    /// The members its view holds, in id order.
+    pub(crate) fn members(&self) -> Vec<PeerInfo> {
+        self.view.peers().cloned().collect()
+    }
+
+    /// Reads until `want` holds for its view; keeps other messages for
+    /// [`next`](Self::next). Panics on a close.
+    pub(crate) async fn wait_view(&mut self, what: &str, want: impl Fn(&PoolView) -> bool) {
+        within(what, async {
+            while !want(&self.view) {
+                match self.heard.recv().await {
+                    Some(Heard::Msg(m @ ServerMsg::View { .. })) => {
+                        self.view.apply(&m);
+                    }
+                    Some(Heard::Msg(m)) => self.pending.push_back(m),
+                    other => panic!("waiting for {what}: the socket closed ({other:?})"),
+                }
+            }
+        })
+        .await;
+    }
+
+    /// Waits until its view lists `id`; returns how it is described.
+    pub(crate) async fn wait_member(&mut self, id: PeerId) -> PeerInfo {
+        self.wait_view("a member to be listed", |v| v.get(&id).is_some())
+            .await;
+        self.view.get(&id).cloned().expect("listed")
+    }
+
+    /// Waits until its view no longer lists `id`.
+    pub(crate) async fn wait_gone(&mut self, id: PeerId) {
+        self.wait_view("a member to be gone", |v| v.get(&id).is_none())
+            .await;
     }
 
     /// Starts reading `ws` in a task, without saying hello.
@@ -216,7 +257,8 @@ impl Peer {
         });
         Self {
             id,
-            welcome_peers: Vec::new(),
+            view: PoolView::new(),
+            pending: VecDeque::new(),
             sink,
             heard,
             reader,
@@ -241,14 +283,27 @@ impl Peer {
         within("a frame to be sent", self.sink.send(frame)).await
     }
 
-    /// The next thing heard.
+    /// The next thing heard other than a view (views update
+    /// [`view`](Self::view) as they pass).
     pub(crate) async fn heard(&mut self) -> Heard {
-        within("the server to say something", self.heard.recv())
-            .await
-            .unwrap_or(Heard::Closed(None))
+        if let Some(m) = self.pending.pop_front() {
+            return Heard::Msg(m);
+        }
+        within("the server to say something", async {
+            loop {
+                match self.heard.recv().await {
+                    Some(Heard::Msg(m @ ServerMsg::View { .. })) => {
+                        self.view.apply(&m);
+                    }
+                    Some(h) => return h,
+                    None => return Heard::Closed(None),
+                }
+            }
+        })
+        .await
     }
 
-    /// The next message; panics on a close.
+    /// The next message other than a view; panics on a close.
     pub(crate) async fn next(&mut self) -> ServerMsg {
         match self.heard().await {
             Heard::Msg(m) => m,

@@ -2,40 +2,32 @@
 //!
 //! The real `signal-server` binary runs as a child process (its pool limit
 //! raised to N with `--max-peers-per-pool`, default 1,024; everything else
-//! default: 5 s heartbeat, 256-message queue per client, which has no flag).
-//! N clients in this process, plain tokio-tungstenite sockets without
-//! WebRTC, say hello in one pool; at most [`IN_FLIGHT`] are between their
-//! connect and their welcome at a time. Every client has one task that keeps
-//! reading its socket (answering the server's pings) and records what the
-//! figures need: its welcome, how many `peer_joined` it saw, and when
-//! `stats_changed` frames arrived. `peer_joined` and `welcome` frames are
-//! recognised by their first bytes and not decoded (there are N²/2 of the
-//! one, and the other is N × ~160 B of JSON; this process shares the cores
-//! with the server); everything else is decoded.
+//! default). N clients in this process, plain tokio-tungstenite sockets
+//! without WebRTC, say hello in one pool; at most [`IN_FLIGHT`] are between
+//! their connect and their welcome at a time. Every client has one task that
+//! keeps reading its socket (answering the server's pings) and keeps its view
+//! of the pool as a bitset of member numbers: client `i` uses peer id `i + 1`,
+//! so a member's number is read straight from the id in a `view` frame,
+//! without decoding the JSON (there are N² member descriptions in a run, and
+//! this process shares the cores with the server). Frames that mention the
+//! publishing client (below) are decoded in full.
 //!
 //! Figures per N, one sample per repeat (a fresh server each):
 //! * join time: from the first connect to the last welcome received;
-//! * announcements delivered: until all N(N-1)/2 `peer_joined` frames
-//!   (each join is announced to every member already in) have arrived;
-//! * server RSS (VmRSS) once those are delivered, and peak RSS (VmHWM);
+//! * views complete: until every client's view lists all N-1 others;
+//! * server RSS (VmRSS) then, and peak RSS (VmHWM);
 //! * stats fan-out p50 / p99: one client sends a changed `stats`; the delay
-//!   until each other client has its `stats_changed`, as the p50 / p99 over
+//!   until each other client has it in a `view` frame, as the p50 / p99 over
 //!   the receivers, averaged over a few changes;
-//! * largest welcome: the size of the last joiner's snapshot of the pool;
-//! * clients dropped: by the server as slow, in attempts of the repeat that
-//!   were then run again (see below); normally 0.
+//! * view data per client: bytes of `view` frames a client received until
+//!   its view was complete (N-1 members of ~150 B is the least possible);
+//! * clients dropped: by the server as not reading, in attempts of the
+//!   repeat that were then run again (see below); normally 0.
 //!
-//! What it showed (2 cores): joining is O(N²) in time — every join encodes
-//! a welcome of every member and one `peer_joined` per member — and the
-//! server's RSS also grows as ~0.2 KiB × N² and stays there (1.9 GiB at
-//! 3,000 peers), so 10,000 is capped (see [`FULL`]). A welcome exceeds the
-//! 64 KiB `MAX_SIGNAL_MESSAGE` that jobmesh peers accept from ~400 members
-//! on (this scenario's clients accept any size). More than 256 joins in
-//! flight at once overflow members' queues and the server drops them as
-//! slow, which is why joins are paced here; even paced, now and then
-//! (about one 1,000-peer run in ten here, more on a loaded machine) the
-//! server drops a few clients that were reading (its log: "client queue
-//! full"). Such a repeat is run again and the drops are reported as a figure.
+//! History: with one queued message per change (protocol 1), joining was
+//! O(N²) in server memory too (1.9 GiB at 3,000 peers, 10,000 out of reach)
+//! and bursts of joins overflowed the 256-message client queues. The
+//! versioned view (protocol 2) keeps no per-client backlog.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -55,10 +47,8 @@ use crate::Ctx;
 
 const SCENARIO: &str = "signal-scale";
 const POOL: &str = "bench";
-/// Clients between their connect and their welcome at any time. Each join is
-/// announced to every member through its 256-message server queue; with a
-/// bounded number of joins in flight no queue can fill up while its
-/// connection keeps being scheduled.
+/// Clients between their connect and their welcome at any time, so the
+/// server's accept backlog never overflows.
 const IN_FLIGHT: usize = 64;
 /// Deadline for one WebSocket connect (and its HTTP upgrade).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -77,50 +67,10 @@ const SPARE_FDS: u64 = 256;
 /// The largest N that runs more than two repeats (larger ones are slow).
 const MANY_REPEATS_UP_TO: usize = 2_000;
 
-/// One pool size to measure.
-#[derive(Debug, Clone, Copy)]
-struct Size {
-    n: usize,
-    /// The size the scenario is meant to reach, when `n` is a cap below it.
-    capped_from: Option<usize>,
-}
-
-impl Size {
-    fn label(self) -> String {
-        match self.capped_from {
-            Some(wanted) => format!("{} peers [{}k capped]", self.n, wanted / 1000),
-            None => format!("{} peers", self.n),
-        }
-    }
-}
-
 /// `--quick`: 200 and 1,000 peers, 2 stats changes each.
-const QUICK: [Size; 2] = [
-    Size {
-        n: 200,
-        capped_from: None,
-    },
-    Size {
-        n: 1_000,
-        capped_from: None,
-    },
-];
-/// The full run: 1,000 peers, and 3,000 instead of 10,000. Joining is
-/// O(N²) in time and in memory (see the module docs): on 2 cores 3,000
-/// peers join in 25–45 s (idle or busy machine) with 1.9 GiB of server RSS
-/// and 1.9 GiB in this process, while 10,000 had 4,787 members after 90 s
-/// (joins slowing as 1/N), which extrapolates to 5–7 min and ~20 GiB of
-/// server RSS, plus ~15 GiB here: more than the 23 GiB machine has.
-const FULL: [Size; 2] = [
-    Size {
-        n: 1_000,
-        capped_from: None,
-    },
-    Size {
-        n: 3_000,
-        capped_from: Some(10_000),
-    },
-];
+const QUICK: [usize; 2] = [200, 1_000];
+/// The full run: 1,000 and 10,000 peers.
+const FULL: [usize; 2] = [1_000, 10_000];
 /// Stats changes measured per repeat: quick, full.
 const ROUNDS: (u64, u64) = (2, 5);
 
@@ -130,11 +80,10 @@ pub(crate) async fn run(ctx: Ctx) -> anyhow::Result<Vec<Figure>> {
     } else {
         (FULL, ROUNDS.1)
     };
-    let largest = sizes.iter().map(|s| s.n).max().unwrap_or(0) as u64;
+    let largest = sizes.iter().max().copied().unwrap_or(0) as u64;
     check_open_files(largest + SPARE_FDS)?;
     let mut figures = Vec::new();
-    for size in sizes {
-        let n = size.n;
+    for n in sizes {
         let repeats = if n > MANY_REPEATS_UP_TO {
             ctx.repeats.min(2)
         } else {
@@ -144,7 +93,7 @@ pub(crate) async fn run(ctx: Ctx) -> anyhow::Result<Vec<Figure>> {
         for r in 0..repeats {
             all.push(measure_retrying(&ctx, n, rounds, r + 1).await?);
         }
-        let label = size.label();
+        let label = format!("{n} peers");
         let figure = |what: &str, unit: &'static str, f: fn(&Sample) -> f64| {
             Figure::new(
                 SCENARIO,
@@ -155,12 +104,12 @@ pub(crate) async fn run(ctx: Ctx) -> anyhow::Result<Vec<Figure>> {
         };
         figures.extend([
             figure("join time", "s", |s| s.join_s),
-            figure("announcements delivered", "s", |s| s.settled_s),
+            figure("views complete", "s", |s| s.settled_s),
             figure("server RSS", "MiB", |s| s.rss_mib),
             figure("server peak RSS", "MiB", |s| s.hwm_mib),
             figure("stats fan-out p50", "ms", |s| s.fanout_p50_ms),
             figure("stats fan-out p99", "ms", |s| s.fanout_p99_ms),
-            figure("largest welcome", "KiB", |s| s.welcome_kib),
+            figure("view data per client", "KiB", |s| s.view_kib),
             // Dropped as slow in attempts that were then run again.
             figure("clients dropped", "clients", |s| s.lost_before as f64),
         ]);
@@ -173,9 +122,9 @@ pub(crate) async fn run(ctx: Ctx) -> anyhow::Result<Vec<Figure>> {
 const ATTEMPTS: usize = 3;
 
 /// One repeat of `n` peers, run again when the server dropped clients as
-/// slow: on 2 cores that happens to a few healthy clients now and then, when
-/// a burst of join announcements leaves some connection tasks (the server's
-/// or this process's) unserved for 256 joins.
+/// not reading (a frame to them took over a heartbeat to write): on a
+/// loaded 2-core machine a client task of this process may be starved that
+/// long.
 async fn measure_retrying(
     ctx: &Ctx,
     n: usize,
@@ -234,7 +183,7 @@ struct Sample {
     hwm_mib: f64,
     fanout_p50_ms: f64,
     fanout_p99_ms: f64,
-    welcome_kib: f64,
+    view_kib: f64,
 }
 
 /// Fails early, with the fix, when this process may not open `need` files.
@@ -270,8 +219,8 @@ async fn measure(ctx: &Ctx, n: usize, rounds: u64) -> anyhow::Result<Sample> {
     let board = Arc::new(Board::new(n));
     let mut clients = JoinSet::new();
     let measured = drive(&mut clients, &server, &url, &board, n, rounds).await;
-    // The server goes first: clients leaving one by one would make it
-    // announce N departures to N members.
+    // The server goes first: clients leaving one by one would only make it
+    // tell the rest.
     drop(server);
     clients.shutdown().await;
     measured
@@ -291,7 +240,7 @@ async fn drive(
     let t0 = Instant::now();
     for i in 0..n {
         let cmds = if i == 0 { cmd_rx.take() } else { None };
-        clients.spawn(client(url.to_owned(), gate.clone(), board.clone(), cmds));
+        clients.spawn(client(i, url.to_owned(), gate.clone(), board.clone(), cmds));
     }
 
     wait_for(board, t0, &format!("{n} peers joined"), || {
@@ -301,14 +250,13 @@ async fn drive(
     let joined_at = board
         .stamp(&board.all_welcomed_at)
         .context("welcome time")?;
-    let total = board.announcements;
-    wait_for(board, t0, &format!("{total} join announcements"), || {
-        board.announced.load(Ordering::Relaxed) >= total
+    wait_for(board, t0, &format!("{n} complete views"), || {
+        board.complete.load(Ordering::Relaxed) >= n
     })
     .await?;
     let settled_at = board
         .stamp(&board.settled_at)
-        .context("announcement time")?;
+        .context("complete-views time")?;
     let rss_mib = server.rss_mib()?;
     let hwm_mib = env::status_kib(server.pid(), "VmHWM")? as f64 / 1024.0;
 
@@ -332,7 +280,7 @@ async fn drive(
         hwm_mib,
         fanout_p50_ms: mean(&p50s),
         fanout_p99_ms: mean(&p99s),
-        welcome_kib: board.welcome_max_bytes.load(Ordering::Relaxed) as f64 / 1024.0,
+        view_kib: board.view_bytes.load(Ordering::Relaxed) as f64 / n as f64 / 1024.0,
     })
 }
 
@@ -430,18 +378,18 @@ struct Cmd {
 /// What the client tasks record, shared with the measuring task.
 struct Board {
     n: usize,
-    /// N(N-1)/2: every join is announced to each member already in.
-    announcements: u64,
     welcomed: AtomicUsize,
     all_welcomed_at: Mutex<Option<Instant>>,
-    announced: AtomicU64,
+    /// Clients whose view lists all N-1 others.
+    complete: AtomicUsize,
     settled_at: Mutex<Option<Instant>>,
-    /// `peer_left` frames seen: nobody leaves during a run unless dropped.
+    /// Departures seen: nobody leaves during a run unless dropped.
     left: AtomicU64,
     failed: AtomicUsize,
     first_error: Mutex<Option<String>>,
-    welcome_max_bytes: AtomicUsize,
-    /// (seq, arrival) of every `stats_changed` seen.
+    /// Bytes of `view` frames received by clients until their view was complete.
+    view_bytes: AtomicU64,
+    /// (seq, arrival) of every stats change of the publisher seen.
     seen: Mutex<Vec<(u64, Instant)>>,
 }
 
@@ -450,20 +398,74 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Client `i`'s peer id; the publisher is client 0.
+fn peer_id(i: usize) -> PeerId {
+    PeerId(uuid::Uuid::from_u128(i as u128 + 1))
+}
+
+/// The member number in a hyphenated id of [`peer_id`] form (its last 12
+/// hex digits), without parsing the rest.
+fn member_number(id: &str) -> Option<usize> {
+    let n = usize::from_str_radix(id.get(24..36)?, 16).ok()?;
+    n.checked_sub(1)
+}
+
+/// One client's view: which members it knows.
+struct View {
+    known: Vec<u64>,
+    count: usize,
+    complete: bool,
+    bytes: u64,
+}
+
+impl View {
+    fn new(n: usize) -> Self {
+        Self {
+            known: vec![0; n.div_ceil(64)],
+            count: 0,
+            complete: false,
+            bytes: 0,
+        }
+    }
+
+    /// Marks member `i` known (`true`) or gone; returns whether that changed it.
+    fn set(&mut self, i: usize, known: bool) -> bool {
+        let Some(word) = self.known.get_mut(i / 64) else {
+            return false;
+        };
+        let bit = 1u64 << (i % 64);
+        let was = *word & bit != 0;
+        if known {
+            *word |= bit;
+        } else {
+            *word &= !bit;
+        }
+        match (was, known) {
+            (false, true) => self.count += 1,
+            (true, false) => self.count -= 1,
+            _ => return false,
+        }
+        true
+    }
+
+    fn clear(&mut self) {
+        self.known.iter_mut().for_each(|w| *w = 0);
+        self.count = 0;
+    }
+}
+
 impl Board {
     fn new(n: usize) -> Self {
-        let n64 = n as u64;
         Self {
             n,
-            announcements: n64 * n64.saturating_sub(1) / 2,
             welcomed: AtomicUsize::new(0),
             all_welcomed_at: Mutex::new(None),
-            announced: AtomicU64::new(0),
+            complete: AtomicUsize::new(0),
             settled_at: Mutex::new(None),
             left: AtomicU64::new(0),
             failed: AtomicUsize::new(0),
             first_error: Mutex::new(None),
-            welcome_max_bytes: AtomicUsize::new(0),
+            view_bytes: AtomicU64::new(0),
             seen: Mutex::new(Vec::new()),
         }
     }
@@ -482,25 +484,24 @@ impl Board {
 
     fn progress(&self) -> String {
         format!(
-            "{} of {} welcomed, {} of {} join announcements delivered",
+            "{} of {} welcomed, {} complete views",
             self.welcomed.load(Ordering::Relaxed),
             self.n,
-            self.announced.load(Ordering::Relaxed),
-            self.announcements
+            self.complete.load(Ordering::Relaxed),
         )
     }
 
-    /// Clients failed so far, or announced as gone by the server.
+    /// Clients failed so far, or reported gone by the server.
     fn lost(&self) -> Option<ClientsLost> {
         // A dropped client fails here too (its socket is reset); `left`
-        // counts the announcements of it, one per other member.
+        // counts the reports of it, one per other member.
         let failed = self.failed.load(Ordering::Relaxed);
         let announced_gone = self.left.load(Ordering::Relaxed) > 0;
         let clients = failed.max(usize::from(announced_gone));
         (clients > 0).then(|| ClientsLost {
             clients,
             first: self.first_error().unwrap_or_else(|| {
-                "the server announced departures (clients dropped as slow or silent)".into()
+                "the server reported departures (clients dropped as not reading or silent)".into()
             }),
         })
     }
@@ -510,51 +511,79 @@ impl Board {
         lock(&self.first_error).get_or_insert_with(|| format!("{e:#}"));
     }
 
-    fn welcome(&self, at: Instant, bytes: usize) {
-        self.welcome_max_bytes.fetch_max(bytes, Ordering::Relaxed);
+    fn welcome(&self, at: Instant) {
         if self.welcomed.fetch_add(1, Ordering::Relaxed) + 1 == self.n {
             *lock(&self.all_welcomed_at) = Some(at);
         }
     }
 
-    fn peer_joined(&self, at: Instant) {
-        if self.announced.fetch_add(1, Ordering::Relaxed) + 1 == self.announcements {
+    fn completed(&self, at: Instant, view: &View) {
+        self.view_bytes.fetch_add(view.bytes, Ordering::Relaxed);
+        if self.complete.fetch_add(1, Ordering::Relaxed) + 1 == self.n {
             *lock(&self.settled_at) = Some(at);
         }
     }
 
     /// Records one text frame. `Err`: the server refused us.
-    fn frame(&self, text: &str, at: Instant, welcomed: &mut bool) -> anyhow::Result<()> {
-        // Fast paths: serde writes an internally tagged enum's tag first.
-        if text.starts_with(r#"{"type":"peer_joined""#) {
-            self.peer_joined(at);
-            return Ok(());
+    fn frame(&self, text: &str, at: Instant, view: &mut View) -> anyhow::Result<()> {
+        // serde writes an internally tagged enum's tag first.
+        if text.starts_with(r#"{"type":"view""#) {
+            return self.view(text, at, view);
         }
-        if !*welcomed && text.starts_with(r#"{"type":"welcome""#) {
-            *welcomed = true;
-            self.welcome(at, text.len());
-            return Ok(());
-        }
-        // Not `ServerMsg::decode`: that refuses frames over 64 KiB, and the
-        // welcome of a pool of more than ~400 peers is bigger.
-        let msg: ServerMsg = serde_json::from_str(text).with_context(|| {
+        let msg = ServerMsg::decode(text.as_bytes()).with_context(|| {
             format!(
                 "undecodable frame from the server: {}",
                 jobmesh_wire::truncate(text, 200)
             )
         })?;
         match msg {
-            ServerMsg::Welcome { .. } if !*welcomed => {
-                *welcomed = true;
-                self.welcome(at, text.len());
-            }
-            ServerMsg::PeerJoined { .. } => self.peer_joined(at),
-            ServerMsg::PeerLeft { .. } => {
-                self.left.fetch_add(1, Ordering::Relaxed);
-            }
-            ServerMsg::StatsChanged { stats, .. } => self.seen().push((stats.seq, at)),
+            ServerMsg::Welcome { .. } => self.welcome(at),
             ServerMsg::Error { code, message } => bail!("server error {code:?}: {message}"),
             _ => {}
+        }
+        Ok(())
+    }
+
+    /// A `view` frame: ids scanned, not decoded (`left` comes before `peers`).
+    fn view(&self, text: &str, at: Instant, view: &mut View) -> anyhow::Result<()> {
+        if !view.complete {
+            view.bytes += text.len() as u64;
+        }
+        if text.starts_with(r#"{"type":"view","reset":true"#) {
+            view.clear();
+        }
+        let (left, peers) = text.split_once(r#""peers":["#).unwrap_or((text, ""));
+        if let Some((_, ids)) = left.split_once(r#""left":["#) {
+            let ids = ids.split_once(']').map_or(ids, |(ids, _)| ids);
+            for id in ids.split(',') {
+                if let Some(i) = member_number(id.trim_matches('"')) {
+                    if view.set(i, false) {
+                        self.left.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        let mut publisher = false;
+        for (at_id, _) in peers.match_indices(r#"{"id":""#) {
+            let id = peers.get(at_id + 7..at_id + 43).unwrap_or_default();
+            let Some(i) = member_number(id) else {
+                bail!("a member id the bench did not hand out: {id:?}");
+            };
+            view.set(i, true);
+            publisher |= i == 0;
+        }
+        if publisher {
+            // A frame about the publisher: decode it for its stats.
+            if let ServerMsg::View { peers, .. } = ServerMsg::decode(text.as_bytes())? {
+                let me = peer_id(0);
+                if let Some(p) = peers.iter().find(|p| p.id == me) {
+                    self.seen().push((p.stats.seq, at));
+                }
+            }
+        }
+        if !view.complete && view.count + 1 == self.n {
+            view.complete = true;
+            self.completed(at, view);
         }
         Ok(())
     }
@@ -562,12 +591,13 @@ impl Board {
 
 /// One client for its whole life; failures are recorded on the board.
 async fn client(
+    i: usize,
     url: String,
     gate: Arc<Semaphore>,
     board: Arc<Board>,
     cmds: Option<mpsc::Receiver<Cmd>>,
 ) {
-    if let Err(e) = client_loop(&url, &gate, &board, cmds).await {
+    if let Err(e) = client_loop(i, &url, &gate, &board, cmds).await {
         board.fail(&e);
     }
 }
@@ -580,6 +610,7 @@ async fn next_cmd(cmds: &mut Option<mpsc::Receiver<Cmd>>) -> Option<Cmd> {
 }
 
 async fn client_loop(
+    i: usize,
     url: &str,
     gate: &Semaphore,
     board: &Board,
@@ -588,14 +619,14 @@ async fn client_loop(
     let permit = gate.acquire().await.context("join gate closed")?;
     let (mut ws, _) = tokio::time::timeout(
         CONNECT_TIMEOUT,
-        tokio_tungstenite::connect_async_with_config(url, None, true),
+        tokio_tungstenite::connect_async_with_config(url, Some(ws_config()), true),
     )
     .await
     .with_context(|| format!("connecting to {url}: no answer within {CONNECT_TIMEOUT:?}"))?
     .with_context(|| format!("connecting to {url}"))?;
     let hello = ClientMsg::Hello(Hello {
         version: PROTOCOL_VERSION,
-        peer_id: PeerId::random(),
+        peer_id: peer_id(i),
         name: "bench-client".into(),
         pool: POOL.into(),
         capabilities: Vec::new(),
@@ -605,7 +636,7 @@ async fn client_loop(
         .await
         .context("sending hello")?;
     let mut permit = Some(permit);
-    let mut welcomed = false;
+    let mut view = View::new(board.n);
     loop {
         let frame = tokio::select! {
             cmd = next_cmd(&mut cmds) => {
@@ -624,21 +655,74 @@ async fn client_loop(
         let at = Instant::now();
         match frame {
             Some(Ok(Message::Text(t))) => {
-                board.frame(t.as_str(), at, &mut welcomed)?;
-                if welcomed {
-                    // Lets the next client connect.
-                    drop(permit.take());
-                }
+                board.frame(t.as_str(), at, &mut view)?;
+                // The welcome came first: let the next client connect.
+                drop(permit.take());
             }
             Some(Ok(Message::Close(c))) => bail!("the server closed the socket: {c:?}"),
             Some(Ok(_)) => {}
             Some(Err(e)) => {
                 return Err(e).context(
-                    "reading from the server (a reset means it dropped this client: its \
-                     256-message queue filled up, or a frame took over a heartbeat to write)",
+                    "reading from the server (a reset means it dropped this client: a \
+                     frame took over a heartbeat to write)",
                 )
             }
             None => bail!("the server closed the socket"),
         }
+    }
+}
+
+/// Small buffers: N of these live in this process.
+fn ws_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(16 * 1024)
+        .write_buffer_size(0)
+        .max_message_size(Some(jobmesh_wire::signal::MAX_SERVER_MESSAGE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_numbers_round_trip_through_the_id_text() {
+        for i in [0, 1, 63, 64, 9_999, 123_456] {
+            assert_eq!(member_number(&peer_id(i).to_string()), Some(i));
+        }
+        assert_eq!(member_number("nope"), None);
+    }
+
+    #[test]
+    fn a_view_frame_is_scanned_like_the_decoder_reads_it() {
+        let board = Board::new(3);
+        let mut view = View::new(3);
+        let info = |i: usize| jobmesh_wire::PeerInfo {
+            id: peer_id(i),
+            name: "bench-client".into(),
+            capabilities: Vec::new(),
+            stats: Stats {
+                seq: 7,
+                ..Stats::default()
+            },
+        };
+        let page = |reset, left: Vec<PeerId>, peers| {
+            encode(&ServerMsg::View {
+                reset,
+                left,
+                peers,
+                synced: true,
+            })
+        };
+        let at = Instant::now();
+        board
+            .frame(&page(true, vec![], vec![info(0), info(2)]), at, &mut view)
+            .expect("a view");
+        assert_eq!((view.count, view.complete), (2, true));
+        assert_eq!(board.seen().as_slice(), &[(7, at)]);
+        board
+            .frame(&page(false, vec![peer_id(2)], vec![]), at, &mut view)
+            .expect("a view");
+        assert_eq!(view.count, 1);
+        assert!(board.lost().is_some(), "a departure is a lost client");
     }
 }

@@ -17,6 +17,16 @@ fn peer(n: u128) -> PeerId {
     PeerId(Uuid::from_u128(n))
 }
 
+/// A view page of the signal-server: `reset` + `synced` for a whole pool.
+fn page(reset: bool, left: Vec<PeerId>, peers: Vec<PeerInfo>) -> ServerMsg {
+    ServerMsg::View {
+        reset,
+        left,
+        peers,
+        synced: true,
+    }
+}
+
 fn echo() -> Capability {
     Capability::new("echo").expect("valid")
 }
@@ -61,11 +71,7 @@ impl Harness {
     fn with_config(workers: &[PeerInfo], config: DispatcherConfig) -> Self {
         let t0 = Instant::now();
         let mut d = Dispatcher::new(peer(0), config, None);
-        let welcome = ServerMsg::Welcome {
-            pool: "p".into(),
-            peers: workers.to_vec(),
-            heartbeat_ms: 1000,
-        };
+        let welcome = page(true, Vec::new(), workers.to_vec());
         d.handle_input(t0, Input::Signal(&welcome)).expect("signal");
         Self { d, t0 }
     }
@@ -294,15 +300,10 @@ fn a_load_report_on_a_result_beats_older_broadcast_stats() {
     };
     h.reply(h.t0, w, done);
     // The broadcast the worker sent when the job started arrives late.
-    let late = ServerMsg::StatsChanged {
-        peer_id: w,
-        stats: Stats {
-            slots: 1,
-            running: 1,
-            seq: 1,
-            ..Stats::default()
-        },
-    };
+    let mut stale = worker(1, 1);
+    stale.stats.running = 1;
+    stale.stats.seq = 1;
+    let late = page(false, Vec::new(), vec![stale]);
     h.d.handle_input(h.t0, Input::Signal(&late)).expect("input");
     h.drain();
     h.submit(spec(2));
@@ -380,7 +381,7 @@ fn without_retry_on_disconnect_a_lost_job_ends_lost() {
     let [(w, _, _)] = h.submits()[..] else {
         panic!("one submit")
     };
-    h.d.handle_input(h.t0, Input::Signal(&ServerMsg::PeerLeft { peer_id: w }))
+    h.d.handle_input(h.t0, Input::Signal(&page(false, vec![w], Vec::new())))
         .expect("input");
     let outs = h.drain();
     assert!(matches!(
@@ -711,11 +712,11 @@ fn a_custom_strategy_decides() {
         ..DispatcherConfig::default()
     };
     let mut d = Dispatcher::new(peer(0), config, Some(Box::new(Last)));
-    let welcome = ServerMsg::Welcome {
-        pool: "p".into(),
-        peers: vec![worker(1, 1), worker(2, 1), worker(3, 1)],
-        heartbeat_ms: 1,
-    };
+    let welcome = page(
+        true,
+        Vec::new(),
+        vec![worker(1, 1), worker(2, 1), worker(3, 1)],
+    );
     d.handle_input(t0, Input::Signal(&welcome)).expect("signal");
     d.handle_input(t0, Input::Submit(spec(1))).expect("submit");
     let outs: Vec<Output> = std::iter::from_fn(|| d.poll_output()).collect();
@@ -962,12 +963,12 @@ proptest! {
                     retire_at(&mut model, peer(w.into()));
                 }
                 Step::Leave(w) => {
-                    let m = ServerMsg::PeerLeft { peer_id: peer(w.into()) };
+                    let m = page(false, vec![peer(w.into())], Vec::new());
                     h.d.handle_input(now, Input::Signal(&m)).expect("input");
                     retire_at(&mut model, peer(w.into()));
                 }
                 Step::Join(w) => {
-                    let m = ServerMsg::PeerJoined { peer: worker(w.into(), SLOTS[usize::from(w)]) };
+                    let m = page(false, Vec::new(), vec![worker(w.into(), SLOTS[usize::from(w)])]);
                     h.d.handle_input(now, Input::Signal(&m)).expect("input");
                 }
                 Step::Tick(ms) => {
@@ -1039,7 +1040,7 @@ proptest! {
         }
         // Run the clock far past every deadline, rejoining workers: all must end.
         for w in 1..=3u128 {
-            let m = ServerMsg::PeerLeft { peer_id: peer(w) };
+            let m = page(false, vec![peer(w)], Vec::new());
             h.d.handle_input(now, Input::Signal(&m)).expect("input");
         }
         for _ in 0..10 {
