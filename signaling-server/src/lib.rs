@@ -29,7 +29,14 @@
 //!   departures; each client keeps a cursor. A change bumps the pool's head
 //!   in a `tokio::sync::watch` (one value, never full). A client behind
 //!   further than the departures reach is sent the pool afresh (`reset`).
-//!   Pages are at most `VIEW_PAGE_BYTES` (16 KiB) of members plus one.
+//!   Pages are at most `VIEW_PAGE_BYTES` (16 KiB) of members plus one. A
+//!   client gets at most one update per [`ServerConfig::view_interval`]
+//!   (default [`VIEW_INTERVAL`], 50 ms), or per N / [`ServerConfig::view_rate`]
+//!   seconds in a pool of N (default [`VIEW_RATE`], 20,000/s: 0.5 s at
+//!   10,000 members), whichever is longer; the first change after a quiet
+//!   spell goes out at once. So a burst of N joins costs each client a few
+//!   pages rather than N frames, and fan-out work per second stays flat as
+//!   a pool grows.
 //! * Per-client relay queue: `tokio::sync::mpsc`, [`ServerConfig::client_queue`]
 //!   handshake messages (default [`CLIENT_QUEUE`]). Overflow: the relay is
 //!   dropped, counted in [`Counters::relays_dropped_busy`], and its sender
@@ -71,4 +78,6 @@ mod registry;
 mod server;
 
 pub use registry::{JoinError, Page, PoolSummary, Registry, MAX_DEPARTURES, MAX_PEERS_PER_POOL};
-pub use server::{run, Counters, ServerConfig, CLIENT_QUEUE, SHUTDOWN_GRACE};
+pub use server::{
+    run, Counters, ServerConfig, CLIENT_QUEUE, SHUTDOWN_GRACE, VIEW_INTERVAL, VIEW_RATE,
+};

@@ -65,8 +65,6 @@ pub enum JoinError {
 #[derive(Debug)]
 struct Member {
     info: PeerInfo,
-    /// `info` as JSON, as pages carry it.
-    json: Box<RawValue>,
     pool: String,
     last_seen: Instant,
     /// Version of its latest change: its key in `Pool::members`.
@@ -82,8 +80,9 @@ impl Member {
 
 #[derive(Debug, Default)]
 struct Pool {
-    /// Member ids by the version of their latest change.
-    members: BTreeMap<u64, PeerId>,
+    /// Members by the version of their latest change, each with its
+    /// description as JSON, as pages carry it.
+    members: BTreeMap<u64, (PeerId, Box<RawValue>)>,
     /// Recent departures by version, at most [`MAX_DEPARTURES`].
     departures: BTreeMap<u64, PeerId>,
     /// The newest departure forgotten: a cursor below it must reset.
@@ -112,6 +111,8 @@ pub struct Page {
     pub cursor: u64,
     /// Whether the page brings the client up to the pool's head.
     pub synced: bool,
+    /// Members in the pool now.
+    pub pool_size: usize,
 }
 
 /// The wire shape of `ServerMsg::View` with members already encoded.
@@ -174,12 +175,12 @@ impl Registry {
         self.version += 1;
         let version = self.version;
         let pool = self.pools.entry(hello.pool.clone()).or_default();
-        pool.members.insert(version, hello.peer_id);
+        pool.members
+            .insert(version, (hello.peer_id, Member::encode(&info)));
         pool.head = version;
         self.members.insert(
             hello.peer_id,
             Member {
-                json: Member::encode(&info),
                 info,
                 pool: hello.pool.clone(),
                 last_seen: now,
@@ -215,10 +216,10 @@ impl Registry {
         let m = self.members.get_mut(id)?;
         let pool = self.pools.get_mut(&m.pool)?;
         m.info.stats = stats;
-        m.json = Member::encode(&m.info);
         self.version += 1;
         pool.members.remove(&m.version);
-        pool.members.insert(self.version, *id);
+        pool.members
+            .insert(self.version, (*id, Member::encode(&m.info)));
         pool.head = self.version;
         m.version = self.version;
         Some(&m.pool)
@@ -259,14 +260,13 @@ impl Registry {
             match (next_member, next_departure) {
                 (None, None) => break,
                 (Some(m), d) if d.is_none_or(|d| m < d) => {
-                    let Some((v, id)) = members.next() else { break };
+                    let Some((v, (id, json))) = members.next() else {
+                        break;
+                    };
                     at = *v;
-                    if id == me {
-                        continue;
-                    }
-                    if let Some(m) = self.members.get(id) {
-                        bytes += m.json.get().len() + 1;
-                        frame.peers.push(&m.json);
+                    if id != me {
+                        bytes += json.get().len() + 1;
+                        frame.peers.push(json);
                     }
                 }
                 _ => {
@@ -289,6 +289,7 @@ impl Registry {
             json,
             cursor,
             synced: exhausted,
+            pool_size: pool.members.len(),
         })
     }
 
@@ -345,7 +346,7 @@ impl Registry {
             .map(|p| {
                 p.members
                     .values()
-                    .filter_map(|id| self.members.get(id).map(|m| m.info.clone()))
+                    .filter_map(|(id, _)| self.members.get(id).map(|m| m.info.clone()))
                     .collect()
             })
             .unwrap_or_default();

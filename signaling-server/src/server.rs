@@ -49,6 +49,12 @@ use crate::registry::{JoinError, PoolSummary, Registry, MAX_PEERS_PER_POOL};
 /// relay is dropped and its sender gets `error{peer_busy}` (the recipient is
 /// not punished for what others send it).
 pub const CLIENT_QUEUE: usize = 256;
+/// Default least time between two view updates to one client (see
+/// [`ServerConfig::view_interval`]).
+pub const VIEW_INTERVAL: Duration = Duration::from_millis(50);
+/// Default view updates per second a pool's clients get in all (see
+/// [`ServerConfig::view_rate`]).
+pub const VIEW_RATE: u32 = 20_000;
 /// After cancellation, how long [`run`] waits for open HTTP connections, and
 /// then again for the WebSocket tasks, before it returns anyway.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
@@ -82,6 +88,18 @@ pub struct ServerConfig {
     pub max_peers_per_pool: usize,
     /// Per-client queue of relayed handshake messages; at least 1.
     pub client_queue: usize,
+    /// Least time between two view updates to one client. The first change
+    /// after a quiet spell goes out at once; changes within this time of the
+    /// last update wait for its end and go out together, as one page. This
+    /// bounds the frames a burst of joins or stats costs (each client gets
+    /// at most one update per interval instead of one per change) for at
+    /// most this much delay. Zero: every change goes out at once.
+    pub view_interval: Duration,
+    /// View updates per second the clients of one pool get in all, at most:
+    /// in a pool of N members a client's interval is at least N / `view_rate`
+    /// seconds (10,000 members: 0.5 s), so fan-out work per second stays
+    /// flat as pools grow instead of growing with N². At least 1.
+    pub view_rate: u32,
     /// Test hook: a copy of every text frame received, before decoding.
     /// Overflow: `try_send`; a frame that does not fit is dropped and counted
     /// in [`Counters::tap_dropped`].
@@ -98,6 +116,8 @@ impl Default for ServerConfig {
             hello_timeout: Duration::from_millis(HELLO_TIMEOUT_MS),
             max_peers_per_pool: MAX_PEERS_PER_POOL,
             client_queue: CLIENT_QUEUE,
+            view_interval: VIEW_INTERVAL,
+            view_rate: VIEW_RATE,
             tap: None,
             counters: Arc::default(),
         }
@@ -120,6 +140,9 @@ impl ServerConfig {
         }
         if self.client_queue == 0 {
             return invalid("client_queue must be at least 1");
+        }
+        if self.view_rate == 0 {
+            return invalid("view_rate must be at least 1");
         }
         Ok(())
     }
@@ -626,6 +649,9 @@ async fn serve(sink: &mut Sink, stream: &mut Stream, io: ClientIo<'_>, shared: &
     // The client has been told everything up to `cursor`; 0: nothing yet.
     let mut cursor = 0;
     let mut behind = true;
+    // No view page before this: the end of the interval after the last update.
+    let rest = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(rest);
     loop {
         tokio::select! {
             biased;
@@ -652,7 +678,7 @@ async fn serve(sink: &mut Sink, stream: &mut Stream, io: ClientIo<'_>, shared: &
                     }
                 }
             }
-            () = std::future::ready(()), if behind => {
+            () = &mut rest, if behind => {
                 let page = shared.lock().registry.page(&me, cursor, VIEW_PAGE_BYTES);
                 let Some(page) = page else {
                     behind = false;
@@ -660,6 +686,11 @@ async fn serve(sink: &mut Sink, stream: &mut Stream, io: ClientIo<'_>, shared: &
                 };
                 cursor = page.cursor;
                 behind = !page.synced;
+                if page.synced {
+                    let c = &shared.config;
+                    let share = Duration::from_secs(1).mul_f64(page.pool_size as f64 / f64::from(c.view_rate));
+                    rest.as_mut().reset(tokio::time::Instant::now() + c.view_interval.max(share));
+                }
                 let Some(json) = page.json else { continue };
                 if let Err(end) = send(sink, Message::Text(Utf8Bytes::from(json)), kick, heartbeat).await {
                     return end;
