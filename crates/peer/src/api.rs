@@ -232,7 +232,8 @@ impl std::fmt::Debug for PeerHandle {
 #[derive(Debug)]
 pub struct JobHandle {
     job_id: JobId,
-    events: mpsc::Receiver<JobEvent>,
+    /// `None` for a job submitted without events.
+    events: Option<mpsc::Receiver<JobEvent>>,
     result: oneshot::Receiver<Result<JobReport, DaemonError>>,
     commands: mpsc::Sender<Command>,
 }
@@ -246,7 +247,10 @@ impl JobHandle {
     /// The next event of this job (queued, dispatched, started, progress,
     /// retrying, finished), or `None` once it has ended.
     pub async fn next_event(&mut self) -> Option<JobEvent> {
-        self.events.recv().await
+        match &mut self.events {
+            Some(events) => events.recv().await,
+            None => None,
+        }
     }
 
     /// Asks the daemon to cancel the job; `true` if it was still live.
@@ -311,9 +315,29 @@ impl PeerHandle {
         blobs: Vec<Blob>,
         options: impl Into<JobOptions>,
     ) -> Result<JobHandle, DaemonError> {
-        let (events_tx, events) = mpsc::channel(JOB_EVENT_QUEUE);
+        self.submit_job(capability, input, blobs, options.into(), true)
+            .await
+    }
+
+    /// [`submit_with_blobs`](Self::submit_with_blobs), with the job's event
+    /// stream only when `events` (it costs a channel per job; without it
+    /// [`JobHandle::next_event`] is always `None`).
+    pub(crate) async fn submit_job(
+        &self,
+        capability: Capability,
+        input: Value,
+        blobs: Vec<Blob>,
+        options: JobOptions,
+        events: bool,
+    ) -> Result<JobHandle, DaemonError> {
+        let (events_tx, events) = if events {
+            let (tx, rx) = mpsc::channel(JOB_EVENT_QUEUE);
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
         let (job_id, result) = self
-            .send_submit(capability, input, blobs, options.into(), Some(events_tx))
+            .send_submit(capability, input, blobs, options, events_tx)
             .await?;
         Ok(JobHandle {
             job_id,

@@ -16,6 +16,17 @@
 //! * `{"op":"peers"}` → a [`PoolSnapshot`](crate::PoolSnapshot) as JSON.
 //! * a request that cannot be served → `{"daemon_error": "..."}`.
 //!
+//! **Sessions.** A first request with an `"id"` (any u64) makes the
+//! connection a session: send any number of requests, each with its own id,
+//! without waiting, and every line of an answer comes back with the id of
+//! its request (`{"id":7,"job_id":..,"status":"completed",..}`), in the
+//! order they are ready. That is how a program submits many jobs through
+//! one connection ([`Session`] is a client). At most
+//! [`MAX_SESSION_REQUESTS`] are in flight per session (the daemon stops
+//! reading the next line until one ends); `watch` needs its own connection.
+//! Closing the session cancels its jobs that are still running, as closing
+//! a one-request connection does.
+//!
 //! At most [`MAX_CONTROL_CONNECTIONS`] are served at once (more wait in the
 //! listen backlog); a request line is at most [`MAX_CONTROL_REQUEST`] bytes.
 
@@ -44,6 +55,11 @@ use jobmesh_wire::dc::JobId;
 pub const MAX_CONTROL_REQUEST: usize = 1024 * 1024;
 /// Control connections served at once.
 pub const MAX_CONTROL_CONNECTIONS: usize = 64;
+/// Requests in flight on one session.
+pub const MAX_SESSION_REQUESTS: usize = 16_384;
+
+mod session;
+pub use session::Session;
 
 /// A request on the control socket.
 // One request per connection, parsed once: the size of the largest variant does not matter.
@@ -386,28 +402,97 @@ pub async fn serve(
     let _ = std::fs::remove_file(&path);
 }
 
-async fn handle(stream: UnixStream, daemon: &PeerHandle) -> std::io::Result<()> {
-    let (read, mut write) = stream.into_split();
-    let mut reader = BufReader::new(read.take(MAX_CONTROL_REQUEST as u64 + 1));
+/// A request line: the request, and its id when it belongs to a session.
+#[derive(Deserialize)]
+struct Tagged {
+    #[serde(default)]
+    id: Option<u64>,
+    #[serde(flatten)]
+    request: Request,
+}
+
+/// Reads one request line of at most [`MAX_CONTROL_REQUEST`] bytes; `None`
+/// at the end of the stream.
+async fn read_request(reader: &mut Reader) -> std::io::Result<Option<Result<Tagged, String>>> {
     let mut line = String::new();
-    reader.read_line(&mut line).await?;
-    let request = if line.len() > MAX_CONTROL_REQUEST {
+    let n = (&mut *reader)
+        .take(MAX_CONTROL_REQUEST as u64 + 1)
+        .read_line(&mut line)
+        .await?;
+    if n == 0 {
+        return Ok(None);
+    }
+    Ok(Some(if line.len() > MAX_CONTROL_REQUEST {
         Err(format!("request larger than {MAX_CONTROL_REQUEST} bytes"))
     } else {
-        serde_json::from_str::<Request>(&line).map_err(|e| format!("bad request: {e}"))
+        serde_json::from_str::<Tagged>(&line).map_err(|e| format!("bad request: {e}"))
+    }))
+}
+
+async fn handle(stream: UnixStream, daemon: &PeerHandle) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read);
+    let Some(first) = read_request(&mut reader).await? else {
+        return Ok(());
     };
-    let reply = match request {
-        Err(e) => error_json(&e),
-        Ok(Request::Peers) => to_json(&PeersReply::from(daemon.pool())),
-        Ok(Request::Jobs) => match daemon.jobs().await {
+    let request = match first {
+        Ok(Tagged {
+            id: Some(id),
+            request,
+        }) => return session::serve(daemon, id, request, reader, write).await,
+        Ok(Tagged { id: None, request }) => request,
+        Err(e) => {
+            write_line(&mut write, &error_json(&e)).await?;
+            return write.shutdown().await;
+        }
+    };
+    let reply = match answer(daemon, request).await {
+        Answer::Line(line) => line,
+        Answer::Watch => return watch(daemon, reader, write).await,
+        Answer::Job { job, events, save } => {
+            follow(
+                daemon,
+                job,
+                events,
+                save,
+                &mut write,
+                client_gone(&mut reader),
+            )
+            .await?;
+            return write.shutdown().await;
+        }
+    };
+    write_line(&mut write, &reply).await?;
+    write.shutdown().await
+}
+
+/// What a request asks for.
+enum Answer {
+    /// One reply line.
+    Line(String),
+    /// A submitted job, to follow to its end.
+    Job {
+        job: crate::JobHandle,
+        events: bool,
+        save: Save,
+    },
+    /// Every job event, for as long as the client stays.
+    Watch,
+}
+
+/// Acts on one request.
+async fn answer(daemon: &PeerHandle, request: Request) -> Answer {
+    let line = match request {
+        Request::Peers => to_json(&PeersReply::from(daemon.pool())),
+        Request::Jobs => match daemon.jobs().await {
             Ok(jobs) => to_json(&serde_json::json!({ "jobs": jobs })),
             Err(e) => error_json(&e.to_string()),
         },
-        Ok(Request::Cancel { job_id }) => {
+        Request::Cancel { job_id } => {
             to_json(&serde_json::json!({ "cancelled": daemon.cancel(job_id).await }))
         }
-        Ok(Request::Watch) => return watch(daemon, reader, write).await,
-        Ok(Request::Submit {
+        Request::Watch => return Answer::Watch,
+        Request::Submit {
             capability,
             input,
             options,
@@ -415,7 +500,7 @@ async fn handle(stream: UnixStream, daemon: &PeerHandle) -> std::io::Result<()> 
             files,
             out,
             out_dir,
-        }) => {
+        } => {
             let relative = files
                 .iter()
                 .chain(&out)
@@ -430,25 +515,36 @@ async fn handle(stream: UnixStream, daemon: &PeerHandle) -> std::io::Result<()> 
                 (Ok(options), None) => {
                     let blobs = files.into_iter().map(Blob::from_file).collect();
                     match daemon
-                        .submit_with_blobs(capability, input, blobs, options)
+                        .submit_job(capability, input, blobs, options, events)
                         .await
                     {
                         Err(e) => error_json(&e.to_string()),
                         Ok(job) => {
                             let save = Save { out, out_dir };
-                            return run_job(daemon, job, events, save, reader, write).await;
+                            return Answer::Job { job, events, save };
                         }
                     }
                 }
             }
         }
     };
-    write_line(&mut write, &reply).await?;
-    write.shutdown().await
+    Answer::Line(line)
 }
 
-type Reader = BufReader<tokio::io::Take<tokio::net::unix::OwnedReadHalf>>;
+type Reader = BufReader<tokio::net::unix::OwnedReadHalf>;
 type Writer = tokio::net::unix::OwnedWriteHalf;
+
+/// Where the lines of an answer go: the connection itself, or a session's
+/// writer (tagged with the request's id).
+trait LineSink {
+    async fn line(&mut self, line: String) -> std::io::Result<()>;
+}
+
+impl LineSink for Writer {
+    async fn line(&mut self, line: String) -> std::io::Result<()> {
+        write_line(self, &line).await
+    }
+}
 
 async fn write_line(write: &mut Writer, line: &str) -> std::io::Result<()> {
     write.write_all(line.as_bytes()).await?;
@@ -467,25 +563,27 @@ struct Save {
     out_dir: Option<PathBuf>,
 }
 
-/// Streams a job's events (if asked), then its envelope. The client leaving
-/// first cancels the job.
-async fn run_job(
+/// Follows a job to its end: its events (if asked) as they happen, then its
+/// envelope, into `out`. `gone` resolving first (the client left) cancels
+/// the job; so does a failed write.
+async fn follow(
     daemon: &PeerHandle,
     mut job: crate::JobHandle,
     events: bool,
     save: Save,
-    mut reader: Reader,
-    mut write: Writer,
+    out: &mut impl LineSink,
+    gone: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
     let clock = crate::jobs::Clock::now();
     let job_id = job.id();
+    tokio::pin!(gone);
     loop {
         tokio::select! {
             ev = job.next_event() => match ev {
                 Some(e) if events => {
                     let record = WatchEvent::from_event(&e, &clock);
                     let line = to_json(&serde_json::json!({ "event": record }));
-                    if let Err(e) = write_line(&mut write, &line).await {
+                    if let Err(e) = out.line(line).await {
                         // The client is gone (broken pipe) just as much as when it closes.
                         debug!(%job_id, error = %e, "control client unreachable; cancelling its job");
                         daemon.cancel(job_id).await;
@@ -495,14 +593,23 @@ async fn run_job(
                 Some(_) => {}
                 None => break,
             },
-            () = client_gone(&mut reader) => {
+            () = &mut gone => {
                 debug!(%job_id, "control client left; cancelling its job");
                 daemon.cancel(job_id).await;
                 return Ok(());
             }
         }
     }
-    let reply = match job.result().await {
+    let result = job.result();
+    let reply = match tokio::select! {
+        r = result => r,
+        () = &mut gone => {
+            debug!(%job_id, "control client left; cancelling its job");
+            daemon.cancel(job_id).await;
+            return Ok(());
+        }
+    } {
+        Ok(report) if report.blobs.is_empty() => to_json(&Envelope::from_report(&report)),
         Ok(report) => {
             let mut envelope = Envelope::from_report(&report);
             let blobs = report.blobs;
@@ -521,8 +628,7 @@ async fn run_job(
         }
         Err(e) => error_json(&e.to_string()),
     };
-    write_line(&mut write, &reply).await?;
-    write.shutdown().await
+    out.line(reply).await
 }
 
 /// Streams every job event until the client leaves.

@@ -1,7 +1,8 @@
 //! Many no-op jobs submitted at once, until every result is in: through the
 //! library API (an in-process daemon) and through a `peer` daemon's control
-//! socket (one connection per job, as `peer submit` does; the daemon serves
-//! 64 at once).
+//! socket, both ways a client can use it: all of them pipelined on one
+//! session, and one connection per job as `peer submit` does (the daemon
+//! serves 64 connections at once).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,6 +33,21 @@ pub(crate) async fn run(ctx: Ctx) -> anyhow::Result<Vec<Figure>> {
     }
 
     let (_proc, sock) = mesh.control_submitter(&ctx).await?;
+    let mut via_session = Vec::new();
+    for _ in 0..ctx.repeats {
+        let session = control::Session::open(&sock).await?;
+        let requests: Vec<Request> = (0..n).map(|i| no_op(json!(i))).collect();
+        let t = Instant::now();
+        let mut all: FuturesUnordered<_> = requests.iter().map(|r| session.request(r)).collect();
+        while let Some(reply) = all.next().await {
+            let reply = reply?;
+            anyhow::ensure!(
+                reply["status"] == "completed",
+                "job via a control session: {reply}"
+            );
+        }
+        via_session.push(n as f64 / t.elapsed().as_secs_f64());
+    }
     let sock = Arc::new(sock);
     let mut via_socket = Vec::new();
     for _ in 0..ctx.repeats {
@@ -42,16 +58,7 @@ pub(crate) async fn run(ctx: Ctx) -> anyhow::Result<Vec<Figure>> {
             .map(|i| {
                 let sock = sock.clone();
                 async move {
-                    let req = Request::Submit {
-                        capability: echo(),
-                        input: json!(i),
-                        options: SubmitOptions::default(),
-                        events: false,
-                        files: Vec::new(),
-                        out: None,
-                        out_dir: None,
-                    };
-                    let reply = control::request(&sock, &req).await?;
+                    let reply = control::request(&sock, &no_op(json!(i))).await?;
                     anyhow::ensure!(
                         reply["status"] == "completed",
                         "job via the control socket: {reply}"
@@ -75,9 +82,28 @@ pub(crate) async fn run(ctx: Ctx) -> anyhow::Result<Vec<Figure>> {
         ),
         Figure::new(
             "throughput",
-            format!("{n} no-ops at once, control socket"),
+            format!("{n} no-ops at once, control socket, one session"),
+            "jobs/s",
+            via_session,
+        ),
+        Figure::new(
+            "throughput",
+            format!("{n} no-ops, one control connection per job"),
             "jobs/s",
             via_socket,
         ),
     ])
+}
+
+/// A no-op `echo` submit as the control socket carries it.
+fn no_op(input: serde_json::Value) -> Request {
+    Request::Submit {
+        capability: echo(),
+        input,
+        options: SubmitOptions::default(),
+        events: false,
+        files: Vec::new(),
+        out: None,
+        out_dir: None,
+    }
 }
