@@ -18,7 +18,8 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use jobmesh_core::transfer::{chunks, ChunkVerdict, Incoming};
 use jobmesh_transport::rtc::BulkSender;
@@ -143,12 +144,15 @@ pub(crate) async fn prepare(
         let source = blob.source;
         let (size, blake3) = match &source {
             Source::Bytes(b) => (b.len() as u64, blake3::hash(b).to_hex().to_string()),
-            Source::File(path) => {
-                let path = path.clone();
-                tokio::task::spawn_blocking(move || hash_file(&path))
-                    .await
-                    .map_err(|e| BlobError::Invalid(format!("hashing failed: {e}")))??
-            }
+            Source::File(path) => match dir.as_ref().and_then(|d| d.known(path)) {
+                Some(known) => known,
+                None => {
+                    let path = path.clone();
+                    tokio::task::spawn_blocking(move || hash_file(&path))
+                        .await
+                        .map_err(|e| BlobError::Invalid(format!("hashing failed: {e}")))??
+                }
+            },
         };
         let index = u16::try_from(i).unwrap_or(u16::MAX);
         out.push(Prepared {
@@ -256,12 +260,57 @@ pub(crate) async fn send(
 #[derive(Debug)]
 pub(crate) struct SpoolDir {
     path: PathBuf,
+    /// Files received into it whose digest checked out, with their size and
+    /// modification time then: sent on unchanged (a handler returning its
+    /// input), they need no second hashing.
+    verified: Mutex<HashMap<PathBuf, Verified>>,
+}
+
+#[derive(Debug)]
+struct Verified {
+    size: u64,
+    modified: std::time::SystemTime,
+    blake3: String,
 }
 
 impl SpoolDir {
+    fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            verified: Mutex::default(),
+        }
+    }
+
     pub(crate) fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Records that `path` (in this dir) has `blake3`, as it is now.
+    fn remember(&self, path: &Path, blake3: String) {
+        if let Ok(m) = std::fs::metadata(path) {
+            if let Ok(modified) = m.modified() {
+                let v = Verified {
+                    size: m.len(),
+                    modified,
+                    blake3,
+                };
+                lock(&self.verified).insert(path.to_owned(), v);
+            }
+        }
+    }
+
+    /// (size, digest) of `path` if it was received here and is unchanged
+    /// since (same size and modification time).
+    fn known(&self, path: &Path) -> Option<(u64, String)> {
+        let m = std::fs::metadata(path).ok()?;
+        let verified = lock(&self.verified);
+        let v = verified.get(path)?;
+        (v.size == m.len() && m.modified().ok()? == v.modified).then(|| (v.size, v.blake3.clone()))
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Drop for SpoolDir {
@@ -312,7 +361,7 @@ impl Spool {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let path = self.root.path().join(format!("{job_id}-{what}-{n}"));
         std::fs::create_dir(&path)?;
-        Ok(Arc::new(SpoolDir { path }))
+        Ok(Arc::new(SpoolDir::new(path)))
     }
 }
 
@@ -615,8 +664,14 @@ impl Receiver {
             }
         };
         let index = u16::try_from(i).unwrap_or(u16::MAX);
-        if let Err(e) = self.incoming.check_digest(index, &digest.to_hex()) {
-            self.failed = Some(e.to_string());
+        let digest = digest.to_hex();
+        match self.incoming.check_digest(index, &digest) {
+            Err(e) => self.failed = Some(e.to_string()),
+            Ok(()) => {
+                if let Held::File { path, .. } = &held {
+                    self.dir.remember(path, digest.to_string());
+                }
+            }
         }
         self.sinks[i] = Sink::Done(held);
     }
@@ -699,6 +754,35 @@ mod tests {
         for (i, part) in bytes.chunks(chunk).enumerate() {
             r.on_chunk(index, (i * chunk) as u64, part);
         }
+    }
+
+    #[tokio::test]
+    async fn a_received_file_sent_on_unchanged_keeps_its_checked_digest_and_a_changed_one_is_hashed_again(
+    ) {
+        let spool = spool();
+        let budget = MemoryBudget::new(0);
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let dir = spool.dir(JobId::nil(), "in").expect("dir");
+        let mut r = Receiver::new(vec![meta_of(0, &data, None)], dir.clone(), &budget, true)
+            .expect("receiver");
+        feed(&mut r, 0, &data, 4096);
+        let got = r.finish().expect("intact");
+        let path = got[0].path().expect("a file").to_owned();
+        assert_eq!(dir.known(&path).map(|k| k.0), Some(100_000));
+
+        let p = prepare(vec![Blob::from_file(&path)], 1 << 20, Some(dir.clone()))
+            .await
+            .expect("prepared");
+        assert_eq!(p[0].meta.blake3, meta_of(0, &data, None).blake3);
+
+        // Changed (another size): no longer known, hashed afresh.
+        std::fs::write(&path, b"changed").expect("write");
+        assert!(dir.known(&path).is_none());
+        let p = prepare(vec![Blob::from_file(&path)], 1 << 20, Some(dir.clone()))
+            .await
+            .expect("prepared");
+        assert_eq!(p[0].meta.blake3, blake3::hash(b"changed").to_hex().to_string());
+        assert_eq!(p[0].meta.size, 7);
     }
 
     #[test]
