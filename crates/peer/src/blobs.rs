@@ -14,11 +14,11 @@
 //!   it when its last holder (a receiver, a running handler, an upload, a
 //!   [`ReceivedBlob`]) lets go — on success, failure, cancel and timeout alike.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use jobmesh_core::transfer::{chunks, ChunkVerdict, Incoming};
@@ -781,7 +781,10 @@ mod tests {
         let p = prepare(vec![Blob::from_file(&path)], 1 << 20, Some(dir.clone()))
             .await
             .expect("prepared");
-        assert_eq!(p[0].meta.blake3, blake3::hash(b"changed").to_hex().to_string());
+        assert_eq!(
+            p[0].meta.blake3,
+            blake3::hash(b"changed").to_hex().to_string()
+        );
         assert_eq!(p[0].meta.size, 7);
     }
 

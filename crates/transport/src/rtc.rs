@@ -4,9 +4,13 @@
 //!
 //! An open link is a [`LinkHandle`] plus two tasks:
 //! * the **reader** is the one task that polls the data channel; it forwards each
-//!   message to the daemon's bounded `events` channel with `send().await` (a slow
-//!   daemon slows this link's reads, and SCTP flow control slows the remote) and
-//!   emits exactly one [`LinkEvent::Closed`] when the link ends, for any reason;
+//!   message to the daemon's bounded `events` channel with `send().await`, after
+//!   taking its size in [`Credit`] from the daemon's byte budget
+//!   ([`RtcConfig::receive_budget`], shared by all links), which the daemon
+//!   gives back when it has handled the message: a slow daemon slows this
+//!   link's reads (and SCTP flow control slows the remote) once either the
+//!   message count or the bytes waiting reach their bound. It emits exactly
+//!   one [`LinkEvent::Closed`] when the link ends, for any reason;
 //! * the **writer** drains the handle's two bounded queues into `send()`,
 //!   which waits while the connection's send buffer
 //!   ([`RtcConfig::send_buffer_limit`]) is full: the control queue
@@ -21,10 +25,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use jobmesh_wire::signal::Handshake;
 use jobmesh_wire::PeerId;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{debug, info_span, warn, Instrument};
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
@@ -73,7 +77,55 @@ pub struct RtcConfig {
     pub ice_check_interval: Duration,
     /// Fault injection for tests; inert unless a test arms it.
     pub faults: Arc<Faults>,
+    /// Bytes of received messages the daemon has not handled yet, across all
+    /// its links (clones of a config share it): [`RECEIVE_BUDGET`] by
+    /// default. Full: link readers wait.
+    pub receive_budget: ReceiveBudget,
 }
+
+/// Default [`RtcConfig::receive_budget`]: 8 MiB, 128 blob chunks.
+pub const RECEIVE_BUDGET: usize = 8 * 1024 * 1024;
+
+/// A byte budget shared by the links of one daemon (see
+/// [`RtcConfig::receive_budget`]); clones share it.
+#[derive(Debug, Clone)]
+pub struct ReceiveBudget {
+    bytes: usize,
+    available: Arc<Semaphore>,
+}
+
+impl ReceiveBudget {
+    /// A budget of `bytes` (at least 1, at most `u32::MAX`).
+    pub fn new(bytes: usize) -> Self {
+        let bytes = bytes.clamp(1, u32::MAX as usize);
+        Self {
+            bytes,
+            available: Arc::new(Semaphore::new(bytes)),
+        }
+    }
+
+    /// Takes `len` bytes (all of it for a larger message), waiting for them.
+    async fn take(&self, len: usize) -> Credit {
+        let n = u32::try_from(len.min(self.bytes)).unwrap_or(u32::MAX);
+        Credit(self.available.clone().acquire_many_owned(n).await.ok())
+    }
+
+    /// Bytes taken now (received, not yet handled).
+    pub fn in_use(&self) -> usize {
+        self.bytes - self.available.available_permits()
+    }
+}
+
+impl Default for ReceiveBudget {
+    fn default() -> Self {
+        Self::new(RECEIVE_BUDGET)
+    }
+}
+
+/// A received message's share of the daemon's receive budget, given back
+/// when this is dropped (after the message is handled).
+#[derive(Debug)]
+pub struct Credit(#[allow(dead_code)] Option<OwnedSemaphorePermit>);
 
 /// Faults a test can arm on every link built from one [`RtcConfig`].
 #[derive(Debug, Default)]
@@ -114,6 +166,7 @@ impl Default for RtcConfig {
             gather_timeout: Duration::from_secs(5),
             ice_check_interval: Duration::from_millis(20),
             faults: Arc::default(),
+            receive_budget: ReceiveBudget::default(),
         }
     }
 }
@@ -128,7 +181,9 @@ pub enum LinkEvent {
         /// On which link.
         link_id: LinkId,
         /// Its bytes.
-        data: Vec<u8>,
+        data: Bytes,
+        /// Its share of the receive budget: drop it once handled.
+        credit: Credit,
     },
     /// The link is gone (closed by either side, failed, or dropped).
     Closed {
@@ -484,7 +539,12 @@ async fn finish(
                 link_id,
                 max_message_size,
             };
-            Ok(spawn_link(link, events, config.faults.clone()))
+            Ok(spawn_link(
+                link,
+                events,
+                config.faults.clone(),
+                config.receive_budget.clone(),
+            ))
         }
         Err(e) => {
             let _ = pc.close().await;
@@ -503,7 +563,12 @@ struct Link {
     max_message_size: usize,
 }
 
-fn spawn_link(link: Link, events: mpsc::Sender<LinkEvent>, faults: Arc<Faults>) -> LinkHandle {
+fn spawn_link(
+    link: Link,
+    events: mpsc::Sender<LinkEvent>,
+    faults: Arc<Faults>,
+    budget: ReceiveBudget,
+) -> LinkHandle {
     let Link {
         pc,
         dc,
@@ -577,7 +642,12 @@ fn spawn_link(link: Link, events: mpsc::Sender<LinkEvent>, faults: Arc<Faults>) 
                     () = reader_cancel.cancelled() => break,
                     ev = dc.poll() => match ev {
                         Some(DataChannelEvent::OnMessage(m)) => {
-                            let msg = LinkEvent::Message { peer, link_id, data: m.data.to_vec() };
+                            let data = m.data.freeze();
+                            let credit = tokio::select! {
+                                () = reader_cancel.cancelled() => break,
+                                c = budget.take(data.len()) => c,
+                            };
+                            let msg = LinkEvent::Message { peer, link_id, data, credit };
                             if events.send(msg).await.is_err() { break }
                         }
                         Some(DataChannelEvent::OnClose) | None => break,
@@ -604,5 +674,33 @@ fn spawn_link(link: Link, events: mpsc::Sender<LinkEvent>, faults: Arc<Faults>) 
         _close_on_drop: cancel.clone().drop_guard(),
         cancel,
         writer,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_receive_budget_holds_bytes_until_their_credit_is_dropped() {
+        let budget = ReceiveBudget::new(100);
+        let first = budget.take(60).await;
+        assert_eq!(budget.in_use(), 60);
+        // 60 more do not fit until the first credit is given back.
+        let second = budget.take(60);
+        tokio::pin!(second);
+        assert!(futures_util::poll!(second.as_mut()).is_pending());
+        drop(first);
+        let second = second.await;
+        assert_eq!(budget.in_use(), 60);
+        drop(second);
+        // A message larger than the whole budget takes all of it, and fits.
+        let big = budget.take(1_000).await;
+        assert_eq!(budget.in_use(), 100);
+        drop(big);
+        assert_eq!(budget.in_use(), 0);
+        // Clones share one budget.
+        let _c = budget.clone().take(30).await;
+        assert_eq!(budget.in_use(), 30);
     }
 }

@@ -58,7 +58,7 @@ async fn a_link_opens_and_delivers_a_message() {
 
     dialled.try_send(b"{\"hello\":1}".to_vec()).expect("queued");
     match tokio::time::timeout(Duration::from_secs(10), rx_b.recv()).await {
-        Ok(Some(LinkEvent::Message { data, .. })) => assert_eq!(data, b"{\"hello\":1}"),
+        Ok(Some(LinkEvent::Message { data, .. })) => assert_eq!(&data[..], b"{\"hello\":1}"),
         other => panic!("no message over the new link: {other:?}"),
     }
     dialled.close_flushed().await;

@@ -151,10 +151,13 @@ impl Daemon {
                 peer,
                 link_id,
                 data,
+                credit,
             } => {
                 if self.links.get(&peer).map(Link::id) == Some(link_id) {
                     self.on_dc_bytes(now, peer, &data);
                 }
+                // Handled: its bytes go back to the receive budget.
+                drop(credit);
             }
             LinkEvent::Closed { peer, link_id } => {
                 if self.links.get(&peer).map(Link::id) == Some(link_id) {
