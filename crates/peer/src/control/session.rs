@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
@@ -138,30 +138,33 @@ async fn one(
     }
 }
 
-/// Writes queued lines, as many per flush as are ready.
-async fn write_lines(mut queued: mpsc::Receiver<String>, write: Writer, left: CancellationToken) {
+/// The daemon's writer: queued lines into the socket; a failed write means
+/// the client is gone, and its jobs are cancelled.
+async fn write_lines(queued: mpsc::Receiver<String>, write: Writer, left: CancellationToken) {
     let mut w = BufWriter::new(write);
-    while let Some(line) = queued.recv().await {
-        let mut batch = Some(line);
-        let mut written = Ok(());
-        while let Some(line) = batch.take() {
-            written = async {
-                w.write_all(line.as_bytes()).await?;
-                w.write_all(b"\n").await
-            }
-            .await;
-            if written.is_err() {
-                break;
-            }
-            batch = queued.try_recv().ok();
-        }
-        if written.and(w.flush().await).is_err() {
-            // The client is gone: its jobs are cancelled.
-            left.cancel();
-            return;
-        }
+    if drain(queued, &mut w).await.is_err() {
+        left.cancel();
+        return;
     }
     let _ = w.shutdown().await;
+}
+
+/// Writes each queued line and a newline, flushing whenever no more are
+/// ready (one write for a burst), until the queue closes.
+async fn drain<W: AsyncWrite + Unpin>(
+    mut queued: mpsc::Receiver<String>,
+    w: &mut BufWriter<W>,
+) -> std::io::Result<()> {
+    while let Some(line) = queued.recv().await {
+        let mut next = Some(line);
+        while let Some(line) = next.take() {
+            w.write_all(line.as_bytes()).await?;
+            w.write_all(b"\n").await?;
+            next = queued.try_recv().ok();
+        }
+        w.flush().await?;
+    }
+    Ok(())
 }
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Value, ControlError>>>>>;
@@ -192,20 +195,7 @@ impl Session {
         let pending = Pending::default();
         let mut tasks = JoinSet::new();
         tasks.spawn(async move {
-            let mut w = BufWriter::new(write);
-            let mut queued: mpsc::Receiver<String> = queued;
-            while let Some(line) = queued.recv().await {
-                let mut batch = Some(line);
-                while let Some(line) = batch.take() {
-                    if w.write_all(line.as_bytes()).await.is_err() {
-                        return;
-                    }
-                    batch = queued.try_recv().ok();
-                }
-                if w.flush().await.is_err() {
-                    return;
-                }
-            }
+            let _ = drain(queued, &mut BufWriter::new(write)).await;
         });
         tasks.spawn(read_answers(read, pending.clone()));
         Ok(Self {
@@ -221,8 +211,7 @@ impl Session {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         lock(&self.pending).insert(id, tx);
-        let mut line = tag(id, &serde_json::to_string(req)?);
-        line.push('\n');
+        let line = tag(id, &serde_json::to_string(req)?);
         if self.lines.send(line).await.is_err() {
             lock(&self.pending).remove(&id);
             return Err(closed());
