@@ -54,6 +54,11 @@ pub(crate) fn ratios(figures: &[Figure]) -> Vec<Figure> {
             ("raw", "webrtc bulk, 64 KiB messages"),
         ),
         (
+            "payload sequential MB/s moved / raw 1 MiB bursts",
+            ("payload", "1 MiB in + out, sequential: MB/s moved"),
+            ("raw", "webrtc 1 MiB bursts one at a time, 64 KiB messages"),
+        ),
+        (
             "payload all at once MB/s moved / raw bulk",
             ("payload", "1 MiB in + out, all at once: MB/s moved"),
             ("raw", "webrtc bulk, 64 KiB messages"),

@@ -58,6 +58,10 @@ const RTT_TIMEOUT: Duration = Duration::from_secs(5);
 const BULK_TIMEOUT: Duration = Duration::from_secs(300);
 /// The `b` side's report queue (one report per bulk transfer).
 const REPORTS: usize = 4;
+/// One burst: the size of a payload job's blob.
+const BURST: usize = 1 << 20;
+/// Bursts per repeat (as many as the payload scenario's sequential jobs).
+const BURSTS: usize = 30;
 
 /// Counts for one run.
 struct Plan {
@@ -116,19 +120,30 @@ async fn webrtc_figures(ctx: &Ctx, plan: &Plan) -> anyhow::Result<Vec<Figure>> {
     let mut pair = Pair::connect().await.context("connection setup")?;
     let measured = measure_webrtc(ctx, plan, &mut pair).await;
     pair.close().await;
-    let (p50, p99, bulk) = measured?;
+    let ((p50, p99, bulk), bursts) = measured?;
     Ok(vec![
         Figure::new(SCENARIO, "webrtc 64 B ping-pong p50", "ms", p50),
         Figure::new(SCENARIO, "webrtc 64 B ping-pong p99", "ms", p99),
         Figure::new(SCENARIO, "webrtc bulk, 64 KiB messages", "MB/s", bulk),
+        Figure::new(
+            SCENARIO,
+            "webrtc 1 MiB bursts one at a time, 64 KiB messages",
+            "MB/s",
+            bursts,
+        ),
         Figure::new(SCENARIO, "webrtc channel setup", "ms", setup),
     ])
 }
 
+/// p50s, p99s and bulk rates per repeat.
 type Samples = (Vec<f64>, Vec<f64>, Vec<f64>);
 
-async fn measure_webrtc(ctx: &Ctx, plan: &Plan, pair: &mut Pair) -> anyhow::Result<Samples> {
-    let (mut p50, mut p99, mut bulk) = (Vec::new(), Vec::new(), Vec::new());
+async fn measure_webrtc(
+    ctx: &Ctx,
+    plan: &Plan,
+    pair: &mut Pair,
+) -> anyhow::Result<(Samples, Vec<f64>)> {
+    let (mut p50, mut p99, mut bulk, mut bursts) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in 0..ctx.repeats {
         let mut rtts = pair
             .ping_pong(plan)
@@ -142,8 +157,18 @@ async fn measure_webrtc(ctx: &Ctx, plan: &Plan, pair: &mut Pair) -> anyhow::Resu
             .await
             .with_context(|| format!("bulk, repeat {}", i + 1))?;
         bulk.push(mb_per_s(plan.bulk_bytes, took));
+        // What a payload job's transfer meets: 1 MiB on a channel that was
+        // idle, each burst timed until the receiver had all of it.
+        let mut took = Duration::ZERO;
+        for _ in 0..BURSTS {
+            took += pair
+                .bulk(BURST)
+                .await
+                .with_context(|| format!("1 MiB burst, repeat {}", i + 1))?;
+        }
+        bursts.push(mb_per_s(BURSTS * BURST, took));
     }
-    Ok((p50, p99, bulk))
+    Ok(((p50, p99, bulk), bursts))
 }
 
 /// Forwards webrtc's callbacks into channels; never waits (webrtc runs them
