@@ -584,7 +584,9 @@ impl Receiver {
         let mut sinks = Vec::with_capacity(blobs.len());
         for b in &blobs {
             sinks.push(if memory.is_some() {
-                Sink::Memory(Vec::new(), blake3::Hasher::new())
+                // At most MEMORY_THRESHOLD, and reserved from the budget above.
+                let size = usize::try_from(b.size).unwrap_or(0);
+                Sink::Memory(Vec::with_capacity(size), blake3::Hasher::new())
             } else {
                 let path = dir.path().join(file_name(b));
                 Sink::File(File::create(&path)?, path, blake3::Hasher::new())
