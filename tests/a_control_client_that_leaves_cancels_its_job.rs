@@ -3,10 +3,9 @@
 
 use jobmesh_peer::control::{self, Request, SubmitOptions};
 use jobmesh_peer::Metrics;
-use jobmesh_testkit::{cap, init_tracing, within, PeerGuard, SignalGuard};
+use jobmesh_testkit::{cap, init_tracing, next_event_named, within, PeerGuard, SignalGuard};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closing_the_control_connection_cancels_the_job() {
@@ -15,17 +14,8 @@ async fn closing_the_control_connection_cancels_the_job() {
     let worker = PeerGuard::start(server.url(), "cc", "w", &["sleep"], 1);
     let sub = PeerGuard::start(server.url(), "cc", "sub", &[], 0);
     sub.wait_capable("sleep", 1).await;
-    let dir = std::env::temp_dir().join(format!("jobmesh-cc-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let path = dir.join("sub.sock");
-    let listener = control::bind(&path).await.expect("bind");
-    let stop = CancellationToken::new();
-    tokio::spawn(control::serve(
-        listener,
-        path.clone(),
-        sub.handle.clone(),
-        stop.clone(),
-    ));
+    let control = sub.serve_control().await;
+    let path = control.path.clone();
     let mut watch = sub.handle.watch();
 
     let req = Request::Submit {
@@ -58,15 +48,7 @@ async fn closing_the_control_connection_cancels_the_job() {
     drop(lines);
     drop(write);
 
-    let finished = within("the job to end", async {
-        loop {
-            let e = watch.recv().await.expect("watching");
-            if e.event == "finished" {
-                return e;
-            }
-        }
-    })
-    .await;
+    let finished = next_event_named(&mut watch, "finished").await;
     assert_eq!(finished.state.as_deref(), Some("cancelled"));
     let wid = worker.handle.id();
     sub.wait_pool("the worker's slot to free", |s| {
@@ -77,22 +59,10 @@ async fn closing_the_control_connection_cancels_the_job() {
     .await;
     assert_eq!(Metrics::get(&worker.handle.metrics().handlers_cancelled), 1);
     // The daemon still serves the next client.
-    let r = control::request(
-        &path,
-        &Request::Submit {
-            capability: cap("sleep"),
-            input: json!({"ms": 1}),
-            options: SubmitOptions::default(),
-            events: false,
-            files: Vec::new(),
-            out: None,
-            out_dir: None,
-        },
-    )
-    .await
-    .expect("answer");
+    let r = control::request(&path, &Request::submit(cap("sleep"), json!({"ms": 1})))
+        .await
+        .expect("answer");
     assert_eq!(r["status"], "completed");
-    stop.cancel();
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(control);
     server.stop().await;
 }

@@ -2,22 +2,13 @@
 //! its own id as soon as it is ready; malformed lines get an error and do not
 //! end the session; closing the session cancels its jobs still running.
 
-use jobmesh_peer::control::{self, Request, Session, SubmitOptions};
-use jobmesh_testkit::{cap, init_tracing, within, PeerGuard, SignalGuard};
+use jobmesh_peer::control::{Request, Session};
+use jobmesh_testkit::{cap, init_tracing, next_event_named, within, PeerGuard, SignalGuard};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio_util::sync::CancellationToken;
 
 fn submit(capability: &str, input: Value) -> Request {
-    Request::Submit {
-        capability: cap(capability),
-        input,
-        options: SubmitOptions::default(),
-        events: false,
-        files: Vec::new(),
-        out: None,
-        out_dir: None,
-    }
+    Request::submit(cap(capability), input)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -27,16 +18,8 @@ async fn a_control_session_pipelines_requests_and_cancels_its_jobs_when_closed()
     let _worker = PeerGuard::start(server.url(), "cs", "w", &["echo", "sleep"], 4);
     let sub = PeerGuard::start(server.url(), "cs", "sub", &[], 0);
     sub.wait_capable("sleep", 1).await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("sub.sock");
-    let listener = control::bind(&path).await.expect("bind");
-    let stop = CancellationToken::new();
-    tokio::spawn(control::serve(
-        listener,
-        path.clone(),
-        sub.handle.clone(),
-        stop.clone(),
-    ));
+    let control = sub.serve_control().await;
+    let path = control.path.clone();
 
     // 300 jobs in flight at once on one connection; each answer is its own.
     let session = Session::open(&path).await.expect("open a session");
@@ -111,21 +94,10 @@ async fn a_control_session_pipelines_requests_and_cancels_its_jobs_when_closed()
             .request(&submit("sleep", json!({"ms": 60_000})))
             .await;
     });
-    within("the sleep job to start", async {
-        while watch.recv().await.expect("watching").event != "started" {}
-    })
-    .await;
+    next_event_named(&mut watch, "started").await;
     pending.abort();
-    let finished = within("the job to end", async {
-        loop {
-            let e = watch.recv().await.expect("watching");
-            if e.event == "finished" {
-                return e;
-            }
-        }
-    })
-    .await;
+    let finished = next_event_named(&mut watch, "finished").await;
     assert_eq!(finished.state.as_deref(), Some("cancelled"));
-    stop.cancel();
+    drop(control);
     server.stop().await;
 }

@@ -102,6 +102,22 @@ pub enum Request {
     Peers,
 }
 
+impl Request {
+    /// A submit of `input` to `capability`: no blobs, default options, no
+    /// event lines (just the envelope).
+    pub fn submit(capability: Capability, input: Value) -> Self {
+        Request::Submit {
+            capability,
+            input,
+            options: SubmitOptions::default(),
+            events: false,
+            files: Vec::new(),
+            out: None,
+            out_dir: None,
+        }
+    }
+}
+
 /// Job options as the control socket carries them; unset fields take the
 /// defaults of [`JobOptions`].
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -576,39 +592,34 @@ async fn follow(
 ) -> std::io::Result<()> {
     let clock = crate::jobs::Clock::now();
     let job_id = job.id();
-    tokio::pin!(gone);
-    loop {
-        tokio::select! {
-            ev = job.next_event() => match ev {
-                Some(e) if events => {
-                    let record = WatchEvent::from_event(&e, &clock);
-                    let line = to_json(&serde_json::json!({ "event": record }));
-                    if let Err(e) = out.line(line).await {
-                        // The client is gone (broken pipe) just as much as when it closes.
-                        debug!(%job_id, error = %e, "control client unreachable; cancelling its job");
-                        daemon.cancel(job_id).await;
-                        return Err(e);
-                    }
-                }
-                Some(_) => {}
-                None => break,
-            },
-            () = &mut gone => {
-                debug!(%job_id, "control client left; cancelling its job");
-                daemon.cancel(job_id).await;
-                return Ok(());
+    // Its events (if asked), then its outcome; the client leaving ends it.
+    let run = async {
+        while let Some(e) = job.next_event().await {
+            if events {
+                let record = WatchEvent::from_event(&e, &clock);
+                out.line(to_json(&serde_json::json!({ "event": record })))
+                    .await?;
             }
         }
-    }
-    let result = job.result();
-    let reply = match tokio::select! {
-        r = result => r,
-        () = &mut gone => {
+        std::io::Result::Ok(job.result().await)
+    };
+    let result = tokio::select! {
+        r = run => match r {
+            Ok(result) => result,
+            Err(e) => {
+                // The client is gone (broken pipe) just as much as when it closes.
+                debug!(%job_id, error = %e, "control client unreachable; cancelling its job");
+                daemon.cancel(job_id).await;
+                return Err(e);
+            }
+        },
+        () = gone => {
             debug!(%job_id, "control client left; cancelling its job");
             daemon.cancel(job_id).await;
             return Ok(());
         }
-    } {
+    };
+    let reply = match result {
         Ok(report) if report.blobs.is_empty() => to_json(&Envelope::from_report(&report)),
         Ok(report) => {
             let mut envelope = Envelope::from_report(&report);
@@ -703,16 +714,20 @@ pub async fn watch_stream(
 
 type Lines = tokio::io::Lines<BufReader<tokio::net::unix::OwnedReadHalf>>;
 
-/// Connects and sends `req`. The write half is returned so the caller keeps
-/// it open: closing it tells the daemon the client left (and cancels a job).
-async fn open(path: &Path, req: &Request) -> Result<(Lines, Writer), ControlError> {
-    let stream = UnixStream::connect(path)
+/// Connects to the daemon whose control socket is `path`.
+async fn connect(path: &Path) -> Result<UnixStream, ControlError> {
+    UnixStream::connect(path)
         .await
         .map_err(|source| ControlError::Connect {
             path: path.to_owned(),
             source,
-        })?;
-    let (read, mut write) = stream.into_split();
+        })
+}
+
+/// Connects and sends `req`. The write half is returned so the caller keeps
+/// it open: closing it tells the daemon the client left (and cancels a job).
+async fn open(path: &Path, req: &Request) -> Result<(Lines, Writer), ControlError> {
+    let (read, mut write) = connect(path).await?.into_split();
     let mut line = serde_json::to_string(req)?;
     line.push('\n');
     write.write_all(line.as_bytes()).await?;

@@ -4,6 +4,8 @@
 use std::future::Future;
 use std::time::Duration;
 
+use jobmesh_peer::control;
+use jobmesh_peer::jobs::WatchEvent;
 use jobmesh_peer::{DaemonConfig, PeerHandle, PoolSnapshot};
 use jobmesh_transport::rtc::{self, LinkEvent, LinkHandle, RtcConfig};
 use jobmesh_transport::signal::{self as signal_client, SignalConfig, SignalEvent};
@@ -123,6 +125,56 @@ impl PeerGuard {
         self.handle.shutdown();
         within("the daemon to stop", self.handle.stopped()).await;
     }
+
+    /// Serves this daemon's control socket, in a private temporary
+    /// directory, until the guard is dropped.
+    pub async fn serve_control(&self) -> ControlGuard {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join(format!("{}.sock", self.name));
+        let listener = control::bind(&path).await.expect("bind the control socket");
+        let stop = CancellationToken::new();
+        tokio::spawn(control::serve(
+            listener,
+            path.clone(),
+            self.handle.clone(),
+            stop.clone(),
+        ));
+        ControlGuard {
+            path,
+            stop,
+            _dir: dir,
+        }
+    }
+}
+
+/// A daemon's control socket being served; stops serving on drop.
+pub struct ControlGuard {
+    /// The socket.
+    pub path: std::path::PathBuf,
+    stop: CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for ControlGuard {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Reads `watch` until an event named `event` (`"started"`, `"finished"`, ...).
+pub async fn next_event_named(
+    watch: &mut tokio::sync::broadcast::Receiver<WatchEvent>,
+    event: &str,
+) -> WatchEvent {
+    within(&format!("a {event} event"), async {
+        loop {
+            let e = watch.recv().await.expect("watching the daemon's events");
+            if e.event == event {
+                return e;
+            }
+        }
+    })
+    .await
 }
 
 impl Drop for PeerGuard {

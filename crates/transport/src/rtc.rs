@@ -107,7 +107,9 @@ impl ReceiveBudget {
     /// Takes `len` bytes (all of it for a larger message), waiting for them.
     async fn take(&self, len: usize) -> Credit {
         let n = u32::try_from(len.min(self.bytes)).unwrap_or(u32::MAX);
-        Credit(self.available.clone().acquire_many_owned(n).await.ok())
+        Credit {
+            _permit: self.available.clone().acquire_many_owned(n).await.ok(),
+        }
     }
 
     /// Bytes taken now (received, not yet handled).
@@ -125,7 +127,9 @@ impl Default for ReceiveBudget {
 /// A received message's share of the daemon's receive budget, given back
 /// when this is dropped (after the message is handled).
 #[derive(Debug)]
-pub struct Credit(#[allow(dead_code)] Option<OwnedSemaphorePermit>);
+pub struct Credit {
+    _permit: Option<OwnedSemaphorePermit>,
+}
 
 /// Faults a test can arm on every link built from one [`RtcConfig`].
 #[derive(Debug, Default)]

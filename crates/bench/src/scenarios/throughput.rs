@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use jobmesh_peer::control::{self, Request, SubmitOptions};
+use jobmesh_peer::control::{self, Request};
 use serde_json::json;
 
 use super::mesh::{echo, Mesh};
@@ -36,7 +36,7 @@ pub(crate) async fn run(ctx: Ctx) -> anyhow::Result<Vec<Figure>> {
     let mut via_session = Vec::new();
     for _ in 0..ctx.repeats {
         let session = control::Session::open(&sock).await?;
-        let requests: Vec<Request> = (0..n).map(|i| no_op(json!(i))).collect();
+        let requests: Vec<Request> = (0..n).map(|i| Request::submit(echo(), json!(i))).collect();
         let t = Instant::now();
         let mut all: FuturesUnordered<_> = requests.iter().map(|r| session.request(r)).collect();
         while let Some(reply) = all.next().await {
@@ -58,7 +58,7 @@ pub(crate) async fn run(ctx: Ctx) -> anyhow::Result<Vec<Figure>> {
             .map(|i| {
                 let sock = sock.clone();
                 async move {
-                    let reply = control::request(&sock, &no_op(json!(i))).await?;
+                    let reply = control::request(&sock, &Request::submit(echo(), json!(i))).await?;
                     anyhow::ensure!(
                         reply["status"] == "completed",
                         "job via the control socket: {reply}"
@@ -93,17 +93,4 @@ pub(crate) async fn run(ctx: Ctx) -> anyhow::Result<Vec<Figure>> {
             via_socket,
         ),
     ])
-}
-
-/// A no-op `echo` submit as the control socket carries it.
-fn no_op(input: serde_json::Value) -> Request {
-    Request::Submit {
-        capability: echo(),
-        input,
-        options: SubmitOptions::default(),
-        events: false,
-        files: Vec::new(),
-        out: None,
-        out_dir: None,
-    }
 }

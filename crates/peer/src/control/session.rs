@@ -14,15 +14,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
-use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use super::{
-    answer, error_json, follow, read_request, Answer, ControlError, LineSink, Reader, Request,
-    Tagged, Writer, MAX_SESSION_REQUESTS,
+    answer, connect, error_json, follow, read_request, Answer, ControlError, LineSink, Reader,
+    Request, Tagged, Writer, MAX_SESSION_REQUESTS,
 };
 use crate::api::PeerHandle;
 
@@ -184,13 +183,7 @@ pub struct Session {
 impl Session {
     /// Connects to the daemon at `path`.
     pub async fn open(path: &Path) -> Result<Self, ControlError> {
-        let stream = UnixStream::connect(path)
-            .await
-            .map_err(|source| ControlError::Connect {
-                path: path.to_owned(),
-                source,
-            })?;
-        let (read, write) = stream.into_split();
+        let (read, write) = connect(path).await?.into_split();
         let (lines, queued) = mpsc::channel(SESSION_LINES);
         let pending = Pending::default();
         let mut tasks = JoinSet::new();
