@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use jobmesh_core::transfer::{chunks, ChunkVerdict, Incoming};
 use jobmesh_transport::rtc::BulkSender;
 use jobmesh_wire::blob::{chunk_payload_max, BlobMeta, ChunkHeader, Direction, MAX_BLOBS_PER_JOB};
@@ -62,16 +63,17 @@ pub struct Blob {
 
 #[derive(Debug, Clone)]
 pub(crate) enum Source {
-    Bytes(Arc<[u8]>),
+    Bytes(Bytes),
     File(PathBuf),
 }
 
 impl Blob {
-    /// A blob of these bytes.
-    pub fn from_bytes(bytes: impl Into<Vec<u8>>) -> Self {
+    /// A blob of these bytes. A `Vec<u8>` or a [`Bytes`] is taken without
+    /// a copy, so one buffer can go out with many jobs.
+    pub fn from_bytes(bytes: impl Into<Bytes>) -> Self {
         Self {
             name: None,
-            source: Source::Bytes(bytes.into().into()),
+            source: Source::Bytes(bytes.into()),
         }
     }
 
@@ -459,7 +461,7 @@ pub struct ReceivedBlob {
 
 #[derive(Debug, Clone)]
 enum Held {
-    Memory(Arc<[u8]>),
+    Memory(Bytes),
     /// In a spool dir (removed with its last holder), or, with no dir, a
     /// file of the handler's own that stays where it is.
     File {
@@ -647,9 +649,9 @@ impl Receiver {
     }
 
     fn seal(&mut self, i: usize) {
-        let sink = std::mem::replace(&mut self.sinks[i], Sink::Done(Held::Memory(Arc::from([]))));
+        let sink = std::mem::replace(&mut self.sinks[i], Sink::Done(Held::Memory(Bytes::new())));
         let (held, digest) = match sink {
-            Sink::Memory(buf, h) => (Held::Memory(buf.into()), h.finalize()),
+            Sink::Memory(buf, h) => (Held::Memory(Bytes::from(buf)), h.finalize()),
             Sink::File(f, path, h) => {
                 drop(f);
                 (
@@ -719,7 +721,7 @@ impl Receiver {
                 held: match sink {
                     Sink::Done(held) => held,
                     // Unreachable: a complete set has every sink sealed.
-                    _ => Held::Memory(Arc::from([])),
+                    _ => Held::Memory(Bytes::new()),
                 },
             })
             .collect())
