@@ -1,0 +1,179 @@
+//! The journal on its own thread: async callers queue changes and reads;
+//! the thread commits every change that has queued up in one transaction
+//! (one disk sync for all of them) and then answers each caller.
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{Journal, JournalError, Op};
+
+/// Requests queued for the journal thread. Full: callers wait (`commit`,
+/// `read`) or get their ops back (`try_commit`); a submit is therefore held
+/// back by a slow disk instead of being acknowledged before it is durable.
+pub const JOURNAL_QUEUE: usize = 1024;
+/// Most changes one transaction takes before it is committed.
+const MAX_GROUP_OPS: usize = 4096;
+
+type Read = Box<dyn FnOnce(&mut Journal) + Send>;
+type Done = oneshot::Sender<Result<(), JournalError>>;
+
+enum Request {
+    Commit { ops: Vec<Op>, done: Done },
+    Read(Read),
+}
+
+/// A handle to the journal thread; cheap to clone. The thread ends when the
+/// last handle is dropped, after finishing what was queued.
+#[derive(Debug, Clone)]
+pub struct JournalHandle {
+    tx: mpsc::Sender<Request>,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Request::Commit { ops, .. } => write!(f, "Commit({} ops)", ops.len()),
+            Request::Read(_) => f.write_str("Read"),
+        }
+    }
+}
+
+/// A queued commit; await [`Committed::durable`] for its outcome.
+#[derive(Debug)]
+pub struct Committed(oneshot::Receiver<Result<(), JournalError>>);
+
+impl Committed {
+    /// Resolves once the changes are on disk (or failed, and were not recorded).
+    pub async fn durable(self) -> Result<(), JournalError> {
+        self.0.await.unwrap_or(Err(JournalError::Stopped))
+    }
+}
+
+/// Starts the journal thread. [`Stopped`] resolves once the thread has
+/// ended and closed the database (after the last handle was dropped), so the
+/// same journal can be opened again.
+pub fn spawn(journal: Journal) -> std::io::Result<(JournalHandle, Stopped)> {
+    let (tx, rx) = mpsc::channel(JOURNAL_QUEUE);
+    let (stopped_tx, stopped) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("jobmesh-journal".into())
+        .spawn(move || {
+            run(journal, rx);
+            let _ = stopped_tx.send(());
+        })?;
+    Ok((JournalHandle { tx }, Stopped(stopped)))
+}
+
+/// The journal thread's end; see [`spawn`].
+#[derive(Debug)]
+pub struct Stopped(oneshot::Receiver<()>);
+
+impl Stopped {
+    /// Waits until the thread has closed the database.
+    pub async fn wait(self) {
+        let _ = self.0.await;
+    }
+}
+
+impl JournalHandle {
+    /// Records `ops` as one unit and waits until they are on disk.
+    pub async fn commit(&self, ops: Vec<Op>) -> Result<(), JournalError> {
+        let (done, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Commit { ops, done })
+            .await
+            .map_err(|_| JournalError::Stopped)?;
+        Committed(rx).durable().await
+    }
+
+    /// Queues `ops` without waiting; hands them back when the queue is full
+    /// (the caller keeps them and tries again) or the journal has stopped.
+    pub fn try_commit(&self, ops: Vec<Op>) -> Result<Committed, Vec<Op>> {
+        let (done, rx) = oneshot::channel();
+        self.tx
+            .try_send(Request::Commit { ops, done })
+            .map(|()| Committed(rx))
+            .map_err(|e| match e.into_inner() {
+                Request::Commit { ops, .. } => ops,
+                Request::Read(_) => Vec::new(),
+            })
+    }
+
+    /// Runs `f` on the journal thread (after every change queued before it)
+    /// and returns its answer.
+    pub async fn read<T, F>(&self, f: F) -> Result<T, JournalError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Journal) -> Result<T, JournalError> + Send + 'static,
+    {
+        let (answer, rx) = oneshot::channel();
+        let job: Read = Box::new(move |j| {
+            let _ = answer.send(f(j));
+        });
+        self.tx
+            .send(Request::Read(job))
+            .await
+            .map_err(|_| JournalError::Stopped)?;
+        rx.await.unwrap_or(Err(JournalError::Stopped))
+    }
+}
+
+fn run(mut journal: Journal, mut rx: mpsc::Receiver<Request>) {
+    let mut group: Vec<(Vec<Op>, Done)> = Vec::new();
+    let mut reads: Vec<Read> = Vec::new();
+    while let Some(first) = rx.blocking_recv() {
+        let mut next = Some(first);
+        let mut ops = 0;
+        // Take whatever else is queued, up to a group's worth of changes.
+        while let Some(req) = next.take() {
+            match req {
+                Request::Commit { ops: o, done } => {
+                    ops += o.len();
+                    group.push((o, done));
+                }
+                Request::Read(r) => reads.push(r),
+            }
+            if ops < MAX_GROUP_OPS {
+                next = rx.try_recv().ok();
+            }
+        }
+        commit_group(&mut journal, &mut group);
+        // Reads run after the changes queued before them are committed.
+        for r in reads.drain(..) {
+            r(&mut journal);
+        }
+    }
+}
+
+/// One transaction for the whole group; if it fails, each commit alone, so
+/// only the one that cannot be written fails.
+fn commit_group(journal: &mut Journal, group: &mut Vec<(Vec<Op>, Done)>) {
+    if group.is_empty() {
+        return;
+    }
+    let all: Vec<Op> = group
+        .iter()
+        .flat_map(|(ops, _)| ops.iter().cloned())
+        .collect();
+    match journal.apply(&all) {
+        Ok(()) => {
+            for (_, done) in group.drain(..) {
+                let _ = done.send(Ok(()));
+            }
+        }
+        Err(e) if group.len() == 1 => {
+            tracing::error!(error = %e, "journal commit failed");
+            if let Some((_, done)) = group.pop() {
+                let _ = done.send(Err(e));
+            }
+        }
+        Err(_) => {
+            for (ops, done) in group.drain(..) {
+                let r = journal.apply(&ops);
+                if let Err(e) = &r {
+                    tracing::error!(error = %e, "journal commit failed");
+                }
+                let _ = done.send(r);
+            }
+        }
+    }
+}
