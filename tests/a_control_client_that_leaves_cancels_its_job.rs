@@ -1,7 +1,7 @@
 //! Ctrl-C on `peer submit` closes its control connection; the daemon then
 //! cancels the job, and the worker's handler sees the cancel.
 
-use jobmesh_peer::control::{self, Request, SubmitOptions};
+use jobmesh_peer::control::{self, Request};
 use jobmesh_peer::Metrics;
 use jobmesh_testkit::{cap, init_tracing, next_event_named, within, PeerGuard, SignalGuard};
 use serde_json::json;
@@ -18,15 +18,10 @@ async fn closing_the_control_connection_cancels_the_job() {
     let path = control.path.clone();
     let mut watch = sub.handle.watch();
 
-    let req = Request::Submit {
-        capability: cap("sleep"),
-        input: json!({"ms": 60_000}),
-        options: SubmitOptions::default(),
-        events: true,
-        files: Vec::new(),
-        out: None,
-        out_dir: None,
-    };
+    let mut req = Request::submit(cap("sleep"), json!({"ms": 60_000}));
+    if let Request::Submit { events, .. } = &mut req {
+        *events = true;
+    }
     let stream = tokio::net::UnixStream::connect(&path)
         .await
         .expect("connect");

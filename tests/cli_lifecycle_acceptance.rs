@@ -63,6 +63,7 @@ async fn the_cli_drives_the_whole_job_lifecycle() {
     let tmp = std::env::temp_dir().join(format!("jobmesh-life-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&tmp).expect("temp dir");
     let sock = |n: &str| tmp.join(format!("{n}.sock")).to_string_lossy().into_owned();
+    let data = |n: &str| tmp.join(format!("{n}.data")).to_string_lossy().into_owned();
     let (_server, url) = signal_server();
     // Two one-slot workers; the ready line names each one's peer id.
     let mut workers: HashMap<String, (Proc, String)> = HashMap::new();
@@ -80,6 +81,8 @@ async fn the_cli_drives_the_whole_job_lifecycle() {
             "acc",
             "--control",
             &sock(name),
+            "--data-dir",
+            &data(name),
             "--grace-secs",
             "1",
         ]));
@@ -101,6 +104,8 @@ async fn the_cli_drives_the_whole_job_lifecycle() {
         "acc",
         "--control",
         &sock("s"),
+        "--data-dir",
+        &data("s"),
     ]));
     let watcher = PeerGuard::start(&url, "acc", "watcher", &[], 0);
     watcher.wait_capable("echo", 2).await;

@@ -15,6 +15,7 @@ async fn peer_submit_prints_envelopes_and_exits_0_1_2_3() {
     let (mut server, url) = signal_server();
 
     let sock = |n: &str| tmp.join(format!("{n}.sock")).to_string_lossy().into_owned();
+    let data = |n: &str| tmp.join(format!("{n}.data")).to_string_lossy().into_owned();
     let mut workers = Vec::new();
     for name in ["w1", "w2"] {
         let (p, line) = Proc::spawn(Command::new(bin("peer")).args([
@@ -28,6 +29,8 @@ async fn peer_submit_prints_envelopes_and_exits_0_1_2_3() {
             "cli",
             "--control",
             &sock(name),
+            "--data-dir",
+            &data(name),
         ]));
         assert!(line.contains("running"), "{line}");
         workers.push(p);
@@ -43,6 +46,8 @@ async fn peer_submit_prints_envelopes_and_exits_0_1_2_3() {
         "cli",
         "--control",
         &sock("s"),
+        "--data-dir",
+        &data("s"),
     ]));
     assert!(line.contains("running"), "{line}");
     // Watch the pool in-process until both workers are announced.

@@ -3,6 +3,7 @@
 
 mod a_control_client_that_leaves_cancels_its_job;
 mod a_control_session_pipelines_requests_and_cancels_its_jobs_when_closed;
+mod a_detached_job_survives_its_submitter_being_killed;
 mod a_draining_worker_finishes_its_jobs_and_refuses_new_ones;
 mod blobs_stream_over_webrtc;
 mod cli_lifecycle_acceptance;

@@ -126,6 +126,7 @@ pub(crate) fn peer(
         Command::new(&bins.peer)
             .args(["--signal", url, "--pool", pool, "--name", name])
             .args(["--capabilities", caps, "--control", control])
+            .args(["--data-dir", &format!("{control}.data")])
             .args(["--slots", WORKER_SLOTS])
             .env_remove("JOBMESH_CONFIG"),
     )

@@ -193,6 +193,15 @@ pub enum Input<'a> {
     Signal(&'a ServerMsg),
     /// A new job.
     Submit(JobSpec),
+    /// A job taken over from an earlier run of this peer (its journal) that
+    /// had handed out `attempts_before` attempts: its attempts go on from
+    /// there, so messages about an earlier attempt are recognised as stale.
+    Resume {
+        /// The job.
+        spec: JobSpec,
+        /// The highest attempt number it had.
+        attempts_before: u32,
+    },
     /// A message from a peer's data channel.
     Dc {
         /// Sender.
@@ -215,6 +224,8 @@ struct Job {
     spec: JobSpec,
     state: JobState,
     attempts: Vec<Attempt>,
+    /// Attempt numbers used before this dispatcher took the job over (resume).
+    attempt_base: u32,
     submitted_at: Instant,
     /// When the current wait (queued) or attempt (dispatched/running) times out.
     deadline: Instant,
@@ -390,7 +401,11 @@ impl Dispatcher {
                     self.note_stats(id);
                 }
             }
-            Input::Submit(spec) => self.submit(now, spec)?,
+            Input::Submit(spec) => self.submit(now, spec, 0)?,
+            Input::Resume {
+                spec,
+                attempts_before,
+            } => self.submit(now, spec, attempts_before)?,
             Input::Dc { from, msg } => self.on_reply(now, from, msg),
             Input::LinkClosed(peer) => self.lose_attempts_on(now, peer),
             Input::Cancel(job_id) => self.cancel(now, job_id),
@@ -426,7 +441,7 @@ impl Dispatcher {
             .push_back(Output::Event(JobEvent { job_id, at, kind }));
     }
 
-    fn submit(&mut self, now: Instant, spec: JobSpec) -> Result<(), JobError> {
+    fn submit(&mut self, now: Instant, spec: JobSpec, attempt_base: u32) -> Result<(), JobError> {
         if self.jobs.len() >= self.config.queue_limit {
             return Err(JobError::QueueFull {
                 limit: self.config.queue_limit,
@@ -459,6 +474,7 @@ impl Dispatcher {
             not_before: now,
             state: JobState::Queued,
             attempts: Vec::new(),
+            attempt_base,
             submitted_at: now,
             refused_by: Vec::new(),
             retries_left: spec.options.max_retries,
@@ -989,7 +1005,11 @@ impl Dispatcher {
                 Placement::NoRoom
             };
         };
-        let attempt = u32::try_from(job.attempts.len()).unwrap_or(u32::MAX - 1) + 1;
+        let attempt = u32::try_from(job.attempts.len())
+            .unwrap_or(u32::MAX)
+            .saturating_add(job.attempt_base)
+            .saturating_add(1)
+            .min(u32::MAX - 1);
         let timeout = job.spec.options.timeout;
         let msg = submit_msg(&job.spec, attempt, timeout);
         if !self.set_state(id, JobState::Dispatched { worker, attempt }) {

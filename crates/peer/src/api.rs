@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jobmesh_core::{Attempt, DispatcherConfig, JobError, JobEvent, JobOptions, Strategy};
+use jobmesh_journal::{JournalHandle, Op};
 use jobmesh_transport::rtc::RtcConfig;
 use jobmesh_wire::dc::JobId;
 use jobmesh_wire::{Capability, PeerId, PeerInfo};
@@ -45,6 +46,11 @@ pub struct DaemonConfig {
     pub blobs: BlobLimits,
     /// Where the blob spool directory is made (default: the system temp dir).
     pub spool_dir: Option<PathBuf>,
+    /// The daemon's data dir, holding its journal: with one, a submit
+    /// returns only once the job is on disk, and a restarted daemon resumes
+    /// every job that had not ended and keeps results for
+    /// [`PeerHandle::stored_result`]. `None` (the default): nothing is kept.
+    pub data_dir: Option<PathBuf>,
 }
 
 impl DaemonConfig {
@@ -70,6 +76,7 @@ impl DaemonConfig {
             progress_interval: Duration::from_millis(100),
             blobs: BlobLimits::default(),
             spool_dir: None,
+            data_dir: None,
         }
     }
 }
@@ -96,6 +103,9 @@ pub enum StartError {
     /// A bad name or pool.
     #[error("invalid configuration: {0}")]
     Invalid(String),
+    /// The data dir or its journal cannot be used.
+    #[error("{0}")]
+    Journal(String),
 }
 
 /// Why a request to the daemon failed.
@@ -114,12 +124,33 @@ pub enum DaemonError {
     /// The job's blobs could not be read or break a limit; nothing was sent.
     #[error("{0}")]
     Blobs(String),
+    /// The journal could not record or read the job; a submit was not taken.
+    #[error("{0}")]
+    Journal(String),
+    /// The daemon keeps no journal (it has no data dir).
+    #[error("this peer daemon keeps no journal (start it with a data dir)")]
+    NoJournal,
 }
 
 impl From<BlobError> for DaemonError {
     fn from(e: BlobError) -> Self {
         DaemonError::Blobs(e.to_string())
     }
+}
+
+/// A job as the journal has it; see [`PeerHandle::stored_result`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoredJob {
+    /// It ended: its envelope, as `peer submit --json` prints it, with its
+    /// result blobs kept in the data dir.
+    Ended(Value),
+    /// It has not ended yet.
+    Unfinished {
+        /// The newest attempt (0: not placed yet).
+        attempt: u32,
+        /// That attempt's worker.
+        worker: Option<String>,
+    },
 }
 
 /// How a job ended.
@@ -220,6 +251,9 @@ pub struct PeerHandle {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) max_blob_size: u64,
     pub(crate) spool: PathBuf,
+    /// The journal, while the daemon runs (taken at shutdown so it can close).
+    pub(crate) journal: Arc<std::sync::Mutex<Option<JournalHandle>>>,
+    pub(crate) data_dir: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for PeerHandle {
@@ -368,6 +402,7 @@ impl PeerHandle {
             options,
         };
         let job_id = spec.job_id;
+        self.journal_submit(&spec, &blobs).await?;
         self.commands
             .send(Command::Submit {
                 spec,
@@ -378,6 +413,88 @@ impl PeerHandle {
             .await
             .map_err(|_| DaemonError::Stopped)?;
         Ok((job_id, result))
+    }
+
+    /// With a journal: records the job (its in-memory blobs written to the
+    /// data dir) and waits until it is on disk.
+    async fn journal_submit(
+        &self,
+        spec: &jobmesh_core::JobSpec,
+        blobs: &[crate::blobs::Prepared],
+    ) -> Result<(), DaemonError> {
+        let (Some(journal), Some(data_dir)) = (self.journal_handle(), &self.data_dir) else {
+            return Ok(());
+        };
+        let job_id = spec.job_id;
+        let stored = if blobs
+            .iter()
+            .any(|b| matches!(b.source, crate::blobs::Source::Bytes(_)))
+        {
+            let (dir, blobs) = (data_dir.clone(), blobs.to_vec());
+            tokio::task::spawn_blocking(move || {
+                crate::durable::persist_inputs(&dir, job_id, &blobs)
+            })
+            .await
+            .map_err(|e| DaemonError::Journal(e.to_string()))?
+        } else {
+            crate::durable::persist_inputs(data_dir, job_id, blobs)
+        }
+        .map_err(|e| {
+            DaemonError::Journal(format!(
+                "cannot keep the job's input blobs in {}: {e}",
+                data_dir.display()
+            ))
+        })?;
+        journal
+            .commit(vec![Op::Submit {
+                job_id,
+                spec: crate::durable::StoredSpec::of(spec),
+                blobs: stored,
+                at_ms: crate::durable::now_ms(),
+            }])
+            .await
+            .map_err(|e| DaemonError::Journal(e.to_string()))
+    }
+
+    /// Whether this daemon keeps a journal (it was given a data dir).
+    pub fn keeps_journal(&self) -> bool {
+        self.data_dir.is_some()
+    }
+
+    fn journal_handle(&self) -> Option<JournalHandle> {
+        self.journal.lock().ok().and_then(|j| j.clone())
+    }
+
+    /// A job of this daemon as its journal has it: the outcome envelope of
+    /// an ended job (kept for [`RESULT_TTL`](crate::durable::RESULT_TTL)),
+    /// or where an unfinished one stands; `None` for a job it does not know
+    /// (never submitted here, or expired).
+    pub async fn stored_result(&self, job_id: JobId) -> Result<Option<StoredJob>, DaemonError> {
+        let journal = match self.journal_handle() {
+            Some(j) => j,
+            None if self.data_dir.is_some() => return Err(DaemonError::Stopped),
+            None => return Err(DaemonError::NoJournal),
+        };
+        let row = journal
+            .read(move |j| {
+                let row = j.job(job_id)?;
+                if row.as_ref().is_some_and(|r| r.outcome.is_some()) {
+                    j.apply(&[Op::Fetched {
+                        job_id,
+                        at_ms: crate::durable::now_ms(),
+                    }])?;
+                }
+                Ok(row)
+            })
+            .await
+            .map_err(|e| DaemonError::Journal(e.to_string()))?;
+        Ok(row.map(|r| match r.outcome {
+            Some(outcome) => StoredJob::Ended(outcome),
+            None => StoredJob::Unfinished {
+                attempt: r.attempt,
+                worker: r.worker,
+            },
+        }))
     }
 
     /// Submits a job and waits for its outcome.

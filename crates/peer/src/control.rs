@@ -45,7 +45,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::api::{JobReport, PeerHandle, PoolSnapshot};
+use crate::api::{JobReport, PeerHandle, PoolSnapshot, StoredJob};
 use crate::blobs::{Blob, ReceivedBlob};
 use crate::jobs::WatchEvent;
 use jobmesh_core::{JobOptions, StrategyKind};
@@ -88,6 +88,22 @@ pub enum Request {
         /// Where every blob of the result is written, by name (absolute path).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         out_dir: Option<PathBuf>,
+        /// Answer with the job's id as soon as it is journaled, and let it
+        /// run on without this connection (fetch it with `result`). Needs a
+        /// daemon with a journal.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        detach: bool,
+    },
+    /// A job's outcome from the daemon's journal (e.g. after `detach`).
+    Result {
+        /// Which.
+        job_id: JobId,
+        /// Where the result's first blob is written (absolute path).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        out: Option<PathBuf>,
+        /// Where every blob of the result is written, by name (absolute path).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        out_dir: Option<PathBuf>,
     },
     /// Cancel a job of this daemon.
     Cancel {
@@ -114,6 +130,7 @@ impl Request {
             files: Vec::new(),
             out: None,
             out_dir: None,
+            detach: false,
         }
     }
 }
@@ -143,6 +160,18 @@ pub struct SubmitOptions {
 }
 
 impl SubmitOptions {
+    /// `o` in this form, every field set.
+    pub fn of(o: &JobOptions) -> Self {
+        Self {
+            timeout_ms: Some(u64::try_from(o.timeout.as_millis()).unwrap_or(u64::MAX)),
+            priority: Some(o.priority),
+            retries: Some(o.max_retries),
+            strategy: o.strategy.map(|s| s.name().to_owned()),
+            affinity: o.affinity.clone(),
+            retry_on_disconnect: Some(o.retry_on_disconnect),
+        }
+    }
+
     /// The core's options, or why they are invalid.
     pub fn to_options(&self) -> Result<JobOptions, String> {
         let mut o = JobOptions::default();
@@ -260,6 +289,20 @@ pub fn save_blobs(
 }
 
 impl Envelope {
+    /// The answer to a detached submit: the job is journaled and on its way.
+    pub fn submitted(job_id: JobId) -> Self {
+        Self {
+            job_id: job_id.to_string(),
+            status: "submitted".into(),
+            worker: None,
+            result: None,
+            error: None,
+            attempts: 0,
+            elapsed_ms: 0,
+            blobs: Vec::new(),
+        }
+    }
+
     /// Builds the envelope of a finished job.
     pub fn from_report(r: &JobReport) -> Self {
         let (status, result, error) = match &r.result {
@@ -286,7 +329,7 @@ impl Envelope {
     /// full), 1 any other failure.
     pub fn exit_code(&self) -> u8 {
         match self.status.as_str() {
-            "completed" => 0,
+            "completed" | "submitted" => 0,
             "no_worker" | "timed_out" | "queue_full" => 3,
             "too_large" => 2,
             _ => 1,
@@ -508,6 +551,14 @@ async fn answer(daemon: &PeerHandle, request: Request) -> Answer {
             to_json(&serde_json::json!({ "cancelled": daemon.cancel(job_id).await }))
         }
         Request::Watch => return Answer::Watch,
+        Request::Result {
+            job_id,
+            out,
+            out_dir,
+        } => match relative_path(out.iter().chain(&out_dir)) {
+            Some(e) => e,
+            None => stored_result(daemon, job_id, out, out_dir).await,
+        },
         Request::Submit {
             capability,
             input,
@@ -516,18 +567,25 @@ async fn answer(daemon: &PeerHandle, request: Request) -> Answer {
             files,
             out,
             out_dir,
+            detach,
         } => {
-            let relative = files
-                .iter()
-                .chain(&out)
-                .chain(&out_dir)
-                .find(|p| !p.is_absolute());
+            let relative = relative_path(files.iter().chain(&out).chain(&out_dir));
             match (options.to_options(), relative) {
-                (_, Some(p)) => error_json(&format!(
-                    "paths must be absolute (the daemon has its own working directory): {}",
-                    p.display()
-                )),
+                (_, Some(e)) => e,
                 (Err(e), _) => error_json(&e),
+                (Ok(_), None) if detach && !daemon.keeps_journal() => error_json(
+                    "--detach needs a daemon that keeps a journal (started with a data dir)",
+                ),
+                (Ok(options), None) if detach => {
+                    let blobs = files.into_iter().map(Blob::from_file).collect();
+                    match daemon
+                        .submit_job(capability, input, blobs, options, false)
+                        .await
+                    {
+                        Err(e) => error_json(&e.to_string()),
+                        Ok(job) => to_json(&Envelope::submitted(job.id())),
+                    }
+                }
                 (Ok(options), None) => {
                     let blobs = files.into_iter().map(Blob::from_file).collect();
                     match daemon
@@ -545,6 +603,93 @@ async fn answer(daemon: &PeerHandle, request: Request) -> Answer {
         }
     };
     Answer::Line(line)
+}
+
+/// An error line if one of `paths` is relative.
+fn relative_path<'a>(mut paths: impl Iterator<Item = &'a PathBuf>) -> Option<String> {
+    paths.find(|p| !p.is_absolute()).map(|p| {
+        error_json(&format!(
+            "paths must be absolute (the daemon has its own working directory): {}",
+            p.display()
+        ))
+    })
+}
+
+/// The answer to `result`: the kept envelope (its blobs copied where asked),
+/// where an unfinished job stands, or why there is none.
+async fn stored_result(
+    daemon: &PeerHandle,
+    job_id: JobId,
+    out: Option<PathBuf>,
+    out_dir: Option<PathBuf>,
+) -> String {
+    let envelope = match daemon.stored_result(job_id).await {
+        Err(e) => return error_json(&e.to_string()),
+        Ok(None) => {
+            return error_json(&format!(
+            "no job {job_id} in this daemon's journal: not submitted here, or its result expired"
+        ))
+        }
+        Ok(Some(StoredJob::Unfinished { attempt, worker })) => {
+            return to_json(&serde_json::json!({
+                "job_id": job_id.to_string(),
+                "status": if attempt == 0 { "queued" } else { "running" },
+                "attempts": attempt,
+                "worker": worker,
+            }))
+        }
+        Ok(Some(StoredJob::Ended(v))) => v,
+    };
+    let mut envelope: Envelope = match serde_json::from_value(envelope) {
+        Ok(e) => e,
+        Err(e) => return error_json(&format!("the kept result of {job_id} is unreadable: {e}")),
+    };
+    if out.is_some() || out_dir.is_some() {
+        let blobs = envelope.blobs.clone();
+        let copied = tokio::task::spawn_blocking(move || {
+            copy_kept_blobs(&blobs, out.as_deref(), out_dir.as_deref())
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+        match copied {
+            Ok(blobs) => envelope.blobs = blobs,
+            Err(e) => return error_json(&e),
+        }
+    }
+    to_json(&envelope)
+}
+
+/// Copies kept result blobs like [`save_blobs`] writes received ones.
+fn copy_kept_blobs(
+    blobs: &[BlobInfo],
+    out: Option<&Path>,
+    out_dir: Option<&Path>,
+) -> Result<Vec<BlobInfo>, String> {
+    blobs
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let target = match (i, out, out_dir) {
+                (0, Some(o), _) => o.to_owned(),
+                (_, _, Some(d)) => d.join(b.name.clone().unwrap_or_else(|| format!("output-{i}"))),
+                _ => return Ok(b.clone()),
+            };
+            let from = b
+                .saved_to
+                .as_deref()
+                .ok_or_else(|| format!("result blob {i} was not kept"))?;
+            std::fs::copy(from, &target).map_err(|e| {
+                format!(
+                    "result blob {i} could not be copied to {}: {e}",
+                    target.display()
+                )
+            })?;
+            Ok(BlobInfo {
+                saved_to: Some(target),
+                ..b.clone()
+            })
+        })
+        .collect()
 }
 
 type Reader = BufReader<tokio::net::unix::OwnedReadHalf>;

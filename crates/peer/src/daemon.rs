@@ -15,6 +15,7 @@
 //! socket; it is queued on a local loopback and handed to the other core
 //! within the same turn of the loop.
 
+mod journaling;
 mod links;
 mod transfers;
 
@@ -97,7 +98,14 @@ pub fn spawn_with(
     })?;
     let spool_path = spool.root().to_owned();
     let max_blob_size = config.blobs.max_blob_size;
-    let me = PeerId::random();
+    let durable = config
+        .data_dir
+        .as_deref()
+        .map(crate::durable::open)
+        .transpose()
+        .map_err(StartError::Journal)?;
+    let me = durable.as_ref().map_or_else(PeerId::random, |d| d.peer_id);
+    let config_data_dir = config.data_dir.clone();
     let hello = Hello {
         version: PROTOCOL_VERSION,
         peer_id: me,
@@ -152,8 +160,32 @@ pub fn spawn_with(
         .instrument(span.clone()),
     );
 
+    let (journaling, journal_stopped, resume) = match durable {
+        Some(d) => (
+            Some(journaling::Journaling {
+                handle: d.handle,
+                data_dir: config.data_dir.clone().unwrap_or_default(),
+                pending: Vec::new(),
+            }),
+            Some(d.stopped),
+            d.resume,
+        ),
+        None => (None, None, Vec::new()),
+    };
+    if !resume.is_empty() {
+        info!(
+            jobs = resume.len(),
+            "resuming the journal's unfinished jobs once the pool is known"
+        );
+    }
+    let journal_for_api = Arc::new(std::sync::Mutex::new(
+        journaling.as_ref().map(|j| j.handle.clone()),
+    ));
     let daemon = Daemon {
         me,
+        journaling,
+        stopping: false,
+        resume_pending: resume,
         dispatcher: Dispatcher::new(me, config.dispatcher.clone(), ext.strategy),
         worker,
         handlers: ext.handlers,
@@ -202,6 +234,7 @@ pub fn spawn_with(
     };
     let stopped2 = stopped.clone();
     let shutdown2 = shutdown.clone();
+    let api_journal = journal_for_api.clone();
     tokio::spawn(
         async move {
             daemon.run(inputs, shutdown2).await;
@@ -212,6 +245,16 @@ pub fn spawn_with(
                 .is_err()
             {
                 warn!("some tasks did not stop within 5 s of shutdown");
+            }
+            // The journal closes once no submit can reach it any more.
+            api_journal.lock().map(|mut j| j.take()).ok();
+            if let Some(closed) = journal_stopped {
+                if tokio::time::timeout(Duration::from_secs(5), closed.wait())
+                    .await
+                    .is_err()
+                {
+                    warn!("the journal did not close within 5 s of shutdown");
+                }
             }
             info!("stopped");
             stopped2.cancel();
@@ -228,6 +271,8 @@ pub fn spawn_with(
         stopped,
         max_blob_size,
         spool: spool_path,
+        journal: journal_for_api,
+        data_dir: config_data_dir,
     })
 }
 
@@ -289,6 +334,12 @@ struct Waiter {
 
 struct Daemon {
     me: PeerId,
+    /// The journal, when the daemon has a data dir.
+    journaling: Option<journaling::Journaling>,
+    /// Set once the loop has ended: cancels from here on are the daemon's own.
+    stopping: bool,
+    /// Journaled jobs to take back once the pool view is complete.
+    resume_pending: Vec<crate::durable::Resume>,
     config: DaemonConfig,
     dispatcher: Dispatcher,
     worker: WorkerCore,
@@ -355,6 +406,9 @@ impl Daemon {
                 self.worker.poll_timeout(),
                 self.coalescer.poll_timeout(),
                 self.inputs_deadline(),
+                // Changes waiting for room in the journal's queue.
+                self.journal_backlog()
+                    .then(|| Instant::now() + Duration::from_millis(10)),
             ]
             .into_iter()
             .flatten()
@@ -400,6 +454,7 @@ impl Daemon {
                 }
             }
             self.flush(Instant::now());
+            self.flush_journal();
             if self.draining && self.worker.running() == 0 && self.dispatcher.is_empty() {
                 info!("drained");
                 break;
@@ -407,7 +462,9 @@ impl Daemon {
         }
         self.jobs_cancel.cancel();
         // Jobs of ours still queued or out on other workers end `cancelled`
-        // (the cancel messages go out with the link flush below).
+        // (the cancel messages go out with the link flush below); with a
+        // journal they stay unfinished there and resume at the next start.
+        self.stopping = true;
         let now = Instant::now();
         for job_id in self.dispatcher.job_ids() {
             let _ = self.dispatcher.handle_input(now, Input::Cancel(job_id));
@@ -416,6 +473,7 @@ impl Daemon {
         for (_, w) in self.waiters.drain() {
             let _ = w.reply.send(Err(DaemonError::Stopped));
         }
+        self.close_journal().await;
         // Close every link after it has flushed what is queued (a result finished
         // during the drain, say), then the signal task closes the WebSocket and
         // the server announces our departure.
@@ -523,6 +581,7 @@ impl Daemon {
 
     fn on_event(&mut self, e: JobEvent) {
         self.on_job_event(&e);
+        self.journal_event(&e);
         self.table.apply(&e, &self.clock);
         if self.watch.receiver_count() > 0 {
             // A lagging subscriber misses events; sending never waits.
@@ -550,25 +609,53 @@ impl Daemon {
             (w, name)
         });
         let blobs = self.results.remove(&end.job_id).unwrap_or_default();
-        let Some(waiter) = self.waiters.remove(&end.job_id) else {
-            return;
-        };
-        let elapsed = waiter.started.elapsed();
+        // A resumed or detached job has no caller waiting (or one that left).
+        let waiter = self.waiters.remove(&end.job_id);
+        let elapsed = waiter
+            .as_ref()
+            .map_or_else(|| end.submitted_at.elapsed(), |w| w.started.elapsed());
         match &end.result {
             Ok(_) => info!(job_id = %end.job_id, worker = ?worker.as_ref().map(|w| &w.1),
                 attempts = end.attempts.len(), elapsed_ms = elapsed.as_millis() as u64, "job completed"),
             Err(e) => info!(job_id = %end.job_id, worker = ?worker.as_ref().map(|w| &w.1),
                 attempts = end.attempts.len(), error = %e, "job ended without a result"),
         }
-        // The caller may have gone away; nothing to do then.
-        let _ = waiter.reply.send(Ok(JobReport {
+        let report = JobReport {
             job_id: end.job_id,
             worker,
             result: end.result,
             blobs,
             attempts: end.attempts,
             elapsed,
-        }));
+        };
+        let waiting = waiter.as_ref().is_some_and(|w| !w.reply.is_closed());
+        self.journal_end(&report, waiting);
+        if let Some(w) = waiter {
+            // The caller may have gone away; nothing to do then.
+            let _ = w.reply.send(Ok(report));
+        }
+    }
+
+    /// Takes a journaled job that had not ended back into the dispatcher.
+    fn resume(&mut self, now: Instant, r: crate::durable::Resume) {
+        let job_id = r.spec.job_id;
+        if !r.blobs.is_empty() {
+            self.job_blobs.insert(job_id, Arc::new(r.blobs));
+        }
+        let resume = Input::Resume {
+            spec: r.spec,
+            attempts_before: r.attempts_before,
+        };
+        if let Err(e) = self.dispatcher.handle_input(now, resume) {
+            self.job_blobs.remove(&job_id);
+            self.finished(JobEnd {
+                job_id,
+                worker: None,
+                result: Err(e),
+                attempts: Vec::new(),
+                submitted_at: now,
+            });
+        }
     }
 
     fn on_command(&mut self, now: Instant, cmd: Command) {
@@ -650,6 +737,14 @@ impl Daemon {
             }
             changed
         });
+        // Resumed jobs wait for a complete view of the pool: before it, "no
+        // worker runs this" would only mean "not heard of one yet".
+        if synced && !self.resume_pending.is_empty() {
+            let now = Instant::now();
+            for r in std::mem::take(&mut self.resume_pending) {
+                self.resume(now, r);
+            }
+        }
     }
 
     fn on_dc_bytes(&mut self, now: Instant, peer: PeerId, data: &[u8]) {

@@ -10,11 +10,14 @@
 //! * [`exec`]: any command as a capability, from a TOML config.
 //! * [`jobs`]: the event records of `peer watch` and the table of `peer jobs`.
 //! * [`control`]: the unix-socket control API (`peer submit`, `peer peers`).
+//! * [`durable`]: the journal's view of jobs (with a data dir: jobs survive
+//!   a crash of their submitter, results are kept for `peer result`).
 
 mod api;
 pub mod blobs;
 pub mod control;
 mod daemon;
+pub mod durable;
 pub mod exec;
 pub mod handlers;
 pub mod jobs;
@@ -22,7 +25,7 @@ pub mod media;
 
 pub use api::{
     DaemonConfig, DaemonError, Extensions, JobHandle, JobReport, Metrics, PeerHandle, PoolSnapshot,
-    StartError,
+    StartError, StoredJob,
 };
 pub use blobs::{Blob, BlobLimits, InputBlob, ReceivedBlob};
 pub use daemon::{spawn, spawn_with};

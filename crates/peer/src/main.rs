@@ -39,6 +39,9 @@ enum Cmd {
     Jobs(JobsArgs),
     /// Cancel a job of the local daemon.
     Cancel(CancelArgs),
+    /// Print the outcome of a job of the local daemon, from its journal
+    /// (exit code 4 while it has not ended).
+    Result(ResultArgs),
     /// Stream the local daemon's job events as they happen.
     Watch(WatchArgs),
 }
@@ -146,8 +149,29 @@ struct SubmitArgs {
     /// on stdout, and progress as JSON lines on stderr.
     #[arg(long)]
     json: bool,
+    /// Print the job's id once the local daemon has journaled it, and exit;
+    /// the job runs on (fetch its outcome with `peer result JOB_ID`).
+    #[arg(long, conflicts_with_all = ["out", "out_dir"])]
+    detach: bool,
     #[command(flatten)]
     target: Target,
+}
+
+#[derive(Args, Debug)]
+struct ResultArgs {
+    /// The job's id (printed by `peer submit --detach`).
+    job_id: uuid::Uuid,
+    /// Where the result's first blob is written.
+    #[arg(long, value_name = "PATH")]
+    out: Option<PathBuf>,
+    /// A directory where every blob of the result is written, by name.
+    #[arg(long, value_name = "DIR")]
+    out_dir: Option<PathBuf>,
+    /// Print the envelope instead of the result value.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    local: Local,
 }
 
 #[derive(Args, Debug)]
@@ -215,6 +239,10 @@ struct DaemonArgs {
     /// MiB of blobs held in memory while received; past it they go to spool files.
     #[arg(long, env = "JOBMESH_BLOB_MEMORY_MIB", default_value_t = 64)]
     blob_memory_mib: u64,
+    /// Where the daemon keeps its journal (jobs it submitted, until their
+    /// results are fetched or expire) [default: $XDG_DATA_HOME/jobmesh/POOL/NAME].
+    #[arg(long, env = "JOBMESH_DATA_DIR")]
+    data_dir: Option<PathBuf>,
 }
 
 /// Exit code for a usage error (bad flags or arguments).
@@ -242,6 +270,7 @@ fn main() -> ExitCode {
             Some(Cmd::Peers(args)) => peers(args).await,
             Some(Cmd::Jobs(args)) => jobs(args).await,
             Some(Cmd::Cancel(args)) => cancel(args).await,
+            Some(Cmd::Result(args)) => result(args).await,
             Some(Cmd::Watch(args)) => watch(args).await,
             None => daemon(cli.daemon).await,
         }
@@ -328,6 +357,11 @@ async fn daemon(args: DaemonArgs) -> anyhow::Result<u8> {
     config.blobs.max_blob_size = args.max_blob_mib * 1024 * 1024;
     config.blobs.memory_budget = args.blob_memory_mib * 1024 * 1024;
     config.spool_dir = args.spool_dir;
+    config.data_dir = Some(
+        args.data_dir
+            .or_else(|| jobmesh_peer::durable::default_data_dir(&config.pool, &name))
+            .context("no data dir: set --data-dir (neither XDG_DATA_HOME nor HOME is set)")?,
+    );
     config.rtc = RtcConfig {
         ice_servers: args.ice_servers,
         ..RtcConfig::default()
@@ -467,6 +501,35 @@ async fn submit(args: SubmitArgs) -> anyhow::Result<u8> {
     let mut progress = Progress::new(args.json);
     let via = connect(&args.target).await?;
     let envelope = match &via {
+        Via::Control(path) if args.detach => {
+            let req = Request::Submit {
+                capability,
+                input,
+                options,
+                events: false,
+                files,
+                out: None,
+                out_dir: None,
+                detach: true,
+            };
+            let envelope: Envelope = match control::request(path, &req).await {
+                Ok(v) => serde_json::from_value(v).context("daemon reply")?,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    return Ok(1);
+                }
+            };
+            if args.json {
+                println!("{}", serde_json::to_string(&envelope)?);
+            } else {
+                println!("{}", envelope.job_id);
+            }
+            return Ok(envelope.exit_code());
+        }
+        Via::Ephemeral(_) if args.detach => {
+            finish(via).await;
+            bail!("--detach needs a running local daemon to keep the job (start `peer`), not --signal");
+        }
         Via::Control(path) => {
             let req = Request::Submit {
                 capability,
@@ -476,6 +539,7 @@ async fn submit(args: SubmitArgs) -> anyhow::Result<u8> {
                 files,
                 out,
                 out_dir,
+                detach: false,
             };
             // Ctrl-C drops the connection, and the daemon cancels the job.
             let reply = tokio::select! {
@@ -701,6 +765,53 @@ async fn cancel(args: CancelArgs) -> anyhow::Result<u8> {
         eprintln!("job {} is not live on this daemon (finished, or never submitted here); `peer jobs` lists them", args.job_id);
         Ok(1)
     }
+}
+
+/// Exit code of `peer result` for a job that has not ended yet.
+const EXIT_UNFINISHED: u8 = 4;
+
+async fn result(args: ResultArgs) -> anyhow::Result<u8> {
+    let cwd = std::env::current_dir().context("current directory")?;
+    let req = Request::Result {
+        job_id: args.job_id,
+        out: args.out.map(|o| cwd.join(o)),
+        out_dir: args.out_dir.map(|d| cwd.join(d)),
+    };
+    let v = match control::request(&args.local.path(), &req).await {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return Ok(1);
+        }
+    };
+    if matches!(v["status"].as_str(), Some("queued" | "running")) {
+        if args.json {
+            println!("{v}");
+        } else {
+            eprintln!(
+                "job {} is {} (attempt {}); try again later",
+                args.job_id,
+                v["status"].as_str().unwrap_or("?"),
+                v["attempts"]
+            );
+        }
+        return Ok(EXIT_UNFINISHED);
+    }
+    let envelope: Envelope = serde_json::from_value(v).context("daemon reply")?;
+    if args.json {
+        println!("{}", serde_json::to_string(&envelope)?);
+    } else if let Some(r) = &envelope.result {
+        println!("{r}");
+    }
+    if envelope.status != "completed" {
+        eprintln!(
+            "error: job {} {}: {}",
+            envelope.job_id,
+            envelope.status,
+            envelope.error.as_deref().unwrap_or("no detail")
+        );
+    }
+    Ok(envelope.exit_code())
 }
 
 async fn watch(args: WatchArgs) -> anyhow::Result<u8> {

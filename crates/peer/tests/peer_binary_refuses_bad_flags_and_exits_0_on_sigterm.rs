@@ -10,6 +10,7 @@ fn peer() -> Command {
         "JOBMESH_CONTROL",
         "JOBMESH_CAPABILITIES",
         "JOBMESH_NAME",
+        "JOBMESH_DATA_DIR",
     ] {
         c.env_remove(var);
     }
@@ -80,6 +81,8 @@ fn a_daemon_exits_0_on_sigterm_even_without_a_signal_server() {
         ])
         .arg("--control")
         .arg(&sock)
+        .arg("--data-dir")
+        .arg(dir.join("d.data"))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

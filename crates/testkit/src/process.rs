@@ -73,12 +73,19 @@ impl Proc {
     }
 }
 
-/// The `peer` binary with the environment that would redirect it removed.
+/// The `peer` binary with the environment that would redirect it removed,
+/// and a default data dir under the temp dir, never the user's home (tests
+/// that restart a daemon pass their own `--data-dir`).
 pub fn peer(args: &[&str]) -> std::process::Command {
     let mut c = std::process::Command::new(bin("peer"));
     c.args(args)
         .env_remove("JOBMESH_SIGNAL")
-        .env_remove("JOBMESH_CONTROL");
+        .env_remove("JOBMESH_CONTROL")
+        .env_remove("JOBMESH_DATA_DIR")
+        .env(
+            "XDG_DATA_HOME",
+            std::env::temp_dir().join("jobmesh-test-data"),
+        );
     c
 }
 
@@ -123,7 +130,8 @@ pub fn signal_server() -> (Proc, String) {
 }
 
 /// A `peer` daemon process named `name` in `pool` at `url`, running `caps`
-/// (`""`: submit only), its control socket `<dir>/<name>.sock`, never
+/// (`""`: submit only), its control socket `<dir>/<name>.sock` and data dir
+/// `<dir>/<name>.data` (so a restart finds its journal), never
 /// running its own jobs, with `extra` flags; returns it once it is ready.
 pub fn daemon(
     url: &str,
@@ -135,6 +143,8 @@ pub fn daemon(
 ) -> Proc {
     let sock = dir.join(format!("{name}.sock"));
     let sock = sock.to_str().expect("a UTF-8 temp dir");
+    let data = dir.join(format!("{name}.data"));
+    let data = data.to_str().expect("a UTF-8 temp dir");
     let mut cmd = peer(&[
         "--signal",
         url,
@@ -146,6 +156,8 @@ pub fn daemon(
         caps,
         "--control",
         sock,
+        "--data-dir",
+        data,
         "--no-self-dispatch",
     ]);
     cmd.args(extra);

@@ -48,8 +48,19 @@ impl Mesh {
     /// An in-process submit-only daemon that sees every worker and has a
     /// link open to each (warmed up: setup is not part of any figure).
     pub(crate) async fn submitter(&self, name: &str) -> anyhow::Result<PeerHandle> {
+        self.submitter_with(name, false).await
+    }
+
+    /// [`submitter`](Self::submitter), with a journal in the mesh's temp dir
+    /// when `journaled` (every submit waits for its disk sync).
+    pub(crate) async fn submitter_with(
+        &self,
+        name: &str,
+        journaled: bool,
+    ) -> anyhow::Result<PeerHandle> {
         let mut config = DaemonConfig::new(&self.url, name, "bench");
         config.slots = 0;
+        config.data_dir = journaled.then(|| self.dir.path().join(format!("{name}.data")));
         config.rtc = RtcConfig {
             udp_addrs: vec!["127.0.0.1:0".into()],
             ..RtcConfig::default()

@@ -1,9 +1,11 @@
 //! Sequential no-op `echo` jobs with a 16-byte input, one at a time: the
-//! latency of one job, submit to result, on warm links.
+//! latency of one job, submit to result, on warm links; from a submitter
+//! without a journal and from one with (each submit waits for a disk sync).
 
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use jobmesh_peer::PeerHandle;
 use serde_json::json;
 
 use super::mesh::{echo, Mesh};
@@ -11,9 +13,22 @@ use crate::report::{quantile, Figure};
 use crate::Ctx;
 
 pub(crate) async fn run(ctx: Ctx) -> anyhow::Result<Vec<Figure>> {
-    let (warm, timed) = if ctx.quick { (50, 200) } else { (200, 1000) };
     let mesh = Mesh::start(&ctx, 2)?;
-    let sub = mesh.submitter("rt").await?;
+    let mut figures = Vec::new();
+    for (journaled, label) in [(false, ""), (true, "journaled submitter ")] {
+        let sub = mesh
+            .submitter_with(&format!("rt{journaled}"), journaled)
+            .await?;
+        let (p50, p99) = latencies(&ctx, &sub).await?;
+        figures.push(Figure::new("round-trip", format!("{label}p50"), "ms", p50));
+        figures.push(Figure::new("round-trip", format!("{label}p99"), "ms", p99));
+    }
+    mesh.stop();
+    Ok(figures)
+}
+
+async fn latencies(ctx: &Ctx, sub: &PeerHandle) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+    let (warm, timed) = if ctx.quick { (50, 200) } else { (200, 1000) };
     let (mut p50, mut p99) = (Vec::new(), Vec::new());
     for _ in 0..ctx.repeats {
         let mut ms = Vec::with_capacity(timed);
@@ -30,9 +45,5 @@ pub(crate) async fn run(ctx: Ctx) -> anyhow::Result<Vec<Figure>> {
         p50.push(quantile(&mut ms, 0.50));
         p99.push(quantile(&mut ms, 0.99));
     }
-    mesh.stop();
-    Ok(vec![
-        Figure::new("round-trip", "p50", "ms", p50),
-        Figure::new("round-trip", "p99", "ms", p99),
-    ])
+    Ok((p50, p99))
 }

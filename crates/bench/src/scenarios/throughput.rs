@@ -1,6 +1,6 @@
 //! Many no-op jobs submitted at once, until every result is in: through the
-//! library API (an in-process daemon) and through a `peer` daemon's control
-//! socket, both ways a client can use it: all of them pipelined on one
+//! library API (an in-process daemon, without and with a journal) and
+//! through a `peer` daemon's control socket (it keeps a journal), both ways a client can use it: all of them pipelined on one
 //! session, and one connection per job as `peer submit` does (the daemon
 //! serves 64 connections at once).
 
@@ -10,17 +10,16 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use jobmesh_peer::control::{self, Request};
+use jobmesh_peer::PeerHandle;
 use serde_json::json;
 
 use super::mesh::{echo, Mesh};
 use crate::report::Figure;
 use crate::Ctx;
 
-pub(crate) async fn run(ctx: Ctx) -> anyhow::Result<Vec<Figure>> {
-    let n = if ctx.quick { 2_000 } else { 10_000 };
-    let mesh = Mesh::start(&ctx, 2)?;
-    let sub = mesh.submitter("tp").await?;
-    let mut library = Vec::new();
+/// `n` no-op jobs submitted at once through the library API: jobs/s.
+async fn at_once(ctx: &Ctx, sub: &PeerHandle, n: usize) -> anyhow::Result<Vec<f64>> {
+    let mut rates = Vec::new();
     for _ in 0..ctx.repeats {
         let t = Instant::now();
         let mut all: FuturesUnordered<_> = (0..n)
@@ -29,8 +28,18 @@ pub(crate) async fn run(ctx: Ctx) -> anyhow::Result<Vec<Figure>> {
         while let Some(r) = all.next().await {
             r?.result.context("echo job")?;
         }
-        library.push(n as f64 / t.elapsed().as_secs_f64());
+        rates.push(n as f64 / t.elapsed().as_secs_f64());
     }
+    Ok(rates)
+}
+
+pub(crate) async fn run(ctx: Ctx) -> anyhow::Result<Vec<Figure>> {
+    let n = if ctx.quick { 2_000 } else { 10_000 };
+    let mesh = Mesh::start(&ctx, 2)?;
+    let sub = mesh.submitter("tp").await?;
+    let library = at_once(&ctx, &sub, n).await?;
+    let journaled = mesh.submitter_with("tpj", true).await?;
+    let library_journaled = at_once(&ctx, &journaled, n).await?;
 
     let (_proc, sock) = mesh.control_submitter(&ctx).await?;
     let mut via_session = Vec::new();
@@ -82,13 +91,19 @@ pub(crate) async fn run(ctx: Ctx) -> anyhow::Result<Vec<Figure>> {
         ),
         Figure::new(
             "throughput",
-            format!("{n} no-ops at once, control socket, one session"),
+            format!("{n} no-ops at once, library API, journaled submitter"),
+            "jobs/s",
+            library_journaled,
+        ),
+        Figure::new(
+            "throughput",
+            format!("{n} no-ops at once, control socket (journaled daemon), one session"),
             "jobs/s",
             via_session,
         ),
         Figure::new(
             "throughput",
-            format!("{n} no-ops, one control connection per job"),
+            format!("{n} no-ops, one control connection per job (journaled daemon)"),
             "jobs/s",
             via_socket,
         ),

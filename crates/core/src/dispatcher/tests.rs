@@ -1060,3 +1060,57 @@ proptest! {
         prop_assert!(h.d.in_flight().is_empty());
     }
 }
+
+#[test]
+fn a_resumed_job_continues_its_attempt_numbers_and_ignores_the_old_attempt() {
+    let w = worker(1, 2);
+    let mut h = Harness::new(std::slice::from_ref(&w));
+    let s = spec(7);
+    let id = s.job_id;
+    h.d.handle_input(
+        h.t0,
+        Input::Resume {
+            spec: s,
+            attempts_before: 3,
+        },
+    )
+    .expect("resumed");
+    assert_eq!(h.submits(), vec![(w.id, id, 4)], "attempts go on after 3");
+
+    // The earlier run's attempt 3 reports from the same worker: stale.
+    let accepted = DcMsg::Accepted {
+        job_id: id,
+        attempt: 4,
+    };
+    h.reply(h.t0, w.id, accepted);
+    h.reply(
+        h.t0,
+        w.id,
+        DcMsg::Result {
+            job_id: id,
+            attempt: 3,
+            outcome: Outcome::Err {
+                message: "cancelled".into(),
+                retryable: false,
+            },
+            load: None,
+        },
+    );
+    assert!(
+        finished(&h.drain()).is_empty(),
+        "the old attempt's result ends nothing"
+    );
+    h.reply(h.t0, w.id, ok(id, 4, json!("done")));
+    let outs = h.drain();
+    let ends = finished(&outs);
+    assert_eq!(ends.len(), 1);
+    assert_eq!(ends[0].result, Ok(json!("done")));
+    assert_eq!(
+        ends[0]
+            .attempts
+            .iter()
+            .map(|a| a.number)
+            .collect::<Vec<_>>(),
+        vec![4]
+    );
+}

@@ -1,0 +1,153 @@
+//! The daemon's journal writes: every step of a submitted job, queued
+//! without waiting (the daemon loop never awaits the disk).
+//!
+//! A submit itself is journaled by the caller before the daemon sees it
+//! (`PeerHandle::submit_*`), so its id is never handed out before it is
+//! durable. Here: attempts, requeues, the outcome (with result blobs linked
+//! or copied into the data dir) and whether a caller took it.
+
+use std::path::PathBuf;
+
+use jobmesh_core::{EventKind, JobError, JobEvent};
+use jobmesh_journal::{JournalHandle, Op};
+use tracing::{error, warn};
+
+use super::Daemon;
+use crate::api::JobReport;
+use crate::control::{save_blobs, Envelope};
+use crate::durable;
+
+/// The journal as the daemon loop uses it.
+pub(super) struct Journaling {
+    pub(super) handle: JournalHandle,
+    pub(super) data_dir: PathBuf,
+    /// Changes not yet handed to the journal thread because its queue was
+    /// full; retried every turn of the loop. Bounded by the jobs held (a few
+    /// changes each) since submits themselves wait for the journal.
+    pub(super) pending: Vec<Op>,
+}
+
+impl Daemon {
+    fn journal(&mut self, op: Op) {
+        if let Some(j) = &mut self.journaling {
+            j.pending.push(op);
+        }
+    }
+
+    /// Hands the turn's changes to the journal thread.
+    pub(super) fn flush_journal(&mut self) {
+        let Some(j) = &mut self.journaling else {
+            return;
+        };
+        if j.pending.is_empty() {
+            return;
+        }
+        match j.handle.try_commit(std::mem::take(&mut j.pending)) {
+            // Failures are logged by the journal thread; the daemon goes on
+            // (a job whose end was not recorded is resumed after a restart).
+            Ok(_) => {}
+            Err(ops) => j.pending = ops,
+        }
+    }
+
+    /// Whether changes wait for room in the journal's queue.
+    pub(super) fn journal_backlog(&self) -> bool {
+        self.journaling
+            .as_ref()
+            .is_some_and(|j| !j.pending.is_empty())
+    }
+
+    /// At shutdown: waits until every change is on disk.
+    pub(super) async fn close_journal(&mut self) {
+        if let Some(j) = self.journaling.take() {
+            if !j.pending.is_empty() {
+                if let Err(e) = j.handle.commit(j.pending).await {
+                    error!(error = %e, "the journal's last changes were not recorded");
+                }
+            }
+        }
+    }
+
+    /// Journals an attempt handed out or taken back.
+    pub(super) fn journal_event(&mut self, e: &JobEvent) {
+        match &e.kind {
+            EventKind::Dispatched { worker, attempt } => self.journal(Op::Attempt {
+                job_id: e.job_id,
+                attempt: *attempt,
+                worker: worker.to_string(),
+            }),
+            EventKind::Retrying { .. } | EventKind::Queued { .. } => {
+                self.journal(Op::Requeue { job_id: e.job_id });
+            }
+            _ => {}
+        }
+    }
+
+    /// Journals a job's outcome; `fetched` when a caller is there to take it.
+    pub(super) fn journal_end(&mut self, report: &JobReport, fetched: bool) {
+        // A stopping daemon cancels what it still holds; with a journal those
+        // jobs stay unfinished and resume at the next start.
+        if self.stopping && matches!(report.result, Err(JobError::Cancelled)) {
+            return;
+        }
+        let Some(j) = &self.journaling else {
+            return;
+        };
+        let job_id = report.job_id;
+        let mut envelope = Envelope::from_report(report);
+        if report.blobs.is_empty() {
+            let outcome = serde_json::to_value(&envelope).unwrap_or_default();
+            let bytes = outcome.to_string().len() as u64;
+            self.journal(end_op(job_id, outcome, bytes));
+            if fetched {
+                self.journal(Op::Fetched {
+                    job_id,
+                    at_ms: durable::now_ms(),
+                });
+            }
+            return;
+        }
+        // Result blobs go into the data dir first (a hard link when the spool
+        // shares its file system), then the outcome naming them is recorded.
+        let blobs = report.blobs.clone();
+        let dir = durable::results_dir(&j.data_dir, job_id);
+        let handle = j.handle.clone();
+        self.tracker.spawn(async move {
+            let saved = tokio::task::spawn_blocking(move || {
+                std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+                save_blobs(&blobs, None, Some(&dir))
+            })
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+            match saved {
+                Ok(infos) => envelope.blobs = infos,
+                Err(why) => {
+                    warn!(%job_id, %why, "a result's blobs could not be kept for `peer result`");
+                    envelope.error = Some(format!("the result's blobs were not kept: {why}"));
+                }
+            }
+            let outcome = serde_json::to_value(&envelope).unwrap_or_default();
+            let bytes = outcome.to_string().len() as u64
+                + envelope.blobs.iter().map(|b| b.size).sum::<u64>();
+            let mut ops = vec![end_op(job_id, outcome, bytes)];
+            if fetched {
+                ops.push(Op::Fetched {
+                    job_id,
+                    at_ms: durable::now_ms(),
+                });
+            }
+            if let Err(e) = handle.commit(ops).await {
+                error!(%job_id, error = %e, "a job's outcome was not recorded");
+            }
+        });
+    }
+}
+
+fn end_op(job_id: jobmesh_wire::dc::JobId, outcome: serde_json::Value, bytes: u64) -> Op {
+    Op::End {
+        job_id,
+        outcome,
+        result_bytes: bytes,
+        at_ms: durable::now_ms(),
+    }
+}
