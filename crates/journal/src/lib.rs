@@ -33,6 +33,18 @@ use uuid::Uuid;
 pub use schema::SCHEMA_VERSION;
 pub use writer::{spawn, Committed, JournalHandle, Stopped, JOURNAL_QUEUE};
 
+/// How far a commit must have got before it counts as done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// On disk (`fsync`): survives a crash of the machine.
+    Synced,
+    /// Written to the database file's log but not synced: survives a crash
+    /// of the process (the OS holds it), and becomes durable with the next
+    /// synced commit, which syncs the log up to itself. For changes whose
+    /// loss only means work is done again, never a job forgotten.
+    Written,
+}
+
 /// The journal's file name inside a daemon's data dir.
 pub const FILE_NAME: &str = "journal.db";
 
@@ -201,6 +213,8 @@ pub enum Op {
         result_bytes: u64,
         /// When.
         at_ms: u64,
+        /// Whether a caller took the outcome as it ended.
+        fetched: bool,
     },
     /// A caller has the result (it stays until it expires).
     Fetched {
@@ -247,6 +261,8 @@ pub struct Opened {
 pub struct Journal {
     conn: Connection,
     path: PathBuf,
+    /// The connection's current `synchronous` setting.
+    durability: Durability,
 }
 
 const JOB_COLUMNS: &str = "job_id, spec, blobs, state, attempt, worker, outcome, \
@@ -295,6 +311,7 @@ impl Journal {
         let mut journal = Self {
             conn,
             path: path.to_owned(),
+            durability: Durability::Synced,
         };
         schema::migrate(&mut journal.conn)?;
         Ok(journal)
@@ -305,9 +322,32 @@ impl Journal {
         &self.path
     }
 
-    /// Applies `ops` as one transaction, durable when this returns.
+    /// Applies `ops` as one transaction, on disk when this returns.
     pub fn apply(&mut self, ops: &[Op]) -> Result<(), JournalError> {
+        self.apply_as(ops, Durability::Synced)
+    }
+
+    /// Applies `ops` as one transaction, as far as `durability` says.
+    pub fn apply_as(&mut self, ops: &[Op], durability: Durability) -> Result<(), JournalError> {
+        self.apply_iter(ops, durability)
+    }
+
+    pub(crate) fn apply_iter<'a>(
+        &mut self,
+        ops: impl IntoIterator<Item = &'a Op>,
+        durability: Durability,
+    ) -> Result<(), JournalError> {
         let write = |e| JournalError::Write(Arc::new(e));
+        if self.durability != durability {
+            let level = match durability {
+                Durability::Synced => "FULL",
+                Durability::Written => "NORMAL",
+            };
+            self.conn
+                .pragma_update(None, "synchronous", level)
+                .map_err(write)?;
+            self.durability = durability;
+        }
         let tx = self.conn.transaction().map_err(write)?;
         for op in ops {
             apply_one(&tx, op).map_err(write)?;
@@ -417,13 +457,19 @@ impl Journal {
 }
 
 fn apply_one(tx: &rusqlite::Transaction<'_>, op: &Op) -> rusqlite::Result<()> {
+    // Statements are prepared once per connection and cached.
+    macro_rules! exec {
+        ($sql:expr, $params:expr $(,)?) => {
+            tx.prepare_cached($sql)?.execute($params)
+        };
+    }
     match op {
         Op::Submit {
             job_id,
             spec,
             blobs,
             at_ms,
-        } => tx.execute(
+        } => exec!(
             "INSERT INTO jobs (job_id, spec, blobs, state, submitted_ms) VALUES (?1, ?2, ?3, 'queued', ?4)",
             params![job_id.to_string(), spec.to_string(), blobs.to_string(), to_sql_ms(*at_ms)],
         ),
@@ -431,11 +477,11 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, op: &Op) -> rusqlite::Result<()> {
             job_id,
             attempt,
             worker,
-        } => tx.execute(
+        } => exec!(
             "UPDATE jobs SET state = 'running', attempt = ?2, worker = ?3 WHERE job_id = ?1 AND state != 'ended'",
             params![job_id.to_string(), attempt, worker],
         ),
-        Op::Requeue { job_id } => tx.execute(
+        Op::Requeue { job_id } => exec!(
             "UPDATE jobs SET state = 'queued', worker = NULL WHERE job_id = ?1 AND state != 'ended'",
             [job_id.to_string()],
         ),
@@ -444,22 +490,25 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, op: &Op) -> rusqlite::Result<()> {
             outcome,
             result_bytes,
             at_ms,
-        } => tx.execute(
-            "UPDATE jobs SET state = 'ended', outcome = ?2, result_bytes = ?3, ended_ms = ?4 \
+            fetched,
+        } => exec!(
+            "UPDATE jobs SET state = 'ended', outcome = ?2, result_bytes = ?3, ended_ms = ?4, \
+             fetched_ms = CASE WHEN ?5 THEN ?4 ELSE fetched_ms END \
              WHERE job_id = ?1 AND state != 'ended'",
             params![
                 job_id.to_string(),
                 outcome.to_string(),
                 i64::try_from(*result_bytes).unwrap_or(i64::MAX),
-                to_sql_ms(*at_ms)
+                to_sql_ms(*at_ms),
+                fetched
             ],
         ),
-        Op::Fetched { job_id, at_ms } => tx.execute(
+        Op::Fetched { job_id, at_ms } => exec!(
             "UPDATE jobs SET fetched_ms = COALESCE(fetched_ms, ?2) WHERE job_id = ?1",
             params![job_id.to_string(), to_sql_ms(*at_ms)],
         ),
-        Op::Remove { job_id } => tx.execute("DELETE FROM jobs WHERE job_id = ?1", [job_id.to_string()]),
-        Op::KeepUndelivered(u) => tx.execute(
+        Op::Remove { job_id } => exec!("DELETE FROM jobs WHERE job_id = ?1", [job_id.to_string()]),
+        Op::KeepUndelivered(u) => exec!(
             "INSERT OR REPLACE INTO undelivered (job_id, attempt, submitter, result, blobs, finished_ms) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![
@@ -471,11 +520,11 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, op: &Op) -> rusqlite::Result<()> {
                 to_sql_ms(u.finished_ms)
             ],
         ),
-        Op::Delivered { job_id, attempt } => tx.execute(
+        Op::Delivered { job_id, attempt } => exec!(
             "DELETE FROM undelivered WHERE job_id = ?1 AND attempt = ?2",
             params![job_id.to_string(), attempt],
         ),
-        Op::SetMeta { key, value } => tx.execute(
+        Op::SetMeta { key, value } => exec!(
             "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
             params![key, value],
         ),

@@ -27,6 +27,7 @@ fn end(id: Uuid, bytes: u64, at_ms: u64) -> Op {
         outcome: json!({"ok": "done"}),
         result_bytes: bytes,
         at_ms,
+        fetched: false,
     }
 }
 
@@ -252,7 +253,10 @@ async fn queued_commits_share_a_transaction_and_a_bad_one_fails_alone() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (handle, _stopped) = spawn(open(dir.path())).expect("thread");
     let dup = Uuid::new_v4();
-    handle.commit(vec![submit(dup, 1)]).await.expect("first");
+    handle
+        .commit(vec![submit(dup, 1)], Durability::Synced)
+        .await
+        .expect("first");
 
     let (release, blocker) = block(&handle).await;
     let good: Vec<Uuid> = (0..50).map(|_| Uuid::new_v4()).collect();
@@ -260,17 +264,19 @@ async fn queued_commits_share_a_transaction_and_a_bad_one_fails_alone() {
     for (i, id) in good.iter().enumerate() {
         waits.push(
             handle
-                .try_commit(vec![submit(*id, i as u64)])
+                .try_commit(vec![submit(*id, i as u64)], Durability::Written)
                 .expect("queued"),
         );
     }
-    let bad = handle.try_commit(vec![submit(dup, 99)]).expect("queued");
+    let bad = handle
+        .try_commit(vec![submit(dup, 99)], Durability::Synced)
+        .expect("queued");
     release.send(()).expect("release");
     blocker.await.expect("blocker");
     for w in waits {
-        w.durable().await.expect("a good commit is durable");
+        w.done().await.expect("a good commit is durable");
     }
-    let err = bad.durable().await.expect_err("the duplicate fails");
+    let err = bad.done().await.expect_err("the duplicate fails");
     assert!(matches!(err, JournalError::Write(_)), "{err}");
     let n = handle
         .read(|j| Ok(j.unfinished()?.len()))
@@ -286,7 +292,7 @@ async fn a_full_queue_hands_the_changes_back() {
     let (release, blocker) = block(&handle).await;
     let mut queued = Vec::new();
     let refused = loop {
-        match handle.try_commit(vec![submit(Uuid::new_v4(), 0)]) {
+        match handle.try_commit(vec![submit(Uuid::new_v4(), 0)], Durability::Synced) {
             Ok(c) => queued.push(c),
             Err(ops) => break ops,
         }
@@ -297,7 +303,7 @@ async fn a_full_queue_hands_the_changes_back() {
     release.send(()).expect("release");
     blocker.await.expect("blocker");
     for c in queued {
-        c.durable().await.expect("durable");
+        c.done().await.expect("durable");
     }
 }
 
@@ -306,11 +312,29 @@ async fn the_thread_ends_when_the_last_handle_goes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (handle, stopped) = spawn(open(dir.path())).expect("thread");
     let pending = handle
-        .try_commit(vec![submit(Uuid::new_v4(), 0)])
+        .try_commit(vec![submit(Uuid::new_v4(), 0)], Durability::Written)
         .expect("queued");
     drop(handle);
     // What was queued before the last handle went is still written.
-    pending.durable().await.expect("durable");
+    pending.done().await.expect("durable");
     stopped.wait().await;
     assert_eq!(open(dir.path()).unfinished().expect("read").len(), 1);
+}
+
+#[test]
+fn written_and_synced_commits_mix_and_both_are_kept() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    {
+        let mut j = open(dir.path());
+        j.apply_as(&[submit(a, 1)], Durability::Written)
+            .expect("written");
+        j.apply_as(&[submit(b, 2)], Durability::Synced)
+            .expect("synced");
+        j.apply_as(&[end(a, 1, 3)], Durability::Written)
+            .expect("written again");
+    }
+    let j = open(dir.path());
+    assert_eq!(j.job(a).expect("read").expect("a").state, JobState::Ended);
+    assert_eq!(j.job(b).expect("read").expect("b").state, JobState::Queued);
 }

@@ -1,10 +1,11 @@
 //! The journal on its own thread: async callers queue changes and reads;
 //! the thread commits every change that has queued up in one transaction
-//! (one disk sync for all of them) and then answers each caller.
+//! (one disk sync for all of them, if any of them needs one) and then
+//! answers each caller.
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{Journal, JournalError, Op};
+use crate::{Durability, Journal, JournalError, Op};
 
 /// Requests queued for the journal thread. Full: callers wait (`commit`,
 /// `read`) or get their ops back (`try_commit`); a submit is therefore held
@@ -17,7 +18,11 @@ type Read = Box<dyn FnOnce(&mut Journal) + Send>;
 type Done = oneshot::Sender<Result<(), JournalError>>;
 
 enum Request {
-    Commit { ops: Vec<Op>, done: Done },
+    Commit {
+        ops: Vec<Op>,
+        durability: Durability,
+        done: Done,
+    },
     Read(Read),
 }
 
@@ -37,13 +42,14 @@ impl std::fmt::Debug for Request {
     }
 }
 
-/// A queued commit; await [`Committed::durable`] for its outcome.
+/// A queued commit; await [`Committed::done`] for its outcome.
 #[derive(Debug)]
 pub struct Committed(oneshot::Receiver<Result<(), JournalError>>);
 
 impl Committed {
-    /// Resolves once the changes are on disk (or failed, and were not recorded).
-    pub async fn durable(self) -> Result<(), JournalError> {
+    /// Resolves once the changes are as durable as asked (or failed, and
+    /// were not recorded).
+    pub async fn done(self) -> Result<(), JournalError> {
         self.0.await.unwrap_or(Err(JournalError::Stopped))
     }
 }
@@ -75,22 +81,31 @@ impl Stopped {
 }
 
 impl JournalHandle {
-    /// Records `ops` as one unit and waits until they are on disk.
-    pub async fn commit(&self, ops: Vec<Op>) -> Result<(), JournalError> {
+    /// Records `ops` as one unit and waits until they are as durable as
+    /// `durability` says.
+    pub async fn commit(&self, ops: Vec<Op>, durability: Durability) -> Result<(), JournalError> {
         let (done, rx) = oneshot::channel();
         self.tx
-            .send(Request::Commit { ops, done })
+            .send(Request::Commit {
+                ops,
+                durability,
+                done,
+            })
             .await
             .map_err(|_| JournalError::Stopped)?;
-        Committed(rx).durable().await
+        Committed(rx).done().await
     }
 
     /// Queues `ops` without waiting; hands them back when the queue is full
     /// (the caller keeps them and tries again) or the journal has stopped.
-    pub fn try_commit(&self, ops: Vec<Op>) -> Result<Committed, Vec<Op>> {
+    pub fn try_commit(&self, ops: Vec<Op>, durability: Durability) -> Result<Committed, Vec<Op>> {
         let (done, rx) = oneshot::channel();
         self.tx
-            .try_send(Request::Commit { ops, done })
+            .try_send(Request::Commit {
+                ops,
+                durability,
+                done,
+            })
             .map(|()| Committed(rx))
             .map_err(|e| match e.into_inner() {
                 Request::Commit { ops, .. } => ops,
@@ -123,11 +138,20 @@ fn run(mut journal: Journal, mut rx: mpsc::Receiver<Request>) {
     while let Some(first) = rx.blocking_recv() {
         let mut next = Some(first);
         let mut ops = 0;
-        // Take whatever else is queued, up to a group's worth of changes.
+        let mut durability = Durability::Written;
+        // Take whatever else is queued, up to a group's worth of changes;
+        // the group is synced if any of its commits must be.
         while let Some(req) = next.take() {
             match req {
-                Request::Commit { ops: o, done } => {
+                Request::Commit {
+                    ops: o,
+                    durability: d,
+                    done,
+                } => {
                     ops += o.len();
+                    if d == Durability::Synced {
+                        durability = d;
+                    }
                     group.push((o, done));
                 }
                 Request::Read(r) => reads.push(r),
@@ -136,7 +160,7 @@ fn run(mut journal: Journal, mut rx: mpsc::Receiver<Request>) {
                 next = rx.try_recv().ok();
             }
         }
-        commit_group(&mut journal, &mut group);
+        commit_group(&mut journal, &mut group, durability);
         // Reads run after the changes queued before them are committed.
         for r in reads.drain(..) {
             r(&mut journal);
@@ -146,15 +170,12 @@ fn run(mut journal: Journal, mut rx: mpsc::Receiver<Request>) {
 
 /// One transaction for the whole group; if it fails, each commit alone, so
 /// only the one that cannot be written fails.
-fn commit_group(journal: &mut Journal, group: &mut Vec<(Vec<Op>, Done)>) {
+fn commit_group(journal: &mut Journal, group: &mut Vec<(Vec<Op>, Done)>, durability: Durability) {
     if group.is_empty() {
         return;
     }
-    let all: Vec<Op> = group
-        .iter()
-        .flat_map(|(ops, _)| ops.iter().cloned())
-        .collect();
-    match journal.apply(&all) {
+    let all = group.iter().flat_map(|(ops, _)| ops.iter());
+    match journal.apply_iter(all, durability) {
         Ok(()) => {
             for (_, done) in group.drain(..) {
                 let _ = done.send(Ok(()));
@@ -168,7 +189,7 @@ fn commit_group(journal: &mut Journal, group: &mut Vec<(Vec<Op>, Done)>) {
         }
         Err(_) => {
             for (ops, done) in group.drain(..) {
-                let r = journal.apply(&ops);
+                let r = journal.apply_as(&ops, durability);
                 if let Err(e) = &r {
                     tracing::error!(error = %e, "journal commit failed");
                 }

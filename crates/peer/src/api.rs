@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jobmesh_core::{Attempt, DispatcherConfig, JobError, JobEvent, JobOptions, Strategy};
-use jobmesh_journal::{JournalHandle, Op};
+use jobmesh_journal::{Durability, JournalHandle, Op};
 use jobmesh_transport::rtc::RtcConfig;
 use jobmesh_wire::dc::JobId;
 use jobmesh_wire::{Capability, PeerId, PeerInfo};
@@ -446,12 +446,15 @@ impl PeerHandle {
             ))
         })?;
         journal
-            .commit(vec![Op::Submit {
-                job_id,
-                spec: crate::durable::StoredSpec::of(spec),
-                blobs: stored,
-                at_ms: crate::durable::now_ms(),
-            }])
+            .commit(
+                vec![Op::Submit {
+                    job_id,
+                    spec: crate::durable::StoredSpec::of(spec),
+                    blobs: stored,
+                    at_ms: crate::durable::now_ms(),
+                }],
+                Durability::Synced,
+            )
             .await
             .map_err(|e| DaemonError::Journal(e.to_string()))
     }
@@ -479,10 +482,11 @@ impl PeerHandle {
             .read(move |j| {
                 let row = j.job(job_id)?;
                 if row.as_ref().is_some_and(|r| r.outcome.is_some()) {
-                    j.apply(&[Op::Fetched {
+                    let fetched = Op::Fetched {
                         job_id,
                         at_ms: crate::durable::now_ms(),
-                    }])?;
+                    };
+                    j.apply_as(&[fetched], Durability::Written)?;
                 }
                 Ok(row)
             })

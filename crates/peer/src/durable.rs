@@ -205,6 +205,7 @@ pub(crate) fn open(data_dir: &Path) -> Result<Opened, String> {
                     }),
                     result_bytes: 0,
                     at_ms: now_ms(),
+                    fetched: false,
                 });
             }
         }
@@ -375,20 +376,23 @@ mod tests {
         let (good, bad) = (spec(), uuid::Uuid::new_v4());
         first
             .handle
-            .commit(vec![
-                Op::Submit {
-                    job_id: good.job_id,
-                    spec: StoredSpec::of(&good),
-                    blobs: json!([]),
-                    at_ms: 1,
-                },
-                Op::Submit {
-                    job_id: bad,
-                    spec: json!({"capability": "Not A Name"}),
-                    blobs: json!([]),
-                    at_ms: 2,
-                },
-            ])
+            .commit(
+                vec![
+                    Op::Submit {
+                        job_id: good.job_id,
+                        spec: StoredSpec::of(&good),
+                        blobs: json!([]),
+                        at_ms: 1,
+                    },
+                    Op::Submit {
+                        job_id: bad,
+                        spec: json!({"capability": "Not A Name"}),
+                        blobs: json!([]),
+                        at_ms: 2,
+                    },
+                ],
+                jobmesh_journal::Durability::Synced,
+            )
             .await
             .expect("journaled");
         let id = first.peer_id;

@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 
 use jobmesh_core::{EventKind, JobError, JobEvent};
-use jobmesh_journal::{JournalHandle, Op};
+use jobmesh_journal::{Durability, JournalHandle, Op};
 use tracing::{error, warn};
 
 use super::Daemon;
@@ -42,7 +42,12 @@ impl Daemon {
         if j.pending.is_empty() {
             return;
         }
-        match j.handle.try_commit(std::mem::take(&mut j.pending)) {
+        // Written, not synced: losing them in a machine crash only means a
+        // job runs again (its submit itself was synced).
+        match j
+            .handle
+            .try_commit(std::mem::take(&mut j.pending), Durability::Written)
+        {
             // Failures are logged by the journal thread; the daemon goes on
             // (a job whose end was not recorded is resumed after a restart).
             Ok(_) => {}
@@ -61,7 +66,7 @@ impl Daemon {
     pub(super) async fn close_journal(&mut self) {
         if let Some(j) = self.journaling.take() {
             if !j.pending.is_empty() {
-                if let Err(e) = j.handle.commit(j.pending).await {
+                if let Err(e) = j.handle.commit(j.pending, Durability::Synced).await {
                     error!(error = %e, "the journal's last changes were not recorded");
                 }
             }
@@ -76,9 +81,7 @@ impl Daemon {
                 attempt: *attempt,
                 worker: worker.to_string(),
             }),
-            EventKind::Retrying { .. } | EventKind::Queued { .. } => {
-                self.journal(Op::Requeue { job_id: e.job_id });
-            }
+            EventKind::Retrying { .. } => self.journal(Op::Requeue { job_id: e.job_id }),
             _ => {}
         }
     }
@@ -98,13 +101,7 @@ impl Daemon {
         if report.blobs.is_empty() {
             let outcome = serde_json::to_value(&envelope).unwrap_or_default();
             let bytes = outcome.to_string().len() as u64;
-            self.journal(end_op(job_id, outcome, bytes));
-            if fetched {
-                self.journal(Op::Fetched {
-                    job_id,
-                    at_ms: durable::now_ms(),
-                });
-            }
+            self.journal(end_op(job_id, outcome, bytes, fetched));
             return;
         }
         // Result blobs go into the data dir first (a hard link when the spool
@@ -129,25 +126,25 @@ impl Daemon {
             let outcome = serde_json::to_value(&envelope).unwrap_or_default();
             let bytes = outcome.to_string().len() as u64
                 + envelope.blobs.iter().map(|b| b.size).sum::<u64>();
-            let mut ops = vec![end_op(job_id, outcome, bytes)];
-            if fetched {
-                ops.push(Op::Fetched {
-                    job_id,
-                    at_ms: durable::now_ms(),
-                });
-            }
-            if let Err(e) = handle.commit(ops).await {
+            let ops = vec![end_op(job_id, outcome, bytes, fetched)];
+            if let Err(e) = handle.commit(ops, Durability::Written).await {
                 error!(%job_id, error = %e, "a job's outcome was not recorded");
             }
         });
     }
 }
 
-fn end_op(job_id: jobmesh_wire::dc::JobId, outcome: serde_json::Value, bytes: u64) -> Op {
+fn end_op(
+    job_id: jobmesh_wire::dc::JobId,
+    outcome: serde_json::Value,
+    bytes: u64,
+    fetched: bool,
+) -> Op {
     Op::End {
         job_id,
         outcome,
         result_bytes: bytes,
         at_ms: durable::now_ms(),
+        fetched,
     }
 }
