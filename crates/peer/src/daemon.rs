@@ -166,6 +166,7 @@ pub fn spawn_with(
                 handle: d.handle,
                 data_dir: config.data_dir.clone().unwrap_or_default(),
                 pending: Vec::new(),
+                due: None,
             }),
             Some(d.stopped),
             d.resume,
@@ -406,9 +407,8 @@ impl Daemon {
                 self.worker.poll_timeout(),
                 self.coalescer.poll_timeout(),
                 self.inputs_deadline(),
-                // Changes waiting for room in the journal's queue.
-                self.journal_backlog()
-                    .then(|| Instant::now() + Duration::from_millis(10)),
+                // Journal changes gathered for a batch.
+                self.journal_deadline(),
             ]
             .into_iter()
             .flatten()
@@ -454,7 +454,7 @@ impl Daemon {
                 }
             }
             self.flush(Instant::now());
-            self.flush_journal();
+            self.flush_journal(Instant::now());
             if self.draining && self.worker.running() == 0 && self.dispatcher.is_empty() {
                 info!("drained");
                 break;

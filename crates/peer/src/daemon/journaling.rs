@@ -7,6 +7,7 @@
 //! or copied into the data dir) and whether a caller took it.
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use jobmesh_core::{EventKind, JobError, JobEvent};
 use jobmesh_journal::{Durability, JournalHandle, Op};
@@ -17,29 +18,42 @@ use crate::api::JobReport;
 use crate::control::{save_blobs, Envelope};
 use crate::durable;
 
+/// Changes wait in the loop at most this long before they go to the journal
+/// thread together: one commit for a burst of jobs' steps instead of one per
+/// step. They are all `Written` changes (a crash loses at most this window,
+/// which only means jobs run again).
+const JOURNAL_BATCH_DELAY: Duration = Duration::from_millis(5);
+/// ... or until this many have gathered.
+const JOURNAL_BATCH_OPS: usize = 512;
+
 /// The journal as the daemon loop uses it.
 pub(super) struct Journaling {
     pub(super) handle: JournalHandle,
     pub(super) data_dir: PathBuf,
-    /// Changes not yet handed to the journal thread because its queue was
-    /// full; retried every turn of the loop. Bounded by the jobs held (a few
-    /// changes each) since submits themselves wait for the journal.
+    /// Changes not yet handed to the journal thread: gathering for a batch,
+    /// or back because its queue was full. Bounded by the jobs held (a few
+    /// changes each), since submits themselves wait for the journal.
     pub(super) pending: Vec<Op>,
+    /// When the batch is due.
+    pub(super) due: Option<Instant>,
 }
 
 impl Daemon {
     fn journal(&mut self, op: Op) {
         if let Some(j) = &mut self.journaling {
+            j.due
+                .get_or_insert_with(|| Instant::now() + JOURNAL_BATCH_DELAY);
             j.pending.push(op);
         }
     }
 
-    /// Hands the turn's changes to the journal thread.
-    pub(super) fn flush_journal(&mut self) {
+    /// Hands the gathered changes to the journal thread once they are due.
+    pub(super) fn flush_journal(&mut self, now: Instant) {
         let Some(j) = &mut self.journaling else {
             return;
         };
-        if j.pending.is_empty() {
+        let due = j.due.is_some_and(|d| now >= d) || j.pending.len() >= JOURNAL_BATCH_OPS;
+        if j.pending.is_empty() || !due {
             return;
         }
         // Written, not synced: losing them in a machine crash only means a
@@ -50,16 +64,18 @@ impl Daemon {
         {
             // Failures are logged by the journal thread; the daemon goes on
             // (a job whose end was not recorded is resumed after a restart).
-            Ok(_) => {}
-            Err(ops) => j.pending = ops,
+            Ok(_) => j.due = None,
+            // The queue is full: try again after another delay.
+            Err(ops) => {
+                j.pending = ops;
+                j.due = Some(now + JOURNAL_BATCH_DELAY);
+            }
         }
     }
 
-    /// Whether changes wait for room in the journal's queue.
-    pub(super) fn journal_backlog(&self) -> bool {
-        self.journaling
-            .as_ref()
-            .is_some_and(|j| !j.pending.is_empty())
+    /// When gathered changes are due for the journal.
+    pub(super) fn journal_deadline(&self) -> Option<Instant> {
+        self.journaling.as_ref().and_then(|j| j.due)
     }
 
     /// At shutdown: waits until every change is on disk.
