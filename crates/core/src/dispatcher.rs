@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::ops::Bound;
 use std::time::{Duration, Instant};
 
-use jobmesh_wire::dc::{DcMsg, JobId, Outcome, RejectReason, MAX_DC_MESSAGE};
+use jobmesh_wire::dc::{DcMsg, JobId, Outcome, Progress, RejectReason, MAX_DC_MESSAGE};
 use jobmesh_wire::signal::ServerMsg;
 use jobmesh_wire::{Capability, PeerId, PeerInfo};
 use rand::rngs::StdRng;
@@ -38,6 +38,12 @@ pub struct DispatcherConfig {
     pub self_dispatch: bool,
     /// Seed of the dispatcher's RNG (random strategy, backoff jitter, tie-break start).
     pub seed: u64,
+    /// An attempt whose worker has not been heard from for this long
+    /// (accepted, progress, heartbeats, result blob chunks) is lost: the
+    /// worker is told to cancel it and the job is retried like one whose
+    /// link closed. Workers send a heartbeat every
+    /// [`HEARTBEAT_INTERVAL_MS`](jobmesh_wire::dc::HEARTBEAT_INTERVAL_MS).
+    pub lease: Duration,
 }
 
 impl Default for DispatcherConfig {
@@ -50,6 +56,7 @@ impl Default for DispatcherConfig {
             default_strategy: StrategyKind::LeastLoaded,
             self_dispatch: true,
             seed: 0,
+            lease: Duration::from_secs(5),
         }
     }
 }
@@ -211,6 +218,16 @@ pub enum Input<'a> {
     },
     /// The data channel to a peer closed or could not be opened.
     LinkClosed(PeerId),
+    /// Word from a worker about an attempt that is not a message the
+    /// dispatcher reads (a chunk of the result's blobs): it renews the lease.
+    Alive {
+        /// The worker.
+        from: PeerId,
+        /// The job.
+        job_id: JobId,
+        /// The attempt.
+        attempt: u32,
+    },
     /// The caller gives up on a job.
     Cancel(JobId),
     /// This peer's own worker side, for self-dispatch (None: not a worker).
@@ -226,6 +243,8 @@ struct Job {
     attempts: Vec<Attempt>,
     /// Attempt numbers used before this dispatcher took the job over (resume).
     attempt_base: u32,
+    /// While an attempt is out: when its lease ends unless the worker speaks.
+    lease_until: Option<Instant>,
     submitted_at: Instant,
     /// When the current wait (queued) or attempt (dispatched/running) times out.
     deadline: Instant,
@@ -246,7 +265,9 @@ impl Job {
     fn next_timer(&self) -> Instant {
         match self.state {
             JobState::Queued => self.deadline.min(self.not_before),
-            _ => self.deadline,
+            _ => self
+                .lease_until
+                .map_or(self.deadline, |l| l.min(self.deadline)),
         }
     }
 }
@@ -310,6 +331,7 @@ pub struct Dispatcher {
     queued_caps: HashMap<Capability, usize>,
     out: VecDeque<Output>,
     stale: u64,
+    leases_expired: u64,
 }
 
 impl Dispatcher {
@@ -339,6 +361,7 @@ impl Dispatcher {
             queued_caps: HashMap::new(),
             out: VecDeque::new(),
             stale: 0,
+            leases_expired: 0,
         }
     }
 
@@ -382,6 +405,11 @@ impl Dispatcher {
         self.stale
     }
 
+    /// Attempts declared lost because their worker went silent past the lease.
+    pub fn leases_expired(&self) -> u64 {
+        self.leases_expired
+    }
+
     /// Feeds one input. Only `Submit` can fail, and then nothing was queued:
     /// a full queue, a duplicate id, an input too large, a missing custom strategy.
     pub fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), JobError> {
@@ -408,6 +436,16 @@ impl Dispatcher {
             } => self.submit(now, spec, attempts_before)?,
             Input::Dc { from, msg } => self.on_reply(now, from, msg),
             Input::LinkClosed(peer) => self.lose_attempts_on(now, peer),
+            Input::Alive {
+                from,
+                job_id,
+                attempt,
+            } => {
+                let current = self.jobs.get(&job_id).and_then(|j| j.state.attempt());
+                if current == Some((from, attempt)) {
+                    self.renew_lease(now, job_id);
+                }
+            }
             Input::Cancel(job_id) => self.cancel(now, job_id),
             Input::LocalWorker(info) => self.local = info,
             Input::Timeout => self.on_timeout(now),
@@ -475,6 +513,7 @@ impl Dispatcher {
             state: JobState::Queued,
             attempts: Vec::new(),
             attempt_base,
+            lease_until: None,
             submitted_at: now,
             refused_by: Vec::new(),
             retries_left: spec.options.max_retries,
@@ -535,6 +574,7 @@ impl Dispatcher {
             self.stale += 1;
             return;
         }
+        self.renew_lease(now, job_id);
         match msg {
             DcMsg::Accepted { .. } => {
                 let running = JobState::Running {
@@ -556,6 +596,8 @@ impl Dispatcher {
                     );
                 }
             }
+            // A heartbeat: the lease is renewed, nothing else changes.
+            DcMsg::Progress { progress, .. } if *progress == Progress::default() => {}
             DcMsg::Progress { progress, .. } => {
                 let running = JobState::Running {
                     worker: from,
@@ -653,21 +695,38 @@ impl Dispatcher {
             .map(|(id, _)| *id)
             .collect();
         for id in lost {
-            self.end_attempt(now, id, AttemptOutcome::Lost, false);
-            let Some(job) = self.jobs.get_mut(&id) else {
-                continue;
+            self.lose_attempt(now, id, peer, false);
+        }
+    }
+
+    /// The current attempt of `id`, at `worker`, is lost; with `tell_worker`
+    /// (its lease ran out but the link may live) the worker is told to stop.
+    fn lose_attempt(&mut self, now: Instant, id: JobId, worker: PeerId, tell_worker: bool) {
+        self.end_attempt(now, id, AttemptOutcome::Lost, tell_worker);
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        // Prefer other workers next; once all are ruled out they are asked again.
+        job.refused_by.push(worker);
+        if job.spec.options.retry_on_disconnect {
+            self.retry_or(now, id, |attempts| JobError::Lost { attempts });
+        } else {
+            let err = JobError::Lost {
+                attempts: self.attempt_log(id),
             };
-            // Prefer other workers next; once all are ruled out they are asked again.
-            job.refused_by.push(peer);
-            if job.spec.options.retry_on_disconnect {
-                self.retry_or(now, id, |attempts| JobError::Lost { attempts });
-            } else {
-                let err = JobError::Lost {
-                    attempts: self.attempt_log(id),
-                };
-                self.finish(now, id, JobState::Lost, Err(err));
+            self.finish(now, id, JobState::Lost, Err(err));
+        }
+    }
+
+    /// The worker spoke about the current attempt: its lease starts over.
+    fn renew_lease(&mut self, now: Instant, id: JobId) {
+        let lease = self.config.lease;
+        if let Some(job) = self.jobs.get_mut(&id) {
+            if job.lease_until.is_some() {
+                job.lease_until = Some(now + lease);
             }
         }
+        self.refile_timer(id);
     }
 
     fn on_timeout(&mut self, now: Instant) {
@@ -677,9 +736,23 @@ impl Dispatcher {
             .map(|(_, id)| *id)
             .collect();
         let expired: Vec<JobId> = due
-            .into_iter()
+            .iter()
+            .copied()
             .filter(|id| self.jobs.get(id).is_some_and(|j| j.deadline <= now))
             .collect();
+        let leases_out: Vec<(JobId, PeerId)> = due
+            .iter()
+            .filter_map(|id| {
+                let j = self.jobs.get(id)?;
+                let (worker, _) = j.state.attempt()?;
+                (j.deadline > now && j.lease_until.is_some_and(|l| l <= now))
+                    .then_some((*id, worker))
+            })
+            .collect();
+        for (id, worker) in leases_out {
+            self.leases_expired += 1;
+            self.lose_attempt(now, id, worker, true);
+        }
         for id in expired {
             let Some(job) = self.jobs.get(&id) else {
                 continue;
@@ -759,6 +832,7 @@ impl Dispatcher {
         };
         job.not_before = not_before;
         job.deadline = not_before + job.spec.options.timeout;
+        job.lease_until = None;
         if self.set_state(id, JobState::Queued) {
             self.enqueue(id);
         }
@@ -1023,6 +1097,7 @@ impl Dispatcher {
         }
         if let Some(job) = self.jobs.get_mut(&id) {
             job.deadline = now + timeout;
+            job.lease_until = Some(now + self.config.lease);
             job.attempts.push(Attempt {
                 number: attempt,
                 worker,

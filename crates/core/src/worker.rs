@@ -45,6 +45,9 @@ struct Running {
     started_at: Instant,
     last_progress_at: Option<Instant>,
     pending_progress: Option<Progress>,
+    /// When the submitter last heard from us about this job (accepted,
+    /// progress or a heartbeat).
+    last_sent_at: Instant,
 }
 
 /// The working side of jobmesh.
@@ -59,6 +62,7 @@ pub struct WorkerCore {
     capabilities: Vec<Capability>,
     slots: u32,
     progress_interval: Duration,
+    heartbeat_interval: Duration,
     running: HashMap<JobId, Running>,
     draining: bool,
     completed: u64,
@@ -77,6 +81,7 @@ impl WorkerCore {
             capabilities,
             slots,
             progress_interval,
+            heartbeat_interval: Duration::from_millis(jobmesh_wire::dc::HEARTBEAT_INTERVAL_MS),
             running: HashMap::new(),
             draining: false,
             completed: 0,
@@ -144,6 +149,7 @@ impl WorkerCore {
                 started_at: now,
                 last_progress_at: None,
                 pending_progress: None,
+                last_sent_at: now,
             },
         );
         self.seq += 1;
@@ -154,6 +160,14 @@ impl WorkerCore {
             input,
             timeout: Duration::from_millis(timeout_ms),
         });
+    }
+
+    /// Sends a heartbeat for a running job after `interval` without any
+    /// other word to its submitter (default [`HEARTBEAT_INTERVAL_MS`](jobmesh_wire::dc::HEARTBEAT_INTERVAL_MS)).
+    #[must_use]
+    pub fn with_heartbeat(mut self, interval: Duration) -> Self {
+        self.heartbeat_interval = interval;
+        self
     }
 
     /// Who submitted a running job, and which attempt of it runs here.
@@ -198,6 +212,7 @@ impl WorkerCore {
             .is_none_or(|t| now.saturating_duration_since(t) >= interval);
         if due {
             r.last_progress_at = Some(now);
+            r.last_sent_at = now;
             r.pending_progress = None;
             let (to, attempt) = (r.from, r.attempt);
             self.send(
@@ -267,19 +282,29 @@ impl WorkerCore {
         );
     }
 
-    /// Flushes progress whose interval has passed.
+    /// Flushes progress whose interval has passed, and sends a heartbeat
+    /// (an empty progress) for every job its submitter has not heard about
+    /// for a heartbeat interval.
     pub fn handle_timeout(&mut self, now: Instant) {
         let interval = self.progress_interval;
+        let heartbeat = self.heartbeat_interval;
         let mut due: Vec<(JobId, PeerId, u32, Progress)> = Vec::new();
         for (id, r) in &mut self.running {
             let ready = r
                 .last_progress_at
                 .is_none_or(|t| now.saturating_duration_since(t) >= interval);
-            if ready {
-                if let Some(p) = r.pending_progress.take() {
-                    r.last_progress_at = Some(now);
-                    due.push((*id, r.from, r.attempt, p));
-                }
+            let progress = if ready {
+                r.pending_progress.take()
+            } else {
+                None
+            };
+            if let Some(p) = progress {
+                r.last_progress_at = Some(now);
+                r.last_sent_at = now;
+                due.push((*id, r.from, r.attempt, p));
+            } else if now.saturating_duration_since(r.last_sent_at) >= heartbeat {
+                r.last_sent_at = now;
+                due.push((*id, r.from, r.attempt, Progress::default()));
             }
         }
         due.sort_by_key(|d| d.0);
@@ -295,12 +320,18 @@ impl WorkerCore {
         }
     }
 
-    /// When pending progress is next due.
+    /// When [`handle_timeout`](Self::handle_timeout) is next due: pending
+    /// progress, or a job's heartbeat.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.running
             .values()
-            .filter(|r| r.pending_progress.is_some())
-            .filter_map(|r| r.last_progress_at.map(|t| t + self.progress_interval))
+            .map(|r| {
+                let beat = r.last_sent_at + self.heartbeat_interval;
+                match (&r.pending_progress, r.last_progress_at) {
+                    (Some(_), Some(t)) => beat.min(t + self.progress_interval),
+                    _ => beat,
+                }
+            })
             .min()
     }
 
@@ -510,5 +541,49 @@ mod tests {
             }
         ));
         assert_eq!(w.stats().failed, 1);
+    }
+
+    #[test]
+    fn a_running_job_gets_a_heartbeat_when_its_submitter_has_heard_nothing_for_an_interval() {
+        let mut w = core().with_heartbeat(1000 * MS);
+        let t0 = Instant::now();
+        let (from, id) = (PeerId::random(), Uuid::new_v4());
+        submit(&mut w, t0, from, id, echo(), Ok(()));
+        drain(&mut w);
+        assert_eq!(
+            w.poll_timeout(),
+            Some(t0 + 1000 * MS),
+            "accepted counts as word"
+        );
+        w.handle_timeout(t0 + 999 * MS);
+        assert!(drain(&mut w).is_empty());
+        w.handle_timeout(t0 + 1000 * MS);
+        let beat = DcMsg::Progress {
+            job_id: id,
+            attempt: 1,
+            progress: Progress::default(),
+        };
+        assert_eq!(
+            drain(&mut w),
+            vec![WorkerOutput::Send {
+                to: from,
+                msg: beat.clone()
+            }]
+        );
+        // Real progress also tells the submitter the job lives: the next
+        // heartbeat is an interval after it.
+        let p = Progress {
+            percent: Some(50),
+            ..Progress::default()
+        };
+        w.handle_progress(t0 + 1500 * MS, id, p);
+        drain(&mut w);
+        assert_eq!(w.poll_timeout(), Some(t0 + 2500 * MS));
+        w.handle_timeout(t0 + 2500 * MS);
+        assert_eq!(drain(&mut w).len(), 1);
+        // A finished job gets no more heartbeats.
+        w.handle_done(t0 + 2600 * MS, id, Ok(json!(1)));
+        drain(&mut w);
+        assert_eq!(w.poll_timeout(), None);
     }
 }

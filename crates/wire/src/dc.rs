@@ -29,6 +29,11 @@ pub const MAX_TIMEOUT_MS: u64 = 24 * 3600 * 1000;
 pub const MAX_ERROR_LEN: usize = 4096;
 /// Longest progress stage or message text.
 pub const MAX_PROGRESS_TEXT: usize = 256;
+/// A worker tells the submitter of every job it runs that it is alive at
+/// least this often: progress counts, and with nothing new to say it sends an
+/// empty `progress` (a heartbeat). A submitter declares an attempt lost when
+/// it has heard nothing for its lease (several of these).
+pub const HEARTBEAT_INTERVAL_MS: u64 = 1000;
 
 /// A job's id: a random (v4) UUID chosen by the submitter.
 pub type JobId = Uuid;

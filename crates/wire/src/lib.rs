@@ -25,7 +25,9 @@ pub use types::{Capability, PeerId, PeerInfo, Stats, MAX_CAPABILITIES, MAX_NAME_
 /// Version of both wires. A hello with any other version is refused.
 /// 2: the pool view as paged, coalesced `view` frames (was: a welcome listing
 /// the pool, then one message per change).
-pub const PROTOCOL_VERSION: u32 = 2;
+/// 3: workers send heartbeats (an empty `progress`) and submitters hold each
+/// attempt to a lease.
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Reads the `"type"` tag of a JSON object and checks it is one of `known`,
 /// so an unknown type gets its own error rather than a generic serde one.

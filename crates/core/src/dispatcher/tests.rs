@@ -1114,3 +1114,129 @@ fn a_resumed_job_continues_its_attempt_numbers_and_ignores_the_old_attempt() {
         vec![4]
     );
 }
+
+fn heartbeat(id: JobId, attempt: u32) -> DcMsg {
+    DcMsg::Progress {
+        job_id: id,
+        attempt,
+        progress: Progress::default(),
+    }
+}
+
+#[test]
+fn a_worker_silent_past_its_lease_loses_the_attempt_is_told_to_cancel_and_its_late_result_is_stale()
+{
+    let (w1, w2) = (worker(1, 1), worker(2, 1));
+    let mut h = Harness::new(&[w1.clone(), w2.clone()]);
+    let s = with(9, |o| {
+        o.timeout = 60 * SEC;
+        o.strategy = Some(StrategyKind::RoundRobin);
+    });
+    let id = s.job_id;
+    h.submit(s);
+    let first = h.submits();
+    assert_eq!(first.len(), 1);
+    let (old, _, _) = first[0];
+    let lease = DispatcherConfig::default().lease;
+    h.reply(
+        h.t0,
+        old,
+        DcMsg::Accepted {
+            job_id: id,
+            attempt: 1,
+        },
+    );
+    // Heartbeats keep it: no event, no loss, for as long as they come.
+    for k in 1..=3 {
+        let at = h.t0 + k * (lease - SEC);
+        h.reply(at, old, heartbeat(id, 1));
+        h.tick(at);
+    }
+    let outs = h.drain();
+    assert!(
+        !events(&outs).contains(&"progress"),
+        "a heartbeat is not progress: {:?}",
+        events(&outs)
+    );
+    assert!(finished(&outs).is_empty());
+    assert_eq!(h.d.leases_expired(), 0);
+
+    // Then silence past the lease: lost, the worker told to cancel, retried.
+    let last = h.t0 + 3 * (lease - SEC);
+    h.tick(last + lease);
+    let outs = h.drain();
+    assert_eq!(h.d.leases_expired(), 1);
+    assert!(outs.iter().any(|o| matches!(o, Output::Send { to, msg: DcMsg::Cancel { job_id, attempt: 1 } } if *to == old && *job_id == id)), "{outs:?}");
+    assert!(events(&outs).contains(&"retrying"), "{:?}", events(&outs));
+    h.tick(last + lease + 20 * SEC);
+    let again = h.submits();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].2, 2, "a new attempt");
+    let new = again[0].0;
+
+    // The frozen worker wakes up and reports attempt 1: stale, ignored.
+    let stale = h.d.stale_messages();
+    h.reply(last + lease + 21 * SEC, old, ok(id, 1, json!("late")));
+    assert!(finished(&h.drain()).is_empty());
+    assert_eq!(h.d.stale_messages(), stale + 1);
+    // The new attempt's result is the one delivered.
+    h.reply(
+        last + lease + 21 * SEC,
+        new,
+        DcMsg::Accepted {
+            job_id: id,
+            attempt: 2,
+        },
+    );
+    h.reply(last + lease + 21 * SEC, new, ok(id, 2, json!("fresh")));
+    let outs = h.drain();
+    let ends = finished(&outs);
+    assert_eq!(ends.len(), 1);
+    assert_eq!(ends[0].result, Ok(json!("fresh")));
+}
+
+#[test]
+fn result_blob_chunks_renew_the_lease() {
+    let w1 = worker(1, 1);
+    let mut h = Harness::new(std::slice::from_ref(&w1));
+    let s = with(10, |o| o.timeout = 60 * SEC);
+    let id = s.job_id;
+    h.submit(s);
+    h.drain();
+    let lease = DispatcherConfig::default().lease;
+    h.reply(
+        h.t0,
+        w1.id,
+        DcMsg::Accepted {
+            job_id: id,
+            attempt: 1,
+        },
+    );
+    let mut at = h.t0;
+    for _ in 0..4 {
+        at += lease - SEC;
+        h.d.handle_input(
+            at,
+            Input::Alive {
+                from: w1.id,
+                job_id: id,
+                attempt: 1,
+            },
+        )
+        .expect("alive");
+        h.tick(at);
+    }
+    assert_eq!(h.d.leases_expired(), 0);
+    // Word about another attempt renews nothing.
+    h.d.handle_input(
+        at + SEC,
+        Input::Alive {
+            from: w1.id,
+            job_id: id,
+            attempt: 7,
+        },
+    )
+    .expect("alive");
+    h.tick(at + lease);
+    assert_eq!(h.d.leases_expired(), 1);
+}

@@ -242,6 +242,13 @@ impl Daemon {
                 };
                 let Ok(rx) = &mut d.rx else { return };
                 rx.on_chunk(h.blob, h.offset, payload);
+                // The worker is busy sending: its lease holds.
+                let alive = Input::Alive {
+                    from: peer,
+                    job_id: h.job_id,
+                    attempt: h.attempt,
+                };
+                let _ = self.dispatcher.handle_input(now, alive);
                 let pct = percent(rx.progress());
                 if pct != d.percent {
                     d.percent = pct;
