@@ -200,6 +200,12 @@ pub struct Metrics {
     /// Blob chunks dropped because no transfer of theirs is current (the
     /// attempt ended, was cancelled or was never announced).
     pub stale_chunks: AtomicU64,
+    /// Messages about jobs of ours from an attempt that is no longer current
+    /// (a late result of a lost or timed-out attempt, say), ignored.
+    pub stale_messages: AtomicU64,
+    /// Attempts of ours declared lost because their worker went silent past
+    /// the lease.
+    pub leases_expired: AtomicU64,
 }
 
 impl Metrics {

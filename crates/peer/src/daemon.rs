@@ -488,6 +488,19 @@ impl Daemon {
     /// this peer are looped back in, and a changed local worker is reported to
     /// the dispatcher (a freed local slot may place jobs). Then publishes stats.
     fn flush(&mut self, now: Instant) {
+        let counters = [
+            (
+                &self.metrics.stale_messages,
+                self.dispatcher.stale_messages(),
+            ),
+            (
+                &self.metrics.leases_expired,
+                self.dispatcher.leases_expired(),
+            ),
+        ];
+        for (counter, value) in counters {
+            counter.store(value, std::sync::atomic::Ordering::Relaxed);
+        }
         loop {
             while let Some(out) = self.dispatcher.poll_output() {
                 match out {

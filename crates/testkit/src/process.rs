@@ -66,6 +66,15 @@ impl Proc {
         (Self(child), line)
     }
 
+    /// Sends it `signal` (`"STOP"`, `"CONT"`, `"TERM"`, ...) with `kill`.
+    pub fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &self.0.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
     /// Kills the process with SIGKILL and reaps it.
     pub fn kill(mut self) {
         let _ = self.0.kill();
