@@ -1037,6 +1037,12 @@ impl Dispatcher {
         };
         let cap = job.spec.capability.clone();
         let capable = self.capable(&cap);
+        if capable.is_empty() && !self.pool.is_synced() {
+            // The view is still filling (a daemon just started or
+            // reconnected): "nobody runs this" is not known yet. The job waits;
+            // the pass after the view syncs places it or ends it.
+            return Placement::NoRoom;
+        }
         if capable.is_empty() {
             let err = JobError::NoCapableWorker { capability: cap };
             self.finish(now, id, JobState::Failed, Err(err));

@@ -14,6 +14,7 @@ use jobmesh_wire::{Capability, PeerId, PROTOCOL_VERSION};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+pub mod faults;
 pub mod process;
 mod signal;
 pub mod ws;

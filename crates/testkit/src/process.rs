@@ -75,6 +75,17 @@ impl Proc {
         assert!(status.success(), "kill -{signal} failed");
     }
 
+    /// Kills the process with SIGKILL and reaps it, keeping the guard.
+    pub fn kill_now(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+
+    /// Whether it has not exited.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.0.try_wait(), Ok(None))
+    }
+
     /// Kills the process with SIGKILL and reaps it.
     pub fn kill(mut self) {
         let _ = self.0.kill();

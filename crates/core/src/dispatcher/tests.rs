@@ -1240,3 +1240,53 @@ fn result_blob_chunks_renew_the_lease() {
     h.tick(at + lease);
     assert_eq!(h.d.leases_expired(), 1);
 }
+
+#[test]
+fn before_the_pool_view_is_complete_a_job_waits_instead_of_failing_no_worker() {
+    let t0 = Instant::now();
+    let mut d = Dispatcher::new(peer(0), DispatcherConfig::default(), None);
+    let ids = [spec(1), spec(2)].map(|s| {
+        let id = s.job_id;
+        d.handle_input(t0, Input::Submit(s)).expect("queued");
+        id
+    });
+    let outs: Vec<Output> = std::iter::from_fn(|| d.poll_output()).collect();
+    assert!(
+        finished(&outs).is_empty(),
+        "no verdict before the view is synced"
+    );
+    // A first page, not yet complete: still waiting.
+    let partial = ServerMsg::View {
+        reset: true,
+        left: Vec::new(),
+        peers: Vec::new(),
+        synced: false,
+    };
+    d.handle_input(t0, Input::Signal(&partial)).expect("page");
+    assert!(finished(&std::iter::from_fn(|| d.poll_output()).collect::<Vec<_>>()).is_empty());
+    // The view completes with one echo worker: both jobs are offered.
+    let w = worker(1, 4);
+    d.handle_input(t0, Input::Signal(&page(false, Vec::new(), vec![w.clone()])))
+        .expect("synced");
+    let outs: Vec<Output> = std::iter::from_fn(|| d.poll_output()).collect();
+    let sent: Vec<JobId> = submits(&outs).into_iter().map(|(_, id, _)| id).collect();
+    assert_eq!(sent.len(), 2);
+    assert!(ids.iter().all(|id| sent.contains(id)));
+}
+
+#[test]
+fn once_the_view_is_complete_a_capability_nobody_runs_fails_at_once() {
+    let t0 = Instant::now();
+    let mut d = Dispatcher::new(peer(0), DispatcherConfig::default(), None);
+    let s = spec(3);
+    d.handle_input(t0, Input::Submit(s)).expect("queued");
+    d.handle_input(t0, Input::Signal(&page(true, Vec::new(), Vec::new())))
+        .expect("synced, empty");
+    let outs: Vec<Output> = std::iter::from_fn(|| d.poll_output()).collect();
+    let ends = finished(&outs);
+    assert_eq!(ends.len(), 1);
+    assert!(matches!(
+        ends[0].result,
+        Err(JobError::NoCapableWorker { .. })
+    ));
+}

@@ -1,0 +1,176 @@
+//! The fault suite (docs/reliability.md): real processes, real kills, and a
+//! history of every submit, delivery and execution checked for lost and
+//! duplicated jobs. Each scenario prints its summary line; run them all with
+//!
+//! ```sh
+//! cargo test --test tests fault_suite -- --nocapture --test-threads=1
+//! ```
+//!
+//! Executions are counted by the handler itself: an exec handler appends the
+//! job id to a log file each time it starts.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use jobmesh_peer::control::{self, Request, Session};
+use jobmesh_testkit::faults::{Delivered, History, Summary};
+use jobmesh_testkit::process::{daemon, signal_server, Proc};
+use jobmesh_testkit::{cap, init_tracing, within, PeerGuard};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+/// An exec handler `record` that logs each start of a job, takes a moment,
+/// and returns its input.
+fn record_handler(dir: &Path) -> (PathBuf, PathBuf) {
+    let log = dir.join("executions.log");
+    let config = dir.join("record.toml");
+    let toml = format!(
+        "[[handler]]\nname = \"record\"\nargv = [\"sh\", \"-c\", \"echo \\\"$JOBMESH_JOB_ID\\\" >> {}; sleep 0.2; cat\"]\nenv = [\"PATH\"]\n",
+        log.display()
+    );
+    std::fs::write(&config, toml).expect("handler config");
+    (config, log)
+}
+
+/// Every execution the handler logged.
+fn read_executions(log: &Path, history: &mut History) {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    for line in text.lines() {
+        if let Ok(id) = Uuid::parse_str(line.trim()) {
+            history.executed(id);
+        }
+    }
+}
+
+fn print(summary: &Summary) {
+    println!("\n{}\n{summary}", Summary::HEADER);
+}
+
+/// Scenario 3: the submitting daemon is killed with SIGKILL at random points
+/// (seeded) while 200 detached jobs are submitted and run, and restarted on
+/// the same data dir each time. Every job whose id was returned must end
+/// completed (or failed with its error), and `result` must return it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_suite_submitter_killed_while_200_jobs_run() {
+    init_tracing();
+    const JOBS: usize = 200;
+    let seed = 3;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (config, log) = record_handler(dir.path());
+    let config = config.to_str().expect("utf-8").to_owned();
+    let (_server, url) = signal_server();
+    let _workers: Vec<Proc> = ["w1", "w2"]
+        .iter()
+        .map(|w| {
+            let extra = ["--config", config.as_str(), "--slots", "8"];
+            daemon(&url, "f3", w, "record", dir.path(), &extra)
+        })
+        .collect();
+    let watcher = PeerGuard::start(&url, "f3", "watcher", &[], 0);
+    watcher.wait_capable("record", 2).await;
+    let sock = dir.path().join("s.sock");
+    let start = || daemon(&url, "f3", "s", "", dir.path(), &[]);
+    let mut submitter = start();
+
+    let mut history = History::default();
+    // Kill points: twice while submitting, once after.
+    let mut kills = [rng.random_range(20..90), rng.random_range(110..180)].to_vec();
+    let mut next = 0;
+    while next < JOBS {
+        let session = Session::open(&sock).await.expect("a session");
+        let until = kills.first().copied().unwrap_or(JOBS).min(JOBS);
+        let batch: Vec<Request> = (next..until).map(|i| detached(json!({ "n": i }))).collect();
+        // All of the batch in flight at once, then the kill lands among them.
+        let answers = futures_util::future::join_all(batch.iter().map(|r| session.request(r)));
+        let answers = if kills.is_empty() {
+            answers.await
+        } else {
+            kills.remove(0);
+            let pause = Duration::from_millis(rng.random_range(0..30));
+            let (answers, ()) = tokio::join!(answers, async {
+                tokio::time::sleep(pause).await;
+                submitter.kill_now();
+            });
+            answers
+        };
+        for a in answers {
+            match a {
+                Ok(v) if v["status"] == "submitted" => {
+                    history.submitted(
+                        v["job_id"]
+                            .as_str()
+                            .and_then(|s| s.parse().ok())
+                            .expect("an id"),
+                    );
+                }
+                Ok(v) => {
+                    eprintln!("submit refused: {v}");
+                    history.refused(v.to_string())
+                }
+                Err(_) => history.unknown(),
+            }
+        }
+        next = until;
+        if !submitter.is_running() {
+            submitter = start();
+        }
+    }
+    // One more kill while the jobs run.
+    tokio::time::sleep(Duration::from_millis(rng.random_range(100..600))).await;
+    submitter.kill_now();
+    let _submitter = start();
+
+    // Every acknowledged job's outcome, from the journal.
+    let ids: Vec<Uuid> = history_ids(&history);
+    within("every acknowledged job's outcome", async {
+        for id in ids {
+            loop {
+                let req = Request::Result {
+                    job_id: id,
+                    out: None,
+                    out_dir: None,
+                };
+                let v = control::request(&sock, &req).await.expect("result");
+                match v["status"].as_str() {
+                    Some("queued" | "running") => {
+                        tokio::time::sleep(Duration::from_millis(50)).await
+                    }
+                    Some("completed") => {
+                        history.delivered(id, Delivered::Completed);
+                        break;
+                    }
+                    _ => {
+                        eprintln!("job failed: {v}");
+                        history.delivered(id, Delivered::Failed(v.to_string()));
+                        break;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    read_executions(&log, &mut history);
+    let summary = history.check("submitter kill -9 x3, 200 detached jobs");
+    print(&summary);
+    assert_eq!((summary.lost, summary.duplicated), (0, 0), "{summary}");
+    assert_eq!(
+        summary.completed + summary.failed,
+        summary.submitted - summary.unknown
+    );
+    assert!(summary.completed > 0, "{summary}");
+}
+
+fn detached(input: Value) -> Request {
+    let mut r = Request::submit(cap("record"), input);
+    if let Request::Submit { detach, .. } = &mut r {
+        *detach = true;
+    }
+    r
+}
+
+fn history_ids(h: &History) -> Vec<Uuid> {
+    h.acknowledged().to_vec()
+}
