@@ -174,3 +174,155 @@ fn detached(input: Value) -> Request {
 fn history_ids(h: &History) -> Vec<Uuid> {
     h.acknowledged().to_vec()
 }
+
+/// An exec handler `relay` that logs each start, takes a moment, and sends
+/// its input blob back as its output blob.
+fn relay_handler(dir: &Path, log: &Path) -> PathBuf {
+    let config = dir.join("relay.toml");
+    let toml = format!(
+        "[[handler]]\nname = \"relay\"\nargv = [\"sh\", \"-c\", \"echo \\\"$JOBMESH_JOB_ID\\\" >> {}; sleep 0.1; cat\"]\nstdin = \"blob\"\nstdout = \"blob\"\nenv = [\"PATH\"]\n",
+        log.display()
+    );
+    std::fs::write(&config, toml).expect("handler config");
+    config
+}
+
+/// A worker process `name` of generation `generation` (each restart gets a
+/// fresh data dir, so a fresh peer id).
+fn relay_worker(url: &str, dir: &Path, config: &Path, name: &str, generation: u32) -> Proc {
+    let sock = dir.join(format!("{name}.sock"));
+    let data = dir.join(format!("{name}-{generation}.data"));
+    let mut cmd = jobmesh_testkit::process::peer(&[
+        "--signal",
+        url,
+        "--pool",
+        "f1",
+        "--name",
+        name,
+        "--capabilities",
+        "relay",
+        "--slots",
+        "2",
+        "--config",
+        config.to_str().expect("utf-8"),
+        "--control",
+        sock.to_str().expect("utf-8"),
+        "--data-dir",
+        data.to_str().expect("utf-8"),
+        "--grace-secs",
+        "1",
+    ]);
+    Proc::spawn(&mut cmd).0
+}
+
+/// Scenario 1: workers killed with SIGKILL at random moments (seeded), so
+/// jobs lose them while their input uploads, while they run and while their
+/// result comes back; each killed worker is restarted at once. Every job
+/// must be delivered exactly once, with its blob intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_suite_workers_killed_during_upload_run_and_delivery() {
+    init_tracing();
+    const JOBS: usize = 60;
+    let seed = 1;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = dir.path().join("executions.log");
+    let config = relay_handler(dir.path(), &log);
+    let input = dir.path().join("input.bin");
+    let payload: Vec<u8> = (0..256 * 1024).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&input, &payload).expect("input");
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir_all(&out_dir).expect("out dir");
+    let (_server, url) = signal_server();
+    let names = ["w1", "w2", "w3"];
+    let mut workers: Vec<Proc> = names
+        .iter()
+        .map(|n| relay_worker(&url, dir.path(), &config, n, 0))
+        .collect();
+    let _submitter = daemon(&url, "f1", "s", "", dir.path(), &[]);
+    let watcher = PeerGuard::start(&url, "f1", "watcher", &[], 0);
+    watcher.wait_capable("relay", 3).await;
+    let sock = dir.path().join("s.sock");
+
+    let session = Session::open(&sock).await.expect("a session");
+    let requests: Vec<Request> = (0..JOBS)
+        .map(|i| {
+            let mut r = Request::submit(cap("relay"), json!({}));
+            if let Request::Submit {
+                files,
+                out,
+                options,
+                ..
+            } = &mut r
+            {
+                files.push(input.clone());
+                *out = Some(out_dir.join(format!("{i}.bin")));
+                options.retries = Some(20);
+                options.timeout_ms = Some(20_000);
+            }
+            r
+        })
+        .collect();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let killer = {
+        let stop = stop.clone();
+        let (url, dir, config) = (url.clone(), dir.path().to_owned(), config.clone());
+        tokio::spawn(async move {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let mut generation = 0;
+            let mut kills = 0;
+            loop {
+                let pause = Duration::from_millis(rng.random_range(150..500));
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = tokio::time::sleep(pause) => {}
+                }
+                let i = rng.random_range(0..workers.len());
+                workers[i].kill_now();
+                kills += 1;
+                generation += 1;
+                workers[i] = relay_worker(&url, &dir, &config, names[i], generation);
+            }
+            (workers, kills)
+        })
+    };
+    let answers = within(
+        "every job's answer",
+        futures_util::future::join_all(requests.iter().map(|r| session.request(r))),
+    )
+    .await;
+    stop.cancel();
+    let (_workers, kills) = killer.await.expect("the killer");
+
+    let mut history = History::default();
+    for (i, a) in answers.into_iter().enumerate() {
+        match a {
+            Ok(v) if v["job_id"].is_string() => {
+                let id: Uuid = v["job_id"]
+                    .as_str()
+                    .and_then(|s| s.parse().ok())
+                    .expect("an id");
+                history.submitted(id);
+                if v["status"] == "completed" {
+                    let back =
+                        std::fs::read(out_dir.join(format!("{i}.bin"))).expect("the result blob");
+                    assert!(back == payload, "job {i}: the blob came back changed");
+                    history.delivered(id, Delivered::Completed);
+                } else {
+                    eprintln!("job failed: {v}");
+                    history.delivered(id, Delivered::Failed(v.to_string()));
+                }
+            }
+            Ok(v) => {
+                eprintln!("submit refused: {v}");
+                history.refused(v.to_string());
+            }
+            Err(_) => history.unknown(),
+        }
+    }
+    read_executions(&log, &mut history);
+    let summary = history.check(&format!("worker kill -9 x{kills}, {JOBS} x 256 KiB jobs"));
+    print(&summary);
+    assert_eq!((summary.lost, summary.duplicated), (0, 0), "{summary}");
+    assert_eq!(summary.completed, JOBS, "{summary}");
+    assert!(kills > 0);
+}

@@ -48,6 +48,9 @@ struct Running {
     /// When the submitter last heard from us about this job (accepted,
     /// progress or a heartbeat).
     last_sent_at: Instant,
+    /// Stopped because the link to its submitter closed, not because it
+    /// asked: whatever the handler says, the attempt may be run again.
+    stopped_by_link: bool,
 }
 
 /// The working side of jobmesh.
@@ -150,6 +153,7 @@ impl WorkerCore {
                 last_progress_at: None,
                 pending_progress: None,
                 last_sent_at: now,
+                stopped_by_link: false,
             },
         );
         self.seq += 1;
@@ -191,9 +195,12 @@ impl WorkerCore {
     pub fn handle_link_closed(&mut self, peer: PeerId) {
         let mut ids: Vec<JobId> = self
             .running
-            .iter()
+            .iter_mut()
             .filter(|(_, r)| r.from == peer)
-            .map(|(id, _)| *id)
+            .map(|(id, r)| {
+                r.stopped_by_link = true;
+                *id
+            })
             .collect();
         ids.sort();
         for job_id in ids {
@@ -256,6 +263,15 @@ impl WorkerCore {
             Ok(value) => {
                 self.completed += 1;
                 Outcome::Ok { value }
+            }
+            // The submitter may be back on a new link (a restart keeps its
+            // peer id): the stop was ours, so the job may run again.
+            Err(_) if r.stopped_by_link => {
+                self.failed += 1;
+                Outcome::Err {
+                    message: "stopped: the link to the submitter closed".into(),
+                    retryable: true,
+                }
             }
             Err((message, retryable)) => {
                 self.failed += 1;
@@ -585,5 +601,35 @@ mod tests {
         w.handle_done(t0 + 2600 * MS, id, Ok(json!(1)));
         drain(&mut w);
         assert_eq!(w.poll_timeout(), None);
+    }
+
+    #[test]
+    fn a_job_stopped_because_its_link_closed_reports_a_retryable_failure() {
+        let mut w = core();
+        let t0 = Instant::now();
+        let (from, id) = (PeerId::random(), Uuid::new_v4());
+        submit(&mut w, t0, from, id, echo(), Ok(()));
+        drain(&mut w);
+        w.handle_link_closed(from);
+        assert_eq!(drain(&mut w), vec![WorkerOutput::Cancel { job_id: id }]);
+        // The handler says "cancelled" (permanent), but the stop was ours.
+        w.handle_done(t0, id, Err(("cancelled".into(), false)));
+        let outs = drain(&mut w);
+        assert!(
+            outs.iter().any(|o| matches!(
+                o,
+                WorkerOutput::Send {
+                    msg: DcMsg::Result {
+                        outcome: Outcome::Err {
+                            retryable: true,
+                            ..
+                        },
+                        ..
+                    },
+                    ..
+                }
+            )),
+            "{outs:?}"
+        );
     }
 }
