@@ -164,7 +164,7 @@ pub fn spawn_with(
         Some(d) => (
             Some(journaling::Journaling {
                 handle: d.handle,
-                data_dir: config.data_dir.clone().unwrap_or_default(),
+                data_dir: d.data_dir,
                 pending: Vec::new(),
                 due: None,
             }),
@@ -176,17 +176,16 @@ pub fn spawn_with(
     if !resume.is_empty() {
         info!(
             jobs = resume.len(),
-            "resuming the journal's unfinished jobs once the pool is known"
+            "resuming the journal's unfinished jobs"
         );
     }
     let journal_for_api = Arc::new(std::sync::Mutex::new(
         journaling.as_ref().map(|j| j.handle.clone()),
     ));
-    let daemon = Daemon {
+    let mut daemon = Daemon {
         me,
         journaling,
         stopping: false,
-        resume_pending: resume,
         dispatcher: Dispatcher::new(me, config.dispatcher.clone(), ext.strategy),
         worker,
         handlers: ext.handlers,
@@ -233,6 +232,11 @@ pub fn spawn_with(
         progress: progress_rx,
         transfers: transfer_rx,
     };
+    // They wait in the queue until the pool view is complete (the dispatcher
+    // concludes nothing about capable workers before).
+    for r in resume {
+        daemon.resume(Instant::now(), r);
+    }
     let stopped2 = stopped.clone();
     let shutdown2 = shutdown.clone();
     let api_journal = journal_for_api.clone();
@@ -339,8 +343,6 @@ struct Daemon {
     journaling: Option<journaling::Journaling>,
     /// Set once the loop has ended: cancels from here on are the daemon's own.
     stopping: bool,
-    /// Journaled jobs to take back once the pool view is complete.
-    resume_pending: Vec<crate::durable::Resume>,
     config: DaemonConfig,
     dispatcher: Dispatcher,
     worker: WorkerCore,
@@ -488,19 +490,9 @@ impl Daemon {
     /// this peer are looped back in, and a changed local worker is reported to
     /// the dispatcher (a freed local slot may place jobs). Then publishes stats.
     fn flush(&mut self, now: Instant) {
-        let counters = [
-            (
-                &self.metrics.stale_messages,
-                self.dispatcher.stale_messages(),
-            ),
-            (
-                &self.metrics.leases_expired,
-                self.dispatcher.leases_expired(),
-            ),
-        ];
-        for (counter, value) in counters {
-            counter.store(value, std::sync::atomic::Ordering::Relaxed);
-        }
+        let m = &self.metrics;
+        Metrics::set(&m.stale_messages, self.dispatcher.stale_messages());
+        Metrics::set(&m.leases_expired, self.dispatcher.leases_expired());
         loop {
             while let Some(out) = self.dispatcher.poll_output() {
                 match out {
@@ -750,14 +742,6 @@ impl Daemon {
             }
             changed
         });
-        // Resumed jobs wait for a complete view of the pool: before it, "no
-        // worker runs this" would only mean "not heard of one yet".
-        if synced && !self.resume_pending.is_empty() {
-            let now = Instant::now();
-            for r in std::mem::take(&mut self.resume_pending) {
-                self.resume(now, r);
-            }
-        }
     }
 
     fn on_dc_bytes(&mut self, now: Instant, peer: PeerId, data: &[u8]) {

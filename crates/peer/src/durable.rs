@@ -149,6 +149,7 @@ pub(crate) struct Resume {
 
 /// The journal of a daemon, opened and read at start.
 pub(crate) struct Opened {
+    pub(crate) data_dir: PathBuf,
     pub(crate) handle: JournalHandle,
     pub(crate) stopped: Stopped,
     pub(crate) peer_id: PeerId,
@@ -214,6 +215,7 @@ pub(crate) fn open(data_dir: &Path) -> Result<Opened, String> {
     let (handle, stopped) =
         jobmesh_journal::spawn(journal).map_err(|e| format!("cannot start the journal: {e}"))?;
     Ok(Opened {
+        data_dir: data_dir.to_owned(),
         handle,
         stopped,
         peer_id,
