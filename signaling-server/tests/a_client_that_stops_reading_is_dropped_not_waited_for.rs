@@ -48,7 +48,10 @@ async fn a_client_that_stops_reading_is_dropped_not_waited_for() {
             talker
                 .send(&ClientMsg::Relay {
                     to: slow_id,
-                    signal: Handshake::Offer { sdp: sdp.clone() },
+                    signal: Handshake::Offer {
+                        sdp: sdp.clone(),
+                        dial: 0,
+                    },
                 })
                 .await;
             while busy_read < server.count(|c| &c.relays_dropped_busy) {
@@ -80,7 +83,10 @@ async fn a_client_that_stops_reading_is_dropped_not_waited_for() {
     assert_eq!(server.count(|c| &c.clients_expired), 0);
 
     // The others still relay to each other, and only they are listed.
-    let offer = Handshake::Offer { sdp: "v=0".into() };
+    let offer = Handshake::Offer {
+        sdp: "v=0".into(),
+        dial: 0,
+    };
     reader
         .send(&ClientMsg::Relay {
             to: talker.id,

@@ -22,6 +22,7 @@ const POLICY: u16 = 1008;
 async fn still_working(from: &mut Peer, to: &mut Peer) {
     let offer = Handshake::Offer {
         sdp: format!("v=0 {}", from.id),
+        dial: 0,
     };
     from.send(&ClientMsg::Relay {
         to: to.id,

@@ -62,6 +62,7 @@ async fn peers_of_a_pool_see_each_other_and_relay_only_within_it() {
     // Relays within the pool, both ways.
     let offer = Handshake::Offer {
         sdp: "v=0 offer".into(),
+        dial: 1,
     };
     a.send(&ClientMsg::Relay {
         to: b.id,
@@ -77,6 +78,7 @@ async fn peers_of_a_pool_see_each_other_and_relay_only_within_it() {
     );
     let answer = Handshake::Answer {
         sdp: "v=0 answer".into(),
+        dial: 1,
     };
     b.send(&ClientMsg::Relay {
         to: a.id,

@@ -313,6 +313,8 @@ enum Link {
         link_id: LinkId,
         /// Where the dialler waits for the remote's answer (None when answering).
         answer: Option<oneshot::Sender<String>>,
+        /// The tag of the offer (ours when dialling, theirs when answering).
+        dial: u64,
         /// Messages to send once open; at most `LINK_SEND_QUEUE`.
         pending: Vec<Vec<u8>>,
         _abort: DropGuard,

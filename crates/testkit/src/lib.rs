@@ -251,7 +251,7 @@ impl RawPeer {
                 tokio::select! {
                     r = &mut dial => return r.expect("raw dial succeeds"),
                     ev = self.events.recv() => {
-                        if let Some(SignalEvent::Message(ServerMsg::Relayed { from, signal: Handshake::Answer { sdp } })) = ev {
+                        if let Some(SignalEvent::Message(ServerMsg::Relayed { from, signal: Handshake::Answer { sdp, .. } })) = ev {
                             if from == peer {
                                 if let Some(tx) = answer_tx.take() { let _ = tx.send(sdp); }
                             }

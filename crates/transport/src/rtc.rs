@@ -471,7 +471,7 @@ pub async fn dial(
         let offer = pc.create_offer(None).await?;
         pc.set_local_description(offer).await?;
         let sdp = local_sdp(&mut setup, config).await?;
-        if !relay(Handshake::Offer { sdp }) {
+        if !relay(Handshake::Offer { sdp, dial: 0 }) {
             return Err(LinkError::Relay);
         }
         let answer = answer
@@ -503,7 +503,7 @@ pub async fn answer(
         let answer = pc.create_answer(None).await?;
         pc.set_local_description(answer).await?;
         let sdp = local_sdp(&mut setup, config).await?;
-        if !relay(Handshake::Answer { sdp }) {
+        if !relay(Handshake::Answer { sdp, dial: 0 }) {
             return Err(LinkError::Relay);
         }
         let dc = setup

@@ -32,7 +32,7 @@ async fn a_link_opens_and_delivers_a_message() {
         let config = config.clone();
         tokio::spawn(async move {
             let relay = move |h: Handshake| match h {
-                Handshake::Offer { sdp } => offer_tx.try_send(sdp).is_ok(),
+                Handshake::Offer { sdp, .. } => offer_tx.try_send(sdp).is_ok(),
                 _ => false,
             };
             rtc::dial(&config, b, 1, relay, answer_rx, events_a).await
@@ -41,7 +41,7 @@ async fn a_link_opens_and_delivers_a_message() {
     let offer = offer_rx.recv().await.expect("an offer");
     let answer_tx = std::sync::Mutex::new(Some(answer_tx));
     let relay = move |h: Handshake| match h {
-        Handshake::Answer { sdp } => answer_tx
+        Handshake::Answer { sdp, .. } => answer_tx
             .lock()
             .ok()
             .and_then(|mut tx| tx.take())

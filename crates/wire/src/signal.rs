@@ -73,11 +73,19 @@ pub enum Handshake {
     Offer {
         /// The SDP text.
         sdp: String,
+        /// A random tag of this dial, echoed by its answer, so an answer to
+        /// an older offer (from before the dialler restarted under the same
+        /// peer id) is told apart. 0: untagged.
+        #[serde(default)]
+        dial: u64,
     },
     /// An SDP answer.
     Answer {
         /// The SDP text.
         sdp: String,
+        /// The tag of the offer it answers.
+        #[serde(default)]
+        dial: u64,
     },
     /// A trickled ICE candidate.
     Candidate {
@@ -93,7 +101,7 @@ pub enum Handshake {
 impl Handshake {
     fn validate(&self) -> Result<(), DecodeError> {
         let len = match self {
-            Handshake::Offer { sdp } | Handshake::Answer { sdp } => sdp.len(),
+            Handshake::Offer { sdp, .. } | Handshake::Answer { sdp, .. } => sdp.len(),
             Handshake::Candidate {
                 candidate, sdp_mid, ..
             } => candidate.len() + sdp_mid.as_ref().map_or(0, |m| m.len()),

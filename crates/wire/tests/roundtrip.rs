@@ -51,8 +51,8 @@ fn peer_info() -> impl Strategy<Value = PeerInfo> {
 }
 fn handshake() -> impl Strategy<Value = Handshake> {
     prop_oneof![
-        ".{0,200}".prop_map(|sdp| Handshake::Offer { sdp }),
-        ".{0,200}".prop_map(|sdp| Handshake::Answer { sdp }),
+        (".{0,200}", any::<u64>()).prop_map(|(sdp, dial)| Handshake::Offer { sdp, dial }),
+        (".{0,200}", any::<u64>()).prop_map(|(sdp, dial)| Handshake::Answer { sdp, dial }),
         (
             ".{0,100}",
             prop::option::of("[0-9]{1,2}"),

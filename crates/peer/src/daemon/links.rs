@@ -17,11 +17,12 @@ use crate::api::Metrics;
 impl Daemon {
     pub(super) fn on_handshake(&mut self, now: Instant, from: PeerId, signal: Handshake) {
         match signal {
-            Handshake::Offer { sdp } => {
+            Handshake::Offer { sdp, dial } => {
                 let pending = match self.links.remove(&from) {
                     Some(Link::Connecting {
                         answer: Some(answer),
                         link_id,
+                        dial: ours,
                         pending,
                         _abort,
                     }) if self.me < from => {
@@ -32,6 +33,7 @@ impl Daemon {
                             Link::Connecting {
                                 link_id,
                                 answer: Some(answer),
+                                dial: ours,
                                 pending,
                                 _abort,
                             },
@@ -46,16 +48,20 @@ impl Daemon {
                     }
                     None => Vec::new(),
                 };
-                self.start_link(from, Some(sdp), pending);
+                self.start_link(from, Some((sdp, dial)), pending);
             }
-            Handshake::Answer { sdp } => match self.links.get_mut(&from) {
-                Some(Link::Connecting { answer, .. }) => match answer.take() {
+            Handshake::Answer { sdp, dial } => match self.links.get_mut(&from) {
+                // Only the answer to this dial's offer: one to an offer the
+                // peer got from an earlier process under our id is stale.
+                Some(Link::Connecting {
+                    answer, dial: ours, ..
+                }) if *ours == dial => match answer.take() {
                     Some(tx) => {
                         let _ = tx.send(sdp);
                     }
                     None => debug!(peer = %from.short(), "unexpected answer ignored"),
                 },
-                _ => debug!(peer = %from.short(), "stale answer ignored"),
+                _ => debug!(peer = %from.short(), dial, "stale answer ignored"),
             },
             Handshake::Candidate { .. } => {
                 // Offers and answers carry every candidate (non-trickle).
@@ -64,14 +70,24 @@ impl Daemon {
         }
     }
 
-    /// Starts dialling `peer` (no offer) or answering its `offer`.
-    fn start_link(&mut self, peer: PeerId, offer: Option<String>, pending: Vec<Vec<u8>>) {
+    /// Starts dialling `peer` (no offer) or answering its `offer` (SDP and
+    /// dial tag).
+    fn start_link(&mut self, peer: PeerId, offer: Option<(String, u64)>, pending: Vec<Vec<u8>>) {
         self.next_link_id += 1;
         let link_id = self.next_link_id;
         let abort = CancellationToken::new();
         let signal_out = self.signal_out.clone();
+        // Our dial's own tag, or the tag of the offer we answer.
+        let dial = offer
+            .as_ref()
+            .map_or_else(|| rand::random::<u64>().max(1), |o| o.1);
         // Overflow: the handshake message is dropped and the dial fails its deadline.
-        let relay = move |signal| {
+        let relay = move |mut signal: Handshake| {
+            if let Handshake::Offer { dial: d, .. } | Handshake::Answer { dial: d, .. } =
+                &mut signal
+            {
+                *d = dial;
+            }
             signal_out
                 .try_send(ClientMsg::Relay { to: peer, signal })
                 .is_ok()
@@ -89,7 +105,7 @@ impl Daemon {
                         None => {
                             rtc::dial(&rtc_config, peer, link_id, relay, answer_rx, events).await
                         }
-                        Some(sdp) => {
+                        Some((sdp, _)) => {
                             rtc::answer(&rtc_config, peer, link_id, sdp, relay, events).await
                         }
                     }
@@ -115,6 +131,7 @@ impl Daemon {
             Link::Connecting {
                 link_id,
                 answer: dialling.then_some(answer_tx),
+                dial,
                 pending,
                 _abort: abort.drop_guard(),
             },
