@@ -326,3 +326,82 @@ async fn fault_suite_workers_killed_during_upload_run_and_delivery() {
     assert_eq!(summary.completed, JOBS, "{summary}");
     assert!(kills > 0);
 }
+
+/// Scenario 6 (the submitter half): SIGTERM on a submitting daemon with
+/// queued and running jobs. It stops without waiting for them; they stay
+/// unfinished in its journal and run after it is started again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_suite_submitter_stopped_with_sigterm_resumes_its_queue() {
+    init_tracing();
+    const JOBS: usize = 20;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (config, log) = record_handler(dir.path());
+    let config = config.to_str().expect("utf-8").to_owned();
+    let (_server, url) = signal_server();
+    let extra = ["--config", config.as_str(), "--slots", "1"];
+    let _worker = daemon(&url, "f6", "w", "record", dir.path(), &extra);
+    let watcher = PeerGuard::start(&url, "f6", "watcher", &[], 0);
+    watcher.wait_capable("record", 1).await;
+    let sock = dir.path().join("s.sock");
+    let mut submitter = daemon(&url, "f6", "s", "", dir.path(), &["--grace-secs", "1"]);
+
+    let mut history = History::default();
+    let session = Session::open(&sock).await.expect("a session");
+    let requests: Vec<Request> = (0..JOBS).map(|i| detached(json!({ "n": i }))).collect();
+    for a in futures_util::future::join_all(requests.iter().map(|r| session.request(r))).await {
+        let v = a.expect("every submit answered before the stop");
+        history.submitted(
+            v["job_id"]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .expect("an id"),
+        );
+    }
+    drop(session);
+    // One slot, 0.2 s a job: most of them are still queued now.
+    submitter.signal("TERM");
+    let stopped = within("the submitter to exit on SIGTERM", async {
+        loop {
+            if !submitter.is_running() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    stopped.await;
+    let _submitter = daemon(&url, "f6", "s", "", dir.path(), &[]);
+
+    let ids: Vec<Uuid> = history_ids(&history);
+    within("every job's outcome after the restart", async {
+        for id in ids {
+            loop {
+                let req = Request::Result {
+                    job_id: id,
+                    out: None,
+                    out_dir: None,
+                };
+                let v = control::request(&sock, &req).await.expect("result");
+                match v["status"].as_str() {
+                    Some("queued" | "running") => {
+                        tokio::time::sleep(Duration::from_millis(50)).await
+                    }
+                    Some("completed") => {
+                        history.delivered(id, Delivered::Completed);
+                        break;
+                    }
+                    _ => {
+                        eprintln!("job failed: {v}");
+                        history.delivered(id, Delivered::Failed(v.to_string()));
+                        break;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    read_executions(&log, &mut history);
+    let summary = history.check("submitter SIGTERM with 20 jobs queued");
+    print(&summary);
+    assert_eq!((summary.lost, summary.duplicated), (0, 0), "{summary}");
+    assert_eq!(summary.completed, JOBS, "{summary}");
+}
