@@ -674,6 +674,9 @@ impl Daemon {
                 reply,
             } => {
                 if self.draining {
+                    // Already journaled by the caller: record the refusal, or
+                    // the next start would run a job its caller was told failed.
+                    self.journal_refused(spec.job_id, &DaemonError::Draining);
                     let _ = reply.send(Err(DaemonError::Draining));
                     return;
                 }
