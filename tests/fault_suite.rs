@@ -12,6 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use jobmesh_peer::control::{self, Request, Session};
 use jobmesh_testkit::faults::{Delivered, History, Summary};
 use jobmesh_testkit::process::{daemon, signal_server, Proc};
@@ -404,4 +405,83 @@ async fn fault_suite_submitter_stopped_with_sigterm_resumes_its_queue() {
     print(&summary);
     assert_eq!((summary.lost, summary.duplicated), (0, 0), "{summary}");
     assert_eq!(summary.completed, JOBS, "{summary}");
+}
+
+/// Peak resident memory of a process, from `/proc`.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Scenario 7: 100,000 submits at once against one slow worker, through a
+/// submitting daemon holding at most 200 jobs. Past the limit a submit gets
+/// a clear `queue_full` at once; every job it took is run and delivered; the
+/// daemon's memory stays bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_suite_a_flood_of_submits_meets_the_queue_limit() {
+    init_tracing();
+    const SUBMITS: usize = 100_000;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (_server, url) = signal_server();
+    let _worker = daemon(&url, "f7", "w", "sleep", dir.path(), &["--slots", "2"]);
+    let watcher = PeerGuard::start(&url, "f7", "watcher", &[], 0);
+    watcher.wait_capable("sleep", 1).await;
+    let sock = dir.path().join("s.sock");
+    let submitter = daemon(&url, "f7", "s", "", dir.path(), &["--queue-limit", "200"]);
+
+    let session = Session::open(&sock).await.expect("a session");
+    let mut history = History::default();
+    let mut queue_full = 0;
+    let mut answers = futures_util::stream::iter(0..SUBMITS)
+        .map(|_| {
+            let req = Request::submit(cap("sleep"), json!({ "ms": 10 }));
+            let session = &session;
+            async move { session.request(&req).await }
+        })
+        .buffer_unordered(jobmesh_peer::control::MAX_SESSION_REQUESTS);
+    // 100,000 journaled submits take a while in a debug build: a wider
+    // deadline than the suite's usual one.
+    let flood = async {
+        while let Some(a) = answers.next().await {
+            let v = a.expect("an answer");
+            let id: Option<Uuid> = v["job_id"].as_str().and_then(|s| s.parse().ok());
+            match (v["status"].as_str(), id) {
+                (Some("queue_full"), _) => {
+                    queue_full += 1;
+                    let error = v["error"].as_str().unwrap_or_default();
+                    assert!(error.contains("queue full"), "a clear refusal: {v}");
+                    history.refused(error);
+                }
+                (Some("completed"), Some(id)) => {
+                    history.submitted(id);
+                    history.delivered(id, Delivered::Completed);
+                }
+                (_, Some(id)) => {
+                    eprintln!("job failed: {v}");
+                    history.submitted(id);
+                    history.delivered(id, Delivered::Failed(v.to_string()));
+                }
+                _ => panic!("an answer without a job: {v}"),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(300), flood)
+        .await
+        .expect("every submit answered within 300 s");
+    let peak = peak_rss_kib(submitter.0.id());
+    let summary = history.check("100,000 submits, queue limit 200 (no exec log)");
+    print(&summary);
+    println!(
+        "submitter peak RSS {} MiB, {queue_full} refused queue_full",
+        peak / 1024
+    );
+    assert_eq!((summary.lost, summary.duplicated), (0, 0), "{summary}");
+    assert_eq!(summary.completed + summary.failed, SUBMITS, "{summary}");
+    assert!(queue_full > 0 && summary.completed > 0, "{summary}");
+    // Bounded: a queue of 200 jobs and 16,384 requests in flight, not 100,000.
+    assert!(peak < 512 * 1024, "submitter peak RSS {peak} KiB");
 }
