@@ -125,34 +125,7 @@ async fn fault_suite_submitter_killed_while_200_jobs_run() {
     let _submitter = start();
 
     // Every acknowledged job's outcome, from the journal.
-    let ids: Vec<Uuid> = history_ids(&history);
-    within("every acknowledged job's outcome", async {
-        for id in ids {
-            loop {
-                let req = Request::Result {
-                    job_id: id,
-                    out: None,
-                    out_dir: None,
-                };
-                let v = control::request(&sock, &req).await.expect("result");
-                match v["status"].as_str() {
-                    Some("queued" | "running") => {
-                        tokio::time::sleep(Duration::from_millis(50)).await
-                    }
-                    Some("completed") => {
-                        history.delivered(id, Delivered::Completed);
-                        break;
-                    }
-                    _ => {
-                        eprintln!("job failed: {v}");
-                        history.delivered(id, Delivered::Failed(v.to_string()));
-                        break;
-                    }
-                }
-            }
-        }
-    })
-    .await;
+    await_outcomes(&sock, &mut history).await;
     read_executions(&log, &mut history);
     let summary = history.check("submitter kill -9 x3, 200 detached jobs");
     print(&summary);
@@ -172,8 +145,37 @@ fn detached(input: Value) -> Request {
     r
 }
 
-fn history_ids(h: &History) -> Vec<Uuid> {
-    h.acknowledged().to_vec()
+/// Reads every acknowledged job's outcome from the daemon's journal
+/// (`result`), waiting while one has not ended, and logs it as delivered.
+async fn await_outcomes(sock: &Path, history: &mut History) {
+    let ids = history.acknowledged().to_vec();
+    within("every acknowledged job's outcome", async {
+        for id in ids {
+            loop {
+                let req = Request::Result {
+                    job_id: id,
+                    out: None,
+                    out_dir: None,
+                };
+                let v = control::request(sock, &req).await.expect("result");
+                match v["status"].as_str() {
+                    Some("queued" | "running") => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    Some("completed") => {
+                        history.delivered(id, Delivered::Completed);
+                        break;
+                    }
+                    _ => {
+                        eprintln!("job failed: {v}");
+                        history.delivered(id, Delivered::Failed(v.to_string()));
+                        break;
+                    }
+                }
+            }
+        }
+    })
+    .await;
 }
 
 /// An exec handler `relay` that logs each start, takes a moment, and sends
@@ -372,34 +374,7 @@ async fn fault_suite_submitter_stopped_with_sigterm_resumes_its_queue() {
     stopped.await;
     let _submitter = daemon(&url, "f6", "s", "", dir.path(), &[]);
 
-    let ids: Vec<Uuid> = history_ids(&history);
-    within("every job's outcome after the restart", async {
-        for id in ids {
-            loop {
-                let req = Request::Result {
-                    job_id: id,
-                    out: None,
-                    out_dir: None,
-                };
-                let v = control::request(&sock, &req).await.expect("result");
-                match v["status"].as_str() {
-                    Some("queued" | "running") => {
-                        tokio::time::sleep(Duration::from_millis(50)).await
-                    }
-                    Some("completed") => {
-                        history.delivered(id, Delivered::Completed);
-                        break;
-                    }
-                    _ => {
-                        eprintln!("job failed: {v}");
-                        history.delivered(id, Delivered::Failed(v.to_string()));
-                        break;
-                    }
-                }
-            }
-        }
-    })
-    .await;
+    await_outcomes(&sock, &mut history).await;
     read_executions(&log, &mut history);
     let summary = history.check("submitter SIGTERM with 20 jobs queued");
     print(&summary);
