@@ -673,10 +673,11 @@ impl Daemon {
                 events,
                 reply,
             } => {
-                if self.draining {
-                    // Already journaled by the caller: record the refusal, or
-                    // the next start would run a job its caller was told failed.
-                    self.journal_refused(spec.job_id, &DaemonError::Draining);
+                // With a journal the job is already on disk and its caller
+                // may hold its id (a detached submit answers before this
+                // point): a draining daemon keeps it like the jobs it already
+                // holds, to run now or resume at the next start.
+                if self.draining && self.journaling.is_none() {
                     let _ = reply.send(Err(DaemonError::Draining));
                     return;
                 }

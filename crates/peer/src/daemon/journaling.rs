@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use jobmesh_core::{EventKind, JobError, JobEvent};
 use jobmesh_journal::{Durability, JournalHandle, Op};
-use jobmesh_wire::dc::JobId;
 use tracing::{error, warn};
 
 use super::Daemon;
@@ -101,17 +100,6 @@ impl Daemon {
             EventKind::Retrying { .. } => self.journal(Op::Requeue { job_id: e.job_id }),
             _ => {}
         }
-    }
-
-    /// Journals that a submit was refused before it reached the dispatcher.
-    pub(super) fn journal_refused(&mut self, job_id: JobId, why: &crate::api::DaemonError) {
-        let envelope = Envelope {
-            status: "failed".into(),
-            error: Some(why.to_string()),
-            ..Envelope::submitted(job_id)
-        };
-        let outcome = serde_json::to_value(&envelope).unwrap_or_default();
-        self.journal(end_op(job_id, outcome, 0, true));
     }
 
     /// Journals a job's outcome; `fetched` when a caller is there to take it.
