@@ -460,3 +460,98 @@ async fn fault_suite_a_flood_of_submits_meets_the_queue_limit() {
     // Bounded: a queue of 200 jobs and 16,384 requests in flight, not 100,000.
     assert!(peak < 512 * 1024, "submitter peak RSS {peak} KiB");
 }
+
+/// Scenario 4: the signal-server goes away for 30 s (set
+/// `JOBMESH_FAULT_OUTAGE_SECS` for a longer run). Jobs running over open
+/// links finish; new jobs to a worker already linked keep working
+/// throughout; once the server is back on its address, the peers find it
+/// again (backoff with jitter, capped at 5 s) and a newcomer can reach the
+/// worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_suite_the_signal_server_down_for_30_s() {
+    init_tracing();
+    let outage = std::env::var("JOBMESH_FAULT_OUTAGE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(Duration::from_secs(30), Duration::from_secs);
+    let mut server = jobmesh_testkit::SignalGuard::start().await;
+    let worker = PeerGuard::start(server.url(), "f4", "worker", &["sleep"], 4);
+    let sub = PeerGuard::start(server.url(), "f4", "sub", &[], 0);
+    sub.wait_capable("sleep", 1).await;
+    let run = |ms: u64| {
+        let h = sub.handle.clone();
+        async move {
+            h.submit(cap("sleep"), json!({ "ms": ms }), Duration::from_secs(60))
+                .await
+                .expect("submitted")
+        }
+    };
+    // The link is open before the outage.
+    let warm = run(1).await;
+    assert!(warm.result().await.expect("warm-up").result.is_ok());
+
+    let mut history = History::default();
+    let mut jobs = Vec::new();
+    for _ in 0..4 {
+        jobs.push(run(2_000).await);
+    }
+    server.stop().await;
+    sub.wait_pool("the server to go", |s| !s.connected).await;
+    // Throughout the outage, new jobs to the linked worker keep completing.
+    let until = tokio::time::Instant::now() + outage;
+    while tokio::time::Instant::now() < until {
+        let job = run(50).await;
+        let id = job.id();
+        history.submitted(id);
+        let report = within("a job during the outage", job.result())
+            .await
+            .expect("an outcome");
+        match report.result {
+            Ok(_) => history.delivered(id, Delivered::Completed),
+            Err(e) => history.delivered(id, Delivered::Failed(e.to_string())),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for job in jobs {
+        let id = job.id();
+        history.submitted(id);
+        match within("a job that ran through the outage", job.result())
+            .await
+            .expect("an outcome")
+            .result
+        {
+            Ok(_) => history.delivered(id, Delivered::Completed),
+            Err(e) => history.delivered(id, Delivered::Failed(e.to_string())),
+        }
+    }
+
+    // Back on its address: both peers rejoin, and a newcomer reaches the worker.
+    let mut server = jobmesh_testkit::SignalGuard::restart_on(&server).await;
+    sub.wait_capable("sleep", 1).await;
+    let w = worker.handle.id();
+    let fresh = PeerGuard::start(server.url(), "f4", "fresh", &[], 0);
+    fresh
+        .wait_pool("the worker again", |s| s.peers.iter().any(|p| p.id == w))
+        .await;
+    let after = within(
+        "a newcomer's job after the outage",
+        fresh
+            .handle
+            .run(cap("sleep"), json!({ "ms": 1 }), Duration::from_secs(15)),
+    )
+    .await
+    .expect("an outcome");
+    assert!(after.result.is_ok(), "{:?}", after.result);
+
+    let summary = history.check(&format!(
+        "signal-server down {} s (no exec log)",
+        outage.as_secs()
+    ));
+    print(&summary);
+    assert_eq!(
+        (summary.lost, summary.duplicated, summary.failed),
+        (0, 0, 0),
+        "{summary}"
+    );
+    server.stop().await;
+}
