@@ -26,7 +26,7 @@ use serde_json::Value;
 use tracing::{error, warn};
 
 use crate::blobs::{Prepared, Source};
-use crate::control::SubmitOptions;
+use crate::control::{Envelope, SubmitOptions};
 
 /// The journal's key for this daemon's peer id: kept across restarts, so
 /// workers holding results for it find it again.
@@ -197,13 +197,13 @@ pub(crate) fn open(data_dir: &Path) -> Result<Opened, String> {
                 warn!(job_id = %row.job_id, %why, "a journaled job cannot be resumed");
                 unreadable.push(Op::End {
                     job_id: row.job_id,
-                    outcome: serde_json::json!({
-                        "job_id": row.job_id.to_string(),
-                        "status": "failed",
-                        "error": format!("the job's journal record cannot be resumed: {why}"),
-                        "attempts": row.attempt,
-                        "elapsed_ms": 0,
-                    }),
+                    outcome: serde_json::to_value(Envelope {
+                        status: "failed".into(),
+                        error: Some(format!("the job's journal record cannot be resumed: {why}")),
+                        attempts: row.attempt,
+                        ..Envelope::submitted(row.job_id)
+                    })
+                    .unwrap_or_default(),
                     result_bytes: 0,
                     at_ms: now_ms(),
                     fetched: false,
