@@ -646,14 +646,20 @@ impl Daemon {
     /// Takes a journaled job that had not ended back into the dispatcher.
     fn resume(&mut self, now: Instant, r: crate::durable::Resume) {
         let job_id = r.spec.job_id;
-        if !r.blobs.is_empty() {
-            self.job_blobs.insert(job_id, Arc::new(r.blobs));
-        }
         let resume = Input::Resume {
             spec: r.spec,
             attempts_before: r.attempts_before,
         };
-        if let Err(e) = self.dispatcher.handle_input(now, resume) {
+        self.admit(now, job_id, r.blobs, resume);
+    }
+
+    /// Hands a job (`Submit` or `Resume`) and its input blobs to the
+    /// dispatcher; a refusal (queue full, too large, ...) ends it at once.
+    fn admit(&mut self, now: Instant, job_id: JobId, blobs: Vec<Prepared>, input: Input<'_>) {
+        if !blobs.is_empty() {
+            self.job_blobs.insert(job_id, Arc::new(blobs));
+        }
+        if let Err(e) = self.dispatcher.handle_input(now, input) {
             self.job_blobs.remove(&job_id);
             self.finished(JobEnd {
                 job_id,
@@ -684,9 +690,6 @@ impl Daemon {
                 let job_id = spec.job_id;
                 info!(%job_id, capability = %spec.capability, priority = spec.options.priority,
                     blobs = blobs.len(), "job submitted");
-                if !blobs.is_empty() {
-                    self.job_blobs.insert(job_id, Arc::new(blobs));
-                }
                 self.waiters.insert(
                     job_id,
                     Waiter {
@@ -695,16 +698,7 @@ impl Daemon {
                         started: Instant::now(),
                     },
                 );
-                if let Err(e) = self.dispatcher.handle_input(now, Input::Submit(spec)) {
-                    self.job_blobs.remove(&job_id);
-                    self.finished(JobEnd {
-                        job_id,
-                        worker: None,
-                        result: Err(e),
-                        attempts: Vec::new(),
-                        submitted_at: now,
-                    });
-                }
+                self.admit(now, job_id, blobs, Input::Submit(spec));
             }
             Command::Cancel { job_id, reply } => {
                 let live = self.dispatcher.state(&job_id).is_some();

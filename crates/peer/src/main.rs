@@ -607,12 +607,7 @@ async fn submit(args: SubmitArgs) -> anyhow::Result<u8> {
         (None, None) => {}
     }
     if envelope.status != "completed" {
-        eprintln!(
-            "error: job {} {}: {}",
-            envelope.job_id,
-            envelope.status,
-            envelope.error.as_deref().unwrap_or("no detail")
-        );
+        print_failure(&envelope);
         if envelope.status == "no_worker" {
             eprintln!("hint: `peer peers` shows who is in the pool and what each can run");
         }
@@ -804,14 +799,19 @@ async fn result(args: ResultArgs) -> anyhow::Result<u8> {
         println!("{r}");
     }
     if envelope.status != "completed" {
-        eprintln!(
-            "error: job {} {}: {}",
-            envelope.job_id,
-            envelope.status,
-            envelope.error.as_deref().unwrap_or("no detail")
-        );
+        print_failure(&envelope);
     }
     Ok(envelope.exit_code())
+}
+
+/// The stderr line of a job that did not complete.
+fn print_failure(envelope: &Envelope) {
+    eprintln!(
+        "error: job {} {}: {}",
+        envelope.job_id,
+        envelope.status,
+        envelope.error.as_deref().unwrap_or("no detail")
+    );
 }
 
 async fn watch(args: WatchArgs) -> anyhow::Result<u8> {
