@@ -22,17 +22,24 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-/// An exec handler `record` that logs each start of a job, takes a moment,
-/// and returns its input.
-fn record_handler(dir: &Path) -> (PathBuf, PathBuf) {
+/// An exec handler `name` that appends the job id to `dir/executions.log`
+/// at each start, sleeps `sleep` seconds and copies its input back: the JSON
+/// input (`io = "json"`) or input blob 0 as its output blob (`"blob"`).
+/// Returns its config file and the log.
+fn logging_handler(dir: &Path, name: &str, sleep: &str, io: &str) -> (PathBuf, PathBuf) {
     let log = dir.join("executions.log");
-    let config = dir.join("record.toml");
+    let config = dir.join(format!("{name}.toml"));
     let toml = format!(
-        "[[handler]]\nname = \"record\"\nargv = [\"sh\", \"-c\", \"echo \\\"$JOBMESH_JOB_ID\\\" >> {}; sleep 0.2; cat\"]\nenv = [\"PATH\"]\n",
+        "[[handler]]\nname = \"{name}\"\nargv = [\"sh\", \"-c\", \"echo \\\"$JOBMESH_JOB_ID\\\" >> {}; sleep {sleep}; cat\"]\nstdin = \"{io}\"\nstdout = \"{io}\"\nenv = [\"PATH\"]\n",
         log.display()
     );
     std::fs::write(&config, toml).expect("handler config");
     (config, log)
+}
+
+/// `record`: logs each start, takes 0.2 s, returns its input.
+fn record_handler(dir: &Path) -> (PathBuf, PathBuf) {
+    logging_handler(dir, "record", "0.2", "json")
 }
 
 /// Every execution the handler logged.
@@ -178,18 +185,6 @@ async fn await_outcomes(sock: &Path, history: &mut History) {
     .await;
 }
 
-/// An exec handler `relay` that logs each start, takes a moment, and sends
-/// its input blob back as its output blob.
-fn relay_handler(dir: &Path, log: &Path) -> PathBuf {
-    let config = dir.join("relay.toml");
-    let toml = format!(
-        "[[handler]]\nname = \"relay\"\nargv = [\"sh\", \"-c\", \"echo \\\"$JOBMESH_JOB_ID\\\" >> {}; sleep 0.1; cat\"]\nstdin = \"blob\"\nstdout = \"blob\"\nenv = [\"PATH\"]\n",
-        log.display()
-    );
-    std::fs::write(&config, toml).expect("handler config");
-    config
-}
-
 /// A worker process `name` of generation `generation` (each restart gets a
 /// fresh data dir, so a fresh peer id).
 fn relay_worker(url: &str, dir: &Path, config: &Path, name: &str, generation: u32) -> Proc {
@@ -228,8 +223,8 @@ async fn fault_suite_workers_killed_during_upload_run_and_delivery() {
     const JOBS: usize = 60;
     let seed = 1;
     let dir = tempfile::tempdir().expect("temp dir");
-    let log = dir.path().join("executions.log");
-    let config = relay_handler(dir.path(), &log);
+    // `relay`: logs each start, takes 0.1 s, sends its input blob back.
+    let (config, log) = logging_handler(dir.path(), "relay", "0.1", "blob");
     let input = dir.path().join("input.bin");
     let payload: Vec<u8> = (0..256 * 1024).map(|i| (i * 7 % 251) as u8).collect();
     std::fs::write(&input, &payload).expect("input");
