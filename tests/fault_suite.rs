@@ -406,6 +406,7 @@ async fn fault_suite_a_flood_of_submits_meets_the_queue_limit() {
     let session = Session::open(&sock).await.expect("a session");
     let mut history = History::default();
     let mut queue_full = 0;
+    let mut refused_ids = Vec::new();
     let mut answers = futures_util::stream::iter(0..SUBMITS)
         .map(|_| {
             let req = Request::submit(cap("sleep"), json!({ "ms": 10 }));
@@ -420,8 +421,9 @@ async fn fault_suite_a_flood_of_submits_meets_the_queue_limit() {
             let v = a.expect("an answer");
             let id: Option<Uuid> = v["job_id"].as_str().and_then(|s| s.parse().ok());
             match (v["status"].as_str(), id) {
-                (Some("queue_full"), _) => {
+                (Some("queue_full"), id) => {
                     queue_full += 1;
+                    refused_ids.extend(id);
                     let error = v["error"].as_str().unwrap_or_default();
                     assert!(error.contains("queue full"), "a clear refusal: {v}");
                     history.refused(error);
@@ -452,6 +454,23 @@ async fn fault_suite_a_flood_of_submits_meets_the_queue_limit() {
     assert_eq!((summary.lost, summary.duplicated), (0, 0), "{summary}");
     assert_eq!(summary.completed + summary.failed, SUBMITS, "{summary}");
     assert!(queue_full > 0 && summary.completed > 0, "{summary}");
+    // A refused submit is refused before it is journaled: the journal holds
+    // what was taken, not the flood.
+    let journaled = futures_util::future::join_all(refused_ids.iter().map(|&job_id| {
+        let req = Request::Result {
+            job_id,
+            out: None,
+            out_dir: None,
+        };
+        let session = &session;
+        async move { session.request(&req).await }
+    }))
+    .await
+    .into_iter()
+    .filter(|a| !matches!(a, Err(control::ControlError::Daemon(e)) if e.contains("no job")))
+    .count();
+    println!("{journaled} of {queue_full} refused submits journaled");
+    assert_eq!(journaled, 0, "refused submits were journaled");
     // Bounded: a queue of 200 jobs and 16,384 requests in flight, not 100,000.
     assert!(peak < 512 * 1024, "submitter peak RSS {peak} KiB");
 }

@@ -2,7 +2,7 @@
 //! [`spawn_with`], then use its [`PeerHandle`].
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -231,6 +231,8 @@ pub(crate) enum Command {
         /// None when nobody listens (`PeerHandle::run`): no channel, no copies.
         events: Option<mpsc::Sender<JobEvent>>,
         reply: oneshot::Sender<Result<JobReport, DaemonError>>,
+        /// Its place under the queue limit.
+        held: QueuePlace,
     },
     Cancel {
         job_id: JobId,
@@ -264,6 +266,34 @@ pub struct PeerHandle {
     /// The journal, while the daemon runs (taken at shutdown so it can close).
     pub(crate) journal: Arc<std::sync::Mutex<Option<JournalHandle>>>,
     pub(crate) data_dir: Option<PathBuf>,
+    /// Submitted jobs not yet ended, each counted by its [`QueuePlace`].
+    pub(crate) held: Arc<AtomicUsize>,
+    /// The dispatcher's queue limit, which `held` is kept under.
+    pub(crate) queue_limit: usize,
+}
+
+/// A submitted job's place under the queue limit, taken before the job is
+/// journaled and given back when it ends (when the daemon drops the job's
+/// waiter) or is refused on the way.
+#[derive(Debug)]
+pub(crate) struct QueuePlace(Arc<AtomicUsize>);
+
+impl QueuePlace {
+    /// A place, if fewer than `limit` are taken.
+    fn take(count: &Arc<AtomicUsize>, limit: usize) -> Option<Self> {
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Self(count.clone()))
+    }
+}
+
+impl Drop for QueuePlace {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl std::fmt::Debug for PeerHandle {
@@ -301,6 +331,12 @@ impl JobHandle {
     /// The outcome then arrives through [`result`](Self::result).
     pub async fn cancel(&self) -> bool {
         cancel(&self.commands, self.job_id).await
+    }
+
+    /// The outcome if the job ended at once (refused at submit), without
+    /// waiting; the handle stays usable when it has not.
+    pub(crate) fn ended_at_once(&mut self) -> Option<Result<JobReport, DaemonError>> {
+        self.result.try_recv().ok()
     }
 
     /// Waits for the job's outcome.
@@ -399,19 +435,34 @@ impl PeerHandle {
         options: JobOptions,
         events: Option<mpsc::Sender<JobEvent>>,
     ) -> Result<(JobId, oneshot::Receiver<Result<JobReport, DaemonError>>), DaemonError> {
+        let (reply, result) = oneshot::channel();
+        let job_id = uuid::Uuid::new_v4();
+        // A full queue refuses here, before the job costs a digest or a synced
+        // journal write (the dispatcher's own limit also counts resumed jobs).
+        let Some(held) = QueuePlace::take(&self.held, self.queue_limit) else {
+            let _ = reply.send(Ok(JobReport {
+                job_id,
+                worker: None,
+                result: Err(JobError::QueueFull {
+                    limit: self.queue_limit,
+                }),
+                blobs: Vec::new(),
+                attempts: Vec::new(),
+                elapsed: Duration::ZERO,
+            }));
+            return Ok((job_id, result));
+        };
         let blobs = if blobs.is_empty() {
             Vec::new()
         } else {
             crate::blobs::prepare(blobs, self.max_blob_size, None).await?
         };
-        let (reply, result) = oneshot::channel();
         let spec = jobmesh_core::JobSpec {
-            job_id: uuid::Uuid::new_v4(),
+            job_id,
             capability,
             input,
             options,
         };
-        let job_id = spec.job_id;
         self.journal_submit(&spec, &blobs).await?;
         self.commands
             .send(Command::Submit {
@@ -419,6 +470,7 @@ impl PeerHandle {
                 blobs,
                 events,
                 reply,
+                held,
             })
             .await
             .map_err(|_| DaemonError::Stopped)?;

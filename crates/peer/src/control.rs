@@ -583,7 +583,13 @@ async fn answer(daemon: &PeerHandle, request: Request) -> Answer {
                         .await
                     {
                         Err(e) => error_json(&e.to_string()),
-                        Ok(job) => to_json(&Envelope::submitted(job.id())),
+                        // Refused before it was journaled: say so now, as
+                        // `peer result` would have nothing to tell later.
+                        Ok(mut job) => match job.ended_at_once() {
+                            Some(Ok(report)) => to_json(&Envelope::from_report(&report)),
+                            Some(Err(e)) => error_json(&e.to_string()),
+                            None => to_json(&Envelope::submitted(job.id())),
+                        },
                     }
                 }
                 (Ok(options), None) => {

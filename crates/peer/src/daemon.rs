@@ -41,7 +41,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::api::{
     Command, DaemonConfig, DaemonError, Extensions, JobReport, Metrics, PeerHandle, PoolSnapshot,
-    StartError, WATCH_QUEUE,
+    QueuePlace, StartError, WATCH_QUEUE,
 };
 use crate::blobs::{MemoryBudget, Prepared, ReceivedBlob, Spool};
 use crate::handlers::{self, Handler, HandlerError, Handlers, JobContext};
@@ -98,6 +98,7 @@ pub fn spawn_with(
     })?;
     let spool_path = spool.root().to_owned();
     let max_blob_size = config.blobs.max_blob_size;
+    let queue_limit = config.dispatcher.queue_limit;
     let durable = config
         .data_dir
         .as_deref()
@@ -278,6 +279,8 @@ pub fn spawn_with(
         spool: spool_path,
         journal: journal_for_api,
         data_dir: config_data_dir,
+        held: Arc::default(),
+        queue_limit,
     })
 }
 
@@ -337,6 +340,9 @@ struct Waiter {
     /// arrives). None when the caller does not listen.
     events: Option<mpsc::Sender<JobEvent>>,
     started: Instant,
+    /// Given back before the caller hears the outcome, so that it may submit
+    /// again at once.
+    held: QueuePlace,
 }
 
 struct Daemon {
@@ -637,9 +643,10 @@ impl Daemon {
         };
         let waiting = waiter.as_ref().is_some_and(|w| !w.reply.is_closed());
         self.journal_end(&report, waiting);
-        if let Some(w) = waiter {
+        if let Some(Waiter { reply, held, .. }) = waiter {
+            drop(held);
             // The caller may have gone away; nothing to do then.
-            let _ = w.reply.send(Ok(report));
+            let _ = reply.send(Ok(report));
         }
     }
 
@@ -678,6 +685,7 @@ impl Daemon {
                 blobs,
                 events,
                 reply,
+                held,
             } => {
                 // With a journal the job is already on disk and its caller
                 // may hold its id (a detached submit answers before this
@@ -696,6 +704,7 @@ impl Daemon {
                         reply,
                         events,
                         started: Instant::now(),
+                        held,
                     },
                 );
                 self.admit(now, job_id, blobs, Input::Submit(spec));
