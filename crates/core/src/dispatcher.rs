@@ -562,13 +562,26 @@ impl Dispatcher {
             | DcMsg::Result {
                 job_id, attempt, ..
             } => (*job_id, *attempt),
+            DcMsg::Held { job_id, attempt } => {
+                self.on_held(now, from, *job_id, *attempt);
+                return;
+            }
             // Worker-side messages and undecodable-message reports are not ours.
             DcMsg::Submit { .. }
             | DcMsg::Cancel { .. }
+            | DcMsg::Received { .. }
             | DcMsg::Error { .. }
             // Blob transfer is handled by the daemon, not by placement.
             | DcMsg::Blobs { .. } => return,
         };
+        if matches!(msg, DcMsg::Result { .. }) {
+            // Current or stale, the worker need not keep it any longer.
+            let received = DcMsg::Received { job_id, attempt };
+            self.out.push_back(Output::Send {
+                to: from,
+                msg: received,
+            });
+        }
         let current = self.jobs.get(&job_id).and_then(|j| j.state.attempt());
         if current != Some((from, attempt)) {
             self.stale += 1;
@@ -672,6 +685,8 @@ impl Dispatcher {
             DcMsg::Submit { .. }
             | DcMsg::Cancel { .. }
             | DcMsg::Error { .. }
+            | DcMsg::Held { .. }
+            | DcMsg::Received { .. }
             | DcMsg::Blobs { .. } => {}
         }
         // A result carries the worker's load after it: fresher than its
@@ -684,6 +699,33 @@ impl Dispatcher {
                 self.note_stats(from);
             }
         }
+    }
+
+    /// `from` holds attempt `attempt` of `job_id` from before its link
+    /// closed, running or finished. A job still held here re-attaches: its
+    /// current attempt elsewhere (if any) is superseded and cancelled, and a
+    /// new attempt goes to `from`, which carries on with it or delivers the
+    /// kept result. A job no longer held here is cancelled on the worker.
+    fn on_held(&mut self, now: Instant, from: PeerId, job_id: JobId, attempt: u32) {
+        let Some(job) = self.jobs.get(&job_id) else {
+            let cancel = DcMsg::Cancel { job_id, attempt };
+            self.out.push_back(Output::Send {
+                to: from,
+                msg: cancel,
+            });
+            return;
+        };
+        match job.state.attempt() {
+            // Already there (a resubmit crossed the worker's word).
+            Some((worker, _)) if worker == from => return,
+            Some(_) => {
+                let outcome = AttemptOutcome::Superseded { by: from };
+                self.end_attempt(now, job_id, outcome, true);
+                self.requeue(job_id, now);
+            }
+            None => {}
+        }
+        self.dispatch(now, job_id, from);
     }
 
     /// Every job at `peer` lost its attempt.
@@ -1084,6 +1126,14 @@ impl Dispatcher {
             } else {
                 Placement::NoRoom
             };
+        };
+        self.dispatch(now, id, worker)
+    }
+
+    /// Offers queued job `id` to `worker` as its next attempt.
+    fn dispatch(&mut self, now: Instant, id: JobId, worker: PeerId) -> Placement {
+        let Some(job) = self.jobs.get(&id) else {
+            return Placement::Ended;
         };
         let attempt = u32::try_from(job.attempts.len())
             .unwrap_or(u32::MAX)

@@ -203,6 +203,12 @@ pub enum AttemptOutcome {
     Lost,
     /// Cancelled by the caller.
     Cancelled,
+    /// Given up for a worker that held a finished or running attempt of the
+    /// job from before its link closed (see `DcMsg::Held`).
+    Superseded {
+        /// The worker that held it.
+        by: PeerId,
+    },
 }
 
 impl std::fmt::Display for AttemptOutcome {
@@ -216,6 +222,9 @@ impl std::fmt::Display for AttemptOutcome {
             AttemptOutcome::TimedOut => f.write_str("timed out"),
             AttemptOutcome::Lost => f.write_str("worker lost"),
             AttemptOutcome::Cancelled => f.write_str("cancelled"),
+            AttemptOutcome::Superseded { by } => {
+                write!(f, "superseded by worker {}, which held the job", by.short())
+            }
         }
     }
 }

@@ -36,4 +36,6 @@ pub use rand::RngCore;
 pub use strategy::{
     Affinity, Candidate, LeastLoaded, PickRequest, Random, RoundRobin, Strategy, StrategyKind,
 };
-pub use worker::{WorkerCore, WorkerOutput};
+pub use worker::{
+    Admission, WorkerCore, WorkerOutput, KEEP_RESULTS_FOR, MAX_KEPT_RESULTS, ORPHAN_GRACE,
+};

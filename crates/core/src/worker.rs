@@ -35,7 +35,33 @@ pub enum WorkerOutput {
         /// The job.
         job_id: JobId,
     },
+    /// A kept result is wanted again (its submitter re-attached under a new
+    /// attempt): finish the job once more with `result` and the output
+    /// blobs the daemon kept, as if its handler had just returned.
+    Restore {
+        /// The job.
+        job_id: JobId,
+        /// What its handler returned.
+        result: Result<serde_json::Value, (String, bool)>,
+    },
+    /// A kept result is no longer wanted (delivered, refused, expired or
+    /// pushed out): drop what the daemon kept with it.
+    Forget {
+        /// The job.
+        job_id: JobId,
+    },
 }
+
+/// How long a job whose submitter's link closed runs on, waiting for the
+/// submitter to come back (a restart keeps its peer id) and re-attach.
+pub const ORPHAN_GRACE: Duration = Duration::from_secs(30);
+/// How long a result is kept for a submitter that has not said `received`
+/// (it was away, or its link died under the result).
+pub const KEEP_RESULTS_FOR: Duration = Duration::from_secs(600);
+/// Most results kept at once (a link's results in flight, and those of
+/// submitters away); past it the oldest is dropped (its job runs again if
+/// its submitter comes back: at-least-once still holds).
+pub const MAX_KEPT_RESULTS: usize = 1024;
 
 #[derive(Debug)]
 struct Running {
@@ -48,9 +74,36 @@ struct Running {
     /// When the submitter last heard from us about this job (accepted,
     /// progress or a heartbeat).
     last_sent_at: Instant,
-    /// Stopped because the link to its submitter closed, not because it
-    /// asked: whatever the handler says, the attempt may be run again.
-    stopped_by_link: bool,
+    /// Since when its submitter's link has been closed (it runs on for
+    /// [`ORPHAN_GRACE`]).
+    orphaned_at: Option<Instant>,
+    /// Its cancel token fired (its submitter asked, or the grace ran out).
+    cancelling: bool,
+    /// Finishing a kept result again: it was counted when it first finished.
+    restored: bool,
+}
+
+/// What [`WorkerCore::handle_submit`] did with a submit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Refused (a `rejected` went back).
+    Refused,
+    /// Taken: its handler starts (after its input blobs, if any).
+    Started,
+    /// A job held here for the same submitter, now under the new attempt:
+    /// nothing starts and no input is wanted.
+    Reattached,
+}
+
+/// A finished job's result, kept until its submitter says it has it (or,
+/// if it was away, until it comes back).
+#[derive(Debug)]
+struct Kept {
+    from: PeerId,
+    attempt: u32,
+    capability: Capability,
+    result: Result<serde_json::Value, (String, bool)>,
+    until: Instant,
 }
 
 /// The working side of jobmesh.
@@ -67,6 +120,8 @@ pub struct WorkerCore {
     progress_interval: Duration,
     heartbeat_interval: Duration,
     running: HashMap<JobId, Running>,
+    kept: HashMap<JobId, Kept>,
+    orphan_grace: Duration,
     draining: bool,
     completed: u64,
     failed: u64,
@@ -86,6 +141,8 @@ impl WorkerCore {
             progress_interval,
             heartbeat_interval: Duration::from_millis(jobmesh_wire::dc::HEARTBEAT_INTERVAL_MS),
             running: HashMap::new(),
+            kept: HashMap::new(),
+            orphan_grace: ORPHAN_GRACE,
             draining: false,
             completed: 0,
             failed: 0,
@@ -108,7 +165,10 @@ impl WorkerCore {
         input: serde_json::Value,
         timeout_ms: u64,
         input_check: Result<(), String>,
-    ) {
+    ) -> Admission {
+        if self.reattach(now, from, job_id, attempt) {
+            return Admission::Reattached;
+        }
         let refusal = if self.draining {
             Some((RejectReason::Draining, "worker is shutting down".to_owned()))
         } else if !self.capabilities.contains(&capability) {
@@ -118,10 +178,10 @@ impl WorkerCore {
             ))
         } else if let Err(why) = input_check {
             Some((RejectReason::BadInput, why))
-        } else if self.running.contains_key(&job_id) {
+        } else if self.running.contains_key(&job_id) || self.kept.contains_key(&job_id) {
             Some((
                 RejectReason::Busy,
-                format!("job {job_id} already runs here (an earlier attempt is still stopping)"),
+                format!("job {job_id} is already held here (an earlier attempt is still stopping, or its result is kept for another submitter)"),
             ))
         } else if self.running.len() >= self.slots as usize {
             Some((
@@ -141,7 +201,7 @@ impl WorkerCore {
                     message: jobmesh_wire::truncate(&message, MAX_ERROR_LEN),
                 },
             );
-            return;
+            return Admission::Refused;
         }
         self.running.insert(
             job_id,
@@ -153,7 +213,9 @@ impl WorkerCore {
                 last_progress_at: None,
                 pending_progress: None,
                 last_sent_at: now,
-                stopped_by_link: false,
+                orphaned_at: None,
+                cancelling: false,
+                restored: false,
             },
         );
         self.seq += 1;
@@ -164,6 +226,61 @@ impl WorkerCore {
             input,
             timeout: Duration::from_millis(timeout_ms),
         });
+        Admission::Started
+    }
+
+    /// A submit of a job this worker holds for the same submitter: a running
+    /// one goes on under the new attempt, a kept result is delivered under
+    /// it. Works while draining (nothing new is taken on). `false`: not held.
+    fn reattach(&mut self, now: Instant, from: PeerId, job_id: JobId, attempt: u32) -> bool {
+        if let Some(r) = self
+            .running
+            .get_mut(&job_id)
+            .filter(|r| r.from == from && !r.cancelling)
+        {
+            r.attempt = attempt;
+            r.orphaned_at = None;
+            r.last_sent_at = now;
+            self.send(from, DcMsg::Accepted { job_id, attempt });
+            return true;
+        }
+        let Some(k) = self.kept.remove(&job_id) else {
+            return false;
+        };
+        if k.from != from {
+            self.kept.insert(job_id, k);
+            return false;
+        }
+        self.running.insert(
+            job_id,
+            Running {
+                from,
+                attempt,
+                capability: k.capability,
+                started_at: now,
+                last_progress_at: None,
+                pending_progress: None,
+                last_sent_at: now,
+                orphaned_at: None,
+                cancelling: false,
+                restored: true,
+            },
+        );
+        self.seq += 1;
+        self.send(from, DcMsg::Accepted { job_id, attempt });
+        self.out.push_back(WorkerOutput::Restore {
+            job_id,
+            result: k.result,
+        });
+        true
+    }
+
+    /// How long a job whose submitter's link closed runs on (default
+    /// [`ORPHAN_GRACE`]).
+    #[must_use]
+    pub fn with_orphan_grace(mut self, grace: Duration) -> Self {
+        self.orphan_grace = grace;
+        self
     }
 
     /// Sends a heartbeat for a running job after `interval` without any
@@ -179,33 +296,85 @@ impl WorkerCore {
         self.running.get(job_id).map(|r| (r.from, r.attempt))
     }
 
-    /// The submitter cancels its attempt. Anything not matching a running
-    /// job's submitter and attempt is ignored.
+    /// The submitter cancels its attempt (of a running job, or of a kept
+    /// result it does not want). Anything not matching the job's submitter
+    /// and attempt is ignored.
     pub fn handle_cancel(&mut self, from: PeerId, job_id: JobId, attempt: u32) {
-        if self
+        if let Some(r) = self
             .running
-            .get(&job_id)
-            .is_some_and(|r| r.from == from && r.attempt == attempt)
+            .get_mut(&job_id)
+            .filter(|r| r.from == from && r.attempt == attempt)
         {
+            r.cancelling = true;
             self.out.push_back(WorkerOutput::Cancel { job_id });
+        } else if self
+            .kept
+            .get(&job_id)
+            .is_some_and(|k| k.from == from && k.attempt == attempt)
+        {
+            self.kept.remove(&job_id);
+            self.out.push_back(WorkerOutput::Forget { job_id });
         }
     }
 
-    /// The link to `peer` is gone: its jobs here can no longer report, so they stop.
-    pub fn handle_link_closed(&mut self, peer: PeerId) {
-        let mut ids: Vec<JobId> = self
+    /// The submitter has the result of `attempt`: its kept copy is dropped.
+    pub fn handle_received(&mut self, from: PeerId, job_id: JobId, attempt: u32) {
+        if self
+            .kept
+            .get(&job_id)
+            .is_some_and(|k| k.from == from && k.attempt == attempt)
+        {
+            self.kept.remove(&job_id);
+            self.out.push_back(WorkerOutput::Forget { job_id });
+        }
+    }
+
+    /// The link to `peer` is gone: its jobs here run on for the orphan grace,
+    /// in case it comes back; their results are kept meanwhile.
+    pub fn handle_link_closed(&mut self, now: Instant, peer: PeerId) {
+        for r in self.running.values_mut().filter(|r| r.from == peer) {
+            r.orphaned_at.get_or_insert(now);
+        }
+    }
+
+    /// A link to `peer` opened: it hears, in job order, of every job of its
+    /// that this worker held while it was away (see [`DcMsg::Held`]).
+    pub fn handle_link_opened(&mut self, peer: PeerId) {
+        let mut held: Vec<(JobId, u32)> = self
             .running
             .iter_mut()
-            .filter(|(_, r)| r.from == peer)
-            .map(|(id, r)| {
-                r.stopped_by_link = true;
-                *id
-            })
+            .filter(|(_, r)| r.from == peer && !r.cancelling)
+            .filter_map(|(id, r)| r.orphaned_at.take().map(|_| (*id, r.attempt)))
+            .chain(
+                self.kept
+                    .iter()
+                    .filter(|(_, k)| k.from == peer)
+                    .map(|(id, k)| (*id, k.attempt)),
+            )
             .collect();
-        ids.sort();
-        for job_id in ids {
-            self.out.push_back(WorkerOutput::Cancel { job_id });
+        held.sort();
+        for (job_id, attempt) in held {
+            self.send(peer, DcMsg::Held { job_id, attempt });
         }
+    }
+
+    /// The submitters that this worker holds jobs for and has not told
+    /// (the daemon dials them when they are seen in the pool again).
+    pub fn away_submitters(&self) -> std::collections::BTreeSet<PeerId> {
+        self.running
+            .values()
+            .filter(|r| r.orphaned_at.is_some() && !r.cancelling)
+            .map(|r| r.from)
+            .chain(self.kept.values().map(|k| k.from))
+            .collect()
+    }
+
+    /// Whether `job_id` runs for a submitter whose link is closed (its
+    /// result, when it comes, is kept rather than sent).
+    pub fn is_orphaned(&self, job_id: &JobId) -> bool {
+        self.running
+            .get(job_id)
+            .is_some_and(|r| r.orphaned_at.is_some())
     }
 
     /// A handler reported progress.
@@ -242,10 +411,23 @@ impl WorkerCore {
         job_id: JobId,
         result: Result<serde_json::Value, (String, bool)>,
     ) {
-        let Some(r) = self.running.remove(&job_id) else {
+        let Some(mut r) = self.running.remove(&job_id) else {
             return;
         };
-        if let Some(progress) = r.pending_progress {
+        if r.orphaned_at.is_some() {
+            self.seq += 1;
+            if r.cancelling {
+                // Stopped here while its submitter was away: nothing to keep.
+                self.out.push_back(WorkerOutput::Forget { job_id });
+            } else {
+                if !r.restored {
+                    self.count_finished(now, &r, result.is_ok());
+                }
+                self.keep(now, job_id, r, result);
+            }
+            return;
+        }
+        if let Some(progress) = r.pending_progress.take() {
             self.send(
                 r.from,
                 DcMsg::Progress {
@@ -255,31 +437,20 @@ impl WorkerCore {
                 },
             );
         }
-        let ran = now.saturating_duration_since(r.started_at);
-        let entry = self.run_time.entry(r.capability).or_default();
-        entry.0 += 1;
-        entry.1 += ran;
-        let outcome = match result {
-            Ok(value) => {
-                self.completed += 1;
-                Outcome::Ok { value }
-            }
-            // The submitter may be back on a new link (a restart keeps its
-            // peer id): the stop was ours, so the job may run again.
-            Err(_) if r.stopped_by_link => {
-                self.failed += 1;
-                Outcome::Err {
-                    message: "stopped: the link to the submitter closed".into(),
-                    retryable: true,
-                }
-            }
-            Err((message, retryable)) => {
-                self.failed += 1;
-                Outcome::Err {
-                    message: jobmesh_wire::truncate(&message, MAX_ERROR_LEN),
-                    retryable,
-                }
-            }
+        if !r.restored {
+            self.count_finished(now, &r, result.is_ok());
+        }
+        let result = result.map_err(|(message, retryable)| {
+            (jobmesh_wire::truncate(&message, MAX_ERROR_LEN), retryable)
+        });
+        let outcome = match &result {
+            Ok(value) => Outcome::Ok {
+                value: value.clone(),
+            },
+            Err((message, retryable)) => Outcome::Err {
+                message: message.clone(),
+                retryable: *retryable,
+            },
         };
         self.seq += 1;
         let load = Load {
@@ -296,6 +467,58 @@ impl WorkerCore {
                 load: Some(load),
             },
         );
+        if r.cancelling {
+            // Its submitter (or the grace) stopped it: nothing worth keeping.
+            self.out.push_back(WorkerOutput::Forget { job_id });
+        } else {
+            // Until the submitter says it has it: the link may die under it.
+            self.keep(now, job_id, r, result);
+        }
+    }
+
+    fn count_finished(&mut self, now: Instant, r: &Running, ok: bool) {
+        let ran = now.saturating_duration_since(r.started_at);
+        let entry = self.run_time.entry(r.capability.clone()).or_default();
+        entry.0 += 1;
+        entry.1 += ran;
+        if ok {
+            self.completed += 1;
+        } else {
+            self.failed += 1;
+        }
+    }
+
+    /// Keeps the result of a job whose submitter is away, pushing out the
+    /// oldest kept one past [`MAX_KEPT_RESULTS`].
+    fn keep(
+        &mut self,
+        now: Instant,
+        job_id: JobId,
+        r: Running,
+        result: Result<serde_json::Value, (String, bool)>,
+    ) {
+        while self.kept.len() >= MAX_KEPT_RESULTS {
+            let Some(oldest) = self
+                .kept
+                .iter()
+                .min_by_key(|(id, k)| (k.until, **id))
+                .map(|(id, _)| *id)
+            else {
+                break;
+            };
+            self.kept.remove(&oldest);
+            self.out.push_back(WorkerOutput::Forget { job_id: oldest });
+        }
+        self.kept.insert(
+            job_id,
+            Kept {
+                from: r.from,
+                attempt: r.attempt,
+                capability: r.capability,
+                result,
+                until: now + KEEP_RESULTS_FOR,
+            },
+        );
     }
 
     /// Flushes progress whose interval has passed, and sends a heartbeat
@@ -304,8 +527,18 @@ impl WorkerCore {
     pub fn handle_timeout(&mut self, now: Instant) {
         let interval = self.progress_interval;
         let heartbeat = self.heartbeat_interval;
+        let grace = self.orphan_grace;
         let mut due: Vec<(JobId, PeerId, u32, Progress)> = Vec::new();
+        let mut stop: Vec<JobId> = Vec::new();
         for (id, r) in &mut self.running {
+            if let Some(since) = r.orphaned_at {
+                // Nobody to tell; its submitter has the grace to come back.
+                if !r.cancelling && now.saturating_duration_since(since) >= grace {
+                    r.cancelling = true;
+                    stop.push(*id);
+                }
+                continue;
+            }
             let ready = r
                 .last_progress_at
                 .is_none_or(|t| now.saturating_duration_since(t) >= interval);
@@ -334,21 +567,38 @@ impl WorkerCore {
                 },
             );
         }
+        stop.sort();
+        for job_id in stop {
+            self.out.push_back(WorkerOutput::Cancel { job_id });
+        }
+        let mut expired: Vec<JobId> = self
+            .kept
+            .iter()
+            .filter(|(_, k)| k.until <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        expired.sort();
+        for job_id in expired {
+            self.kept.remove(&job_id);
+            self.out.push_back(WorkerOutput::Forget { job_id });
+        }
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) is next due: pending
-    /// progress, or a job's heartbeat.
+    /// progress, a job's heartbeat, an orphan's grace, a kept result's expiry.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.running
-            .values()
-            .map(|r| {
+        let running = self.running.values().filter_map(|r| match r.orphaned_at {
+            Some(_) if r.cancelling => None,
+            Some(since) => Some(since + self.orphan_grace),
+            None => {
                 let beat = r.last_sent_at + self.heartbeat_interval;
-                match (&r.pending_progress, r.last_progress_at) {
+                Some(match (&r.pending_progress, r.last_progress_at) {
                     (Some(_), Some(t)) => beat.min(t + self.progress_interval),
                     _ => beat,
-                }
-            })
-            .min()
+                })
+            }
+        });
+        running.chain(self.kept.values().map(|k| k.until)).min()
     }
 
     /// The next thing to do, if any.
@@ -498,8 +748,14 @@ mod tests {
         );
         w.handle_cancel(from, id, 1);
         assert_eq!(drain(&mut w), vec![WorkerOutput::Cancel { job_id: id }]);
-        w.handle_link_closed(from);
-        assert_eq!(drain(&mut w), vec![WorkerOutput::Cancel { job_id: id }]);
+        // The stopped job's result goes out, and is not kept to be offered
+        // again.
+        w.handle_done(t, id, Err(("cancelled".into(), false)));
+        let outs = drain(&mut w);
+        assert!(outs.contains(&WorkerOutput::Forget { job_id: id }), "{outs:?}");
+        w.handle_link_closed(t, from);
+        w.handle_link_opened(from);
+        assert!(drain(&mut w).is_empty(), "nothing held");
     }
 
     #[test]
@@ -597,39 +853,177 @@ mod tests {
         assert_eq!(w.poll_timeout(), Some(t0 + 2500 * MS));
         w.handle_timeout(t0 + 2500 * MS);
         assert_eq!(drain(&mut w).len(), 1);
-        // A finished job gets no more heartbeats.
+        // A finished job gets no more heartbeats; its result is kept until
+        // it is received.
         w.handle_done(t0 + 2600 * MS, id, Ok(json!(1)));
         drain(&mut w);
+        assert_eq!(w.poll_timeout(), Some(t0 + 2600 * MS + KEEP_RESULTS_FOR));
+        w.handle_received(from, id, 1);
         assert_eq!(w.poll_timeout(), None);
     }
 
+    fn sent(out: &[WorkerOutput]) -> Vec<DcMsg> {
+        out.iter()
+            .filter_map(|o| match o {
+                WorkerOutput::Send { msg, .. } => Some(msg.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
     #[test]
-    fn a_job_stopped_because_its_link_closed_reports_a_retryable_failure() {
+    fn an_orphaned_job_runs_on_silently_then_stops_after_the_grace() {
         let mut w = core();
         let t0 = Instant::now();
         let (from, id) = (PeerId::random(), Uuid::new_v4());
         submit(&mut w, t0, from, id, echo(), Ok(()));
         drain(&mut w);
-        w.handle_link_closed(from);
+        w.handle_link_closed(t0, from);
+        assert!(drain(&mut w).is_empty(), "no cancel at once");
+        assert!(w.is_orphaned(&id) && w.away_submitters().contains(&from));
+        // No heartbeats to a submitter that is not there: the next timer is
+        // the grace.
+        assert_eq!(w.poll_timeout(), Some(t0 + ORPHAN_GRACE));
+        w.handle_timeout(t0 + ORPHAN_GRACE - MS);
+        assert!(drain(&mut w).is_empty());
+        w.handle_timeout(t0 + ORPHAN_GRACE);
         assert_eq!(drain(&mut w), vec![WorkerOutput::Cancel { job_id: id }]);
-        // The handler says "cancelled" (permanent), but the stop was ours.
-        w.handle_done(t0, id, Err(("cancelled".into(), false)));
-        let outs = drain(&mut w);
         assert!(
-            outs.iter().any(|o| matches!(
-                o,
-                WorkerOutput::Send {
-                    msg: DcMsg::Result {
-                        outcome: Outcome::Err {
-                            retryable: true,
-                            ..
-                        },
-                        ..
-                    },
-                    ..
-                }
-            )),
-            "{outs:?}"
+            w.away_submitters().is_empty(),
+            "a stopping job is not offered"
         );
+        w.handle_link_opened(from);
+        assert!(drain(&mut w).is_empty(), "nothing held to announce");
+        // Its end is not sent, and nothing is kept.
+        w.handle_done(t0 + ORPHAN_GRACE, id, Err(("cancelled".into(), false)));
+        assert_eq!(drain(&mut w), vec![WorkerOutput::Forget { job_id: id }]);
+        assert_eq!(w.running(), 0);
+        assert_eq!(w.poll_timeout(), None);
+    }
+
+    #[test]
+    fn a_result_finished_while_its_submitter_was_away_is_kept_announced_and_delivered_once() {
+        let mut w = core();
+        let t0 = Instant::now();
+        let (from, id) = (PeerId::random(), Uuid::new_v4());
+        submit(&mut w, t0, from, id, echo(), Ok(()));
+        drain(&mut w);
+        w.handle_link_closed(t0, from);
+        w.handle_done(t0 + MS, id, Ok(json!("done")));
+        assert!(drain(&mut w).is_empty(), "kept, not sent");
+        assert_eq!(w.running(), 0, "a kept result holds no slot");
+        assert_eq!(w.stats().completed, 1);
+        // A stranger cannot claim it.
+        w.handle_submit(t0, PeerId::random(), id, 5, echo(), json!(1), 1000, Ok(()));
+        assert_eq!(reason(&drain(&mut w)), Some(RejectReason::Busy));
+        // Its submitter is back: it hears of the job.
+        w.handle_link_opened(from);
+        assert_eq!(
+            sent(&drain(&mut w)),
+            vec![DcMsg::Held {
+                job_id: id,
+                attempt: 1
+            }]
+        );
+        // It submits again, under attempt 18: accepted and restored.
+        w.handle_submit(t0, from, id, 18, echo(), json!(1), 1000, Ok(()));
+        let outs = drain(&mut w);
+        assert_eq!(
+            sent(&outs),
+            vec![DcMsg::Accepted {
+                job_id: id,
+                attempt: 18
+            }]
+        );
+        assert!(outs.contains(&WorkerOutput::Restore {
+            job_id: id,
+            result: Ok(json!("done"))
+        }));
+        // The daemon finishes it again: the result goes out under attempt 18,
+        // counted once.
+        w.handle_done(t0 + 2 * MS, id, Ok(json!("done")));
+        let msgs = sent(&drain(&mut w));
+        assert!(
+            matches!(
+                msgs.as_slice(),
+                [DcMsg::Result {
+                    attempt: 18,
+                    outcome: Outcome::Ok { .. },
+                    ..
+                }]
+            ),
+            "{msgs:?}"
+        );
+        assert_eq!(w.stats().completed, 1);
+        // Kept until the submitter says it has it, then nothing is held.
+        w.handle_received(from, id, 17);
+        assert!(drain(&mut w).is_empty(), "not the delivered attempt");
+        w.handle_received(from, id, 18);
+        assert_eq!(drain(&mut w), vec![WorkerOutput::Forget { job_id: id }]);
+        w.handle_link_opened(from);
+        assert!(drain(&mut w).is_empty());
+    }
+
+    #[test]
+    fn a_running_orphan_reattaches_under_the_new_attempt() {
+        let mut w = core();
+        let t0 = Instant::now();
+        let (from, id) = (PeerId::random(), Uuid::new_v4());
+        submit(&mut w, t0, from, id, echo(), Ok(()));
+        drain(&mut w);
+        w.handle_link_closed(t0, from);
+        w.handle_submit(t0 + MS, from, id, 17, echo(), json!(1), 1000, Ok(()));
+        assert_eq!(
+            sent(&drain(&mut w)),
+            vec![DcMsg::Accepted {
+                job_id: id,
+                attempt: 17
+            }],
+            "no second start"
+        );
+        assert!(!w.is_orphaned(&id));
+        assert_eq!(w.submitter(&id), Some((from, 17)));
+        w.handle_done(t0 + 2 * MS, id, Ok(json!(1)));
+        let msgs = sent(&drain(&mut w));
+        assert!(
+            matches!(msgs.as_slice(), [DcMsg::Result { attempt: 17, .. }]),
+            "{msgs:?}"
+        );
+    }
+
+    #[test]
+    fn a_kept_result_is_dropped_when_refused_or_expired_and_the_oldest_past_the_cap() {
+        let mut w = WorkerCore::new(vec![echo()], 2000, 100 * MS);
+        let t0 = Instant::now();
+        let from = PeerId::random();
+        let ids: Vec<JobId> = (0..MAX_KEPT_RESULTS + 2).map(|_| Uuid::new_v4()).collect();
+        for (i, id) in ids.iter().enumerate() {
+            let t = t0 + MS * u32::try_from(i).expect("small");
+            submit(&mut w, t, from, *id, echo(), Ok(()));
+            w.handle_link_closed(t, from);
+            w.handle_done(t, *id, Ok(json!(i)));
+        }
+        let forgotten: Vec<WorkerOutput> = drain(&mut w)
+            .into_iter()
+            .filter(|o| matches!(o, WorkerOutput::Forget { .. }))
+            .collect();
+        assert_eq!(
+            forgotten,
+            vec![
+                WorkerOutput::Forget { job_id: ids[0] },
+                WorkerOutput::Forget { job_id: ids[1] }
+            ],
+            "the oldest two pushed out"
+        );
+        // The submitter says it no longer wants one.
+        w.handle_cancel(from, ids[2], 1);
+        assert_eq!(drain(&mut w), vec![WorkerOutput::Forget { job_id: ids[2] }]);
+        // The rest expire.
+        let next = w.poll_timeout().expect("an expiry");
+        assert_eq!(next, t0 + 3 * MS + KEEP_RESULTS_FOR);
+        w.handle_timeout(t0 + KEEP_RESULTS_FOR + MS * 10_000);
+        assert_eq!(drain(&mut w).len(), MAX_KEPT_RESULTS - 1);
+        assert!(w.away_submitters().is_empty());
+        assert_eq!(w.poll_timeout(), None);
     }
 }

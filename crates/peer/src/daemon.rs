@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jobmesh_core::{
-    Dispatcher, EventKind, Input, JobEnd, JobEvent, Output, StatsCoalescer, WorkerCore,
+    Admission, Dispatcher, EventKind, Input, JobEnd, JobEvent, Output, StatsCoalescer, WorkerCore,
     WorkerOutput,
 };
 use jobmesh_transport::rtc::{self, LinkEvent, LinkHandle, LinkId};
@@ -220,6 +220,7 @@ pub fn spawn_with(
         announced: HashMap::new(),
         inbound: HashMap::new(),
         pending_results: HashMap::new(),
+        kept_outputs: HashMap::new(),
         link_permits: HashMap::new(),
         transfer_tx,
         config,
@@ -400,6 +401,10 @@ struct Daemon {
     inbound: HashMap<JobId, Upload>,
     /// Worker side: results held back until their output blobs are sent.
     pending_results: HashMap<JobId, PendingResult>,
+    /// Worker side: output blobs of results kept for a submitter that was
+    /// away, while the worker core keeps the result (bounded by
+    /// `MAX_KEPT_RESULTS`; removed on its `Restore` or `Forget`).
+    kept_outputs: HashMap<JobId, Arc<Vec<Prepared>>>,
     /// Per link: blob transfers sent at once (`BlobLimits::transfers_per_link`).
     link_permits: HashMap<PeerId, Arc<Semaphore>>,
     /// Upload completions. Overflow: the upload task waits.
@@ -532,6 +537,27 @@ impl Daemon {
                             info!(%job_id, "cancelling the job's handler");
                             token.cancel();
                         }
+                    }
+                    WorkerOutput::Restore { job_id, result } => {
+                        info!(%job_id, "delivering a kept result to its returned submitter");
+                        let outputs = self
+                            .kept_outputs
+                            .remove(&job_id)
+                            .map(|o| Arc::try_unwrap(o).unwrap_or_else(|o| (*o).clone()))
+                            .unwrap_or_default();
+                        let result = result
+                            .map_err(|(message, retryable)| HandlerError { message, retryable });
+                        self.finish_job(
+                            now,
+                            JobDone {
+                                job_id,
+                                result,
+                                outputs,
+                            },
+                        );
+                    }
+                    WorkerOutput::Forget { job_id } => {
+                        self.kept_outputs.remove(&job_id);
                     }
                 }
             }
@@ -736,6 +762,7 @@ impl Daemon {
             }
             SignalEvent::Message(msg) => {
                 let _ = self.dispatcher.handle_input(now, Input::Signal(&msg));
+                self.call_back_away_submitters();
             }
         }
         let pool = self.dispatcher.pool();
@@ -787,17 +814,23 @@ impl Daemon {
                         .get(&capability)
                         .map_or(Ok(()), |h| h.validate(&input)),
                 };
-                let before = self.worker.running();
-                self.worker.handle_submit(
+                let admission = self.worker.handle_submit(
                     now, peer, job_id, attempt, capability, input, timeout_ms, check,
                 );
-                if self.worker.running() == before {
-                    Metrics::bump(&self.metrics.rejected);
-                } else if let Ok(Some(metas)) = announced {
-                    self.expect_inputs(peer, job_id, attempt, metas);
+                match (admission, announced) {
+                    (Admission::Refused, _) => Metrics::bump(&self.metrics.rejected),
+                    (Admission::Started, Ok(Some(metas))) => {
+                        self.expect_inputs(peer, job_id, attempt, metas);
+                    }
+                    // Re-attached: its inputs are here already (chunks the
+                    // submitter sends anyway are dropped as stale).
+                    _ => {}
                 }
             }
             DcMsg::Cancel { job_id, attempt } => self.worker.handle_cancel(peer, job_id, attempt),
+            DcMsg::Received { job_id, attempt } => {
+                self.worker.handle_received(peer, job_id, attempt);
+            }
             DcMsg::Error { job_id, message } => {
                 warn!(peer = %peer.short(), ?job_id, %message, "peer could not read our message");
             }

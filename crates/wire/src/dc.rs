@@ -7,8 +7,12 @@
 //!  | <------- rejected {job_id, attempt}    |   or: busy / unknown capability / bad input / draining
 //!  | <------- progress {job_id, attempt}    |   any number, coalesced by the worker
 //!  | <--------- result {job_id, attempt}    |   exactly one per accepted attempt
+//!  | -- received {job_id, attempt} -------> |   the worker may drop the result it kept
 //!  | -- cancel {job_id, attempt} ---------> |   submitter gave up (timeout, cancel)
 //!  | <------- error {job_id?}               |   the message could not be decoded
+//!  | <-------- held {job_id, attempt}       |   on a new link: a job of yours runs
+//!  |                                        |   or has finished here (the old link
+//!  |                                        |   closed); submit it again to re-attach
 //! ```
 //! Every reply echoes the job id and attempt number of the submit it answers.
 //! An attempt is one hand-over of a job to one worker; a retry is a new
@@ -198,6 +202,26 @@ pub enum DcMsg {
         /// The blobs, indexed from 0.
         blobs: Vec<crate::blob::BlobMeta>,
     },
+    /// The submitter has a job's result (current or stale): the worker may
+    /// drop the copy it keeps until then.
+    Received {
+        /// Which job.
+        job_id: JobId,
+        /// The attempt whose result arrived.
+        attempt: u32,
+    },
+    /// The worker holds this attempt of a job of the recipient's: still
+    /// running, or finished with its result kept, since the link it came on
+    /// closed. Sent when a link to the submitter opens again. A submitter
+    /// still holding the job submits it again to this worker (a new attempt
+    /// number), which re-attaches the running job or delivers the kept
+    /// result; one that does not cancels the attempt, and the worker drops it.
+    Held {
+        /// Which job.
+        job_id: JobId,
+        /// The attempt it holds.
+        attempt: u32,
+    },
     /// The last message could not be decoded.
     Error {
         /// The job it was about, when that much could be read.
@@ -208,7 +232,8 @@ pub enum DcMsg {
 }
 
 const DC_TYPES: &[&str] = &[
-    "submit", "cancel", "accepted", "rejected", "progress", "result", "blobs", "error",
+    "submit", "cancel", "accepted", "rejected", "progress", "result", "blobs", "received", "held",
+    "error",
 ];
 
 impl DcMsg {

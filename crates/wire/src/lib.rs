@@ -27,7 +27,10 @@ pub use types::{Capability, PeerId, PeerInfo, Stats, MAX_CAPABILITIES, MAX_NAME_
 /// the pool, then one message per change).
 /// 3: workers send heartbeats (an empty `progress`) and submitters hold each
 /// attempt to a lease.
-pub const PROTOCOL_VERSION: u32 = 3;
+/// 4: a worker keeps each result until the submitter says `received`, and
+/// the jobs of a submitter whose link closed run on; it says `held` when a
+/// link opens again, and a submit of a held job re-attaches to it.
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Reads the `"type"` tag of a JSON object and checks it is one of `known`,
 /// so an unknown type gets its own error rather than a generic serde one.

@@ -144,6 +144,19 @@ fn events(outs: &[Output]) -> Vec<&'static str> {
         .collect()
 }
 
+/// Whether `outs` are only `received` replies to results.
+fn only_receipts(outs: &[Output]) -> bool {
+    outs.iter().all(|o| {
+        matches!(
+            o,
+            Output::Send {
+                msg: DcMsg::Received { .. },
+                ..
+            }
+        )
+    })
+}
+
 fn ok(job_id: JobId, attempt: u32, value: serde_json::Value) -> DcMsg {
     DcMsg::Result {
         job_id,
@@ -196,9 +209,10 @@ fn a_job_goes_queued_dispatched_started_progress_finished_and_ends_once() {
     assert_eq!(ends[0].attempts.len(), 1);
     assert_eq!(ends[0].attempts[0].outcome, Some(AttemptOutcome::Completed));
     assert_eq!(ends[0].attempts[0].started_at, Some(h.t0));
-    // A duplicate result is stale, not a second outcome.
+    // A duplicate result is stale, not a second outcome (only its receipt
+    // goes back).
     h.reply(h.t0, w, ok(id, 1, json!(0)));
-    assert!(h.drain().is_empty());
+    assert!(only_receipts(&h.drain()));
     assert_eq!(h.d.stale_messages(), 1);
     assert!(h.d.is_empty());
 }
@@ -234,7 +248,7 @@ fn replies_from_another_peer_or_an_old_attempt_are_ignored() {
             attempt: 2,
         },
     );
-    assert!(h.drain().is_empty());
+    assert!(only_receipts(&h.drain()));
     assert_eq!(h.d.stale_messages(), 3);
     // A result before `accepted` breaks the claim protocol: ignored too.
     h.reply(h.t0, w, ok(id, 1, json!(0)));
@@ -947,7 +961,7 @@ proptest! {
                         let before = h.d.stale_messages();
                         h.reply(now, w, ok(id, a, json!("late")));
                         let outs = h.drain();
-                        prop_assert!(outs.is_empty(), "a late result changed something: {outs:?}");
+                        prop_assert!(only_receipts(&outs), "a late result changed something: {outs:?}");
                         prop_assert_eq!(h.d.stale_messages(), before + 1);
                     }
                 }
@@ -1289,4 +1303,104 @@ fn once_the_view_is_complete_a_capability_nobody_runs_fails_at_once() {
         ends[0].result,
         Err(JobError::NoCapableWorker { .. })
     ));
+}
+
+fn cancels(outs: &[Output]) -> Vec<(PeerId, JobId, u32)> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::Send {
+                to,
+                msg: DcMsg::Cancel { job_id, attempt },
+            } => Some((*to, *job_id, *attempt)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn held(id: JobId, attempt: u32) -> DcMsg {
+    DcMsg::Held {
+        job_id: id,
+        attempt,
+    }
+}
+
+#[test]
+fn a_worker_holding_a_job_gets_it_back_and_the_attempt_elsewhere_is_superseded() {
+    let mut h = Harness::new(&[worker(1, 2), worker(2, 2)]);
+    let id = spec(1).job_id;
+    h.submit(spec(1));
+    let [(first, _, 1)] = h.submits()[..] else {
+        panic!("one submit")
+    };
+    // The link to the first worker closes: the job is retried on the other.
+    h.d.handle_input(h.t0, Input::LinkClosed(first))
+        .expect("no error");
+    h.tick(h.t0 + 20 * SEC);
+    let [(second, _, 2)] = h.submits()[..] else {
+        panic!("a retry")
+    };
+    assert_ne!(first, second);
+    h.reply(
+        h.t0 + 20 * SEC,
+        second,
+        DcMsg::Accepted {
+            job_id: id,
+            attempt: 2,
+        },
+    );
+    h.drain();
+    // The first worker is back and says it holds attempt 1: attempt 2 is
+    // cancelled on the second worker, and attempt 3 goes to the first.
+    h.reply(h.t0 + 21 * SEC, first, held(id, 1));
+    let outs = h.drain();
+    assert_eq!(cancels(&outs), vec![(second, id, 2)]);
+    assert_eq!(submits(&outs), vec![(first, id, 3)]);
+    // The second worker's late result is stale; the held one completes it.
+    let stale = h.d.stale_messages();
+    h.reply(h.t0 + 21 * SEC, second, ok(id, 2, json!("second")));
+    assert_eq!(h.d.stale_messages(), stale + 1);
+    h.reply(
+        h.t0 + 21 * SEC,
+        first,
+        DcMsg::Accepted {
+            job_id: id,
+            attempt: 3,
+        },
+    );
+    h.reply(h.t0 + 21 * SEC, first, ok(id, 3, json!("held")));
+    let outs = h.drain();
+    let ends = finished(&outs);
+    assert_eq!(ends.len(), 1);
+    assert_eq!(ends[0].result, Ok(json!("held")));
+    let log: Vec<String> = ends[0]
+        .attempts
+        .iter()
+        .filter_map(|a| a.outcome.as_ref().map(ToString::to_string))
+        .collect();
+    assert!(log[1].starts_with("superseded by worker"), "{log:?}");
+    // Once the job has ended, a worker still offering it is told to drop it.
+    h.reply(h.t0 + 22 * SEC, second, held(id, 2));
+    assert_eq!(cancels(&h.drain()), vec![(second, id, 2)]);
+}
+
+#[test]
+fn a_held_word_for_a_job_already_attached_there_or_queued_is_handled_once() {
+    let mut h = Harness::new(&[worker(1, 1)]);
+    let id = spec(1).job_id;
+    h.submit(spec(1));
+    let [(w, _, 1)] = h.submits()[..] else {
+        panic!("one submit")
+    };
+    // The worker's word crosses a submit to the same worker: nothing new.
+    h.reply(h.t0, w, held(id, 1));
+    assert!(h.drain().is_empty());
+    // Queued (its link closed, backing off): the held word places it at once
+    // on that worker, without spending a retry.
+    h.d.handle_input(h.t0, Input::LinkClosed(w))
+        .expect("no error");
+    h.drain();
+    h.reply(h.t0 + MS, w, held(id, 1));
+    assert_eq!(h.submits(), vec![(w, id, 2)]);
+    h.complete(w, id, 2);
+    assert_eq!(finished(&h.drain()).len(), 1);
 }

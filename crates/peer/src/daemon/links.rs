@@ -138,6 +138,22 @@ impl Daemon {
         );
     }
 
+    /// Dials every submitter that this worker holds jobs for, now that the
+    /// pool shows it again (a restart keeps its peer id), so that it hears
+    /// of them (`held`) when the link opens.
+    pub(super) fn call_back_away_submitters(&mut self) {
+        let away: Vec<PeerId> = self
+            .worker
+            .away_submitters()
+            .into_iter()
+            .filter(|p| !self.links.contains_key(p) && self.dispatcher.pool().get(p).is_some())
+            .collect();
+        for peer in away {
+            info!(peer = %peer.short(), "a submitter we hold jobs for is back in the pool; dialling it");
+            self.start_link(peer, None, Vec::new());
+        }
+    }
+
     pub(super) fn on_opened(&mut self, now: Instant, op: Opened) {
         if self.links.get(&op.peer).map(Link::id) != Some(op.link_id) {
             // Superseded (collision or re-dial): dropping the handle closes it.
@@ -154,6 +170,8 @@ impl Daemon {
                 for data in pending {
                     self.send_bytes(now, op.peer, data);
                 }
+                // Jobs of this peer's held here while it was away.
+                self.worker.handle_link_opened(op.peer);
             }
             Err(e) => {
                 warn!(peer = %op.peer.short(), error = %e, "could not open a data channel");
@@ -185,7 +203,8 @@ impl Daemon {
         }
     }
 
-    /// Forgets the link to `peer`: its jobs here are lost, jobs from it cancelled.
+    /// Forgets the link to `peer`: its jobs here are lost; jobs from it run on
+    /// for the worker's orphan grace, their results kept for its return.
     pub(super) fn drop_link(&mut self, now: Instant, peer: PeerId) {
         self.links.remove(&peer);
         self.link_lost(now, peer);
@@ -196,7 +215,7 @@ impl Daemon {
         self.link_permits.remove(&peer);
         self.announced.remove(&peer);
         let _ = self.dispatcher.handle_input(now, Input::LinkClosed(peer));
-        self.worker.handle_link_closed(peer);
+        self.worker.handle_link_closed(now, peer);
     }
 
     pub(super) fn send_bytes(&mut self, now: Instant, peer: PeerId, data: Vec<u8>) {

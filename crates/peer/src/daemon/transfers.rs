@@ -82,6 +82,8 @@ pub(super) struct Deferred {
 /// Worker side: a result waiting for its output blobs to be sent.
 pub(super) struct PendingResult {
     value: Value,
+    /// Kept if the link closes under the transfer.
+    outputs: Arc<Vec<Prepared>>,
     _upload: DropGuard,
 }
 
@@ -456,6 +458,15 @@ impl Daemon {
             outputs,
         } = done;
         let result = result.map_err(|e| (e.message, e.retryable));
+        if self.worker.is_orphaned(&job_id) {
+            // Its submitter is away: the worker core keeps the result, and
+            // this its blobs, until it is back or they expire.
+            if result.is_ok() && !outputs.is_empty() {
+                self.kept_outputs.insert(job_id, Arc::new(outputs));
+            }
+            self.complete(now, job_id, result);
+            return;
+        }
         let (Ok(value), false) = (&result, outputs.is_empty()) else {
             self.complete(now, job_id, result);
             return;
@@ -479,12 +490,14 @@ impl Daemon {
             blobs: outputs.iter().map(|b| b.meta.clone()).collect(),
         };
         self.send_bytes(now, to, msg.encode());
-        match self.spawn_upload(job_id, to, attempt, Direction::Output, Arc::new(outputs)) {
+        let outputs = Arc::new(outputs);
+        match self.spawn_upload(job_id, to, attempt, Direction::Output, outputs.clone()) {
             Some(guard) => {
                 self.pending_results.insert(
                     job_id,
                     PendingResult {
                         value: value.clone(),
+                        outputs,
                         _upload: guard,
                     },
                 );
@@ -602,7 +615,24 @@ impl Daemon {
                     return;
                 };
                 let result = match t.result {
-                    Ok(()) => Ok(pending.value),
+                    Ok(()) => {
+                        // Kept with the result until the submitter has it.
+                        self.kept_outputs.insert(t.job_id, pending.outputs);
+                        Ok(pending.value)
+                    }
+                    Err(SendBlobError::Closed) => {
+                        // The link closed under the transfer (its close may
+                        // not have reached the loop yet): keep the result for
+                        // the submitter's return, as for any job of its.
+                        self.worker.handle_link_closed(now, t.to);
+                        self.kept_outputs.insert(t.job_id, pending.outputs);
+                        self.complete(now, t.job_id, Ok(pending.value));
+                        if matches!(self.links.get(&t.to), Some(Link::Open(_))) {
+                            // Already back on a new link.
+                            self.worker.handle_link_opened(t.to);
+                        }
+                        return;
+                    }
                     Err(e) => Err((format!("sending the result's blobs failed: {e}"), true)),
                 };
                 self.complete(now, t.job_id, result);
