@@ -208,6 +208,10 @@ pub enum Input<'a> {
         spec: JobSpec,
         /// The highest attempt number it had.
         attempts_before: u32,
+        /// The worker of its last attempt, which may still run it or keep
+        /// its result: the job is offered there first (room or not: it holds
+        /// the job's slot) if the pool shows it running the capability.
+        held_by: Option<PeerId>,
     },
     /// A message from a peer's data channel.
     Dc {
@@ -243,6 +247,8 @@ struct Job {
     attempts: Vec<Attempt>,
     /// Attempt numbers used before this dispatcher took the job over (resume).
     attempt_base: u32,
+    /// A worker that may hold the job from before a restart, tried first.
+    held_by: Option<PeerId>,
     /// While an attempt is out: when its lease ends unless the worker speaks.
     lease_until: Option<Instant>,
     submitted_at: Instant,
@@ -307,7 +313,9 @@ impl Strategies {
 ///   and is then forgotten;
 /// * a reply counts only if it names the job's current worker and attempt;
 ///   anything else is counted in [`stale_messages`](Self::stale_messages);
-/// * this peer never has more attempts in flight at a worker than its slots;
+/// * this peer never has more attempts in flight at a worker than its slots
+///   (save a resumed job re-attaching to the worker that held it, whose slot
+///   that job already takes);
 /// * every job held has a deadline, so `poll_timeout` is `Some` while any is held.
 pub struct Dispatcher {
     me: PeerId,
@@ -429,11 +437,12 @@ impl Dispatcher {
                     self.note_stats(id);
                 }
             }
-            Input::Submit(spec) => self.submit(now, spec, 0)?,
+            Input::Submit(spec) => self.submit(now, spec, 0, None)?,
             Input::Resume {
                 spec,
                 attempts_before,
-            } => self.submit(now, spec, attempts_before)?,
+                held_by,
+            } => self.submit(now, spec, attempts_before, held_by)?,
             Input::Dc { from, msg } => self.on_reply(now, from, msg),
             Input::LinkClosed(peer) => self.lose_attempts_on(now, peer),
             Input::Alive {
@@ -479,7 +488,13 @@ impl Dispatcher {
             .push_back(Output::Event(JobEvent { job_id, at, kind }));
     }
 
-    fn submit(&mut self, now: Instant, spec: JobSpec, attempt_base: u32) -> Result<(), JobError> {
+    fn submit(
+        &mut self,
+        now: Instant,
+        spec: JobSpec,
+        attempt_base: u32,
+        held_by: Option<PeerId>,
+    ) -> Result<(), JobError> {
         if self.jobs.len() >= self.config.queue_limit {
             return Err(JobError::QueueFull {
                 limit: self.config.queue_limit,
@@ -513,6 +528,7 @@ impl Dispatcher {
             state: JobState::Queued,
             attempts: Vec::new(),
             attempt_base,
+            held_by,
             lease_until: None,
             submitted_at: now,
             refused_by: Vec::new(),
@@ -1085,6 +1101,23 @@ impl Dispatcher {
             // the pass after the view syncs places it or ends it.
             return Placement::NoRoom;
         }
+        if let Some(w) = job.held_by {
+            if capable.iter().any(|c| c.id == w) {
+                if let Some(job) = self.jobs.get_mut(&id) {
+                    job.held_by = None;
+                }
+                return self.dispatch(now, id, w);
+            }
+            if self.pool.is_synced() {
+                // Gone from the pool: whatever it held is lost with it.
+                if let Some(job) = self.jobs.get_mut(&id) {
+                    job.held_by = None;
+                }
+            }
+        }
+        let Some(job) = self.jobs.get(&id) else {
+            return Placement::Ended;
+        };
         if capable.is_empty() {
             let err = JobError::NoCapableWorker { capability: cap };
             self.finish(now, id, JobState::Failed, Err(err));

@@ -752,7 +752,10 @@ mod tests {
         // again.
         w.handle_done(t, id, Err(("cancelled".into(), false)));
         let outs = drain(&mut w);
-        assert!(outs.contains(&WorkerOutput::Forget { job_id: id }), "{outs:?}");
+        assert!(
+            outs.contains(&WorkerOutput::Forget { job_id: id }),
+            "{outs:?}"
+        );
         w.handle_link_closed(t, from);
         w.handle_link_opened(from);
         assert!(drain(&mut w).is_empty(), "nothing held");

@@ -186,7 +186,6 @@ pub fn spawn_with(
     let mut daemon = Daemon {
         me,
         journaling,
-        stopping: false,
         dispatcher: Dispatcher::new(me, config.dispatcher.clone(), ext.strategy),
         worker,
         handlers: ext.handlers,
@@ -350,8 +349,6 @@ struct Daemon {
     me: PeerId,
     /// The journal, when the daemon has a data dir.
     journaling: Option<journaling::Journaling>,
-    /// Set once the loop has ended: cancels from here on are the daemon's own.
-    stopping: bool,
     config: DaemonConfig,
     dispatcher: Dispatcher,
     worker: WorkerCore,
@@ -476,13 +473,16 @@ impl Daemon {
             }
         }
         self.jobs_cancel.cancel();
-        // Jobs of ours still queued or out on other workers end `cancelled`
-        // (the cancel messages go out with the link flush below); with a
-        // journal they stay unfinished there and resume at the next start.
-        self.stopping = true;
+        // Without a journal, jobs of ours still queued or out on other workers
+        // end `cancelled` (the cancel messages go out with the link flush
+        // below). With one they stay unfinished in it, and the workers keep
+        // running them (for their orphan grace, results kept) so that the
+        // next start re-attaches to them.
         let now = Instant::now();
-        for job_id in self.dispatcher.job_ids() {
-            let _ = self.dispatcher.handle_input(now, Input::Cancel(job_id));
+        if self.journaling.is_none() {
+            for job_id in self.dispatcher.job_ids() {
+                let _ = self.dispatcher.handle_input(now, Input::Cancel(job_id));
+            }
         }
         self.flush(now);
         for (_, w) in self.waiters.drain() {
@@ -682,6 +682,7 @@ impl Daemon {
         let resume = Input::Resume {
             spec: r.spec,
             attempts_before: r.attempts_before,
+            held_by: r.held_by,
         };
         self.admit(now, job_id, r.blobs, resume);
     }

@@ -145,6 +145,8 @@ pub(crate) struct Resume {
     /// The highest attempt the earlier run handed out: the next one is higher,
     /// so a late message of an earlier attempt is recognised as stale.
     pub(crate) attempts_before: u32,
+    /// The worker of its newest journaled attempt, which may still hold it.
+    pub(crate) held_by: Option<PeerId>,
 }
 
 /// The journal of a daemon, opened and read at start.
@@ -266,6 +268,11 @@ fn decode(row: &JobRow) -> Result<Resume, String> {
         spec,
         blobs,
         attempts_before: row.attempt.saturating_add(RESUME_ATTEMPT_GAP),
+        held_by: row
+            .worker
+            .as_deref()
+            .and_then(|w| w.parse().ok())
+            .map(PeerId),
     })
 }
 

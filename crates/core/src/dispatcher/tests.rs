@@ -1086,6 +1086,7 @@ fn a_resumed_job_continues_its_attempt_numbers_and_ignores_the_old_attempt() {
         Input::Resume {
             spec: s,
             attempts_before: 3,
+            held_by: None,
         },
     )
     .expect("resumed");
@@ -1403,4 +1404,56 @@ fn a_held_word_for_a_job_already_attached_there_or_queued_is_handled_once() {
     assert_eq!(h.submits(), vec![(w, id, 2)]);
     h.complete(w, id, 2);
     assert_eq!(finished(&h.drain()).len(), 1);
+}
+
+#[test]
+fn a_resumed_job_goes_first_to_the_worker_that_held_it_even_when_full() {
+    // Worker 2 looks full (its one slot runs the job we lost track of).
+    let mut busy = worker(2, 1);
+    busy.stats.running = 1;
+    let mut h = Harness::new(&[worker(1, 4), busy.clone()]);
+    let resume = |h: &mut Harness, n: u128, held_by: Option<PeerId>| {
+        h.d.handle_input(
+            h.t0,
+            Input::Resume {
+                spec: spec(n),
+                attempts_before: 17,
+                held_by,
+            },
+        )
+        .expect("resumed");
+    };
+    resume(&mut h, 1, Some(busy.id));
+    assert_eq!(h.submits(), vec![(busy.id, spec(1).job_id, 18)]);
+    // A worker gone from the pool is no preference: the strategy decides.
+    resume(&mut h, 2, Some(peer(9)));
+    assert_eq!(h.submits(), vec![(peer(1), spec(2).job_id, 18)]);
+}
+
+#[test]
+fn before_the_view_is_complete_a_resumed_job_keeps_its_preference() {
+    let mut h = Harness::new(&[]);
+    // A fresh, incomplete view.
+    let partial = ServerMsg::View {
+        reset: true,
+        left: Vec::new(),
+        peers: Vec::new(),
+        synced: false,
+    };
+    h.d.handle_input(h.t0, Input::Signal(&partial))
+        .expect("signal");
+    h.d.handle_input(
+        h.t0,
+        Input::Resume {
+            spec: spec(1),
+            attempts_before: 17,
+            held_by: Some(peer(2)),
+        },
+    )
+    .expect("resumed");
+    assert!(h.submits().is_empty());
+    let full = page(false, Vec::new(), vec![worker(1, 4), worker(2, 1)]);
+    h.d.handle_input(h.t0, Input::Signal(&full))
+        .expect("signal");
+    assert_eq!(h.submits(), vec![(peer(2), spec(1).job_id, 18)]);
 }

@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use jobmesh_core::{EventKind, JobError, JobEvent};
+use jobmesh_core::{EventKind, JobEvent};
 use jobmesh_journal::{Durability, JournalHandle, Op};
 use tracing::{error, warn};
 
@@ -104,11 +104,6 @@ impl Daemon {
 
     /// Journals a job's outcome; `fetched` when a caller is there to take it.
     pub(super) fn journal_end(&mut self, report: &JobReport, fetched: bool) {
-        // A stopping daemon cancels what it still holds; with a journal those
-        // jobs stay unfinished and resume at the next start.
-        if self.stopping && matches!(report.result, Err(JobError::Cancelled)) {
-            return;
-        }
         let Some(j) = &self.journaling else {
             return;
         };
