@@ -569,3 +569,86 @@ async fn fault_suite_the_signal_server_down_for_30_s() {
     );
     server.stop().await;
 }
+
+/// Scenario 6, the worker's half: SIGTERM on a worker while it runs jobs.
+/// They finish and are delivered; it takes no new job (those go to the
+/// other worker); it exits, with success, within its grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_suite_a_worker_stopped_with_sigterm_finishes_its_jobs() {
+    init_tracing();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (_server, url) = signal_server();
+    // Each worker logs its own executions: `slow` takes 1.5 s.
+    let worker = |name: &str| {
+        let own = dir.path().join(name);
+        std::fs::create_dir_all(&own).expect("worker dir");
+        let (config, log) = logging_handler(&own, "slow", "1.5", "json");
+        let config = config.to_str().expect("utf-8").to_owned();
+        let extra = [
+            "--config",
+            config.as_str(),
+            "--slots",
+            "2",
+            "--grace-secs",
+            "10",
+        ];
+        (daemon(&url, "f6", name, "slow", dir.path(), &extra), log)
+    };
+    let (mut w1, log1) = worker("w1");
+    let (_w2, log2) = worker("w2");
+    let watcher = PeerGuard::start(&url, "f6", "watcher", &[], 0);
+    watcher.wait_capable("slow", 2).await;
+    let sock = dir.path().join("s.sock");
+    let _submitter = daemon(&url, "f6", "s", "", dir.path(), &[]);
+    let session = Session::open(&sock).await.expect("a session");
+    let slow = |i: usize| Request::submit(cap("slow"), json!({ "n": i }));
+    let count = |log: &Path| {
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+
+    // Four jobs, two on each worker, all running.
+    let first: Vec<Request> = (0..4).map(slow).collect();
+    let first = futures_util::future::join_all(first.iter().map(|r| session.request(r)));
+    let (first, ()) = tokio::join!(first, async {
+        jobmesh_testkit::eventually("all four jobs to run", || {
+            count(&log1) == 2 && count(&log2) == 2
+        })
+        .await;
+        w1.signal("TERM");
+    });
+    // Four more after the SIGTERM: w1 takes none of them.
+    let second: Vec<Request> = (4..8).map(slow).collect();
+    let second = within(
+        "the jobs after the SIGTERM",
+        futures_util::future::join_all(second.iter().map(|r| session.request(r))),
+    )
+    .await;
+
+    let mut history = History::default();
+    for answer in first.into_iter().chain(second) {
+        let v = answer.expect("an answer");
+        let id: Uuid = v["job_id"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .expect("an id");
+        history.submitted(id);
+        match v["status"].as_str() {
+            Some("completed") => history.delivered(id, Delivered::Completed),
+            _ => history.delivered(id, Delivered::Failed(v.to_string())),
+        }
+    }
+    read_executions(&log1, &mut history);
+    read_executions(&log2, &mut history);
+    let summary = history.check("worker SIGTERM with 2 jobs running");
+    print(&summary);
+    assert_eq!((summary.lost, summary.duplicated), (0, 0), "{summary}");
+    assert_eq!(summary.completed, 8, "every job completed: {summary}");
+    assert_eq!(count(&log1), 2, "the draining worker took no new job");
+    assert_eq!(count(&log2), 6);
+    jobmesh_testkit::eventually("the drained worker to exit", || !w1.is_running()).await;
+    let status = w1.0.wait().expect("its exit status");
+    assert!(status.success(), "a drained worker exits cleanly: {status}");
+}
