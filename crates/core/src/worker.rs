@@ -121,7 +121,6 @@ pub struct WorkerCore {
     heartbeat_interval: Duration,
     running: HashMap<JobId, Running>,
     kept: HashMap<JobId, Kept>,
-    orphan_grace: Duration,
     draining: bool,
     completed: u64,
     failed: u64,
@@ -142,7 +141,6 @@ impl WorkerCore {
             heartbeat_interval: Duration::from_millis(jobmesh_wire::dc::HEARTBEAT_INTERVAL_MS),
             running: HashMap::new(),
             kept: HashMap::new(),
-            orphan_grace: ORPHAN_GRACE,
             draining: false,
             completed: 0,
             failed: 0,
@@ -275,14 +273,6 @@ impl WorkerCore {
         true
     }
 
-    /// How long a job whose submitter's link closed runs on (default
-    /// [`ORPHAN_GRACE`]).
-    #[must_use]
-    pub fn with_orphan_grace(mut self, grace: Duration) -> Self {
-        self.orphan_grace = grace;
-        self
-    }
-
     /// Sends a heartbeat for a running job after `interval` without any
     /// other word to its submitter (default [`HEARTBEAT_INTERVAL_MS`](jobmesh_wire::dc::HEARTBEAT_INTERVAL_MS)).
     #[must_use]
@@ -307,17 +297,13 @@ impl WorkerCore {
         {
             r.cancelling = true;
             self.out.push_back(WorkerOutput::Cancel { job_id });
-        } else if self
-            .kept
-            .get(&job_id)
-            .is_some_and(|k| k.from == from && k.attempt == attempt)
-        {
-            self.kept.remove(&job_id);
-            self.out.push_back(WorkerOutput::Forget { job_id });
+        } else {
+            self.handle_received(from, job_id, attempt);
         }
     }
 
-    /// The submitter has the result of `attempt`: its kept copy is dropped.
+    /// The submitter has the result of `attempt` (or does not want it): its
+    /// kept copy is dropped.
     pub fn handle_received(&mut self, from: PeerId, job_id: JobId, attempt: u32) {
         if self
             .kept
@@ -414,64 +400,56 @@ impl WorkerCore {
         let Some(mut r) = self.running.remove(&job_id) else {
             return;
         };
-        if r.orphaned_at.is_some() {
-            self.seq += 1;
-            if r.cancelling {
-                // Stopped here while its submitter was away: nothing to keep.
-                self.out.push_back(WorkerOutput::Forget { job_id });
-            } else {
-                if !r.restored {
-                    self.count_finished(now, &r, result.is_ok());
-                }
-                self.keep(now, job_id, r, result);
-            }
-            return;
-        }
-        if let Some(progress) = r.pending_progress.take() {
-            self.send(
-                r.from,
-                DcMsg::Progress {
-                    job_id,
-                    attempt: r.attempt,
-                    progress,
-                },
-            );
-        }
         if !r.restored {
             self.count_finished(now, &r, result.is_ok());
         }
+        self.seq += 1;
         let result = result.map_err(|(message, retryable)| {
             (jobmesh_wire::truncate(&message, MAX_ERROR_LEN), retryable)
         });
-        let outcome = match &result {
-            Ok(value) => Outcome::Ok {
-                value: value.clone(),
-            },
-            Err((message, retryable)) => Outcome::Err {
-                message: message.clone(),
-                retryable: *retryable,
-            },
-        };
-        self.seq += 1;
-        let load = Load {
-            running: u32::try_from(self.running.len()).unwrap_or(u32::MAX),
-            slots: self.slots,
-            seq: self.seq,
-        };
-        self.send(
-            r.from,
-            DcMsg::Result {
-                job_id,
-                attempt: r.attempt,
-                outcome,
-                load: Some(load),
-            },
-        );
+        // With its submitter away there is nobody to tell now.
+        if r.orphaned_at.is_none() {
+            if let Some(progress) = r.pending_progress.take() {
+                let attempt = r.attempt;
+                self.send(
+                    r.from,
+                    DcMsg::Progress {
+                        job_id,
+                        attempt,
+                        progress,
+                    },
+                );
+            }
+            let outcome = match &result {
+                Ok(value) => Outcome::Ok {
+                    value: value.clone(),
+                },
+                Err((message, retryable)) => Outcome::Err {
+                    message: message.clone(),
+                    retryable: *retryable,
+                },
+            };
+            let load = Load {
+                running: u32::try_from(self.running.len()).unwrap_or(u32::MAX),
+                slots: self.slots,
+                seq: self.seq,
+            };
+            self.send(
+                r.from,
+                DcMsg::Result {
+                    job_id,
+                    attempt: r.attempt,
+                    outcome,
+                    load: Some(load),
+                },
+            );
+        }
         if r.cancelling {
-            // Its submitter (or the grace) stopped it: nothing worth keeping.
+            // Its submitter (or the orphan grace) stopped it: nothing to keep.
             self.out.push_back(WorkerOutput::Forget { job_id });
         } else {
-            // Until the submitter says it has it: the link may die under it.
+            // Until the submitter says it has it: the link may die under it,
+            // or be gone already.
             self.keep(now, job_id, r, result);
         }
     }
@@ -488,7 +466,7 @@ impl WorkerCore {
         }
     }
 
-    /// Keeps the result of a job whose submitter is away, pushing out the
+    /// Keeps a finished job's result for its submitter, pushing out the
     /// oldest kept one past [`MAX_KEPT_RESULTS`].
     fn keep(
         &mut self,
@@ -527,13 +505,12 @@ impl WorkerCore {
     pub fn handle_timeout(&mut self, now: Instant) {
         let interval = self.progress_interval;
         let heartbeat = self.heartbeat_interval;
-        let grace = self.orphan_grace;
         let mut due: Vec<(JobId, PeerId, u32, Progress)> = Vec::new();
         let mut stop: Vec<JobId> = Vec::new();
         for (id, r) in &mut self.running {
             if let Some(since) = r.orphaned_at {
                 // Nobody to tell; its submitter has the grace to come back.
-                if !r.cancelling && now.saturating_duration_since(since) >= grace {
+                if !r.cancelling && now.saturating_duration_since(since) >= ORPHAN_GRACE {
                     r.cancelling = true;
                     stop.push(*id);
                 }
@@ -589,7 +566,7 @@ impl WorkerCore {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let running = self.running.values().filter_map(|r| match r.orphaned_at {
             Some(_) if r.cancelling => None,
-            Some(since) => Some(since + self.orphan_grace),
+            Some(since) => Some(since + ORPHAN_GRACE),
             None => {
                 let beat = r.last_sent_at + self.heartbeat_interval;
                 Some(match (&r.pending_progress, r.last_progress_at) {

@@ -232,7 +232,7 @@ pub(crate) enum Command {
         events: Option<mpsc::Sender<JobEvent>>,
         reply: oneshot::Sender<Result<JobReport, DaemonError>>,
         /// Its place under the queue limit.
-        held: QueuePlace,
+        place: QueuePlace,
     },
     Cancel {
         job_id: JobId,
@@ -267,8 +267,8 @@ pub struct PeerHandle {
     pub(crate) journal: Arc<std::sync::Mutex<Option<JournalHandle>>>,
     pub(crate) data_dir: Option<PathBuf>,
     /// Submitted jobs not yet ended, each counted by its [`QueuePlace`].
-    pub(crate) held: Arc<AtomicUsize>,
-    /// The dispatcher's queue limit, which `held` is kept under.
+    pub(crate) places: Arc<AtomicUsize>,
+    /// The dispatcher's queue limit, which `places` is kept under.
     pub(crate) queue_limit: usize,
 }
 
@@ -439,7 +439,7 @@ impl PeerHandle {
         let job_id = uuid::Uuid::new_v4();
         // A full queue refuses here, before the job costs a digest or a synced
         // journal write (the dispatcher's own limit also counts resumed jobs).
-        let Some(held) = QueuePlace::take(&self.held, self.queue_limit) else {
+        let Some(place) = QueuePlace::take(&self.places, self.queue_limit) else {
             let _ = reply.send(Ok(JobReport {
                 job_id,
                 worker: None,
@@ -470,7 +470,7 @@ impl PeerHandle {
                 blobs,
                 events,
                 reply,
-                held,
+                place,
             })
             .await
             .map_err(|_| DaemonError::Stopped)?;

@@ -279,7 +279,7 @@ pub fn spawn_with(
         spool: spool_path,
         journal: journal_for_api,
         data_dir: config_data_dir,
-        held: Arc::default(),
+        places: Arc::default(),
         queue_limit,
     })
 }
@@ -342,7 +342,7 @@ struct Waiter {
     started: Instant,
     /// Given back before the caller hears the outcome, so that it may submit
     /// again at once.
-    held: QueuePlace,
+    place: QueuePlace,
 }
 
 struct Daemon {
@@ -398,9 +398,9 @@ struct Daemon {
     inbound: HashMap<JobId, Upload>,
     /// Worker side: results held back until their output blobs are sent.
     pending_results: HashMap<JobId, PendingResult>,
-    /// Worker side: output blobs of results kept for a submitter that was
-    /// away, while the worker core keeps the result (bounded by
-    /// `MAX_KEPT_RESULTS`; removed on its `Restore` or `Forget`).
+    /// Worker side: the output blobs of the results the worker core keeps
+    /// until their submitter has them (bounded by `MAX_KEPT_RESULTS`;
+    /// removed on the core's `Restore` or `Forget`).
     kept_outputs: HashMap<JobId, Arc<Vec<Prepared>>>,
     /// Per link: blob transfers sent at once (`BlobLimits::transfers_per_link`).
     link_permits: HashMap<PeerId, Arc<Semaphore>>,
@@ -669,8 +669,8 @@ impl Daemon {
         };
         let waiting = waiter.as_ref().is_some_and(|w| !w.reply.is_closed());
         self.journal_end(&report, waiting);
-        if let Some(Waiter { reply, held, .. }) = waiter {
-            drop(held);
+        if let Some(Waiter { reply, place, .. }) = waiter {
+            drop(place);
             // The caller may have gone away; nothing to do then.
             let _ = reply.send(Ok(report));
         }
@@ -712,7 +712,7 @@ impl Daemon {
                 blobs,
                 events,
                 reply,
-                held,
+                place,
             } => {
                 // With a journal the job is already on disk and its caller
                 // may hold its id (a detached submit answers before this
@@ -731,7 +731,7 @@ impl Daemon {
                         reply,
                         events,
                         started: Instant::now(),
-                        held,
+                        place,
                     },
                 );
                 self.admit(now, job_id, blobs, Input::Submit(spec));

@@ -1370,6 +1370,16 @@ fn a_worker_holding_a_job_gets_it_back_and_the_attempt_elsewhere_is_superseded()
     );
     h.reply(h.t0 + 21 * SEC, first, ok(id, 3, json!("held")));
     let outs = h.drain();
+    assert!(
+        outs.contains(&Output::Send {
+            to: first,
+            msg: DcMsg::Received {
+                job_id: id,
+                attempt: 3
+            }
+        }),
+        "the worker may drop its kept copy"
+    );
     let ends = finished(&outs);
     assert_eq!(ends.len(), 1);
     assert_eq!(ends[0].result, Ok(json!("held")));
@@ -1396,7 +1406,7 @@ fn a_held_word_for_a_job_already_attached_there_or_queued_is_handled_once() {
     h.reply(h.t0, w, held(id, 1));
     assert!(h.drain().is_empty());
     // Queued (its link closed, backing off): the held word places it at once
-    // on that worker, without spending a retry.
+    // on that worker.
     h.d.handle_input(h.t0, Input::LinkClosed(w))
         .expect("no error");
     h.drain();
