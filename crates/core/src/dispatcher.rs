@@ -7,7 +7,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::ops::Bound;
 use std::time::{Duration, Instant};
 
-use jobmesh_wire::dc::{DcMsg, JobId, Outcome, Progress, RejectReason, MAX_DC_MESSAGE};
+use jobmesh_wire::dc::{
+    DcMsg, JobId, Outcome, Progress, Receipt, RejectReason, MAX_DC_MESSAGE, MAX_RECEIPTS,
+    RECEIPT_DELAY_MS,
+};
 use jobmesh_wire::signal::ServerMsg;
 use jobmesh_wire::{Capability, PeerId, PeerInfo};
 use rand::rngs::StdRng;
@@ -338,6 +341,9 @@ pub struct Dispatcher {
     /// capability in the queue is known to have no room.
     queued_caps: HashMap<Capability, usize>,
     out: VecDeque<Output>,
+    /// Receipts of results not sent yet, per worker, and when they are due.
+    receipts: BTreeMap<PeerId, Vec<Receipt>>,
+    receipts_due: Option<Instant>,
     stale: u64,
     leases_expired: u64,
 }
@@ -368,6 +374,8 @@ impl Dispatcher {
             timers: BTreeSet::new(),
             queued_caps: HashMap::new(),
             out: VecDeque::new(),
+            receipts: BTreeMap::new(),
+            receipts_due: None,
             stale: 0,
             leases_expired: 0,
         }
@@ -444,7 +452,12 @@ impl Dispatcher {
                 held_by,
             } => self.submit(now, spec, attempts_before, held_by)?,
             Input::Dc { from, msg } => self.on_reply(now, from, msg),
-            Input::LinkClosed(peer) => self.lose_attempts_on(now, peer),
+            Input::LinkClosed(peer) => {
+                // The worker offers what it kept again on the next link
+                // (`held`); a receipt must not dial it.
+                self.receipts.remove(&peer);
+                self.lose_attempts_on(now, peer);
+            }
             Input::Alive {
                 from,
                 job_id,
@@ -465,7 +478,26 @@ impl Dispatcher {
 
     /// The earliest instant at which [`Input::Timeout`] has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.first().map(|(t, _)| *t)
+        let job = self.timers.first().map(|(t, _)| *t);
+        job.into_iter().chain(self.receipts_due).min()
+    }
+
+    /// Sends the gathered receipts of results: to `only` that worker, or to
+    /// every worker.
+    fn send_receipts(&mut self, only: Option<PeerId>) {
+        let peers: Vec<PeerId> = match only {
+            Some(p) => vec![p],
+            None => self.receipts.keys().copied().collect(),
+        };
+        for to in peers {
+            if let Some(receipts) = self.receipts.remove(&to) {
+                let msg = DcMsg::Received { receipts };
+                self.out.push_back(Output::Send { to, msg });
+            }
+        }
+        if self.receipts.is_empty() {
+            self.receipts_due = None;
+        }
     }
 
     /// Re-files a job's timer after its deadline, wait or state changed.
@@ -591,12 +623,15 @@ impl Dispatcher {
             | DcMsg::Blobs { .. } => return,
         };
         if matches!(msg, DcMsg::Result { .. }) {
-            // Current or stale, the worker need not keep it any longer.
-            let received = DcMsg::Received { job_id, attempt };
-            self.out.push_back(Output::Send {
-                to: from,
-                msg: received,
-            });
+            // Current or stale, the worker need not keep it any longer: say
+            // so within RECEIPT_DELAY_MS, many receipts in one message.
+            let pending = self.receipts.entry(from).or_default();
+            pending.push(Receipt { job_id, attempt });
+            if pending.len() >= MAX_RECEIPTS {
+                self.send_receipts(Some(from));
+            } else if self.receipts_due.is_none() {
+                self.receipts_due = Some(now + Duration::from_millis(RECEIPT_DELAY_MS));
+            }
         }
         let current = self.jobs.get(&job_id).and_then(|j| j.state.attempt());
         if current != Some((from, attempt)) {
@@ -788,6 +823,9 @@ impl Dispatcher {
     }
 
     fn on_timeout(&mut self, now: Instant) {
+        if self.receipts_due.is_some_and(|t| t <= now) {
+            self.send_receipts(None);
+        }
         let due: Vec<JobId> = self
             .timers
             .range(..=(now, JobId::max()))

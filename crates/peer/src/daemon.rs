@@ -829,8 +829,10 @@ impl Daemon {
                 }
             }
             DcMsg::Cancel { job_id, attempt } => self.worker.handle_cancel(peer, job_id, attempt),
-            DcMsg::Received { job_id, attempt } => {
-                self.worker.handle_received(peer, job_id, attempt);
+            DcMsg::Received { receipts } => {
+                for r in receipts {
+                    self.worker.handle_received(peer, r.job_id, r.attempt);
+                }
             }
             DcMsg::Error { job_id, message } => {
                 warn!(peer = %peer.short(), ?job_id, %message, "peer could not read our message");

@@ -7,7 +7,7 @@
 //!  | <------- rejected {job_id, attempt}    |   or: busy / unknown capability / bad input / draining
 //!  | <------- progress {job_id, attempt}    |   any number, coalesced by the worker
 //!  | <--------- result {job_id, attempt}    |   exactly one per accepted attempt
-//!  | -- received {job_id, attempt} -------> |   the worker may drop the result it kept
+//!  | -- received {receipts} --------------> |   the worker may drop the results it kept
 //!  | -- cancel {job_id, attempt} ---------> |   submitter gave up (timeout, cancel)
 //!  | <------- error {job_id?}               |   the message could not be decoded
 //!  | <-------- held {job_id, attempt}       |   on a new link: a job of yours runs
@@ -38,6 +38,21 @@ pub const MAX_PROGRESS_TEXT: usize = 256;
 /// empty `progress` (a heartbeat). A submitter declares an attempt lost when
 /// it has heard nothing for its lease (several of these).
 pub const HEARTBEAT_INTERVAL_MS: u64 = 1000;
+
+/// Longest a submitter holds back its receipts of results, to send many in
+/// one `received`.
+pub const RECEIPT_DELAY_MS: u64 = 20;
+/// Most receipts in one `received` message (each is ~70 bytes of JSON).
+pub const MAX_RECEIPTS: usize = 512;
+
+/// One result a submitter has: see [`DcMsg::Received`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// Which job.
+    pub job_id: JobId,
+    /// The attempt whose result arrived.
+    pub attempt: u32,
+}
 
 /// A job's id: a random (v4) UUID chosen by the submitter.
 pub type JobId = Uuid;
@@ -202,13 +217,12 @@ pub enum DcMsg {
         /// The blobs, indexed from 0.
         blobs: Vec<crate::blob::BlobMeta>,
     },
-    /// The submitter has a job's result (current or stale): the worker may
-    /// drop the copy it keeps until then.
+    /// The submitter has these results (current or stale): the worker may
+    /// drop the copies it keeps until then. Gathered for up to
+    /// [`RECEIPT_DELAY_MS`], at most [`MAX_RECEIPTS`] per message.
     Received {
-        /// Which job.
-        job_id: JobId,
-        /// The attempt whose result arrived.
-        attempt: u32,
+        /// Which results.
+        receipts: Vec<Receipt>,
     },
     /// The worker holds this attempt of a job of the recipient's: still
     /// running, or finished with its result kept, since the link it came on
@@ -260,6 +274,12 @@ impl DcMsg {
                 }
             }
             DcMsg::Progress { progress, .. } => progress.validate()?,
+            DcMsg::Received { receipts } if receipts.len() > MAX_RECEIPTS => {
+                return Err(DecodeError::Invalid {
+                    field: "receipts",
+                    reason: format!("{} given, at most {MAX_RECEIPTS}", receipts.len()),
+                });
+            }
             DcMsg::Blobs { blobs, .. } => {
                 crate::blob::BlobMeta::validate_all(blobs, crate::blob::MAX_BLOB_SIZE)?;
             }

@@ -1,7 +1,7 @@
 //! Every message round-trips; arbitrary bytes never panic the decoders.
 
 use jobmesh_wire::blob::{BlobMeta, Direction};
-use jobmesh_wire::dc::{DcMsg, Outcome, Progress, RejectReason};
+use jobmesh_wire::dc::{DcMsg, Outcome, Progress, Receipt, RejectReason, MAX_RECEIPTS};
 use jobmesh_wire::signal::{ClientMsg, ErrorCode, Handshake, Hello, ServerMsg};
 use jobmesh_wire::{Capability, DecodeError, PeerId, PeerInfo, Stats, PROTOCOL_VERSION};
 use proptest::prelude::*;
@@ -240,8 +240,15 @@ fn dc_msg() -> impl Strategy<Value = DcMsg> {
                     })
                     .collect(),
             }),
-        (prop::option::of(id), ".{0,40}")
+        (prop::option::of(id.clone()), ".{0,40}")
             .prop_map(|(job_id, message)| DcMsg::Error { job_id, message }),
+        prop::collection::vec((id.clone(), 1..u32::MAX), 0..8).prop_map(|r| DcMsg::Received {
+            receipts: r
+                .into_iter()
+                .map(|(job_id, attempt)| Receipt { job_id, attempt })
+                .collect(),
+        }),
+        (id, 1..u32::MAX).prop_map(|(job_id, attempt)| DcMsg::Held { job_id, attempt }),
     ]
 }
 
@@ -332,6 +339,21 @@ fn errors_name_the_problem() {
         DcMsg::decode(zero_timeout.to_string().as_bytes()),
         Err(DecodeError::Invalid {
             field: "timeout_ms",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn too_many_receipts_are_refused() {
+    let receipt = serde_json::json!({"job_id": Uuid::new_v4(), "attempt": 1});
+    let msg =
+        |n: usize| serde_json::json!({"type": "received", "receipts": vec![receipt.clone(); n]});
+    assert!(DcMsg::decode(msg(MAX_RECEIPTS).to_string().as_bytes()).is_ok());
+    assert!(matches!(
+        DcMsg::decode(msg(MAX_RECEIPTS + 1).to_string().as_bytes()),
+        Err(DecodeError::Invalid {
+            field: "receipts",
             ..
         })
     ));
