@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 pub mod faults;
+pub mod netns;
 pub mod process;
 mod signal;
 pub mod ws;
