@@ -13,47 +13,20 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use jobmesh_peer::control::{self, Request, Session};
-use jobmesh_testkit::faults::{Delivered, History, Summary};
+use jobmesh_peer::control::{ControlError, Request, Session};
+use jobmesh_testkit::faults::{
+    await_outcomes, detached, logging_handler, print, read_executions, Delivered, History,
+};
 use jobmesh_testkit::process::{daemon, signal_server, Proc};
-use jobmesh_testkit::{cap, init_tracing, within, PeerGuard};
+use jobmesh_testkit::{cap, init_tracing, within, PeerGuard, DEADLINE};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde_json::{json, Value};
+use serde_json::json;
 use uuid::Uuid;
-
-/// An exec handler `name` that appends the job id to `dir/executions.log`
-/// at each start, sleeps `sleep` seconds and copies its input back: the JSON
-/// input (`io = "json"`) or input blob 0 as its output blob (`"blob"`).
-/// Returns its config file and the log.
-fn logging_handler(dir: &Path, name: &str, sleep: &str, io: &str) -> (PathBuf, PathBuf) {
-    let log = dir.join("executions.log");
-    let config = dir.join(format!("{name}.toml"));
-    let toml = format!(
-        "[[handler]]\nname = \"{name}\"\nargv = [\"sh\", \"-c\", \"echo \\\"$JOBMESH_JOB_ID\\\" >> {}; sleep {sleep}; cat\"]\nstdin = \"{io}\"\nstdout = \"{io}\"\nenv = [\"PATH\"]\n",
-        log.display()
-    );
-    std::fs::write(&config, toml).expect("handler config");
-    (config, log)
-}
 
 /// `record`: logs each start, takes 0.2 s, returns its input.
 fn record_handler(dir: &Path) -> (PathBuf, PathBuf) {
     logging_handler(dir, "record", "0.2", "json")
-}
-
-/// Every execution the handler logged.
-fn read_executions(log: &Path, history: &mut History) {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    for line in text.lines() {
-        if let Ok(id) = Uuid::parse_str(line.trim()) {
-            history.executed(id);
-        }
-    }
-}
-
-fn print(summary: &Summary) {
-    println!("\n{}\n{summary}", Summary::HEADER);
 }
 
 /// Scenario 3: the submitting daemon is killed with SIGKILL at random points
@@ -90,7 +63,9 @@ async fn fault_suite_submitter_killed_while_200_jobs_run() {
     while next < JOBS {
         let session = Session::open(&sock).await.expect("a session");
         let until = kills.first().copied().unwrap_or(JOBS).min(JOBS);
-        let batch: Vec<Request> = (next..until).map(|i| detached(json!({ "n": i }))).collect();
+        let batch: Vec<Request> = (next..until)
+            .map(|i| detached("record", json!({ "n": i })))
+            .collect();
         // All of the batch in flight at once, then the kill lands among them.
         let answers = futures_util::future::join_all(batch.iter().map(|r| session.request(r)));
         let answers = if kills.is_empty() {
@@ -132,7 +107,7 @@ async fn fault_suite_submitter_killed_while_200_jobs_run() {
     let _submitter = start();
 
     // Every acknowledged job's outcome, from the journal.
-    await_outcomes(&sock, &mut history).await;
+    await_outcomes(&sock, &mut history, DEADLINE).await;
     read_executions(&log, &mut history);
     let summary = history.check("submitter kill -9 x3, 200 detached jobs");
     print(&summary);
@@ -142,47 +117,6 @@ async fn fault_suite_submitter_killed_while_200_jobs_run() {
         summary.submitted - summary.unknown
     );
     assert!(summary.completed > 0, "{summary}");
-}
-
-fn detached(input: Value) -> Request {
-    let mut r = Request::submit(cap("record"), input);
-    if let Request::Submit { detach, .. } = &mut r {
-        *detach = true;
-    }
-    r
-}
-
-/// Reads every acknowledged job's outcome from the daemon's journal
-/// (`result`), waiting while one has not ended, and logs it as delivered.
-async fn await_outcomes(sock: &Path, history: &mut History) {
-    let ids = history.acknowledged().to_vec();
-    within("every acknowledged job's outcome", async {
-        for id in ids {
-            loop {
-                let req = Request::Result {
-                    job_id: id,
-                    out: None,
-                    out_dir: None,
-                };
-                let v = control::request(sock, &req).await.expect("result");
-                match v["status"].as_str() {
-                    Some("queued" | "running") => {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                    Some("completed") => {
-                        history.delivered(id, Delivered::Completed);
-                        break;
-                    }
-                    _ => {
-                        eprintln!("job failed: {v}");
-                        history.delivered(id, Delivered::Failed(v.to_string()));
-                        break;
-                    }
-                }
-            }
-        }
-    })
-    .await;
 }
 
 /// A worker process `name` of generation `generation` (each restart gets a
@@ -345,7 +279,9 @@ async fn fault_suite_submitter_stopped_with_sigterm_resumes_its_queue() {
 
     let mut history = History::default();
     let session = Session::open(&sock).await.expect("a session");
-    let requests: Vec<Request> = (0..JOBS).map(|i| detached(json!({ "n": i }))).collect();
+    let requests: Vec<Request> = (0..JOBS)
+        .map(|i| detached("record", json!({ "n": i })))
+        .collect();
     for a in futures_util::future::join_all(requests.iter().map(|r| session.request(r))).await {
         let v = a.expect("every submit answered before the stop");
         history.submitted(
@@ -369,7 +305,7 @@ async fn fault_suite_submitter_stopped_with_sigterm_resumes_its_queue() {
     stopped.await;
     let _submitter = daemon(&url, "f6", "s", "", dir.path(), &[]);
 
-    await_outcomes(&sock, &mut history).await;
+    await_outcomes(&sock, &mut history, DEADLINE).await;
     read_executions(&log, &mut history);
     let summary = history.check("submitter SIGTERM with 20 jobs queued");
     print(&summary);
@@ -467,7 +403,7 @@ async fn fault_suite_a_flood_of_submits_meets_the_queue_limit() {
     }))
     .await
     .into_iter()
-    .filter(|a| !matches!(a, Err(control::ControlError::Daemon(e)) if e.contains("no job")))
+    .filter(|a| !matches!(a, Err(ControlError::Daemon(e)) if e.contains("no job")))
     .count();
     println!("{journaled} of {queue_full} refused submits journaled");
     assert_eq!(journaled, 0, "refused submits were journaled");

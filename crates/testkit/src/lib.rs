@@ -1,5 +1,7 @@
 //! Test helpers for jobmesh: real servers and peers on `127.0.0.1:0`, each
-//! behind a guard that stops it on drop, and waits with deadlines (never sleeps).
+//! behind a guard that stops it on drop, and waits with deadlines (never sleeps);
+//! the fault suite's bookkeeping ([`faults`]) and, for root, a lossy or slow
+//! link between network namespaces ([`netns`]).
 
 use std::future::Future;
 use std::time::Duration;
@@ -15,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 pub mod faults;
+pub mod netns;
 pub mod process;
 mod signal;
 pub mod ws;

@@ -3,6 +3,7 @@
 use std::process::{Child, ExitStatus};
 use std::sync::mpsc;
 
+use crate::netns::Namespace;
 use crate::DEADLINE;
 
 /// Sends SIGTERM to `child` and waits (at most [`DEADLINE`]) for it to exit.
@@ -50,12 +51,19 @@ impl Drop for Proc {
 
 impl Proc {
     /// Spawns `cmd` with stdout piped and returns it with its first stdout
-    /// line (the ready line of `signal-server` and `peer`).
+    /// line (the ready line of `signal-server` and `peer`). Its stderr (the
+    /// daemons' logs) is dropped, or shown with the test's when
+    /// `JOBMESH_TEST_STDERR` is set (`JOBMESH_LOG` picks what they log).
     pub fn spawn(cmd: &mut std::process::Command) -> (Self, String) {
         use std::io::BufRead;
+        let stderr = if std::env::var_os("JOBMESH_TEST_STDERR").is_some() {
+            std::process::Stdio::inherit()
+        } else {
+            std::process::Stdio::null()
+        };
         let mut child = cmd
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("spawn binary");
         let mut line = String::new();
@@ -97,7 +105,24 @@ impl Proc {
 /// and a default data dir under the temp dir, never the user's home (tests
 /// that restart a daemon pass their own `--data-dir`).
 pub fn peer(args: &[&str]) -> std::process::Command {
-    let mut c = std::process::Command::new(bin("peer"));
+    peer_at(None, args)
+}
+
+/// [`peer`], inside network namespace `ns` ([`Namespace::command`]).
+pub fn peer_in(ns: &Namespace, args: &[&str]) -> std::process::Command {
+    peer_at(Some(ns), args)
+}
+
+/// A binary of this workspace ([`bin`]) run here or inside `ns`.
+fn program(name: &str, ns: Option<&Namespace>) -> std::process::Command {
+    match ns {
+        None => std::process::Command::new(bin(name)),
+        Some(ns) => ns.command(bin(name)),
+    }
+}
+
+fn peer_at(ns: Option<&Namespace>, args: &[&str]) -> std::process::Command {
+    let mut c = program("peer", ns);
     c.args(args)
         .env_remove("JOBMESH_SIGNAL")
         .env_remove("JOBMESH_CONTROL")
@@ -138,9 +163,18 @@ pub fn expect_exit(out: &std::process::Output, code: i32) {
 /// Starts the `signal-server` binary on `127.0.0.1:0`; returns it and the
 /// WebSocket URL from its ready line.
 pub fn signal_server() -> (Proc, String) {
-    let (server, ready) = Proc::spawn(
-        std::process::Command::new(bin("signal-server")).args(["--listen", "127.0.0.1:0"]),
-    );
+    start_signal_server(None, "127.0.0.1:0")
+}
+
+/// Starts the `signal-server` binary inside `ns`, on its veth address with
+/// port 0, so peers in the namespace at the other end of the link reach it;
+/// returns it and the WebSocket URL from its ready line.
+pub fn signal_server_in(ns: &Namespace) -> (Proc, String) {
+    start_signal_server(Some(ns), &format!("{}:0", ns.addr()))
+}
+
+fn start_signal_server(ns: Option<&Namespace>, listen: &str) -> (Proc, String) {
+    let (server, ready) = Proc::spawn(program("signal-server", ns).args(["--listen", listen]));
     let url = ready
         .split_whitespace()
         .find(|w| w.starts_with("ws://"))
@@ -161,11 +195,38 @@ pub fn daemon(
     dir: &std::path::Path,
     extra: &[&str],
 ) -> Proc {
+    spawn_daemon(peer(&[]), url, pool, name, caps, dir, extra)
+}
+
+/// [`daemon`], inside network namespace `ns`. Its control socket is a file
+/// as usual, so the test reaches it from its own namespace.
+pub fn daemon_in(
+    ns: &Namespace,
+    url: &str,
+    pool: &str,
+    name: &str,
+    caps: &str,
+    dir: &std::path::Path,
+    extra: &[&str],
+) -> Proc {
+    spawn_daemon(peer_in(ns, &[]), url, pool, name, caps, dir, extra)
+}
+
+/// Adds [`daemon`]'s flags to `cmd` (a `peer` command) and spawns it.
+fn spawn_daemon(
+    mut cmd: std::process::Command,
+    url: &str,
+    pool: &str,
+    name: &str,
+    caps: &str,
+    dir: &std::path::Path,
+    extra: &[&str],
+) -> Proc {
     let sock = dir.join(format!("{name}.sock"));
     let sock = sock.to_str().expect("a UTF-8 temp dir");
     let data = dir.join(format!("{name}.data"));
     let data = data.to_str().expect("a UTF-8 temp dir");
-    let mut cmd = peer(&[
+    cmd.args([
         "--signal",
         url,
         "--pool",
@@ -182,4 +243,39 @@ pub fn daemon(
     ]);
     cmd.args(extra);
     Proc::spawn(&mut cmd).0
+}
+
+/// Waits (at most [`DEADLINE`]) until the daemon serving the control socket
+/// `sock` is connected and sees `n` other peers advertising `capability`:
+/// for daemons in another network namespace, which an in-process watcher
+/// cannot join. Asks every 50 ms (the pool's changes are no event on the
+/// control socket).
+pub async fn wait_capable(sock: &std::path::Path, capability: &str, n: usize) {
+    let wanted = crate::cap(capability);
+    crate::within(
+        &format!("{} to see {n} peers with {capability}", sock.display()),
+        async {
+            loop {
+                let reply =
+                    jobmesh_peer::control::request(sock, &jobmesh_peer::control::Request::Peers)
+                        .await
+                        .ok()
+                        .and_then(|v| {
+                            serde_json::from_value::<jobmesh_peer::control::PeersReply>(v).ok()
+                        });
+                if let Some(r) = reply {
+                    let capable = r
+                        .peers
+                        .iter()
+                        .filter(|p| p.capabilities.contains(&wanted))
+                        .count();
+                    if r.connected && capable >= n {
+                        return;
+                    }
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        },
+    )
+    .await;
 }
