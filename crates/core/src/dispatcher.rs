@@ -42,7 +42,9 @@ pub struct DispatcherConfig {
     /// Seed of the dispatcher's RNG (random strategy, backoff jitter, tie-break start).
     pub seed: u64,
     /// An attempt whose worker has not been heard from for this long
-    /// (accepted, progress, heartbeats, result blob chunks) is lost: the
+    /// (about it: accepted, progress, heartbeats, result blob chunks; or
+    /// anything else: a slow link can hold its messages behind others) is
+    /// lost: the
     /// worker is told to cancel it and the job is retried like one whose
     /// link closed. Workers send a heartbeat every
     /// [`HEARTBEAT_INTERVAL_MS`](jobmesh_wire::dc::HEARTBEAT_INTERVAL_MS).
@@ -257,6 +259,9 @@ struct Job {
     submitted_at: Instant,
     /// When the current wait (queued) or attempt (dispatched/running) times out.
     deadline: Instant,
+    /// When the current wait in the queue times out: a refused offer (busy)
+    /// does not start a new one, so a job every worker refuses still ends.
+    wait_deadline: Instant,
     /// Not offered before this (backoff, busy wait).
     not_before: Instant,
     /// Workers that refused it (busy) or were lost under it since it was last
@@ -341,6 +346,9 @@ pub struct Dispatcher {
     /// capability in the queue is known to have no room.
     queued_caps: HashMap<Capability, usize>,
     out: VecDeque<Output>,
+    /// When each worker was last heard from (any message or blob chunk):
+    /// an attempt's lease lasts while its worker speaks at all.
+    heard_from: HashMap<PeerId, Instant>,
     /// Receipts of results not sent yet, per worker, and when they are due.
     receipts: BTreeMap<PeerId, Vec<Receipt>>,
     receipts_due: Option<Instant>,
@@ -374,6 +382,7 @@ impl Dispatcher {
             timers: BTreeSet::new(),
             queued_caps: HashMap::new(),
             out: VecDeque::new(),
+            heard_from: HashMap::new(),
             receipts: BTreeMap::new(),
             receipts_due: None,
             stale: 0,
@@ -451,11 +460,15 @@ impl Dispatcher {
                 attempts_before,
                 held_by,
             } => self.submit(now, spec, attempts_before, held_by)?,
-            Input::Dc { from, msg } => self.on_reply(now, from, msg),
+            Input::Dc { from, msg } => {
+                self.heard_from.insert(from, now);
+                self.on_reply(now, from, msg);
+            }
             Input::LinkClosed(peer) => {
                 // The worker offers what it kept again on the next link
                 // (`held`); a receipt must not dial it.
                 self.receipts.remove(&peer);
+                self.heard_from.remove(&peer);
                 self.lose_attempts_on(now, peer);
             }
             Input::Alive {
@@ -463,6 +476,7 @@ impl Dispatcher {
                 job_id,
                 attempt,
             } => {
+                self.heard_from.insert(from, now);
                 let current = self.jobs.get(&job_id).and_then(|j| j.state.attempt());
                 if current == Some((from, attempt)) {
                     self.renew_lease(now, job_id);
@@ -556,6 +570,7 @@ impl Dispatcher {
         };
         let job = Job {
             deadline: now + spec.options.timeout,
+            wait_deadline: now + spec.options.timeout,
             not_before: now,
             state: JobState::Queued,
             attempts: Vec::new(),
@@ -689,7 +704,7 @@ impl Dispatcher {
                     if let Some(job) = self.jobs.get_mut(&job_id) {
                         job.refused_by.push(from);
                     }
-                    self.requeue(job_id, now);
+                    self.requeue(job_id, now, Wait::Continued);
                 } else {
                     let err = JobError::Rejected {
                         worker: from,
@@ -772,7 +787,7 @@ impl Dispatcher {
             Some(_) => {
                 let outcome = AttemptOutcome::Superseded { by: from };
                 self.end_attempt(now, job_id, outcome, true);
-                self.requeue(job_id, now);
+                self.requeue(job_id, now, Wait::Continued);
             }
             None => {}
         }
@@ -846,6 +861,17 @@ impl Dispatcher {
             })
             .collect();
         for (id, worker) in leases_out {
+            // Any word from the worker since proves it alive: on a slow or
+            // lossy link the messages about this attempt may be stuck behind
+            // others (blob chunks), so the lease runs from the last of them.
+            let alive_until = self.heard_from.get(&worker).map(|t| *t + self.config.lease);
+            if let Some(until) = alive_until.filter(|u| *u > now) {
+                if let Some(job) = self.jobs.get_mut(&id) {
+                    job.lease_until = Some(until);
+                }
+                self.refile_timer(id);
+                continue;
+            }
             self.leases_expired += 1;
             self.lose_attempt(now, id, worker, true);
         }
@@ -909,7 +935,7 @@ impl Dispatcher {
         if let Some(job) = self.jobs.get_mut(&id) {
             job.retries_left -= 1;
         }
-        self.requeue(id, now + after);
+        self.requeue(id, now + after, Wait::Fresh);
         self.event(
             id,
             now,
@@ -921,13 +947,17 @@ impl Dispatcher {
         );
     }
 
-    /// Back to the queue, offered again from `not_before`, with a fresh wait deadline.
-    fn requeue(&mut self, id: JobId, not_before: Instant) {
+    /// Back to the queue, offered again from `not_before`: a fresh wait (a
+    /// retry), or the wait it was in before its refused offer goes on.
+    fn requeue(&mut self, id: JobId, not_before: Instant, wait: Wait) {
         let Some(job) = self.jobs.get_mut(&id) else {
             return;
         };
         job.not_before = not_before;
-        job.deadline = not_before + job.spec.options.timeout;
+        if wait == Wait::Fresh {
+            job.wait_deadline = not_before + job.spec.options.timeout;
+        }
+        job.deadline = job.wait_deadline;
         job.lease_until = None;
         if self.set_state(id, JobState::Queued) {
             self.enqueue(id);
@@ -1240,6 +1270,15 @@ impl Dispatcher {
         self.event(id, now, EventKind::Dispatched { worker, attempt });
         Placement::Placed
     }
+}
+
+/// Whether a job going back to the queue starts a new wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// A retry: its wait (and so its timeout) starts over.
+    Fresh,
+    /// An offer refused before it ran: the wait before it goes on.
+    Continued,
 }
 
 /// What [`Dispatcher::try_place`] did with a queued job.

@@ -390,8 +390,9 @@ struct Daemon {
     uploads: HashMap<JobId, DropGuard>,
     /// Submitter side: results' blobs being received, by job.
     downloads: HashMap<JobId, Download>,
-    /// Submitter side: blobs of results, until the job's end is reported.
-    results: HashMap<JobId, Vec<ReceivedBlob>>,
+    /// Submitter side: blobs of results, with their attempt, until the job's
+    /// end is reported (they belong to it only if that attempt completed it).
+    results: HashMap<JobId, (u32, Vec<ReceivedBlob>)>,
     /// Worker side: blobs announced by each peer for its next submit.
     announced: HashMap<PeerId, (JobId, u32, Vec<BlobMeta>)>,
     /// Worker side: admitted jobs whose input blobs come over a link.
@@ -656,7 +657,17 @@ impl Daemon {
             };
             (w, name)
         });
-        let blobs = self.results.remove(&end.job_id).unwrap_or_default();
+        let completed_by = end
+            .attempts
+            .last()
+            .filter(|_| end.result.is_ok())
+            .map(|a| a.number);
+        let blobs = self
+            .results
+            .remove(&end.job_id)
+            .filter(|(attempt, _)| Some(*attempt) == completed_by)
+            .map(|(_, blobs)| blobs)
+            .unwrap_or_default();
         // A resumed or detached job has no caller waiting (or one that left).
         let waiter = self.waiters.remove(&end.job_id);
         let elapsed = waiter

@@ -190,12 +190,9 @@ impl Link {
             ip(&["-n", &ns.name, "addr", "add", &cidr, "dev", VETH]);
             ip(&["-n", &ns.name, "link", "set", "lo", "up"]);
             ip(&["-n", &ns.name, "link", "set", VETH, "up"]);
-            // A multicast route, which a namespace with only its /24 lacks:
-            // without one, joining the mDNS group fails (ENODEV), and
-            // webrtc 0.21 (mDNS `QueryOnly` by default) then fails every
-            // peer connection. A host with no default route has the same
-            // problem; docs/reliability.md, scenario 5.
-            ip(&["-n", &ns.name, "route", "add", "224.0.0.0/4", "dev", VETH]);
+            // Deliberately no default or multicast route: links must form
+            // on a network without a gateway (the transport turns mDNS off;
+            // with it, every dial failed here with ENODEV).
         }
         link
     }

@@ -391,6 +391,10 @@ async fn build(config: &RtcConfig) -> Result<Setup, LinkError> {
         .with_ice_connection_attempts(Some(config.ice_check_interval), None)
         // A dead peer's connection fails after 10 s instead of 25 s.
         .with_ice_timeouts(None, Some(Duration::from_secs(10)), None)
+        // jobmesh's candidates are IP addresses: no mDNS. With it on, a host
+        // without a multicast route (no default gateway) fails every dial:
+        // joining the mDNS group gives ENODEV.
+        .with_multicast_dns_mode(::rtc::ice::mdns::MulticastDnsMode::Disabled)
         .build();
     let pc = PeerConnectionBuilder::new()
         .with_configuration(

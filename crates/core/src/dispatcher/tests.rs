@@ -1250,7 +1250,8 @@ fn result_blob_chunks_renew_the_lease() {
         h.tick(at);
     }
     assert_eq!(h.d.leases_expired(), 0);
-    // Word about another attempt renews nothing.
+    // Word about another attempt still shows the worker alive: on a slow
+    // link this attempt's own messages may wait behind it.
     h.d.handle_input(
         at + SEC,
         Input::Alive {
@@ -1261,7 +1262,39 @@ fn result_blob_chunks_renew_the_lease() {
     )
     .expect("alive");
     h.tick(at + lease);
+    assert_eq!(h.d.leases_expired(), 0);
+    // Then silence past the lease loses it.
+    h.tick(at + SEC + lease);
     assert_eq!(h.d.leases_expired(), 1);
+}
+
+#[test]
+fn any_word_from_a_worker_holds_the_leases_of_all_its_attempts() {
+    let w1 = worker(1, 4);
+    let mut h = Harness::new(std::slice::from_ref(&w1));
+    let lease = DispatcherConfig::default().lease;
+    let ids: Vec<JobId> = (0..2)
+        .map(|n| {
+            let s = with(n, |o| o.timeout = 60 * SEC);
+            let id = s.job_id;
+            h.submit(s);
+            id
+        })
+        .collect();
+    h.drain();
+    // Only the first job's messages get through; the second's wait behind
+    // them (a slow link), yet its lease holds while the worker speaks.
+    let mut at = h.t0;
+    for _ in 0..5 {
+        at += lease - SEC;
+        h.reply(at, w1.id, heartbeat(ids[0], 1));
+        h.tick(at);
+    }
+    assert_eq!(h.d.leases_expired(), 0);
+    assert!(h.d.state(&ids[1]).is_some_and(|s| s.attempt().is_some()));
+    // Silent: both are lost.
+    h.tick(at + lease);
+    assert_eq!(h.d.leases_expired(), 2);
 }
 
 #[test]
@@ -1551,5 +1584,42 @@ fn receipts_of_results_go_to_each_worker_gathered_within_the_receipt_delay() {
             }
         )),
         "no receipt dials a closed link"
+    );
+}
+
+#[test]
+fn a_job_every_worker_refuses_busy_still_times_out_at_its_wait_deadline() {
+    let w1 = worker(1, 1);
+    let mut h = Harness::new(std::slice::from_ref(&w1));
+    let timeout = 3 * SEC;
+    let s = with(1, |o| o.timeout = timeout);
+    let id = s.job_id;
+    h.submit(s);
+    // The worker says busy to every offer (a slot it cannot free).
+    let mut now = h.t0;
+    let mut offers = 0;
+    while now < h.t0 + 10 * SEC {
+        for (w, job, attempt) in h.submits() {
+            offers += 1;
+            let busy = DcMsg::Rejected {
+                job_id: job,
+                attempt,
+                reason: RejectReason::Busy,
+                message: "all 1 slots are busy".into(),
+            };
+            h.reply(now, w, busy);
+        }
+        if h.d.state(&id).is_none() {
+            break;
+        }
+        now = h.d.poll_timeout().expect("a timer while the job is held");
+        h.tick(now);
+    }
+    assert!(offers > 1, "offered again after each refusal");
+    assert!(h.d.state(&id).is_none(), "it ended");
+    assert!(
+        now <= h.t0 + timeout,
+        "at its wait deadline, not later: {:?}",
+        now - h.t0
     );
 }

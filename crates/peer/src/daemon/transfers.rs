@@ -203,7 +203,7 @@ impl Daemon {
         if matches!(outcome, Outcome::Ok { .. }) {
             match download.rx.and_then(Receiver::finish) {
                 Ok(blobs) => {
-                    self.results.insert(job_id, blobs);
+                    self.results.insert(job_id, (attempt, blobs));
                 }
                 Err(why) => {
                     warn!(%job_id, attempt, %why, "result blobs failed");
@@ -479,7 +479,7 @@ impl Daemon {
                 .into_iter()
                 .map(ReceivedBlob::from_prepared)
                 .collect();
-            self.results.insert(job_id, blobs);
+            self.results.insert(job_id, (attempt, blobs));
             self.complete(now, job_id, result);
             return;
         }
