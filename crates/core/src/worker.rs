@@ -2,7 +2,7 @@
 //! capabilities, the attempt each job belongs to, cancel, coalesced progress,
 //! and the worker's stats.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use jobmesh_wire::dc::{DcMsg, JobId, Load, Outcome, Progress, RejectReason, MAX_ERROR_LEN};
@@ -121,6 +121,8 @@ pub struct WorkerCore {
     heartbeat_interval: Duration,
     running: HashMap<JobId, Running>,
     kept: HashMap<JobId, Kept>,
+    /// `kept` by expiry, oldest first.
+    kept_until: BTreeSet<(Instant, JobId)>,
     draining: bool,
     completed: u64,
     failed: u64,
@@ -141,6 +143,7 @@ impl WorkerCore {
             heartbeat_interval: Duration::from_millis(jobmesh_wire::dc::HEARTBEAT_INTERVAL_MS),
             running: HashMap::new(),
             kept: HashMap::new(),
+            kept_until: BTreeSet::new(),
             draining: false,
             completed: 0,
             failed: 0,
@@ -242,13 +245,12 @@ impl WorkerCore {
             self.send(from, DcMsg::Accepted { job_id, attempt });
             return true;
         }
-        let Some(k) = self.kept.remove(&job_id) else {
-            return false;
-        };
-        if k.from != from {
-            self.kept.insert(job_id, k);
+        if self.kept.get(&job_id).is_none_or(|k| k.from != from) {
             return false;
         }
+        let Some(k) = self.unkeep(job_id) else {
+            return false;
+        };
         self.running.insert(
             job_id,
             Running {
@@ -310,9 +312,16 @@ impl WorkerCore {
             .get(&job_id)
             .is_some_and(|k| k.from == from && k.attempt == attempt)
         {
-            self.kept.remove(&job_id);
+            self.unkeep(job_id);
             self.out.push_back(WorkerOutput::Forget { job_id });
         }
+    }
+
+    /// Takes a kept result out of the map and its expiry index.
+    fn unkeep(&mut self, job_id: JobId) -> Option<Kept> {
+        let k = self.kept.remove(&job_id)?;
+        self.kept_until.remove(&(k.until, job_id));
+        Some(k)
     }
 
     /// The link to `peer` is gone: its jobs here run on for the orphan grace,
@@ -476,17 +485,14 @@ impl WorkerCore {
         result: Result<serde_json::Value, (String, bool)>,
     ) {
         while self.kept.len() >= MAX_KEPT_RESULTS {
-            let Some(oldest) = self
-                .kept
-                .iter()
-                .min_by_key(|(id, k)| (k.until, **id))
-                .map(|(id, _)| *id)
-            else {
+            let Some(&(_, oldest)) = self.kept_until.first() else {
                 break;
             };
-            self.kept.remove(&oldest);
+            self.unkeep(oldest);
             self.out.push_back(WorkerOutput::Forget { job_id: oldest });
         }
+        let until = now + KEEP_RESULTS_FOR;
+        self.kept_until.insert((until, job_id));
         self.kept.insert(
             job_id,
             Kept {
@@ -494,7 +500,7 @@ impl WorkerCore {
                 attempt: r.attempt,
                 capability: r.capability,
                 result,
-                until: now + KEEP_RESULTS_FOR,
+                until,
             },
         );
     }
@@ -548,15 +554,11 @@ impl WorkerCore {
         for job_id in stop {
             self.out.push_back(WorkerOutput::Cancel { job_id });
         }
-        let mut expired: Vec<JobId> = self
-            .kept
-            .iter()
-            .filter(|(_, k)| k.until <= now)
-            .map(|(id, _)| *id)
-            .collect();
-        expired.sort();
-        for job_id in expired {
-            self.kept.remove(&job_id);
+        while let Some(&(until, job_id)) = self.kept_until.first() {
+            if until > now {
+                break;
+            }
+            self.unkeep(job_id);
             self.out.push_back(WorkerOutput::Forget { job_id });
         }
     }
@@ -575,7 +577,8 @@ impl WorkerCore {
                 })
             }
         });
-        running.chain(self.kept.values().map(|k| k.until)).min()
+        let kept = self.kept_until.first().map(|(until, _)| *until);
+        running.chain(kept).min()
     }
 
     /// The next thing to do, if any.
