@@ -2,8 +2,10 @@
 //! same data dir, and `peer result` returns the job's result: the journal
 //! kept the job, the restarted daemon resumed it.
 
-use jobmesh_testkit::process::{daemon, expect_exit, run_peer, signal_server, stdout_json};
-use jobmesh_testkit::{eventually, init_tracing, PeerGuard};
+use jobmesh_testkit::process::{
+    await_result, daemon, expect_exit, run_peer, signal_server, stdout_json,
+};
+use jobmesh_testkit::{init_tracing, PeerGuard};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -44,22 +46,7 @@ async fn a_detached_job_survives_its_submitter_being_killed() {
     submitter.kill();
     let _submitter = daemon(&url, "det", "s", "", dir.path(), &[]);
 
-    let mut envelope = serde_json::Value::Null;
-    eventually("the resumed job's result", || {
-        let out = run_peer(&["result", &job_id, "--json", "--control", sock]);
-        if out.status.code() == Some(0) {
-            envelope = stdout_json(&out);
-            return true;
-        }
-        assert_eq!(
-            out.status.code(),
-            Some(4),
-            "only `not ended yet` may come before the result: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        false
-    })
-    .await;
+    let envelope = await_result(sock, &job_id, &[]).await;
     assert_eq!(envelope["status"], "completed", "{envelope}");
     assert_eq!(envelope["result"], json!({"slept_ms": 1500}));
     assert_eq!(envelope["job_id"], job_id.as_str());

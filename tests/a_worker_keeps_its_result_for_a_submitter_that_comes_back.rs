@@ -5,7 +5,7 @@
 //! journal and re-attaches to the worker, which delivers the kept result and
 //! carries on with the running job: each job ran exactly once.
 
-use jobmesh_testkit::process::{daemon, expect_exit, run_peer, signal_server, stdout_json};
+use jobmesh_testkit::process::{await_result, daemon, expect_exit, run_peer, signal_server};
 use jobmesh_testkit::{eventually, init_tracing, PeerGuard};
 
 /// An exec handler `name` that logs `<job id> start` and `<job id> end`
@@ -79,30 +79,7 @@ async fn a_worker_keeps_its_result_for_a_submitter_that_comes_back() {
     for (job_id, name) in [(&quick, "quick"), (&slow, "slow")] {
         let out_path = dir.path().join(format!("{name}.out"));
         let out_arg = out_path.to_str().expect("utf-8");
-        let mut envelope = serde_json::Value::Null;
-        eventually("the job's result", || {
-            let out = run_peer(&[
-                "result",
-                job_id,
-                "--json",
-                "--out",
-                out_arg,
-                "--control",
-                sock,
-            ]);
-            if out.status.code() == Some(0) {
-                envelope = stdout_json(&out);
-                return true;
-            }
-            assert_eq!(
-                out.status.code(),
-                Some(4),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            false
-        })
-        .await;
+        let envelope = await_result(sock, job_id, &["--out", out_arg]).await;
         assert_eq!(envelope["status"], "completed", "{name}: {envelope}");
         assert_eq!(
             std::fs::read(&out_path).expect("the result blob"),

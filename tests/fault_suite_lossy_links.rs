@@ -186,6 +186,21 @@ fn assert_nothing_lost(summary: &Summary, jobs: usize) {
     assert_eq!(summary.completed + summary.failed, jobs, "{summary}");
 }
 
+/// `jobs` jobs of 64 KiB in and out with a share `p` of the packets
+/// dropped each way, each job given `timeout`.
+async fn under_loss(p: f64, pool: &str, jobs: usize, timeout: Duration, label: &str) {
+    init_tracing();
+    let link = Link::new();
+    link.drop_randomly(p);
+    let mesh = Mesh::start(link, pool, 64 * 1024).await;
+    let summary = mesh.run_batch(jobs, timeout, label).await;
+    assert_nothing_lost(&summary, jobs);
+    assert!(
+        mesh.link.dropped_packets() > 0,
+        "the loss rule dropped nothing"
+    );
+}
+
 /// 5 % of the packets dropped each way: 20 jobs of 64 KiB in and out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(
@@ -193,19 +208,8 @@ fn assert_nothing_lost(summary: &Summary, jobs: usize) {
     ignore = "needs root and iptables (run as root after scripts/setup)"
 )]
 async fn fault_suite_5_percent_packet_loss_each_way() {
-    init_tracing();
-    const JOBS: usize = 20;
-    let link = Link::new();
-    link.drop_randomly(0.05);
-    let mesh = Mesh::start(link, "f5a", 64 * 1024).await;
-    let summary = mesh
-        .run_batch(JOBS, JOB_TIMEOUT, "5 % loss each way, 20 x 64 KiB jobs")
-        .await;
-    assert_nothing_lost(&summary, JOBS);
-    assert!(
-        mesh.link.dropped_packets() > 0,
-        "the loss rule dropped nothing"
-    );
+    let label = "5 % loss each way, 20 x 64 KiB jobs";
+    under_loss(0.05, "f5a", 20, JOB_TIMEOUT, label).await;
 }
 
 /// 20 % of the packets dropped each way: 8 jobs of 64 KiB. Jobs may fail
@@ -217,23 +221,8 @@ async fn fault_suite_5_percent_packet_loss_each_way() {
     ignore = "needs root and iptables (run as root after scripts/setup)"
 )]
 async fn fault_suite_20_percent_packet_loss_each_way() {
-    init_tracing();
-    const JOBS: usize = 8;
-    let link = Link::new();
-    link.drop_randomly(0.20);
-    let mesh = Mesh::start(link, "f5b", 64 * 1024).await;
-    let summary = mesh
-        .run_batch(
-            JOBS,
-            Duration::from_secs(10),
-            "20 % loss each way, 8 x 64 KiB jobs",
-        )
-        .await;
-    assert_nothing_lost(&summary, JOBS);
-    assert!(
-        mesh.link.dropped_packets() > 0,
-        "the loss rule dropped nothing"
-    );
+    let label = "20 % loss each way, 8 x 64 KiB jobs";
+    under_loss(0.20, "f5b", 8, Duration::from_secs(10), label).await;
 }
 
 /// A 2 mbit/s link each way: 4 jobs of 512 KiB, so with their 4 transfers

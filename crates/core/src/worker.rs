@@ -204,23 +204,7 @@ impl WorkerCore {
             );
             return Admission::Refused;
         }
-        self.running.insert(
-            job_id,
-            Running {
-                from,
-                attempt,
-                capability: capability.clone(),
-                started_at: now,
-                last_progress_at: None,
-                pending_progress: None,
-                last_sent_at: now,
-                orphaned_at: None,
-                cancelling: false,
-                restored: false,
-            },
-        );
-        self.seq += 1;
-        self.send(from, DcMsg::Accepted { job_id, attempt });
+        self.take(now, from, job_id, attempt, capability.clone(), false);
         self.out.push_back(WorkerOutput::Start {
             job_id,
             capability,
@@ -228,6 +212,33 @@ impl WorkerCore {
             timeout: Duration::from_millis(timeout_ms),
         });
         Admission::Started
+    }
+
+    /// Takes a slot for `job_id` and says `accepted`.
+    fn take(
+        &mut self,
+        now: Instant,
+        from: PeerId,
+        job_id: JobId,
+        attempt: u32,
+        capability: Capability,
+        restored: bool,
+    ) {
+        let r = Running {
+            from,
+            attempt,
+            capability,
+            started_at: now,
+            last_progress_at: None,
+            pending_progress: None,
+            last_sent_at: now,
+            orphaned_at: None,
+            cancelling: false,
+            restored,
+        };
+        self.running.insert(job_id, r);
+        self.seq += 1;
+        self.send(from, DcMsg::Accepted { job_id, attempt });
     }
 
     /// A submit of a job this worker holds for the same submitter: a running
@@ -251,23 +262,7 @@ impl WorkerCore {
         let Some(k) = self.unkeep(job_id) else {
             return false;
         };
-        self.running.insert(
-            job_id,
-            Running {
-                from,
-                attempt,
-                capability: k.capability,
-                started_at: now,
-                last_progress_at: None,
-                pending_progress: None,
-                last_sent_at: now,
-                orphaned_at: None,
-                cancelling: false,
-                restored: true,
-            },
-        );
-        self.seq += 1;
-        self.send(from, DcMsg::Accepted { job_id, attempt });
+        self.take(now, from, job_id, attempt, k.capability, true);
         self.out.push_back(WorkerOutput::Restore {
             job_id,
             result: k.result,

@@ -139,6 +139,26 @@ pub fn run_peer(args: &[&str]) -> std::process::Output {
     peer(args).output().expect("run peer")
 }
 
+/// Runs `peer result JOB_ID --json --control SOCK` (plus `extra` flags)
+/// until the job has ended, and returns its envelope. Only "not ended yet"
+/// (exit 4) may come before it.
+pub async fn await_result(sock: &str, job_id: &str, extra: &[&str]) -> serde_json::Value {
+    let mut envelope = serde_json::Value::Null;
+    crate::eventually("the job's result", || {
+        let mut args = vec!["result", job_id, "--json", "--control", sock];
+        args.extend_from_slice(extra);
+        let out = run_peer(&args);
+        if out.status.code() == Some(0) {
+            envelope = stdout_json(&out);
+            return true;
+        }
+        expect_exit(&out, 4);
+        false
+    })
+    .await;
+    envelope
+}
+
 /// A command's stdout as JSON (panics with stdout and stderr otherwise).
 pub fn stdout_json(out: &std::process::Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
