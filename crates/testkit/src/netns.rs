@@ -98,6 +98,20 @@ impl Namespace {
         );
     }
 
+    /// Drops every packet arriving over the veth until [`mend`](Self::mend)
+    /// (a rule first in this namespace's INPUT chain): a cut cable.
+    pub fn cut(&self) {
+        self.run(
+            "iptables",
+            &["-w", "-I", "INPUT", "1", "-i", VETH, "-j", "DROP"],
+        );
+    }
+
+    /// Takes [`cut`](Self::cut)'s rule out again.
+    pub fn mend(&self) {
+        self.run("iptables", &["-w", "-D", "INPUT", "-i", VETH, "-j", "DROP"]);
+    }
+
     /// Packets the [`drop_randomly`](Self::drop_randomly) rule dropped so far.
     pub fn dropped_packets(&self) -> u64 {
         let table = self.run("iptables", &["-w", "-L", "INPUT", "-v", "-x", "-n"]);
@@ -202,6 +216,18 @@ impl Link {
     pub fn drop_randomly(&self, probability: f64) {
         self.a.drop_randomly(probability);
         self.b.drop_randomly(probability);
+    }
+
+    /// Cuts the link both ways (see [`Namespace::cut`]).
+    pub fn cut(&self) {
+        self.a.cut();
+        self.b.cut();
+    }
+
+    /// Mends a [`cut`](Self::cut).
+    pub fn mend(&self) {
+        self.a.mend();
+        self.b.mend();
     }
 
     /// Packets dropped by the loss rules of both ends.
