@@ -496,6 +496,18 @@ impl Dispatcher {
         job.into_iter().chain(self.receipts_due).min()
     }
 
+    /// Tells `worker` within RECEIPT_DELAY_MS (many receipts in one message)
+    /// that it may drop a result it keeps.
+    fn receipt(&mut self, now: Instant, worker: PeerId, receipt: Receipt) {
+        let pending = self.receipts.entry(worker).or_default();
+        pending.push(receipt);
+        if pending.len() >= MAX_RECEIPTS {
+            self.send_receipts(Some(worker));
+        } else if self.receipts_due.is_none() {
+            self.receipts_due = Some(now + Duration::from_millis(RECEIPT_DELAY_MS));
+        }
+    }
+
     /// Sends the gathered receipts of results: to `only` that worker, or to
     /// every worker.
     fn send_receipts(&mut self, only: Option<PeerId>) {
@@ -638,15 +650,8 @@ impl Dispatcher {
             | DcMsg::Blobs { .. } => return,
         };
         if matches!(msg, DcMsg::Result { .. }) {
-            // Current or stale, the worker need not keep it any longer: say
-            // so within RECEIPT_DELAY_MS, many receipts in one message.
-            let pending = self.receipts.entry(from).or_default();
-            pending.push(Receipt { job_id, attempt });
-            if pending.len() >= MAX_RECEIPTS {
-                self.send_receipts(Some(from));
-            } else if self.receipts_due.is_none() {
-                self.receipts_due = Some(now + Duration::from_millis(RECEIPT_DELAY_MS));
-            }
+            // Current or stale, the worker need not keep it any longer.
+            self.receipt(now, from, Receipt { job_id, attempt });
         }
         let current = self.jobs.get(&job_id).and_then(|j| j.state.attempt());
         if current != Some((from, attempt)) {
@@ -771,14 +776,11 @@ impl Dispatcher {
     /// closed, running or finished. A job still held here re-attaches: its
     /// current attempt elsewhere (if any) is superseded and cancelled, and a
     /// new attempt goes to `from`, which carries on with it or delivers the
-    /// kept result. A job no longer held here is cancelled on the worker.
+    /// kept result. For a job no longer held here the worker gets a receipt.
     fn on_held(&mut self, now: Instant, from: PeerId, job_id: JobId, attempt: u32) {
         let Some(job) = self.jobs.get(&job_id) else {
-            let cancel = DcMsg::Cancel { job_id, attempt };
-            self.out.push_back(Output::Send {
-                to: from,
-                msg: cancel,
-            });
+            // Not ours any more: a receipt lets the worker drop it.
+            self.receipt(now, from, Receipt { job_id, attempt });
             return;
         };
         match job.state.attempt() {

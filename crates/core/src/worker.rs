@@ -283,9 +283,10 @@ impl WorkerCore {
         self.running.get(job_id).map(|r| (r.from, r.attempt))
     }
 
-    /// The submitter cancels its attempt (of a running job, or of a kept
-    /// result it does not want). Anything not matching the job's submitter
-    /// and attempt is ignored.
+    /// The submitter cancels its attempt of a running job. Anything not
+    /// matching the job's submitter and attempt is ignored, and so is a
+    /// kept result: an attempt given up (its lease ran out on a silent
+    /// link) may be followed by a new one that wants it.
     pub fn handle_cancel(&mut self, from: PeerId, job_id: JobId, attempt: u32) {
         if let Some(r) = self
             .running
@@ -294,13 +295,11 @@ impl WorkerCore {
         {
             r.cancelling = true;
             self.out.push_back(WorkerOutput::Cancel { job_id });
-        } else {
-            self.handle_received(from, job_id, attempt);
         }
     }
 
-    /// The submitter has the result of `attempt` (or does not want it): its
-    /// kept copy is dropped.
+    /// The submitter has the result of `attempt`, or does not hold the job
+    /// any more: its kept copy is dropped.
     pub fn handle_received(&mut self, from: PeerId, job_id: JobId, attempt: u32) {
         if self
             .kept
@@ -411,8 +410,13 @@ impl WorkerCore {
         let result = result.map_err(|(message, retryable)| {
             (jobmesh_wire::truncate(&message, MAX_ERROR_LEN), retryable)
         });
+        // A result of an attempt its submitter gave up on (a lease that ran
+        // out on a silent link, say) is kept, not sent: it would be stale,
+        // and a new attempt of the job from the same submitter re-attaches
+        // to it. A stopped handler's error is worth nothing.
+        let given_up = r.cancelling && result.is_ok();
         // With its submitter away there is nobody to tell now.
-        if r.orphaned_at.is_none() {
+        if r.orphaned_at.is_none() && !given_up {
             if let Some(progress) = r.pending_progress.take() {
                 let attempt = r.attempt;
                 self.send(
@@ -448,7 +452,7 @@ impl WorkerCore {
                 },
             );
         }
-        if r.cancelling {
+        if r.cancelling && !given_up {
             // Its submitter (or the orphan grace) stopped it: nothing to keep.
             self.out.push_back(WorkerOutput::Forget { job_id });
         } else {
@@ -993,8 +997,11 @@ mod tests {
             ],
             "the oldest two pushed out"
         );
-        // The submitter says it no longer wants one.
+        // A cancel does not drop one (a next attempt may want it); the
+        // submitter's receipt does.
         w.handle_cancel(from, ids[2], 1);
+        assert!(drain(&mut w).is_empty());
+        w.handle_received(from, ids[2], 1);
         assert_eq!(drain(&mut w), vec![WorkerOutput::Forget { job_id: ids[2] }]);
         // The rest expire.
         let next = w.poll_timeout().expect("an expiry");
@@ -1003,5 +1010,37 @@ mod tests {
         assert_eq!(drain(&mut w).len(), MAX_KEPT_RESULTS - 1);
         assert!(w.away_submitters().is_empty());
         assert_eq!(w.poll_timeout(), None);
+    }
+
+    #[test]
+    fn a_result_finished_after_its_attempt_was_given_up_is_kept_for_the_next_attempt() {
+        let mut w = core();
+        let t0 = Instant::now();
+        let (from, id) = (PeerId::random(), Uuid::new_v4());
+        submit(&mut w, t0, from, id, echo(), Ok(()));
+        drain(&mut w);
+        // The submitter gives attempt 1 up (its lease ran out on a silent
+        // link), but the handler had finished.
+        w.handle_cancel(from, id, 1);
+        drain(&mut w);
+        w.handle_done(t0 + MS, id, Ok(json!("done")));
+        assert!(
+            sent(&drain(&mut w)).is_empty(),
+            "a stale result is not sent"
+        );
+        // Its next attempt re-attaches to the kept result.
+        w.handle_submit(t0 + 2 * MS, from, id, 2, echo(), json!(1), 1000, Ok(()));
+        let outs = drain(&mut w);
+        assert_eq!(
+            sent(&outs),
+            vec![DcMsg::Accepted {
+                job_id: id,
+                attempt: 2
+            }]
+        );
+        assert!(outs.contains(&WorkerOutput::Restore {
+            job_id: id,
+            result: Ok(json!("done"))
+        }));
     }
 }

@@ -532,22 +532,7 @@ impl Daemon {
                             timeout,
                         },
                     ),
-                    WorkerOutput::Cancel { job_id } => {
-                        self.forget_work(&job_id);
-                        if let Some(token) = self.running.get(&job_id) {
-                            // It ends when its handler returns (or has
-                            // returned: its completion is on its way).
-                            info!(%job_id, "cancelling the job's handler");
-                            token.cancel();
-                        } else {
-                            // No handler yet (its input blobs were on their
-                            // way) or any more (its output blobs were): it
-                            // ends here, and its slot is free.
-                            info!(%job_id, "cancelled while its blobs moved");
-                            let why = ("cancelled".to_owned(), false);
-                            self.worker.handle_done(now, job_id, Err(why));
-                        }
-                    }
+                    WorkerOutput::Cancel { job_id } => self.stop_work(now, job_id),
                     WorkerOutput::Restore { job_id, result } => {
                         info!(%job_id, "delivering a kept result to its returned submitter");
                         let outputs = self

@@ -1420,9 +1420,37 @@ fn a_worker_holding_a_job_gets_it_back_and_the_attempt_elsewhere_is_superseded()
         .filter_map(|a| a.outcome.as_ref().map(ToString::to_string))
         .collect();
     assert!(log[1].starts_with("superseded by worker"), "{log:?}");
-    // Once the job has ended, a worker still offering it is told to drop it.
-    h.reply(h.t0 + 22 * SEC, second, held(id, 2));
-    assert_eq!(cancels(&h.drain()), vec![(second, id, 2)]);
+    // Once the job has ended, a worker still offering it gets a receipt.
+    let at = h.t0 + 22 * SEC;
+    h.tick(at);
+    h.drain();
+    h.reply(at, second, held(id, 2));
+    h.tick(at + Duration::from_millis(RECEIPT_DELAY_MS));
+    let receipts: Vec<Output> = h
+        .drain()
+        .into_iter()
+        .filter(|o| {
+            matches!(
+                o,
+                Output::Send {
+                    msg: DcMsg::Received { .. },
+                    ..
+                }
+            )
+        })
+        .collect();
+    assert_eq!(
+        receipts,
+        vec![Output::Send {
+            to: second,
+            msg: DcMsg::Received {
+                receipts: vec![Receipt {
+                    job_id: id,
+                    attempt: 2
+                }]
+            }
+        }]
+    );
 }
 
 #[test]

@@ -542,10 +542,28 @@ impl Daemon {
         }
     }
 
-    /// A job's cancel (or timeout) on the worker stops its transfers.
-    pub(super) fn forget_work(&mut self, job_id: &JobId) {
-        self.inbound.remove(job_id);
-        self.pending_results.remove(job_id);
+    /// The worker core cancels a job: its handler is told to stop, or, with
+    /// none running, the job ends here. One still receiving its inputs
+    /// fails; one whose handler had finished (its result's blobs going out)
+    /// keeps its result, so that a new attempt of the job from the same
+    /// submitter re-attaches to it (`WorkerCore::handle_done`).
+    pub(super) fn stop_work(&mut self, now: Instant, job_id: JobId) {
+        self.inbound.remove(&job_id);
+        let finished = self.pending_results.remove(&job_id);
+        if let Some(token) = self.running.get(&job_id) {
+            // It ends when its handler returns (or has returned: its
+            // completion is on its way).
+            info!(%job_id, "cancelling the job's handler");
+            token.cancel();
+        } else if let Some(p) = finished {
+            info!(%job_id, "cancelled while its result's blobs went out; the result is kept");
+            self.kept_outputs.insert(job_id, p.outputs);
+            self.worker.handle_done(now, job_id, Ok(p.value));
+        } else {
+            info!(%job_id, "cancelled while its input blobs came in");
+            let why = ("cancelled".to_owned(), false);
+            self.worker.handle_done(now, job_id, Err(why));
+        }
     }
 
     // ---- uploads ----
