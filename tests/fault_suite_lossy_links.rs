@@ -17,7 +17,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use jobmesh_peer::control::{self, Request, Session};
+use jobmesh_peer::control::{self, Request, Session, SubmitOptions};
 use jobmesh_testkit::faults::{
     detached, logging_handler, print, read_executions, try_await_outcomes, History, Summary,
 };
@@ -97,13 +97,23 @@ impl Mesh {
         );
         let timeout_ms = u64::try_from(timeout.as_millis()).expect("a short timeout");
         let started = Instant::now();
+        let history = self.submit(jobs, |o| o.timeout_ms = Some(timeout_ms)).await;
+        self.settle(history, started, scenario).await
+    }
+
+    /// Submits `jobs` detached `relay` jobs at once, each sending the blob,
+    /// with `options` set as asked; the history of their answers.
+    async fn submit(&self, jobs: usize, options: impl Fn(&mut SubmitOptions)) -> History {
         let session = Session::open(&self.sock).await.expect("a session");
         let requests: Vec<Request> = (0..jobs)
             .map(|i| {
                 let mut r = detached("relay", json!({ "n": i }));
-                if let Request::Submit { files, options, .. } = &mut r {
+                if let Request::Submit {
+                    files, options: o, ..
+                } = &mut r
+                {
                     files.push(self.input.clone());
-                    options.timeout_ms = Some(timeout_ms);
+                    options(o);
                 }
                 r
             })
@@ -125,6 +135,13 @@ impl Mesh {
                 }
             }
         }
+        history
+    }
+
+    /// Waits for every submitted job of `history` to end (at most
+    /// [`BATCH_DEADLINE`]), checks every returned blob against the input,
+    /// and returns the verdict, printed.
+    async fn settle(&self, mut history: History, started: Instant, scenario: &str) -> Summary {
         let hung = try_await_outcomes(&self.sock, &mut history, BATCH_DEADLINE)
             .await
             .err()
@@ -265,32 +282,9 @@ async fn fault_suite_a_13_s_network_cut_while_jobs_run() {
     init_tracing();
     const JOBS: usize = 4;
     let mesh = Mesh::start_with(Link::new(), "f5d", 64 * 1024, "6").await;
-    let session = Session::open(&mesh.sock).await.expect("a session");
-    let requests: Vec<Request> = (0..JOBS)
-        .map(|i| {
-            let mut r = detached("relay", json!({ "n": i }));
-            if let Request::Submit { files, options, .. } = &mut r {
-                files.push(mesh.input.clone());
-                // Dials fail while the cable is cut: retries must outlast it.
-                options.retries = Some(20);
-            }
-            r
-        })
-        .collect();
-    let answers = within(
-        "every submit's answer",
-        futures_util::future::join_all(requests.iter().map(|r| session.request(r))),
-    )
-    .await;
-    let mut history = History::default();
-    for a in answers {
-        let v = a.expect("an answer");
-        let id = v["job_id"]
-            .as_str()
-            .and_then(|s| s.parse().ok())
-            .expect("an id");
-        history.submitted(id);
-    }
+    let started = Instant::now();
+    // Dials fail while the cable is cut: retries must outlast it.
+    let history = mesh.submit(JOBS, |o| o.retries = Some(20)).await;
     let count = || {
         std::fs::read_to_string(&mesh.log)
             .unwrap_or_default()
@@ -304,15 +298,9 @@ async fn fault_suite_a_13_s_network_cut_while_jobs_run() {
     tokio::time::sleep(Duration::from_secs(13)).await;
     mesh.link.mend();
 
-    let hung = try_await_outcomes(&mesh.sock, &mut history, BATCH_DEADLINE)
-        .await
-        .err()
-        .unwrap_or_default();
-    assert!(hung.is_empty(), "jobs still running: {hung:?}");
-    mesh.check_blobs(&history).await;
-    read_executions(&mesh.log, &mut history);
-    let summary = history.check("13 s network cut, 4 x 6 s jobs");
-    print(&summary);
+    let summary = mesh
+        .settle(history, started, "13 s network cut, 4 x 6 s jobs")
+        .await;
     assert_nothing_lost(&summary, JOBS);
     assert_eq!(summary.completed, JOBS, "{summary}");
     assert!(summary.executions_max <= 2, "{summary}");
