@@ -853,6 +853,31 @@ mod tests {
             .collect()
     }
 
+    /// Submits `id` again from `from` as `attempt` and checks it re-attaches
+    /// to a kept result `value`: accepted, and the daemon told to restore it.
+    fn resubmit_restores(
+        w: &mut WorkerCore,
+        t: Instant,
+        from: PeerId,
+        id: JobId,
+        attempt: u32,
+        value: serde_json::Value,
+    ) {
+        w.handle_submit(t, from, id, attempt, echo(), json!(1), 1000, Ok(()));
+        let outs = drain(w);
+        assert_eq!(
+            sent(&outs),
+            vec![DcMsg::Accepted {
+                job_id: id,
+                attempt
+            }]
+        );
+        assert!(outs.contains(&WorkerOutput::Restore {
+            job_id: id,
+            result: Ok(value)
+        }));
+    }
+
     #[test]
     fn an_orphaned_job_runs_on_silently_then_stops_after_the_grace() {
         let mut w = core();
@@ -908,19 +933,7 @@ mod tests {
             }]
         );
         // It submits again, under attempt 18: accepted and restored.
-        w.handle_submit(t0, from, id, 18, echo(), json!(1), 1000, Ok(()));
-        let outs = drain(&mut w);
-        assert_eq!(
-            sent(&outs),
-            vec![DcMsg::Accepted {
-                job_id: id,
-                attempt: 18
-            }]
-        );
-        assert!(outs.contains(&WorkerOutput::Restore {
-            job_id: id,
-            result: Ok(json!("done"))
-        }));
+        resubmit_restores(&mut w, t0, from, id, 18, json!("done"));
         // The daemon finishes it again: the result goes out under attempt 18,
         // counted once.
         w.handle_done(t0 + 2 * MS, id, Ok(json!("done")));
@@ -1029,18 +1042,6 @@ mod tests {
             "a stale result is not sent"
         );
         // Its next attempt re-attaches to the kept result.
-        w.handle_submit(t0 + 2 * MS, from, id, 2, echo(), json!(1), 1000, Ok(()));
-        let outs = drain(&mut w);
-        assert_eq!(
-            sent(&outs),
-            vec![DcMsg::Accepted {
-                job_id: id,
-                attempt: 2
-            }]
-        );
-        assert!(outs.contains(&WorkerOutput::Restore {
-            job_id: id,
-            result: Ok(json!("done"))
-        }));
+        resubmit_restores(&mut w, t0 + 2 * MS, from, id, 2, json!("done"));
     }
 }
