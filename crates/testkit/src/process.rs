@@ -215,6 +215,27 @@ pub fn daemon(
     dir: &std::path::Path,
     extra: &[&str],
 ) -> Proc {
+    spawn_daemon(
+        peer(&["--no-self-dispatch"]),
+        url,
+        pool,
+        name,
+        caps,
+        dir,
+        extra,
+    )
+}
+
+/// [`daemon`], but a candidate for its own jobs too (self-dispatch, as
+/// `peer` starts by default): a submitter that also works.
+pub fn self_dispatching_daemon(
+    url: &str,
+    pool: &str,
+    name: &str,
+    caps: &str,
+    dir: &std::path::Path,
+    extra: &[&str],
+) -> Proc {
     spawn_daemon(peer(&[]), url, pool, name, caps, dir, extra)
 }
 
@@ -229,10 +250,12 @@ pub fn daemon_in(
     dir: &std::path::Path,
     extra: &[&str],
 ) -> Proc {
-    spawn_daemon(peer_in(ns, &[]), url, pool, name, caps, dir, extra)
+    let cmd = peer_in(ns, &["--no-self-dispatch"]);
+    spawn_daemon(cmd, url, pool, name, caps, dir, extra)
 }
 
-/// Adds [`daemon`]'s flags to `cmd` (a `peer` command) and spawns it.
+/// Adds [`daemon`]'s flags (but `--no-self-dispatch`) to `cmd` (a `peer`
+/// command) and spawns it.
 fn spawn_daemon(
     mut cmd: std::process::Command,
     url: &str,
@@ -259,7 +282,6 @@ fn spawn_daemon(
         sock,
         "--data-dir",
         data,
-        "--no-self-dispatch",
     ]);
     cmd.args(extra);
     Proc::spawn(&mut cmd).0
