@@ -216,6 +216,8 @@ pub enum Input<'a> {
         /// The worker of its last attempt, which may still run it or keep
         /// its result: the job is offered there first (room or not: it holds
         /// the job's slot) if the pool shows it running the capability.
+        /// Until the pool view is complete the job waits for it to show up,
+        /// and goes nowhere else (not even to this peer's own worker).
         held_by: Option<PeerId>,
     },
     /// A message from a peer's data channel.
@@ -252,7 +254,8 @@ struct Job {
     attempts: Vec<Attempt>,
     /// Attempt numbers used before this dispatcher took the job over (resume).
     attempt_base: u32,
-    /// A worker that may hold the job from before a restart, tried first.
+    /// A worker that may hold the job from before a restart, tried first;
+    /// the job waits for a complete pool view before it goes elsewhere.
     held_by: Option<PeerId>,
     /// While an attempt is out: when its lease ends unless the worker speaks.
     lease_until: Option<Instant>,
@@ -1178,11 +1181,21 @@ impl Dispatcher {
                 }
                 return self.dispatch(now, id, w);
             }
-            if self.pool.is_synced() {
-                // Gone from the pool: whatever it held is lost with it.
-                if let Some(job) = self.jobs.get_mut(&id) {
-                    job.held_by = None;
-                }
+            if !self.pool.is_synced() {
+                // The view is still filling and may yet show the holder
+                // (this peer's own worker is known at once, the pool is
+                // not): placing the job now would run it a second time
+                // while the holder still runs it or keeps its result. It
+                // waits; jobs without a holder go on being placed.
+                return if capable.iter().any(Candidate::has_room) {
+                    Placement::Waiting
+                } else {
+                    Placement::NoRoom
+                };
+            }
+            // Gone from the pool: whatever it held is lost with it.
+            if let Some(job) = self.jobs.get_mut(&id) {
+                job.held_by = None;
             }
         }
         let Some(job) = self.jobs.get(&id) else {

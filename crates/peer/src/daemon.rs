@@ -233,8 +233,9 @@ pub fn spawn_with(
         progress: progress_rx,
         transfers: transfer_rx,
     };
-    // They wait in the queue until the pool view is complete (the dispatcher
-    // concludes nothing about capable workers before).
+    // Queued now. Until the pool view is complete the dispatcher concludes
+    // nothing about capable workers, and offers a job whose journaled worker
+    // the view may yet show to no one else (this peer's own worker included).
     for r in resume {
         daemon.resume(Instant::now(), r);
     }

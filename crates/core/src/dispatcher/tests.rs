@@ -1528,6 +1528,51 @@ fn before_the_view_is_complete_a_resumed_job_keeps_its_preference() {
 }
 
 #[test]
+fn a_resumed_job_does_not_run_on_this_peer_before_the_view_can_show_its_holder() {
+    // A restarted daemon that works too: its own worker is known at once,
+    // the pool only once the view is complete.
+    let mut h = Harness::new(&[]);
+    let partial = ServerMsg::View {
+        reset: true,
+        left: Vec::new(),
+        peers: Vec::new(),
+        synced: false,
+    };
+    h.d.handle_input(h.t0, Input::Signal(&partial))
+        .expect("signal");
+    h.d.handle_input(h.t0, Input::LocalWorker(Some(worker(0, 2))))
+        .expect("input");
+    for (n, held_by) in [(1, peer(2)), (2, peer(9))] {
+        h.d.handle_input(
+            h.t0,
+            Input::Resume {
+                spec: spec(n),
+                attempts_before: 17,
+                held_by: Some(held_by),
+            },
+        )
+        .expect("resumed");
+    }
+    assert_eq!(
+        h.submits(),
+        Vec::new(),
+        "placed before its holder could be seen"
+    );
+    // A new job is not held back: this peer runs it at once.
+    h.submit(spec(3));
+    assert_eq!(h.submits(), vec![(peer(0), spec(3).job_id, 1)]);
+    // The view completes: the first goes back to its holder, the second's
+    // holder is gone, so the strategy places it (here: this peer).
+    let full = page(false, Vec::new(), vec![worker(2, 1)]);
+    h.d.handle_input(h.t0, Input::Signal(&full))
+        .expect("signal");
+    assert_eq!(
+        h.submits(),
+        vec![(peer(2), spec(1).job_id, 18), (peer(0), spec(2).job_id, 18)]
+    );
+}
+
+#[test]
 fn receipts_of_results_go_to_each_worker_gathered_within_the_receipt_delay() {
     let mut h = Harness::new(&[worker(1, 2000), worker(2, 2000)]);
     let delay = Duration::from_millis(RECEIPT_DELAY_MS);
