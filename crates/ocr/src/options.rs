@@ -1,5 +1,6 @@
 //! OCR options: parsed from untrusted JSON, validated once.
 
+use jobmesh_wire::param::{self, json_type, InvalidValue};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -50,15 +51,8 @@ pub enum ParamError {
         key: String,
     },
     /// A value of the wrong type or spelling.
-    #[error("ocr parameter `{key}` is {found}; expected {expected}")]
-    InvalidValue {
-        /// The parameter name.
-        key: &'static str,
-        /// The value given (JSON, truncated).
-        found: String,
-        /// What would have been accepted.
-        expected: &'static str,
-    },
+    #[error("ocr parameter {0}")]
+    InvalidValue(InvalidValue),
     /// A `lang` that tesseract could not be safely asked for.
     #[error("ocr parameter `lang` is {found:?}; expected {LANG_RULE}")]
     InvalidLang {
@@ -78,20 +72,34 @@ impl Options {
             found: json_type(v),
         })?;
         if let Some(key) = obj.keys().find(|k| !ALLOWED_KEYS.contains(&k.as_str())) {
-            return Err(ParamError::UnknownKey { key: truncate(key) });
+            return Err(ParamError::UnknownKey {
+                key: param::truncate(key),
+            });
         }
         let get = |key: &str| obj.get(key).filter(|v| !v.is_null());
         let lang = match get("lang") {
             None => DEFAULT_LANG.to_owned(),
             Some(Value::String(s)) => s.clone(),
-            Some(other) => return Err(invalid(other, "lang", "a string such as \"eng\"")),
+            Some(other) => {
+                return Err(ParamError::InvalidValue(InvalidValue::new(
+                    other,
+                    "lang",
+                    "a string such as \"eng\"",
+                )))
+            }
         };
         let words = match get("words") {
             None => false,
             Some(Value::Bool(b)) => *b,
             Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => true,
             Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => false,
-            Some(other) => return Err(invalid(other, "words", "true or false")),
+            Some(other) => {
+                return Err(ParamError::InvalidValue(InvalidValue::new(
+                    other,
+                    "words",
+                    "true or false",
+                )))
+            }
         };
         let opts = Options { lang, words };
         opts.validate()?;
@@ -118,39 +126,8 @@ pub(crate) fn validate_lang(lang: &str) -> Result<(), ParamError> {
         Ok(())
     } else {
         Err(ParamError::InvalidLang {
-            found: truncate(lang),
+            found: param::truncate(lang),
         })
-    }
-}
-
-fn invalid(v: &Value, key: &'static str, expected: &'static str) -> ParamError {
-    ParamError::InvalidValue {
-        key,
-        found: truncate(&v.to_string()),
-        expected,
-    }
-}
-
-fn json_type(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-/// Untrusted text echoed in an error is cut to a readable length.
-pub(crate) fn truncate(s: &str) -> String {
-    const MAX: usize = 64;
-    if s.chars().count() <= MAX {
-        s.to_owned()
-    } else {
-        let mut t: String = s.chars().take(MAX).collect();
-        t.push('…');
-        t
     }
 }
 

@@ -21,7 +21,7 @@ pub(crate) fn parse(tsv: &str, want_words: bool) -> Result<OcrResult, TsvError> 
         Some((_, header)) => {
             return Err(TsvError(format!(
                 "first line is not the TSV header: {:?}",
-                crate::options::truncate(header)
+                jobmesh_wire::param::truncate(header)
             )))
         }
         None => return Err(TsvError("empty TSV output".to_owned())),
@@ -111,7 +111,7 @@ fn number<T: std::str::FromStr>(field: &str, name: &str, line_no: usize) -> Resu
     field.trim().parse().map_err(|_| {
         TsvError(format!(
             "line {line_no}: column `{name}` is {:?}, not a number",
-            crate::options::truncate(field)
+            jobmesh_wire::param::truncate(field)
         ))
     })
 }

@@ -28,6 +28,8 @@ use jobmesh_wire::blob::{chunk_payload_max, BlobMeta, ChunkHeader, Direction, MA
 use jobmesh_wire::dc::JobId;
 use tracing::warn;
 
+use crate::lock;
+
 /// Blobs up to this size may be held in memory while received; larger ones
 /// always go to a spool file.
 pub const MEMORY_THRESHOLD: u64 = 4 * 1024 * 1024;
@@ -309,10 +311,6 @@ impl SpoolDir {
         let v = verified.get(path)?;
         (v.size == m.len() && m.modified().ok()? == v.modified).then(|| (v.size, v.blake3.clone()))
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Drop for SpoolDir {

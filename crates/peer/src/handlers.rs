@@ -88,7 +88,7 @@ impl JobFiles {
     }
 
     pub(crate) fn take_outputs(&self) -> Vec<Blob> {
-        std::mem::take(&mut *self.outputs.lock().unwrap_or_else(|p| p.into_inner()))
+        std::mem::take(&mut *crate::lock(&self.outputs))
     }
 }
 
@@ -143,11 +143,7 @@ impl JobContext {
     /// [`work_dir`](Self::work_dir) (or stay put until the job ended): it is
     /// read when the result is sent.
     pub fn attach(&self, blob: Blob) {
-        self.files
-            .outputs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(blob);
+        crate::lock(&self.files.outputs).push(blob);
     }
 
     /// The job's id.

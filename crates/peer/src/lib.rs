@@ -31,6 +31,15 @@ pub use blobs::{Blob, BlobLimits, InputBlob, ReceivedBlob};
 pub use daemon::{spawn, spawn_with};
 pub use jobmesh_core::{JobError, JobEvent, JobOptions, Strategy, StrategyKind};
 
+/// Locks `m`, taking the guard even if a holder panicked.
+///
+/// For mutexes held only across one step that cannot leave their data half
+/// changed (an insert, a remove, a push, a take): a poisoned one still holds
+/// consistent data, so one panicking task does not take the others down.
+pub fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// The default peer name: this host's name, cleaned to the characters a name
 /// may hold (letters, digits, `_ . -`), or `peer`.
 pub fn default_name() -> String {

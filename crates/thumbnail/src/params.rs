@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use jobmesh_wire::param::{self, json_type, InvalidValue};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -111,15 +112,8 @@ pub enum ParamError {
         key: String,
     },
     /// A value of the wrong type or spelling.
-    #[error("thumbnail parameter `{key}` is {found}; expected {expected}")]
-    InvalidValue {
-        /// The parameter name.
-        key: &'static str,
-        /// The value given (JSON, truncated).
-        found: String,
-        /// What would have been accepted.
-        expected: &'static str,
-    },
+    #[error("thumbnail parameter {0}")]
+    InvalidValue(InvalidValue),
     /// A number outside its allowed range.
     #[error("thumbnail parameter `{key}` is {value}; allowed {min}..={max}")]
     OutOfRange {
@@ -153,7 +147,9 @@ impl Params {
             found: json_type(v),
         })?;
         if let Some(key) = obj.keys().find(|k| !ALLOWED_KEYS.contains(&k.as_str())) {
-            return Err(ParamError::UnknownKey { key: truncate(key) });
+            return Err(ParamError::UnknownKey {
+                key: param::truncate(key),
+            });
         }
         let get = |key: &str| obj.get(key).filter(|v| !v.is_null());
 
@@ -173,7 +169,11 @@ impl Params {
                     "contain" => Ok(Fit::Contain),
                     "cover" => Ok(Fit::Cover),
                     "fill" => Ok(Fit::Fill),
-                    _ => Err(invalid(v, "fit", "one of \"contain\", \"cover\", \"fill\"")),
+                    _ => Err(ParamError::InvalidValue(InvalidValue::new(
+                        v,
+                        "fit",
+                        "one of \"contain\", \"cover\", \"fill\"",
+                    ))),
                 }
             })
             .transpose()?;
@@ -185,7 +185,9 @@ impl Params {
                     "jpeg" | "jpg" => Ok(Format::Jpeg),
                     "png" => Ok(Format::Png),
                     "webp" => Ok(Format::Webp),
-                    _ => Err(invalid(v, "format", expected)),
+                    _ => Err(ParamError::InvalidValue(InvalidValue::new(
+                        v, "format", expected,
+                    ))),
                 }
             })
             .transpose()?;
@@ -242,8 +244,12 @@ fn uint(v: &Value, key: &'static str, min: u64, max: u64) -> Result<u64, ParamEr
     match n {
         Some(n) => check_range(key, n, min, max),
         // A negative number is out of range rather than the wrong type.
-        None if v.as_i64().is_some_and(|n| n < 0) => Err(invalid(v, key, "a positive number")),
-        None => Err(invalid(v, key, EXPECTED)),
+        None if v.as_i64().is_some_and(|n| n < 0) => Err(ParamError::InvalidValue(
+            InvalidValue::new(v, key, "a positive number"),
+        )),
+        None => Err(ParamError::InvalidValue(InvalidValue::new(
+            v, key, EXPECTED,
+        ))),
     }
 }
 
@@ -252,38 +258,8 @@ fn string<'a>(
     key: &'static str,
     expected: &'static str,
 ) -> Result<&'a str, ParamError> {
-    v.as_str().ok_or_else(|| invalid(v, key, expected))
-}
-
-fn invalid(v: &Value, key: &'static str, expected: &'static str) -> ParamError {
-    ParamError::InvalidValue {
-        key,
-        found: truncate(&v.to_string()),
-        expected,
-    }
-}
-
-fn json_type(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-/// Untrusted text echoed in an error is cut to a readable length.
-fn truncate(s: &str) -> String {
-    const MAX: usize = 64;
-    if s.chars().count() <= MAX {
-        s.to_owned()
-    } else {
-        let mut t: String = s.chars().take(MAX).collect();
-        t.push('…');
-        t
-    }
+    v.as_str()
+        .ok_or_else(|| ParamError::InvalidValue(InvalidValue::new(v, key, expected)))
 }
 
 #[cfg(test)]
@@ -360,7 +336,10 @@ mod tests {
         // Larger than u32/u64 still reports cleanly.
         let e = Params::from_json(&json!({"width": "99999999999999999999999"})).expect_err("huge");
         assert!(
-            matches!(e, ParamError::InvalidValue { key: "width", .. }),
+            matches!(
+                e,
+                ParamError::InvalidValue(InvalidValue { key: "width", .. })
+            ),
             "{e}"
         );
     }
@@ -377,7 +356,7 @@ mod tests {
             json!({"width": 10, "format": "gif"}),
         ] {
             let e = Params::from_json(&bad).expect_err("invalid");
-            assert!(matches!(e, ParamError::InvalidValue { .. }), "{bad}: {e}");
+            assert!(matches!(e, ParamError::InvalidValue(_)), "{bad}: {e}");
         }
         let e = Params::from_json(&json!({"width": 10, "format": "gif"})).expect_err("gif");
         assert!(e.to_string().contains("\"jpeg\", \"png\", \"webp\""), "{e}");

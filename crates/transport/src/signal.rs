@@ -53,6 +53,19 @@ impl SignalConfig {
             welcome_timeout: Duration::from_secs(10),
         }
     }
+
+    /// The delay before reconnect number `attempt` (from 0): exponential
+    /// backoff with full jitter, drawn uniformly from
+    /// `[0, min(backoff_cap, backoff_base · 2^attempt)]`. `unit` is a random
+    /// number in `[0, 1)`; values outside are clamped.
+    fn reconnect_delay(&self, attempt: u32, unit: f64) -> Duration {
+        let ceiling = self
+            .backoff_base
+            .checked_mul(1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX))
+            .unwrap_or(self.backoff_cap)
+            .min(self.backoff_cap);
+        ceiling.mul_f64(unit.clamp(0.0, 1.0))
+    }
 }
 
 /// Errors of one connection attempt.
@@ -114,12 +127,7 @@ pub async fn run(
             Err(SignalError::DaemonGone) => return,
             Err(e) => format!("{e:#}"),
         };
-        let retry_in = jobmesh_core::backoff(
-            attempt,
-            config.backoff_base,
-            config.backoff_cap,
-            rand::random::<f64>(),
-        );
+        let retry_in = config.reconnect_delay(attempt, rand::random::<f64>());
         attempt = attempt.saturating_add(1);
         warn!(%reason, retry_in_ms = retry_in.as_millis() as u64, "signal-server connection lost");
         if events
@@ -245,5 +253,32 @@ async fn next_msg(ws: &mut Ws) -> Result<ServerMsg, SignalError> {
                 debug!("signal-server heartbeat");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jobmesh_wire::{PeerId, PROTOCOL_VERSION};
+
+    #[test]
+    fn reconnect_delay_grows_to_the_cap_and_jitters_down() {
+        let hello = Hello {
+            version: PROTOCOL_VERSION,
+            peer_id: PeerId::random(),
+            name: "p".into(),
+            pool: "default".into(),
+            capabilities: Vec::new(),
+            slots: 0,
+        };
+        let config = SignalConfig::new("ws://127.0.0.1:1/ws".into(), hello);
+        let delay = |attempt, unit| config.reconnect_delay(attempt, unit);
+        assert_eq!(delay(0, 1.0), Duration::from_millis(100));
+        assert_eq!(delay(3, 1.0), Duration::from_millis(800));
+        assert_eq!(delay(30, 1.0), Duration::from_secs(5));
+        assert_eq!(delay(u32::MAX, 1.0), Duration::from_secs(5));
+        assert_eq!(delay(3, 0.5), Duration::from_millis(400));
+        assert_eq!(delay(3, 0.0), Duration::ZERO);
+        assert_eq!(delay(3, f64::NAN.max(2.0)), Duration::from_millis(800));
     }
 }

@@ -8,6 +8,8 @@
 //! * [`blob`]: binary payloads on the data channel: descriptions and the
 //!   binary chunk frames that carry their bytes. The signalling wire has no message that can carry
 //!   a job payload, by construction.
+//! * [`param`]: the wording the built-in handlers' parameter errors share
+//!   (JSON type names, echoed values cut short).
 //!
 //! Every decoder here checks the size first, then the JSON, then the fields, and
 //! returns a [`DecodeError`] naming the problem. Decoding never panics, whatever
@@ -16,6 +18,7 @@
 pub mod blob;
 pub mod dc;
 mod error;
+pub mod param;
 pub mod signal;
 mod types;
 
@@ -60,12 +63,19 @@ fn decode_tagged<T: serde::de::DeserializeOwned>(
 /// Cuts a string from the network to at most `max` bytes (on a char boundary)
 /// before it goes into an error message or a log line.
 pub fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_owned();
-    }
-    let mut end = max;
+    let mut end = max.min(s.len());
     while !s.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}…", &s[..end])
+    cut_at(s, end)
+}
+
+/// `s` up to byte `end` (a char boundary) followed by `…`, or all of `s` if
+/// `end` is its length.
+fn cut_at(s: &str, end: usize) -> String {
+    if end >= s.len() {
+        s.to_owned()
+    } else {
+        format!("{}…", &s[..end])
+    }
 }

@@ -31,11 +31,12 @@
 //! versioned view (protocol 2) keeps no per-client backlog.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use futures_util::{SinkExt, StreamExt};
+use jobmesh_peer::lock;
 use jobmesh_wire::signal::{encode, ClientMsg, Hello, ServerMsg};
 use jobmesh_wire::{PeerId, Stats, PROTOCOL_VERSION};
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -399,11 +400,6 @@ struct Board {
     view_bytes: AtomicU64,
     /// (seq, arrival) of every stats change of the publisher seen.
     seen: Mutex<Vec<(u64, Instant)>>,
-}
-
-/// Locks a mutex that no holder can poison (nothing panics while holding one).
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Client `i`'s peer id; the publisher is client 0.

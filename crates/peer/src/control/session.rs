@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
@@ -24,6 +24,7 @@ use super::{
     Request, Tagged, Writer, MAX_SESSION_REQUESTS,
 };
 use crate::api::PeerHandle;
+use crate::lock;
 
 /// Lines waiting for a session's writer, both ways. Overflow: the senders wait.
 const SESSION_LINES: usize = 1024;
@@ -217,10 +218,6 @@ impl Drop for Session {
     fn drop(&mut self) {
         self.tasks.abort_all();
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn closed() -> ControlError {
