@@ -529,6 +529,21 @@ impl Dispatcher {
         }
     }
 
+    /// A queued job whose wait (`not_before`) is over needs no timer but its
+    /// deadline: the queue is tried again after every input (`pump`), and a
+    /// timer left in the past would make the caller spin until the job is
+    /// placed (a pool view still filling, every worker busy).
+    fn park(&mut self, now: Instant, id: JobId) {
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        if matches!(job.state, JobState::Queued) && job.not_before <= now && job.deadline > now {
+            self.timers.remove(&(job.timer, id));
+            job.timer = job.deadline;
+            self.timers.insert((job.timer, id));
+        }
+    }
+
     /// Re-files a job's timer after its deadline, wait or state changed.
     fn refile_timer(&mut self, id: JobId) {
         let Some(job) = self.jobs.get_mut(&id) else {
@@ -851,6 +866,9 @@ impl Dispatcher {
             .range(..=(now, JobId::max()))
             .map(|(_, id)| *id)
             .collect();
+        for id in &due {
+            self.park(now, *id);
+        }
         let expired: Vec<JobId> = due
             .iter()
             .copied()

@@ -1056,7 +1056,12 @@ proptest! {
             // The indexes agree with the jobs they index.
             prop_assert_eq!(h.d.timers.len(), h.d.jobs.len());
             for (id, j) in &h.d.jobs {
-                prop_assert!(h.d.timers.contains(&(j.next_timer(), *id)), "a stale timer entry");
+                prop_assert!(h.d.timers.contains(&(j.timer, *id)), "a stale timer entry");
+                // A queued job whose wait is over sleeps until its deadline.
+                let parked = matches!(j.state, JobState::Queued)
+                    && j.not_before <= now
+                    && j.timer == j.deadline;
+                prop_assert!(j.timer == j.next_timer() || parked, "a timer out of date");
             }
             prop_assert_eq!(h.d.queued_caps.values().sum::<usize>(), h.d.queue.len());
         }
@@ -1695,4 +1700,32 @@ fn a_job_every_worker_refuses_busy_still_times_out_at_its_wait_deadline() {
         "at its wait deadline, not later: {:?}",
         now - h.t0
     );
+}
+
+#[test]
+fn a_job_that_cannot_be_placed_yet_asks_to_be_woken_only_at_its_deadline() {
+    // Every worker busy, or a view still filling: the job waits, and the
+    // next input (stats, a result, the view) tries it again. A timer left in
+    // the past would make the caller spin.
+    let mut busy = worker(1, 1);
+    busy.stats.running = 1;
+    for workers in [vec![busy], Vec::new()] {
+        let mut h = Harness::new(&[]);
+        let partial = ServerMsg::View {
+            reset: true,
+            left: Vec::new(),
+            peers: workers,
+            synced: false,
+        };
+        h.d.handle_input(h.t0, Input::Signal(&partial))
+            .expect("signal");
+        h.submit(spec(1));
+        h.tick(h.t0);
+        assert!(h.submits().is_empty());
+        assert_eq!(
+            h.d.poll_timeout(),
+            Some(h.t0 + JobOptions::default().timeout),
+            "woken before its deadline"
+        );
+    }
 }
