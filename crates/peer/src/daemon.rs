@@ -1,38 +1,33 @@
-//! The daemon: the one event loop of a peer.
+//! The daemon: the driver of a peer's sans-IO [`Node`].
 //!
-//! It owns the sans-IO [`Dispatcher`] (jobs this peer submitted), the
-//! [`WorkerCore`] (jobs it runs), the link table and the handler tasks. It
-//! `select!`s over its input channels and one timer, feeds the cores, and
-//! carries out their outputs without ever awaiting a slow consumer: every
-//! outward send is a `try_send` with a written overflow policy.
+//! The [`Node`] decides (both cores, self-dispatch, the link table); this
+//! loop `select!`s over its input channels and one timer, turns what it
+//! learns into [`NodeInput`]s, and carries out the [`NodeOutput`]s without
+//! ever awaiting a slow consumer: every outward send is a `try_send` with a
+//! written overflow policy. It keeps handles (link connections, handler
+//! tasks, transfers, spool files) keyed by the node's ids.
 //!
 //! Inputs, in priority order (local work before new remote work): shutdown;
 //! handler progress; handler completions; link messages and closes;
 //! dial/answer results; signal-server events; local commands; the timer (the
-//! earliest deadline of either core or the stats coalescer).
-//!
-//! Self-dispatch: a message from one core to this peer itself never touches a
-//! socket; it is queued on a local loopback and handed to the other core
-//! within the same turn of the loop.
+//! node's deadline, input-blob deadlines, the journal batch).
 
 mod journaling;
 mod links;
 mod transfers;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use jobmesh_core::{
-    Admission, Dispatcher, EventKind, Input, JobEnd, JobEvent, Output, StatsCoalescer, WorkerCore,
-    WorkerOutput,
-};
-use jobmesh_transport::rtc::{self, LinkEvent, LinkHandle, LinkId};
+use jobmesh_core::{EventKind, JobEnd, JobEvent};
+use jobmesh_node::{LinkId, Node, NodeConfig, NodeInput, NodeOutput};
+use jobmesh_transport::rtc::{self, LinkEvent, LinkHandle};
 use jobmesh_transport::signal::{self as signal_client, SignalConfig, SignalEvent};
-use jobmesh_wire::blob::{BlobMeta, Direction, Frame};
-use jobmesh_wire::dc::{DcMsg, JobId, Outcome, Progress, MAX_DC_MESSAGE};
-use jobmesh_wire::signal::{ClientMsg, Hello, ServerMsg};
-use jobmesh_wire::{PeerId, PeerInfo, Stats, PROTOCOL_VERSION};
+use jobmesh_wire::blob::Frame;
+use jobmesh_wire::dc::{DcMsg, JobId, Progress};
+use jobmesh_wire::signal::{ClientMsg, Hello};
+use jobmesh_wire::{PeerId, PeerInfo, PROTOCOL_VERSION};
 use serde_json::Value;
 use tokio::sync::{broadcast, mpsc, oneshot, watch, Semaphore};
 use tokio_util::sync::{CancellationToken, DropGuard};
@@ -128,16 +123,30 @@ pub fn spawn_with(
     let (progress_tx, progress_rx) = mpsc::channel(PROGRESS_QUEUE);
     let (transfer_tx, transfer_rx) = mpsc::channel(transfers::TRANSFER_QUEUE);
     let (watch_tx, _) = broadcast::channel(WATCH_QUEUE);
-    let worker = WorkerCore::new(
-        config.capabilities.clone(),
-        config.slots,
-        config.progress_interval,
-    );
+    let journaled = durable.is_some();
+    let check = ext.handlers.clone();
+    let node = Node::new(NodeConfig {
+        me,
+        name: config.name.clone(),
+        capabilities: config.capabilities.clone(),
+        slots: config.slots,
+        progress_interval: config.progress_interval,
+        stats_interval: config.stats_interval,
+        dispatcher: config.dispatcher.clone(),
+        strategy: ext.strategy,
+        max_blob_size: config.blobs.max_blob_size,
+        journaled,
+        // Dial tags differ across restarts under the same peer id.
+        seed: rand::random(),
+        input_check: Box::new(move |capability, input| {
+            check.get(capability).map_or(Ok(()), |h| h.validate(input))
+        }),
+    });
     let me_info = PeerInfo {
         id: me,
         name: config.name.clone(),
         capabilities: config.capabilities.clone(),
-        stats: worker.stats(),
+        stats: node.stats().clone(),
     };
     let (pool_tx, pool_rx) = watch::channel(PoolSnapshot {
         connected: false,
@@ -186,21 +195,16 @@ pub fn spawn_with(
     let mut daemon = Daemon {
         me,
         journaling,
-        dispatcher: Dispatcher::new(me, config.dispatcher.clone(), ext.strategy),
-        worker,
+        node,
         handlers: ext.handlers,
         links: HashMap::new(),
-        next_link_id: 0,
         waiters: HashMap::new(),
         running: HashMap::new(),
-        loopback: VecDeque::new(),
-        local_info: None,
         signal_out,
         link_tx,
         opened_tx,
         done_tx,
         progress_tx,
-        coalescer: StatsCoalescer::new(config.stats_interval),
         pool_tx,
         watch: watch_tx.clone(),
         table: JobTable::default(),
@@ -216,7 +220,6 @@ pub fn spawn_with(
         uploads: HashMap::new(),
         downloads: HashMap::new(),
         results: HashMap::new(),
-        announced: HashMap::new(),
         inbound: HashMap::new(),
         pending_results: HashMap::new(),
         kept_outputs: HashMap::new(),
@@ -310,29 +313,16 @@ struct JobDone {
     outputs: Vec<Prepared>,
 }
 
-/// One entry of the link table. Dropping a `Connecting` aborts its task;
-/// dropping an `Open` closes the link.
+/// The connection behind one of the node's links. Dropping a `Connecting`
+/// stops its dial or answer (and closes its peer connection); dropping an
+/// `Open` closes the link. Removed only when the node says `CloseLink`.
 enum Link {
     Connecting {
-        link_id: LinkId,
         /// Where the dialler waits for the remote's answer (None when answering).
         answer: Option<oneshot::Sender<String>>,
-        /// The tag of the offer (ours when dialling, theirs when answering).
-        dial: u64,
-        /// Messages to send once open; at most `LINK_SEND_QUEUE`.
-        pending: Vec<Vec<u8>>,
         _abort: DropGuard,
     },
     Open(LinkHandle),
-}
-
-impl Link {
-    fn id(&self) -> LinkId {
-        match self {
-            Link::Connecting { link_id, .. } => *link_id,
-            Link::Open(h) => h.link_id(),
-        }
-    }
 }
 
 struct Waiter {
@@ -351,25 +341,19 @@ struct Daemon {
     /// The journal, when the daemon has a data dir.
     journaling: Option<journaling::Journaling>,
     config: DaemonConfig,
-    dispatcher: Dispatcher,
-    worker: WorkerCore,
+    /// Every decision of this peer.
+    node: Node,
     handlers: Handlers,
-    links: HashMap<PeerId, Link>,
-    next_link_id: LinkId,
+    /// The connections of the node's links.
+    links: HashMap<LinkId, Link>,
     waiters: HashMap<JobId, Waiter>,
     /// Worker side: cancel tokens of running handler tasks.
     running: HashMap<JobId, CancellationToken>,
-    /// Messages from one core to the other on this peer (self-dispatch).
-    /// Bounded by the work of one input: each message answers an earlier one.
-    loopback: VecDeque<DcMsg>,
-    /// What the dispatcher was last told about this peer's worker side.
-    local_info: Option<PeerInfo>,
     signal_out: mpsc::Sender<ClientMsg>,
     link_tx: mpsc::Sender<LinkEvent>,
     opened_tx: mpsc::Sender<Opened>,
     done_tx: mpsc::Sender<JobDone>,
     progress_tx: mpsc::Sender<(JobId, Progress)>,
-    coalescer: StatsCoalescer,
     pool_tx: watch::Sender<PoolSnapshot>,
     /// Overflow: a lagging subscriber misses events; sending never waits.
     watch: broadcast::Sender<WatchEvent>,
@@ -394,8 +378,6 @@ struct Daemon {
     /// Submitter side: blobs of results, with their attempt, until the job's
     /// end is reported (they belong to it only if that attempt completed it).
     results: HashMap<JobId, (u32, Vec<ReceivedBlob>)>,
-    /// Worker side: blobs announced by each peer for its next submit.
-    announced: HashMap<PeerId, (JobId, u32, Vec<BlobMeta>)>,
     /// Worker side: admitted jobs whose input blobs come over a link.
     inbound: HashMap<JobId, Upload>,
     /// Worker side: results held back until their output blobs are sent.
@@ -405,7 +387,7 @@ struct Daemon {
     /// removed on the core's `Restore` or `Forget`).
     kept_outputs: HashMap<JobId, Arc<Vec<Prepared>>>,
     /// Per link: blob transfers sent at once (`BlobLimits::transfers_per_link`).
-    link_permits: HashMap<PeerId, Arc<Semaphore>>,
+    link_permits: HashMap<LinkId, Arc<Semaphore>>,
     /// Upload completions. Overflow: the upload task waits.
     transfer_tx: mpsc::Sender<TransferDone>,
 }
@@ -414,12 +396,12 @@ impl Daemon {
     async fn run(mut self, mut inputs: Inputs, shutdown: CancellationToken) {
         let grace = tokio::time::sleep(Duration::from_secs(365 * 24 * 3600));
         tokio::pin!(grace);
-        self.flush(Instant::now());
+        // The node hears of this peer's worker side and its stats.
+        self.feed(Instant::now(), NodeInput::Timeout);
+        self.after_turn(Instant::now());
         loop {
             let next = [
-                self.dispatcher.poll_timeout(),
-                self.worker.poll_timeout(),
-                self.coalescer.poll_timeout(),
+                self.node.poll_timeout(),
                 self.inputs_deadline(),
                 // Journal changes gathered for a batch.
                 self.journal_deadline(),
@@ -436,20 +418,20 @@ impl Daemon {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled(), if !self.draining => {
-                    info!(running = self.worker.running(), submitted = self.dispatcher.len(),
+                    info!(running = self.node.worker().running(), submitted = self.node.dispatcher().len(),
                         grace_s = self.config.grace.as_secs(), "shutting down: draining");
                     self.draining = true;
-                    self.worker.drain();
+                    self.feed(Instant::now(), NodeInput::Drain);
                     grace.as_mut().reset((Instant::now() + self.config.grace).into());
                 }
                 () = &mut grace, if self.draining => {
-                    warn!(running = self.worker.running(), "grace period over: cancelling jobs");
+                    warn!(running = self.node.worker().running(), "grace period over: cancelling jobs");
                     break;
                 }
                 // Progress before completions: a handler's last report was
                 // sent before its result, and must reach the submitter first.
-                Some((job_id, p)) = inputs.progress.recv() => {
-                    self.worker.handle_progress(Instant::now(), job_id, p);
+                Some((job_id, progress)) = inputs.progress.recv() => {
+                    self.feed(Instant::now(), NodeInput::HandlerProgress { job_id, progress });
                 }
                 Some(done) = inputs.done.recv() => self.on_job_done(Instant::now(), done),
                 Some(t) = inputs.transfers.recv() => self.on_transfer_done(Instant::now(), t),
@@ -459,34 +441,29 @@ impl Daemon {
                 Some(cmd) = inputs.commands.recv() => self.on_command(Instant::now(), cmd),
                 () = timer => {
                     let now = Instant::now();
-                    let _ = self.dispatcher.handle_input(now, Input::Timeout);
-                    self.worker.handle_timeout(now);
+                    self.feed(now, NodeInput::Timeout);
                     self.expire_inputs(now);
-                    if let Some(stats) = self.coalescer.poll(now) {
-                        self.send_stats(stats);
-                    }
                 }
             }
-            self.flush(Instant::now());
-            self.flush_journal(Instant::now());
-            if self.draining && self.worker.running() == 0 && self.dispatcher.is_empty() {
+            self.after_turn(Instant::now());
+            if self.draining && self.node.is_idle() {
                 info!("drained");
                 break;
             }
         }
         self.jobs_cancel.cancel();
         // Without a journal, jobs of ours still queued or out on other workers
-        // end `cancelled` (the cancel messages go out with the link flush
+        // end `cancelled` (the cancel messages go out with the outputs
         // below). With one they stay unfinished in it, and the workers keep
         // running them (for their orphan grace, results kept) so that the
         // next start re-attaches to them.
         let now = Instant::now();
         if self.journaling.is_none() {
-            for job_id in self.dispatcher.job_ids() {
-                let _ = self.dispatcher.handle_input(now, Input::Cancel(job_id));
+            for job_id in self.node.dispatcher().job_ids() {
+                self.feed(now, NodeInput::Cancel(job_id));
             }
         }
-        self.flush(now);
+        self.apply_outputs(now);
         for (_, w) in self.waiters.drain() {
             let _ = w.reply.send(Err(DaemonError::Stopped));
         }
@@ -501,122 +478,115 @@ impl Daemon {
         futures_util::future::join_all(open).await;
     }
 
-    /// Carries out both cores' outputs until neither has any: messages to
-    /// this peer are looped back in, and a changed local worker is reported to
-    /// the dispatcher (a freed local slot may place jobs). Then publishes stats.
-    fn flush(&mut self, now: Instant) {
-        let m = &self.metrics;
-        Metrics::set(&m.stale_messages, self.dispatcher.stale_messages());
-        Metrics::set(&m.leases_expired, self.dispatcher.leases_expired());
-        loop {
-            while let Some(out) = self.dispatcher.poll_output() {
-                match out {
-                    Output::Send { to, msg } => self.send_to(now, to, msg),
-                    Output::Event(e) => self.on_event(e),
-                    Output::Finished(end) => self.finished(end),
-                }
-            }
-            while let Some(out) = self.worker.poll_output() {
-                match out {
-                    WorkerOutput::Send { to, msg } => self.send_to(now, to, msg),
-                    WorkerOutput::Start {
-                        job_id,
-                        capability,
-                        input,
-                        timeout,
-                    } => self.start_job(
-                        now,
-                        job_id,
-                        Deferred {
-                            capability,
-                            input,
-                            timeout,
-                        },
-                    ),
-                    WorkerOutput::Cancel { job_id } => self.stop_work(now, job_id),
-                    WorkerOutput::Restore { job_id, result } => {
-                        info!(%job_id, "delivering a kept result to its returned submitter");
-                        let outputs = self
-                            .kept_outputs
-                            .remove(&job_id)
-                            .map(|o| Arc::try_unwrap(o).unwrap_or_else(|o| (*o).clone()))
-                            .unwrap_or_default();
-                        let result = result
-                            .map_err(|(message, retryable)| HandlerError { message, retryable });
-                        self.finish_job(
-                            now,
-                            JobDone {
-                                job_id,
-                                result,
-                                outputs,
-                            },
-                        );
-                    }
-                    WorkerOutput::Forget { job_id } => {
-                        self.kept_outputs.remove(&job_id);
-                    }
-                }
-            }
-            if let Some(msg) = self.loopback.pop_front() {
-                self.on_dc_msg(now, self.me, msg);
-                continue;
-            }
-            let local = self.local_worker();
-            if local != self.local_info {
-                self.local_info.clone_from(&local);
-                let _ = self.dispatcher.handle_input(now, Input::LocalWorker(local));
-                continue;
-            }
-            break;
-        }
-        let mut stats = self.worker.stats();
-        stats.queued = u32::try_from(self.dispatcher.queued()).unwrap_or(u32::MAX);
+    /// Hands the node one fact; its outputs are carried out at the end of
+    /// the loop's turn (`after_turn`), in order. (Only a submit or resume
+    /// can be refused, and those go through `admit`.)
+    fn feed(&mut self, now: Instant, input: NodeInput<'_>) {
+        let _ = self.node.handle_input(now, input);
+    }
+
+    /// Carries out the node's outputs, then publishes this peer's stats and
+    /// counters and hands due journal changes over.
+    fn after_turn(&mut self, now: Instant) {
+        self.apply_outputs(now);
+        let stats = self.node.stats().clone();
         // This peer's own view is exact; only what goes to the pool is coalesced.
         self.pool_tx.send_if_modified(|s| {
             let changed = s.me.stats != stats;
             if changed {
-                s.me.stats.clone_from(&stats);
+                s.me.stats = stats;
             }
             changed
         });
-        if let Some(s) = self.coalescer.update(now, stats) {
-            self.send_stats(s);
-        }
+        let (m, c, d) = (&self.metrics, self.node.counters(), self.node.dispatcher());
+        Metrics::set(&m.submits_received, c.submits_received);
+        Metrics::set(&m.rejected, c.rejected);
+        Metrics::set(&m.malformed_messages, c.malformed);
+        Metrics::set(&m.stale_messages, d.stale_messages());
+        Metrics::set(&m.leases_expired, d.leases_expired());
+        self.flush_journal(now);
     }
 
-    /// This peer as a candidate for its own jobs (None if it runs nothing).
-    fn local_worker(&self) -> Option<PeerInfo> {
-        (!self.config.capabilities.is_empty()).then(|| PeerInfo {
-            id: self.me,
-            name: self.config.name.clone(),
-            capabilities: self.config.capabilities.clone(),
-            stats: self.worker.stats(),
-        })
-    }
-
-    fn send_stats(&mut self, stats: Stats) {
-        // Overflow: dropped; the coalescer sends the latest value on the next change.
-        let _ = self.signal_out.try_send(ClientMsg::Stats { stats });
-    }
-
-    /// Sends to a peer, or loops back to this peer's other core.
-    fn send_to(&mut self, now: Instant, to: PeerId, msg: DcMsg) {
-        if to == self.me {
-            self.loopback.push_back(msg);
-        } else {
-            if let DcMsg::Submit {
-                job_id, attempt, ..
-            } = &msg
-            {
-                self.announce_inputs(now, to, *job_id, *attempt);
+    /// Carries out the node's outputs until it has none (an effect may feed
+    /// it again: a spool that cannot be created ends the job at once, say).
+    fn apply_outputs(&mut self, now: Instant) {
+        while let Some(out) = self.node.poll_output() {
+            match out {
+                NodeOutput::Send { to, link, msg } => self.send_bytes(now, to, link, msg.encode()),
+                NodeOutput::Dial { peer, link, tag } => self.start_link(peer, link, tag, None),
+                NodeOutput::Answer {
+                    peer,
+                    link,
+                    tag,
+                    sdp,
+                } => self.start_link(peer, link, tag, Some(sdp)),
+                NodeOutput::DeliverAnswer { link, sdp } => self.deliver_answer(link, sdp),
+                NodeOutput::CloseLink { link, .. } => {
+                    // Dropping the connection closes it, or stops its dial.
+                    self.links.remove(&link);
+                    self.link_permits.remove(&link);
+                }
+                NodeOutput::StartHandler {
+                    job_id,
+                    capability,
+                    input,
+                    timeout,
+                } => self.start_job(
+                    now,
+                    job_id,
+                    Deferred {
+                        capability,
+                        input,
+                        timeout,
+                    },
+                ),
+                NodeOutput::CancelHandler { job_id } => self.stop_work(now, job_id),
+                NodeOutput::RestoreResult { job_id, result } => {
+                    let outputs = self
+                        .kept_outputs
+                        .remove(&job_id)
+                        .map(|o| Arc::try_unwrap(o).unwrap_or_else(|o| (*o).clone()))
+                        .unwrap_or_default();
+                    let result =
+                        result.map_err(|(message, retryable)| HandlerError { message, retryable });
+                    self.finish_job(
+                        now,
+                        JobDone {
+                            job_id,
+                            result,
+                            outputs,
+                        },
+                    );
+                }
+                NodeOutput::ForgetResult { job_id } => {
+                    self.kept_outputs.remove(&job_id);
+                }
+                NodeOutput::ExpectInputs {
+                    from,
+                    job_id,
+                    attempt,
+                    blobs,
+                } => self.expect_inputs(from, job_id, attempt, blobs),
+                NodeOutput::ExpectResultBlobs {
+                    from,
+                    job_id,
+                    attempt,
+                    blobs,
+                } => self.on_output_blobs(from, job_id, attempt, blobs),
+                NodeOutput::Event(e) => self.on_event(e),
+                NodeOutput::Finished(end) => self.finished(end),
+                NodeOutput::Journal(op) => self.journal_op(op),
+                NodeOutput::PublishStats(stats) => {
+                    // Overflow: dropped; the node's coalescer sends the latest
+                    // value on the next change.
+                    let _ = self.signal_out.try_send(ClientMsg::Stats { stats });
+                }
             }
-            self.send_bytes(now, to, msg.encode());
         }
     }
 
     fn on_event(&mut self, e: JobEvent) {
         self.on_job_event(&e);
-        self.journal_event(&e);
         self.table.apply(&e, &self.clock);
         if self.watch.receiver_count() > 0 {
             // A lagging subscriber misses events; sending never waits.
@@ -636,7 +606,7 @@ impl Daemon {
             let name = if w == self.me {
                 self.config.name.clone()
             } else {
-                self.dispatcher
+                self.node
                     .pool()
                     .get(&w)
                     .map_or_else(|| "?".to_owned(), |p| p.name.clone())
@@ -682,24 +652,26 @@ impl Daemon {
         }
     }
 
-    /// Takes a journaled job that had not ended back into the dispatcher.
+    /// Takes a journaled job that had not ended back into the node.
     fn resume(&mut self, now: Instant, r: crate::durable::Resume) {
         let job_id = r.spec.job_id;
-        let resume = Input::Resume {
+        let blobs = r.blobs.iter().map(|b| b.meta.clone()).collect();
+        let resume = NodeInput::Resume {
             spec: r.spec,
+            blobs,
             attempts_before: r.attempts_before,
             held_by: r.held_by,
         };
         self.admit(now, job_id, r.blobs, resume);
     }
 
-    /// Hands a job (`Submit` or `Resume`) and its input blobs to the
-    /// dispatcher; a refusal (queue full, too large, ...) ends it at once.
-    fn admit(&mut self, now: Instant, job_id: JobId, blobs: Vec<Prepared>, input: Input<'_>) {
+    /// Hands a job (`Submit` or `Resume`) to the node and keeps its input
+    /// blobs; a refusal (queue full, too large, ...) ends it at once.
+    fn admit(&mut self, now: Instant, job_id: JobId, blobs: Vec<Prepared>, input: NodeInput<'_>) {
         if !blobs.is_empty() {
             self.job_blobs.insert(job_id, Arc::new(blobs));
         }
-        if let Err(e) = self.dispatcher.handle_input(now, input) {
+        if let Err(e) = self.node.handle_input(now, input) {
             self.job_blobs.remove(&job_id);
             self.finished(JobEnd {
                 job_id,
@@ -740,11 +712,13 @@ impl Daemon {
                         place,
                     },
                 );
-                self.admit(now, job_id, blobs, Input::Submit(spec));
+                let metas = blobs.iter().map(|b| b.meta.clone()).collect();
+                let submit = NodeInput::Submit { spec, blobs: metas };
+                self.admit(now, job_id, blobs, submit);
             }
             Command::Cancel { job_id, reply } => {
-                let live = self.dispatcher.state(&job_id).is_some();
-                let _ = self.dispatcher.handle_input(now, Input::Cancel(job_id));
+                let live = self.node.dispatcher().state(&job_id).is_some();
+                self.feed(now, NodeInput::Cancel(job_id));
                 let _ = reply.send(live);
             }
             Command::Jobs { reply } => {
@@ -757,22 +731,18 @@ impl Daemon {
         match ev {
             SignalEvent::Connected => {
                 self.connected = true;
-                // Re-announce our stats to the (possibly new) server.
-                self.coalescer.reset();
+                // The node re-announces our stats to the (possibly new) server.
+                self.feed(now, NodeInput::SignalConnected);
             }
             SignalEvent::Disconnected { .. } => {
-                // Keep the pool view and the links: jobs keep flowing peer to peer.
+                // The node keeps the pool view and the links: jobs keep
+                // flowing peer to peer.
                 self.connected = false;
+                self.feed(now, NodeInput::SignalDisconnected);
             }
-            SignalEvent::Message(ServerMsg::Relayed { from, signal }) => {
-                self.on_handshake(now, from, signal);
-            }
-            SignalEvent::Message(msg) => {
-                let _ = self.dispatcher.handle_input(now, Input::Signal(&msg));
-                self.call_back_away_submitters();
-            }
+            SignalEvent::Message(msg) => self.feed(now, NodeInput::Signal(&msg)),
         }
-        let pool = self.dispatcher.pool();
+        let pool = self.node.pool();
         let connected = self.connected;
         let synced = connected && pool.is_synced();
         self.pool_tx.send_if_modified(|s| {
@@ -787,81 +757,29 @@ impl Daemon {
         });
     }
 
-    fn on_dc_bytes(&mut self, now: Instant, peer: PeerId, data: &[u8]) {
+    fn on_dc_bytes(&mut self, now: Instant, peer: PeerId, link: LinkId, data: &[u8]) {
         match Frame::decode(data) {
-            Ok(Frame::Msg(msg)) => self.on_dc_msg(now, peer, msg),
-            Ok(Frame::Chunk(h, payload)) => self.on_chunk(now, peer, h, payload),
-            Err(e) => {
-                Metrics::bump(&self.metrics.malformed_messages);
-                warn!(peer = %peer.short(), error = %e, "malformed data-channel message");
-                let reply = DcMsg::Error {
-                    job_id: DcMsg::peek_job_id(data),
-                    message: e.to_string(),
-                };
-                self.send_to(now, peer, reply);
-            }
-        }
-    }
-
-    fn on_dc_msg(&mut self, now: Instant, peer: PeerId, msg: DcMsg) {
-        match msg {
-            DcMsg::Submit {
-                job_id,
-                attempt,
-                capability,
-                input,
-                timeout_ms,
-            } => {
-                Metrics::bump(&self.metrics.submits_received);
-                let announced = self.take_announced(peer, job_id, attempt);
-                let check = match &announced {
-                    Err(why) => Err(why.clone()),
-                    Ok(_) => self
-                        .handlers
-                        .get(&capability)
-                        .map_or(Ok(()), |h| h.validate(&input)),
-                };
-                let admission = self.worker.handle_submit(
-                    now, peer, job_id, attempt, capability, input, timeout_ms, check,
-                );
-                match (admission, announced) {
-                    (Admission::Refused, _) => Metrics::bump(&self.metrics.rejected),
-                    (Admission::Started, Ok(Some(metas))) => {
-                        self.expect_inputs(peer, job_id, attempt, metas);
-                    }
-                    // Re-attached: its inputs are here already (chunks the
-                    // submitter sends anyway are dropped as stale).
-                    _ => {}
-                }
-            }
-            DcMsg::Cancel { job_id, attempt } => self.worker.handle_cancel(peer, job_id, attempt),
-            DcMsg::Received { receipts } => {
-                for r in receipts {
-                    self.worker.handle_received(peer, r.job_id, r.attempt);
-                }
-            }
-            DcMsg::Error { job_id, message } => {
-                warn!(peer = %peer.short(), ?job_id, %message, "peer could not read our message");
-            }
-            DcMsg::Blobs {
-                job_id,
-                attempt,
-                direction,
-                blobs,
-            } => match direction {
-                Direction::Input => self.on_input_blobs(peer, job_id, attempt, blobs),
-                Direction::Output => self.on_output_blobs(peer, job_id, attempt, blobs),
-            },
-            other => {
-                let other = self.check_result_blobs(peer, other);
-                let _ = self.dispatcher.handle_input(
+            Ok(Frame::Msg(msg)) => {
+                let msg = self.check_result_blobs(peer, msg);
+                self.feed(
                     now,
-                    Input::Dc {
+                    NodeInput::Message {
                         from: peer,
-                        msg: &other,
+                        link,
+                        msg,
                     },
                 );
             }
+            Ok(Frame::Chunk(h, payload)) => self.on_chunk(now, peer, h, payload),
+            Err(e) => self.feed(
+                now,
+                NodeInput::Malformed {
+                    from: peer,
+                    link,
+                    job_id: DcMsg::peek_job_id(data),
+                    error: e.to_string(),
+                },
+            ),
         }
     }
 
@@ -968,20 +886,6 @@ impl Daemon {
         info!(job_id = %done.job_id, ok = done.result.is_ok(), blobs = done.outputs.len(), "job finished");
         self.finish_job(now, done);
     }
-
-    /// Reports a job's end to the worker core, which sends the result.
-    fn complete(&mut self, now: Instant, job_id: JobId, result: Result<Value, (String, bool)>) {
-        let result = match result {
-            Ok(value) if too_big(&value) => Err((
-                format!(
-                    "the result does not fit in one data-channel message ({MAX_DC_MESSAGE} bytes)"
-                ),
-                false,
-            )),
-            other => other,
-        };
-        self.worker.handle_done(now, job_id, result);
-    }
 }
 
 /// Runs a handler, turning a panic into a failed job rather than a dead task.
@@ -995,61 +899,4 @@ async fn run_handler(
         .catch_unwind()
         .await
         .unwrap_or_else(|_| Err(HandlerError::permanent("the handler panicked")))
-}
-
-/// Whether a result with `value` would exceed one data-channel message.
-/// Counts the value's JSON bytes without building them, plus the largest
-/// possible envelope around it (computed once).
-fn too_big(value: &Value) -> bool {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    static ENVELOPE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    let envelope = *ENVELOPE.get_or_init(|| {
-        let widest = DcMsg::Result {
-            job_id: JobId::max(),
-            attempt: u32::MAX,
-            outcome: Outcome::Ok { value: Value::Null },
-            load: Some(jobmesh_wire::dc::Load {
-                running: u32::MAX,
-                slots: u32::MAX,
-                seq: u64::MAX,
-            }),
-        };
-        widest.encode().len() - "null".len()
-    });
-    let mut count = Count(0);
-    // Writing into a counter cannot fail.
-    let _ = serde_json::to_writer(&mut count, value);
-    envelope + count.0 > MAX_DC_MESSAGE
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_result_too_large_for_one_message_is_recognised_without_encoding_it() {
-        assert!(!too_big(&serde_json::json!({"words": 5})));
-        assert!(too_big(&Value::String("x".repeat(MAX_DC_MESSAGE))));
-        // Just under the limit, counting the widest envelope, still fits.
-        let fits = Value::String("x".repeat(MAX_DC_MESSAGE - 300));
-        let msg = DcMsg::Result {
-            job_id: JobId::max(),
-            attempt: u32::MAX,
-            outcome: Outcome::Ok {
-                value: fits.clone(),
-            },
-            load: None,
-        };
-        assert!(msg.encode().len() <= MAX_DC_MESSAGE);
-        assert!(!too_big(&fits));
-    }
 }

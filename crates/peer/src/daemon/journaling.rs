@@ -9,8 +9,8 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use jobmesh_core::{EventKind, JobEvent};
 use jobmesh_journal::{Durability, JournalHandle, Op};
+use jobmesh_node::JournalOp;
 use tracing::{error, warn};
 
 use super::Daemon;
@@ -89,17 +89,20 @@ impl Daemon {
         }
     }
 
-    /// Journals an attempt handed out or taken back.
-    pub(super) fn journal_event(&mut self, e: &JobEvent) {
-        match &e.kind {
-            EventKind::Dispatched { worker, attempt } => self.journal(Op::Attempt {
-                job_id: e.job_id,
-                attempt: *attempt,
+    /// Journals what the node asks for: an attempt handed out or taken back.
+    pub(super) fn journal_op(&mut self, op: JournalOp) {
+        self.journal(match op {
+            JournalOp::Attempt {
+                job_id,
+                attempt,
+                worker,
+            } => Op::Attempt {
+                job_id,
+                attempt,
                 worker: worker.to_string(),
-            }),
-            EventKind::Retrying { .. } => self.journal(Op::Requeue { job_id: e.job_id }),
-            _ => {}
-        }
+            },
+            JournalOp::Requeue { job_id } => Op::Requeue { job_id },
+        });
     }
 
     /// Journals a job's outcome; `fetched` when a caller is there to take it.

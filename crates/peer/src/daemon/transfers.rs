@@ -17,7 +17,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use jobmesh_core::{EventKind, Input, JobEvent};
+use jobmesh_core::{EventKind, JobEvent};
+use jobmesh_node::{LinkId, NodeInput};
 use jobmesh_wire::blob::{BlobMeta, ChunkHeader, Direction};
 use jobmesh_wire::dc::{DcMsg, JobId, Outcome, Progress};
 use jobmesh_wire::{Capability, PeerId};
@@ -99,25 +100,6 @@ pub(super) enum HandlerInputs {
 impl Daemon {
     // ---- submitter side ----
 
-    /// Before a submit goes to a remote worker: announce the input blobs.
-    pub(super) fn announce_inputs(
-        &mut self,
-        now: Instant,
-        to: PeerId,
-        job_id: JobId,
-        attempt: u32,
-    ) {
-        if let Some(blobs) = self.job_blobs.get(&job_id) {
-            let msg = DcMsg::Blobs {
-                job_id,
-                attempt,
-                direction: Direction::Input,
-                blobs: blobs.iter().map(|b| b.meta.clone()).collect(),
-            };
-            self.send_bytes(now, to, msg.encode());
-        }
-    }
-
     /// Starts, stops or finishes transfers as a job of ours moves on.
     pub(super) fn on_job_event(&mut self, e: &JobEvent) {
         match &e.kind {
@@ -125,9 +107,10 @@ impl Daemon {
                 let Some(blobs) = self.job_blobs.get(&e.job_id).cloned() else {
                     return;
                 };
-                let guard = self.spawn_upload(e.job_id, *worker, *attempt, Direction::Input, blobs);
-                if let Some(g) = guard {
-                    self.uploads.insert(e.job_id, g);
+                let upload =
+                    self.spawn_upload(e.job_id, *worker, *attempt, Direction::Input, blobs);
+                if let Some((_, guard)) = upload {
+                    self.uploads.insert(e.job_id, guard);
                 }
             }
             EventKind::Started { .. } | EventKind::Progress { .. } => {}
@@ -152,10 +135,6 @@ impl Daemon {
         attempt: u32,
         metas: Vec<BlobMeta>,
     ) {
-        if self.dispatcher.state(&job_id).is_none() {
-            debug!(%job_id, "result blobs for a job no longer ours: ignored");
-            return;
-        }
         let limit = self.config.blobs.max_blob_size;
         let rx = if let Some(b) = metas.iter().find(|b| b.size > limit) {
             Err(format!(
@@ -244,16 +223,17 @@ impl Daemon {
                 };
                 let Ok(rx) = &mut d.rx else { return };
                 rx.on_chunk(h.blob, h.offset, payload);
+                let pct = percent(rx.progress());
+                let moved = pct != d.percent;
+                d.percent = pct;
                 // The worker is busy sending: its lease holds.
-                let alive = Input::Alive {
+                let alive = NodeInput::Alive {
                     from: peer,
                     job_id: h.job_id,
                     attempt: h.attempt,
                 };
-                let _ = self.dispatcher.handle_input(now, alive);
-                let pct = percent(rx.progress());
-                if pct != d.percent {
-                    d.percent = pct;
+                self.feed(now, alive);
+                if moved {
                     let ev = JobEvent {
                         job_id: h.job_id,
                         at: now,
@@ -281,20 +261,23 @@ impl Daemon {
                     let why = format!("receiving the input blobs failed: {why}");
                     warn!(job_id = %h.job_id, %why, "input blobs failed");
                     self.inbound.remove(&h.job_id);
-                    self.worker.handle_done(now, h.job_id, Err((why, true)));
+                    self.done(now, h.job_id, Err((why, true)));
                     return;
                 }
                 let pct = percent(rx.progress());
-                if pct != *p {
-                    *p = pct;
+                let moved = pct != *p;
+                *p = pct;
+                let complete = rx.is_complete();
+                if moved {
                     let progress = Progress {
                         percent: Some(pct),
                         stage: Some("receiving input".into()),
                         message: None,
                     };
-                    self.worker.handle_progress(now, h.job_id, progress);
+                    let job_id = h.job_id;
+                    self.feed(now, NodeInput::HandlerProgress { job_id, progress });
                 }
-                if rx.is_complete() {
+                if complete {
                     self.inputs_complete(now, h.job_id);
                 }
             }
@@ -302,42 +285,6 @@ impl Daemon {
     }
 
     // ---- worker side ----
-
-    /// Blobs announced before a submit: checked with the submit, so a job
-    /// over a limit is rejected before any byte is sent.
-    pub(super) fn on_input_blobs(
-        &mut self,
-        from: PeerId,
-        job_id: JobId,
-        attempt: u32,
-        metas: Vec<BlobMeta>,
-    ) {
-        // One per peer: the announcement travels right before its submit.
-        self.announced.insert(from, (job_id, attempt, metas));
-    }
-
-    /// The blobs announced for this submit, and whether they are acceptable.
-    pub(super) fn take_announced(
-        &mut self,
-        from: PeerId,
-        job_id: JobId,
-        attempt: u32,
-    ) -> Result<Option<Vec<BlobMeta>>, String> {
-        let Some((j, a, metas)) = self.announced.remove(&from) else {
-            return Ok(None);
-        };
-        if j != job_id || a != attempt {
-            return Ok(None);
-        }
-        let limit = self.config.blobs.max_blob_size;
-        if let Some(b) = metas.iter().find(|b| b.size > limit) {
-            return Err(format!(
-                "input blob {} is {} bytes; this worker takes at most {limit}",
-                b.index, b.size
-            ));
-        }
-        Ok(Some(metas))
-    }
 
     /// Remembers an admitted job's announced blobs until its handler starts.
     pub(super) fn expect_inputs(
@@ -360,7 +307,8 @@ impl Daemon {
     /// The worker core starts a job: at once, or once its blobs are in.
     pub(super) fn start_job(&mut self, now: Instant, job_id: JobId, start: Deferred) {
         let local = self
-            .worker
+            .node
+            .worker()
             .submitter(&job_id)
             .filter(|(from, _)| *from == self.me)
             .and_then(|_| self.job_blobs.get(&job_id).cloned());
@@ -401,7 +349,7 @@ impl Daemon {
                     "cannot spool the input blobs: {e}; check the temp dir's space and permissions"
                 );
                 warn!(%job_id, %why);
-                self.worker.handle_done(now, job_id, Err((why, true)));
+                self.done(now, job_id, Err((why, true)));
             }
         }
     }
@@ -446,7 +394,7 @@ impl Daemon {
                 let files = Arc::new(JobFiles::new(inputs, self.spool.clone(), Some(dir)));
                 self.launch(job_id, start, HandlerInputs::Ready(files));
             }
-            Err(why) => self.worker.handle_done(now, job_id, Err((why, true))),
+            Err(why) => self.done(now, job_id, Err((why, true))),
         }
     }
 
@@ -458,20 +406,20 @@ impl Daemon {
             outputs,
         } = done;
         let result = result.map_err(|e| (e.message, e.retryable));
-        if self.worker.is_orphaned(&job_id) {
+        if self.node.worker().is_orphaned(&job_id) {
             // Its submitter is away: the worker core keeps the result, and
             // this its blobs, until it is back or they expire.
             if result.is_ok() && !outputs.is_empty() {
                 self.kept_outputs.insert(job_id, Arc::new(outputs));
             }
-            self.complete(now, job_id, result);
+            self.done(now, job_id, result);
             return;
         }
         let (Ok(value), false) = (&result, outputs.is_empty()) else {
-            self.complete(now, job_id, result);
+            self.done(now, job_id, result);
             return;
         };
-        let Some((to, attempt)) = self.worker.submitter(&job_id) else {
+        let Some((to, attempt)) = self.node.worker().submitter(&job_id) else {
             return; // cancelled or timed out meanwhile
         };
         if to == self.me {
@@ -480,19 +428,21 @@ impl Daemon {
                 .map(ReceivedBlob::from_prepared)
                 .collect();
             self.results.insert(job_id, (attempt, blobs));
-            self.complete(now, job_id, result);
+            self.done(now, job_id, result);
             return;
         }
-        let msg = DcMsg::Blobs {
-            job_id,
-            attempt,
-            direction: Direction::Output,
-            blobs: outputs.iter().map(|b| b.meta.clone()).collect(),
-        };
-        self.send_bytes(now, to, msg.encode());
         let outputs = Arc::new(outputs);
         match self.spawn_upload(job_id, to, attempt, Direction::Output, outputs.clone()) {
-            Some(guard) => {
+            Some((link, guard)) => {
+                let msg = DcMsg::Blobs {
+                    job_id,
+                    attempt,
+                    direction: Direction::Output,
+                    blobs: outputs.iter().map(|b| b.meta.clone()).collect(),
+                };
+                // Ahead of the chunks: the upload task queues on the bulk
+                // queue, which the link serves after its control messages.
+                self.send_bytes(now, to, link, msg.encode());
                 self.pending_results.insert(
                     job_id,
                     PendingResult {
@@ -502,7 +452,7 @@ impl Daemon {
                     },
                 );
             }
-            None => self.complete(
+            None => self.done(
                 now,
                 job_id,
                 Err((
@@ -538,7 +488,7 @@ impl Daemon {
             self.inbound.remove(&job_id);
             warn!(%job_id, "input blobs did not arrive within the job's timeout");
             let why = "timed out on the worker waiting for the input blobs".to_owned();
-            self.worker.handle_done(now, job_id, Err((why, true)));
+            self.done(now, job_id, Err((why, true)));
         }
     }
 
@@ -558,18 +508,23 @@ impl Daemon {
         } else if let Some(p) = finished {
             info!(%job_id, "cancelled while its result's blobs went out; the result is kept");
             self.kept_outputs.insert(job_id, p.outputs);
-            self.worker.handle_done(now, job_id, Ok(p.value));
+            self.done(now, job_id, Ok(p.value));
         } else {
             info!(%job_id, "cancelled while its input blobs came in");
             let why = ("cancelled".to_owned(), false);
-            self.worker.handle_done(now, job_id, Err(why));
+            self.done(now, job_id, Err(why));
         }
+    }
+
+    /// Tells the node that a job this peer ran has ended.
+    fn done(&mut self, now: Instant, job_id: JobId, result: Result<Value, (String, bool)>) {
+        self.feed(now, NodeInput::HandlerDone { job_id, result });
     }
 
     // ---- uploads ----
 
-    /// Streams `blobs` to `to` in a task; `None` if there is no open link.
-    /// Dropping the guard stops the task.
+    /// Streams `blobs` to `to` in a task on its open link (returned); `None`
+    /// if there is none. Dropping the guard stops the task.
     fn spawn_upload(
         &mut self,
         job_id: JobId,
@@ -577,14 +532,15 @@ impl Daemon {
         attempt: u32,
         direction: Direction,
         blobs: Arc<Vec<Prepared>>,
-    ) -> Option<DropGuard> {
-        let Some(Link::Open(link)) = self.links.get(&to) else {
+    ) -> Option<(LinkId, DropGuard)> {
+        let link_id = self.node.open_link(&to)?;
+        let Some(Link::Open(link)) = self.links.get(&link_id) else {
             return None;
         };
         let bulk = link.bulk();
         let permits = self
             .link_permits
-            .entry(to)
+            .entry(link_id)
             .or_insert_with(|| Arc::new(Semaphore::new(self.config.blobs.transfers_per_link)))
             .clone();
         let cancel = CancellationToken::new();
@@ -623,7 +579,7 @@ impl Daemon {
             }
             .instrument(tracing::info_span!("upload", %job_id, ?direction, to = %to.short())),
         );
-        Some(cancel.drop_guard())
+        Some((link_id, cancel.drop_guard()))
     }
 
     pub(super) fn on_transfer_done(&mut self, now: Instant, t: TransferDone) {
@@ -639,21 +595,21 @@ impl Daemon {
                         Ok(pending.value)
                     }
                     Err(SendBlobError::Closed) => {
-                        // The link closed under the transfer (its close may
-                        // not have reached the loop yet): keep the result for
-                        // the submitter's return, as for any job of its.
-                        self.worker.handle_link_closed(now, t.to);
+                        // The link closed under the transfer: the node keeps
+                        // the result for the submitter's return, as for any
+                        // job of its.
                         self.kept_outputs.insert(t.job_id, pending.outputs);
-                        self.complete(now, t.job_id, Ok(pending.value));
-                        if matches!(self.links.get(&t.to), Some(Link::Open(_))) {
-                            // Already back on a new link.
-                            self.worker.handle_link_opened(t.to);
-                        }
+                        let lost = NodeInput::ResultLinkLost {
+                            peer: t.to,
+                            job_id: t.job_id,
+                            result: pending.value,
+                        };
+                        self.feed(now, lost);
                         return;
                     }
                     Err(e) => Err((format!("sending the result's blobs failed: {e}"), true)),
                 };
-                self.complete(now, t.job_id, result);
+                self.done(now, t.job_id, result);
             }
             Direction::Input => {
                 self.uploads.remove(&t.job_id);
@@ -662,30 +618,13 @@ impl Daemon {
                     Err(e) => {
                         // Our own file went missing or unreadable: the attempt fails, for good.
                         warn!(job_id = %t.job_id, error = %e, "input blobs could not be sent");
-                        let result = DcMsg::Result {
+                        let unsendable = NodeInput::InputsUnsendable {
+                            to: t.to,
                             job_id: t.job_id,
                             attempt: t.attempt,
-                            outcome: Outcome::Err {
-                                message: format!("sending the input blobs failed: {e}"),
-                                retryable: false,
-                            },
-                            load: None,
+                            error: e.to_string(),
                         };
-                        let _ = self.dispatcher.handle_input(
-                            now,
-                            Input::Dc {
-                                from: t.to,
-                                msg: &result,
-                            },
-                        );
-                        self.send_to(
-                            now,
-                            t.to,
-                            DcMsg::Cancel {
-                                job_id: t.job_id,
-                                attempt: t.attempt,
-                            },
-                        );
+                        self.feed(now, unsendable);
                     }
                 }
             }

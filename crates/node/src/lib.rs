@@ -1,0 +1,1041 @@
+//! One jobmesh peer as a sans-IO state machine.
+//!
+//! A [`Node`] owns every decision of one peer that ties its parts together:
+//! the [`Dispatcher`] (jobs it submitted), the [`WorkerCore`] (jobs it runs),
+//! the routing of messages between the two when the peer runs its own job
+//! (self-dispatch: they never touch a socket), the link table (dial on first
+//! use, the glare rule when both peers dial at once, link ids that fence a
+//! replaced link's late events, messages held while a link opens), the input
+//! blobs announced before a submit, the stats it publishes and the journal
+//! changes it wants written.
+//!
+//! Contract (str0m / quinn): no sockets, no tasks, no clock. Every input
+//! comes with `now` through [`Node::handle_input`]; after each one, drain
+//! [`Node::poll_output`] until it returns `None`; call again with
+//! [`NodeInput::Timeout`] at [`Node::poll_timeout`]. The driver (the `peer`
+//! daemon, or the simulator) turns I/O into inputs and outputs into effects,
+//! and keeps only handles (tasks, connections, files) keyed by the same ids.
+
+mod links;
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use jobmesh_core::{
+    Admission, Dispatcher, DispatcherConfig, Input, JobEnd, JobError, JobEvent, JobSpec, PoolView,
+    StatsCoalescer, Strategy, WorkerCore, WorkerOutput,
+};
+use jobmesh_wire::blob::{BlobMeta, Direction};
+use jobmesh_wire::dc::{DcMsg, JobId, Outcome, Progress, MAX_DC_MESSAGE};
+use jobmesh_wire::signal::{Handshake, ServerMsg};
+use jobmesh_wire::{Capability, PeerId, PeerInfo, Stats};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::Value;
+use tracing::{debug, info, warn};
+
+use links::{Link, LinkTable};
+pub use links::{LinkId, PENDING_PER_LINK};
+
+/// A handler's verdict on a job's input, before it is admitted (`Err(why)`:
+/// rejected as bad input). Pure: it must not block or do I/O.
+pub type InputCheck = Box<dyn Fn(&Capability, &Value) -> Result<(), String> + Send>;
+
+/// Everything a node is configured with.
+pub struct NodeConfig {
+    /// This peer's id.
+    pub me: PeerId,
+    /// Its name in the pool.
+    pub name: String,
+    /// What it runs (empty: a submit-only peer).
+    pub capabilities: Vec<Capability>,
+    /// Jobs it runs at once.
+    pub slots: u32,
+    /// Handler progress goes out at most this often per job.
+    pub progress_interval: Duration,
+    /// Stats go to the signal-server at most this often.
+    pub stats_interval: Duration,
+    /// The submitting side's settings.
+    pub dispatcher: DispatcherConfig,
+    /// A user's own strategy, for jobs that ask for `custom`.
+    pub strategy: Option<Box<dyn Strategy>>,
+    /// Largest input blob this worker takes (a larger one is rejected before
+    /// any byte is sent).
+    pub max_blob_size: u64,
+    /// Whether the driver keeps a journal (then the node asks for attempts
+    /// and requeues to be written: [`NodeOutput::Journal`]).
+    pub journaled: bool,
+    /// Seed of the node's own RNG (dial tags). The daemon passes a random
+    /// one, so tags differ across restarts; the simulator passes its seed.
+    pub seed: u64,
+    /// Checks a job's input before it is admitted.
+    pub input_check: InputCheck,
+}
+
+/// Everything a node reacts to. Each is a fact the driver learned.
+#[derive(Debug)]
+pub enum NodeInput<'a> {
+    /// A new job of this peer's, with the input blobs it carries (held by
+    /// the driver; the node announces them to the worker before the submit).
+    Submit {
+        /// The job.
+        spec: JobSpec,
+        /// Its input blobs.
+        blobs: Vec<BlobMeta>,
+    },
+    /// A job taken over from this peer's journal that had not ended.
+    Resume {
+        /// The job.
+        spec: JobSpec,
+        /// Its input blobs.
+        blobs: Vec<BlobMeta>,
+        /// The highest attempt number it may have handed out.
+        attempts_before: u32,
+        /// The worker of its last journaled attempt, which may still hold it.
+        held_by: Option<PeerId>,
+    },
+    /// The caller gives up on a job.
+    Cancel(JobId),
+    /// The signal-server connection is up (its pool view follows).
+    SignalConnected,
+    /// The signal-server connection is down: the pool view and the links stay.
+    SignalDisconnected,
+    /// A message from the signal-server.
+    Signal(&'a ServerMsg),
+    /// A message from a peer on link `link`.
+    Message {
+        /// Sender.
+        from: PeerId,
+        /// The link it came on.
+        link: LinkId,
+        /// The message.
+        msg: DcMsg,
+    },
+    /// Bytes from a peer that are not a valid message.
+    Malformed {
+        /// Sender.
+        from: PeerId,
+        /// The link they came on.
+        link: LinkId,
+        /// The job they seem to be about, if that much could be read.
+        job_id: Option<JobId>,
+        /// What is wrong with them.
+        error: String,
+    },
+    /// A chunk of a result's blobs came from the worker of an attempt of
+    /// ours: it is busy sending, so its lease holds.
+    Alive {
+        /// The worker.
+        from: PeerId,
+        /// The job.
+        job_id: JobId,
+        /// The attempt.
+        attempt: u32,
+    },
+    /// A link this node asked for (dial or answer) is open.
+    LinkOpened {
+        /// The remote peer.
+        peer: PeerId,
+        /// Which link.
+        link: LinkId,
+    },
+    /// A link closed, failed to open, or could not take a message.
+    LinkClosed {
+        /// The remote peer.
+        peer: PeerId,
+        /// Which link.
+        link: LinkId,
+    },
+    /// A running handler reported progress.
+    HandlerProgress {
+        /// The job.
+        job_id: JobId,
+        /// The report.
+        progress: Progress,
+    },
+    /// A job this peer ran ended: its handler returned, or its start failed
+    /// (input blobs, spool). `Err((message, retryable))` for a failure.
+    HandlerDone {
+        /// The job.
+        job_id: JobId,
+        /// What it returned.
+        result: Result<Value, (String, bool)>,
+    },
+    /// A finished job's result could not be delivered because the link to
+    /// `peer` (its submitter) closed while its blobs went out: it is kept
+    /// for the submitter's return, and offered again at once if a newer
+    /// link to it is open.
+    ResultLinkLost {
+        /// The submitter.
+        peer: PeerId,
+        /// The job.
+        job_id: JobId,
+        /// What its handler returned.
+        result: Value,
+    },
+    /// The input blobs of an attempt of ours could not be read or sent (our
+    /// own file went missing): the attempt fails for good.
+    InputsUnsendable {
+        /// The worker.
+        to: PeerId,
+        /// The job.
+        job_id: JobId,
+        /// The attempt.
+        attempt: u32,
+        /// Why.
+        error: String,
+    },
+    /// The peer is shutting down: its worker takes no new job.
+    Drain,
+    /// Time passed; call at [`Node::poll_timeout`].
+    Timeout,
+}
+
+/// A change the journal should record (written without waiting; see
+/// `docs/reliability.md`). The submit itself is journaled before the node
+/// hears of it, and the outcome with its envelope when the node reports
+/// [`NodeOutput::Finished`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JournalOp {
+    /// An attempt of a job was handed to a worker.
+    Attempt {
+        /// The job.
+        job_id: JobId,
+        /// The attempt.
+        attempt: u32,
+        /// Its worker.
+        worker: PeerId,
+    },
+    /// A job went back to the queue (a retry).
+    Requeue {
+        /// The job.
+        job_id: JobId,
+    },
+}
+
+/// What the node asks the driver to do.
+#[derive(Debug, PartialEq)]
+#[must_use]
+pub enum NodeOutput {
+    /// Send a message on an open link.
+    Send {
+        /// Recipient.
+        to: PeerId,
+        /// The link to send it on.
+        link: LinkId,
+        /// Message.
+        msg: DcMsg,
+    },
+    /// Open a link to `peer` as the offerer; its offer carries `tag`.
+    Dial {
+        /// The remote peer.
+        peer: PeerId,
+        /// The new link.
+        link: LinkId,
+        /// The dial's tag.
+        tag: u64,
+    },
+    /// Open a link to `peer` by answering its offer.
+    Answer {
+        /// The remote peer.
+        peer: PeerId,
+        /// The new link.
+        link: LinkId,
+        /// The offer's tag, echoed by the answer.
+        tag: u64,
+        /// The offer's SDP.
+        sdp: String,
+    },
+    /// The remote's answer to dial `link`.
+    DeliverAnswer {
+        /// The dialling link.
+        link: LinkId,
+        /// The answer's SDP.
+        sdp: String,
+    },
+    /// Release a link's connection (closed, failed, replaced or superseded).
+    CloseLink {
+        /// The remote peer.
+        peer: PeerId,
+        /// Which link.
+        link: LinkId,
+    },
+    /// Run a job's handler under `timeout` (once its input blobs are in).
+    StartHandler {
+        /// The job.
+        job_id: JobId,
+        /// Its handler.
+        capability: Capability,
+        /// Its input.
+        input: Value,
+        /// Stop it after this long.
+        timeout: Duration,
+    },
+    /// Stop a job's handler (or the transfer of its blobs).
+    CancelHandler {
+        /// The job.
+        job_id: JobId,
+    },
+    /// A kept result is wanted again: finish the job once more with it and
+    /// the output blobs the driver kept, as if its handler had just returned.
+    RestoreResult {
+        /// The job.
+        job_id: JobId,
+        /// What its handler returned.
+        result: Result<Value, (String, bool)>,
+    },
+    /// A kept result is no longer wanted: drop what the driver kept with it.
+    ForgetResult {
+        /// The job.
+        job_id: JobId,
+    },
+    /// An admitted job's input blobs will come from `from` on its link.
+    ExpectInputs {
+        /// The submitter.
+        from: PeerId,
+        /// The job.
+        job_id: JobId,
+        /// The attempt they belong to.
+        attempt: u32,
+        /// What was announced.
+        blobs: Vec<BlobMeta>,
+    },
+    /// A worker announced the blobs of a result of ours.
+    ExpectResultBlobs {
+        /// The worker.
+        from: PeerId,
+        /// The job.
+        job_id: JobId,
+        /// The attempt they belong to.
+        attempt: u32,
+        /// What was announced.
+        blobs: Vec<BlobMeta>,
+    },
+    /// Something happened to a job of ours.
+    Event(JobEvent),
+    /// A job of ours ended: exactly one per job.
+    Finished(JobEnd),
+    /// Write this to the journal.
+    Journal(JournalOp),
+    /// Tell the signal-server this peer's stats (coalesced).
+    PublishStats(Stats),
+}
+
+/// Counters of what the node saw, for metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct NodeCounters {
+    /// Submits received from peers (and from this peer itself).
+    pub submits_received: u64,
+    /// Submits this worker refused.
+    pub rejected: u64,
+    /// Messages that could not be read.
+    pub malformed: u64,
+}
+
+/// One peer's decisions. See the crate docs for the contract.
+pub struct Node {
+    me: PeerId,
+    name: String,
+    capabilities: Vec<Capability>,
+    max_blob_size: u64,
+    journaled: bool,
+    input_check: InputCheck,
+    dispatcher: Dispatcher,
+    worker: WorkerCore,
+    coalescer: StatsCoalescer,
+    links: LinkTable,
+    rng: StdRng,
+    /// Input blobs of this peer's jobs, announced before each remote submit.
+    job_blobs: HashMap<JobId, Vec<BlobMeta>>,
+    /// Blobs announced by each peer for its next submit here.
+    announced: HashMap<PeerId, (JobId, u32, Vec<BlobMeta>)>,
+    /// Messages from one core to the other on this peer (self-dispatch).
+    /// Bounded by the work of one input: each answers an earlier message.
+    loopback: VecDeque<DcMsg>,
+    /// What the dispatcher was last told about this peer's worker side.
+    local_info: Option<PeerInfo>,
+    /// This peer's exact stats after the last input.
+    stats: Stats,
+    counters: NodeCounters,
+    out: VecDeque<NodeOutput>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("me", &self.me)
+            .field("jobs", &self.dispatcher.len())
+            .field("running", &self.worker.running())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// A node with nothing to do yet.
+    pub fn new(config: NodeConfig) -> Self {
+        let worker = WorkerCore::new(
+            config.capabilities.clone(),
+            config.slots,
+            config.progress_interval,
+        );
+        let stats = worker.stats();
+        Self {
+            me: config.me,
+            name: config.name,
+            capabilities: config.capabilities,
+            max_blob_size: config.max_blob_size,
+            journaled: config.journaled,
+            input_check: config.input_check,
+            dispatcher: Dispatcher::new(config.me, config.dispatcher, config.strategy),
+            worker,
+            coalescer: StatsCoalescer::new(config.stats_interval),
+            links: LinkTable::default(),
+            rng: StdRng::seed_from_u64(config.seed),
+            job_blobs: HashMap::new(),
+            announced: HashMap::new(),
+            loopback: VecDeque::new(),
+            local_info: None,
+            stats,
+            counters: NodeCounters::default(),
+            out: VecDeque::new(),
+        }
+    }
+
+    // ---- getters ----
+
+    /// This peer's id.
+    pub fn id(&self) -> PeerId {
+        self.me
+    }
+
+    /// The pool as the signal-server last described it.
+    pub fn pool(&self) -> &PoolView {
+        self.dispatcher.pool()
+    }
+
+    /// The submitting side, to read.
+    pub fn dispatcher(&self) -> &Dispatcher {
+        &self.dispatcher
+    }
+
+    /// The working side, to read.
+    pub fn worker(&self) -> &WorkerCore {
+        &self.worker
+    }
+
+    /// This peer's exact stats (what goes to the pool is coalesced).
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// What the node has counted.
+    pub fn counters(&self) -> NodeCounters {
+        self.counters
+    }
+
+    /// The open link to `peer`, if any.
+    pub fn open_link(&self, peer: &PeerId) -> Option<LinkId> {
+        self.links.open(peer)
+    }
+
+    /// Whether `link` is `peer`'s current link (events of any other are stale).
+    pub fn is_current_link(&self, peer: &PeerId, link: LinkId) -> bool {
+        self.links.is_current(peer, link)
+    }
+
+    /// Whether nothing is left to run or wait for (a draining peer may stop).
+    pub fn is_idle(&self) -> bool {
+        self.worker.running() == 0 && self.dispatcher.is_empty()
+    }
+
+    // ---- inputs ----
+
+    /// Feeds one fact. `Err` only for a `Submit` or `Resume` that is refused
+    /// at once (queue full, ...): that job is not held and no output names it.
+    pub fn handle_input(&mut self, now: Instant, input: NodeInput<'_>) -> Result<(), JobError> {
+        let result = self.input(now, input);
+        self.settle(now);
+        result
+    }
+
+    fn input(&mut self, now: Instant, input: NodeInput<'_>) -> Result<(), JobError> {
+        match input {
+            NodeInput::Submit { spec, blobs } => {
+                let job_id = spec.job_id;
+                self.admit(now, job_id, blobs, Input::Submit(spec))?;
+            }
+            NodeInput::Resume {
+                spec,
+                blobs,
+                attempts_before,
+                held_by,
+            } => {
+                let job_id = spec.job_id;
+                let resume = Input::Resume {
+                    spec,
+                    attempts_before,
+                    held_by,
+                };
+                self.admit(now, job_id, blobs, resume)?;
+            }
+            NodeInput::Cancel(job_id) => self.dispatcher_input(now, Input::Cancel(job_id)),
+            NodeInput::SignalConnected => self.coalescer.reset(),
+            NodeInput::SignalDisconnected => {}
+            NodeInput::Signal(ServerMsg::Relayed { from, signal }) => {
+                self.on_handshake(now, *from, signal.clone());
+            }
+            NodeInput::Signal(msg) => {
+                self.dispatcher_input(now, Input::Signal(msg));
+                self.call_back_away_submitters();
+            }
+            NodeInput::Message { from, link, msg } => {
+                if self.links.is_current(&from, link) {
+                    self.on_message(now, from, msg);
+                } else {
+                    debug!(peer = %from.short(), link, "message of a replaced link dropped");
+                }
+            }
+            NodeInput::Malformed {
+                from,
+                link,
+                job_id,
+                error,
+            } => {
+                if self.links.is_current(&from, link) {
+                    self.counters.malformed += 1;
+                    warn!(peer = %from.short(), %error, "malformed data-channel message");
+                    self.send_to(
+                        now,
+                        from,
+                        DcMsg::Error {
+                            job_id,
+                            message: error,
+                        },
+                    );
+                }
+            }
+            NodeInput::Alive {
+                from,
+                job_id,
+                attempt,
+            } => self.dispatcher_input(
+                now,
+                Input::Alive {
+                    from,
+                    job_id,
+                    attempt,
+                },
+            ),
+            NodeInput::LinkOpened { peer, link } => self.on_link_opened(peer, link),
+            NodeInput::LinkClosed { peer, link } => {
+                if self.links.is_current(&peer, link) {
+                    info!(peer = %peer.short(), link, "link closed");
+                    self.drop_link(now, peer);
+                } else {
+                    // A replaced link: make sure its connection is released.
+                    self.out.push_back(NodeOutput::CloseLink { peer, link });
+                }
+            }
+            NodeInput::HandlerProgress { job_id, progress } => {
+                self.worker.handle_progress(now, job_id, progress);
+            }
+            NodeInput::HandlerDone { job_id, result } => {
+                self.worker.handle_done(now, job_id, fits(result));
+            }
+            NodeInput::ResultLinkLost {
+                peer,
+                job_id,
+                result,
+            } => {
+                // Its close may not have reached the node yet, or a newer
+                // link is open already: either way the worker keeps the
+                // result for the submitter and offers it (`held`) on the
+                // open link, if there is one.
+                self.worker.handle_link_closed(now, peer);
+                self.worker.handle_done(now, job_id, fits(Ok(result)));
+                if self.links.open(&peer).is_some() {
+                    self.worker.handle_link_opened(peer);
+                }
+            }
+            NodeInput::InputsUnsendable {
+                to,
+                job_id,
+                attempt,
+                error,
+            } => {
+                // The attempt fails for good: the dispatcher hears it as a
+                // permanent failure of that attempt, and the worker is told
+                // to stop waiting for the blobs.
+                let failed = DcMsg::Result {
+                    job_id,
+                    attempt,
+                    outcome: Outcome::Err {
+                        message: format!("sending the input blobs failed: {error}"),
+                        retryable: false,
+                    },
+                    load: None,
+                };
+                self.dispatcher_input(
+                    now,
+                    Input::Dc {
+                        from: to,
+                        msg: &failed,
+                    },
+                );
+                self.send_to(now, to, DcMsg::Cancel { job_id, attempt });
+            }
+            NodeInput::Drain => self.worker.drain(),
+            NodeInput::Timeout => {
+                self.dispatcher_input(now, Input::Timeout);
+                self.worker.handle_timeout(now);
+                if let Some(stats) = self.coalescer.poll(now) {
+                    self.out.push_back(NodeOutput::PublishStats(stats));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The earliest time the node has work to do without new input.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [
+            self.dispatcher.poll_timeout(),
+            self.worker.poll_timeout(),
+            self.coalescer.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// The next thing to do; `None` when there is nothing left.
+    pub fn poll_output(&mut self) -> Option<NodeOutput> {
+        self.out.pop_front()
+    }
+
+    /// Closes every link (the peer stops): their `CloseLink`s follow.
+    pub fn close_links(&mut self) {
+        let links: Vec<(PeerId, LinkId)> = self.links.drain().map(|(p, l)| (p, l.id())).collect();
+        for (peer, link) in links {
+            self.out.push_back(NodeOutput::CloseLink { peer, link });
+        }
+    }
+
+    // ---- the two cores ----
+
+    fn admit(
+        &mut self,
+        now: Instant,
+        job_id: JobId,
+        blobs: Vec<BlobMeta>,
+        input: Input<'_>,
+    ) -> Result<(), JobError> {
+        if !blobs.is_empty() {
+            self.job_blobs.insert(job_id, blobs);
+        }
+        self.dispatcher.handle_input(now, input).inspect_err(|_| {
+            self.job_blobs.remove(&job_id);
+        })
+    }
+
+    /// An input the dispatcher may refuse; refusals of anything but a submit
+    /// mean nothing (a cancel of a job it does not hold, say).
+    fn dispatcher_input(&mut self, now: Instant, input: Input<'_>) {
+        let _ = self.dispatcher.handle_input(now, input);
+    }
+
+    fn on_message(&mut self, now: Instant, from: PeerId, msg: DcMsg) {
+        match msg {
+            DcMsg::Submit {
+                job_id,
+                attempt,
+                capability,
+                input,
+                timeout_ms,
+            } => {
+                self.counters.submits_received += 1;
+                let announced = self.take_announced(from, job_id, attempt);
+                let check = match &announced {
+                    Err(why) => Err(why.clone()),
+                    Ok(_) => (self.input_check)(&capability, &input),
+                };
+                let admission = self.worker.handle_submit(
+                    now, from, job_id, attempt, capability, input, timeout_ms, check,
+                );
+                match (admission, announced) {
+                    (Admission::Refused, _) => self.counters.rejected += 1,
+                    (Admission::Started, Ok(Some(blobs))) => {
+                        self.out.push_back(NodeOutput::ExpectInputs {
+                            from,
+                            job_id,
+                            attempt,
+                            blobs,
+                        });
+                    }
+                    // Re-attached: its inputs are here already (chunks the
+                    // submitter sends anyway are dropped as stale).
+                    _ => {}
+                }
+            }
+            DcMsg::Cancel { job_id, attempt } => self.worker.handle_cancel(from, job_id, attempt),
+            DcMsg::Received { receipts } => {
+                for r in receipts {
+                    self.worker.handle_received(from, r.job_id, r.attempt);
+                }
+            }
+            DcMsg::Error { job_id, message } => {
+                warn!(peer = %from.short(), ?job_id, %message, "peer could not read our message");
+            }
+            DcMsg::Blobs {
+                job_id,
+                attempt,
+                direction: Direction::Input,
+                blobs,
+            } => {
+                // One per peer: the announcement travels right before its submit.
+                self.announced.insert(from, (job_id, attempt, blobs));
+            }
+            DcMsg::Blobs {
+                job_id,
+                attempt,
+                direction: Direction::Output,
+                blobs,
+            } => {
+                if self.dispatcher.state(&job_id).is_some() {
+                    self.out.push_back(NodeOutput::ExpectResultBlobs {
+                        from,
+                        job_id,
+                        attempt,
+                        blobs,
+                    });
+                } else {
+                    debug!(%job_id, "result blobs for a job no longer ours: ignored");
+                }
+            }
+            other => self.dispatcher_input(now, Input::Dc { from, msg: &other }),
+        }
+    }
+
+    /// The blobs announced for this submit, and whether they are acceptable.
+    fn take_announced(
+        &mut self,
+        from: PeerId,
+        job_id: JobId,
+        attempt: u32,
+    ) -> Result<Option<Vec<BlobMeta>>, String> {
+        let Some((j, a, blobs)) = self.announced.remove(&from) else {
+            return Ok(None);
+        };
+        if j != job_id || a != attempt {
+            return Ok(None);
+        }
+        let limit = self.max_blob_size;
+        if let Some(b) = blobs.iter().find(|b| b.size > limit) {
+            return Err(format!(
+                "input blob {} is {} bytes; this worker takes at most {limit}",
+                b.index, b.size
+            ));
+        }
+        Ok(Some(blobs))
+    }
+
+    /// Carries the cores' outputs out until neither has any: messages to
+    /// this peer are looped back in, and a changed local worker is reported
+    /// to the dispatcher (a freed local slot may place jobs). Then stats.
+    fn settle(&mut self, now: Instant) {
+        loop {
+            while let Some(out) = self.dispatcher.poll_output() {
+                match out {
+                    jobmesh_core::Output::Send { to, msg } => self.send_to(now, to, msg),
+                    jobmesh_core::Output::Event(e) => self.on_event(e),
+                    jobmesh_core::Output::Finished(end) => {
+                        self.job_blobs.remove(&end.job_id);
+                        self.out.push_back(NodeOutput::Finished(end));
+                    }
+                }
+            }
+            while let Some(out) = self.worker.poll_output() {
+                let out = match out {
+                    WorkerOutput::Send { to, msg } => {
+                        self.send_to(now, to, msg);
+                        continue;
+                    }
+                    WorkerOutput::Start {
+                        job_id,
+                        capability,
+                        input,
+                        timeout,
+                    } => NodeOutput::StartHandler {
+                        job_id,
+                        capability,
+                        input,
+                        timeout,
+                    },
+                    WorkerOutput::Cancel { job_id } => NodeOutput::CancelHandler { job_id },
+                    WorkerOutput::Restore { job_id, result } => {
+                        info!(%job_id, "delivering a kept result to its returned submitter");
+                        NodeOutput::RestoreResult { job_id, result }
+                    }
+                    WorkerOutput::Forget { job_id } => NodeOutput::ForgetResult { job_id },
+                };
+                self.out.push_back(out);
+            }
+            if let Some(msg) = self.loopback.pop_front() {
+                self.on_message(now, self.me, msg);
+                continue;
+            }
+            let local = self.local_worker();
+            if local != self.local_info {
+                self.local_info.clone_from(&local);
+                self.dispatcher_input(now, Input::LocalWorker(local));
+                continue;
+            }
+            break;
+        }
+        let mut stats = self.worker.stats();
+        stats.queued = u32::try_from(self.dispatcher.queued()).unwrap_or(u32::MAX);
+        if let Some(s) = self.coalescer.update(now, stats.clone()) {
+            self.out.push_back(NodeOutput::PublishStats(s));
+        }
+        self.stats = stats;
+    }
+
+    fn on_event(&mut self, e: JobEvent) {
+        if self.journaled {
+            use jobmesh_core::EventKind;
+            match &e.kind {
+                EventKind::Dispatched { worker, attempt } => {
+                    self.out.push_back(NodeOutput::Journal(JournalOp::Attempt {
+                        job_id: e.job_id,
+                        attempt: *attempt,
+                        worker: *worker,
+                    }));
+                }
+                EventKind::Retrying { .. } => {
+                    self.out
+                        .push_back(NodeOutput::Journal(JournalOp::Requeue { job_id: e.job_id }));
+                }
+                _ => {}
+            }
+        }
+        self.out.push_back(NodeOutput::Event(e));
+    }
+
+    /// This peer as a candidate for its own jobs (None if it runs nothing).
+    fn local_worker(&self) -> Option<PeerInfo> {
+        (!self.capabilities.is_empty()).then(|| PeerInfo {
+            id: self.me,
+            name: self.name.clone(),
+            capabilities: self.capabilities.clone(),
+            stats: self.worker.stats(),
+        })
+    }
+
+    // ---- links ----
+
+    /// Sends to a peer (dialling it first if needed), or loops back to this
+    /// peer's other core.
+    fn send_to(&mut self, now: Instant, to: PeerId, msg: DcMsg) {
+        if to == self.me {
+            self.loopback.push_back(msg);
+            return;
+        }
+        if let DcMsg::Submit {
+            job_id, attempt, ..
+        } = &msg
+        {
+            // The worker checks a job's blobs together with its submit.
+            if let Some(blobs) = self.job_blobs.get(job_id) {
+                let announce = DcMsg::Blobs {
+                    job_id: *job_id,
+                    attempt: *attempt,
+                    direction: Direction::Input,
+                    blobs: blobs.clone(),
+                };
+                self.send_on_link(now, to, announce);
+            }
+        }
+        self.send_on_link(now, to, msg);
+    }
+
+    fn send_on_link(&mut self, now: Instant, to: PeerId, msg: DcMsg) {
+        match self.links.get_mut(&to) {
+            Some(Link::Open { id }) => {
+                let link = *id;
+                self.out.push_back(NodeOutput::Send { to, link, msg });
+            }
+            Some(Link::Connecting { pending, .. }) => {
+                if pending.len() >= PENDING_PER_LINK {
+                    warn!(peer = %to.short(), "too many messages waiting for the link; dropping it");
+                    self.drop_link(now, to);
+                } else {
+                    pending.push(msg);
+                }
+            }
+            None => self.dial(to, vec![msg]),
+        }
+    }
+
+    fn dial(&mut self, peer: PeerId, pending: Vec<DcMsg>) {
+        let tag = self.rng.random::<u64>().max(1);
+        let link = self.links.start(peer, tag, true, pending);
+        self.out.push_back(NodeOutput::Dial { peer, link, tag });
+    }
+
+    fn on_handshake(&mut self, now: Instant, from: PeerId, signal: Handshake) {
+        match signal {
+            Handshake::Offer { sdp, dial: tag } => {
+                let pending = match self.links.get(&from) {
+                    Some(Link::Connecting {
+                        awaiting_answer: true,
+                        ..
+                    }) if self.me < from => {
+                        // Both dialled at once: the lower id's offer wins, so ours stands.
+                        debug!(peer = %from.short(), "offer collision: keeping our offer");
+                        return;
+                    }
+                    Some(Link::Connecting { .. }) => match self.links.remove(&from) {
+                        Some(Link::Connecting { id, pending, .. }) => {
+                            self.out.push_back(NodeOutput::CloseLink {
+                                peer: from,
+                                link: id,
+                            });
+                            pending
+                        }
+                        _ => Vec::new(),
+                    },
+                    Some(Link::Open { .. }) => {
+                        // The remote lost the link and dials again: ours is dead too.
+                        self.drop_link(now, from);
+                        Vec::new()
+                    }
+                    None => Vec::new(),
+                };
+                let link = self.links.start(from, tag, false, pending);
+                self.out.push_back(NodeOutput::Answer {
+                    peer: from,
+                    link,
+                    tag,
+                    sdp,
+                });
+            }
+            Handshake::Answer { sdp, dial } => match self.links.get_mut(&from) {
+                // Only the answer to this dial's offer: one to an offer the
+                // peer got from an earlier process under our id is stale.
+                Some(Link::Connecting {
+                    id,
+                    tag,
+                    awaiting_answer,
+                    ..
+                }) if *tag == dial && *awaiting_answer => {
+                    *awaiting_answer = false;
+                    let link = *id;
+                    self.out.push_back(NodeOutput::DeliverAnswer { link, sdp });
+                }
+                _ => debug!(peer = %from.short(), dial, "stale answer ignored"),
+            },
+            Handshake::Candidate { .. } => {
+                // Offers and answers carry every candidate (non-trickle).
+                debug!(peer = %from.short(), "trickled candidate ignored");
+            }
+        }
+    }
+
+    fn on_link_opened(&mut self, peer: PeerId, link: LinkId) {
+        if !matches!(self.links.get(&peer), Some(Link::Connecting { id, .. }) if *id == link) {
+            // Superseded (collision or re-dial): its connection is released.
+            self.out.push_back(NodeOutput::CloseLink { peer, link });
+            return;
+        }
+        info!(peer = %peer.short(), link, "data channel open");
+        for msg in self.links.opened(peer, link) {
+            self.out.push_back(NodeOutput::Send {
+                to: peer,
+                link,
+                msg,
+            });
+        }
+        // Jobs of this peer's held here while it was away.
+        self.worker.handle_link_opened(peer);
+    }
+
+    /// Dials every submitter that this worker holds jobs for, now that the
+    /// pool shows it again (a restart keeps its peer id), so that it hears
+    /// of them (`held`) when the link opens.
+    fn call_back_away_submitters(&mut self) {
+        let away: Vec<PeerId> = self
+            .worker
+            .away_submitters()
+            .into_iter()
+            .filter(|p| !self.links.contains(p) && self.dispatcher.pool().get(p).is_some())
+            .collect();
+        for peer in away {
+            info!(peer = %peer.short(), "a submitter we hold jobs for is back in the pool; dialling it");
+            self.dial(peer, Vec::new());
+        }
+    }
+
+    /// Forgets the link to `peer`: its jobs here are lost (and re-dispatched);
+    /// jobs from it run on for the worker's orphan grace, their results kept
+    /// for its return.
+    fn drop_link(&mut self, now: Instant, peer: PeerId) {
+        if let Some(link) = self.links.remove(&peer) {
+            self.out.push_back(NodeOutput::CloseLink {
+                peer,
+                link: link.id(),
+            });
+        }
+        self.announced.remove(&peer);
+        self.dispatcher_input(now, Input::LinkClosed(peer));
+        self.worker.handle_link_closed(now, peer);
+    }
+}
+
+/// A result as the submitter can get it: a value too large for one
+/// data-channel message fails the job (it would never arrive).
+fn fits(result: Result<Value, (String, bool)>) -> Result<Value, (String, bool)> {
+    match result {
+        Ok(value) if too_big(&value) => Err((
+            format!("the result does not fit in one data-channel message ({MAX_DC_MESSAGE} bytes)"),
+            false,
+        )),
+        other => other,
+    }
+}
+
+/// Whether a result with `value` would exceed one data-channel message.
+/// Counts the value's JSON bytes without building them, plus the largest
+/// possible envelope around it (computed once).
+fn too_big(value: &Value) -> bool {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    static ENVELOPE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let envelope = *ENVELOPE.get_or_init(|| {
+        let widest = DcMsg::Result {
+            job_id: JobId::max(),
+            attempt: u32::MAX,
+            outcome: Outcome::Ok { value: Value::Null },
+            load: Some(jobmesh_wire::dc::Load {
+                running: u32::MAX,
+                slots: u32::MAX,
+                seq: u64::MAX,
+            }),
+        };
+        widest.encode().len() - "null".len()
+    });
+    let mut count = Count(0);
+    // Writing into a counter cannot fail.
+    let _ = serde_json::to_writer(&mut count, value);
+    envelope + count.0 > MAX_DC_MESSAGE
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,1175 @@
+//! A deterministic simulator of a jobmesh pool.
+//!
+//! N [`Node`]s, the signal-server's real pure [`Registry`], virtual links and
+//! virtual time, all in one thread: no socket, no task, no clock (the epoch
+//! is one `Instant` taken at the start; everything after is arithmetic).
+//! Time jumps to the earliest of the next scheduled event and every node's
+//! [`Node::poll_timeout`]. Randomness comes from one seeded RNG, so the same
+//! seed and schedule give the same run (see [`Sim::trace_hash`]).
+//!
+//! What it models, and how:
+//! * **Signal-server**: hello → `welcome` + view pages read from each peer's
+//!   cursor, stats, relayed handshakes; an outage disconnects every peer and
+//!   the server that returns starts empty (peers join again).
+//! * **Links**: a dial relays an offer through the server; the answer comes
+//!   back the same way; the link opens at both ends a round trip later, or
+//!   the dial fails after [`SimConfig::connect_timeout`]. A data channel is
+//!   ordered and reliable: a lost packet shows up as a retransmission delay
+//!   (SCTP's 1 s minimum, doubling), and past [`SimConfig::max_retransmits`]
+//!   the link closes at both ends.
+//! * **Faults** ([`Action`]): a peer killed (its links close at the remote
+//!   ends after [`SimConfig::dead_link_after`], the server sees its socket
+//!   close at once) and restarted with its journal; a peer frozen (nothing
+//!   reaches it, its timers stop); a peer cut off from everyone for a while
+//!   (traffic waits, links close if the cut outlasts `dead_link_after`);
+//!   signal-server down and up; SIGTERM drains.
+//! * **Handlers**: `{"ms": N}` runs N virtual ms; `"fail": "retryable" |
+//!   "permanent" | "panic"` fails it. A completed job's value names the peer
+//!   that ran it, which lets the checker verify the envelope's worker.
+//!
+//! The checker is the fault suite's ([`check::History`]).
+
+pub mod check;
+pub mod swarm;
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+use std::time::{Duration, Instant};
+
+use jobmesh_core::{DispatcherConfig, JobOptions, JobSpec};
+use jobmesh_node::{JournalOp, LinkId, Node, NodeConfig, NodeInput, NodeOutput};
+use jobmesh_signal::{Registry, MAX_PEERS_PER_POOL};
+use jobmesh_wire::dc::{DcMsg, JobId};
+use jobmesh_wire::signal::{Handshake, Hello, ServerMsg};
+use jobmesh_wire::{Capability, PeerId, Stats, PROTOCOL_VERSION};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use check::{Delivered, History};
+
+/// The pool every simulated peer joins.
+const POOL: &str = "sim";
+/// A view page's size, as the real server's.
+const PAGE_BYTES: usize = 16 * 1024;
+/// Steps one run may take: far more than any scenario needs, so reaching
+/// it means the pool stopped making progress (a timer that never moves on).
+const MAX_STEPS: u64 = 200_000;
+/// A resumed job's attempts jump this far past the journaled one (as `peer`'s).
+const RESUME_ATTEMPT_GAP: u32 = 16;
+
+/// The network and timing model.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// One-way latency of every message, drawn uniformly from this range.
+    pub latency: (Duration, Duration),
+    /// Chance that a data-channel message needs a retransmission (each one
+    /// costs an RTO: 1 s, doubling).
+    pub loss: f64,
+    /// Retransmissions of one message before SCTP gives the link up.
+    pub max_retransmits: u32,
+    /// A dial not open after this fails.
+    pub connect_timeout: Duration,
+    /// A link whose remote is dead or cut off closes after this.
+    pub dead_link_after: Duration,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            latency: (Duration::from_micros(200), Duration::from_millis(5)),
+            loss: 0.0,
+            max_retransmits: 6,
+            connect_timeout: Duration::from_secs(10),
+            dead_link_after: Duration::from_secs(8),
+        }
+    }
+}
+
+/// One peer of the pool.
+#[derive(Debug, Clone)]
+pub struct PeerSpec {
+    /// Its name.
+    pub name: String,
+    /// What it runs (empty: submit-only).
+    pub capabilities: Vec<Capability>,
+    /// Jobs it runs at once.
+    pub slots: u32,
+    /// Whether it runs its own jobs when it is the best candidate.
+    pub self_dispatch: bool,
+    /// Its handlers take this many times longer than asked.
+    pub slowness: u32,
+    /// Most jobs it holds as a submitter (`--queue-limit`).
+    pub queue_limit: usize,
+}
+
+impl PeerSpec {
+    /// A worker of `capabilities` with `slots`.
+    pub fn worker(name: &str, capabilities: &[&str], slots: u32) -> Self {
+        Self {
+            name: name.to_owned(),
+            capabilities: capabilities.iter().map(|c| cap(c)).collect(),
+            slots,
+            self_dispatch: true,
+            slowness: 1,
+            queue_limit: DispatcherConfig::default().queue_limit,
+        }
+    }
+
+    /// A peer that only submits.
+    pub fn submitter(name: &str) -> Self {
+        Self::worker(name, &[], 0)
+    }
+}
+
+/// A capability by name (the simulator's are all valid).
+pub fn cap(name: &str) -> Capability {
+    Capability::new(name).unwrap_or_else(|_| panic!("invalid capability name {name:?}"))
+}
+
+/// Something the schedule makes happen.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Peer `peer` submits a job.
+    Submit {
+        /// Which peer (index).
+        peer: usize,
+        /// What it needs.
+        capability: Capability,
+        /// Handler input (`{"ms": N, "fail": ...}`).
+        input: Value,
+        /// Its options.
+        options: JobOptions,
+    },
+    /// `kill -9`.
+    Crash(usize),
+    /// Start again on the same data dir (journal).
+    Restart(usize),
+    /// `kill -9`, and start again on the same data dir this much later.
+    Kill(usize, Duration),
+    /// SIGSTOP for this long.
+    Freeze(usize, Duration),
+    /// Cut off from everyone (peers and server) for this long.
+    Isolate(usize, Duration),
+    /// The signal-server stops.
+    SignalDown,
+    /// A signal-server starts (empty).
+    SignalUp,
+    /// The signal-server is down for this long.
+    SignalOutage(Duration),
+    /// SIGTERM: the peer drains (it stops taking jobs).
+    Drain(usize),
+}
+
+/// One simulated peer.
+struct Peer {
+    spec: PeerSpec,
+    id: PeerId,
+    /// None while crashed.
+    node: Option<Node>,
+    /// Bumped at each crash: events of an earlier life are dropped.
+    life: u32,
+    /// Joined to the current signal-server, with this view cursor.
+    signal: Option<u64>,
+    frozen_until: Option<Instant>,
+    isolated_until: Option<Instant>,
+    journal: Journal,
+    /// Handler runs: job → run id.
+    running: HashMap<JobId, u64>,
+    /// Links dialled or answered and not open yet.
+    connecting: BTreeSet<LinkId>,
+    /// Dials: link → (remote, tag).
+    dials: HashMap<LinkId, (PeerId, u64)>,
+    /// Answers given: (remote, tag) → our link.
+    answered: HashMap<(PeerId, u64), LinkId>,
+}
+
+/// What a peer's journal holds: jobs not ended, with their newest attempt.
+#[derive(Debug, Default, Clone)]
+struct Journal {
+    open: BTreeMap<JobId, (JobSpec, Option<(u32, PeerId)>)>,
+}
+
+/// A virtual data channel between two link ends.
+struct Conn {
+    ends: [(usize, LinkId); 2],
+    /// When the last message each way arrives (ordered channel).
+    last: [Instant; 2],
+    closed: bool,
+}
+
+#[derive(Debug)]
+enum Event {
+    Action(Action),
+    /// A data-channel message arrives at side `to` of `conn`.
+    Deliver {
+        conn: usize,
+        to: usize,
+        msg: DcMsg,
+    },
+    LinkOpened {
+        peer: usize,
+        life: u32,
+        link: LinkId,
+    },
+    LinkClosed {
+        peer: usize,
+        life: u32,
+        link: LinkId,
+    },
+    DialTimeout {
+        peer: usize,
+        life: u32,
+        link: LinkId,
+    },
+    FromServer {
+        peer: usize,
+        life: u32,
+        msg: ServerMsg,
+    },
+    StatsToServer {
+        peer: usize,
+        life: u32,
+        stats: Stats,
+    },
+    RelayToServer {
+        peer: usize,
+        life: u32,
+        to: PeerId,
+        signal: Handshake,
+    },
+    Join {
+        peer: usize,
+        life: u32,
+    },
+    HandlerDone {
+        peer: usize,
+        life: u32,
+        job_id: JobId,
+        run: u64,
+        result: Result<Value, (String, bool)>,
+    },
+    Thaw(usize),
+}
+
+impl Event {
+    /// The peer it must reach (held while that peer is frozen).
+    fn target(&self) -> Option<usize> {
+        match self {
+            Event::LinkOpened { peer, .. }
+            | Event::LinkClosed { peer, .. }
+            | Event::DialTimeout { peer, .. }
+            | Event::FromServer { peer, .. }
+            | Event::HandlerDone { peer, .. } => Some(*peer),
+            _ => None,
+        }
+    }
+}
+
+/// Something the checker found wrong beyond lost / duplicated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// When, since the start.
+    pub at: Duration,
+    /// What.
+    pub what: String,
+}
+
+/// The simulated pool.
+pub struct Sim {
+    config: SimConfig,
+    epoch: Instant,
+    now: Instant,
+    rng: StdRng,
+    peers: Vec<Peer>,
+    /// None while the signal-server is down.
+    registry: Option<Registry>,
+    /// The registry changed: views need pages.
+    views_dirty: bool,
+    conns: Vec<Conn>,
+    /// (peer, link) → connection.
+    by_end: HashMap<(usize, LinkId), usize>,
+    events: BinaryHeap<Reverse<(Instant, u64)>>,
+    payloads: HashMap<u64, Event>,
+    seq: u64,
+    next_run: u64,
+    /// What the checker judges.
+    pub history: History,
+    /// Envelope mismatches and other broken promises.
+    pub violations: Vec<Violation>,
+    trace: Option<Vec<String>>,
+    hash: u64,
+    steps: u64,
+}
+
+impl Sim {
+    /// A pool of `peers` (their ids are derived from the seed), the
+    /// signal-server up, every peer joining at once.
+    pub fn new(seed: u64, config: SimConfig, peers: Vec<PeerSpec>) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let epoch = Instant::now();
+        let peers = peers
+            .into_iter()
+            .map(|spec| Peer {
+                spec,
+                id: PeerId(Uuid::from_u128(rng.random())),
+                node: None,
+                life: 0,
+                signal: None,
+                frozen_until: None,
+                isolated_until: None,
+                journal: Journal::default(),
+                running: HashMap::new(),
+                connecting: BTreeSet::new(),
+                dials: HashMap::new(),
+                answered: HashMap::new(),
+            })
+            .collect();
+        let mut sim = Self {
+            config,
+            epoch,
+            now: epoch,
+            rng,
+            peers,
+            registry: Some(Registry::new(MAX_PEERS_PER_POOL)),
+            views_dirty: false,
+            conns: Vec::new(),
+            by_end: HashMap::new(),
+            events: BinaryHeap::new(),
+            payloads: HashMap::new(),
+            seq: 0,
+            next_run: 0,
+            history: History::default(),
+            violations: Vec::new(),
+            trace: None,
+            hash: 0xcbf2_9ce4_8422_2325,
+            steps: 0,
+        };
+        for p in 0..sim.peers.len() {
+            sim.start_peer(p);
+        }
+        sim
+    }
+
+    /// Keeps a readable trace of every step (for a failing seed).
+    pub fn with_trace(mut self) -> Self {
+        self.trace = Some(Vec::new());
+        self
+    }
+
+    /// The trace kept by [`with_trace`](Self::with_trace).
+    pub fn trace(&self) -> &[String] {
+        self.trace.as_deref().unwrap_or_default()
+    }
+
+    /// A hash of every step taken: equal for equal runs.
+    pub fn trace_hash(&self) -> u64 {
+        self.hash
+    }
+
+    /// Steps taken.
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+
+    /// Virtual time since the start.
+    pub fn elapsed(&self) -> Duration {
+        self.now - self.epoch
+    }
+
+    /// A peer's id.
+    pub fn peer_id(&self, peer: usize) -> PeerId {
+        self.peers[peer].id
+    }
+
+    /// Makes `action` happen `after` the start.
+    pub fn schedule(&mut self, after: Duration, action: Action) {
+        let at = self.epoch + after;
+        self.push(at.max(self.now), Event::Action(action));
+    }
+
+    /// A job as [`Action::Submit`] for `peer`: `ms` long, default options
+    /// with `timeout`.
+    pub fn job(peer: usize, capability: &str, ms: u64, timeout: Duration) -> Action {
+        Action::Submit {
+            peer,
+            capability: cap(capability),
+            input: json!({ "ms": ms }),
+            options: JobOptions {
+                timeout,
+                ..JobOptions::default()
+            },
+        }
+    }
+
+    /// Runs until every acknowledged job was delivered (and nothing is
+    /// scheduled), or `limit` of virtual time has passed.
+    pub fn run(&mut self, limit: Duration) {
+        let deadline = self.epoch + limit;
+        loop {
+            let settled = self.history.undelivered().is_empty()
+                && !self
+                    .payloads
+                    .values()
+                    .any(|e| matches!(e, Event::Action(_)));
+            if settled {
+                return;
+            }
+            let next_event = self.events.peek().map(|Reverse((t, _))| *t);
+            let next_timer = self
+                .peers
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.frozen_until.is_none())
+                .filter_map(|(i, p)| Some((p.node.as_ref()?.poll_timeout()?, i)))
+                .min();
+            let at = match (next_event, next_timer) {
+                (None, None) => return,
+                (Some(e), Some((t, _))) => e.min(t),
+                (Some(e), None) => e,
+                (None, Some((t, _))) => t,
+            };
+            if at > deadline {
+                self.now = deadline;
+                return;
+            }
+            if self.steps >= MAX_STEPS {
+                self.violations.push(Violation {
+                    at: self.elapsed(),
+                    what: format!("no progress: {MAX_STEPS} steps taken (a livelock?)"),
+                });
+                return;
+            }
+            self.now = self.now.max(at);
+            self.steps += 1;
+            match next_timer {
+                Some((t, p)) if next_event.is_none_or(|e| t <= e) => {
+                    self.record(format_args!("timeout {p}"));
+                    self.input(p, NodeInput::Timeout);
+                }
+                _ => {
+                    let Some(Reverse((_, seq))) = self.events.pop() else {
+                        return;
+                    };
+                    if let Some(ev) = self.payloads.remove(&seq) {
+                        self.handle(ev);
+                    }
+                }
+            }
+            if self.views_dirty {
+                self.send_views();
+            }
+        }
+    }
+
+    // ---- events ----
+
+    fn push(&mut self, at: Instant, ev: Event) {
+        self.seq += 1;
+        self.events.push(Reverse((at, self.seq)));
+        self.payloads.insert(self.seq, ev);
+    }
+
+    fn latency(&mut self) -> Duration {
+        let (lo, hi) = self.config.latency;
+        if hi <= lo {
+            return lo;
+        }
+        self.rng.random_range(lo..=hi)
+    }
+
+    fn record(&mut self, what: std::fmt::Arguments<'_>) {
+        let line = format!("{:>10.3} {what}", self.elapsed().as_secs_f64());
+        for b in line.bytes() {
+            self.hash ^= u64::from(b);
+            self.hash = self.hash.wrapping_mul(0x100_0000_01b3);
+        }
+        if let Some(t) = &mut self.trace {
+            t.push(line);
+        }
+    }
+
+    fn alive(&self, peer: usize, life: u32) -> bool {
+        let p = &self.peers[peer];
+        p.life == life && p.node.is_some()
+    }
+
+    fn handle(&mut self, ev: Event) {
+        if let Some(peer) = ev.target() {
+            if let Some(until) = self.peers[peer].frozen_until {
+                // Nothing reaches a frozen process; it reads on when thawed.
+                self.push(until, ev);
+                return;
+            }
+        }
+        self.record(format_args!("{ev:?}"));
+        match ev {
+            Event::Action(a) => self.act(a),
+            Event::Deliver { conn, to, msg } => {
+                let c = &self.conns[conn];
+                if c.closed {
+                    return;
+                }
+                let (peer, link) = c.ends[to];
+                let from = self.peers[c.ends[1 - to].0].id;
+                self.input(peer, NodeInput::Message { from, link, msg });
+            }
+            Event::LinkOpened { peer, life, link } => {
+                if self.alive(peer, life) && self.peers[peer].connecting.remove(&link) {
+                    let remote = self.remote_of(peer, link);
+                    if let Some(remote) = remote {
+                        self.input(peer, NodeInput::LinkOpened { peer: remote, link });
+                    }
+                }
+            }
+            Event::LinkClosed { peer, life, link } => {
+                if self.alive(peer, life) {
+                    if let Some(remote) = self.remote_of(peer, link) {
+                        self.input(peer, NodeInput::LinkClosed { peer: remote, link });
+                    }
+                }
+            }
+            Event::DialTimeout { peer, life, link } => {
+                if self.alive(peer, life) && self.peers[peer].connecting.remove(&link) {
+                    let remote = self.peers[peer].dials.get(&link).map(|d| d.0).or_else(|| {
+                        self.peers[peer]
+                            .answered
+                            .iter()
+                            .find(|(_, l)| **l == link)
+                            .map(|((r, _), _)| *r)
+                    });
+                    if let Some(remote) = remote {
+                        self.input(peer, NodeInput::LinkClosed { peer: remote, link });
+                    }
+                }
+            }
+            Event::FromServer { peer, life, msg } => {
+                if self.alive(peer, life) && self.peers[peer].signal.is_some() {
+                    self.input(peer, NodeInput::Signal(&msg));
+                }
+            }
+            Event::StatsToServer { peer, life, stats } => {
+                let id = self.peers[peer].id;
+                if self.peers[peer].life == life && self.peers[peer].signal.is_some() {
+                    if let Some(r) = &mut self.registry {
+                        r.update_stats(&id, stats);
+                        self.views_dirty = true;
+                    }
+                }
+            }
+            Event::RelayToServer {
+                peer,
+                life,
+                to,
+                signal,
+            } => {
+                let from = self.peers[peer].id;
+                if self.peers[peer].life != life || self.peers[peer].signal.is_none() {
+                    return;
+                }
+                let same = self
+                    .registry
+                    .as_ref()
+                    .is_some_and(|r| r.same_pool(&from, &to));
+                let target = self.peers.iter().position(|p| p.id == to);
+                if let (true, Some(t)) = (same, target) {
+                    let life = self.peers[t].life;
+                    let at = self.arrival(t, true);
+                    self.push(
+                        at,
+                        Event::FromServer {
+                            peer: t,
+                            life,
+                            msg: ServerMsg::Relayed { from, signal },
+                        },
+                    );
+                }
+            }
+            Event::Join { peer, life } => self.join(peer, life),
+            Event::HandlerDone {
+                peer,
+                life,
+                job_id,
+                run,
+                result,
+            } => {
+                if self.alive(peer, life) && self.peers[peer].running.get(&job_id) == Some(&run) {
+                    self.peers[peer].running.remove(&job_id);
+                    self.input(peer, NodeInput::HandlerDone { job_id, result });
+                }
+            }
+            Event::Thaw(peer) => {
+                if self.peers[peer].frozen_until.is_some_and(|t| t <= self.now) {
+                    self.peers[peer].frozen_until = None;
+                }
+            }
+        }
+    }
+
+    /// When a message sent now reaches `peer` (or leaves it: `inbound`
+    /// false): after the latency, or after a cut that isolates it.
+    fn arrival(&mut self, peer: usize, _inbound: bool) -> Instant {
+        let at = self.now + self.latency();
+        match self.peers[peer].isolated_until {
+            Some(until) if until > self.now => at.max(until) + self.latency(),
+            _ => at,
+        }
+    }
+
+    fn remote_of(&self, peer: usize, link: LinkId) -> Option<PeerId> {
+        if let Some(&c) = self.by_end.get(&(peer, link)) {
+            let conn = &self.conns[c];
+            let other = if conn.ends[0] == (peer, link) { 1 } else { 0 };
+            return Some(self.peers[conn.ends[other].0].id);
+        }
+        let p = &self.peers[peer];
+        p.dials.get(&link).map(|d| d.0).or_else(|| {
+            p.answered
+                .iter()
+                .find(|(_, l)| **l == link)
+                .map(|((r, _), _)| *r)
+        })
+    }
+
+    fn act(&mut self, action: Action) {
+        match action {
+            Action::Submit {
+                peer,
+                capability,
+                input,
+                options,
+            } => self.submit(peer, capability, input, options),
+            Action::Crash(p) => self.crash(p),
+            Action::Kill(p, down) => {
+                self.crash(p);
+                let at = self.now + down;
+                self.push(at, Event::Action(Action::Restart(p)));
+            }
+            Action::SignalOutage(down) => {
+                self.act(Action::SignalDown);
+                let at = self.now + down;
+                self.push(at, Event::Action(Action::SignalUp));
+            }
+            Action::Restart(p) => {
+                if self.peers[p].node.is_none() {
+                    self.start_peer(p);
+                }
+            }
+            Action::Freeze(p, d) => {
+                let until = self.now + d;
+                self.peers[p].frozen_until = Some(until);
+                self.push(until, Event::Thaw(p));
+            }
+            Action::Isolate(p, d) => {
+                let until = self.now + d;
+                self.peers[p].isolated_until = Some(until);
+                if d >= self.config.dead_link_after {
+                    let at = self.now + self.config.dead_link_after;
+                    for c in 0..self.conns.len() {
+                        if self.conns[c].ends.iter().any(|e| e.0 == p) && !self.conns[c].closed {
+                            self.close_conn_at(c, at);
+                        }
+                    }
+                }
+            }
+            Action::SignalDown => {
+                self.registry = None;
+                for p in 0..self.peers.len() {
+                    if self.peers[p].signal.take().is_some() && self.peers[p].node.is_some() {
+                        self.input(p, NodeInput::SignalDisconnected);
+                    }
+                }
+            }
+            Action::SignalUp => {
+                if self.registry.is_none() {
+                    self.registry = Some(Registry::new(MAX_PEERS_PER_POOL));
+                    for p in 0..self.peers.len() {
+                        if self.peers[p].node.is_some() {
+                            // Reconnect backoff: within a second.
+                            let at =
+                                self.now + Duration::from_millis(self.rng.random_range(50..1000));
+                            let life = self.peers[p].life;
+                            self.push(at, Event::Join { peer: p, life });
+                        }
+                    }
+                }
+            }
+            Action::Drain(p) => self.input(p, NodeInput::Drain),
+        }
+    }
+
+    fn submit(&mut self, peer: usize, capability: Capability, input: Value, options: JobOptions) {
+        let job_id = Uuid::from_u128(self.rng.random());
+        if self.peers[peer].node.is_none() {
+            // Nobody answers a submit to a dead daemon: the client sees an error.
+            self.history.refused("the daemon is not running");
+            return;
+        }
+        let spec = JobSpec {
+            job_id,
+            capability,
+            input,
+            options,
+        };
+        // Journaled (synced) before the node hears of it, as by `peer`.
+        self.peers[peer]
+            .journal
+            .open
+            .insert(job_id, (spec.clone(), None));
+        let now = self.now;
+        let refused = self.peers[peer].node.as_mut().map(|n| {
+            n.handle_input(
+                now,
+                NodeInput::Submit {
+                    spec,
+                    blobs: Vec::new(),
+                },
+            )
+        });
+        if let Some(Err(e)) = refused {
+            self.peers[peer].journal.open.remove(&job_id);
+            self.history.refused(e.to_string());
+        } else {
+            self.history.submitted(job_id);
+        }
+        self.drain_outputs(peer);
+    }
+
+    fn start_peer(&mut self, p: usize) {
+        let spec = self.peers[p].spec.clone();
+        let seed = self.rng.random();
+        let node = Node::new(NodeConfig {
+            me: self.peers[p].id,
+            name: spec.name.clone(),
+            capabilities: spec.capabilities.clone(),
+            slots: spec.slots,
+            progress_interval: Duration::from_millis(100),
+            stats_interval: Duration::from_millis(250),
+            dispatcher: DispatcherConfig {
+                self_dispatch: spec.self_dispatch,
+                queue_limit: spec.queue_limit,
+                seed,
+                ..DispatcherConfig::default()
+            },
+            strategy: None,
+            max_blob_size: 1 << 30,
+            journaled: true,
+            seed,
+            input_check: Box::new(|_, input| match input.get("ms") {
+                Some(v) if !v.is_u64() => Err("ms must be a whole number".into()),
+                _ => Ok(()),
+            }),
+        });
+        let peer = &mut self.peers[p];
+        peer.node = Some(node);
+        peer.running.clear();
+        peer.connecting.clear();
+        peer.dials.clear();
+        peer.answered.clear();
+        let life = peer.life;
+        // Resume what the journal holds, once the pool view is complete
+        // (the node's dispatcher waits for it).
+        let resume: Vec<_> = peer.journal.open.values().cloned().collect();
+        let now = self.now;
+        for (spec, attempt) in resume {
+            let input = NodeInput::Resume {
+                spec,
+                blobs: Vec::new(),
+                attempts_before: attempt.map_or(0, |a| a.0 + RESUME_ATTEMPT_GAP),
+                held_by: attempt.map(|a| a.1),
+            };
+            if let Some(node) = self.peers[p].node.as_mut() {
+                let _ = node.handle_input(now, input);
+            }
+        }
+        self.drain_outputs(p);
+        if self.registry.is_some() {
+            let at = self.now + self.latency();
+            self.push(at, Event::Join { peer: p, life });
+        }
+    }
+
+    fn join(&mut self, p: usize, life: u32) {
+        if !self.alive(p, life) || self.peers[p].signal.is_some() {
+            return;
+        }
+        let peer = &self.peers[p];
+        let hello = Hello {
+            version: PROTOCOL_VERSION,
+            peer_id: peer.id,
+            name: peer.spec.name.clone(),
+            pool: POOL.into(),
+            capabilities: peer.spec.capabilities.clone(),
+            slots: peer.spec.slots,
+        };
+        let Some(registry) = &mut self.registry else {
+            return;
+        };
+        if registry.join(self.now, &hello).is_err() {
+            return;
+        }
+        self.peers[p].signal = Some(0);
+        self.views_dirty = true;
+        self.input(p, NodeInput::SignalConnected);
+        let at = self.arrival(p, true);
+        self.push(
+            at,
+            Event::FromServer {
+                peer: p,
+                life,
+                msg: ServerMsg::Welcome {
+                    pool: POOL.into(),
+                    heartbeat_ms: 5000,
+                },
+            },
+        );
+    }
+
+    /// Every joined peer reads its view from its cursor.
+    fn send_views(&mut self) {
+        self.views_dirty = false;
+        for p in 0..self.peers.len() {
+            let (Some(mut cursor), id, life) =
+                (self.peers[p].signal, self.peers[p].id, self.peers[p].life)
+            else {
+                continue;
+            };
+            while let Some(page) = self
+                .registry
+                .as_ref()
+                .and_then(|r| r.page(&id, cursor, PAGE_BYTES))
+            {
+                cursor = page.cursor;
+                if let Some(msg) = page
+                    .json
+                    .as_deref()
+                    .and_then(|j| ServerMsg::decode(j.as_bytes()).ok())
+                {
+                    let at = self.arrival(p, true);
+                    self.push(at, Event::FromServer { peer: p, life, msg });
+                }
+            }
+            self.peers[p].signal = Some(cursor);
+        }
+    }
+
+    fn crash(&mut self, p: usize) {
+        if self.peers[p].node.take().is_none() {
+            return;
+        }
+        let id = self.peers[p].id;
+        self.peers[p].life += 1;
+        self.peers[p].frozen_until = None;
+        if self.peers[p].signal.take().is_some() {
+            if let Some(r) = &mut self.registry {
+                // Its socket closes with the process: the server sees it at once.
+                r.leave(&id);
+                self.views_dirty = true;
+            }
+        }
+        // The remote ends learn of it only when their link times out.
+        let at = self.now + self.config.dead_link_after;
+        for c in 0..self.conns.len() {
+            if self.conns[c].ends.iter().any(|e| e.0 == p) && !self.conns[c].closed {
+                self.close_conn_at(c, at);
+            }
+        }
+    }
+
+    /// Closes a connection: each live end hears `LinkClosed` at `at`.
+    fn close_conn_at(&mut self, c: usize, at: Instant) {
+        self.conns[c].closed = true;
+        for (peer, link) in self.conns[c].ends {
+            let life = self.peers[peer].life;
+            self.push(at, Event::LinkClosed { peer, life, link });
+        }
+    }
+
+    // ---- a node's inputs and outputs ----
+
+    fn input(&mut self, p: usize, input: NodeInput<'_>) {
+        let now = self.now;
+        if let Some(node) = self.peers[p].node.as_mut() {
+            let _ = node.handle_input(now, input);
+        }
+        self.drain_outputs(p);
+    }
+
+    fn drain_outputs(&mut self, p: usize) {
+        loop {
+            let Some(out) = self.peers[p].node.as_mut().and_then(Node::poll_output) else {
+                return;
+            };
+            self.output(p, out);
+        }
+    }
+
+    fn output(&mut self, p: usize, out: NodeOutput) {
+        let life = self.peers[p].life;
+        match out {
+            NodeOutput::Send { link, msg, .. } => self.send(p, link, msg),
+            NodeOutput::Dial { peer, link, tag } => {
+                self.peers[p].connecting.insert(link);
+                self.peers[p].dials.insert(link, (peer, tag));
+                let at = self.now + self.config.connect_timeout;
+                self.push(
+                    at,
+                    Event::DialTimeout {
+                        peer: p,
+                        life,
+                        link,
+                    },
+                );
+                self.relay(
+                    p,
+                    peer,
+                    Handshake::Offer {
+                        sdp: "sim-offer".into(),
+                        dial: tag,
+                    },
+                );
+            }
+            NodeOutput::Answer {
+                peer, link, tag, ..
+            } => {
+                self.peers[p].connecting.insert(link);
+                self.peers[p].answered.insert((peer, tag), link);
+                let at = self.now + self.config.connect_timeout;
+                self.push(
+                    at,
+                    Event::DialTimeout {
+                        peer: p,
+                        life,
+                        link,
+                    },
+                );
+                self.relay(
+                    p,
+                    peer,
+                    Handshake::Answer {
+                        sdp: "sim-answer".into(),
+                        dial: tag,
+                    },
+                );
+            }
+            NodeOutput::DeliverAnswer { link, .. } => self.connect(p, link),
+            NodeOutput::CloseLink { link, .. } => {
+                self.peers[p].connecting.remove(&link);
+                if let Some(c) = self.by_end.remove(&(p, link)) {
+                    if !self.conns[c].closed {
+                        // The remote end hears the close a moment later.
+                        self.conns[c].closed = true;
+                        let other = self.conns[c].ends.into_iter().find(|e| *e != (p, link));
+                        if let Some((peer, link)) = other {
+                            let life = self.peers[peer].life;
+                            let at = self.arrival(peer, true);
+                            self.push(at, Event::LinkClosed { peer, life, link });
+                        }
+                    }
+                }
+            }
+            NodeOutput::StartHandler {
+                job_id,
+                input,
+                timeout,
+                ..
+            } => self.start_handler(p, job_id, &input, timeout),
+            NodeOutput::CancelHandler { job_id } => {
+                if self.peers[p].running.contains_key(&job_id) {
+                    // The handler stops soon after its token fires.
+                    let run = self.new_run();
+                    self.peers[p].running.insert(job_id, run);
+                    let at = self.now + Duration::from_millis(1);
+                    let result = Err(("cancelled".to_owned(), false));
+                    self.push(
+                        at,
+                        Event::HandlerDone {
+                            peer: p,
+                            life,
+                            job_id,
+                            run,
+                            result,
+                        },
+                    );
+                }
+            }
+            NodeOutput::RestoreResult { job_id, result } => {
+                // No blobs here: the kept result goes out as it is.
+                let now = self.now;
+                if let Some(node) = self.peers[p].node.as_mut() {
+                    let _ = node.handle_input(now, NodeInput::HandlerDone { job_id, result });
+                }
+            }
+            NodeOutput::ForgetResult { .. }
+            | NodeOutput::ExpectInputs { .. }
+            | NodeOutput::ExpectResultBlobs { .. }
+            | NodeOutput::Event(_) => {}
+            NodeOutput::Finished(end) => {
+                self.peers[p].journal.open.remove(&end.job_id);
+                let delivered = match &end.result {
+                    Ok(value) => {
+                        let ran = value.get("by").and_then(Value::as_str);
+                        let named = end.worker.map(|w| w.to_string());
+                        if ran != named.as_deref() {
+                            self.violations.push(Violation {
+                                at: self.elapsed(),
+                                what: format!(
+                                    "job {} ran on {ran:?} but its envelope names {named:?}",
+                                    end.job_id
+                                ),
+                            });
+                        }
+                        Delivered::Completed
+                    }
+                    Err(e) => Delivered::Failed(e.to_string()),
+                };
+                self.record(format_args!("finished {} {delivered:?}", end.job_id));
+                self.history.delivered(end.job_id, delivered);
+            }
+            NodeOutput::Journal(op) => {
+                if let JournalOp::Attempt {
+                    job_id,
+                    attempt,
+                    worker,
+                } = op
+                {
+                    if let Some(j) = self.peers[p].journal.open.get_mut(&job_id) {
+                        j.1 = Some((attempt, worker));
+                    }
+                }
+            }
+            NodeOutput::PublishStats(stats) => {
+                let at = self.arrival(p, false);
+                self.push(
+                    at,
+                    Event::StatsToServer {
+                        peer: p,
+                        life,
+                        stats,
+                    },
+                );
+            }
+        }
+    }
+
+    fn new_run(&mut self) -> u64 {
+        self.next_run += 1;
+        self.next_run
+    }
+
+    fn start_handler(&mut self, p: usize, job_id: JobId, input: &Value, timeout: Duration) {
+        self.history.executed(job_id);
+        let run = self.new_run();
+        self.peers[p].running.insert(job_id, run);
+        let ms = input.get("ms").and_then(Value::as_u64).unwrap_or(10);
+        let took = Duration::from_millis(ms) * self.peers[p].spec.slowness;
+        let by = self.peers[p].id.to_string();
+        let (after, result) = if took > timeout {
+            let why = format!("timed out on the worker after {} ms", timeout.as_millis());
+            (timeout, Err((why, true)))
+        } else {
+            let result = match input.get("fail").and_then(Value::as_str) {
+                Some("retryable") => Err(("failed (retryable)".to_owned(), true)),
+                Some("permanent") => Err(("failed".to_owned(), false)),
+                Some("panic") => Err(("the handler panicked".to_owned(), false)),
+                _ => Ok(json!({ "by": by, "ms": ms })),
+            };
+            (took, result)
+        };
+        let life = self.peers[p].life;
+        let at = self.now + after;
+        self.push(
+            at,
+            Event::HandlerDone {
+                peer: p,
+                life,
+                job_id,
+                run,
+                result,
+            },
+        );
+    }
+
+    /// A handshake message through the signal-server.
+    fn relay(&mut self, p: usize, to: PeerId, signal: Handshake) {
+        if self.peers[p].signal.is_none() {
+            return; // not connected: the dial fails its deadline
+        }
+        let life = self.peers[p].life;
+        let at = self.arrival(p, false);
+        self.push(
+            at,
+            Event::RelayToServer {
+                peer: p,
+                life,
+                to,
+                signal,
+            },
+        );
+    }
+
+    /// The dialler of `link` got its answer: the two ends connect.
+    fn connect(&mut self, p: usize, link: LinkId) {
+        let Some(&(remote, tag)) = self.peers[p].dials.get(&link) else {
+            return;
+        };
+        let me = self.peers[p].id;
+        let Some(r) = self.peers.iter().position(|x| x.id == remote) else {
+            return;
+        };
+        let Some(&rlink) = self.peers[r].answered.get(&(me, tag)) else {
+            return;
+        };
+        if !self.peers[r].connecting.contains(&rlink) {
+            return;
+        }
+        let c = self.conns.len();
+        self.conns.push(Conn {
+            ends: [(p, link), (r, rlink)],
+            last: [self.now; 2],
+            closed: false,
+        });
+        self.by_end.insert((p, link), c);
+        self.by_end.insert((r, rlink), c);
+        // ICE and DTLS take about a round trip.
+        for (peer, link) in [(p, link), (r, rlink)] {
+            let life = self.peers[peer].life;
+            let at = self.arrival(peer, true) + self.latency();
+            self.push(at, Event::LinkOpened { peer, life, link });
+        }
+    }
+
+    /// A message on a link: ordered and reliable, loss shows up as delay;
+    /// past the retransmission limit the link closes.
+    fn send(&mut self, p: usize, link: LinkId, msg: DcMsg) {
+        let Some(&c) = self.by_end.get(&(p, link)) else {
+            return; // its close is on its way to the node
+        };
+        if self.conns[c].closed {
+            return;
+        }
+        let to = if self.conns[c].ends[0] == (p, link) {
+            1
+        } else {
+            0
+        };
+        let receiver = self.conns[c].ends[to].0;
+        let mut at = self.arrival(p, false).max(self.arrival(receiver, true));
+        let mut rto = Duration::from_secs(1);
+        let mut retransmits = 0;
+        while self.config.loss > 0.0 && self.rng.random_bool(self.config.loss.min(1.0)) {
+            retransmits += 1;
+            if retransmits > self.config.max_retransmits {
+                let at = self.now + rto;
+                self.close_conn_at(c, at);
+                return;
+            }
+            at += rto;
+            rto = (rto * 2).min(Duration::from_secs(60));
+        }
+        let at = at.max(self.conns[c].last[to]);
+        self.conns[c].last[to] = at;
+        self.push(at, Event::Deliver { conn: c, to, msg });
+    }
+}
