@@ -415,7 +415,9 @@ impl Dispatcher {
 
     /// The ids of every job held.
     pub fn job_ids(&self) -> Vec<JobId> {
-        self.jobs.keys().copied().collect()
+        let mut ids: Vec<JobId> = self.jobs.keys().copied().collect();
+        ids.sort();
+        ids
     }
 
     /// A held job's state.
@@ -816,12 +818,15 @@ impl Dispatcher {
 
     /// Every job at `peer` lost its attempt.
     fn lose_attempts_on(&mut self, now: Instant, peer: PeerId) {
-        let lost: Vec<JobId> = self
+        let mut lost: Vec<JobId> = self
             .jobs
             .iter()
             .filter(|(_, j)| j.state.attempt().is_some_and(|(w, _)| w == peer))
             .map(|(id, _)| *id)
             .collect();
+        // In job order, not the map's: retries draw their backoff from the
+        // seeded RNG, so the same inputs give the same run.
+        lost.sort();
         for id in lost {
             self.lose_attempt(now, id, peer, false);
         }

@@ -97,7 +97,10 @@ fn a_submitter_that_also_works_does_not_rerun_a_job_another_worker_holds() {
         sim.schedule(100 * MS, Sim::job(0, "own", 1_000, 30 * S));
         sim.schedule(200 * MS, Sim::job(0, "record", 6_000, 30 * S));
         sim.schedule(2 * S, Action::Kill(0, 500 * MS));
-        let s = finish(sim, &format!("twin: a submitting worker killed (seed {seed})"));
+        let s = finish(
+            sim,
+            &format!("twin: a submitting worker killed (seed {seed})"),
+        );
         assert_eq!(s.completed, 2);
         assert_eq!(s.executions_max, 1, "seed {seed}: a held job ran again");
     }

@@ -49,7 +49,7 @@ fn random_pools_under_random_faults_lose_and_duplicate_nothing() {
 
 #[test]
 fn the_same_seed_gives_the_same_run() {
-    for seed in 0..20 {
+    for seed in 0..env("JOBMESH_SIM_REPEATS", 20) {
         let scenario = generate(seed);
         let (a, _) = run(seed, &scenario, false);
         let (b, _) = run(seed, &scenario, false);

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jobmesh_core::{EventKind, JobEvent};
-use jobmesh_node::{LinkId, NodeInput};
+use jobmesh_node::NodeInput;
 use jobmesh_wire::blob::{BlobMeta, ChunkHeader, Direction};
 use jobmesh_wire::dc::{DcMsg, JobId, Outcome, Progress};
 use jobmesh_wire::{Capability, PeerId};
@@ -109,7 +109,7 @@ impl Daemon {
                 };
                 let upload =
                     self.spawn_upload(e.job_id, *worker, *attempt, Direction::Input, blobs);
-                if let Some((_, guard)) = upload {
+                if let Some(guard) = upload {
                     self.uploads.insert(e.job_id, guard);
                 }
             }
@@ -432,17 +432,20 @@ impl Daemon {
             return;
         }
         let outputs = Arc::new(outputs);
-        match self.spawn_upload(job_id, to, attempt, Direction::Output, outputs.clone()) {
-            Some((link, guard)) => {
-                let msg = DcMsg::Blobs {
-                    job_id,
-                    attempt,
-                    direction: Direction::Output,
-                    blobs: outputs.iter().map(|b| b.meta.clone()).collect(),
-                };
-                // Ahead of the chunks: the upload task queues on the bulk
-                // queue, which the link serves after its control messages.
-                self.send_bytes(now, to, link, msg.encode());
+        let upload = self.node.open_link(&to).and_then(|link| {
+            // Queued before the upload task exists, so the announcement goes
+            // out ahead of the first chunk.
+            let msg = DcMsg::Blobs {
+                job_id,
+                attempt,
+                direction: Direction::Output,
+                blobs: outputs.iter().map(|b| b.meta.clone()).collect(),
+            };
+            self.send_bytes(now, to, link, msg.encode());
+            self.spawn_upload(job_id, to, attempt, Direction::Output, outputs.clone())
+        });
+        match upload {
+            Some(guard) => {
                 self.pending_results.insert(
                     job_id,
                     PendingResult {
@@ -523,8 +526,8 @@ impl Daemon {
 
     // ---- uploads ----
 
-    /// Streams `blobs` to `to` in a task on its open link (returned); `None`
-    /// if there is none. Dropping the guard stops the task.
+    /// Streams `blobs` to `to` in a task on its open link; `None` if there is
+    /// none. Dropping the guard stops the task.
     fn spawn_upload(
         &mut self,
         job_id: JobId,
@@ -532,7 +535,7 @@ impl Daemon {
         attempt: u32,
         direction: Direction,
         blobs: Arc<Vec<Prepared>>,
-    ) -> Option<(LinkId, DropGuard)> {
+    ) -> Option<DropGuard> {
         let link_id = self.node.open_link(&to)?;
         let Some(Link::Open(link)) = self.links.get(&link_id) else {
             return None;
@@ -579,7 +582,7 @@ impl Daemon {
             }
             .instrument(tracing::info_span!("upload", %job_id, ?direction, to = %to.short())),
         );
-        Some((link_id, cancel.drop_guard()))
+        Some(cancel.drop_guard())
     }
 
     pub(super) fn on_transfer_done(&mut self, now: Instant, t: TransferDone) {
