@@ -266,6 +266,72 @@ impl RawPeer {
         .await
     }
 
+    /// Waits until the pool view shows a member named `name`; returns its id.
+    pub async fn member(&mut self, name: &str) -> PeerId {
+        within("the member to show in the raw peer's view", async {
+            loop {
+                if let Some(SignalEvent::Message(ServerMsg::View { peers, .. })) =
+                    self.events.recv().await
+                {
+                    if let Some(p) = peers.iter().find(|p| p.name == name) {
+                        return p.id;
+                    }
+                }
+            }
+        })
+        .await
+    }
+
+    /// Sends `peer` `n` offers of one real SDP, each under a new dial tag,
+    /// each once the answer to the one before came back: every one makes
+    /// `peer` start answering afresh, replacing the connection it was
+    /// opening. The raw side never completes a handshake.
+    pub async fn offer_flood(&mut self, peer: PeerId, n: u64) {
+        let (sdp_tx, mut sdp_rx) = mpsc::channel(1);
+        let relay = move |signal: Handshake| match signal {
+            Handshake::Offer { sdp, .. } => sdp_tx.try_send(sdp).is_ok(),
+            _ => true,
+        };
+        let (_answer_tx, answer_rx) = oneshot::channel();
+        let config = loopback_rtc();
+        // Pending for the whole flood: it only gives its offer.
+        let dial = rtc::dial(&config, peer, 1, relay, answer_rx, self.link_tx.clone());
+        tokio::pin!(dial);
+        let sdp = within("a real offer", async {
+            tokio::select! {
+                r = &mut dial => panic!("the raw dial ended early: {:?}", r.err()),
+                sdp = sdp_rx.recv() => sdp.expect("the offer"),
+            }
+        })
+        .await;
+        for tag in 1..=n {
+            let offer = Handshake::Offer {
+                sdp: sdp.clone(),
+                dial: tag,
+            };
+            self.out
+                .try_send(ClientMsg::Relay {
+                    to: peer,
+                    signal: offer,
+                })
+                .expect("the signal queue takes the offer");
+            within("the answer to an offer", async {
+                loop {
+                    if let Some(SignalEvent::Message(ServerMsg::Relayed {
+                        from,
+                        signal: Handshake::Answer { dial, .. },
+                    })) = self.events.recv().await
+                    {
+                        if from == peer && dial == tag {
+                            return;
+                        }
+                    }
+                }
+            })
+            .await;
+        }
+    }
+
     /// The next data-channel message received, decoded as JSON.
     pub async fn recv_json(&mut self) -> serde_json::Value {
         match within("a data-channel message", self.link_rx.recv()).await {

@@ -366,6 +366,35 @@ struct Setup {
     gathered: mpsc::Receiver<()>,
     incoming: mpsc::Receiver<Arc<dyn DataChannel>>,
     dead: CancellationToken,
+    /// Closes `pc` if the dial or answer is dropped half way.
+    close: CloseOnDrop,
+}
+
+/// Closes a peer connection dropped before it became a link: a dial or an
+/// answer abandoned mid-handshake (the daemon replaced it, or stopped).
+/// webrtc keeps a connection's sockets and tasks until `close()`, so
+/// dropping its last handle would leak them.
+struct CloseOnDrop(Option<Arc<dyn PeerConnection>>);
+
+impl CloseOnDrop {
+    /// The connection lives on (as a link, or closed by its owner).
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        let Some(pc) = self.0.take() else {
+            return;
+        };
+        // Outside a runtime there is nothing left to close it on.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ = pc.close().await;
+            });
+        }
+    }
 }
 
 async fn build(config: &RtcConfig) -> Result<Setup, LinkError> {
@@ -409,8 +438,10 @@ async fn build(config: &RtcConfig) -> Result<Setup, LinkError> {
         .with_data_channel_send_buffer_limit(config.send_buffer_limit)
         .build()
         .await?;
+    let pc: Arc<dyn PeerConnection> = Arc::new(pc);
     Ok(Setup {
-        pc: Arc::new(pc),
+        close: CloseOnDrop(Some(pc.clone())),
+        pc,
         gathered,
         incoming,
         dead,
@@ -530,7 +561,13 @@ async fn finish(
     link_id: LinkId,
     events: mpsc::Sender<LinkEvent>,
 ) -> Result<LinkHandle, LinkError> {
-    let Setup { pc, dead, .. } = setup;
+    let Setup {
+        pc,
+        dead,
+        mut close,
+        ..
+    } = setup;
+    close.disarm();
     match result {
         Ok(dc) => {
             let max_message_size = match pc.sctp().await {
