@@ -1,5 +1,5 @@
 //! The randomized swarm: random pools, workloads and fault schedules, one per
-//! seed. `JOBMESH_SIM_SEEDS` (default 500) seeds from `JOBMESH_SIM_FIRST`
+//! seed. `JOBMESH_SIM_SEEDS` (default 1000) seeds from `JOBMESH_SIM_FIRST`
 //! (default 0); a failing seed prints the command that replays it and the
 //! smallest schedule that still fails.
 
@@ -17,7 +17,7 @@ fn env(name: &str, default: u64) -> u64 {
 #[test]
 fn random_pools_under_random_faults_lose_and_duplicate_nothing() {
     let first = env("JOBMESH_SIM_FIRST", 0);
-    let count = env("JOBMESH_SIM_SEEDS", 500);
+    let count = env("JOBMESH_SIM_SEEDS", 1000);
     let started = Instant::now();
     let (mut steps, mut jobs, mut executions) = (0, 0, 0.0);
     for seed in first..first + count {
