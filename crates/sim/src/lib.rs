@@ -406,6 +406,11 @@ impl Sim {
     /// Runs until every acknowledged job was delivered (and nothing is
     /// scheduled), or `limit` of virtual time has passed.
     pub fn run(&mut self, limit: Duration) {
+        self.run_until(limit);
+        self.check_links();
+    }
+
+    fn run_until(&mut self, limit: Duration) {
         let deadline = self.epoch + limit;
         loop {
             let settled = self.history.undelivered().is_empty()
@@ -461,6 +466,42 @@ impl Sim {
                 self.send_views();
             }
         }
+    }
+
+    /// Every connection the network holds open, and every handshake under
+    /// way, must belong to a link its node still has: one that left a node's
+    /// table without `CloseLink` would keep its connection (in the daemon:
+    /// its UDP sockets) for good.
+    fn check_links(&mut self) {
+        let mut leaks = Vec::new();
+        for conn in self.conns.iter().filter(|c| !c.closed) {
+            for (i, &(p, link)) in conn.ends.iter().enumerate() {
+                let remote = self.peers[conn.ends[1 - i].0].id;
+                if let Some(node) = &self.peers[p].node {
+                    if !node.is_current_link(&remote, link) {
+                        leaks.push(format!("peer {p} keeps the open connection of link {link}, which its node dropped"));
+                    }
+                }
+            }
+        }
+        for (p, peer) in self.peers.iter().enumerate() {
+            let Some(node) = &peer.node else {
+                continue;
+            };
+            for &link in &peer.connecting {
+                let current = self
+                    .remote_of(p, link)
+                    .is_some_and(|remote| node.is_current_link(&remote, link));
+                if !current {
+                    leaks.push(format!(
+                        "peer {p} keeps the handshake of link {link}, which its node dropped"
+                    ));
+                }
+            }
+        }
+        let at = self.elapsed();
+        self.violations
+            .extend(leaks.into_iter().map(|what| Violation { at, what }));
     }
 
     // ---- events ----
@@ -859,8 +900,16 @@ impl Sim {
             return;
         }
         let id = self.peers[p].id;
-        self.peers[p].life += 1;
-        self.peers[p].frozen_until = None;
+        let peer = &mut self.peers[p];
+        peer.life += 1;
+        peer.frozen_until = None;
+        // Its handshakes and handlers die with it; link ids start afresh in
+        // its next life.
+        peer.running.clear();
+        peer.connecting.clear();
+        peer.dials.clear();
+        peer.answered.clear();
+        self.by_end.retain(|(q, _), _| *q != p);
         if self.peers[p].signal.take().is_some() {
             if let Some(r) = &mut self.registry {
                 // Its socket closes with the process: the server sees it at once.
@@ -1118,6 +1167,9 @@ impl Sim {
         let Some(r) = self.peers.iter().position(|x| x.id == remote) else {
             return;
         };
+        if self.peers[r].node.is_none() {
+            return; // it died after answering
+        }
         let Some(&rlink) = self.peers[r].answered.get(&(me, tag)) else {
             return;
         };
