@@ -239,6 +239,21 @@ pub enum Input<'a> {
         /// The attempt.
         attempt: u32,
     },
+    /// An attempt failed for a reason its worker did not send: its result's
+    /// blobs did not all arrive intact, or this peer could not send its
+    /// inputs. It counts as that worker's failed result.
+    AttemptFailed {
+        /// The worker.
+        from: PeerId,
+        /// The job.
+        job_id: JobId,
+        /// The attempt.
+        attempt: u32,
+        /// What went wrong.
+        message: String,
+        /// Whether another attempt may succeed.
+        retryable: bool,
+    },
     /// The caller gives up on a job.
     Cancel(JobId),
     /// This peer's own worker side, for self-dispatch (None: not a worker).
@@ -486,6 +501,23 @@ impl Dispatcher {
                 if current == Some((from, attempt)) {
                     self.renew_lease(now, job_id);
                 }
+            }
+            Input::AttemptFailed {
+                from,
+                job_id,
+                attempt,
+                message,
+                retryable,
+            } => {
+                // The path of a failed result from the worker, its receipt
+                // included (the worker drops what it kept for the attempt).
+                let failed = DcMsg::Result {
+                    job_id,
+                    attempt,
+                    outcome: Outcome::Err { message, retryable },
+                    load: None,
+                };
+                self.on_reply(now, from, &failed);
             }
             Input::Cancel(job_id) => self.cancel(now, job_id),
             Input::LocalWorker(info) => self.local = info,

@@ -5,9 +5,10 @@
 //! the routing of messages between the two when the peer runs its own job
 //! (self-dispatch: they never touch a socket), the link table (dial on first
 //! use, the glare rule when both peers dial at once, link ids that fence a
-//! replaced link's late events, messages held while a link opens), the input
-//! blobs announced before a submit, the stats it publishes and the journal
-//! changes it wants written.
+//! replaced link's late events, messages held while a link opens), the blob
+//! transfer sets of each attempt (which blobs move, chunk fencing, input
+//! deadlines, results held for their blobs), the stats it publishes and the
+//! journal changes it wants written.
 //!
 //! Contract (str0m / quinn): no sockets, no tasks, no clock. Every input
 //! comes with `now` through [`Node::handle_input`]; after each one, drain
@@ -17,6 +18,7 @@
 //! and keeps only handles (tasks, connections, files) keyed by the same ids.
 
 mod links;
+mod transfers;
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -33,9 +35,11 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 use tracing::{debug, info, warn};
+use transfers::Transfers;
 
 use links::{Link, LinkTable};
 pub use links::{LinkId, PENDING_PER_LINK};
+pub use transfers::HandlerInputs;
 
 /// A handler's verdict on a job's input, before it is admitted (`Err(why)`:
 /// rejected as bad input). Pure: it must not block or do I/O.
@@ -122,15 +126,48 @@ pub enum NodeInput<'a> {
         /// What is wrong with them.
         error: String,
     },
-    /// A chunk of a result's blobs came from the worker of an attempt of
-    /// ours: it is busy sending, so its lease holds.
-    Alive {
-        /// The worker.
-        from: PeerId,
+    /// Bytes of a job's blobs arrived and were stored: `received` of
+    /// `total`. For a result's blobs it is also word from the worker (its
+    /// lease holds).
+    BlobsProgress {
         /// The job.
         job_id: JobId,
-        /// The attempt.
+        /// Its inputs (worker side) or its result's (submitter side).
+        direction: Direction,
+        /// Bytes stored so far.
+        received: u64,
+        /// Bytes announced.
+        total: u64,
+    },
+    /// Every blob of a set arrived and matched its digest.
+    BlobsReceived {
+        /// The job.
+        job_id: JobId,
+        /// Which set.
+        direction: Direction,
+    },
+    /// A set could not be received (a damaged or misplaced chunk, a digest
+    /// mismatch, the spool): `error` says what.
+    BlobsFailed {
+        /// The job.
+        job_id: JobId,
+        /// Which set.
+        direction: Direction,
+        /// What went wrong, as the job's error will say it.
+        error: String,
+    },
+    /// An upload asked for with [`NodeOutput::SendBlobs`] ended.
+    BlobsSent {
+        /// The job.
+        job_id: JobId,
+        /// Which set.
+        direction: Direction,
+        /// The peer it went to.
+        to: PeerId,
+        /// The attempt it belonged to.
         attempt: u32,
+        /// `Err((why, closed))`: `closed` when its link closed under it.
+        result: Result<(), (String, bool)>,
     },
     /// A link this node asked for (dial or answer) is open.
     LinkOpened {
@@ -154,36 +191,14 @@ pub enum NodeInput<'a> {
         progress: Progress,
     },
     /// A job this peer ran ended: its handler returned, or its start failed
-    /// (input blobs, spool). `Err((message, retryable))` for a failure.
+    /// (the spool). `Err((message, retryable))` for a failure.
     HandlerDone {
         /// The job.
         job_id: JobId,
         /// What it returned.
         result: Result<Value, (String, bool)>,
-    },
-    /// A finished job's result could not be delivered because the link to
-    /// `peer` (its submitter) closed while its blobs went out: it is kept
-    /// for the submitter's return, and offered again at once if a newer
-    /// link to it is open.
-    ResultLinkLost {
-        /// The submitter.
-        peer: PeerId,
-        /// The job.
-        job_id: JobId,
-        /// What its handler returned.
-        result: Value,
-    },
-    /// The input blobs of an attempt of ours could not be read or sent (our
-    /// own file went missing): the attempt fails for good.
-    InputsUnsendable {
-        /// The worker.
-        to: PeerId,
-        /// The job.
-        job_id: JobId,
-        /// The attempt.
-        attempt: u32,
-        /// Why.
-        error: String,
+        /// The blobs it attached to its result (the driver holds them).
+        outputs: Vec<BlobMeta>,
     },
     /// The peer is shutting down: its worker takes no new job.
     Drain,
@@ -260,7 +275,7 @@ pub enum NodeOutput {
         /// Which link.
         link: LinkId,
     },
-    /// Run a job's handler under `timeout` (once its input blobs are in).
+    /// Run a job's handler under `timeout`, on its input blobs.
     StartHandler {
         /// The job.
         job_id: JobId,
@@ -270,46 +285,79 @@ pub enum NodeOutput {
         input: Value,
         /// Stop it after this long.
         timeout: Duration,
+        /// Where its input blobs are.
+        inputs: HandlerInputs,
     },
-    /// Stop a job's handler (or the transfer of its blobs).
+    /// Stop a job's handler.
     CancelHandler {
         /// The job.
         job_id: JobId,
     },
-    /// A kept result is wanted again: finish the job once more with it and
-    /// the output blobs the driver kept, as if its handler had just returned.
-    RestoreResult {
-        /// The job.
-        job_id: JobId,
-        /// What its handler returned.
-        result: Result<Value, (String, bool)>,
-    },
-    /// A kept result is no longer wanted: drop what the driver kept with it.
+    /// The output blobs the driver holds for a job are no longer wanted
+    /// (its result was delivered, refused, expired or failed).
     ForgetResult {
         /// The job.
         job_id: JobId,
     },
-    /// An admitted job's input blobs will come from `from` on its link.
-    ExpectInputs {
-        /// The submitter.
-        from: PeerId,
+    /// Receive a set of blobs from `from` for `attempt` of a job (spool
+    /// them, check their digests) and report `BlobsProgress`, then
+    /// `BlobsReceived` or `BlobsFailed`. Only chunks [`Node::wants_chunk`]
+    /// accepts belong to it.
+    ReceiveBlobs {
         /// The job.
         job_id: JobId,
+        /// Its inputs (worker side) or its result's (submitter side).
+        direction: Direction,
+        /// The sender.
+        from: PeerId,
         /// The attempt they belong to.
         attempt: u32,
         /// What was announced.
         blobs: Vec<BlobMeta>,
     },
-    /// A worker announced the blobs of a result of ours.
-    ExpectResultBlobs {
-        /// The worker.
-        from: PeerId,
+    /// Drop a set being received (and what arrived of it).
+    DropBlobs {
         /// The job.
         job_id: JobId,
+        /// Which set.
+        direction: Direction,
+    },
+    /// Send a job's blobs (its inputs, or its result's, both held by the
+    /// driver) to `to` on `link`, paced by the link; report `BlobsSent`.
+    SendBlobs {
+        /// The job.
+        job_id: JobId,
+        /// Which set.
+        direction: Direction,
+        /// The recipient.
+        to: PeerId,
+        /// The link to send on.
+        link: LinkId,
         /// The attempt they belong to.
         attempt: u32,
-        /// What was announced.
-        blobs: Vec<BlobMeta>,
+    },
+    /// Stop sending a job's blobs (its attempt ended).
+    StopSending {
+        /// The job.
+        job_id: JobId,
+        /// Which set.
+        direction: Direction,
+    },
+    /// The result blobs received for `attempt` of a job of ours are its
+    /// result's: hold them until the job is reported finished.
+    ResultBlobs {
+        /// The job.
+        job_id: JobId,
+        /// The attempt they came with.
+        attempt: u32,
+    },
+    /// A self-dispatched job's output blobs are its result's blobs for
+    /// `attempt`: hold them until the job is reported finished.
+    LocalResultBlobs {
+        /// The job.
+        job_id: JobId,
+        /// The attempt.
+        attempt: u32,
     },
     /// Something happened to a job of ours.
     Event(JobEvent),
@@ -344,6 +392,7 @@ pub struct Node {
     worker: WorkerCore,
     coalescer: StatsCoalescer,
     links: LinkTable,
+    transfers: Transfers,
     rng: StdRng,
     /// Input blobs of this peer's jobs, announced before each remote submit.
     job_blobs: HashMap<JobId, Vec<BlobMeta>>,
@@ -390,6 +439,7 @@ impl Node {
             worker,
             coalescer: StatsCoalescer::new(config.stats_interval),
             links: LinkTable::default(),
+            transfers: Transfers::default(),
             rng: StdRng::seed_from_u64(config.seed),
             job_blobs: HashMap::new(),
             announced: HashMap::new(),
@@ -514,18 +564,27 @@ impl Node {
                     );
                 }
             }
-            NodeInput::Alive {
-                from,
+            NodeInput::BlobsProgress {
                 job_id,
+                direction,
+                received,
+                total,
+            } => self.on_blobs_progress(now, job_id, direction, (received, total)),
+            NodeInput::BlobsReceived { job_id, direction } => {
+                self.on_blobs_received(now, job_id, direction);
+            }
+            NodeInput::BlobsFailed {
+                job_id,
+                direction,
+                error,
+            } => self.on_blobs_failed(now, job_id, direction, error),
+            NodeInput::BlobsSent {
+                job_id,
+                direction,
+                to,
                 attempt,
-            } => self.dispatcher_input(
-                now,
-                Input::Alive {
-                    from,
-                    job_id,
-                    attempt,
-                },
-            ),
+                result,
+            } => self.on_blobs_sent(now, job_id, direction, to, attempt, result),
             NodeInput::LinkOpened { peer, link } => self.on_link_opened(peer, link),
             NodeInput::LinkClosed { peer, link } => {
                 if self.links.is_current(&peer, link) {
@@ -539,55 +598,16 @@ impl Node {
             NodeInput::HandlerProgress { job_id, progress } => {
                 self.worker.handle_progress(now, job_id, progress);
             }
-            NodeInput::HandlerDone { job_id, result } => {
-                self.worker.handle_done(now, job_id, fits(result));
-            }
-            NodeInput::ResultLinkLost {
-                peer,
+            NodeInput::HandlerDone {
                 job_id,
                 result,
-            } => {
-                // Its close may not have reached the node yet, or a newer
-                // link is open already: either way the worker keeps the
-                // result for the submitter and offers it (`held`) on the
-                // open link, if there is one.
-                self.worker.handle_link_closed(now, peer);
-                self.worker.handle_done(now, job_id, fits(Ok(result)));
-                if self.links.open(&peer).is_some() {
-                    self.worker.handle_link_opened(peer);
-                }
-            }
-            NodeInput::InputsUnsendable {
-                to,
-                job_id,
-                attempt,
-                error,
-            } => {
-                // The attempt fails for good: the dispatcher hears it as a
-                // permanent failure of that attempt, and the worker is told
-                // to stop waiting for the blobs.
-                let failed = DcMsg::Result {
-                    job_id,
-                    attempt,
-                    outcome: Outcome::Err {
-                        message: format!("sending the input blobs failed: {error}"),
-                        retryable: false,
-                    },
-                    load: None,
-                };
-                self.dispatcher_input(
-                    now,
-                    Input::Dc {
-                        from: to,
-                        msg: &failed,
-                    },
-                );
-                self.send_to(now, to, DcMsg::Cancel { job_id, attempt });
-            }
+                outputs,
+            } => self.on_handler_done(now, job_id, result, outputs),
             NodeInput::Drain => self.worker.drain(),
             NodeInput::Timeout => {
                 self.dispatcher_input(now, Input::Timeout);
                 self.worker.handle_timeout(now);
+                self.expire_inputs(now);
                 if let Some(stats) = self.coalescer.poll(now) {
                     self.out.push_back(NodeOutput::PublishStats(stats));
                 }
@@ -602,6 +622,7 @@ impl Node {
             self.dispatcher.poll_timeout(),
             self.worker.poll_timeout(),
             self.coalescer.poll_timeout(),
+            self.transfers_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -665,12 +686,7 @@ impl Node {
                 match (admission, announced) {
                     (Admission::Refused, _) => self.counters.rejected += 1,
                     (Admission::Started, Ok(Some(blobs))) => {
-                        self.out.push_back(NodeOutput::ExpectInputs {
-                            from,
-                            job_id,
-                            attempt,
-                            blobs,
-                        });
+                        self.expect_inputs(from, job_id, attempt, blobs);
                     }
                     // Re-attached: its inputs are here already (chunks the
                     // submitter sends anyway are dropped as stale).
@@ -700,19 +716,12 @@ impl Node {
                 attempt,
                 direction: Direction::Output,
                 blobs,
-            } => {
-                if self.dispatcher.state(&job_id).is_some() {
-                    self.out.push_back(NodeOutput::ExpectResultBlobs {
-                        from,
-                        job_id,
-                        attempt,
-                        blobs,
-                    });
-                } else {
-                    debug!(%job_id, "result blobs for a job no longer ours: ignored");
+            } => self.on_output_blobs(from, job_id, attempt, blobs),
+            other => {
+                if let Some(msg) = self.check_result(now, from, other) {
+                    self.dispatcher_input(now, Input::Dc { from, msg: &msg });
                 }
             }
-            other => self.dispatcher_input(now, Input::Dc { from, msg: &other }),
         }
     }
 
@@ -755,30 +764,18 @@ impl Node {
                 }
             }
             while let Some(out) = self.worker.poll_output() {
-                let out = match out {
-                    WorkerOutput::Send { to, msg } => {
-                        self.send_to(now, to, msg);
-                        continue;
-                    }
+                match out {
+                    WorkerOutput::Send { to, msg } => self.send_to(now, to, msg),
                     WorkerOutput::Start {
                         job_id,
                         capability,
                         input,
                         timeout,
-                    } => NodeOutput::StartHandler {
-                        job_id,
-                        capability,
-                        input,
-                        timeout,
-                    },
-                    WorkerOutput::Cancel { job_id } => NodeOutput::CancelHandler { job_id },
-                    WorkerOutput::Restore { job_id, result } => {
-                        info!(%job_id, "delivering a kept result to its returned submitter");
-                        NodeOutput::RestoreResult { job_id, result }
-                    }
-                    WorkerOutput::Forget { job_id } => NodeOutput::ForgetResult { job_id },
-                };
-                self.out.push_back(out);
+                    } => self.start_job(now, job_id, capability, input, timeout),
+                    WorkerOutput::Cancel { job_id } => self.stop_work(now, job_id),
+                    WorkerOutput::Restore { job_id, result } => self.restore(now, job_id, result),
+                    WorkerOutput::Forget { job_id } => self.forget(job_id),
+                }
             }
             if let Some(msg) = self.loopback.pop_front() {
                 self.on_message(now, self.me, msg);
@@ -801,6 +798,7 @@ impl Node {
     }
 
     fn on_event(&mut self, e: JobEvent) {
+        self.on_own_event(&e);
         if self.journaled {
             use jobmesh_core::EventKind;
             match &e.kind {
@@ -993,7 +991,7 @@ impl Node {
 
 /// A result as the submitter can get it: a value too large for one
 /// data-channel message fails the job (it would never arrive).
-fn fits(result: Result<Value, (String, bool)>) -> Result<Value, (String, bool)> {
+pub(crate) fn fits(result: Result<Value, (String, bool)>) -> Result<Value, (String, bool)> {
     match result {
         Ok(value) if too_big(&value) => Err((
             format!("the result does not fit in one data-channel message ({MAX_DC_MESSAGE} bytes)"),

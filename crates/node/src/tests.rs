@@ -92,6 +92,7 @@ fn a_self_dispatched_job_never_touches_a_link() {
         NodeInput::HandlerDone {
             job_id,
             result: Ok(json!("done")),
+            outputs: Vec::new(),
         },
     )
     .expect("done");

@@ -24,10 +24,10 @@ use jobmesh_core::{EventKind, JobEnd, JobEvent};
 use jobmesh_node::{LinkId, Node, NodeConfig, NodeInput, NodeOutput};
 use jobmesh_transport::rtc::{self, LinkEvent, LinkHandle};
 use jobmesh_transport::signal::{self as signal_client, SignalConfig, SignalEvent};
-use jobmesh_wire::blob::Frame;
+use jobmesh_wire::blob::{Direction, Frame};
 use jobmesh_wire::dc::{DcMsg, JobId, Progress};
 use jobmesh_wire::signal::{ClientMsg, Hello};
-use jobmesh_wire::{PeerId, PeerInfo, PROTOCOL_VERSION};
+use jobmesh_wire::{Capability, PeerId, PeerInfo, PROTOCOL_VERSION};
 use serde_json::Value;
 use tokio::sync::{broadcast, mpsc, oneshot, watch, Semaphore};
 use tokio_util::sync::{CancellationToken, DropGuard};
@@ -38,10 +38,10 @@ use crate::api::{
     Command, DaemonConfig, DaemonError, Extensions, JobReport, Metrics, PeerHandle, PoolSnapshot,
     QueuePlace, StartError, WATCH_QUEUE,
 };
-use crate::blobs::{MemoryBudget, Prepared, ReceivedBlob, Spool};
+use crate::blobs::{MemoryBudget, Prepared, ReceivedBlob, Receiver, Spool};
 use crate::handlers::{self, Handler, HandlerError, Handlers, JobContext};
 use crate::jobs::{Clock, JobTable, WatchEvent};
-use transfers::{Deferred, Download, HandlerInputs, PendingResult, TransferDone, Upload};
+use transfers::{HandlerFiles, TransferDone};
 
 /// Capacity of the local command channel (submit, cancel, jobs). Full: callers wait.
 const COMMAND_QUEUE: usize = 256;
@@ -217,12 +217,10 @@ pub fn spawn_with(
         spool: Arc::new(spool),
         budget: MemoryBudget::new(config.blobs.memory_budget),
         job_blobs: HashMap::new(),
-        uploads: HashMap::new(),
-        downloads: HashMap::new(),
+        receivers: HashMap::new(),
+        sending: HashMap::new(),
+        outputs: HashMap::new(),
         results: HashMap::new(),
-        inbound: HashMap::new(),
-        pending_results: HashMap::new(),
-        kept_outputs: HashMap::new(),
         link_permits: HashMap::new(),
         transfer_tx,
         config,
@@ -371,21 +369,17 @@ struct Daemon {
     budget: Arc<MemoryBudget>,
     /// Submitter side: input blobs of our jobs, until they end.
     job_blobs: HashMap<JobId, Arc<Vec<Prepared>>>,
-    /// Submitter side: input uploads running, by job; dropping one stops it.
-    uploads: HashMap<JobId, DropGuard>,
-    /// Submitter side: results' blobs being received, by job.
-    downloads: HashMap<JobId, Download>,
+    /// Sets of blobs being received (a job's inputs, a result's), by job
+    /// and direction, while the node expects them.
+    receivers: HashMap<(JobId, Direction), Receiver>,
+    /// Upload tasks, by job and direction; dropping a guard stops one.
+    sending: HashMap<(JobId, Direction), DropGuard>,
+    /// Worker side: the blobs handlers attached to their results, until the
+    /// node forgets the result (delivered, expired, failed).
+    outputs: HashMap<JobId, Arc<Vec<Prepared>>>,
     /// Submitter side: blobs of results, with their attempt, until the job's
     /// end is reported (they belong to it only if that attempt completed it).
     results: HashMap<JobId, (u32, Vec<ReceivedBlob>)>,
-    /// Worker side: admitted jobs whose input blobs come over a link.
-    inbound: HashMap<JobId, Upload>,
-    /// Worker side: results held back until their output blobs are sent.
-    pending_results: HashMap<JobId, PendingResult>,
-    /// Worker side: the output blobs of the results the worker core keeps
-    /// until their submitter has them (bounded by `MAX_KEPT_RESULTS`;
-    /// removed on the core's `Restore` or `Forget`).
-    kept_outputs: HashMap<JobId, Arc<Vec<Prepared>>>,
     /// Per link: blob transfers sent at once (`BlobLimits::transfers_per_link`).
     link_permits: HashMap<LinkId, Arc<Semaphore>>,
     /// Upload completions. Overflow: the upload task waits.
@@ -402,7 +396,6 @@ impl Daemon {
         loop {
             let next = [
                 self.node.poll_timeout(),
-                self.inputs_deadline(),
                 // Journal changes gathered for a batch.
                 self.journal_deadline(),
             ]
@@ -442,7 +435,6 @@ impl Daemon {
                 () = timer => {
                     let now = Instant::now();
                     self.feed(now, NodeInput::Timeout);
-                    self.expire_inputs(now);
                 }
             }
             self.after_turn(Instant::now());
@@ -531,48 +523,45 @@ impl Daemon {
                     capability,
                     input,
                     timeout,
-                } => self.start_job(
-                    now,
-                    job_id,
-                    Deferred {
-                        capability,
-                        input,
-                        timeout,
-                    },
-                ),
-                NodeOutput::CancelHandler { job_id } => self.stop_work(now, job_id),
-                NodeOutput::RestoreResult { job_id, result } => {
-                    let outputs = self
-                        .kept_outputs
-                        .remove(&job_id)
-                        .map(|o| Arc::try_unwrap(o).unwrap_or_else(|o| (*o).clone()))
-                        .unwrap_or_default();
-                    let result =
-                        result.map_err(|(message, retryable)| HandlerError { message, retryable });
-                    self.finish_job(
-                        now,
-                        JobDone {
-                            job_id,
-                            result,
-                            outputs,
-                        },
-                    );
+                    inputs,
+                } => {
+                    let inputs = self.handler_inputs(job_id, inputs);
+                    self.launch(job_id, capability, input, timeout, inputs);
+                }
+                NodeOutput::CancelHandler { job_id } => {
+                    // It ends when its handler returns (or has returned:
+                    // its completion is on its way).
+                    if let Some(token) = self.running.get(&job_id) {
+                        info!(%job_id, "cancelling the job's handler");
+                        token.cancel();
+                    }
                 }
                 NodeOutput::ForgetResult { job_id } => {
-                    self.kept_outputs.remove(&job_id);
+                    self.outputs.remove(&job_id);
                 }
-                NodeOutput::ExpectInputs {
-                    from,
+                NodeOutput::ReceiveBlobs {
                     job_id,
-                    attempt,
+                    direction,
                     blobs,
-                } => self.expect_inputs(from, job_id, attempt, blobs),
-                NodeOutput::ExpectResultBlobs {
-                    from,
+                    ..
+                } => self.receive_blobs(now, job_id, direction, blobs),
+                NodeOutput::DropBlobs { job_id, direction } => {
+                    self.receivers.remove(&(job_id, direction));
+                }
+                NodeOutput::SendBlobs {
                     job_id,
+                    direction,
+                    to,
+                    link,
                     attempt,
-                    blobs,
-                } => self.on_output_blobs(from, job_id, attempt, blobs),
+                } => self.send_blobs(job_id, direction, to, link, attempt),
+                NodeOutput::StopSending { job_id, direction } => {
+                    self.sending.remove(&(job_id, direction));
+                }
+                NodeOutput::ResultBlobs { job_id, attempt } => self.result_blobs(job_id, attempt),
+                NodeOutput::LocalResultBlobs { job_id, attempt } => {
+                    self.local_result_blobs(job_id, attempt);
+                }
                 NodeOutput::Event(e) => self.on_event(e),
                 NodeOutput::Finished(end) => self.finished(end),
                 NodeOutput::Journal(op) => self.journal_op(op),
@@ -586,7 +575,6 @@ impl Daemon {
     }
 
     fn on_event(&mut self, e: JobEvent) {
-        self.on_job_event(&e);
         self.table.apply(&e, &self.clock);
         if self.watch.receiver_count() > 0 {
             // A lagging subscriber misses events; sending never waits.
@@ -618,6 +606,7 @@ impl Daemon {
             .last()
             .filter(|_| end.result.is_ok())
             .map(|a| a.number);
+        self.job_blobs.remove(&end.job_id);
         let blobs = self
             .results
             .remove(&end.job_id)
@@ -760,7 +749,6 @@ impl Daemon {
     fn on_dc_bytes(&mut self, now: Instant, peer: PeerId, link: LinkId, data: &[u8]) {
         match Frame::decode(data) {
             Ok(Frame::Msg(msg)) => {
-                let msg = self.check_result_blobs(peer, msg);
                 self.feed(
                     now,
                     NodeInput::Message {
@@ -784,12 +772,14 @@ impl Daemon {
     }
 
     /// Runs a job's handler in a task, under its timeout.
-    fn launch(&mut self, job_id: JobId, start: Deferred, inputs: HandlerInputs) {
-        let Deferred {
-            capability,
-            input,
-            timeout,
-        } = start;
+    fn launch(
+        &mut self,
+        job_id: JobId,
+        capability: Capability,
+        input: Value,
+        timeout: Duration,
+        inputs: HandlerFiles,
+    ) {
         let Some(handler) = self.handlers.get(&capability).cloned() else {
             // Unreachable: the worker core admits only capabilities with handlers.
             let _ = self.done_tx.try_send(JobDone {
@@ -811,8 +801,8 @@ impl Daemon {
             async move {
                 info!("job started");
                 let files = match inputs {
-                    HandlerInputs::Ready(files) => Ok(files),
-                    HandlerInputs::Local(blobs) => {
+                    HandlerFiles::Ready(files) => Ok(files),
+                    HandlerFiles::Local(blobs) => {
                         transfers::materialize(&spool, job_id, &blobs).await
                     }
                 };
@@ -882,9 +872,23 @@ impl Daemon {
     }
 
     fn on_job_done(&mut self, now: Instant, done: JobDone) {
-        self.running.remove(&done.job_id);
-        info!(job_id = %done.job_id, ok = done.result.is_ok(), blobs = done.outputs.len(), "job finished");
-        self.finish_job(now, done);
+        let JobDone {
+            job_id,
+            result,
+            outputs,
+        } = done;
+        self.running.remove(&job_id);
+        info!(%job_id, ok = result.is_ok(), blobs = outputs.len(), "job finished");
+        let metas = outputs.iter().map(|b| b.meta.clone()).collect();
+        if !outputs.is_empty() {
+            self.outputs.insert(job_id, Arc::new(outputs));
+        }
+        let done = NodeInput::HandlerDone {
+            job_id,
+            result: result.map_err(|e| (e.message, e.retryable)),
+            outputs: metas,
+        };
+        self.feed(now, done);
     }
 }
 

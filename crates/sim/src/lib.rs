@@ -637,7 +637,12 @@ impl Sim {
             } => {
                 if self.alive(peer, life) && self.peers[peer].running.get(&job_id) == Some(&run) {
                     self.peers[peer].running.remove(&job_id);
-                    self.input(peer, NodeInput::HandlerDone { job_id, result });
+                    let done = NodeInput::HandlerDone {
+                        job_id,
+                        result,
+                        outputs: Vec::new(),
+                    };
+                    self.input(peer, done);
                 }
             }
             Event::Thaw(peer) => {
@@ -1043,16 +1048,13 @@ impl Sim {
                     );
                 }
             }
-            NodeOutput::RestoreResult { job_id, result } => {
-                // No blobs here: the kept result goes out as it is.
-                let now = self.now;
-                if let Some(node) = self.peers[p].node.as_mut() {
-                    let _ = node.handle_input(now, NodeInput::HandlerDone { job_id, result });
-                }
-            }
             NodeOutput::ForgetResult { .. }
-            | NodeOutput::ExpectInputs { .. }
-            | NodeOutput::ExpectResultBlobs { .. }
+            | NodeOutput::ReceiveBlobs { .. }
+            | NodeOutput::DropBlobs { .. }
+            | NodeOutput::SendBlobs { .. }
+            | NodeOutput::StopSending { .. }
+            | NodeOutput::ResultBlobs { .. }
+            | NodeOutput::LocalResultBlobs { .. }
             | NodeOutput::Event(_) => {}
             NodeOutput::Finished(end) => {
                 self.peers[p].journal.open.remove(&end.job_id);
