@@ -26,6 +26,12 @@
 //! * **Handlers**: `{"ms": N}` runs N virtual ms; `"fail": "retryable" |
 //!   "permanent" | "panic"` fails it. A completed job's value names the peer
 //!   that ran it, which lets the checker verify the envelope's worker.
+//! * **Blobs**: a job submitted with `"in_kib": N` carries an input blob of
+//!   N KiB, and its handler attaches an output blob of `"out_kib": M`. A set
+//!   moves over its link in order with the link's messages, at
+//!   [`SimConfig::bandwidth`]; it counts at the receiver only if the node
+//!   still wants it ([`Node::wants_chunk`]), and its upload ends (sent, or
+//!   its link closed) when it arrives.
 //!
 //! The checker is the fault suite's ([`check::History`]).
 
@@ -39,6 +45,7 @@ use std::time::{Duration, Instant};
 use jobmesh_core::{DispatcherConfig, JobOptions, JobSpec};
 use jobmesh_node::{JournalOp, LinkId, Node, NodeConfig, NodeInput, NodeOutput};
 use jobmesh_signal::{Registry, MAX_PEERS_PER_POOL};
+use jobmesh_wire::blob::{BlobMeta, ChunkHeader, Direction};
 use jobmesh_wire::dc::{DcMsg, JobId};
 use jobmesh_wire::signal::{Handshake, Hello, ServerMsg};
 use jobmesh_wire::{Capability, PeerId, Stats, PROTOCOL_VERSION};
@@ -56,6 +63,9 @@ const PAGE_BYTES: usize = 16 * 1024;
 /// Steps one run may take: far more than any scenario needs, so reaching
 /// it means the pool stopped making progress (a timer that never moves on).
 const MAX_STEPS: u64 = 200_000;
+/// How long a settled pool runs on before its slots are checked: past the
+/// orphan grace and the time kept results are kept.
+const QUIET: Duration = Duration::from_secs(700);
 /// A resumed job's attempts jump this far past the journaled one (as `peer`'s).
 const RESUME_ATTEMPT_GAP: u32 = 16;
 
@@ -73,6 +83,8 @@ pub struct SimConfig {
     pub connect_timeout: Duration,
     /// A link whose remote is dead or cut off closes after this.
     pub dead_link_after: Duration,
+    /// Bytes per second a link moves a set of blobs at.
+    pub bandwidth: u64,
 }
 
 impl Default for SimConfig {
@@ -83,6 +95,7 @@ impl Default for SimConfig {
             max_retransmits: 6,
             connect_timeout: Duration::from_secs(10),
             dead_link_after: Duration::from_secs(8),
+            bandwidth: 50_000_000,
         }
     }
 }
@@ -183,6 +196,14 @@ struct Peer {
     dials: HashMap<LinkId, (PeerId, u64)>,
     /// Answers given: (remote, tag) → our link.
     answered: HashMap<(PeerId, u64), LinkId>,
+    /// Sets of blobs the node receives: (job, direction) → total bytes.
+    receiving: HashMap<(JobId, Direction), u64>,
+    /// Uploads under way: (job, direction) → upload id.
+    sending: HashMap<(JobId, Direction), u64>,
+    /// Blobs held by the driver: a job's inputs (submitter) and the outputs
+    /// its handler attached (worker), in bytes.
+    inputs: HashMap<JobId, u64>,
+    outputs: HashMap<JobId, u64>,
 }
 
 /// What a peer's journal holds: jobs not ended, with their newest attempt.
@@ -251,6 +272,26 @@ enum Event {
         result: Result<Value, (String, bool)>,
     },
     Thaw(usize),
+    /// A whole set of blobs arrives at side `to` of `conn`.
+    BlobsArrive {
+        conn: usize,
+        to: usize,
+        job_id: JobId,
+        direction: Direction,
+        attempt: u32,
+    },
+    /// An upload's last byte left (or its link died under it).
+    BlobsSent {
+        peer: usize,
+        life: u32,
+        /// None: there was no connection to send on.
+        conn: Option<usize>,
+        upload: u64,
+        job_id: JobId,
+        direction: Direction,
+        to: PeerId,
+        attempt: u32,
+    },
 }
 
 impl Event {
@@ -261,7 +302,8 @@ impl Event {
             | Event::LinkClosed { peer, .. }
             | Event::DialTimeout { peer, .. }
             | Event::FromServer { peer, .. }
-            | Event::HandlerDone { peer, .. } => Some(*peer),
+            | Event::HandlerDone { peer, .. }
+            | Event::BlobsSent { peer, .. } => Some(*peer),
             _ => None,
         }
     }
@@ -324,6 +366,10 @@ impl Sim {
                 connecting: BTreeSet::new(),
                 dials: HashMap::new(),
                 answered: HashMap::new(),
+                receiving: HashMap::new(),
+                sending: HashMap::new(),
+                inputs: HashMap::new(),
+                outputs: HashMap::new(),
             })
             .collect();
         let mut sim = Self {
@@ -405,12 +451,23 @@ impl Sim {
 
     /// Runs until every acknowledged job was delivered (and nothing is
     /// scheduled), or `limit` of virtual time has passed.
+    /// Then it runs on for [`QUIET`] (handlers of abandoned attempts end,
+    /// kept results expire) and checks that the quiet pool holds no slot and
+    /// no connection its nodes do not know.
     pub fn run(&mut self, limit: Duration) {
-        self.run_until(limit);
+        let settled = self.run_until(limit, true);
         self.check_links();
+        if settled {
+            let quiet = self.elapsed() + QUIET;
+            self.run_until(quiet, false);
+            self.check_slots();
+        }
     }
 
-    fn run_until(&mut self, limit: Duration) {
+    /// Steps until `limit`, or (`until_settled`) until every acknowledged
+    /// job was delivered and nothing more is scheduled; returns whether it
+    /// settled.
+    fn run_until(&mut self, limit: Duration, until_settled: bool) -> bool {
         let deadline = self.epoch + limit;
         loop {
             let settled = self.history.undelivered().is_empty()
@@ -418,8 +475,8 @@ impl Sim {
                     .payloads
                     .values()
                     .any(|e| matches!(e, Event::Action(_)));
-            if settled {
-                return;
+            if settled && until_settled {
+                return true;
             }
             let next_event = self.events.peek().map(|Reverse((t, _))| *t);
             let next_timer = self
@@ -430,21 +487,21 @@ impl Sim {
                 .filter_map(|(i, p)| Some((p.node.as_ref()?.poll_timeout()?, i)))
                 .min();
             let at = match (next_event, next_timer) {
-                (None, None) => return,
+                (None, None) => return settled,
                 (Some(e), Some((t, _))) => e.min(t),
                 (Some(e), None) => e,
                 (None, Some((t, _))) => t,
             };
             if at > deadline {
                 self.now = deadline;
-                return;
+                return settled;
             }
             if self.steps >= MAX_STEPS {
                 self.violations.push(Violation {
                     at: self.elapsed(),
                     what: format!("no progress: {MAX_STEPS} steps taken (a livelock?)"),
                 });
-                return;
+                return false;
             }
             self.now = self.now.max(at);
             self.steps += 1;
@@ -455,7 +512,7 @@ impl Sim {
                 }
                 _ => {
                     let Some(Reverse((_, seq))) = self.events.pop() else {
-                        return;
+                        return settled;
                     };
                     if let Some(ev) = self.payloads.remove(&seq) {
                         self.handle(ev);
@@ -464,6 +521,21 @@ impl Sim {
             }
             if self.views_dirty {
                 self.send_views();
+            }
+        }
+    }
+
+    /// A quiet pool holds no slot: every job a worker took has ended there
+    /// (a slot kept by a job that ended elsewhere would refuse work forever).
+    fn check_slots(&mut self) {
+        let at = self.elapsed();
+        for (p, peer) in self.peers.iter().enumerate() {
+            let held = peer.node.as_ref().map_or(0, |n| n.worker().running());
+            if held > 0 {
+                self.violations.push(Violation {
+                    at,
+                    what: format!("peer {p} still holds {held} slots in a quiet pool"),
+                });
             }
         }
     }
@@ -637,13 +709,84 @@ impl Sim {
             } => {
                 if self.alive(peer, life) && self.peers[peer].running.get(&job_id) == Some(&run) {
                     self.peers[peer].running.remove(&job_id);
+                    let out_bytes = match &result {
+                        Ok(v) => v.get("out_kib").and_then(Value::as_u64).unwrap_or(0) * 1024,
+                        Err(_) => 0,
+                    };
+                    let outputs = if out_bytes > 0 {
+                        self.peers[peer].outputs.insert(job_id, out_bytes);
+                        vec![blob(out_bytes)]
+                    } else {
+                        Vec::new()
+                    };
                     let done = NodeInput::HandlerDone {
                         job_id,
                         result,
-                        outputs: Vec::new(),
+                        outputs,
                     };
                     self.input(peer, done);
                 }
+            }
+            Event::BlobsArrive {
+                conn,
+                to,
+                job_id,
+                direction,
+                attempt,
+            } => {
+                let c = &self.conns[conn];
+                if c.closed {
+                    return;
+                }
+                let (peer, _) = c.ends[to];
+                let from = self.peers[c.ends[1 - to].0].id;
+                let header = ChunkHeader {
+                    direction,
+                    job_id,
+                    attempt,
+                    blob: 0,
+                    offset: 0,
+                };
+                let wanted = self.peers[peer]
+                    .node
+                    .as_ref()
+                    .is_some_and(|n| n.wants_chunk(&from, &header))
+                    && self.peers[peer]
+                        .receiving
+                        .contains_key(&(job_id, direction));
+                if wanted {
+                    self.blobs_arrived(peer, job_id, direction);
+                }
+            }
+            Event::BlobsSent {
+                peer,
+                life,
+                conn,
+                upload,
+                job_id,
+                direction,
+                to,
+                attempt,
+            } => {
+                if !self.alive(peer, life)
+                    || self.peers[peer].sending.get(&(job_id, direction)) != Some(&upload)
+                {
+                    return;
+                }
+                self.peers[peer].sending.remove(&(job_id, direction));
+                let result = if conn.is_none_or(|c| self.conns[c].closed) {
+                    Err(("the link closed".to_owned(), true))
+                } else {
+                    Ok(())
+                };
+                let sent = NodeInput::BlobsSent {
+                    job_id,
+                    direction,
+                    to,
+                    attempt,
+                    result,
+                };
+                self.input(peer, sent);
             }
             Event::Thaw(peer) => {
                 if self.peers[peer].frozen_until.is_some_and(|t| t <= self.now) {
@@ -752,6 +895,12 @@ impl Sim {
             self.history.refused("the daemon is not running");
             return;
         }
+        let in_bytes = input.get("in_kib").and_then(Value::as_u64).unwrap_or(0) * 1024;
+        let blobs = if in_bytes > 0 {
+            vec![blob(in_bytes)]
+        } else {
+            Vec::new()
+        };
         let spec = JobSpec {
             job_id,
             capability,
@@ -764,19 +913,17 @@ impl Sim {
             .open
             .insert(job_id, (spec.clone(), None));
         let now = self.now;
-        let refused = self.peers[peer].node.as_mut().map(|n| {
-            n.handle_input(
-                now,
-                NodeInput::Submit {
-                    spec,
-                    blobs: Vec::new(),
-                },
-            )
-        });
+        let refused = self.peers[peer]
+            .node
+            .as_mut()
+            .map(|n| n.handle_input(now, NodeInput::Submit { spec, blobs }));
         if let Some(Err(e)) = refused {
             self.peers[peer].journal.open.remove(&job_id);
             self.history.refused(e.to_string());
         } else {
+            if in_bytes > 0 {
+                self.peers[peer].inputs.insert(job_id, in_bytes);
+            }
             self.history.submitted(job_id);
         }
         self.drain_outputs(peer);
@@ -813,15 +960,30 @@ impl Sim {
         peer.connecting.clear();
         peer.dials.clear();
         peer.answered.clear();
+        peer.receiving.clear();
+        peer.sending.clear();
+        peer.outputs.clear();
         let life = peer.life;
         // Resume what the journal holds, once the pool view is complete
         // (the node's dispatcher waits for it).
         let resume: Vec<_> = peer.journal.open.values().cloned().collect();
         let now = self.now;
         for (spec, attempt) in resume {
+            let in_bytes = spec
+                .input
+                .get("in_kib")
+                .and_then(Value::as_u64)
+                .unwrap_or(0)
+                * 1024;
+            let blobs = if in_bytes > 0 {
+                self.peers[p].inputs.insert(spec.job_id, in_bytes);
+                vec![blob(in_bytes)]
+            } else {
+                Vec::new()
+            };
             let input = NodeInput::Resume {
                 spec,
-                blobs: Vec::new(),
+                blobs,
                 attempts_before: attempt.map_or(0, |a| a.0 + RESUME_ATTEMPT_GAP),
                 held_by: attempt.map(|a| a.1),
             };
@@ -914,6 +1076,9 @@ impl Sim {
         peer.connecting.clear();
         peer.dials.clear();
         peer.answered.clear();
+        peer.receiving.clear();
+        peer.sending.clear();
+        peer.outputs.clear();
         self.by_end.retain(|(q, _), _| *q != p);
         if self.peers[p].signal.take().is_some() {
             if let Some(r) = &mut self.registry {
@@ -1048,16 +1213,38 @@ impl Sim {
                     );
                 }
             }
-            NodeOutput::ForgetResult { .. }
-            | NodeOutput::ReceiveBlobs { .. }
-            | NodeOutput::DropBlobs { .. }
-            | NodeOutput::SendBlobs { .. }
-            | NodeOutput::StopSending { .. }
-            | NodeOutput::ResultBlobs { .. }
-            | NodeOutput::LocalResultBlobs { .. }
-            | NodeOutput::Event(_) => {}
+            NodeOutput::ForgetResult { job_id } | NodeOutput::LocalResultBlobs { job_id, .. } => {
+                self.peers[p].outputs.remove(&job_id);
+            }
+            NodeOutput::ReceiveBlobs {
+                job_id,
+                direction,
+                blobs,
+                ..
+            } => {
+                let total = blobs.iter().map(|b| b.size).sum();
+                self.peers[p].receiving.insert((job_id, direction), total);
+                if total == 0 {
+                    self.blobs_arrived(p, job_id, direction);
+                }
+            }
+            NodeOutput::DropBlobs { job_id, direction } => {
+                self.peers[p].receiving.remove(&(job_id, direction));
+            }
+            NodeOutput::SendBlobs {
+                job_id,
+                direction,
+                to,
+                link,
+                attempt,
+            } => self.send_blobs(p, job_id, direction, to, link, attempt),
+            NodeOutput::StopSending { job_id, direction } => {
+                self.peers[p].sending.remove(&(job_id, direction));
+            }
+            NodeOutput::ResultBlobs { .. } | NodeOutput::Event(_) => {}
             NodeOutput::Finished(end) => {
                 self.peers[p].journal.open.remove(&end.job_id);
+                self.peers[p].inputs.remove(&end.job_id);
                 let delivered = match &end.result {
                     Ok(value) => {
                         let ran = value.get("by").and_then(Value::as_str);
@@ -1104,6 +1291,92 @@ impl Sim {
         }
     }
 
+    /// A whole set arrived intact at `p`.
+    fn blobs_arrived(&mut self, p: usize, job_id: JobId, direction: Direction) {
+        let Some(total) = self.peers[p].receiving.remove(&(job_id, direction)) else {
+            return;
+        };
+        let progress = NodeInput::BlobsProgress {
+            job_id,
+            direction,
+            received: total,
+            total,
+        };
+        self.input(p, progress);
+        self.input(p, NodeInput::BlobsReceived { job_id, direction });
+    }
+
+    /// An upload: the set travels in order with the link's messages, at
+    /// the link's bandwidth.
+    fn send_blobs(
+        &mut self,
+        p: usize,
+        job_id: JobId,
+        direction: Direction,
+        to: PeerId,
+        link: LinkId,
+        attempt: u32,
+    ) {
+        let upload = self.new_run();
+        let life = self.peers[p].life;
+        self.peers[p].sending.insert((job_id, direction), upload);
+        let bytes = match direction {
+            Direction::Input => self.peers[p].inputs.get(&job_id),
+            Direction::Output => self.peers[p].outputs.get(&job_id),
+        }
+        .copied()
+        .unwrap_or(0);
+        let conn = self.by_end.get(&(p, link)).copied();
+        let Some(c) = conn.filter(|c| !self.conns[*c].closed) else {
+            // No connection any more: the upload fails at once.
+            let sent = Event::BlobsSent {
+                peer: p,
+                life,
+                conn: None,
+                upload,
+                job_id,
+                direction,
+                to,
+                attempt,
+            };
+            self.push(self.now, sent);
+            return;
+        };
+        let side = if self.conns[c].ends[0] == (p, link) {
+            1
+        } else {
+            0
+        };
+        let receiver = self.conns[c].ends[side].0;
+        let took = Duration::from_secs_f64(bytes as f64 / self.config.bandwidth.max(1) as f64);
+        let at = (self.arrival(p, false).max(self.arrival(receiver, true)) + took)
+            .max(self.conns[c].last[side]);
+        self.conns[c].last[side] = at;
+        self.push(
+            at,
+            Event::BlobsArrive {
+                conn: c,
+                to: side,
+                job_id,
+                direction,
+                attempt,
+            },
+        );
+        self.push(
+            at,
+            Event::BlobsSent {
+                peer: p,
+                life,
+                conn: Some(c),
+                upload,
+                job_id,
+                direction,
+                to,
+                attempt,
+            },
+        );
+    }
+
     fn new_run(&mut self) -> u64 {
         self.next_run += 1;
         self.next_run
@@ -1124,7 +1397,7 @@ impl Sim {
                 Some("retryable") => Err(("failed (retryable)".to_owned(), true)),
                 Some("permanent") => Err(("failed".to_owned(), false)),
                 Some("panic") => Err(("the handler panicked".to_owned(), false)),
-                _ => Ok(json!({ "by": by, "ms": ms })),
+                _ => Ok(json!({ "by": by, "ms": ms, "out_kib": input.get("out_kib") })),
             };
             (took, result)
         };
@@ -1225,5 +1498,15 @@ impl Sim {
         let at = at.max(self.conns[c].last[to]);
         self.conns[c].last[to] = at;
         self.push(at, Event::Deliver { conn: c, to, msg });
+    }
+}
+
+/// A blob of `size` bytes (its digest is never checked in the simulator).
+fn blob(size: u64) -> BlobMeta {
+    BlobMeta {
+        index: 0,
+        size,
+        blake3: "0".repeat(64),
+        name: None,
     }
 }

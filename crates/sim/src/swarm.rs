@@ -69,7 +69,7 @@ impl Verdict {
 
 /// The scenario of `seed`: 1–20 peers with mixed capabilities and slots
 /// (some submit-only, most both submit and work), up to 60 jobs over the
-/// first 20 s, and up to 4 faults.
+/// first 20 s (a third with blobs in or out), and up to 4 faults.
 pub fn generate(seed: u64) -> Scenario {
     let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed_5eed);
     let n = rng.random_range(1..=20);
@@ -107,6 +107,13 @@ pub fn generate(seed: u64) -> Scenario {
         let mut input = json!({ "ms": rng.random_range(1..3_000) });
         if let Some(f) = fail {
             input["fail"] = json!(f);
+        }
+        // A third of the jobs move blobs: in, out or both, up to 64 MiB.
+        if rng.random_bool(0.33) {
+            input["in_kib"] = json!(rng.random_range(0..65_536));
+        }
+        if rng.random_bool(0.33) {
+            input["out_kib"] = json!(rng.random_range(0..65_536));
         }
         let options = JobOptions {
             timeout: Duration::from_secs(rng.random_range(5..=30)),

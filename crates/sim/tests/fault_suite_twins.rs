@@ -43,23 +43,36 @@ fn submit_with(sim: &mut Sim, peer: usize, jobs: usize, ms: u64, every: Duration
     }
 }
 
-/// Scenario 1 and 2: workers killed while jobs run and while results go
-/// out; each comes back on its data dir.
+/// Scenario 1 and 2: workers killed while blobs go in, while jobs run and
+/// while results' blobs go out (256 KiB each way, on a 2 MB/s link so the
+/// transfers take a while); each comes back on its data dir.
 #[test]
-fn workers_killed_while_jobs_run_and_deliver_lose_nothing() {
+fn workers_killed_during_upload_run_and_delivery_lose_nothing() {
     let peers = vec![
         PeerSpec::submitter("s"),
         PeerSpec::worker("w1", &["record"], 4),
         PeerSpec::worker("w2", &["record"], 4),
     ];
-    let mut sim = Sim::new(1, SimConfig::default(), peers);
-    submit_with(&mut sim, 0, 40, 300, 120 * MS, 5);
+    let config = SimConfig {
+        bandwidth: 2_000_000,
+        ..SimConfig::default()
+    };
+    let mut sim = Sim::new(1, config, peers);
+    for i in 0..40u32 {
+        let mut job = Sim::job(0, "record", 300, 30 * S);
+        if let Action::Submit { input, options, .. } = &mut job {
+            input["in_kib"] = 256.into();
+            input["out_kib"] = 256.into();
+            options.max_retries = 5;
+        }
+        sim.schedule(100 * MS + 120 * MS * i, job);
+    }
     // One worker down at a time, as in the real suite: while jobs run on
     // it, and as results go out.
     sim.schedule(500 * MS, Action::Kill(1, 2 * S));
     sim.schedule(2_700 * MS, Action::Kill(2, S));
     sim.schedule(4_000 * MS, Action::Kill(1, S));
-    let s = finish(sim, "twin: workers killed (run, delivery)");
+    let s = finish(sim, "twin: workers killed (upload, run, delivery)");
     assert_eq!(s.completed, 40);
 }
 
