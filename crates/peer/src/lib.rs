@@ -18,6 +18,7 @@ pub mod blobs;
 pub mod control;
 mod daemon;
 pub mod durable;
+mod envelope;
 pub mod exec;
 pub mod handlers;
 pub mod jobs;
