@@ -20,6 +20,7 @@ mod daemon;
 pub mod durable;
 mod envelope;
 pub mod exec;
+mod handler;
 pub mod handlers;
 pub mod jobs;
 pub mod media;

@@ -7,7 +7,7 @@ use jobmesh_thumbnail::{Limits, Params, ThumbError};
 use serde_json::Value;
 
 use crate::blobs::Blob;
-use crate::handlers::{Handler, HandlerError, JobContext};
+use crate::handler::{Handler, HandlerError, JobContext};
 
 /// `thumbnail`: one image (JPEG, PNG, WebP, GIF) in blob 0; params `width`,
 /// `height`, `fit`, `format`, `quality`; the thumbnail comes back as blob 0
