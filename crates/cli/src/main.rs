@@ -1,5 +1,11 @@
 //! `peer`: the jobmesh peer daemon (`peer --capabilities echo,sleep`) and its
 //! client subcommands (`peer submit`, `peer peers`).
+//!
+//! This crate is the command line only: flags (clap) validated into a
+//! `DaemonConfig`, the daemon started with its control socket and signal
+//! handlers, and what the subcommands print (progress bar, tables, exit
+//! codes). The daemon, the control API and the handlers are the library
+//! `jobmesh-peer`; `anyhow` and the log subscriber live here, not there.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
