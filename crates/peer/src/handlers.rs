@@ -68,8 +68,21 @@ impl Handler for Sleep {
     }
 }
 
-/// The capabilities this build can run.
-pub const BUILTIN: &[&str] = &["echo", "sleep", "thumbnail", "ocr"];
+/// The built-in capabilities of this build: `echo` and `sleep`, and each of
+/// [`OPTIONAL`] whose cargo feature is on.
+pub const BUILTIN: &[&str] = &[
+    "echo",
+    "sleep",
+    #[cfg(feature = "thumbnail")]
+    "thumbnail",
+    #[cfg(feature = "ocr")]
+    "ocr",
+];
+
+/// The built-in capabilities behind a cargo feature of this crate, each
+/// named after its feature (`media` turns on both). Without its feature a
+/// capability is not compiled in, and [`builtin`] refuses it by name.
+pub const OPTIONAL: &[&str] = &["thumbnail", "ocr"];
 
 /// Why a capability was refused at start.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +93,14 @@ pub enum CapabilityError {
     Unknown {
         /// The name given.
         name: String,
+    },
+    /// A built-in handler left out of this build: its cargo feature is off.
+    #[error("capability {name:?} is not in this build: it needs the cargo feature {feature:?} of jobmesh-peer (or \"media\"; the jobmesh crate has the same features)")]
+    NotBuilt {
+        /// The capability.
+        name: String,
+        /// The feature that builds it in.
+        feature: &'static str,
     },
     /// A built-in handler whose tools are missing on this machine.
     #[error("capability {name:?} cannot run here: {problem}")]
@@ -92,14 +113,17 @@ pub enum CapabilityError {
 }
 
 /// Built-in handlers for the given capabilities, each checked to be able to
-/// run here (`ocr` needs `tesseract`), or the first that cannot.
+/// run here (`ocr` needs `tesseract`), or the first that cannot: unknown,
+/// left out of this build ([`OPTIONAL`]), or missing its tools.
 pub fn builtin(caps: &[Capability]) -> Result<Handlers, CapabilityError> {
     caps.iter()
         .map(|c| {
             let h: Arc<dyn Handler> = match c.as_str() {
                 "echo" => Arc::new(Echo),
                 "sleep" => Arc::new(Sleep),
+                #[cfg(feature = "thumbnail")]
                 "thumbnail" => Arc::new(crate::media::Thumbnail::default()),
+                #[cfg(feature = "ocr")]
                 "ocr" => {
                     crate::media::Ocr::check().map_err(|problem| CapabilityError::Unavailable {
                         name: c.to_string(),
@@ -107,15 +131,24 @@ pub fn builtin(caps: &[Capability]) -> Result<Handlers, CapabilityError> {
                     })?;
                     Arc::new(crate::media::Ocr)
                 }
-                other => {
-                    return Err(CapabilityError::Unknown {
-                        name: other.to_owned(),
-                    })
-                }
+                other => return Err(refused(other)),
             };
             Ok((c.clone(), h))
         })
         .collect()
+}
+
+/// Why `name` has no built-in handler in this build.
+fn refused(name: &str) -> CapabilityError {
+    match OPTIONAL.iter().find(|f| **f == name) {
+        Some(feature) => CapabilityError::NotBuilt {
+            name: name.to_owned(),
+            feature,
+        },
+        None => CapabilityError::Unknown {
+            name: name.to_owned(),
+        },
+    }
 }
 
 #[cfg(test)]
@@ -147,10 +180,51 @@ mod tests {
         let caps = [Capability::new("resize").expect("valid")];
         let err = builtin(&caps).err().expect("refused");
         assert!(err.to_string().contains("\"resize\""), "{err}");
+        assert!(err.to_string().contains(&BUILTIN.join(", ")), "{err}");
+        assert!(err.to_string().contains("echo, sleep"), "{err}");
+    }
+
+    #[test]
+    fn a_media_capability_left_out_of_the_build_is_refused_naming_its_feature() {
+        for name in OPTIONAL {
+            let err = refused(name);
+            assert!(
+                matches!(&err, CapabilityError::NotBuilt { feature, .. } if feature == name),
+                "{err:?}"
+            );
+            let msg = err.to_string();
+            assert!(
+                msg.contains(&format!("{name:?}")) && msg.contains("cargo feature"),
+                "{msg}"
+            );
+        }
+        assert!(matches!(refused("resize"), CapabilityError::Unknown { .. }));
+    }
+
+    #[cfg(not(feature = "thumbnail"))]
+    #[test]
+    fn without_its_feature_thumbnail_is_not_built_in() {
+        let caps = [Capability::new("thumbnail").expect("valid")];
+        let err = builtin(&caps).err().expect("refused");
         assert!(
-            err.to_string().contains("echo, sleep, thumbnail, ocr"),
-            "{err}"
+            matches!(
+                err,
+                CapabilityError::NotBuilt {
+                    feature: "thumbnail",
+                    ..
+                }
+            ),
+            "{err:?}"
         );
+        assert!(!BUILTIN.contains(&"thumbnail"));
+    }
+
+    #[cfg(feature = "thumbnail")]
+    #[test]
+    fn with_its_feature_thumbnail_is_built_in() {
+        let caps = [Capability::new("thumbnail").expect("valid")];
+        assert_eq!(builtin(&caps).expect("built in").len(), 1);
+        assert!(BUILTIN.contains(&"thumbnail"));
     }
 
     #[tokio::test]

@@ -6,7 +6,9 @@
 //!   [`spawn_with`]; [`PeerHandle`] and [`JobHandle`] are its Rust API.
 //! * [`blobs`]: binary payloads of jobs and results: limits, spooling, transfer.
 //! * [`handlers`]: the handler trait and the built-ins (`echo`, `sleep`).
-//! * [`media`]: the built-in `thumbnail` and `ocr` handlers.
+//! * `media`: the built-in `thumbnail` and `ocr` handlers, each behind the
+//!   cargo feature of its name (`media`: both; off by default, so a build
+//!   without them compiles no image codecs and no ocr crate).
 //! * [`exec`]: any command as a capability, from a TOML config.
 //! * [`jobs`]: the event records of `peer watch` and the table of `peer jobs`.
 //! * [`control`]: the unix-socket control API (`peer submit`, `peer peers`).
@@ -23,6 +25,7 @@ pub mod exec;
 mod handler;
 pub mod handlers;
 pub mod jobs;
+#[cfg(any(feature = "thumbnail", feature = "ocr"))]
 pub mod media;
 
 pub use api::{
