@@ -1,5 +1,6 @@
 //! The jobmesh peer: a daemon that joins a pool, runs jobs for others and
-//! submits jobs of its own, plus the local control API its CLI talks to.
+//! submits jobs of its own, plus the local control API the `peer` binary
+//! (crate `jobmesh-cli`) talks to. A library only: no flags, no log output.
 //!
 //! * the daemon: one event loop per peer (inputs, bounds and overflow
 //!   policies in `docs/architecture.md`), started with [`spawn`] or
