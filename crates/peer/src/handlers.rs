@@ -1,5 +1,5 @@
 //! The built-in handlers and the registry a daemon starts from: `echo`
-//! and `sleep` here, `thumbnail` and `ocr` in [`crate::media`], and
+//! and `sleep` here, `thumbnail` and `ocr` in `media` (cargo features), and
 //! [`builtin`], which finds the handler of each capability asked for or
 //! says why there is none.
 //!
