@@ -86,7 +86,9 @@ impl PoolBuilder {
         Ok(self)
     }
 
-    /// Runs a built-in capability (`echo`, `sleep`, `thumbnail`, `ocr`).
+    /// Runs a built-in capability: `echo`, `sleep`, and with this crate's
+    /// feature of the same name (or `media`) `thumbnail` and `ocr`; without
+    /// it, [`start`](Self::start) refuses them, naming the feature.
     pub fn builtin(mut self, capability: &str) -> Result<Self, DecodeError> {
         let cap = Capability::new(capability)?;
         if !self.config.capabilities.contains(&cap) {

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use jobmesh_core::{Attempt, DispatcherConfig, JobError, JobEvent, JobOptions, Strategy};
+use jobmesh_core::{DispatcherConfig, JobError, JobEvent, JobOptions, Strategy};
 use jobmesh_journal::{Durability, JournalHandle, Op};
 use jobmesh_transport::rtc::RtcConfig;
 use jobmesh_wire::dc::JobId;
@@ -15,7 +15,8 @@ use serde_json::Value;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::blobs::{Blob, BlobError, BlobLimits, Prepared, ReceivedBlob};
+use crate::blobs::{Blob, BlobError, BlobLimits, Prepared};
+pub use crate::envelope::JobReport;
 use crate::handlers::{CapabilityError, Handlers};
 use crate::jobs::{JobRecord, WatchEvent};
 
@@ -151,23 +152,6 @@ pub enum StoredJob {
         /// That attempt's worker.
         worker: Option<String>,
     },
-}
-
-/// How a job ended.
-#[derive(Debug, Clone, PartialEq)]
-pub struct JobReport {
-    /// The job.
-    pub job_id: JobId,
-    /// The worker of the last attempt: id and name.
-    pub worker: Option<(PeerId, String)>,
-    /// Result value or error.
-    pub result: Result<Value, JobError>,
-    /// The result's blobs (none unless the handler attached some).
-    pub blobs: Vec<ReceivedBlob>,
-    /// Every attempt, oldest first.
-    pub attempts: Vec<Attempt>,
-    /// From submit to outcome.
-    pub elapsed: Duration,
 }
 
 /// The pool as this daemon sees it.

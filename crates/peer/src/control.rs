@@ -33,9 +33,7 @@
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
-use jobmesh_core::JobError;
 use jobmesh_wire::{Capability, PeerInfo};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -45,10 +43,9 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::api::{JobReport, PeerHandle, PoolSnapshot, StoredJob};
+use crate::api::{PeerHandle, PoolSnapshot, StoredJob};
 use crate::blobs::{Blob, ReceivedBlob};
 use crate::jobs::WatchEvent;
-use jobmesh_core::{JobOptions, StrategyKind};
 use jobmesh_wire::dc::JobId;
 
 /// Longest request line.
@@ -59,6 +56,7 @@ pub const MAX_CONTROL_CONNECTIONS: usize = 64;
 pub const MAX_SESSION_REQUESTS: usize = 16_384;
 
 mod session;
+pub use crate::envelope::{BlobInfo, Envelope, SubmitOptions, WorkerRef};
 pub use session::Session;
 
 /// A request on the control socket.
@@ -135,121 +133,6 @@ impl Request {
     }
 }
 
-/// Job options as the control socket carries them; unset fields take the
-/// defaults of [`JobOptions`].
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct SubmitOptions {
-    /// Per-attempt (and queue-wait) timeout.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout_ms: Option<u64>,
-    /// Higher first.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub priority: Option<i32>,
-    /// Retries after retryable failures.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retries: Option<u32>,
-    /// Strategy name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub strategy: Option<String>,
-    /// Affinity key.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub affinity: Option<String>,
-    /// Whether losing the worker retries the job (default true).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retry_on_disconnect: Option<bool>,
-}
-
-impl SubmitOptions {
-    /// `o` in this form, every field set.
-    pub fn of(o: &JobOptions) -> Self {
-        Self {
-            timeout_ms: Some(u64::try_from(o.timeout.as_millis()).unwrap_or(u64::MAX)),
-            priority: Some(o.priority),
-            retries: Some(o.max_retries),
-            strategy: o.strategy.map(|s| s.name().to_owned()),
-            affinity: o.affinity.clone(),
-            retry_on_disconnect: Some(o.retry_on_disconnect),
-        }
-    }
-
-    /// The core's options, or why they are invalid.
-    pub fn to_options(&self) -> Result<JobOptions, String> {
-        let mut o = JobOptions::default();
-        if let Some(ms) = self.timeout_ms {
-            if ms == 0 || ms > jobmesh_wire::dc::MAX_TIMEOUT_MS {
-                return Err(format!(
-                    "timeout_ms must be 1..={}",
-                    jobmesh_wire::dc::MAX_TIMEOUT_MS
-                ));
-            }
-            o.timeout = Duration::from_millis(ms);
-        }
-        if let Some(p) = self.priority {
-            o.priority = p;
-        }
-        if let Some(r) = self.retries {
-            o.max_retries = r.min(100);
-        }
-        if let Some(s) = &self.strategy {
-            o.strategy = Some(s.parse::<StrategyKind>()?);
-        }
-        o.affinity.clone_from(&self.affinity);
-        if let Some(r) = self.retry_on_disconnect {
-            o.retry_on_disconnect = r;
-        }
-        Ok(o)
-    }
-}
-
-/// The worker in an envelope.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WorkerRef {
-    /// Its id.
-    pub id: String,
-    /// Its name.
-    pub name: String,
-}
-
-/// How a job ended, as `peer submit --json` prints it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Envelope {
-    /// The job.
-    pub job_id: String,
-    /// `completed`, `failed`, `rejected`, `lost`, `cancelled`, `timed_out`,
-    /// `no_worker`, `queue_full` or `too_large`.
-    pub status: String,
-    /// Who ran it.
-    pub worker: Option<WorkerRef>,
-    /// The result, when completed.
-    pub result: Option<Value>,
-    /// The error, when not.
-    pub error: Option<String>,
-    /// Attempts made (workers the job was handed to).
-    pub attempts: u32,
-    /// From submit to outcome.
-    pub elapsed_ms: u64,
-    /// The result's blobs, and where they were written.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub blobs: Vec<BlobInfo>,
-}
-
-/// A result blob in an [`Envelope`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BlobInfo {
-    /// Its index.
-    pub index: u16,
-    /// Its name, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    /// Its size in bytes.
-    pub size: u64,
-    /// Its BLAKE3 digest (verified on arrival).
-    pub blake3: String,
-    /// Where it was written, if it was.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub saved_to: Option<PathBuf>,
-}
-
 /// Writes a result's blobs: blob 0 to `out`, every blob into `out_dir`
 /// (named after the blob, else `output-N`). Returns their descriptions.
 pub fn save_blobs(
@@ -286,65 +169,6 @@ pub fn save_blobs(
         });
     }
     Ok(infos)
-}
-
-impl Envelope {
-    /// The answer to a detached submit: the job is journaled and on its way.
-    pub fn submitted(job_id: JobId) -> Self {
-        Self {
-            job_id: job_id.to_string(),
-            status: "submitted".into(),
-            worker: None,
-            result: None,
-            error: None,
-            attempts: 0,
-            elapsed_ms: 0,
-            blobs: Vec::new(),
-        }
-    }
-
-    /// Builds the envelope of a finished job.
-    pub fn from_report(r: &JobReport) -> Self {
-        let (status, result, error) = match &r.result {
-            Ok(v) => ("completed", Some(v.clone()), None),
-            Err(e) => (status_of(e), None, Some(e.to_string())),
-        };
-        Self {
-            job_id: r.job_id.to_string(),
-            status: status.to_owned(),
-            worker: r.worker.as_ref().map(|(id, name)| WorkerRef {
-                id: id.to_string(),
-                name: name.clone(),
-            }),
-            result,
-            error,
-            attempts: u32::try_from(r.attempts.len()).unwrap_or(u32::MAX),
-            elapsed_ms: u64::try_from(r.elapsed.as_millis()).unwrap_or(u64::MAX),
-            blobs: Vec::new(),
-        }
-    }
-
-    /// The CLI's exit code: 0 completed, 2 the input is too large (a usage
-    /// error), 3 nobody could take it (no capable worker, timed out, queue
-    /// full), 1 any other failure.
-    pub fn exit_code(&self) -> u8 {
-        match self.status.as_str() {
-            "completed" | "submitted" => 0,
-            "no_worker" | "timed_out" | "queue_full" => 3,
-            "too_large" => 2,
-            _ => 1,
-        }
-    }
-}
-
-fn status_of(e: &JobError) -> &'static str {
-    match e {
-        JobError::NoCapableWorker { .. } => "no_worker",
-        JobError::QueueFull { .. } => "queue_full",
-        JobError::TooLarge { .. } => "too_large",
-        JobError::Rejected { .. } => "rejected",
-        other => other.state_name(),
-    }
 }
 
 /// The pool as `peer peers --json` prints it.
@@ -888,25 +712,6 @@ async fn open(path: &Path, req: &Request) -> Result<(Lines, Writer), ControlErro
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn exit_codes_follow_the_status() {
-        let mk = |status: &str| Envelope {
-            job_id: String::new(),
-            status: status.into(),
-            worker: None,
-            result: None,
-            error: None,
-            attempts: 1,
-            elapsed_ms: 0,
-            blobs: Vec::new(),
-        };
-        assert_eq!(mk("completed").exit_code(), 0);
-        assert_eq!(mk("failed").exit_code(), 1);
-        assert_eq!(mk("rejected").exit_code(), 1);
-        assert_eq!(mk("no_worker").exit_code(), 3);
-        assert_eq!(mk("timed_out").exit_code(), 3);
-    }
 
     #[test]
     fn default_path_is_per_pool_and_name() {

@@ -26,7 +26,7 @@ use serde_json::Value;
 use tracing::{error, warn};
 
 use crate::blobs::{Prepared, Source};
-use crate::control::{Envelope, SubmitOptions};
+use crate::envelope::{Envelope, SubmitOptions};
 
 /// The journal's key for this daemon's peer id: kept across restarts, so
 /// workers holding results for it find it again.

@@ -41,7 +41,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 use crate::blobs::{Blob, InputBlob};
-use crate::handlers::{Handler, HandlerError, JobContext};
+use crate::handler::{Handler, HandlerError, JobContext};
 
 /// After SIGTERM, how long a cancelled command's group has before SIGKILL.
 pub const KILL_GRACE: Duration = Duration::from_secs(2);

@@ -1,212 +1,22 @@
-//! Job handlers: what a worker runs for each capability it advertises.
+//! The built-in handlers and the registry a daemon starts from: `echo`
+//! and `sleep` here, `thumbnail` and `ocr` in `media` (cargo features), and
+//! [`builtin`], which finds the handler of each capability asked for or
+//! says why there is none.
 //!
-//! A handler validates its input before the job is accepted (so bad input is
-//! a rejection, not a failed run) and then runs with a [`JobContext`]: a
-//! cancellation token that fires on cancel, timeout or shutdown, a way to
-//! report progress, the job's input blobs as files, a private work directory,
-//! and a way to attach output blobs to the result.
+//! The handler API itself ([`Handler`], [`JobContext`], [`HandlerError`],
+//! [`handler_fn`]) lives in a module below this one and `media`, and is
+//! re-exported here: imports point one way, `handlers` → `media` →
+//! the handler API.
 
-use std::collections::HashMap;
-use std::io;
-use std::path::Path;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use jobmesh_wire::dc::{JobId, Progress};
 use jobmesh_wire::Capability;
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
-use crate::blobs::{Blob, InputBlob, Spool, SpoolDir};
-
-/// A handler's failure, reported to the submitter as the job's error.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct HandlerError {
-    /// What went wrong.
-    pub message: String,
-    /// Whether running the job again (perhaps elsewhere) might succeed.
-    pub retryable: bool,
-}
-
-impl HandlerError {
-    /// A failure a retry will not fix.
-    pub fn permanent(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            retryable: false,
-        }
-    }
-
-    /// A failure a retry may fix.
-    pub fn transient(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            retryable: true,
-        }
-    }
-}
-
-/// What a running handler gets besides its input.
-#[derive(Debug, Clone)]
-pub struct JobContext {
-    job_id: JobId,
-    cancel: CancellationToken,
-    progress: mpsc::Sender<(JobId, Progress)>,
-    files: Arc<JobFiles>,
-}
-
-/// A job's files: input blobs, work directory, attached outputs.
-#[derive(Debug, Default)]
-pub(crate) struct JobFiles {
-    pub(crate) inputs: Vec<InputBlob>,
-    /// Where the work directory is made (a private spool of its own when
-    /// the context was built without one).
-    spool: OnceLock<Arc<Spool>>,
-    /// Created on first use; holds the input blobs when they came over a link.
-    pub(crate) dir: OnceLock<Arc<SpoolDir>>,
-    outputs: Mutex<Vec<Blob>>,
-}
-
-impl JobFiles {
-    pub(crate) fn new(
-        inputs: Vec<InputBlob>,
-        spool: Arc<Spool>,
-        dir: Option<Arc<SpoolDir>>,
-    ) -> Self {
-        let cell = OnceLock::new();
-        if let Some(d) = dir {
-            let _ = cell.set(d);
-        }
-        Self {
-            inputs,
-            spool: OnceLock::from(spool),
-            dir: cell,
-            outputs: Mutex::default(),
-        }
-    }
-
-    pub(crate) fn take_outputs(&self) -> Vec<Blob> {
-        std::mem::take(&mut *crate::lock(&self.outputs))
-    }
-}
-
-impl JobContext {
-    /// A context for `job_id` reporting progress into `progress`, without
-    /// blobs (for tests of handlers; the daemon builds richer ones).
-    pub fn new(
-        job_id: JobId,
-        cancel: CancellationToken,
-        progress: mpsc::Sender<(JobId, Progress)>,
-    ) -> Self {
-        Self::with_files(job_id, cancel, progress, Arc::default())
-    }
-
-    pub(crate) fn with_files(
-        job_id: JobId,
-        cancel: CancellationToken,
-        progress: mpsc::Sender<(JobId, Progress)>,
-        files: Arc<JobFiles>,
-    ) -> Self {
-        Self {
-            job_id,
-            cancel,
-            progress,
-            files,
-        }
-    }
-
-    /// The job's input blobs, as files (read them; they are removed when the job ends).
-    pub fn blobs(&self) -> &[InputBlob] {
-        &self.files.inputs
-    }
-
-    /// A private directory for this job's files, removed with everything in
-    /// it when the job ends (also on failure, cancel and timeout).
-    pub fn work_dir(&self) -> io::Result<&Path> {
-        if let Some(d) = self.files.dir.get() {
-            return Ok(d.path());
-        }
-        let spool = match self.files.spool.get() {
-            Some(s) => s,
-            None => {
-                let own = Arc::new(Spool::new(None)?);
-                self.files.spool.get_or_init(|| own)
-            }
-        };
-        let dir = spool.dir(self.job_id, "work")?;
-        Ok(self.files.dir.get_or_init(|| dir).path())
-    }
-
-    /// Attaches a blob to the job's result. A file should live in
-    /// [`work_dir`](Self::work_dir) (or stay put until the job ended): it is
-    /// read when the result is sent.
-    pub fn attach(&self, blob: Blob) {
-        crate::lock(&self.files.outputs).push(blob);
-    }
-
-    /// The job's id.
-    pub fn job_id(&self) -> JobId {
-        self.job_id
-    }
-
-    /// Fires when the job is cancelled, times out, or the worker shuts down.
-    pub fn cancelled(&self) -> &CancellationToken {
-        &self.cancel
-    }
-
-    /// Reports progress. Never waits: when the daemon is behind, the report is
-    /// dropped (reports are coalesced anyway; the next one carries the news).
-    pub fn progress(&self, percent: Option<u8>, stage: Option<&str>, message: Option<&str>) {
-        let p = Progress {
-            percent: percent.map(|p| p.min(100)),
-            stage: stage
-                .map(|s| jobmesh_wire::truncate(s, jobmesh_wire::dc::MAX_PROGRESS_TEXT - 4)),
-            message: message
-                .map(|s| jobmesh_wire::truncate(s, jobmesh_wire::dc::MAX_PROGRESS_TEXT - 4)),
-        };
-        let _ = self.progress.try_send((self.job_id, p));
-    }
-}
-
-/// One capability's implementation.
-#[async_trait::async_trait]
-pub trait Handler: Send + Sync + 'static {
-    /// Checks the input; `Err` rejects the job with `bad_input`.
-    fn validate(&self, input: &Value) -> Result<(), String> {
-        let _ = input;
-        Ok(())
-    }
-
-    /// Runs the job. Should return soon after `ctx.cancelled()` fires.
-    async fn run(&self, input: Value, ctx: JobContext) -> Result<Value, HandlerError>;
-}
-
-/// A handler made of an async function, for [`handler_fn`].
-pub struct FnHandler<F> {
-    f: F,
-}
-
-/// Wraps an async function `(input, ctx) -> Result<Value, HandlerError>` as a [`Handler`].
-pub fn handler_fn<F, Fut>(f: F) -> FnHandler<F>
-where
-    F: Fn(Value, JobContext) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Result<Value, HandlerError>> + Send + 'static,
-{
-    FnHandler { f }
-}
-
-#[async_trait::async_trait]
-impl<F, Fut> Handler for FnHandler<F>
-where
-    F: Fn(Value, JobContext) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Result<Value, HandlerError>> + Send + 'static,
-{
-    async fn run(&self, input: Value, ctx: JobContext) -> Result<Value, HandlerError> {
-        (self.f)(input, ctx).await
-    }
-}
+use crate::blobs::Blob;
+pub(crate) use crate::handler::JobFiles;
+pub use crate::handler::{handler_fn, FnHandler, Handler, HandlerError, Handlers, JobContext};
 
 /// `echo`: returns its input, blobs included.
 #[derive(Debug)]
@@ -258,8 +68,21 @@ impl Handler for Sleep {
     }
 }
 
-/// The capabilities this build can run.
-pub const BUILTIN: &[&str] = &["echo", "sleep", "thumbnail", "ocr"];
+/// The built-in capabilities of this build: `echo` and `sleep`, and each of
+/// [`OPTIONAL`] whose cargo feature is on.
+pub const BUILTIN: &[&str] = &[
+    "echo",
+    "sleep",
+    #[cfg(feature = "thumbnail")]
+    "thumbnail",
+    #[cfg(feature = "ocr")]
+    "ocr",
+];
+
+/// The built-in capabilities behind a cargo feature of this crate, each
+/// named after its feature (`media` turns on both). Without its feature a
+/// capability is not compiled in, and [`builtin`] refuses it by name.
+pub const OPTIONAL: &[&str] = &["thumbnail", "ocr"];
 
 /// Why a capability was refused at start.
 #[derive(Debug, thiserror::Error)]
@@ -271,6 +94,14 @@ pub enum CapabilityError {
         /// The name given.
         name: String,
     },
+    /// A built-in handler left out of this build: its cargo feature is off.
+    #[error("capability {name:?} is not in this build: it needs the cargo feature {feature:?} of jobmesh-peer (or \"media\"; the jobmesh crate has the same features)")]
+    NotBuilt {
+        /// The capability.
+        name: String,
+        /// The feature that builds it in.
+        feature: &'static str,
+    },
     /// A built-in handler whose tools are missing on this machine.
     #[error("capability {name:?} cannot run here: {problem}")]
     Unavailable {
@@ -281,18 +112,18 @@ pub enum CapabilityError {
     },
 }
 
-/// The handlers a daemon runs, by capability.
-pub type Handlers = HashMap<Capability, Arc<dyn Handler>>;
-
 /// Built-in handlers for the given capabilities, each checked to be able to
-/// run here (`ocr` needs `tesseract`), or the first that cannot.
+/// run here (`ocr` needs `tesseract`), or the first that cannot: unknown,
+/// left out of this build ([`OPTIONAL`]), or missing its tools.
 pub fn builtin(caps: &[Capability]) -> Result<Handlers, CapabilityError> {
     caps.iter()
         .map(|c| {
             let h: Arc<dyn Handler> = match c.as_str() {
                 "echo" => Arc::new(Echo),
                 "sleep" => Arc::new(Sleep),
+                #[cfg(feature = "thumbnail")]
                 "thumbnail" => Arc::new(crate::media::Thumbnail::default()),
+                #[cfg(feature = "ocr")]
                 "ocr" => {
                     crate::media::Ocr::check().map_err(|problem| CapabilityError::Unavailable {
                         name: c.to_string(),
@@ -300,19 +131,32 @@ pub fn builtin(caps: &[Capability]) -> Result<Handlers, CapabilityError> {
                     })?;
                     Arc::new(crate::media::Ocr)
                 }
-                other => {
-                    return Err(CapabilityError::Unknown {
-                        name: other.to_owned(),
-                    })
-                }
+                other => return Err(refused(other)),
             };
             Ok((c.clone(), h))
         })
         .collect()
 }
 
+/// Why `name` has no built-in handler in this build.
+fn refused(name: &str) -> CapabilityError {
+    match OPTIONAL.iter().find(|f| **f == name) {
+        Some(feature) => CapabilityError::NotBuilt {
+            name: name.to_owned(),
+            feature,
+        },
+        None => CapabilityError::Unknown {
+            name: name.to_owned(),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use jobmesh_wire::dc::{JobId, Progress};
+    use tokio::sync::mpsc;
+    use tokio_util::sync::CancellationToken;
+
     use super::*;
 
     fn ctx() -> (JobContext, mpsc::Receiver<(JobId, Progress)>) {
@@ -336,10 +180,51 @@ mod tests {
         let caps = [Capability::new("resize").expect("valid")];
         let err = builtin(&caps).err().expect("refused");
         assert!(err.to_string().contains("\"resize\""), "{err}");
+        assert!(err.to_string().contains(&BUILTIN.join(", ")), "{err}");
+        assert!(err.to_string().contains("echo, sleep"), "{err}");
+    }
+
+    #[test]
+    fn a_media_capability_left_out_of_the_build_is_refused_naming_its_feature() {
+        for name in OPTIONAL {
+            let err = refused(name);
+            assert!(
+                matches!(&err, CapabilityError::NotBuilt { feature, .. } if feature == name),
+                "{err:?}"
+            );
+            let msg = err.to_string();
+            assert!(
+                msg.contains(&format!("{name:?}")) && msg.contains("cargo feature"),
+                "{msg}"
+            );
+        }
+        assert!(matches!(refused("resize"), CapabilityError::Unknown { .. }));
+    }
+
+    #[cfg(not(feature = "thumbnail"))]
+    #[test]
+    fn without_its_feature_thumbnail_is_not_built_in() {
+        let caps = [Capability::new("thumbnail").expect("valid")];
+        let err = builtin(&caps).err().expect("refused");
         assert!(
-            err.to_string().contains("echo, sleep, thumbnail, ocr"),
-            "{err}"
+            matches!(
+                err,
+                CapabilityError::NotBuilt {
+                    feature: "thumbnail",
+                    ..
+                }
+            ),
+            "{err:?}"
         );
+        assert!(!BUILTIN.contains(&"thumbnail"));
+    }
+
+    #[cfg(feature = "thumbnail")]
+    #[test]
+    fn with_its_feature_thumbnail_is_built_in() {
+        let caps = [Capability::new("thumbnail").expect("valid")];
+        assert_eq!(builtin(&caps).expect("built in").len(), 1);
+        assert!(BUILTIN.contains(&"thumbnail"));
     }
 
     #[tokio::test]

@@ -1,12 +1,15 @@
 //! The jobmesh peer: a daemon that joins a pool, runs jobs for others and
-//! submits jobs of its own, plus the local control API its CLI talks to.
+//! submits jobs of its own, plus the local control API the `peer` binary
+//! (crate `jobmesh-cli`) talks to. A library only: no flags, no log output.
 //!
 //! * the daemon: one event loop per peer (inputs, bounds and overflow
 //!   policies in `docs/architecture.md`), started with [`spawn`] or
 //!   [`spawn_with`]; [`PeerHandle`] and [`JobHandle`] are its Rust API.
 //! * [`blobs`]: binary payloads of jobs and results: limits, spooling, transfer.
 //! * [`handlers`]: the handler trait and the built-ins (`echo`, `sleep`).
-//! * [`media`]: the built-in `thumbnail` and `ocr` handlers.
+//! * `media`: the built-in `thumbnail` and `ocr` handlers, each behind the
+//!   cargo feature of its name (`media`: both; off by default, so a build
+//!   without them compiles no image codecs and no ocr crate).
 //! * [`exec`]: any command as a capability, from a TOML config.
 //! * [`jobs`]: the event records of `peer watch` and the table of `peer jobs`.
 //! * [`control`]: the unix-socket control API (`peer submit`, `peer peers`).
@@ -18,9 +21,12 @@ pub mod blobs;
 pub mod control;
 mod daemon;
 pub mod durable;
+mod envelope;
 pub mod exec;
+mod handler;
 pub mod handlers;
 pub mod jobs;
+#[cfg(any(feature = "thumbnail", feature = "ocr"))]
 pub mod media;
 
 pub use api::{

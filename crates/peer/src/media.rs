@@ -1,14 +1,22 @@
 //! The built-in media handlers: `thumbnail` (decode, resize, encode in this
 //! process, on a blocking thread) and `ocr` (the `tesseract` program as a
 //! child process). Both take their image as input blob 0.
+//!
+//! Each is behind the cargo feature of its name (`media`: both), off by
+//! default; this module exists when one of them is on. It implements the
+//! handler API and is registered by `handlers::builtin`.
 
+#[cfg(feature = "ocr")]
 use jobmesh_ocr::OcrError;
+#[cfg(feature = "thumbnail")]
 use jobmesh_thumbnail::{Limits, Params, ThumbError};
 use serde_json::Value;
 
+#[cfg(feature = "thumbnail")]
 use crate::blobs::Blob;
-use crate::handlers::{Handler, HandlerError, JobContext};
+use crate::handler::{Handler, HandlerError, JobContext};
 
+#[cfg(feature = "thumbnail")]
 /// `thumbnail`: one image (JPEG, PNG, WebP, GIF) in blob 0; params `width`,
 /// `height`, `fit`, `format`, `quality`; the thumbnail comes back as blob 0
 /// and `{width, height, format, bytes}` as the result.
@@ -18,6 +26,7 @@ pub struct Thumbnail {
     pub limits: Limits,
 }
 
+#[cfg(feature = "thumbnail")]
 #[async_trait::async_trait]
 impl Handler for Thumbnail {
     fn validate(&self, input: &Value) -> Result<(), String> {
@@ -53,11 +62,13 @@ impl Handler for Thumbnail {
     }
 }
 
+#[cfg(feature = "ocr")]
 /// `ocr`: one image in blob 0; params `lang` (default `eng`) and `words`;
 /// the result is `{text, mean_confidence}` plus word boxes with `words`.
 #[derive(Debug, Default)]
 pub struct Ocr;
 
+#[cfg(feature = "ocr")]
 impl Ocr {
     /// Checks that `tesseract` and its English data are installed.
     pub fn check() -> Result<(), String> {
@@ -65,6 +76,7 @@ impl Ocr {
     }
 }
 
+#[cfg(feature = "ocr")]
 #[async_trait::async_trait]
 impl Handler for Ocr {
     fn validate(&self, input: &Value) -> Result<(), String> {

@@ -1,12 +1,18 @@
 //! `peer`: the jobmesh peer daemon (`peer --capabilities echo,sleep`) and its
 //! client subcommands (`peer submit`, `peer peers`).
+//!
+//! This crate is the command line only: flags (clap) validated into a
+//! `DaemonConfig`, the daemon started with its control socket and signal
+//! handlers, and what the subcommands print (progress bar, tables, exit
+//! codes). The daemon, the control API and the handlers are the library
+//! `jobmesh-peer`; `anyhow` and the log subscriber live here, not there.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use clap::{Args, Parser, Subcommand};
+use clap::Parser;
 use jobmesh_peer::control::{self, Envelope, PeersReply, Request, SubmitOptions};
 use jobmesh_peer::jobs::{JobRecord, WatchEvent};
 use jobmesh_peer::StrategyKind;
@@ -15,235 +21,14 @@ use jobmesh_transport::rtc::RtcConfig;
 use jobmesh_wire::{Capability, PeerInfo};
 use tokio_util::sync::CancellationToken;
 
-#[derive(Parser, Debug)]
-#[command(
-    name = "peer",
-    version,
-    about = "A jobmesh peer: runs jobs for its pool and submits its own.",
-    args_conflicts_with_subcommands = true
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Cmd>,
-    #[command(flatten)]
-    daemon: DaemonArgs,
-}
+mod args;
+mod progress;
 
-#[derive(Subcommand, Debug)]
-enum Cmd {
-    /// Submit a job and print its result (Ctrl-C cancels it).
-    Submit(Box<SubmitArgs>),
-    /// List the peers of the pool.
-    Peers(PeersArgs),
-    /// List the local daemon's live and recent jobs.
-    Jobs(JobsArgs),
-    /// Cancel a job of the local daemon.
-    Cancel(CancelArgs),
-    /// Print the outcome of a job of the local daemon, from its journal
-    /// (exit code 4 while it has not ended).
-    Result(ResultArgs),
-    /// Stream the local daemon's job events as they happen.
-    Watch(WatchArgs),
-}
-
-/// How a subcommand finds the local daemon (no --signal fallback).
-#[derive(Args, Debug)]
-struct Local {
-    /// Control socket of the daemon [default: per pool and name under $XDG_RUNTIME_DIR or the temp dir].
-    #[arg(long, env = "JOBMESH_CONTROL")]
-    control: Option<PathBuf>,
-    /// Pool of the daemon (finds the default control socket).
-    #[arg(long, env = "JOBMESH_POOL", default_value = "default")]
-    pool: String,
-    /// Name of the daemon (finds the default control socket) [default: host name].
-    #[arg(long, env = "JOBMESH_NAME")]
-    name: Option<String>,
-}
-
-impl Local {
-    fn path(&self) -> PathBuf {
-        self.control.clone().unwrap_or_else(|| {
-            let name = self.name.clone().unwrap_or_else(jobmesh_peer::default_name);
-            control::default_path(&self.pool, &name)
-        })
-    }
-}
-
-#[derive(Args, Debug)]
-struct JobsArgs {
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    json: bool,
-    #[command(flatten)]
-    local: Local,
-}
-
-#[derive(Args, Debug)]
-struct CancelArgs {
-    /// The job's id (from `peer jobs` or a submit envelope).
-    job_id: uuid::Uuid,
-    #[command(flatten)]
-    local: Local,
-}
-
-#[derive(Args, Debug)]
-struct WatchArgs {
-    /// One JSON object a line instead of text.
-    #[arg(long)]
-    json: bool,
-    #[command(flatten)]
-    local: Local,
-}
-
-/// Where a client subcommand finds the pool: the local daemon, or with
-/// `--signal` and no daemon answering, the pool itself for this one command.
-#[derive(Args, Debug)]
-struct Target {
-    #[command(flatten)]
-    local: Local,
-    /// With no daemon answering, join the pool at this signal-server for this one command.
-    #[arg(long, env = "JOBMESH_SIGNAL")]
-    signal: Option<String>,
-}
-
-#[derive(Args, Debug)]
-struct SubmitArgs {
-    /// Capability the job needs, e.g. `echo`.
-    capability: String,
-    /// The job's input as JSON.
-    #[arg(long, default_value = "{}")]
-    input: String,
-    /// An input field, `KEY=VALUE` (a JSON value such as 256 or true, else a
-    /// string); repeat for more. Added to the --input object.
-    #[arg(long = "param", value_name = "KEY=VALUE")]
-    params: Vec<String>,
-    /// A file sent with the job as an input blob; repeat for more.
-    #[arg(long = "file", value_name = "PATH")]
-    files: Vec<PathBuf>,
-    /// Where the result's first blob is written; `-` writes it to stdout
-    /// (the result JSON then goes to stderr).
-    #[arg(long, value_name = "PATH|-")]
-    out: Option<String>,
-    /// A directory where every blob of the result is written, by name.
-    #[arg(long, value_name = "DIR")]
-    out_dir: Option<PathBuf>,
-    /// Seconds one attempt may take (and the job may wait for a free worker).
-    #[arg(long, default_value_t = 30.0)]
-    timeout: f64,
-    /// Dispatch strategy for this job: round-robin, least-loaded, random, affinity, custom.
-    #[arg(long)]
-    strategy: Option<String>,
-    /// Higher runs first when jobs queue.
-    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
-    priority: i32,
-    /// Retries after a lost worker, a timeout or a retryable handler error.
-    #[arg(long, default_value_t = 2)]
-    retries: u32,
-    /// Affinity key: jobs with the same key go to the same worker while it lives.
-    #[arg(long)]
-    affinity: Option<String>,
-    /// If the worker goes away mid-job, end the job `lost` instead of retrying it.
-    #[arg(long)]
-    no_retry_on_disconnect: bool,
-    /// Print the envelope {job_id, status, worker, result, error, attempts, elapsed_ms}
-    /// on stdout, and progress as JSON lines on stderr.
-    #[arg(long)]
-    json: bool,
-    /// Print the job's id once the local daemon has journaled it, and exit;
-    /// the job runs on (fetch its outcome with `peer result JOB_ID`).
-    #[arg(long, conflicts_with_all = ["out", "out_dir"])]
-    detach: bool,
-    #[command(flatten)]
-    target: Target,
-}
-
-#[derive(Args, Debug)]
-struct ResultArgs {
-    /// The job's id (printed by `peer submit --detach`).
-    job_id: uuid::Uuid,
-    /// Where the result's first blob is written.
-    #[arg(long, value_name = "PATH")]
-    out: Option<PathBuf>,
-    /// A directory where every blob of the result is written, by name.
-    #[arg(long, value_name = "DIR")]
-    out_dir: Option<PathBuf>,
-    /// Print the envelope instead of the result value.
-    #[arg(long)]
-    json: bool,
-    #[command(flatten)]
-    local: Local,
-}
-
-#[derive(Args, Debug)]
-struct PeersArgs {
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    json: bool,
-    #[command(flatten)]
-    target: Target,
-}
-
-#[derive(Args, Debug)]
-struct DaemonArgs {
-    /// WebSocket URL of the signal-server.
-    #[arg(long, env = "JOBMESH_SIGNAL", default_value = "ws://127.0.0.1:7070/ws")]
-    signal: String,
-    /// Capabilities to run, comma separated (empty: submit only): echo, sleep, or exec handlers from --config.
-    #[arg(
-        long,
-        env = "JOBMESH_CAPABILITIES",
-        value_delimiter = ',',
-        default_value = ""
-    )]
-    capabilities: Vec<String>,
-    /// Jobs run at once.
-    #[arg(long, env = "JOBMESH_SLOTS", default_value_t = 2)]
-    slots: u32,
-    /// Name shown in the pool [default: host name].
-    #[arg(long, env = "JOBMESH_NAME")]
-    name: Option<String>,
-    /// Pool to join.
-    #[arg(long, env = "JOBMESH_POOL", default_value = "default")]
-    pool: String,
-    /// Control socket path [default: per pool and name under $XDG_RUNTIME_DIR or the temp dir].
-    #[arg(long, env = "JOBMESH_CONTROL")]
-    control: Option<PathBuf>,
-    /// STUN/TURN server URL (repeatable), e.g. stun:stun.example.org:3478.
-    #[arg(
-        long = "ice-server",
-        env = "JOBMESH_ICE_SERVERS",
-        value_delimiter = ','
-    )]
-    ice_servers: Vec<String>,
-    /// Seconds running jobs get to finish after SIGINT/SIGTERM.
-    #[arg(long, env = "JOBMESH_GRACE_SECS", default_value_t = 30)]
-    grace_secs: u64,
-    /// TOML file declaring exec handlers (any command as a capability; see docs/handlers.md).
-    #[arg(long, env = "JOBMESH_CONFIG")]
-    config: Option<PathBuf>,
-    /// Default dispatch strategy: round-robin, least-loaded, random, affinity.
-    #[arg(long, env = "JOBMESH_DISPATCH", default_value = "least-loaded")]
-    dispatch: String,
-    /// Never run this peer's own jobs locally, even when it is the best candidate.
-    #[arg(long, env = "JOBMESH_NO_SELF_DISPATCH")]
-    no_self_dispatch: bool,
-    /// Most jobs this peer holds (queued or running elsewhere); past it submits fail.
-    #[arg(long, env = "JOBMESH_QUEUE_LIMIT", default_value_t = 10_000)]
-    queue_limit: usize,
-    /// Where blobs in transit and jobs' work dirs live [default: the system temp dir].
-    #[arg(long, env = "JOBMESH_SPOOL_DIR")]
-    spool_dir: Option<PathBuf>,
-    /// Largest blob this peer sends or accepts, in MiB (at most 2048).
-    #[arg(long, env = "JOBMESH_MAX_BLOB_MIB", default_value_t = 2048)]
-    max_blob_mib: u64,
-    /// MiB of blobs held in memory while received; past it they go to spool files.
-    #[arg(long, env = "JOBMESH_BLOB_MEMORY_MIB", default_value_t = 64)]
-    blob_memory_mib: u64,
-    /// Where the daemon keeps its journal (jobs it submitted, until their
-    /// results are fetched or expire) [default: $XDG_DATA_HOME/jobmesh/POOL/NAME].
-    #[arg(long, env = "JOBMESH_DATA_DIR")]
-    data_dir: Option<PathBuf>,
-}
+use args::{
+    CancelArgs, Cli, Cmd, DaemonArgs, JobsArgs, PeersArgs, ResultArgs, SubmitArgs, Target,
+    WatchArgs,
+};
+use progress::Progress;
 
 /// Exit code for a usage error (bad flags or arguments).
 const EXIT_USAGE: u8 = 2;
@@ -661,59 +446,6 @@ fn add_params(input: &mut serde_json::Value, params: &[String]) -> anyhow::Resul
         obj.insert(k.to_owned(), value);
     }
     Ok(())
-}
-
-/// Shows a job's events: a progress bar on a terminal, JSON lines on stderr
-/// with `--json`, nothing otherwise.
-struct Progress {
-    json: bool,
-    bar: Option<indicatif::ProgressBar>,
-}
-
-impl Progress {
-    fn new(json: bool) -> Self {
-        use std::io::IsTerminal;
-        let bar = (!json && std::io::stderr().is_terminal()).then(|| {
-            let bar = indicatif::ProgressBar::new(100);
-            let style =
-                indicatif::ProgressStyle::with_template("{spinner} [{bar:30}] {pos:>3}% {msg}")
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
-            bar.set_style(style.progress_chars("=> "));
-            bar.enable_steady_tick(Duration::from_millis(120));
-            bar
-        });
-        Self { json, bar }
-    }
-
-    fn event(&mut self, e: &serde_json::Value) {
-        if self.json {
-            eprintln!("{e}");
-            return;
-        }
-        let Some(bar) = &self.bar else { return };
-        let name = e["event"].as_str().unwrap_or_default();
-        match name {
-            "progress" => {
-                if let Some(p) = e["progress"]["percent"].as_u64() {
-                    bar.set_position(p);
-                }
-                let stage = e["progress"]["stage"].as_str().unwrap_or_default();
-                let msg = e["progress"]["message"].as_str().unwrap_or_default();
-                bar.set_message(format!("{stage} {msg}"));
-            }
-            "retrying" => bar.set_message(format!(
-                "retrying after: {}",
-                e["error"].as_str().unwrap_or_default()
-            )),
-            other => bar.set_message(other.to_owned()),
-        }
-    }
-
-    fn clear(&mut self) {
-        if let Some(bar) = self.bar.take() {
-            bar.finish_and_clear();
-        }
-    }
 }
 
 async fn jobs(args: JobsArgs) -> anyhow::Result<u8> {

@@ -1,0 +1,237 @@
+//! The command line: every flag and subcommand of `peer`, parsed by clap.
+//! `main` validates them into a `DaemonConfig` or a control request.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use jobmesh_peer::control;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "peer",
+    version,
+    about = "A jobmesh peer: runs jobs for its pool and submits its own.",
+    args_conflicts_with_subcommands = true
+)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Option<Cmd>,
+    #[command(flatten)]
+    pub(crate) daemon: DaemonArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum Cmd {
+    /// Submit a job and print its result (Ctrl-C cancels it).
+    Submit(Box<SubmitArgs>),
+    /// List the peers of the pool.
+    Peers(PeersArgs),
+    /// List the local daemon's live and recent jobs.
+    Jobs(JobsArgs),
+    /// Cancel a job of the local daemon.
+    Cancel(CancelArgs),
+    /// Print the outcome of a job of the local daemon, from its journal
+    /// (exit code 4 while it has not ended).
+    Result(ResultArgs),
+    /// Stream the local daemon's job events as they happen.
+    Watch(WatchArgs),
+}
+
+/// How a subcommand finds the local daemon (no --signal fallback).
+#[derive(Args, Debug)]
+pub(crate) struct Local {
+    /// Control socket of the daemon [default: per pool and name under $XDG_RUNTIME_DIR or the temp dir].
+    #[arg(long, env = "JOBMESH_CONTROL")]
+    pub(crate) control: Option<PathBuf>,
+    /// Pool of the daemon (finds the default control socket).
+    #[arg(long, env = "JOBMESH_POOL", default_value = "default")]
+    pub(crate) pool: String,
+    /// Name of the daemon (finds the default control socket) [default: host name].
+    #[arg(long, env = "JOBMESH_NAME")]
+    pub(crate) name: Option<String>,
+}
+
+impl Local {
+    pub(crate) fn path(&self) -> PathBuf {
+        self.control.clone().unwrap_or_else(|| {
+            let name = self.name.clone().unwrap_or_else(jobmesh_peer::default_name);
+            control::default_path(&self.pool, &name)
+        })
+    }
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct JobsArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub(crate) json: bool,
+    #[command(flatten)]
+    pub(crate) local: Local,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct CancelArgs {
+    /// The job's id (from `peer jobs` or a submit envelope).
+    pub(crate) job_id: uuid::Uuid,
+    #[command(flatten)]
+    pub(crate) local: Local,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct WatchArgs {
+    /// One JSON object a line instead of text.
+    #[arg(long)]
+    pub(crate) json: bool,
+    #[command(flatten)]
+    pub(crate) local: Local,
+}
+
+/// Where a client subcommand finds the pool: the local daemon, or with
+/// `--signal` and no daemon answering, the pool itself for this one command.
+#[derive(Args, Debug)]
+pub(crate) struct Target {
+    #[command(flatten)]
+    pub(crate) local: Local,
+    /// With no daemon answering, join the pool at this signal-server for this one command.
+    #[arg(long, env = "JOBMESH_SIGNAL")]
+    pub(crate) signal: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct SubmitArgs {
+    /// Capability the job needs, e.g. `echo`.
+    pub(crate) capability: String,
+    /// The job's input as JSON.
+    #[arg(long, default_value = "{}")]
+    pub(crate) input: String,
+    /// An input field, `KEY=VALUE` (a JSON value such as 256 or true, else a
+    /// string); repeat for more. Added to the --input object.
+    #[arg(long = "param", value_name = "KEY=VALUE")]
+    pub(crate) params: Vec<String>,
+    /// A file sent with the job as an input blob; repeat for more.
+    #[arg(long = "file", value_name = "PATH")]
+    pub(crate) files: Vec<PathBuf>,
+    /// Where the result's first blob is written; `-` writes it to stdout
+    /// (the result JSON then goes to stderr).
+    #[arg(long, value_name = "PATH|-")]
+    pub(crate) out: Option<String>,
+    /// A directory where every blob of the result is written, by name.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) out_dir: Option<PathBuf>,
+    /// Seconds one attempt may take (and the job may wait for a free worker).
+    #[arg(long, default_value_t = 30.0)]
+    pub(crate) timeout: f64,
+    /// Dispatch strategy for this job: round-robin, least-loaded, random, affinity, custom.
+    #[arg(long)]
+    pub(crate) strategy: Option<String>,
+    /// Higher runs first when jobs queue.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub(crate) priority: i32,
+    /// Retries after a lost worker, a timeout or a retryable handler error.
+    #[arg(long, default_value_t = 2)]
+    pub(crate) retries: u32,
+    /// Affinity key: jobs with the same key go to the same worker while it lives.
+    #[arg(long)]
+    pub(crate) affinity: Option<String>,
+    /// If the worker goes away mid-job, end the job `lost` instead of retrying it.
+    #[arg(long)]
+    pub(crate) no_retry_on_disconnect: bool,
+    /// Print the envelope {job_id, status, worker, result, error, attempts, elapsed_ms}
+    /// on stdout, and progress as JSON lines on stderr.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Print the job's id once the local daemon has journaled it, and exit;
+    /// the job runs on (fetch its outcome with `peer result JOB_ID`).
+    #[arg(long, conflicts_with_all = ["out", "out_dir"])]
+    pub(crate) detach: bool,
+    #[command(flatten)]
+    pub(crate) target: Target,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct ResultArgs {
+    /// The job's id (printed by `peer submit --detach`).
+    pub(crate) job_id: uuid::Uuid,
+    /// Where the result's first blob is written.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) out: Option<PathBuf>,
+    /// A directory where every blob of the result is written, by name.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) out_dir: Option<PathBuf>,
+    /// Print the envelope instead of the result value.
+    #[arg(long)]
+    pub(crate) json: bool,
+    #[command(flatten)]
+    pub(crate) local: Local,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct PeersArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub(crate) json: bool,
+    #[command(flatten)]
+    pub(crate) target: Target,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct DaemonArgs {
+    /// WebSocket URL of the signal-server.
+    #[arg(long, env = "JOBMESH_SIGNAL", default_value = "ws://127.0.0.1:7070/ws")]
+    pub(crate) signal: String,
+    /// Capabilities to run, comma separated (empty: submit only): echo, sleep, or exec handlers from --config.
+    #[arg(
+        long,
+        env = "JOBMESH_CAPABILITIES",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub(crate) capabilities: Vec<String>,
+    /// Jobs run at once.
+    #[arg(long, env = "JOBMESH_SLOTS", default_value_t = 2)]
+    pub(crate) slots: u32,
+    /// Name shown in the pool [default: host name].
+    #[arg(long, env = "JOBMESH_NAME")]
+    pub(crate) name: Option<String>,
+    /// Pool to join.
+    #[arg(long, env = "JOBMESH_POOL", default_value = "default")]
+    pub(crate) pool: String,
+    /// Control socket path [default: per pool and name under $XDG_RUNTIME_DIR or the temp dir].
+    #[arg(long, env = "JOBMESH_CONTROL")]
+    pub(crate) control: Option<PathBuf>,
+    /// STUN/TURN server URL (repeatable), e.g. stun:stun.example.org:3478.
+    #[arg(
+        long = "ice-server",
+        env = "JOBMESH_ICE_SERVERS",
+        value_delimiter = ','
+    )]
+    pub(crate) ice_servers: Vec<String>,
+    /// Seconds running jobs get to finish after SIGINT/SIGTERM.
+    #[arg(long, env = "JOBMESH_GRACE_SECS", default_value_t = 30)]
+    pub(crate) grace_secs: u64,
+    /// TOML file declaring exec handlers (any command as a capability; see docs/handlers.md).
+    #[arg(long, env = "JOBMESH_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+    /// Default dispatch strategy: round-robin, least-loaded, random, affinity.
+    #[arg(long, env = "JOBMESH_DISPATCH", default_value = "least-loaded")]
+    pub(crate) dispatch: String,
+    /// Never run this peer's own jobs locally, even when it is the best candidate.
+    #[arg(long, env = "JOBMESH_NO_SELF_DISPATCH")]
+    pub(crate) no_self_dispatch: bool,
+    /// Most jobs this peer holds (queued or running elsewhere); past it submits fail.
+    #[arg(long, env = "JOBMESH_QUEUE_LIMIT", default_value_t = 10_000)]
+    pub(crate) queue_limit: usize,
+    /// Where blobs in transit and jobs' work dirs live [default: the system temp dir].
+    #[arg(long, env = "JOBMESH_SPOOL_DIR")]
+    pub(crate) spool_dir: Option<PathBuf>,
+    /// Largest blob this peer sends or accepts, in MiB (at most 2048).
+    #[arg(long, env = "JOBMESH_MAX_BLOB_MIB", default_value_t = 2048)]
+    pub(crate) max_blob_mib: u64,
+    /// MiB of blobs held in memory while received; past it they go to spool files.
+    #[arg(long, env = "JOBMESH_BLOB_MEMORY_MIB", default_value_t = 64)]
+    pub(crate) blob_memory_mib: u64,
+    /// Where the daemon keeps its journal (jobs it submitted, until their
+    /// results are fetched or expire) [default: $XDG_DATA_HOME/jobmesh/POOL/NAME].
+    #[arg(long, env = "JOBMESH_DATA_DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
+}
