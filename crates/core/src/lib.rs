@@ -9,19 +9,19 @@
 //! * [`JobState`]: the one lifecycle enum, changed only by
 //!   [`JobState::transition`]; [`Strategy`]: how a worker is chosen.
 //! * [`StatsCoalescer`] and [`backoff`]: small policies the daemon applies.
-//! * [`transfer`]: blob chunking and the receiver's checks (order, size, digest).
+//! * [`chunking`]: how a blob is cut into chunks, and the receiver's checks (order, size, digest).
 //!
 //! Contract (str0m / quinn style): nothing here opens a socket, spawns a task or
 //! reads a clock. Time comes in as a `now: Instant` argument and the next
 //! deadline goes out through `poll_timeout()`. After every `handle_*` call the
 //! caller drains `poll_output()` until it returns `None`.
 
+pub mod chunking;
 mod dispatcher;
 mod job;
 mod policy;
 mod pool;
 mod strategy;
-pub mod transfer;
 mod worker;
 
 pub use dispatcher::{Dispatcher, DispatcherConfig, Input, JobEnd, JobError, Output};

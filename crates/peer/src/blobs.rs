@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use jobmesh_core::transfer::{chunks, ChunkVerdict, Incoming};
+use jobmesh_core::chunking::{chunks, ChunkVerdict, Incoming};
 use jobmesh_transport::rtc::BulkSender;
 use jobmesh_wire::blob::{chunk_payload_max, BlobMeta, ChunkHeader, Direction, MAX_BLOBS_PER_JOB};
 use jobmesh_wire::dc::JobId;

@@ -1,303 +1,65 @@
 //! The daemon: the driver of a peer's sans-IO [`Node`].
 //!
-//! The [`Node`] decides (both cores, self-dispatch, the link table); this
-//! loop `select!`s over its input channels and one timer, turns what it
-//! learns into [`NodeInput`]s, and carries out the [`NodeOutput`]s without
-//! ever awaiting a slow consumer: every outward send is a `try_send` with a
-//! written overflow policy. It keeps handles (link connections, handler
-//! tasks, transfers, spool files) keyed by the node's ids.
+//! The [`Node`] decides (both cores, self-dispatch, the link table, blob
+//! transfer sets); this loop `select!`s over its input channels and one
+//! timer, turns what it learns into [`NodeInput`]s, and carries out the
+//! [`NodeOutput`]s without ever awaiting a slow consumer: every outward send
+//! is a `try_send` with a written overflow policy. It keeps handles (link
+//! connections, handler tasks, receivers and uploads, spool files) keyed by
+//! the node's ids. Beside it: `start` (the channels and tasks a daemon
+//! starts with), `links` (connections), `handler_tasks`, `blob_io` (the
+//! bytes of transfers) and `journaling` (the journal batch).
 //!
 //! Inputs, in priority order (local work before new remote work): shutdown;
-//! handler progress; handler completions; link messages and closes;
-//! dial/answer results; signal-server events; local commands; the timer (the
-//! node's deadline, input-blob deadlines, the journal batch).
+//! handler progress; handler completions; upload ends; link messages and
+//! closes; dial/answer results; signal-server events; local commands; the
+//! timer (the node's deadline, the journal batch).
 
+mod blob_io;
+mod handler_tasks;
 mod journaling;
 mod links;
-mod transfers;
+mod start;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jobmesh_core::{EventKind, JobEnd, JobEvent};
-use jobmesh_node::{LinkId, Node, NodeConfig, NodeInput, NodeOutput};
+use jobmesh_node::{LinkId, Node, NodeInput, NodeOutput};
 use jobmesh_transport::rtc::{self, LinkEvent, LinkHandle};
-use jobmesh_transport::signal::{self as signal_client, SignalConfig, SignalEvent};
+use jobmesh_transport::signal::SignalEvent;
 use jobmesh_wire::blob::{Direction, Frame};
 use jobmesh_wire::dc::{DcMsg, JobId, Progress};
-use jobmesh_wire::signal::{ClientMsg, Hello};
-use jobmesh_wire::{Capability, PeerId, PeerInfo, PROTOCOL_VERSION};
+use jobmesh_wire::signal::ClientMsg;
+use jobmesh_wire::PeerId;
 use serde_json::Value;
 use tokio::sync::{broadcast, mpsc, oneshot, watch, Semaphore};
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, info_span, warn, Instrument};
+use tracing::{debug, info, warn};
 
 use crate::api::{
-    Command, DaemonConfig, DaemonError, Extensions, JobReport, Metrics, PeerHandle, PoolSnapshot,
-    QueuePlace, StartError, WATCH_QUEUE,
+    Command, DaemonConfig, DaemonError, JobReport, Metrics, PoolSnapshot, QueuePlace,
 };
 use crate::blobs::{MemoryBudget, Prepared, ReceivedBlob, Receiver, Spool};
-use crate::handlers::{self, Handler, HandlerError, Handlers, JobContext};
+use crate::handlers::{HandlerError, Handlers};
 use crate::jobs::{Clock, JobTable, WatchEvent};
-use transfers::{HandlerFiles, TransferDone};
-
-/// Capacity of the local command channel (submit, cancel, jobs). Full: callers wait.
-const COMMAND_QUEUE: usize = 256;
-/// Capacity of the link-event channel. Full: link readers wait (SCTP pushes back).
-const LINK_EVENT_QUEUE: usize = 1024;
-/// Capacity of the signal-event channel. Full: the signal task stops reading.
-const SIGNAL_EVENT_QUEUE: usize = 256;
-/// Capacity of the signal outgoing channel. Full: the message is dropped
-/// (a stats update is superseded by the next; a handshake fails its deadline).
-const SIGNAL_OUT_QUEUE: usize = 256;
-/// Capacity of the handler-completion channel. Full: handler tasks wait; there
-/// are at most `slots` of them.
-const DONE_QUEUE: usize = 256;
-/// How long a timed-out handler gets to stop after its cancel token fires
-/// (an exec handler needs up to its SIGTERM→SIGKILL grace).
-const HANDLER_STOP_GRACE: Duration = Duration::from_secs(3);
-/// Capacity of the handler-progress channel. Full: the report is dropped
-/// (reports are coalesced; the next one carries the news).
-const PROGRESS_QUEUE: usize = 1024;
-
-/// Starts a daemon with the built-in handlers on the current tokio runtime.
-/// It runs until `shutdown` is cancelled (or [`PeerHandle::shutdown`]), then drains.
-pub fn spawn(config: DaemonConfig, shutdown: CancellationToken) -> Result<PeerHandle, StartError> {
-    spawn_with(config, Extensions::default(), shutdown)
-}
-
-/// Starts a daemon with your own handlers and/or custom strategy.
-pub fn spawn_with(
-    config: DaemonConfig,
-    mut ext: Extensions,
-    shutdown: CancellationToken,
-) -> Result<PeerHandle, StartError> {
-    let missing: Vec<_> = config
-        .capabilities
-        .iter()
-        .filter(|c| !ext.handlers.contains_key(*c))
-        .cloned()
-        .collect();
-    ext.handlers.extend(handlers::builtin(&missing)?);
-    let spool = Spool::new(config.spool_dir.as_deref()).map_err(|e| {
-        StartError::Invalid(format!(
-            "cannot create the blob spool directory{}: {e}",
-            config
-                .spool_dir
-                .as_ref()
-                .map(|d| format!(" in {}", d.display()))
-                .unwrap_or_default()
-        ))
-    })?;
-    let spool_path = spool.root().to_owned();
-    let max_blob_size = config.blobs.max_blob_size;
-    let queue_limit = config.dispatcher.queue_limit;
-    let durable = config
-        .data_dir
-        .as_deref()
-        .map(crate::durable::open)
-        .transpose()
-        .map_err(StartError::Journal)?;
-    let me = durable.as_ref().map_or_else(PeerId::random, |d| d.peer_id);
-    let config_data_dir = config.data_dir.clone();
-    let hello = Hello {
-        version: PROTOCOL_VERSION,
-        peer_id: me,
-        name: config.name.clone(),
-        pool: config.pool.clone(),
-        capabilities: config.capabilities.clone(),
-        slots: config.slots,
-    };
-    // Validate name/pool with the same rules the server applies.
-    let probe = jobmesh_wire::signal::encode(&ClientMsg::Hello(hello.clone()));
-    ClientMsg::decode(probe.as_bytes()).map_err(|e| StartError::Invalid(e.to_string()))?;
-
-    let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
-    let (signal_tx, signal_rx) = mpsc::channel(SIGNAL_EVENT_QUEUE);
-    let (signal_out, signal_out_rx) = mpsc::channel(SIGNAL_OUT_QUEUE);
-    let (link_tx, link_rx) = mpsc::channel(LINK_EVENT_QUEUE);
-    let (opened_tx, opened_rx) = mpsc::channel(LINK_EVENT_QUEUE);
-    let (done_tx, done_rx) = mpsc::channel(DONE_QUEUE);
-    let (progress_tx, progress_rx) = mpsc::channel(PROGRESS_QUEUE);
-    let (transfer_tx, transfer_rx) = mpsc::channel(transfers::TRANSFER_QUEUE);
-    let (watch_tx, _) = broadcast::channel(WATCH_QUEUE);
-    let journaled = durable.is_some();
-    let check = ext.handlers.clone();
-    let node = Node::new(NodeConfig {
-        me,
-        name: config.name.clone(),
-        capabilities: config.capabilities.clone(),
-        slots: config.slots,
-        progress_interval: config.progress_interval,
-        stats_interval: config.stats_interval,
-        dispatcher: config.dispatcher.clone(),
-        strategy: ext.strategy,
-        max_blob_size: config.blobs.max_blob_size,
-        journaled,
-        // Dial tags differ across restarts under the same peer id.
-        seed: rand::random(),
-        input_check: Box::new(move |capability, input| {
-            check.get(capability).map_or(Ok(()), |h| h.validate(input))
-        }),
-    });
-    let me_info = PeerInfo {
-        id: me,
-        name: config.name.clone(),
-        capabilities: config.capabilities.clone(),
-        stats: node.stats().clone(),
-    };
-    let (pool_tx, pool_rx) = watch::channel(PoolSnapshot {
-        connected: false,
-        synced: false,
-        me: me_info,
-        peers: Vec::new(),
-    });
-    let stopped = CancellationToken::new();
-    let metrics = Arc::new(Metrics::default());
-    let tracker = TaskTracker::new();
-    let signal_cancel = CancellationToken::new();
-
-    let span = info_span!("peer", id = %me.short(), name = %config.name);
-    tracker.spawn(
-        signal_client::run(
-            SignalConfig::new(config.signal_url.clone(), hello),
-            signal_tx,
-            signal_out_rx,
-            signal_cancel.clone(),
-        )
-        .instrument(span.clone()),
-    );
-
-    let (journaling, journal_stopped, resume) = match durable {
-        Some(d) => (
-            Some(journaling::Journaling {
-                handle: d.handle,
-                data_dir: d.data_dir,
-                pending: Vec::new(),
-                due: None,
-            }),
-            Some(d.stopped),
-            d.resume,
-        ),
-        None => (None, None, Vec::new()),
-    };
-    if !resume.is_empty() {
-        info!(
-            jobs = resume.len(),
-            "resuming the journal's unfinished jobs"
-        );
-    }
-    let journal_for_api = Arc::new(std::sync::Mutex::new(
-        journaling.as_ref().map(|j| j.handle.clone()),
-    ));
-    let mut daemon = Daemon {
-        me,
-        journaling,
-        node,
-        handlers: ext.handlers,
-        links: HashMap::new(),
-        waiters: HashMap::new(),
-        running: HashMap::new(),
-        signal_out,
-        link_tx,
-        opened_tx,
-        done_tx,
-        progress_tx,
-        pool_tx,
-        watch: watch_tx.clone(),
-        table: JobTable::default(),
-        clock: Clock::now(),
-        connected: false,
-        tracker: tracker.clone(),
-        jobs_cancel: CancellationToken::new(),
-        draining: false,
-        metrics: metrics.clone(),
-        spool: Arc::new(spool),
-        budget: MemoryBudget::new(config.blobs.memory_budget),
-        job_blobs: HashMap::new(),
-        receivers: HashMap::new(),
-        sending: HashMap::new(),
-        outputs: HashMap::new(),
-        results: HashMap::new(),
-        link_permits: HashMap::new(),
-        transfer_tx,
-        config,
-    };
-    let inputs = Inputs {
-        commands: cmd_rx,
-        signal: signal_rx,
-        links: link_rx,
-        opened: opened_rx,
-        done: done_rx,
-        progress: progress_rx,
-        transfers: transfer_rx,
-    };
-    // Queued now. Until the pool view is complete the dispatcher concludes
-    // nothing about capable workers, and offers a job whose journaled worker
-    // the view may yet show to no one else (this peer's own worker included).
-    for r in resume {
-        daemon.resume(Instant::now(), r);
-    }
-    let stopped2 = stopped.clone();
-    let shutdown2 = shutdown.clone();
-    let api_journal = journal_for_api.clone();
-    tokio::spawn(
-        async move {
-            daemon.run(inputs, shutdown2).await;
-            signal_cancel.cancel();
-            tracker.close();
-            if tokio::time::timeout(Duration::from_secs(5), tracker.wait())
-                .await
-                .is_err()
-            {
-                warn!("some tasks did not stop within 5 s of shutdown");
-            }
-            // The journal closes once no submit can reach it any more.
-            api_journal.lock().map(|mut j| j.take()).ok();
-            if let Some(closed) = journal_stopped {
-                if tokio::time::timeout(Duration::from_secs(5), closed.wait())
-                    .await
-                    .is_err()
-                {
-                    warn!("the journal did not close within 5 s of shutdown");
-                }
-            }
-            info!("stopped");
-            stopped2.cancel();
-        }
-        .instrument(span),
-    );
-    Ok(PeerHandle {
-        metrics,
-        id: me,
-        commands: cmd_tx,
-        pool: pool_rx,
-        watch: watch_tx,
-        shutdown,
-        stopped,
-        max_blob_size,
-        spool: spool_path,
-        journal: journal_for_api,
-        data_dir: config_data_dir,
-        places: Arc::default(),
-        queue_limit,
-    })
-}
+use blob_io::TransferDone;
+pub use start::{spawn, spawn_with};
 
 struct Inputs {
     commands: mpsc::Receiver<Command>,
     signal: mpsc::Receiver<SignalEvent>,
     links: mpsc::Receiver<LinkEvent>,
-    opened: mpsc::Receiver<Opened>,
+    opened: mpsc::Receiver<Connected>,
     done: mpsc::Receiver<JobDone>,
     progress: mpsc::Receiver<(JobId, Progress)>,
-    transfers: transfers::TransferRx,
+    transfers: blob_io::TransferRx,
 }
 
 /// A dial or answer task's result.
-struct Opened {
+struct Connected {
     peer: PeerId,
     link_id: LinkId,
     result: Result<LinkHandle, rtc::LinkError>,
@@ -314,7 +76,7 @@ struct JobDone {
 /// The connection behind one of the node's links. Dropping a `Connecting`
 /// stops its dial or answer (and closes its peer connection); dropping an
 /// `Open` closes the link. Removed only when the node says `CloseLink`.
-enum Link {
+enum Connection {
     Connecting {
         /// Where the dialler waits for the remote's answer (None when answering).
         answer: Option<oneshot::Sender<String>>,
@@ -343,13 +105,13 @@ struct Daemon {
     node: Node,
     handlers: Handlers,
     /// The connections of the node's links.
-    links: HashMap<LinkId, Link>,
+    links: HashMap<LinkId, Connection>,
     waiters: HashMap<JobId, Waiter>,
     /// Worker side: cancel tokens of running handler tasks.
     running: HashMap<JobId, CancellationToken>,
     signal_out: mpsc::Sender<ClientMsg>,
     link_tx: mpsc::Sender<LinkEvent>,
-    opened_tx: mpsc::Sender<Opened>,
+    opened_tx: mpsc::Sender<Connected>,
     done_tx: mpsc::Sender<JobDone>,
     progress_tx: mpsc::Sender<(JobId, Progress)>,
     pool_tx: watch::Sender<PoolSnapshot>,
@@ -464,8 +226,8 @@ impl Daemon {
         // during the drain, say), then the signal task closes the WebSocket and
         // the server announces our departure.
         let open = self.links.drain().filter_map(|(_, link)| match link {
-            Link::Open(h) => Some(h.close_flushed()),
-            Link::Connecting { .. } => None,
+            Connection::Open(h) => Some(h.close_flushed()),
+            Connection::Connecting { .. } => None,
         });
         futures_util::future::join_all(open).await;
     }
@@ -770,137 +532,4 @@ impl Daemon {
             ),
         }
     }
-
-    /// Runs a job's handler in a task, under its timeout.
-    fn launch(
-        &mut self,
-        job_id: JobId,
-        capability: Capability,
-        input: Value,
-        timeout: Duration,
-        inputs: HandlerFiles,
-    ) {
-        let Some(handler) = self.handlers.get(&capability).cloned() else {
-            // Unreachable: the worker core admits only capabilities with handlers.
-            let _ = self.done_tx.try_send(JobDone {
-                job_id,
-                result: Err(HandlerError::permanent("no handler")),
-                outputs: Vec::new(),
-            });
-            return;
-        };
-        let token = self.jobs_cancel.child_token();
-        self.running.insert(job_id, token.clone());
-        let done = self.done_tx.clone();
-        let progress = self.progress_tx.clone();
-        let metrics = self.metrics.clone();
-        let spool = self.spool.clone();
-        let max_blob = self.config.blobs.max_blob_size;
-        let timeout_ms = timeout.as_millis();
-        self.tracker.spawn(
-            async move {
-                info!("job started");
-                let files = match inputs {
-                    HandlerFiles::Ready(files) => Ok(files),
-                    HandlerFiles::Local(blobs) => {
-                        transfers::materialize(&spool, job_id, &blobs).await
-                    }
-                };
-                let files = match files {
-                    Ok(f) => f,
-                    Err(e) => {
-                        let result = Err(HandlerError::transient(format!(
-                            "cannot spool the input blobs: {e}"
-                        )));
-                        let _ = done
-                            .send(JobDone {
-                                job_id,
-                                result,
-                                outputs: Vec::new(),
-                            })
-                            .await;
-                        return;
-                    }
-                };
-                let ctx = JobContext::with_files(job_id, token.clone(), progress, files.clone());
-                let run = run_handler(handler, input, ctx);
-                tokio::pin!(run);
-                let result = tokio::select! {
-                    r = &mut run => r,
-                    () = tokio::time::sleep(timeout) => {
-                        // Let the handler stop its work (kill its processes,
-                        // remove its files) before the slot is freed, bounded.
-                        token.cancel();
-                        let _ = tokio::time::timeout(HANDLER_STOP_GRACE, &mut run).await;
-                        Err(HandlerError::transient(format!(
-                            "timed out on the worker after {timeout_ms} ms"
-                        )))
-                    }
-                };
-                if token.is_cancelled() {
-                    Metrics::bump(&metrics.handlers_cancelled);
-                }
-                let attached = files.take_outputs();
-                let (result, outputs) = match result {
-                    Ok(value) if !attached.is_empty() => {
-                        match crate::blobs::prepare(attached, max_blob, files.dir.get().cloned())
-                            .await
-                        {
-                            Ok(outputs) => (Ok(value), outputs),
-                            Err(e) => (
-                                Err(HandlerError::permanent(format!(
-                                    "the handler's output blobs: {e}"
-                                ))),
-                                Vec::new(),
-                            ),
-                        }
-                    }
-                    other => (other, Vec::new()),
-                };
-                drop(files);
-                // Overflow: waits; at most `slots` handler tasks exist.
-                let _ = done
-                    .send(JobDone {
-                        job_id,
-                        result,
-                        outputs,
-                    })
-                    .await;
-            }
-            .instrument(info_span!("job", %job_id, %capability)),
-        );
-    }
-
-    fn on_job_done(&mut self, now: Instant, done: JobDone) {
-        let JobDone {
-            job_id,
-            result,
-            outputs,
-        } = done;
-        self.running.remove(&job_id);
-        info!(%job_id, ok = result.is_ok(), blobs = outputs.len(), "job finished");
-        let metas = outputs.iter().map(|b| b.meta.clone()).collect();
-        if !outputs.is_empty() {
-            self.outputs.insert(job_id, Arc::new(outputs));
-        }
-        let done = NodeInput::HandlerDone {
-            job_id,
-            result: result.map_err(|e| (e.message, e.retryable)),
-            outputs: metas,
-        };
-        self.feed(now, done);
-    }
-}
-
-/// Runs a handler, turning a panic into a failed job rather than a dead task.
-async fn run_handler(
-    handler: Arc<dyn Handler>,
-    input: Value,
-    ctx: JobContext,
-) -> Result<Value, HandlerError> {
-    use futures_util::FutureExt;
-    std::panic::AssertUnwindSafe(handler.run(input, ctx))
-        .catch_unwind()
-        .await
-        .unwrap_or_else(|_| Err(HandlerError::permanent("the handler panicked")))
 }

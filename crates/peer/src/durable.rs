@@ -150,7 +150,7 @@ pub(crate) struct Resume {
 }
 
 /// The journal of a daemon, opened and read at start.
-pub(crate) struct Opened {
+pub(crate) struct OpenedJournal {
     pub(crate) data_dir: PathBuf,
     pub(crate) handle: JournalHandle,
     pub(crate) stopped: Stopped,
@@ -161,7 +161,7 @@ pub(crate) struct Opened {
 /// Opens (creating) the data dir and its journal: the peer id kept there (a
 /// new one is stored the first time), the jobs to resume, and the journal
 /// thread. Jobs whose record cannot be read end with an error saying so.
-pub(crate) fn open(data_dir: &Path) -> Result<Opened, String> {
+pub(crate) fn open(data_dir: &Path) -> Result<OpenedJournal, String> {
     std::fs::create_dir_all(data_dir)
         .map_err(|e| format!("cannot create the data dir {}: {e}", data_dir.display()))?;
     restrict(data_dir);
@@ -216,7 +216,7 @@ pub(crate) fn open(data_dir: &Path) -> Result<Opened, String> {
     journal.apply(&unreadable).map_err(|e| e.to_string())?;
     let (handle, stopped) =
         jobmesh_journal::spawn(journal).map_err(|e| format!("cannot start the journal: {e}"))?;
-    Ok(Opened {
+    Ok(OpenedJournal {
         data_dir: data_dir.to_owned(),
         handle,
         stopped,

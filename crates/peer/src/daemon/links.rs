@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info_span, warn, Instrument};
 
-use super::{Daemon, Link, Opened};
+use super::{Connected, Connection, Daemon};
 use crate::api::Metrics;
 
 impl Daemon {
@@ -62,7 +62,7 @@ impl Daemon {
                 };
                 // Overflow: waits; the daemon drains this channel every loop.
                 let _ = opened
-                    .send(Opened {
+                    .send(Connected {
                         peer,
                         link_id,
                         result,
@@ -73,7 +73,7 @@ impl Daemon {
         );
         self.links.insert(
             link_id,
-            Link::Connecting {
+            Connection::Connecting {
                 answer: dialling.then_some(answer_tx),
                 _abort: abort.drop_guard(),
             },
@@ -82,14 +82,14 @@ impl Daemon {
 
     /// Hands a dial its remote's answer.
     pub(super) fn deliver_answer(&mut self, link_id: LinkId, sdp: String) {
-        if let Some(Link::Connecting { answer, .. }) = self.links.get_mut(&link_id) {
+        if let Some(Connection::Connecting { answer, .. }) = self.links.get_mut(&link_id) {
             if let Some(tx) = answer.take() {
                 let _ = tx.send(sdp);
             }
         }
     }
 
-    pub(super) fn on_opened(&mut self, now: Instant, op: Opened) {
+    pub(super) fn on_opened(&mut self, now: Instant, op: Connected) {
         let Some(link) = self.links.get_mut(&op.link_id) else {
             // Released by the node meanwhile: dropping the handle closes it.
             return;
@@ -98,7 +98,7 @@ impl Daemon {
         match op.result {
             Ok(handle) => {
                 Metrics::bump(&self.metrics.links_opened);
-                *link = Link::Open(handle);
+                *link = Connection::Open(handle);
                 self.feed(
                     now,
                     NodeInput::LinkOpened {
@@ -155,7 +155,7 @@ impl Daemon {
         link_id: LinkId,
         data: Vec<u8>,
     ) {
-        let Some(Link::Open(h)) = self.links.get(&link_id) else {
+        let Some(Connection::Open(h)) = self.links.get(&link_id) else {
             debug!(peer = %peer.short(), link_id, "message for a released link dropped");
             return;
         };

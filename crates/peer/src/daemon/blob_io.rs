@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
-use super::{Daemon, Link};
+use super::{Connection, Daemon};
 use crate::api::Metrics;
 use crate::blobs::{self, InputBlob, Prepared, ReceivedBlob, Receiver, SendBlobError, Source};
 use crate::handlers::JobFiles;
@@ -210,7 +210,8 @@ impl Daemon {
             Direction::Input => self.job_blobs.get(&job_id),
             Direction::Output => self.outputs.get(&job_id),
         };
-        let (Some(blobs), Some(Link::Open(link))) = (blobs.cloned(), self.links.get(&link_id))
+        let (Some(blobs), Some(Connection::Open(link))) =
+            (blobs.cloned(), self.links.get(&link_id))
         else {
             let _ = self.transfer_tx.try_send(TransferDone {
                 job_id,

@@ -1,0 +1,263 @@
+//! Starting a daemon: its handlers, spool and journal, the node, the
+//! signal task, every channel (with its bound), and the loop's task.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jobmesh_node::{Node, NodeConfig};
+use jobmesh_transport::signal::{self as signal_client, SignalConfig};
+use jobmesh_wire::signal::{ClientMsg, Hello};
+use jobmesh_wire::{PeerId, PeerInfo, PROTOCOL_VERSION};
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, info_span, warn, Instrument};
+
+use super::{blob_io, journaling, Daemon, Inputs};
+use crate::api::{
+    DaemonConfig, Extensions, Metrics, PeerHandle, PoolSnapshot, StartError, WATCH_QUEUE,
+};
+use crate::blobs::{MemoryBudget, Spool};
+use crate::handlers;
+use crate::jobs::{Clock, JobTable};
+
+/// Capacity of the local command channel (submit, cancel, jobs). Full: callers wait.
+const COMMAND_QUEUE: usize = 256;
+/// Capacity of the link-event channel. Full: link readers wait (SCTP pushes back).
+const LINK_EVENT_QUEUE: usize = 1024;
+/// Capacity of the signal-event channel. Full: the signal task stops reading.
+const SIGNAL_EVENT_QUEUE: usize = 256;
+/// Capacity of the signal outgoing channel. Full: the message is dropped
+/// (a stats update is superseded by the next; a handshake fails its deadline).
+const SIGNAL_OUT_QUEUE: usize = 256;
+/// Capacity of the handler-completion channel. Full: handler tasks wait; there
+/// are at most `slots` of them.
+const DONE_QUEUE: usize = 256;
+/// Capacity of the handler-progress channel. Full: the report is dropped
+/// (reports are coalesced; the next one carries the news).
+const PROGRESS_QUEUE: usize = 1024;
+
+/// Starts a daemon with the built-in handlers on the current tokio runtime.
+/// It runs until `shutdown` is cancelled (or [`PeerHandle::shutdown`]), then drains.
+pub fn spawn(config: DaemonConfig, shutdown: CancellationToken) -> Result<PeerHandle, StartError> {
+    spawn_with(config, Extensions::default(), shutdown)
+}
+
+/// Starts a daemon with your own handlers and/or custom strategy.
+pub fn spawn_with(
+    config: DaemonConfig,
+    mut ext: Extensions,
+    shutdown: CancellationToken,
+) -> Result<PeerHandle, StartError> {
+    let missing: Vec<_> = config
+        .capabilities
+        .iter()
+        .filter(|c| !ext.handlers.contains_key(*c))
+        .cloned()
+        .collect();
+    ext.handlers.extend(handlers::builtin(&missing)?);
+    let spool = Spool::new(config.spool_dir.as_deref()).map_err(|e| {
+        StartError::Invalid(format!(
+            "cannot create the blob spool directory{}: {e}",
+            config
+                .spool_dir
+                .as_ref()
+                .map(|d| format!(" in {}", d.display()))
+                .unwrap_or_default()
+        ))
+    })?;
+    let spool_path = spool.root().to_owned();
+    let max_blob_size = config.blobs.max_blob_size;
+    let queue_limit = config.dispatcher.queue_limit;
+    let durable = config
+        .data_dir
+        .as_deref()
+        .map(crate::durable::open)
+        .transpose()
+        .map_err(StartError::Journal)?;
+    let me = durable.as_ref().map_or_else(PeerId::random, |d| d.peer_id);
+    let config_data_dir = config.data_dir.clone();
+    let hello = Hello {
+        version: PROTOCOL_VERSION,
+        peer_id: me,
+        name: config.name.clone(),
+        pool: config.pool.clone(),
+        capabilities: config.capabilities.clone(),
+        slots: config.slots,
+    };
+    // Validate name/pool with the same rules the server applies.
+    let probe = jobmesh_wire::signal::encode(&ClientMsg::Hello(hello.clone()));
+    ClientMsg::decode(probe.as_bytes()).map_err(|e| StartError::Invalid(e.to_string()))?;
+
+    let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
+    let (signal_tx, signal_rx) = mpsc::channel(SIGNAL_EVENT_QUEUE);
+    let (signal_out, signal_out_rx) = mpsc::channel(SIGNAL_OUT_QUEUE);
+    let (link_tx, link_rx) = mpsc::channel(LINK_EVENT_QUEUE);
+    let (opened_tx, opened_rx) = mpsc::channel(LINK_EVENT_QUEUE);
+    let (done_tx, done_rx) = mpsc::channel(DONE_QUEUE);
+    let (progress_tx, progress_rx) = mpsc::channel(PROGRESS_QUEUE);
+    let (transfer_tx, transfer_rx) = mpsc::channel(blob_io::TRANSFER_QUEUE);
+    let (watch_tx, _) = broadcast::channel(WATCH_QUEUE);
+    let journaled = durable.is_some();
+    let check = ext.handlers.clone();
+    let node = Node::new(NodeConfig {
+        me,
+        name: config.name.clone(),
+        capabilities: config.capabilities.clone(),
+        slots: config.slots,
+        progress_interval: config.progress_interval,
+        stats_interval: config.stats_interval,
+        dispatcher: config.dispatcher.clone(),
+        strategy: ext.strategy,
+        max_blob_size: config.blobs.max_blob_size,
+        journaled,
+        // Dial tags differ across restarts under the same peer id.
+        seed: rand::random(),
+        input_check: Box::new(move |capability, input| {
+            check.get(capability).map_or(Ok(()), |h| h.validate(input))
+        }),
+    });
+    let me_info = PeerInfo {
+        id: me,
+        name: config.name.clone(),
+        capabilities: config.capabilities.clone(),
+        stats: node.stats().clone(),
+    };
+    let (pool_tx, pool_rx) = watch::channel(PoolSnapshot {
+        connected: false,
+        synced: false,
+        me: me_info,
+        peers: Vec::new(),
+    });
+    let stopped = CancellationToken::new();
+    let metrics = Arc::new(Metrics::default());
+    let tracker = TaskTracker::new();
+    let signal_cancel = CancellationToken::new();
+
+    let span = info_span!("peer", id = %me.short(), name = %config.name);
+    tracker.spawn(
+        signal_client::run(
+            SignalConfig::new(config.signal_url.clone(), hello),
+            signal_tx,
+            signal_out_rx,
+            signal_cancel.clone(),
+        )
+        .instrument(span.clone()),
+    );
+
+    let (journaling, journal_stopped, resume) = match durable {
+        Some(d) => (
+            Some(journaling::Journaling {
+                handle: d.handle,
+                data_dir: d.data_dir,
+                pending: Vec::new(),
+                due: None,
+            }),
+            Some(d.stopped),
+            d.resume,
+        ),
+        None => (None, None, Vec::new()),
+    };
+    if !resume.is_empty() {
+        info!(
+            jobs = resume.len(),
+            "resuming the journal's unfinished jobs"
+        );
+    }
+    let journal_for_api = Arc::new(std::sync::Mutex::new(
+        journaling.as_ref().map(|j| j.handle.clone()),
+    ));
+    let mut daemon = Daemon {
+        me,
+        journaling,
+        node,
+        handlers: ext.handlers,
+        links: HashMap::new(),
+        waiters: HashMap::new(),
+        running: HashMap::new(),
+        signal_out,
+        link_tx,
+        opened_tx,
+        done_tx,
+        progress_tx,
+        pool_tx,
+        watch: watch_tx.clone(),
+        table: JobTable::default(),
+        clock: Clock::now(),
+        connected: false,
+        tracker: tracker.clone(),
+        jobs_cancel: CancellationToken::new(),
+        draining: false,
+        metrics: metrics.clone(),
+        spool: Arc::new(spool),
+        budget: MemoryBudget::new(config.blobs.memory_budget),
+        job_blobs: HashMap::new(),
+        receivers: HashMap::new(),
+        sending: HashMap::new(),
+        outputs: HashMap::new(),
+        results: HashMap::new(),
+        link_permits: HashMap::new(),
+        transfer_tx,
+        config,
+    };
+    let inputs = Inputs {
+        commands: cmd_rx,
+        signal: signal_rx,
+        links: link_rx,
+        opened: opened_rx,
+        done: done_rx,
+        progress: progress_rx,
+        transfers: transfer_rx,
+    };
+    // Queued now. Until the pool view is complete the dispatcher concludes
+    // nothing about capable workers, and offers a job whose journaled worker
+    // the view may yet show to no one else (this peer's own worker included).
+    for r in resume {
+        daemon.resume(Instant::now(), r);
+    }
+    let stopped2 = stopped.clone();
+    let shutdown2 = shutdown.clone();
+    let api_journal = journal_for_api.clone();
+    tokio::spawn(
+        async move {
+            daemon.run(inputs, shutdown2).await;
+            signal_cancel.cancel();
+            tracker.close();
+            if tokio::time::timeout(Duration::from_secs(5), tracker.wait())
+                .await
+                .is_err()
+            {
+                warn!("some tasks did not stop within 5 s of shutdown");
+            }
+            // The journal closes once no submit can reach it any more.
+            api_journal.lock().map(|mut j| j.take()).ok();
+            if let Some(closed) = journal_stopped {
+                if tokio::time::timeout(Duration::from_secs(5), closed.wait())
+                    .await
+                    .is_err()
+                {
+                    warn!("the journal did not close within 5 s of shutdown");
+                }
+            }
+            info!("stopped");
+            stopped2.cancel();
+        }
+        .instrument(span),
+    );
+    Ok(PeerHandle {
+        metrics,
+        id: me,
+        commands: cmd_tx,
+        pool: pool_rx,
+        watch: watch_tx,
+        shutdown,
+        stopped,
+        max_blob_size,
+        spool: spool_path,
+        journal: journal_for_api,
+        data_dir: config_data_dir,
+        places: Arc::default(),
+        queue_limit,
+    })
+}
