@@ -645,14 +645,7 @@ impl Sim {
             }
             Event::DialTimeout { peer, life, link } => {
                 if self.alive(peer, life) && self.peers[peer].connecting.remove(&link) {
-                    let remote = self.peers[peer].dials.get(&link).map(|d| d.0).or_else(|| {
-                        self.peers[peer]
-                            .answered
-                            .iter()
-                            .find(|(_, l)| **l == link)
-                            .map(|((r, _), _)| *r)
-                    });
-                    if let Some(remote) = remote {
+                    if let Some(remote) = self.remote_of(peer, link) {
                         self.input(peer, NodeInput::LinkClosed { peer: remote, link });
                     }
                 }
@@ -1129,48 +1122,22 @@ impl Sim {
         match out {
             NodeOutput::Send { link, msg, .. } => self.send(p, link, msg),
             NodeOutput::Dial { peer, link, tag } => {
-                self.peers[p].connecting.insert(link);
                 self.peers[p].dials.insert(link, (peer, tag));
-                let at = self.now + self.config.connect_timeout;
-                self.push(
-                    at,
-                    Event::DialTimeout {
-                        peer: p,
-                        life,
-                        link,
-                    },
-                );
-                self.relay(
-                    p,
-                    peer,
-                    Handshake::Offer {
-                        sdp: "sim-offer".into(),
-                        dial: tag,
-                    },
-                );
+                let offer = Handshake::Offer {
+                    sdp: "sim-offer".into(),
+                    dial: tag,
+                };
+                self.handshake(p, peer, link, offer);
             }
             NodeOutput::Answer {
                 peer, link, tag, ..
             } => {
-                self.peers[p].connecting.insert(link);
                 self.peers[p].answered.insert((peer, tag), link);
-                let at = self.now + self.config.connect_timeout;
-                self.push(
-                    at,
-                    Event::DialTimeout {
-                        peer: p,
-                        life,
-                        link,
-                    },
-                );
-                self.relay(
-                    p,
-                    peer,
-                    Handshake::Answer {
-                        sdp: "sim-answer".into(),
-                        dial: tag,
-                    },
-                );
+                let answer = Handshake::Answer {
+                    sdp: "sim-answer".into(),
+                    dial: tag,
+                };
+                self.handshake(p, peer, link, answer);
             }
             NodeOutput::DeliverAnswer { link, .. } => self.connect(p, link),
             NodeOutput::CloseLink { link, .. } => {
@@ -1413,6 +1380,23 @@ impl Sim {
                 result,
             },
         );
+    }
+
+    /// Link `link` of `p` starts its handshake with `signal`: it fails
+    /// unless open within the connect timeout.
+    fn handshake(&mut self, p: usize, to: PeerId, link: LinkId, signal: Handshake) {
+        self.peers[p].connecting.insert(link);
+        let life = self.peers[p].life;
+        let at = self.now + self.config.connect_timeout;
+        self.push(
+            at,
+            Event::DialTimeout {
+                peer: p,
+                life,
+                link,
+            },
+        );
+        self.relay(p, to, signal);
     }
 
     /// A handshake message through the signal-server.
