@@ -1164,20 +1164,8 @@ impl Sim {
             NodeOutput::CancelHandler { job_id } => {
                 if self.peers[p].running.contains_key(&job_id) {
                     // The handler stops soon after its token fires.
-                    let run = self.new_run();
-                    self.peers[p].running.insert(job_id, run);
-                    let at = self.now + Duration::from_millis(1);
                     let result = Err(("cancelled".to_owned(), false));
-                    self.push(
-                        at,
-                        Event::HandlerDone {
-                            peer: p,
-                            life,
-                            job_id,
-                            run,
-                            result,
-                        },
-                    );
+                    self.end_handler_after(p, job_id, Duration::from_millis(1), result);
                 }
             }
             NodeOutput::ForgetResult { job_id } | NodeOutput::LocalResultBlobs { job_id, .. } => {
@@ -1351,8 +1339,6 @@ impl Sim {
 
     fn start_handler(&mut self, p: usize, job_id: JobId, input: &Value, timeout: Duration) {
         self.history.executed(job_id);
-        let run = self.new_run();
-        self.peers[p].running.insert(job_id, run);
         let ms = input.get("ms").and_then(Value::as_u64).unwrap_or(10);
         let took = Duration::from_millis(ms) * self.peers[p].spec.slowness;
         let by = self.peers[p].id.to_string();
@@ -1368,10 +1354,23 @@ impl Sim {
             };
             (took, result)
         };
+        self.end_handler_after(p, job_id, after, result);
+    }
+
+    /// The handler of `job_id` on `p` ends `after` from now with `result`;
+    /// a run started since (or a cancel) supersedes it.
+    fn end_handler_after(
+        &mut self,
+        p: usize,
+        job_id: JobId,
+        after: Duration,
+        result: Result<Value, (String, bool)>,
+    ) {
+        let run = self.new_run();
+        self.peers[p].running.insert(job_id, run);
         let life = self.peers[p].life;
-        let at = self.now + after;
         self.push(
-            at,
+            self.now + after,
             Event::HandlerDone {
                 peer: p,
                 life,
