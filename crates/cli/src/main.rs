@@ -144,7 +144,7 @@ async fn daemon(args: DaemonArgs) -> anyhow::Result<u8> {
     config.spool_dir = args.spool_dir;
     config.data_dir = Some(
         args.data_dir
-            .or_else(|| jobmesh_peer::durable::default_data_dir(&config.pool, &name))
+            .or_else(|| jobmesh_peer::store::default_data_dir(&config.pool, &name))
             .context("no data dir: set --data-dir (neither XDG_DATA_HOME nor HOME is set)")?,
     );
     config.rtc = RtcConfig {

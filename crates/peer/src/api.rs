@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jobmesh_core::{DispatcherConfig, JobError, JobEvent, JobOptions, Strategy};
-use jobmesh_journal::{Durability, JournalHandle, Op};
 use jobmesh_transport::rtc::RtcConfig;
 use jobmesh_wire::dc::JobId;
 use jobmesh_wire::{Capability, PeerId, PeerInfo};
@@ -19,6 +18,7 @@ use crate::blobs::{Blob, BlobError, BlobLimits, Prepared};
 pub use crate::envelope::JobReport;
 use crate::handlers::{CapabilityError, Handlers};
 use crate::jobs::{JobRecord, WatchEvent};
+use crate::store::{Store, StoredJob};
 
 /// Everything a daemon needs to start.
 #[derive(Debug, Clone)]
@@ -139,21 +139,6 @@ impl From<BlobError> for DaemonError {
     }
 }
 
-/// A job as the journal has it; see [`PeerHandle::stored_result`].
-#[derive(Debug, Clone, PartialEq)]
-pub enum StoredJob {
-    /// It ended: its envelope, as `peer submit --json` prints it, with its
-    /// result blobs kept in the data dir.
-    Ended(Value),
-    /// It has not ended yet.
-    Unfinished {
-        /// The newest attempt (0: not placed yet).
-        attempt: u32,
-        /// That attempt's worker.
-        worker: Option<String>,
-    },
-}
-
 /// The pool as this daemon sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PoolSnapshot {
@@ -248,7 +233,7 @@ pub struct PeerHandle {
     pub(crate) max_blob_size: u64,
     pub(crate) spool: PathBuf,
     /// The journal, while the daemon runs (taken at shutdown so it can close).
-    pub(crate) journal: Arc<std::sync::Mutex<Option<JournalHandle>>>,
+    pub(crate) store: Arc<std::sync::Mutex<Option<Store>>>,
     pub(crate) data_dir: Option<PathBuf>,
     /// Submitted jobs not yet ended, each counted by its [`QueuePlace`].
     pub(crate) places: Arc<AtomicUsize>,
@@ -461,48 +446,21 @@ impl PeerHandle {
         Ok((job_id, result))
     }
 
-    /// With a journal: records the job (its in-memory blobs written to the
-    /// data dir) and waits until it is on disk.
+    /// With a journal: records the job and waits until it is on disk.
     async fn journal_submit(
         &self,
         spec: &jobmesh_core::JobSpec,
         blobs: &[crate::blobs::Prepared],
     ) -> Result<(), DaemonError> {
-        let (Some(journal), Some(data_dir)) = (self.journal_handle(), &self.data_dir) else {
-            return Ok(());
-        };
-        let job_id = spec.job_id;
-        let stored = if blobs
-            .iter()
-            .any(|b| matches!(b.source, crate::blobs::Source::Bytes(_)))
-        {
-            let (dir, blobs) = (data_dir.clone(), blobs.to_vec());
-            tokio::task::spawn_blocking(move || {
-                crate::durable::persist_inputs(&dir, job_id, &blobs)
-            })
-            .await
-            .map_err(|e| DaemonError::Journal(e.to_string()))?
-        } else {
-            crate::durable::persist_inputs(data_dir, job_id, blobs)
+        match self.store() {
+            Some(store) => store
+                .submit(spec, blobs)
+                .await
+                .map_err(DaemonError::Journal),
+            // Without a data dir there is no journal; with one that has
+            // closed, the daemon has stopped and the command below says so.
+            None => Ok(()),
         }
-        .map_err(|e| {
-            DaemonError::Journal(format!(
-                "cannot keep the job's input blobs in {}: {e}",
-                data_dir.display()
-            ))
-        })?;
-        journal
-            .commit(
-                vec![Op::Submit {
-                    job_id,
-                    spec: crate::durable::StoredSpec::of(spec),
-                    blobs: stored,
-                    at_ms: crate::durable::now_ms(),
-                }],
-                Durability::Synced,
-            )
-            .await
-            .map_err(|e| DaemonError::Journal(e.to_string()))
     }
 
     /// Whether this daemon keeps a journal (it was given a data dir).
@@ -510,41 +468,20 @@ impl PeerHandle {
         self.data_dir.is_some()
     }
 
-    fn journal_handle(&self) -> Option<JournalHandle> {
-        self.journal.lock().ok().and_then(|j| j.clone())
+    fn store(&self) -> Option<Store> {
+        crate::lock(&self.store).clone()
     }
 
     /// A job of this daemon as its journal has it: the outcome envelope of
-    /// an ended job (kept for [`RESULT_TTL`](crate::durable::RESULT_TTL)),
+    /// an ended job (kept for [`RESULT_TTL`](crate::store::RESULT_TTL)),
     /// or where an unfinished one stands; `None` for a job it does not know
     /// (never submitted here, or expired).
     pub async fn stored_result(&self, job_id: JobId) -> Result<Option<StoredJob>, DaemonError> {
-        let journal = match self.journal_handle() {
-            Some(j) => j,
-            None if self.data_dir.is_some() => return Err(DaemonError::Stopped),
-            None => return Err(DaemonError::NoJournal),
-        };
-        let row = journal
-            .read(move |j| {
-                let row = j.job(job_id)?;
-                if row.as_ref().is_some_and(|r| r.outcome.is_some()) {
-                    let fetched = Op::Fetched {
-                        job_id,
-                        at_ms: crate::durable::now_ms(),
-                    };
-                    j.apply_as(&[fetched], Durability::Written)?;
-                }
-                Ok(row)
-            })
-            .await
-            .map_err(|e| DaemonError::Journal(e.to_string()))?;
-        Ok(row.map(|r| match r.outcome {
-            Some(outcome) => StoredJob::Ended(outcome),
-            None => StoredJob::Unfinished {
-                attempt: r.attempt,
-                worker: r.worker,
-            },
-        }))
+        match self.store() {
+            Some(store) => store.stored(job_id).await.map_err(DaemonError::Journal),
+            None if self.data_dir.is_some() => Err(DaemonError::Stopped),
+            None => Err(DaemonError::NoJournal),
+        }
     }
 
     /// Submits a job and waits for its outcome.

@@ -43,9 +43,10 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::api::{PeerHandle, PoolSnapshot, StoredJob};
-use crate::blobs::{Blob, ReceivedBlob};
+use crate::api::{PeerHandle, PoolSnapshot};
+use crate::blobs::Blob;
 use crate::jobs::WatchEvent;
+use crate::store::StoredJob;
 use jobmesh_wire::dc::JobId;
 
 /// Longest request line.
@@ -56,7 +57,7 @@ pub const MAX_CONTROL_CONNECTIONS: usize = 64;
 pub const MAX_SESSION_REQUESTS: usize = 16_384;
 
 mod session;
-pub use crate::envelope::{BlobInfo, Envelope, SubmitOptions, WorkerRef};
+pub use crate::envelope::{save_blobs, BlobInfo, Envelope, SubmitOptions, WorkerRef};
 pub use session::Session;
 
 /// A request on the control socket.
@@ -131,44 +132,6 @@ impl Request {
             detach: false,
         }
     }
-}
-
-/// Writes a result's blobs: blob 0 to `out`, every blob into `out_dir`
-/// (named after the blob, else `output-N`). Returns their descriptions.
-pub fn save_blobs(
-    blobs: &[ReceivedBlob],
-    out: Option<&Path>,
-    out_dir: Option<&Path>,
-) -> Result<Vec<BlobInfo>, String> {
-    let mut infos = Vec::with_capacity(blobs.len());
-    for (i, b) in blobs.iter().enumerate() {
-        let target = match (i, out, out_dir) {
-            (0, Some(o), _) => Some(o.to_owned()),
-            (_, _, Some(d)) => Some(
-                d.join(
-                    b.name()
-                        .map_or_else(|| format!("output-{i}"), str::to_owned),
-                ),
-            ),
-            _ => None,
-        };
-        if let Some(t) = &target {
-            b.save(t).map_err(|e| {
-                format!(
-                    "the job completed, but its result blob {i} could not be written to {}: {e}",
-                    t.display()
-                )
-            })?;
-        }
-        infos.push(BlobInfo {
-            index: b.meta().index,
-            name: b.name().map(str::to_owned),
-            size: b.size(),
-            blake3: b.meta().blake3.clone(),
-            saved_to: target,
-        });
-    }
-    Ok(infos)
 }
 
 /// The pool as `peer peers --json` prints it.

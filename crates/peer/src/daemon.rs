@@ -8,7 +8,7 @@
 //! connections, handler tasks, receivers and uploads, spool files) keyed by
 //! the node's ids. Beside it: `start` (the channels and tasks a daemon
 //! starts with), `links` (connections), `handler_tasks`, `blob_io` (the
-//! bytes of transfers) and `journaling` (the journal batch).
+//! bytes of transfers); the journal's writes go through `store`.
 //!
 //! Inputs, in priority order (local work before new remote work): shutdown;
 //! handler progress; handler completions; upload ends; link messages and
@@ -17,7 +17,6 @@
 
 mod blob_io;
 mod handler_tasks;
-mod journaling;
 mod links;
 mod start;
 
@@ -45,6 +44,7 @@ use crate::api::{
 use crate::blobs::{MemoryBudget, Prepared, ReceivedBlob, Receiver, Spool};
 use crate::handlers::{HandlerError, Handlers};
 use crate::jobs::{Clock, JobTable, WatchEvent};
+use crate::store::{Resume, Steps};
 use blob_io::TransferDone;
 pub use start::{spawn, spawn_with};
 
@@ -98,8 +98,8 @@ struct Waiter {
 
 struct Daemon {
     me: PeerId,
-    /// The journal, when the daemon has a data dir.
-    journaling: Option<journaling::Journaling>,
+    /// The journal's batch of job steps, when the daemon has a data dir.
+    journal: Option<Steps>,
     config: DaemonConfig,
     /// Every decision of this peer.
     node: Node,
@@ -159,7 +159,7 @@ impl Daemon {
             let next = [
                 self.node.poll_timeout(),
                 // Journal changes gathered for a batch.
-                self.journal_deadline(),
+                self.journal.as_ref().and_then(Steps::deadline),
             ]
             .into_iter()
             .flatten()
@@ -212,7 +212,7 @@ impl Daemon {
         // running them (for their orphan grace, results kept) so that the
         // next start re-attaches to them.
         let now = Instant::now();
-        if self.journaling.is_none() {
+        if self.journal.is_none() {
             for job_id in self.node.dispatcher().job_ids() {
                 self.feed(now, NodeInput::Cancel(job_id));
             }
@@ -221,7 +221,9 @@ impl Daemon {
         for (_, w) in self.waiters.drain() {
             let _ = w.reply.send(Err(DaemonError::Stopped));
         }
-        self.close_journal().await;
+        if let Some(steps) = self.journal.take() {
+            steps.close().await;
+        }
         // Close every link after it has flushed what is queued (a result finished
         // during the drain, say), then the signal task closes the WebSocket and
         // the server announces our departure.
@@ -258,7 +260,9 @@ impl Daemon {
         Metrics::set(&m.malformed_messages, c.malformed);
         Metrics::set(&m.stale_messages, d.stale_messages());
         Metrics::set(&m.leases_expired, d.leases_expired());
-        self.flush_journal(now);
+        if let Some(steps) = &mut self.journal {
+            steps.flush(now);
+        }
     }
 
     /// Carries out the node's outputs until it has none (an effect may feed
@@ -325,8 +329,12 @@ impl Daemon {
                     self.local_result_blobs(job_id, attempt);
                 }
                 NodeOutput::Event(e) => self.on_event(e),
-                NodeOutput::Finished(end) => self.finished(end),
-                NodeOutput::Journal(op) => self.journal_op(op),
+                NodeOutput::Finished(end) => self.finished(now, end),
+                NodeOutput::Journal(op) => {
+                    if let Some(steps) = &mut self.journal {
+                        steps.node_op(now, op);
+                    }
+                }
                 NodeOutput::PublishStats(stats) => {
                     // Overflow: dropped; the node's coalescer sends the latest
                     // value on the next change.
@@ -351,7 +359,7 @@ impl Daemon {
         }
     }
 
-    fn finished(&mut self, end: JobEnd) {
+    fn finished(&mut self, now: Instant, end: JobEnd) {
         let worker = end.worker.map(|w| {
             let name = if w == self.me {
                 self.config.name.clone()
@@ -395,7 +403,13 @@ impl Daemon {
             elapsed,
         };
         let waiting = waiter.as_ref().is_some_and(|w| !w.reply.is_closed());
-        self.journal_end(&report, waiting);
+        if let Some(keep) = self
+            .journal
+            .as_mut()
+            .and_then(|steps| steps.end(now, &report, waiting))
+        {
+            self.tracker.spawn(keep);
+        }
         if let Some(Waiter { reply, place, .. }) = waiter {
             drop(place);
             // The caller may have gone away; nothing to do then.
@@ -404,7 +418,7 @@ impl Daemon {
     }
 
     /// Takes a journaled job that had not ended back into the node.
-    fn resume(&mut self, now: Instant, r: crate::durable::Resume) {
+    fn resume(&mut self, now: Instant, r: Resume) {
         let job_id = r.spec.job_id;
         let blobs = r.blobs.iter().map(|b| b.meta.clone()).collect();
         let resume = NodeInput::Resume {
@@ -424,13 +438,16 @@ impl Daemon {
         }
         if let Err(e) = self.node.handle_input(now, input) {
             self.job_blobs.remove(&job_id);
-            self.finished(JobEnd {
-                job_id,
-                worker: None,
-                result: Err(e),
-                attempts: Vec::new(),
-                submitted_at: now,
-            });
+            self.finished(
+                now,
+                JobEnd {
+                    job_id,
+                    worker: None,
+                    result: Err(e),
+                    attempts: Vec::new(),
+                    submitted_at: now,
+                },
+            );
         }
     }
 
@@ -447,7 +464,7 @@ impl Daemon {
                 // may hold its id (a detached submit answers before this
                 // point): a draining daemon keeps it like the jobs it already
                 // holds, to run now or resume at the next start.
-                if self.draining && self.journaling.is_none() {
+                if self.draining && self.journal.is_none() {
                     let _ = reply.send(Err(DaemonError::Draining));
                     return;
                 }

@@ -3,10 +3,10 @@
 //! the Rust form an envelope is made from.
 //!
 //! Below the control socket (`control`), the Rust API (`api`) and the
-//! journal glue (`durable`), which all speak these forms; it imports only
+//! journal's owner (`store`), which all speak these forms; it imports only
 //! the crates underneath and [`crate::blobs`].
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use jobmesh_core::{Attempt, JobError, JobOptions, StrategyKind};
@@ -206,6 +206,44 @@ fn status_of(e: &JobError) -> &'static str {
         JobError::Rejected { .. } => "rejected",
         other => other.state_name(),
     }
+}
+
+/// Writes a result's blobs: blob 0 to `out`, every blob into `out_dir`
+/// (named after the blob, else `output-N`). Returns their descriptions.
+pub fn save_blobs(
+    blobs: &[ReceivedBlob],
+    out: Option<&Path>,
+    out_dir: Option<&Path>,
+) -> Result<Vec<BlobInfo>, String> {
+    let mut infos = Vec::with_capacity(blobs.len());
+    for (i, b) in blobs.iter().enumerate() {
+        let target = match (i, out, out_dir) {
+            (0, Some(o), _) => Some(o.to_owned()),
+            (_, _, Some(d)) => Some(
+                d.join(
+                    b.name()
+                        .map_or_else(|| format!("output-{i}"), str::to_owned),
+                ),
+            ),
+            _ => None,
+        };
+        if let Some(t) = &target {
+            b.save(t).map_err(|e| {
+                format!(
+                    "the job completed, but its result blob {i} could not be written to {}: {e}",
+                    t.display()
+                )
+            })?;
+        }
+        infos.push(BlobInfo {
+            index: b.meta().index,
+            name: b.name().map(str::to_owned),
+            size: b.size(),
+            blake3: b.meta().blake3.clone(),
+            saved_to: target,
+        });
+    }
+    Ok(infos)
 }
 
 #[cfg(test)]

@@ -13,14 +13,13 @@
 //! * [`exec`]: any command as a capability, from a TOML config.
 //! * [`jobs`]: the event records of `peer watch` and the table of `peer jobs`.
 //! * [`control`]: the unix-socket control API (`peer submit`, `peer peers`).
-//! * [`durable`]: the journal's view of jobs (with a data dir: jobs survive
-//!   a crash of their submitter, results are kept for `peer result`).
+//! * [`store`]: the journal's one owner (with a data dir: jobs survive a
+//!   crash of their submitter, results are kept for `peer result`).
 
 mod api;
 pub mod blobs;
 pub mod control;
 mod daemon;
-pub mod durable;
 mod envelope;
 pub mod exec;
 mod handler;
@@ -28,14 +27,16 @@ pub mod handlers;
 pub mod jobs;
 #[cfg(any(feature = "thumbnail", feature = "ocr"))]
 pub mod media;
+pub mod store;
 
 pub use api::{
     DaemonConfig, DaemonError, Extensions, JobHandle, JobReport, Metrics, PeerHandle, PoolSnapshot,
-    StartError, StoredJob,
+    StartError,
 };
 pub use blobs::{Blob, BlobLimits, InputBlob, ReceivedBlob};
 pub use daemon::{spawn, spawn_with};
 pub use jobmesh_core::{JobError, JobEvent, JobOptions, Strategy, StrategyKind};
+pub use store::StoredJob;
 
 /// Locks `m`, taking the guard even if a holder panicked.
 ///

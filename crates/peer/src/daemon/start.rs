@@ -14,13 +14,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, info_span, warn, Instrument};
 
-use super::{blob_io, journaling, Daemon, Inputs};
+use super::{blob_io, Daemon, Inputs};
 use crate::api::{
     DaemonConfig, Extensions, Metrics, PeerHandle, PoolSnapshot, StartError, WATCH_QUEUE,
 };
 use crate::blobs::{MemoryBudget, Spool};
 use crate::handlers;
 use crate::jobs::{Clock, JobTable};
+use crate::store::{Steps, Store};
 
 /// Capacity of the local command channel (submit, cancel, jobs). Full: callers wait.
 const COMMAND_QUEUE: usize = 256;
@@ -70,13 +71,13 @@ pub fn spawn_with(
     let spool_path = spool.root().to_owned();
     let max_blob_size = config.blobs.max_blob_size;
     let queue_limit = config.dispatcher.queue_limit;
-    let durable = config
+    let opened = config
         .data_dir
         .as_deref()
-        .map(crate::durable::open)
+        .map(Store::open)
         .transpose()
         .map_err(StartError::Journal)?;
-    let me = durable.as_ref().map_or_else(PeerId::random, |d| d.peer_id);
+    let me = opened.as_ref().map_or_else(PeerId::random, |d| d.peer_id);
     let config_data_dir = config.data_dir.clone();
     let hello = Hello {
         version: PROTOCOL_VERSION,
@@ -99,7 +100,7 @@ pub fn spawn_with(
     let (progress_tx, progress_rx) = mpsc::channel(PROGRESS_QUEUE);
     let (transfer_tx, transfer_rx) = mpsc::channel(blob_io::TRANSFER_QUEUE);
     let (watch_tx, _) = broadcast::channel(WATCH_QUEUE);
-    let journaled = durable.is_some();
+    let journaled = opened.is_some();
     let check = ext.handlers.clone();
     let node = Node::new(NodeConfig {
         me,
@@ -146,17 +147,8 @@ pub fn spawn_with(
         .instrument(span.clone()),
     );
 
-    let (journaling, journal_stopped, resume) = match durable {
-        Some(d) => (
-            Some(journaling::Journaling {
-                handle: d.handle,
-                data_dir: d.data_dir,
-                pending: Vec::new(),
-                due: None,
-            }),
-            Some(d.stopped),
-            d.resume,
-        ),
+    let (store, journal_stopped, resume) = match opened {
+        Some(d) => (Some(d.store), Some(d.stopped), d.resume),
         None => (None, None, Vec::new()),
     };
     if !resume.is_empty() {
@@ -165,12 +157,10 @@ pub fn spawn_with(
             "resuming the journal's unfinished jobs"
         );
     }
-    let journal_for_api = Arc::new(std::sync::Mutex::new(
-        journaling.as_ref().map(|j| j.handle.clone()),
-    ));
+    let api_store = Arc::new(std::sync::Mutex::new(store.clone()));
     let mut daemon = Daemon {
         me,
-        journaling,
+        journal: store.map(Steps::new),
         node,
         handlers: ext.handlers,
         links: HashMap::new(),
@@ -218,7 +208,7 @@ pub fn spawn_with(
     }
     let stopped2 = stopped.clone();
     let shutdown2 = shutdown.clone();
-    let api_journal = journal_for_api.clone();
+    let closing_store = api_store.clone();
     tokio::spawn(
         async move {
             daemon.run(inputs, shutdown2).await;
@@ -231,7 +221,7 @@ pub fn spawn_with(
                 warn!("some tasks did not stop within 5 s of shutdown");
             }
             // The journal closes once no submit can reach it any more.
-            api_journal.lock().map(|mut j| j.take()).ok();
+            crate::lock(&closing_store).take();
             if let Some(closed) = journal_stopped {
                 if tokio::time::timeout(Duration::from_secs(5), closed.wait())
                     .await
@@ -255,7 +245,7 @@ pub fn spawn_with(
         stopped,
         max_blob_size,
         spool: spool_path,
-        journal: journal_for_api,
+        store: api_store,
         data_dir: config_data_dir,
         places: Arc::default(),
         queue_limit,

@@ -1,6 +1,15 @@
-//! The daemon's side of the journal (`jobmesh-journal`): what a submitted
-//! job, its input blobs and its outcome look like on disk, and how a
-//! restarted daemon reads them back.
+//! The journal's one owner (`jobmesh-journal` underneath): every change
+//! written to it and every read of it go through here, and no other module
+//! names a journal operation.
+//!
+//! Who asks for what:
+//! ```text
+//! PeerHandle::submit_*  -> Store::submit     the job, synced before its id is handed out
+//! Node (sans-IO)        -> Steps::node_op    an attempt handed out, a job taken back
+//! daemon, a job ends    -> Steps::end        its outcome (result blobs kept first)
+//! PeerHandle::stored_result -> Store::stored a read; marks an ended job fetched
+//! daemon start          -> Store::open       the peer id, jobs to resume, expiry
+//! ```
 //!
 //! Layout of a data dir:
 //! ```text
@@ -14,10 +23,11 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use jobmesh_core::JobSpec;
-use jobmesh_journal::{JobRow, Journal, JournalHandle, Op, Stopped};
+use jobmesh_journal::{Durability, JobRow, Journal, JournalHandle, Op, Stopped};
+use jobmesh_node::JournalOp;
 use jobmesh_wire::blob::BlobMeta;
 use jobmesh_wire::dc::JobId;
 use jobmesh_wire::{Capability, PeerId};
@@ -26,7 +36,7 @@ use serde_json::Value;
 use tracing::{error, warn};
 
 use crate::blobs::{Prepared, Source};
-use crate::envelope::{Envelope, SubmitOptions};
+use crate::envelope::{save_blobs, Envelope, JobReport, SubmitOptions};
 
 /// The journal's key for this daemon's peer id: kept across restarts, so
 /// workers holding results for it find it again.
@@ -48,7 +58,7 @@ pub const RESULT_BYTES_CAP: u64 = 1 << 30;
 const RESUME_ATTEMPT_GAP: u32 = 16;
 
 /// Milliseconds since the Unix epoch: the journal's clock, read at the edge.
-pub(crate) fn now_ms() -> u64 {
+fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -92,22 +102,18 @@ pub(crate) struct StoredBlob {
 }
 
 /// The directory of a job's input blobs kept from memory.
-pub(crate) fn inputs_dir(data_dir: &Path, job_id: JobId) -> PathBuf {
+fn inputs_dir(data_dir: &Path, job_id: JobId) -> PathBuf {
     data_dir.join("inputs").join(job_id.to_string())
 }
 
 /// The directory of a job's kept result blobs.
-pub(crate) fn results_dir(data_dir: &Path, job_id: JobId) -> PathBuf {
+fn results_dir(data_dir: &Path, job_id: JobId) -> PathBuf {
     data_dir.join("results").join(job_id.to_string())
 }
 
 /// Writes the blobs that are in memory to the job's inputs dir (blocking)
 /// and describes every blob with the file holding it.
-pub(crate) fn persist_inputs(
-    data_dir: &Path,
-    job_id: JobId,
-    blobs: &[Prepared],
-) -> io::Result<Value> {
+fn persist_inputs(data_dir: &Path, job_id: JobId, blobs: &[Prepared]) -> io::Result<Value> {
     let mut stored = Vec::with_capacity(blobs.len());
     for b in blobs {
         let path = match &b.source {
@@ -149,80 +155,310 @@ pub(crate) struct Resume {
     pub(crate) held_by: Option<PeerId>,
 }
 
-/// The journal of a daemon, opened and read at start.
-pub(crate) struct OpenedJournal {
-    pub(crate) data_dir: PathBuf,
-    pub(crate) handle: JournalHandle,
+/// Changes wait in the daemon at most this long before they go to the
+/// journal thread together: one commit for a burst of jobs' steps instead of
+/// one per step. They are all `Written` changes (a crash loses at most this
+/// window, which only means jobs run again).
+const STEPS_BATCH_DELAY: Duration = Duration::from_millis(5);
+/// ... or until this many have gathered.
+const STEPS_BATCH_OPS: usize = 512;
+
+/// A daemon's journal and data dir. Cheap to clone: the journal thread is
+/// shared.
+#[derive(Clone)]
+pub(crate) struct Store {
+    handle: JournalHandle,
+    data_dir: PathBuf,
+}
+
+/// A data dir opened at start: its store, the peer id kept there, the jobs
+/// to resume, and what tells when the journal thread has closed.
+pub(crate) struct Opened {
+    pub(crate) store: Store,
     pub(crate) stopped: Stopped,
     pub(crate) peer_id: PeerId,
     pub(crate) resume: Vec<Resume>,
 }
 
-/// Opens (creating) the data dir and its journal: the peer id kept there (a
-/// new one is stored the first time), the jobs to resume, and the journal
-/// thread. Jobs whose record cannot be read end with an error saying so.
-pub(crate) fn open(data_dir: &Path) -> Result<OpenedJournal, String> {
-    std::fs::create_dir_all(data_dir)
-        .map_err(|e| format!("cannot create the data dir {}: {e}", data_dir.display()))?;
-    restrict(data_dir);
-    let opened = Journal::open(data_dir).map_err(|e| e.to_string())?;
-    if let Some(moved) = &opened.moved_aside {
-        error!(moved_to = %moved.display(),
-            "the journal was corrupt: moved aside and a fresh one started; its jobs are not resumed");
-    }
-    let mut journal = opened.journal;
-    let stored_id = journal
-        .meta(PEER_ID)
-        .map_err(|e| e.to_string())?
-        .and_then(|s| s.parse().ok())
-        .map(PeerId);
-    let peer_id = match stored_id {
-        Some(id) => id,
-        None => {
-            let id = PeerId::random();
-            journal
-                .apply(&[Op::SetMeta {
-                    key: PEER_ID.into(),
-                    value: id.0.to_string(),
-                }])
-                .map_err(|e| e.to_string())?;
-            id
+/// A job as the journal has it; see
+/// [`PeerHandle::stored_result`](crate::PeerHandle::stored_result).
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoredJob {
+    /// It ended: its envelope, as `peer submit --json` prints it, with its
+    /// result blobs kept in the data dir.
+    Ended(Value),
+    /// It has not ended yet.
+    Unfinished {
+        /// The newest attempt (0: not placed yet).
+        attempt: u32,
+        /// That attempt's worker.
+        worker: Option<String>,
+    },
+}
+
+impl Store {
+    /// Opens (creating) the data dir and its journal: the peer id kept there
+    /// (a new one is stored the first time), the jobs to resume, and the
+    /// journal thread. Jobs whose record cannot be read end with an error
+    /// saying so.
+    pub(crate) fn open(data_dir: &Path) -> Result<Opened, String> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| format!("cannot create the data dir {}: {e}", data_dir.display()))?;
+        restrict(data_dir);
+        let opened = Journal::open(data_dir).map_err(|e| e.to_string())?;
+        if let Some(moved) = &opened.moved_aside {
+            error!(moved_to = %moved.display(),
+                "the journal was corrupt: moved aside and a fresh one started; its jobs are not resumed");
         }
-    };
-    expire(&mut journal, data_dir)?;
-    let mut resume = Vec::new();
-    let mut unreadable = Vec::new();
-    for row in journal.unfinished().map_err(|e| e.to_string())? {
-        match decode(&row) {
-            Ok(r) => resume.push(r),
-            Err(why) => {
-                warn!(job_id = %row.job_id, %why, "a journaled job cannot be resumed");
-                unreadable.push(Op::End {
-                    job_id: row.job_id,
-                    outcome: serde_json::to_value(Envelope {
+        let mut journal = opened.journal;
+        let stored_id = journal
+            .meta(PEER_ID)
+            .map_err(|e| e.to_string())?
+            .and_then(|s| s.parse().ok())
+            .map(PeerId);
+        let peer_id = match stored_id {
+            Some(id) => id,
+            None => {
+                let id = PeerId::random();
+                journal
+                    .apply(&[Op::SetMeta {
+                        key: PEER_ID.into(),
+                        value: id.0.to_string(),
+                    }])
+                    .map_err(|e| e.to_string())?;
+                id
+            }
+        };
+        expire(&mut journal, data_dir)?;
+        let mut resume = Vec::new();
+        let mut unreadable = Vec::new();
+        for row in journal.unfinished().map_err(|e| e.to_string())? {
+            match decode(&row) {
+                Ok(r) => resume.push(r),
+                Err(why) => {
+                    warn!(job_id = %row.job_id, %why, "a journaled job cannot be resumed");
+                    let envelope = Envelope {
                         status: "failed".into(),
                         error: Some(format!("the job's journal record cannot be resumed: {why}")),
                         attempts: row.attempt,
                         ..Envelope::submitted(row.job_id)
-                    })
-                    .unwrap_or_default(),
-                    result_bytes: 0,
-                    at_ms: now_ms(),
-                    fetched: false,
-                });
+                    };
+                    unreadable.push(end_op(row.job_id, &envelope, false));
+                }
+            }
+        }
+        journal.apply(&unreadable).map_err(|e| e.to_string())?;
+        let (handle, stopped) = jobmesh_journal::spawn(journal)
+            .map_err(|e| format!("cannot start the journal: {e}"))?;
+        Ok(Opened {
+            store: Store {
+                handle,
+                data_dir: data_dir.to_owned(),
+            },
+            stopped,
+            peer_id,
+            resume,
+        })
+    }
+
+    /// Records a submitted job (its in-memory blobs written to the data dir
+    /// first) and returns once it is on disk.
+    pub(crate) async fn submit(&self, spec: &JobSpec, blobs: &[Prepared]) -> Result<(), String> {
+        let job_id = spec.job_id;
+        let in_memory = blobs.iter().any(|b| matches!(b.source, Source::Bytes(_)));
+        let stored = if in_memory {
+            let (dir, blobs) = (self.data_dir.clone(), blobs.to_vec());
+            tokio::task::spawn_blocking(move || persist_inputs(&dir, job_id, &blobs))
+                .await
+                .map_err(|e| e.to_string())?
+        } else {
+            persist_inputs(&self.data_dir, job_id, blobs)
+        }
+        .map_err(|e| {
+            format!(
+                "cannot keep the job's input blobs in {}: {e}",
+                self.data_dir.display()
+            )
+        })?;
+        let submit = Op::Submit {
+            job_id,
+            spec: StoredSpec::of(spec),
+            blobs: stored,
+            at_ms: now_ms(),
+        };
+        self.handle
+            .commit(vec![submit], Durability::Synced)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// A job as the journal has it (`None`: never submitted here, or
+    /// expired). Reading an ended job's outcome marks it fetched.
+    pub(crate) async fn stored(&self, job_id: JobId) -> Result<Option<StoredJob>, String> {
+        let row = self
+            .handle
+            .read(move |j| {
+                let row = j.job(job_id)?;
+                if row.as_ref().is_some_and(|r| r.outcome.is_some()) {
+                    let fetched = Op::Fetched {
+                        job_id,
+                        at_ms: now_ms(),
+                    };
+                    j.apply_as(&[fetched], Durability::Written)?;
+                }
+                Ok(row)
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(row.map(|r| match r.outcome {
+            Some(outcome) => StoredJob::Ended(outcome),
+            None => StoredJob::Unfinished {
+                attempt: r.attempt,
+                worker: r.worker,
+            },
+        }))
+    }
+}
+
+/// The daemon's side of the store: the steps of its jobs, gathered for a
+/// batch (the daemon loop never waits for the disk).
+pub(crate) struct Steps {
+    store: Store,
+    /// Changes not yet handed to the journal thread: gathering for a batch,
+    /// or back because its queue was full. Bounded by the jobs held (a few
+    /// changes each), since submits themselves wait for the journal.
+    pending: Vec<Op>,
+    /// When the batch is due.
+    due: Option<Instant>,
+}
+
+impl Steps {
+    pub(crate) fn new(store: Store) -> Self {
+        Self {
+            store,
+            pending: Vec::new(),
+            due: None,
+        }
+    }
+
+    fn push(&mut self, now: Instant, op: Op) {
+        self.due.get_or_insert(now + STEPS_BATCH_DELAY);
+        self.pending.push(op);
+    }
+
+    /// What the node asks for: an attempt handed out, or a job taken back.
+    pub(crate) fn node_op(&mut self, now: Instant, op: JournalOp) {
+        let op = match op {
+            JournalOp::Attempt {
+                job_id,
+                attempt,
+                worker,
+            } => Op::Attempt {
+                job_id,
+                attempt,
+                worker: worker.to_string(),
+            },
+            JournalOp::Requeue { job_id } => Op::Requeue { job_id },
+        };
+        self.push(now, op);
+    }
+
+    /// A job's outcome; `fetched` when a caller is there to take it. With
+    /// result blobs, returns the work that keeps them in the data dir (a
+    /// hard link when the spool shares its file system) and then records the
+    /// outcome naming them, for the caller to run in a task.
+    pub(crate) fn end(
+        &mut self,
+        now: Instant,
+        report: &JobReport,
+        fetched: bool,
+    ) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+        let job_id = report.job_id;
+        let mut envelope = Envelope::from_report(report);
+        if report.blobs.is_empty() {
+            self.push(now, end_op(job_id, &envelope, fetched));
+            return None;
+        }
+        let blobs = report.blobs.clone();
+        let dir = results_dir(&self.store.data_dir, job_id);
+        let handle = self.store.handle.clone();
+        Some(async move {
+            let saved = tokio::task::spawn_blocking(move || {
+                std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+                save_blobs(&blobs, None, Some(&dir))
+            })
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+            match saved {
+                Ok(infos) => envelope.blobs = infos,
+                Err(why) => {
+                    warn!(%job_id, %why, "a result's blobs could not be kept for `peer result`");
+                    envelope.error = Some(format!("the result's blobs were not kept: {why}"));
+                }
+            }
+            let ops = vec![end_op(job_id, &envelope, fetched)];
+            if let Err(e) = handle.commit(ops, Durability::Written).await {
+                error!(%job_id, error = %e, "a job's outcome was not recorded");
+            }
+        })
+    }
+
+    /// Hands the gathered changes to the journal thread once they are due.
+    pub(crate) fn flush(&mut self, now: Instant) {
+        let due = self.due.is_some_and(|d| now >= d) || self.pending.len() >= STEPS_BATCH_OPS;
+        if self.pending.is_empty() || !due {
+            return;
+        }
+        // Written, not synced: losing them in a machine crash only means a
+        // job runs again (its submit itself was synced).
+        match self
+            .store
+            .handle
+            .try_commit(std::mem::take(&mut self.pending), Durability::Written)
+        {
+            // Failures are logged by the journal thread; the daemon goes on
+            // (a job whose end was not recorded is resumed after a restart).
+            Ok(_) => self.due = None,
+            // The queue is full: try again after another delay.
+            Err(ops) => {
+                self.pending = ops;
+                self.due = Some(now + STEPS_BATCH_DELAY);
             }
         }
     }
-    journal.apply(&unreadable).map_err(|e| e.to_string())?;
-    let (handle, stopped) =
-        jobmesh_journal::spawn(journal).map_err(|e| format!("cannot start the journal: {e}"))?;
-    Ok(OpenedJournal {
-        data_dir: data_dir.to_owned(),
-        handle,
-        stopped,
-        peer_id,
-        resume,
-    })
+
+    /// When gathered changes are due.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.due
+    }
+
+    /// At shutdown: waits until every change is on disk.
+    pub(crate) async fn close(self) {
+        if !self.pending.is_empty() {
+            if let Err(e) = self
+                .store
+                .handle
+                .commit(self.pending, Durability::Synced)
+                .await
+            {
+                error!(error = %e, "the journal's last changes were not recorded");
+            }
+        }
+    }
+}
+
+/// A job's outcome as the journal records it.
+fn end_op(job_id: JobId, envelope: &Envelope, fetched: bool) -> Op {
+    let outcome = serde_json::to_value(envelope).unwrap_or_default();
+    let result_bytes =
+        outcome.to_string().len() as u64 + envelope.blobs.iter().map(|b| b.size).sum::<u64>();
+    Op::End {
+        job_id,
+        outcome,
+        result_bytes,
+        at_ms: now_ms(),
+        fetched,
+    }
 }
 
 /// Drops kept results past [`RESULT_TTL`] or over [`RESULT_BYTES_CAP`], and
@@ -381,9 +617,10 @@ mod tests {
     #[tokio::test]
     async fn a_data_dir_keeps_its_peer_id_and_resumes_only_readable_jobs() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let first = open(dir.path()).expect("opens");
+        let first = Store::open(dir.path()).expect("opens");
         let (good, bad) = (spec(), uuid::Uuid::new_v4());
         first
+            .store
             .handle
             .commit(
                 vec![
@@ -405,10 +642,10 @@ mod tests {
             .await
             .expect("journaled");
         let id = first.peer_id;
-        drop(first.handle);
+        drop(first.store);
         first.stopped.wait().await;
 
-        let again = open(dir.path()).expect("reopens");
+        let again = Store::open(dir.path()).expect("reopens");
         assert_eq!(again.peer_id, id, "the peer id is kept");
         assert_eq!(
             again
@@ -419,6 +656,7 @@ mod tests {
             vec![good.job_id]
         );
         let ended = again
+            .store
             .handle
             .read(move |j| j.job(bad))
             .await
