@@ -56,9 +56,9 @@ async fn main() -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("ws://{}/ws", listener.local_addr()?);
-    tokio::spawn(jobmesh_signal::run(
+    tokio::spawn(jobmesh_signal_server::run(
         listener,
-        jobmesh_signal::ServerConfig::default(),
+        jobmesh_signal_server::ServerConfig::default(),
         stop.clone(),
     ));
     // Slots are generous so the concurrent run measures the mesh, not queueing.

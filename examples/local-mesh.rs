@@ -38,9 +38,9 @@ async fn main() -> anyhow::Result<()> {
     };
     let addr = listener.local_addr()?;
     let url = format!("ws://{addr}/ws");
-    let server = tokio::spawn(jobmesh_signal::run(
+    let server = tokio::spawn(jobmesh_signal_server::run(
         listener,
-        jobmesh_signal::ServerConfig::default(),
+        jobmesh_signal_server::ServerConfig::default(),
         shutdown.clone(),
     ));
     println!("signal-server listening on {url}");

@@ -34,7 +34,7 @@ use std::sync::Arc;
 
 pub use jobmesh_core as core;
 pub use jobmesh_peer as peer;
-pub use jobmesh_signal as signal;
+pub use jobmesh_signal_server as signal;
 pub use jobmesh_transport as transport;
 pub use jobmesh_wire as wire;
 

@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use jobmesh_signal::{run, ServerConfig, MAX_PEERS_PER_POOL};
+use jobmesh_signal_server::{run, ServerConfig, MAX_PEERS_PER_POOL};
 use jobmesh_wire::signal::{DEFAULT_HEARTBEAT_MS, MISSED_HEARTBEATS};
 use tokio_util::sync::CancellationToken;
 
 /// Log filter when `JOBMESH_LOG` is not set.
-const DEFAULT_LOG: &str = "jobmesh=info,jobmesh_signal=info,signal_server=info";
+const DEFAULT_LOG: &str = "jobmesh=info,jobmesh_signal_server=info,signal_server=info";
 
 /// Tells jobmesh peers who else is in their pool and relays their WebRTC handshakes.
 #[derive(Parser, Debug)]

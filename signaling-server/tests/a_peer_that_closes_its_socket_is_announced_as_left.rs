@@ -4,7 +4,7 @@
 mod common;
 
 use common::{connect, Peer, Server};
-use jobmesh_signal::ServerConfig;
+use jobmesh_signal_server::ServerConfig;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_closes_its_socket_is_announced_as_left() {

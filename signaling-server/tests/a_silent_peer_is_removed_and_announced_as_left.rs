@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::{connect, hello, Peer, Server};
 use futures_util::{SinkExt, StreamExt};
-use jobmesh_signal::ServerConfig;
+use jobmesh_signal_server::ServerConfig;
 use jobmesh_wire::signal::encode;
 use jobmesh_wire::PeerId;
 use tokio_tungstenite::tungstenite::Message;

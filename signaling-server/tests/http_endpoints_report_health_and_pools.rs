@@ -4,7 +4,7 @@
 mod common;
 
 use common::{http_get, Peer, Server};
-use jobmesh_signal::ServerConfig;
+use jobmesh_signal_server::ServerConfig;
 use jobmesh_wire::signal::ClientMsg;
 use jobmesh_wire::Stats;
 use serde_json::{json, Value};

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{connect, hello, Peer, Server};
-use jobmesh_signal::ServerConfig;
+use jobmesh_signal_server::ServerConfig;
 use jobmesh_wire::signal::{
     encode, ClientMsg, ErrorCode, Handshake, ServerMsg, MAX_SIGNAL_MESSAGE,
 };

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{cap, Peer, Server};
-use jobmesh_signal::ServerConfig;
+use jobmesh_signal_server::ServerConfig;
 use jobmesh_wire::signal::{ClientMsg, ErrorCode, Handshake, ServerMsg};
 use jobmesh_wire::{PeerId, PeerInfo, Stats};
 use tokio::sync::mpsc;

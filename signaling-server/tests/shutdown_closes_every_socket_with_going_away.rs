@@ -5,7 +5,7 @@
 mod common;
 
 use common::{connect, Peer, Server};
-use jobmesh_signal::ServerConfig;
+use jobmesh_signal_server::ServerConfig;
 use jobmesh_wire::signal::ErrorCode;
 use jobmesh_wire::PeerId;
 

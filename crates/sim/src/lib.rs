@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 
 use jobmesh_core::{DispatcherConfig, JobOptions, JobSpec};
 use jobmesh_node::{JournalOp, LinkId, Node, NodeConfig, NodeInput, NodeOutput};
-use jobmesh_signal::{Registry, MAX_PEERS_PER_POOL};
+use jobmesh_signal_server::{Registry, MAX_PEERS_PER_POOL};
 use jobmesh_wire::blob::{BlobMeta, ChunkHeader, Direction};
 use jobmesh_wire::dc::{DcMsg, JobId};
 use jobmesh_wire::signal::{Handshake, Hello, ServerMsg};

@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use jobmesh_signal::{Counters, ServerConfig};
+use jobmesh_signal_server::{Counters, ServerConfig};
 use jobmesh_wire::PeerId;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -79,7 +79,7 @@ impl SignalGuard {
         }
         let counters = config.counters.clone();
         let cancel = CancellationToken::new();
-        let task = tokio::spawn(jobmesh_signal::run(listener, config, cancel.clone()));
+        let task = tokio::spawn(jobmesh_signal_server::run(listener, config, cancel.clone()));
         Self {
             url: format!("ws://{addr}/ws"),
             http: format!("http://{addr}"),

@@ -14,7 +14,7 @@ use std::time::Duration;
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use jobmesh_core::PoolView;
-use jobmesh_signal::{Counters, ServerConfig};
+use jobmesh_signal_server::{Counters, ServerConfig};
 use jobmesh_wire::signal::{encode, ClientMsg, ErrorCode, Hello, ServerMsg};
 use jobmesh_wire::{Capability, PeerId, PeerInfo, PROTOCOL_VERSION};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -67,7 +67,7 @@ impl Server {
         let addr = listener.local_addr().expect("local address");
         let counters = config.counters.clone();
         let cancel = CancellationToken::new();
-        let task = tokio::spawn(jobmesh_signal::run(listener, config, cancel.clone()));
+        let task = tokio::spawn(jobmesh_signal_server::run(listener, config, cancel.clone()));
         Self {
             url: format!("ws://{addr}/ws"),
             addr,
