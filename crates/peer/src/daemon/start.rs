@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use jobmesh_core::Strategy;
+use jobmesh_journal::Stopped;
 use jobmesh_node::{Node, NodeConfig};
 use jobmesh_transport::signal::{self as signal_client, SignalConfig};
 use jobmesh_wire::signal::{ClientMsg, Hello};
@@ -19,7 +21,7 @@ use crate::api::{
     DaemonConfig, Extensions, Metrics, PeerHandle, PoolSnapshot, StartError, WATCH_QUEUE,
 };
 use crate::blobs::{MemoryBudget, Spool};
-use crate::handlers;
+use crate::handlers::{self, Handlers};
 use crate::jobs::{Clock, JobTable};
 use crate::store::{Steps, Store};
 
@@ -101,24 +103,7 @@ pub fn spawn_with(
     let (transfer_tx, transfer_rx) = mpsc::channel(blob_io::TRANSFER_QUEUE);
     let (watch_tx, _) = broadcast::channel(WATCH_QUEUE);
     let journaled = opened.is_some();
-    let check = ext.handlers.clone();
-    let node = Node::new(NodeConfig {
-        me,
-        name: config.name.clone(),
-        capabilities: config.capabilities.clone(),
-        slots: config.slots,
-        progress_interval: config.progress_interval,
-        stats_interval: config.stats_interval,
-        dispatcher: config.dispatcher.clone(),
-        strategy: ext.strategy,
-        max_blob_size: config.blobs.max_blob_size,
-        journaled,
-        // Dial tags differ across restarts under the same peer id.
-        seed: rand::random(),
-        input_check: Box::new(move |capability, input| {
-            check.get(capability).map_or(Ok(()), |h| h.validate(input))
-        }),
-    });
+    let node = new_node(&config, me, journaled, &ext.handlers, ext.strategy.take());
     let me_info = PeerInfo {
         id: me,
         name: config.name.clone(),
@@ -206,33 +191,19 @@ pub fn spawn_with(
     for r in resume {
         daemon.resume(Instant::now(), r);
     }
-    let stopped2 = stopped.clone();
-    let shutdown2 = shutdown.clone();
-    let closing_store = api_store.clone();
     tokio::spawn(
-        async move {
-            daemon.run(inputs, shutdown2).await;
-            signal_cancel.cancel();
-            tracker.close();
-            if tokio::time::timeout(Duration::from_secs(5), tracker.wait())
-                .await
-                .is_err()
-            {
-                warn!("some tasks did not stop within 5 s of shutdown");
-            }
-            // The journal closes once no submit can reach it any more.
-            crate::lock(&closing_store).take();
-            if let Some(closed) = journal_stopped {
-                if tokio::time::timeout(Duration::from_secs(5), closed.wait())
-                    .await
-                    .is_err()
-                {
-                    warn!("the journal did not close within 5 s of shutdown");
-                }
-            }
-            info!("stopped");
-            stopped2.cancel();
-        }
+        run_and_close(
+            daemon,
+            inputs,
+            Closing {
+                shutdown: shutdown.clone(),
+                signal_cancel,
+                tracker,
+                store: api_store.clone(),
+                journal_stopped,
+                stopped: stopped.clone(),
+            },
+        )
         .instrument(span),
     );
     Ok(PeerHandle {
@@ -250,4 +221,70 @@ pub fn spawn_with(
         places: Arc::default(),
         queue_limit,
     })
+}
+
+/// The node of a daemon: its config and handlers' input checks.
+fn new_node(
+    config: &DaemonConfig,
+    me: PeerId,
+    journaled: bool,
+    handlers: &Handlers,
+    strategy: Option<Box<dyn Strategy>>,
+) -> Node {
+    let check = handlers.clone();
+    Node::new(NodeConfig {
+        me,
+        name: config.name.clone(),
+        capabilities: config.capabilities.clone(),
+        slots: config.slots,
+        progress_interval: config.progress_interval,
+        stats_interval: config.stats_interval,
+        dispatcher: config.dispatcher.clone(),
+        strategy,
+        max_blob_size: config.blobs.max_blob_size,
+        journaled,
+        // Dial tags differ across restarts under the same peer id.
+        seed: rand::random(),
+        input_check: Box::new(move |capability, input| {
+            check.get(capability).map_or(Ok(()), |h| h.validate(input))
+        }),
+    })
+}
+
+/// What a daemon's task closes once its loop has ended, in order.
+struct Closing {
+    shutdown: CancellationToken,
+    signal_cancel: CancellationToken,
+    tracker: TaskTracker,
+    /// The API's way to the journal: taken so that no submit reaches it.
+    store: Arc<std::sync::Mutex<Option<Store>>>,
+    journal_stopped: Option<Stopped>,
+    /// Cancelled last: the daemon has stopped.
+    stopped: CancellationToken,
+}
+
+/// Runs the daemon's loop until it has drained, then stops its tasks, the
+/// signal connection and the journal, each within 5 s.
+async fn run_and_close(daemon: Daemon, inputs: Inputs, c: Closing) {
+    daemon.run(inputs, c.shutdown).await;
+    c.signal_cancel.cancel();
+    c.tracker.close();
+    if tokio::time::timeout(Duration::from_secs(5), c.tracker.wait())
+        .await
+        .is_err()
+    {
+        warn!("some tasks did not stop within 5 s of shutdown");
+    }
+    // The journal closes once no submit can reach it any more.
+    crate::lock(&c.store).take();
+    if let Some(closed) = c.journal_stopped {
+        if tokio::time::timeout(Duration::from_secs(5), closed.wait())
+            .await
+            .is_err()
+        {
+            warn!("the journal did not close within 5 s of shutdown");
+        }
+    }
+    info!("stopped");
+    c.stopped.cancel();
 }
