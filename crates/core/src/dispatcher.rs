@@ -201,7 +201,11 @@ pub enum Output {
 /// Everything the dispatcher reacts to.
 #[derive(Debug)]
 pub enum Input<'a> {
-    /// A message from the signal-server (pool changes).
+    /// A message from the signal-server (pool changes). A peer that leaves
+    /// the view gets no new jobs; its attempts are lost at once unless its
+    /// data channel is open, in which case the channel and the lease decide
+    /// (a restarted signal-server's first view lacks the peers that have not
+    /// rejoined yet: their jobs must not run twice).
     Signal(&'a ServerMsg),
     /// A new job.
     Submit(JobSpec),
@@ -227,6 +231,9 @@ pub enum Input<'a> {
         /// Message.
         msg: &'a DcMsg,
     },
+    /// The data channel to a peer is open: while it is, the peer's attempts
+    /// outlive its absence from the pool view (see [`Input::Signal`]).
+    LinkOpened(PeerId),
     /// The data channel to a peer closed or could not be opened.
     LinkClosed(PeerId),
     /// Word from a worker about an attempt that is not a message the
@@ -367,6 +374,8 @@ pub struct Dispatcher {
     /// When each worker was last heard from (any message or blob chunk):
     /// an attempt's lease lasts while its worker speaks at all.
     heard_from: HashMap<PeerId, Instant>,
+    /// Peers whose data channel is open.
+    linked: BTreeSet<PeerId>,
     /// Receipts of results not sent yet, per worker, and when they are due.
     receipts: BTreeMap<PeerId, Vec<Receipt>>,
     receipts_due: Option<Instant>,
@@ -401,6 +410,7 @@ impl Dispatcher {
             queued_caps: HashMap::new(),
             out: VecDeque::new(),
             heard_from: HashMap::new(),
+            linked: BTreeSet::new(),
             receipts: BTreeMap::new(),
             receipts_due: None,
             stale: 0,
@@ -468,7 +478,9 @@ impl Dispatcher {
                 let change = self.pool.apply(msg);
                 for peer in change.left {
                     self.in_flight_at_stats.remove(&peer);
-                    self.lose_attempts_on(now, peer);
+                    if !self.linked.contains(&peer) {
+                        self.lose_attempts_on(now, peer);
+                    }
                 }
                 for id in change.updated {
                     self.note_stats(id);
@@ -484,9 +496,13 @@ impl Dispatcher {
                 self.heard_from.insert(from, now);
                 self.on_reply(now, from, msg);
             }
+            Input::LinkOpened(peer) => {
+                self.linked.insert(peer);
+            }
             Input::LinkClosed(peer) => {
                 // The worker offers what it kept again on the next link
                 // (`held`); a receipt must not dial it.
+                self.linked.remove(&peer);
                 self.receipts.remove(&peer);
                 self.heard_from.remove(&peer);
                 self.lose_attempts_on(now, peer);

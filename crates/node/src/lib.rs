@@ -529,7 +529,10 @@ impl Node {
                 self.admit(now, job_id, blobs, resume)?;
             }
             NodeInput::Cancel(job_id) => self.dispatcher_input(now, Input::Cancel(job_id)),
-            NodeInput::SignalConnected => self.coalescer.reset(),
+            NodeInput::SignalConnected => {
+                self.coalescer.reset();
+                self.redial_unanswered();
+            }
             NodeInput::SignalDisconnected => {}
             NodeInput::Signal(ServerMsg::Relayed { from, signal }) => {
                 self.on_handshake(now, *from, signal.clone());
@@ -585,7 +588,7 @@ impl Node {
                 attempt,
                 result,
             } => self.on_blobs_sent(now, job_id, direction, to, attempt, result),
-            NodeInput::LinkOpened { peer, link } => self.on_link_opened(peer, link),
+            NodeInput::LinkOpened { peer, link } => self.on_link_opened(now, peer, link),
             NodeInput::LinkClosed { peer, link } => {
                 if self.links.is_current(&peer, link) {
                     info!(peer = %peer.short(), link, "link closed");
@@ -880,6 +883,20 @@ impl Node {
         self.out.push_back(NodeOutput::Dial { peer, link, tag });
     }
 
+    /// Dials again every peer whose dial has had no answer, now that the
+    /// signal-server is back: an offer sent while it was away was lost, and a
+    /// dial that waits for its answer would also win the glare rule over the
+    /// remote's own offer until its deadline. The messages it held move over.
+    fn redial_unanswered(&mut self) {
+        for peer in self.links.unanswered_dials() {
+            if let Some(Link::Connecting { id, pending, .. }) = self.links.remove(&peer) {
+                debug!(peer = %peer.short(), link = id, "signal-server back: dialling again");
+                self.out.push_back(NodeOutput::CloseLink { peer, link: id });
+                self.dial(peer, pending);
+            }
+        }
+    }
+
     fn on_handshake(&mut self, now: Instant, from: PeerId, signal: Handshake) {
         match signal {
             Handshake::Offer { sdp, dial: tag } => {
@@ -939,13 +956,14 @@ impl Node {
         }
     }
 
-    fn on_link_opened(&mut self, peer: PeerId, link: LinkId) {
+    fn on_link_opened(&mut self, now: Instant, peer: PeerId, link: LinkId) {
         if !matches!(self.links.get(&peer), Some(Link::Connecting { id, .. }) if *id == link) {
             // Superseded (collision or re-dial): its connection is released.
             self.out.push_back(NodeOutput::CloseLink { peer, link });
             return;
         }
         info!(peer = %peer.short(), link, "data channel open");
+        self.dispatcher_input(now, Input::LinkOpened(peer));
         for msg in self.links.opened(peer, link) {
             self.out.push_back(NodeOutput::Send {
                 to: peer,

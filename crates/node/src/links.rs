@@ -112,6 +112,26 @@ impl LinkTable {
         }
     }
 
+    /// Peers whose dial has had no answer, in id order.
+    pub(crate) fn unanswered_dials(&self) -> Vec<PeerId> {
+        let mut peers: Vec<PeerId> = self
+            .links
+            .iter()
+            .filter(|(_, l)| {
+                matches!(
+                    l,
+                    Link::Connecting {
+                        awaiting_answer: true,
+                        ..
+                    }
+                )
+            })
+            .map(|(p, _)| *p)
+            .collect();
+        peers.sort();
+        peers
+    }
+
     /// Links of every peer, for a final close.
     pub(crate) fn drain(&mut self) -> impl Iterator<Item = (PeerId, Link)> + '_ {
         self.links.drain()

@@ -145,6 +145,54 @@ fn on_a_dial_collision_the_lower_id_keeps_its_offer() {
 }
 
 #[test]
+fn a_dial_unanswered_when_the_signal_server_returns_is_made_again_with_its_messages() {
+    let now = Instant::now();
+    let mut n = node(1, Vec::new());
+    let (old, old_tag) = dial_to_2(&mut n, now);
+    n.handle_input(now, NodeInput::SignalDisconnected)
+        .expect("input");
+    n.handle_input(now, NodeInput::SignalConnected)
+        .expect("input");
+    let outs = drain(&mut n);
+    let (new, tag) = outs
+        .iter()
+        .find_map(|o| match o {
+            NodeOutput::Dial { peer: p, link, tag } if *p == peer(2) => Some((*link, *tag)),
+            _ => None,
+        })
+        .expect("dialled again");
+    assert!(outs.contains(&NodeOutput::CloseLink {
+        peer: peer(2),
+        link: old
+    }));
+    assert_ne!(new, old);
+    assert_ne!(tag, old_tag);
+    // The answer to the new dial opens the link, and the submit goes out on it.
+    let answer = ServerMsg::Relayed {
+        from: peer(2),
+        signal: Handshake::Answer {
+            sdp: "sdp".into(),
+            dial: tag,
+        },
+    };
+    n.handle_input(now, NodeInput::Signal(&answer))
+        .expect("answer");
+    n.handle_input(
+        now,
+        NodeInput::LinkOpened {
+            peer: peer(2),
+            link: new,
+        },
+    )
+    .expect("open");
+    let sent = drain(&mut n);
+    assert!(
+        sent.iter().any(|o| matches!(o, NodeOutput::Send { link, msg: DcMsg::Submit { .. }, .. } if *link == new)),
+        "{sent:?}"
+    );
+}
+
+#[test]
 fn on_a_dial_collision_the_higher_id_answers_and_releases_its_dial() {
     let now = Instant::now();
     let mut high = node(3, Vec::new());

@@ -389,6 +389,94 @@ fn a_lost_worker_is_retried_elsewhere_with_a_new_attempt_until_retries_run_out()
 }
 
 #[test]
+fn a_worker_missing_from_the_view_keeps_its_attempt_while_its_link_is_open() {
+    // A restarted signal-server's first view lacks the peers that have not
+    // rejoined yet: w1 runs the job on an open link, and must not lose it.
+    let (w1, w2) = (peer(1), peer(2));
+    let mut h = Harness::new(&[worker(1, 1), worker(2, 1)]);
+    h.submit(spec(1));
+    let [(w, id, attempt)] = h.submits()[..] else {
+        panic!("one submit")
+    };
+    let other = if w == w1 { w2 } else { w1 };
+    h.d.handle_input(h.t0, Input::LinkOpened(w)).expect("input");
+    h.reply(
+        h.t0,
+        w,
+        DcMsg::Accepted {
+            job_id: id,
+            attempt,
+        },
+    );
+    h.drain();
+    let without_w = page(
+        true,
+        Vec::new(),
+        vec![if other == w1 {
+            worker(1, 1)
+        } else {
+            worker(2, 1)
+        }],
+    );
+    h.d.handle_input(h.t0, Input::Signal(&without_w))
+        .expect("signal");
+    assert!(h.submits().is_empty(), "the attempt stays where it runs");
+    // Its result is the job's.
+    h.reply(h.t0, w, ok(id, attempt, json!("done")));
+    let outs = h.drain();
+    let [end] = finished(&outs)[..] else {
+        panic!("finished once: {outs:?}")
+    };
+    assert!(end.result.is_ok());
+
+    // Without a link, leaving the view loses the attempt at once.
+    let mut h = Harness::new(&[worker(1, 1), worker(2, 1)]);
+    h.submit(spec(2));
+    let [(w, id, attempt)] = h.submits()[..] else {
+        panic!("one submit")
+    };
+    h.reply(
+        h.t0,
+        w,
+        DcMsg::Accepted {
+            job_id: id,
+            attempt,
+        },
+    );
+    h.drain();
+    h.d.handle_input(h.t0, Input::Signal(&page(false, vec![w], Vec::new())))
+        .expect("signal");
+    assert_eq!(events(&h.drain()), vec!["retrying"]);
+}
+
+#[test]
+fn a_worker_missing_from_the_view_with_an_open_link_is_lost_when_its_lease_ends() {
+    let mut h = Harness::new(&[worker(1, 1), worker(2, 1)]);
+    h.submit(spec(1));
+    let [(w, id, attempt)] = h.submits()[..] else {
+        panic!("one submit")
+    };
+    h.d.handle_input(h.t0, Input::LinkOpened(w)).expect("input");
+    h.reply(
+        h.t0,
+        w,
+        DcMsg::Accepted {
+            job_id: id,
+            attempt,
+        },
+    );
+    h.drain();
+    h.d.handle_input(h.t0, Input::Signal(&page(false, vec![w], Vec::new())))
+        .expect("signal");
+    assert!(h.drain().is_empty());
+    // Silent (it crashed, and its link has not noticed yet): the lease ends it.
+    let lease_end = h.d.poll_timeout().expect("a lease");
+    assert!(lease_end <= h.t0 + DispatcherConfig::default().lease);
+    h.tick(lease_end);
+    assert!(events(&h.drain()).contains(&"retrying"));
+}
+
+#[test]
 fn without_retry_on_disconnect_a_lost_job_ends_lost() {
     let mut h = Harness::new(&[worker(1, 1), worker(2, 1)]);
     h.submit(with(1, |o| o.retry_on_disconnect = false));
