@@ -35,6 +35,9 @@ pub(crate) enum Cmd {
     Result(ResultArgs),
     /// Stream the local daemon's job events as they happen.
     Watch(WatchArgs),
+    /// Print this peer's id and public key, from the identity key in its
+    /// data dir (created there, owner-only, if it has none yet).
+    Id(IdArgs),
 }
 
 /// How a subcommand finds the local daemon (no --signal fallback).
@@ -163,6 +166,22 @@ pub(crate) struct ResultArgs {
     pub(crate) json: bool,
     #[command(flatten)]
     pub(crate) local: Local,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct IdArgs {
+    /// The daemon's data dir [default: $XDG_DATA_HOME/jobmesh/POOL/NAME].
+    #[arg(long, env = "JOBMESH_DATA_DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// Pool of the daemon (finds the default data dir).
+    #[arg(long, env = "JOBMESH_POOL", default_value = "default")]
+    pub(crate) pool: String,
+    /// Name of the daemon (finds the default data dir) [default: host name].
+    #[arg(long, env = "JOBMESH_NAME")]
+    pub(crate) name: Option<String>,
+    /// Print JSON: {"peer_id", "public_key", "key_file"}.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 #[derive(Args, Debug)]

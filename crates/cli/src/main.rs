@@ -25,7 +25,7 @@ mod args;
 mod progress;
 
 use args::{
-    CancelArgs, Cli, Cmd, DaemonArgs, JobsArgs, PeersArgs, ResultArgs, SubmitArgs, Target,
+    CancelArgs, Cli, Cmd, DaemonArgs, IdArgs, JobsArgs, PeersArgs, ResultArgs, SubmitArgs, Target,
     WatchArgs,
 };
 use progress::Progress;
@@ -57,6 +57,7 @@ fn main() -> ExitCode {
             Some(Cmd::Cancel(args)) => cancel(args).await,
             Some(Cmd::Result(args)) => result(args).await,
             Some(Cmd::Watch(args)) => watch(args).await,
+            Some(Cmd::Id(args)) => id(args),
             None => daemon(cli.daemon).await,
         }
     });
@@ -208,7 +209,7 @@ fn on_signals(shutdown: CancellationToken) -> anyhow::Result<()> {
 enum Via {
     Control(PathBuf),
     /// A short-lived submit-only daemon, shut down when the command ends.
-    Ephemeral(PeerHandle),
+    Ephemeral(Box<PeerHandle>),
 }
 
 async fn connect(target: &Target) -> anyhow::Result<Via> {
@@ -239,7 +240,7 @@ async fn connect(target: &Target) -> anyhow::Result<Via> {
         .wait_pool(Duration::from_secs(10), |s| s.synced)
         .await
         .with_context(|| format!("cannot join pool {:?} at {url}", target.local.pool))?;
-    Ok(Via::Ephemeral(handle))
+    Ok(Via::Ephemeral(Box::new(handle)))
 }
 
 async fn finish(via: Via) {
@@ -496,6 +497,29 @@ async fn cancel(args: CancelArgs) -> anyhow::Result<u8> {
 
 /// Exit code of `peer result` for a job that has not ended yet.
 const EXIT_UNFINISHED: u8 = 4;
+
+fn id(args: IdArgs) -> anyhow::Result<u8> {
+    let name = args.name.unwrap_or_else(jobmesh_peer::default_name);
+    let dir = args
+        .data_dir
+        .or_else(|| jobmesh_peer::store::default_data_dir(&args.pool, &name))
+        .context("no data dir: set --data-dir (neither XDG_DATA_HOME nor HOME is set)")?;
+    let identity = jobmesh_peer::store::identity(&dir).map_err(anyhow::Error::msg)?;
+    let key_file = dir.join(jobmesh_identity::KEY_FILE);
+    if args.json {
+        let out = serde_json::json!({
+            "peer_id": identity.peer_id(),
+            "public_key": identity.public(),
+            "key_file": key_file,
+        });
+        println!("{out}");
+    } else {
+        println!("peer id     {}", identity.peer_id());
+        println!("public key  {}", identity.public());
+        println!("key file    {}", key_file.display());
+    }
+    Ok(0)
+}
 
 async fn result(args: ResultArgs) -> anyhow::Result<u8> {
     let cwd = std::env::current_dir().context("current directory")?;

@@ -19,6 +19,7 @@ pub use crate::envelope::JobReport;
 use crate::handlers::{CapabilityError, Handlers};
 use crate::jobs::{JobRecord, WatchEvent};
 use crate::store::{Store, StoredJob};
+use jobmesh_identity::{Identity, PublicKey};
 
 /// Everything a daemon needs to start.
 #[derive(Debug, Clone)]
@@ -52,6 +53,10 @@ pub struct DaemonConfig {
     /// every job that had not ended and keeps results for
     /// [`PeerHandle::stored_result`]. `None` (the default): nothing is kept.
     pub data_dir: Option<PathBuf>,
+    /// Who this peer is: its key, from which its peer id follows. `None`
+    /// (the default): the data dir's `identity.key` (created owner-only on
+    /// the first start), or a fresh key for a daemon without a data dir.
+    pub identity: Option<Identity>,
 }
 
 impl DaemonConfig {
@@ -78,6 +83,7 @@ impl DaemonConfig {
             blobs: BlobLimits::default(),
             spool_dir: None,
             data_dir: None,
+            identity: None,
         }
     }
 }
@@ -224,6 +230,7 @@ pub(crate) const WATCH_QUEUE: usize = 1024;
 #[derive(Clone)]
 pub struct PeerHandle {
     pub(crate) id: PeerId,
+    pub(crate) key: PublicKey,
     pub(crate) commands: mpsc::Sender<Command>,
     pub(crate) pool: watch::Receiver<PoolSnapshot>,
     pub(crate) watch: broadcast::Sender<WatchEvent>,
@@ -330,6 +337,11 @@ impl PeerHandle {
     /// This peer's id.
     pub fn id(&self) -> PeerId {
         self.id
+    }
+
+    /// This daemon's public key (its peer id is derived from it).
+    pub fn public_key(&self) -> PublicKey {
+        self.key
     }
 
     /// The directory where this daemon keeps blobs in transit and handlers'

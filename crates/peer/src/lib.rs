@@ -36,6 +36,7 @@ pub use api::{
 pub use blobs::{Blob, BlobLimits, InputBlob, ReceivedBlob};
 pub use daemon::{spawn, spawn_with};
 pub use jobmesh_core::{JobError, JobEvent, JobOptions, Strategy, StrategyKind};
+pub use jobmesh_identity::{Identity, PublicKey};
 pub use store::StoredJob;
 
 /// Locks `m`, taking the guard even if a holder panicked.

@@ -13,6 +13,7 @@
 //!
 //! Layout of a data dir:
 //! ```text
+//! <data dir>/identity.key      the peer's secret key (0600; its peer id follows from it)
 //! <data dir>/journal.db        the journal (jobs, undelivered results, facts)
 //! <data dir>/inputs/<job id>/  input blobs that were in memory when submitted
 //! <data dir>/results/<job id>/ result blobs, kept with the result
@@ -26,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use jobmesh_core::JobSpec;
+use jobmesh_identity::Identity;
 use jobmesh_journal::{Durability, JobRow, Journal, JournalHandle, Op, Stopped};
 use jobmesh_node::JournalOp;
 use jobmesh_wire::blob::BlobMeta;
@@ -37,10 +39,6 @@ use tracing::{error, warn};
 
 use crate::blobs::{Prepared, Source};
 use crate::envelope::{save_blobs, Envelope, JobReport, SubmitOptions};
-
-/// The journal's key for this daemon's peer id: kept across restarts, so
-/// workers holding results for it find it again.
-const PEER_ID: &str = "peer_id";
 
 /// How long an ended job's result is kept for `peer result` (expiry runs
 /// when the daemon starts).
@@ -171,12 +169,11 @@ pub(crate) struct Store {
     data_dir: PathBuf,
 }
 
-/// A data dir opened at start: its store, the peer id kept there, the jobs
-/// to resume, and what tells when the journal thread has closed.
+/// A data dir opened at start: its store, the jobs to resume, and what
+/// tells when the journal thread has closed.
 pub(crate) struct Opened {
     pub(crate) store: Store,
     pub(crate) stopped: Stopped,
-    pub(crate) peer_id: PeerId,
     pub(crate) resume: Vec<Resume>,
 }
 
@@ -197,9 +194,8 @@ pub enum StoredJob {
 }
 
 impl Store {
-    /// Opens (creating) the data dir and its journal: the peer id kept there
-    /// (a new one is stored the first time), the jobs to resume, and the
-    /// journal thread. Jobs whose record cannot be read end with an error
+    /// Opens (creating) the data dir and its journal: the jobs to resume,
+    /// and the journal thread. Jobs whose record cannot be read end with an error
     /// saying so.
     pub(crate) fn open(data_dir: &Path) -> Result<Opened, String> {
         std::fs::create_dir_all(data_dir)
@@ -211,24 +207,6 @@ impl Store {
                 "the journal was corrupt: moved aside and a fresh one started; its jobs are not resumed");
         }
         let mut journal = opened.journal;
-        let stored_id = journal
-            .meta(PEER_ID)
-            .map_err(|e| e.to_string())?
-            .and_then(|s| s.parse().ok())
-            .map(PeerId);
-        let peer_id = match stored_id {
-            Some(id) => id,
-            None => {
-                let id = PeerId::random();
-                journal
-                    .apply(&[Op::SetMeta {
-                        key: PEER_ID.into(),
-                        value: id.0.to_string(),
-                    }])
-                    .map_err(|e| e.to_string())?;
-                id
-            }
-        };
         expire(&mut journal, data_dir)?;
         let mut resume = Vec::new();
         let mut unreadable = Vec::new();
@@ -256,7 +234,6 @@ impl Store {
                 data_dir: data_dir.to_owned(),
             },
             stopped,
-            peer_id,
             resume,
         })
     }
@@ -461,6 +438,22 @@ fn end_op(job_id: JobId, envelope: &Envelope, fetched: bool) -> Op {
     }
 }
 
+/// The identity kept in a data dir (`identity.key`), created owner-only
+/// (with the dir, if need be) the first time. A daemon restarted on its data
+/// dir keeps its peer id, so workers holding results for it find it again.
+pub fn identity(data_dir: &Path) -> Result<Identity, String> {
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| format!("cannot create the data dir {}: {e}", data_dir.display()))?;
+    restrict(data_dir);
+    let path = data_dir.join(jobmesh_identity::KEY_FILE);
+    let (identity, created) = Identity::load_or_create(&path).map_err(|e| e.to_string())?;
+    if created {
+        tracing::info!(peer_id = %identity.peer_id(), key = %identity.public(), file = %path.display(),
+            "created this peer's identity key");
+    }
+    Ok(identity)
+}
+
 /// Drops kept results past [`RESULT_TTL`] or over [`RESULT_BYTES_CAP`], and
 /// their files.
 fn expire(journal: &mut Journal, data_dir: &Path) -> Result<(), String> {
@@ -615,7 +608,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_data_dir_keeps_its_peer_id_and_resumes_only_readable_jobs() {
+    async fn a_data_dir_keeps_its_identity_and_resumes_only_readable_jobs() {
         let dir = tempfile::tempdir().expect("tempdir");
         let first = Store::open(dir.path()).expect("opens");
         let (good, bad) = (spec(), uuid::Uuid::new_v4());
@@ -641,12 +634,16 @@ mod tests {
             )
             .await
             .expect("journaled");
-        let id = first.peer_id;
+        let id = identity(dir.path()).expect("created").peer_id();
         drop(first.store);
         first.stopped.wait().await;
 
         let again = Store::open(dir.path()).expect("reopens");
-        assert_eq!(again.peer_id, id, "the peer id is kept");
+        assert_eq!(
+            identity(dir.path()).expect("kept").peer_id(),
+            id,
+            "the peer id is kept"
+        );
         assert_eq!(
             again
                 .resume

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jobmesh_core::Strategy;
+use jobmesh_identity::Identity;
 use jobmesh_journal::Stopped;
 use jobmesh_node::{Node, NodeConfig};
 use jobmesh_transport::signal::{self as signal_client, SignalConfig};
@@ -79,7 +80,12 @@ pub fn spawn_with(
         .map(Store::open)
         .transpose()
         .map_err(StartError::Journal)?;
-    let me = opened.as_ref().map_or_else(PeerId::random, |d| d.peer_id);
+    let identity = match (config.identity.clone(), config.data_dir.as_deref()) {
+        (Some(identity), _) => identity,
+        (None, Some(dir)) => crate::store::identity(dir).map_err(StartError::Journal)?,
+        (None, None) => Identity::generate(),
+    };
+    let me = identity.peer_id();
     let config_data_dir = config.data_dir.clone();
     let hello = Hello {
         version: PROTOCOL_VERSION,
@@ -209,6 +215,7 @@ pub fn spawn_with(
     Ok(PeerHandle {
         metrics,
         id: me,
+        key: identity.public(),
         commands: cmd_tx,
         pool: pool_rx,
         watch: watch_tx,
