@@ -31,7 +31,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use jobmesh_wire::signal::{Hello, MISSED_HEARTBEATS};
+use jobmesh_wire::signal::{Join, MISSED_HEARTBEATS};
 use jobmesh_wire::{PeerId, PeerInfo, Stats};
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -150,39 +150,39 @@ impl Registry {
         }
     }
 
-    /// Adds the peer of `hello` to its pool, heard from at `now`. Its stats
-    /// start as `slots` from the hello and zeroes elsewhere.
-    pub fn join(&mut self, now: Instant, hello: &Hello) -> Result<(), JoinError> {
-        if self.members.contains_key(&hello.peer_id) {
-            return Err(JoinError::Duplicate(hello.peer_id));
+    /// Adds peer `id` to the pool of `join`, heard from at `now` (the server
+    /// has checked its hello's proof). Its stats start as `slots` from the
+    /// hello and zeroes elsewhere.
+    pub fn join(&mut self, now: Instant, id: PeerId, join: &Join) -> Result<(), JoinError> {
+        if self.members.contains_key(&id) {
+            return Err(JoinError::Duplicate(id));
         }
-        let size = self.pools.get(&hello.pool).map_or(0, |p| p.members.len());
+        let size = self.pools.get(&join.pool).map_or(0, |p| p.members.len());
         if size >= self.max_per_pool {
             return Err(JoinError::PoolFull {
-                pool: hello.pool.clone(),
+                pool: join.pool.clone(),
                 max: self.max_per_pool,
             });
         }
         let info = PeerInfo {
-            id: hello.peer_id,
-            name: hello.name.clone(),
-            capabilities: hello.capabilities.clone(),
+            id,
+            name: join.name.clone(),
+            capabilities: join.capabilities.clone(),
             stats: Stats {
-                slots: hello.slots,
+                slots: join.slots,
                 ..Stats::default()
             },
         };
         self.version += 1;
         let version = self.version;
-        let pool = self.pools.entry(hello.pool.clone()).or_default();
-        pool.members
-            .insert(version, (hello.peer_id, Member::encode(&info)));
+        let pool = self.pools.entry(join.pool.clone()).or_default();
+        pool.members.insert(version, (id, Member::encode(&info)));
         pool.head = version;
         self.members.insert(
-            hello.peer_id,
+            id,
             Member {
                 info,
-                pool: hello.pool.clone(),
+                pool: join.pool.clone(),
                 last_seen: now,
                 version,
             },
@@ -386,7 +386,7 @@ mod tests {
     use super::*;
     use jobmesh_core::PoolView;
     use jobmesh_wire::signal::ServerMsg;
-    use jobmesh_wire::{Capability, PROTOCOL_VERSION};
+    use jobmesh_wire::Capability;
 
     const HB: Duration = Duration::from_secs(5);
     const MS: Duration = Duration::from_millis(1);
@@ -395,10 +395,8 @@ mod tests {
         PeerId(uuid::Uuid::from_u128(n))
     }
 
-    fn hello(n: u128, pool: &str) -> Hello {
-        Hello {
-            version: PROTOCOL_VERSION,
-            peer_id: id(n),
+    fn member(n: u128, pool: &str) -> Join {
+        Join {
             name: format!("p{n}"),
             pool: pool.into(),
             capabilities: vec![Capability::new("echo").expect("valid capability")],
@@ -453,7 +451,7 @@ mod tests {
     fn a_new_client_gets_the_others_with_stats_from_their_hello() {
         let t = Instant::now();
         let mut r = Registry::new(10);
-        r.join(t, &hello(1, "a")).expect("joins");
+        r.join(t, id(1), &member(1, "a")).expect("joins");
         assert_eq!(r.page(&id(1), 0, 1 << 20).map(|p| p.synced), Some(true));
         let first = r.page(&id(1), 0, 1 << 20).expect("a first page");
         assert_eq!(
@@ -466,8 +464,8 @@ mod tests {
             },
             "alone in the pool: an empty reset page"
         );
-        r.join(t, &hello(2, "a")).expect("joins");
-        r.join(t, &hello(3, "b")).expect("joins");
+        r.join(t, id(2), &member(2, "a")).expect("joins");
+        r.join(t, id(3), &member(3, "b")).expect("joins");
         let ServerMsg::View { reset, peers, .. } =
             decode(&r.page(&id(2), 0, 1 << 20).expect("page"))
         else {
@@ -499,7 +497,7 @@ mod tests {
         let t = Instant::now();
         let mut r = Registry::new(1000);
         for n in 1..=100 {
-            r.join(t, &hello(n, "a")).expect("joins");
+            r.join(t, id(n), &member(n, "a")).expect("joins");
         }
         let (mut cursor, mut view) = (0, PoolView::new());
         let pages = catch_up(&r, 50, &mut cursor, &mut view, 1024);
@@ -519,8 +517,8 @@ mod tests {
     fn a_member_changed_many_times_is_sent_once_as_it_is_now() {
         let t = Instant::now();
         let mut r = Registry::new(10);
-        r.join(t, &hello(1, "a")).expect("joins");
-        r.join(t, &hello(2, "a")).expect("joins");
+        r.join(t, id(1), &member(1, "a")).expect("joins");
+        r.join(t, id(2), &member(2, "a")).expect("joins");
         let (mut cursor, mut view) = (0, PoolView::new());
         catch_up(&r, 1, &mut cursor, &mut view, 1 << 20);
         for seq in 1..=5 {
@@ -556,8 +554,8 @@ mod tests {
     fn departures_are_sent_and_a_client_behind_the_forgotten_ones_is_reset() {
         let t = Instant::now();
         let mut r = Registry::new(MAX_DEPARTURES + 10);
-        r.join(t, &hello(1, "a")).expect("joins");
-        r.join(t, &hello(2, "a")).expect("joins");
+        r.join(t, id(1), &member(1, "a")).expect("joins");
+        r.join(t, id(2), &member(2, "a")).expect("joins");
         let (mut cursor, mut view) = (0, PoolView::new());
         catch_up(&r, 1, &mut cursor, &mut view, 1 << 20);
         r.leave(&id(2));
@@ -573,7 +571,7 @@ mod tests {
         let stale = cursor;
         let many = u128::try_from(MAX_DEPARTURES).expect("fits") + 5;
         for n in 10..10 + many {
-            r.join(t, &hello(n, "a")).expect("joins");
+            r.join(t, id(n), &member(n, "a")).expect("joins");
         }
         for n in 10..10 + many - 1 {
             r.leave(&id(n));
@@ -595,14 +593,14 @@ mod tests {
         ) {
             let t = Instant::now();
             let mut r = Registry::new(100);
-            r.join(t, &hello(0, "a")).expect("the observer joins");
+            r.join(t, id(0), &member(0, "a")).expect("the observer joins");
             let (mut cursor, mut view) = (0, PoolView::new());
             // Peers number their stats reports upwards (a view keeps back
             // older ones), so `seq` only grows here too.
             let mut seq = 0;
             for (op, n, x) in ops {
                 match op {
-                    0 => { let _ = r.join(t, &hello(n, if x % 4 == 0 { "b" } else { "a" })); }
+                    0 => { let _ = r.join(t, id(n), &member(n, if x % 4 == 0 { "b" } else { "a" })); }
                     1 => { r.leave(&id(n)); }
                     2 => {
                         seq += 1;
@@ -632,9 +630,11 @@ mod tests {
     fn a_full_pool_is_refused_and_other_pools_are_not_affected() {
         let t = Instant::now();
         let mut r = Registry::new(2);
-        r.join(t, &hello(1, "a")).expect("joins");
-        r.join(t, &hello(2, "a")).expect("joins");
-        let err = r.join(t, &hello(3, "a")).expect_err("pool a is full");
+        r.join(t, id(1), &member(1, "a")).expect("joins");
+        r.join(t, id(2), &member(2, "a")).expect("joins");
+        let err = r
+            .join(t, id(3), &member(3, "a"))
+            .expect_err("pool a is full");
         assert_eq!(
             err,
             JoinError::PoolFull {
@@ -644,31 +644,39 @@ mod tests {
         );
         assert!(err.to_string().contains("full (2 peers)"), "{err}");
         assert_eq!(r.pool_of(&id(3)), None, "a refused peer is not a member");
-        r.join(t, &hello(3, "b")).expect("another pool has room");
+        r.join(t, id(3), &member(3, "b"))
+            .expect("another pool has room");
         // A departure makes room again.
         r.leave(&id(1));
-        r.join(t, &hello(4, "a")).expect("room after a leave");
+        r.join(t, id(4), &member(4, "a"))
+            .expect("room after a leave");
     }
 
     #[test]
     fn a_duplicate_live_peer_id_is_refused_even_in_another_pool() {
         let t = Instant::now();
         let mut r = Registry::new(10);
-        r.join(t, &hello(1, "a")).expect("joins");
-        assert_eq!(r.join(t, &hello(1, "a")), Err(JoinError::Duplicate(id(1))));
-        assert_eq!(r.join(t, &hello(1, "b")), Err(JoinError::Duplicate(id(1))));
+        r.join(t, id(1), &member(1, "a")).expect("joins");
+        assert_eq!(
+            r.join(t, id(1), &member(1, "a")),
+            Err(JoinError::Duplicate(id(1)))
+        );
+        assert_eq!(
+            r.join(t, id(1), &member(1, "b")),
+            Err(JoinError::Duplicate(id(1)))
+        );
         assert_eq!(r.pool_of(&id(1)), Some("a"));
         assert_eq!(r.len(), 1);
         // Once it has left, the id may join again.
         r.leave(&id(1));
-        r.join(t, &hello(1, "b")).expect("rejoins");
+        r.join(t, id(1), &member(1, "b")).expect("rejoins");
     }
 
     #[test]
     fn a_zero_pool_limit_admits_nobody() {
         let mut r = Registry::new(0);
         assert!(matches!(
-            r.join(Instant::now(), &hello(1, "a")),
+            r.join(Instant::now(), id(1), &member(1, "a")),
             Err(JoinError::PoolFull { max: 0, .. })
         ));
         assert!(r.is_empty());
@@ -678,7 +686,7 @@ mod tests {
     fn a_silent_peer_expires_after_three_intervals_and_not_before() {
         let t = Instant::now();
         let mut r = Registry::new(10);
-        r.join(t, &hello(1, "a")).expect("joins");
+        r.join(t, id(1), &member(1, "a")).expect("joins");
         assert!(r.expire(t, HB).is_empty());
         assert!(r.expire(t + HB, HB).is_empty());
         assert!(r.expire(t + HB * 2, HB).is_empty());
@@ -697,8 +705,8 @@ mod tests {
     fn touch_resets_the_silence() {
         let t = Instant::now();
         let mut r = Registry::new(10);
-        r.join(t, &hello(1, "a")).expect("joins");
-        r.join(t, &hello(2, "b")).expect("joins");
+        r.join(t, id(1), &member(1, "a")).expect("joins");
+        r.join(t, id(2), &member(2, "b")).expect("joins");
         assert!(r.touch(t + HB * 2, &id(2)));
         assert_eq!(r.expire(t + HB * 3 + MS, HB), vec![(id(1), "a".into())]);
         assert!(
@@ -719,7 +727,7 @@ mod tests {
         let t = Instant::now();
         let mut r = Registry::new(10);
         for (n, pool) in [(1, "a"), (2, "a"), (3, "b"), (4, "b")] {
-            r.join(t, &hello(n, pool)).expect("joins");
+            r.join(t, id(n), &member(n, pool)).expect("joins");
         }
         r.touch(t + HB, &id(2));
         let gone = r.expire(t + HB * 3 + MS, HB);
@@ -741,7 +749,7 @@ mod tests {
     fn an_instant_before_the_join_is_not_silence() {
         let t = Instant::now() + HB * 10;
         let mut r = Registry::new(10);
-        r.join(t, &hello(1, "a")).expect("joins");
+        r.join(t, id(1), &member(1, "a")).expect("joins");
         assert!(r.expire(t - HB * 5, HB).is_empty());
     }
 
@@ -750,8 +758,8 @@ mod tests {
         let t = Instant::now();
         let mut r = Registry::new(10);
         assert_eq!(r.leave(&PeerId::random()), None);
-        r.join(t, &hello(1, "a")).expect("joins");
-        r.join(t, &hello(2, "a")).expect("joins");
+        r.join(t, id(1), &member(1, "a")).expect("joins");
+        r.join(t, id(2), &member(2, "a")).expect("joins");
         assert_eq!(r.leave(&id(1)), Some("a".into()));
         assert_eq!(r.leave(&id(1)), None, "only once");
         assert_eq!(r.pools().len(), 1);
@@ -764,9 +772,9 @@ mod tests {
     fn relays_are_allowed_only_within_the_same_pool() {
         let t = Instant::now();
         let mut r = Registry::new(10);
-        r.join(t, &hello(1, "a")).expect("joins");
-        r.join(t, &hello(2, "a")).expect("joins");
-        r.join(t, &hello(3, "b")).expect("joins");
+        r.join(t, id(1), &member(1, "a")).expect("joins");
+        r.join(t, id(2), &member(2, "a")).expect("joins");
+        r.join(t, id(3), &member(3, "b")).expect("joins");
         assert!(r.same_pool(&id(1), &id(2)));
         assert!(r.same_pool(&id(2), &id(1)));
         assert!(!r.same_pool(&id(1), &id(3)));
@@ -780,7 +788,7 @@ mod tests {
     fn stats_are_recorded_for_members_only_and_show_in_snapshots() {
         let t = Instant::now();
         let mut r = Registry::new(10);
-        r.join(t, &hello(1, "a")).expect("joins");
+        r.join(t, id(1), &member(1, "a")).expect("joins");
         let s = Stats {
             slots: 3,
             running: 2,
@@ -790,7 +798,7 @@ mod tests {
         assert_eq!(r.update_stats(&id(1), s.clone()), Some("a"));
         assert_eq!(r.info(&id(1)).map(|i| &i.stats), Some(&s));
         assert_eq!(r.update_stats(&PeerId::random(), s.clone()), None);
-        r.join(t, &hello(2, "a")).expect("joins");
+        r.join(t, id(2), &member(2, "a")).expect("joins");
         let ServerMsg::View { peers, .. } = decode(&r.page(&id(2), 0, 1 << 20).expect("page"))
         else {
             unreachable!()
@@ -803,7 +811,7 @@ mod tests {
     fn the_pool_summary_serialises_as_the_http_api_documents() {
         let t = Instant::now();
         let mut r = Registry::new(10);
-        r.join(t, &hello(1, "a")).expect("joins");
+        r.join(t, id(1), &member(1, "a")).expect("joins");
         let v = serde_json::to_value(r.pools()).expect("serialises");
         assert_eq!(v[0]["name"], "a");
         let peer = &v[0]["peers"][0];

@@ -33,8 +33,8 @@ use axum::{Json, Router};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use jobmesh_wire::signal::{
-    encode, ClientMsg, ErrorCode, Handshake, Hello, ServerMsg, DEFAULT_HEARTBEAT_MS,
-    HELLO_TIMEOUT_MS, MAX_SIGNAL_MESSAGE, MISSED_HEARTBEATS, VIEW_PAGE_BYTES,
+    encode, ClientMsg, ErrorCode, Handshake, Hello, ServerMsg, CHALLENGE_BYTES,
+    DEFAULT_HEARTBEAT_MS, HELLO_TIMEOUT_MS, MAX_SIGNAL_MESSAGE, MISSED_HEARTBEATS, VIEW_PAGE_BYTES,
 };
 use jobmesh_wire::{DecodeError, PeerId};
 use serde::Serialize;
@@ -458,10 +458,25 @@ impl End {
 /// One WebSocket from upgrade to close. Runs inside the `client` span.
 async fn connection(socket: WebSocket, shared: Arc<Shared>) {
     let (mut sink, mut stream) = socket.split();
+    // A nonce for this connection alone: the hello's proof signs it, so a
+    // hello captured elsewhere is worthless here.
+    let nonce = jobmesh_identity::random_nonce(CHALLENGE_BYTES);
+    let challenge = ServerMsg::Challenge {
+        nonce: nonce.clone(),
+    };
+    let never = CancellationToken::new();
+    if let Err(end) = send_text(&mut sink, &challenge, &never, shared.config.heartbeat).await {
+        return close(sink, stream, end).await;
+    }
     let hello = match await_hello(&mut stream, &shared).await {
         Ok(h) => h,
         Err(end) => return close(sink, stream, end).await,
     };
+    if let Err(e) = hello.verify(&nonce) {
+        bump(&shared.counters().rejected_frames);
+        info!(peer = %hello.peer_id.short(), error = %e, "hello refused: its proof of identity does not verify");
+        return close(sink, stream, End::fatal(ErrorCode::BadProof, e.to_string())).await;
+    }
     let span = Span::current();
     span.record("peer", field::display(hello.peer_id.short()));
     span.record("pool", field::display(&hello.pool));
@@ -471,21 +486,34 @@ async fn connection(socket: WebSocket, shared: Arc<Shared>) {
     let kick = CancellationToken::new();
     let joined = {
         let mut inner = shared.lock();
-        inner.registry.join(Instant::now(), &hello).map(|()| {
-            let client = Client {
-                conn,
-                tx,
-                kick: kick.clone(),
-            };
-            inner.clients.insert(me, client);
-            let view = inner
-                .heads
-                .entry(hello.pool.clone())
-                .or_insert_with(|| watch::Sender::new(0))
-                .subscribe();
-            inner.changed(&hello.pool);
-            view
-        })
+        // The hello proved the key, so this is the same peer again: its new
+        // connection replaces the old one (which may be dead without the
+        // server having noticed yet, or held by a squatter no more).
+        if let Some(old) = inner.clients.remove(&me) {
+            old.kick.cancel();
+            info!("a new connection of this peer replaces its old one");
+        }
+        if let Some(pool) = inner.registry.leave(&me) {
+            inner.changed(&pool);
+        }
+        inner
+            .registry
+            .join(Instant::now(), me, &hello.join())
+            .map(|()| {
+                let client = Client {
+                    conn,
+                    tx,
+                    kick: kick.clone(),
+                };
+                inner.clients.insert(me, client);
+                let view = inner
+                    .heads
+                    .entry(hello.pool.clone())
+                    .or_insert_with(|| watch::Sender::new(0))
+                    .subscribe();
+                inner.changed(&hello.pool);
+                view
+            })
     };
     let mut view = match joined {
         Ok(view) => view,

@@ -8,11 +8,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{connect, hello, http_get, Peer, Server};
+use common::{challenge, connect, hello, http_get, Peer, Server};
 use futures_util::{SinkExt, StreamExt};
+use jobmesh_identity::Identity;
 use jobmesh_signal_server::ServerConfig;
 use jobmesh_wire::signal::{encode, ClientMsg, ErrorCode, Handshake, ServerMsg};
-use jobmesh_wire::PeerId;
 use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -27,10 +27,14 @@ async fn a_client_that_stops_reading_is_dropped_not_waited_for() {
     })
     .await;
     let mut slow = connect(&server.url).await;
-    let slow_id = PeerId::random();
-    slow.send(Message::text(encode(&hello(slow_id, "p", "slow"))))
-        .await
-        .expect("send hello");
+    let nonce = challenge(&mut slow).await;
+    let slow_key = Identity::generate();
+    let slow_id = slow_key.peer_id();
+    slow.send(Message::text(encode(&hello(
+        &slow_key, &nonce, "p", "slow",
+    ))))
+    .await
+    .expect("send hello");
     let welcome = common::within("the welcome", slow.next()).await;
     assert!(matches!(welcome, Some(Ok(Message::Text(_)))), "{welcome:?}");
     // From here on, `slow` is never read again.

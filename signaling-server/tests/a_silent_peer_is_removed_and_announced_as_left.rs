@@ -6,8 +6,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{connect, hello, Peer, Server};
+use common::{challenge, connect, hello, Peer, Server};
 use futures_util::{SinkExt, StreamExt};
+use jobmesh_identity::Identity;
 use jobmesh_signal_server::ServerConfig;
 use jobmesh_wire::signal::encode;
 use jobmesh_wire::PeerId;
@@ -24,9 +25,16 @@ async fn a_silent_peer_is_removed_and_announced_as_left() {
 
     // The silent client says hello, reads its welcome, and never reads again.
     let mut silent = connect(&server.url).await;
-    let silent_id = PeerId::random();
+    let nonce = challenge(&mut silent).await;
+    let silent_key = Identity::generate();
+    let silent_id = silent_key.peer_id();
     silent
-        .send(Message::text(encode(&hello(silent_id, "p", "silent"))))
+        .send(Message::text(encode(&hello(
+            &silent_key,
+            &nonce,
+            "p",
+            "silent",
+        ))))
         .await
         .expect("send hello");
     let welcome = common::within("the welcome", silent.next()).await;

@@ -6,11 +6,12 @@ mod common;
 use std::time::Duration;
 
 use common::{connect, hello, Peer, Server};
+use jobmesh_identity::Identity;
 use jobmesh_signal_server::ServerConfig;
 use jobmesh_wire::signal::{
     encode, ClientMsg, ErrorCode, Handshake, ServerMsg, MAX_SIGNAL_MESSAGE,
 };
-use jobmesh_wire::{PeerId, Stats, PROTOCOL_VERSION};
+use jobmesh_wire::{PeerId, Stats};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
@@ -65,10 +66,12 @@ async fn every_malformed_first_frame_gets_an_error_and_a_close_and_others_keep_w
     let mut b = Peer::join(&server.url, "p", "b").await;
     a.wait_member(b.id).await;
 
+    // An older peer's hello (no key): its version is what is wrong.
     let wrong_version = json!({"type": "hello", "version": 99, "peer_id": PeerId::random(),
         "name": "x", "pool": "p", "capabilities": [], "slots": 1});
-    let bad_pool = json!({"type": "hello", "version": PROTOCOL_VERSION, "peer_id": PeerId::random(),
-        "name": "x", "pool": "no spaces allowed", "capabilities": [], "slots": 1});
+    let mut bad_pool =
+        serde_json::to_value(hello(&Identity::generate(), "nonce", "p", "x")).expect("json");
+    bad_pool["pool"] = json!("no spaces allowed");
     let limit = MAX_SIGNAL_MESSAGE.to_string();
     let cases: Vec<(&str, Message, ErrorCode, String)> = vec![
         (
@@ -146,7 +149,7 @@ async fn every_malformed_first_frame_gets_an_error_and_a_close_and_others_keep_w
     ];
     let mut refused = 0;
     for (what, frame, code, needle) in cases {
-        let mut bad = Peer::reading(connect(&server.url).await, PeerId::random());
+        let mut bad = Peer::reading(connect(&server.url).await, Identity::generate()).await;
         // The server may reset a socket it refused while a big frame is
         // still being written; what matters is what the client reads.
         let _ = bad.try_send_raw(frame).await;
@@ -171,7 +174,7 @@ async fn a_joined_peer_that_misbehaves_is_closed_and_announced_as_left() {
     let bad_frames: Vec<(Message, ErrorCode, &str)> = vec![
         (Message::text("[]"), ErrorCode::BadMessage, "\"type\""),
         (
-            Message::text(encode(&hello(PeerId::random(), "p", "again"))),
+            Message::text(encode(&hello(&Identity::generate(), "nonce", "p", "again"))),
             ErrorCode::ExpectedHello,
             "only once",
         ),
@@ -210,11 +213,11 @@ async fn a_socket_that_never_says_hello_is_closed_at_the_hello_deadline() {
         ..ServerConfig::default()
     })
     .await;
-    let mut mute = Peer::reading(connect(&server.url).await, PeerId::random());
+    let mut mute = Peer::reading(connect(&server.url).await, Identity::generate()).await;
     mute.expect_error_then_close(ErrorCode::HelloTimeout, "no hello within 200 ms", POLICY)
         .await;
     // Pings before the hello do not count as one.
-    let mut pinger = Peer::reading(connect(&server.url).await, PeerId::random());
+    let mut pinger = Peer::reading(connect(&server.url).await, Identity::generate()).await;
     pinger.send_raw(Message::Ping(Default::default())).await;
     pinger
         .expect_error_then_close(ErrorCode::HelloTimeout, "no hello", POLICY)
@@ -223,7 +226,8 @@ async fn a_socket_that_never_says_hello_is_closed_at_the_hello_deadline() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_pool_and_a_duplicate_peer_id_are_refused() {
+async fn a_full_pool_and_a_peer_id_without_its_key_are_refused_and_its_key_replaces_its_old_socket()
+{
     let mut server = Server::start(ServerConfig {
         max_peers_per_pool: 2,
         ..ServerConfig::default()
@@ -233,8 +237,8 @@ async fn a_full_pool_and_a_duplicate_peer_id_are_refused() {
     let b = Peer::join(&server.url, "small", "b").await;
     a.wait_member(b.id).await;
 
-    let mut third = Peer::reading(connect(&server.url).await, PeerId::random());
-    third.send(&hello(third.id, "small", "third")).await;
+    let mut third = Peer::reading(connect(&server.url).await, Identity::generate()).await;
+    third.send(&third.hello("small", "third")).await;
     third
         .expect_error_then_close(
             ErrorCode::PoolFull,
@@ -243,17 +247,79 @@ async fn a_full_pool_and_a_duplicate_peer_id_are_refused() {
         )
         .await;
 
-    let mut twin = Peer::reading(connect(&server.url).await, b.id);
-    twin.send(&hello(b.id, "other", "twin")).await;
-    twin.expect_error_then_close(ErrorCode::DuplicatePeer, "already connected", POLICY)
+    // A squatter claiming B's id with a key of its own.
+    let mut squatter = Peer::reading(connect(&server.url).await, Identity::generate()).await;
+    let ClientMsg::Hello(mut claim) = squatter.hello("small", "squatter") else {
+        unreachable!("a hello")
+    };
+    claim.peer_id = b.id;
+    squatter.send(&ClientMsg::Hello(claim)).await;
+    squatter
+        .expect_error_then_close(ErrorCode::BadProof, "is not the id of the key", POLICY)
         .await;
 
-    // Neither refusal disturbed the pool: A hears nothing of them, and B's
-    // departure makes room for a newcomer.
-    let b_id = b.id;
+    // B's own key on a new socket: the new one replaces the old.
+    let (b_id, b_key) = (b.id, b.identity.clone());
+    let mut old_b = b;
+    let b = Peer::join_on(connect(&server.url).await, b_key, "small", "b-again").await;
+    let heard = old_b.heard().await;
+    assert!(
+        matches!(heard, common::Heard::Closed(_)),
+        "the old socket is closed: {heard:?}"
+    );
+    a.wait_view("B described by its new hello", |v| {
+        v.get(&b_id).is_some_and(|p| p.name == "b-again")
+    })
+    .await;
+
+    // None of it disturbed the pool, and B's departure makes room for a
+    // newcomer.
     drop(b);
     a.wait_gone(b_id).await;
     let c = Peer::join(&server.url, "small", "c").await;
     a.wait_member(c.id).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hello_that_does_not_prove_its_peer_id_is_refused() {
+    let mut server = Server::start(ServerConfig::default()).await;
+    let mut a = Peer::join(&server.url, "p", "a").await;
+
+    // A valid hello of another connection, replayed here: another nonce.
+    let elsewhere = Peer::reading(connect(&server.url).await, Identity::generate()).await;
+    let captured = elsewhere.hello("p", "captured");
+    let mut replay = Peer::reading(connect(&server.url).await, Identity::generate()).await;
+    replay.send(&captured).await;
+    replay
+        .expect_error_then_close(ErrorCode::BadProof, "does not verify", POLICY)
+        .await;
+
+    // A proof that is not a signature of the key, and a proof made for
+    // another pool than the one asked for.
+    let mut forger = Peer::reading(connect(&server.url).await, Identity::generate()).await;
+    let ClientMsg::Hello(mut forged) = forger.hello("p", "forger") else {
+        unreachable!("a hello")
+    };
+    forged.proof = Identity::generate().sign(jobmesh_identity::Purpose::SignalAdmission, b"x");
+    forger.send(&ClientMsg::Hello(forged)).await;
+    forger
+        .expect_error_then_close(ErrorCode::BadProof, "does not verify", POLICY)
+        .await;
+    let mut mover = Peer::reading(connect(&server.url).await, Identity::generate()).await;
+    let ClientMsg::Hello(mut moved) = mover.hello("p", "mover") else {
+        unreachable!("a hello")
+    };
+    moved.pool = "other".into();
+    mover.send(&ClientMsg::Hello(moved)).await;
+    mover
+        .expect_error_then_close(ErrorCode::BadProof, "does not verify", POLICY)
+        .await;
+
+    // None of them joined: a newcomer is the only member A hears of.
+    let b = Peer::join(&server.url, "p", "b").await;
+    a.wait_member(b.id).await;
+    assert_eq!(a.members().len(), 1, "{:?}", a.members());
+    drop(elsewhere);
     server.stop().await;
 }

@@ -5,9 +5,9 @@
 mod common;
 
 use common::{connect, Peer, Server};
+use jobmesh_identity::Identity;
 use jobmesh_signal_server::ServerConfig;
 use jobmesh_wire::signal::ErrorCode;
-use jobmesh_wire::PeerId;
 
 const GOING_AWAY: u16 = 1001;
 
@@ -18,7 +18,7 @@ async fn shutdown_closes_every_socket_with_going_away() {
     let mut b = Peer::join(&server.url, "p", "b").await;
     a.wait_member(b.id).await;
     // Connected, but no hello yet: waiting for one when the server stops.
-    let mut waiting = Peer::reading(connect(&server.url).await, PeerId::random());
+    let mut waiting = Peer::reading(connect(&server.url).await, Identity::generate()).await;
 
     server.stop().await;
 

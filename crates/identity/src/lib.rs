@@ -18,9 +18,37 @@ use std::str::FromStr;
 
 use data_encoding::BASE64URL_NOPAD;
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
-use jobmesh_wire::PeerId;
 use uuid::Uuid;
 use zeroize::Zeroizing;
+
+/// A peer's id: a UUID. A peer's own is derived from its public key
+/// ([`PublicKey::peer_id`]); [`PeerId::random`] is for tests and for
+/// things that are not peers.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
+pub struct PeerId(pub Uuid);
+
+impl PeerId {
+    /// A fresh random id.
+    pub fn random() -> Self {
+        Self(Uuid::new_v4())
+    }
+
+    /// The first 8 hex digits, for tables and log lines.
+    pub fn short(&self) -> String {
+        let mut s = self.0.simple().to_string();
+        s.truncate(8);
+        s
+    }
+}
+
+impl fmt::Display for PeerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
 
 /// Bytes of a public key.
 pub const PUBLIC_KEY_LEN: usize = 32;
@@ -122,7 +150,7 @@ impl Identity {
 
     /// Its public key.
     pub fn public(&self) -> PublicKey {
-        PublicKey(self.key.verifying_key())
+        PublicKey(self.key.verifying_key().to_bytes())
     }
 
     /// The peer id it stands for.
@@ -226,28 +254,29 @@ impl Identity {
     }
 }
 
-/// A peer's public key.
+/// A peer's public key: 32 bytes known to be a valid Ed25519 point (kept
+/// compressed: it travels in every hello).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct PublicKey(VerifyingKey);
+pub struct PublicKey([u8; PUBLIC_KEY_LEN]);
 
 impl PublicKey {
     /// The key of 32 bytes, if they are a valid Ed25519 point.
     pub fn from_bytes(bytes: &[u8; PUBLIC_KEY_LEN]) -> Result<Self, IdentityError> {
         VerifyingKey::from_bytes(bytes)
-            .map(Self)
+            .map(|_| Self(*bytes))
             .map_err(|_| IdentityError::BadPublicKey(BASE64URL_NOPAD.encode(bytes)))
     }
 
     /// Its 32 bytes.
     pub fn to_bytes(&self) -> [u8; PUBLIC_KEY_LEN] {
-        self.0.to_bytes()
+        self.0
     }
 
     /// The peer id this key stands for: 128 bits of a keyed hash of the
     /// key, as a UUID (version 8). Claiming someone's id takes a key whose
     /// hash matches it: a second preimage, 2^128 work.
     pub fn peer_id(&self) -> PeerId {
-        let hash = blake3::derive_key(PEER_ID_CONTEXT, self.0.as_bytes());
+        let hash = blake3::derive_key(PEER_ID_CONTEXT, &self.0);
         let mut bytes = [0u8; 16];
         bytes.copy_from_slice(&hash[..16]);
         bytes[6] = (bytes[6] & 0x0f) | 0x80; // version 8: custom
@@ -263,15 +292,15 @@ impl PublicKey {
         signature: &Signature,
     ) -> Result<(), IdentityError> {
         let sig = ed25519_dalek::Signature::from_bytes(&signature.0);
-        self.0
-            .verify_strict(&framed(purpose, msg), &sig)
+        VerifyingKey::from_bytes(&self.0)
+            .and_then(|key| key.verify_strict(&framed(purpose, msg), &sig))
             .map_err(|_| IdentityError::BadSignature)
     }
 }
 
 impl fmt::Display for PublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&BASE64URL_NOPAD.encode(self.0.as_bytes()))
+        f.write_str(&BASE64URL_NOPAD.encode(&self.0))
     }
 }
 
@@ -357,6 +386,14 @@ impl<'de> serde::Deserialize<'de> for Signature {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
         s.parse().map_err(serde::de::Error::custom)
     }
+}
+
+/// A fresh nonce for a challenge: `bytes` random bytes from the operating
+/// system's RNG, as unpadded base64url.
+pub fn random_nonce(bytes: usize) -> String {
+    let mut nonce = vec![0u8; bytes];
+    rand::fill(nonce.as_mut_slice());
+    BASE64URL_NOPAD.encode(&nonce)
 }
 
 /// What is signed: the purpose's label, a zero byte, the message.

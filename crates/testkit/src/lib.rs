@@ -6,13 +6,14 @@
 use std::future::Future;
 use std::time::Duration;
 
+use jobmesh_identity::Identity;
 use jobmesh_peer::control;
 use jobmesh_peer::jobs::WatchEvent;
 use jobmesh_peer::{DaemonConfig, PeerHandle, PoolSnapshot};
 use jobmesh_transport::rtc::{self, LinkEvent, LinkHandle, RtcConfig};
 use jobmesh_transport::signal::{self as signal_client, SignalConfig, SignalEvent};
-use jobmesh_wire::signal::{ClientMsg, Handshake, Hello, ServerMsg};
-use jobmesh_wire::{Capability, PeerId, PROTOCOL_VERSION};
+use jobmesh_wire::signal::{ClientMsg, Handshake, Join, ServerMsg};
+use jobmesh_wire::{Capability, PeerId};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -202,10 +203,9 @@ pub struct RawPeer {
 impl RawPeer {
     /// Joins `pool` (submit-only) and waits for the welcome.
     pub async fn join(signal_url: &str, pool: &str) -> Self {
-        let id = PeerId::random();
-        let hello = Hello {
-            version: PROTOCOL_VERSION,
-            peer_id: id,
+        let identity = Identity::generate();
+        let id = identity.peer_id();
+        let join = Join {
             name: "raw".into(),
             pool: pool.into(),
             capabilities: Vec::new(),
@@ -215,7 +215,7 @@ impl RawPeer {
         let (out, out_rx) = mpsc::channel(64);
         let cancel = CancellationToken::new();
         tokio::spawn(signal_client::run(
-            SignalConfig::new(signal_url.into(), hello),
+            SignalConfig::new(signal_url.into(), join, identity),
             ev_tx,
             out_rx,
             cancel.clone(),

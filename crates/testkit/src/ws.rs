@@ -1,8 +1,9 @@
 //! A raw signalling client for tests that speak the WebSocket wire directly.
 
 use futures_util::{SinkExt, StreamExt};
-use jobmesh_wire::signal::{encode, ClientMsg, Hello, ServerMsg};
-use jobmesh_wire::{PeerId, PROTOCOL_VERSION};
+use jobmesh_identity::Identity;
+use jobmesh_wire::signal::{encode, ClientMsg, Join, ServerMsg};
+use jobmesh_wire::PeerId;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::within;
@@ -22,16 +23,24 @@ pub async fn connect(url: &str) -> Ws {
     .0
 }
 
-/// A valid hello for `id` in `pool` (name `t`, no capabilities, one slot).
-pub fn hello(id: PeerId, pool: &str) -> ClientMsg {
-    ClientMsg::Hello(Hello {
-        version: PROTOCOL_VERSION,
-        peer_id: id,
+/// A valid hello of `identity` in `pool` (name `t`, no capabilities, one
+/// slot), answering the challenge `nonce`.
+pub fn hello(identity: &Identity, nonce: &str, pool: &str) -> ClientMsg {
+    let join = Join {
         name: "t".into(),
         pool: pool.into(),
         capabilities: Vec::new(),
         slots: 1,
-    })
+    };
+    ClientMsg::Hello(join.hello(identity, nonce))
+}
+
+/// Reads the server's first frame, its challenge; returns the nonce.
+pub async fn challenge(ws: &mut Ws) -> String {
+    match next(ws).await {
+        ServerMsg::Challenge { nonce } => nonce,
+        other => panic!("expected the server's challenge first, got {other:?}"),
+    }
 }
 
 /// Sends one message as a text frame.
@@ -59,8 +68,10 @@ pub async fn next(ws: &mut Ws) -> ServerMsg {
 /// Connects, says hello in `pool`, and reads the welcome.
 pub async fn join(url: &str, pool: &str) -> (Ws, PeerId) {
     let mut ws = connect(url).await;
-    let id = PeerId::random();
-    send(&mut ws, &hello(id, pool)).await;
+    let nonce = challenge(&mut ws).await;
+    let identity = Identity::generate();
+    let id = identity.peer_id();
+    send(&mut ws, &hello(&identity, &nonce, pool)).await;
     let welcome = next(&mut ws).await;
     assert!(matches!(welcome, ServerMsg::Welcome { .. }), "{welcome:?}");
     (ws, id)

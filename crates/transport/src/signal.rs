@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use jobmesh_wire::signal::{encode, ClientMsg, ErrorCode, Hello, ServerMsg, MAX_SERVER_MESSAGE};
+use jobmesh_identity::Identity;
+use jobmesh_wire::signal::{encode, ClientMsg, ErrorCode, Join, ServerMsg, MAX_SERVER_MESSAGE};
+use jobmesh_wire::PROTOCOL_VERSION;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
@@ -32,22 +34,26 @@ pub enum SignalEvent {
 pub struct SignalConfig {
     /// `ws://host:port/ws`.
     pub url: String,
-    /// Sent first after every connect.
-    pub hello: Hello,
+    /// What the hello asks for, made afresh after every connect.
+    pub join: Join,
+    /// Who this peer is: the hello proves it holds this key.
+    pub identity: Identity,
     /// First reconnect delay ceiling.
     pub backoff_base: Duration,
     /// Largest reconnect delay.
     pub backoff_cap: Duration,
-    /// How long to wait for the welcome after the hello.
+    /// How long to wait for the challenge after connecting, and for the
+    /// welcome after the hello.
     pub welcome_timeout: Duration,
 }
 
 impl SignalConfig {
     /// Defaults: backoff 100 ms doubling to 5 s, welcome within 10 s.
-    pub fn new(url: String, hello: Hello) -> Self {
+    pub fn new(url: String, join: Join, identity: Identity) -> Self {
         Self {
             url,
-            hello,
+            join,
+            identity,
             backoff_base: Duration::from_millis(100),
             backoff_cap: Duration::from_secs(5),
             welcome_timeout: Duration::from_secs(10),
@@ -168,10 +174,24 @@ async fn connect_once(
                 url: config.url.clone(),
                 source,
             })?;
-    ws.send(Message::text(encode(&ClientMsg::Hello(
-        config.hello.clone(),
-    ))))
-    .await?;
+    // The server speaks first: a nonce for this connection, which the hello signs.
+    let challenge = tokio::time::timeout(config.welcome_timeout, next_msg(&mut ws))
+        .await
+        .map_err(|_| SignalError::NoWelcome(config.welcome_timeout))??;
+    let nonce = match challenge {
+        ServerMsg::Challenge { nonce } => nonce,
+        ServerMsg::Error { code, message } => {
+            return Err(SignalError::Refused(format!("{code:?}: {message}")))
+        }
+        other => {
+            return Err(SignalError::Refused(format!(
+                "expected a challenge first (is this a jobmesh signal-server of protocol {PROTOCOL_VERSION}?), got {other:?}"
+            )))
+        }
+    };
+    let hello = config.join.hello(&config.identity, &nonce);
+    ws.send(Message::text(encode(&ClientMsg::Hello(hello))))
+        .await?;
     // The welcome must come first.
     let welcome = tokio::time::timeout(config.welcome_timeout, next_msg(&mut ws))
         .await
@@ -259,19 +279,16 @@ async fn next_msg(ws: &mut Ws) -> Result<ServerMsg, SignalError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use jobmesh_wire::{PeerId, PROTOCOL_VERSION};
 
     #[test]
     fn reconnect_delay_grows_to_the_cap_and_jitters_down() {
-        let hello = Hello {
-            version: PROTOCOL_VERSION,
-            peer_id: PeerId::random(),
+        let join = Join {
             name: "p".into(),
             pool: "default".into(),
             capabilities: Vec::new(),
             slots: 0,
         };
-        let config = SignalConfig::new("ws://127.0.0.1:1/ws".into(), hello);
+        let config = SignalConfig::new("ws://127.0.0.1:1/ws".into(), join, Identity::generate());
         let delay = |attempt, unit| config.reconnect_delay(attempt, unit);
         assert_eq!(delay(0, 1.0), Duration::from_millis(100));
         assert_eq!(delay(3, 1.0), Duration::from_millis(800));

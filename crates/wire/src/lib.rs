@@ -23,7 +23,8 @@ pub mod signal;
 mod types;
 
 pub use error::DecodeError;
-pub use types::{Capability, PeerId, PeerInfo, Stats, MAX_CAPABILITIES, MAX_NAME_LEN};
+pub use jobmesh_identity::PeerId;
+pub use types::{Capability, PeerInfo, Stats, MAX_CAPABILITIES, MAX_NAME_LEN};
 
 /// Version of both wires. A hello with any other version is refused.
 /// 2: the pool view as paged, coalesced `view` frames (was: a welcome listing
@@ -33,7 +34,9 @@ pub use types::{Capability, PeerId, PeerInfo, Stats, MAX_CAPABILITIES, MAX_NAME_
 /// 4: a worker keeps each result until the submitter says `received`, and
 /// the jobs of a submitter whose link closed run on; it says `held` when a
 /// link opens again, and a submit of a held job re-attaches to it.
-pub const PROTOCOL_VERSION: u32 = 4;
+/// 5: peer ids are derived from Ed25519 keys; the server opens with a
+/// `challenge` and the hello carries the key and a proof over its nonce.
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// Reads the `"type"` tag of a JSON object and checks it is one of `known`,
 /// so an unknown type gets its own error rather than a generic serde one.
@@ -56,6 +59,20 @@ fn decode_tagged<T: serde::de::DeserializeOwned>(
         .ok_or(DecodeError::MissingType)?;
     if !known.contains(&ty) {
         return Err(DecodeError::UnknownType(truncate(ty, 64)));
+    }
+    // A hello of another protocol version may lack fields of this one: its
+    // version is the error to report, not a missing field.
+    if ty == "hello" {
+        if let Some(got) = value
+            .get("version")
+            .and_then(serde_json::Value::as_u64)
+            .filter(|v| *v != u64::from(PROTOCOL_VERSION))
+        {
+            return Err(DecodeError::WrongVersion {
+                got: u32::try_from(got).unwrap_or(u32::MAX),
+                want: PROTOCOL_VERSION,
+            });
+        }
     }
     serde_json::from_value(value).map_err(|e| DecodeError::BadField(e.to_string()))
 }

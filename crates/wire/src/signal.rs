@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! peer                         signal-server
-//!  | -- hello ------------------> |   first frame, within HELLO_TIMEOUT
+//!  | <---------------- challenge  |   first frame: a fresh random nonce
+//!  | -- hello ------------------> |   within HELLO_TIMEOUT: key + proof over the nonce
 //!  | <------------------ welcome  |   (or error + close)
 //!  | <-- view {reset: true, peers, synced}  the pool, in pages
 //!  | <-- view {peers, left, synced}         what changed since the last view
@@ -19,9 +20,16 @@
 //! fuller pages instead of a backlog. The first page after the welcome has
 //! `reset`: the peer drops members not described again before `synced`.
 //!
+//! The hello proves that the peer holds the key its id is derived from: it
+//! carries the public key and an Ed25519 signature (purpose
+//! `SignalAdmission`) over [`admission_message`] of the server's nonce, the
+//! pool and the id. A captured hello is worthless on another connection
+//! (another nonce), and nobody can join under someone else's id.
+//!
 //! The server pings every heartbeat interval (WebSocket ping); a peer silent for
 //! [`MISSED_HEARTBEATS`] intervals is dropped and its departure broadcast.
 
+use jobmesh_identity::{Identity, PublicKey, Purpose, Signature};
 use serde::{Deserialize, Serialize};
 
 use crate::types::{check_capabilities, check_name, check_slots};
@@ -46,6 +54,10 @@ pub const MISSED_HEARTBEATS: u32 = 3;
 pub const DEFAULT_HEARTBEAT_MS: u64 = 5_000;
 /// A socket must send its hello within this long, in milliseconds.
 pub const HELLO_TIMEOUT_MS: u64 = 10_000;
+/// Random bytes in a [`ServerMsg::Challenge`] nonce.
+pub const CHALLENGE_BYTES: usize = 32;
+/// Longest challenge nonce a peer signs, in characters.
+const MAX_NONCE_LEN: usize = 128;
 
 /// The first frame a peer sends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,6 +74,103 @@ pub struct Hello {
     pub capabilities: Vec<Capability>,
     /// How many jobs it runs at once.
     pub slots: u32,
+    /// Its public key: `peer_id` must be the id derived from it.
+    pub key: PublicKey,
+    /// Its signature of [`admission_message`] for this connection's nonce.
+    pub proof: Signature,
+}
+
+/// What a peer asks of the signal-server when it joins: everything in its
+/// hello but the proof, which is made afresh for each connection's nonce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Join {
+    /// Human name.
+    pub name: String,
+    /// Pool to join.
+    pub pool: String,
+    /// What it can run (may be empty: a submit-only peer).
+    pub capabilities: Vec<Capability>,
+    /// How many jobs it runs at once.
+    pub slots: u32,
+}
+
+impl Join {
+    /// The hello of `identity` answering the challenge `nonce`.
+    pub fn hello(&self, identity: &Identity, nonce: &str) -> Hello {
+        let peer_id = identity.peer_id();
+        Hello {
+            version: PROTOCOL_VERSION,
+            peer_id,
+            name: self.name.clone(),
+            pool: self.pool.clone(),
+            capabilities: self.capabilities.clone(),
+            slots: self.slots,
+            key: identity.public(),
+            proof: identity.sign(
+                Purpose::SignalAdmission,
+                &admission_message(nonce, &self.pool, &peer_id),
+            ),
+        }
+    }
+}
+
+/// What a hello's proof signs: the server's nonce, the pool and the peer
+/// id, each followed by a zero byte (none of them can hold one).
+pub fn admission_message(nonce: &str, pool: &str, peer_id: &PeerId) -> Vec<u8> {
+    let id = peer_id.to_string();
+    let mut msg = Vec::with_capacity(nonce.len() + pool.len() + id.len() + 3);
+    for part in [nonce, pool, &id] {
+        msg.extend_from_slice(part.as_bytes());
+        msg.push(0);
+    }
+    msg
+}
+
+/// Why a hello does not prove its peer id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdmissionError {
+    /// The id is not the one its key stands for.
+    #[error("peer id {claimed} is not the id of the key {key} (which is {derived}): a peer id is derived from its key")]
+    NotItsKey {
+        /// The id the hello claimed.
+        claimed: PeerId,
+        /// The key it showed.
+        key: PublicKey,
+        /// The key's own id.
+        derived: PeerId,
+    },
+    /// The signature does not verify for this connection's nonce.
+    #[error("the hello's proof does not verify for this connection's challenge (a hello from another connection, or a wrong key)")]
+    BadProof,
+}
+
+impl Hello {
+    /// What it asks for, without its proof.
+    pub fn join(&self) -> Join {
+        Join {
+            name: self.name.clone(),
+            pool: self.pool.clone(),
+            capabilities: self.capabilities.clone(),
+            slots: self.slots,
+        }
+    }
+
+    /// Checks that this hello proves its peer id on the connection whose
+    /// challenge was `nonce`.
+    pub fn verify(&self, nonce: &str) -> Result<(), AdmissionError> {
+        let derived = self.key.peer_id();
+        if derived != self.peer_id {
+            return Err(AdmissionError::NotItsKey {
+                claimed: self.peer_id,
+                key: self.key,
+                derived,
+            });
+        }
+        let msg = admission_message(nonce, &self.pool, &self.peer_id);
+        self.key
+            .verify(Purpose::SignalAdmission, &msg, &self.proof)
+            .map_err(|_| AdmissionError::BadProof)
+    }
 }
 
 /// Handshake messages relayed between two peers, opaque to the server apart
@@ -142,6 +251,12 @@ const CLIENT_TYPES: &[&str] = &["hello", "stats", "relay"];
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMsg {
+    /// The first frame on every connection: the peer signs `nonce` in its
+    /// hello. Base64url of [`CHALLENGE_BYTES`] random bytes.
+    Challenge {
+        /// Fresh for this connection.
+        nonce: String,
+    },
     /// Answer to hello. The pool follows as [`View`](Self::View) pages.
     Welcome {
         /// The pool joined.
@@ -184,7 +299,7 @@ pub enum ServerMsg {
     },
 }
 
-const SERVER_TYPES: &[&str] = &["welcome", "view", "relayed", "error"];
+const SERVER_TYPES: &[&str] = &["challenge", "welcome", "view", "relayed", "error"];
 
 /// Error codes the server sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -200,8 +315,12 @@ pub enum ErrorCode {
     HelloTimeout,
     /// The pool is full. Fatal.
     PoolFull,
-    /// Another live socket already uses this peer id. Fatal.
+    /// Another live socket already uses this peer id. Fatal. (Since ids are
+    /// proven, a second connection of the same key replaces the first; this
+    /// code stays for older servers.)
     DuplicatePeer,
+    /// The hello does not prove its peer id (see the message). Fatal.
+    BadProof,
     /// Relay target is not in the sender's pool. Not fatal.
     UnknownPeer,
     /// Relay target has too many handshake messages waiting; the relay was
@@ -246,6 +365,12 @@ impl ServerMsg {
                 }
             }
             ServerMsg::Relayed { signal, .. } => signal.validate()?,
+            ServerMsg::Challenge { nonce } if nonce.is_empty() || nonce.len() > MAX_NONCE_LEN => {
+                return Err(DecodeError::Invalid {
+                    field: "nonce",
+                    reason: format!("{} characters, 1 to {MAX_NONCE_LEN}", nonce.len()),
+                });
+            }
             _ => {}
         }
         Ok(msg)

@@ -1,8 +1,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use crate::PeerId;
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 use crate::DecodeError;
 
@@ -14,31 +14,6 @@ pub const MAX_CAPABILITIES: usize = 64;
 const MAX_CAPABILITY_LEN: usize = 64;
 /// Most slots one peer may advertise (a sanity bound, not a tuning knob).
 const MAX_SLOTS: u32 = 4096;
-
-/// A peer's identity: a random (v4) UUID chosen by the peer at start.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct PeerId(pub Uuid);
-
-impl PeerId {
-    /// A fresh random id.
-    pub fn random() -> Self {
-        Self(Uuid::new_v4())
-    }
-
-    /// The first 8 hex digits, for tables and log lines.
-    pub fn short(&self) -> String {
-        let mut s = self.0.simple().to_string();
-        s.truncate(8);
-        s
-    }
-}
-
-impl fmt::Display for PeerId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
 
 /// A capability name: 1–64 bytes of `[a-z0-9_.-]`, e.g. `thumbnail`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

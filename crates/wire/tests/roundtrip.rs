@@ -1,8 +1,9 @@
 //! Every message round-trips; arbitrary bytes never panic the decoders.
 
+use jobmesh_identity::Identity;
 use jobmesh_wire::blob::{BlobMeta, Direction};
 use jobmesh_wire::dc::{DcMsg, Outcome, Progress, Receipt, RejectReason, MAX_RECEIPTS};
-use jobmesh_wire::signal::{ClientMsg, ErrorCode, Handshake, Hello, ServerMsg};
+use jobmesh_wire::signal::{ClientMsg, ErrorCode, Handshake, Join, ServerMsg};
 use jobmesh_wire::{Capability, DecodeError, PeerId, PeerInfo, Stats, PROTOCOL_VERSION};
 use proptest::prelude::*;
 use uuid::Uuid;
@@ -86,22 +87,22 @@ fn json() -> impl Strategy<Value = serde_json::Value> {
 fn client_msg() -> impl Strategy<Value = ClientMsg> {
     prop_oneof![
         (
-            peer_id(),
+            any::<[u8; 32]>(),
+            "[A-Za-z0-9_-]{1,64}",
             name(),
             name(),
             prop::collection::vec(cap(), 0..8),
             0u32..100
         )
-            .prop_map(
-                |(peer_id, name, pool, capabilities, slots)| ClientMsg::Hello(Hello {
-                    version: PROTOCOL_VERSION,
-                    peer_id,
+            .prop_map(|(seed, nonce, name, pool, capabilities, slots)| {
+                let join = Join {
                     name,
                     pool,
                     capabilities,
-                    slots
-                })
-            ),
+                    slots,
+                };
+                ClientMsg::Hello(join.hello(&Identity::from_seed(&seed), &nonce))
+            }),
         stats().prop_map(|stats| ClientMsg::Stats { stats }),
         (peer_id(), handshake()).prop_map(|(to, signal)| ClientMsg::Relay { to, signal }),
     ]
@@ -116,8 +117,10 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
         Just(ErrorCode::UnknownPeer),
         Just(ErrorCode::PeerBusy),
         Just(ErrorCode::GoingAway),
+        Just(ErrorCode::BadProof),
     ];
     prop_oneof![
+        "[A-Za-z0-9_-]{1,64}".prop_map(|nonce| ServerMsg::Challenge { nonce }),
         (name(), any::<u32>()).prop_map(|(pool, hb)| ServerMsg::Welcome {
             pool,
             heartbeat_ms: hb.into()
@@ -326,10 +329,16 @@ fn errors_name_the_problem() {
         }
     );
     assert!(err.to_string().contains("99"));
-    let bad_cap = serde_json::json!({
-        "type": "hello", "version": PROTOCOL_VERSION, "peer_id": Uuid::new_v4(), "name": "a",
-        "pool": "p", "capabilities": ["Not Valid"], "slots": 1
-    });
+    let join = Join {
+        name: "a".into(),
+        pool: "p".into(),
+        capabilities: Vec::new(),
+        slots: 1,
+    };
+    let mut bad_cap =
+        serde_json::to_value(ClientMsg::Hello(join.hello(&Identity::generate(), "nonce")))
+            .expect("json");
+    bad_cap["capabilities"] = serde_json::json!(["Not Valid"]);
     let err = ClientMsg::decode(bad_cap.to_string().as_bytes()).expect_err("bad capability");
     assert!(err.to_string().contains("capability"), "{err}");
     let zero_timeout = serde_json::json!({

@@ -14,9 +14,10 @@ use std::time::Duration;
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use jobmesh_core::PoolView;
+use jobmesh_identity::Identity;
 use jobmesh_signal_server::{Counters, ServerConfig};
-use jobmesh_wire::signal::{encode, ClientMsg, ErrorCode, Hello, ServerMsg};
-use jobmesh_wire::{Capability, PeerId, PeerInfo, PROTOCOL_VERSION};
+use jobmesh_wire::signal::{encode, ClientMsg, ErrorCode, Join, ServerMsg};
+use jobmesh_wire::{Capability, PeerId, PeerInfo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -104,7 +105,7 @@ impl Drop for Server {
 pub(crate) type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// Opens a WebSocket to `url` (no hello yet).
+/// Opens a WebSocket to `url` (its challenge not read, no hello yet).
 pub(crate) async fn connect(url: &str) -> Ws {
     within(
         "the WebSocket to open",
@@ -120,16 +121,29 @@ pub(crate) fn cap(name: &str) -> Capability {
     Capability::new(name).expect("test capability names are valid")
 }
 
-/// A valid hello for `id` in `pool`, named `name`, able to run `echo`, 2 slots.
-pub(crate) fn hello(id: PeerId, pool: &str, name: &str) -> ClientMsg {
-    ClientMsg::Hello(Hello {
-        version: PROTOCOL_VERSION,
-        peer_id: id,
+/// A valid hello of `identity` for the challenge `nonce`, in `pool`, named
+/// `name`, able to run `echo`, 2 slots.
+pub(crate) fn hello(identity: &Identity, nonce: &str, pool: &str, name: &str) -> ClientMsg {
+    let join = Join {
         name: name.into(),
         pool: pool.into(),
         capabilities: vec![cap("echo")],
         slots: 2,
-    })
+    };
+    ClientMsg::Hello(join.hello(identity, nonce))
+}
+
+/// Reads the server's first frame on a raw socket, its challenge; returns
+/// the nonce.
+pub(crate) async fn challenge(ws: &mut Ws) -> String {
+    let frame = within("the server's challenge", ws.next()).await;
+    match frame {
+        Some(Ok(Message::Text(t))) => match ServerMsg::decode(t.as_bytes()) {
+            Ok(ServerMsg::Challenge { nonce }) => nonce,
+            other => panic!("expected a challenge first, got {other:?}"),
+        },
+        other => panic!("expected a challenge first, got {other:?}"),
+    }
 }
 
 /// What the server said, as a reading client sees it.
@@ -144,8 +158,12 @@ pub(crate) enum Heard {
 /// A client that reads continuously in its own task (so it answers pings,
 /// which tungstenite does only while reading) and hands over what it hears.
 pub(crate) struct Peer {
-    /// Its peer id.
+    /// Its peer id (its identity's).
     pub(crate) id: PeerId,
+    /// Its key.
+    pub(crate) identity: Identity,
+    /// Its connection's challenge.
+    pub(crate) nonce: String,
     /// The pool as the `view` frames read so far describe it (the peers'
     /// own `PoolView`).
     pub(crate) view: PoolView,
@@ -171,14 +189,14 @@ impl Peer {
     /// Connects, says hello as `name` in `pool`, and waits for the welcome.
     pub(crate) async fn join(url: &str, pool: &str, name: &str) -> Self {
         let ws = connect(url).await;
-        Self::join_on(ws, PeerId::random(), pool, name).await
+        Self::join_on(ws, Identity::generate(), pool, name).await
     }
 
-    /// Says hello on an open socket and waits for the welcome and then for
-    /// its view to be synced.
-    pub(crate) async fn join_on(ws: Ws, id: PeerId, pool: &str, name: &str) -> Self {
-        let mut peer = Self::reading(ws, id);
-        peer.send(&hello(id, pool, name)).await;
+    /// Says hello as `identity` on an open socket and waits for the welcome
+    /// and then for its view to be synced.
+    pub(crate) async fn join_on(ws: Ws, identity: Identity, pool: &str, name: &str) -> Self {
+        let mut peer = Self::reading(ws, identity).await;
+        peer.send(&peer.hello(pool, name)).await;
         match peer.next().await {
             ServerMsg::Welcome {
                 pool: p,
@@ -229,8 +247,14 @@ impl Peer {
             .await;
     }
 
-    /// Starts reading `ws` in a task, without saying hello.
-    pub(crate) fn reading(ws: Ws, id: PeerId) -> Self {
+    /// Its valid hello on this connection.
+    pub(crate) fn hello(&self, pool: &str, name: &str) -> ClientMsg {
+        hello(&self.identity, &self.nonce, pool, name)
+    }
+
+    /// Starts reading `ws` in a task and takes the server's challenge,
+    /// without saying hello.
+    pub(crate) async fn reading(ws: Ws, identity: Identity) -> Self {
         let (sink, mut stream) = ws.split();
         let (tx, heard) = mpsc::channel(HEARD_QUEUE);
         let reader = tokio::spawn(async move {
@@ -255,14 +279,21 @@ impl Peer {
                 }
             }
         });
-        Self {
-            id,
+        let mut peer = Self {
+            id: identity.peer_id(),
+            identity,
+            nonce: String::new(),
             view: PoolView::new(),
             pending: VecDeque::new(),
             sink,
             heard,
             reader,
+        };
+        match peer.next().await {
+            ServerMsg::Challenge { nonce } => peer.nonce = nonce,
+            other => panic!("expected a challenge first, got {other:?}"),
         }
+        peer
     }
 
     /// Sends one message as a text frame.

@@ -30,6 +30,7 @@
 //! and bursts of joins overflowed the 256-message client queues. The
 //! versioned view (protocol 2) keeps no per-client backlog.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -37,8 +38,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use futures_util::{SinkExt, StreamExt};
 use jobmesh_peer::lock;
-use jobmesh_wire::signal::{encode, ClientMsg, Hello, ServerMsg};
-use jobmesh_wire::{PeerId, Stats, PROTOCOL_VERSION};
+use jobmesh_peer::Identity;
+use jobmesh_wire::signal::{encode, ClientMsg, Join, ServerMsg};
+use jobmesh_wire::{PeerId, Stats};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::Message;
@@ -387,6 +389,7 @@ struct Cmd {
 /// What the client tasks record, shared with the measuring task.
 struct Board {
     n: usize,
+    members: Members,
     welcomed: AtomicUsize,
     all_welcomed_at: Mutex<Option<Instant>>,
     /// Clients whose view lists all N-1 others.
@@ -402,16 +405,41 @@ struct Board {
     seen: Mutex<Vec<(u64, Instant)>>,
 }
 
-/// Client `i`'s peer id; the publisher is client 0.
-fn peer_id(i: usize) -> PeerId {
-    PeerId(uuid::Uuid::from_u128(i as u128 + 1))
+/// The clients' identities (client `i`'s from a seed of `i`; the publisher
+/// is client 0), and their ids' text back to their numbers.
+struct Members {
+    identities: Vec<Identity>,
+    numbers: HashMap<String, usize>,
 }
 
-/// The member number in a hyphenated id of [`peer_id`] form (its last 12
-/// hex digits), without parsing the rest.
-fn member_number(id: &str) -> Option<usize> {
-    let n = usize::from_str_radix(id.get(24..36)?, 16).ok()?;
-    n.checked_sub(1)
+impl Members {
+    fn new(n: usize) -> Self {
+        let identities: Vec<Identity> = (0..n)
+            .map(|i| {
+                let mut seed = [0u8; 32];
+                seed[..8].copy_from_slice(&(i as u64).to_le_bytes());
+                Identity::from_seed(&seed)
+            })
+            .collect();
+        let numbers = identities
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (id.peer_id().to_string(), i))
+            .collect();
+        Self {
+            identities,
+            numbers,
+        }
+    }
+
+    fn id(&self, i: usize) -> PeerId {
+        self.identities[i].peer_id()
+    }
+
+    /// The member number of a hyphenated id.
+    fn number(&self, id: &str) -> Option<usize> {
+        self.numbers.get(id).copied()
+    }
 }
 
 /// One client's view: which members it knows.
@@ -462,6 +490,7 @@ impl Board {
     fn new(n: usize) -> Self {
         Self {
             n,
+            members: Members::new(n),
             welcomed: AtomicUsize::new(0),
             all_welcomed_at: Mutex::new(None),
             complete: AtomicUsize::new(0),
@@ -560,7 +589,7 @@ impl Board {
         if let Some((_, ids)) = left.split_once(r#""left":["#) {
             let ids = ids.split_once(']').map_or(ids, |(ids, _)| ids);
             for id in ids.split(',') {
-                if let Some(i) = member_number(id.trim_matches('"')) {
+                if let Some(i) = self.members.number(id.trim_matches('"')) {
                     if view.set(i, false) {
                         self.left.fetch_add(1, Ordering::Relaxed);
                     }
@@ -570,7 +599,7 @@ impl Board {
         let mut publisher = false;
         for at_id in memchr::memmem::find_iter(peers.as_bytes(), br#"{"id":""#) {
             let id = peers.get(at_id + 7..at_id + 43).unwrap_or_default();
-            let Some(i) = member_number(id) else {
+            let Some(i) = self.members.number(id) else {
                 bail!("a member id the bench did not hand out: {id:?}");
             };
             view.set(i, true);
@@ -579,7 +608,7 @@ impl Board {
         if publisher {
             // A frame about the publisher: decode it for its stats.
             if let ServerMsg::View { peers, .. } = ServerMsg::decode(text.as_bytes())? {
-                let me = peer_id(0);
+                let me = self.members.id(0);
                 if let Some(p) = peers.iter().find(|p| p.id == me) {
                     self.seen().push((p.stats.seq, at));
                 }
@@ -628,14 +657,20 @@ async fn client_loop(
     .await
     .with_context(|| format!("connecting to {url}: no answer within {CONNECT_TIMEOUT:?}"))?
     .with_context(|| format!("connecting to {url}"))?;
-    let hello = ClientMsg::Hello(Hello {
-        version: PROTOCOL_VERSION,
-        peer_id: peer_id(i),
+    let nonce = match ws.next().await {
+        Some(Ok(Message::Text(t))) => match ServerMsg::decode(t.as_bytes()) {
+            Ok(ServerMsg::Challenge { nonce }) => nonce,
+            other => bail!("expected the server's challenge first, got {other:?}"),
+        },
+        other => bail!("expected the server's challenge first, got {other:?}"),
+    };
+    let join = Join {
         name: "bench-client".into(),
         pool: POOL.into(),
         capabilities: Vec::new(),
         slots: 4,
-    });
+    };
+    let hello = ClientMsg::Hello(join.hello(&board.members.identities[i], &nonce));
     ws.send(Message::text(encode(&hello)))
         .await
         .context("sending hello")?;
@@ -690,10 +725,11 @@ mod tests {
 
     #[test]
     fn member_numbers_round_trip_through_the_id_text() {
-        for i in [0, 1, 63, 64, 9_999, 123_456] {
-            assert_eq!(member_number(&peer_id(i).to_string()), Some(i));
+        let members = Members::new(100);
+        for i in [0, 1, 63, 64, 99] {
+            assert_eq!(members.number(&members.id(i).to_string()), Some(i));
         }
-        assert_eq!(member_number("nope"), None);
+        assert_eq!(members.number("nope"), None);
     }
 
     #[test]
@@ -701,7 +737,7 @@ mod tests {
         let board = Board::new(3);
         let mut view = View::new(3);
         let info = |i: usize| jobmesh_wire::PeerInfo {
-            id: peer_id(i),
+            id: board.members.id(i),
             name: "bench-client".into(),
             capabilities: Vec::new(),
             stats: Stats {
@@ -724,7 +760,11 @@ mod tests {
         assert_eq!((view.count, view.complete), (2, true));
         assert_eq!(board.seen().as_slice(), &[(7, at)]);
         board
-            .frame(&page(false, vec![peer_id(2)], vec![]), at, &mut view)
+            .frame(
+                &page(false, vec![board.members.id(2)], vec![]),
+                at,
+                &mut view,
+            )
             .expect("a view");
         assert_eq!(view.count, 1);
         assert!(board.lost().is_some(), "a departure is a lost client");

@@ -10,8 +10,8 @@ use jobmesh_identity::Identity;
 use jobmesh_journal::Stopped;
 use jobmesh_node::{Node, NodeConfig};
 use jobmesh_transport::signal::{self as signal_client, SignalConfig};
-use jobmesh_wire::signal::{ClientMsg, Hello};
-use jobmesh_wire::{PeerId, PeerInfo, PROTOCOL_VERSION};
+use jobmesh_wire::signal::{ClientMsg, Join};
+use jobmesh_wire::{PeerId, PeerInfo};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -87,16 +87,14 @@ pub fn spawn_with(
     };
     let me = identity.peer_id();
     let config_data_dir = config.data_dir.clone();
-    let hello = Hello {
-        version: PROTOCOL_VERSION,
-        peer_id: me,
+    let join = Join {
         name: config.name.clone(),
         pool: config.pool.clone(),
         capabilities: config.capabilities.clone(),
         slots: config.slots,
     };
     // Validate name/pool with the same rules the server applies.
-    let probe = jobmesh_wire::signal::encode(&ClientMsg::Hello(hello.clone()));
+    let probe = jobmesh_wire::signal::encode(&ClientMsg::Hello(join.hello(&identity, "probe")));
     ClientMsg::decode(probe.as_bytes()).map_err(|e| StartError::Invalid(e.to_string()))?;
 
     let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
@@ -130,7 +128,7 @@ pub fn spawn_with(
     let span = info_span!("peer", id = %me.short(), name = %config.name);
     tracker.spawn(
         signal_client::run(
-            SignalConfig::new(config.signal_url.clone(), hello),
+            SignalConfig::new(config.signal_url.clone(), join, identity.clone()),
             signal_tx,
             signal_out_rx,
             signal_cancel.clone(),
