@@ -10,7 +10,9 @@
 //! What it models, and how:
 //! * **Signal-server**: hello → `welcome` + view pages read from each peer's
 //!   cursor, stats, relayed handshakes; an outage disconnects every peer and
-//!   the server that returns starts empty (peers join again).
+//!   the server that returns starts empty (peers join again). A peer's
+//!   WebSocket is one ordered stream each way (random latency never reorders
+//!   it), and what was sent on a closed one never arrives.
 //! * **Links**: a dial relays an offer through the server; the answer comes
 //!   back the same way; the link opens at both ends a round trip later, or
 //!   the dial fails after [`SimConfig::connect_timeout`]. A data channel is
@@ -183,8 +185,8 @@ struct Peer {
     node: Option<Node>,
     /// Bumped at each crash: events of an earlier life are dropped.
     life: u32,
-    /// Joined to the current signal-server, with this view cursor.
-    signal: Option<u64>,
+    /// Its WebSocket to the current signal-server, while joined.
+    signal: Option<SignalSocket>,
     frozen_until: Option<Instant>,
     isolated_until: Option<Instant>,
     journal: Journal,
@@ -204,6 +206,20 @@ struct Peer {
     /// its handler attached (worker), in bytes.
     inputs: HashMap<JobId, u64>,
     outputs: HashMap<JobId, u64>,
+}
+
+/// A peer's WebSocket to the signal-server: one ordered stream each way.
+struct SignalSocket {
+    /// Unique over the run: a message sent on an earlier socket (closed
+    /// since, with the server or the process) is dropped.
+    id: u64,
+    /// The view cursor the server reads pages from.
+    cursor: u64,
+    /// When the last message from the server reaches the peer; the next one
+    /// cannot arrive earlier.
+    down_last: Instant,
+    /// When the last message from the peer reaches the server.
+    up_last: Instant,
 }
 
 /// What a peer's journal holds: jobs not ended, with their newest attempt.
@@ -246,17 +262,20 @@ enum Event {
     },
     FromServer {
         peer: usize,
-        life: u32,
+        /// The [`SignalSocket`] it travels on.
+        socket: u64,
         msg: ServerMsg,
     },
     StatsToServer {
         peer: usize,
-        life: u32,
+        /// The [`SignalSocket`] it travels on.
+        socket: u64,
         stats: Stats,
     },
     RelayToServer {
         peer: usize,
-        life: u32,
+        /// The [`SignalSocket`] it travels on.
+        socket: u64,
         to: PeerId,
         signal: Handshake,
     },
@@ -650,14 +669,18 @@ impl Sim {
                     }
                 }
             }
-            Event::FromServer { peer, life, msg } => {
-                if self.alive(peer, life) && self.peers[peer].signal.is_some() {
+            Event::FromServer { peer, socket, msg } => {
+                if self.on_socket(peer, socket) {
                     self.input(peer, NodeInput::Signal(&msg));
                 }
             }
-            Event::StatsToServer { peer, life, stats } => {
+            Event::StatsToServer {
+                peer,
+                socket,
+                stats,
+            } => {
                 let id = self.peers[peer].id;
-                if self.peers[peer].life == life && self.peers[peer].signal.is_some() {
+                if self.on_socket(peer, socket) {
                     if let Some(r) = &mut self.registry {
                         r.update_stats(&id, stats);
                         self.views_dirty = true;
@@ -666,12 +689,12 @@ impl Sim {
             }
             Event::RelayToServer {
                 peer,
-                life,
+                socket,
                 to,
                 signal,
             } => {
                 let from = self.peers[peer].id;
-                if self.peers[peer].life != life || self.peers[peer].signal.is_none() {
+                if !self.on_socket(peer, socket) {
                     return;
                 }
                 let same = self
@@ -680,16 +703,7 @@ impl Sim {
                     .is_some_and(|r| r.same_pool(&from, &to));
                 let target = self.peers.iter().position(|p| p.id == to);
                 if let (true, Some(t)) = (same, target) {
-                    let life = self.peers[t].life;
-                    let at = self.arrival(t, true);
-                    self.push(
-                        at,
-                        Event::FromServer {
-                            peer: t,
-                            life,
-                            msg: ServerMsg::Relayed { from, signal },
-                        },
-                    );
+                    self.server_sends(t, ServerMsg::Relayed { from, signal });
                 }
             }
             Event::Join { peer, life } => self.join(peer, life),
@@ -787,6 +801,40 @@ impl Sim {
                 }
             }
         }
+    }
+
+    /// Whether `socket` is `peer`'s current socket to the signal-server.
+    fn on_socket(&self, peer: usize, socket: u64) -> bool {
+        let p = &self.peers[peer];
+        p.node.is_some() && p.signal.as_ref().is_some_and(|s| s.id == socket)
+    }
+
+    /// The signal-server sends `msg` to `peer` on its socket (if it has
+    /// one): it arrives after the latency, but not before what the server
+    /// sent it earlier.
+    fn server_sends(&mut self, peer: usize, msg: ServerMsg) {
+        let at = self.arrival(peer, true);
+        let Some(socket) = self.peers[peer].signal.as_mut() else {
+            return;
+        };
+        let at = at.max(socket.down_last);
+        socket.down_last = at;
+        let socket = socket.id;
+        self.push(at, Event::FromServer { peer, socket, msg });
+    }
+
+    /// `peer` sends the signal-server `ev` (made for its socket): it arrives
+    /// after the latency, but not before what the peer sent it earlier. Not
+    /// joined: nothing is sent.
+    fn peer_sends(&mut self, peer: usize, ev: impl FnOnce(u64) -> Event) {
+        let at = self.arrival(peer, false);
+        let Some(socket) = self.peers[peer].signal.as_mut() else {
+            return;
+        };
+        let at = at.max(socket.up_last);
+        socket.up_last = at;
+        let ev = ev(socket.id);
+        self.push(at, ev);
     }
 
     /// When a message sent now reaches `peer` (or leaves it: `inbound`
@@ -1011,30 +1059,28 @@ impl Sim {
         if registry.join(self.now, id, &join).is_err() {
             return;
         }
-        self.peers[p].signal = Some(0);
+        let id = self.new_run();
+        self.peers[p].signal = Some(SignalSocket {
+            id,
+            cursor: 0,
+            down_last: self.now,
+            up_last: self.now,
+        });
         self.views_dirty = true;
         self.input(p, NodeInput::SignalConnected);
-        let at = self.arrival(p, true);
-        self.push(
-            at,
-            Event::FromServer {
-                peer: p,
-                life,
-                msg: ServerMsg::Welcome {
-                    pool: POOL.into(),
-                    heartbeat_ms: 5000,
-                },
-            },
-        );
+        let welcome = ServerMsg::Welcome {
+            pool: POOL.into(),
+            heartbeat_ms: 5000,
+        };
+        self.server_sends(p, welcome);
     }
 
     /// Every joined peer reads its view from its cursor.
     fn send_views(&mut self) {
         self.views_dirty = false;
         for p in 0..self.peers.len() {
-            let (Some(mut cursor), id, life) =
-                (self.peers[p].signal, self.peers[p].id, self.peers[p].life)
-            else {
+            let id = self.peers[p].id;
+            let Some(mut cursor) = self.peers[p].signal.as_ref().map(|s| s.cursor) else {
                 continue;
             };
             while let Some(page) = self
@@ -1048,11 +1094,12 @@ impl Sim {
                     .as_deref()
                     .and_then(|j| ServerMsg::decode(j.as_bytes()).ok())
                 {
-                    let at = self.arrival(p, true);
-                    self.push(at, Event::FromServer { peer: p, life, msg });
+                    self.server_sends(p, msg);
                 }
             }
-            self.peers[p].signal = Some(cursor);
+            if let Some(socket) = self.peers[p].signal.as_mut() {
+                socket.cursor = cursor;
+            }
         }
     }
 
@@ -1094,9 +1141,20 @@ impl Sim {
     fn close_conn_at(&mut self, c: usize, at: Instant) {
         self.conns[c].closed = true;
         for (peer, link) in self.conns[c].ends {
-            let life = self.peers[peer].life;
-            self.push(at, Event::LinkClosed { peer, life, link });
+            self.link_closed_at(peer, link, at);
         }
+    }
+
+    /// `peer` hears at `at` that its `link` closed, if it is alive now. A
+    /// dead end hears nothing: its crash bumped its life already, and its
+    /// next life numbers links afresh, so a close tagged with that life
+    /// would close the restarted node's new link of the same id.
+    fn link_closed_at(&mut self, peer: usize, link: LinkId, at: Instant) {
+        if self.peers[peer].node.is_none() {
+            return;
+        }
+        let life = self.peers[peer].life;
+        self.push(at, Event::LinkClosed { peer, life, link });
     }
 
     // ---- a node's inputs and outputs ----
@@ -1119,7 +1177,6 @@ impl Sim {
     }
 
     fn output(&mut self, p: usize, out: NodeOutput) {
-        let life = self.peers[p].life;
         match out {
             NodeOutput::Send { link, msg, .. } => self.send(p, link, msg),
             NodeOutput::Dial { peer, link, tag } => {
@@ -1149,9 +1206,8 @@ impl Sim {
                         self.conns[c].closed = true;
                         let other = self.conns[c].ends.into_iter().find(|e| *e != (p, link));
                         if let Some((peer, link)) = other {
-                            let life = self.peers[peer].life;
                             let at = self.arrival(peer, true);
-                            self.push(at, Event::LinkClosed { peer, life, link });
+                            self.link_closed_at(peer, link, at);
                         }
                     }
                 }
@@ -1234,15 +1290,11 @@ impl Sim {
                 }
             }
             NodeOutput::PublishStats(stats) => {
-                let at = self.arrival(p, false);
-                self.push(
-                    at,
-                    Event::StatsToServer {
-                        peer: p,
-                        life,
-                        stats,
-                    },
-                );
+                self.peer_sends(p, |socket| Event::StatsToServer {
+                    peer: p,
+                    socket,
+                    stats,
+                });
             }
         }
     }
@@ -1401,20 +1453,13 @@ impl Sim {
 
     /// A handshake message through the signal-server.
     fn relay(&mut self, p: usize, to: PeerId, signal: Handshake) {
-        if self.peers[p].signal.is_none() {
-            return; // not connected: the dial fails its deadline
-        }
-        let life = self.peers[p].life;
-        let at = self.arrival(p, false);
-        self.push(
-            at,
-            Event::RelayToServer {
-                peer: p,
-                life,
-                to,
-                signal,
-            },
-        );
+        // Not connected: nothing is sent, and the dial fails its deadline.
+        self.peer_sends(p, |socket| Event::RelayToServer {
+            peer: p,
+            socket,
+            to,
+            signal,
+        });
     }
 
     /// The dialler of `link` got its answer: the two ends connect.
