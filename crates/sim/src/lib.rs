@@ -35,8 +35,12 @@
 //!   still wants it ([`Node::wants_chunk`]), and its upload ends (sent, or
 //!   its link closed) when it arrives.
 //!
-//! The checker is the fault suite's ([`check::History`]).
+//! The checker is the fault suite's ([`check::History`]); beside it the
+//! simulator logs handler runs, faults, retries and receipts, and checks
+//! that no job ran again without a reason, that no worker ran again a job it
+//! had finished, and that no job ended "cancelled" unasked ([`audit`]).
 
+pub mod audit;
 pub mod check;
 pub mod swarm;
 
@@ -44,7 +48,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::time::{Duration, Instant};
 
-use jobmesh_core::{DispatcherConfig, JobOptions, JobSpec};
+use jobmesh_core::{DispatcherConfig, EventKind, JobError, JobOptions, JobSpec};
 use jobmesh_node::{JournalOp, LinkId, Node, NodeConfig, NodeInput, NodeOutput};
 use jobmesh_signal_server::{Registry, MAX_PEERS_PER_POOL};
 use jobmesh_wire::blob::{BlobMeta, ChunkHeader, Direction};
@@ -56,6 +60,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use audit::{Allowances, Audit, Dispatch, Fault, FaultKind, ReceiptSeen, Retry, RunEnd};
 use check::{Delivered, History};
 
 /// The pool every simulated peer joins.
@@ -68,6 +73,8 @@ const MAX_STEPS: u64 = 200_000;
 /// How long a settled pool runs on before its slots are checked: past the
 /// orphan grace and the time kept results are kept.
 const QUIET: Duration = Duration::from_secs(700);
+/// The error a simulated handler stops with when its node cancels it.
+const HANDLER_CANCELLED: &str = "cancelled";
 /// A resumed job's attempts jump this far past the journaled one (as `peer`'s).
 const RESUME_ATTEMPT_GAP: u32 = 16;
 
@@ -359,6 +366,13 @@ pub struct Sim {
     pub history: History,
     /// Envelope mismatches and other broken promises.
     pub violations: Vec<Violation>,
+    /// Handler runs, faults, retries and receipts, for the checks of
+    /// [`audit`].
+    pub audit: Audit,
+    /// The known product bugs [`run`](Self::run)'s checks tolerate.
+    pub allowances: Allowances,
+    /// Since when the signal-server is down.
+    signal_down_since: Option<Duration>,
     trace: Option<Vec<String>>,
     hash: u64,
     steps: u64,
@@ -407,6 +421,9 @@ impl Sim {
             next_run: 0,
             history: History::default(),
             violations: Vec::new(),
+            audit: Audit::default(),
+            allowances: Allowances::default(),
+            signal_down_since: None,
             trace: None,
             hash: 0xcbf2_9ce4_8422_2325,
             steps: 0,
@@ -472,7 +489,8 @@ impl Sim {
     /// scheduled), or `limit` of virtual time has passed.
     /// Then it runs on for [`QUIET`] (handlers of abandoned attempts end,
     /// kept results expire) and checks that the quiet pool holds no slot and
-    /// no connection its nodes do not know.
+    /// no connection its nodes do not know, and that no job ran again
+    /// without a reason ([`audit`], under [`Self::allowances`]).
     pub fn run(&mut self, limit: Duration) {
         let settled = self.run_until(limit, true);
         self.check_links();
@@ -481,6 +499,10 @@ impl Sim {
             self.run_until(quiet, false);
             self.check_slots();
         }
+        let allow = self.allowances;
+        let reruns = self.audit.unexplained_reruns(allow);
+        let after_ok = self.audit.reruns_after_ok(allow);
+        self.violations.extend(reruns.into_iter().chain(after_ok));
     }
 
     /// Steps until `limit`, or (`until_settled`) until every acknowledged
@@ -645,6 +667,16 @@ impl Sim {
                 }
                 let (peer, link) = c.ends[to];
                 let from = self.peers[c.ends[1 - to].0].id;
+                if let DcMsg::Received { receipts } = &msg {
+                    let at = self.elapsed();
+                    for r in receipts {
+                        self.audit.receipts.push(ReceiptSeen {
+                            job_id: r.job_id,
+                            worker: peer,
+                            at,
+                        });
+                    }
+                }
                 self.input(peer, NodeInput::Message { from, link, msg });
             }
             Event::LinkOpened { peer, life, link } => {
@@ -716,6 +748,14 @@ impl Sim {
             } => {
                 if self.alive(peer, life) && self.peers[peer].running.get(&job_id) == Some(&run) {
                     self.peers[peer].running.remove(&job_id);
+                    let end = match &result {
+                        Ok(_) => RunEnd::Ok,
+                        Err((_, true)) => RunEnd::Retryable,
+                        Err((e, false)) if e == HANDLER_CANCELLED => RunEnd::Cancelled,
+                        Err(_) => RunEnd::Failed,
+                    };
+                    let at = self.elapsed();
+                    self.audit.run_ended(job_id, peer, at, end);
                     let out_bytes = match &result {
                         Ok(v) => v.get("out_kib").and_then(Value::as_u64).unwrap_or(0) * 1024,
                         Err(_) => 0,
@@ -872,6 +912,15 @@ impl Sim {
             } => self.submit(peer, capability, input, options),
             Action::Crash(p) => self.crash(p),
             Action::Kill(p, down) => {
+                // Its remotes see its links close after `dead_link_after`.
+                let from = self.elapsed();
+                let until = from + down.max(self.config.dead_link_after);
+                self.audit.fault(Fault {
+                    peer: Some(p),
+                    kind: FaultKind::Kill,
+                    from,
+                    until,
+                });
                 self.crash(p);
                 let at = self.now + down;
                 self.push(at, Event::Action(Action::Restart(p)));
@@ -887,11 +936,25 @@ impl Sim {
                 }
             }
             Action::Freeze(p, d) => {
+                let from = self.elapsed();
+                self.audit.fault(Fault {
+                    peer: Some(p),
+                    kind: FaultKind::Freeze,
+                    from,
+                    until: from + d,
+                });
                 let until = self.now + d;
                 self.peers[p].frozen_until = Some(until);
                 self.push(until, Event::Thaw(p));
             }
             Action::Isolate(p, d) => {
+                let from = self.elapsed();
+                self.audit.fault(Fault {
+                    peer: Some(p),
+                    kind: FaultKind::Isolate,
+                    from,
+                    until: from + d,
+                });
                 let until = self.now + d;
                 self.peers[p].isolated_until = Some(until);
                 if d >= self.config.dead_link_after {
@@ -904,6 +967,9 @@ impl Sim {
                 }
             }
             Action::SignalDown => {
+                if self.registry.is_some() {
+                    self.signal_down_since = Some(self.elapsed());
+                }
                 self.registry = None;
                 for p in 0..self.peers.len() {
                     if self.peers[p].signal.take().is_some() && self.peers[p].node.is_some() {
@@ -913,6 +979,15 @@ impl Sim {
             }
             Action::SignalUp => {
                 if self.registry.is_none() {
+                    if let Some(from) = self.signal_down_since.take() {
+                        let until = self.elapsed();
+                        self.audit.fault(Fault {
+                            peer: None,
+                            kind: FaultKind::SignalOutage,
+                            from,
+                            until,
+                        });
+                    }
                     self.registry = Some(Registry::new(MAX_PEERS_PER_POOL));
                     for p in 0..self.peers.len() {
                         if self.peers[p].node.is_some() {
@@ -965,6 +1040,7 @@ impl Sim {
             if in_bytes > 0 {
                 self.peers[peer].inputs.insert(job_id, in_bytes);
             }
+            self.audit.submitters.insert(job_id, peer);
             self.history.submitted(job_id);
         }
         self.drain_outputs(peer);
@@ -1107,6 +1183,8 @@ impl Sim {
         if self.peers[p].node.take().is_none() {
             return;
         }
+        let at = self.elapsed();
+        self.audit.peer_killed(p, at);
         let id = self.peers[p].id;
         let peer = &mut self.peers[p];
         peer.life += 1;
@@ -1221,7 +1299,7 @@ impl Sim {
             NodeOutput::CancelHandler { job_id } => {
                 if self.peers[p].running.contains_key(&job_id) {
                     // The handler stops soon after its token fires.
-                    let result = Err(("cancelled".to_owned(), false));
+                    let result = Err((HANDLER_CANCELLED.to_owned(), false));
                     self.end_handler_after(p, job_id, Duration::from_millis(1), result);
                 }
             }
@@ -1253,10 +1331,56 @@ impl Sim {
             NodeOutput::StopSending { job_id, direction } => {
                 self.peers[p].sending.remove(&(job_id, direction));
             }
-            NodeOutput::ResultBlobs { .. } | NodeOutput::Event(_) => {}
+            NodeOutput::ResultBlobs { .. } => {}
+            NodeOutput::Event(event) => {
+                let at = self.elapsed();
+                match event.kind {
+                    EventKind::Retrying {
+                        attempt, outcome, ..
+                    } => {
+                        self.record(format_args!("p{p} retries {}: {outcome}", event.job_id));
+                        self.audit.retries.push(Retry {
+                            job_id: event.job_id,
+                            attempt,
+                            at,
+                            outcome,
+                        });
+                    }
+                    EventKind::Dispatched { worker, attempt } => {
+                        if let Some(worker) = self.peers.iter().position(|q| q.id == worker) {
+                            self.audit.dispatches.push(Dispatch {
+                                job_id: event.job_id,
+                                attempt,
+                                worker,
+                                at,
+                            });
+                        }
+                    }
+                    _ => {}
+                }
+            }
             NodeOutput::Finished(end) => {
                 self.peers[p].journal.open.remove(&end.job_id);
                 self.peers[p].inputs.remove(&end.job_id);
+                if let Err(e) = &end.result {
+                    let cancelled = match e {
+                        JobError::Cancelled => true,
+                        JobError::Failed { message, .. } => message == HANDLER_CANCELLED,
+                        _ => false,
+                    };
+                    if cancelled {
+                        // No client cancels in the simulator: a stopped
+                        // handler's answer belongs to an attempt given up.
+                        self.violations.push(Violation {
+                            at: self.elapsed(),
+                            what: format!(
+                                "job {} ended \"{e}\" on its submitter p{p} at {:.3} s, but nobody cancelled it",
+                                end.job_id,
+                                self.elapsed().as_secs_f64()
+                            ),
+                        });
+                    }
+                }
                 let delivered = match &end.result {
                     Ok(value) => {
                         let ran = value.get("by").and_then(Value::as_str);
@@ -1392,6 +1516,9 @@ impl Sim {
 
     fn start_handler(&mut self, p: usize, job_id: JobId, input: &Value, timeout: Duration) {
         self.history.executed(job_id);
+        self.record(format_args!("p{p} runs {job_id}"));
+        let at = self.elapsed();
+        self.audit.run_started(job_id, p, at);
         let ms = input.get("ms").and_then(Value::as_u64).unwrap_or(10);
         let took = Duration::from_millis(ms) * self.peers[p].spec.slowness;
         let by = self.peers[p].id.to_string();
@@ -1496,6 +1623,21 @@ impl Sim {
         }
     }
 
+    /// A message from `p` to `receiver` needed retransmissions: it (and what
+    /// follows it on the link) arrives, or the link closes, at `at`.
+    fn link_loss(&mut self, p: usize, receiver: usize, at: Instant) {
+        let from = self.elapsed();
+        let until = at - self.epoch;
+        for peer in [p, receiver] {
+            self.audit.fault(Fault {
+                peer: Some(peer),
+                kind: FaultKind::LinkLoss,
+                from,
+                until,
+            });
+        }
+    }
+
     /// A message on a link: ordered and reliable, loss shows up as delay;
     /// past the retransmission limit the link closes.
     fn send(&mut self, p: usize, link: LinkId, msg: DcMsg) {
@@ -1518,6 +1660,7 @@ impl Sim {
             retransmits += 1;
             if retransmits > self.config.max_retransmits {
                 let at = self.now + rto;
+                self.link_loss(p, receiver, at);
                 self.close_conn_at(c, at);
                 return;
             }
@@ -1525,6 +1668,9 @@ impl Sim {
             rto = (rto * 2).min(Duration::from_secs(60));
         }
         let at = at.max(self.conns[c].last[to]);
+        if retransmits > 0 {
+            self.link_loss(p, receiver, at);
+        }
         self.conns[c].last[to] = at;
         self.push(at, Event::Deliver { conn: c, to, msg });
     }

@@ -13,6 +13,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 
+use crate::audit::Allowances;
 use crate::check::Summary;
 use crate::{cap, Action, PeerSpec, Sim, SimConfig, Violation};
 
@@ -149,9 +150,16 @@ pub fn generate(seed: u64) -> Scenario {
     }
 }
 
-/// Runs `scenario` under `seed`.
+/// Runs `scenario` under `seed`, with the default [`Allowances`].
 pub fn run(seed: u64, scenario: &Scenario, trace: bool) -> (Verdict, Sim) {
+    run_with(seed, scenario, trace, Allowances::default())
+}
+
+/// Runs `scenario` under `seed`, its checks tolerating only `allow`
+/// ([`Allowances::NONE`]: every check whole).
+pub fn run_with(seed: u64, scenario: &Scenario, trace: bool, allow: Allowances) -> (Verdict, Sim) {
     let mut sim = Sim::new(seed, scenario.config.clone(), scenario.peers.clone());
+    sim.allowances = allow;
     if trace {
         sim = sim.with_trace();
     }
