@@ -41,6 +41,10 @@ const WORKER_FAULTS: &[FaultKind] = &[
 const SUBMITTER_FAULTS: &[FaultKind] =
     &[FaultKind::Freeze, FaultKind::Isolate, FaultKind::LinkLoss];
 
+/// How a worker words a kept result whose blobs could not reach its
+/// submitter (`jobmesh-node`'s transfers).
+const RESULT_BLOBS_UNSENT: &str = "before the result's blobs could be sent";
+
 /// After a signal-server restart, how long the first views may lack peers
 /// that have not joined again: peers reconnect within a second (the
 /// simulator's backoff draws 50–1000 ms), plus a message's latency.
@@ -70,6 +74,13 @@ pub struct Allowances {
     /// given up before the run started (and offered that worker nothing
     /// since); each such run excuses one re-run.
     pub submit_of_given_up_attempt: bool,
+    /// A submitter killed while a worker's Ok result with output blobs goes
+    /// out to it: once restarted, its new attempts re-attach to the kept
+    /// result, which the worker now answers as a retryable failure ("the
+    /// submitter's link closed before the result's blobs could be sent"),
+    /// and the job runs again. Allowed: a re-run after the submitter, killed
+    /// before, gave an attempt up with that failure.
+    pub result_blobs_lost_with_submitter: bool,
     /// A stale Ok result that arrives while its job waits to be tried again
     /// is discarded and receipted, so the worker drops it and the next
     /// attempt there runs the job again. Allowed: a worker's re-run after
@@ -83,6 +94,7 @@ impl Default for Allowances {
         Self {
             lost_to_restarted_signal_view: true,
             submit_of_given_up_attempt: true,
+            result_blobs_lost_with_submitter: true,
             stale_result_receipted: true,
         }
     }
@@ -93,6 +105,7 @@ impl Allowances {
     pub const NONE: Self = Self {
         lost_to_restarted_signal_view: false,
         submit_of_given_up_attempt: false,
+        result_blobs_lost_with_submitter: false,
         stale_result_receipted: false,
     };
 }
@@ -117,6 +130,8 @@ pub enum RunEnd {
 pub struct HandlerRun {
     /// The job.
     pub job_id: JobId,
+    /// The attempt: the newest one offered the worker when it started.
+    pub attempt: Option<u32>,
     /// The peer it ran on.
     pub peer: usize,
     /// When it started.
@@ -211,9 +226,16 @@ pub struct Audit {
 
 impl Audit {
     /// A handler run of `job_id` starts on `peer`.
-    pub(crate) fn run_started(&mut self, job_id: JobId, peer: usize, at: Duration) {
+    pub(crate) fn run_started(
+        &mut self,
+        job_id: JobId,
+        attempt: Option<u32>,
+        peer: usize,
+        at: Duration,
+    ) {
         self.runs.push(HandlerRun {
             job_id,
+            attempt,
             peer,
             started: at,
             ended: None,
@@ -290,29 +312,15 @@ impl Audit {
     /// (by start) is explained by a fault of the submitter or of the peer of
     /// any run up to `k` (a fault of the later worker explains a run its
     /// held dispatch started late) between the first run and run `k`; else
-    /// by an attempt the submitter gave up since the first run because it
-    /// timed out or failed retryably (each such retry explains one re-run);
-    /// else by an allowance.
+    /// by an earlier run that failed retryably or timed out (on its worker
+    /// or as its submitter saw it; each explains one re-run); else by an
+    /// allowance.
     pub fn unexplained_reruns(&self, allow: Allowances) -> Vec<Violation> {
         let mut out = Vec::new();
         for (job_id, runs) in self.runs_of() {
             let submitter = self.submitters.get(&job_id).copied();
             let first = runs[0].started;
-            let mut retries: Vec<&Retry> = self
-                .retries
-                .iter()
-                .filter(|r| r.job_id == job_id && r.at >= first)
-                .filter(|r| {
-                    matches!(
-                        r.outcome,
-                        AttemptOutcome::TimedOut
-                            | AttemptOutcome::Failed {
-                                retryable: true,
-                                ..
-                            }
-                    )
-                })
-                .collect();
+            let mut reruns_explained = 0;
             let mut zombies_excused = 0;
             for k in 1..runs.len() {
                 let run = runs[k];
@@ -326,12 +334,34 @@ impl Audit {
                 if worker_fault || submitter_fault {
                     continue;
                 }
-                if let Some(i) = retries.iter().position(|r| r.at <= run.started) {
-                    retries.remove(i);
+                // An attempt that ran before run `k` (its number known, or
+                // else any given up since the first run).
+                let ran = |attempt: u32, at: Duration| {
+                    runs[..k].iter().any(|r| match r.attempt {
+                        Some(a) => a == attempt,
+                        None => at >= first,
+                    })
+                };
+                let retried = runs[..k]
+                    .iter()
+                    .filter(|r| self.failed_retryably(r, run.started))
+                    .count();
+                if retried > reruns_explained {
+                    reruns_explained += 1;
                     continue;
                 }
                 if allow.lost_to_restarted_signal_view
-                    && self.lost_after_restart(job_id, first, run.started)
+                    && self.retries.iter().any(|r| {
+                        r.job_id == job_id
+                            && r.at <= run.started
+                            && ran(r.attempt, r.at)
+                            && self.lost_after_restart(r)
+                    })
+                {
+                    continue;
+                }
+                if allow.result_blobs_lost_with_submitter
+                    && submitter.is_some_and(|s| self.result_blobs_lost(job_id, s, run.started))
                 {
                     continue;
                 }
@@ -364,44 +394,73 @@ impl Audit {
         out
     }
 
-    /// Whether the submitter of `job_id` declared an attempt lost between
-    /// `since` and `until`, within [`REJOIN_WINDOW`] of a signal-server's
-    /// return.
-    fn lost_after_restart(&self, job_id: JobId, since: Duration, until: Duration) -> bool {
+    /// Whether `run` failed retryably before `by`: its handler said so (or
+    /// timed out), or its submitter gave its attempt up as timed out or
+    /// failed retryably.
+    fn failed_retryably(&self, run: &HandlerRun, by: Duration) -> bool {
+        let on_worker = matches!(run.ended, Some((at, RunEnd::Retryable)) if at <= by);
+        let on_submitter = run.attempt.is_some_and(|attempt| {
+            self.retries.iter().any(|r| {
+                r.job_id == run.job_id
+                    && r.attempt == attempt
+                    && r.at <= by
+                    && matches!(
+                        r.outcome,
+                        AttemptOutcome::TimedOut
+                            | AttemptOutcome::Failed {
+                                retryable: true,
+                                ..
+                            }
+                    )
+            })
+        });
+        on_worker || on_submitter
+    }
+
+    /// Whether `submitter`, killed before, gave an attempt of `job_id` up
+    /// before `by` because a worker could not send it the result's blobs.
+    fn result_blobs_lost(&self, job_id: JobId, submitter: usize, by: Duration) -> bool {
         self.retries.iter().any(|r| {
+            let unsent = matches!(
+                &r.outcome,
+                AttemptOutcome::Failed { message, .. } if message.contains(RESULT_BLOBS_UNSENT)
+            );
             r.job_id == job_id
-                && r.outcome == AttemptOutcome::Lost
-                && r.at >= since
-                && r.at <= until
+                && r.at <= by
+                && unsent
                 && self.faults.iter().any(|f| {
-                    f.kind == FaultKind::SignalOutage
-                        && f.until <= r.at
-                        && r.at <= f.until + REJOIN_WINDOW
+                    f.peer == Some(submitter) && f.kind == FaultKind::Kill && f.from <= r.at
                 })
         })
     }
 
+    /// Whether `retry` gave its attempt up as lost within [`REJOIN_WINDOW`]
+    /// of a signal-server's return.
+    fn lost_after_restart(&self, retry: &Retry) -> bool {
+        retry.outcome == AttemptOutcome::Lost
+            && self.faults.iter().any(|f| {
+                f.kind == FaultKind::SignalOutage
+                    && f.until <= retry.at
+                    && retry.at <= f.until + REJOIN_WINDOW
+            })
+    }
+
     /// Whether `run` is of an attempt its submitter had given up when it
-    /// started: the last attempt offered its worker before then had been
-    /// given up (lost, timed out, failed) or replaced by a newer attempt
-    /// (a worker that held the job superseded it) before then.
+    /// started: given up (lost, timed out, failed) or replaced by a newer
+    /// attempt (a worker that held the job superseded it) before then.
     fn runs_given_up_attempt(&self, run: &HandlerRun) -> bool {
-        let offered = self
+        let Some(attempt) = run.attempt else {
+            return false;
+        };
+        let given_up = self
+            .retries
+            .iter()
+            .any(|r| r.job_id == run.job_id && r.attempt == attempt && r.at < run.started);
+        let replaced = self
             .dispatches
             .iter()
-            .filter(|d| d.job_id == run.job_id && d.worker == run.peer && d.at <= run.started)
-            .max_by_key(|d| d.attempt);
-        offered.is_some_and(|d| {
-            let given_up = self
-                .retries
-                .iter()
-                .any(|r| r.job_id == run.job_id && r.attempt == d.attempt && r.at < run.started);
-            let replaced = self
-                .dispatches
-                .iter()
-                .any(|n| n.job_id == run.job_id && n.attempt > d.attempt && n.at < run.started);
-            given_up || replaced
-        })
+            .any(|d| d.job_id == run.job_id && d.attempt > attempt && d.at < run.started);
+        given_up || replaced
     }
 
     /// Check D: a worker that finished a job Ok runs it again only if it was

@@ -199,6 +199,9 @@ struct Peer {
     journal: Journal,
     /// Handler runs: job → run id.
     running: HashMap<JobId, u64>,
+    /// The newest attempt of each job offered to its worker side (a
+    /// handler it starts runs that one).
+    offered: HashMap<JobId, u32>,
     /// Links dialled or answered and not open yet.
     connecting: BTreeSet<LinkId>,
     /// Dials: link → (remote, tag).
@@ -396,6 +399,7 @@ impl Sim {
                 isolated_until: None,
                 journal: Journal::default(),
                 running: HashMap::new(),
+                offered: HashMap::new(),
                 connecting: BTreeSet::new(),
                 dials: HashMap::new(),
                 answered: HashMap::new(),
@@ -667,6 +671,12 @@ impl Sim {
                 }
                 let (peer, link) = c.ends[to];
                 let from = self.peers[c.ends[1 - to].0].id;
+                if let DcMsg::Submit {
+                    job_id, attempt, ..
+                } = &msg
+                {
+                    self.peers[peer].offered.insert(*job_id, *attempt);
+                }
                 if let DcMsg::Received { receipts } = &msg {
                     let at = self.elapsed();
                     for r in receipts {
@@ -1347,6 +1357,10 @@ impl Sim {
                         });
                     }
                     EventKind::Dispatched { worker, attempt } => {
+                        if worker == self.peers[p].id {
+                            // Self-dispatched: no message carries it.
+                            self.peers[p].offered.insert(event.job_id, attempt);
+                        }
                         if let Some(worker) = self.peers.iter().position(|q| q.id == worker) {
                             self.audit.dispatches.push(Dispatch {
                                 job_id: event.job_id,
@@ -1518,7 +1532,8 @@ impl Sim {
         self.history.executed(job_id);
         self.record(format_args!("p{p} runs {job_id}"));
         let at = self.elapsed();
-        self.audit.run_started(job_id, p, at);
+        let attempt = self.peers[p].offered.get(&job_id).copied();
+        self.audit.run_started(job_id, attempt, p, at);
         let ms = input.get("ms").and_then(Value::as_u64).unwrap_or(10);
         let took = Duration::from_millis(ms) * self.peers[p].spec.slowness;
         let by = self.peers[p].id.to_string();
