@@ -2,10 +2,10 @@
 //! and the checks over it that lost / duplicated cannot state:
 //!
 //! * **No unexplained re-run** ([`Audit::unexplained_reruns`]): every run of
-//!   a job after its first follows an attempt its submitter gave up for a
-//!   good reason (timed out, failed retryably), or a fault that touched the
-//!   job (its submitter or one of its workers killed, frozen, cut off, or a
-//!   link of theirs slowed or lost by retransmissions).
+//!   a job after its first follows an earlier run that failed retryably or
+//!   timed out, or a fault that touched the job (one of its workers killed,
+//!   frozen, cut off, or a link of theirs slowed or lost by
+//!   retransmissions; its submitter frozen, cut off or on such a link).
 //! * **No re-run of a finished result** ([`Audit::reruns_after_ok`]): a
 //!   worker that finished a job Ok keeps its result until the submitter's
 //!   receipt, so it never runs that job again unless it was killed since.
@@ -69,10 +69,9 @@ pub struct Allowances {
     /// worker runs an attempt given up, even of a job that ended. Likewise
     /// an attempt given up while its inputs upload: the upload goes on, and
     /// the worker starts the handler before the `Cancel` queued behind the
-    /// blobs reaches it. Allowed:
-    /// a re-run pair one of whose runs is of an attempt its submitter had
-    /// given up before the run started (and offered that worker nothing
-    /// since); each such run excuses one re-run.
+    /// blobs reaches it. Allowed: a re-run pair one of whose runs is of an
+    /// attempt its submitter had given up (or replaced by a newer one)
+    /// before the run started; each such run excuses one re-run.
     pub submit_of_given_up_attempt: bool,
     /// A submitter killed while a worker's Ok result with output blobs goes
     /// out to it: once restarted, its new attempts re-attach to the kept
