@@ -20,12 +20,12 @@
 mod links;
 mod transfers;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use jobmesh_core::{
-    Admission, Dispatcher, DispatcherConfig, Input, JobEnd, JobError, JobEvent, JobSpec, PoolView,
-    StatsCoalescer, Strategy, WorkerCore, WorkerOutput,
+    Admission, Dispatcher, DispatcherConfig, Input, JobEnd, JobError, JobEvent, JobSpec, JobState,
+    PoolView, StatsCoalescer, Strategy, WorkerCore, WorkerOutput,
 };
 use jobmesh_wire::blob::{BlobMeta, Direction};
 use jobmesh_wire::dc::{DcMsg, JobId, Outcome, Progress, MAX_DC_MESSAGE};
@@ -964,7 +964,8 @@ impl Node {
         }
         info!(peer = %peer.short(), link, "data channel open");
         self.dispatcher_input(now, Input::LinkOpened(peer));
-        for msg in self.links.opened(peer, link) {
+        let held = self.links.opened(peer, link);
+        for msg in self.still_wanted(peer, held) {
             self.out.push_back(NodeOutput::Send {
                 to: peer,
                 link,
@@ -973,6 +974,45 @@ impl Node {
         }
         // Jobs of this peer's held here while it was away.
         self.worker.handle_link_opened(peer);
+    }
+
+    /// The messages held for `peer` while its link opened, less those of
+    /// attempts given up meanwhile (lease or timeout while the dial hung): a
+    /// `submit` of such an attempt would start a job that is retried
+    /// elsewhere or has ended, so it, its blobs' announcement and any
+    /// `cancel` of it stay unsent.
+    fn still_wanted(&self, peer: PeerId, held: Vec<DcMsg>) -> Vec<DcMsg> {
+        let current = |job_id: &JobId, attempt: u32| {
+            self.dispatcher.state(job_id).and_then(JobState::attempt) == Some((peer, attempt))
+        };
+        let given_up: HashSet<(JobId, u32)> = held
+            .iter()
+            .filter_map(|m| match m {
+                DcMsg::Submit {
+                    job_id, attempt, ..
+                } if !current(job_id, *attempt) => Some((*job_id, *attempt)),
+                _ => None,
+            })
+            .collect();
+        if !given_up.is_empty() {
+            debug!(peer = %peer.short(), attempts = given_up.len(),
+                "attempts given up while the link opened: their submits stay unsent");
+        }
+        held.into_iter()
+            .filter(|m| match m {
+                DcMsg::Submit {
+                    job_id, attempt, ..
+                }
+                | DcMsg::Cancel { job_id, attempt }
+                | DcMsg::Blobs {
+                    job_id,
+                    attempt,
+                    direction: Direction::Input,
+                    ..
+                } => !given_up.contains(&(*job_id, *attempt)),
+                _ => true,
+            })
+            .collect()
     }
 
     /// Dials every submitter that this worker holds jobs for, now that the

@@ -193,6 +193,54 @@ fn a_dial_unanswered_when_the_signal_server_returns_is_made_again_with_its_messa
 }
 
 #[test]
+fn an_attempt_given_up_while_its_link_opened_is_never_sent() {
+    let now = Instant::now();
+    let mut n = node(1, Vec::new());
+    let (link, tag) = dial_to_2(&mut n, now);
+    // The dial hangs past the lease: attempt 1 is given up (and retried).
+    let mut t = now + Duration::from_secs(6);
+    for _ in 0..10 {
+        n.handle_input(t, NodeInput::Timeout).expect("timeout");
+        match n.poll_timeout() {
+            Some(next) if next <= now + Duration::from_secs(30) => t = next.max(t),
+            _ => break,
+        }
+    }
+    drain(&mut n);
+    let answer = ServerMsg::Relayed {
+        from: peer(2),
+        signal: Handshake::Answer {
+            sdp: "sdp".into(),
+            dial: tag,
+        },
+    };
+    n.handle_input(t, NodeInput::Signal(&answer))
+        .expect("answer");
+    n.handle_input(
+        t,
+        NodeInput::LinkOpened {
+            peer: peer(2),
+            link,
+        },
+    )
+    .expect("open");
+    let sent: Vec<DcMsg> = drain(&mut n)
+        .into_iter()
+        .filter_map(|o| match o {
+            NodeOutput::Send { msg, .. } => Some(msg),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        !sent.iter().any(|m| matches!(
+            m,
+            DcMsg::Submit { attempt: 1, .. } | DcMsg::Cancel { attempt: 1, .. }
+        )),
+        "nothing of the given-up attempt goes out: {sent:?}"
+    );
+}
+
+#[test]
 fn on_a_dial_collision_the_higher_id_answers_and_releases_its_dial() {
     let now = Instant::now();
     let mut high = node(3, Vec::new());
