@@ -133,6 +133,16 @@ fn offer(from: u128, tag: u64) -> ServerMsg {
     }
 }
 
+fn answer(from: u128, tag: u64) -> ServerMsg {
+    ServerMsg::Relayed {
+        from: peer(from),
+        signal: Handshake::Answer {
+            sdp: "sdp".into(),
+            dial: tag,
+        },
+    }
+}
+
 #[test]
 fn on_a_dial_collision_the_lower_id_keeps_its_offer() {
     let now = Instant::now();
@@ -168,14 +178,7 @@ fn a_dial_unanswered_when_the_signal_server_returns_is_made_again_with_its_messa
     assert_ne!(new, old);
     assert_ne!(tag, old_tag);
     // The answer to the new dial opens the link, and the submit goes out on it.
-    let answer = ServerMsg::Relayed {
-        from: peer(2),
-        signal: Handshake::Answer {
-            sdp: "sdp".into(),
-            dial: tag,
-        },
-    };
-    n.handle_input(now, NodeInput::Signal(&answer))
+    n.handle_input(now, NodeInput::Signal(&answer(2, tag)))
         .expect("answer");
     n.handle_input(
         now,
@@ -207,14 +210,7 @@ fn an_attempt_given_up_while_its_link_opened_is_never_sent() {
         }
     }
     drain(&mut n);
-    let answer = ServerMsg::Relayed {
-        from: peer(2),
-        signal: Handshake::Answer {
-            sdp: "sdp".into(),
-            dial: tag,
-        },
-    };
-    n.handle_input(t, NodeInput::Signal(&answer))
+    n.handle_input(t, NodeInput::Signal(&answer(2, tag)))
         .expect("answer");
     n.handle_input(
         t,
@@ -299,23 +295,16 @@ fn an_answer_is_delivered_only_to_the_dial_it_answers() {
     let now = Instant::now();
     let mut n = node(1, Vec::new());
     let (link, tag) = dial_to_2(&mut n, now);
-    let answer = |dial| ServerMsg::Relayed {
-        from: peer(2),
-        signal: Handshake::Answer {
-            sdp: "a".into(),
-            dial,
-        },
-    };
-    n.handle_input(now, NodeInput::Signal(&answer(tag + 1)))
+    n.handle_input(now, NodeInput::Signal(&answer(2, tag + 1)))
         .expect("stale");
     assert_eq!(drain(&mut n), Vec::new());
-    n.handle_input(now, NodeInput::Signal(&answer(tag)))
+    n.handle_input(now, NodeInput::Signal(&answer(2, tag)))
         .expect("answer");
     assert_eq!(
         drain(&mut n),
         vec![NodeOutput::DeliverAnswer {
             link,
-            sdp: "a".into()
+            sdp: "sdp".into()
         }]
     );
 }

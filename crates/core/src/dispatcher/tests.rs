@@ -388,18 +388,16 @@ fn a_lost_worker_is_retried_elsewhere_with_a_new_attempt_until_retries_run_out()
     }
 }
 
-#[test]
-fn a_worker_missing_from_the_view_keeps_its_attempt_while_its_link_is_open() {
-    // A restarted signal-server's first view lacks the peers that have not
-    // rejoined yet: w1 runs the job on an open link, and must not lose it.
-    let (w1, w2) = (peer(1), peer(2));
-    let mut h = Harness::new(&[worker(1, 1), worker(2, 1)]);
-    h.submit(spec(1));
+/// Submits job `n` and has its worker accept it (over an open link when
+/// `linked`); returns (worker, job, attempt).
+fn accepted(h: &mut Harness, n: u128, linked: bool) -> (PeerId, JobId, u32) {
+    h.submit(spec(n));
     let [(w, id, attempt)] = h.submits()[..] else {
         panic!("one submit")
     };
-    let other = if w == w1 { w2 } else { w1 };
-    h.d.handle_input(h.t0, Input::LinkOpened(w)).expect("input");
+    if linked {
+        h.d.handle_input(h.t0, Input::LinkOpened(w)).expect("input");
+    }
     h.reply(
         h.t0,
         w,
@@ -409,15 +407,22 @@ fn a_worker_missing_from_the_view_keeps_its_attempt_while_its_link_is_open() {
         },
     );
     h.drain();
-    let without_w = page(
-        true,
-        Vec::new(),
-        vec![if other == w1 {
-            worker(1, 1)
-        } else {
-            worker(2, 1)
-        }],
-    );
+    (w, id, attempt)
+}
+
+#[test]
+fn a_worker_missing_from_the_view_keeps_its_attempt_while_its_link_is_open() {
+    // A restarted signal-server's first view lacks the peers that have not
+    // rejoined yet: the job's worker runs it on an open link, and must not
+    // lose it.
+    let mut h = Harness::new(&[worker(1, 1), worker(2, 1)]);
+    let (w, id, attempt) = accepted(&mut h, 1, true);
+    let other = if w == peer(1) {
+        worker(2, 1)
+    } else {
+        worker(1, 1)
+    };
+    let without_w = page(true, Vec::new(), vec![other]);
     h.d.handle_input(h.t0, Input::Signal(&without_w))
         .expect("signal");
     assert!(h.submits().is_empty(), "the attempt stays where it runs");
@@ -431,19 +436,7 @@ fn a_worker_missing_from_the_view_keeps_its_attempt_while_its_link_is_open() {
 
     // Without a link, leaving the view loses the attempt at once.
     let mut h = Harness::new(&[worker(1, 1), worker(2, 1)]);
-    h.submit(spec(2));
-    let [(w, id, attempt)] = h.submits()[..] else {
-        panic!("one submit")
-    };
-    h.reply(
-        h.t0,
-        w,
-        DcMsg::Accepted {
-            job_id: id,
-            attempt,
-        },
-    );
-    h.drain();
+    let (w, _, _) = accepted(&mut h, 2, false);
     h.d.handle_input(h.t0, Input::Signal(&page(false, vec![w], Vec::new())))
         .expect("signal");
     assert_eq!(events(&h.drain()), vec!["retrying"]);
@@ -452,20 +445,7 @@ fn a_worker_missing_from_the_view_keeps_its_attempt_while_its_link_is_open() {
 #[test]
 fn a_worker_missing_from_the_view_with_an_open_link_is_lost_when_its_lease_ends() {
     let mut h = Harness::new(&[worker(1, 1), worker(2, 1)]);
-    h.submit(spec(1));
-    let [(w, id, attempt)] = h.submits()[..] else {
-        panic!("one submit")
-    };
-    h.d.handle_input(h.t0, Input::LinkOpened(w)).expect("input");
-    h.reply(
-        h.t0,
-        w,
-        DcMsg::Accepted {
-            job_id: id,
-            attempt,
-        },
-    );
-    h.drain();
+    let (w, _, _) = accepted(&mut h, 1, true);
     h.d.handle_input(h.t0, Input::Signal(&page(false, vec![w], Vec::new())))
         .expect("signal");
     assert!(h.drain().is_empty());
