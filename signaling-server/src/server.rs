@@ -464,8 +464,10 @@ async fn connection(socket: WebSocket, shared: Arc<Shared>) {
     let challenge = ServerMsg::Challenge {
         nonce: nonce.clone(),
     };
-    let never = CancellationToken::new();
-    if let Err(end) = send_text(&mut sink, &challenge, &never, shared.config.heartbeat).await {
+    // Nobody kicks a socket before its hello; a client that does not read
+    // its challenge within a heartbeat is dropped as slow.
+    let no_kick = CancellationToken::new();
+    if let Err(end) = send_text(&mut sink, &challenge, &no_kick, shared.config.heartbeat).await {
         return close(sink, stream, end).await;
     }
     let hello = match await_hello(&mut stream, &shared).await {
