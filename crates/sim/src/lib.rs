@@ -464,6 +464,17 @@ impl Sim {
         self.now - self.epoch
     }
 
+    /// Tells the audit that `peer` suffers `kind` from now for `lasting`.
+    fn fault_from_now(&mut self, peer: usize, kind: FaultKind, lasting: Duration) {
+        let from = self.elapsed();
+        self.audit.fault(Fault {
+            peer: Some(peer),
+            kind,
+            from,
+            until: from + lasting,
+        });
+    }
+
     /// A peer's id.
     pub fn peer_id(&self, peer: usize) -> PeerId {
         self.peers[peer].id
@@ -923,14 +934,8 @@ impl Sim {
             Action::Crash(p) => self.crash(p),
             Action::Kill(p, down) => {
                 // Its remotes see its links close after `dead_link_after`.
-                let from = self.elapsed();
-                let until = from + down.max(self.config.dead_link_after);
-                self.audit.fault(Fault {
-                    peer: Some(p),
-                    kind: FaultKind::Kill,
-                    from,
-                    until,
-                });
+                let lasting = down.max(self.config.dead_link_after);
+                self.fault_from_now(p, FaultKind::Kill, lasting);
                 self.crash(p);
                 let at = self.now + down;
                 self.push(at, Event::Action(Action::Restart(p)));
@@ -946,25 +951,13 @@ impl Sim {
                 }
             }
             Action::Freeze(p, d) => {
-                let from = self.elapsed();
-                self.audit.fault(Fault {
-                    peer: Some(p),
-                    kind: FaultKind::Freeze,
-                    from,
-                    until: from + d,
-                });
+                self.fault_from_now(p, FaultKind::Freeze, d);
                 let until = self.now + d;
                 self.peers[p].frozen_until = Some(until);
                 self.push(until, Event::Thaw(p));
             }
             Action::Isolate(p, d) => {
-                let from = self.elapsed();
-                self.audit.fault(Fault {
-                    peer: Some(p),
-                    kind: FaultKind::Isolate,
-                    from,
-                    until: from + d,
-                });
+                self.fault_from_now(p, FaultKind::Isolate, d);
                 let until = self.now + d;
                 self.peers[p].isolated_until = Some(until);
                 if d >= self.config.dead_link_after {
