@@ -27,6 +27,16 @@ fn page(reset: bool, left: Vec<PeerId>, peers: Vec<PeerInfo>) -> ServerMsg {
     }
 }
 
+/// A fresh view's first page, not yet complete: `peers` and more to come.
+fn first_page(peers: Vec<PeerInfo>) -> ServerMsg {
+    ServerMsg::View {
+        reset: true,
+        left: Vec::new(),
+        peers,
+        synced: false,
+    }
+}
+
 fn echo() -> Capability {
     Capability::new("echo").expect("valid")
 }
@@ -985,6 +995,8 @@ proptest! {
         };
         for s in steps {
             let mut expect_end: Option<(JobId, &'static str)> = None;
+            // What deadlines due by `now` did before this step's input.
+            let mut due = Vec::new();
             match s {
                 Step::Submit { priority, retries, timeout_ms } => {
                     let mut sp = spec(order.len() as u128);
@@ -1034,6 +1046,13 @@ proptest! {
                         .collect();
                     if !olds.is_empty() {
                         let (id, w, a) = olds[i % olds.len()];
+                        // A deadline due by now fires before anything that
+                        // arrives now (a busy reply may have parked a job
+                        // until now): that is not the late result's doing.
+                        if h.d.poll_timeout().is_some_and(|t| t <= now) {
+                            h.tick(now);
+                            due = h.drain();
+                        }
                         let before = h.d.stale_messages();
                         h.reply(now, w, ok(id, a, json!("late")));
                         let outs = h.drain();
@@ -1075,7 +1094,8 @@ proptest! {
                     }
                 }
             }
-            let outs = h.drain();
+            let mut outs = due;
+            outs.extend(h.drain());
             for o in &outs {
                 match o {
                     Output::Send { to, msg: DcMsg::Submit { job_id, attempt, .. } } => {
@@ -1385,12 +1405,7 @@ fn before_the_pool_view_is_complete_a_job_waits_instead_of_failing_no_worker() {
         "no verdict before the view is synced"
     );
     // A first page, not yet complete: still waiting.
-    let partial = ServerMsg::View {
-        reset: true,
-        left: Vec::new(),
-        peers: Vec::new(),
-        synced: false,
-    };
+    let partial = first_page(Vec::new());
     d.handle_input(t0, Input::Signal(&partial)).expect("page");
     assert!(finished(&std::iter::from_fn(|| d.poll_output()).collect::<Vec<_>>()).is_empty());
     // The view completes with one echo worker: both jobs are offered.
@@ -1576,12 +1591,7 @@ fn a_resumed_job_goes_first_to_the_worker_that_held_it_even_when_full() {
 fn before_the_view_is_complete_a_resumed_job_keeps_its_preference() {
     let mut h = Harness::new(&[]);
     // A fresh, incomplete view.
-    let partial = ServerMsg::View {
-        reset: true,
-        left: Vec::new(),
-        peers: Vec::new(),
-        synced: false,
-    };
+    let partial = first_page(Vec::new());
     h.d.handle_input(h.t0, Input::Signal(&partial))
         .expect("signal");
     h.d.handle_input(
@@ -1605,12 +1615,7 @@ fn a_resumed_job_does_not_run_on_this_peer_before_the_view_can_show_its_holder()
     // A restarted daemon that works too: its own worker is known at once,
     // the pool only once the view is complete.
     let mut h = Harness::new(&[]);
-    let partial = ServerMsg::View {
-        reset: true,
-        left: Vec::new(),
-        peers: Vec::new(),
-        synced: false,
-    };
+    let partial = first_page(Vec::new());
     h.d.handle_input(h.t0, Input::Signal(&partial))
         .expect("signal");
     h.d.handle_input(h.t0, Input::LocalWorker(Some(worker(0, 2))))
@@ -1779,12 +1784,7 @@ fn a_job_that_cannot_be_placed_yet_asks_to_be_woken_only_at_its_deadline() {
     busy.stats.running = 1;
     for workers in [vec![busy], Vec::new()] {
         let mut h = Harness::new(&[]);
-        let partial = ServerMsg::View {
-            reset: true,
-            left: Vec::new(),
-            peers: workers,
-            synced: false,
-        };
+        let partial = first_page(workers);
         h.d.handle_input(h.t0, Input::Signal(&partial))
             .expect("signal");
         h.submit(spec(1));
