@@ -143,11 +143,7 @@ async fn daemon(args: DaemonArgs) -> anyhow::Result<u8> {
     config.blobs.max_blob_size = args.max_blob_mib * 1024 * 1024;
     config.blobs.memory_budget = args.blob_memory_mib * 1024 * 1024;
     config.spool_dir = args.spool_dir;
-    config.data_dir = Some(
-        args.data_dir
-            .or_else(|| jobmesh_peer::store::default_data_dir(&config.pool, &name))
-            .context("no data dir: set --data-dir (neither XDG_DATA_HOME nor HOME is set)")?,
-    );
+    config.data_dir = Some(data_dir(args.data_dir, &config.pool, &name)?);
     config.rtc = RtcConfig {
         ice_servers: args.ice_servers,
         ..RtcConfig::default()
@@ -498,12 +494,16 @@ async fn cancel(args: CancelArgs) -> anyhow::Result<u8> {
 /// Exit code of `peer result` for a job that has not ended yet.
 const EXIT_UNFINISHED: u8 = 4;
 
+/// The data dir given, or the default one of the daemon `name` in `pool`.
+fn data_dir(given: Option<PathBuf>, pool: &str, name: &str) -> anyhow::Result<PathBuf> {
+    given
+        .or_else(|| jobmesh_peer::store::default_data_dir(pool, name))
+        .context("no data dir: set --data-dir (neither XDG_DATA_HOME nor HOME is set)")
+}
+
 fn id(args: IdArgs) -> anyhow::Result<u8> {
     let name = args.name.unwrap_or_else(jobmesh_peer::default_name);
-    let dir = args
-        .data_dir
-        .or_else(|| jobmesh_peer::store::default_data_dir(&args.pool, &name))
-        .context("no data dir: set --data-dir (neither XDG_DATA_HOME nor HOME is set)")?;
+    let dir = data_dir(args.data_dir, &args.pool, &name)?;
     let identity = jobmesh_peer::store::identity(&dir).map_err(anyhow::Error::msg)?;
     let key_file = dir.join(jobmesh_identity::KEY_FILE);
     if args.json {
