@@ -10,7 +10,9 @@ async fn malformed_messages_get_error_replies_and_the_worker_keeps_serving() {
     let mut server = SignalGuard::start().await;
     let worker = PeerGuard::start(server.url(), "t8", "worker", &["echo", "sleep"], 2);
     let mut raw = RawPeer::join(server.url(), "t8").await;
-    let link = raw.dial(worker.handle.id()).await;
+    let w = raw.member("worker").await;
+    assert_eq!(w, worker.handle.id());
+    let link = raw.dial(w).await;
 
     let job_id = uuid::Uuid::new_v4();
     let hostile: Vec<Vec<u8>> = vec![

@@ -22,6 +22,13 @@ use crate::strategy::{
     Affinity, Candidate, LeastLoaded, PickRequest, Random, RoundRobin, Strategy, StrategyKind,
 };
 
+/// How long a peer whose link was refused ([`Input::LinkRefused`]) is no
+/// candidate for any job, unless it leaves the pool and comes back. An
+/// honest peer never fails the handshake, so this only slows down a
+/// connection that is being tampered with; a job none other can run fails
+/// with [`JobError::Unverified`].
+pub const UNTRUSTED_FOR: Duration = Duration::from_secs(60);
+
 /// Dispatcher settings.
 #[derive(Debug, Clone)]
 pub struct DispatcherConfig {
@@ -128,6 +135,14 @@ pub enum JobError {
     Lost {
         /// Every attempt's outcome, oldest first.
         attempts: Vec<String>,
+    },
+    /// The only workers that run its capability failed the link handshake.
+    #[error("could not verify the identity of worker {worker}: {why}. The job was not sent to it. The signal-server or something on the network between may be tampering with connections (see docs/security.md)")]
+    Unverified {
+        /// The last worker refused.
+        worker: PeerId,
+        /// What failed.
+        why: String,
     },
     /// The caller cancelled it.
     #[error("cancelled")]
@@ -236,6 +251,15 @@ pub enum Input<'a> {
     LinkOpened(PeerId),
     /// The data channel to a peer closed or could not be opened.
     LinkClosed(PeerId),
+    /// The link to a peer was refused: it did not prove its identity. Its
+    /// attempts go elsewhere (they never left this peer), and it is no
+    /// candidate for [`UNTRUSTED_FOR`].
+    LinkRefused {
+        /// The peer.
+        peer: PeerId,
+        /// What failed, for the jobs' errors.
+        why: &'a str,
+    },
     /// Word from a worker about an attempt that is not a message the
     /// dispatcher reads (a chunk of the result's blobs): it renews the lease.
     Alive {
@@ -376,6 +400,9 @@ pub struct Dispatcher {
     heard_from: HashMap<PeerId, Instant>,
     /// Peers whose data channel is open.
     linked: BTreeSet<PeerId>,
+    /// Peers whose link was refused, until when, and why. At most one entry
+    /// per pool member: an entry goes when its peer leaves the view.
+    untrusted: BTreeMap<PeerId, (Instant, String)>,
     /// Receipts of results not sent yet, per worker, and when they are due.
     receipts: BTreeMap<PeerId, Vec<Receipt>>,
     receipts_due: Option<Instant>,
@@ -411,6 +438,7 @@ impl Dispatcher {
             out: VecDeque::new(),
             heard_from: HashMap::new(),
             linked: BTreeSet::new(),
+            untrusted: BTreeMap::new(),
             receipts: BTreeMap::new(),
             receipts_due: None,
             stale: 0,
@@ -478,6 +506,7 @@ impl Dispatcher {
                 let change = self.pool.apply(msg);
                 for peer in change.left {
                     self.in_flight_at_stats.remove(&peer);
+                    self.untrusted.remove(&peer);
                     if !self.linked.contains(&peer) {
                         self.lose_attempts_on(now, peer);
                     }
@@ -506,6 +535,14 @@ impl Dispatcher {
                 self.receipts.remove(&peer);
                 self.heard_from.remove(&peer);
                 self.lose_attempts_on(now, peer);
+            }
+            Input::LinkRefused { peer, why } => {
+                self.linked.remove(&peer);
+                self.receipts.remove(&peer);
+                self.heard_from.remove(&peer);
+                self.untrusted
+                    .insert(peer, (now + UNTRUSTED_FOR, why.to_owned()));
+                self.refuse_attempts_on(now, peer, why);
             }
             Input::Alive {
                 from,
@@ -711,6 +748,8 @@ impl Dispatcher {
             }
             // Worker-side messages and undecodable-message reports are not ours.
             DcMsg::Submit { .. }
+            | DcMsg::LinkHello { .. }
+            | DcMsg::LinkProof { .. }
             | DcMsg::Cancel { .. }
             | DcMsg::Received { .. }
             | DcMsg::Error { .. }
@@ -824,6 +863,8 @@ impl Dispatcher {
             DcMsg::Submit { .. }
             | DcMsg::Cancel { .. }
             | DcMsg::Error { .. }
+            | DcMsg::LinkHello { .. }
+            | DcMsg::LinkProof { .. }
             | DcMsg::Held { .. }
             | DcMsg::Received { .. }
             | DcMsg::Blobs { .. } => {}
@@ -877,6 +918,25 @@ impl Dispatcher {
         lost.sort();
         for id in lost {
             self.lose_attempt(now, id, peer, false);
+        }
+    }
+
+    /// Every job at `peer` goes back to the queue: its link was refused
+    /// before any message crossed it, so none of them ran there.
+    fn refuse_attempts_on(&mut self, now: Instant, peer: PeerId, why: &str) {
+        let mut refused: Vec<JobId> = self
+            .jobs
+            .iter()
+            .filter(|(_, j)| j.state.attempt().is_some_and(|(w, _)| w == peer))
+            .map(|(id, _)| *id)
+            .collect();
+        refused.sort();
+        for id in refused {
+            let outcome = AttemptOutcome::Unverified {
+                why: why.to_owned(),
+            };
+            self.end_attempt(now, id, outcome, false);
+            self.requeue(id, now, Wait::Continued);
         }
     }
 
@@ -1207,7 +1267,7 @@ impl Dispatcher {
     }
 
     /// All capable workers (this peer included under self-dispatch), in id order.
-    fn capable(&self, cap: &Capability) -> Vec<Candidate> {
+    fn capable(&self, now: Instant, cap: &Capability) -> Vec<Candidate> {
         let local = self
             .local
             .as_ref()
@@ -1222,6 +1282,7 @@ impl Dispatcher {
             .filter(|p| p.id != self.me)
             .chain(local.as_ref())
             .filter(|p| p.capabilities.contains(cap) && p.stats.slots > 0)
+            .filter(|p| self.trusted(now, &p.id))
             .map(|p| Candidate {
                 id: p.id,
                 slots: p.stats.slots,
@@ -1232,13 +1293,34 @@ impl Dispatcher {
         all
     }
 
+    /// Whether `peer` may be offered jobs (its link was not refused lately).
+    fn trusted(&self, now: Instant, peer: &PeerId) -> bool {
+        self.untrusted
+            .get(peer)
+            .is_none_or(|(until, _)| *until <= now)
+    }
+
+    /// A peer in the view that runs `cap` but is no candidate because its
+    /// link was refused, and why.
+    fn untrusted_with(&self, now: Instant, cap: &Capability) -> Option<(PeerId, String)> {
+        self.untrusted
+            .iter()
+            .filter(|(_, (until, _))| *until > now)
+            .find(|(id, _)| {
+                self.pool
+                    .get(id)
+                    .is_some_and(|p| p.capabilities.contains(cap))
+            })
+            .map(|(id, (_, why))| (*id, why.clone()))
+    }
+
     /// Tries to offer one queued job.
     fn try_place(&mut self, now: Instant, id: JobId) -> Placement {
         let Some(job) = self.jobs.get(&id) else {
             return Placement::Ended;
         };
         let cap = job.spec.capability.clone();
-        let capable = self.capable(&cap);
+        let capable = self.capable(now, &cap);
         if capable.is_empty() && !self.pool.is_synced() {
             // The view is still filling (a daemon just started or
             // reconnected): "nobody runs this" is not known yet. The job waits;
@@ -1273,7 +1355,10 @@ impl Dispatcher {
             return Placement::Ended;
         };
         if capable.is_empty() {
-            let err = JobError::NoCapableWorker { capability: cap };
+            let err = match self.untrusted_with(now, &cap) {
+                Some((worker, why)) => JobError::Unverified { worker, why },
+                None => JobError::NoCapableWorker { capability: cap },
+            };
             self.finish(now, id, JobState::Failed, Err(err));
             return Placement::Ended;
         }

@@ -201,6 +201,12 @@ pub enum AttemptOutcome {
     TimedOut,
     /// The worker or the link to it went away.
     Lost,
+    /// The link to the worker was refused: it did not prove the identity
+    /// the pool view announced (the job never left this peer).
+    Unverified {
+        /// What failed.
+        why: String,
+    },
     /// Cancelled by the caller.
     Cancelled,
     /// Given up for a worker that held a finished or running attempt of the
@@ -221,6 +227,7 @@ impl std::fmt::Display for AttemptOutcome {
             }
             AttemptOutcome::TimedOut => f.write_str("timed out"),
             AttemptOutcome::Lost => f.write_str("worker lost"),
+            AttemptOutcome::Unverified { why } => write!(f, "identity not verified: {why}"),
             AttemptOutcome::Cancelled => f.write_str("cancelled"),
             AttemptOutcome::Superseded { by } => {
                 write!(f, "superseded by worker {}, which held the job", by.short())

@@ -24,7 +24,9 @@ mod pool;
 mod strategy;
 mod worker;
 
-pub use dispatcher::{Dispatcher, DispatcherConfig, Input, JobEnd, JobError, Output};
+pub use dispatcher::{
+    Dispatcher, DispatcherConfig, Input, JobEnd, JobError, Output, UNTRUSTED_FOR,
+};
 pub use job::{
     Attempt, AttemptOutcome, EventKind, IllegalTransition, JobEvent, JobOptions, JobSpec, JobState,
 };

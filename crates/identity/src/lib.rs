@@ -89,6 +89,9 @@ pub enum IdentityError {
     /// Text that is not a public key.
     #[error("not a jobmesh public key (43 characters of base64url): {0}")]
     BadPublicKey(String),
+    /// Text that is not a nonce.
+    #[error("not a nonce (43 characters of base64url): {0}")]
+    BadNonce(String),
     /// A signature that is malformed or does not verify.
     #[error("the signature does not verify")]
     BadSignature,
@@ -254,6 +257,24 @@ impl Identity {
     }
 }
 
+/// Serde as the type's text form (`Display` / `FromStr`).
+macro_rules! text_serde {
+    ($t:ty) => {
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
 /// A peer's public key: 32 bytes known to be a valid Ed25519 point (kept
 /// compressed: it travels in every hello).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -321,18 +342,7 @@ impl FromStr for PublicKey {
     }
 }
 
-impl serde::Serialize for PublicKey {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for PublicKey {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
+text_serde!(PublicKey);
 
 /// An Ed25519 signature; its text form is unpadded base64url (86 characters).
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -375,18 +385,56 @@ impl FromStr for Signature {
     }
 }
 
-impl serde::Serialize for Signature {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+text_serde!(Signature);
+
+/// Bytes of a [`Nonce`].
+pub const NONCE_LEN: usize = 32;
+
+/// 32 fresh random bytes that make one handshake unlike any other; text
+/// form: unpadded base64url (43 characters).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Nonce([u8; NONCE_LEN]);
+
+impl Nonce {
+    /// A nonce from the operating system's RNG.
+    pub fn random() -> Self {
+        Self(rand::random())
+    }
+
+    /// A nonce of given bytes (a simulator's, drawn from its seed).
+    pub fn from_bytes(bytes: [u8; NONCE_LEN]) -> Self {
+        Self(bytes)
+    }
+
+    /// Its bytes.
+    pub fn as_bytes(&self) -> &[u8; NONCE_LEN] {
+        &self.0
     }
 }
 
-impl<'de> serde::Deserialize<'de> for Signature {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
+impl fmt::Display for Nonce {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&BASE64URL_NOPAD.encode(&self.0))
     }
 }
+
+impl fmt::Debug for Nonce {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Nonce({self})")
+    }
+}
+
+impl FromStr for Nonce {
+    type Err = IdentityError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || IdentityError::BadNonce(s.chars().take(64).collect());
+        let bytes = BASE64URL_NOPAD.decode(s.as_bytes()).map_err(|_| bad())?;
+        Ok(Self(bytes.try_into().map_err(|_| bad())?))
+    }
+}
+
+text_serde!(Nonce);
 
 /// A fresh nonce for a challenge: `bytes` random bytes from the operating
 /// system's RNG, as unpadded base64url.

@@ -5,7 +5,8 @@
 //! the routing of messages between the two when the peer runs its own job
 //! (self-dispatch: they never touch a socket), the link table (dial on first
 //! use, the glare rule when both peers dial at once, link ids that fence a
-//! replaced link's late events, messages held while a link opens), the blob
+//! replaced link's late events, messages held while a link opens, the link
+//! handshake that proves each remote's key before any job message), the blob
 //! transfer sets of each attempt (which blobs move, chunk fencing, input
 //! deadlines, results held for their blobs), the stats it publishes and the
 //! journal changes it wants written.
@@ -17,6 +18,7 @@
 //! daemon, or the simulator) turns I/O into inputs and outputs into effects,
 //! and keeps only handles (tasks, connections, files) keyed by the same ids.
 
+mod binding;
 mod links;
 mod transfers;
 
@@ -27,8 +29,10 @@ use jobmesh_core::{
     Admission, Dispatcher, DispatcherConfig, Input, JobEnd, JobError, JobEvent, JobSpec, JobState,
     PoolView, StatsCoalescer, Strategy, WorkerCore, WorkerOutput,
 };
+use jobmesh_identity::{Identity, Signature};
 use jobmesh_wire::blob::{BlobMeta, Direction};
 use jobmesh_wire::dc::{DcMsg, JobId, Outcome, Progress, MAX_DC_MESSAGE};
+use jobmesh_wire::link::{Binding, BINDING_TIMEOUT_MS};
 use jobmesh_wire::signal::{Handshake, ServerMsg};
 use jobmesh_wire::{Capability, PeerId, PeerInfo, Stats};
 use rand::rngs::StdRng;
@@ -37,6 +41,8 @@ use serde_json::Value;
 use tracing::{debug, info, warn};
 use transfers::Transfers;
 
+pub use binding::Refusal;
+use binding::RemoteHello;
 use links::{Link, LinkTable};
 pub use links::{LinkId, PENDING_PER_LINK};
 pub use transfers::HandlerInputs;
@@ -47,8 +53,8 @@ pub type InputCheck = Box<dyn Fn(&Capability, &Value) -> Result<(), String> + Se
 
 /// Everything a node is configured with.
 pub struct NodeConfig {
-    /// This peer's id.
-    pub me: PeerId,
+    /// This peer's key; its id is the key's ([`Identity::peer_id`]).
+    pub identity: Identity,
     /// Its name in the pool.
     pub name: String,
     /// What it runs (empty: a submit-only peer).
@@ -169,12 +175,16 @@ pub enum NodeInput<'a> {
         /// `Err((why, closed))`: `closed` when its link closed under it.
         result: Result<(), (String, bool)>,
     },
-    /// A link this node asked for (dial or answer) is open.
+    /// A link this node asked for (dial or answer) has its data channel
+    /// open: the link handshake starts (the link is not open for jobs yet).
     LinkOpened {
         /// The remote peer.
         peer: PeerId,
         /// Which link.
         link: LinkId,
+        /// The connection's DTLS fingerprints as this side saw them, and a
+        /// fresh nonce from the driver (the OS RNG; a simulator's seed).
+        binding: Binding,
     },
     /// A link closed, failed to open, or could not take a message.
     LinkClosed {
@@ -378,10 +388,13 @@ pub struct NodeCounters {
     pub rejected: u64,
     /// Messages that could not be read.
     pub malformed: u64,
+    /// Links closed because the remote did not prove its identity.
+    pub links_refused: u64,
 }
 
 /// One peer's decisions. See the crate docs for the contract.
 pub struct Node {
+    identity: Identity,
     me: PeerId,
     name: String,
     capabilities: Vec<Capability>,
@@ -428,14 +441,16 @@ impl Node {
             config.progress_interval,
         );
         let stats = worker.stats();
+        let me = config.identity.peer_id();
         Self {
-            me: config.me,
+            identity: config.identity,
+            me,
             name: config.name,
             capabilities: config.capabilities,
             max_blob_size: config.max_blob_size,
             journaled: config.journaled,
             input_check: config.input_check,
-            dispatcher: Dispatcher::new(config.me, config.dispatcher, config.strategy),
+            dispatcher: Dispatcher::new(me, config.dispatcher, config.strategy),
             worker,
             coalescer: StatsCoalescer::new(config.stats_interval),
             links: LinkTable::default(),
@@ -542,10 +557,12 @@ impl Node {
                 self.call_back_away_submitters();
             }
             NodeInput::Message { from, link, msg } => {
-                if self.links.is_current(&from, link) {
+                if !self.links.is_current(&from, link) {
+                    debug!(peer = %from.short(), link, "message of a replaced link dropped");
+                } else if self.links.open(&from).is_some() {
                     self.on_message(now, from, msg);
                 } else {
-                    debug!(peer = %from.short(), link, "message of a replaced link dropped");
+                    self.on_handshake_message(now, from, msg);
                 }
             }
             NodeInput::Malformed {
@@ -554,7 +571,10 @@ impl Node {
                 job_id,
                 error,
             } => {
-                if self.links.is_current(&from, link) {
+                if self.links.is_current(&from, link) && self.links.open(&from).is_none() {
+                    self.counters.malformed += 1;
+                    self.refuse_link(now, from, Refusal::OutOfOrder("an unreadable message"));
+                } else if self.links.is_current(&from, link) {
                     self.counters.malformed += 1;
                     warn!(peer = %from.short(), %error, "malformed data-channel message");
                     self.send_to(
@@ -588,7 +608,11 @@ impl Node {
                 attempt,
                 result,
             } => self.on_blobs_sent(now, job_id, direction, to, attempt, result),
-            NodeInput::LinkOpened { peer, link } => self.on_link_opened(now, peer, link),
+            NodeInput::LinkOpened {
+                peer,
+                link,
+                binding,
+            } => self.on_channel_open(now, peer, link, binding),
             NodeInput::LinkClosed { peer, link } => {
                 if self.links.is_current(&peer, link) {
                     info!(peer = %peer.short(), link, "link closed");
@@ -611,6 +635,7 @@ impl Node {
                 self.dispatcher_input(now, Input::Timeout);
                 self.worker.handle_timeout(now);
                 self.expire_inputs(now);
+                self.expire_handshakes(now);
                 if let Some(stats) = self.coalescer.poll(now) {
                     self.out.push_back(NodeOutput::PublishStats(stats));
                 }
@@ -626,6 +651,7 @@ impl Node {
             self.worker.poll_timeout(),
             self.coalescer.poll_timeout(),
             self.transfers_timeout(),
+            self.links.next_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -860,20 +886,17 @@ impl Node {
     }
 
     fn send_on_link(&mut self, now: Instant, to: PeerId, msg: DcMsg) {
-        match self.links.get_mut(&to) {
-            Some(Link::Open { id }) => {
-                let link = *id;
-                self.out.push_back(NodeOutput::Send { to, link, msg });
+        if let Some(link) = self.links.open(&to) {
+            self.out.push_back(NodeOutput::Send { to, link, msg });
+        } else if let Some(pending) = self.links.pending_mut(&to) {
+            if pending.len() >= PENDING_PER_LINK {
+                warn!(peer = %to.short(), "too many messages waiting for the link; dropping it");
+                self.drop_link(now, to);
+            } else {
+                pending.push(msg);
             }
-            Some(Link::Connecting { pending, .. }) => {
-                if pending.len() >= PENDING_PER_LINK {
-                    warn!(peer = %to.short(), "too many messages waiting for the link; dropping it");
-                    self.drop_link(now, to);
-                } else {
-                    pending.push(msg);
-                }
-            }
-            None => self.dial(to, vec![msg]),
+        } else {
+            self.dial(to, vec![msg]);
         }
     }
 
@@ -919,7 +942,7 @@ impl Node {
                         }
                         _ => Vec::new(),
                     },
-                    Some(Link::Open { .. }) => {
+                    Some(Link::Binding { .. } | Link::Open { .. }) => {
                         // The remote lost the link and dials again: ours is dead too.
                         self.drop_link(now, from);
                         Vec::new()
@@ -956,15 +979,112 @@ impl Node {
         }
     }
 
-    fn on_link_opened(&mut self, now: Instant, peer: PeerId, link: LinkId) {
+    /// The channel of `peer`'s link `link` is open: the handshake starts
+    /// with this side's hello (and its proof, if the remote's hello came
+    /// first).
+    fn on_channel_open(&mut self, now: Instant, peer: PeerId, link: LinkId, binding: Binding) {
         if !matches!(self.links.get(&peer), Some(Link::Connecting { id, .. }) if *id == link) {
             // Superseded (collision or re-dial): its connection is released.
             self.out.push_back(NodeOutput::CloseLink { peer, link });
             return;
         }
-        info!(peer = %peer.short(), link, "data channel open");
+        debug!(peer = %peer.short(), link, "data channel open; proving identities");
+        let deadline = now + Duration::from_millis(BINDING_TIMEOUT_MS);
+        let early = self.links.binding(peer, link, binding, deadline);
+        let hello = DcMsg::LinkHello {
+            key: self.identity.public(),
+            nonce: binding.nonce,
+        };
+        self.out.push_back(NodeOutput::Send {
+            to: peer,
+            link,
+            msg: hello,
+        });
+        if let Some(remote) = early {
+            self.on_remote_hello(now, peer, remote);
+        }
+    }
+
+    /// A message on a link that is not open yet: only the handshake's own
+    /// are allowed, in order.
+    fn on_handshake_message(&mut self, now: Instant, from: PeerId, msg: DcMsg) {
+        match msg {
+            DcMsg::LinkHello { key, nonce } => {
+                self.on_remote_hello(now, from, RemoteHello { key, nonce });
+            }
+            DcMsg::LinkProof { sig } => self.on_remote_proof(now, from, &sig),
+            DcMsg::Error { message, .. } => {
+                self.refuse_link(now, from, Refusal::RemoteRefused(message));
+            }
+            other => {
+                let what = other.type_name();
+                self.refuse_link(now, from, Refusal::OutOfOrder(what));
+            }
+        }
+    }
+
+    fn on_remote_hello(&mut self, now: Instant, from: PeerId, remote: RemoteHello) {
+        match self.links.get_mut(&from) {
+            // Checked when the channel is reported open.
+            Some(Link::Connecting {
+                early: early @ None,
+                ..
+            }) => {
+                *early = Some(remote);
+                return;
+            }
+            Some(Link::Binding { remote: None, .. }) => {}
+            _ => {
+                self.refuse_link(now, from, Refusal::OutOfOrder("a second link_hello"));
+                return;
+            }
+        }
+        if let Err(why) = binding::check_key(from, &remote.key) {
+            self.refuse_link(now, from, why);
+            return;
+        }
+        let Some(Link::Binding {
+            id,
+            binding,
+            remote: slot,
+            ..
+        }) = self.links.get_mut(&from)
+        else {
+            return;
+        };
+        *slot = Some(remote);
+        let sig = binding::prove(&self.identity, binding, &remote, from);
+        let link = *id;
+        self.out.push_back(NodeOutput::Send {
+            to: from,
+            link,
+            msg: DcMsg::LinkProof { sig },
+        });
+    }
+
+    fn on_remote_proof(&mut self, now: Instant, from: PeerId, sig: &Signature) {
+        let checked = match self.links.get(&from) {
+            Some(Link::Binding {
+                binding,
+                remote: Some(remote),
+                ..
+            }) => binding::check_proof(self.me, binding, remote, sig),
+            _ => Err(Refusal::OutOfOrder("link_proof before link_hello")),
+        };
+        match checked {
+            Ok(()) => self.on_link_open(now, from),
+            Err(why) => self.refuse_link(now, from, why),
+        }
+    }
+
+    /// `peer` proved its key over this connection: the link is open.
+    fn on_link_open(&mut self, now: Instant, peer: PeerId) {
+        let held = self.links.opened(peer);
+        let Some(link) = self.links.open(&peer) else {
+            return;
+        };
+        info!(peer = %peer.short(), link, "link open: identity verified");
         self.dispatcher_input(now, Input::LinkOpened(peer));
-        let held = self.links.opened(peer, link);
         for msg in self.still_wanted(peer, held) {
             self.out.push_back(NodeOutput::Send {
                 to: peer,
@@ -974,6 +1094,43 @@ impl Node {
         }
         // Jobs of this peer's held here while it was away.
         self.worker.handle_link_opened(peer);
+    }
+
+    /// Closes `peer`'s link because it failed the handshake: said to the
+    /// remote, logged with both ids, counted, and its jobs go elsewhere.
+    fn refuse_link(&mut self, now: Instant, peer: PeerId, why: Refusal) {
+        self.counters.links_refused += 1;
+        warn!(peer = %peer, me = %self.me, %why,
+            "link refused: the remote did not prove its identity; closing it before any job message");
+        if let Some(link) = self.links.remove(&peer) {
+            if !matches!(why, Refusal::RemoteRefused(_)) {
+                self.out.push_back(NodeOutput::Send {
+                    to: peer,
+                    link: link.id(),
+                    msg: DcMsg::Error {
+                        job_id: None,
+                        message: format!("link refused by {}: {why}", self.me),
+                    },
+                });
+            }
+            self.out.push_back(NodeOutput::CloseLink {
+                peer,
+                link: link.id(),
+            });
+        }
+        self.announced.remove(&peer);
+        let why = why.to_string();
+        self.dispatcher_input(now, Input::LinkRefused { peer, why: &why });
+        self.worker.handle_link_closed(now, peer);
+    }
+
+    /// Links whose handshake did not finish in time close like links that
+    /// failed: a network that stalls is not a forgery.
+    fn expire_handshakes(&mut self, now: Instant) {
+        for peer in self.links.overdue(now) {
+            warn!(peer = %peer.short(), "no link handshake within {BINDING_TIMEOUT_MS} ms; closing the link");
+            self.drop_link(now, peer);
+        }
     }
 
     /// The messages held for `peer` while its link opened, less those of

@@ -2,15 +2,20 @@
 //! link ids that fence the events of a replaced link.
 //!
 //! A link is `Connecting` from the moment this peer dials (or answers an
-//! offer) until the driver reports it open, then `Open` until it closes or
-//! is replaced. Every link that leaves the table is reported once with
+//! offer) until the driver reports its channel open, then `Binding` while
+//! the link handshake runs (`jobmesh_wire::link`), then `Open` until it
+//! closes or is replaced. Messages for it wait until it is `Open`. Every link that leaves the table is reported once with
 //! [`LinkChange::Close`], so the driver releases its connection: nothing is
 //! dropped without being closed.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::time::Instant;
 
 use jobmesh_wire::dc::DcMsg;
+use jobmesh_wire::link::Binding;
 use jobmesh_wire::PeerId;
+
+use crate::binding::RemoteHello;
 
 /// Identifies one link (one peer connection) for its whole life; never reused
 /// within one node.
@@ -30,6 +35,19 @@ pub(crate) enum Link {
         awaiting_answer: bool,
         /// Messages to send once open, oldest first.
         pending: Vec<DcMsg>,
+        /// The remote's `link_hello`, if it came before the driver said the
+        /// channel is open (the two travel different ways).
+        early: Option<RemoteHello>,
+    },
+    Binding {
+        id: LinkId,
+        pending: Vec<DcMsg>,
+        /// This side's view of the connection and its nonce.
+        binding: Binding,
+        /// The remote's hello, once it came (this side's proof then went).
+        remote: Option<RemoteHello>,
+        /// When the handshake gives up.
+        deadline: Instant,
     },
     Open {
         id: LinkId,
@@ -39,7 +57,7 @@ pub(crate) enum Link {
 impl Link {
     pub(crate) fn id(&self) -> LinkId {
         match self {
-            Link::Connecting { id, .. } | Link::Open { id } => *id,
+            Link::Connecting { id, .. } | Link::Binding { id, .. } | Link::Open { id } => *id,
         }
     }
 }
@@ -47,6 +65,8 @@ impl Link {
 #[derive(Debug, Default)]
 pub(crate) struct LinkTable {
     links: HashMap<PeerId, Link>,
+    /// The deadlines of the `Binding` links.
+    deadlines: BTreeSet<(Instant, PeerId)>,
     next_id: LinkId,
 }
 
@@ -94,6 +114,7 @@ impl LinkTable {
                 tag,
                 awaiting_answer: dialling,
                 pending,
+                early: None,
             },
         );
         id
@@ -101,15 +122,77 @@ impl LinkTable {
 
     /// Removes `peer`'s link; returns it.
     pub(crate) fn remove(&mut self, peer: &PeerId) -> Option<Link> {
-        self.links.remove(peer)
+        let link = self.links.remove(peer);
+        if let Some(Link::Binding { deadline, .. }) = &link {
+            self.deadlines.remove(&(*deadline, *peer));
+        }
+        link
     }
 
-    /// Marks `peer`'s connecting link open; returns the messages it held.
-    pub(crate) fn opened(&mut self, peer: PeerId, id: LinkId) -> Vec<DcMsg> {
-        match self.links.insert(peer, Link::Open { id }) {
-            Some(Link::Connecting { pending, .. }) => pending,
-            _ => Vec::new(),
+    /// `peer`'s connecting link `id` has its channel open: its handshake
+    /// starts, and must end by `deadline`. Returns the remote's hello if it
+    /// came already.
+    pub(crate) fn binding(
+        &mut self,
+        peer: PeerId,
+        id: LinkId,
+        binding: Binding,
+        deadline: Instant,
+    ) -> Option<RemoteHello> {
+        let (pending, early) = match self.links.remove(&peer) {
+            Some(Link::Connecting { pending, early, .. }) => (pending, early),
+            _ => (Vec::new(), None),
+        };
+        self.links.insert(
+            peer,
+            Link::Binding {
+                id,
+                pending,
+                binding,
+                remote: None,
+                deadline,
+            },
+        );
+        self.deadlines.insert((deadline, peer));
+        early
+    }
+
+    /// Marks `peer`'s binding link open (its handshake passed); returns the
+    /// messages it held.
+    pub(crate) fn opened(&mut self, peer: PeerId) -> Vec<DcMsg> {
+        match self.remove(&peer) {
+            Some(Link::Binding { id, pending, .. }) => {
+                self.links.insert(peer, Link::Open { id });
+                pending
+            }
+            Some(other) => {
+                self.links.insert(peer, other);
+                Vec::new()
+            }
+            None => Vec::new(),
         }
+    }
+
+    /// The messages waiting for `peer`'s link to open, if it is not open yet.
+    pub(crate) fn pending_mut(&mut self, peer: &PeerId) -> Option<&mut Vec<DcMsg>> {
+        match self.links.get_mut(peer) {
+            Some(Link::Connecting { pending, .. } | Link::Binding { pending, .. }) => Some(pending),
+            _ => None,
+        }
+    }
+
+    /// The earliest handshake deadline.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines.first().map(|(t, _)| *t)
+    }
+
+    /// Peers whose handshake passed its deadline by `now`.
+    pub(crate) fn overdue(&self, now: Instant) -> Vec<PeerId> {
+        self.deadlines
+            .iter()
+            .take_while(|(t, _)| *t <= now)
+            .map(|(_, p)| *p)
+            .collect()
     }
 
     /// Peers whose dial has had no answer, in id order.
@@ -134,6 +217,7 @@ impl LinkTable {
 
     /// Links of every peer, for a final close.
     pub(crate) fn drain(&mut self) -> impl Iterator<Item = (PeerId, Link)> + '_ {
+        self.deadlines.clear();
         self.links.drain()
     }
 }

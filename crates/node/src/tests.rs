@@ -1,7 +1,9 @@
 use std::time::{Duration, Instant};
 
 use jobmesh_core::{DispatcherConfig, JobOptions, JobSpec};
+use jobmesh_identity::Nonce;
 use jobmesh_wire::dc::{DcMsg, Outcome};
+use jobmesh_wire::link::Fingerprint;
 use jobmesh_wire::signal::{Handshake, ServerMsg};
 use jobmesh_wire::{Capability, PeerId, PeerInfo, Stats};
 use serde_json::{json, Value};
@@ -9,8 +11,86 @@ use uuid::Uuid;
 
 use super::*;
 
+fn identity(n: u128) -> Identity {
+    Identity::from_seed(&[u8::try_from(n).expect("small"); 32])
+}
+
 fn peer(n: u128) -> PeerId {
-    PeerId(Uuid::from_u128(n))
+    identity(n).peer_id()
+}
+
+/// A peer whose id sorts below (`true`) or above 2's: dial collisions are
+/// settled by id order.
+fn beside_2(below: bool) -> u128 {
+    (3..100)
+        .find(|&n| (peer(n) < peer(2)) == below)
+        .expect("ids spread both ways")
+}
+
+/// Both ends' view of one connection.
+fn connection() -> (Binding, Binding) {
+    let (a, b) = (Fingerprint([0xa; 32]), Fingerprint([0xb; 32]));
+    (
+        Binding {
+            local: a,
+            remote: b,
+            nonce: Nonce::from_bytes([1; 32]),
+        },
+        Binding {
+            local: b,
+            remote: a,
+            nonce: Nonce::from_bytes([2; 32]),
+        },
+    )
+}
+
+fn opened(remote: u128, link: LinkId, binding: Binding) -> NodeInput<'static> {
+    NodeInput::LinkOpened {
+        peer: peer(remote),
+        link,
+        binding,
+    }
+}
+
+fn from(remote: u128, link: LinkId, msg: DcMsg) -> NodeInput<'static> {
+    NodeInput::Message {
+        from: peer(remote),
+        link,
+        msg,
+    }
+}
+
+/// `remote`'s hello on its end (`theirs`) of the connection.
+fn hello_of(remote: u128, theirs: &Binding) -> DcMsg {
+    DcMsg::LinkHello {
+        key: identity(remote).public(),
+        nonce: theirs.nonce,
+    }
+}
+
+/// `remote`'s proof for node `n` on its end (`theirs`), after `n`'s hello
+/// with nonce `mine`.
+fn proof_of(remote: u128, theirs: &Binding, n: &Node, mine: &Binding) -> DcMsg {
+    let seen = RemoteHello {
+        key: n.identity.public(),
+        nonce: mine.nonce,
+    };
+    DcMsg::LinkProof {
+        sig: binding::prove(&identity(remote), theirs, &seen, n.id()),
+    }
+}
+
+/// Opens `link` of `n` to `remote` as an honest remote would: the channel
+/// opens, then both halves of the handshake pass.
+fn open(n: &mut Node, now: Instant, remote: u128, link: LinkId) {
+    let (mine, theirs) = connection();
+    n.handle_input(now, opened(remote, link, mine))
+        .expect("open");
+    n.handle_input(now, from(remote, link, hello_of(remote, &theirs)))
+        .expect("hello");
+    let proof = proof_of(remote, &theirs, n, &mine);
+    n.handle_input(now, from(remote, link, proof))
+        .expect("proof");
 }
 
 fn echo() -> Capability {
@@ -19,7 +99,7 @@ fn echo() -> Capability {
 
 fn node(n: u128, capabilities: Vec<Capability>) -> Node {
     Node::new(NodeConfig {
-        me: peer(n),
+        identity: identity(n),
         name: format!("n{n}"),
         capabilities,
         slots: 2,
@@ -146,7 +226,7 @@ fn answer(from: u128, tag: u64) -> ServerMsg {
 #[test]
 fn on_a_dial_collision_the_lower_id_keeps_its_offer() {
     let now = Instant::now();
-    let mut low = node(1, Vec::new());
+    let mut low = node(beside_2(true), Vec::new());
     let (link, _) = dial_to_2(&mut low, now);
     low.handle_input(now, NodeInput::Signal(&offer(2, 99)))
         .expect("offer");
@@ -180,14 +260,7 @@ fn a_dial_unanswered_when_the_signal_server_returns_is_made_again_with_its_messa
     // The answer to the new dial opens the link, and the submit goes out on it.
     n.handle_input(now, NodeInput::Signal(&answer(2, tag)))
         .expect("answer");
-    n.handle_input(
-        now,
-        NodeInput::LinkOpened {
-            peer: peer(2),
-            link: new,
-        },
-    )
-    .expect("open");
+    open(&mut n, now, 2, new);
     let sent = drain(&mut n);
     assert!(
         sent.iter().any(|o| matches!(o, NodeOutput::Send { link, msg: DcMsg::Submit { .. }, .. } if *link == new)),
@@ -212,14 +285,7 @@ fn an_attempt_given_up_while_its_link_opened_is_never_sent() {
     drain(&mut n);
     n.handle_input(t, NodeInput::Signal(&answer(2, tag)))
         .expect("answer");
-    n.handle_input(
-        t,
-        NodeInput::LinkOpened {
-            peer: peer(2),
-            link,
-        },
-    )
-    .expect("open");
+    open(&mut n, t, 2, link);
     let sent: Vec<DcMsg> = drain(&mut n)
         .into_iter()
         .filter_map(|o| match o {
@@ -239,7 +305,7 @@ fn an_attempt_given_up_while_its_link_opened_is_never_sent() {
 #[test]
 fn on_a_dial_collision_the_higher_id_answers_and_releases_its_dial() {
     let now = Instant::now();
-    let mut high = node(3, Vec::new());
+    let mut high = node(beside_2(false), Vec::new());
     let (link, _) = dial_to_2(&mut high, now);
     high.handle_input(now, NodeInput::Signal(&offer(2, 99)))
         .expect("offer");
@@ -261,26 +327,13 @@ fn on_a_dial_collision_the_higher_id_answers_and_releases_its_dial() {
     };
     assert_eq!(tag, 99);
     // The submit queued on the abandoned dial goes out on the answered link.
-    high.handle_input(
-        now,
-        NodeInput::LinkOpened {
-            peer: peer(2),
-            link: answering,
-        },
-    )
-    .expect("open");
+    open(&mut high, now, 2, answering);
     let out = drain(&mut high);
     assert!(out.iter().any(|o| matches!(o,
         NodeOutput::Send { link: l, msg: DcMsg::Submit { .. }, .. } if *l == answering)));
     // The abandoned dial opening late is released, not used.
-    high.handle_input(
-        now,
-        NodeInput::LinkOpened {
-            peer: peer(2),
-            link,
-        },
-    )
-    .expect("late open");
+    high.handle_input(now, opened(2, link, connection().0))
+        .expect("late open");
     assert_eq!(
         drain(&mut high),
         vec![NodeOutput::CloseLink {
@@ -314,14 +367,7 @@ fn messages_of_a_replaced_link_are_ignored_and_a_closed_link_loses_its_attempts(
     let now = Instant::now();
     let mut n = node(1, Vec::new());
     let (link, _) = dial_to_2(&mut n, now);
-    n.handle_input(
-        now,
-        NodeInput::LinkOpened {
-            peer: peer(2),
-            link,
-        },
-    )
-    .expect("open");
+    open(&mut n, now, 2, link);
     drain(&mut n);
     let job_id = spec(1).job_id;
     let result = |attempt| DcMsg::Result {
@@ -376,4 +422,274 @@ fn a_result_too_large_for_one_message_is_recognised_without_encoding_it() {
     };
     assert!(msg.encode().len() <= MAX_DC_MESSAGE);
     assert!(!too_big(&fits));
+}
+
+fn sent(out: &[NodeOutput]) -> Vec<&DcMsg> {
+    out.iter()
+        .filter_map(|o| match o {
+            NodeOutput::Send { msg, .. } => Some(msg),
+            _ => None,
+        })
+        .collect()
+}
+
+fn finished(out: &[NodeOutput]) -> Option<&JobEnd> {
+    out.iter().find_map(|o| match o {
+        NodeOutput::Finished(end) => Some(end),
+        _ => None,
+    })
+}
+
+#[test]
+fn no_job_message_crosses_a_link_before_both_proofs_pass() {
+    let now = Instant::now();
+    let mut n = node(1, Vec::new());
+    let (link, _) = dial_to_2(&mut n, now);
+    let (mine, theirs) = connection();
+    n.handle_input(now, opened(2, link, mine)).expect("open");
+    let out = drain(&mut n);
+    assert_eq!(
+        sent(&out),
+        vec![&DcMsg::LinkHello {
+            key: identity(1).public(),
+            nonce: mine.nonce
+        }],
+        "only the hello goes out while the link is unproven"
+    );
+    assert!(n.open_link(&peer(2)).is_none());
+    n.handle_input(now, from(2, link, hello_of(2, &theirs)))
+        .expect("hello");
+    let out = drain(&mut n);
+    let [DcMsg::LinkProof { sig }] = sent(&out)[..] else {
+        panic!("expected our proof alone, got {out:?}");
+    };
+    // Our proof is what the remote checks on its end.
+    let seen = RemoteHello {
+        key: identity(1).public(),
+        nonce: mine.nonce,
+    };
+    assert_eq!(binding::check_proof(peer(2), &theirs, &seen, sig), Ok(()));
+    let proof = proof_of(2, &theirs, &n, &mine);
+    n.handle_input(now, from(2, link, proof)).expect("proof");
+    let out = drain(&mut n);
+    assert!(matches!(sent(&out)[..], [DcMsg::Submit { .. }]), "{out:?}");
+    assert_eq!(n.open_link(&peer(2)), Some(link));
+    assert_eq!(n.counters().links_refused, 0);
+}
+
+#[test]
+fn a_hello_that_comes_before_the_channel_is_reported_open_is_kept() {
+    let now = Instant::now();
+    let mut n = node(1, Vec::new());
+    let (link, tag) = dial_to_2(&mut n, now);
+    n.handle_input(now, NodeInput::Signal(&answer(2, tag)))
+        .expect("answer");
+    let (mine, theirs) = connection();
+    n.handle_input(now, from(2, link, hello_of(2, &theirs)))
+        .expect("early hello");
+    drain(&mut n);
+    n.handle_input(now, opened(2, link, mine)).expect("open");
+    let out = drain(&mut n);
+    assert!(
+        matches!(
+            sent(&out)[..],
+            [DcMsg::LinkHello { .. }, DcMsg::LinkProof { .. }]
+        ),
+        "{out:?}"
+    );
+    let proof = proof_of(2, &theirs, &n, &mine);
+    n.handle_input(now, from(2, link, proof)).expect("proof");
+    assert_eq!(n.open_link(&peer(2)), Some(link));
+}
+
+/// Refuses the link of `n` to 2 with `msg` as the remote's first word
+/// after the channel opened; returns the outputs.
+fn refused_by(n: &mut Node, now: Instant, link: LinkId, msgs: Vec<DcMsg>) -> Vec<NodeOutput> {
+    let (mine, _) = connection();
+    n.handle_input(now, opened(2, link, mine)).expect("open");
+    drain(n);
+    for msg in msgs {
+        n.handle_input(now, from(2, link, msg)).expect("message");
+    }
+    drain(n)
+}
+
+#[test]
+fn a_remote_holding_another_key_is_refused_and_the_job_fails_naming_it() {
+    let now = Instant::now();
+    let mut n = node(1, Vec::new());
+    let (link, _) = dial_to_2(&mut n, now);
+    // A relay that answers as 2 but holds the key of 9.
+    let (_, theirs) = connection();
+    let out = refused_by(&mut n, now, link, vec![hello_of(9, &theirs)]);
+    assert!(out.contains(&NodeOutput::CloseLink {
+        peer: peer(2),
+        link
+    }));
+    assert!(
+        !sent(&out)
+            .iter()
+            .any(|m| matches!(m, DcMsg::Submit { .. } | DcMsg::LinkProof { .. })),
+        "{out:?}"
+    );
+    assert_eq!(n.counters().links_refused, 1);
+    assert!(n.open_link(&peer(2)).is_none());
+    // 2 was the only worker: the job fails at once, saying why.
+    let end = finished(&out).expect("the job ended");
+    match &end.result {
+        Err(JobError::Unverified { worker, why }) => {
+            assert_eq!(*worker, peer(2));
+            assert!(why.contains(&peer(9).to_string()), "{why}");
+        }
+        other => panic!("expected an identity error, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_proof_over_other_fingerprints_or_nonces_is_refused() {
+    let now = Instant::now();
+    // The remote signed over the connection it has with someone between.
+    let mut n = node(1, Vec::new());
+    let (link, _) = dial_to_2(&mut n, now);
+    let (mine, theirs) = connection();
+    let relayed = Binding {
+        remote: Fingerprint([0xee; 32]),
+        ..theirs
+    };
+    let proof = proof_of(2, &relayed, &n, &mine);
+    let out = refused_by(&mut n, now, link, vec![hello_of(2, &theirs), proof]);
+    assert_eq!(n.counters().links_refused, 1);
+    assert!(matches!(
+        &finished(&out).expect("ended").result,
+        Err(JobError::Unverified { .. })
+    ));
+
+    // A proof recorded on an earlier connection, replayed on a new one
+    // where this side chose another nonce.
+    let mut n = node(1, Vec::new());
+    let (link, _) = dial_to_2(&mut n, now);
+    let recorded = proof_of(2, &theirs, &n, &mine);
+    let fresh = Binding {
+        nonce: Nonce::from_bytes([7; 32]),
+        ..mine
+    };
+    n.handle_input(now, opened(2, link, fresh)).expect("open");
+    n.handle_input(now, from(2, link, hello_of(2, &theirs)))
+        .expect("hello");
+    n.handle_input(now, from(2, link, recorded))
+        .expect("replay");
+    assert_eq!(n.counters().links_refused, 1);
+    assert!(n.open_link(&peer(2)).is_none());
+}
+
+#[test]
+fn a_job_message_before_the_handshake_is_refused() {
+    let now = Instant::now();
+    let mut n = node(1, vec![echo()]);
+    n.handle_input(now, NodeInput::Signal(&offer(2, 5)))
+        .expect("offer");
+    let link = drain(&mut n)
+        .into_iter()
+        .find_map(|o| match o {
+            NodeOutput::Answer { link, .. } => Some(link),
+            _ => None,
+        })
+        .expect("answered");
+    let submit = DcMsg::Submit {
+        job_id: spec(1).job_id,
+        attempt: 1,
+        capability: echo(),
+        input: json!({}),
+        timeout_ms: 1000,
+    };
+    let out = refused_by(&mut n, now, link, vec![submit]);
+    assert_eq!(n.counters().links_refused, 1);
+    assert_eq!(
+        n.counters().submits_received,
+        0,
+        "the submit was never read"
+    );
+    assert!(!out
+        .iter()
+        .any(|o| matches!(o, NodeOutput::StartHandler { .. })));
+    // The remote hears why before the close.
+    assert!(
+        matches!(sent(&out)[..], [DcMsg::Error { message, .. }] if message.contains("submit before the link handshake")),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_handshake_that_stalls_closes_the_link_without_blaming_the_peer() {
+    let now = Instant::now();
+    let mut n = node(1, Vec::new());
+    let (link, _) = dial_to_2(&mut n, now);
+    n.handle_input(now, opened(2, link, connection().0))
+        .expect("open");
+    drain(&mut n);
+    let deadline = now + Duration::from_millis(BINDING_TIMEOUT_MS);
+    assert!(n.poll_timeout().is_some_and(|t| t <= deadline));
+    n.handle_input(deadline, NodeInput::Timeout)
+        .expect("timeout");
+    let out = drain(&mut n);
+    assert!(out.contains(&NodeOutput::CloseLink {
+        peer: peer(2),
+        link
+    }));
+    assert_eq!(n.counters().links_refused, 0);
+    // The worker may be tried again: the job is not failed for identity.
+    assert!(!matches!(
+        finished(&out).map(|e| &e.result),
+        Some(Err(JobError::Unverified { .. }))
+    ));
+}
+
+#[test]
+fn a_refused_worker_is_passed_over_for_another() {
+    let now = Instant::now();
+    let mut n = node(1, Vec::new());
+    n.handle_input(now, NodeInput::Signal(&view(&[2, 3])))
+        .expect("view");
+    n.handle_input(now, submit(spec(1))).expect("submitted");
+    let dials: Vec<(PeerId, LinkId)> = drain(&mut n)
+        .into_iter()
+        .filter_map(|o| match o {
+            NodeOutput::Dial { peer, link, .. } => Some((peer, link)),
+            _ => None,
+        })
+        .collect();
+    let [(first, link)] = dials[..] else {
+        panic!("one dial expected: {dials:?}");
+    };
+    let other = if first == peer(2) { 3 } else { 2 };
+    let (mine, theirs) = connection();
+    n.handle_input(
+        now,
+        NodeInput::LinkOpened {
+            peer: first,
+            link,
+            binding: mine,
+        },
+    )
+    .expect("open");
+    let forged = DcMsg::LinkHello {
+        key: identity(9).public(),
+        nonce: theirs.nonce,
+    };
+    n.handle_input(
+        now,
+        NodeInput::Message {
+            from: first,
+            link,
+            msg: forged,
+        },
+    )
+    .expect("hello");
+    let out = drain(&mut n);
+    assert!(finished(&out).is_none(), "{out:?}");
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, NodeOutput::Dial { peer: p, .. } if *p == peer(other))),
+        "the job goes to the other worker: {out:?}"
+    );
 }

@@ -172,6 +172,9 @@ pub struct Metrics {
     pub malformed_messages: AtomicU64,
     /// Data channels opened (dialled or answered).
     pub links_opened: AtomicU64,
+    /// Links closed because the remote did not prove its identity over the
+    /// connection (a relayed, replayed or forged link handshake).
+    pub links_refused: AtomicU64,
     /// Blob chunks dropped because no transfer of theirs is current (the
     /// attempt ended, was cancelled or was never announced).
     pub stale_chunks: AtomicU64,

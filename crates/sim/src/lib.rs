@@ -49,10 +49,12 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::time::{Duration, Instant};
 
 use jobmesh_core::{DispatcherConfig, EventKind, JobError, JobOptions, JobSpec};
+use jobmesh_identity::{Identity, Nonce};
 use jobmesh_node::{JournalOp, LinkId, Node, NodeConfig, NodeInput, NodeOutput};
 use jobmesh_signal_server::{Registry, MAX_PEERS_PER_POOL};
 use jobmesh_wire::blob::{BlobMeta, ChunkHeader, Direction};
 use jobmesh_wire::dc::{DcMsg, JobId};
+use jobmesh_wire::link::{Binding, Fingerprint};
 use jobmesh_wire::signal::{Handshake, Join, ServerMsg};
 use jobmesh_wire::{Capability, PeerId, Stats};
 use rand::rngs::StdRng;
@@ -187,6 +189,8 @@ pub enum Action {
 /// One simulated peer.
 struct Peer {
     spec: PeerSpec,
+    /// Its key, drawn from the seed; `id` is the key's.
+    identity: Identity,
     id: PeerId,
     /// None while crashed.
     node: Option<Node>,
@@ -241,6 +245,8 @@ struct Journal {
 /// A virtual data channel between two link ends.
 struct Conn {
     ends: [(usize, LinkId); 2],
+    /// Each end's DTLS certificate fingerprint (drawn from the seed).
+    fingerprints: [Fingerprint; 2],
     /// When the last message each way arrives (ordered channel).
     last: [Instant; 2],
     closed: bool,
@@ -389,24 +395,28 @@ impl Sim {
         let epoch = Instant::now();
         let peers = peers
             .into_iter()
-            .map(|spec| Peer {
-                spec,
-                id: PeerId(Uuid::from_u128(rng.random())),
-                node: None,
-                life: 0,
-                signal: None,
-                frozen_until: None,
-                isolated_until: None,
-                journal: Journal::default(),
-                running: HashMap::new(),
-                offered: HashMap::new(),
-                connecting: BTreeSet::new(),
-                dials: HashMap::new(),
-                answered: HashMap::new(),
-                receiving: HashMap::new(),
-                sending: HashMap::new(),
-                inputs: HashMap::new(),
-                outputs: HashMap::new(),
+            .map(|spec| {
+                let identity = Identity::from_seed(&rng.random());
+                Peer {
+                    spec,
+                    id: identity.peer_id(),
+                    identity,
+                    node: None,
+                    life: 0,
+                    signal: None,
+                    frozen_until: None,
+                    isolated_until: None,
+                    journal: Journal::default(),
+                    running: HashMap::new(),
+                    offered: HashMap::new(),
+                    connecting: BTreeSet::new(),
+                    dials: HashMap::new(),
+                    answered: HashMap::new(),
+                    receiving: HashMap::new(),
+                    sending: HashMap::new(),
+                    inputs: HashMap::new(),
+                    outputs: HashMap::new(),
+                }
             })
             .collect();
         let mut sim = Self {
@@ -702,9 +712,15 @@ impl Sim {
             }
             Event::LinkOpened { peer, life, link } => {
                 if self.alive(peer, life) && self.peers[peer].connecting.remove(&link) {
-                    let remote = self.remote_of(peer, link);
-                    if let Some(remote) = remote {
-                        self.input(peer, NodeInput::LinkOpened { peer: remote, link });
+                    if let Some((remote, binding)) = self.binding(peer, link) {
+                        self.input(
+                            peer,
+                            NodeInput::LinkOpened {
+                                peer: remote,
+                                link,
+                                binding,
+                            },
+                        );
                     }
                 }
             }
@@ -908,6 +924,28 @@ impl Sim {
         }
     }
 
+    /// The remote of a connected link and this end's view of the
+    /// connection, with a fresh nonce.
+    fn binding(&mut self, peer: usize, link: LinkId) -> Option<(PeerId, Binding)> {
+        let conn = &self.conns[*self.by_end.get(&(peer, link))?];
+        let (me, other) = if conn.ends[0] == (peer, link) {
+            (0, 1)
+        } else {
+            (1, 0)
+        };
+        let remote = self.peers[conn.ends[other].0].id;
+        let (local, remote_fp) = (conn.fingerprints[me], conn.fingerprints[other]);
+        let nonce = Nonce::from_bytes(self.rng.random());
+        Some((
+            remote,
+            Binding {
+                local,
+                remote: remote_fp,
+                nonce,
+            },
+        ))
+    }
+
     fn remote_of(&self, peer: usize, link: LinkId) -> Option<PeerId> {
         if let Some(&c) = self.by_end.get(&(peer, link)) {
             let conn = &self.conns[c];
@@ -1053,7 +1091,7 @@ impl Sim {
         let spec = self.peers[p].spec.clone();
         let seed = self.rng.random();
         let node = Node::new(NodeConfig {
-            me: self.peers[p].id,
+            identity: self.peers[p].identity.clone(),
             name: spec.name.clone(),
             capabilities: spec.capabilities.clone(),
             slots: spec.slots,
@@ -1616,8 +1654,13 @@ impl Sim {
             return;
         }
         let c = self.conns.len();
+        let fingerprints = [
+            Fingerprint(self.rng.random()),
+            Fingerprint(self.rng.random()),
+        ];
         self.conns.push(Conn {
             ends: [(p, link), (r, rlink)],
+            fingerprints,
             last: [self.now; 2],
             closed: false,
         });

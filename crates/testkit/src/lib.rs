@@ -6,18 +6,21 @@
 use std::future::Future;
 use std::time::Duration;
 
-use jobmesh_identity::Identity;
+use jobmesh_identity::{Identity, Nonce, Purpose};
 use jobmesh_peer::control;
 use jobmesh_peer::jobs::WatchEvent;
 use jobmesh_peer::{DaemonConfig, PeerHandle, PoolSnapshot};
 use jobmesh_transport::rtc::{self, LinkEvent, LinkHandle, RtcConfig};
 use jobmesh_transport::signal::{self as signal_client, SignalConfig, SignalEvent};
+use jobmesh_wire::dc::DcMsg;
+use jobmesh_wire::link::binding_message;
 use jobmesh_wire::signal::{ClientMsg, Handshake, Join, ServerMsg};
 use jobmesh_wire::{Capability, PeerId};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 pub mod faults;
+pub mod mitm;
 pub mod netns;
 pub mod process;
 mod signal;
@@ -193,6 +196,8 @@ impl Drop for PeerGuard {
 pub struct RawPeer {
     /// Its id.
     pub id: PeerId,
+    identity: Identity,
+    next_link: u64,
     out: mpsc::Sender<ClientMsg>,
     events: mpsc::Receiver<SignalEvent>,
     link_tx: mpsc::Sender<LinkEvent>,
@@ -203,7 +208,11 @@ pub struct RawPeer {
 impl RawPeer {
     /// Joins `pool` (submit-only) and waits for the welcome.
     pub async fn join(signal_url: &str, pool: &str) -> Self {
-        let identity = Identity::generate();
+        Self::join_as(signal_url, pool, Identity::generate()).await
+    }
+
+    /// Joins `pool` as `identity`.
+    pub async fn join_as(signal_url: &str, pool: &str, identity: Identity) -> Self {
         let id = identity.peer_id();
         let join = Join {
             name: "raw".into(),
@@ -215,7 +224,7 @@ impl RawPeer {
         let (out, out_rx) = mpsc::channel(64);
         let cancel = CancellationToken::new();
         tokio::spawn(signal_client::run(
-            SignalConfig::new(signal_url.into(), join, identity),
+            SignalConfig::new(signal_url.into(), join, identity.clone()),
             ev_tx,
             out_rx,
             cancel.clone(),
@@ -231,6 +240,8 @@ impl RawPeer {
         let (link_tx, link_rx) = mpsc::channel(64);
         Self {
             id,
+            identity,
+            next_link: 0,
             out,
             events,
             link_tx,
@@ -239,14 +250,69 @@ impl RawPeer {
         }
     }
 
-    /// Opens a data channel to `peer`.
+    /// Opens a link to `peer` and passes its handshake, as a member would.
     pub async fn dial(&mut self, peer: PeerId) -> LinkHandle {
+        let link = self.dial_unproven(peer).await;
+        self.handshake(&link).await;
+        link
+    }
+
+    /// Runs the link handshake (`jobmesh_wire::link`) on `link`, written
+    /// from the protocol's definitions rather than the node's code: sends
+    /// this peer's hello and proof, checks the remote's.
+    pub async fn handshake(&mut self, link: &LinkHandle) {
+        let fingerprints = link.fingerprints();
+        let nonce = Nonce::random();
+        let hello = DcMsg::LinkHello {
+            key: self.identity.public(),
+            nonce,
+        };
+        link.try_send(hello.encode()).expect("queued");
+        let DcMsg::LinkHello { key, nonce: theirs } = self.recv_msg().await else {
+            panic!("the remote's first message is not its link_hello");
+        };
+        assert_eq!(key.peer_id(), link.peer(), "the remote holds its id's key");
+        let mine = binding_message(
+            &fingerprints.local,
+            &fingerprints.remote,
+            &nonce,
+            &theirs,
+            &link.peer(),
+        );
+        let sig = self.identity.sign(Purpose::ChannelBinding, &mine);
+        link.try_send(DcMsg::LinkProof { sig }.encode())
+            .expect("queued");
+        let DcMsg::LinkProof { sig } = self.recv_msg().await else {
+            panic!("the remote's second message is not its link_proof");
+        };
+        let its = binding_message(
+            &fingerprints.remote,
+            &fingerprints.local,
+            &theirs,
+            &nonce,
+            &self.id,
+        );
+        key.verify(Purpose::ChannelBinding, &its, &sig)
+            .expect("the remote's proof verifies");
+    }
+
+    /// Opens a data channel to `peer`, without the link handshake.
+    pub async fn dial_unproven(&mut self, peer: PeerId) -> LinkHandle {
         let out = self.out.clone();
         let relay =
             move |signal: Handshake| out.try_send(ClientMsg::Relay { to: peer, signal }).is_ok();
         let (answer_tx, answer_rx) = oneshot::channel();
         let config = loopback_rtc();
-        let dial = rtc::dial(&config, peer, 1, relay, answer_rx, self.link_tx.clone());
+        self.next_link += 1;
+        let link_id = self.next_link;
+        let dial = rtc::dial(
+            &config,
+            peer,
+            link_id,
+            relay,
+            answer_rx,
+            self.link_tx.clone(),
+        );
         tokio::pin!(dial);
         let mut answer_tx = Some(answer_tx);
         within("the raw data channel to open", async {
@@ -264,6 +330,67 @@ impl RawPeer {
             }
         })
         .await
+    }
+
+    /// Waits for an offer relayed to this peer; returns its sender, its dial
+    /// tag and its SDP.
+    pub async fn next_offer(&mut self) -> (PeerId, u64, String) {
+        within("an offer", async {
+            loop {
+                if let Some(SignalEvent::Message(ServerMsg::Relayed {
+                    from,
+                    signal: Handshake::Offer { sdp, dial },
+                })) = self.events.recv().await
+                {
+                    return (from, dial, sdp);
+                }
+            }
+        })
+        .await
+    }
+
+    /// Answers `peer`'s offer (`tag`, `sdp`); returns the link once its
+    /// channel is open, without the link handshake.
+    pub async fn answer(&mut self, peer: PeerId, tag: u64, sdp: String) -> LinkHandle {
+        let out = self.out.clone();
+        let relay = move |mut signal: Handshake| {
+            if let Handshake::Answer { dial, .. } = &mut signal {
+                *dial = tag;
+            }
+            out.try_send(ClientMsg::Relay { to: peer, signal }).is_ok()
+        };
+        self.next_link += 1;
+        let config = loopback_rtc();
+        let answer = rtc::answer(
+            &config,
+            peer,
+            self.next_link,
+            sdp,
+            relay,
+            self.link_tx.clone(),
+        );
+        within("the answered channel to open", answer)
+            .await
+            .expect("the answer succeeds")
+    }
+
+    /// Passes every message between links `a` and `b` both ways, as they
+    /// come, until either closes; returns every message seen, in order.
+    pub async fn pipe(&mut self, a: &LinkHandle, b: &LinkHandle) -> Vec<Vec<u8>> {
+        let mut seen = Vec::new();
+        while let Some(ev) = within("a piped message", self.link_rx.recv()).await {
+            match ev {
+                LinkEvent::Message { link_id, data, .. } => {
+                    seen.push(data.to_vec());
+                    let to = if link_id == a.link_id() { b } else { a };
+                    if to.try_send(data.to_vec()).is_err() {
+                        break;
+                    }
+                }
+                LinkEvent::Closed { .. } => break,
+            }
+        }
+        seen
     }
 
     /// Waits until the pool view shows a member named `name`; returns its id.
@@ -329,6 +456,16 @@ impl RawPeer {
                 }
             })
             .await;
+        }
+    }
+
+    /// The next data-channel message received, decoded.
+    pub async fn recv_msg(&mut self) -> DcMsg {
+        match within("a data-channel message", self.link_rx.recv()).await {
+            Some(LinkEvent::Message { data, .. }) => {
+                DcMsg::decode(&data).expect("a valid data-channel message")
+            }
+            Some(LinkEvent::Closed { .. }) | None => panic!("raw link closed"),
         }
     }
 

@@ -26,8 +26,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use jobmesh_wire::link::Fingerprint;
 use jobmesh_wire::signal::Handshake;
 use jobmesh_wire::PeerId;
+use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{debug, info_span, warn, Instrument};
@@ -221,6 +223,10 @@ pub enum LinkError {
     /// The peer connection ended during setup.
     #[error("peer connection closed during setup ({0})")]
     Closed(&'static str),
+    /// The connection's DTLS certificates could not be read, so the link
+    /// handshake could not be bound to them.
+    #[error("cannot read this connection's DTLS fingerprints ({0})")]
+    NoFingerprint(&'static str),
 }
 
 /// A handle to an open link. Cloning is not offered: one owner, the daemon.
@@ -228,6 +234,7 @@ pub enum LinkError {
 pub struct LinkHandle {
     peer: PeerId,
     link_id: LinkId,
+    fingerprints: Fingerprints,
     tx: mpsc::Sender<Vec<u8>>,
     bulk: BulkSender,
     cancel: CancellationToken,
@@ -255,6 +262,12 @@ impl LinkHandle {
     /// This link's id.
     pub fn link_id(&self) -> LinkId {
         self.link_id
+    }
+
+    /// The DTLS fingerprints of this connection: the link handshake signs
+    /// them ([`jobmesh_wire::link`]).
+    pub fn fingerprints(&self) -> Fingerprints {
+        self.fingerprints
     }
 
     /// A sender for blob chunks on this link (clones share its queue).
@@ -327,6 +340,39 @@ impl BulkSender {
             .map_err(|_| SendError::Closed)?;
         rx.await.map_err(|_| SendError::Closed)
     }
+}
+
+/// The SHA-256 fingerprints of the two DTLS certificates of one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fingerprints {
+    /// This side's certificate, as its own SDP declares it.
+    pub local: Fingerprint,
+    /// The certificate the remote presented in the DTLS handshake, hashed
+    /// here (webrtc has checked it against the remote SDP as well).
+    pub remote: Fingerprint,
+}
+
+/// Reads the fingerprints of an open connection.
+async fn fingerprints(pc: &Arc<dyn PeerConnection>) -> Result<Fingerprints, LinkError> {
+    let local = pc
+        .local_description()
+        .await
+        .and_then(|d| Fingerprint::from_sdp(&d.sdp))
+        .ok_or(LinkError::NoFingerprint(
+            "no sha-256 fingerprint in the local SDP",
+        ))?;
+    let sctp = pc
+        .sctp()
+        .await
+        .ok_or(LinkError::NoFingerprint("no SCTP transport"))?;
+    let certificates = sctp.transport().get_remote_certificates().await?;
+    let der = certificates.first().ok_or(LinkError::NoFingerprint(
+        "the remote presented no certificate",
+    ))?;
+    Ok(Fingerprints {
+        local,
+        remote: Fingerprint(Sha256::digest(der).into()),
+    })
 }
 
 /// Forwards webrtc's callbacks into channels and a token; never awaits.
@@ -568,8 +614,12 @@ async fn finish(
         ..
     } = setup;
     close.disarm();
+    let result = match result {
+        Ok(dc) => fingerprints(&pc).await.map(|f| (dc, f)),
+        Err(e) => Err(e),
+    };
     match result {
-        Ok(dc) => {
+        Ok((dc, fingerprints)) => {
             let max_message_size = match pc.sctp().await {
                 Some(sctp) => sctp.max_message_size().await.ok(),
                 None => None,
@@ -582,6 +632,7 @@ async fn finish(
                 cancel: dead,
                 peer,
                 link_id,
+                fingerprints,
                 max_message_size,
             };
             Ok(spawn_link(
@@ -605,6 +656,7 @@ struct Link {
     cancel: CancellationToken,
     peer: PeerId,
     link_id: LinkId,
+    fingerprints: Fingerprints,
     max_message_size: usize,
 }
 
@@ -620,6 +672,7 @@ fn spawn_link(
         cancel,
         peer,
         link_id,
+        fingerprints,
         max_message_size,
     } = link;
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(LINK_SEND_QUEUE);
@@ -711,6 +764,7 @@ fn spawn_link(
     LinkHandle {
         peer,
         link_id,
+        fingerprints,
         tx,
         bulk: BulkSender {
             tx: bulk_tx,

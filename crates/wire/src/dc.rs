@@ -1,5 +1,8 @@
 //! The data-channel wire: peer ⇄ peer, one JSON message per data-channel message.
 //!
+//! Every link first runs the handshake of [`crate::link`] (`link_hello`,
+//! `link_proof`); then:
+//!
 //! ```text
 //! submitter                                worker
 //!  | -- submit {job_id, attempt, ..} -----> |
@@ -21,6 +24,8 @@
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+use jobmesh_identity::{Nonce, PublicKey, Signature};
 
 use crate::{decode_tagged, Capability, DecodeError};
 
@@ -236,6 +241,20 @@ pub enum DcMsg {
         /// The attempt it holds.
         attempt: u32,
     },
+    /// The first message on a link, from both sides: the sender's key and
+    /// its fresh nonce ([`crate::link`]).
+    LinkHello {
+        /// The sender's public key; its peer id must be the one expected.
+        key: PublicKey,
+        /// The sender's nonce for this link.
+        nonce: Nonce,
+    },
+    /// The second, after the remote's hello: the sender's signature of
+    /// [`crate::link::binding_message`].
+    LinkProof {
+        /// The signature.
+        sig: Signature,
+    },
     /// The last message could not be decoded.
     Error {
         /// The job it was about, when that much could be read.
@@ -246,7 +265,17 @@ pub enum DcMsg {
 }
 
 const DC_TYPES: &[&str] = &[
-    "submit", "cancel", "accepted", "rejected", "progress", "result", "blobs", "received", "held",
+    "submit",
+    "cancel",
+    "accepted",
+    "rejected",
+    "progress",
+    "result",
+    "blobs",
+    "received",
+    "held",
+    "link_hello",
+    "link_proof",
     "error",
 ];
 
@@ -296,6 +325,24 @@ impl DcMsg {
         }
         let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
         v.get("job_id")?.as_str()?.parse().ok()
+    }
+
+    /// Its `type` on the wire.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            DcMsg::Submit { .. } => "submit",
+            DcMsg::Cancel { .. } => "cancel",
+            DcMsg::Accepted { .. } => "accepted",
+            DcMsg::Rejected { .. } => "rejected",
+            DcMsg::Progress { .. } => "progress",
+            DcMsg::Result { .. } => "result",
+            DcMsg::Blobs { .. } => "blobs",
+            DcMsg::Received { .. } => "received",
+            DcMsg::Held { .. } => "held",
+            DcMsg::LinkHello { .. } => "link_hello",
+            DcMsg::LinkProof { .. } => "link_proof",
+            DcMsg::Error { .. } => "error",
+        }
     }
 
     /// Encodes for the data channel.

@@ -5,6 +5,8 @@
 //!   WebRTC handshake messages between two peers of the same pool.
 //! * [`dc`]: peer ⇄ peer over a WebRTC data channel (JSON): job submit,
 //!   accepted/rejected, progress, result.
+//! * [`link`]: the handshake that opens every data channel: each side
+//!   proves its key, bound to the connection's DTLS fingerprints.
 //! * [`blob`]: binary payloads on the data channel: descriptions and the
 //!   binary chunk frames that carry their bytes. The signalling wire has no message that can carry
 //!   a job payload, by construction.
@@ -18,6 +20,7 @@
 pub mod blob;
 pub mod dc;
 mod error;
+pub mod link;
 pub mod param;
 pub mod signal;
 mod types;
@@ -36,7 +39,9 @@ pub use types::{Capability, PeerInfo, Stats, MAX_CAPABILITIES, MAX_NAME_LEN};
 /// link opens again, and a submit of a held job re-attaches to it.
 /// 5: peer ids are derived from Ed25519 keys; the server opens with a
 /// `challenge` and the hello carries the key and a proof over its nonce.
-pub const PROTOCOL_VERSION: u32 = 5;
+/// 6: every data channel opens with the link handshake ([`link`]): no job
+/// message before both sides proved their keys over the connection.
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// Reads the `"type"` tag of a JSON object and checks it is one of `known`,
 /// so an unknown type gets its own error rather than a generic serde one.

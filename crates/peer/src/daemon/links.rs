@@ -5,8 +5,10 @@
 
 use std::time::Instant;
 
+use jobmesh_identity::Nonce;
 use jobmesh_node::{LinkId, NodeInput};
 use jobmesh_transport::rtc::{self, LinkEvent};
+use jobmesh_wire::link::Binding;
 use jobmesh_wire::signal::{ClientMsg, Handshake};
 use jobmesh_wire::PeerId;
 use tokio::sync::oneshot;
@@ -98,12 +100,19 @@ impl Daemon {
         match op.result {
             Ok(handle) => {
                 Metrics::bump(&self.metrics.links_opened);
+                let fingerprints = handle.fingerprints();
                 *link = Connection::Open(handle);
+                let binding = Binding {
+                    local: fingerprints.local,
+                    remote: fingerprints.remote,
+                    nonce: Nonce::random(),
+                };
                 self.feed(
                     now,
                     NodeInput::LinkOpened {
                         peer,
                         link: link_id,
+                        binding,
                     },
                 );
             }

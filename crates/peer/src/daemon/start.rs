@@ -11,7 +11,7 @@ use jobmesh_journal::Stopped;
 use jobmesh_node::{Node, NodeConfig};
 use jobmesh_transport::signal::{self as signal_client, SignalConfig};
 use jobmesh_wire::signal::{ClientMsg, Join};
-use jobmesh_wire::{PeerId, PeerInfo};
+use jobmesh_wire::PeerInfo;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -107,7 +107,13 @@ pub fn spawn_with(
     let (transfer_tx, transfer_rx) = mpsc::channel(blob_io::TRANSFER_QUEUE);
     let (watch_tx, _) = broadcast::channel(WATCH_QUEUE);
     let journaled = opened.is_some();
-    let node = new_node(&config, me, journaled, &ext.handlers, ext.strategy.take());
+    let node = new_node(
+        &config,
+        identity.clone(),
+        journaled,
+        &ext.handlers,
+        ext.strategy.take(),
+    );
     let me_info = PeerInfo {
         id: me,
         name: config.name.clone(),
@@ -231,14 +237,14 @@ pub fn spawn_with(
 /// The node of a daemon: its config and handlers' input checks.
 fn new_node(
     config: &DaemonConfig,
-    me: PeerId,
+    identity: Identity,
     journaled: bool,
     handlers: &Handlers,
     strategy: Option<Box<dyn Strategy>>,
 ) -> Node {
     let check = handlers.clone();
     Node::new(NodeConfig {
-        me,
+        identity,
         name: config.name.clone(),
         capabilities: config.capabilities.clone(),
         slots: config.slots,
