@@ -19,7 +19,7 @@ use std::str::FromStr;
 use data_encoding::BASE64URL_NOPAD;
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use uuid::Uuid;
-use zeroize::Zeroizing;
+pub use zeroize::Zeroizing;
 
 /// A peer's id: a UUID. A peer's own is derived from its public key
 /// ([`PublicKey::peer_id`]); [`PeerId::random`] is for tests and for
@@ -71,6 +71,12 @@ pub enum Purpose {
     /// A peer proves its key over one data channel, bound to that
     /// connection's DTLS fingerprints.
     ChannelBinding,
+    /// A pool's owner grants an invitation key a role in the pool.
+    Invitation,
+    /// An invitation key binds the member key that redeemed it.
+    Membership,
+    /// A pool's owner publishes the credentials it revoked.
+    Revocation,
 }
 
 impl Purpose {
@@ -78,6 +84,9 @@ impl Purpose {
         match self {
             Purpose::SignalAdmission => b"jobmesh signal admission v1",
             Purpose::ChannelBinding => b"jobmesh channel binding v1",
+            Purpose::Invitation => b"jobmesh pool invitation v1",
+            Purpose::Membership => b"jobmesh pool membership v1",
+            Purpose::Revocation => b"jobmesh pool revocations v1",
         }
     }
 }
@@ -149,6 +158,12 @@ impl Identity {
         Self {
             key: SigningKey::from_bytes(seed),
         }
+    }
+
+    /// Its 32-byte secret seed (for a token that carries a key; keep it
+    /// as secret as the key).
+    pub fn secret_seed(&self) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(self.key.to_bytes())
     }
 
     /// Its public key.
@@ -234,6 +249,11 @@ impl Identity {
     /// Writes the identity to a new file at `path`, owner-only, and syncs
     /// it. Fails if the file exists.
     pub fn store(&self, path: &Path) -> Result<(), IdentityError> {
+        self.store_as(path, &format!("identity key of peer {}", self.peer_id()))
+    }
+
+    /// [`store`](Self::store), its first comment line saying what the key is.
+    pub fn store_as(&self, path: &Path, what: &str) -> Result<(), IdentityError> {
         use std::os::unix::fs::OpenOptionsExt;
         let io = |error| IdentityError::Io {
             path: path.display().to_string(),
@@ -241,8 +261,7 @@ impl Identity {
         };
         let seed = Zeroizing::new(BASE64URL_NOPAD.encode(self.key.as_bytes()));
         let text = Zeroizing::new(format!(
-            "# jobmesh identity key of peer {}: keep it secret.\n# public key {}\n{KEY_PREFIX}{}\n",
-            self.peer_id(),
+            "# jobmesh {what}: keep it secret.\n# public key {}\n{KEY_PREFIX}{}\n",
             self.public(),
             seed.as_str(),
         ));
