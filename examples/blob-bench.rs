@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 fn config(url: &str, name: &str, caps: &[&str]) -> DaemonConfig {
     let mut config = DaemonConfig::new(url, name, "blobs");
+    config.membership = jobmesh_peer::Membership::Open;
     config.capabilities = caps
         .iter()
         .filter_map(|c| Capability::new(c).ok())

@@ -30,6 +30,7 @@ fn start(
     stop: &CancellationToken,
 ) -> anyhow::Result<PeerHandle> {
     let mut config = DaemonConfig::new(url, name, "bench");
+    config.membership = jobmesh_peer::Membership::Open;
     config.capabilities = caps
         .iter()
         .filter_map(|c| Capability::new(c).ok())
@@ -58,7 +59,7 @@ async fn main() -> anyhow::Result<()> {
     let url = format!("ws://{}/ws", listener.local_addr()?);
     tokio::spawn(jobmesh_signal_server::run(
         listener,
-        jobmesh_signal_server::ServerConfig::default(),
+        jobmesh_signal_server::ServerConfig::open(),
         stop.clone(),
     ));
     // Slots are generous so the concurrent run measures the mesh, not queueing.

@@ -35,19 +35,22 @@ impl Strategy for MostFreeSlots {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    // A discovery server for this demo; in real use it runs elsewhere.
+    // A discovery server for this demo; in real use it runs elsewhere. Open
+    // mode: any pool admits anyone, fine on one machine. Across machines,
+    // pools are closed: see the README ("Across machines").
     let stop = CancellationToken::new();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("ws://{}/ws", listener.local_addr()?);
     tokio::spawn(jobmesh::signal::run(
         listener,
-        Default::default(),
+        jobmesh::signal::ServerConfig::open(),
         stop.clone(),
     ));
     let loopback = |c: &mut jobmesh::DaemonConfig| c.rtc.udp_addrs = vec!["127.0.0.1:0".into()];
 
     // A worker with a custom capability: count words, reporting progress.
     let worker = Pool::builder(&url, "demo")
+        .open()
         .name("counter")
         .handler(
             "wordcount",
@@ -84,6 +87,7 @@ async fn main() -> anyhow::Result<()> {
 
     // A submit-only peer with its own strategy.
     let submitter = Pool::builder(&url, "demo")
+        .open()
         .name("client")
         .custom_strategy(MostFreeSlots)
         .configure(loopback)

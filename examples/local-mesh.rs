@@ -38,9 +38,11 @@ async fn main() -> anyhow::Result<()> {
     };
     let addr = listener.local_addr()?;
     let url = format!("ws://{addr}/ws");
+    // An open pool on loopback: a development mesh on one machine. Across
+    // machines, pools are closed (README, "Across machines").
     let server = tokio::spawn(jobmesh_signal_server::run(
         listener,
-        jobmesh_signal_server::ServerConfig::default(),
+        jobmesh_signal_server::ServerConfig::open(),
         shutdown.clone(),
     ));
     println!("signal-server listening on {url}");
@@ -51,6 +53,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let start = |name: &str, caps: &[&str], slots: u32| {
         let mut config = DaemonConfig::new(url.clone(), name, "default");
+        config.membership = jobmesh_peer::Membership::Open;
         config.capabilities = caps
             .iter()
             .filter_map(|c| Capability::new(c).ok())
@@ -104,11 +107,14 @@ async fn main() -> anyhow::Result<()> {
     println!();
     println!("From another terminal (after `cargo build --release`):");
     println!("  ./target/release/peer submit echo --input '{{\"n\":1}}' --json");
-    println!("  ./target/release/peer submit sleep --input '{{\"ms\":300}}' --signal {url}");
+    println!("  ./target/release/peer submit sleep --input '{{\"ms\":300}}' --signal {url} --open");
     println!("  ./target/release/peer submit thumbnail --file photo.jpg --param width=256 --out thumb.jpg");
     println!("  ./target/release/peer submit ocr --file scan.png");
-    println!("  ./target/release/peer peers --signal {url}");
-    println!("  ./target/release/peer --signal {url} --capabilities echo --name another-worker");
+    println!("  ./target/release/peer peers --signal {url} --open");
+    println!(
+        "  ./target/release/peer --signal {url} --open --capabilities echo --name another-worker"
+    );
+    println!("(an open development pool on this machine: --open; closed pools: README, \"Across machines\")");
     println!();
     println!("Running until Ctrl-C.");
 

@@ -4,11 +4,14 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use jobmesh::{handler_fn, HandlerError, Pool};
+//! use jobmesh::{handler_fn, HandlerError, Invitation, Membership, Pool};
 //! use serde_json::json;
 //!
 //! # async fn demo() -> anyhow::Result<()> {
-//! let pool = Pool::builder("ws://127.0.0.1:7070/ws", "default")
+//! // An invitation from the pool's owner (`peer pool invite`).
+//! let token = std::fs::read_to_string("member.token")?;
+//! let pool = Pool::builder("wss://signal.example.org/ws", "lab")
+//!     .membership(Membership::Invited(Invitation::from_token(&token)?))
 //!     .name("resizer-1")
 //!     .handler("shout", handler_fn(|input, _ctx| async move {
 //!         let text = input["text"].as_str().ok_or_else(|| HandlerError::permanent("need text"))?;
@@ -44,7 +47,8 @@ pub use jobmesh_core::{
 };
 pub use jobmesh_peer::handlers::{handler_fn, Handler, HandlerError, JobContext};
 pub use jobmesh_peer::{
-    Blob, DaemonConfig, InputBlob, JobHandle, JobReport, PeerHandle, ReceivedBlob, StartError,
+    Blob, Credential, DaemonConfig, Identity, InputBlob, Invitation, JobHandle, JobReport,
+    Membership, PeerHandle, ReceivedBlob, Role, StartError,
 };
 pub use jobmesh_wire::{Capability, DecodeError, PeerId};
 
@@ -95,6 +99,18 @@ impl PoolBuilder {
             self.config.capabilities.push(cap);
         }
         Ok(self)
+    }
+
+    /// How it belongs to the pool (default: the credential kept in its data
+    /// dir; see [`jobmesh_peer::Membership`]).
+    pub fn membership(mut self, membership: jobmesh_peer::Membership) -> Self {
+        self.config.membership = membership;
+        self
+    }
+
+    /// Joins an open pool (no credential): for development on one machine.
+    pub fn open(self) -> Self {
+        self.membership(jobmesh_peer::Membership::Open)
     }
 
     /// Jobs run at once (default 2).

@@ -39,6 +39,7 @@ fn a_peer_id_follows_from_the_identity_key_in_its_data_dir() {
     let (daemon, line) = Proc::spawn(Command::new(bin("peer")).args([
         "--signal",
         &url,
+        "--open",
         "--capabilities",
         "echo",
         "--name",

@@ -141,6 +141,7 @@ async fn peer_submit_says_the_worker_could_not_be_verified_when_the_server_answe
     let hello = DcMsg::LinkHello {
         key: Identity::generate().public(),
         nonce: Nonce::random(),
+        credential: None,
     };
     link.try_send(hello.encode()).expect("queued");
     // The submitter's hello, then its refusal; never a job message.
@@ -179,6 +180,7 @@ async fn a_captured_handshake_replayed_on_a_new_connection_is_refused() {
     let hello = DcMsg::LinkHello {
         key: member.public(),
         nonce,
+        credential: None,
     };
     link.try_send(hello.encode()).expect("queued");
     let DcMsg::LinkHello { nonce: theirs, .. } = honest.recv_msg().await else {

@@ -43,6 +43,7 @@ fn worker(url: &str, pool: &str, dir: &Path, spool: &Path, faults: Arc<Faults>) 
     let path = dir.join("handlers.toml");
     std::fs::write(&path, CONFIG).expect("write config");
     let mut config = DaemonConfig::new(url, "blob-worker", pool);
+    config.membership = jobmesh_peer::Membership::Open;
     config.rtc = loopback_rtc();
     config.rtc.faults = faults;
     config.slots = 2;

@@ -71,6 +71,7 @@ async fn the_cli_drives_the_whole_job_lifecycle() {
         let (p, line) = Proc::spawn(&mut peer(&[
             "--signal",
             &url,
+            "--open",
             "--capabilities",
             "echo,sleep",
             "--slots",
@@ -96,6 +97,7 @@ async fn the_cli_drives_the_whole_job_lifecycle() {
     let (_s, _) = Proc::spawn(&mut peer(&[
         "--signal",
         &url,
+        "--open",
         "--capabilities",
         "",
         "--name",

@@ -21,6 +21,7 @@ async fn peer_submit_prints_envelopes_and_exits_0_1_2_3() {
         let (p, line) = Proc::spawn(Command::new(bin("peer")).args([
             "--signal",
             &url,
+            "--open",
             "--capabilities",
             "echo,sleep",
             "--name",
@@ -38,6 +39,7 @@ async fn peer_submit_prints_envelopes_and_exits_0_1_2_3() {
     let (_submitter, line) = Proc::spawn(Command::new(bin("peer")).args([
         "--signal",
         &url,
+        "--open",
         "--capabilities",
         "",
         "--name",
@@ -59,7 +61,8 @@ async fn peer_submit_prints_envelopes_and_exits_0_1_2_3() {
     for i in 0..20 {
         let input = json!({ "n": i }).to_string();
         let out = run_peer(&[
-            "submit", "echo", "--input", &input, "--signal", &url, "--pool", "cli", "--json",
+            "submit", "echo", "--input", &input, "--signal", &url, "--open", "--pool", "cli",
+            "--json",
         ]);
         expect_exit(&out, 0);
         let env = stdout_json(&out);

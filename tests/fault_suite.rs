@@ -127,6 +127,7 @@ fn relay_worker(url: &str, dir: &Path, config: &Path, name: &str, generation: u3
     let mut cmd = jobmesh_testkit::process::peer(&[
         "--signal",
         url,
+        "--open",
         "--pool",
         "f1",
         "--name",

@@ -1,6 +1,7 @@
 //! jobmesh's integration tests: real signal-server, real daemons, real WebRTC
 //! data channels over loopback. One module per behaviour, named as a sentence.
 
+mod a_closed_pool_admits_only_invited_members_in_their_roles;
 mod a_control_client_that_leaves_cancels_its_job;
 mod a_control_session_pipelines_requests_and_cancels_its_jobs_when_closed;
 mod a_detached_job_survives_its_submitter_being_killed;

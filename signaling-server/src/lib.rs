@@ -74,9 +74,11 @@
 //! returns once all connection tasks ended (bounded by [`SHUTDOWN_GRACE`]
 //! per phase).
 
+mod admission;
 mod registry;
 mod server;
 
+pub use admission::Admission;
 pub use registry::{JoinError, Page, PoolSummary, Registry, MAX_DEPARTURES, MAX_PEERS_PER_POOL};
 pub use server::{
     run, Counters, ServerConfig, CLIENT_QUEUE, SHUTDOWN_GRACE, VIEW_INTERVAL, VIEW_RATE,

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use jobmesh_signal_server::{run, ServerConfig, MAX_PEERS_PER_POOL};
+use jobmesh_identity::PublicKey;
+use jobmesh_signal_server::{run, Admission, ServerConfig, MAX_PEERS_PER_POOL};
 use jobmesh_wire::signal::{DEFAULT_HEARTBEAT_MS, MISSED_HEARTBEATS};
 use tokio_util::sync::CancellationToken;
 
@@ -39,6 +40,46 @@ struct Args {
         value_parser = parse_pool_limit
     )]
     max_peers_per_pool: usize,
+    /// A closed pool and its owner's public key, `NAME=KEY` (`peer pool init NAME` prints it); repeat for more pools. Only members with a credential signed by that key join it.
+    #[arg(
+        long = "pool-key",
+        value_name = "NAME=KEY",
+        env = "JOBMESH_POOL_KEYS",
+        value_delimiter = ','
+    )]
+    pool_keys: Vec<String>,
+    /// Admit anyone who proves a key to any pool without a --pool-key: no credentials. For development on a trusted machine only.
+    #[arg(long, env = "JOBMESH_OPEN")]
+    open: bool,
+    /// File holding the bearer token `GET /api/pools` needs [default: the API answers nobody].
+    #[arg(long, env = "JOBMESH_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<std::path::PathBuf>,
+}
+
+/// The admission policy the flags describe.
+fn admission(args: &Args) -> anyhow::Result<Admission> {
+    let mut pools = std::collections::HashMap::new();
+    for entry in &args.pool_keys {
+        let (name, key) = entry
+            .split_once('=')
+            .with_context(|| format!("--pool-key {entry:?}: expected NAME=KEY"))?;
+        let key: PublicKey = key
+            .trim()
+            .parse()
+            .with_context(|| format!("--pool-key {entry:?}"))?;
+        if pools.insert(name.trim().to_owned(), key).is_some() {
+            anyhow::bail!("--pool-key: pool {name:?} is given twice");
+        }
+    }
+    if pools.is_empty() && !args.open {
+        anyhow::bail!(
+            "no pool would admit anyone: pass --pool-key NAME=KEY for each closed pool (`peer pool init NAME` prints it), or --open for development (any pool admits anyone)"
+        );
+    }
+    Ok(Admission {
+        pools,
+        open: args.open,
+    })
 }
 
 fn parse_pool_limit(s: &str) -> Result<usize, String> {
@@ -74,6 +115,19 @@ fn main() -> ExitCode {
 }
 
 async fn serve(args: Args) -> anyhow::Result<()> {
+    let admission = admission(&args)?;
+    let admin_token = match &args.admin_token_file {
+        Some(path) => {
+            let token = std::fs::read_to_string(path)
+                .with_context(|| format!("--admin-token-file {}", path.display()))?;
+            let token = token.trim().to_owned();
+            if token.len() < 16 {
+                anyhow::bail!("--admin-token-file {}: the token is shorter than 16 characters; use a long random one (e.g. openssl rand -hex 32)", path.display());
+            }
+            Some(token)
+        }
+        None => None,
+    };
     let listener = match tokio::net::TcpListener::bind(&args.listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -102,11 +156,17 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         heartbeat_ms = args.heartbeat_ms,
         missed = MISSED_HEARTBEATS,
         max_peers_per_pool = args.max_peers_per_pool,
+        closed_pools = admission.pools.len(),
         "ready"
     );
+    if admission.open {
+        tracing::warn!("OPEN mode: any pool without a --pool-key admits anyone who reaches this server; they can list its members and submit jobs to them. For development only");
+    }
     let config = ServerConfig {
         heartbeat: Duration::from_millis(args.heartbeat_ms),
         max_peers_per_pool: args.max_peers_per_pool,
+        admission,
+        admin_token,
         ..ServerConfig::default()
     };
     run(listener, config, shutdown).await.context("serving")

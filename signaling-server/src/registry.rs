@@ -401,6 +401,7 @@ mod tests {
             pool: pool.into(),
             capabilities: vec![Capability::new("echo").expect("valid capability")],
             slots: 3,
+            credential: None,
         }
     }
 

@@ -27,7 +27,8 @@ use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
-use axum::response::IntoResponse;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use futures_util::stream::{SplitSink, SplitStream};
@@ -38,11 +39,13 @@ use jobmesh_wire::signal::{
 };
 use jobmesh_wire::{DecodeError, PeerId};
 use serde::Serialize;
+use subtle::ConstantTimeEq;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, field, info, info_span, warn, Instrument, Span};
 
+use crate::admission::Admission;
 use crate::registry::{JoinError, PoolSummary, Registry, MAX_PEERS_PER_POOL};
 
 /// Default queue of relayed handshake messages per client. Overflow: the
@@ -107,6 +110,12 @@ pub struct ServerConfig {
     /// Where the server counts what it does. Clone the `Arc` before calling
     /// [`run`] to read them while it runs.
     pub counters: Arc<Counters>,
+    /// Who may join which pool. The default admits nobody: give pool keys,
+    /// or open mode ([`ServerConfig::open`]) for development.
+    pub admission: Admission,
+    /// The bearer token `GET /api/pools` needs. `None` (the default): the
+    /// API answers nobody (401).
+    pub admin_token: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -119,12 +128,23 @@ impl Default for ServerConfig {
             view_interval: VIEW_INTERVAL,
             view_rate: VIEW_RATE,
             tap: None,
+            admission: Admission::default(),
+            admin_token: None,
             counters: Arc::default(),
         }
     }
 }
 
 impl ServerConfig {
+    /// The defaults in open mode: any pool admits anyone who proves its
+    /// key. For development and tests on one machine.
+    pub fn open() -> Self {
+        Self {
+            admission: Admission::open(),
+            ..Self::default()
+        }
+    }
+
     fn validate(&self) -> std::io::Result<()> {
         let invalid = |what: &str| {
             Err(std::io::Error::new(
@@ -171,6 +191,9 @@ pub struct Counters {
     pub clients_expired: AtomicU64,
     /// Tapped frames dropped because the tap was full.
     pub tap_dropped: AtomicU64,
+    /// Hellos refused because their pool admits only members with a valid
+    /// credential and they showed none.
+    pub not_admitted: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -357,9 +380,27 @@ struct PoolsResponse {
     pools: Vec<PoolSummary>,
 }
 
-async fn pools(State(shared): State<Arc<Shared>>) -> Json<PoolsResponse> {
+/// `GET /api/pools`: every pool and its members, for an administrator
+/// (`Authorization: Bearer <admin token>`); anyone else learns nothing, not
+/// even whether a pool exists.
+async fn pools(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let authorized = match (&shared.config.admin_token, presented) {
+        (Some(want), Some(got)) => bool::from(want.as_bytes().ct_eq(got.as_bytes())),
+        _ => false,
+    };
+    if !authorized {
+        let body = serde_json::json!({
+            "error": "unauthorized",
+            "message": "this API needs the server's admin token: Authorization: Bearer <token> (signal-server --admin-token-file)",
+        });
+        return (StatusCode::UNAUTHORIZED, Json(body)).into_response();
+    }
     let pools = shared.lock().registry.pools();
-    Json(PoolsResponse { pools })
+    Json(PoolsResponse { pools }).into_response()
 }
 
 async fn ws_upgrade(
@@ -455,6 +496,12 @@ impl End {
     }
 }
 
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// One WebSocket from upgrade to close. Runs inside the `client` span.
 async fn connection(socket: WebSocket, shared: Arc<Shared>) {
     let (mut sink, mut stream) = socket.split();
@@ -478,6 +525,11 @@ async fn connection(socket: WebSocket, shared: Arc<Shared>) {
         bump(&shared.counters().rejected_frames);
         info!(peer = %hello.peer_id.short(), error = %e, "hello refused: its proof of identity does not verify");
         return close(sink, stream, End::fatal(ErrorCode::BadProof, e.to_string())).await;
+    }
+    if let Err(why) = shared.config.admission.check(&hello, unix_now(), None) {
+        bump(&shared.counters().not_admitted);
+        info!(peer = %hello.peer_id.short(), pool = %hello.pool, %why, "hello refused: not a member");
+        return close(sink, stream, End::fatal(ErrorCode::NotAdmitted, why)).await;
     }
     let span = Span::current();
     span.record("peer", field::display(hello.peer_id.short()));

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{challenge, connect, hello, http_get, Peer, Server};
+use common::{challenge, connect, hello, http_get_with, Peer, Server};
 use futures_util::{SinkExt, StreamExt};
 use jobmesh_identity::Identity;
 use jobmesh_signal_server::ServerConfig;
@@ -23,7 +23,8 @@ async fn a_client_that_stops_reading_is_dropped_not_waited_for() {
     let mut server = Server::start(ServerConfig {
         client_queue: 8,
         heartbeat: Duration::from_secs(2),
-        ..ServerConfig::default()
+        admin_token: Some("admin".into()),
+        ..ServerConfig::open()
     })
     .await;
     let mut slow = connect(&server.url).await;
@@ -104,7 +105,8 @@ async fn a_client_that_stops_reading_is_dropped_not_waited_for() {
     talker
         .wait_for("the relay from the reader", |m| *m == relayed)
         .await;
-    let (_, body) = http_get(server.addr, "/api/pools").await;
+    let (_, body) =
+        http_get_with(server.addr, "/api/pools", "Authorization: Bearer admin\r\n").await;
     assert!(
         body.contains(&reader.id.to_string())
             && body.contains(&talker.id.to_string())

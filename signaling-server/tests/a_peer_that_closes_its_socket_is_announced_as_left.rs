@@ -8,7 +8,7 @@ use jobmesh_signal_server::ServerConfig;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_closes_its_socket_is_announced_as_left() {
-    let mut server = Server::start(ServerConfig::default()).await;
+    let mut server = Server::start(ServerConfig::open()).await;
     let mut a = Peer::join(&server.url, "p", "a").await;
     let mut b = Peer::join(&server.url, "p", "b").await;
     let mut c = Peer::join(&server.url, "p", "c").await;

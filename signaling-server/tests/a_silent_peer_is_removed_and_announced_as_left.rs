@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::Message;
 async fn a_silent_peer_is_removed_and_announced_as_left() {
     let mut server = Server::start(ServerConfig {
         heartbeat: Duration::from_millis(200),
-        ..ServerConfig::default()
+        ..ServerConfig::open()
     })
     .await;
     let mut alive = Peer::join(&server.url, "p", "alive").await;

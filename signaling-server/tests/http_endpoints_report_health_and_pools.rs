@@ -1,22 +1,40 @@
 //! `GET /healthz` answers `ok`; `GET /api/pools` lists every pool with its
-//! members as the registry knows them, stats included.
+//! members as the registry knows them, stats included, to the holder of the
+//! admin token only.
 
 mod common;
 
-use common::{http_get, Peer, Server};
+use common::{http_get, http_get_with, Peer, Server};
 use jobmesh_signal_server::ServerConfig;
 use jobmesh_wire::signal::ClientMsg;
 use jobmesh_wire::Stats;
 use serde_json::{json, Value};
 
+const TOKEN: &str = "an-admin-token";
+const AUTH: &str = "Authorization: Bearer an-admin-token\r\n";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_endpoints_report_health_and_pools() {
-    let mut server = Server::start(ServerConfig::default()).await;
+    let mut server = Server::start(ServerConfig {
+        admin_token: Some(TOKEN.into()),
+        ..ServerConfig::open()
+    })
+    .await;
     let (status, body) = http_get(server.addr, "/healthz").await;
     assert!(status.starts_with("HTTP/1.1 200"), "{status}");
     assert_eq!(body, "ok");
 
-    let (status, body) = http_get(server.addr, "/api/pools").await;
+    for headers in [
+        "",
+        "Authorization: Bearer wrong\r\n",
+        "Authorization: secret\r\n",
+    ] {
+        let (status, body) = http_get_with(server.addr, "/api/pools", headers).await;
+        assert!(status.starts_with("HTTP/1.1 401"), "{status}");
+        assert!(body.contains("admin token"), "{body}");
+    }
+    let api = |path| http_get_with(server.addr, path, AUTH);
+    let (status, body) = api("/api/pools").await;
     assert!(status.starts_with("HTTP/1.1 200"), "{status}");
     assert_eq!(
         serde_json::from_str::<Value>(&body).expect("JSON"),
@@ -46,7 +64,7 @@ async fn http_endpoints_report_health_and_pools() {
     })
     .await;
 
-    let (status, body) = http_get(server.addr, "/api/pools").await;
+    let (status, body) = api("/api/pools").await;
     assert!(status.starts_with("HTTP/1.1 200"), "{status}");
     let v: Value = serde_json::from_str(&body).expect("JSON");
     let pools = v["pools"].as_array().expect("a pools array");

@@ -61,7 +61,7 @@ fn json_of_size(size: usize) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_malformed_first_frame_gets_an_error_and_a_close_and_others_keep_working() {
-    let mut server = Server::start(ServerConfig::default()).await;
+    let mut server = Server::start(ServerConfig::open()).await;
     let mut a = Peer::join(&server.url, "p", "a").await;
     let mut b = Peer::join(&server.url, "p", "b").await;
     a.wait_member(b.id).await;
@@ -167,7 +167,7 @@ async fn every_malformed_first_frame_gets_an_error_and_a_close_and_others_keep_w
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_joined_peer_that_misbehaves_is_closed_and_announced_as_left() {
-    let mut server = Server::start(ServerConfig::default()).await;
+    let mut server = Server::start(ServerConfig::open()).await;
     let mut a = Peer::join(&server.url, "p", "a").await;
     let mut b = Peer::join(&server.url, "p", "b").await;
     a.wait_member(b.id).await;
@@ -210,7 +210,7 @@ async fn a_joined_peer_that_misbehaves_is_closed_and_announced_as_left() {
 async fn a_socket_that_never_says_hello_is_closed_at_the_hello_deadline() {
     let mut server = Server::start(ServerConfig {
         hello_timeout: Duration::from_millis(200),
-        ..ServerConfig::default()
+        ..ServerConfig::open()
     })
     .await;
     let mut mute = Peer::reading(connect(&server.url).await, Identity::generate()).await;
@@ -230,7 +230,7 @@ async fn a_full_pool_and_a_peer_id_without_its_key_are_refused_and_its_key_repla
 {
     let mut server = Server::start(ServerConfig {
         max_peers_per_pool: 2,
-        ..ServerConfig::default()
+        ..ServerConfig::open()
     })
     .await;
     let mut a = Peer::join(&server.url, "small", "a").await;
@@ -283,7 +283,7 @@ async fn a_full_pool_and_a_peer_id_without_its_key_are_refused_and_its_key_repla
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hello_that_does_not_prove_its_peer_id_is_refused() {
-    let mut server = Server::start(ServerConfig::default()).await;
+    let mut server = Server::start(ServerConfig::open()).await;
     let mut a = Peer::join(&server.url, "p", "a").await;
 
     // A valid hello of another connection, replayed here: another nonce.

@@ -27,7 +27,7 @@ async fn peers_of_a_pool_see_each_other_and_relay_only_within_it() {
     let (tap, mut tapped) = mpsc::channel(1024);
     let mut server = Server::start(ServerConfig {
         tap: Some(tap),
-        ..ServerConfig::default()
+        ..ServerConfig::open()
     })
     .await;
 

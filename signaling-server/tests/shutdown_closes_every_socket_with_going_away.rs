@@ -13,7 +13,7 @@ const GOING_AWAY: u16 = 1001;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_closes_every_socket_with_going_away() {
-    let mut server = Server::start(ServerConfig::default()).await;
+    let mut server = Server::start(ServerConfig::open()).await;
     let mut a = Peer::join(&server.url, "p", "a").await;
     let mut b = Peer::join(&server.url, "p", "b").await;
     a.wait_member(b.id).await;

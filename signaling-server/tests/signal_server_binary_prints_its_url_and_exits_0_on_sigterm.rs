@@ -38,7 +38,7 @@ fn sigterm(child: &Child) {
 
 /// Starts the binary on port 0 and returns it with its `IP:PORT`.
 fn start() -> (Child, String) {
-    let mut child = server(&["--listen", "127.0.0.1:0"])
+    let mut child = server(&["--listen", "127.0.0.1:0", "--open"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -82,7 +82,7 @@ fn signal_server_prints_its_url_serves_healthz_and_exits_0_on_sigterm() {
 #[test]
 fn a_busy_address_exits_1_with_a_hint() {
     let (child, addr) = start();
-    let out = server(&["--listen", &addr])
+    let out = server(&["--listen", &addr, "--open"])
         .output()
         .expect("run a second signal-server");
     sigterm(&child);
@@ -95,6 +95,26 @@ fn a_busy_address_exits_1_with_a_hint() {
         "{stderr}"
     );
     assert!(out.stdout.is_empty(), "no ready line");
+}
+
+#[test]
+fn without_pool_keys_or_open_mode_it_refuses_to_start() {
+    let out = server(&["--listen", "127.0.0.1:0"])
+        .output()
+        .expect("run signal-server");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no pool would admit anyone") && stderr.contains("--pool-key NAME=KEY"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty(), "no ready line");
+    let out = server(&["--listen", "127.0.0.1:0", "--pool-key", "lab=not-a-key"])
+        .output()
+        .expect("run signal-server");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--pool-key \"lab=not-a-key\""), "{stderr}");
 }
 
 #[test]

@@ -92,7 +92,7 @@ pub(crate) fn status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
 pub(crate) fn signal_server(bins: &Bins, args: &[&str]) -> anyhow::Result<(Proc, String)> {
     let p = Proc::start(
         Command::new(&bins.signal_server)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", "127.0.0.1:0", "--open"])
             .args(args),
     )?;
     let url = p
@@ -124,7 +124,7 @@ pub(crate) fn peer(
         .context("control socket path is not UTF-8")?;
     Proc::start(
         Command::new(&bins.peer)
-            .args(["--signal", url, "--pool", pool, "--name", name])
+            .args(["--signal", url, "--pool", pool, "--name", name, "--open"])
             .args(["--capabilities", caps, "--control", control])
             .args(["--data-dir", &format!("{control}.data")])
             .args(["--slots", WORKER_SLOTS])

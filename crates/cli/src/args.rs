@@ -38,6 +38,83 @@ pub(crate) enum Cmd {
     /// Print this peer's id and public key, from the identity key in its
     /// data dir (created there, owner-only, if it has none yet).
     Id(IdArgs),
+    /// Own a closed pool: create its key, invite members, revoke them.
+    #[command(subcommand)]
+    Pool(PoolCmd),
+}
+
+/// How this peer proves it belongs to its pool.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct Membership {
+    /// An invitation from the pool's owner (`peer pool invite`), in a file, or `-` for stdin; the token may also come in $JOBMESH_TOKEN. Redeemed once: the daemon keeps its credential in its data dir.
+    #[arg(long, value_name = "FILE|-")]
+    pub(crate) token: Option<PathBuf>,
+    /// Join an open pool, without a credential: anyone who reaches the signal-server can join, list and submit. For development only.
+    #[arg(long, env = "JOBMESH_OPEN")]
+    pub(crate) open: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum PoolCmd {
+    /// Create a pool's owner key; prints the pool key the signal-server needs.
+    Init(PoolInitArgs),
+    /// Mint an invitation: a signed, expiring, role-scoped token for one or more new members.
+    Invite(PoolInviteArgs),
+    /// Write the pool's revocation list: invitations or members whose credentials no longer count.
+    Revoke(PoolRevokeArgs),
+}
+
+/// Where the owner keys live.
+#[derive(Args, Debug)]
+pub(crate) struct PoolDir {
+    /// Directory of pool owner keys [default: $XDG_CONFIG_HOME/jobmesh/pools].
+    #[arg(long, env = "JOBMESH_POOL_DIR")]
+    pub(crate) pool_dir: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct PoolInitArgs {
+    /// The pool's name.
+    pub(crate) name: String,
+    #[command(flatten)]
+    pub(crate) dir: PoolDir,
+    /// Print JSON: {"pool", "pool_key", "key_file"}.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct PoolInviteArgs {
+    /// The pool's name.
+    pub(crate) name: String,
+    /// Roles granted, comma separated: worker, submitter, observer.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub(crate) role: Vec<String>,
+    /// Only these capabilities (a worker may offer, a submitter may ask for), comma separated [default: any].
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) capabilities: Vec<String>,
+    /// How long the invitation and its credentials last, e.g. 30d, 12h.
+    #[arg(long, default_value = "30d")]
+    pub(crate) expires: humantime::Duration,
+    /// Write the token to this file (owner-only) instead of stdout.
+    #[arg(long)]
+    pub(crate) out: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) dir: PoolDir,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct PoolRevokeArgs {
+    /// The pool's name.
+    pub(crate) name: String,
+    /// A member's public key (`peer id` prints it); repeat for more.
+    #[arg(long = "member", value_name = "KEY")]
+    pub(crate) members: Vec<String>,
+    /// An invitation's key (`peer pool invite` prints it): every member that redeemed it; repeat for more.
+    #[arg(long = "invite", value_name = "KEY")]
+    pub(crate) invites: Vec<String>,
+    #[command(flatten)]
+    pub(crate) dir: PoolDir,
 }
 
 /// How a subcommand finds the local daemon (no --signal fallback).
@@ -98,6 +175,8 @@ pub(crate) struct Target {
     /// With no daemon answering, join the pool at this signal-server for this one command.
     #[arg(long, env = "JOBMESH_SIGNAL")]
     pub(crate) signal: Option<String>,
+    #[command(flatten)]
+    pub(crate) membership: Membership,
 }
 
 #[derive(Args, Debug)]
@@ -212,9 +291,14 @@ pub(crate) struct DaemonArgs {
     /// Name shown in the pool [default: host name].
     #[arg(long, env = "JOBMESH_NAME")]
     pub(crate) name: Option<String>,
-    /// Pool to join.
-    #[arg(long, env = "JOBMESH_POOL", default_value = "default")]
-    pub(crate) pool: String,
+    /// Pool to join [default: the invitation's pool, or "default"].
+    #[arg(long, env = "JOBMESH_POOL")]
+    pub(crate) pool: Option<String>,
+    #[command(flatten)]
+    pub(crate) membership: Membership,
+    /// Run CAPABILITY only for these submitters (public keys or peer ids), `CAPABILITY=KEY,KEY`; repeat for more capabilities.
+    #[arg(long = "allow", value_name = "CAPABILITY=KEYS")]
+    pub(crate) allow: Vec<String>,
     /// Control socket path [default: per pool and name under $XDG_RUNTIME_DIR or the temp dir].
     #[arg(long, env = "JOBMESH_CONTROL")]
     pub(crate) control: Option<PathBuf>,

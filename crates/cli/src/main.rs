@@ -7,6 +7,7 @@
 //! codes). The daemon, the control API and the handlers are the library
 //! `jobmesh-peer`; `anyhow` and the log subscriber live here, not there.
 
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -22,6 +23,7 @@ use jobmesh_wire::{Capability, PeerInfo};
 use tokio_util::sync::CancellationToken;
 
 mod args;
+mod pool;
 mod progress;
 
 use args::{
@@ -58,6 +60,7 @@ fn main() -> ExitCode {
             Some(Cmd::Result(args)) => result(args).await,
             Some(Cmd::Watch(args)) => watch(args).await,
             Some(Cmd::Id(args)) => id(args),
+            Some(Cmd::Pool(cmd)) => pool::run(cmd),
             None => daemon(cli.daemon).await,
         }
     });
@@ -113,13 +116,41 @@ fn parse_capabilities(
     Ok((caps, found))
 }
 
+/// `--allow CAPABILITY=KEY,KEY`: per capability, the submitters it runs
+/// jobs for, as public keys or peer ids.
+fn parse_allow(
+    raw: &[String],
+) -> anyhow::Result<HashMap<Capability, HashSet<jobmesh_wire::PeerId>>> {
+    let mut allow: HashMap<Capability, HashSet<jobmesh_wire::PeerId>> = HashMap::new();
+    for entry in raw {
+        let (cap, keys) = entry
+            .split_once('=')
+            .with_context(|| format!("--allow {entry:?}: expected CAPABILITY=KEY[,KEY...]"))?;
+        let cap = Capability::new(cap.trim()).with_context(|| format!("--allow {entry:?}"))?;
+        let set = allow.entry(cap).or_default();
+        for key in keys.split(',').map(str::trim).filter(|k| !k.is_empty()) {
+            let id = match key.parse::<jobmesh_identity::PublicKey>() {
+                Ok(k) => k.peer_id(),
+                Err(_) => key.parse::<uuid::Uuid>().map(jobmesh_wire::PeerId).map_err(|_| {
+                    anyhow::anyhow!("--allow {entry:?}: {key:?} is neither a public key nor a peer id (`peer id` prints both)")
+                })?,
+            };
+            set.insert(id);
+        }
+    }
+    Ok(allow)
+}
+
 async fn daemon(args: DaemonArgs) -> anyhow::Result<u8> {
     let (capabilities, handlers) = parse_capabilities(&args.capabilities, args.config.as_deref())?;
     let name = args.name.unwrap_or_else(jobmesh_peer::default_name);
+    let (membership, pool) = pool::membership(&args.membership, args.pool.as_deref())?;
     let control_path = args
         .control
-        .unwrap_or_else(|| control::default_path(&args.pool, &name));
-    let mut config = DaemonConfig::new(args.signal, name.clone(), args.pool);
+        .unwrap_or_else(|| control::default_path(&pool, &name));
+    let mut config = DaemonConfig::new(args.signal, name.clone(), pool);
+    config.membership = membership;
+    config.allow = parse_allow(&args.allow)?;
     config.slots = if capabilities.is_empty() {
         0
     } else {
@@ -172,10 +203,18 @@ async fn daemon(args: DaemonArgs) -> anyhow::Result<u8> {
         handle.id(),
         control_path.display()
     );
-    handle.stopped().await;
+    let code = tokio::select! {
+        () = handle.stopped() => 0,
+        reason = handle.refused() => {
+            eprintln!("error: {reason}");
+            handle.shutdown();
+            handle.stopped().await;
+            1
+        }
+    };
     control_cancel.cancel();
     let _ = std::fs::remove_file(&control_path);
-    Ok(0)
+    Ok(code)
 }
 
 /// First SIGINT/SIGTERM: graceful drain. Second: exit at once. The handlers
@@ -228,7 +267,10 @@ async fn connect(target: &Target) -> anyhow::Result<Via> {
         );
     };
     let name = format!("submit-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    let mut config = DaemonConfig::new(url.clone(), name, target.local.pool.clone());
+    let pool = &target.local.pool;
+    let (membership, pool) = pool::membership(&target.membership, Some(pool))?;
+    let mut config = DaemonConfig::new(url.clone(), name, pool);
+    config.membership = membership;
     config.slots = 0;
     config.grace = Duration::from_secs(1);
     let handle = jobmesh_peer::spawn(config, CancellationToken::new())?;

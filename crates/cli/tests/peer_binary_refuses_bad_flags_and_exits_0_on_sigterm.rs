@@ -78,6 +78,7 @@ fn a_daemon_exits_0_on_sigterm_even_without_a_signal_server() {
             "echo",
             "--name",
             "d",
+            "--open",
         ])
         .arg("--control")
         .arg(&sock)

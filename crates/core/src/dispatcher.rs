@@ -103,6 +103,12 @@ pub enum JobError {
     /// The job named a custom strategy, and none is installed.
     #[error("strategy \"custom\" was asked for, but no custom strategy is installed")]
     NoCustomStrategy,
+    /// This peer's membership does not let it submit this job.
+    #[error("not allowed to submit this job: this peer's credential {why}; ask the pool's owner for an invitation with the submitter role (peer pool invite --role submitter)")]
+    Forbidden {
+        /// What the credential lacks.
+        why: String,
+    },
     /// No result within the timeout (after `attempts` attempts), or no worker
     /// free within it.
     #[error("timed out after {after_ms} ms{}", history(.attempts))]

@@ -153,8 +153,9 @@ impl WorkerCore {
         }
     }
 
-    /// A submit from `from`. `input_check` is the handler's verdict on the
-    /// input (`Err(why)` rejects it as bad input).
+    /// A submit from `from`. `check` is the caller's verdict on the
+    /// submitter's permission and the input (`Err((reason, why))` rejects
+    /// the job: `Forbidden`, `BadInput`).
     #[allow(clippy::too_many_arguments)]
     pub fn handle_submit(
         &mut self,
@@ -165,7 +166,7 @@ impl WorkerCore {
         capability: Capability,
         input: serde_json::Value,
         timeout_ms: u64,
-        input_check: Result<(), String>,
+        check: Result<(), (RejectReason, String)>,
     ) -> Admission {
         if self.reattach(now, from, job_id, attempt) {
             return Admission::Reattached;
@@ -177,8 +178,8 @@ impl WorkerCore {
                 RejectReason::UnknownCapability,
                 format!("this worker does not run \"{capability}\""),
             ))
-        } else if let Err(why) = input_check {
-            Some((RejectReason::BadInput, why))
+        } else if let Err(refusal) = check {
+            Some(refusal)
         } else if self.running.contains_key(&job_id) || self.kept.contains_key(&job_id) {
             Some((
                 RejectReason::Busy,
@@ -654,6 +655,7 @@ mod tests {
         cap: Capability,
         check: Result<(), String>,
     ) {
+        let check = check.map_err(|why| (RejectReason::BadInput, why));
         w.handle_submit(t, from, id, 1, cap, json!(1), 1000, check);
     }
 

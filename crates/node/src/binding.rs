@@ -2,14 +2,16 @@
 //! what both sides sent and what this side saw of the connection.
 
 use jobmesh_identity::{Identity, Nonce, PublicKey, Purpose, Signature};
+use jobmesh_trust::{Credential, Grant, TrustError};
 use jobmesh_wire::link::{binding_message, Binding};
 use jobmesh_wire::PeerId;
 
-/// The remote's half of the handshake: its key and nonce.
-#[derive(Debug, Clone, Copy)]
+/// The remote's half of the handshake: its key, nonce and credential.
+#[derive(Debug, Clone)]
 pub(crate) struct RemoteHello {
     pub(crate) key: PublicKey,
     pub(crate) nonce: Nonce,
+    pub(crate) credential: Option<Box<Credential>>,
 }
 
 /// Why a link was refused. Each names what failed, for the log, the
@@ -32,6 +34,9 @@ pub enum Refusal {
     /// The remote refused the link and said why.
     #[error("it refused the link: {0}")]
     RemoteRefused(String),
+    /// In a closed pool: the remote showed no valid credential.
+    #[error("it is not a member of this pool: {0}")]
+    NotMember(String),
 }
 
 /// Checks the remote's key against the peer id it was reached as.
@@ -42,6 +47,24 @@ pub(crate) fn check_key(expected: PeerId, key: &PublicKey) -> Result<(), Refusal
     } else {
         Err(Refusal::WrongKey { proved })
     }
+}
+
+/// In a closed pool where this peer holds `own`: the remote's credential,
+/// checked for its key at Unix time `now`; returns what it grants.
+pub(crate) fn check_member(
+    own: &Credential,
+    remote: &RemoteHello,
+    now: u64,
+) -> Result<Grant, Refusal> {
+    let pool = own.grant();
+    let credential = remote
+        .credential
+        .as_deref()
+        .ok_or_else(|| Refusal::NotMember("it presented no credential".into()))?;
+    credential
+        .verify(&pool.pool, &pool.pool_key, &remote.key, now, None)
+        .cloned()
+        .map_err(|e: TrustError| Refusal::NotMember(format!("its credential: {e}")))
 }
 
 /// This side's proof for the remote `remote_id` that sent `remote`.
@@ -117,6 +140,7 @@ mod tests {
         RemoteHello {
             key: identity.public(),
             nonce: binding.nonce,
+            credential: None,
         }
     }
 

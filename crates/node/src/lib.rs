@@ -30,8 +30,9 @@ use jobmesh_core::{
     PoolView, StatsCoalescer, Strategy, WorkerCore, WorkerOutput,
 };
 use jobmesh_identity::{Identity, Signature};
+use jobmesh_trust::{Credential, Grant, Role};
 use jobmesh_wire::blob::{BlobMeta, Direction};
-use jobmesh_wire::dc::{DcMsg, JobId, Outcome, Progress, MAX_DC_MESSAGE};
+use jobmesh_wire::dc::{DcMsg, JobId, Outcome, Progress, RejectReason, MAX_DC_MESSAGE};
 use jobmesh_wire::link::{Binding, BINDING_TIMEOUT_MS};
 use jobmesh_wire::signal::{Handshake, ServerMsg};
 use jobmesh_wire::{Capability, PeerId, PeerInfo, Stats};
@@ -80,6 +81,34 @@ pub struct NodeConfig {
     pub seed: u64,
     /// Checks a job's input before it is admitted.
     pub input_check: InputCheck,
+    /// This peer's credential in a closed pool: the pool's key comes from
+    /// it, every remote must show one of its own in the link handshake, and
+    /// roles are enforced. `None`: an open pool (anyone the signal-server
+    /// admits is a member).
+    pub credential: Option<Credential>,
+    /// Per capability, the only submitters whose jobs this worker runs
+    /// (absent: any submitter of the pool).
+    pub allow: HashMap<Capability, HashSet<PeerId>>,
+    /// Wall-clock time, which credentials expire in.
+    pub clock: UnixClock,
+}
+
+/// Wall-clock time as the node derives it from `now`: the Unix time `unix`
+/// (seconds) was read at `at`. The driver reads it once, at start.
+#[derive(Debug, Clone, Copy)]
+pub struct UnixClock {
+    /// When `unix` was read.
+    pub at: Instant,
+    /// The Unix time then.
+    pub unix: u64,
+}
+
+impl UnixClock {
+    /// The Unix time at `now`.
+    pub fn at(&self, now: Instant) -> u64 {
+        self.unix
+            .saturating_add(now.saturating_duration_since(self.at).as_secs())
+    }
 }
 
 /// Everything a node reacts to. Each is a fact the driver learned.
@@ -416,6 +445,12 @@ pub struct Node {
     loopback: VecDeque<DcMsg>,
     /// What the dispatcher was last told about this peer's worker side.
     local_info: Option<PeerInfo>,
+    credential: Option<Credential>,
+    /// What each peer behind a link in handshake or open was granted (in a
+    /// closed pool).
+    grants: HashMap<PeerId, Grant>,
+    allow: HashMap<Capability, HashSet<PeerId>>,
+    clock: UnixClock,
     /// This peer's exact stats after the last input.
     stats: Stats,
     counters: NodeCounters,
@@ -460,6 +495,10 @@ impl Node {
             announced: HashMap::new(),
             loopback: VecDeque::new(),
             local_info: None,
+            credential: config.credential,
+            grants: HashMap::new(),
+            allow: config.allow,
+            clock: config.clock,
             stats,
             counters: NodeCounters::default(),
             out: VecDeque::new(),
@@ -527,6 +566,11 @@ impl Node {
         match input {
             NodeInput::Submit { spec, blobs } => {
                 let job_id = spec.job_id;
+                if let Some(own) = &self.credential {
+                    own.grant()
+                        .require(Role::Submitter, [spec.capability.as_str()].into_iter())
+                        .map_err(|e| JobError::Forbidden { why: e.to_string() })?;
+                }
                 self.admit(now, job_id, blobs, Input::Submit(spec))?;
             }
             NodeInput::Resume {
@@ -705,10 +749,13 @@ impl Node {
             } => {
                 self.counters.submits_received += 1;
                 let announced = self.take_announced(from, job_id, attempt);
-                let check = match &announced {
-                    Err(why) => Err(why.clone()),
-                    Ok(_) => (self.input_check)(&capability, &input),
-                };
+                let check = self.may_submit(from, &capability).and_then(|()| {
+                    match &announced {
+                        Err(why) => Err(why.clone()),
+                        Ok(_) => (self.input_check)(&capability, &input),
+                    }
+                    .map_err(|why| (RejectReason::BadInput, why))
+                });
                 let admission = self.worker.handle_submit(
                     now, from, job_id, attempt, capability, input, timeout_ms, check,
                 );
@@ -868,9 +915,18 @@ impl Node {
             return;
         }
         if let DcMsg::Submit {
-            job_id, attempt, ..
+            job_id,
+            attempt,
+            capability,
+            ..
         } = &msg
         {
+            if self.links.open(&to).is_some() {
+                if let Err(why) = self.may_work(to, capability) {
+                    self.not_granted(now, to, *job_id, *attempt, why);
+                    return;
+                }
+            }
             // The worker checks a job's blobs together with its submit.
             if let Some(blobs) = self.job_blobs.get(job_id) {
                 let announce = DcMsg::Blobs {
@@ -994,6 +1050,7 @@ impl Node {
         let hello = DcMsg::LinkHello {
             key: self.identity.public(),
             nonce: binding.nonce,
+            credential: self.credential.clone().map(Box::new),
         };
         self.out.push_back(NodeOutput::Send {
             to: peer,
@@ -1009,8 +1066,17 @@ impl Node {
     /// are allowed, in order.
     fn on_handshake_message(&mut self, now: Instant, from: PeerId, msg: DcMsg) {
         match msg {
-            DcMsg::LinkHello { key, nonce } => {
-                self.on_remote_hello(now, from, RemoteHello { key, nonce });
+            DcMsg::LinkHello {
+                key,
+                nonce,
+                credential,
+            } => {
+                let hello = RemoteHello {
+                    key,
+                    nonce,
+                    credential,
+                };
+                self.on_remote_hello(now, from, hello);
             }
             DcMsg::LinkProof { sig } => self.on_remote_proof(now, from, &sig),
             DcMsg::Error { message, .. } => {
@@ -1043,6 +1109,17 @@ impl Node {
             self.refuse_link(now, from, why);
             return;
         }
+        if let Some(own) = &self.credential {
+            match binding::check_member(own, &remote, self.clock.at(now)) {
+                Ok(grant) => {
+                    self.grants.insert(from, grant);
+                }
+                Err(why) => {
+                    self.refuse_link(now, from, why);
+                    return;
+                }
+            }
+        }
         let Some(Link::Binding {
             id,
             binding,
@@ -1052,8 +1129,8 @@ impl Node {
         else {
             return;
         };
-        *slot = Some(remote);
         let sig = binding::prove(&self.identity, binding, &remote, from);
+        *slot = Some(remote);
         let link = *id;
         self.out.push_back(NodeOutput::Send {
             to: from,
@@ -1085,12 +1162,16 @@ impl Node {
         };
         info!(peer = %peer.short(), link, "link open: identity verified");
         self.dispatcher_input(now, Input::LinkOpened(peer));
-        for msg in self.still_wanted(peer, held) {
+        let (held, not_granted) = self.still_wanted(peer, held);
+        for msg in held {
             self.out.push_back(NodeOutput::Send {
                 to: peer,
                 link,
                 msg,
             });
+        }
+        for (job_id, attempt, why) in not_granted {
+            self.not_granted(now, peer, job_id, attempt, why);
         }
         // Jobs of this peer's held here while it was away.
         self.worker.handle_link_opened(peer);
@@ -1119,6 +1200,7 @@ impl Node {
             });
         }
         self.announced.remove(&peer);
+        self.grants.remove(&peer);
         let why = why.to_string();
         self.dispatcher_input(now, Input::LinkRefused { peer, why: &why });
         self.worker.handle_link_closed(now, peer);
@@ -1134,28 +1216,43 @@ impl Node {
     }
 
     /// The messages held for `peer` while its link opened, less those of
-    /// attempts given up meanwhile (lease or timeout while the dial hung): a
-    /// `submit` of such an attempt would start a job that is retried
-    /// elsewhere or has ended, so it, its blobs' announcement and any
-    /// `cancel` of it stay unsent.
-    fn still_wanted(&self, peer: PeerId, held: Vec<DcMsg>) -> Vec<DcMsg> {
+    /// attempts not to send: given up meanwhile (lease or timeout while the
+    /// dial hung: a `submit` would start a job that is retried elsewhere or
+    /// has ended), or, in a closed pool, for a capability `peer` was not
+    /// granted (returned with why, to be refused). A dropped attempt's
+    /// submit, its blobs' announcement and any `cancel` of it stay unsent.
+    fn still_wanted(
+        &self,
+        peer: PeerId,
+        held: Vec<DcMsg>,
+    ) -> (Vec<DcMsg>, Vec<(JobId, u32, String)>) {
         let current = |job_id: &JobId, attempt: u32| {
             self.dispatcher.state(job_id).and_then(JobState::attempt) == Some((peer, attempt))
         };
-        let given_up: HashSet<(JobId, u32)> = held
-            .iter()
-            .filter_map(|m| match m {
-                DcMsg::Submit {
-                    job_id, attempt, ..
-                } if !current(job_id, *attempt) => Some((*job_id, *attempt)),
-                _ => None,
-            })
-            .collect();
-        if !given_up.is_empty() {
-            debug!(peer = %peer.short(), attempts = given_up.len(),
+        let mut dropped: HashSet<(JobId, u32)> = HashSet::new();
+        let mut not_granted = Vec::new();
+        for m in &held {
+            if let DcMsg::Submit {
+                job_id,
+                attempt,
+                capability,
+                ..
+            } = m
+            {
+                if !current(job_id, *attempt) {
+                    dropped.insert((*job_id, *attempt));
+                } else if let Err(why) = self.may_work(peer, capability) {
+                    dropped.insert((*job_id, *attempt));
+                    not_granted.push((*job_id, *attempt, why));
+                }
+            }
+        }
+        if dropped.len() > not_granted.len() {
+            debug!(peer = %peer.short(), attempts = dropped.len() - not_granted.len(),
                 "attempts given up while the link opened: their submits stay unsent");
         }
-        held.into_iter()
+        let kept = held
+            .into_iter()
             .filter(|m| match m {
                 DcMsg::Submit {
                     job_id, attempt, ..
@@ -1166,10 +1263,78 @@ impl Node {
                     attempt,
                     direction: Direction::Input,
                     ..
-                } => !given_up.contains(&(*job_id, *attempt)),
+                } => !dropped.contains(&(*job_id, *attempt)),
                 _ => true,
             })
-            .collect()
+            .collect();
+        (kept, not_granted)
+    }
+
+    /// Whether `from` may have this worker run `capability`: in a closed
+    /// pool its credential must grant the submitter role for it, and the
+    /// capability's allow-list (if any) must name it. This peer's own jobs
+    /// were checked when submitted.
+    fn may_submit(
+        &self,
+        from: PeerId,
+        capability: &Capability,
+    ) -> Result<(), (RejectReason, String)> {
+        if from == self.me {
+            return Ok(());
+        }
+        let forbidden = |why: String| Err((RejectReason::Forbidden, why));
+        if self.credential.is_some() {
+            let granted = self
+                .grants
+                .get(&from)
+                .map(|g| g.require(Role::Submitter, [capability.as_str()].into_iter()));
+            match granted {
+                Some(Ok(())) => {}
+                Some(Err(e)) => return forbidden(format!("peer {from}'s credential {e}")),
+                None => return forbidden(format!("peer {from} showed no credential")),
+            }
+        }
+        match self.allow.get(capability) {
+            Some(allowed) if !allowed.contains(&from) => forbidden(format!(
+                "peer {from} is not on this worker's allow-list for \"{capability}\""
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// In a closed pool: whether `to`'s credential grants it the worker
+    /// role for `capability` (checked before a submit goes to it: a member
+    /// cannot take jobs it was not granted, whatever the pool view says).
+    fn may_work(&self, to: PeerId, capability: &Capability) -> Result<(), String> {
+        if self.credential.is_none() || to == self.me {
+            return Ok(());
+        }
+        match self.grants.get(&to) {
+            Some(g) => g
+                .require(Role::Worker, [capability.as_str()].into_iter())
+                .map_err(|e| format!("worker {to}'s credential {e}")),
+            None => Err(format!("worker {to} showed no credential")),
+        }
+    }
+
+    /// An attempt for `to` that may not go there ([`Self::may_work`]): the
+    /// dispatcher hears it as a refusal of the capability, and places the
+    /// job elsewhere.
+    fn not_granted(&mut self, now: Instant, to: PeerId, job_id: JobId, attempt: u32, why: String) {
+        warn!(peer = %to.short(), %job_id, %why, "not sending a job to a worker not granted its capability");
+        let refusal = DcMsg::Rejected {
+            job_id,
+            attempt,
+            reason: RejectReason::UnknownCapability,
+            message: why,
+        };
+        self.dispatcher_input(
+            now,
+            Input::Dc {
+                from: to,
+                msg: &refusal,
+            },
+        );
     }
 
     /// Dials every submitter that this worker holds jobs for, now that the
@@ -1199,6 +1364,7 @@ impl Node {
             });
         }
         self.announced.remove(&peer);
+        self.grants.remove(&peer);
         self.dispatcher_input(now, Input::LinkClosed(peer));
         self.worker.handle_link_closed(now, peer);
     }

@@ -2,6 +2,7 @@ use std::time::{Duration, Instant};
 
 use jobmesh_core::{DispatcherConfig, JobOptions, JobSpec};
 use jobmesh_identity::Nonce;
+use jobmesh_trust::{Invitation, Role};
 use jobmesh_wire::dc::{DcMsg, Outcome};
 use jobmesh_wire::link::Fingerprint;
 use jobmesh_wire::signal::{Handshake, ServerMsg};
@@ -62,9 +63,15 @@ fn from(remote: u128, link: LinkId, msg: DcMsg) -> NodeInput<'static> {
 
 /// `remote`'s hello on its end (`theirs`) of the connection.
 fn hello_of(remote: u128, theirs: &Binding) -> DcMsg {
+    member_hello(remote, theirs, None)
+}
+
+/// `remote`'s hello showing `credential`.
+fn member_hello(remote: u128, theirs: &Binding, credential: Option<Credential>) -> DcMsg {
     DcMsg::LinkHello {
         key: identity(remote).public(),
         nonce: theirs.nonce,
+        credential: credential.map(Box::new),
     }
 }
 
@@ -74,6 +81,7 @@ fn proof_of(remote: u128, theirs: &Binding, n: &Node, mine: &Binding) -> DcMsg {
     let seen = RemoteHello {
         key: n.identity.public(),
         nonce: mine.nonce,
+        credential: None,
     };
     DcMsg::LinkProof {
         sig: binding::prove(&identity(remote), theirs, &seen, n.id()),
@@ -98,6 +106,11 @@ fn echo() -> Capability {
 }
 
 fn node(n: u128, capabilities: Vec<Capability>) -> Node {
+    node_in(n, capabilities, None)
+}
+
+/// A node of a closed pool, holding `credential`.
+fn node_in(n: u128, capabilities: Vec<Capability>, credential: Option<Credential>) -> Node {
     Node::new(NodeConfig {
         identity: identity(n),
         name: format!("n{n}"),
@@ -111,7 +124,27 @@ fn node(n: u128, capabilities: Vec<Capability>) -> Node {
         journaled: false,
         seed: 7,
         input_check: Box::new(|_, _| Ok(())),
+        credential,
+        allow: HashMap::new(),
+        clock: UnixClock {
+            at: Instant::now(),
+            unix: NOW_UNIX,
+        },
     })
+}
+
+const NOW_UNIX: u64 = 1_800_000_000;
+
+/// The owner of pool `lab`.
+fn owner() -> Identity {
+    Identity::from_seed(&[200; 32])
+}
+
+/// A credential in `lab` for peer `n` with `roles`.
+fn member(n: u128, roles: &[Role]) -> Credential {
+    Invitation::mint(&owner(), "lab", roles.to_vec(), Vec::new(), NOW_UNIX + 3600)
+        .expect("valid")
+        .redeem(&identity(n).public())
 }
 
 fn spec(n: u128) -> JobSpec {
@@ -452,7 +485,8 @@ fn no_job_message_crosses_a_link_before_both_proofs_pass() {
         sent(&out),
         vec![&DcMsg::LinkHello {
             key: identity(1).public(),
-            nonce: mine.nonce
+            nonce: mine.nonce,
+            credential: None,
         }],
         "only the hello goes out while the link is unproven"
     );
@@ -467,6 +501,7 @@ fn no_job_message_crosses_a_link_before_both_proofs_pass() {
     let seen = RemoteHello {
         key: identity(1).public(),
         nonce: mine.nonce,
+        credential: None,
     };
     assert_eq!(binding::check_proof(peer(2), &theirs, &seen, sig), Ok(()));
     let proof = proof_of(2, &theirs, &n, &mine);
@@ -672,10 +707,7 @@ fn a_refused_worker_is_passed_over_for_another() {
         },
     )
     .expect("open");
-    let forged = DcMsg::LinkHello {
-        key: identity(9).public(),
-        nonce: theirs.nonce,
-    };
+    let forged = hello_of(9, &theirs);
     n.handle_input(
         now,
         NodeInput::Message {
@@ -692,4 +724,157 @@ fn a_refused_worker_is_passed_over_for_another() {
             .any(|o| matches!(o, NodeOutput::Dial { peer: p, .. } if *p == peer(other))),
         "the job goes to the other worker: {out:?}"
     );
+}
+
+/// Worker 2 of a closed pool, with an answered link from `remote`, whose
+/// hello showed `credential`; returns the link and the outputs.
+fn closed_worker_linked_from(
+    remote: u128,
+    credential: Option<Credential>,
+) -> (Node, LinkId, Vec<NodeOutput>) {
+    let now = Instant::now();
+    let mut w = node_in(2, vec![echo()], Some(member(2, &[Role::Worker])));
+    w.handle_input(now, NodeInput::Signal(&offer(remote, 5)))
+        .expect("offer");
+    let link = drain(&mut w)
+        .into_iter()
+        .find_map(|o| match o {
+            NodeOutput::Answer { link, .. } => Some(link),
+            _ => None,
+        })
+        .expect("answered");
+    let (mine, theirs) = connection();
+    w.handle_input(now, opened(remote, link, mine))
+        .expect("open");
+    w.handle_input(
+        now,
+        from(remote, link, member_hello(remote, &theirs, credential)),
+    )
+    .expect("hello");
+    let proof = proof_of(remote, &theirs, &w, &mine);
+    w.handle_input(now, from(remote, link, proof))
+        .expect("proof");
+    let out = drain(&mut w);
+    (w, link, out)
+}
+
+fn submit_msg(n: u128) -> DcMsg {
+    DcMsg::Submit {
+        job_id: spec(n).job_id,
+        attempt: 1,
+        capability: echo(),
+        input: json!({}),
+        timeout_ms: 1000,
+    }
+}
+
+fn rejection(out: &[NodeOutput]) -> Option<(RejectReason, &str)> {
+    sent(out).into_iter().find_map(|m| match m {
+        DcMsg::Rejected {
+            reason, message, ..
+        } => Some((*reason, message.as_str())),
+        _ => None,
+    })
+}
+
+#[test]
+fn in_a_closed_pool_a_link_without_a_valid_credential_is_refused() {
+    // None, and one of another pool's owner.
+    let stranger = Invitation::mint(
+        &Identity::from_seed(&[201; 32]),
+        "lab",
+        vec![Role::Submitter],
+        Vec::new(),
+        NOW_UNIX + 3600,
+    )
+    .expect("valid")
+    .redeem(&identity(1).public());
+    for credential in [None, Some(stranger)] {
+        let (w, _, out) = closed_worker_linked_from(1, credential);
+        assert_eq!(w.counters().links_refused, 1);
+        assert!(w.open_link(&peer(1)).is_none());
+        assert!(
+            matches!(sent(&out)[..], [DcMsg::LinkHello { .. }, DcMsg::Error { message, .. }] if message.contains("not a member")),
+            "{out:?}"
+        );
+    }
+    // Another member's credential, shown by a key it was not issued to.
+    let (w, _, _) = closed_worker_linked_from(1, Some(member(3, &[Role::Submitter])));
+    assert_eq!(w.counters().links_refused, 1);
+}
+
+#[test]
+fn in_a_closed_pool_only_submitters_get_jobs_run() {
+    let now = Instant::now();
+    // A member with the worker role alone: refused, forbidden.
+    let (mut w, link, _) = closed_worker_linked_from(1, Some(member(1, &[Role::Worker])));
+    assert_eq!(w.open_link(&peer(1)), Some(link), "a member may link");
+    w.handle_input(now, from(1, link, submit_msg(1)))
+        .expect("submit");
+    let out = drain(&mut w);
+    let (reason, message) = rejection(&out).expect("rejected");
+    assert_eq!(reason, RejectReason::Forbidden);
+    assert!(message.contains("submitter role"), "{message}");
+    assert!(!out
+        .iter()
+        .any(|o| matches!(o, NodeOutput::StartHandler { .. })));
+    // A submitter: run.
+    let (mut w, link, _) = closed_worker_linked_from(1, Some(member(1, &[Role::Submitter])));
+    w.handle_input(now, from(1, link, submit_msg(1)))
+        .expect("submit");
+    let out = drain(&mut w);
+    assert!(rejection(&out).is_none(), "{out:?}");
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, NodeOutput::StartHandler { .. })));
+}
+
+#[test]
+fn a_capability_allow_list_refuses_other_submitters() {
+    let now = Instant::now();
+    let (mut w, link, _) = closed_worker_linked_from(1, Some(member(1, &[Role::Submitter])));
+    w.allow.insert(echo(), std::iter::once(peer(3)).collect());
+    w.handle_input(now, from(1, link, submit_msg(1)))
+        .expect("submit");
+    let out = drain(&mut w);
+    let (reason, message) = rejection(&out).expect("rejected");
+    assert_eq!(reason, RejectReason::Forbidden);
+    assert!(message.contains("allow-list"), "{message}");
+}
+
+#[test]
+fn a_member_without_the_submitter_role_cannot_submit() {
+    let now = Instant::now();
+    let mut n = node_in(1, Vec::new(), Some(member(1, &[Role::Worker])));
+    n.handle_input(now, NodeInput::Signal(&view(&[2])))
+        .expect("view");
+    let err = n.handle_input(now, submit(spec(1))).expect_err("refused");
+    assert!(matches!(err, JobError::Forbidden { .. }), "{err:?}");
+    assert!(err.to_string().contains("submitter role"), "{err}");
+    let out = drain(&mut n);
+    assert!(
+        !out.iter()
+            .any(|o| matches!(o, NodeOutput::Dial { .. } | NodeOutput::Send { .. })),
+        "nothing was dialled or sent: {out:?}"
+    );
+}
+
+#[test]
+fn a_submitter_sends_no_job_to_a_member_without_the_worker_role() {
+    let now = Instant::now();
+    let mut n = node_in(1, Vec::new(), Some(member(1, &[Role::Submitter])));
+    let (link, _) = dial_to_2(&mut n, now);
+    let (mine, theirs) = connection();
+    n.handle_input(now, opened(2, link, mine)).expect("open");
+    // 2 is in the view with echo, but its credential says submitter only.
+    let hello = member_hello(2, &theirs, Some(member(2, &[Role::Submitter])));
+    n.handle_input(now, from(2, link, hello)).expect("hello");
+    let proof = proof_of(2, &theirs, &n, &mine);
+    n.handle_input(now, from(2, link, proof)).expect("proof");
+    let out = drain(&mut n);
+    assert!(
+        !sent(&out).iter().any(|m| matches!(m, DcMsg::Submit { .. })),
+        "{out:?}"
+    );
+    assert_eq!(n.open_link(&peer(2)), Some(link), "the link itself is fine");
 }

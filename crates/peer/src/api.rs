@@ -1,6 +1,7 @@
 //! The Rust API of a peer daemon: start one with [`spawn`] or
 //! [`spawn_with`], then use its [`PeerHandle`].
 
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use crate::handlers::{CapabilityError, Handlers};
 use crate::jobs::{JobRecord, WatchEvent};
 use crate::store::{Store, StoredJob};
 use jobmesh_identity::{Identity, PublicKey};
+use jobmesh_trust::{Credential, Invitation};
 
 /// Everything a daemon needs to start.
 #[derive(Debug, Clone)]
@@ -57,6 +59,31 @@ pub struct DaemonConfig {
     /// (the default): the data dir's `identity.key` (created owner-only on
     /// the first start), or a fresh key for a daemon without a data dir.
     pub identity: Option<Identity>,
+    /// How this peer belongs to its pool. The default,
+    /// [`Membership::Kept`], is closed: a credential kept in the data dir.
+    pub membership: Membership,
+    /// Per capability, the only submitters whose jobs this worker runs
+    /// (absent: every member with the submitter role). Exec handlers
+    /// especially.
+    pub allow: HashMap<Capability, HashSet<PeerId>>,
+}
+
+/// How a daemon belongs to its pool.
+#[derive(Debug, Clone, Default)]
+pub enum Membership {
+    /// The credential kept in the data dir by an earlier start with an
+    /// invitation. Without one the daemon does not start.
+    #[default]
+    Kept,
+    /// Redeem this invitation: bind it to this peer's key and keep the
+    /// credential in the data dir for the next start.
+    Invited(Invitation),
+    /// This credential (a library that keeps its own).
+    Credential(Credential),
+    /// An open pool: anyone the signal-server admits is a member and may
+    /// submit to anyone. For development on a trusted machine; the daemon
+    /// says so in a warning at start.
+    Open,
 }
 
 impl DaemonConfig {
@@ -84,6 +111,8 @@ impl DaemonConfig {
             spool_dir: None,
             data_dir: None,
             identity: None,
+            membership: Membership::default(),
+            allow: HashMap::new(),
         }
     }
 }
@@ -113,6 +142,9 @@ pub enum StartError {
     /// The data dir or its journal cannot be used.
     #[error("{0}")]
     Journal(String),
+    /// No valid membership of the pool.
+    #[error("{0}")]
+    Membership(String),
 }
 
 /// Why a request to the daemon failed.
@@ -137,6 +169,9 @@ pub enum DaemonError {
     /// The daemon keeps no journal (it has no data dir).
     #[error("this peer daemon keeps no journal (start it with a data dir)")]
     NoJournal,
+    /// The signal-server refused this peer for good.
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl From<BlobError> for DaemonError {
@@ -157,6 +192,9 @@ pub struct PoolSnapshot {
     pub me: PeerInfo,
     /// Everyone else, in id order.
     pub peers: Vec<PeerInfo>,
+    /// The signal-server refused this peer for good (not admitted to the
+    /// pool, say): why. It does not try again.
+    pub refused: Option<String>,
 }
 
 /// Counters a daemon keeps, for tests and observability. Monotonic.
@@ -545,11 +583,30 @@ impl PeerHandle {
         mut pred: impl FnMut(&PoolSnapshot) -> bool,
     ) -> Result<PoolSnapshot, DaemonError> {
         let mut rx = self.pool.clone();
-        let r = tokio::time::timeout(timeout, rx.wait_for(|s| pred(s))).await;
+        let r =
+            tokio::time::timeout(timeout, rx.wait_for(|s| s.refused.is_some() || pred(s))).await;
         match r {
-            Ok(Ok(s)) => Ok(s.clone()),
+            Ok(Ok(s)) => match &s.refused {
+                Some(reason) => Err(DaemonError::Refused(reason.clone())),
+                None => Ok(s.clone()),
+            },
             Ok(Err(_)) => Err(DaemonError::Stopped),
             Err(_) => Err(DaemonError::Timeout("the pool to reach the expected state")),
+        }
+    }
+
+    /// Waits until the signal-server refuses this peer for good; returns
+    /// why. Pending forever while it is admitted.
+    pub async fn refused(&self) -> String {
+        let mut rx = self.pool.clone();
+        let reason = rx
+            .wait_for(|s| s.refused.is_some())
+            .await
+            .map(|s| s.refused.clone().unwrap_or_default());
+        match reason {
+            Ok(reason) => reason,
+            // Stopped: nothing more will be refused.
+            Err(_) => std::future::pending().await,
         }
     }
 

@@ -510,6 +510,11 @@ impl Daemon {
                 self.feed(now, NodeInput::SignalDisconnected);
             }
             SignalEvent::Message(msg) => self.feed(now, NodeInput::Signal(&msg)),
+            SignalEvent::Refused { reason } => {
+                self.connected = false;
+                self.feed(now, NodeInput::SignalDisconnected);
+                self.pool_tx.send_modify(|s| s.refused = Some(reason));
+            }
         }
         let pool = self.node.pool();
         let connected = self.connected;

@@ -30,13 +30,14 @@ pub mod media;
 pub mod store;
 
 pub use api::{
-    DaemonConfig, DaemonError, Extensions, JobHandle, JobReport, Metrics, PeerHandle, PoolSnapshot,
-    StartError,
+    DaemonConfig, DaemonError, Extensions, JobHandle, JobReport, Membership, Metrics, PeerHandle,
+    PoolSnapshot, StartError,
 };
 pub use blobs::{Blob, BlobLimits, InputBlob, ReceivedBlob};
 pub use daemon::{spawn, spawn_with};
 pub use jobmesh_core::{JobError, JobEvent, JobOptions, Strategy, StrategyKind};
 pub use jobmesh_identity::{Identity, PublicKey};
+pub use jobmesh_trust::{Credential, Invitation, Revocations, Role};
 pub use store::StoredJob;
 
 /// Locks `m`, taking the guard even if a holder panicked.

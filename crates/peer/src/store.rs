@@ -30,6 +30,7 @@ use jobmesh_core::JobSpec;
 use jobmesh_identity::Identity;
 use jobmesh_journal::{Durability, JobRow, Journal, JournalHandle, Op, Stopped};
 use jobmesh_node::JournalOp;
+use jobmesh_trust::Credential;
 use jobmesh_wire::blob::BlobMeta;
 use jobmesh_wire::dc::JobId;
 use jobmesh_wire::{Capability, PeerId};
@@ -452,6 +453,48 @@ pub fn identity(data_dir: &Path) -> Result<Identity, String> {
             "created this peer's identity key");
     }
     Ok(identity)
+}
+
+/// The credential file in a data dir.
+pub const CREDENTIAL_FILE: &str = "credential.json";
+
+/// The membership credential kept in `data_dir`, if any.
+pub fn credential(data_dir: &Path) -> Result<Option<Credential>, String> {
+    let path = data_dir.join(CREDENTIAL_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            format!(
+                "{} is not a jobmesh credential: {e}; remove it and start again with --token",
+                path.display()
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+/// Keeps `credential` in `data_dir` (owner-only, replacing any earlier
+/// one atomically).
+pub fn keep_credential(data_dir: &Path, credential: &Credential) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| format!("cannot create the data dir {}: {e}", data_dir.display()))?;
+    let path = data_dir.join(CREDENTIAL_FILE);
+    let tmp = data_dir.join(format!("{CREDENTIAL_FILE}.tmp"));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        // Plain data: serializing cannot fail.
+        f.write_all(&serde_json::to_vec_pretty(credential).unwrap_or_default())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    };
+    write().map_err(|e| format!("cannot keep the credential in {}: {e}", path.display()))
 }
 
 /// Drops kept results past [`RESULT_TTL`] or over [`RESULT_BYTES_CAP`], and

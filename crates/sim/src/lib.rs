@@ -50,7 +50,7 @@ use std::time::{Duration, Instant};
 
 use jobmesh_core::{DispatcherConfig, EventKind, JobError, JobOptions, JobSpec};
 use jobmesh_identity::{Identity, Nonce};
-use jobmesh_node::{JournalOp, LinkId, Node, NodeConfig, NodeInput, NodeOutput};
+use jobmesh_node::{JournalOp, LinkId, Node, NodeConfig, NodeInput, NodeOutput, UnixClock};
 use jobmesh_signal_server::{Registry, MAX_PEERS_PER_POOL};
 use jobmesh_wire::blob::{BlobMeta, ChunkHeader, Direction};
 use jobmesh_wire::dc::{DcMsg, JobId};
@@ -67,6 +67,8 @@ use check::{Delivered, History};
 
 /// The pool every simulated peer joins.
 const POOL: &str = "sim";
+/// The wall-clock time (Unix seconds) at a run's start.
+const SIM_UNIX_EPOCH: u64 = 1_800_000_000;
 /// A view page's size, as the real server's.
 const PAGE_BYTES: usize = 16 * 1024;
 /// Steps one run may take: far more than any scenario needs, so reaching
@@ -1111,6 +1113,12 @@ impl Sim {
                 Some(v) if !v.is_u64() => Err("ms must be a whole number".into()),
                 _ => Ok(()),
             }),
+            credential: None,
+            allow: HashMap::new(),
+            clock: UnixClock {
+                at: self.epoch,
+                unix: SIM_UNIX_EPOCH,
+            },
         });
         let peer = &mut self.peers[p];
         peer.node = Some(node);
@@ -1161,13 +1169,14 @@ impl Sim {
             return;
         }
         let peer = &self.peers[p];
-        // The server's check of the hello's proof is not simulated: ids
-        // stay small numbers, which keeps traces readable.
+        // The server's check of the hello's proof is not simulated (peer
+        // ids come from seeded keys, and links run the real handshake).
         let join = Join {
             name: peer.spec.name.clone(),
             pool: POOL.into(),
             capabilities: peer.spec.capabilities.clone(),
             slots: peer.spec.slots,
+            credential: None,
         };
         let id = peer.id;
         let Some(registry) = &mut self.registry else {

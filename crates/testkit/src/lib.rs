@@ -9,6 +9,7 @@ use std::time::Duration;
 use jobmesh_identity::{Identity, Nonce, Purpose};
 use jobmesh_peer::control;
 use jobmesh_peer::jobs::WatchEvent;
+use jobmesh_peer::Credential;
 use jobmesh_peer::{DaemonConfig, PeerHandle, PoolSnapshot};
 use jobmesh_transport::rtc::{self, LinkEvent, LinkHandle, RtcConfig};
 use jobmesh_transport::signal::{self as signal_client, SignalConfig, SignalEvent};
@@ -86,6 +87,7 @@ impl PeerGuard {
         tweak: impl FnOnce(&mut DaemonConfig),
     ) -> Self {
         let mut config = DaemonConfig::new(signal_url, name, pool);
+        config.membership = jobmesh_peer::Membership::Open;
         config.capabilities = caps.iter().map(|c| cap(c)).collect();
         config.slots = slots;
         config.rtc = loopback_rtc();
@@ -197,6 +199,7 @@ pub struct RawPeer {
     /// Its id.
     pub id: PeerId,
     identity: Identity,
+    credential: Option<Credential>,
     next_link: u64,
     out: mpsc::Sender<ClientMsg>,
     events: mpsc::Receiver<SignalEvent>,
@@ -213,12 +216,24 @@ impl RawPeer {
 
     /// Joins `pool` as `identity`.
     pub async fn join_as(signal_url: &str, pool: &str, identity: Identity) -> Self {
+        Self::join_with(signal_url, pool, identity, None).await
+    }
+
+    /// Joins `pool` as `identity`, showing `credential` (a closed pool's)
+    /// to the server and in its link handshakes.
+    pub async fn join_with(
+        signal_url: &str,
+        pool: &str,
+        identity: Identity,
+        credential: Option<Credential>,
+    ) -> Self {
         let id = identity.peer_id();
         let join = Join {
             name: "raw".into(),
             pool: pool.into(),
             capabilities: Vec::new(),
             slots: 0,
+            credential: credential.clone(),
         };
         let (ev_tx, mut events) = mpsc::channel(64);
         let (out, out_rx) = mpsc::channel(64);
@@ -241,6 +256,7 @@ impl RawPeer {
         Self {
             id,
             identity,
+            credential,
             next_link: 0,
             out,
             events,
@@ -266,9 +282,13 @@ impl RawPeer {
         let hello = DcMsg::LinkHello {
             key: self.identity.public(),
             nonce,
+            credential: self.credential.clone().map(Box::new),
         };
         link.try_send(hello.encode()).expect("queued");
-        let DcMsg::LinkHello { key, nonce: theirs } = self.recv_msg().await else {
+        let DcMsg::LinkHello {
+            key, nonce: theirs, ..
+        } = self.recv_msg().await
+        else {
             panic!("the remote's first message is not its link_hello");
         };
         assert_eq!(key.peer_id(), link.peer(), "the remote holds its id's key");

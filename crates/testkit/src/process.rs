@@ -180,21 +180,31 @@ pub fn expect_exit(out: &std::process::Output, code: i32) {
     );
 }
 
-/// Starts the `signal-server` binary on `127.0.0.1:0`; returns it and the
+/// Starts the `signal-server` binary on `127.0.0.1:0` in open mode (these
+/// tests are about other things than admission); returns it and the
 /// WebSocket URL from its ready line.
 pub fn signal_server() -> (Proc, String) {
-    start_signal_server(None, "127.0.0.1:0")
+    start_signal_server(None, "127.0.0.1:0", &["--open"])
+}
+
+/// [`signal_server`] with `args` instead of `--open` (pool keys, say).
+pub fn signal_server_with(args: &[&str]) -> (Proc, String) {
+    start_signal_server(None, "127.0.0.1:0", args)
 }
 
 /// Starts the `signal-server` binary inside `ns`, on its veth address with
 /// port 0, so peers in the namespace at the other end of the link reach it;
 /// returns it and the WebSocket URL from its ready line.
 pub fn signal_server_in(ns: &Namespace) -> (Proc, String) {
-    start_signal_server(Some(ns), &format!("{}:0", ns.addr()))
+    start_signal_server(Some(ns), &format!("{}:0", ns.addr()), &["--open"])
 }
 
-fn start_signal_server(ns: Option<&Namespace>, listen: &str) -> (Proc, String) {
-    let (server, ready) = Proc::spawn(program("signal-server", ns).args(["--listen", listen]));
+fn start_signal_server(ns: Option<&Namespace>, listen: &str, args: &[&str]) -> (Proc, String) {
+    let (server, ready) = Proc::spawn(
+        program("signal-server", ns)
+            .args(["--listen", listen])
+            .args(args),
+    );
     let url = ready
         .split_whitespace()
         .find(|w| w.starts_with("ws://"))
@@ -206,7 +216,8 @@ fn start_signal_server(ns: Option<&Namespace>, listen: &str) -> (Proc, String) {
 /// A `peer` daemon process named `name` in `pool` at `url`, running `caps`
 /// (`""`: submit only), its control socket `<dir>/<name>.sock` and data dir
 /// `<dir>/<name>.data` (so a restart finds its journal), never
-/// running its own jobs, with `extra` flags; returns it once it is ready.
+/// running its own jobs, with `extra` flags (an open pool unless they hold
+/// `--token`); returns it once it is ready.
 pub fn daemon(
     url: &str,
     pool: &str,
@@ -284,6 +295,10 @@ fn spawn_daemon(
         data,
     ]);
     cmd.args(extra);
+    // An open pool, unless the test hands the daemon an invitation.
+    if !extra.contains(&"--token") {
+        cmd.arg("--open");
+    }
     Proc::spawn(&mut cmd).0
 }
 

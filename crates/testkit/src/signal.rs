@@ -29,21 +29,21 @@ pub struct SignalGuard {
 impl SignalGuard {
     /// Starts a server with default settings.
     pub async fn start() -> Self {
-        Self::start_with(ServerConfig::default(), false).await
+        Self::start_with(ServerConfig::open(), false).await
     }
 
     /// Starts a server with the given heartbeat interval.
     pub async fn start_with_heartbeat(heartbeat: Duration) -> Self {
         let config = ServerConfig {
             heartbeat,
-            ..ServerConfig::default()
+            ..ServerConfig::open()
         };
         Self::start_with(config, false).await
     }
 
     /// Starts a server that records every text frame it receives.
     pub async fn start_tapped() -> Self {
-        Self::start_with(ServerConfig::default(), true).await
+        Self::start_with(ServerConfig::open(), true).await
     }
 
     /// Starts a server with `config`, optionally tapping frames.
@@ -61,7 +61,7 @@ impl SignalGuard {
         let listener = tokio::net::TcpListener::bind(&addr)
             .await
             .unwrap_or_else(|e| panic!("re-bind {addr}: {e}"));
-        Self::serve(listener, ServerConfig::default(), false)
+        Self::serve(listener, ServerConfig::open(), false)
     }
 
     fn serve(listener: tokio::net::TcpListener, mut config: ServerConfig, tap: bool) -> Self {

@@ -31,6 +31,7 @@ pub fn hello(identity: &Identity, nonce: &str, pool: &str) -> ClientMsg {
         pool: pool.into(),
         capabilities: Vec::new(),
         slots: 1,
+        credential: None,
     };
     ClientMsg::Hello(join.hello(identity, nonce))
 }

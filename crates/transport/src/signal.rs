@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// What the signalling task reports to the daemon.
 #[derive(Debug)]
@@ -26,6 +26,13 @@ pub enum SignalEvent {
         reason: String,
         /// Next attempt in.
         retry_in: Duration,
+    },
+    /// The server refused this peer for a reason that trying again will not
+    /// change (not admitted to the pool, a proof or protocol version it does
+    /// not accept): the client stops.
+    Refused {
+        /// The server's words.
+        reason: String,
     },
 }
 
@@ -94,8 +101,13 @@ pub enum SignalError {
     #[error("signal-server closed the connection{0}")]
     Closed(String),
     /// The server refused us.
-    #[error("signal-server refused this peer: {0}")]
-    Refused(String),
+    #[error("signal-server refused this peer: {message}")]
+    Refused {
+        /// Its code, when it sent one.
+        code: Option<ErrorCode>,
+        /// What it said.
+        message: String,
+    },
     /// No welcome in time.
     #[error("signal-server sent no welcome within {0:?}")]
     NoWelcome(Duration),
@@ -107,7 +119,29 @@ pub enum SignalError {
     DaemonGone,
 }
 
-/// Keeps the signalling connection up until `cancel`.
+impl SignalError {
+    fn refused(code: ErrorCode, message: String) -> Self {
+        SignalError::Refused {
+            code: Some(code),
+            message,
+        }
+    }
+
+    /// Whether connecting again cannot help: the server refused this
+    /// peer's hello itself (its pool admission, its proof, its version).
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            SignalError::Refused {
+                code: Some(ErrorCode::NotAdmitted | ErrorCode::BadProof | ErrorCode::WrongVersion),
+                ..
+            }
+        )
+    }
+}
+
+/// Keeps the signalling connection up until `cancel`, or until the server
+/// refuses this peer for good ([`SignalEvent::Refused`]).
 ///
 /// * `events` (bounded, owned by the daemon): server messages are sent with
 ///   `send().await` — the daemon loop is the consumer and drains it promptly; while
@@ -131,6 +165,12 @@ pub async fn run(
         let reason = match result {
             Ok(()) => return,
             Err(SignalError::DaemonGone) => return,
+            Err(e) if e.is_permanent() => {
+                let reason = e.to_string();
+                error!(%reason, "the signal-server refused this peer; not trying again");
+                let _ = events.send(SignalEvent::Refused { reason }).await;
+                return;
+            }
             Err(e) => format!("{e:#}"),
         };
         let retry_in = config.reconnect_delay(attempt, rand::random::<f64>());
@@ -180,13 +220,14 @@ async fn connect_once(
         .map_err(|_| SignalError::NoWelcome(config.welcome_timeout))??;
     let nonce = match challenge {
         ServerMsg::Challenge { nonce } => nonce,
-        ServerMsg::Error { code, message } => {
-            return Err(SignalError::Refused(format!("{code:?}: {message}")))
-        }
+        ServerMsg::Error { code, message } => return Err(SignalError::refused(code, message)),
         other => {
-            return Err(SignalError::Refused(format!(
-                "expected a challenge first (is this a jobmesh signal-server of protocol {PROTOCOL_VERSION}?), got {other:?}"
-            )))
+            return Err(SignalError::Refused {
+                code: None,
+                message: format!(
+                    "expected a challenge first (is this a jobmesh signal-server of protocol {PROTOCOL_VERSION}?), got {other:?}"
+                ),
+            })
         }
     };
     let hello = config.join.hello(&config.identity, &nonce);
@@ -201,12 +242,13 @@ async fn connect_once(
             info!(%pool, url = %config.url, "joined pool");
         }
         ServerMsg::Error { code, message } => {
-            return Err(SignalError::Refused(format!("{code:?}: {message}")))
+            return Err(SignalError::refused(*code, message.clone()))
         }
         other => {
-            return Err(SignalError::Refused(format!(
-                "expected welcome, got {other:?}"
-            )))
+            return Err(SignalError::Refused {
+                code: None,
+                message: format!("expected welcome, got {other:?}"),
+            })
         }
     }
     *attempt = 0;
@@ -287,6 +329,7 @@ mod tests {
             pool: "default".into(),
             capabilities: Vec::new(),
             slots: 0,
+            credential: None,
         };
         let config = SignalConfig::new("ws://127.0.0.1:1/ws".into(), join, Identity::generate());
         let delay = |attempt, unit| config.reconnect_delay(attempt, unit);

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use jobmesh_identity::{Nonce, PublicKey, Signature};
+use jobmesh_trust::Credential;
 
 use crate::{decode_tagged, Capability, DecodeError};
 
@@ -74,12 +75,15 @@ pub enum RejectReason {
     BadInput,
     /// The worker is shutting down.
     Draining,
+    /// The submitter may not run this here: it lacks the submitter role in
+    /// the pool, or is not on the capability's allow-list.
+    Forbidden,
 }
 
 impl RejectReason {
     /// Whether another worker might take the job.
     pub fn try_elsewhere(self) -> bool {
-        !matches!(self, RejectReason::BadInput)
+        !matches!(self, RejectReason::BadInput | RejectReason::Forbidden)
     }
 }
 
@@ -248,6 +252,9 @@ pub enum DcMsg {
         key: PublicKey,
         /// The sender's nonce for this link.
         nonce: Nonce,
+        /// The sender's membership credential, in a closed pool.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        credential: Option<Box<Credential>>,
     },
     /// The second, after the remote's hello: the sender's signature of
     /// [`crate::link::binding_message`].

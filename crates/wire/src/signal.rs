@@ -30,6 +30,7 @@
 //! [`MISSED_HEARTBEATS`] intervals is dropped and its departure broadcast.
 
 use jobmesh_identity::{Identity, PublicKey, Purpose, Signature};
+use jobmesh_trust::Credential;
 use serde::{Deserialize, Serialize};
 
 use crate::types::{check_capabilities, check_name, check_slots};
@@ -78,6 +79,10 @@ pub struct Hello {
     pub key: PublicKey,
     /// Its signature of [`admission_message`] for this connection's nonce.
     pub proof: Signature,
+    /// Its membership credential, for a closed pool (checked against the
+    /// pool's key: `jobmesh_trust`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<Box<Credential>>,
 }
 
 /// What a peer asks of the signal-server when it joins: everything in its
@@ -92,6 +97,8 @@ pub struct Join {
     pub capabilities: Vec<Capability>,
     /// How many jobs it runs at once.
     pub slots: u32,
+    /// Its membership credential, for a closed pool.
+    pub credential: Option<Credential>,
 }
 
 impl Join {
@@ -110,6 +117,7 @@ impl Join {
                 Purpose::SignalAdmission,
                 &admission_message(nonce, &self.pool, &peer_id),
             ),
+            credential: self.credential.clone().map(Box::new),
         }
     }
 }
@@ -152,6 +160,7 @@ impl Hello {
             pool: self.pool.clone(),
             capabilities: self.capabilities.clone(),
             slots: self.slots,
+            credential: self.credential.as_deref().cloned(),
         }
     }
 
@@ -321,6 +330,9 @@ pub enum ErrorCode {
     DuplicatePeer,
     /// The hello does not prove its peer id (see the message). Fatal.
     BadProof,
+    /// The pool admits only members with a valid credential, and the hello
+    /// has none (or one that is not valid: see the message). Fatal.
+    NotAdmitted,
     /// Relay target is not in the sender's pool. Not fatal.
     UnknownPeer,
     /// Relay target has too many handshake messages waiting; the relay was

@@ -1,6 +1,7 @@
 //! Every message round-trips; arbitrary bytes never panic the decoders.
 
-use jobmesh_identity::Identity;
+use jobmesh_identity::{Identity, Nonce, Purpose};
+use jobmesh_trust::{Credential, Invitation, Role};
 use jobmesh_wire::blob::{BlobMeta, Direction};
 use jobmesh_wire::dc::{DcMsg, Outcome, Progress, Receipt, RejectReason, MAX_RECEIPTS};
 use jobmesh_wire::signal::{ClientMsg, ErrorCode, Handshake, Join, ServerMsg};
@@ -13,6 +14,20 @@ fn peer_id() -> impl Strategy<Value = PeerId> {
 }
 fn cap() -> impl Strategy<Value = Capability> {
     "[a-z0-9_.-]{1,20}".prop_map(|s| Capability::new(&s).expect("valid by construction"))
+}
+/// A credential of a member with key seed `seed` in pool `pool`, or none.
+fn credential(seed: [u8; 32], pool: &str, with: bool) -> Option<Credential> {
+    with.then(|| {
+        Invitation::mint(
+            &Identity::from_seed(&[7; 32]),
+            pool,
+            vec![Role::Worker, Role::Submitter],
+            vec!["ocr".into()],
+            1_900_000_000,
+        )
+        .expect("valid")
+        .redeem(&Identity::from_seed(&seed).public())
+    })
 }
 fn name() -> impl Strategy<Value = String> {
     "[a-zA-Z0-9_.-]{1,30}"
@@ -92,10 +107,12 @@ fn client_msg() -> impl Strategy<Value = ClientMsg> {
             name(),
             name(),
             prop::collection::vec(cap(), 0..8),
-            0u32..100
+            0u32..100,
+            any::<bool>()
         )
-            .prop_map(|(seed, nonce, name, pool, capabilities, slots)| {
+            .prop_map(|(seed, nonce, name, pool, capabilities, slots, member)| {
                 let join = Join {
+                    credential: credential(seed, &pool, member),
                     name,
                     pool,
                     capabilities,
@@ -118,6 +135,7 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
         Just(ErrorCode::PeerBusy),
         Just(ErrorCode::GoingAway),
         Just(ErrorCode::BadProof),
+        Just(ErrorCode::NotAdmitted),
     ];
     prop_oneof![
         "[A-Za-z0-9_-]{1,64}".prop_map(|nonce| ServerMsg::Challenge { nonce }),
@@ -149,6 +167,7 @@ fn dc_msg() -> impl Strategy<Value = DcMsg> {
         Just(RejectReason::UnknownCapability),
         Just(RejectReason::BadInput),
         Just(RejectReason::Draining),
+        Just(RejectReason::Forbidden),
     ];
     let outcome = prop_oneof![
         json().prop_map(|value| Outcome::Ok { value }),
@@ -252,6 +271,18 @@ fn dc_msg() -> impl Strategy<Value = DcMsg> {
                 .collect(),
         }),
         (id, 1..u32::MAX).prop_map(|(job_id, attempt)| DcMsg::Held { job_id, attempt }),
+        (any::<[u8; 32]>(), any::<[u8; 32]>(), any::<bool>()).prop_map(|(seed, nonce, member)| {
+            DcMsg::LinkHello {
+                key: Identity::from_seed(&seed).public(),
+                nonce: Nonce::from_bytes(nonce),
+                credential: credential(seed, "pool", member).map(Box::new),
+            }
+        }),
+        (any::<[u8; 32]>(), prop::collection::vec(any::<u8>(), 0..64)).prop_map(|(seed, msg)| {
+            DcMsg::LinkProof {
+                sig: Identity::from_seed(&seed).sign(Purpose::ChannelBinding, &msg),
+            }
+        }),
     ]
 }
 
@@ -271,6 +302,8 @@ proptest! {
     #[test]
     fn data_channel_messages_round_trip(msg in dc_msg()) {
         let bytes = msg.encode();
+        let json: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON");
+        prop_assert_eq!(json["type"].as_str(), Some(msg.type_name()));
         prop_assert_eq!(DcMsg::decode(&bytes), Ok(msg));
     }
 
@@ -334,6 +367,7 @@ fn errors_name_the_problem() {
         pool: "p".into(),
         capabilities: Vec::new(),
         slots: 1,
+        credential: None,
     };
     let mut bad_cap =
         serde_json::to_value(ClientMsg::Hello(join.hello(&Identity::generate(), "nonce")))

@@ -129,6 +129,7 @@ pub(crate) fn hello(identity: &Identity, nonce: &str, pool: &str, name: &str) ->
         pool: pool.into(),
         capabilities: vec![cap("echo")],
         slots: 2,
+        credential: None,
     };
     ClientMsg::Hello(join.hello(identity, nonce))
 }
@@ -390,9 +391,15 @@ impl Peer {
 
 /// A plain HTTP/1.1 GET of `path`; returns (status line, body).
 pub(crate) async fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
+    http_get_with(addr, path, "").await
+}
+
+/// [`http_get`] with extra header lines (each ending in `\r\n`).
+pub(crate) async fn http_get_with(addr: SocketAddr, path: &str, headers: &str) -> (String, String) {
     within("the HTTP response", async {
         let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        let req =
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Connection: close\r\n\r\n");
         s.write_all(req.as_bytes()).await.expect("write");
         let mut buf = String::new();
         s.read_to_string(&mut buf).await.expect("read");

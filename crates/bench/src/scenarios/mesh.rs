@@ -59,6 +59,7 @@ impl Mesh {
         journaled: bool,
     ) -> anyhow::Result<PeerHandle> {
         let mut config = DaemonConfig::new(&self.url, name, "bench");
+        config.membership = jobmesh_peer::Membership::Open;
         config.slots = 0;
         config.data_dir = journaled.then(|| self.dir.path().join(format!("{name}.data")));
         config.rtc = RtcConfig {

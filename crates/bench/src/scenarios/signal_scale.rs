@@ -669,6 +669,7 @@ async fn client_loop(
         pool: POOL.into(),
         capabilities: Vec::new(),
         slots: 4,
+        credential: None,
     };
     let hello = ClientMsg::Hello(join.hello(&board.members.identities[i], &nonce));
     ws.send(Message::text(encode(&hello)))

@@ -28,7 +28,7 @@ pub(crate) async fn run(ctx: Ctx) -> anyhow::Result<Vec<Figure>> {
         let out = tokio::task::spawn_blocking(move || {
             Command::new(&bins.peer)
                 .args([
-                    "submit", "echo", "--input", "1", "--pool", "start", "--signal", &url,
+                    "submit", "echo", "--input", "1", "--pool", "start", "--signal", &url, "--open",
                 ])
                 .env_remove("JOBMESH_CONTROL")
                 .env("XDG_RUNTIME_DIR", "/nonexistent-jobmesh-bench")

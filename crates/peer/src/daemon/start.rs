@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 use jobmesh_core::Strategy;
 use jobmesh_identity::Identity;
 use jobmesh_journal::Stopped;
-use jobmesh_node::{Node, NodeConfig};
+use jobmesh_node::{Node, NodeConfig, UnixClock};
 use jobmesh_transport::signal::{self as signal_client, SignalConfig};
+use jobmesh_trust::{Credential, Role};
 use jobmesh_wire::signal::{ClientMsg, Join};
-use jobmesh_wire::PeerInfo;
+use jobmesh_wire::{Capability, PeerInfo};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -19,7 +20,8 @@ use tracing::{info, info_span, warn, Instrument};
 
 use super::{blob_io, Daemon, Inputs};
 use crate::api::{
-    DaemonConfig, Extensions, Metrics, PeerHandle, PoolSnapshot, StartError, WATCH_QUEUE,
+    DaemonConfig, Extensions, Membership, Metrics, PeerHandle, PoolSnapshot, StartError,
+    WATCH_QUEUE,
 };
 use crate::blobs::{MemoryBudget, Spool};
 use crate::handlers::{self, Handlers};
@@ -86,12 +88,14 @@ pub fn spawn_with(
         (None, None) => Identity::generate(),
     };
     let me = identity.peer_id();
+    let credential = membership(&config, &identity)?;
     let config_data_dir = config.data_dir.clone();
     let join = Join {
         name: config.name.clone(),
         pool: config.pool.clone(),
         capabilities: config.capabilities.clone(),
         slots: config.slots,
+        credential: credential.clone(),
     };
     // Validate name/pool with the same rules the server applies.
     let probe = jobmesh_wire::signal::encode(&ClientMsg::Hello(join.hello(&identity, "probe")));
@@ -110,6 +114,7 @@ pub fn spawn_with(
     let node = new_node(
         &config,
         identity.clone(),
+        credential,
         journaled,
         &ext.handlers,
         ext.strategy.take(),
@@ -125,6 +130,7 @@ pub fn spawn_with(
         synced: false,
         me: me_info,
         peers: Vec::new(),
+        refused: None,
     });
     let stopped = CancellationToken::new();
     let metrics = Arc::new(Metrics::default());
@@ -238,6 +244,7 @@ pub fn spawn_with(
 fn new_node(
     config: &DaemonConfig,
     identity: Identity,
+    credential: Option<Credential>,
     journaled: bool,
     handlers: &Handlers,
     strategy: Option<Box<dyn Strategy>>,
@@ -259,7 +266,77 @@ fn new_node(
         input_check: Box::new(move |capability, input| {
             check.get(capability).map_or(Ok(()), |h| h.validate(input))
         }),
+        credential,
+        allow: config.allow.clone(),
+        clock: UnixClock {
+            at: Instant::now(),
+            unix: unix_now(),
+        },
     })
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// This daemon's credential in its pool (`None`: an open pool), checked:
+/// for this pool, unexpired, and granting the worker role for every
+/// capability it offers.
+fn membership(
+    config: &DaemonConfig,
+    identity: &Identity,
+) -> Result<Option<Credential>, StartError> {
+    let no = |why: String| StartError::Membership(why);
+    let pool = &config.pool;
+    let credential = match &config.membership {
+        Membership::Open => {
+            warn!(%pool, "pool {pool:?} is OPEN: any peer that reaches the signal-server can join it, see its members and submit jobs to this peer. For development only; closed pools: peer pool init / invite, then --token");
+            return Ok(None);
+        }
+        Membership::Credential(c) => c.clone(),
+        Membership::Invited(invitation) => {
+            let c = invitation.redeem(&identity.public());
+            if let Some(dir) = &config.data_dir {
+                crate::store::keep_credential(dir, &c).map_err(no)?;
+            }
+            c
+        }
+        Membership::Kept => {
+            let kept = match &config.data_dir {
+                Some(dir) => crate::store::credential(dir).map_err(no)?,
+                None => None,
+            };
+            kept.ok_or_else(|| {
+                no(format!(
+                    "pool {pool:?} is closed and this peer holds no credential for it: pass --token FILE (an invitation from the pool's owner: peer pool invite) once, or --open for an open development pool"
+                ))
+            })?
+        }
+    };
+    let grant = credential
+        .verify(
+            pool,
+            &credential.grant().pool_key,
+            &identity.public(),
+            unix_now(),
+            None,
+        )
+        .map_err(|e| no(format!("this peer's credential for pool {pool:?}: {e}")))?;
+    if !config.capabilities.is_empty() {
+        grant
+            .require(
+                Role::Worker,
+                config.capabilities.iter().map(Capability::as_str),
+            )
+            .map_err(|e| {
+                no(format!(
+                    "this peer offers capabilities, but its credential for pool {pool:?} {e}: ask the pool's owner for an invitation with the worker role (peer pool invite --role worker --capabilities ...)"
+                ))
+            })?;
+    }
+    Ok(Some(credential))
 }
 
 /// What a daemon's task closes once its loop has ended, in order.
