@@ -185,3 +185,76 @@ async fn a_closed_pool_admits_only_invited_members_in_their_roles() {
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
     assert!(text.contains("submitter role"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_member_is_disconnected_and_refused_while_the_others_work_on() {
+    init_tracing();
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path();
+    let keys = dir.join("owner");
+    let init: Value = stdout_json(&owner(&keys, &["pool", "init", "lab", "--json"]));
+    let pool_key = format!("lab={}", init["pool_key"].as_str().expect("pool_key"));
+    let token = |name: &str| dir.join(format!("{name}.token"));
+    invite(&keys, "lab", "worker", "1h", &token("w"));
+    invite(&keys, "lab", "submitter", "1h", &token("s"));
+    invite(&keys, "lab", "submitter", "1h", &token("r"));
+    // An empty list to start with; the server re-reads it on SIGHUP.
+    let listed = owner(&keys, &["pool", "revoke", "lab"]);
+    expect_exit(&listed, 0);
+    let list = String::from_utf8_lossy(&listed.stdout).trim().to_owned();
+    let (server, url) = signal_server_with(&["--pool-key", &pool_key, "--revocations", &list]);
+
+    let flag = |name: &str| token(name).to_str().expect("utf-8").to_owned();
+    let _worker = daemon(&url, "lab", "w", "echo", dir, &["--token", &flag("w")]);
+    let _sub = daemon(&url, "lab", "s", "", dir, &["--token", &flag("s")]);
+    let mut revoked = daemon(&url, "lab", "r", "", dir, &["--token", &flag("r")]);
+    let sock = |name: &str| {
+        dir.join(format!("{name}.sock"))
+            .to_str()
+            .expect("utf-8")
+            .to_owned()
+    };
+    let run = |name: &str| {
+        run_peer(&[
+            "submit",
+            "echo",
+            "--input",
+            "7",
+            "--json",
+            "--control",
+            &sock(name),
+        ])
+    };
+    for name in ["s", "r"] {
+        wait_capable(Path::new(&sock(name)), "echo", 1).await;
+        expect_exit(&run(name), 0);
+    }
+
+    // The owner revokes r's key, and the server reloads its list.
+    let r_data = dir.join("r.data");
+    let id = stdout_json(&run_peer(&[
+        "id",
+        "--data-dir",
+        r_data.to_str().expect("utf-8"),
+        "--json",
+    ]));
+    let key = id["public_key"].as_str().expect("public_key");
+    expect_exit(
+        &owner(&keys, &["pool", "revoke", "lab", "--member", key]),
+        0,
+    );
+    server.signal("HUP");
+
+    // r is disconnected: the daemon stops, saying why.
+    jobmesh_testkit::eventually("the revoked daemon to exit", || !revoked.is_running()).await;
+    // Started again with its kept credential, it is refused.
+    let again = refused_daemon(&url, dir, "r", &[]).await;
+    assert_eq!(again.status.code(), Some(1), "{}", stderr(&again));
+    assert!(
+        error_line(&again).contains("revoked"),
+        "{}",
+        error_line(&again)
+    );
+    // Everyone else works on.
+    expect_exit(&run("s"), 0);
+}

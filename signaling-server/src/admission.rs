@@ -70,7 +70,9 @@ impl Admission {
             });
         match checked {
             Ok(()) => Ok(()),
-            Err(e) if genuine => Err(format!("not admitted to pool {pool:?}: the credential {e}")),
+            Err(e) if genuine => Err(format!(
+                "not admitted to pool {pool:?}: this peer's credential is refused: {e}"
+            )),
             Err(_) => Err(stranger()),
         }
     }

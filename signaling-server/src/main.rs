@@ -12,6 +12,7 @@ use anyhow::Context;
 use clap::Parser;
 use jobmesh_identity::PublicKey;
 use jobmesh_signal_server::{run, Admission, ServerConfig, MAX_PEERS_PER_POOL};
+use jobmesh_trust::Revocations;
 use jobmesh_wire::signal::{DEFAULT_HEARTBEAT_MS, MISSED_HEARTBEATS};
 use tokio_util::sync::CancellationToken;
 
@@ -51,6 +52,14 @@ struct Args {
     /// Admit anyone who proves a key to any pool without a --pool-key: no credentials. For development on a trusted machine only.
     #[arg(long, env = "JOBMESH_OPEN")]
     open: bool,
+    /// A closed pool's revocation list (`peer pool revoke` writes it); repeat for more pools. Re-read on SIGHUP: withdrawn members are disconnected and refused, and every member is sent the list.
+    #[arg(
+        long = "revocations",
+        value_name = "FILE",
+        env = "JOBMESH_REVOCATIONS",
+        value_delimiter = ','
+    )]
+    revocations: Vec<std::path::PathBuf>,
     /// File holding the bearer token `GET /api/pools` needs [default: the API answers nobody].
     #[arg(long, env = "JOBMESH_ADMIN_TOKEN_FILE")]
     admin_token_file: Option<std::path::PathBuf>,
@@ -146,6 +155,13 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let addr = listener.local_addr().context("reading the bound address")?;
     let shutdown = CancellationToken::new();
     on_signals(shutdown.clone())?;
+    // Before the ready line, like the other handlers: a SIGHUP right after
+    // it is not missed.
+    let (lists, revocations) = tokio::sync::watch::channel(load_revocations(&args.revocations)?);
+    if !args.revocations.is_empty() {
+        reload_on_hangup(args.revocations.clone(), lists)?;
+    }
+
     let mut out = std::io::stdout().lock();
     writeln!(out, "signal-server listening on ws://{addr}/ws")
         .and_then(|()| out.flush())
@@ -167,9 +183,46 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         max_peers_per_pool: args.max_peers_per_pool,
         admission,
         admin_token,
+        revocations: Some(revocations),
         ..ServerConfig::default()
     };
     run(listener, config, shutdown).await.context("serving")
+}
+
+/// Reads every revocation list file (the server checks each one's signature
+/// against its pool's key when it applies it).
+fn load_revocations(files: &[std::path::PathBuf]) -> anyhow::Result<Vec<Revocations>> {
+    files
+        .iter()
+        .map(|path| {
+            let bytes =
+                std::fs::read(path).with_context(|| format!("--revocations {}", path.display()))?;
+            serde_json::from_slice(&bytes)
+                .with_context(|| format!("--revocations {}: not a revocation list", path.display()))
+        })
+        .collect()
+}
+
+/// On SIGHUP, reads the revocation lists again and hands them to the
+/// server; a file that cannot be read keeps the lists held (and says why).
+fn reload_on_hangup(
+    files: Vec<std::path::PathBuf>,
+    lists: tokio::sync::watch::Sender<Vec<Revocations>>,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match load_revocations(&files) {
+                Ok(loaded) => {
+                    tracing::info!(files = files.len(), "SIGHUP: revocation lists reloaded");
+                    lists.send_replace(loaded);
+                }
+                Err(e) => tracing::error!("SIGHUP: {e:#}; keeping the revocation lists held"),
+            }
+        }
+    });
+    Ok(())
 }
 
 /// Installs the SIGINT/SIGTERM handlers (before the ready line, so a signal

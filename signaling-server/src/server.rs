@@ -47,6 +47,7 @@ use tracing::{debug, field, info, info_span, warn, Instrument, Span};
 
 use crate::admission::Admission;
 use crate::registry::{JoinError, PoolSummary, Registry, MAX_PEERS_PER_POOL};
+use jobmesh_trust::{Credential, Revocations};
 
 /// Default queue of relayed handshake messages per client. Overflow: the
 /// relay is dropped and its sender gets `error{peer_busy}` (the recipient is
@@ -116,6 +117,12 @@ pub struct ServerConfig {
     /// The bearer token `GET /api/pools` needs. `None` (the default): the
     /// API answers nobody (401).
     pub admin_token: Option<String>,
+    /// The closed pools' owner-signed revocation lists, as the operator
+    /// last loaded them (`signal-server --revocations FILE`, re-read on
+    /// SIGHUP). A list newer than the one held (higher `seq`, verified with
+    /// its pool's key) is applied at once: its members are refused at hello,
+    /// those connected are disconnected, and every member gets the list.
+    pub revocations: Option<watch::Receiver<Vec<Revocations>>>,
 }
 
 impl Default for ServerConfig {
@@ -130,6 +137,7 @@ impl Default for ServerConfig {
             tap: None,
             admission: Admission::default(),
             admin_token: None,
+            revocations: None,
             counters: Arc::default(),
         }
     }
@@ -226,6 +234,7 @@ pub async fn run(
             registry: Registry::new(config.max_peers_per_pool),
             clients: HashMap::new(),
             heads: HashMap::new(),
+            revoked: HashMap::new(),
         }),
         next_conn: AtomicU64::new(0),
         config,
@@ -235,6 +244,11 @@ pub async fn run(
     shared
         .tracker
         .spawn(sweep(shared.clone()).instrument(info_span!("sweep")));
+    if let Some(lists) = shared.config.revocations.clone() {
+        shared
+            .tracker
+            .spawn(revocations(shared.clone(), lists).instrument(info_span!("revocations")));
+    }
     let app = Router::new()
         .route("/ws", get(ws_upgrade))
         .route("/healthz", get(|| async { "ok" }))
@@ -279,6 +293,10 @@ struct Client {
     tx: mpsc::Sender<ServerMsg>,
     /// Cancelled to end its connection at once (silent).
     kick: CancellationToken,
+    /// Its pool.
+    pool: String,
+    /// The credential it joined with (a closed pool's).
+    credential: Option<Box<Credential>>,
 }
 
 /// Everything behind the lock. Invariants: a peer id is in `registry` if and
@@ -288,6 +306,8 @@ struct Inner {
     clients: HashMap<PeerId, Client>,
     /// Per pool, its head version; its members' tasks watch it.
     heads: HashMap<String, watch::Sender<u64>>,
+    /// Per closed pool, the newest revocation list (verified).
+    revoked: HashMap<String, Arc<Revocations>>,
 }
 
 struct Shared {
@@ -323,6 +343,52 @@ enum RelayRefused {
 }
 
 impl Inner {
+    /// Takes `list` if it is a closed pool's, signed by its key, and newer
+    /// than the one held: refuses the members it withdraws (their
+    /// connections end with `not_admitted`) and sends it to the others.
+    /// Overflow: a member whose queue is full misses the list until it
+    /// reconnects (it gets it after its welcome); a withdrawn one is kicked.
+    fn revoke(&mut self, admission: &Admission, list: Revocations) {
+        let pool = list.pool.clone();
+        let Some(key) = admission.pools.get(&pool) else {
+            warn!(%pool, "a revocation list for a pool without --pool-key; ignored");
+            return;
+        };
+        if let Err(e) = list.verify(&pool, key) {
+            warn!(%pool, error = %e, "a revocation list that does not verify; ignored");
+            return;
+        }
+        if self
+            .revoked
+            .get(&pool)
+            .is_some_and(|held| held.seq >= list.seq)
+        {
+            return;
+        }
+        info!(%pool, seq = list.seq, invites = list.invites.len(), members = list.members.len(), "revocation list applied");
+        let list = Arc::new(list);
+        self.revoked.insert(pool.clone(), list.clone());
+        for client in self.clients.values().filter(|c| c.pool == pool) {
+            let withdrawn = client
+                .credential
+                .as_deref()
+                .is_some_and(|c| list.revokes(c));
+            let msg = if withdrawn {
+                ServerMsg::Error {
+                    code: ErrorCode::NotAdmitted,
+                    message: format!("not admitted to pool {pool:?}: the pool's owner revoked this peer's credential"),
+                }
+            } else {
+                ServerMsg::Revocations {
+                    list: Box::new((*list).clone()),
+                }
+            };
+            if client.tx.try_send(msg).is_err() && withdrawn {
+                client.kick.cancel();
+            }
+        }
+    }
+
     /// Wakes the members of `pool` after a change (or forgets its watch once
     /// the pool is gone).
     fn changed(&mut self, pool: &str) {
@@ -417,6 +483,21 @@ async fn ws_upgrade(
             let tracker = shared.tracker.clone();
             tracker.track_future(connection(socket, shared).instrument(span))
         })
+}
+
+/// Applies each set of revocation lists the operator loads, until the
+/// server stops.
+async fn revocations(shared: Arc<Shared>, mut lists: watch::Receiver<Vec<Revocations>>) {
+    loop {
+        let current = lists.borrow_and_update().clone();
+        for list in current {
+            shared.lock().revoke(&shared.config.admission, list);
+        }
+        tokio::select! {
+            () = shared.stop.cancelled() => return,
+            changed = lists.changed() => if changed.is_err() { return },
+        }
+    }
 }
 
 /// Every heartbeat: removes the members silent for too long, ends their
@@ -526,7 +607,12 @@ async fn connection(socket: WebSocket, shared: Arc<Shared>) {
         info!(peer = %hello.peer_id.short(), error = %e, "hello refused: its proof of identity does not verify");
         return close(sink, stream, End::fatal(ErrorCode::BadProof, e.to_string())).await;
     }
-    if let Err(why) = shared.config.admission.check(&hello, unix_now(), None) {
+    let revoked = shared.lock().revoked.get(&hello.pool).cloned();
+    if let Err(why) = shared
+        .config
+        .admission
+        .check(&hello, unix_now(), revoked.as_deref())
+    {
         bump(&shared.counters().not_admitted);
         info!(peer = %hello.peer_id.short(), pool = %hello.pool, %why, "hello refused: not a member");
         return close(sink, stream, End::fatal(ErrorCode::NotAdmitted, why)).await;
@@ -554,10 +640,18 @@ async fn connection(socket: WebSocket, shared: Arc<Shared>) {
             .registry
             .join(Instant::now(), me, &hello.join())
             .map(|()| {
+                if let Some(list) = inner.revoked.get(&hello.pool) {
+                    // Queued first: it goes out right after the welcome.
+                    let _ = tx.try_send(ServerMsg::Revocations {
+                        list: Box::new((**list).clone()),
+                    });
+                }
                 let client = Client {
                     conn,
                     tx,
                     kick: kick.clone(),
+                    pool: hello.pool.clone(),
+                    credential: hello.credential.clone(),
                 };
                 inner.clients.insert(me, client);
                 let view = inner
@@ -743,6 +837,10 @@ async fn serve(sink: &mut Sink, stream: &mut Stream, io: ClientIo<'_>, shared: &
                 // `None` cannot happen while the connection holds its entry;
                 // treat it as being dropped.
                 let Some(out) = out else { return End::Kicked };
+                if let ServerMsg::Error { code: code @ ErrorCode::NotAdmitted, message } = out {
+                    // Its credential was revoked: the close says so.
+                    return End::fatal(code, message);
+                }
                 if let Err(end) = send_text(sink, &out, kick, heartbeat).await {
                     return end;
                 }

@@ -144,7 +144,11 @@ fn parse_allow(
 async fn daemon(args: DaemonArgs) -> anyhow::Result<u8> {
     let (capabilities, handlers) = parse_capabilities(&args.capabilities, args.config.as_deref())?;
     let name = args.name.unwrap_or_else(jobmesh_peer::default_name);
-    let (membership, pool) = pool::membership(&args.membership, args.pool.as_deref())?;
+    let (membership, pool) = pool::membership(
+        &args.membership,
+        args.pool.as_deref(),
+        args.data_dir.as_deref(),
+    )?;
     let control_path = args
         .control
         .unwrap_or_else(|| control::default_path(&pool, &name));
@@ -268,7 +272,7 @@ async fn connect(target: &Target) -> anyhow::Result<Via> {
     };
     let name = format!("submit-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let pool = &target.local.pool;
-    let (membership, pool) = pool::membership(&target.membership, Some(pool))?;
+    let (membership, pool) = pool::membership(&target.membership, Some(pool), None)?;
     let mut config = DaemonConfig::new(url.clone(), name, pool);
     config.membership = membership;
     config.slots = 0;

@@ -23,11 +23,13 @@ pub(crate) fn run(cmd: PoolCmd) -> anyhow::Result<u8> {
 }
 
 /// What the flags say about membership, with the invitation read and
-/// checked; `pool`: the pool asked for (`None`: the invitation's).
-/// Returns the membership and the pool it is for.
+/// checked; `pool`: the pool asked for (`None`: the invitation's, or that of
+/// the credential kept in `data_dir`, or `default`). Returns the membership
+/// and the pool it is for.
 pub(crate) fn membership(
     flags: &args::Membership,
     pool: Option<&str>,
+    data_dir: Option<&Path>,
 ) -> anyhow::Result<(Membership, String)> {
     let token = match &flags.token {
         Some(path) => Some(read_token(path)?),
@@ -48,7 +50,16 @@ pub(crate) fn membership(
             Ok((Membership::Invited(invitation), invited))
         }
         (None, true) => Ok((Membership::Open, pool.unwrap_or("default").to_owned())),
-        (None, false) => Ok((Membership::Kept, pool.unwrap_or("default").to_owned())),
+        (None, false) => {
+            let kept = match (pool, data_dir) {
+                (None, Some(dir)) => jobmesh_peer::store::credential(dir)
+                    .map_err(anyhow::Error::msg)?
+                    .map(|c| c.grant().pool.clone()),
+                _ => None,
+            };
+            let pool = kept.unwrap_or_else(|| pool.unwrap_or("default").to_owned());
+            Ok((Membership::Kept, pool))
+        }
     }
 }
 

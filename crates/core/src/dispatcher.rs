@@ -104,7 +104,7 @@ pub enum JobError {
     #[error("strategy \"custom\" was asked for, but no custom strategy is installed")]
     NoCustomStrategy,
     /// This peer's membership does not let it submit this job.
-    #[error("not allowed to submit this job: this peer's credential {why}; ask the pool's owner for an invitation with the submitter role (peer pool invite --role submitter)")]
+    #[error("not allowed to submit this job: this peer's credential: {why}; ask the pool's owner for an invitation with the submitter role (peer pool invite --role submitter)")]
     Forbidden {
         /// What the credential lacks.
         why: String,

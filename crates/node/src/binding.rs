@@ -2,7 +2,7 @@
 //! what both sides sent and what this side saw of the connection.
 
 use jobmesh_identity::{Identity, Nonce, PublicKey, Purpose, Signature};
-use jobmesh_trust::{Credential, Grant, TrustError};
+use jobmesh_trust::{Credential, Revocations, TrustError};
 use jobmesh_wire::link::{binding_message, Binding};
 use jobmesh_wire::PeerId;
 
@@ -50,20 +50,22 @@ pub(crate) fn check_key(expected: PeerId, key: &PublicKey) -> Result<(), Refusal
 }
 
 /// In a closed pool where this peer holds `own`: the remote's credential,
-/// checked for its key at Unix time `now`; returns what it grants.
+/// checked for its key at Unix time `now` against the owner's `revoked`
+/// list; returns it.
 pub(crate) fn check_member(
     own: &Credential,
     remote: &RemoteHello,
     now: u64,
-) -> Result<Grant, Refusal> {
+    revoked: Option<&Revocations>,
+) -> Result<Credential, Refusal> {
     let pool = own.grant();
     let credential = remote
         .credential
         .as_deref()
         .ok_or_else(|| Refusal::NotMember("it presented no credential".into()))?;
     credential
-        .verify(&pool.pool, &pool.pool_key, &remote.key, now, None)
-        .cloned()
+        .verify(&pool.pool, &pool.pool_key, &remote.key, now, revoked)
+        .map(|_| credential.clone())
         .map_err(|e: TrustError| Refusal::NotMember(format!("its credential: {e}")))
 }
 

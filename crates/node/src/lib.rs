@@ -30,7 +30,7 @@ use jobmesh_core::{
     PoolView, StatsCoalescer, Strategy, WorkerCore, WorkerOutput,
 };
 use jobmesh_identity::{Identity, Signature};
-use jobmesh_trust::{Credential, Grant, Role};
+use jobmesh_trust::{Credential, Revocations, Role};
 use jobmesh_wire::blob::{BlobMeta, Direction};
 use jobmesh_wire::dc::{DcMsg, JobId, Outcome, Progress, RejectReason, MAX_DC_MESSAGE};
 use jobmesh_wire::link::{Binding, BINDING_TIMEOUT_MS};
@@ -446,9 +446,11 @@ pub struct Node {
     /// What the dispatcher was last told about this peer's worker side.
     local_info: Option<PeerInfo>,
     credential: Option<Credential>,
-    /// What each peer behind a link in handshake or open was granted (in a
-    /// closed pool).
-    grants: HashMap<PeerId, Grant>,
+    /// The pool owner's newest revocation list (checked).
+    revoked: Option<Revocations>,
+    /// The credential each peer behind a link in handshake or open showed
+    /// (in a closed pool).
+    grants: HashMap<PeerId, Credential>,
     allow: HashMap<Capability, HashSet<PeerId>>,
     clock: UnixClock,
     /// This peer's exact stats after the last input.
@@ -496,6 +498,7 @@ impl Node {
             loopback: VecDeque::new(),
             local_info: None,
             credential: config.credential,
+            revoked: None,
             grants: HashMap::new(),
             allow: config.allow,
             clock: config.clock,
@@ -596,6 +599,7 @@ impl Node {
             NodeInput::Signal(ServerMsg::Relayed { from, signal }) => {
                 self.on_handshake(now, *from, signal.clone());
             }
+            NodeInput::Signal(ServerMsg::Revocations { list }) => self.on_revocations(now, list),
             NodeInput::Signal(msg) => {
                 self.dispatcher_input(now, Input::Signal(msg));
                 self.call_back_away_submitters();
@@ -1110,9 +1114,9 @@ impl Node {
             return;
         }
         if let Some(own) = &self.credential {
-            match binding::check_member(own, &remote, self.clock.at(now)) {
-                Ok(grant) => {
-                    self.grants.insert(from, grant);
+            match binding::check_member(own, &remote, self.clock.at(now), self.revoked.as_ref()) {
+                Ok(credential) => {
+                    self.grants.insert(from, credential);
                 }
                 Err(why) => {
                     self.refuse_link(now, from, why);
@@ -1206,6 +1210,41 @@ impl Node {
         self.worker.handle_link_closed(now, peer);
     }
 
+    /// The pool owner's revocation list, as the signal-server relays it:
+    /// checked against this peer's own pool key (the server cannot forge
+    /// one), kept if newer, and every link to a member it withdraws is
+    /// closed as refused.
+    fn on_revocations(&mut self, now: Instant, list: &Revocations) {
+        let Some(own) = &self.credential else {
+            return;
+        };
+        let grant = own.grant();
+        if let Err(e) = list.verify(&grant.pool, &grant.pool_key) {
+            warn!(error = %e, "a revocation list that does not verify; ignored");
+            return;
+        }
+        if self
+            .revoked
+            .as_ref()
+            .is_some_and(|held| held.seq >= list.seq)
+        {
+            return;
+        }
+        info!(seq = list.seq, "the pool owner's revocation list");
+        let mut withdrawn: Vec<PeerId> = self
+            .grants
+            .iter()
+            .filter(|(_, c)| list.revokes(c))
+            .map(|(p, _)| *p)
+            .collect();
+        withdrawn.sort();
+        self.revoked = Some(list.clone());
+        for peer in withdrawn {
+            let why = Refusal::NotMember("the pool's owner revoked its credential".into());
+            self.refuse_link(now, peer, why);
+        }
+    }
+
     /// Links whose handshake did not finish in time close like links that
     /// failed: a network that stalls is not a forgery.
     fn expire_handshakes(&mut self, now: Instant) {
@@ -1284,13 +1323,13 @@ impl Node {
         }
         let forbidden = |why: String| Err((RejectReason::Forbidden, why));
         if self.credential.is_some() {
-            let granted = self
-                .grants
-                .get(&from)
-                .map(|g| g.require(Role::Submitter, [capability.as_str()].into_iter()));
+            let granted = self.grants.get(&from).map(|c| {
+                c.grant()
+                    .require(Role::Submitter, [capability.as_str()].into_iter())
+            });
             match granted {
                 Some(Ok(())) => {}
-                Some(Err(e)) => return forbidden(format!("peer {from}'s credential {e}")),
+                Some(Err(e)) => return forbidden(format!("peer {from}'s credential: {e}")),
                 None => return forbidden(format!("peer {from} showed no credential")),
             }
         }
@@ -1310,9 +1349,10 @@ impl Node {
             return Ok(());
         }
         match self.grants.get(&to) {
-            Some(g) => g
+            Some(c) => c
+                .grant()
                 .require(Role::Worker, [capability.as_str()].into_iter())
-                .map_err(|e| format!("worker {to}'s credential {e}")),
+                .map_err(|e| format!("worker {to}'s credential: {e}")),
             None => Err(format!("worker {to} showed no credential")),
         }
     }

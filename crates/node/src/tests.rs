@@ -2,7 +2,7 @@ use std::time::{Duration, Instant};
 
 use jobmesh_core::{DispatcherConfig, JobOptions, JobSpec};
 use jobmesh_identity::Nonce;
-use jobmesh_trust::{Invitation, Role};
+use jobmesh_trust::{Invitation, Revocations, Role};
 use jobmesh_wire::dc::{DcMsg, Outcome};
 use jobmesh_wire::link::Fingerprint;
 use jobmesh_wire::signal::{Handshake, ServerMsg};
@@ -877,4 +877,63 @@ fn a_submitter_sends_no_job_to_a_member_without_the_worker_role() {
         "{out:?}"
     );
     assert_eq!(n.open_link(&peer(2)), Some(link), "the link itself is fine");
+}
+
+#[test]
+fn a_revocation_list_from_the_owner_closes_the_links_of_the_members_it_withdraws() {
+    let now = Instant::now();
+    let credential = member(1, &[Role::Submitter]);
+    let (mut w, link, _) = closed_worker_linked_from(1, Some(credential.clone()));
+    assert_eq!(w.open_link(&peer(1)), Some(link));
+    // A list the owner did not sign (a signal-server's forgery) is ignored.
+    let forged = Revocations::sign(
+        &Identity::from_seed(&[202; 32]),
+        "lab",
+        1,
+        Vec::new(),
+        vec![identity(1).public()],
+    )
+    .expect("signed");
+    let forged = ServerMsg::Revocations {
+        list: Box::new(forged),
+    };
+    w.handle_input(now, NodeInput::Signal(&forged))
+        .expect("list");
+    assert_eq!(
+        w.open_link(&peer(1)),
+        Some(link),
+        "a forged list changes nothing"
+    );
+    // The owner's list closes the link, and a new one is refused.
+    let list = Revocations::sign(&owner(), "lab", 1, Vec::new(), vec![identity(1).public()])
+        .expect("signed");
+    let list = ServerMsg::Revocations {
+        list: Box::new(list),
+    };
+    w.handle_input(now, NodeInput::Signal(&list)).expect("list");
+    let out = drain(&mut w);
+    assert!(out.contains(&NodeOutput::CloseLink {
+        peer: peer(1),
+        link
+    }));
+    assert!(w.open_link(&peer(1)).is_none());
+    assert_eq!(w.counters().links_refused, 1);
+    w.handle_input(now, NodeInput::Signal(&offer(1, 6)))
+        .expect("offer");
+    let again = drain(&mut w)
+        .into_iter()
+        .find_map(|o| match o {
+            NodeOutput::Answer { link, .. } => Some(link),
+            _ => None,
+        })
+        .expect("answered");
+    let (mine, theirs) = connection();
+    w.handle_input(now, opened(1, again, mine)).expect("open");
+    w.handle_input(
+        now,
+        from(1, again, member_hello(1, &theirs, Some(credential))),
+    )
+    .expect("hello");
+    assert_eq!(w.counters().links_refused, 2);
+    assert!(w.open_link(&peer(1)).is_none());
 }

@@ -35,7 +35,7 @@ pub const MAX_CAPABILITIES: usize = 64;
 /// Longest capability name.
 pub const MAX_CAPABILITY_LEN: usize = 64;
 /// Most entries of a revocation list.
-pub const MAX_REVOKED: usize = 4096;
+pub const MAX_REVOKED: usize = 1024;
 /// The start of an invitation token.
 pub const TOKEN_PREFIX: &str = "jobmesh-invite-v1.";
 

@@ -30,7 +30,7 @@
 //! [`MISSED_HEARTBEATS`] intervals is dropped and its departure broadcast.
 
 use jobmesh_identity::{Identity, PublicKey, Purpose, Signature};
-use jobmesh_trust::Credential;
+use jobmesh_trust::{Credential, Revocations};
 use serde::{Deserialize, Serialize};
 
 use crate::types::{check_capabilities, check_name, check_slots};
@@ -299,6 +299,14 @@ pub enum ServerMsg {
         /// The message.
         signal: Handshake,
     },
+    /// A closed pool's owner-signed revocation list: after the welcome when
+    /// the pool has one, and whenever a newer one arrives. Each peer checks
+    /// the owner's signature itself and closes its links to the members it
+    /// withdraws.
+    Revocations {
+        /// The list.
+        list: Box<Revocations>,
+    },
     /// Something the peer sent was refused. Fatal errors are followed by a close.
     Error {
         /// Machine-readable code.
@@ -308,7 +316,14 @@ pub enum ServerMsg {
     },
 }
 
-const SERVER_TYPES: &[&str] = &["challenge", "welcome", "view", "relayed", "error"];
+const SERVER_TYPES: &[&str] = &[
+    "challenge",
+    "welcome",
+    "view",
+    "relayed",
+    "revocations",
+    "error",
+];
 
 /// Error codes the server sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -332,7 +332,7 @@ fn membership(
             )
             .map_err(|e| {
                 no(format!(
-                    "this peer offers capabilities, but its credential for pool {pool:?} {e}: ask the pool's owner for an invitation with the worker role (peer pool invite --role worker --capabilities ...)"
+                    "this peer offers capabilities, but its credential for pool {pool:?} is refused ({e}): ask the pool's owner for an invitation with the worker role (peer pool invite --role worker --capabilities ...)"
                 ))
             })?;
     }
