@@ -2,6 +2,7 @@
 //! data channels over loopback. One module per behaviour, named as a sentence.
 
 mod a_closed_pool_admits_only_invited_members_in_their_roles;
+mod a_closed_pool_runs_over_wss_and_an_untrusted_certificate_is_named;
 mod a_control_client_that_leaves_cancels_its_job;
 mod a_control_session_pipelines_requests_and_cancels_its_jobs_when_closed;
 mod a_detached_job_survives_its_submitter_being_killed;
@@ -32,4 +33,5 @@ mod peers_rejoin_when_the_signal_server_returns;
 mod signal_server_never_carries_a_payload;
 mod simultaneous_dials_resolve_to_one_link;
 mod the_library_example_runs;
+mod the_signal_server_stays_small_under_idle_sockets_and_a_relay_flood;
 mod thumbnail_and_ocr_run_through_the_cli;

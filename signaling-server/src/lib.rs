@@ -75,11 +75,13 @@
 //! per phase).
 
 mod admission;
+pub mod limits;
 mod registry;
 mod server;
+pub mod tls;
 
 pub use admission::Admission;
 pub use registry::{JoinError, Page, PoolSummary, Registry, MAX_DEPARTURES, MAX_PEERS_PER_POOL};
 pub use server::{
-    run, Counters, ServerConfig, CLIENT_QUEUE, SHUTDOWN_GRACE, VIEW_INTERVAL, VIEW_RATE,
+    run, Counters, ServerConfig, CLIENT_QUEUE, RELAY_RATE, SHUTDOWN_GRACE, VIEW_INTERVAL, VIEW_RATE,
 };

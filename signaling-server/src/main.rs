@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use jobmesh_identity::PublicKey;
-use jobmesh_signal_server::{run, Admission, ServerConfig, MAX_PEERS_PER_POOL};
+use jobmesh_signal_server::{limits, run, Admission, ServerConfig, MAX_PEERS_PER_POOL, RELAY_RATE};
 use jobmesh_trust::Revocations;
 use jobmesh_wire::signal::{DEFAULT_HEARTBEAT_MS, MISSED_HEARTBEATS};
 use tokio_util::sync::CancellationToken;
@@ -38,9 +38,18 @@ struct Args {
     #[arg(
         long,
         default_value_t = MAX_PEERS_PER_POOL,
-        value_parser = parse_pool_limit
+        value_parser = parse_at_least_one
     )]
     max_peers_per_pool: usize,
+    /// Most connections at once; past it new ones are closed at once.
+    #[arg(long, env = "JOBMESH_MAX_CONNECTIONS", default_value_t = limits::MAX_CONNECTIONS, value_parser = parse_at_least_one)]
+    max_connections: usize,
+    /// Most connections at once from one IP address.
+    #[arg(long, env = "JOBMESH_MAX_CONNECTIONS_PER_IP", default_value_t = limits::MAX_CONNECTIONS_PER_IP, value_parser = parse_at_least_one)]
+    max_connections_per_ip: usize,
+    /// Relays one connection may send per second (bursts of twice as many); past it they are dropped.
+    #[arg(long, env = "JOBMESH_RELAY_RATE", default_value_t = RELAY_RATE, value_parser = clap::value_parser!(u32).range(1..))]
+    relay_rate: u32,
     /// A closed pool and its owner's public key, `NAME=KEY` (`peer pool init NAME` prints it); repeat for more pools. Only members with a credential signed by that key join it.
     #[arg(
         long = "pool-key",
@@ -60,6 +69,12 @@ struct Args {
         value_delimiter = ','
     )]
     revocations: Vec<std::path::PathBuf>,
+    /// Serve wss:// with this PEM certificate chain (with --tls-key).
+    #[arg(long, env = "JOBMESH_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "JOBMESH_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
     /// File holding the bearer token `GET /api/pools` needs [default: the API answers nobody].
     #[arg(long, env = "JOBMESH_ADMIN_TOKEN_FILE")]
     admin_token_file: Option<std::path::PathBuf>,
@@ -91,7 +106,8 @@ fn admission(args: &Args) -> anyhow::Result<Admission> {
     })
 }
 
-fn parse_pool_limit(s: &str) -> Result<usize, String> {
+/// A count of at least 1.
+fn parse_at_least_one(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(0) => Err("must be at least 1".into()),
         Ok(n) => Ok(n),
@@ -125,6 +141,13 @@ fn main() -> ExitCode {
 
 async fn serve(args: Args) -> anyhow::Result<()> {
     let admission = admission(&args)?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            Some(jobmesh_signal_server::tls::load(cert, key).map_err(anyhow::Error::msg)?)
+        }
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "wss" } else { "ws" };
     let admin_token = match &args.admin_token_file {
         Some(path) => {
             let token = std::fs::read_to_string(path)
@@ -163,7 +186,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     }
 
     let mut out = std::io::stdout().lock();
-    writeln!(out, "signal-server listening on ws://{addr}/ws")
+    writeln!(out, "signal-server listening on {scheme}://{addr}/ws")
         .and_then(|()| out.flush())
         .context("writing the ready line to stdout")?;
     drop(out);
@@ -175,6 +198,9 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         closed_pools = admission.pools.len(),
         "ready"
     );
+    if scheme == "ws" && !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "serving ws:// without TLS on a network address: hellos, pool views and relayed SDPs cross the network in clear (no payloads or secrets, but who is in which pool); use --tls-cert/--tls-key or a TLS proxy");
+    }
     if admission.open {
         tracing::warn!("OPEN mode: any pool without a --pool-key admits anyone who reaches this server; they can list its members and submit jobs to them. For development only");
     }
@@ -184,6 +210,13 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         admission,
         admin_token,
         revocations: Some(revocations),
+        tls,
+        limits: limits::Limits {
+            max_connections: args.max_connections,
+            max_per_ip: args.max_connections_per_ip,
+            ..limits::Limits::default()
+        },
+        relay_rate: args.relay_rate,
         ..ServerConfig::default()
     };
     run(listener, config, shutdown).await.context("serving")

@@ -46,7 +46,11 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, field, info, info_span, warn, Instrument, Span};
 
 use crate::admission::Admission;
+use crate::limits::{GuardedListener, Limits};
 use crate::registry::{JoinError, PoolSummary, Registry, MAX_PEERS_PER_POOL};
+use crate::tls::TlsListener;
+use axum::serve::ListenerExt;
+use futures_util::future::BoxFuture;
 use jobmesh_trust::{Credential, Revocations};
 
 /// Default queue of relayed handshake messages per client. Overflow: the
@@ -59,6 +63,57 @@ pub const VIEW_INTERVAL: Duration = Duration::from_millis(50);
 /// Default view updates per second a pool's clients get in all (see
 /// [`ServerConfig::view_rate`]).
 pub const VIEW_RATE: u32 = 20_000;
+/// Default relays one connection may send per second (bursts of twice as
+/// many): far above a daemon opening links to a whole pool at once, far
+/// below a flood.
+pub const RELAY_RATE: u32 = 100;
+
+/// A connection's relay allowance: a token bucket of `2 × rate` tokens
+/// refilled at `rate` per second.
+struct RelayBudget {
+    rate: f64,
+    tokens: f64,
+    last: Instant,
+    /// When the sender was last told it is over its rate.
+    told: Option<Instant>,
+}
+
+impl RelayBudget {
+    fn new(rate: u32, now: Instant) -> Self {
+        let rate = f64::from(rate.max(1));
+        Self {
+            rate,
+            tokens: 2.0 * rate,
+            last: now,
+            told: None,
+        }
+    }
+
+    /// Takes a token if there is one.
+    fn take(&mut self, now: Instant) -> bool {
+        let refill = now.saturating_duration_since(self.last).as_secs_f64() * self.rate;
+        self.tokens = (self.tokens + refill).min(2.0 * self.rate);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whether to tell the sender now (at most once a second).
+    fn tell(&mut self, now: Instant) -> bool {
+        let due = self
+            .told
+            .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1));
+        if due {
+            self.told = Some(now);
+        }
+        due
+    }
+}
+
 /// After cancellation, how long [`run`] waits for open HTTP connections, and
 /// then again for the WebSocket tasks, before it returns anyway.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
@@ -117,6 +172,15 @@ pub struct ServerConfig {
     /// The bearer token `GET /api/pools` needs. `None` (the default): the
     /// API answers nobody (401).
     pub admin_token: Option<String>,
+    /// Connections in total and per IP, and the request-head deadline.
+    pub limits: Limits,
+    /// Relays one connection may send per second (a burst of twice as
+    /// many); past it they are dropped and counted, and the sender is told
+    /// at most once a second. At least 1.
+    pub relay_rate: u32,
+    /// Serve `wss://` with this TLS config ([`crate::tls::load`]); `None`:
+    /// plain `ws://`.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     /// The closed pools' owner-signed revocation lists, as the operator
     /// last loaded them (`signal-server --revocations FILE`, re-read on
     /// SIGHUP). A list newer than the one held (higher `seq`, verified with
@@ -138,6 +202,9 @@ impl Default for ServerConfig {
             admission: Admission::default(),
             admin_token: None,
             revocations: None,
+            tls: None,
+            limits: Limits::default(),
+            relay_rate: RELAY_RATE,
             counters: Arc::default(),
         }
     }
@@ -172,6 +239,12 @@ impl ServerConfig {
         if self.view_rate == 0 {
             return invalid("view_rate must be at least 1");
         }
+        if self.relay_rate == 0 {
+            return invalid("relay_rate must be at least 1");
+        }
+        if self.limits.max_connections == 0 || self.limits.max_per_ip == 0 {
+            return invalid("connection limits must be at least 1");
+        }
         Ok(())
     }
 }
@@ -202,6 +275,10 @@ pub struct Counters {
     /// Hellos refused because their pool admits only members with a valid
     /// credential and they showed none.
     pub not_admitted: AtomicU64,
+    /// Connections closed at once because a connection limit was reached.
+    pub connections_refused: AtomicU64,
+    /// Relays dropped because their sender exceeded its relay rate.
+    pub relays_rate_limited: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -254,13 +331,25 @@ pub async fn run(
         .route("/healthz", get(|| async { "ok" }))
         .route("/api/pools", get(pools))
         .with_state(shared.clone());
-    info!(%local, "signal-server serving");
-    let serve = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(stop.clone().cancelled_owned())
-    .into_future();
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
+    let stopped = stop.clone().cancelled_owned();
+    let (limits, counters) = (shared.config.limits, shared.config.counters.clone());
+    // `tap_io` only so that axum's `ConnectInfo<SocketAddr>` applies.
+    let serve = match shared.config.tls.clone() {
+        Some(tls) => {
+            info!(%local, "signal-server serving wss://");
+            let tls = TlsListener::new(listener, tls, stop.clone())?;
+            let listener = GuardedListener::new(tls, limits, counters).tap_io(|_| {});
+            let serve = axum::serve(listener, app).with_graceful_shutdown(stopped);
+            Box::pin(serve.into_future()) as BoxFuture<'static, std::io::Result<()>>
+        }
+        None => {
+            info!(%local, "signal-server serving ws://");
+            let listener = GuardedListener::new(listener, limits, counters).tap_io(|_| {});
+            let serve = axum::serve(listener, app).with_graceful_shutdown(stopped);
+            Box::pin(serve.into_future())
+        }
+    };
     let served = tokio::select! {
         served = serve => served,
         () = async { stop.cancelled().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
@@ -824,6 +913,7 @@ async fn serve(sink: &mut Sink, stream: &mut Stream, io: ClientIo<'_>, shared: &
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The client has been told everything up to `cursor`; 0: nothing yet.
     let mut cursor = 0;
+    let mut budget = RelayBudget::new(shared.config.relay_rate, Instant::now());
     let mut behind = true;
     // No view page before this: the end of the interval after the last update.
     let rest = tokio::time::sleep(Duration::ZERO);
@@ -852,7 +942,7 @@ async fn serve(sink: &mut Sink, stream: &mut Stream, io: ClientIo<'_>, shared: &
                     Err(end) => return end,
                     Ok(None) => {}
                     Ok(Some(msg)) => {
-                        if let Some(end) = handle(sink, msg, me, kick, shared).await {
+                        if let Some(end) = handle(sink, msg, me, kick, shared, &mut budget).await {
                             return end;
                         }
                     }
@@ -901,6 +991,7 @@ async fn handle(
     me: PeerId,
     kick: &CancellationToken,
     shared: &Shared,
+    budget: &mut RelayBudget,
 ) -> Option<End> {
     let counters = shared.counters();
     match msg {
@@ -919,6 +1010,23 @@ async fn handle(
             None
         }
         ClientMsg::Relay { to, signal } => {
+            let now = Instant::now();
+            if !budget.take(now) {
+                bump(&counters.relays_rate_limited);
+                if !budget.tell(now) {
+                    return None;
+                }
+                let err = ServerMsg::Error {
+                    code: ErrorCode::RateLimited,
+                    message: format!(
+                        "more than {} relays per second: relays are being dropped; slow down",
+                        shared.config.relay_rate
+                    ),
+                };
+                return send_text(sink, &err, kick, shared.config.heartbeat)
+                    .await
+                    .err();
+            }
             let refused = shared.lock().relay(me, to, signal);
             let err = match refused {
                 Ok(()) => {

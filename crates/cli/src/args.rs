@@ -52,6 +52,9 @@ pub(crate) struct Membership {
     /// Join an open pool, without a credential: anyone who reaches the signal-server can join, list and submit. For development only.
     #[arg(long, env = "JOBMESH_OPEN")]
     pub(crate) open: bool,
+    /// For a wss:// signal-server: trust the CA (or self-signed) certificate in this PEM file instead of the system's roots.
+    #[arg(long, env = "JOBMESH_CA")]
+    pub(crate) ca: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -154,6 +154,7 @@ async fn daemon(args: DaemonArgs) -> anyhow::Result<u8> {
         .unwrap_or_else(|| control::default_path(&pool, &name));
     let mut config = DaemonConfig::new(args.signal, name.clone(), pool);
     config.membership = membership;
+    config.ca.clone_from(&args.membership.ca);
     config.allow = parse_allow(&args.allow)?;
     config.slots = if capabilities.is_empty() {
         0
@@ -275,6 +276,7 @@ async fn connect(target: &Target) -> anyhow::Result<Via> {
     let (membership, pool) = pool::membership(&target.membership, Some(pool), None)?;
     let mut config = DaemonConfig::new(url.clone(), name, pool);
     config.membership = membership;
+    config.ca.clone_from(&target.membership.ca);
     config.slots = 0;
     config.grace = Duration::from_secs(1);
     let handle = jobmesh_peer::spawn(config, CancellationToken::new())?;

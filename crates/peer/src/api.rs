@@ -59,6 +59,9 @@ pub struct DaemonConfig {
     /// (the default): the data dir's `identity.key` (created owner-only on
     /// the first start), or a fresh key for a daemon without a data dir.
     pub identity: Option<Identity>,
+    /// For a `wss://` signal-server: a PEM file of the CA (or self-signed
+    /// server) certificate to trust instead of the system's roots.
+    pub ca: Option<PathBuf>,
     /// How this peer belongs to its pool. The default,
     /// [`Membership::Kept`], is closed: a credential kept in the data dir.
     pub membership: Membership,
@@ -111,6 +114,7 @@ impl DaemonConfig {
             spool_dir: None,
             data_dir: None,
             identity: None,
+            ca: None,
             membership: Membership::default(),
             allow: HashMap::new(),
         }

@@ -413,6 +413,23 @@ impl RawPeer {
         seen
     }
 
+    /// Sends `n` relays of `signal` to `peer` as fast as the socket takes
+    /// them, in the background.
+    pub fn relay_flood(&self, peer: PeerId, n: usize, signal: Handshake) {
+        let out = self.out.clone();
+        tokio::spawn(async move {
+            for _ in 0..n {
+                let relay = ClientMsg::Relay {
+                    to: peer,
+                    signal: signal.clone(),
+                };
+                if out.send(relay).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+
     /// Waits until the pool view shows a member named `name`; returns its id.
     pub async fn member(&mut self, name: &str) -> PeerId {
         within("the member to show in the raw peer's view", async {

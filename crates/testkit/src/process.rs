@@ -207,7 +207,7 @@ fn start_signal_server(ns: Option<&Namespace>, listen: &str, args: &[&str]) -> (
     );
     let url = ready
         .split_whitespace()
-        .find(|w| w.starts_with("ws://"))
+        .find(|w| w.starts_with("ws://") || w.starts_with("wss://"))
         .unwrap_or_else(|| panic!("no ws:// url in the ready line {ready:?}"))
         .to_owned();
     (server, url)

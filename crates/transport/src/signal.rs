@@ -1,6 +1,8 @@
 //! The signalling client: one task that keeps a WebSocket to `signal-server`
 //! open, re-announcing this peer after every reconnect.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -10,6 +12,7 @@ use jobmesh_wire::PROTOCOL_VERSION;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::Connector;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
@@ -52,6 +55,9 @@ pub struct SignalConfig {
     /// How long to wait for the challenge after connecting, and for the
     /// welcome after the hello.
     pub welcome_timeout: Duration,
+    /// For `wss://`: the roots the server's certificate must chain to
+    /// ([`tls_config`]). `None`: the system's.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl SignalConfig {
@@ -64,6 +70,7 @@ impl SignalConfig {
             backoff_base: Duration::from_millis(100),
             backoff_cap: Duration::from_secs(5),
             welcome_timeout: Duration::from_secs(10),
+            tls: None,
         }
     }
 
@@ -86,14 +93,19 @@ impl SignalConfig {
 #[non_exhaustive]
 pub enum SignalError {
     /// Could not open the WebSocket.
-    #[error("cannot connect to signal-server at {url}: {source}; is it running? (`signal-server --listen ...`)")]
+    #[error("cannot connect to signal-server at {url}: {source}; {hint}")]
     Connect {
         /// Where.
         url: String,
         /// Why.
         #[source]
         source: tokio_tungstenite::tungstenite::Error,
+        /// What to do about it.
+        hint: &'static str,
     },
+    /// The TLS roots could not be loaded.
+    #[error("{0}")]
+    Tls(String),
     /// The socket failed after it was open.
     #[error("signal-server connection failed: {0}")]
     Socket(#[from] tokio_tungstenite::tungstenite::Error),
@@ -119,6 +131,85 @@ pub enum SignalError {
     DaemonGone,
 }
 
+/// What to do about a failed connect.
+fn connect_hint(e: &tokio_tungstenite::tungstenite::Error) -> &'static str {
+    if tls_refused(e) {
+        "the server's certificate is not trusted or does not name this host: pass --ca FILE with the certificate of the CA that signed it (or the server's own, if self-signed)"
+    } else {
+        "is it running? (`signal-server --listen ...`)"
+    }
+}
+
+/// Whether the TLS handshake failed (rustls's error reaches us inside an
+/// I/O error).
+fn tls_refused(e: &tokio_tungstenite::tungstenite::Error) -> bool {
+    use tokio_tungstenite::tungstenite::Error;
+    match e {
+        Error::Tls(_) => true,
+        Error::Io(io) => io
+            .get_ref()
+            .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some()),
+        _ => false,
+    }
+}
+
+/// A TLS client config for `wss://` signal-servers: trusting the PEM
+/// certificates in `ca` (a private CA, or a self-signed server's own), or
+/// the system's roots.
+pub fn tls_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    match ca {
+        Some(path) => {
+            let certs = CertificateDer::pem_file_iter(path)
+                .and_then(|c| c.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| format!("--ca {}: {e}", path.display()))?;
+            let (added, _) = roots.add_parsable_certificates(certs);
+            if added == 0 {
+                return Err(format!(
+                    "--ca {}: no usable certificate in it",
+                    path.display()
+                ));
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            roots.add_parsable_certificates(found.certs);
+            if roots.is_empty() {
+                return Err(
+                    "no system TLS roots found (install ca-certificates, or pass --ca FILE)".into(),
+                );
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// Whether `url` sends this peer's hello in clear to another machine: plain
+/// `ws://` to a host that is not loopback.
+pub fn in_clear(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("ws://") else {
+        return false;
+    };
+    let host = rest.split(['/', '?']).next().unwrap_or_default();
+    let host = match host.rsplit_once(':') {
+        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => host,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    !(host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback()))
+}
+
 impl SignalError {
     fn refused(code: ErrorCode, message: String) -> Self {
         SignalError::Refused {
@@ -138,6 +229,13 @@ impl SignalError {
             }
         )
     }
+
+    /// Whether the server's TLS certificate was refused: a configuration
+    /// error while this peer has never reached the server (after that,
+    /// possibly a certificate being replaced: worth retrying).
+    fn is_untrusted(&self) -> bool {
+        matches!(self, SignalError::Connect { source, .. } if tls_refused(source))
+    }
 }
 
 /// Keeps the signalling connection up until `cancel`, or until the server
@@ -156,16 +254,17 @@ pub async fn run(
     cancel: CancellationToken,
 ) {
     let mut attempt: u32 = 0;
+    let mut ever_connected = false;
     loop {
         let result = tokio::select! {
             biased;
             () = cancel.cancelled() => return,
-            r = connect_once(&config, &events, &mut outgoing, &mut attempt) => r,
+            r = connect_once(&config, &events, &mut outgoing, &mut attempt, &mut ever_connected) => r,
         };
         let reason = match result {
             Ok(()) => return,
             Err(SignalError::DaemonGone) => return,
-            Err(e) if e.is_permanent() => {
+            Err(e) if e.is_permanent() || (!ever_connected && e.is_untrusted()) => {
                 let reason = e.to_string();
                 error!(%reason, "the signal-server refused this peer; not trying again");
                 let _ = events.send(SignalEvent::Refused { reason }).await;
@@ -202,18 +301,31 @@ async fn connect_once(
     events: &mpsc::Sender<SignalEvent>,
     outgoing: &mut mpsc::Receiver<ClientMsg>,
     attempt: &mut u32,
+    ever_connected: &mut bool,
 ) -> Result<(), SignalError> {
     // The server's frames (a view page) may be larger than ours.
     let ws_config = WebSocketConfig::default()
         .max_message_size(Some(MAX_SERVER_MESSAGE))
         .max_frame_size(Some(MAX_SERVER_MESSAGE));
-    let (mut ws, _) =
-        tokio_tungstenite::connect_async_with_config(config.url.as_str(), Some(ws_config), true)
-            .await
-            .map_err(|source| SignalError::Connect {
-                url: config.url.clone(),
-                source,
-            })?;
+    let connector = match &config.tls {
+        Some(tls) => Some(Connector::Rustls(tls.clone())),
+        None if config.url.starts_with("wss:") => Some(Connector::Rustls(
+            tls_config(None).map_err(SignalError::Tls)?,
+        )),
+        None => None,
+    };
+    let (mut ws, _) = tokio_tungstenite::connect_async_tls_with_config(
+        config.url.as_str(),
+        Some(ws_config),
+        true,
+        connector,
+    )
+    .await
+    .map_err(|source| SignalError::Connect {
+        url: config.url.clone(),
+        hint: connect_hint(&source),
+        source,
+    })?;
     // The server speaks first: a nonce for this connection, which the hello signs.
     let challenge = tokio::time::timeout(config.welcome_timeout, next_msg(&mut ws))
         .await
@@ -252,6 +364,7 @@ async fn connect_once(
         }
     }
     *attempt = 0;
+    *ever_connected = true;
     events
         .send(SignalEvent::Connected)
         .await
@@ -321,6 +434,25 @@ async fn next_msg(ws: &mut Ws) -> Result<ServerMsg, SignalError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_plain_ws_to_another_machine_is_in_clear() {
+        for url in [
+            "ws://10.0.0.5:7070/ws",
+            "ws://signal.example.org/ws",
+            "ws://[2001:db8::1]:7070/ws",
+        ] {
+            assert!(in_clear(url), "{url}");
+        }
+        for url in [
+            "wss://signal.example.org/ws",
+            "ws://127.0.0.1:7070/ws",
+            "ws://localhost:7070/ws",
+            "ws://[::1]:7070/ws",
+        ] {
+            assert!(!in_clear(url), "{url}");
+        }
+    }
 
     #[test]
     fn reconnect_delay_grows_to_the_cap_and_jitters_down() {

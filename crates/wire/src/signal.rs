@@ -353,6 +353,9 @@ pub enum ErrorCode {
     /// Relay target has too many handshake messages waiting; the relay was
     /// dropped. Not fatal: try again later.
     PeerBusy,
+    /// The sender relays faster than the server allows; relays are being
+    /// dropped. Not fatal: sent at most once a second.
+    RateLimited,
     /// The server is shutting down.
     GoingAway,
 }

@@ -137,15 +137,18 @@ pub fn spawn_with(
     let tracker = TaskTracker::new();
     let signal_cancel = CancellationToken::new();
 
+    let mut signal = SignalConfig::new(config.signal_url.clone(), join.clone(), identity.clone());
+    if config.signal_url.starts_with("wss:") {
+        let tls = signal_client::tls_config(config.ca.as_deref()).map_err(StartError::Invalid)?;
+        signal.tls = Some(tls);
+    }
+    if join.credential.is_some() && signal_client::in_clear(&config.signal_url) {
+        warn!(url = %config.signal_url, "joining a closed pool over plain ws:// across the network: anyone on the path sees who is in the pool (proofs and credentials are not secrets, but use wss:// — signal-server --tls-cert — or a TLS proxy)");
+    }
     let span = info_span!("peer", id = %me.short(), name = %config.name);
     tracker.spawn(
-        signal_client::run(
-            SignalConfig::new(config.signal_url.clone(), join, identity.clone()),
-            signal_tx,
-            signal_out_rx,
-            signal_cancel.clone(),
-        )
-        .instrument(span.clone()),
+        signal_client::run(signal, signal_tx, signal_out_rx, signal_cancel.clone())
+            .instrument(span.clone()),
     );
 
     let (store, journal_stopped, resume) = match opened {
