@@ -419,7 +419,13 @@ pub struct NodeCounters {
     pub malformed: u64,
     /// Links closed because the remote did not prove its identity.
     pub links_refused: u64,
+    /// Known member names that came back with another key.
+    pub key_changes: u64,
 }
+
+/// Most member names whose key a node remembers (a pool's members, and
+/// those seen since the node started).
+pub const MAX_KNOWN_NAMES: usize = 65_536;
 
 /// One peer's decisions. See the crate docs for the contract.
 pub struct Node {
@@ -451,6 +457,9 @@ pub struct Node {
     /// The credential each peer behind a link in handshake or open showed
     /// (in a closed pool).
     grants: HashMap<PeerId, Credential>,
+    /// The peer id each member name was last seen with (at most
+    /// [`MAX_KNOWN_NAMES`]).
+    names: HashMap<String, PeerId>,
     allow: HashMap<Capability, HashSet<PeerId>>,
     clock: UnixClock,
     /// This peer's exact stats after the last input.
@@ -500,6 +509,7 @@ impl Node {
             credential: config.credential,
             revoked: None,
             grants: HashMap::new(),
+            names: HashMap::new(),
             allow: config.allow,
             clock: config.clock,
             stats,
@@ -601,6 +611,9 @@ impl Node {
             }
             NodeInput::Signal(ServerMsg::Revocations { list }) => self.on_revocations(now, list),
             NodeInput::Signal(msg) => {
+                if let ServerMsg::View { peers, .. } = msg {
+                    self.note_names(peers);
+                }
                 self.dispatcher_input(now, Input::Signal(msg));
                 self.call_back_away_submitters();
             }
@@ -1208,6 +1221,29 @@ impl Node {
         let why = why.to_string();
         self.dispatcher_input(now, Input::LinkRefused { peer, why: &why });
         self.worker.handle_link_closed(now, peer);
+    }
+
+    /// Remembers which peer id (so which key) each member name had, and
+    /// warns when a known name comes back with another key: the same
+    /// machine with a new data dir, or someone else using its name.
+    fn note_names(&mut self, peers: &[PeerInfo]) {
+        for p in peers {
+            let room = self.names.len() < MAX_KNOWN_NAMES;
+            match self.names.get_mut(&p.name) {
+                Some(id) if *id != p.id => {
+                    warn!(name = %p.name, was = %id, now = %p.id,
+                        "a known peer name now belongs to another key: a new data dir, or someone else using this name; jobs go by peer id, never by name");
+                    *id = p.id;
+                    self.counters.key_changes += 1;
+                }
+                Some(_) => {}
+                None if room => {
+                    self.names.insert(p.name.clone(), p.id);
+                }
+                // Full: names not yet known are not remembered.
+                None => {}
+            }
+        }
     }
 
     /// The pool owner's revocation list, as the signal-server relays it:

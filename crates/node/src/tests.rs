@@ -937,3 +937,28 @@ fn a_revocation_list_from_the_owner_closes_the_links_of_the_members_it_withdraws
     assert_eq!(w.counters().links_refused, 2);
     assert!(w.open_link(&peer(1)).is_none());
 }
+
+#[test]
+fn a_known_name_that_comes_back_with_another_key_is_noticed() {
+    let now = Instant::now();
+    let mut n = node(1, Vec::new());
+    let page = |id: PeerId| ServerMsg::View {
+        reset: false,
+        left: Vec::new(),
+        peers: vec![PeerInfo {
+            id,
+            name: "gpu-1".into(),
+            capabilities: vec![echo()],
+            stats: Stats::default(),
+        }],
+        synced: true,
+    };
+    n.handle_input(now, NodeInput::Signal(&page(peer(2))))
+        .expect("view");
+    n.handle_input(now, NodeInput::Signal(&page(peer(2))))
+        .expect("the same again");
+    assert_eq!(n.counters().key_changes, 0);
+    n.handle_input(now, NodeInput::Signal(&page(peer(3))))
+        .expect("another key");
+    assert_eq!(n.counters().key_changes, 1);
+}

@@ -217,6 +217,8 @@ pub struct Metrics {
     /// Links closed because the remote did not prove its identity over the
     /// connection (a relayed, replayed or forged link handshake).
     pub links_refused: AtomicU64,
+    /// Known member names seen again with another key (a warning is logged).
+    pub key_changes: AtomicU64,
     /// Blob chunks dropped because no transfer of theirs is current (the
     /// attempt ended, was cancelled or was never announced).
     pub stale_chunks: AtomicU64,

@@ -180,6 +180,46 @@ pub enum ControlError {
     /// Another daemon already serves this socket.
     #[error("another peer daemon already listens on {0}; pick another --control path or --name")]
     InUse(PathBuf),
+    /// The socket or its directory could be replaced by another local user.
+    #[error("{0}")]
+    Unsafe(String),
+}
+
+/// This process's user id (the owner of `/proc/self`).
+fn my_uid() -> u32 {
+    std::fs::metadata("/proc/self").map_or(0, |m| m.uid())
+}
+
+/// Refuses a directory another local user could swap a socket into: one
+/// owned by someone else (but root), or writable by group or others without
+/// the sticky bit.
+fn check_dir(dir: &Path) -> Result<(), ControlError> {
+    let meta = std::fs::metadata(dir)?;
+    let mode = meta.permissions().mode();
+    let me = my_uid();
+    let foreign = meta.uid() != me && meta.uid() != 0;
+    let open = mode & 0o022 != 0 && mode & 0o1000 == 0;
+    if foreign || open {
+        return Err(ControlError::Unsafe(format!(
+            "the control socket's directory {} is {} (mode {:o}): another user could put their own socket there; use a directory of yours, mode 700 (--control PATH), or set XDG_RUNTIME_DIR",
+            dir.display(),
+            if foreign { format!("owned by uid {}", meta.uid()) } else { "writable by others".to_owned() },
+            mode & 0o7777,
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses a socket owned by another user: it is not our daemon's.
+fn check_socket(path: &Path) -> Result<(), ControlError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.uid() != my_uid() && meta.uid() != 0 => Err(ControlError::Unsafe(format!(
+            "the control socket {} belongs to uid {}, not to you: it is not your daemon's, and could read your jobs; not connecting",
+            path.display(),
+            meta.uid()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Where a daemon of `pool`/`name` listens when no `--control` is given:
@@ -198,11 +238,12 @@ pub fn default_path(pool: &str, name: &str) -> PathBuf {
 /// Binds the control socket (creating its directory 0700, the socket 0600).
 /// A stale socket file nobody answers on is replaced.
 pub async fn bind(path: &Path) -> Result<UnixListener, ControlError> {
-    if let Some(dir) = path.parent() {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         if !dir.exists() {
             std::fs::create_dir_all(dir)?;
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
         }
+        check_dir(dir)?;
     }
     if path.exists() {
         if UnixStream::connect(path).await.is_ok() {
@@ -654,6 +695,7 @@ type Lines = tokio::io::Lines<BufReader<tokio::net::unix::OwnedReadHalf>>;
 
 /// Connects to the daemon whose control socket is `path`.
 async fn connect(path: &Path) -> Result<UnixStream, ControlError> {
+    check_socket(path)?;
     UnixStream::connect(path)
         .await
         .map_err(|source| ControlError::Connect {
@@ -681,5 +723,27 @@ mod tests {
         let a = default_path("p", "a");
         assert!(a.to_string_lossy().ends_with("p-a.sock"), "{a:?}");
         assert_ne!(a, default_path("p", "b"));
+    }
+
+    #[tokio::test]
+    async fn a_control_socket_is_not_bound_in_a_directory_others_can_write() {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let shared = tmp.path().join("shared");
+        std::fs::create_dir(&shared).expect("dir");
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        let refused = bind(&shared.join("d.sock")).await.expect_err("refused");
+        assert!(matches!(refused, ControlError::Unsafe(_)), "{refused}");
+        assert!(
+            refused.to_string().contains("writable by others"),
+            "{refused}"
+        );
+        // Sticky, as /tmp is: others cannot replace our files there.
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
+        let _ok = bind(&shared.join("d.sock")).await.expect("bound");
+        // A directory of our own, 0700: fine.
+        let own = tmp.path().join("own");
+        let _ok = bind(&own.join("d.sock")).await.expect("bound");
+        let mode = std::fs::metadata(&own).expect("dir").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
     }
 }

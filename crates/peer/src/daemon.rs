@@ -259,6 +259,7 @@ impl Daemon {
         Metrics::set(&m.rejected, c.rejected);
         Metrics::set(&m.malformed_messages, c.malformed);
         Metrics::set(&m.links_refused, c.links_refused);
+        Metrics::set(&m.key_changes, c.key_changes);
         Metrics::set(&m.stale_messages, d.stale_messages());
         Metrics::set(&m.leases_expired, d.leases_expired());
         if let Some(steps) = &mut self.journal {
