@@ -222,6 +222,13 @@ fn check_socket(path: &Path) -> Result<(), ControlError> {
     }
 }
 
+/// Longest wait for a connection's first request line: an idle connection
+/// would hold one of the [`MAX_CONTROL_CONNECTIONS`] slots.
+pub const FIRST_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Pause after a failed accept (out of file descriptors, say).
+const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Where a daemon of `pool`/`name` listens when no `--control` is given:
 /// `$XDG_RUNTIME_DIR/jobmesh/POOL-NAME.sock`, else `$TMPDIR/jobmesh-UID/POOL-NAME.sock`.
 pub fn default_path(pool: &str, name: &str) -> PathBuf {
@@ -273,7 +280,15 @@ pub async fn serve(
             () = cancel.cancelled() => break,
             a = listener.accept() => match a {
                 Ok((s, _)) => s,
-                Err(e) => { warn!(error = %e, "control accept failed"); continue }
+                Err(e) => {
+                    // Out of file descriptors, say: retrying at once would
+                    // spin (and log) as fast as the CPU allows.
+                    warn!(error = %e, "control accept failed; pausing {ACCEPT_BACKOFF:?}");
+                    tokio::select! {
+                        () = cancel.cancelled() => break,
+                        () = tokio::time::sleep(ACCEPT_BACKOFF) => continue,
+                    }
+                }
             },
         };
         let daemon = daemon.clone();
@@ -319,7 +334,11 @@ async fn read_request(reader: &mut Reader) -> std::io::Result<Option<Result<Tagg
 async fn handle(stream: UnixStream, daemon: &PeerHandle) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);
-    let Some(first) = read_request(&mut reader).await? else {
+    // A connection that says nothing would hold one of the few slots.
+    let first = tokio::time::timeout(FIRST_REQUEST_TIMEOUT, read_request(&mut reader))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no request in time"))??;
+    let Some(first) = first else {
         return Ok(());
     };
     let request = match first {

@@ -215,9 +215,21 @@ fn check_open_files(need: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `signal-server` on 127.0.0.1:0 with room for `n` peers in a pool.
+/// `signal-server` on 127.0.0.1:0 with room for `n` peers in a pool, all
+/// connecting from this one address.
 fn start_server(ctx: &Ctx, n: usize) -> anyhow::Result<(Proc, String)> {
-    env::signal_server(&ctx.bins, &["--max-peers-per-pool", &n.to_string()])
+    let room = (n + 64).to_string();
+    env::signal_server(
+        &ctx.bins,
+        &[
+            "--max-peers-per-pool",
+            &n.to_string(),
+            "--max-connections",
+            &room,
+            "--max-connections-per-ip",
+            &room,
+        ],
+    )
 }
 
 /// A fresh server, `n` clients joining, then `rounds` stats changes.
