@@ -45,7 +45,7 @@ use transfers::Transfers;
 pub use binding::Refusal;
 use binding::RemoteHello;
 use links::{Link, LinkTable};
-pub use links::{LinkId, PENDING_PER_LINK};
+pub use links::{LinkId, MAX_LINKS, PENDING_PER_LINK};
 pub use transfers::HandlerInputs;
 
 /// A handler's verdict on a job's input, before it is admitted (`Err(why)`:
@@ -421,6 +421,8 @@ pub struct NodeCounters {
     pub links_refused: u64,
     /// Known member names that came back with another key.
     pub key_changes: u64,
+    /// Offers not answered because the node held [`MAX_LINKS`] links.
+    pub offers_refused: u64,
 }
 
 /// Most member names whose key a node remembers (a pool's members, and
@@ -996,6 +998,11 @@ impl Node {
     fn on_handshake(&mut self, now: Instant, from: PeerId, signal: Handshake) {
         match signal {
             Handshake::Offer { sdp, dial: tag } => {
+                if !self.links.contains(&from) && self.links.len() >= MAX_LINKS {
+                    self.counters.offers_refused += 1;
+                    warn!(peer = %from.short(), "{MAX_LINKS} links already: offer not answered");
+                    return;
+                }
                 let pending = match self.links.get(&from) {
                     Some(Link::Connecting {
                         awaiting_answer: true,

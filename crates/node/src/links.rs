@@ -21,6 +21,11 @@ use crate::binding::RemoteHello;
 /// within one node.
 pub type LinkId = u64;
 
+/// Most links a node holds (open or opening). Past it an offer from a peer
+/// without a link is not answered (the remote's dial fails its deadline);
+/// this peer's own dials are not limited (they are bounded by the pool).
+pub const MAX_LINKS: usize = 4096;
+
 /// Most messages waiting for a link to open. Past it the link is dropped (a
 /// peer that cannot be reached is lost to us; its jobs are re-dispatched).
 pub const PENDING_PER_LINK: usize = 1024;
@@ -94,6 +99,11 @@ impl LinkTable {
 
     pub(crate) fn contains(&self, peer: &PeerId) -> bool {
         self.links.contains_key(peer)
+    }
+
+    /// How many links there are (open or opening).
+    pub(crate) fn len(&self) -> usize {
+        self.links.len()
     }
 
     /// Starts a link to `peer` (a dial with our `tag`, or an answer to the

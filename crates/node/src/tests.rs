@@ -962,3 +962,29 @@ fn a_known_name_that_comes_back_with_another_key_is_noticed() {
         .expect("another key");
     assert_eq!(n.counters().key_changes, 1);
 }
+
+#[test]
+fn past_its_link_limit_a_node_answers_no_new_offer() {
+    let now = Instant::now();
+    let mut n = node(1, vec![echo()]);
+    let offer_from = |p: PeerId| ServerMsg::Relayed {
+        from: p,
+        signal: Handshake::Offer {
+            sdp: "sdp".into(),
+            dial: 9,
+        },
+    };
+    for _ in 0..MAX_LINKS {
+        n.handle_input(now, NodeInput::Signal(&offer_from(PeerId::random())))
+            .expect("offer");
+    }
+    let answers = drain(&mut n)
+        .iter()
+        .filter(|o| matches!(o, NodeOutput::Answer { .. }))
+        .count();
+    assert_eq!(answers, MAX_LINKS);
+    n.handle_input(now, NodeInput::Signal(&offer_from(PeerId::random())))
+        .expect("offer");
+    assert!(drain(&mut n).is_empty(), "no answer past the limit");
+    assert_eq!(n.counters().offers_refused, 1);
+}
