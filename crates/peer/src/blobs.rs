@@ -475,6 +475,15 @@ impl PartialEq for ReceivedBlob {
 }
 
 impl ReceivedBlob {
+    /// A blob held in memory (for tests of what is done with one).
+    #[cfg(test)]
+    pub(crate) fn in_memory(meta: BlobMeta, bytes: Vec<u8>) -> Self {
+        Self {
+            meta,
+            held: Held::Memory(Bytes::from(bytes)),
+        }
+    }
+
     /// Its description: index, size, BLAKE3 digest, name.
     pub fn meta(&self) -> &BlobMeta {
         &self.meta

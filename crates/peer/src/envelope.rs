@@ -216,15 +216,28 @@ pub fn save_blobs(
     out_dir: Option<&Path>,
 ) -> Result<Vec<BlobInfo>, String> {
     let mut infos = Vec::with_capacity(blobs.len());
+    let mut used = std::collections::HashSet::new();
     for (i, b) in blobs.iter().enumerate() {
         let target = match (i, out, out_dir) {
             (0, Some(o), _) => Some(o.to_owned()),
-            (_, _, Some(d)) => Some(
-                d.join(
-                    b.name()
-                        .map_or_else(|| format!("output-{i}"), str::to_owned),
-                ),
-            ),
+            (_, _, Some(d)) => {
+                // Two blobs of one name: the later ones get their index, so
+                // none overwrites another.
+                let name = b
+                    .name()
+                    .map_or_else(|| format!("output-{i}"), str::to_owned);
+                let name = if used.insert(name.clone()) {
+                    name
+                } else {
+                    let unique = match name.rsplit_once('.') {
+                        Some((stem, ext)) if !stem.is_empty() => format!("{stem}-{i}.{ext}"),
+                        _ => format!("{name}-{i}"),
+                    };
+                    used.insert(unique.clone());
+                    unique
+                };
+                Some(d.join(name))
+            }
             _ => None,
         };
         if let Some(t) = &target {
@@ -249,6 +262,36 @@ pub fn save_blobs(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn output_blobs_of_one_name_are_all_saved() {
+        let blob = |index: u16, name: &str, bytes: &[u8]| {
+            let meta = jobmesh_wire::blob::BlobMeta {
+                index,
+                size: bytes.len() as u64,
+                blake3: blake3::hash(bytes).to_hex().to_string(),
+                name: Some(name.to_owned()),
+            };
+            ReceivedBlob::in_memory(meta, bytes.to_vec())
+        };
+        let dir = tempfile::tempdir().expect("dir");
+        let blobs = [
+            blob(0, "page.txt", b"one"),
+            blob(1, "page.txt", b"two"),
+            blob(2, "page", b"three"),
+            blob(3, "page", b"four"),
+        ];
+        let infos = save_blobs(&blobs, None, Some(dir.path())).expect("saved");
+        let read = |n: &str| std::fs::read(dir.path().join(n)).expect(n);
+        assert_eq!(read("page.txt"), b"one");
+        assert_eq!(read("page-1.txt"), b"two");
+        assert_eq!(read("page"), b"three");
+        assert_eq!(read("page-3"), b"four");
+        assert_eq!(
+            infos[1].saved_to.as_deref(),
+            Some(dir.path().join("page-1.txt").as_path())
+        );
+    }
 
     #[test]
     fn exit_codes_follow_the_status() {

@@ -97,12 +97,13 @@ impl BlobMeta {
             if let Some(name) = &b.name {
                 let ok = !name.is_empty()
                     && name.len() <= MAX_BLOB_NAME
-                    && !name.contains(['/', '\\', '\0'])
+                    && !name.contains(['/', '\\'])
+                    && !name.chars().any(char::is_control)
                     && name != "."
                     && name != "..";
                 if !ok {
                     return Err(invalid(format!(
-                        "blob {i}: name must be 1-{MAX_BLOB_NAME} bytes without path separators"
+                        "blob {i}: name must be 1-{MAX_BLOB_NAME} bytes without path separators or control characters"
                     )));
                 }
             }
@@ -278,6 +279,12 @@ mod tests {
         bad.blake3 = "XYZ".into();
         assert!(BlobMeta::validate_all(&[bad], 100).is_err(), "digest");
         let mut sneaky = meta(0, 1);
+        let mut control = meta(0, 1);
+        control.name = Some("report\x1b[2J.txt".into());
+        assert!(
+            BlobMeta::validate_all(&[control], 100).is_err(),
+            "a control character in a name"
+        );
         sneaky.name = Some("../etc/passwd".into());
         assert!(
             BlobMeta::validate_all(&[sneaky], 100).is_err(),

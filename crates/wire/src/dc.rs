@@ -289,7 +289,8 @@ const DC_TYPES: &[&str] = &[
 impl DcMsg {
     /// Decodes and validates one data-channel message.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let msg: DcMsg = decode_tagged(bytes, MAX_DC_MESSAGE, DC_TYPES)?;
+        let mut msg: DcMsg = decode_tagged(bytes, MAX_DC_MESSAGE, DC_TYPES)?;
+        msg.clean_texts();
         match &msg {
             DcMsg::Submit {
                 timeout_ms,
@@ -332,6 +333,46 @@ impl DcMsg {
         }
         let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
         v.get("job_id")?.as_str()?.parse().ok()
+    }
+
+    /// Replaces the control characters (but newline and tab) of the texts a
+    /// peer shows to people (errors, progress) with U+FFFD, so that no
+    /// remote text can drive a terminal it is printed on.
+    fn clean_texts(&mut self) {
+        fn clean(text: &mut String) {
+            if text
+                .chars()
+                .any(|c| c.is_control() && c != '\n' && c != '\t')
+            {
+                *text = text
+                    .chars()
+                    .map(|c| {
+                        if c.is_control() && c != '\n' && c != '\t' {
+                            '\u{fffd}'
+                        } else {
+                            c
+                        }
+                    })
+                    .collect();
+            }
+        }
+        match self {
+            DcMsg::Rejected { message, .. }
+            | DcMsg::Error { message, .. }
+            | DcMsg::Result {
+                outcome: Outcome::Err { message, .. },
+                ..
+            } => clean(message),
+            DcMsg::Progress { progress, .. } => {
+                for text in [&mut progress.stage, &mut progress.message]
+                    .into_iter()
+                    .flatten()
+                {
+                    clean(text);
+                }
+            }
+            _ => {}
+        }
     }
 
     /// Its `type` on the wire.
