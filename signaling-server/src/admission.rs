@@ -32,11 +32,6 @@ impl Admission {
         }
     }
 
-    /// Whether `pool` admits only members.
-    pub fn is_closed(&self, pool: &str) -> bool {
-        self.pools.contains_key(pool)
-    }
-
     /// Admits `hello` (whose key is proven) at Unix time `now`, or says why
     /// not, in words fit for the peer: it only learns more than "no" when
     /// its credential was genuinely issued for this pool.

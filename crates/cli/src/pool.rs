@@ -184,7 +184,7 @@ fn invite(args: PoolInviteArgs) -> anyhow::Result<u8> {
     for c in &capabilities {
         jobmesh_wire::Capability::new(c).context("--capabilities")?;
     }
-    let expires = unix_now().saturating_add(args.expires.as_secs());
+    let expires = jobmesh_peer::store::unix_now().saturating_add(args.expires.as_secs());
     let invitation = Invitation::mint(&owner, &args.name, roles, capabilities, expires)
         .context("the invitation")?;
     let token = invitation.to_token();
@@ -259,10 +259,4 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     f.write_all(bytes)
         .and_then(|()| f.sync_all())
         .with_context(|| format!("cannot write {}", path.display()))
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }

@@ -45,6 +45,17 @@ fn connection() -> (Binding, Binding) {
     )
 }
 
+/// The link `n` answered an offer with (the offer just given).
+fn answered(n: &mut Node) -> LinkId {
+    drain(n)
+        .into_iter()
+        .find_map(|o| match o {
+            NodeOutput::Answer { link, .. } => Some(link),
+            _ => None,
+        })
+        .expect("answered")
+}
+
 fn opened(remote: u128, link: LinkId, binding: Binding) -> NodeInput<'static> {
     NodeInput::LinkOpened {
         peer: peer(remote),
@@ -623,13 +634,7 @@ fn a_job_message_before_the_handshake_is_refused() {
     let mut n = node(1, vec![echo()]);
     n.handle_input(now, NodeInput::Signal(&offer(2, 5)))
         .expect("offer");
-    let link = drain(&mut n)
-        .into_iter()
-        .find_map(|o| match o {
-            NodeOutput::Answer { link, .. } => Some(link),
-            _ => None,
-        })
-        .expect("answered");
+    let link = answered(&mut n);
     let submit = DcMsg::Submit {
         job_id: spec(1).job_id,
         attempt: 1,
@@ -736,13 +741,7 @@ fn closed_worker_linked_from(
     let mut w = node_in(2, vec![echo()], Some(member(2, &[Role::Worker])));
     w.handle_input(now, NodeInput::Signal(&offer(remote, 5)))
         .expect("offer");
-    let link = drain(&mut w)
-        .into_iter()
-        .find_map(|o| match o {
-            NodeOutput::Answer { link, .. } => Some(link),
-            _ => None,
-        })
-        .expect("answered");
+    let link = answered(&mut w);
     let (mine, theirs) = connection();
     w.handle_input(now, opened(remote, link, mine))
         .expect("open");
@@ -920,13 +919,7 @@ fn a_revocation_list_from_the_owner_closes_the_links_of_the_members_it_withdraws
     assert_eq!(w.counters().links_refused, 1);
     w.handle_input(now, NodeInput::Signal(&offer(1, 6)))
         .expect("offer");
-    let again = drain(&mut w)
-        .into_iter()
-        .find_map(|o| match o {
-            NodeOutput::Answer { link, .. } => Some(link),
-            _ => None,
-        })
-        .expect("answered");
+    let again = answered(&mut w);
     let (mine, theirs) = connection();
     w.handle_input(now, opened(1, again, mine)).expect("open");
     w.handle_input(

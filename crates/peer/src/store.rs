@@ -57,6 +57,11 @@ pub const RESULT_BYTES_CAP: u64 = 1 << 30;
 const RESUME_ATTEMPT_GAP: u32 = 16;
 
 /// Milliseconds since the Unix epoch: the journal's clock, read at the edge.
+/// The wall-clock time, Unix seconds (credentials expire in it).
+pub fn unix_now() -> u64 {
+    now_ms() / 1000
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -25,7 +25,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use data_encoding::BASE64URL_NOPAD;
-use jobmesh_identity::{Identity, PeerId, PublicKey, Purpose, Signature, Zeroizing};
+use jobmesh_identity::{Identity, PublicKey, Purpose, Signature, Zeroizing};
 use serde::{Deserialize, Serialize};
 
 /// Longest pool name (as the signalling wire allows).
@@ -525,11 +525,6 @@ impl Revocations {
     pub fn revokes(&self, credential: &Credential) -> bool {
         self.invites.contains(&credential.endorsement.invite_key)
             || self.members.contains(&credential.member)
-    }
-
-    /// Whether it withdraws the member whose key is `key`.
-    pub fn revokes_member(&self, id: &PeerId) -> bool {
-        self.members.iter().any(|k| k.peer_id() == *id)
     }
 
     fn check_bounds(&self) -> Result<(), TrustError> {

@@ -273,15 +273,9 @@ fn new_node(
         allow: config.allow.clone(),
         clock: UnixClock {
             at: Instant::now(),
-            unix: unix_now(),
+            unix: crate::store::unix_now(),
         },
     })
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// This daemon's credential in its pool (`None`: an open pool), checked:
@@ -323,7 +317,7 @@ fn membership(
             pool,
             &credential.grant().pool_key,
             &identity.public(),
-            unix_now(),
+            crate::store::unix_now(),
             None,
         )
         .map_err(|e| no(format!("this peer's credential for pool {pool:?}: {e}")))?;
