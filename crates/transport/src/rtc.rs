@@ -53,7 +53,7 @@ pub const MAX_MESSAGE_SIZE: usize = 64 * 1024;
 /// How long a closing link may take to flush what was queued before the close.
 pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often a closing link checks whether the remote acknowledged everything.
-const FLUSH_POLL: Duration = Duration::from_millis(10);
+const FLUSH_POLL: Duration = Duration::from_millis(2);
 /// The data channel's label.
 const LABEL: &str = "jobmesh";
 
@@ -718,6 +718,13 @@ fn spawn_link(
                         return;
                     }
                 }
+                // SCTP acknowledges every second packet at once, but a lone
+                // last one only when the remote's delayed-ack timer fires
+                // (200 ms). An empty message, which receivers ignore, makes
+                // the last packet one of a pair.
+                if writer_dc.outstanding_bytes().await.unwrap_or(0) > 0 {
+                    let _ = writer_dc.send(BytesMut::new()).await;
+                }
                 while writer_dc.outstanding_bytes().await.unwrap_or(0) > 0 {
                     tokio::time::sleep(FLUSH_POLL).await;
                 }
@@ -739,6 +746,8 @@ fn spawn_link(
                     biased;
                     () = reader_cancel.cancelled() => break,
                     ev = dc.poll() => match ev {
+                        // Empty: a closing remote's nudge for acknowledgements.
+                        Some(DataChannelEvent::OnMessage(m)) if m.data.is_empty() => {}
                         Some(DataChannelEvent::OnMessage(m)) => {
                             let data = m.data.freeze();
                             let credit = tokio::select! {
