@@ -336,6 +336,11 @@ pub(crate) struct DaemonArgs {
     /// MiB of blobs held in memory while received; past it they go to spool files.
     #[arg(long, env = "JOBMESH_BLOB_MEMORY_MIB", default_value_t = 64)]
     pub(crate) blob_memory_mib: u64,
+    /// GiB of blobs from other peers the spool may hold at once (one peer
+    /// half of it, one job a quarter); a job past it is refused before any
+    /// byte is sent.
+    #[arg(long, env = "JOBMESH_SPOOL_GIB", default_value_t = 16)]
+    pub(crate) spool_gib: u64,
     /// Where the daemon keeps its journal (jobs it submitted, until their
     /// results are fetched or expire) [default: $XDG_DATA_HOME/jobmesh/POOL/NAME].
     #[arg(long, env = "JOBMESH_DATA_DIR")]

@@ -178,6 +178,11 @@ async fn daemon(args: DaemonArgs) -> anyhow::Result<u8> {
     }
     config.blobs.max_blob_size = args.max_blob_mib * 1024 * 1024;
     config.blobs.memory_budget = args.blob_memory_mib * 1024 * 1024;
+    if args.spool_gib == 0 {
+        bail!("--spool-gib must be at least 1");
+    }
+    config.blobs.spool =
+        jobmesh_peer::SpoolLimits::from_total(args.spool_gib.saturating_mul(1 << 30));
     config.spool_dir = args.spool_dir;
     config.data_dir = Some(data_dir(args.data_dir, &config.pool, &name)?);
     config.rtc = RtcConfig {

@@ -20,6 +20,7 @@
 
 mod binding;
 mod links;
+mod spool;
 mod transfers;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -39,6 +40,7 @@ use jobmesh_wire::{Capability, PeerId, PeerInfo, Stats};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
+use spool::SpoolBudget;
 use tracing::{debug, info, warn};
 use transfers::Transfers;
 
@@ -46,6 +48,7 @@ pub use binding::Refusal;
 use binding::RemoteHello;
 use links::{Link, LinkTable};
 pub use links::{LinkId, MAX_LINKS, PENDING_PER_LINK};
+pub use spool::SpoolLimits;
 pub use transfers::HandlerInputs;
 
 /// A handler's verdict on a job's input, before it is admitted (`Err(why)`:
@@ -73,6 +76,8 @@ pub struct NodeConfig {
     /// Largest input blob this worker takes (a larger one is rejected before
     /// any byte is sent).
     pub max_blob_size: u64,
+    /// The disk budget for blobs received from other peers.
+    pub spool: SpoolLimits,
     /// Whether the driver keeps a journal (then the node asks for attempts
     /// and requeues to be written: [`NodeOutput::Journal`]).
     pub journaled: bool,
@@ -436,6 +441,7 @@ pub struct Node {
     name: String,
     capabilities: Vec<Capability>,
     max_blob_size: u64,
+    spool: SpoolBudget,
     journaled: bool,
     input_check: InputCheck,
     dispatcher: Dispatcher,
@@ -496,6 +502,7 @@ impl Node {
             name: config.name,
             capabilities: config.capabilities,
             max_blob_size: config.max_blob_size,
+            spool: SpoolBudget::new(config.spool),
             journaled: config.journaled,
             input_check: config.input_check,
             dispatcher: Dispatcher::new(me, config.dispatcher, config.strategy),
@@ -768,13 +775,13 @@ impl Node {
             } => {
                 self.counters.submits_received += 1;
                 let announced = self.take_announced(from, job_id, attempt);
-                let check = self.may_submit(from, &capability).and_then(|()| {
-                    match &announced {
-                        Err(why) => Err(why.clone()),
-                        Ok(_) => (self.input_check)(&capability, &input),
-                    }
-                    .map_err(|why| (RejectReason::BadInput, why))
-                });
+                let check = self
+                    .may_submit(from, &capability)
+                    .and_then(|()| match &announced {
+                        Err(refusal) => Err(refusal.clone()),
+                        Ok(_) => (self.input_check)(&capability, &input)
+                            .map_err(|why| (RejectReason::BadInput, why)),
+                    });
                 let admission = self.worker.handle_submit(
                     now, from, job_id, attempt, capability, input, timeout_ms, check,
                 );
@@ -826,7 +833,7 @@ impl Node {
         from: PeerId,
         job_id: JobId,
         attempt: u32,
-    ) -> Result<Option<Vec<BlobMeta>>, String> {
+    ) -> Result<Option<Vec<BlobMeta>>, (RejectReason, String)> {
         let Some((j, a, blobs)) = self.announced.remove(&from) else {
             return Ok(None);
         };
@@ -835,10 +842,23 @@ impl Node {
         }
         let limit = self.max_blob_size;
         if let Some(b) = blobs.iter().find(|b| b.size > limit) {
-            return Err(format!(
-                "input blob {} is {} bytes; this worker takes at most {limit}",
-                b.index, b.size
+            return Err((
+                RejectReason::BadInput,
+                format!(
+                    "input blob {} is {} bytes; this worker takes at most {limit}",
+                    b.index, b.size
+                ),
             ));
+        }
+        if let Err(over) = self.spool.check(from, &blobs) {
+            // Over the per-job budget for good; over the others until
+            // blobs held now are released.
+            let reason = if over.passes() {
+                RejectReason::Busy
+            } else {
+                RejectReason::BadInput
+            };
+            return Err((reason, format!("input blobs refused: {over}")));
         }
         Ok(Some(blobs))
     }

@@ -1,6 +1,6 @@
 use std::time::{Duration, Instant};
 
-use jobmesh_core::{DispatcherConfig, JobOptions, JobSpec};
+use jobmesh_core::{AttemptOutcome, DispatcherConfig, EventKind, JobOptions, JobSpec};
 use jobmesh_identity::Nonce;
 use jobmesh_trust::{Invitation, Revocations, Role};
 use jobmesh_wire::dc::{DcMsg, Outcome};
@@ -132,6 +132,7 @@ fn node_in(n: u128, capabilities: Vec<Capability>, credential: Option<Credential
         dispatcher: DispatcherConfig::default(),
         strategy: None,
         max_blob_size: 1 << 20,
+        spool: SpoolLimits::from_total(4 << 20),
         journaled: false,
         seed: 7,
         input_check: Box::new(|_, _| Ok(())),
@@ -980,4 +981,150 @@ fn past_its_link_limit_a_node_answers_no_new_offer() {
         .expect("offer");
     assert!(drain(&mut n).is_empty(), "no answer past the limit");
     assert_eq!(n.counters().offers_refused, 1);
+}
+
+/// Blobs of these sizes, announced for job `n`'s first attempt.
+fn announce(n: u128, sizes: &[u64]) -> DcMsg {
+    let blobs = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &size)| BlobMeta {
+            index: i as u16,
+            size,
+            blake3: "0".repeat(64),
+            name: None,
+        })
+        .collect();
+    DcMsg::Blobs {
+        job_id: spec(n).job_id,
+        attempt: 1,
+        direction: Direction::Input,
+        blobs,
+    }
+}
+
+#[test]
+fn input_blobs_past_the_spool_budget_are_refused_before_a_byte_is_sent() {
+    let now = Instant::now();
+    const MIB: u64 = 1 << 20;
+    let mut w = node(2, vec![echo()]);
+    w.spool = SpoolBudget::new(SpoolLimits {
+        per_job: MIB,
+        per_peer: 3 * MIB / 2,
+        total: 2 * MIB,
+    });
+    w.handle_input(now, NodeInput::Signal(&offer(1, 5)))
+        .expect("offer");
+    let link = answered(&mut w);
+    open(&mut w, now, 1, link);
+    drain(&mut w);
+    let submit_with = |w: &mut Node, n: u128, sizes: &[u64]| {
+        w.handle_input(now, from(1, link, announce(n, sizes)))
+            .expect("blobs");
+        w.handle_input(now, from(1, link, submit_msg(n)))
+            .expect("submit");
+        drain(w)
+    };
+    // Over the budget of one job: refused for good.
+    let out = submit_with(&mut w, 1, &[MIB / 2, MIB / 2 + 1]);
+    let (reason, message) = rejection(&out).expect("rejected");
+    assert_eq!(reason, RejectReason::BadInput);
+    assert!(message.contains("per job"), "{message}");
+    // One job fits, and holds its bytes until its handler returns.
+    let out = submit_with(&mut w, 2, &[MIB]);
+    assert!(rejection(&out).is_none(), "{out:?}");
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, NodeOutput::ReceiveBlobs { .. })));
+    // A second from the same peer passes its per-peer budget: busy, so
+    // the submitter tries another worker.
+    let out = submit_with(&mut w, 3, &[MIB]);
+    let (reason, message) = rejection(&out).expect("rejected");
+    assert_eq!(reason, RejectReason::Busy);
+    assert!(message.contains("per peer"), "{message}");
+    let job = spec(2).job_id;
+    w.handle_input(
+        now,
+        NodeInput::BlobsReceived {
+            job_id: job,
+            direction: Direction::Input,
+        },
+    )
+    .expect("received");
+    assert_eq!(w.spool.held(), MIB, "held while the handler runs");
+    w.handle_input(
+        now,
+        NodeInput::HandlerDone {
+            job_id: job,
+            result: Ok(json!(1)),
+            outputs: Vec::new(),
+        },
+    )
+    .expect("done");
+    assert_eq!(w.spool.held(), 0);
+    let out = submit_with(&mut w, 3, &[MIB]);
+    assert!(rejection(&out).is_none(), "{out:?}");
+    // A job that fails while its blobs come in gives them back too.
+    w.handle_input(
+        now,
+        NodeInput::BlobsFailed {
+            job_id: spec(3).job_id,
+            direction: Direction::Input,
+            error: "digest mismatch".into(),
+        },
+    )
+    .expect("failed");
+    assert_eq!(w.spool.held(), 0);
+}
+
+#[test]
+fn a_result_whose_blobs_this_peer_refuses_fails_its_attempt() {
+    let now = Instant::now();
+    const MIB: u64 = 1 << 20;
+    // Over the largest blob (1 MiB here), then over the spool's budget.
+    for sizes in [&[MIB + 1][..], &[MIB, MIB, MIB, MIB, 1]] {
+        let mut n = node(1, Vec::new());
+        let (link, _) = dial_to_2(&mut n, now);
+        open(&mut n, now, 2, link);
+        drain(&mut n);
+        let job_id = spec(1).job_id;
+        let mut announced = announce(1, sizes);
+        if let DcMsg::Blobs { direction, .. } = &mut announced {
+            *direction = Direction::Output;
+        }
+        let result = DcMsg::Result {
+            job_id,
+            attempt: 1,
+            outcome: Outcome::Ok { value: json!(1) },
+            load: None,
+        };
+        for msg in [announced, result] {
+            n.handle_input(now, from(2, link, msg)).expect("message");
+        }
+        let out = drain(&mut n);
+        assert!(
+            !out.iter()
+                .any(|o| matches!(o, NodeOutput::ReceiveBlobs { .. })),
+            "no byte is asked for: {out:?}"
+        );
+        assert!(
+            !out.iter()
+                .any(|o| matches!(o, NodeOutput::Finished(end) if end.result.is_ok())),
+            "the job does not complete without its blobs: {out:?}"
+        );
+        let retried = out.iter().find_map(|o| match o {
+            NodeOutput::Event(JobEvent {
+                kind:
+                    EventKind::Retrying {
+                        outcome: AttemptOutcome::Failed { message, .. },
+                        ..
+                    },
+                ..
+            }) => Some(message.clone()),
+            _ => None,
+        });
+        let error = retried.expect("the attempt failed, and the job is tried again");
+        assert!(error.contains("result"), "{error}");
+        assert_eq!(n.spool.held(), 0);
+    }
 }

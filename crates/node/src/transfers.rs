@@ -149,6 +149,7 @@ impl Node {
     }
 
     fn end_inbound(&mut self, job_id: JobId) {
+        self.spool.release(job_id, Direction::Input);
         if self.transfers.inbound.remove(&job_id).is_some() {
             self.out.push_back(NodeOutput::DropBlobs {
                 job_id,
@@ -158,6 +159,7 @@ impl Node {
     }
 
     fn end_download(&mut self, job_id: JobId) {
+        self.spool.release(job_id, Direction::Output);
         if self.transfers.downloads.remove(&job_id).is_some() {
             self.out.push_back(NodeOutput::DropBlobs {
                 job_id,
@@ -176,6 +178,9 @@ impl Node {
         attempt: u32,
         blobs: Vec<BlobMeta>,
     ) {
+        // Checked when the submit was admitted, a moment ago.
+        let reserved = self.spool.reserve(job_id, Direction::Input, from, &blobs);
+        debug_assert!(reserved.is_ok(), "{reserved:?}");
         let inbound = Inbound {
             from,
             attempt,
@@ -372,6 +377,8 @@ impl Node {
         outputs: Vec<BlobMeta>,
     ) {
         self.transfers.handling.remove(&job_id);
+        // Its input blobs are no longer needed.
+        self.spool.release(job_id, Direction::Input);
         let result = fits(result);
         if outputs.is_empty() || result.is_err() {
             if !outputs.is_empty() {
@@ -552,11 +559,17 @@ impl Node {
         self.end_download(job_id);
         let limit = self.max_blob_size;
         let total = blobs.iter().map(|b| b.size).sum();
-        let state = match blobs.iter().find(|b| b.size > limit) {
-            Some(b) => DownloadState::Failed(format!(
+        let refused = match blobs.iter().find(|b| b.size > limit) {
+            Some(b) => Some(format!(
                 "result blob {} is {} bytes, over this peer's limit of {limit}",
                 b.index, b.size
             )),
+            None => (self.spool.reserve(job_id, Direction::Output, from, &blobs))
+                .err()
+                .map(|over| format!("result blobs refused: {over}")),
+        };
+        let state = match refused {
+            Some(why) => DownloadState::Failed(why),
             None => {
                 self.out.push_back(NodeOutput::ReceiveBlobs {
                     job_id,
@@ -604,6 +617,7 @@ impl Node {
         let Some(d) = self.transfers.downloads.remove(&job_id) else {
             return Some(msg);
         };
+        self.spool.release(job_id, Direction::Output);
         if !matches!(outcome, Outcome::Ok { .. }) {
             self.out.push_back(NodeOutput::DropBlobs {
                 job_id,

@@ -29,6 +29,7 @@ use jobmesh_wire::dc::JobId;
 use tracing::warn;
 
 use crate::lock;
+use jobmesh_node::SpoolLimits;
 
 /// Blobs up to this size may be held in memory while received; larger ones
 /// always go to a spool file.
@@ -44,6 +45,10 @@ pub struct BlobLimits {
     pub memory_budget: u64,
     /// Blob transfers sent at once on one link (default 4); more wait.
     pub transfers_per_link: usize,
+    /// Disk the spool may fill with blobs from other peers (default 16 GiB
+    /// in total, 8 per peer, 4 per job): a job past it is refused before
+    /// a byte is sent.
+    pub spool: SpoolLimits,
 }
 
 impl Default for BlobLimits {
@@ -52,6 +57,7 @@ impl Default for BlobLimits {
             max_blob_size: jobmesh_wire::blob::MAX_BLOB_SIZE,
             memory_budget: 64 * 1024 * 1024,
             transfers_per_link: 4,
+            spool: SpoolLimits::default(),
         }
     }
 }

@@ -37,6 +37,7 @@ pub use blobs::{Blob, BlobLimits, InputBlob, ReceivedBlob};
 pub use daemon::{spawn, spawn_with};
 pub use jobmesh_core::{JobError, JobEvent, JobOptions, Strategy, StrategyKind};
 pub use jobmesh_identity::{Identity, PublicKey};
+pub use jobmesh_node::SpoolLimits;
 pub use jobmesh_trust::{Credential, Invitation, Revocations, Role};
 pub use store::StoredJob;
 

@@ -50,7 +50,9 @@ use std::time::{Duration, Instant};
 
 use jobmesh_core::{DispatcherConfig, EventKind, JobError, JobOptions, JobSpec};
 use jobmesh_identity::{Identity, Nonce};
-use jobmesh_node::{JournalOp, LinkId, Node, NodeConfig, NodeInput, NodeOutput, UnixClock};
+use jobmesh_node::{
+    JournalOp, LinkId, Node, NodeConfig, NodeInput, NodeOutput, SpoolLimits, UnixClock,
+};
 use jobmesh_signal_server::{Registry, MAX_PEERS_PER_POOL};
 use jobmesh_wire::blob::{BlobMeta, ChunkHeader, Direction};
 use jobmesh_wire::dc::{DcMsg, JobId};
@@ -1107,6 +1109,7 @@ impl Sim {
             },
             strategy: None,
             max_blob_size: 1 << 30,
+            spool: SpoolLimits::default(),
             journaled: true,
             seed,
             input_check: Box::new(|_, input| match input.get("ms") {

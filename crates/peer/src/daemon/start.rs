@@ -263,6 +263,7 @@ fn new_node(
         dispatcher: config.dispatcher.clone(),
         strategy,
         max_blob_size: config.blobs.max_blob_size,
+        spool: config.blobs.spool,
         journaled,
         // Dial tags differ across restarts under the same peer id.
         seed: rand::random(),
