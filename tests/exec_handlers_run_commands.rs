@@ -69,9 +69,13 @@ async fn exec_handlers_run_commands_and_clean_up_after_them() {
     std::fs::create_dir_all(&dir).expect("dir");
     let pidfile = dir.join("pgid");
     // A command that records its process group and leaves background children.
+    let detached = dir.join("detached");
     let sleeper = format!(
-        "\n[[handler]]\nname = \"linger\"\nargv = [\"sh\", \"-c\", \"echo $$ > {}; sleep 60 & sleep 60 & wait\"]\nstdin = \"none\"\n",
-        pidfile.display()
+        "\n[[handler]]\nname = \"linger\"\nargv = [\"sh\", \"-c\", \"echo $$ > {}; sleep 60 & sleep 60 & wait\"]\nstdin = \"none\"\n\
+         \n[[handler]]\nname = \"detach\"\nargv = [\"sh\", \"-c\", \"setsid sh -c 'echo $$ > {}; exec sleep 60' & until [ -s {} ]; do sleep 0.01; done; echo 1\"]\nstdin = \"none\"\n",
+        pidfile.display(),
+        detached.display(),
+        detached.display()
     );
     let mut server = SignalGuard::start().await;
     let w = worker(server.url(), "ex", &dir, &sleeper);
@@ -208,6 +212,21 @@ async fn exec_handlers_run_commands_and_clean_up_after_them() {
         .await;
         assert!(gone.is_ok(), "{how}: the process group is gone");
     }
+
+    // A command that exits while a process it started in a session of its
+    // own keeps its stdout open: the job ends, saying so, and frees its slot.
+    let r = run("detach", json!(null), quick()).await;
+    let Err(JobError::Failed { message, .. }) = r.result else {
+        panic!("{:?}", r.result)
+    };
+    assert!(message.contains("still holds its stdout"), "{message}");
+    w.wait_pool(jobmesh_testkit::DEADLINE, |s| s.me.stats.running == 0)
+        .await
+        .expect("the slot is free");
+    if let Ok(pid) = std::fs::read_to_string(&detached) {
+        let _ = std::process::Command::new("kill").arg(pid.trim()).status();
+    }
+
     w.shutdown();
     within("the worker to stop", w.stopped()).await;
     let _ = std::fs::remove_dir_all(&dir);

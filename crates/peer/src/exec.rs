@@ -39,6 +39,7 @@ use nix::unistd::Pid;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::blobs::{Blob, InputBlob};
 use crate::handler::{Handler, HandlerError, JobContext};
@@ -49,6 +50,11 @@ pub const KILL_GRACE: Duration = Duration::from_secs(2);
 pub const STDERR_TAIL_LINES: usize = 20;
 /// Longest stderr line kept.
 const STDERR_LINE_MAX: usize = 500;
+/// How long the command's pipes may stay open after it exited.
+const PIPE_GRACE: Duration = Duration::from_secs(2);
+/// Bytes of one stderr line read at most; the rest of a longer line is read
+/// and dropped, so a child writing without newlines costs no memory.
+const STDERR_READ_MAX: usize = 4096;
 /// The exit code that marks a failure as worth retrying (sysexits' EX_TEMPFAIL).
 pub const EXIT_TEMPFAIL: i32 = 75;
 
@@ -338,10 +344,13 @@ impl Handler for ExecHandler {
             }
         }
         let progress_ctx = ctx.clone();
-        let stderr_task = tokio::spawn(async move {
+        // Aborted on every way out: a reader must not outlive its job.
+        let stderr_task = AbortOnDropHandle::new(tokio::spawn(async move {
             let mut tail: VecDeque<String> = VecDeque::with_capacity(STDERR_TAIL_LINES);
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
+            let mut stderr = BufReader::new(stderr);
+            let mut raw = Vec::new();
+            while let Ok(true) = read_line_bounded(&mut stderr, &mut raw).await {
+                let line = String::from_utf8_lossy(&raw);
                 if let Some((percent, stage, text)) = parse_progress(&line) {
                     progress_ctx.progress(Some(percent), stage, text);
                 } else {
@@ -352,10 +361,10 @@ impl Handler for ExecHandler {
                 }
             }
             tail
-        });
+        }));
         let stdout_file = work.join("stdout");
         let to_file = (self.spec.stdout == StdoutMode::Blob).then(|| stdout_file.clone());
-        let stdout_task = tokio::spawn(async move {
+        let stdout_task = AbortOnDropHandle::new(tokio::spawn(async move {
             let mut out = Vec::new();
             match to_file {
                 // Streamed to disk: memory stays flat whatever the size.
@@ -372,7 +381,7 @@ impl Handler for ExecHandler {
                 }
             }
             Ok(out)
-        });
+        }));
         let limit = self.timeout().unwrap_or(Duration::MAX);
         let status = tokio::select! {
             s = child.wait() => s,
@@ -391,8 +400,25 @@ impl Handler for ExecHandler {
         let _ = signal_group(pgid, Signal::SIGKILL);
         let status =
             status.map_err(|e| HandlerError::permanent(format!("waiting for the command: {e}")))?;
-        let out = stdout_task.await.unwrap_or_else(|_| Ok(Vec::new()));
-        let tail = stderr_task.await.unwrap_or_default();
+        // What is left in the pipes comes at once; a process the command
+        // started in a session of its own (setsid) may hold them open for
+        // ever, and neither the job nor its slot waits for that.
+        let outputs = async { tokio::join!(stdout_task, stderr_task) };
+        let (out, tail) = tokio::select! {
+            (out, tail) = outputs => (
+                out.unwrap_or_else(|_| Ok(Vec::new())),
+                tail.unwrap_or_default(),
+            ),
+            () = ctx.cancelled().cancelled() => return Err(HandlerError::permanent("cancelled")),
+            () = tokio::time::sleep(PIPE_GRACE) => {
+                return Err(HandlerError::permanent(format!(
+                    "{} exited, but a process it started still holds its stdout or stderr open \
+                     {PIPE_GRACE:?} later (one in its own session, which stopping the command's \
+                     group does not reach); close them in processes left running",
+                    self.spec.name
+                )));
+            }
+        };
         if !status.success() {
             let tail: Vec<String> = tail.into_iter().collect();
             let why = match status.code() {
@@ -502,6 +528,32 @@ impl ExecHandler {
     }
 }
 
+/// Reads the next line (without its newline) into `line`, keeping at most
+/// [`STDERR_READ_MAX`] bytes of it. `Ok(false)` at the end of the stream.
+async fn read_line_bounded(
+    r: &mut (impl tokio::io::AsyncBufRead + Unpin),
+    line: &mut Vec<u8>,
+) -> std::io::Result<bool> {
+    line.clear();
+    let mut read_any = false;
+    loop {
+        let buf = r.fill_buf().await?;
+        if buf.is_empty() {
+            return Ok(read_any);
+        }
+        read_any = true;
+        let end = buf.iter().position(|&b| b == b'\n');
+        let part = &buf[..end.unwrap_or(buf.len())];
+        let room = STDERR_READ_MAX.saturating_sub(line.len());
+        line.extend_from_slice(&part[..part.len().min(room)]);
+        let used = end.map_or(buf.len(), |i| i + 1);
+        r.consume(used);
+        if end.is_some() {
+            return Ok(true);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -580,5 +632,20 @@ mod tests {
         assert!(unknown.to_string().contains("shell"), "{unknown}");
         let empty = parse("[[handler]]\nname = \"a\"\nargv = []\n", p).expect_err("empty argv");
         assert!(empty.to_string().contains("argv is empty"), "{empty}");
+    }
+
+    #[tokio::test]
+    async fn a_stderr_line_without_end_is_kept_to_its_bound() {
+        let mut data = vec![b'x'; 10 * STDERR_READ_MAX];
+        data.extend_from_slice(b"\n50% next\nlast");
+        let mut r = &data[..];
+        let mut line = Vec::new();
+        assert!(read_line_bounded(&mut r, &mut line).await.expect("read"));
+        assert_eq!(line.len(), STDERR_READ_MAX);
+        assert!(read_line_bounded(&mut r, &mut line).await.expect("read"));
+        assert_eq!(line, b"50% next");
+        assert!(read_line_bounded(&mut r, &mut line).await.expect("read"));
+        assert_eq!(line, b"last");
+        assert!(!read_line_bounded(&mut r, &mut line).await.expect("read"));
     }
 }
