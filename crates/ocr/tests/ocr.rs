@@ -312,8 +312,8 @@ async fn corrupt_png_is_reported_with_tesseracts_stderr() {
     let dir = tempfile::tempdir().expect("tempdir");
     let bytes = std::fs::read(SCAN).expect("fixture");
     let corrupt = dir.path().join("corrupt.png");
-    // A real PNG signature, then rubbish.
-    let mut data = bytes[..16].to_vec();
+    // A real PNG signature and header (the fixture's size), then rubbish.
+    let mut data = bytes[..33].to_vec();
     data.extend(std::iter::repeat_n(0xA5u8, 4096));
     std::fs::write(&corrupt, &data).expect("write");
     let e = recognise(
@@ -332,6 +332,34 @@ async fn corrupt_png_is_reported_with_tesseracts_stderr() {
         }
         other => panic!("expected Failed, got {other}"),
     }
+}
+
+#[tokio::test]
+async fn an_image_of_too_many_pixels_is_refused_before_tesseract_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The fixture's header, claiming 20000 × 20000 pixels: a few bytes that
+    // would decode to 400 megapixels.
+    let mut data = std::fs::read(SCAN).expect("fixture");
+    data[16..20].copy_from_slice(&20_000u32.to_be_bytes());
+    data[20..24].copy_from_slice(&20_000u32.to_be_bytes());
+    let bomb = dir.path().join("bomb.png");
+    std::fs::write(&bomb, &data).expect("write");
+    let e = recognise(
+        &bomb,
+        &dir.path().join("work"),
+        &opts(false),
+        &CancellationToken::new(),
+        &no_progress,
+    )
+    .await
+    .expect_err("too many pixels");
+    assert!(matches!(e, OcrError::BadImage { .. }), "{e}");
+    assert!(
+        e.to_string()
+            .contains("20000 × 20000 pixels; the limit is 100000000"),
+        "{e}"
+    );
+    assert!(!dir.path().join("work").join("ocr.tsv").exists());
 }
 
 #[tokio::test]

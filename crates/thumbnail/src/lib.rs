@@ -26,7 +26,7 @@
 mod params;
 
 use std::fs::{self, File};
-use std::io::{BufReader, Cursor};
+use std::io::{BufRead, BufReader, Cursor, Read, Seek};
 use std::path::{Path, PathBuf};
 
 use fast_image_resize::{ResizeOptions, Resizer};
@@ -212,23 +212,42 @@ fn decode(input: &Path, limits: &Limits) -> Result<DynamicImage, ThumbError> {
     }
 
     // Format by content only: the file name is as untrusted as the bytes.
-    let mut reader = ImageReader::new(BufReader::new(file))
+    let reader = ImageReader::new(BufReader::new(file))
         .with_guessed_format()
         .map_err(read_err)?;
     match reader.format() {
-        Some(ImageFormat::Jpeg | ImageFormat::Png | ImageFormat::WebP | ImageFormat::Gif) => {}
-        Some(other) => {
-            return Err(ThumbError::Decode {
-                reason: format!("{other:?} input is not accepted"),
-            })
+        // The JPEG decoder reads the whole file anyway; it is read here
+        // first to check that it is whole: the decoder paints the missing
+        // rows of a truncated JPEG grey and reports no error.
+        Some(ImageFormat::Jpeg) => {
+            let mut data = Vec::with_capacity(meta.len() as usize);
+            reader
+                .into_inner()
+                .read_to_end(&mut data)
+                .map_err(read_err)?;
+            jpeg_whole(&data).map_err(|reason| ThumbError::Decode {
+                reason: format!("JPEG {reason}"),
+            })?;
+            let reader = ImageReader::with_format(Cursor::new(data), ImageFormat::Jpeg);
+            decode_checked(reader, limits)
         }
-        None => {
-            return Err(ThumbError::Decode {
-                reason: "unrecognised file signature".to_owned(),
-            })
+        Some(ImageFormat::Png | ImageFormat::WebP | ImageFormat::Gif) => {
+            decode_checked(reader, limits)
         }
+        Some(other) => Err(ThumbError::Decode {
+            reason: format!("{other:?} input is not accepted"),
+        }),
+        None => Err(ThumbError::Decode {
+            reason: "unrecognised file signature".to_owned(),
+        }),
     }
+}
 
+/// Decodes an image of an accepted format, its dimensions checked first.
+fn decode_checked(
+    mut reader: ImageReader<impl BufRead + Seek>,
+    limits: &Limits,
+) -> Result<DynamicImage, ThumbError> {
     // The worst decoded buffer for our formats is 16-bit RGBA: 8 bytes a pixel.
     let max_alloc = limits.max_pixels.saturating_mul(8);
     // First pass reads only the header. Width/height limits are left off here
@@ -278,6 +297,50 @@ fn decode(input: &Path, limits: &Limits) -> Result<DynamicImage, ThumbError> {
     let mut img = DynamicImage::from_decoder(decoder).map_err(limit_or_decode)?;
     img.apply_orientation(orientation);
     Ok(img)
+}
+
+/// Checks that a JPEG's marker structure runs from its start-of-image to
+/// its end-of-image marker (bytes after it, such as a phone's appended
+/// video, are allowed); says what is wrong otherwise.
+fn jpeg_whole(data: &[u8]) -> Result<(), &'static str> {
+    const TRUNCATED: &str = "is truncated: it ends before its end-of-image marker";
+    if !data.starts_with(&[0xFF, 0xD8]) {
+        return Err("has no start-of-image marker");
+    }
+    let mut i = 2;
+    loop {
+        // The next marker: 0xFF (and any fill bytes), then its code.
+        i += data[i..].iter().position(|&b| b == 0xFF).ok_or(TRUNCATED)?;
+        i += data[i..].iter().position(|&b| b != 0xFF).ok_or(TRUNCATED)?;
+        let code = data[i];
+        i += 1;
+        match code {
+            0xD9 => return Ok(()),
+            // Markers without a segment: restart markers, TEM, a stuffed 0.
+            0x00 | 0x01 | 0xD0..=0xD7 => continue,
+            _ => {}
+        }
+        let len = data.get(i..i + 2).ok_or(TRUNCATED)?;
+        let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
+        if len < 2 {
+            return Err("has a segment of impossible length");
+        }
+        i += len;
+        if i > data.len() {
+            return Err(TRUNCATED);
+        }
+        if code == 0xDA {
+            // Entropy-coded data follows its start-of-scan header, up to
+            // the next marker that is not a stuffed 0xFF00 or a restart.
+            loop {
+                i += data[i..].iter().position(|&b| b == 0xFF).ok_or(TRUNCATED)?;
+                match data.get(i + 1).ok_or(TRUNCATED)? {
+                    0x00 | 0xD0..=0xD7 => i += 2,
+                    _ => break,
+                }
+            }
+        }
+    }
 }
 
 fn decode_err(e: ImageError) -> ThumbError {

@@ -418,6 +418,21 @@ fn garbage_bytes_are_refused_as_not_an_image() {
 }
 
 #[test]
+fn a_jpeg_with_bytes_after_its_end_is_read_and_a_cut_one_is_named_truncated() {
+    let case = Case::new();
+    let p = params(Some(10), None, Fit::Contain, Format::Jpeg);
+    // Phones append data (a motion photo's video) after the end marker.
+    let mut data = encode_as(&gradient(64, 48), ImageFormat::Jpeg);
+    let whole = data.len();
+    data.extend_from_slice(b"\xFF\xD8appended video bytes\xFF");
+    let input = case.file("trailer.jpg", &data);
+    case.run(&input, &p).expect("a whole JPEG with a trailer");
+    let input = case.file("cut.jpg", &data[..whole - 100]);
+    let e = case.run(&input, &p).expect_err("truncated");
+    assert!(e.to_string().contains("JPEG is truncated"), "{e}");
+}
+
+#[test]
 fn truncated_and_corrupt_images_are_refused_without_panicking() {
     let case = Case::new();
     let p = params(Some(10), None, Fit::Contain, Format::Jpeg);
@@ -428,14 +443,16 @@ fn truncated_and_corrupt_images_are_refused_without_panicking() {
         ("t.gif", ImageFormat::Gif),
     ] {
         let full = encode_as(&gradient(64, 64), fmt);
-        for cut in [8, 20, full.len() / 2] {
+        for cut in [8, 20, full.len() / 2, full.len() - 2] {
             let input = case.file(name, &full[..cut]);
-            // Some decoders fill a truncated tail rather than fail; either way no panic.
-            if let Err(e) = case.run(&input, &p) {
-                assert!(
+            // Some decoders fill a truncated tail rather than fail; either
+            // way no panic, and a JPEG (checked whole first) always fails.
+            match case.run(&input, &p) {
+                Err(e) => assert!(
                     matches!(e, ThumbError::Decode { .. }),
                     "{name}[..{cut}]: {e}"
-                );
+                ),
+                Ok(_) => assert!(fmt != ImageFormat::Jpeg, "{name}[..{cut}] gave a thumbnail"),
             }
         }
         // Flip bytes in the middle.
