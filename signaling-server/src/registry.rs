@@ -29,6 +29,7 @@
 //! departure recorded for its id.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 use std::time::{Duration, Instant};
 
 use jobmesh_wire::signal::{Join, MISSED_HEARTBEATS};
@@ -91,13 +92,26 @@ struct Pool {
     head: u64,
 }
 
-/// One pool as `GET /api/pools` shows it.
+/// One pool as `GET /api/pools` lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PoolSummary {
     /// Pool name.
     pub name: String,
-    /// Its members, ordered by id.
+    /// How many members it has.
+    pub members: usize,
+}
+
+/// One page of a pool's members, as `GET /api/pools/{name}` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MemberPage {
+    /// Pool name.
+    pub name: String,
+    /// How many members it has in all.
+    pub members: usize,
+    /// Up to a page of them, ordered by id.
     pub peers: Vec<PeerInfo>,
+    /// The last id on this page when more follow: the next page's `after`.
+    pub next: Option<PeerId>,
 }
 
 /// A `view` frame for one client, and where its cursor goes once sent.
@@ -359,15 +373,64 @@ impl Registry {
         self.members.get(id).map(|m| &m.info)
     }
 
-    /// Every non-empty pool with its members, ordered by name (`GET /api/pools`).
-    pub fn pools(&self) -> Vec<PoolSummary> {
-        self.pools
-            .keys()
-            .map(|name| PoolSummary {
+    /// Up to `limit` pools named after `after`, in name order, and the
+    /// last name when more follow (`GET /api/pools`). Costs the page, not
+    /// the registry: it is built under the server's lock.
+    pub fn pool_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> (Vec<PoolSummary>, Option<String>) {
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut pools = self.pools.range::<str, _>((from, Bound::Unbounded));
+        let page: Vec<PoolSummary> = pools
+            .by_ref()
+            .take(limit)
+            .map(|(name, pool)| PoolSummary {
                 name: name.clone(),
-                peers: self.members(name),
+                members: pool.members.len(),
             })
-            .collect()
+            .collect();
+        let next = match (pools.next(), page.last()) {
+            (Some(_), Some(last)) => Some(last.name.clone()),
+            _ => None,
+        };
+        (page, next)
+    }
+
+    /// Up to `limit` members of `pool` with ids above `after`, in id order
+    /// (`GET /api/pools/{name}`); `None` for a pool with no members. One
+    /// pass over the pool's ids, and a copy of the page only.
+    pub fn member_page(
+        &self,
+        pool: &str,
+        after: Option<PeerId>,
+        limit: usize,
+    ) -> Option<MemberPage> {
+        let p = self.pools.get(pool)?;
+        let mut ids: Vec<PeerId> = p
+            .members
+            .values()
+            .map(|(id, _)| *id)
+            .filter(|id| after.is_none_or(|after| *id > after))
+            .collect();
+        let more = ids.len() > limit;
+        if more {
+            ids.select_nth_unstable(limit);
+            ids.truncate(limit);
+        }
+        ids.sort_unstable();
+        let next = more.then(|| ids.last().copied()).flatten();
+        let peers = ids
+            .iter()
+            .filter_map(|id| self.members.get(id).map(|m| m.info.clone()))
+            .collect();
+        Some(MemberPage {
+            name: pool.to_owned(),
+            members: p.members.len(),
+            peers,
+            next,
+        })
     }
 
     /// Number of members in all pools.
@@ -390,6 +453,30 @@ mod tests {
 
     const HB: Duration = Duration::from_secs(5);
     const MS: Duration = Duration::from_millis(1);
+
+    /// A pool and all its members, read through the pages the API serves.
+    struct Listed {
+        name: String,
+        peers: Vec<PeerInfo>,
+    }
+
+    impl Registry {
+        fn pools(&self) -> Vec<Listed> {
+            let (pools, next) = self.pool_page(None, usize::MAX);
+            assert_eq!(next, None);
+            pools
+                .into_iter()
+                .map(|p| {
+                    let page = self.member_page(&p.name, None, usize::MAX).expect("listed");
+                    assert_eq!((page.members, page.next), (page.peers.len(), None));
+                    Listed {
+                        name: p.name,
+                        peers: page.peers,
+                    }
+                })
+                .collect()
+        }
+    }
 
     fn id(n: u128) -> PeerId {
         PeerId(uuid::Uuid::from_u128(n))
@@ -809,16 +896,51 @@ mod tests {
     }
 
     #[test]
-    fn the_pool_summary_serialises_as_the_http_api_documents() {
+    fn pools_and_members_come_in_pages_that_serialise_as_the_http_api_documents() {
         let t = Instant::now();
         let mut r = Registry::new(10);
-        r.join(t, id(1), &member(1, "a")).expect("joins");
-        let v = serde_json::to_value(r.pools()).expect("serialises");
-        assert_eq!(v[0]["name"], "a");
-        let peer = &v[0]["peers"][0];
+        for n in 1..=5 {
+            r.join(t, id(n), &member(n, "a")).expect("joins");
+        }
+        for pool in ["b", "c"] {
+            r.join(t, PeerId::random(), &member(9, pool))
+                .expect("joins");
+        }
+        let (page, next) = r.pool_page(None, 2);
+        let v = serde_json::to_value(&page).expect("serialises");
+        assert_eq!(
+            v,
+            serde_json::json!([{"name": "a", "members": 5}, {"name": "b", "members": 1}])
+        );
+        assert_eq!(next.as_deref(), Some("b"));
+        let (page, next) = r.pool_page(next.as_deref(), 2);
+        assert_eq!((page.len(), page[0].name.as_str(), next), (1, "c", None));
+
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let page = r.member_page("a", after, 2).expect("pool a");
+            assert_eq!(page.members, 5);
+            seen.extend(page.peers.iter().map(|p| p.id));
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(
+            seen,
+            (1..=5).map(id).collect::<Vec<_>>(),
+            "each once, in id order"
+        );
+        let v = serde_json::to_value(r.member_page("a", None, 1).expect("pool a")).expect("JSON");
+        assert_eq!(v["name"], "a");
+        assert_eq!(v["members"], 5);
+        assert_eq!(v["next"], id(1).to_string());
+        let peer = &v["peers"][0];
         assert_eq!(peer["id"], id(1).to_string());
         assert_eq!(peer["name"], "p1");
         assert_eq!(peer["capabilities"], serde_json::json!(["echo"]));
         assert_eq!(peer["stats"]["slots"], 3);
+        assert_eq!(r.member_page("nope", None, 10), None);
     }
 }

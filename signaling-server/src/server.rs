@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -47,7 +47,7 @@ use tracing::{debug, field, info, info_span, warn, Instrument, Span};
 
 use crate::admission::Admission;
 use crate::limits::{GuardedListener, Limits};
-use crate::registry::{JoinError, PoolSummary, Registry, MAX_PEERS_PER_POOL};
+use crate::registry::{JoinError, MemberPage, PoolSummary, Registry, MAX_PEERS_PER_POOL};
 use crate::tls::TlsListener;
 use axum::serve::ListenerExt;
 use futures_util::future::BoxFuture;
@@ -330,6 +330,7 @@ pub async fn run(
         .route("/ws", get(ws_upgrade))
         .route("/healthz", get(|| async { "ok" }))
         .route("/api/pools", get(pools))
+        .route("/api/pools/{name}", get(pool_members))
         .with_state(shared.clone());
     let app = app.into_make_service_with_connect_info::<SocketAddr>();
     let stopped = stop.clone().cancelled_owned();
@@ -530,32 +531,115 @@ impl Inner {
     }
 }
 
+/// Entries on one page of the admin API unless `limit` says otherwise.
+pub(crate) const API_PAGE: usize = 100;
+/// Most entries on one page of the admin API.
+pub(crate) const MAX_API_PAGE: usize = 1000;
+
 #[derive(Serialize)]
 struct PoolsResponse {
     pools: Vec<PoolSummary>,
+    next: Option<String>,
 }
 
-/// `GET /api/pools`: every pool and its members, for an administrator
-/// (`Authorization: Bearer <admin token>`); anyone else learns nothing, not
-/// even whether a pool exists.
-async fn pools(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+/// `?after=…&limit=…` of the admin API.
+#[derive(serde::Deserialize)]
+struct PageQuery {
+    after: Option<String>,
+    /// Read as text, so that a bad one gets this API's JSON error.
+    limit: Option<String>,
+}
+
+impl PageQuery {
+    fn limit(&self) -> Result<usize, ApiError> {
+        match self.limit.as_deref().map_or(Ok(API_PAGE), str::parse) {
+            Ok(n @ 1..=MAX_API_PAGE) => Ok(n),
+            _ => Err(ApiError::bad_request(format!(
+                "limit must be 1..={MAX_API_PAGE}"
+            ))),
+        }
+    }
+}
+
+/// An admin API error: a status, a stable code and what to do.
+struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn bad_request(message: String) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            code: "bad_request",
+            message,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": self.code, "message": self.message });
+        (self.status, Json(body)).into_response()
+    }
+}
+
+/// Whether the request carries the admin token; a 401 otherwise. Anyone
+/// without it learns nothing, not even whether a pool exists.
+fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), ApiError> {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    let authorized = match (&shared.config.admin_token, presented) {
-        (Some(want), Some(got)) => bool::from(want.as_bytes().ct_eq(got.as_bytes())),
-        _ => false,
-    };
-    if !authorized {
-        let body = serde_json::json!({
-            "error": "unauthorized",
-            "message": "this API needs the server's admin token: Authorization: Bearer <token> (signal-server --admin-token-file)",
-        });
-        return (StatusCode::UNAUTHORIZED, Json(body)).into_response();
+    match (&shared.config.admin_token, presented) {
+        (Some(want), Some(got)) if bool::from(want.as_bytes().ct_eq(got.as_bytes())) => Ok(()),
+        _ => Err(ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            code: "unauthorized",
+            message: "this API needs the server's admin token: Authorization: Bearer <token> (signal-server --admin-token-file)".to_owned(),
+        }),
     }
-    let pools = shared.lock().registry.pools();
-    Json(PoolsResponse { pools }).into_response()
+}
+
+/// `GET /api/pools?after=NAME&limit=N`: pools in name order with their
+/// member counts, a page at a time, for an administrator.
+async fn pools(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<PoolsResponse>, ApiError> {
+    authorize(&shared, &headers)?;
+    let limit = q.limit()?;
+    // Only the page is built under the lock; it is encoded after.
+    let (pools, next) = shared.lock().registry.pool_page(q.after.as_deref(), limit);
+    Ok(Json(PoolsResponse { pools, next }))
+}
+
+/// `GET /api/pools/{name}?after=ID&limit=N`: one pool's members in id order,
+/// a page at a time, for an administrator.
+async fn pool_members(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<MemberPage>, ApiError> {
+    authorize(&shared, &headers)?;
+    let limit = q.limit()?;
+    let after = q
+        .after
+        .as_deref()
+        .map(|s| s.parse::<uuid::Uuid>().map(PeerId))
+        .transpose()
+        .map_err(|_| {
+            ApiError::bad_request("after must be a peer id (the previous page's next)".to_owned())
+        })?;
+    let page = shared.lock().registry.member_page(&name, after, limit);
+    page.map(Json).ok_or_else(|| ApiError {
+        status: StatusCode::NOT_FOUND,
+        code: "not_found",
+        message: format!("no pool {name:?} has members on this server"),
+    })
 }
 
 async fn ws_upgrade(

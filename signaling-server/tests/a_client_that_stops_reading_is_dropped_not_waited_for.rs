@@ -105,8 +105,12 @@ async fn a_client_that_stops_reading_is_dropped_not_waited_for() {
     talker
         .wait_for("the relay from the reader", |m| *m == relayed)
         .await;
-    let (_, body) =
-        http_get_with(server.addr, "/api/pools", "Authorization: Bearer admin\r\n").await;
+    let (_, body) = http_get_with(
+        server.addr,
+        "/api/pools/p",
+        "Authorization: Bearer admin\r\n",
+    )
+    .await;
     assert!(
         body.contains(&reader.id.to_string())
             && body.contains(&talker.id.to_string())
