@@ -21,6 +21,7 @@
 //! moved aside (never emptied in place) and reported.
 
 mod schema;
+mod wal;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -31,6 +32,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 pub use schema::SCHEMA_VERSION;
+pub use wal::{DamageAt, WalDamage};
 pub use writer::{spawn, Committed, JournalHandle, Stopped, JOURNAL_QUEUE};
 
 /// How far a commit must have got before it counts as done.
@@ -254,6 +256,10 @@ pub struct Opened {
     /// Where a corrupt journal found at the path was moved (a fresh one was
     /// started). The caller must report it loudly: its jobs are not resumed.
     pub moved_aside: Option<PathBuf>,
+    /// Damage in the write-ahead log that SQLite passes over in silence:
+    /// transactions written after it are lost. A copy of the log was kept
+    /// at the path given. The caller must report it loudly.
+    pub wal_damage: Option<(WalDamage, PathBuf)>,
 }
 
 /// The journal store: one SQLite connection.
@@ -274,10 +280,13 @@ impl Journal {
     /// started; see [`Opened::moved_aside`].
     pub fn open(dir: &Path) -> Result<Opened, JournalError> {
         let path = dir.join(FILE_NAME);
+        // Before SQLite replays the log (and later overwrites it).
+        let wal_damage = keep_damaged_wal(&path);
         match Self::open_at(&path) {
             Ok(journal) => Ok(Opened {
                 journal,
                 moved_aside: None,
+                wal_damage,
             }),
             Err(Failure::Corrupt) => {
                 let moved = move_aside(&path)?;
@@ -285,9 +294,16 @@ impl Journal {
                 Ok(Opened {
                     journal,
                     moved_aside: Some(moved),
+                    wal_damage,
                 })
             }
-            Err(f) => Err(f.into_error(&path)),
+            Err(f) => {
+                // Another daemon's log, read while it wrote: not ours to keep.
+                if let Some((_, copy)) = wal_damage {
+                    let _ = std::fs::remove_file(copy);
+                }
+                Err(f.into_error(&path))
+            }
         }
     }
 
@@ -652,14 +668,31 @@ impl Failure {
     }
 }
 
+/// Inspects the database's write-ahead log; if SQLite would drop frames
+/// written after a damaged one, copies the log to the first free
+/// `…-wal.damaged.N` and says so. Unreadable or uncopiable: nothing to add
+/// (SQLite reports what it cannot read itself).
+fn keep_damaged_wal(path: &Path) -> Option<(WalDamage, PathBuf)> {
+    let wal = with_suffix(path, "-wal");
+    let file = std::fs::File::open(&wal).ok()?;
+    let damage = wal::inspect(std::io::BufReader::new(file)).ok()??;
+    let copy = (1..10_000)
+        .map(|n| with_suffix(&wal, &format!(".damaged.{n}")))
+        .find(|t| !t.exists())?;
+    std::fs::copy(&wal, &copy).ok()?;
+    Some((damage, copy))
+}
+
+fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
+    let mut s = p.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
 /// Renames `path` (and its `-wal` and `-shm` files) to the first free
 /// `path.corrupt.N`; returns the new database path.
 fn move_aside(path: &Path) -> Result<PathBuf, JournalError> {
-    let with = |p: &Path, suffix: &str| {
-        let mut s = p.as_os_str().to_owned();
-        s.push(suffix);
-        PathBuf::from(s)
-    };
+    let with = with_suffix;
     let fail = |reason: String| JournalError::MoveAside {
         path: path.to_owned(),
         reason,

@@ -338,3 +338,67 @@ fn written_and_synced_commits_mix_and_both_are_kept() {
     assert_eq!(j.job(a).expect("read").expect("a").state, JobState::Ended);
     assert_eq!(j.job(b).expect("read").expect("b").state, JobState::Queued);
 }
+
+/// A crash's leftovers: the database and its write-ahead log as they are
+/// on disk while the journal is open (closing would checkpoint the log).
+fn crashed_copy(from: &Path, to: &Path) -> Vec<u8> {
+    std::fs::copy(from.join(FILE_NAME), to.join(FILE_NAME)).expect("copy db");
+    std::fs::read(with_suffix(&from.join(FILE_NAME), "-wal")).expect("the log")
+}
+
+#[test]
+fn a_damaged_write_ahead_log_is_reported_and_kept_but_a_torn_tail_is_not() {
+    let live = tempfile::tempdir().expect("tempdir");
+    let ids: Vec<Uuid> = (0..6).map(|_| Uuid::new_v4()).collect();
+    let mut j = open(live.path());
+    for (n, id) in ids.iter().enumerate() {
+        j.apply(&[submit(*id, n as u64)])
+            .expect("one transaction each");
+    }
+    let wal_of = |dir: &Path| with_suffix(&dir.join(FILE_NAME), "-wal");
+
+    // One byte of a frame in the middle changed: SQLite replays the log up
+    // to it and drops the jobs after it, which must not go unnoticed.
+    let damaged = tempfile::tempdir().expect("tempdir");
+    let mut log = crashed_copy(live.path(), damaged.path());
+    let frame = 24 + 4096;
+    let frames = (log.len() - 32) / frame;
+    assert!(frames >= 6, "{frames} frames");
+    log[32 + frame * (frames / 2) + 100] ^= 0x55;
+    std::fs::write(wal_of(damaged.path()), &log).expect("write");
+    let opened = Journal::open(damaged.path()).expect("opens");
+    let (damage, copy) = opened.wal_damage.expect("the damage is reported");
+    assert_eq!(damage.at, DamageAt::Frame((frames / 2) as u64), "{damage}");
+    assert!(damage.ignored_frames >= 2, "{damage}");
+    assert_eq!(std::fs::read(&copy).expect("the kept copy"), log);
+    let after = opened.journal;
+    let kept = after.unfinished().expect("unfinished").len();
+    assert!(
+        kept < ids.len(),
+        "SQLite dropped jobs: {kept} of {}",
+        ids.len()
+    );
+
+    // The last frame cut short, as a crash during a write leaves it: all
+    // that was committed before is replayed, and nothing is reported.
+    let torn = tempfile::tempdir().expect("tempdir");
+    let log = crashed_copy(live.path(), torn.path());
+    std::fs::write(wal_of(torn.path()), &log[..log.len() - 1000]).expect("write");
+    let opened = Journal::open(torn.path()).expect("opens");
+    assert!(opened.wal_damage.is_none());
+    let replayed = opened.journal;
+    assert_eq!(
+        replayed.unfinished().expect("unfinished").len(),
+        ids.len() - 1
+    );
+
+    // An intact log: nothing to report.
+    let intact = tempfile::tempdir().expect("tempdir");
+    let log = crashed_copy(live.path(), intact.path());
+    std::fs::write(wal_of(intact.path()), &log).expect("write");
+    let opened = Journal::open(intact.path()).expect("opens");
+    assert!(opened.wal_damage.is_none());
+    let whole = opened.journal;
+    assert_eq!(whole.unfinished().expect("unfinished").len(), ids.len());
+    drop(j);
+}

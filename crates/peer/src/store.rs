@@ -212,6 +212,10 @@ impl Store {
             error!(moved_to = %moved.display(),
                 "the journal was corrupt: moved aside and a fresh one started; its jobs are not resumed");
         }
+        if let Some((damage, copy)) = &opened.wal_damage {
+            error!(%damage, copy = %copy.display(),
+                "the journal's write-ahead log is damaged: jobs journaled after the damage are lost (a disk or file-system fault, or a file changed by hand); a copy of the log is kept");
+        }
         let mut journal = opened.journal;
         expire(&mut journal, data_dir)?;
         let mut resume = Vec::new();
