@@ -17,6 +17,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::job::{Attempt, AttemptOutcome, EventKind, JobEvent, JobSpec, JobState};
+use observed::Observed;
+
+mod observed;
 use crate::pool::PoolView;
 use crate::strategy::{
     Affinity, Candidate, LeastLoaded, PickRequest, Random, RoundRobin, Strategy, StrategyKind,
@@ -409,6 +412,8 @@ pub struct Dispatcher {
     /// Peers whose link was refused, until when, and why. At most one entry
     /// per pool member: an entry goes when its peer leaves the view.
     untrusted: BTreeMap<PeerId, (Instant, String)>,
+    /// What each worker has shown of its capacity, against its claims.
+    observed: Observed,
     /// Receipts of results not sent yet, per worker, and when they are due.
     receipts: BTreeMap<PeerId, Vec<Receipt>>,
     receipts_due: Option<Instant>,
@@ -445,6 +450,7 @@ impl Dispatcher {
             heard_from: HashMap::new(),
             linked: BTreeSet::new(),
             untrusted: BTreeMap::new(),
+            observed: Observed::default(),
             receipts: BTreeMap::new(),
             receipts_due: None,
             stale: 0,
@@ -516,6 +522,7 @@ impl Dispatcher {
                     if !self.linked.contains(&peer) {
                         self.lose_attempts_on(now, peer);
                     }
+                    self.observed.forget(&peer);
                 }
                 for id in change.updated {
                     self.note_stats(id);
@@ -1116,6 +1123,19 @@ impl Dispatcher {
         let Some((worker, attempt)) = job.state.attempt() else {
             return;
         };
+        match &outcome {
+            AttemptOutcome::Completed | AttemptOutcome::Failed { .. } => {
+                let in_flight = self.in_flight.get(&worker).copied().unwrap_or(0);
+                self.observed.answered(worker, in_flight);
+            }
+            AttemptOutcome::TimedOut
+            | AttemptOutcome::Lost
+            | AttemptOutcome::Rejected {
+                reason: RejectReason::UnknownCapability,
+                ..
+            } => self.observed.failed(worker),
+            _ => {}
+        }
         if let Some(a) = job.attempts.last_mut() {
             a.ended_at = Some(now);
             a.outcome = Some(outcome);
@@ -1289,10 +1309,26 @@ impl Dispatcher {
             .chain(local.as_ref())
             .filter(|p| p.capabilities.contains(cap) && p.stats.slots > 0)
             .filter(|p| self.trusted(now, &p.id))
-            .map(|p| Candidate {
-                id: p.id,
-                slots: p.stats.slots,
-                busy: self.believed_busy(p),
+            .map(|p| {
+                let busy = self.believed_busy(p);
+                if p.id == self.me {
+                    return Candidate {
+                        id: p.id,
+                        slots: p.stats.slots,
+                        busy,
+                    };
+                }
+                // A claim of free slots counts only as far as this peer has
+                // seen the worker answer (`observed`): past its window, the
+                // worker is as good as full.
+                let own = self.in_flight.get(&p.id).copied().unwrap_or(0);
+                let window_room = self.observed.window(&p.id).saturating_sub(own);
+                let claimed_room = p.stats.slots.saturating_sub(busy);
+                Candidate {
+                    id: p.id,
+                    slots: p.stats.slots,
+                    busy: p.stats.slots - claimed_room.min(window_room),
+                }
             })
             .collect();
         all.sort_by_key(|c| c.id);

@@ -17,7 +17,9 @@ pub struct Candidate {
     pub slots: u32,
     /// Jobs believed running on it: its last broadcast `running`, corrected
     /// by how this peer's own attempts there changed since that broadcast,
-    /// and never less than this peer's own attempts there.
+    /// and never less than this peer's own attempts there. For a remote
+    /// worker, slots it claims free beyond what this peer has seen it
+    /// answer count as busy (see `docs/security.md`).
     pub busy: u32,
 }
 

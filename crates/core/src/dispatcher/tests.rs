@@ -1702,21 +1702,26 @@ fn receipts_of_results_go_to_each_worker_gathered_within_the_receipt_delay() {
     for n in 10..10 + 2 * MAX_RECEIPTS as u128 + 2 {
         h.submit(with(n, |o| o.strategy = Some(StrategyKind::RoundRobin)));
     }
-    let sent = h.submits();
-    for (w, id, a) in &sent {
-        h.complete(*w, *id, *a);
-    }
-    let full: Vec<usize> = h
-        .drain()
-        .iter()
-        .filter_map(|o| match o {
+    // Each worker is sent its window of jobs at a time; each answer lets
+    // another go, all at the same instant.
+    let mut full = Vec::new();
+    loop {
+        let outs = h.drain();
+        full.extend(outs.iter().filter_map(|o| match o {
             Output::Send {
                 msg: DcMsg::Received { receipts },
                 ..
             } => Some(receipts.len()),
             _ => None,
-        })
-        .collect();
+        }));
+        let sent = submits(&outs);
+        if sent.is_empty() {
+            break;
+        }
+        for (w, id, a) in &sent {
+            h.complete(*w, *id, *a);
+        }
+    }
     assert!(
         full.iter().all(|n| *n == MAX_RECEIPTS) && !full.is_empty(),
         "{full:?}"
@@ -1796,4 +1801,49 @@ fn a_job_that_cannot_be_placed_yet_asks_to_be_woken_only_at_its_deadline() {
             "woken before its deadline"
         );
     }
+}
+
+#[test]
+fn a_worker_claiming_many_free_slots_gets_no_more_than_it_has_shown_it_handles() {
+    // Worker 1 claims 10,000 free slots, accepts every job and never
+    // answers; worker 2 has 4 slots and answers at once.
+    let mut h = Harness::new(&[worker(1, 10_000), worker(2, 4)]);
+    let jobs = 200;
+    for n in 0..jobs {
+        h.submit(with(n, |o| {
+            o.timeout = 5 * SEC;
+            o.max_retries = 5;
+        }));
+    }
+    let (liar, honest) = (peer(1), peer(2));
+    let (mut to_liar, mut most_at_liar, mut done) = (0, 0, 0);
+    let mut now = h.t0;
+    while done < jobs && now < h.t0 + 3600 * SEC {
+        let outs = h.drain();
+        for end in finished(&outs) {
+            assert!(end.result.is_ok(), "{:?}", end.result);
+            done += 1;
+        }
+        let sent = submits(&outs);
+        for &(w, job_id, attempt) in &sent {
+            h.reply(now, w, DcMsg::Accepted { job_id, attempt });
+            if w == liar {
+                to_liar += 1;
+            } else {
+                h.reply(now, w, ok(job_id, attempt, json!(null)));
+            }
+        }
+        let at_liar = h.d.in_flight().get(&liar).copied().unwrap_or(0);
+        most_at_liar = most_at_liar.max(at_liar);
+        if sent.is_empty() {
+            now += SEC;
+            h.tick(now);
+        }
+    }
+    assert_eq!(done, jobs, "every job completes on the honest worker");
+    // At most the initial window (16) at once, of 200 jobs; and as its
+    // window halves with each attempt it lets time out, few more in all.
+    assert!(most_at_liar <= 16, "{most_at_liar} at once");
+    assert!(to_liar <= 32, "{to_liar} attempts went to it");
+    assert!(h.d.in_flight().get(&honest).is_none());
 }
