@@ -50,6 +50,8 @@ pub const KILL_GRACE: Duration = Duration::from_secs(2);
 pub const STDERR_TAIL_LINES: usize = 20;
 /// Longest stderr line kept.
 const STDERR_LINE_MAX: usize = 500;
+/// Longest `timeout_secs` a handler may declare: 7 days.
+const MAX_TIMEOUT_SECS: f64 = 604_800.0;
 /// How long the command's pipes may stay open after it exited.
 const PIPE_GRACE: Duration = Duration::from_secs(2);
 /// Bytes of one stderr line read at most; the rest of a longer line is read
@@ -162,7 +164,8 @@ pub fn load(path: &Path) -> Result<Vec<(Capability, ExecHandler)>, ConfigError> 
     parse(&text, path)
 }
 
-fn parse(text: &str, path: &Path) -> Result<Vec<(Capability, ExecHandler)>, ConfigError> {
+/// Checks a config file's text as [`load`] does; `path` names it in errors.
+pub fn parse(text: &str, path: &Path) -> Result<Vec<(Capability, ExecHandler)>, ConfigError> {
     let file: ConfigFile = toml::from_str(text).map_err(|e| ConfigError::Parse {
         path: path.to_owned(),
         message: e.to_string(),
@@ -189,8 +192,10 @@ fn parse(text: &str, path: &Path) -> Result<Vec<(Capability, ExecHandler)>, Conf
                 ))
             })?;
             if let Some(t) = spec.timeout_secs {
-                if !(t.is_finite() && t > 0.0) {
-                    return Err(bad(format!("timeout_secs must be positive, got {t}")));
+                if !(t > 0.0 && t <= MAX_TIMEOUT_SECS) {
+                    return Err(bad(format!(
+                        "timeout_secs must be more than 0 and at most {MAX_TIMEOUT_SECS} (7 days), got {t}"
+                    )));
                 }
             }
             if let Some(dir) = &spec.workdir {
@@ -632,6 +637,12 @@ mod tests {
         assert!(unknown.to_string().contains("shell"), "{unknown}");
         let empty = parse("[[handler]]\nname = \"a\"\nargv = []\n", p).expect_err("empty argv");
         assert!(empty.to_string().contains("argv is empty"), "{empty}");
+        // A time limit a Duration cannot hold is refused, not a panic later.
+        for t in ["0", "-1", "nan", "inf", "1e300"] {
+            let text = format!("[[handler]]\nname = \"a\"\nargv = [\"cat\"]\ntimeout_secs = {t}\n");
+            let e = parse(&text, p).expect_err(t);
+            assert!(e.to_string().contains("at most 604800"), "{t}: {e}");
+        }
     }
 
     #[tokio::test]
