@@ -23,6 +23,7 @@ mod echo_job_returns_its_input_over_a_data_channel;
 mod exec_handlers_run_commands;
 mod fault_suite;
 mod fault_suite_lossy_links;
+mod idle_control_connections_do_not_lock_out_other_clients;
 mod job_lifecycle_over_webrtc;
 mod jobs_finish_after_the_signal_server_is_gone;
 mod jobs_go_only_to_capable_workers;

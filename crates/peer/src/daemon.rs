@@ -242,9 +242,13 @@ impl Daemon {
     }
 
     /// Carries out the node's outputs, then publishes this peer's stats and
-    /// counters and hands due journal changes over.
+    /// counters and hands due journal changes over. Counters go out before
+    /// the outputs too: whoever sees an effect (a refusal sent, say) finds it
+    /// counted.
     fn after_turn(&mut self, now: Instant) {
+        self.publish_counters();
         self.apply_outputs(now);
+        self.publish_counters();
         let stats = self.node.stats().clone();
         // This peer's own view is exact; only what goes to the pool is coalesced.
         self.pool_tx.send_if_modified(|s| {
@@ -254,6 +258,12 @@ impl Daemon {
             }
             changed
         });
+        if let Some(steps) = &mut self.journal {
+            steps.flush(now);
+        }
+    }
+
+    fn publish_counters(&self) {
         let (m, c, d) = (&self.metrics, self.node.counters(), self.node.dispatcher());
         Metrics::set(&m.submits_received, c.submits_received);
         Metrics::set(&m.rejected, c.rejected);
@@ -262,9 +272,6 @@ impl Daemon {
         Metrics::set(&m.key_changes, c.key_changes);
         Metrics::set(&m.stale_messages, d.stale_messages());
         Metrics::set(&m.leases_expired, d.leases_expired());
-        if let Some(steps) = &mut self.journal {
-            steps.flush(now);
-        }
     }
 
     /// Carries out the node's outputs until it has none (an effect may feed
