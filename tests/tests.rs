@@ -33,6 +33,7 @@ mod malformed_data_channel_message_gets_an_error_reply;
 mod peers_rejoin_when_the_signal_server_returns;
 mod signal_server_never_carries_a_payload;
 mod simultaneous_dials_resolve_to_one_link;
+mod the_command_line_behaves;
 mod the_library_example_runs;
 mod the_signal_server_stays_small_under_idle_sockets_and_a_relay_flood;
 mod thumbnail_and_ocr_run_through_the_cli;

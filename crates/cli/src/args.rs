@@ -200,7 +200,8 @@ pub(crate) struct SubmitArgs {
     /// (the result JSON then goes to stderr).
     #[arg(long, value_name = "PATH|-")]
     pub(crate) out: Option<String>,
-    /// A directory where every blob of the result is written, by name.
+    /// A directory where every blob of the result is written, by name
+    /// (created if missing, before the job runs).
     #[arg(long, value_name = "DIR")]
     pub(crate) out_dir: Option<PathBuf>,
     /// Seconds one attempt may take (and the job may wait for a free worker).
@@ -240,7 +241,8 @@ pub(crate) struct ResultArgs {
     /// Where the result's first blob is written.
     #[arg(long, value_name = "PATH")]
     pub(crate) out: Option<PathBuf>,
-    /// A directory where every blob of the result is written, by name.
+    /// A directory where every blob of the result is written, by name
+    /// (created if missing, before the job runs).
     #[arg(long, value_name = "DIR")]
     pub(crate) out_dir: Option<PathBuf>,
     /// Print the envelope instead of the result value.

@@ -23,6 +23,7 @@ use jobmesh_wire::{Capability, PeerInfo};
 use tokio_util::sync::CancellationToken;
 
 mod args;
+mod out;
 mod pool;
 mod progress;
 
@@ -30,6 +31,7 @@ use args::{
     CancelArgs, Cli, Cmd, DaemonArgs, IdArgs, JobsArgs, PeersArgs, ResultArgs, SubmitArgs, Target,
     WatchArgs,
 };
+use out::outln;
 use progress::Progress;
 
 /// Exit code for a usage error (bad flags or arguments).
@@ -208,7 +210,7 @@ async fn daemon(args: DaemonArgs) -> anyhow::Result<u8> {
         handle.clone(),
         control_cancel.clone(),
     ));
-    println!(
+    outln!(
         "peer {name} {} running; control socket {}",
         handle.id(),
         control_path.display()
@@ -321,6 +323,22 @@ async fn submit(args: SubmitArgs) -> anyhow::Result<u8> {
         (None, None) => None,
     };
     let out_dir = args.out_dir.as_ref().map(|d| cwd.join(d));
+    // Where results go is settled before the job runs: a job that completes
+    // with nowhere to put its blobs is work thrown away.
+    if let Some(d) = &out_dir {
+        std::fs::create_dir_all(d)
+            .with_context(|| format!("cannot create --out-dir {}", d.display()))?;
+    }
+    if let (None, Some(o)) = (&stdout_blob, &out) {
+        let dir = o.parent().unwrap_or(&cwd);
+        if !dir.is_dir() {
+            bail!(
+                "--out {}: directory {} does not exist (create it, or use --out-dir, which is created)",
+                o.display(),
+                dir.display()
+            );
+        }
+    }
     if !(args.timeout.is_finite() && args.timeout > 0.0 && args.timeout <= 86_400.0) {
         bail!("--timeout must be between 0 and 86400 seconds");
     }
@@ -355,9 +373,9 @@ async fn submit(args: SubmitArgs) -> anyhow::Result<u8> {
                 }
             };
             if args.json {
-                println!("{}", serde_json::to_string(&envelope)?);
+                outln!("{}", serde_json::to_string(&envelope)?);
             } else {
-                println!("{}", envelope.job_id);
+                outln!("{}", envelope.job_id);
             }
             return Ok(envelope.exit_code());
         }
@@ -431,14 +449,15 @@ async fn submit(args: SubmitArgs) -> anyhow::Result<u8> {
         (Some(tmp), report) => {
             if envelope.status == "completed" {
                 let mut f = std::fs::File::open(tmp.path()).context("reading the result blob")?;
-                std::io::copy(&mut f, &mut std::io::stdout().lock())
-                    .context("writing the result blob to stdout")?;
+                if let Err(e) = std::io::copy(&mut f, &mut std::io::stdout().lock()) {
+                    out::closed(&e);
+                }
             }
             if let Some(r) = report {
                 eprintln!("{r}");
             }
         }
-        (None, Some(r)) => println!("{r}"),
+        (None, Some(r)) => outln!("{r}"),
         (None, None) => {}
     }
     if envelope.status != "completed" {
@@ -501,18 +520,25 @@ fn add_params(input: &mut serde_json::Value, params: &[String]) -> anyhow::Resul
 async fn jobs(args: JobsArgs) -> anyhow::Result<u8> {
     let v = control::request(&args.local.path(), &Request::Jobs).await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&v["jobs"])?);
+        outln!("{}", serde_json::to_string_pretty(&v["jobs"])?);
         return Ok(0);
     }
     let jobs: Vec<JobRecord> = serde_json::from_value(v["jobs"].clone())?;
-    println!(
+    outln!(
         "{:<36} {:<10} {:<10} {:<9} {:>3} {:>8} {:>8} {:>8}",
-        "JOB", "CAPABILITY", "STATE", "WORKER", "ATT", "QUEUED", "RUN", "TOTAL"
+        "JOB",
+        "CAPABILITY",
+        "STATE",
+        "WORKER",
+        "ATT",
+        "QUEUED",
+        "RUN",
+        "TOTAL"
     );
     let ms = |v: Option<u64>| v.map_or("-".to_owned(), |v| format!("{v}ms"));
     for j in jobs {
         let worker = j.worker.as_deref().map_or("-", |w| &w[..w.len().min(8)]);
-        println!(
+        outln!(
             "{:<36} {:<10} {:<10} {:<9} {:>3} {:>8} {:>8} {:>8}",
             j.job_id,
             j.capability,
@@ -536,7 +562,7 @@ async fn cancel(args: CancelArgs) -> anyhow::Result<u8> {
     )
     .await?;
     if v["cancelled"].as_bool() == Some(true) {
-        println!("cancelled {}", args.job_id);
+        outln!("cancelled {}", args.job_id);
         Ok(0)
     } else {
         eprintln!("job {} is not live on this daemon (finished, or never submitted here); `peer jobs` lists them", args.job_id);
@@ -565,21 +591,26 @@ fn id(args: IdArgs) -> anyhow::Result<u8> {
             "public_key": identity.public(),
             "key_file": key_file,
         });
-        println!("{out}");
+        outln!("{out}");
     } else {
-        println!("peer id     {}", identity.peer_id());
-        println!("public key  {}", identity.public());
-        println!("key file    {}", key_file.display());
+        outln!("peer id     {}", identity.peer_id());
+        outln!("public key  {}", identity.public());
+        outln!("key file    {}", key_file.display());
     }
     Ok(0)
 }
 
 async fn result(args: ResultArgs) -> anyhow::Result<u8> {
     let cwd = std::env::current_dir().context("current directory")?;
+    let out_dir = args.out_dir.map(|d| cwd.join(d));
+    if let Some(d) = &out_dir {
+        std::fs::create_dir_all(d)
+            .with_context(|| format!("cannot create --out-dir {}", d.display()))?;
+    }
     let req = Request::Result {
         job_id: args.job_id,
         out: args.out.map(|o| cwd.join(o)),
-        out_dir: args.out_dir.map(|d| cwd.join(d)),
+        out_dir,
     };
     let v = match control::request(&args.local.path(), &req).await {
         Ok(v) => v,
@@ -590,7 +621,7 @@ async fn result(args: ResultArgs) -> anyhow::Result<u8> {
     };
     if matches!(v["status"].as_str(), Some("queued" | "running")) {
         if args.json {
-            println!("{v}");
+            outln!("{v}");
         } else {
             eprintln!(
                 "job {} is {} (attempt {}); try again later",
@@ -603,9 +634,9 @@ async fn result(args: ResultArgs) -> anyhow::Result<u8> {
     }
     let envelope: Envelope = serde_json::from_value(v).context("daemon reply")?;
     if args.json {
-        println!("{}", serde_json::to_string(&envelope)?);
+        outln!("{}", serde_json::to_string(&envelope)?);
     } else if let Some(r) = &envelope.result {
-        println!("{r}");
+        outln!("{r}");
     }
     if envelope.status != "completed" {
         print_failure(&envelope);
@@ -627,9 +658,9 @@ async fn watch(args: WatchArgs) -> anyhow::Result<u8> {
     let json = args.json;
     control::watch_stream(&args.local.path(), |v| {
         if json {
-            println!("{v}");
+            outln!("{v}");
         } else if let Some(n) = v.get("lagged") {
-            println!("(missed {n} events)");
+            outln!("(missed {n} events)");
         } else {
             let extra = match v["event"].as_str() {
                 Some("dispatched" | "started") => {
@@ -640,7 +671,7 @@ async fn watch(args: WatchArgs) -> anyhow::Result<u8> {
                 Some("retrying") => v["error"].as_str().map(str::to_owned),
                 _ => None,
             };
-            println!(
+            outln!(
                 "{} {} {:<10} {}",
                 v["at_ms"],
                 v["job_id"].as_str().unwrap_or_default(),
@@ -664,16 +695,21 @@ async fn peers(args: PeersArgs) -> anyhow::Result<u8> {
     };
     finish(via).await;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&reply)?);
+        outln!("{}", serde_json::to_string_pretty(&reply)?);
         return Ok(0);
     }
-    println!(
+    outln!(
         "{:<20} {:<9} {:<24} {:>5} {:>7} {:>6}",
-        "NAME", "ID", "CAPABILITIES", "SLOTS", "RUNNING", "QUEUED"
+        "NAME",
+        "ID",
+        "CAPABILITIES",
+        "SLOTS",
+        "RUNNING",
+        "QUEUED"
     );
     let row = |p: &PeerInfo, me: bool| {
         let caps: Vec<&str> = p.capabilities.iter().map(Capability::as_str).collect();
-        println!(
+        outln!(
             "{:<20} {:<9} {:<24} {:>5} {:>7} {:>6}",
             format!("{}{}", p.name, if me { " (me)" } else { "" }),
             p.id.short(),

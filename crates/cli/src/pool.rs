@@ -2,6 +2,7 @@
 //! revocations), and how a daemon or a one-off command shows its membership
 //! (`--token`, `$JOBMESH_TOKEN`, `--open`).
 
+use crate::out::outln;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -143,17 +144,17 @@ fn init(args: PoolInitArgs) -> anyhow::Result<u8> {
     let key = owner.public();
     if args.json {
         let out = serde_json::json!({"pool": args.name, "pool_key": key, "key_file": path});
-        println!("{out}");
+        outln!("{out}");
     } else {
         let n = &args.name;
-        println!(
+        outln!(
             "pool {n} created; its owner key is {} (keep it secret, back it up)",
             path.display()
         );
-        println!("pool key    {n}={key}");
-        println!();
-        println!("start the signal-server with:  signal-server --pool-key {n}={key}");
-        println!("invite a member with:          peer pool invite {n} --role worker --expires 30d > member.token");
+        outln!("pool key    {n}={key}");
+        outln!();
+        outln!("start the signal-server with:  signal-server --pool-key {n}={key}");
+        outln!("invite a member with:          peer pool invite {n} --role worker --expires 30d > member.token");
     }
     Ok(0)
 }
@@ -199,7 +200,7 @@ fn invite(args: PoolInviteArgs) -> anyhow::Result<u8> {
             );
         }
         None => {
-            println!("{}", token.as_str());
+            outln!("{}", token.as_str());
             eprintln!(
                 "invitation key {} (for `peer pool revoke --invite`); expires at {expires} (Unix time)",
                 invitation.key()
@@ -236,7 +237,7 @@ fn revoke(args: PoolRevokeArgs) -> anyhow::Result<u8> {
     let list = Revocations::sign(&owner, &args.name, list.seq + 1, list.invites, list.members)?;
     let json = serde_json::to_vec_pretty(&list).context("encoding the list")?;
     write_private(&path, &json)?;
-    println!("{}", path.display());
+    outln!("{}", path.display());
     eprintln!(
         "revocation list {} of pool {}: {} invitations, {} members",
         list.seq,
