@@ -286,11 +286,13 @@ async fn connect(target: &Target) -> anyhow::Result<Via> {
     config.ca.clone_from(&target.membership.ca);
     config.slots = 0;
     config.grace = Duration::from_secs(1);
+    // One command: a server that cannot be reached is reported at once.
+    config.persist = false;
     let handle = jobmesh_peer::spawn(config, CancellationToken::new())?;
     handle
         .wait_pool(Duration::from_secs(10), |s| s.synced)
         .await
-        .with_context(|| format!("cannot join pool {:?} at {url}", target.local.pool))?;
+        .with_context(|| format!("cannot join pool {:?}", target.local.pool))?;
     Ok(Via::Ephemeral(Box::new(handle)))
 }
 

@@ -62,6 +62,13 @@ pub struct DaemonConfig {
     /// For a `wss://` signal-server: a PEM file of the CA (or self-signed
     /// server) certificate to trust instead of the system's roots.
     pub ca: Option<PathBuf>,
+    /// Whether to keep trying to reach the signal-server when the first
+    /// connection fails for a reason that may pass (nothing listening yet, an
+    /// unreachable host): a daemon does (the default); a one-off command
+    /// sets `false` and reports the reason at once
+    /// ([`PeerHandle::wait_pool`] returns [`DaemonError::Refused`]). A wrong
+    /// URL or an untrusted certificate is reported at once either way.
+    pub persist: bool,
     /// How this peer belongs to its pool. The default,
     /// [`Membership::Kept`], is closed: a credential kept in the data dir.
     pub membership: Membership,
@@ -115,6 +122,7 @@ impl DaemonConfig {
             data_dir: None,
             identity: None,
             ca: None,
+            persist: true,
             membership: Membership::default(),
             allow: HashMap::new(),
         }

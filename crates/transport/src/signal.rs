@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::Connector;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 
 /// What the signalling task reports to the daemon.
 #[derive(Debug)]
@@ -58,6 +58,10 @@ pub struct SignalConfig {
     /// For `wss://`: the roots the server's certificate must chain to
     /// ([`tls_config`]). `None`: the system's.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Whether to keep trying when the first connection fails for a reason
+    /// that may pass (nothing listening yet, an unreachable host): a
+    /// daemon does; a one-off command gives up at once and says why.
+    pub persist: bool,
 }
 
 impl SignalConfig {
@@ -71,6 +75,7 @@ impl SignalConfig {
             backoff_cap: Duration::from_secs(5),
             welcome_timeout: Duration::from_secs(10),
             tls: None,
+            persist: true,
         }
     }
 
@@ -93,15 +98,15 @@ impl SignalConfig {
 #[non_exhaustive]
 pub enum SignalError {
     /// Could not open the WebSocket.
-    #[error("cannot connect to signal-server at {url}: {source}; {hint}")]
+    #[error("cannot connect to the signal-server at {url}: {}", .diagnosis.hint)]
     Connect {
         /// Where.
         url: String,
         /// Why.
         #[source]
         source: tokio_tungstenite::tungstenite::Error,
-        /// What to do about it.
-        hint: &'static str,
+        /// What it means, and whether trying again can help.
+        diagnosis: Diagnosis,
     },
     /// The TLS roots could not be loaded.
     #[error("{0}")]
@@ -131,12 +136,79 @@ pub enum SignalError {
     DaemonGone,
 }
 
-/// What to do about a failed connect.
-fn connect_hint(e: &tokio_tungstenite::tungstenite::Error) -> &'static str {
-    if tls_refused(e) {
-        "the server's certificate is not trusted or does not name this host: pass --ca FILE with the certificate of the CA that signed it (or the server's own, if self-signed)"
-    } else {
-        "is it running? (`signal-server --listen ...`)"
+/// What a failed connect means for the user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnosis {
+    /// What went wrong, in the user's terms, and what to do about it.
+    pub hint: String,
+    /// Whether trying again cannot help until something is changed (the
+    /// URL, the certificate, the server): a configuration error, refused
+    /// at once while this peer has never reached the server.
+    pub lasting: bool,
+}
+
+/// Tells apart why a connection to `url` could not be opened: a wrong URL
+/// (scheme, path), something else listening there, TLS on one side only, an
+/// untrusted certificate (lasting), and nothing listening, an unknown or
+/// unreachable host (which may pass).
+pub fn diagnose(url: &str, e: &tokio_tungstenite::tungstenite::Error) -> Diagnosis {
+    use std::io::ErrorKind;
+    use tokio_tungstenite::tungstenite::error::UrlError;
+    use tokio_tungstenite::tungstenite::Error;
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let (host_port, path) = rest.split_once('/').map_or((rest, ""), |(h, p)| (h, p));
+    let host = host_port.rsplit_once(':').map_or(host_port, |(h, _)| h);
+    let lasting = |hint: String| Diagnosis {
+        hint,
+        lasting: true,
+    };
+    let passing = |hint: String| Diagnosis {
+        hint,
+        lasting: false,
+    };
+    match e {
+        _ if host.is_empty() => lasting(format!(
+            "{url} names no host; it looks like ws://HOST:PORT/ws"
+        )),
+        Error::Url(UrlError::UnsupportedUrlScheme) => lasting(format!(
+            "{url} is not a WebSocket URL: the signal-server's starts with ws:// (wss:// when it serves TLS), like ws://{host_port}/ws"
+        )),
+        Error::Url(u) => lasting(format!(
+            "{url} is not a usable WebSocket URL ({u}); it looks like ws://HOST:PORT/ws"
+        )),
+        Error::Http(response) if response.status() == 404 => lasting(format!(
+            "{host_port} answered 404 Not Found for /{path}: the signal-server's WebSocket is at /ws (ws://{host_port}/ws)"
+        )),
+        Error::Http(response) => lasting(format!(
+            "{host_port} answered HTTP {} to the WebSocket upgrade: it is not a jobmesh signal-server, or a proxy in between refuses WebSockets",
+            response.status()
+        )),
+        Error::Protocol(_) | Error::HttpFormat(_) => lasting(format!(
+            "{host_port} does not answer as a WebSocket server: is it a jobmesh signal-server? (a server with TLS needs wss://)"
+        )),
+        e if tls_refused(e) => lasting(if tls_certificate_refused(e) {
+            format!("the certificate of {host_port} is not trusted or does not name {host}: pass --ca FILE with the certificate of the CA that signed it (or the server's own, if self-signed)")
+        } else {
+            format!("{host_port} does not speak TLS: use ws:// (or start the signal-server with --tls-cert/--tls-key)")
+        }),
+        Error::Io(io) => match io.kind() {
+            ErrorKind::ConnectionRefused => passing(format!(
+                "nothing listens on {host_port}: is the signal-server running there (`signal-server --listen {host_port}`), and is the port right?"
+            )),
+            ErrorKind::HostUnreachable | ErrorKind::NetworkUnreachable | ErrorKind::TimedOut => {
+                passing(format!(
+                    "{host_port} cannot be reached from here ({io}): check the address, the network and any firewall"
+                ))
+            }
+            ErrorKind::ConnectionReset | ErrorKind::UnexpectedEof => passing(format!(
+                "{host_port} closed the connection before the WebSocket opened: a server at its connection limit, or not a jobmesh signal-server (a server with TLS needs wss://)"
+            )),
+            _ if io.to_string().contains("lookup address") => passing(format!(
+                "cannot resolve the host name {host} ({io}): check the name"
+            )),
+            _ => passing(format!("{io}")),
+        },
+        other => passing(other.to_string()),
     }
 }
 
@@ -146,10 +218,24 @@ fn tls_refused(e: &tokio_tungstenite::tungstenite::Error) -> bool {
     use tokio_tungstenite::tungstenite::Error;
     match e {
         Error::Tls(_) => true,
-        Error::Io(io) => io
-            .get_ref()
-            .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some()),
+        Error::Io(_) => rustls_error(e).is_some(),
         _ => false,
+    }
+}
+
+/// Whether the TLS handshake failed on the server's certificate (rather
+/// than on a server that does not speak TLS at all).
+fn tls_certificate_refused(e: &tokio_tungstenite::tungstenite::Error) -> bool {
+    matches!(
+        rustls_error(e),
+        Some(rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented)
+    )
+}
+
+fn rustls_error(e: &tokio_tungstenite::tungstenite::Error) -> Option<&rustls::Error> {
+    match e {
+        tokio_tungstenite::tungstenite::Error::Io(io) => io.get_ref()?.downcast_ref(),
+        _ => None,
     }
 }
 
@@ -230,11 +316,12 @@ impl SignalError {
         )
     }
 
-    /// Whether the server's TLS certificate was refused: a configuration
-    /// error while this peer has never reached the server (after that,
-    /// possibly a certificate being replaced: worth retrying).
-    fn is_untrusted(&self) -> bool {
-        matches!(self, SignalError::Connect { source, .. } if tls_refused(source))
+    /// Whether the connection could not be opened for a reason that trying
+    /// again will not change ([`Diagnosis::lasting`]): a configuration error
+    /// while this peer has never reached the server (after that, possibly a
+    /// server being replaced: worth retrying).
+    fn is_lasting(&self) -> bool {
+        matches!(self, SignalError::Connect { diagnosis, .. } if diagnosis.lasting)
     }
 }
 
@@ -255,6 +342,8 @@ pub async fn run(
 ) {
     let mut attempt: u32 = 0;
     let mut ever_connected = false;
+    // The last reason logged: a failure that repeats is logged once.
+    let mut logged = String::new();
     loop {
         let result = tokio::select! {
             biased;
@@ -264,9 +353,12 @@ pub async fn run(
         let reason = match result {
             Ok(()) => return,
             Err(SignalError::DaemonGone) => return,
-            Err(e) if e.is_permanent() || (!ever_connected && e.is_untrusted()) => {
+            Err(e)
+                if e.is_permanent() || (!ever_connected && (e.is_lasting() || !config.persist)) =>
+            {
+                // The daemon reports it (`PoolSnapshot::refused`).
                 let reason = e.to_string();
-                error!(%reason, "the signal-server refused this peer; not trying again");
+                info!(%reason, "not trying the signal-server again");
                 let _ = events.send(SignalEvent::Refused { reason }).await;
                 return;
             }
@@ -274,7 +366,17 @@ pub async fn run(
         };
         let retry_in = config.reconnect_delay(attempt, rand::random::<f64>());
         attempt = attempt.saturating_add(1);
-        warn!(%reason, retry_in_ms = retry_in.as_millis() as u64, "signal-server connection lost");
+        let retry_in_ms = retry_in.as_millis() as u64;
+        if attempt == 1 {
+            // The first failure since a connection worked.
+            logged.clear();
+        }
+        if reason == logged {
+            debug!(%reason, retry_in_ms, "signal-server still unreachable");
+        } else {
+            warn!(%reason, retry_in_ms, "signal-server connection lost; trying again");
+            logged.clone_from(&reason);
+        }
         if events
             .send(SignalEvent::Disconnected { reason, retry_in })
             .await
@@ -323,7 +425,7 @@ async fn connect_once(
     .await
     .map_err(|source| SignalError::Connect {
         url: config.url.clone(),
-        hint: connect_hint(&source),
+        diagnosis: diagnose(&config.url, &source),
         source,
     })?;
     // The server speaks first: a nonce for this connection, which the hello signs.

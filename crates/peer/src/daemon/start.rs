@@ -138,6 +138,7 @@ pub fn spawn_with(
     let signal_cancel = CancellationToken::new();
 
     let mut signal = SignalConfig::new(config.signal_url.clone(), join.clone(), identity.clone());
+    signal.persist = config.persist;
     if config.signal_url.starts_with("wss:") {
         let tls = signal_client::tls_config(config.ca.as_deref()).map_err(StartError::Invalid)?;
         signal.tls = Some(tls);
