@@ -191,6 +191,29 @@ pub fn make_thumbnail(
     })
 }
 
+/// The most memory [`make_thumbnail`] may take for this input, from its
+/// header alone: the decoded pixels at the widest sample size (16-bit
+/// RGBA, 8 bytes a pixel), their 8-bit copy for the resize (4), the output
+/// (4 a pixel) and, for a JPEG, the file read whole. `None` when the header
+/// cannot be read (the decode will say why; a caller budgeting memory
+/// should assume the worst).
+pub fn memory_estimate(input: &Path, params: &Params) -> Option<u64> {
+    let size = imagesize::size(input).ok()?;
+    let (w, h) = (
+        u32::try_from(size.width).ok()?,
+        u32::try_from(size.height).ok()?,
+    );
+    let (out_w, out_h, _) = target_size(w.max(1), h.max(1), params);
+    let file = fs::metadata(input).ok()?.len();
+    let pixels = u64::from(w) * u64::from(h);
+    Some(
+        pixels
+            .saturating_mul(12)
+            .saturating_add(u64::from(out_w) * u64::from(out_h) * 4)
+            .saturating_add(file),
+    )
+}
+
 /// Opens, checks and decodes the input, with EXIF orientation applied.
 fn decode(input: &Path, limits: &Limits) -> Result<DynamicImage, ThumbError> {
     let read_err = |source| ThumbError::ReadInput {

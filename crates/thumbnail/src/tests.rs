@@ -571,3 +571,23 @@ fn thumb_serialises_to_the_documented_shape() {
         json!({"width": 10, "height": 20, "format": "jpeg", "bytes": 1234})
     );
 }
+
+#[test]
+fn the_memory_estimate_reads_the_header_and_covers_the_widest_decode() {
+    let case = Case::new();
+    let p = params(Some(10), None, Fit::Contain, Format::Jpeg);
+    let data = encode_as(&gradient(640, 480), ImageFormat::Png);
+    let input = case.file("a.png", &data);
+    let est = memory_estimate(&input, &p).expect("a PNG header");
+    // 16-bit RGBA decode + 8-bit copy per pixel, a 10 × 8 output, the file.
+    assert_eq!(est, 640 * 480 * 12 + 10 * 8 * 4 + data.len() as u64);
+    // A header claiming 20000 × 20000 is priced as such, from a few bytes.
+    let mut bomb = data.clone();
+    bomb[16..20].copy_from_slice(&20_000u32.to_be_bytes());
+    bomb[20..24].copy_from_slice(&20_000u32.to_be_bytes());
+    let input = case.file("bomb.png", &bomb);
+    let est = memory_estimate(&input, &p).expect("a PNG header");
+    assert!(est >= 20_000 * 20_000 * 12, "{est}");
+    let garbage = case.file("g.png", b"not an image");
+    assert_eq!(memory_estimate(&garbage, &p), None);
+}
