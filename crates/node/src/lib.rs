@@ -853,7 +853,7 @@ impl Node {
         if let Err(over) = self.spool.check(from, &blobs) {
             // Over the per-job budget for good; over the others until
             // blobs held now are released.
-            let reason = if over.passes() {
+            let reason = if over.is_temporary() {
                 RejectReason::Busy
             } else {
                 RejectReason::BadInput

@@ -61,7 +61,7 @@ pub(crate) enum OverBudget {
 
 impl OverBudget {
     /// Whether the same blobs could fit later (once others are released).
-    pub(crate) fn passes(&self) -> bool {
+    pub(crate) fn is_temporary(&self) -> bool {
         !matches!(self, OverBudget::Job { .. })
     }
 }
@@ -190,19 +190,19 @@ mod tests {
             JobId::new_v4(),
         );
         let over = b.check(p, &blobs(&[60, 41])).expect_err("over");
-        assert!(matches!(over, OverBudget::Job { bytes: 101, .. }) && !over.passes());
+        assert!(matches!(over, OverBudget::Job { bytes: 101, .. }) && !over.is_temporary());
         b.reserve(j1, Direction::Input, p, &blobs(&[100]))
             .expect("fits");
         let over = b
             .reserve(j2, Direction::Input, p, &blobs(&[51]))
             .expect_err("over");
-        assert!(matches!(over, OverBudget::Peer { held: 100, .. }) && over.passes());
+        assert!(matches!(over, OverBudget::Peer { held: 100, .. }) && over.is_temporary());
         b.reserve(j2, Direction::Input, q, &blobs(&[100]))
             .expect("fits");
         let over = b
             .reserve(j3, Direction::Output, r, &blobs(&[1]))
             .expect_err("over");
-        assert!(matches!(over, OverBudget::Total { held: 200, .. }) && over.passes());
+        assert!(matches!(over, OverBudget::Total { held: 200, .. }) && over.is_temporary());
         // A refused reservation holds nothing.
         assert_eq!(b.held(), 200);
         b.release(j1, Direction::Input);
