@@ -107,3 +107,37 @@ fn a_wrong_signal_url_is_named_at_once() {
         assert!(!stderr.contains("timed out"), "{url}: {stderr}");
     }
 }
+
+/// Log lines carry colour only on a terminal (or with `--color always`):
+/// a log written to a file or a pipe is plain text. And a one-off submit
+/// prints what the user needs, not the webrtc stack's recovered races
+/// (`WARN rtc::… password is empty`).
+#[test]
+fn logs_are_plain_off_a_terminal_and_free_of_webrtc_noise() {
+    let (_server, url) = jobmesh_testkit::process::signal_server();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _worker = jobmesh_testkit::process::daemon(&url, "plain", "w", "echo", dir.path(), &[]);
+    let submit = |color: &str| {
+        peer(&[
+            "submit", "echo", "--input", "1", "--signal", &url, "--open", "--pool", "plain",
+            "--color", color,
+        ])
+        .env_remove("JOBMESH_CONTROL")
+        .env_remove("NO_COLOR")
+        .env("XDG_RUNTIME_DIR", "/nonexistent-jobmesh-test")
+        .output()
+        .expect("peer submit runs")
+    };
+    for _ in 0..5 {
+        let out = submit("auto");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1");
+        // The open pool's warning is there, in plain text.
+        assert!(stderr.contains("is OPEN"), "{stderr}");
+        assert!(!stderr.contains('\u{1b}'), "colour in a pipe: {stderr:?}");
+        assert!(!stderr.contains("rtc::"), "webrtc noise: {stderr}");
+    }
+    let out = submit("always");
+    assert!(String::from_utf8_lossy(&out.stderr).contains('\u{1b}'));
+}

@@ -45,7 +45,7 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
         }
     };
-    init_tracing(cli.command.is_some());
+    init_tracing(cli.command.is_some(), cli.color.on_stderr());
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -75,17 +75,21 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(client: bool) {
-    // Clients stay quiet unless asked; the daemon logs at info.
+fn init_tracing(client: bool, color: bool) {
+    // Clients stay quiet unless asked; the daemon logs at info. The webrtc
+    // stack's own warnings (`rtc`: a STUN check before the remote's
+    // credentials, a write after close) are races it recovers from, not
+    // something a user can act on: errors only.
     let default = if client {
-        "warn,webrtc=error"
+        "warn,webrtc=error,rtc=error"
     } else {
-        "info,webrtc=warn,rtc=warn"
+        "info,webrtc=warn,rtc=error"
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("JOBMESH_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(color)
         .with_writer(std::io::stderr)
         .try_init();
 }
