@@ -23,6 +23,11 @@ async fn a_worker_shutting_down_finishes_running_jobs_then_leaves() {
     })
     .await;
     worker.handle.shutdown();
+    // The pool hears at once that it drains: no submitter offers it a job.
+    sub.wait_pool("the worker to say it drains", |s| {
+        s.peers.iter().any(|p| p.id == w && p.stats.draining)
+    })
+    .await;
     assert_eq!(
         worker
             .handle

@@ -414,6 +414,10 @@ pub struct Dispatcher {
     untrusted: BTreeMap<PeerId, (Instant, String)>,
     /// What each worker has shown of its capacity, against its claims.
     observed: Observed,
+    /// Workers that refused a job as draining, before their stats said so.
+    /// At most one entry per pool member: an entry goes when its peer
+    /// leaves the view.
+    draining: HashSet<PeerId>,
     /// Receipts of results not sent yet, per worker, and when they are due.
     receipts: BTreeMap<PeerId, Vec<Receipt>>,
     receipts_due: Option<Instant>,
@@ -451,6 +455,7 @@ impl Dispatcher {
             linked: BTreeSet::new(),
             untrusted: BTreeMap::new(),
             observed: Observed::default(),
+            draining: HashSet::new(),
             receipts: BTreeMap::new(),
             receipts_due: None,
             stale: 0,
@@ -523,6 +528,7 @@ impl Dispatcher {
                         self.lose_attempts_on(now, peer);
                     }
                     self.observed.forget(&peer);
+                    self.draining.remove(&peer);
                 }
                 for id in change.updated {
                     self.note_stats(id);
@@ -824,6 +830,10 @@ impl Dispatcher {
                     message: message.clone(),
                 };
                 self.end_attempt(now, job_id, outcome, false);
+                if *reason == RejectReason::Draining && self.pool.get(&from).is_some() {
+                    // Its stats will say so too; until then no job goes there.
+                    self.draining.insert(from);
+                }
                 if reason.try_elsewhere() {
                     // Not a retry: the job never ran. Ask someone else.
                     if let Some(job) = self.jobs.get_mut(&job_id) {
@@ -1308,6 +1318,7 @@ impl Dispatcher {
             .filter(|p| p.id != self.me)
             .chain(local.as_ref())
             .filter(|p| p.capabilities.contains(cap) && p.stats.slots > 0)
+            .filter(|p| !p.stats.draining && !self.draining.contains(&p.id))
             .filter(|p| self.trusted(now, &p.id))
             .map(|p| {
                 let busy = self.believed_busy(p);

@@ -36,12 +36,18 @@ impl StatsCoalescer {
     }
 
     /// Records the current stats; returns them if they should be sent now.
+    /// The start of a drain goes out at once: every submitter should stop
+    /// offering jobs to a worker that will refuse them.
     pub fn update(&mut self, now: Instant, stats: Stats) -> Option<Stats> {
         if self.last_sent.as_ref() == Some(&stats) {
             self.pending = None;
             return None;
         }
+        let drain_starts = stats.draining && self.last_sent.as_ref().is_none_or(|s| !s.draining);
         self.pending = Some(stats);
+        if drain_starts {
+            self.last_sent_at = None;
+        }
         self.poll(now)
     }
 
@@ -115,5 +121,12 @@ mod tests {
         assert_eq!(c.update(t0 + iv * 3, s(3)), None);
         c.reset();
         assert_eq!(c.update(t0 + iv * 3, s(3)), Some(s(3)));
+        // The start of a drain does not wait for the interval.
+        let draining = Stats {
+            draining: true,
+            ..s(3)
+        };
+        let soon = t0 + iv * 3 + Duration::from_millis(1);
+        assert_eq!(c.update(soon, draining.clone()), Some(draining));
     }
 }

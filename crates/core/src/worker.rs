@@ -592,7 +592,10 @@ impl WorkerCore {
 
     /// Stop admitting jobs.
     pub fn drain(&mut self) {
-        self.draining = true;
+        if !self.draining {
+            self.draining = true;
+            self.seq += 1;
+        }
     }
 
     /// Jobs running now.
@@ -623,6 +626,7 @@ impl WorkerCore {
             failed: self.failed,
             seq: self.seq,
             mean_run_ms: self.mean_run_ms(),
+            draining: self.draining,
         }
     }
 }

@@ -92,6 +92,10 @@ pub struct Stats {
     /// Mean run time of its finished jobs, per capability, in milliseconds.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub mean_run_ms: BTreeMap<Capability, u64>,
+    /// It is shutting down: it finishes what runs and takes no new job, so
+    /// submitters leave it out at once.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub draining: bool,
 }
 
 /// One member of a pool as the signal-server describes it.

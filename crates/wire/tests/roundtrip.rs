@@ -49,6 +49,7 @@ fn stats() -> impl Strategy<Value = Stats> {
             failed: f.into(),
             seq: u64::from(c) ^ 7,
             mean_run_ms: means.into_iter().map(|(k, v)| (k, v.into())).collect(),
+            draining: f % 2 == 1,
         })
 }
 fn peer_info() -> impl Strategy<Value = PeerInfo> {

@@ -1847,3 +1847,42 @@ fn a_worker_claiming_many_free_slots_gets_no_more_than_it_has_shown_it_handles()
     assert!(to_liar <= 32, "{to_liar} attempts went to it");
     assert!(h.d.in_flight().get(&honest).is_none());
 }
+
+#[test]
+fn a_draining_worker_gets_no_more_jobs_from_its_first_refusal_or_its_stats() {
+    let mut h = Harness::new(&[worker(1, 4), worker(2, 4)]);
+    for n in 0..2 {
+        h.submit(with(n, |o| o.strategy = Some(StrategyKind::RoundRobin)));
+    }
+    let sent = h.submits();
+    let (w, job_id, attempt) = *sent
+        .iter()
+        .find(|s| s.0 == peer(1))
+        .expect("round robin used worker 1");
+    h.reply(
+        h.t0,
+        w,
+        DcMsg::Rejected {
+            job_id,
+            attempt,
+            reason: RejectReason::Draining,
+            message: "worker is shutting down".into(),
+        },
+    );
+    // Its job, and every later one, go to worker 2 only.
+    for n in 10..20 {
+        h.submit(with(n, |o| o.strategy = Some(StrategyKind::RoundRobin)));
+    }
+    let later = h.submits();
+    assert!(!later.is_empty());
+    assert!(later.iter().all(|s| s.0 == peer(2)), "{later:?}");
+
+    // A worker whose stats say draining is left out before any refusal.
+    let mut draining = worker(3, 4);
+    draining.stats.draining = true;
+    let mut h = Harness::new(&[draining, worker(2, 4)]);
+    for n in 0..6 {
+        h.submit(with(n, |o| o.strategy = Some(StrategyKind::RoundRobin)));
+    }
+    assert!(h.submits().iter().all(|s| s.0 == peer(2)));
+}
