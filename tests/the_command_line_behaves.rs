@@ -141,3 +141,58 @@ fn logs_are_plain_off_a_terminal_and_free_of_webrtc_noise() {
     let out = submit("always");
     assert!(String::from_utf8_lossy(&out.stderr).contains('\u{1b}'));
 }
+
+/// `--slots 0` with capabilities made a worker that could never run a job,
+/// accepted in silence.
+#[test]
+fn a_worker_with_no_slots_is_refused_at_start() {
+    let out = peer(&[
+        "--signal",
+        "ws://127.0.0.1:1/ws",
+        "--open",
+        "--capabilities",
+        "echo",
+        "--slots",
+        "0",
+    ])
+    .output()
+    .expect("peer runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--slots 0 with --capabilities"), "{stderr}");
+}
+
+/// Two live daemons with one name in a pool: the second is refused at
+/// start, saying who holds the name (before, both ran and people could not
+/// tell them apart).
+#[test]
+fn a_second_daemon_with_a_taken_name_is_refused() {
+    let (_server, url) = jobmesh_testkit::process::signal_server();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _first = jobmesh_testkit::process::daemon(&url, "names", "w1", "echo", dir.path(), &[]);
+    let other = tempfile::tempdir().expect("tempdir");
+    let sock = other.path().join("w1.sock");
+    let out = peer(&[
+        "--signal",
+        &url,
+        "--pool",
+        "names",
+        "--name",
+        "w1",
+        "--capabilities",
+        "echo",
+        "--open",
+        "--control",
+        sock.to_str().expect("utf-8"),
+        "--data-dir",
+        other.path().join("data").to_str().expect("utf-8"),
+    ])
+    .output()
+    .expect("peer runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("already has a live member named \"w1\""),
+        "{stderr}"
+    );
+}

@@ -61,6 +61,16 @@ pub enum JoinError {
         "peer id {0} is already connected; peer ids must be unique (a fresh v4 uuid per peer)"
     )]
     Duplicate(PeerId),
+    /// Another live member of the pool has this name.
+    #[error("pool {pool:?} already has a live member named {name:?} (peer {holder}): names are how people tell peers apart; start this one with another --name, or stop that one (a peer that vanished is forgotten after 3 missed heartbeats)")]
+    NameTaken {
+        /// The pool.
+        pool: String,
+        /// The name.
+        name: String,
+        /// Who has it.
+        holder: PeerId,
+    },
 }
 
 #[derive(Debug)]
@@ -90,6 +100,8 @@ struct Pool {
     horizon: u64,
     /// The version of the pool's latest change.
     head: u64,
+    /// Who holds each name: names are how people tell members apart.
+    names: HashMap<String, PeerId>,
 }
 
 /// One pool as `GET /api/pools` lists it.
@@ -171,6 +183,17 @@ impl Registry {
         if self.members.contains_key(&id) {
             return Err(JoinError::Duplicate(id));
         }
+        if let Some(&holder) = self
+            .pools
+            .get(&join.pool)
+            .and_then(|p| p.names.get(&join.name))
+        {
+            return Err(JoinError::NameTaken {
+                pool: join.pool.clone(),
+                name: join.name.clone(),
+                holder,
+            });
+        }
         let size = self.pools.get(&join.pool).map_or(0, |p| p.members.len());
         if size >= self.max_per_pool {
             return Err(JoinError::PoolFull {
@@ -191,6 +214,7 @@ impl Registry {
         let version = self.version;
         let pool = self.pools.entry(join.pool.clone()).or_default();
         pool.members.insert(version, (id, Member::encode(&info)));
+        pool.names.insert(join.name.clone(), id);
         pool.head = version;
         self.members.insert(
             id,
@@ -209,6 +233,7 @@ impl Registry {
         let m = self.members.remove(id)?;
         let pool = self.pools.get_mut(&m.pool)?;
         pool.members.remove(&m.version);
+        pool.names.remove(&m.info.name);
         if pool.members.is_empty() {
             // Nobody is left to be told; a pool that comes back starts afresh.
             self.pools.remove(&m.pool);
@@ -839,6 +864,24 @@ mod tests {
         let mut r = Registry::new(10);
         r.join(t, id(1), &member(1, "a")).expect("joins");
         assert!(r.expire(t - HB * 5, HB).is_empty());
+    }
+
+    #[test]
+    fn a_name_belongs_to_one_live_member_of_a_pool() {
+        let t = Instant::now();
+        let mut r = Registry::new(10);
+        r.join(t, id(1), &member(1, "a")).expect("joins");
+        // The same name under another id (another key): refused, naming the holder.
+        let e = r.join(t, id(2), &member(1, "a")).expect_err("name taken");
+        assert!(
+            matches!(&e, JoinError::NameTaken { holder, .. } if *holder == id(1)),
+            "{e}"
+        );
+        assert!(e.to_string().contains("another --name"), "{e}");
+        // Another pool may use it; once its holder leaves, anyone may.
+        r.join(t, id(3), &member(1, "b")).expect("another pool");
+        r.leave(&id(1));
+        r.join(t, id(2), &member(1, "a")).expect("free again");
     }
 
     #[test]

@@ -842,6 +842,7 @@ async fn connection(socket: WebSocket, shared: Arc<Shared>) {
             let code = match e {
                 JoinError::PoolFull { .. } => ErrorCode::PoolFull,
                 JoinError::Duplicate(_) => ErrorCode::DuplicatePeer,
+                JoinError::NameTaken { .. } => ErrorCode::NameTaken,
             };
             info!(error = %e, "hello refused");
             return close(sink, stream, End::fatal(code, e.to_string())).await;

@@ -162,6 +162,11 @@ async fn daemon(args: DaemonArgs) -> anyhow::Result<u8> {
     config.membership = membership;
     config.ca.clone_from(&args.membership.ca);
     config.allow = parse_allow(&args.allow)?;
+    if args.slots == 0 && !capabilities.is_empty() {
+        bail!(
+            "--slots 0 with --capabilities: this worker could never run a job; give --slots 1 or more, or leave out --capabilities for a peer that only submits"
+        );
+    }
     config.slots = if capabilities.is_empty() {
         0
     } else {

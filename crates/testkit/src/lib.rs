@@ -229,7 +229,8 @@ impl RawPeer {
     ) -> Self {
         let id = identity.peer_id();
         let join = Join {
-            name: "raw".into(),
+            // Names are unique in a pool: several raw peers may share one.
+            name: format!("raw-{}", id.0.simple()),
             pool: pool.into(),
             capabilities: Vec::new(),
             slots: 0,

@@ -310,7 +310,12 @@ impl SignalError {
         matches!(
             self,
             SignalError::Refused {
-                code: Some(ErrorCode::NotAdmitted | ErrorCode::BadProof | ErrorCode::WrongVersion),
+                code: Some(
+                    ErrorCode::NotAdmitted
+                        | ErrorCode::BadProof
+                        | ErrorCode::WrongVersion
+                        | ErrorCode::NameTaken
+                ),
                 ..
             }
         )

@@ -358,6 +358,8 @@ pub enum ErrorCode {
     RateLimited,
     /// The server is shutting down.
     GoingAway,
+    /// Another live member of the pool has the hello's name. Fatal.
+    NameTaken,
 }
 
 impl ClientMsg {

@@ -677,7 +677,8 @@ async fn client_loop(
         other => bail!("expected the server's challenge first, got {other:?}"),
     };
     let join = Join {
-        name: "bench-client".into(),
+        // Unique, as names in a pool are; as long as the old fixed name.
+        name: format!("client-{i:05}"),
         pool: POOL.into(),
         capabilities: Vec::new(),
         slots: 4,
