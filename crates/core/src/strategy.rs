@@ -335,6 +335,34 @@ mod tests {
         }
     }
 
+    /// The weights are part of the protocol in effect: every submitter, of
+    /// any version, must map a key to the same worker. These values were
+    /// computed by the hand-written FNV-1a this replaced; a change of hash
+    /// (or of the `fnv` crate's output) fails here.
+    #[test]
+    fn rendezvous_weights_and_choices_never_change() {
+        let peer = |n: u128| PeerId(uuid::Uuid::from_u128(n));
+        assert_eq!(rendezvous_weight("", &peer(0)), 0x0c2d_5ba4_c6d6_16ee);
+        assert_eq!(rendezvous_weight("echo", &peer(1)), 0x1e6b_4fa2_b888_28ee);
+        assert_eq!(rendezvous_weight("key-0", &peer(1)), 0x270a_604d_1722_d045);
+        assert_eq!(rendezvous_weight("key-0", &peer(2)), 0x270a_5d4d_1722_cb2c);
+        assert_eq!(rendezvous_weight("key-0", &peer(3)), 0x270a_5e4d_1722_ccdf);
+        assert_eq!(
+            rendezvous_weight("video-42", &peer(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef)),
+            0x569a_c1e9_0ba2_f17e
+        );
+        let mut s = Affinity::default();
+        let cs: Vec<Candidate> = (1..=5).map(|n| cand(n, 2, 0)).collect();
+        let homes: Vec<u128> = (0..10)
+            .map(|k| {
+                let key = format!("key-{k}");
+                let home = s.pick(&req(&echo(), Some(&key)), &cs, &mut rng());
+                home.expect("a pick").0.as_u128()
+            })
+            .collect();
+        assert_eq!(homes, [1, 4, 3, 1, 5, 2, 5, 4, 1, 4]);
+    }
+
     #[test]
     fn affinity_falls_back_when_its_worker_is_full() {
         let mut s = Affinity::default();
