@@ -1,6 +1,7 @@
 //! Dispatch strategies: how a submitter chooses a worker among candidates.
 
 use std::collections::HashMap;
+use std::hash::Hasher;
 use std::str::FromStr;
 
 use jobmesh_wire::dc::JobId;
@@ -223,16 +224,17 @@ impl Strategy for Affinity {
     }
 }
 
-/// FNV-1a over the key and the peer id: stable across processes and builds,
-/// so every submitter maps a key to the same worker.
+/// FNV-1a (64-bit) over the key's bytes, a `0xff` (never in UTF-8, so the
+/// key ends there) and the peer id's 16 bytes: stable across processes and
+/// builds, so every submitter maps a key to the same worker. The bytes go to
+/// `Hasher::write` directly (`Hash` impls would add length prefixes); the
+/// `fnv` version is pinned, and the test below holds the values.
 fn rendezvous_weight(key: &str, peer: &PeerId) -> u64 {
-    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    key.as_bytes()
-        .iter()
-        .chain(&[0xff])
-        .chain(peer.0.as_bytes())
-        .fold(OFFSET, |h, b| (h ^ u64::from(*b)).wrapping_mul(PRIME))
+    let mut h = fnv::FnvHasher::default();
+    h.write(key.as_bytes());
+    h.write(&[0xff]);
+    h.write(peer.0.as_bytes());
+    h.finish()
 }
 
 #[cfg(test)]
@@ -337,7 +339,7 @@ mod tests {
 
     /// The weights are part of the protocol in effect: every submitter, of
     /// any version, must map a key to the same worker. These values were
-    /// computed by the hand-written FNV-1a this replaced; a change of hash
+    /// computed by the hand-written FNV-1a the `fnv` crate replaced; a change of hash
     /// (or of the `fnv` crate's output) fails here.
     #[test]
     fn rendezvous_weights_and_choices_never_change() {
