@@ -1,3 +1,8 @@
+//! Small policies the daemon applies: pure functions and state that are told
+//! the time and handed their randomness.
+//!
+//! [`backoff`] kept hand-written (issue 17): sans-IO, `backon` drives async retries itself.
+
 use std::time::{Duration, Instant};
 
 use jobmesh_wire::Stats;

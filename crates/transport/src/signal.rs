@@ -1,5 +1,10 @@
 //! The signalling client: one task that keeps a WebSocket to `signal-server`
 //! open, re-announcing this peer after every reconnect.
+//!
+//! Reconnect delays: `SignalConfig::reconnect_delay`, a pure function of the
+//! attempt and a random unit, kept hand-written (issue 17): `backon` drives
+//! async retries itself, and this loop also drops stale messages while it
+//! waits and reports each delay (`SignalEvent::Disconnected`).
 
 use std::path::Path;
 use std::sync::Arc;
