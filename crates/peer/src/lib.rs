@@ -53,7 +53,12 @@ pub fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// The default peer name: this host's name, cleaned to the characters a name
 /// may hold (letters, digits, `_ . -`), or `peer`.
 pub fn default_name() -> String {
-    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    clean_name(&gethostname::gethostname().to_string_lossy())
+}
+
+/// `raw` with every character a name may not hold made a `-`, cut to
+/// [`jobmesh_wire::MAX_NAME_LEN`] characters; `peer` if nothing is left.
+fn clean_name(raw: &str) -> String {
     let clean: String = raw
         .trim()
         .chars()
@@ -70,5 +75,23 @@ pub fn default_name() -> String {
         "peer".into()
     } else {
         clean
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_host_name_is_cleaned_into_a_peer_name() {
+        assert_eq!(clean_name("build-01.example.org\n"), "build-01.example.org");
+        assert_eq!(clean_name("my host:2"), "my-host-2");
+        assert_eq!(clean_name("  \n"), "peer");
+        assert_eq!(clean_name(""), "peer");
+        let long = "a".repeat(jobmesh_wire::MAX_NAME_LEN + 10);
+        assert_eq!(clean_name(&long).len(), jobmesh_wire::MAX_NAME_LEN);
+        // The same name as when it was read from /proc.
+        let proc = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        assert_eq!(default_name(), clean_name(&proc));
     }
 }
