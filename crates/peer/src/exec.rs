@@ -208,22 +208,20 @@ pub fn parse(text: &str, path: &Path) -> Result<Vec<(Capability, ExecHandler)>, 
         .collect()
 }
 
-/// The program's path: as given when it contains a `/`, else found in `PATH`.
+/// The program's path: as given when it contains a `/`, else found in the
+/// daemon's own `PATH` (not the handler's `env`) by `which`: the first
+/// regular file there this user may execute.
 fn resolve(program: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
-    let executable = |p: &Path| {
-        p.metadata()
-            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    };
     if program.contains('/') {
         let p = PathBuf::from(program);
-        return executable(&p).then_some(p);
+        let executable = p
+            .metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+        return executable.then_some(p);
     }
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(program))
-            .find(|p| executable(p))
-    })
+    // `_global`: a name is never looked up in the working directory.
+    which::which_global(program).ok()
 }
 
 /// A `PROGRESS <percent> [stage [text...]]` line.
@@ -613,6 +611,23 @@ mod tests {
         );
         assert_eq!(parse_progress("PROGRESS soon"), None);
         assert_eq!(parse_progress("progress 10"), None);
+    }
+
+    #[test]
+    fn a_program_is_taken_as_given_with_a_slash_else_found_in_path() {
+        use std::os::unix::fs::PermissionsExt;
+        let sh = resolve("sh").expect("sh is in PATH");
+        assert!(sh.is_absolute() && sh.ends_with("sh"), "{sh:?}");
+        assert_eq!(resolve("no-such-program-jobmesh"), None);
+        assert_eq!(resolve(&sh.to_string_lossy()), Some(sh.clone()));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, "#!/bin/sh\n").expect("write");
+        let given = plain.to_string_lossy().into_owned();
+        assert_eq!(resolve(&given), None, "not executable");
+        std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        assert_eq!(resolve(&given), Some(plain));
+        assert_eq!(resolve(&dir.path().to_string_lossy()), None, "a directory");
     }
 
     #[test]
