@@ -185,9 +185,10 @@ pub enum ControlError {
     Unsafe(String),
 }
 
-/// This process's user id (the owner of `/proc/self`).
+/// This process's effective user id: the owner of the files it creates (and
+/// of `/proc/self`, where it was read before).
 fn my_uid() -> u32 {
-    std::fs::metadata("/proc/self").map_or(0, |m| m.uid())
+    nix::unistd::geteuid().as_raw()
 }
 
 /// Refuses a directory another local user could swap a socket into: one
@@ -232,12 +233,10 @@ const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100
 /// Where a daemon of `pool`/`name` listens when no `--control` is given:
 /// `$XDG_RUNTIME_DIR/jobmesh/POOL-NAME.sock`, else `$TMPDIR/jobmesh-UID/POOL-NAME.sock`.
 pub fn default_path(pool: &str, name: &str) -> PathBuf {
-    let dir = match std::env::var_os("XDG_RUNTIME_DIR") {
-        Some(d) if !d.is_empty() => PathBuf::from(d).join("jobmesh"),
-        _ => {
-            let uid = std::fs::metadata("/proc/self").map_or(0, |m| m.uid());
-            std::env::temp_dir().join(format!("jobmesh-{uid}"))
-        }
+    // `dirs::runtime_dir`: `$XDG_RUNTIME_DIR` when it is an absolute path.
+    let dir = match dirs::runtime_dir() {
+        Some(d) => d.join("jobmesh"),
+        None => std::env::temp_dir().join(format!("jobmesh-{}", my_uid())),
     };
     dir.join(format!("{pool}-{name}.sock"))
 }

@@ -80,6 +80,9 @@ fn clean_name(raw: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::MetadataExt;
+    use std::path::PathBuf;
+
     use super::*;
 
     #[test]
@@ -93,5 +96,25 @@ mod tests {
         // The same name as when it was read from /proc.
         let proc = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         assert_eq!(default_name(), clean_name(&proc));
+    }
+
+    /// Reads the environment, never sets it: tests share one process.
+    #[test]
+    fn the_default_socket_is_in_the_runtime_dir_else_in_a_temp_dir_per_user() {
+        let path = control::default_path("p", "n");
+        assert_eq!(path.file_name(), Some("p-n.sock".as_ref()));
+        let runtime = std::env::var_os("XDG_RUNTIME_DIR")
+            .map(PathBuf::from)
+            .filter(|d| d.is_absolute());
+        let expected = match runtime {
+            Some(d) => d.join("jobmesh"),
+            None => {
+                // Our uid, as the kernel records it on a file we create.
+                let mine = tempfile::NamedTempFile::new().expect("temp file");
+                let uid = mine.as_file().metadata().expect("metadata").uid();
+                std::env::temp_dir().join(format!("jobmesh-{uid}"))
+            }
+        };
+        assert_eq!(path.parent(), Some(expected.as_path()));
     }
 }

@@ -566,13 +566,10 @@ fn restrict(dir: &Path) {
 }
 
 /// The default data dir of a daemon: `$XDG_DATA_HOME/jobmesh/<pool>/<name>`,
-/// else `~/.local/share/jobmesh/<pool>/<name>`.
+/// else `~/.local/share/jobmesh/<pool>/<name>` (`dirs::data_dir`: a relative
+/// `$XDG_DATA_HOME` is ignored, as the XDG spec says). `None` without a home.
 pub fn default_data_dir(pool: &str, name: &str) -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_DATA_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))?;
-    Some(base.join("jobmesh").join(pool).join(name))
+    Some(dirs::data_dir()?.join("jobmesh").join(pool).join(name))
 }
 
 #[cfg(test)]
@@ -611,6 +608,21 @@ mod tests {
             submitted_ms: 0,
             ended_ms: None,
             fetched_ms: None,
+        }
+    }
+
+    /// Reads the environment, never sets it: tests share one process.
+    #[test]
+    fn the_default_data_dir_is_per_pool_and_name_in_the_xdg_data_dir() {
+        let Some(dir) = default_data_dir("p", "n") else {
+            return; // no home directory at all
+        };
+        let xdg = std::env::var_os("XDG_DATA_HOME")
+            .map(PathBuf::from)
+            .filter(|d| d.is_absolute());
+        match xdg {
+            Some(base) => assert_eq!(dir, base.join("jobmesh/p/n")),
+            None => assert!(dir.ends_with(".local/share/jobmesh/p/n"), "{dir:?}"),
         }
     }
 
