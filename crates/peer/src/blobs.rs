@@ -381,7 +381,8 @@ fn remove_stale_spools(parent: &Path) {
     let Ok(entries) = std::fs::read_dir(parent) else {
         return;
     };
-    let uid = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
+    // Effective: the owner of the spools this process creates.
+    let uid = nix::unistd::geteuid().as_raw();
     for e in entries.flatten() {
         let name = e.file_name();
         let Some(pid) = name
@@ -392,9 +393,7 @@ fn remove_stale_spools(parent: &Path) {
         else {
             continue;
         };
-        let ours = e
-            .metadata()
-            .is_ok_and(|m| m.is_dir() && Some(m.uid()) == uid);
+        let ours = e.metadata().is_ok_and(|m| m.is_dir() && m.uid() == uid);
         if ours && !Path::new(&format!("/proc/{pid}")).exists() {
             match std::fs::remove_dir_all(e.path()) {
                 Ok(()) => {
