@@ -9,7 +9,8 @@ use std::path::Path;
 use std::process::Output;
 
 use jobmesh_testkit::process::{
-    daemon, expect_exit, run_peer, signal_server_with, stdout_json, wait_capable,
+    daemon, expect_exit, run_peer, run_peer_elsewhere, signal_server_with, stdout_json,
+    wait_capable,
 };
 use jobmesh_testkit::{init_tracing, within};
 use serde_json::Value;
@@ -148,8 +149,8 @@ async fn a_closed_pool_admits_only_invited_members_in_their_roles() {
         error_line(&nowhere).replace("nowhere", "lab"),
         error_line(&stranger)
     );
-    // A stranger cannot list the pool either (a one-off command).
-    let list = run_peer(&["peers", "--signal", &url, "--pool", "lab", "--open"]);
+    // A stranger cannot list the pool either (a one-off command, from its own machine).
+    let list = run_peer_elsewhere(&["peers", "--signal", &url, "--pool", "lab", "--open"]);
     assert_ne!(list.status.code(), Some(0));
     assert!(stderr(&list).contains("not admitted"), "{}", stderr(&list));
 

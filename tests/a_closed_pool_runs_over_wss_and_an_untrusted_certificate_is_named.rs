@@ -5,7 +5,8 @@
 use std::path::Path;
 
 use jobmesh_testkit::process::{
-    daemon, expect_exit, run_peer, signal_server_with, stdout_json, wait_capable,
+    daemon, expect_exit, run_peer, run_peer_elsewhere, signal_server_with, stdout_json,
+    wait_capable,
 };
 use jobmesh_testkit::{init_tracing, within};
 
@@ -104,7 +105,7 @@ async fn a_closed_pool_runs_over_wss_and_an_untrusted_certificate_is_named() {
         "a peer that does not trust the certificate",
         tokio::task::spawn_blocking({
             let url = url.clone();
-            move || run_peer(&["peers", "--signal", &url, "--pool", "lab", "--open"])
+            move || run_peer_elsewhere(&["peers", "--signal", &url, "--pool", "lab", "--open"])
         }),
     )
     .await

@@ -196,3 +196,63 @@ fn a_second_daemon_with_a_taken_name_is_refused() {
         "{stderr}"
     );
 }
+
+/// A daemon started with any name or socket is found without `--control`
+/// (before, only one named after the host, on its default socket), shared
+/// flags go before the subcommand too, and with several daemons the command
+/// says which one it used.
+#[test]
+fn client_commands_find_the_running_daemon_without_control() {
+    let (_server, url) = jobmesh_testkit::process::signal_server();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let runtime = dir.path().join("run");
+    let daemon = |name: &str| {
+        // Self-dispatching: each is the pool's worker as well.
+        let mut cmd = peer(&[]);
+        cmd.env("XDG_RUNTIME_DIR", &runtime);
+        jobmesh_testkit::process::spawn_daemon(cmd, &url, "find", name, "echo", dir.path(), &[])
+    };
+    let client = |args: &[&str]| {
+        let out = peer(args)
+            .env("XDG_RUNTIME_DIR", &runtime)
+            .output()
+            .expect("peer runs");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{args:?}: {stdout}{stderr}");
+        (stdout, stderr)
+    };
+
+    let w9 = daemon("w9");
+    let (stdout, stderr) = client(&["submit", "echo", "--input", r#"{"n":1}"#]);
+    assert_eq!(stdout.trim(), r#"{"n":1}"#);
+    assert!(
+        !stderr.contains("note:"),
+        "one daemon, nothing to say: {stderr}"
+    );
+    // Shared flags before the subcommand.
+    client(&["--pool", "find", "--name", "w9", "jobs"]);
+
+    let _w10 = daemon("w10");
+    let (_, stderr) = client(&["jobs"]);
+    assert!(
+        stderr.contains("2 daemons are running; using w10"),
+        "the newest, named: {stderr}"
+    );
+    let (stdout, stderr) = client(&["--name", "w9", "jobs"]);
+    assert!(!stderr.contains("note:"), "{stderr}");
+    assert!(stdout.contains("echo"), "w9's job: {stdout}");
+
+    // A daemon that stopped is no longer a candidate.
+    drop(w9);
+    let out = peer(&["--name", "w9", "jobs"])
+        .env("XDG_RUNTIME_DIR", &runtime)
+        .output()
+        .expect("peer runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("no running daemon matches --name w9 (running: w10 (pool find"),
+        "{stderr}"
+    );
+}

@@ -4,20 +4,44 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use jobmesh_peer::control;
 
 #[derive(Parser, Debug)]
 #[command(
     name = "peer",
     version,
-    about = "A jobmesh peer: runs jobs for its pool and submits its own.",
-    args_conflicts_with_subcommands = true
+    about = "A jobmesh peer: runs jobs for its pool and submits its own."
 )]
 pub(crate) struct Cli {
     #[command(subcommand)]
     pub(crate) command: Option<Cmd>,
     #[command(flatten)]
+    pub(crate) common: Common,
+    #[command(flatten)]
     pub(crate) daemon: DaemonArgs,
+}
+
+/// Flags of the daemon and its clients alike: they may come before or after
+/// a subcommand (`peer --pool lab jobs` = `peer jobs --pool lab`).
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Pool and daemon")]
+pub(crate) struct Common {
+    /// WebSocket URL of the signal-server. The daemon's default is ws://127.0.0.1:7070/ws; a client subcommand uses it only when no local daemon answers, joining the pool for that one command.
+    #[arg(long, global = true, env = "JOBMESH_SIGNAL")]
+    pub(crate) signal: Option<String>,
+    /// Pool to join, or of the daemon to use [default: the invitation's pool, or "default"; for a client, the one daemon running].
+    #[arg(long, global = true, env = "JOBMESH_POOL")]
+    pub(crate) pool: Option<String>,
+    /// Name shown in the pool, or of the daemon to use [default: host name; for a client, the one daemon running].
+    #[arg(long, global = true, env = "JOBMESH_NAME")]
+    pub(crate) name: Option<String>,
+    /// Control socket path [default: per pool and name under $XDG_RUNTIME_DIR or the temp dir; a client finds the running daemon's].
+    #[arg(long, global = true, env = "JOBMESH_CONTROL")]
+    pub(crate) control: Option<PathBuf>,
+    /// The daemon's data dir: its identity key, credential and journal [default: $XDG_DATA_HOME/jobmesh/POOL/NAME].
+    #[arg(long, global = true, env = "JOBMESH_DATA_DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) membership: Membership,
     /// Colour in log lines: `auto` (on a terminal, unless NO_COLOR is set),
     /// `always` or `never`.
     #[arg(long, global = true, value_enum, env = "JOBMESH_COLOR", default_value_t = ColorChoice::Auto)]
@@ -74,13 +98,13 @@ pub(crate) enum Cmd {
 #[derive(Args, Debug, Clone)]
 pub(crate) struct Membership {
     /// An invitation from the pool's owner (`peer pool invite`), in a file, or `-` for stdin; the token may also come in $JOBMESH_TOKEN. Redeemed once: the daemon keeps its credential in its data dir.
-    #[arg(long, value_name = "FILE|-")]
+    #[arg(long, global = true, value_name = "FILE|-")]
     pub(crate) token: Option<PathBuf>,
     /// Join an open pool, without a credential: anyone who reaches the signal-server can join, list and submit. For development only.
-    #[arg(long, env = "JOBMESH_OPEN")]
+    #[arg(long, global = true, env = "JOBMESH_OPEN")]
     pub(crate) open: bool,
     /// For a wss:// signal-server: trust the CA (or self-signed) certificate in this PEM file instead of the system's roots.
-    #[arg(long, env = "JOBMESH_CA")]
+    #[arg(long, global = true, env = "JOBMESH_CA")]
     pub(crate) ca: Option<PathBuf>,
 }
 
@@ -105,7 +129,8 @@ pub(crate) struct PoolDir {
 #[derive(Args, Debug)]
 pub(crate) struct PoolInitArgs {
     /// The pool's name.
-    pub(crate) name: String,
+    #[arg(value_name = "POOL")]
+    pub(crate) pool_name: String,
     #[command(flatten)]
     pub(crate) dir: PoolDir,
     /// Print JSON: {"pool", "pool_key", "key_file"}.
@@ -116,7 +141,8 @@ pub(crate) struct PoolInitArgs {
 #[derive(Args, Debug)]
 pub(crate) struct PoolInviteArgs {
     /// The pool's name.
-    pub(crate) name: String,
+    #[arg(value_name = "POOL")]
+    pub(crate) pool_name: String,
     /// Roles granted, comma separated: worker, submitter, observer.
     #[arg(long, value_delimiter = ',', required = true)]
     pub(crate) role: Vec<String>,
@@ -136,7 +162,8 @@ pub(crate) struct PoolInviteArgs {
 #[derive(Args, Debug)]
 pub(crate) struct PoolRevokeArgs {
     /// The pool's name.
-    pub(crate) name: String,
+    #[arg(value_name = "POOL")]
+    pub(crate) pool_name: String,
     /// A member's public key (`peer id` prints it); repeat for more.
     #[arg(long = "member", value_name = "KEY")]
     pub(crate) members: Vec<String>,
@@ -147,44 +174,17 @@ pub(crate) struct PoolRevokeArgs {
     pub(crate) dir: PoolDir,
 }
 
-/// How a subcommand finds the local daemon (no --signal fallback).
-#[derive(Args, Debug)]
-pub(crate) struct Local {
-    /// Control socket of the daemon [default: per pool and name under $XDG_RUNTIME_DIR or the temp dir].
-    #[arg(long, env = "JOBMESH_CONTROL")]
-    pub(crate) control: Option<PathBuf>,
-    /// Pool of the daemon (finds the default control socket).
-    #[arg(long, env = "JOBMESH_POOL", default_value = "default")]
-    pub(crate) pool: String,
-    /// Name of the daemon (finds the default control socket) [default: host name].
-    #[arg(long, env = "JOBMESH_NAME")]
-    pub(crate) name: Option<String>,
-}
-
-impl Local {
-    pub(crate) fn path(&self) -> PathBuf {
-        self.control.clone().unwrap_or_else(|| {
-            let name = self.name.clone().unwrap_or_else(jobmesh_peer::default_name);
-            control::default_path(&self.pool, &name)
-        })
-    }
-}
-
 #[derive(Args, Debug)]
 pub(crate) struct JobsArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub(crate) json: bool,
-    #[command(flatten)]
-    pub(crate) local: Local,
 }
 
 #[derive(Args, Debug)]
 pub(crate) struct CancelArgs {
     /// The job's id (from `peer jobs` or a submit envelope).
     pub(crate) job_id: uuid::Uuid,
-    #[command(flatten)]
-    pub(crate) local: Local,
 }
 
 #[derive(Args, Debug)]
@@ -192,21 +192,6 @@ pub(crate) struct WatchArgs {
     /// One JSON object a line instead of text.
     #[arg(long)]
     pub(crate) json: bool,
-    #[command(flatten)]
-    pub(crate) local: Local,
-}
-
-/// Where a client subcommand finds the pool: the local daemon, or with
-/// `--signal` and no daemon answering, the pool itself for this one command.
-#[derive(Args, Debug)]
-pub(crate) struct Target {
-    #[command(flatten)]
-    pub(crate) local: Local,
-    /// With no daemon answering, join the pool at this signal-server for this one command.
-    #[arg(long, env = "JOBMESH_SIGNAL")]
-    pub(crate) signal: Option<String>,
-    #[command(flatten)]
-    pub(crate) membership: Membership,
 }
 
 #[derive(Args, Debug)]
@@ -257,8 +242,6 @@ pub(crate) struct SubmitArgs {
     /// the job runs on (fetch its outcome with `peer result JOB_ID`).
     #[arg(long, conflicts_with_all = ["out", "out_dir"])]
     pub(crate) detach: bool,
-    #[command(flatten)]
-    pub(crate) target: Target,
 }
 
 #[derive(Args, Debug)]
@@ -275,21 +258,10 @@ pub(crate) struct ResultArgs {
     /// Print the envelope instead of the result value.
     #[arg(long)]
     pub(crate) json: bool,
-    #[command(flatten)]
-    pub(crate) local: Local,
 }
 
 #[derive(Args, Debug)]
 pub(crate) struct IdArgs {
-    /// The daemon's data dir [default: $XDG_DATA_HOME/jobmesh/POOL/NAME].
-    #[arg(long, env = "JOBMESH_DATA_DIR")]
-    pub(crate) data_dir: Option<PathBuf>,
-    /// Pool of the daemon (finds the default data dir).
-    #[arg(long, env = "JOBMESH_POOL", default_value = "default")]
-    pub(crate) pool: String,
-    /// Name of the daemon (finds the default data dir) [default: host name].
-    #[arg(long, env = "JOBMESH_NAME")]
-    pub(crate) name: Option<String>,
     /// Print JSON: {"peer_id", "public_key", "key_file"}.
     #[arg(long)]
     pub(crate) json: bool,
@@ -300,15 +272,10 @@ pub(crate) struct PeersArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub(crate) json: bool,
-    #[command(flatten)]
-    pub(crate) target: Target,
 }
 
 #[derive(Args, Debug)]
 pub(crate) struct DaemonArgs {
-    /// WebSocket URL of the signal-server.
-    #[arg(long, env = "JOBMESH_SIGNAL", default_value = "ws://127.0.0.1:7070/ws")]
-    pub(crate) signal: String,
     /// Capabilities to run, comma separated (empty: submit only): echo, sleep, or exec handlers from --config.
     #[arg(
         long,
@@ -320,20 +287,9 @@ pub(crate) struct DaemonArgs {
     /// Jobs run at once.
     #[arg(long, env = "JOBMESH_SLOTS", default_value_t = 2)]
     pub(crate) slots: u32,
-    /// Name shown in the pool [default: host name].
-    #[arg(long, env = "JOBMESH_NAME")]
-    pub(crate) name: Option<String>,
-    /// Pool to join [default: the invitation's pool, or "default"].
-    #[arg(long, env = "JOBMESH_POOL")]
-    pub(crate) pool: Option<String>,
-    #[command(flatten)]
-    pub(crate) membership: Membership,
     /// Run CAPABILITY only for these submitters (public keys or peer ids), `CAPABILITY=KEY,KEY`; repeat for more capabilities.
     #[arg(long = "allow", value_name = "CAPABILITY=KEYS")]
     pub(crate) allow: Vec<String>,
-    /// Control socket path [default: per pool and name under $XDG_RUNTIME_DIR or the temp dir].
-    #[arg(long, env = "JOBMESH_CONTROL")]
-    pub(crate) control: Option<PathBuf>,
     /// STUN/TURN server URL (repeatable), e.g. stun:stun.example.org:3478.
     #[arg(
         long = "ice-server",
@@ -370,8 +326,4 @@ pub(crate) struct DaemonArgs {
     /// byte is sent.
     #[arg(long, env = "JOBMESH_SPOOL_GIB", default_value_t = 16)]
     pub(crate) spool_gib: u64,
-    /// Where the daemon keeps its journal (jobs it submitted, until their
-    /// results are fetched or expire) [default: $XDG_DATA_HOME/jobmesh/POOL/NAME].
-    #[arg(long, env = "JOBMESH_DATA_DIR")]
-    pub(crate) data_dir: Option<PathBuf>,
 }

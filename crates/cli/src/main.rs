@@ -13,7 +13,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use clap::Parser;
 use jobmesh_peer::control::{self, Envelope, PeersReply, Request, SubmitOptions};
 use jobmesh_peer::jobs::{JobRecord, WatchEvent};
 use jobmesh_peer::StrategyKind;
@@ -23,12 +22,13 @@ use jobmesh_wire::{Capability, PeerInfo};
 use tokio_util::sync::CancellationToken;
 
 mod args;
+mod locate;
 mod out;
 mod pool;
 mod progress;
 
 use args::{
-    CancelArgs, Cli, Cmd, DaemonArgs, IdArgs, JobsArgs, PeersArgs, ResultArgs, SubmitArgs, Target,
+    CancelArgs, Cli, Cmd, Common, DaemonArgs, IdArgs, JobsArgs, PeersArgs, ResultArgs, SubmitArgs,
     WatchArgs,
 };
 use out::outln;
@@ -37,15 +37,18 @@ use progress::Progress;
 /// Exit code for a usage error (bad flags or arguments).
 const EXIT_USAGE: u8 = 2;
 
+/// The default signal-server of a daemon.
+const DEFAULT_SIGNAL: &str = "ws://127.0.0.1:7070/ws";
+
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match parse() {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
             return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
         }
     };
-    init_tracing(cli.command.is_some(), cli.color.on_stderr());
+    init_tracing(cli.command.is_some(), cli.common.color.on_stderr());
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -53,17 +56,18 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let common = cli.common;
     let result = runtime.block_on(async move {
         match cli.command {
-            Some(Cmd::Submit(args)) => submit(*args).await,
-            Some(Cmd::Peers(args)) => peers(args).await,
-            Some(Cmd::Jobs(args)) => jobs(args).await,
-            Some(Cmd::Cancel(args)) => cancel(args).await,
-            Some(Cmd::Result(args)) => result(args).await,
-            Some(Cmd::Watch(args)) => watch(args).await,
-            Some(Cmd::Id(args)) => id(args),
+            Some(Cmd::Submit(args)) => submit(*args, &common).await,
+            Some(Cmd::Peers(args)) => peers(args, &common).await,
+            Some(Cmd::Jobs(args)) => jobs(args, &common).await,
+            Some(Cmd::Cancel(args)) => cancel(args, &common).await,
+            Some(Cmd::Result(args)) => result(args, &common).await,
+            Some(Cmd::Watch(args)) => watch(args, &common).await,
+            Some(Cmd::Id(args)) => id(args, common),
             Some(Cmd::Pool(cmd)) => pool::run(cmd),
-            None => daemon(cli.daemon).await,
+            None => daemon(cli.daemon, common).await,
         }
     });
     match result {
@@ -73,6 +77,29 @@ fn main() -> ExitCode {
             ExitCode::from(EXIT_USAGE)
         }
     }
+}
+
+/// The command line, with the daemon's own flags refused beside a
+/// subcommand: `peer --capabilities echo submit ...` would otherwise drop
+/// them without a word. (Shared flags may come before or after a subcommand.)
+fn parse() -> Result<Cli, clap::Error> {
+    use clap::parser::ValueSource;
+    use clap::{Args, CommandFactory, FromArgMatches};
+    let mut command = Cli::command();
+    let matches = command.try_get_matches_from_mut(std::env::args_os())?;
+    if let Some((sub, _)) = matches.subcommand() {
+        let daemon_only = DaemonArgs::augment_args(clap::Command::new("daemon"));
+        for arg in daemon_only.get_arguments() {
+            if matches.value_source(arg.get_id().as_str()) == Some(ValueSource::CommandLine) {
+                let flag = arg.get_long().unwrap_or(arg.get_id().as_str());
+                return Err(command.error(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    format!("--{flag} is a flag of the daemon (`peer --{flag} ...`), not of `peer {sub}`"),
+                ));
+            }
+        }
+    }
+    Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut command))
 }
 
 fn init_tracing(client: bool, color: bool) {
@@ -147,20 +174,21 @@ fn parse_allow(
     Ok(allow)
 }
 
-async fn daemon(args: DaemonArgs) -> anyhow::Result<u8> {
+async fn daemon(args: DaemonArgs, common: Common) -> anyhow::Result<u8> {
     let (capabilities, handlers) = parse_capabilities(&args.capabilities, args.config.as_deref())?;
-    let name = args.name.unwrap_or_else(jobmesh_peer::default_name);
+    let name = common.name.unwrap_or_else(jobmesh_peer::default_name);
     let (membership, pool) = pool::membership(
-        &args.membership,
-        args.pool.as_deref(),
-        args.data_dir.as_deref(),
+        &common.membership,
+        common.pool.as_deref(),
+        common.data_dir.as_deref(),
     )?;
-    let control_path = args
+    let control_path = common
         .control
         .unwrap_or_else(|| control::default_path(&pool, &name));
-    let mut config = DaemonConfig::new(args.signal, name.clone(), pool);
+    let signal = common.signal.unwrap_or_else(|| DEFAULT_SIGNAL.to_owned());
+    let mut config = DaemonConfig::new(signal.clone(), name.clone(), pool);
     config.membership = membership;
-    config.ca.clone_from(&args.membership.ca);
+    config.ca.clone_from(&common.membership.ca);
     config.allow = parse_allow(&args.allow)?;
     if args.slots == 0 && !capabilities.is_empty() {
         bail!(
@@ -195,7 +223,7 @@ async fn daemon(args: DaemonArgs) -> anyhow::Result<u8> {
     config.blobs.spool =
         jobmesh_peer::SpoolLimits::from_total(args.spool_gib.saturating_mul(1 << 30));
     config.spool_dir = args.spool_dir;
-    config.data_dir = Some(data_dir(args.data_dir, &config.pool, &name)?);
+    config.data_dir = Some(data_dir(common.data_dir, &config.pool, &name)?);
     config.rtc = RtcConfig {
         ice_servers: args.ice_servers,
         ..RtcConfig::default()
@@ -210,7 +238,25 @@ async fn daemon(args: DaemonArgs) -> anyhow::Result<u8> {
         handlers,
         strategy: None,
     };
+    let pool = config.pool.clone();
     let handle = jobmesh_peer::spawn_with(config, ext, shutdown.clone())?;
+    // Client commands find this daemon by its record, whatever its socket.
+    let record = control::running::announce(
+        &control::runtime_dir(),
+        &control::running::Running {
+            pid: std::process::id(),
+            pool,
+            name: name.clone(),
+            signal,
+            control: control_path.clone(),
+            started_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        },
+    );
+    if let Err(e) = &record {
+        eprintln!("warning: cannot record this daemon in the runtime dir ({e}): client commands will need --control to find it");
+    }
     on_signals(shutdown.clone())?;
     let control_cancel = CancellationToken::new();
     tokio::spawn(control::serve(
@@ -234,6 +280,7 @@ async fn daemon(args: DaemonArgs) -> anyhow::Result<u8> {
         }
     };
     control_cancel.cancel();
+    drop(record);
     let _ = std::fs::remove_file(&control_path);
     Ok(code)
 }
@@ -268,31 +315,21 @@ enum Via {
     Ephemeral(Box<PeerHandle>),
 }
 
-async fn connect(target: &Target) -> anyhow::Result<Via> {
-    let explicit = target.local.control.is_some();
-    let path = target.local.path();
-    if tokio::net::UnixStream::connect(&path).await.is_ok() {
-        return Ok(Via::Control(path));
-    }
-    let Some(url) = target.signal.clone().filter(|_| !explicit) else {
-        if explicit {
-            bail!(
-                "no peer daemon answers on {}; start one with `peer --control {}`",
-                path.display(),
-                path.display()
-            );
-        }
+async fn connect(common: &Common) -> anyhow::Result<Via> {
+    let looked = match locate::daemon(common).await? {
+        locate::Found::Daemon(path) => return Ok(Via::Control(path)),
+        locate::Found::Nothing(looked) => looked,
+    };
+    let Some(url) = common.signal.clone() else {
         bail!(
-            "no peer daemon answers on {}; start one (`peer --capabilities ...`) or pass --signal ws://HOST:PORT/ws",
-            path.display()
+            "{looked}; start one (`peer --capabilities ...`), or pass --signal ws://HOST:PORT/ws to join the pool for this one command"
         );
     };
     let name = format!("submit-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    let pool = &target.local.pool;
-    let (membership, pool) = pool::membership(&target.membership, Some(pool), None)?;
-    let mut config = DaemonConfig::new(url.clone(), name, pool);
+    let (membership, pool) = pool::membership(&common.membership, common.pool.as_deref(), None)?;
+    let mut config = DaemonConfig::new(url.clone(), name, pool.clone());
     config.membership = membership;
-    config.ca.clone_from(&target.membership.ca);
+    config.ca.clone_from(&common.membership.ca);
     config.slots = 0;
     config.grace = Duration::from_secs(1);
     // One command: a server that cannot be reached is reported at once.
@@ -301,7 +338,7 @@ async fn connect(target: &Target) -> anyhow::Result<Via> {
     handle
         .wait_pool(Duration::from_secs(10), |s| s.synced)
         .await
-        .with_context(|| format!("cannot join pool {:?}", target.local.pool))?;
+        .with_context(|| format!("cannot join pool {pool:?}"))?;
     Ok(Via::Ephemeral(Box::new(handle)))
 }
 
@@ -312,7 +349,7 @@ async fn finish(via: Via) {
     }
 }
 
-async fn submit(args: SubmitArgs) -> anyhow::Result<u8> {
+async fn submit(args: SubmitArgs, common: &Common) -> anyhow::Result<u8> {
     let capability = Capability::new(&args.capability).context("capability")?;
     let mut input: serde_json::Value =
         serde_json::from_str(&args.input).context("--input is not valid JSON")?;
@@ -363,7 +400,7 @@ async fn submit(args: SubmitArgs) -> anyhow::Result<u8> {
     };
     let job_options = options.to_options().map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut progress = Progress::new(args.json);
-    let via = connect(&args.target).await?;
+    let via = connect(common).await?;
     let envelope = match &via {
         Via::Control(path) if args.detach => {
             let req = Request::Submit {
@@ -528,8 +565,8 @@ fn add_params(input: &mut serde_json::Value, params: &[String]) -> anyhow::Resul
     Ok(())
 }
 
-async fn jobs(args: JobsArgs) -> anyhow::Result<u8> {
-    let v = control::request(&args.local.path(), &Request::Jobs).await?;
+async fn jobs(args: JobsArgs, common: &Common) -> anyhow::Result<u8> {
+    let v = control::request(&locate::required(common).await?, &Request::Jobs).await?;
     if args.json {
         outln!("{}", serde_json::to_string_pretty(&v["jobs"])?);
         return Ok(0);
@@ -564,9 +601,9 @@ async fn jobs(args: JobsArgs) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-async fn cancel(args: CancelArgs) -> anyhow::Result<u8> {
+async fn cancel(args: CancelArgs, common: &Common) -> anyhow::Result<u8> {
     let v = control::request(
-        &args.local.path(),
+        &locate::required(common).await?,
         &Request::Cancel {
             job_id: args.job_id,
         },
@@ -591,9 +628,10 @@ fn data_dir(given: Option<PathBuf>, pool: &str, name: &str) -> anyhow::Result<Pa
         .context("no data dir: set --data-dir (neither XDG_DATA_HOME nor HOME is set)")
 }
 
-fn id(args: IdArgs) -> anyhow::Result<u8> {
-    let name = args.name.unwrap_or_else(jobmesh_peer::default_name);
-    let dir = data_dir(args.data_dir, &args.pool, &name)?;
+fn id(args: IdArgs, common: Common) -> anyhow::Result<u8> {
+    let name = common.name.unwrap_or_else(jobmesh_peer::default_name);
+    let pool = common.pool.unwrap_or_else(|| "default".into());
+    let dir = data_dir(common.data_dir, &pool, &name)?;
     let identity = jobmesh_peer::store::identity(&dir).map_err(anyhow::Error::msg)?;
     let key_file = dir.join(jobmesh_identity::KEY_FILE);
     if args.json {
@@ -611,7 +649,7 @@ fn id(args: IdArgs) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-async fn result(args: ResultArgs) -> anyhow::Result<u8> {
+async fn result(args: ResultArgs, common: &Common) -> anyhow::Result<u8> {
     let cwd = std::env::current_dir().context("current directory")?;
     let out_dir = args.out_dir.map(|d| cwd.join(d));
     if let Some(d) = &out_dir {
@@ -623,7 +661,7 @@ async fn result(args: ResultArgs) -> anyhow::Result<u8> {
         out: args.out.map(|o| cwd.join(o)),
         out_dir,
     };
-    let v = match control::request(&args.local.path(), &req).await {
+    let v = match control::request(&locate::required(common).await?, &req).await {
         Ok(v) => v,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -665,9 +703,9 @@ fn print_failure(envelope: &Envelope) {
     );
 }
 
-async fn watch(args: WatchArgs) -> anyhow::Result<u8> {
+async fn watch(args: WatchArgs, common: &Common) -> anyhow::Result<u8> {
     let json = args.json;
-    control::watch_stream(&args.local.path(), |v| {
+    control::watch_stream(&locate::required(common).await?, |v| {
         if json {
             outln!("{v}");
         } else if let Some(n) = v.get("lagged") {
@@ -696,8 +734,8 @@ async fn watch(args: WatchArgs) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-async fn peers(args: PeersArgs) -> anyhow::Result<u8> {
-    let via = connect(&args.target).await?;
+async fn peers(args: PeersArgs, common: &Common) -> anyhow::Result<u8> {
+    let via = connect(common).await?;
     let reply: PeersReply = match &via {
         Via::Control(path) => {
             serde_json::from_value(control::request(path, &Request::Peers).await?)?

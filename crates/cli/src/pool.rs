@@ -128,25 +128,25 @@ fn owner(dir: &PoolDir, pool: &str) -> anyhow::Result<Identity> {
 }
 
 fn init(args: PoolInitArgs) -> anyhow::Result<u8> {
-    let path = key_file(&args.dir, &args.name)?;
+    let path = key_file(&args.dir, &args.pool_name)?;
     let dir = path.parent().context("the key file's directory")?;
     create_private_dir(dir)?;
     let owner = Identity::generate();
     owner
-        .store_as(&path, &format!("owner key of pool {}", args.name))
+        .store_as(&path, &format!("owner key of pool {}", args.pool_name))
         .with_context(|| {
             format!(
                 "cannot create {} (does pool {:?} exist already?)",
                 path.display(),
-                args.name
+                args.pool_name
             )
         })?;
     let key = owner.public();
     if args.json {
-        let out = serde_json::json!({"pool": args.name, "pool_key": key, "key_file": path});
+        let out = serde_json::json!({"pool": args.pool_name, "pool_key": key, "key_file": path});
         outln!("{out}");
     } else {
-        let n = &args.name;
+        let n = &args.pool_name;
         outln!(
             "pool {n} created; its owner key is {} (keep it secret, back it up)",
             path.display()
@@ -169,7 +169,7 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
 }
 
 fn invite(args: PoolInviteArgs) -> anyhow::Result<u8> {
-    let owner = owner(&args.dir, &args.name)?;
+    let owner = owner(&args.dir, &args.pool_name)?;
     let roles = args
         .role
         .iter()
@@ -186,7 +186,7 @@ fn invite(args: PoolInviteArgs) -> anyhow::Result<u8> {
         jobmesh_wire::Capability::new(c).context("--capabilities")?;
     }
     let expires = jobmesh_peer::store::unix_now().saturating_add(args.expires.as_secs());
-    let invitation = Invitation::mint(&owner, &args.name, roles, capabilities, expires)
+    let invitation = Invitation::mint(&owner, &args.pool_name, roles, capabilities, expires)
         .context("the invitation")?;
     let token = invitation.to_token();
     match &args.out {
@@ -194,7 +194,7 @@ fn invite(args: PoolInviteArgs) -> anyhow::Result<u8> {
             write_private(path, format!("{}\n", token.as_str()).as_bytes())?;
             eprintln!(
                 "invitation to pool {} written to {} (invitation key {}, expires at {expires}); hand it over privately: anyone holding it can join",
-                args.name,
+                args.pool_name,
                 path.display(),
                 invitation.key()
             );
@@ -211,37 +211,43 @@ fn invite(args: PoolInviteArgs) -> anyhow::Result<u8> {
 }
 
 fn revoke(args: PoolRevokeArgs) -> anyhow::Result<u8> {
-    let owner = owner(&args.dir, &args.name)?;
+    let owner = owner(&args.dir, &args.pool_name)?;
     let keys = |raw: &[String], flag: &str| {
         raw.iter()
             .map(|k| k.trim().parse::<PublicKey>())
             .collect::<Result<Vec<_>, _>>()
             .with_context(|| format!("--{flag}"))
     };
-    let path = key_file(&args.dir, &args.name)?.with_extension("revoked.json");
+    let path = key_file(&args.dir, &args.pool_name)?.with_extension("revoked.json");
     let mut list = match std::fs::read(&path) {
         Ok(bytes) => {
             let list: Revocations = serde_json::from_slice(&bytes)
                 .with_context(|| format!("{} is not a revocation list", path.display()))?;
-            list.verify(&args.name, &owner.public())
+            list.verify(&args.pool_name, &owner.public())
                 .with_context(|| format!("{}", path.display()))?;
             list
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            Revocations::sign(&owner, &args.name, 0, Vec::new(), Vec::new())?
+            Revocations::sign(&owner, &args.pool_name, 0, Vec::new(), Vec::new())?
         }
         Err(e) => return Err(e).context(format!("reading {}", path.display())),
     };
     list.invites.extend(keys(&args.invites, "invite")?);
     list.members.extend(keys(&args.members, "member")?);
-    let list = Revocations::sign(&owner, &args.name, list.seq + 1, list.invites, list.members)?;
+    let list = Revocations::sign(
+        &owner,
+        &args.pool_name,
+        list.seq + 1,
+        list.invites,
+        list.members,
+    )?;
     let json = serde_json::to_vec_pretty(&list).context("encoding the list")?;
     write_private(&path, &json)?;
     outln!("{}", path.display());
     eprintln!(
         "revocation list {} of pool {}: {} invitations, {} members",
         list.seq,
-        args.name,
+        args.pool_name,
         list.invites.len(),
         list.members.len()
     );

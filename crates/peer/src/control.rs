@@ -56,6 +56,7 @@ pub const MAX_CONTROL_CONNECTIONS: usize = 64;
 /// Requests in flight on one session.
 pub const MAX_SESSION_REQUESTS: usize = 16_384;
 
+pub mod running;
 mod session;
 pub use crate::envelope::{save_blobs, BlobInfo, Envelope, SubmitOptions, WorkerRef};
 pub use session::Session;
@@ -230,15 +231,21 @@ pub const FIRST_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from
 /// Pause after a failed accept (out of file descriptors, say).
 const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// Where a daemon of `pool`/`name` listens when no `--control` is given:
-/// `$XDG_RUNTIME_DIR/jobmesh/POOL-NAME.sock`, else `$TMPDIR/jobmesh-UID/POOL-NAME.sock`.
-pub fn default_path(pool: &str, name: &str) -> PathBuf {
+/// This user's runtime directory for jobmesh: default control sockets and
+/// the records of running daemons ([`running`]). `$XDG_RUNTIME_DIR/jobmesh`,
+/// else `$TMPDIR/jobmesh-UID`.
+pub fn runtime_dir() -> PathBuf {
     // `dirs::runtime_dir`: `$XDG_RUNTIME_DIR` when it is an absolute path.
-    let dir = match dirs::runtime_dir() {
+    match dirs::runtime_dir() {
         Some(d) => d.join("jobmesh"),
         None => std::env::temp_dir().join(format!("jobmesh-{}", my_uid())),
-    };
-    dir.join(format!("{pool}-{name}.sock"))
+    }
+}
+
+/// Where a daemon of `pool`/`name` listens when no `--control` is given:
+/// `POOL-NAME.sock` in [`runtime_dir`].
+pub fn default_path(pool: &str, name: &str) -> PathBuf {
+    runtime_dir().join(format!("{pool}-{name}.sock"))
 }
 
 /// Binds the control socket (creating its directory 0700, the socket 0600).

@@ -102,8 +102,9 @@ impl Proc {
 }
 
 /// The `peer` binary with the environment that would redirect it removed,
-/// and a default data dir under the temp dir, never the user's home (tests
-/// that restart a daemon pass their own `--data-dir`).
+/// and a default data dir and runtime dir under the temp dir, never the
+/// user's (tests that restart a daemon pass their own `--data-dir`; daemons
+/// of tests never show up among a user's running daemons).
 pub fn peer(args: &[&str]) -> std::process::Command {
     peer_at(None, args)
 }
@@ -130,6 +131,10 @@ fn peer_at(ns: Option<&Namespace>, args: &[&str]) -> std::process::Command {
         .env(
             "XDG_DATA_HOME",
             std::env::temp_dir().join("jobmesh-test-data"),
+        )
+        .env(
+            "XDG_RUNTIME_DIR",
+            std::env::temp_dir().join("jobmesh-test-run"),
         );
     c
 }
@@ -137,6 +142,18 @@ fn peer_at(ns: Option<&Namespace>, args: &[&str]) -> std::process::Command {
 /// Runs `peer` to completion.
 pub fn run_peer(args: &[&str]) -> std::process::Output {
     peer(args).output().expect("run peer")
+}
+
+/// Runs `peer` to completion as on another machine: with a runtime dir where
+/// no daemon runs, so a client command cannot use this machine's daemons.
+pub fn run_peer_elsewhere(args: &[&str]) -> std::process::Output {
+    peer(args)
+        .env(
+            "XDG_RUNTIME_DIR",
+            std::env::temp_dir().join("jobmesh-test-elsewhere"),
+        )
+        .output()
+        .expect("run peer")
 }
 
 /// Runs `peer result JOB_ID --json --control SOCK` (plus `extra` flags)
@@ -267,7 +284,7 @@ pub fn daemon_in(
 
 /// Adds [`daemon`]'s flags (but `--no-self-dispatch`) to `cmd` (a `peer`
 /// command) and spawns it.
-fn spawn_daemon(
+pub fn spawn_daemon(
     mut cmd: std::process::Command,
     url: &str,
     pool: &str,
