@@ -256,3 +256,134 @@ fn client_commands_find_the_running_daemon_without_control() {
         "{stderr}"
     );
 }
+
+/// `peer jobs` lines up (the CAPABILITY column drifted), names workers
+/// instead of showing their ids, `peer result` and `peer cancel` take the
+/// short ids it shows, `peer peers` says each peer's state, and `peer watch`
+/// prints times people read (it printed epoch milliseconds).
+#[tokio::test]
+async fn tables_name_workers_and_short_ids_are_accepted() {
+    let (_server, url) = jobmesh_testkit::process::signal_server();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _worker = jobmesh_testkit::process::daemon(&url, "tables", "w1", "echo", dir.path(), &[]);
+    let _submitter = jobmesh_testkit::process::daemon(&url, "tables", "s", "", dir.path(), &[]);
+    let sock_path = dir.path().join("s.sock");
+    let sock = sock_path.to_str().expect("utf-8");
+    jobmesh_testkit::process::wait_capable(&sock_path, "echo", 1).await;
+    let run = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--control", sock]);
+        let out = peer(&all).output().expect("peer runs");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{args:?}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+
+    // A watcher from before the job: its lines start with a time of day.
+    let mut watcher = peer(&["watch", "--control", sock])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("peer watch runs");
+    let lines = {
+        use std::io::BufRead;
+        let stdout = watcher.stdout.take().expect("piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        rx
+    };
+
+    let job = run(&["submit", "echo", "--input", r#"{"x":1}"#, "--detach"]);
+    let job = job.trim();
+    let short = &job[..8];
+    let result = {
+        let mut out = String::new();
+        jobmesh_testkit::eventually("the job's result by its short id", || {
+            let o = peer(&["result", short, "--control", sock])
+                .output()
+                .expect("peer runs");
+            out = String::from_utf8_lossy(&o.stdout).into_owned();
+            o.status.success()
+        })
+        .await;
+        out
+    };
+    assert_eq!(result.trim(), r#"{"x":1}"#);
+
+    let table = run(&["jobs"]);
+    let mut rows = table.lines();
+    let header = rows.next().expect("a header");
+    let row = rows
+        .find(|l| l.starts_with(short))
+        .unwrap_or_else(|| panic!("the job's row: {table}"));
+    let column = |line: &str, word: &str| line.find(word).expect(word);
+    assert_eq!(column(header, "CAPABILITY"), column(row, "echo"), "{table}");
+    assert_eq!(
+        column(header, "WORKER"),
+        column(row, "w1"),
+        "by name: {table}"
+    );
+
+    let peers = run(&["peers"]);
+    assert!(
+        peers.lines().next().is_some_and(|h| h.contains("STATE")),
+        "{peers}"
+    );
+    assert!(
+        peers
+            .lines()
+            .any(|l| l.starts_with("w1") && l.contains("ready")),
+        "{peers}"
+    );
+
+    let mut saw = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !saw.iter().any(|l: &String| l.contains("finished")) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(l) => saw.push(l),
+            Err(e) => panic!("no finished event from peer watch ({e}): {saw:?}"),
+        }
+    }
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+    for l in &saw {
+        let time = l.split_whitespace().next().unwrap_or_default();
+        assert!(
+            time.len() == 13 && time.ends_with('Z') && time.as_bytes()[2] == b':',
+            "a time of day, not epoch ms: {l}"
+        );
+        assert!(l.contains(short), "{l}");
+    }
+    assert!(
+        saw.iter()
+            .any(|l| l.contains("started") && l.ends_with("w1")),
+        "workers by name: {saw:?}"
+    );
+
+    // Not an id at all, and a prefix nothing has.
+    let out = peer(&["cancel", "zz", "--control", sock])
+        .output()
+        .expect("peer runs");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a job id"));
+    let out = peer(&["cancel", "ffff0000", "--control", sock])
+        .output()
+        .expect("peer runs");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no job of this daemon starts with"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -183,8 +183,8 @@ pub(crate) struct JobsArgs {
 
 #[derive(Args, Debug)]
 pub(crate) struct CancelArgs {
-    /// The job's id (from `peer jobs` or a submit envelope).
-    pub(crate) job_id: uuid::Uuid,
+    /// The job's id, or any unique prefix of it (`peer jobs` shows 8 characters).
+    pub(crate) job_id: String,
 }
 
 #[derive(Args, Debug)]
@@ -246,8 +246,8 @@ pub(crate) struct SubmitArgs {
 
 #[derive(Args, Debug)]
 pub(crate) struct ResultArgs {
-    /// The job's id (printed by `peer submit --detach`).
-    pub(crate) job_id: uuid::Uuid,
+    /// The job's id (printed by `peer submit --detach`), or any unique prefix of it.
+    pub(crate) job_id: String,
     /// Where the result's first blob is written.
     #[arg(long, value_name = "PATH")]
     pub(crate) out: Option<PathBuf>,

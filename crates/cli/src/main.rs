@@ -26,6 +26,7 @@ mod locate;
 mod out;
 mod pool;
 mod progress;
+mod table;
 
 use args::{
     CancelArgs, Cli, Cmd, Common, DaemonArgs, IdArgs, JobsArgs, PeersArgs, ResultArgs, SubmitArgs,
@@ -566,54 +567,117 @@ fn add_params(input: &mut serde_json::Value, params: &[String]) -> anyhow::Resul
 }
 
 async fn jobs(args: JobsArgs, common: &Common) -> anyhow::Result<u8> {
-    let v = control::request(&locate::required(common).await?, &Request::Jobs).await?;
+    let path = locate::required(common).await?;
+    let v = control::request(&path, &Request::Jobs).await?;
     if args.json {
         outln!("{}", serde_json::to_string_pretty(&v["jobs"])?);
         return Ok(0);
     }
     let jobs: Vec<JobRecord> = serde_json::from_value(v["jobs"].clone())?;
+    let names = member_names(&path).await;
+    let rows = jobs
+        .into_iter()
+        .map(|j| {
+            vec![
+                short(&j.job_id.to_string()).to_owned(),
+                j.capability.to_string(),
+                j.state,
+                j.worker
+                    .as_deref()
+                    .map_or("-".into(), |w| worker_label(&names, w)),
+                j.attempts.to_string(),
+                table::duration(j.queued_ms),
+                table::duration(j.run_ms),
+                table::duration(j.total_ms),
+            ]
+        })
+        .collect();
     outln!(
-        "{:<36} {:<10} {:<10} {:<9} {:>3} {:>8} {:>8} {:>8}",
-        "JOB",
-        "CAPABILITY",
-        "STATE",
-        "WORKER",
-        "ATT",
-        "QUEUED",
-        "RUN",
-        "TOTAL"
+        "{}",
+        table::render(
+            &[
+                "JOB",
+                "CAPABILITY",
+                "STATE",
+                "WORKER",
+                "ATTEMPTS",
+                "QUEUED",
+                "RUN",
+                "TOTAL"
+            ],
+            rows,
+            &[4, 5, 6, 7],
+        )
     );
-    let ms = |v: Option<u64>| v.map_or("-".to_owned(), |v| format!("{v}ms"));
-    for j in jobs {
-        let worker = j.worker.as_deref().map_or("-", |w| &w[..w.len().min(8)]);
-        outln!(
-            "{:<36} {:<10} {:<10} {:<9} {:>3} {:>8} {:>8} {:>8}",
-            j.job_id,
-            j.capability,
-            j.state,
-            worker,
-            j.attempts,
-            ms(j.queued_ms),
-            ms(j.run_ms),
-            ms(j.total_ms)
-        );
-    }
     Ok(0)
 }
 
+/// The first 8 characters of an id: what tables show, and enough for
+/// `peer result` and `peer cancel` (any unique prefix is).
+fn short(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
+}
+
+/// The names of the pool's members by id, from the daemon's view.
+async fn member_names(path: &std::path::Path) -> HashMap<String, String> {
+    let Ok(reply) = control::request(path, &Request::Peers)
+        .await
+        .map_err(anyhow::Error::from)
+        .and_then(|v| Ok(serde_json::from_value::<PeersReply>(v)?))
+    else {
+        return HashMap::new();
+    };
+    std::iter::once(reply.me)
+        .chain(reply.peers)
+        .map(|p| (p.id.to_string(), p.name))
+        .collect()
+}
+
+/// A worker by name, or by its short id once it has left the pool.
+fn worker_label(names: &HashMap<String, String>, id: &str) -> String {
+    names
+        .get(id)
+        .cloned()
+        .unwrap_or_else(|| short(id).to_owned())
+}
+
+/// The job a user means by `given`: a whole id, or a unique prefix of one
+/// of the daemon's live and recent jobs (as git takes commits).
+async fn resolve_job(path: &std::path::Path, given: &str) -> anyhow::Result<uuid::Uuid> {
+    if let Ok(id) = given.parse::<uuid::Uuid>() {
+        return Ok(id);
+    }
+    let prefix = given.to_ascii_lowercase();
+    if prefix.len() < 4 || !prefix.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+        bail!("{given:?} is not a job id: give the id, or at least its first 4 characters (`peer jobs` lists them)");
+    }
+    let v = control::request(path, &Request::Jobs).await?;
+    let jobs: Vec<JobRecord> = serde_json::from_value(v["jobs"].clone())?;
+    let mut found: Vec<uuid::Uuid> = jobs
+        .iter()
+        .map(|j| j.job_id)
+        .filter(|id| id.to_string().starts_with(&prefix))
+        .collect();
+    found.dedup();
+    match found.as_slice() {
+        [one] => Ok(*one),
+        [] => bail!("no job of this daemon starts with {given:?} (`peer jobs` lists its live and last 1,000 jobs; older ones need the whole id)"),
+        many => {
+            let list: Vec<String> = many.iter().map(ToString::to_string).collect();
+            bail!("{given:?} is ambiguous: it starts {}; give more characters", list.join(", "))
+        }
+    }
+}
+
 async fn cancel(args: CancelArgs, common: &Common) -> anyhow::Result<u8> {
-    let v = control::request(
-        &locate::required(common).await?,
-        &Request::Cancel {
-            job_id: args.job_id,
-        },
-    )
-    .await?;
+    let path = locate::required(common).await?;
+    let job_id = resolve_job(&path, &args.job_id).await?;
+    let v = control::request(&path, &Request::Cancel { job_id }).await?;
     if v["cancelled"].as_bool() == Some(true) {
-        outln!("cancelled {}", args.job_id);
+        outln!("cancelled {job_id}");
         Ok(0)
     } else {
-        eprintln!("job {} is not live on this daemon (finished, or never submitted here); `peer jobs` lists them", args.job_id);
+        eprintln!("job {job_id} is not live on this daemon (finished, or never submitted here); `peer jobs` lists them");
         Ok(1)
     }
 }
@@ -625,7 +689,7 @@ const EXIT_UNFINISHED: u8 = 4;
 fn data_dir(given: Option<PathBuf>, pool: &str, name: &str) -> anyhow::Result<PathBuf> {
     given
         .or_else(|| jobmesh_peer::store::default_data_dir(pool, name))
-        .context("no data dir: set --data-dir (neither XDG_DATA_HOME nor HOME is set)")
+        .context("no data dir: set --data-dir (no XDG_DATA_HOME and no home directory)")
 }
 
 fn id(args: IdArgs, common: Common) -> anyhow::Result<u8> {
@@ -656,12 +720,14 @@ async fn result(args: ResultArgs, common: &Common) -> anyhow::Result<u8> {
         std::fs::create_dir_all(d)
             .with_context(|| format!("cannot create --out-dir {}", d.display()))?;
     }
+    let path = locate::required(common).await?;
+    let job_id = resolve_job(&path, &args.job_id).await?;
     let req = Request::Result {
-        job_id: args.job_id,
+        job_id,
         out: args.out.map(|o| cwd.join(o)),
         out_dir,
     };
-    let v = match control::request(&locate::required(common).await?, &req).await {
+    let v = match control::request(&path, &req).await {
         Ok(v) => v,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -673,8 +739,7 @@ async fn result(args: ResultArgs, common: &Common) -> anyhow::Result<u8> {
             outln!("{v}");
         } else {
             eprintln!(
-                "job {} is {} (attempt {}); try again later",
-                args.job_id,
+                "job {job_id} is {} (attempt {}); try again later",
                 v["status"].as_str().unwrap_or("?"),
                 v["attempts"]
             );
@@ -704,33 +769,45 @@ fn print_failure(envelope: &Envelope) {
 }
 
 async fn watch(args: WatchArgs, common: &Common) -> anyhow::Result<u8> {
-    let json = args.json;
-    control::watch_stream(&locate::required(common).await?, |v| {
-        if json {
+    let path = locate::required(common).await?;
+    let mut events = control::subscribe(&path).await?;
+    let mut names = HashMap::new();
+    // A worker not yet named is looked up once (it joined after the start).
+    let mut asked: HashSet<String> = HashSet::new();
+    while let Some(v) = events.next().await? {
+        if args.json {
             outln!("{v}");
-        } else if let Some(n) = v.get("lagged") {
-            outln!("(missed {n} events)");
-        } else {
-            let extra = match v["event"].as_str() {
-                Some("dispatched" | "started") => {
-                    v["worker"].as_str().map(|w| w[..w.len().min(8)].to_owned())
-                }
-                Some("progress") => v["progress"]["percent"].as_u64().map(|p| format!("{p}%")),
-                Some("finished") => v["state"].as_str().map(str::to_owned),
-                Some("retrying") => v["error"].as_str().map(str::to_owned),
-                _ => None,
-            };
-            outln!(
-                "{} {} {:<10} {}",
-                v["at_ms"],
-                v["job_id"].as_str().unwrap_or_default(),
-                v["event"].as_str().unwrap_or_default(),
-                extra.unwrap_or_default()
-            );
+            continue;
         }
-        true
-    })
-    .await?;
+        if let Some(n) = v.get("lagged") {
+            outln!("(missed {n} events)");
+            continue;
+        }
+        let worker = match v["worker"].as_str() {
+            Some(w) => {
+                if !names.contains_key(w) && asked.insert(w.to_owned()) {
+                    names = member_names(&path).await;
+                }
+                Some(worker_label(&names, w))
+            }
+            None => None,
+        };
+        let extra = match v["event"].as_str() {
+            Some("queued") => v["capability"].as_str().map(str::to_owned),
+            Some("dispatched" | "started") => worker,
+            Some("progress") => v["progress"]["percent"].as_u64().map(|p| format!("{p}%")),
+            Some("finished") => v["state"].as_str().map(str::to_owned),
+            Some("retrying") => v["error"].as_str().map(str::to_owned),
+            _ => None,
+        };
+        outln!(
+            "{}  {}  {:<10}  {}",
+            v["at_ms"].as_u64().map_or("-".into(), table::time_of_day),
+            short(v["job_id"].as_str().unwrap_or_default()),
+            v["event"].as_str().unwrap_or_default(),
+            extra.unwrap_or_default()
+        );
+    }
     Ok(0)
 }
 
@@ -747,19 +824,18 @@ async fn peers(args: PeersArgs, common: &Common) -> anyhow::Result<u8> {
         outln!("{}", serde_json::to_string_pretty(&reply)?);
         return Ok(0);
     }
-    outln!(
-        "{:<20} {:<9} {:<24} {:>5} {:>7} {:>6}",
-        "NAME",
-        "ID",
-        "CAPABILITIES",
-        "SLOTS",
-        "RUNNING",
-        "QUEUED"
-    );
     let row = |p: &PeerInfo, me: bool| {
         let caps: Vec<&str> = p.capabilities.iter().map(Capability::as_str).collect();
-        outln!(
-            "{:<20} {:<9} {:<24} {:>5} {:>7} {:>6}",
+        let state = if p.stats.draining {
+            "draining"
+        } else if p.stats.slots == 0 {
+            "submits"
+        } else if p.stats.running >= p.stats.slots {
+            "busy"
+        } else {
+            "ready"
+        };
+        vec![
             format!("{}{}", p.name, if me { " (me)" } else { "" }),
             p.id.short(),
             if caps.is_empty() {
@@ -767,15 +843,31 @@ async fn peers(args: PeersArgs, common: &Common) -> anyhow::Result<u8> {
             } else {
                 caps.join(",")
             },
-            p.stats.slots,
-            p.stats.running,
-            p.stats.queued
-        );
+            state.to_owned(),
+            p.stats.slots.to_string(),
+            p.stats.running.to_string(),
+            p.stats.queued.to_string(),
+        ]
     };
-    row(&reply.me, true);
-    for p in &reply.peers {
-        row(p, false);
-    }
+    let rows = std::iter::once(row(&reply.me, true))
+        .chain(reply.peers.iter().map(|p| row(p, false)))
+        .collect();
+    outln!(
+        "{}",
+        table::render(
+            &[
+                "NAME",
+                "ID",
+                "CAPABILITIES",
+                "STATE",
+                "SLOTS",
+                "RUNNING",
+                "QUEUED"
+            ],
+            rows,
+            &[4, 5, 6],
+        )
+    );
     if !reply.connected {
         eprintln!("note: this daemon is not connected to the signal-server; the list may be stale");
     }

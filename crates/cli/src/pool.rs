@@ -92,14 +92,9 @@ fn warn_if_exposed(path: &Path) {
 fn pool_dir(dir: &PoolDir) -> anyhow::Result<PathBuf> {
     dir.pool_dir
         .clone()
-        .or_else(|| {
-            std::env::var_os("XDG_CONFIG_HOME")
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
-                .map(|c| c.join("jobmesh").join("pools"))
-        })
-        .context("no pool dir: set --pool-dir (neither XDG_CONFIG_HOME nor HOME is set)")
+        // `$XDG_CONFIG_HOME`, else `~/.config`.
+        .or_else(|| dirs::config_dir().map(|c| c.join("jobmesh").join("pools")))
+        .context("no pool dir: set --pool-dir (no XDG_CONFIG_HOME and no home directory)")
 }
 
 fn key_file(dir: &PoolDir, pool: &str) -> anyhow::Result<PathBuf> {

@@ -701,19 +701,30 @@ pub async fn request_streaming(
     ))
 }
 
-/// Sends `{"op":"watch"}` and hands every line to `on_line` until the daemon
-/// stops (or `on_line` returns false).
-pub async fn watch_stream(
-    path: &Path,
-    mut on_line: impl FnMut(Value) -> bool,
-) -> Result<(), ControlError> {
-    let (mut lines, _write) = open(path, &Request::Watch).await?;
-    while let Some(l) = lines.next_line().await? {
-        if !on_line(serde_json::from_str(&l)?) {
-            break;
+/// The daemon's job events as they happen (`{"op":"watch"}`), one JSON
+/// object each, until the daemon stops.
+pub struct Watch {
+    lines: Lines,
+    _write: Writer,
+}
+
+impl Watch {
+    /// The next event, or `None` once the daemon closed the stream.
+    pub async fn next(&mut self) -> Result<Option<Value>, ControlError> {
+        match self.lines.next_line().await? {
+            Some(l) => Ok(Some(serde_json::from_str(&l)?)),
+            None => Ok(None),
         }
     }
-    Ok(())
+}
+
+/// Subscribes to the job events of the daemon at `path`.
+pub async fn subscribe(path: &Path) -> Result<Watch, ControlError> {
+    let (lines, write) = open(path, &Request::Watch).await?;
+    Ok(Watch {
+        lines,
+        _write: write,
+    })
 }
 
 type Lines = tokio::io::Lines<BufReader<tokio::net::unix::OwnedReadHalf>>;

@@ -69,7 +69,11 @@ fn clean_name(raw: &str) -> String {
                 '-'
             }
         })
-        .take(jobmesh_wire::MAX_NAME_LEN)
+        .scan(0, |bytes, c| {
+            // The limit is in bytes: a long non-ASCII host name stays valid.
+            *bytes += c.len_utf8();
+            (*bytes <= jobmesh_wire::MAX_NAME_LEN).then_some(c)
+        })
         .collect();
     if clean.is_empty() {
         "peer".into()
@@ -93,6 +97,8 @@ mod tests {
         assert_eq!(clean_name(""), "peer");
         let long = "a".repeat(jobmesh_wire::MAX_NAME_LEN + 10);
         assert_eq!(clean_name(&long).len(), jobmesh_wire::MAX_NAME_LEN);
+        let wide = "é".repeat(40);
+        assert_eq!(clean_name(&wide), "é".repeat(32), "at most 64 bytes");
         // The same name as when it was read from /proc.
         let proc = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         assert_eq!(default_name(), clean_name(&proc));
