@@ -387,3 +387,116 @@ async fn tables_name_workers_and_short_ids_are_accepted() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The everyday features that were missing: the input from stdin (`-`) or
+/// a file (`@FILE`), many jobs from one command (`--each`, a bad line
+/// failing that line only, results in input order, a summary), and
+/// `peer result --wait`.
+#[tokio::test]
+async fn inputs_from_stdin_or_files_many_jobs_at_once_and_waiting_for_a_result() {
+    use std::io::Write;
+    let (_server, url) = jobmesh_testkit::process::signal_server();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _worker =
+        jobmesh_testkit::process::daemon(&url, "every", "w1", "echo,sleep", dir.path(), &[]);
+    let _submitter = jobmesh_testkit::process::daemon(&url, "every", "s", "", dir.path(), &[]);
+    let sock_path = dir.path().join("s.sock");
+    let sock = sock_path.to_str().expect("utf-8");
+    jobmesh_testkit::process::wait_capable(&sock_path, "sleep", 1).await;
+    let run = |args: &[&str], stdin: &str| {
+        let mut all = args.to_vec();
+        all.extend(["--control", sock]);
+        let mut child = peer(&all)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("peer runs");
+        child
+            .stdin
+            .take()
+            .expect("piped")
+            .write_all(stdin.as_bytes())
+            .expect("stdin");
+        let out = child.wait_with_output().expect("peer ends");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    let (code, stdout, _) = run(&["submit", "echo", "--input", "-"], r#"{"from":"stdin"}"#);
+    assert_eq!((code, stdout.trim()), (Some(0), r#"{"from":"stdin"}"#));
+    let file = dir.path().join("input.json");
+    std::fs::write(&file, r#"{"from":"file"}"#).expect("write");
+    let at = format!("@{}", file.display());
+    let (code, stdout, _) = run(&["submit", "echo", "--input", &at], "");
+    assert_eq!((code, stdout.trim()), (Some(0), r#"{"from":"file"}"#));
+
+    // Ten lines, one of them not JSON and one blank: nine jobs, in order.
+    let mut lines: Vec<String> = (0..9).map(|i| format!(r#"{{"i":{i}}}"#)).collect();
+    lines.insert(4, "{oops".into());
+    lines.insert(7, String::new());
+    let (code, stdout, stderr) = run(
+        &["submit", "echo", "--each", "-", "--param", "tag=x"],
+        &lines.join("\n"),
+    );
+    assert_eq!(code, Some(1), "a bad line fails the run: {stderr}");
+    let got: Vec<&str> = stdout.lines().collect();
+    let want: Vec<String> = (0..9)
+        .map(|i| format!(r#"{{"i":{i},"tag":"x"}}"#))
+        .collect();
+    assert_eq!(got, want, "{stderr}");
+    assert!(stderr.contains("line 5: not JSON"), "{stderr}");
+    assert!(
+        stderr.contains("10 lines") && stderr.contains("9 completed, 0 failed, 1 not a job"),
+        "{stderr}"
+    );
+
+    // A detached job, waited for: no exit 4, its result once it ends.
+    let (code, job, _) = run(
+        &["submit", "sleep", "--input", r#"{"ms":300}"#, "--detach"],
+        "",
+    );
+    assert_eq!(code, Some(0));
+    let (code, stdout, stderr) = run(&["result", job.trim(), "--wait"], "");
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(stdout.trim(), r#"{"slept_ms":300}"#);
+}
+
+/// Shell completions and man pages come from the same definitions as the
+/// flags, so they cannot drift from them.
+#[test]
+fn completions_and_man_pages_are_generated_from_the_flags() {
+    let out = peer(&["completions", "bash"]).output().expect("peer runs");
+    assert!(out.status.success());
+    let script = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        script.contains("--each") && script.contains("submit"),
+        "{script}"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("peer.bash");
+    std::fs::write(&path, &out.stdout).expect("write");
+    let syntax = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&path)
+        .output()
+        .expect("bash runs");
+    assert!(
+        syntax.status.success(),
+        "{}",
+        String::from_utf8_lossy(&syntax.stderr)
+    );
+
+    let man = dir.path().join("man");
+    let out = peer(&["man", "--dir", man.to_str().expect("utf-8")])
+        .output()
+        .expect("peer runs");
+    assert!(out.status.success());
+    let page = std::fs::read_to_string(man.join("peer-submit.1")).expect("peer-submit.1");
+    assert!(page.contains(".TH peer-submit 1"), "{page}");
+    assert!(page.contains("each"), "{page}");
+    assert!(man.join("peer-pool-invite.1").exists());
+}

@@ -92,6 +92,24 @@ pub(crate) enum Cmd {
     /// Own a closed pool: create its key, invite members, revoke them.
     #[command(subcommand)]
     Pool(PoolCmd),
+    /// Print a shell's completion script, e.g. `peer completions bash > /etc/bash_completion.d/peer`.
+    Completions(CompletionsArgs),
+    /// Write man pages: `peer.1` and one per subcommand (`peer-submit.1`, ...).
+    Man(ManArgs),
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub(crate) shell: clap_complete::Shell,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct ManArgs {
+    /// Directory to write the pages into (created if missing).
+    #[arg(long, default_value = ".")]
+    pub(crate) dir: PathBuf,
 }
 
 /// How this peer proves it belongs to its pool.
@@ -198,9 +216,17 @@ pub(crate) struct WatchArgs {
 pub(crate) struct SubmitArgs {
     /// Capability the job needs, e.g. `echo`.
     pub(crate) capability: String,
-    /// The job's input as JSON.
-    #[arg(long, default_value = "{}")]
+    /// The job's input as JSON; `-` reads it from stdin, `@FILE` from a file.
+    #[arg(long, default_value = "{}", value_name = "JSON|-|@FILE")]
     pub(crate) input: String,
+    /// Many jobs: one input (a JSON value) a line of FILE, or of stdin with
+    /// `-`; their results are printed a line each, in input order, with a
+    /// progress bar and a summary on stderr.
+    #[arg(long, value_name = "FILE|-", conflicts_with_all = ["input", "out", "out_dir", "detach", "files"])]
+    pub(crate) each: Option<PathBuf>,
+    /// With --each: jobs in flight at once.
+    #[arg(long, default_value_t = 32, requires = "each", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub(crate) parallel: u32,
     /// An input field, `KEY=VALUE` (a JSON value such as 256 or true, else a
     /// string); repeat for more. Added to the --input object.
     #[arg(long = "param", value_name = "KEY=VALUE")]
@@ -258,6 +284,9 @@ pub(crate) struct ResultArgs {
     /// Print the envelope instead of the result value.
     #[arg(long)]
     pub(crate) json: bool,
+    /// Wait for the job to end (instead of exit code 4 while it runs).
+    #[arg(long)]
+    pub(crate) wait: bool,
 }
 
 #[derive(Args, Debug)]

@@ -22,6 +22,7 @@ use jobmesh_wire::{Capability, PeerInfo};
 use tokio_util::sync::CancellationToken;
 
 mod args;
+mod each;
 mod locate;
 mod out;
 mod pool;
@@ -68,6 +69,8 @@ fn main() -> ExitCode {
             Some(Cmd::Watch(args)) => watch(args, &common).await,
             Some(Cmd::Id(args)) => id(args, common),
             Some(Cmd::Pool(cmd)) => pool::run(cmd),
+            Some(Cmd::Completions(args)) => completions(&args),
+            Some(Cmd::Man(args)) => man(&args),
             None => daemon(cli.daemon, common).await,
         }
     });
@@ -352,8 +355,10 @@ async fn finish(via: Via) {
 
 async fn submit(args: SubmitArgs, common: &Common) -> anyhow::Result<u8> {
     let capability = Capability::new(&args.capability).context("capability")?;
-    let mut input: serde_json::Value =
-        serde_json::from_str(&args.input).context("--input is not valid JSON")?;
+    if args.each.is_some() {
+        return each::run(args, capability, common).await;
+    }
+    let mut input = read_input(&args.input)?;
     add_params(&mut input, &args.params)?;
     let cwd = std::env::current_dir().context("current directory")?;
     let files = args
@@ -388,17 +393,7 @@ async fn submit(args: SubmitArgs, common: &Common) -> anyhow::Result<u8> {
             );
         }
     }
-    if !(args.timeout.is_finite() && args.timeout > 0.0 && args.timeout <= 86_400.0) {
-        bail!("--timeout must be between 0 and 86400 seconds");
-    }
-    let options = SubmitOptions {
-        timeout_ms: Some((args.timeout * 1000.0).ceil() as u64),
-        priority: Some(args.priority),
-        retries: Some(args.retries),
-        strategy: args.strategy.clone(),
-        affinity: args.affinity.clone(),
-        retry_on_disconnect: Some(!args.no_retry_on_disconnect),
-    };
+    let options = submit_options(&args)?;
     let job_options = options.to_options().map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut progress = Progress::new(args.json);
     let via = connect(common).await?;
@@ -518,6 +513,23 @@ async fn submit(args: SubmitArgs, common: &Common) -> anyhow::Result<u8> {
     Ok(envelope.exit_code())
 }
 
+/// The job options of `peer submit`'s flags, checked.
+fn submit_options(args: &SubmitArgs) -> anyhow::Result<SubmitOptions> {
+    if !(args.timeout.is_finite() && args.timeout > 0.0 && args.timeout <= 86_400.0) {
+        bail!("--timeout must be between 0 and 86400 seconds");
+    }
+    let options = SubmitOptions {
+        timeout_ms: Some((args.timeout * 1000.0).ceil() as u64),
+        priority: Some(args.priority),
+        retries: Some(args.retries),
+        strategy: args.strategy.clone(),
+        affinity: args.affinity.clone(),
+        retry_on_disconnect: Some(!args.no_retry_on_disconnect),
+    };
+    options.to_options().map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(options)
+}
+
 /// Runs a job on a short-lived in-process daemon; Ctrl-C cancels it.
 async fn run_ephemeral(
     h: &PeerHandle,
@@ -545,6 +557,38 @@ async fn run_ephemeral(
         }
     }
     Ok(job.result().await?)
+}
+
+/// `--input`: JSON given as is, `-` for stdin or `@FILE`; at most what a
+/// control request may carry.
+fn read_input(raw: &str) -> anyhow::Result<serde_json::Value> {
+    use std::io::Read;
+    let limit = control::MAX_CONTROL_REQUEST as u64;
+    let read = |from: &mut dyn Read, what: &str| -> anyhow::Result<String> {
+        let mut text = String::new();
+        from.take(limit + 1)
+            .read_to_string(&mut text)
+            .with_context(|| format!("reading the input from {what}"))?;
+        if text.len() as u64 > limit {
+            bail!("the input from {what} is over {} MiB", limit >> 20);
+        }
+        Ok(text)
+    };
+    let (text, what) = match raw {
+        "-" => (
+            read(&mut std::io::stdin().lock(), "stdin")?,
+            "the input on stdin".to_owned(),
+        ),
+        _ => match raw.strip_prefix('@') {
+            Some(path) => {
+                let mut f = std::fs::File::open(path)
+                    .with_context(|| format!("--input @{path}: cannot open it"))?;
+                (read(&mut f, path)?, format!("--input @{path}"))
+            }
+            None => (raw.to_owned(), "--input".to_owned()),
+        },
+    };
+    serde_json::from_str(&text).with_context(|| format!("{what} is not valid JSON"))
 }
 
 /// Adds `KEY=VALUE` params to the input object: a value that parses as JSON
@@ -727,14 +771,44 @@ async fn result(args: ResultArgs, common: &Common) -> anyhow::Result<u8> {
         out: args.out.map(|o| cwd.join(o)),
         out_dir,
     };
-    let v = match control::request(&path, &req).await {
-        Ok(v) => v,
-        Err(e) => {
+    // With --wait: subscribed before the first look, so its end is not missed.
+    let mut events = match args.wait {
+        true => Some(control::subscribe(&path).await?),
+        false => None,
+    };
+    let v = loop {
+        let v = match control::request(&path, &req).await {
+            Ok(v) => v,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return Ok(1);
+            }
+        };
+        let Some(events) = events.as_mut().filter(|_| unfinished(&v)) else {
+            break v;
+        };
+        // Its `finished` event, then the journal again; a second at most
+        // between looks, in case the event came before the outcome was on
+        // disk or this watcher lagged.
+        let id = job_id.to_string();
+        let next_look = tokio::time::timeout(Duration::from_secs(1), async {
+            loop {
+                match events.next().await? {
+                    Some(e) if e["job_id"].as_str() == Some(&id) && e["event"] == "finished" => {
+                        return anyhow::Ok(());
+                    }
+                    Some(e) if e.get("lagged").is_some() => return Ok(()),
+                    Some(_) => {}
+                    None => bail!("the daemon stopped while job {id} ran"),
+                }
+            }
+        });
+        if let Ok(Err(e)) = next_look.await {
             eprintln!("error: {e:#}");
             return Ok(1);
         }
     };
-    if matches!(v["status"].as_str(), Some("queued" | "running")) {
+    if unfinished(&v) {
         if args.json {
             outln!("{v}");
         } else {
@@ -756,6 +830,55 @@ async fn result(args: ResultArgs, common: &Common) -> anyhow::Result<u8> {
         print_failure(&envelope);
     }
     Ok(envelope.exit_code())
+}
+
+/// Whether a `result` answer is of a job that has not ended.
+fn unfinished(v: &serde_json::Value) -> bool {
+    matches!(v["status"].as_str(), Some("queued" | "running"))
+}
+
+/// `peer completions SHELL`: the script, on stdout.
+fn completions(args: &args::CompletionsArgs) -> anyhow::Result<u8> {
+    use clap::CommandFactory;
+    let mut script = Vec::new();
+    clap_complete::generate(args.shell, &mut Cli::command(), "peer", &mut script);
+    if let Err(e) = std::io::Write::write_all(&mut std::io::stdout().lock(), &script) {
+        out::closed(&e);
+    }
+    Ok(0)
+}
+
+/// `peer man`: `peer.1`, and `peer-SUB.1` for every subcommand (and theirs).
+fn man(args: &args::ManArgs) -> anyhow::Result<u8> {
+    use clap::CommandFactory;
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("cannot create {}", args.dir.display()))?;
+    let mut root = Cli::command();
+    // Propagates the shared flags into every subcommand's page.
+    root.build();
+    let mut pages = vec![(String::from("peer"), root)];
+    let mut written = Vec::new();
+    while let Some((name, command)) = pages.pop() {
+        // The title and synopsis: `peer-submit`, `peer submit`.
+        let command = command
+            .display_name(name.clone())
+            .bin_name(name.replace('-', " "));
+        for sub in command.get_subcommands().filter(|s| s.get_name() != "help") {
+            pages.push((format!("{name}-{}", sub.get_name()), sub.clone()));
+        }
+        let path = args.dir.join(format!("{name}.1"));
+        let mut page = Vec::new();
+        clap_mangen::Man::new(command)
+            .render(&mut page)
+            .context("rendering a man page")?;
+        std::fs::write(&path, page).with_context(|| format!("writing {}", path.display()))?;
+        written.push(path);
+    }
+    written.sort();
+    for p in &written {
+        outln!("{}", p.display());
+    }
+    Ok(0)
 }
 
 /// The stderr line of a job that did not complete.
