@@ -500,3 +500,119 @@ fn completions_and_man_pages_are_generated_from_the_flags() {
     assert!(page.contains("each"), "{page}");
     assert!(man.join("peer-pool-invite.1").exists());
 }
+
+/// One TOML file holds every flag (and the exec handlers); a flag beats its
+/// JOBMESH_* variable, which beats the file; `peer config` shows each
+/// setting with its source, in a form the file takes back; and a daemon
+/// started from the file runs with it.
+#[tokio::test]
+async fn a_settings_file_holds_every_flag_and_flags_and_variables_beat_it() {
+    let (_server, url) = jobmesh_testkit::process::signal_server();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("peer.toml");
+    let sock = dir.path().join("from-file.sock");
+    std::fs::write(
+        &file,
+        format!(
+            r#"signal = "{url}"
+pool = "settings"
+name = "from-file"
+open = true
+capabilities = ["echo", "count"]
+slots = 4
+grace_secs = 5
+control = "{}"
+data-dir = "{}"
+
+[[handler]]
+name = "count"
+argv = ["wc", "-c"]
+stdout = "text"
+"#,
+            sock.display(),
+            dir.path().join("data").display()
+        ),
+    )
+    .expect("write");
+    let config = |file: &std::path::Path, extra: &[&str]| {
+        let mut args = vec!["--config", file.to_str().expect("utf-8")];
+        args.extend_from_slice(extra);
+        args.push("config");
+        let out = peer(&args)
+            .env("JOBMESH_GRACE_SECS", "7")
+            .output()
+            .expect("peer runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let shown = config(&file, &["--slots", "8"]);
+    let line = |key: &str| {
+        shown
+            .lines()
+            .find(|l| l.starts_with(&format!("{key} =")))
+            .unwrap_or_else(|| panic!("{key}: {shown}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert_eq!(line("slots"), "slots = 8 # flag");
+    assert_eq!(
+        line("grace-secs"),
+        "grace-secs = 7 # env JOBMESH_GRACE_SECS"
+    );
+    assert!(
+        line("name").starts_with("name = \"from-file\" # file "),
+        "{shown}"
+    );
+    assert!(line("capabilities").starts_with(r#"capabilities = ["echo", "count"] # file"#));
+    assert_eq!(line("dispatch"), r#"dispatch = "least-loaded" # default"#);
+
+    // What `peer config` prints is a settings file with the same values.
+    let again = dir.path().join("again.toml");
+    std::fs::write(&again, &shown).expect("write");
+    let values = |text: &str| -> Vec<String> {
+        text.lines()
+            .map(|l| l.split(" #").next().unwrap_or_default().trim().to_owned())
+            .filter(|l| !l.is_empty())
+            .collect()
+    };
+    assert_eq!(values(&config(&again, &[])), values(&shown));
+
+    // A setting that is not a flag is named.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "slot = 3\n").expect("write");
+    let out = peer(&["--config", bad.to_str().expect("utf-8"), "config"])
+        .output()
+        .expect("peer runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(r#"unknown setting "slot""#));
+
+    // The daemon runs with the file alone: its name, its exec handler.
+    let (_daemon, _) = jobmesh_testkit::process::Proc::spawn(
+        peer(&["--config", file.to_str().expect("utf-8")]).env_remove("JOBMESH_GRACE_SECS"),
+    );
+    // The only worker of its pool: it runs the job itself.
+    let out = peer(&[
+        "submit",
+        "count",
+        "--input",
+        "{}",
+        "--control",
+        sock.to_str().expect("utf-8"),
+    ])
+    .output()
+    .expect("peer runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let peers = peer(&["peers", "--control", sock.to_str().expect("utf-8")])
+        .output()
+        .expect("peer runs");
+    assert!(String::from_utf8_lossy(&peers.stdout).contains("from-file (me)"));
+}

@@ -42,6 +42,9 @@ pub(crate) struct Common {
     pub(crate) data_dir: Option<PathBuf>,
     #[command(flatten)]
     pub(crate) membership: Membership,
+    /// Settings file: any flag as a TOML key (`slots = 4`), and exec handlers (`[[handler]]`, see docs/handlers.md); flags and JOBMESH_* variables override it [default: $XDG_CONFIG_HOME/jobmesh/peer.toml, if it exists].
+    #[arg(long, global = true, env = "JOBMESH_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
     /// Colour in log lines: `auto` (on a terminal, unless NO_COLOR is set),
     /// `always` or `never`.
     #[arg(long, global = true, value_enum, env = "JOBMESH_COLOR", default_value_t = ColorChoice::Auto)]
@@ -96,6 +99,10 @@ pub(crate) enum Cmd {
     Completions(CompletionsArgs),
     /// Write man pages: `peer.1` and one per subcommand (`peer-submit.1`, ...).
     Man(ManArgs),
+    /// Print the daemon's effective settings as TOML, each with where it
+    /// came from (flag, environment, settings file, default): `peer --slots 8
+    /// config` shows what `peer --slots 8` would run with.
+    Config,
 }
 
 #[derive(Args, Debug)]
@@ -329,9 +336,6 @@ pub(crate) struct DaemonArgs {
     /// Seconds running jobs get to finish after SIGINT/SIGTERM.
     #[arg(long, env = "JOBMESH_GRACE_SECS", default_value_t = 30)]
     pub(crate) grace_secs: u64,
-    /// TOML file declaring exec handlers (any command as a capability; see docs/handlers.md).
-    #[arg(long, env = "JOBMESH_CONFIG")]
-    pub(crate) config: Option<PathBuf>,
     /// Default dispatch strategy: round-robin, least-loaded, random, affinity.
     #[arg(long, env = "JOBMESH_DISPATCH", default_value = "least-loaded")]
     pub(crate) dispatch: String,

@@ -27,6 +27,7 @@ mod locate;
 mod out;
 mod pool;
 mod progress;
+mod settings;
 mod table;
 
 use args::{
@@ -43,7 +44,7 @@ const EXIT_USAGE: u8 = 2;
 const DEFAULT_SIGNAL: &str = "ws://127.0.0.1:7070/ws";
 
 fn main() -> ExitCode {
-    let cli = match parse() {
+    let (cli, matches, settings) = match settings::parse(std::env::args_os().collect()) {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
@@ -71,7 +72,11 @@ fn main() -> ExitCode {
             Some(Cmd::Pool(cmd)) => pool::run(cmd),
             Some(Cmd::Completions(args)) => completions(&args),
             Some(Cmd::Man(args)) => man(&args),
-            None => daemon(cli.daemon, common).await,
+            Some(Cmd::Config) => {
+                out::outln!("{}", settings::show(&matches, &settings).trim_end());
+                Ok(0)
+            }
+            None => daemon(cli.daemon, common, &settings).await,
         }
     });
     match result {
@@ -81,29 +86,6 @@ fn main() -> ExitCode {
             ExitCode::from(EXIT_USAGE)
         }
     }
-}
-
-/// The command line, with the daemon's own flags refused beside a
-/// subcommand: `peer --capabilities echo submit ...` would otherwise drop
-/// them without a word. (Shared flags may come before or after a subcommand.)
-fn parse() -> Result<Cli, clap::Error> {
-    use clap::parser::ValueSource;
-    use clap::{Args, CommandFactory, FromArgMatches};
-    let mut command = Cli::command();
-    let matches = command.try_get_matches_from_mut(std::env::args_os())?;
-    if let Some((sub, _)) = matches.subcommand() {
-        let daemon_only = DaemonArgs::augment_args(clap::Command::new("daemon"));
-        for arg in daemon_only.get_arguments() {
-            if matches.value_source(arg.get_id().as_str()) == Some(ValueSource::CommandLine) {
-                let flag = arg.get_long().unwrap_or(arg.get_id().as_str());
-                return Err(command.error(
-                    clap::error::ErrorKind::ArgumentConflict,
-                    format!("--{flag} is a flag of the daemon (`peer --{flag} ...`), not of `peer {sub}`"),
-                ));
-            }
-        }
-    }
-    Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut command))
 }
 
 fn init_tracing(client: bool, color: bool) {
@@ -129,7 +111,7 @@ fn init_tracing(client: bool, color: bool) {
 /// if it declares one, else built in. Anything else is refused here, at start.
 fn parse_capabilities(
     raw: &[String],
-    config: Option<&std::path::Path>,
+    config: Option<(&std::path::Path, &str)>,
 ) -> anyhow::Result<(Vec<Capability>, handlers::Handlers)> {
     let caps = raw
         .iter()
@@ -138,8 +120,8 @@ fn parse_capabilities(
         .map(|s| Capability::new(s).map_err(|e| anyhow::anyhow!("--capabilities: {e}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut found = handlers::Handlers::new();
-    if let Some(path) = config {
-        for (cap, h) in jobmesh_peer::exec::load(path).context("--config")? {
+    if let Some((path, text)) = config {
+        for (cap, h) in jobmesh_peer::exec::parse(text, path).context("--config")? {
             found.insert(cap, std::sync::Arc::new(h));
         }
     }
@@ -178,8 +160,13 @@ fn parse_allow(
     Ok(allow)
 }
 
-async fn daemon(args: DaemonArgs, common: Common) -> anyhow::Result<u8> {
-    let (capabilities, handlers) = parse_capabilities(&args.capabilities, args.config.as_deref())?;
+async fn daemon(
+    args: DaemonArgs,
+    common: Common,
+    settings: &settings::Settings,
+) -> anyhow::Result<u8> {
+    let handlers_file = settings.path.as_deref().zip(settings.handlers.as_deref());
+    let (capabilities, handlers) = parse_capabilities(&args.capabilities, handlers_file)?;
     let name = common.name.unwrap_or_else(jobmesh_peer::default_name);
     let (membership, pool) = pool::membership(
         &common.membership,

@@ -102,7 +102,7 @@ impl Proc {
 }
 
 /// The `peer` binary with the environment that would redirect it removed,
-/// and a default data dir and runtime dir under the temp dir, never the
+/// and a default data, runtime and config dir under the temp dir, never the
 /// user's (tests that restart a daemon pass their own `--data-dir`; daemons
 /// of tests never show up among a user's running daemons).
 pub fn peer(args: &[&str]) -> std::process::Command {
@@ -135,7 +135,13 @@ fn peer_at(ns: Option<&Namespace>, args: &[&str]) -> std::process::Command {
         .env(
             "XDG_RUNTIME_DIR",
             std::env::temp_dir().join("jobmesh-test-run"),
-        );
+        )
+        // No settings file of the user's (~/.config/jobmesh/peer.toml).
+        .env(
+            "XDG_CONFIG_HOME",
+            std::env::temp_dir().join("jobmesh-test-config"),
+        )
+        .env_remove("JOBMESH_CONFIG");
     c
 }
 
