@@ -616,3 +616,90 @@ stdout = "text"
         .expect("peer runs");
     assert!(String::from_utf8_lossy(&peers.stdout).contains("from-file (me)"));
 }
+
+/// The main command's mesh comes from the `peer` binary itself (it was an
+/// example that built a second world): it starts, runs a demo job, is found
+/// by a plain `peer submit`, and drains on SIGTERM with status 0.
+#[test]
+fn peer_mesh_runs_a_local_pool_from_the_binary() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let runtime = dir.path().join("run");
+    let mut mesh = peer(&[
+        "mesh",
+        "--listen",
+        "127.0.0.1:0",
+        "--workers",
+        "1",
+        "--with",
+        "echo,sleep",
+        "--data-dir",
+        dir.path().join("data").to_str().expect("utf-8"),
+    ])
+    .env("XDG_RUNTIME_DIR", &runtime)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("peer mesh runs");
+    let stdout = mesh.stdout.take().expect("piped");
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    while !seen
+        .iter()
+        .any(|l: &String| l.contains("Running until Ctrl-C"))
+    {
+        match lines.recv_timeout(std::time::Duration::from_secs(30)) {
+            Ok(l) => seen.push(l),
+            Err(e) => {
+                let _ = mesh.kill();
+                panic!("peer mesh did not come up ({e}): {seen:?}");
+            }
+        }
+    }
+    assert!(
+        seen.iter()
+            .any(|l| l.starts_with("demo job:") && l.contains("completed")),
+        "{seen:?}"
+    );
+    let out = peer(&["submit", "sleep", "--input", r#"{"ms":5}"#])
+        .env("XDG_RUNTIME_DIR", &runtime)
+        .output()
+        .expect("peer submit runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        r#"{"slept_ms":5}"#
+    );
+
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &mesh.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = mesh.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "peer mesh did not stop"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+}

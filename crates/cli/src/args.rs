@@ -95,6 +95,10 @@ pub(crate) enum Cmd {
     /// Own a closed pool: create its key, invite members, revoke them.
     #[command(subcommand)]
     Pool(PoolCmd),
+    /// Run a local development mesh in this process: a signal-server, worker
+    /// peers and this machine's daemon (which `peer submit` finds), an open
+    /// pool on loopback, until Ctrl-C.
+    Mesh(MeshArgs),
     /// Print a shell's completion script, e.g. `peer completions bash > /etc/bash_completion.d/peer`.
     Completions(CompletionsArgs),
     /// Write man pages: `peer.1` and one per subcommand (`peer-submit.1`, ...).
@@ -103,6 +107,30 @@ pub(crate) enum Cmd {
     /// came from (flag, environment, settings file, default): `peer --slots 8
     /// config` shows what `peer --slots 8` would run with.
     Config,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct MeshArgs {
+    /// Where the signal-server listens (a free port if this one is taken).
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    pub(crate) listen: String,
+    /// Worker peers.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub(crate) workers: u32,
+    /// What each worker runs, comma separated (`ocr` is left out, with a
+    /// note, where tesseract is missing).
+    #[arg(
+        long = "with",
+        value_delimiter = ',',
+        default_value = "echo,sleep,thumbnail,ocr"
+    )]
+    pub(crate) with: Vec<String>,
+    /// Jobs each worker runs at once.
+    #[arg(long = "worker-slots", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) worker_slots: u32,
+    /// Submit no demo job at start.
+    #[arg(long)]
+    pub(crate) no_demo: bool,
 }
 
 #[derive(Args, Debug)]

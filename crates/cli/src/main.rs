@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 mod args;
 mod each;
 mod locate;
+mod mesh;
 mod out;
 mod pool;
 mod progress;
@@ -72,6 +73,7 @@ fn main() -> ExitCode {
             Some(Cmd::Pool(cmd)) => pool::run(cmd),
             Some(Cmd::Completions(args)) => completions(&args),
             Some(Cmd::Man(args)) => man(&args),
+            Some(Cmd::Mesh(args)) => mesh::run(args, common).await,
             Some(Cmd::Config) => {
                 out::outln!("{}", settings::show(&matches, &settings).trim_end());
                 Ok(0)
@@ -177,7 +179,7 @@ async fn daemon(
         .control
         .unwrap_or_else(|| control::default_path(&pool, &name));
     let signal = common.signal.unwrap_or_else(|| DEFAULT_SIGNAL.to_owned());
-    let mut config = DaemonConfig::new(signal.clone(), name.clone(), pool);
+    let mut config = DaemonConfig::new(signal, name.clone(), pool);
     config.membership = membership;
     config.ca.clone_from(&common.membership.ca);
     config.allow = parse_allow(&args.allow)?;
@@ -219,61 +221,88 @@ async fn daemon(
         ice_servers: args.ice_servers,
         ..RtcConfig::default()
     };
-    // Bind the control socket first: a second daemon with the same name fails here.
-    let listener = control::bind(&control_path)
-        .await
-        .with_context(|| format!("control socket {}", control_path.display()))?;
-
-    let shutdown = CancellationToken::new();
     let ext = jobmesh_peer::Extensions {
         handlers,
         strategy: None,
     };
-    let pool = config.pool.clone();
-    let handle = jobmesh_peer::spawn_with(config, ext, shutdown.clone())?;
-    // Client commands find this daemon by its record, whatever its socket.
-    let record = control::running::announce(
-        &control::runtime_dir(),
-        &control::running::Running {
+    let shutdown = CancellationToken::new();
+    on_signals(shutdown.clone())?;
+    let local = Local::start(config, ext, control_path, shutdown).await?;
+    outln!(
+        "peer {name} {} running; control socket {}",
+        local.handle.id(),
+        local.control_path.display()
+    );
+    Ok(local.run().await)
+}
+
+/// A daemon of this machine: its peer, and the control socket and runtime
+/// record through which client commands find it.
+struct Local {
+    handle: PeerHandle,
+    control_path: PathBuf,
+    control_cancel: CancellationToken,
+    record: Option<control::running::Record>,
+}
+
+impl Local {
+    /// Binds the control socket (first: a second daemon with the same name
+    /// fails here), starts the peer, serves the socket and records it.
+    async fn start(
+        config: DaemonConfig,
+        ext: jobmesh_peer::Extensions,
+        control_path: PathBuf,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let listener = control::bind(&control_path)
+            .await
+            .with_context(|| format!("control socket {}", control_path.display()))?;
+        let running = control::running::Running {
             pid: std::process::id(),
-            pool,
-            name: name.clone(),
-            signal,
+            pool: config.pool.clone(),
+            name: config.name.clone(),
+            signal: config.signal_url.clone(),
             control: control_path.clone(),
             started_ms: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-        },
-    );
-    if let Err(e) = &record {
-        eprintln!("warning: cannot record this daemon in the runtime dir ({e}): client commands will need --control to find it");
+        };
+        let handle = jobmesh_peer::spawn_with(config, ext, shutdown)?;
+        let record = control::running::announce(&control::runtime_dir(), &running)
+            .map_err(|e| eprintln!("warning: cannot record this daemon in the runtime dir ({e}): client commands will need --control to find it"))
+            .ok();
+        let control_cancel = CancellationToken::new();
+        tokio::spawn(control::serve(
+            listener,
+            control_path.clone(),
+            handle.clone(),
+            control_cancel.clone(),
+        ));
+        Ok(Self {
+            handle,
+            control_path,
+            control_cancel,
+            record,
+        })
     }
-    on_signals(shutdown.clone())?;
-    let control_cancel = CancellationToken::new();
-    tokio::spawn(control::serve(
-        listener,
-        control_path.clone(),
-        handle.clone(),
-        control_cancel.clone(),
-    ));
-    outln!(
-        "peer {name} {} running; control socket {}",
-        handle.id(),
-        control_path.display()
-    );
-    let code = tokio::select! {
-        () = handle.stopped() => 0,
-        reason = handle.refused() => {
-            eprintln!("error: {reason}");
-            handle.shutdown();
-            handle.stopped().await;
-            1
-        }
-    };
-    control_cancel.cancel();
-    drop(record);
-    let _ = std::fs::remove_file(&control_path);
-    Ok(code)
+
+    /// Until the peer stops (drained after a signal: 0) or its pool refuses
+    /// it (1); then the socket and the record go.
+    async fn run(self) -> u8 {
+        let code = tokio::select! {
+            () = self.handle.stopped() => 0,
+            reason = self.handle.refused() => {
+                eprintln!("error: {reason}");
+                self.handle.shutdown();
+                self.handle.stopped().await;
+                1
+            }
+        };
+        self.control_cancel.cancel();
+        drop(self.record);
+        let _ = std::fs::remove_file(&self.control_path);
+        code
+    }
 }
 
 /// First SIGINT/SIGTERM: graceful drain. Second: exit at once. The handlers
