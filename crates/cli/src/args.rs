@@ -277,8 +277,9 @@ pub(crate) struct SubmitArgs {
     /// (created if missing, before the job runs).
     #[arg(long, value_name = "DIR")]
     pub(crate) out_dir: Option<PathBuf>,
-    /// Seconds one attempt may take (and the job may wait for a free worker).
-    #[arg(long, default_value_t = 30.0)]
+    /// How long one attempt may take (and the job may wait for a free
+    /// worker): seconds (`2.5`) or a duration (`90s`, `5m`, `1h 30m`).
+    #[arg(long, default_value = "30", value_parser = seconds)]
     pub(crate) timeout: f64,
     /// Dispatch strategy for this job: round-robin, least-loaded, random, affinity, custom.
     #[arg(long)]
@@ -303,6 +304,15 @@ pub(crate) struct SubmitArgs {
     /// the job runs on (fetch its outcome with `peer result JOB_ID`).
     #[arg(long, conflicts_with_all = ["out", "out_dir"])]
     pub(crate) detach: bool,
+}
+
+/// Seconds, as a number or a duration people write (`90s`, `5m`).
+fn seconds(raw: &str) -> Result<f64, String> {
+    raw.trim().parse::<f64>().or_else(|_| {
+        humantime::parse_duration(raw)
+            .map(|d| d.as_secs_f64())
+            .map_err(|e| format!("{e}: give seconds (2.5) or a duration (90s, 5m)"))
+    })
 }
 
 #[derive(Args, Debug)]
@@ -387,4 +397,23 @@ pub(crate) struct DaemonArgs {
     /// byte is sent.
     #[arg(long, env = "JOBMESH_SPOOL_GIB", default_value_t = 16)]
     pub(crate) spool_gib: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timeout_is_seconds_or_a_duration() {
+        assert_eq!(seconds("2.5"), Ok(2.5));
+        assert_eq!(seconds("90s"), Ok(90.0));
+        assert_eq!(seconds("1h 30m"), Ok(5400.0));
+        assert!(seconds("soon").is_err_and(|e| e.contains("90s")));
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
 }
