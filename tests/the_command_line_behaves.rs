@@ -117,29 +117,57 @@ fn logs_are_plain_off_a_terminal_and_free_of_webrtc_noise() {
     let (_server, url) = jobmesh_testkit::process::signal_server();
     let dir = tempfile::tempdir().expect("tempdir");
     let _worker = jobmesh_testkit::process::daemon(&url, "plain", "w", "echo", dir.path(), &[]);
-    let submit = |color: &str| {
-        peer(&[
+    let submit = |color: &str, log: Option<&str>| {
+        let mut cmd = peer(&[
             "submit", "echo", "--input", "1", "--signal", &url, "--open", "--pool", "plain",
             "--color", color,
-        ])
-        .env_remove("JOBMESH_CONTROL")
-        .env_remove("NO_COLOR")
-        .env("XDG_RUNTIME_DIR", "/nonexistent-jobmesh-test")
-        .output()
-        .expect("peer submit runs")
+        ]);
+        cmd.env_remove("JOBMESH_CONTROL")
+            .env_remove("NO_COLOR")
+            .env_remove("JOBMESH_LOG")
+            .env("XDG_RUNTIME_DIR", "/nonexistent-jobmesh-test");
+        if let Some(log) = log {
+            cmd.env("JOBMESH_LOG", log);
+        }
+        cmd.output().expect("peer submit runs")
     };
     for _ in 0..5 {
-        let out = submit("auto");
+        let out = submit("auto", None);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{stderr}");
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1");
-        // The open pool's warning is there, in plain text.
-        assert!(stderr.contains("is OPEN"), "{stderr}");
-        assert!(!stderr.contains('\u{1b}'), "colour in a pipe: {stderr:?}");
-        assert!(!stderr.contains("rtc::"), "webrtc noise: {stderr}");
+        // Nothing to say: no webrtc noise, and a submit-only peer in an
+        // open pool runs nothing for anyone, so it has no warning to give.
+        assert!(stderr.trim().is_empty(), "{stderr}");
     }
-    let out = submit("always");
+    // Logs asked for: plain in a pipe, coloured when asked.
+    let out = submit("auto", Some("info"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("is open (this peer only submits)"), "{stderr}");
+    assert!(!stderr.contains('\u{1b}'), "colour in a pipe: {stderr:?}");
+    let out = submit("always", Some("info"));
     assert!(String::from_utf8_lossy(&out.stderr).contains('\u{1b}'));
+
+    // The signal-server's log in a file is plain too.
+    let mut server = std::process::Command::new(jobmesh_testkit::process::bin("signal-server"))
+        .args(["--listen", "127.0.0.1:0", "--open"])
+        .env_remove("NO_COLOR")
+        .env_remove("JOBMESH_COLOR")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("signal-server runs");
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.stdout.take().expect("piped")),
+        &mut ready,
+    )
+    .expect("its ready line");
+    server.kill().expect("kill");
+    let out = server.wait_with_output().expect("it ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("OPEN mode"), "{stderr}");
+    assert!(!stderr.contains('\u{1b}'), "colour in a file: {stderr:?}");
 }
 
 /// `--slots 0` with capabilities made a worker that could never run a job,
@@ -236,7 +264,7 @@ fn client_commands_find_the_running_daemon_without_control() {
     let _w10 = daemon("w10");
     let (_, stderr) = client(&["jobs"]);
     assert!(
-        stderr.contains("2 daemons are running; using w10"),
+        stderr.contains("note: using w10 (pool find, pid") && stderr.contains("the newest of 2"),
         "the newest, named: {stderr}"
     );
     let (stdout, stderr) = client(&["--name", "w9", "jobs"]);

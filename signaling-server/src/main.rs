@@ -78,6 +78,9 @@ struct Args {
     /// File holding the bearer token `GET /api/pools` needs [default: the API answers nobody].
     #[arg(long, env = "JOBMESH_ADMIN_TOKEN_FILE")]
     admin_token_file: Option<std::path::PathBuf>,
+    /// Colour in log lines: `auto` (on a terminal, unless NO_COLOR is set), `always` or `never`.
+    #[arg(long, env = "JOBMESH_COLOR", value_parser = ["auto", "always", "never"], default_value = "auto")]
+    color: String,
 }
 
 /// The admission policy the flags describe.
@@ -119,8 +122,18 @@ fn main() -> ExitCode {
     let args = Args::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("JOBMESH_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG));
+    let color = match args.color.as_str() {
+        "always" => true,
+        "never" => false,
+        _ => {
+            use std::io::IsTerminal;
+            std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+                && std::io::stderr().is_terminal()
+        }
+    };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(color)
         .with_writer(std::io::stderr)
         .init();
     let runtime = match tokio::runtime::Runtime::new() {

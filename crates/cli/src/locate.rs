@@ -41,9 +41,9 @@ pub(crate) async fn daemon(common: &Common) -> anyhow::Result<Found> {
         if matching.len() > 1 {
             let others: Vec<String> = matching[1..].iter().map(|r| label(r)).collect();
             eprintln!(
-                "note: {} daemons are running; using {} (the newest), not {}; choose with --pool and --name",
-                matching.len(),
+                "note: using {}, the newest of {} daemons (also {}); pick one with --name or --pool",
                 label(first),
+                matching.len(),
                 others.join(", ")
             );
         }

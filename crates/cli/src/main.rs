@@ -92,13 +92,16 @@ fn main() -> ExitCode {
 
 fn init_tracing(client: bool, color: bool) {
     // Clients stay quiet unless asked; the daemon logs at info. The webrtc
-    // stack's own warnings (`rtc`: a STUN check before the remote's
-    // credentials, a write after close) are races it recovers from, not
-    // something a user can act on: errors only.
+    // stack's own warnings (`rtc` and its `rtc_*` crates: a STUN check
+    // before the remote's credentials, a write after close, an ICE role
+    // switch) are races it recovers from, not something a user can act on:
+    // errors only.
+    const STACK: &str = "rtc=error,rtc_ice=error,rtc_dtls=error,rtc_sctp=error,\
+        rtc_datachannel=error,rtc_mdns=error,rtc_stun=error,rtc_turn=error,rtc_shared=error";
     let default = if client {
-        "warn,webrtc=error,rtc=error"
+        format!("warn,webrtc=error,{STACK}")
     } else {
-        "info,webrtc=warn,rtc=error"
+        format!("info,webrtc=warn,{STACK}")
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("JOBMESH_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));

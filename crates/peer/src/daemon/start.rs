@@ -290,6 +290,11 @@ fn membership(
     let no = |why: String| StartError::Membership(why);
     let pool = &config.pool;
     let credential = match &config.membership {
+        Membership::Open if config.slots == 0 => {
+            // Nobody can run anything on a peer without slots: nothing to warn of.
+            info!(%pool, "pool {pool:?} is open (this peer only submits)");
+            return Ok(None);
+        }
         Membership::Open => {
             warn!(%pool, "pool {pool:?} is OPEN: any peer that reaches the signal-server can join it, see its members and submit jobs to this peer. For development only; closed pools: peer pool init / invite, then --token");
             return Ok(None);
