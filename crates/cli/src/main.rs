@@ -831,10 +831,12 @@ async fn result(args: ResultArgs, common: &Common) -> anyhow::Result<u8> {
         if args.json {
             outln!("{v}");
         } else {
+            let state = match v["status"].as_str() {
+                Some("running") => format!("running (attempt {})", v["attempts"]),
+                _ => "queued".to_owned(),
+            };
             eprintln!(
-                "job {job_id} is {} (attempt {}); try again later",
-                v["status"].as_str().unwrap_or("?"),
-                v["attempts"]
+                "job {job_id} is {state}; try again later, or wait for it: peer result {job_id} --wait"
             );
         }
         return Ok(EXIT_UNFINISHED);
@@ -902,12 +904,12 @@ fn man(args: &args::ManArgs) -> anyhow::Result<u8> {
 
 /// The stderr line of a job that did not complete.
 fn print_failure(envelope: &Envelope) {
-    eprintln!(
-        "error: job {} {}: {}",
-        envelope.job_id,
-        envelope.status,
-        envelope.error.as_deref().unwrap_or("no detail")
-    );
+    match envelope.error.as_deref() {
+        Some(e) if e != envelope.status => {
+            eprintln!("error: job {} {}: {e}", envelope.job_id, envelope.status);
+        }
+        _ => eprintln!("error: job {} {}", envelope.job_id, envelope.status),
+    }
 }
 
 async fn watch(args: WatchArgs, common: &Common) -> anyhow::Result<u8> {
