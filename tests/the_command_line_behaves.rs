@@ -5,6 +5,24 @@ use std::process::Stdio;
 
 use jobmesh_testkit::process::peer;
 
+/// The lines `child` writes to its piped stdout, as they come.
+fn stdout_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().expect("stdout piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
 /// `peer jobs | head`: the reader goes away before the command writes. The
 /// command ends quietly with status 0 instead of panicking ("Broken pipe",
 /// status 101).
@@ -143,7 +161,10 @@ fn logs_are_plain_off_a_terminal_and_free_of_webrtc_noise() {
     // Logs asked for: plain in a pipe, coloured when asked.
     let out = submit("auto", Some("info"));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("is open (this peer only submits)"), "{stderr}");
+    assert!(
+        stderr.contains("is open (this peer only submits)"),
+        "{stderr}"
+    );
     assert!(!stderr.contains('\u{1b}'), "colour in a pipe: {stderr:?}");
     let out = submit("always", Some("info"));
     assert!(String::from_utf8_lossy(&out.stderr).contains('\u{1b}'));
@@ -316,22 +337,7 @@ async fn tables_name_workers_and_short_ids_are_accepted() {
         .stdout(Stdio::piped())
         .spawn()
         .expect("peer watch runs");
-    let lines = {
-        use std::io::BufRead;
-        let stdout = watcher.stdout.take().expect("piped");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        rx
-    };
+    let lines = stdout_lines(&mut watcher);
 
     let job = run(&["submit", "echo", "--input", r#"{"x":1}"#, "--detach"]);
     let job = job.trim();
@@ -650,7 +656,6 @@ stdout = "text"
 /// by a plain `peer submit`, and drains on SIGTERM with status 0.
 #[test]
 fn peer_mesh_runs_a_local_pool_from_the_binary() {
-    use std::io::BufRead;
     let dir = tempfile::tempdir().expect("tempdir");
     let runtime = dir.path().join("run");
     let mut mesh = peer(&[
@@ -669,18 +674,7 @@ fn peer_mesh_runs_a_local_pool_from_the_binary() {
     .stderr(Stdio::null())
     .spawn()
     .expect("peer mesh runs");
-    let stdout = mesh.stdout.take().expect("piped");
-    let (tx, lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let lines = stdout_lines(&mut mesh);
     let mut seen = Vec::new();
     while !seen
         .iter()
