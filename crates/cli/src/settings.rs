@@ -215,9 +215,14 @@ pub(crate) fn show(matches: &ArgMatches, settings: &Settings) -> String {
                 }
             })
         };
-        lines.push(match value {
-            Some(v) => (format!("{long} = {v}"), source),
-            None => (format!("# {long} ="), source),
+        lines.push(match (value, daemon_default(long)) {
+            (Some(v), _) => (format!("{long} = {v}"), source),
+            // Defaults decided at start rather than by clap.
+            (None, Some(v)) => (
+                format!("{long} = {}", toml::Value::String(v)),
+                "default".into(),
+            ),
+            (None, None) => (format!("# {long} ="), source),
         });
     }
     let width = lines.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
@@ -230,6 +235,15 @@ pub(crate) fn show(matches: &ArgMatches, settings: &Settings) -> String {
         out.push_str(h);
     }
     out
+}
+
+/// What the daemon uses for a shared flag nobody set.
+fn daemon_default(long: &str) -> Option<String> {
+    match long {
+        "signal" => Some(crate::DEFAULT_SIGNAL.to_owned()),
+        "name" => Some(jobmesh_peer::default_name()),
+        _ => None,
+    }
 }
 
 /// A raw flag value as TOML: a number or boolean as such, else a string.
