@@ -76,6 +76,7 @@
 
 mod admission;
 pub mod limits;
+mod metrics;
 mod registry;
 mod server;
 pub mod tls;

@@ -463,6 +463,11 @@ impl Registry {
         self.members.len()
     }
 
+    /// Number of pools with members.
+    pub fn pool_count(&self) -> usize {
+        self.pools.len()
+    }
+
     /// Whether there are no members.
     pub fn is_empty(&self) -> bool {
         self.members.is_empty()

@@ -255,6 +255,8 @@ impl ServerConfig {
 pub struct Counters {
     /// Data frames (text or binary) received.
     pub frames_in: AtomicU64,
+    /// Data frames sent (all but the error frame that ends a connection).
+    pub frames_out: AtomicU64,
     /// Bytes of data frames received.
     pub bytes_in: AtomicU64,
     /// Frames refused (undecodable, binary, oversized, not a hello first, a
@@ -329,6 +331,7 @@ pub async fn run(
     let app = Router::new()
         .route("/ws", get(ws_upgrade))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
         .route("/api/pools", get(pools))
         .route("/api/pools/{name}", get(pool_members))
         .with_state(shared.clone());
@@ -602,6 +605,31 @@ fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
+/// `GET /metrics`: Prometheus text, for an administrator (the admin token).
+async fn metrics(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&shared, &headers)?;
+    let now = {
+        let inner = shared.lock();
+        crate::metrics::Now {
+            connections: inner.clients.len(),
+            peers: inner.registry.len(),
+            pools: inner.registry.pool_count(),
+        }
+    };
+    let text = crate::metrics::render(now, shared.counters());
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}
+
 /// `GET /api/pools?after=NAME&limit=N`: pools in name order with their
 /// member counts, a page at a time, for an administrator.
 async fn pools(
@@ -768,6 +796,7 @@ async fn connection(socket: WebSocket, shared: Arc<Shared>) {
     // Nobody kicks a socket before its hello; a client that does not read
     // its challenge within a heartbeat is dropped as slow.
     let no_kick = CancellationToken::new();
+    bump(&shared.counters().frames_out);
     if let Err(end) = send_text(&mut sink, &challenge, &no_kick, shared.config.heartbeat).await {
         return close(sink, stream, end).await;
     }
@@ -865,6 +894,7 @@ async fn connection(socket: WebSocket, shared: Arc<Shared>) {
         kick: &kick,
         me,
     };
+    bump(&shared.counters().frames_out);
     let end = match send_text(&mut sink, &welcome, &kick, shared.config.heartbeat).await {
         Ok(()) => serve(&mut sink, &mut stream, client, &shared).await,
         Err(end) => end,
@@ -1016,6 +1046,7 @@ async fn serve(sink: &mut Sink, stream: &mut Stream, io: ClientIo<'_>, shared: &
                     // Its credential was revoked: the close says so.
                     return End::fatal(code, message);
                 }
+                bump(&shared.counters().frames_out);
                 if let Err(end) = send_text(sink, &out, kick, heartbeat).await {
                     return end;
                 }
@@ -1047,6 +1078,7 @@ async fn serve(sink: &mut Sink, stream: &mut Stream, io: ClientIo<'_>, shared: &
                     rest.as_mut().reset(tokio::time::Instant::now() + c.view_interval.max(share));
                 }
                 let Some(json) = page.json else { continue };
+                bump(&shared.counters().frames_out);
                 if let Err(end) = send(sink, Message::Text(Utf8Bytes::from(json)), kick, heartbeat).await {
                     return end;
                 }
@@ -1108,6 +1140,7 @@ async fn handle(
                         shared.config.relay_rate
                     ),
                 };
+                bump(&shared.counters().frames_out);
                 return send_text(sink, &err, kick, shared.config.heartbeat)
                     .await
                     .err();
@@ -1139,6 +1172,7 @@ async fn handle(
                     }
                 }
             };
+            bump(&shared.counters().frames_out);
             send_text(sink, &err, kick, shared.config.heartbeat)
                 .await
                 .err()

@@ -371,6 +371,9 @@ pub(crate) struct DaemonArgs {
         value_delimiter = ','
     )]
     pub(crate) ice_servers: Vec<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464; port 0 picks a free one, printed at start). Off by default: anyone who reaches the address reads them, without a credential.
+    #[arg(long, env = "JOBMESH_METRICS", value_name = "ADDR")]
+    pub(crate) metrics: Option<String>,
     /// Seconds running jobs get to finish after SIGINT/SIGTERM.
     #[arg(long, env = "JOBMESH_GRACE_SECS", default_value_t = 30)]
     pub(crate) grace_secs: u64,

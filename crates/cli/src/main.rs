@@ -25,6 +25,7 @@ mod args;
 mod each;
 mod locate;
 mod mesh;
+mod metrics;
 mod out;
 mod pool;
 mod progress;
@@ -230,9 +231,20 @@ async fn daemon(
     };
     let shutdown = CancellationToken::new();
     on_signals(shutdown.clone())?;
+    let metrics_listener = match &args.metrics {
+        Some(addr) => Some(metrics::bind(addr).await?),
+        None => None,
+    };
     let local = Local::start(config, ext, control_path, shutdown).await?;
+    let metrics = match metrics_listener {
+        Some(l) => {
+            let bound = metrics::serve(l, local.handle.clone(), local.control_cancel.clone())?;
+            format!("; metrics http://{bound}/metrics")
+        }
+        None => String::new(),
+    };
     outln!(
-        "peer {name} {} running; control socket {}",
+        "peer {name} {} running; control socket {}{metrics}",
         local.handle.id(),
         local.control_path.display()
     );

@@ -33,7 +33,9 @@ use uuid::Uuid;
 
 pub use schema::SCHEMA_VERSION;
 pub use wal::{DamageAt, WalDamage};
-pub use writer::{spawn, Committed, JournalHandle, Stopped, JOURNAL_QUEUE};
+pub use writer::{
+    spawn, spawn_observed, CommitObserver, Committed, JournalHandle, Stopped, JOURNAL_QUEUE,
+};
 
 /// How far a commit must have got before it counts as done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

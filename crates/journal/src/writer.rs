@@ -15,6 +15,11 @@ pub const JOURNAL_QUEUE: usize = 1024;
 const MAX_GROUP_OPS: usize = 4096;
 
 type Read = Box<dyn FnOnce(&mut Journal) + Send>;
+
+/// Told of every transaction the journal thread commits: how long it took
+/// (the disk sync included) and whether it was synced. For metrics; it runs
+/// on the journal thread, so it must be quick.
+pub type CommitObserver = std::sync::Arc<dyn Fn(std::time::Duration, Durability) + Send + Sync>;
 type Done = oneshot::Sender<Result<(), JournalError>>;
 
 enum Request {
@@ -58,12 +63,20 @@ impl Committed {
 /// ended and closed the database (after the last handle was dropped), so the
 /// same journal can be opened again.
 pub fn spawn(journal: Journal) -> std::io::Result<(JournalHandle, Stopped)> {
+    spawn_observed(journal, std::sync::Arc::new(|_, _| {}))
+}
+
+/// [`spawn`], telling `observer` of each transaction.
+pub fn spawn_observed(
+    journal: Journal,
+    observer: CommitObserver,
+) -> std::io::Result<(JournalHandle, Stopped)> {
     let (tx, rx) = mpsc::channel(JOURNAL_QUEUE);
     let (stopped_tx, stopped) = oneshot::channel();
     std::thread::Builder::new()
         .name("jobmesh-journal".into())
         .spawn(move || {
-            run(journal, rx);
+            run(journal, rx, &*observer);
             let _ = stopped_tx.send(());
         })?;
     Ok((JournalHandle { tx }, Stopped(stopped)))
@@ -132,7 +145,11 @@ impl JournalHandle {
     }
 }
 
-fn run(mut journal: Journal, mut rx: mpsc::Receiver<Request>) {
+fn run(
+    mut journal: Journal,
+    mut rx: mpsc::Receiver<Request>,
+    observer: &(dyn Fn(std::time::Duration, Durability) + Send + Sync),
+) {
     let mut group: Vec<(Vec<Op>, Done)> = Vec::new();
     let mut reads: Vec<Read> = Vec::new();
     while let Some(first) = rx.blocking_recv() {
@@ -160,7 +177,11 @@ fn run(mut journal: Journal, mut rx: mpsc::Receiver<Request>) {
                 next = rx.try_recv().ok();
             }
         }
-        commit_group(&mut journal, &mut group, durability);
+        if !group.is_empty() {
+            let started = std::time::Instant::now();
+            commit_group(&mut journal, &mut group, durability);
+            observer(started.elapsed(), durability);
+        }
         // Reads run after the changes queued before them are committed.
         for r in reads.drain(..) {
             r(&mut journal);

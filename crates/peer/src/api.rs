@@ -292,6 +292,7 @@ pub struct PeerHandle {
     pub(crate) shutdown: CancellationToken,
     pub(crate) stopped: CancellationToken,
     pub(crate) metrics: Arc<Metrics>,
+    pub(crate) telemetry: Arc<crate::telemetry::Telemetry>,
     pub(crate) max_blob_size: u64,
     pub(crate) spool: PathBuf,
     /// The journal, while the daemon runs (taken at shutdown so it can close).
@@ -408,6 +409,15 @@ impl PeerHandle {
     /// The daemon's counters.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// This daemon's Prometheus metrics, in the text format (version
+    /// 0.0.4): its jobs per capability (submitted, completed, failed,
+    /// timed out, lost, cancelled, retried; queue wait and run time
+    /// histograms), what it runs and holds now, its links and data-channel
+    /// bytes.
+    pub fn metrics_text(&self) -> String {
+        self.telemetry.render()
     }
 
     /// Submits a job; its handle streams events and yields the outcome.

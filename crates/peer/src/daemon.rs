@@ -125,6 +125,8 @@ struct Daemon {
     jobs_cancel: CancellationToken,
     draining: bool,
     metrics: Arc<Metrics>,
+    /// Prometheus job metrics, counted as events pass.
+    telemetry: Arc<crate::telemetry::Telemetry>,
     /// Where received blobs and handlers' work dirs live.
     spool: Arc<Spool>,
     /// Bytes of blobs held in memory while received.
@@ -355,6 +357,7 @@ impl Daemon {
 
     fn on_event(&mut self, e: JobEvent) {
         self.table.apply(&e, &self.clock);
+        self.telemetry.record(&e, &self.table);
         if self.watch.receiver_count() > 0 {
             // A lagging subscriber misses events; sending never waits.
             let _ = self.watch.send(WatchEvent::from_event(&e, &self.clock));

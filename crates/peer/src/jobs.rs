@@ -222,6 +222,13 @@ impl JobTable {
         }
     }
 
+    /// A live job, or the one that ended last (as it was just now).
+    pub fn get(&self, id: &JobId) -> Option<&JobRecord> {
+        self.live
+            .get(id)
+            .or_else(|| self.ended.back().filter(|r| r.job_id == *id))
+    }
+
     /// Live jobs then ended ones, newest first.
     pub fn list(&self) -> Vec<JobRecord> {
         let mut live: Vec<JobRecord> = self.live.values().cloned().collect();

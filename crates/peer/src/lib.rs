@@ -28,6 +28,7 @@ pub mod jobs;
 #[cfg(any(feature = "thumbnail", feature = "ocr"))]
 pub mod media;
 pub mod store;
+mod telemetry;
 
 pub use api::{
     DaemonConfig, DaemonError, Extensions, JobHandle, JobReport, Membership, Metrics, PeerHandle,

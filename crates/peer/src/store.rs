@@ -203,7 +203,10 @@ impl Store {
     /// Opens (creating) the data dir and its journal: the jobs to resume,
     /// and the journal thread. Jobs whose record cannot be read end with an error
     /// saying so.
-    pub(crate) fn open(data_dir: &Path) -> Result<Opened, String> {
+    pub(crate) fn open(
+        data_dir: &Path,
+        observer: jobmesh_journal::CommitObserver,
+    ) -> Result<Opened, String> {
         std::fs::create_dir_all(data_dir)
             .map_err(|e| format!("cannot create the data dir {}: {e}", data_dir.display()))?;
         restrict(data_dir);
@@ -236,7 +239,7 @@ impl Store {
             }
         }
         journal.apply(&unreadable).map_err(|e| e.to_string())?;
-        let (handle, stopped) = jobmesh_journal::spawn(journal)
+        let (handle, stopped) = jobmesh_journal::spawn_observed(journal, observer)
             .map_err(|e| format!("cannot start the journal: {e}"))?;
         Ok(Opened {
             store: Store {
@@ -674,7 +677,7 @@ mod tests {
     #[tokio::test]
     async fn a_data_dir_keeps_its_identity_and_resumes_only_readable_jobs() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let first = Store::open(dir.path()).expect("opens");
+        let first = Store::open(dir.path(), std::sync::Arc::new(|_, _| {})).expect("opens");
         let (good, bad) = (spec(), uuid::Uuid::new_v4());
         first
             .store
@@ -702,7 +705,7 @@ mod tests {
         drop(first.store);
         first.stopped.wait().await;
 
-        let again = Store::open(dir.path()).expect("reopens");
+        let again = Store::open(dir.path(), std::sync::Arc::new(|_, _| {})).expect("reopens");
         assert_eq!(
             identity(dir.path()).expect("kept").peer_id(),
             id,

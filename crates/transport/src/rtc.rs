@@ -83,6 +83,32 @@ pub struct RtcConfig {
     /// its links (clones of a config share it): [`RECEIVE_BUDGET`] by
     /// default. Full: link readers wait.
     pub receive_budget: ReceiveBudget,
+    /// Bytes sent and received on data channels, by every link of the
+    /// daemon (clones of a config share it): for its metrics.
+    pub traffic: Traffic,
+}
+
+/// Bytes moved over the data channels of one daemon; clones share them.
+#[derive(Debug, Clone, Default)]
+pub struct Traffic {
+    sent: Arc<std::sync::atomic::AtomicU64>,
+    received: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Traffic {
+    /// Bytes handed to data channels so far.
+    pub fn sent(&self) -> u64 {
+        self.sent.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Bytes received on data channels so far.
+    pub fn received(&self) -> u64 {
+        self.received.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn add(counter: &std::sync::atomic::AtomicU64, bytes: usize) {
+        counter.fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Default [`RtcConfig::receive_budget`]: 8 MiB, 128 blob chunks.
@@ -173,6 +199,7 @@ impl Default for RtcConfig {
             ice_check_interval: Duration::from_millis(20),
             faults: Arc::default(),
             receive_budget: ReceiveBudget::default(),
+            traffic: Traffic::default(),
         }
     }
 }
@@ -640,6 +667,7 @@ async fn finish(
                 events,
                 config.faults.clone(),
                 config.receive_budget.clone(),
+                config.traffic.clone(),
             ))
         }
         Err(e) => {
@@ -665,6 +693,7 @@ fn spawn_link(
     events: mpsc::Sender<LinkEvent>,
     faults: Arc<Faults>,
     budget: ReceiveBudget,
+    traffic: Traffic,
 ) -> LinkHandle {
     let Link {
         pc,
@@ -681,6 +710,7 @@ fn spawn_link(
 
     let writer_dc = dc.clone();
     let writer_cancel = cancel.clone();
+    let writer_traffic = traffic.clone();
     let writer = tokio::spawn(
         async move {
             loop {
@@ -701,6 +731,7 @@ fn spawn_link(
                         }
                     },
                 };
+                Traffic::add(&writer_traffic.sent, data.len());
                 if let Err(e) = writer_dc.send(BytesMut::from(&data[..])).await {
                     warn!(error = %e, "data channel send failed; closing link");
                     writer_cancel.cancel();
@@ -714,6 +745,7 @@ fn spawn_link(
             rx.close();
             let flush = async {
                 while let Some(data) = rx.recv().await {
+                    Traffic::add(&writer_traffic.sent, data.len());
                     if writer_dc.send(BytesMut::from(&data[..])).await.is_err() {
                         return;
                     }
@@ -750,6 +782,7 @@ fn spawn_link(
                         Some(DataChannelEvent::OnMessage(m)) if m.data.is_empty() => {}
                         Some(DataChannelEvent::OnMessage(m)) => {
                             let data = m.data.freeze();
+                            Traffic::add(&traffic.received, data.len());
                             let credit = tokio::select! {
                                 () = reader_cancel.cancelled() => break,
                                 c = budget.take(data.len()) => c,

@@ -27,6 +27,7 @@ use crate::blobs::{MemoryBudget, Spool};
 use crate::handlers::{self, Handlers};
 use crate::jobs::{Clock, JobTable};
 use crate::store::{Steps, Store};
+use crate::telemetry::{JournalMetrics, Telemetry};
 
 /// Capacity of the local command channel (submit, cancel, jobs). Full: callers wait.
 const COMMAND_QUEUE: usize = 256;
@@ -76,10 +77,11 @@ pub fn spawn_with(
     let spool_path = spool.root().to_owned();
     let max_blob_size = config.blobs.max_blob_size;
     let queue_limit = config.dispatcher.queue_limit;
+    let journal_metrics = JournalMetrics::default();
     let opened = config
         .data_dir
         .as_deref()
-        .map(Store::open)
+        .map(|dir| Store::open(dir, journal_metrics.observer()))
         .transpose()
         .map_err(StartError::Journal)?;
     let identity = match (config.identity.clone(), config.data_dir.as_deref()) {
@@ -134,6 +136,14 @@ pub fn spawn_with(
     });
     let stopped = CancellationToken::new();
     let metrics = Arc::new(Metrics::default());
+    let telemetry = Arc::new(Telemetry::new(
+        crate::telemetry::Now {
+            pool: pool_rx.clone(),
+            counters: metrics.clone(),
+            traffic: config.rtc.traffic.clone(),
+        },
+        &journal_metrics,
+    ));
     let tracker = TaskTracker::new();
     let signal_cancel = CancellationToken::new();
 
@@ -185,6 +195,7 @@ pub fn spawn_with(
         jobs_cancel: CancellationToken::new(),
         draining: false,
         metrics: metrics.clone(),
+        telemetry: telemetry.clone(),
         spool: Arc::new(spool),
         budget: MemoryBudget::new(config.blobs.memory_budget),
         job_blobs: HashMap::new(),
@@ -228,6 +239,7 @@ pub fn spawn_with(
     );
     Ok(PeerHandle {
         metrics,
+        telemetry,
         id: me,
         key: identity.public(),
         commands: cmd_tx,
