@@ -170,6 +170,8 @@ async fn metrics_count_what_happened_on_both_binaries() {
         ) >= 1.0
     );
     assert!(sample(&text, "jobmesh_link_setups_total") >= 1.0);
+    assert!(sample(&text, "jobmesh_links_open") >= 1.0, "to the worker");
+    assert!(sample(&text, "jobmesh_link_setup_seconds_count") >= 1.0);
     assert!(sample(&text, "jobmesh_data_channel_sent_bytes_total") > 0.0);
     assert_eq!(sample(&text, "jobmesh_signal_connected"), 1.0);
     promtool_accepts(&text);

@@ -25,7 +25,12 @@ pub(crate) struct Now {
 }
 
 /// A counter's name, help, label (`reason`) and value.
-type Sample = (&'static str, &'static str, Option<(&'static str, &'static str)>, u64);
+type Sample = (
+    &'static str,
+    &'static str,
+    Option<(&'static str, &'static str)>,
+    u64,
+);
 
 /// One scrape's values, owned (a collector lives in its registry).
 #[derive(Debug)]

@@ -63,6 +63,8 @@ struct Connected {
     peer: PeerId,
     link_id: LinkId,
     result: Result<LinkHandle, rtc::LinkError>,
+    /// From the start of the dial or answer to this result.
+    took: std::time::Duration,
 }
 
 /// A handler task's result.
@@ -292,7 +294,9 @@ impl Daemon {
                 NodeOutput::DeliverAnswer { link, sdp } => self.deliver_answer(link, sdp),
                 NodeOutput::CloseLink { link, .. } => {
                     // Dropping the connection closes it, or stops its dial.
-                    self.links.remove(&link);
+                    if let Some(Connection::Open(_)) = self.links.remove(&link) {
+                        self.telemetry.link_closed();
+                    }
                     self.link_permits.remove(&link);
                 }
                 NodeOutput::StartHandler {

@@ -17,7 +17,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 use tokio::sync::watch;
@@ -89,6 +89,8 @@ pub(crate) struct Telemetry {
     retries: Family<Cap, Counter>,
     queue_wait: Family<Cap, Histogram, fn() -> Histogram>,
     run_time: Family<Cap, Histogram, fn() -> Histogram>,
+    links_open: Gauge,
+    link_setup: Histogram,
     labels: Mutex<HashSet<String>>,
 }
 
@@ -112,6 +114,8 @@ impl Telemetry {
             retries: Family::default(),
             queue_wait: Family::new_with_constructor(seconds_histogram),
             run_time: Family::new_with_constructor(seconds_histogram),
+            links_open: Gauge::default(),
+            link_setup: seconds_histogram(),
             labels: Mutex::new(HashSet::new()),
             registry: Registry::default(),
         };
@@ -138,6 +142,17 @@ impl Telemetry {
             "From the worker's start of the last attempt to the job's end.",
             Unit::Seconds,
             t.run_time.clone(),
+        );
+        registry.register(
+            "links_open",
+            "Data channels to other peers open now.",
+            t.links_open.clone(),
+        );
+        registry.register_with_unit(
+            "link_setup",
+            "Time from the start of a dial or answer to an open data channel.",
+            Unit::Seconds,
+            t.link_setup.clone(),
         );
         registry.register(
             "journal_commits",
@@ -188,6 +203,17 @@ impl Telemetry {
             | EventKind::Started { .. }
             | EventKind::Progress { .. } => {}
         }
+    }
+
+    /// A data channel opened, after `took`.
+    pub(crate) fn link_opened(&self, took: std::time::Duration) {
+        self.links_open.inc();
+        self.link_setup.observe(took.as_secs_f64());
+    }
+
+    /// An open data channel was closed.
+    pub(crate) fn link_closed(&self) {
+        self.links_open.dec();
     }
 
     /// The label of `capability`: itself while there are few, else `other`.

@@ -47,6 +47,7 @@ impl Daemon {
         let task_abort = abort.clone();
         self.tracker.spawn(
             async move {
+                let started = Instant::now();
                 let connect = async {
                     match offer {
                         None => {
@@ -68,6 +69,7 @@ impl Daemon {
                         peer,
                         link_id,
                         result,
+                        took: started.elapsed(),
                     })
                     .await;
             }
@@ -100,6 +102,7 @@ impl Daemon {
         match op.result {
             Ok(handle) => {
                 Metrics::bump(&self.metrics.links_opened);
+                self.telemetry.link_opened(op.took);
                 let fingerprints = handle.fingerprints();
                 *link = Connection::Open(handle);
                 let binding = Binding {
