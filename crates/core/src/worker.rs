@@ -128,6 +128,8 @@ pub struct WorkerCore {
     failed: u64,
     /// Per capability: finished jobs and their total run time, for the mean.
     run_time: BTreeMap<Capability, (u64, Duration)>,
+    /// Per capability: jobs completed, jobs failed.
+    finished: BTreeMap<Capability, [u64; 2]>,
     /// Bumped on every change of `running`; see [`Stats::seq`].
     seq: u64,
     out: VecDeque<WorkerOutput>,
@@ -148,6 +150,7 @@ impl WorkerCore {
             completed: 0,
             failed: 0,
             run_time: BTreeMap::new(),
+            finished: BTreeMap::new(),
             seq: 0,
             out: VecDeque::new(),
         }
@@ -468,10 +471,13 @@ impl WorkerCore {
         let entry = self.run_time.entry(r.capability.clone()).or_default();
         entry.0 += 1;
         entry.1 += ran;
+        let finished = self.finished.entry(r.capability.clone()).or_default();
         if ok {
             self.completed += 1;
+            finished[0] += 1;
         } else {
             self.failed += 1;
+            finished[1] += 1;
         }
     }
 
@@ -626,6 +632,7 @@ impl WorkerCore {
             failed: self.failed,
             seq: self.seq,
             mean_run_ms: self.mean_run_ms(),
+            finished: self.finished.clone(),
             draining: self.draining,
         }
     }
@@ -698,6 +705,7 @@ mod tests {
         assert_eq!(reason(&drain(&mut w)), None);
         assert_eq!(w.stats().running, 2);
         assert_eq!(w.stats().completed, 1);
+        assert_eq!(w.stats().finished.get(&echo()), Some(&[1, 0]));
         assert_eq!(w.mean_run_ms().get(&echo()), Some(&10));
     }
 

@@ -92,6 +92,10 @@ pub struct Stats {
     /// Mean run time of its finished jobs, per capability, in milliseconds.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub mean_run_ms: BTreeMap<Capability, u64>,
+    /// Jobs it finished since start, per capability: `[completed, failed]`.
+    /// (Optional on the wire: a peer that sends none counts as none.)
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub finished: BTreeMap<Capability, [u64; 2]>,
     /// It is shutting down: it finishes what runs and takes no new job, so
     /// submitters leave it out at once.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -153,10 +157,12 @@ pub(crate) fn check_slots(slots: u32) -> Result<(), DecodeError> {
 impl Stats {
     pub(crate) fn validate(&self) -> Result<(), DecodeError> {
         check_slots(self.slots)?;
-        if self.mean_run_ms.len() > MAX_CAPABILITIES {
+        if self.mean_run_ms.len() > MAX_CAPABILITIES || self.finished.len() > MAX_CAPABILITIES {
             return Err(DecodeError::Invalid {
                 field: "stats",
-                reason: format!("mean_run_ms has more than {MAX_CAPABILITIES} entries"),
+                reason: format!(
+                    "mean_run_ms or finished has more than {MAX_CAPABILITIES} entries"
+                ),
             });
         }
         if self.running > self.slots.max(1) * 64 || self.queued > 10_000_000 {

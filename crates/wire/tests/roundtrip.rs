@@ -48,6 +48,10 @@ fn stats() -> impl Strategy<Value = Stats> {
             completed: c.into(),
             failed: f.into(),
             seq: u64::from(c) ^ 7,
+            finished: means
+                .iter()
+                .map(|(k, v)| (k.clone(), [u64::from(*v), u64::from(*v / 3)]))
+                .collect(),
             mean_run_ms: means.into_iter().map(|(k, v)| (k, v.into())).collect(),
             draining: f % 2 == 1,
         })
