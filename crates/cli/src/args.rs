@@ -80,6 +80,10 @@ pub(crate) enum Cmd {
     Submit(Box<SubmitArgs>),
     /// List the peers of the pool.
     Peers(PeersArgs),
+    /// The pool at a glance: workers, slots and finished jobs per capability
+    /// with their rates over the last minute, the slowest workers, and this
+    /// daemon's own jobs and journal.
+    Status(PeersArgs),
     /// List the local daemon's live and recent jobs.
     Jobs(JobsArgs),
     /// Cancel a job of the local daemon.

@@ -66,6 +66,7 @@ fn main() -> ExitCode {
         match cli.command {
             Some(Cmd::Submit(args)) => submit(*args, &common).await,
             Some(Cmd::Peers(args)) => peers(args, &common).await,
+            Some(Cmd::Status(args)) => status(args.json, &common).await,
             Some(Cmd::Jobs(args)) => jobs(args, &common).await,
             Some(Cmd::Cancel(args)) => cancel(args, &common).await,
             Some(Cmd::Result(args)) => result(args, &common).await,
@@ -962,6 +963,28 @@ async fn watch(args: WatchArgs, common: &Common) -> anyhow::Result<u8> {
             short(v["job_id"].as_str().unwrap_or_default()),
             v["event"].as_str().unwrap_or_default(),
             extra.unwrap_or_default()
+        );
+    }
+    Ok(0)
+}
+
+async fn status(json: bool, common: &Common) -> anyhow::Result<u8> {
+    let via = connect(common).await?;
+    let report: jobmesh_peer::status::StatusReport = match &via {
+        Via::Control(path) => {
+            serde_json::from_value(control::request(path, &Request::Status).await?)?
+        }
+        Via::Ephemeral(h) => h.status().await?,
+    };
+    finish(via).await;
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(0);
+    }
+    outln!("{}", table::status(&report));
+    if !report.connected {
+        eprintln!(
+            "note: this daemon is not connected to the signal-server; the figures may be stale"
         );
     }
     Ok(0)

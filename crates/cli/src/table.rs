@@ -45,6 +45,106 @@ pub(crate) fn time_of_day(unix_ms: u64) -> String {
     full.get(11..).unwrap_or(&full).to_owned()
 }
 
+/// `peer status` for people.
+pub(crate) fn status(r: &jobmesh_peer::status::StatusReport) -> String {
+    let mut out = format!(
+        "pool: {} worker{}{}, {} submitter{}; {} of {} slots busy; {} jobs queued; {} completed, {} failed since the workers started\n",
+        r.workers,
+        if r.workers == 1 { "" } else { "s" },
+        if r.draining > 0 { format!(" ({} draining)", r.draining) } else { String::new() },
+        r.submitters,
+        if r.submitters == 1 { "" } else { "s" },
+        r.busy,
+        r.slots,
+        r.queued,
+        r.completed,
+        r.failed,
+    );
+    let rate = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1}"));
+    let rows = r
+        .capabilities
+        .iter()
+        .map(|c| {
+            vec![
+                c.capability.to_string(),
+                c.workers.to_string(),
+                c.slots.to_string(),
+                c.busy.to_string(),
+                c.completed.to_string(),
+                c.failed.to_string(),
+                rate(c.completed_per_min),
+                rate(c.failed_per_min),
+                duration(c.mean_run_ms),
+            ]
+        })
+        .collect();
+    out.push('\n');
+    out.push_str(&render(
+        &[
+            "CAPABILITY",
+            "WORKERS",
+            "SLOTS",
+            "BUSY",
+            "COMPLETED",
+            "FAILED",
+            "DONE/MIN",
+            "FAILED/MIN",
+            "MEAN RUN",
+        ],
+        rows,
+        &[1, 2, 3, 4, 5, 6, 7, 8],
+    ));
+    if let Some(w) = r.rate_window_s {
+        out.push_str(&format!("\n(rates over the last {w:.0} s)"));
+    } else {
+        out.push_str("\n(rates after this daemon has watched the pool for a few seconds)");
+    }
+    if !r.slowest.is_empty() {
+        let rows = r
+            .slowest
+            .iter()
+            .map(|s| {
+                vec![
+                    s.name.clone(),
+                    s.capability.to_string(),
+                    duration(Some(s.mean_run_ms)),
+                    s.finished.to_string(),
+                ]
+            })
+            .collect();
+        out.push_str("\n\n");
+        out.push_str(&render(
+            &["SLOWEST", "CAPABILITY", "MEAN RUN", "FINISHED"],
+            rows,
+            &[2, 3],
+        ));
+    }
+    let counts = |m: &std::collections::BTreeMap<String, u64>| {
+        if m.is_empty() {
+            "none".to_owned()
+        } else {
+            m.iter()
+                .map(|(k, v)| format!("{v} {k}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    };
+    out.push_str(&format!(
+        "\n\nthis daemon ({}): live jobs: {}; recent: {}",
+        r.me.name,
+        counts(&r.me.live),
+        counts(&r.me.recent)
+    ));
+    if let Some((file, bytes)) = &r.me.journal {
+        let size = match *bytes {
+            b if b < 1 << 20 => format!("{} KiB", b.div_ceil(1024)),
+            b => format!("{:.1} MiB", b as f64 / f64::from(1 << 20)),
+        };
+        out.push_str(&format!("; journal {} ({size})", file.display()));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

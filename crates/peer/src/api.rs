@@ -300,6 +300,8 @@ pub struct PeerHandle {
     pub(crate) data_dir: Option<PathBuf>,
     /// Submitted jobs not yet ended, each counted by its [`QueuePlace`].
     pub(crate) places: Arc<AtomicUsize>,
+    /// A minute of the pool view, sampled for `status`'s rates.
+    pub(crate) history: Arc<std::sync::Mutex<crate::status::History>>,
     /// The dispatcher's queue limit, which `places` is kept under.
     pub(crate) queue_limit: usize,
 }
@@ -598,6 +600,27 @@ impl PeerHandle {
     /// The pool as this daemon sees it now.
     pub fn pool(&self) -> PoolSnapshot {
         self.pool.borrow().clone()
+    }
+
+    /// The pool at a glance: workers, slots and finished jobs per
+    /// capability with their rates over the last minute, the slowest
+    /// workers, and this daemon's own jobs and journal.
+    pub async fn status(&self) -> Result<crate::status::StatusReport, DaemonError> {
+        let jobs = self.jobs().await?;
+        let journal = self.data_dir.as_ref().map(|d| {
+            let file = d.join(jobmesh_journal::FILE_NAME);
+            let bytes = std::fs::metadata(&file).map_or(0, |m| m.len());
+            (file, bytes)
+        });
+        let pool = self.pool();
+        let history = crate::lock(&self.history);
+        Ok(crate::status::report(
+            std::time::Instant::now(),
+            &pool,
+            &history,
+            &jobs,
+            journal,
+        ))
     }
 
     /// Waits until `pred` holds for the pool view, or `timeout` passes.

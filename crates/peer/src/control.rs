@@ -116,6 +116,8 @@ pub enum Request {
     Watch,
     /// Describe the pool.
     Peers,
+    /// The pool at a glance (`peer status`).
+    Status,
 }
 
 impl Request {
@@ -396,6 +398,10 @@ enum Answer {
 async fn answer(daemon: &PeerHandle, request: Request) -> Answer {
     let line = match request {
         Request::Peers => to_json(&PeersReply::from(daemon.pool())),
+        Request::Status => match daemon.status().await {
+            Ok(report) => to_json(&report),
+            Err(e) => error_json(&e.to_string()),
+        },
         Request::Jobs => match daemon.jobs().await {
             Ok(jobs) => to_json(&serde_json::json!({ "jobs": jobs })),
             Err(e) => error_json(&e.to_string()),

@@ -27,6 +27,7 @@ pub mod handlers;
 pub mod jobs;
 #[cfg(any(feature = "thumbnail", feature = "ocr"))]
 pub mod media;
+pub mod status;
 pub mod store;
 mod telemetry;
 

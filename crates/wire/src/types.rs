@@ -160,9 +160,7 @@ impl Stats {
         if self.mean_run_ms.len() > MAX_CAPABILITIES || self.finished.len() > MAX_CAPABILITIES {
             return Err(DecodeError::Invalid {
                 field: "stats",
-                reason: format!(
-                    "mean_run_ms or finished has more than {MAX_CAPABILITIES} entries"
-                ),
+                reason: format!("mean_run_ms or finished has more than {MAX_CAPABILITIES} entries"),
             });
         }
         if self.running > self.slots.max(1) * 64 || self.queued > 10_000_000 {

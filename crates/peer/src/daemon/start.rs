@@ -222,6 +222,20 @@ pub fn spawn_with(
     for r in resume {
         daemon.resume(Instant::now(), r);
     }
+    // A minute of the pool view for `status`; ends with the daemon.
+    let history = Arc::new(std::sync::Mutex::new(crate::status::History::default()));
+    tokio::spawn({
+        let (history, pool, stop) = (history.clone(), pool_rx.clone(), stopped.clone());
+        async move {
+            let mut every = tokio::time::interval(crate::status::SAMPLE_EVERY);
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    at = every.tick() => crate::lock(&history).sample(at.into_std(), &pool.borrow()),
+                }
+            }
+        }
+    });
     tokio::spawn(
         run_and_close(
             daemon,
@@ -252,6 +266,7 @@ pub fn spawn_with(
         store: api_store,
         data_dir: config_data_dir,
         places: Arc::default(),
+        history,
         queue_limit,
     })
 }
