@@ -772,6 +772,10 @@ impl Dispatcher {
             | DcMsg::Cancel { .. }
             | DcMsg::Received { .. }
             | DcMsg::Error { .. }
+            // Observers are the node's, not placement's.
+            | DcMsg::Observe { .. }
+            | DcMsg::Unobserve {}
+            | DcMsg::Observed { .. }
             // Blob transfer is handled by the daemon, not by placement.
             | DcMsg::Blobs { .. } => return,
         };
@@ -890,6 +894,9 @@ impl Dispatcher {
             | DcMsg::LinkProof { .. }
             | DcMsg::Held { .. }
             | DcMsg::Received { .. }
+            | DcMsg::Observe { .. }
+            | DcMsg::Unobserve {}
+            | DcMsg::Observed { .. }
             | DcMsg::Blobs { .. } => {}
         }
         // A result carries the worker's load after it: fresher than its

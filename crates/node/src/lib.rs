@@ -20,6 +20,9 @@
 
 mod binding;
 mod links;
+mod observe;
+use observe::{Observers, Watching};
+pub use observe::{MAX_OBSERVERS, OBSERVER_QUEUE};
 mod spool;
 mod transfers;
 
@@ -33,7 +36,9 @@ use jobmesh_core::{
 use jobmesh_identity::{Identity, Signature};
 use jobmesh_trust::{Credential, Revocations, Role};
 use jobmesh_wire::blob::{BlobMeta, Direction};
-use jobmesh_wire::dc::{DcMsg, JobId, Outcome, Progress, RejectReason, MAX_DC_MESSAGE};
+use jobmesh_wire::dc::{
+    DcMsg, JobId, ObservedEvent, Outcome, Progress, RejectReason, MAX_DC_MESSAGE,
+};
 use jobmesh_wire::link::{Binding, BINDING_TIMEOUT_MS};
 use jobmesh_wire::signal::{Handshake, ServerMsg};
 use jobmesh_wire::{Capability, PeerId, PeerInfo, Stats};
@@ -246,6 +251,10 @@ pub enum NodeInput<'a> {
     },
     /// The peer is shutting down: its worker takes no new job.
     Drain,
+    /// Observe the pool (true) or stop (false): subscribe to the job events
+    /// of every worker in the view, this one included, which arrive as
+    /// [`NodeOutput::Observed`].
+    Observe(bool),
     /// Time passed; call at [`Node::poll_timeout`].
     Timeout,
 }
@@ -411,6 +420,16 @@ pub enum NodeOutput {
     Journal(JournalOp),
     /// Tell the signal-server this peer's stats (coalesced).
     PublishStats(Stats),
+    /// Job events of a worker this peer observes (oldest first), and how
+    /// many the worker dropped before them (this observer fell behind).
+    Observed {
+        /// The worker.
+        worker: PeerId,
+        /// What happened.
+        events: Vec<ObservedEvent>,
+        /// Missed events.
+        dropped: u64,
+    },
 }
 
 /// Counters of what the node saw, for metrics.
@@ -473,6 +492,10 @@ pub struct Node {
     /// This peer's exact stats after the last input.
     stats: Stats,
     counters: NodeCounters,
+    /// Who observes this worker's jobs.
+    observers: Observers,
+    /// The workers this peer observes, while it observes the pool.
+    watching: Option<Watching>,
     out: VecDeque<NodeOutput>,
 }
 
@@ -523,6 +546,8 @@ impl Node {
             clock: config.clock,
             stats,
             counters: NodeCounters::default(),
+            observers: Observers::default(),
+            watching: None,
             out: VecDeque::new(),
         }
     }
@@ -625,6 +650,7 @@ impl Node {
                 }
                 self.dispatcher_input(now, Input::Signal(msg));
                 self.call_back_away_submitters();
+                self.observe_workers(now);
             }
             NodeInput::Message { from, link, msg } => {
                 if !self.links.is_current(&from, link) {
@@ -701,7 +727,21 @@ impl Node {
                 outputs,
             } => self.on_handler_done(now, job_id, result, outputs),
             NodeInput::Drain => self.worker.drain(),
+            NodeInput::Observe(true) => {
+                if self.watching.is_none() {
+                    self.watching = Some(Watching::default());
+                    self.observe_workers(now);
+                }
+            }
+            NodeInput::Observe(false) => {
+                if let Some(mut w) = self.watching.take() {
+                    for peer in w.take() {
+                        self.send_to(now, peer, DcMsg::Unobserve {});
+                    }
+                }
+            }
             NodeInput::Timeout => {
+                self.observe_workers(now);
                 self.dispatcher_input(now, Input::Timeout);
                 self.worker.handle_timeout(now);
                 self.expire_inputs(now);
@@ -782,9 +822,15 @@ impl Node {
                         Ok(_) => (self.input_check)(&capability, &input)
                             .map_err(|why| (RejectReason::BadInput, why)),
                     });
+                let capability_seen = capability.clone();
                 let admission = self.worker.handle_submit(
                     now, from, job_id, attempt, capability, input, timeout_ms, check,
                 );
+                if admission == Admission::Started {
+                    let at = self.unix_ms(now);
+                    self.observers
+                        .started(now, at, job_id, attempt, capability_seen.clone(), from);
+                }
                 match (admission, announced) {
                     (Admission::Refused, _) => self.counters.rejected += 1,
                     (Admission::Started, Ok(Some(blobs))) => {
@@ -796,6 +842,23 @@ impl Node {
                 }
             }
             DcMsg::Cancel { job_id, attempt } => self.worker.handle_cancel(from, job_id, attempt),
+            DcMsg::Observe { history } => match self.may_observe(from) {
+                Ok(()) if self.observers.subscribe(from, history) => {}
+                Ok(()) => {
+                    warn!(peer = %from.short(), "observe refused: this worker has as many observers as it serves")
+                }
+                Err(why) => warn!(peer = %from.short(), %why, "observe refused"),
+            },
+            DcMsg::Unobserve {} => self.observers.unsubscribe(&from),
+            DcMsg::Observed { events, dropped } => {
+                if self.watching.is_some() {
+                    self.out.push_back(NodeOutput::Observed {
+                        worker: from,
+                        events,
+                        dropped,
+                    });
+                }
+            }
             DcMsg::Received { receipts } => {
                 for r in receipts {
                     self.worker.handle_received(from, r.job_id, r.attempt);
@@ -880,17 +943,30 @@ impl Node {
             }
             while let Some(out) = self.worker.poll_output() {
                 match out {
-                    WorkerOutput::Send { to, msg } => self.send_to(now, to, msg),
+                    WorkerOutput::Send { to, msg } => {
+                        let at = self.unix_ms(now);
+                        self.observers.on_worker_msg(now, at, &msg);
+                        self.send_to(now, to, msg);
+                    }
                     WorkerOutput::Start {
                         job_id,
                         capability,
                         input,
                         timeout,
                     } => self.start_job(now, job_id, capability, input, timeout),
-                    WorkerOutput::Cancel { job_id } => self.stop_work(now, job_id),
+                    WorkerOutput::Cancel { job_id } => {
+                        let at = self.unix_ms(now);
+                        self.observers.cancelled(now, at, job_id);
+                        self.stop_work(now, job_id);
+                    }
                     WorkerOutput::Restore { job_id, result } => self.restore(now, job_id, result),
                     WorkerOutput::Forget { job_id } => self.forget(job_id),
                 }
+            }
+            // Observers hear of the job events so far in one batch each
+            // (this peer itself through the loopback).
+            for (peer, msg) in self.observers.flush() {
+                self.send_to(now, peer, msg);
             }
             if let Some(msg) = self.loopback.pop_front() {
                 self.on_message(now, self.me, msg);
@@ -1245,6 +1321,10 @@ impl Node {
         }
         self.announced.remove(&peer);
         self.grants.remove(&peer);
+        self.observers.unsubscribe(&peer);
+        if let Some(w) = &mut self.watching {
+            w.lost(&peer);
+        }
         let why = why.to_string();
         self.dispatcher_input(now, Input::LinkRefused { peer, why: &why });
         self.worker.handle_link_closed(now, peer);
@@ -1402,6 +1482,48 @@ impl Node {
             )),
             _ => Ok(()),
         }
+    }
+
+    /// Whether `from` may observe this worker's jobs: in a closed pool, its
+    /// credential must grant the observer role.
+    fn may_observe(&self, from: PeerId) -> Result<(), String> {
+        if from == self.me || self.credential.is_none() {
+            return Ok(());
+        }
+        match self.grants.get(&from) {
+            Some(c) => c
+                .grant()
+                .require(Role::Observer, std::iter::empty::<&str>())
+                .map_err(|e| format!("peer {from}'s credential: {e}")),
+            None => Err(format!("peer {from} showed no credential")),
+        }
+    }
+
+    /// While observing: subscribes to every worker of the view (this one
+    /// included) not subscribed to yet.
+    fn observe_workers(&mut self, now: Instant) {
+        let Some(watching) = &mut self.watching else {
+            return;
+        };
+        let me = (self.worker.stats().slots > 0).then_some(self.me);
+        let others = self
+            .dispatcher
+            .pool()
+            .peers()
+            .filter(|p| p.stats.slots > 0 && p.id != self.me)
+            .map(|p| p.id);
+        let new = watching.newly_subscribed(me.into_iter().chain(others));
+        for peer in new {
+            self.send_to(now, peer, DcMsg::Observe { history: true });
+        }
+    }
+
+    /// Unix milliseconds at `now`.
+    fn unix_ms(&self, now: Instant) -> u64 {
+        self.clock.unix.saturating_mul(1000).saturating_add(
+            u64::try_from(now.saturating_duration_since(self.clock.at).as_millis())
+                .unwrap_or(u64::MAX),
+        )
     }
 
     /// In a closed pool: whether `to`'s credential grants it the worker

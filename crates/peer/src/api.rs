@@ -271,6 +271,8 @@ pub(crate) enum Command {
     Jobs {
         reply: oneshot::Sender<Vec<JobRecord>>,
     },
+    /// The number of pool observers changed: observe while there are any.
+    Observe,
 }
 
 /// Events buffered per submitted job for its [`JobHandle`]. Overflow: the
@@ -279,6 +281,48 @@ pub(crate) const JOB_EVENT_QUEUE: usize = 256;
 /// Events buffered per `watch` subscriber. Overflow: a slow watcher misses
 /// events (and is told how many); the daemon never waits for it.
 pub(crate) const WATCH_QUEUE: usize = 1024;
+/// Batches of observed events buffered per pool watcher. Overflow: a slow
+/// watcher misses batches (and is told how many); the daemon never waits.
+pub(crate) const OBSERVED_QUEUE: usize = 1024;
+
+/// Job events of one worker of the pool, as an observer receives them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObservedBatch {
+    /// The worker.
+    pub worker: PeerId,
+    /// What happened on it, oldest first.
+    pub events: Vec<jobmesh_wire::dc::ObservedEvent>,
+    /// Events the worker dropped before these (this observer fell behind).
+    pub dropped: u64,
+}
+
+/// A subscription to the job events of every worker in the pool
+/// ([`PeerHandle::observe`]). While one exists the daemon observes the pool;
+/// dropping the last one stops it.
+#[derive(Debug)]
+pub struct Observation {
+    events: broadcast::Receiver<ObservedBatch>,
+    commands: mpsc::Sender<Command>,
+}
+
+impl Observation {
+    /// The next batch; `Err(n)`: this subscription fell behind and missed
+    /// `n` batches; `Ok(None)`: the daemon stopped.
+    pub async fn next(&mut self) -> Result<Option<ObservedBatch>, u64> {
+        match self.events.recv().await {
+            Ok(b) => Ok(Some(b)),
+            Err(broadcast::error::RecvError::Lagged(n)) => Err(n),
+            Err(broadcast::error::RecvError::Closed) => Ok(None),
+        }
+    }
+}
+
+impl Drop for Observation {
+    fn drop(&mut self) {
+        // Overflow: the daemon keeps observing until its next check.
+        let _ = self.commands.try_send(Command::Observe);
+    }
+}
 
 /// A running daemon. Clones share it. Dropping handles does not stop it; call
 /// [`shutdown`](Self::shutdown) (or cancel the token given to [`spawn`]).
@@ -289,6 +333,7 @@ pub struct PeerHandle {
     pub(crate) commands: mpsc::Sender<Command>,
     pub(crate) pool: watch::Receiver<PoolSnapshot>,
     pub(crate) watch: broadcast::Sender<WatchEvent>,
+    pub(crate) observed: broadcast::Sender<ObservedBatch>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) stopped: CancellationToken,
     pub(crate) metrics: Arc<Metrics>,
@@ -600,6 +645,21 @@ impl PeerHandle {
     /// The pool as this daemon sees it now.
     pub fn pool(&self) -> PoolSnapshot {
         self.pool.borrow().clone()
+    }
+
+    /// Observes the pool: the job events of every worker (this one
+    /// included), from their recent history on. The daemon subscribes to
+    /// the workers while any observation exists.
+    pub async fn observe(&self) -> Result<Observation, DaemonError> {
+        let events = self.observed.subscribe();
+        self.commands
+            .send(Command::Observe)
+            .await
+            .map_err(|_| DaemonError::Stopped)?;
+        Ok(Observation {
+            events,
+            commands: self.commands.clone(),
+        })
     }
 
     /// The pool at a glance: workers, slots and finished jobs per

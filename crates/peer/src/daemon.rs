@@ -119,6 +119,10 @@ struct Daemon {
     pool_tx: watch::Sender<PoolSnapshot>,
     /// Overflow: a lagging subscriber misses events; sending never waits.
     watch: broadcast::Sender<WatchEvent>,
+    /// Observed job events of the pool, to `observe` subscribers.
+    observed: broadcast::Sender<crate::api::ObservedBatch>,
+    /// Whether the node observes the pool (while anyone subscribes).
+    observing: bool,
     table: JobTable,
     clock: Clock,
     connected: bool,
@@ -350,6 +354,18 @@ impl Daemon {
                         steps.node_op(now, op);
                     }
                 }
+                NodeOutput::Observed {
+                    worker,
+                    events,
+                    dropped,
+                } => {
+                    // A lagging subscriber misses batches; sending never waits.
+                    let _ = self.observed.send(crate::api::ObservedBatch {
+                        worker,
+                        events,
+                        dropped,
+                    });
+                }
                 NodeOutput::PublishStats(stats) => {
                     // Overflow: dropped; the node's coalescer sends the latest
                     // value on the next change.
@@ -507,6 +523,13 @@ impl Daemon {
             }
             Command::Jobs { reply } => {
                 let _ = reply.send(self.table.list());
+            }
+            Command::Observe => {
+                let wanted = self.observed.receiver_count() > 0;
+                if wanted != self.observing {
+                    self.observing = wanted;
+                    self.feed(now, NodeInput::Observe(wanted));
+                }
             }
         }
     }

@@ -156,6 +156,15 @@ pub fn cap(name: &str) -> Capability {
     Capability::new(name).unwrap_or_else(|_| panic!("invalid capability name {name:?}"))
 }
 
+/// The job events observing peers received ([`Action::Observe`]).
+#[derive(Debug, Default)]
+pub struct Observed {
+    /// (observer, worker, event), in arrival order.
+    pub events: Vec<(usize, PeerId, jobmesh_wire::dc::ObservedEvent)>,
+    /// Events the workers dropped for a slow observer.
+    pub dropped: u64,
+}
+
 /// Something the schedule makes happen.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
@@ -188,6 +197,8 @@ pub enum Action {
     SignalOutage(Duration),
     /// SIGTERM: the peer drains (it stops taking jobs).
     Drain(usize),
+    /// The peer observes the pool (true) or stops (false).
+    Observe(usize, bool),
 }
 
 /// One simulated peer.
@@ -384,6 +395,8 @@ pub struct Sim {
     pub audit: Audit,
     /// The known product bugs [`run`](Self::run)'s checks tolerate.
     pub allowances: Allowances,
+    /// What observing peers received.
+    pub observed: Observed,
     /// Since when the signal-server is down.
     signal_down_since: Option<Duration>,
     trace: Option<Vec<String>>,
@@ -441,6 +454,7 @@ impl Sim {
             violations: Vec::new(),
             audit: Audit::default(),
             allowances: Allowances::default(),
+            observed: Observed::default(),
             signal_down_since: None,
             trace: None,
             hash: 0xcbf2_9ce4_8422_2325,
@@ -1046,6 +1060,7 @@ impl Sim {
                 }
             }
             Action::Drain(p) => self.input(p, NodeInput::Drain),
+            Action::Observe(p, on) => self.input(p, NodeInput::Observe(on)),
         }
     }
 
@@ -1476,6 +1491,16 @@ impl Sim {
                     socket,
                     stats,
                 });
+            }
+            NodeOutput::Observed {
+                worker,
+                events,
+                dropped,
+            } => {
+                self.observed.dropped += dropped;
+                for e in events {
+                    self.observed.events.push((p, worker, e));
+                }
             }
         }
     }

@@ -28,7 +28,7 @@ use uuid::Uuid;
 use jobmesh_identity::{Nonce, PublicKey, Signature};
 use jobmesh_trust::Credential;
 
-use crate::{decode_tagged, Capability, DecodeError};
+use crate::{decode_tagged, Capability, DecodeError, PeerId};
 
 /// Largest data-channel message: webrtc 0.21's default SCTP maximum (64 KiB).
 /// A submit, its input included, must fit in one message.
@@ -262,6 +262,24 @@ pub enum DcMsg {
         /// The signature.
         sig: Signature,
     },
+    /// Subscribe to the job events of the jobs the recipient runs as a
+    /// worker (a pool-wide observer); `history`: send the recent ones first.
+    Observe {
+        /// Send the last [`OBSERVED_HISTORY`] events first.
+        #[serde(default)]
+        history: bool,
+    },
+    /// End a subscription.
+    Unobserve {},
+    /// Job events of a worker, to a subscriber, oldest first.
+    Observed {
+        /// At most [`MAX_OBSERVED_BATCH`].
+        events: Vec<ObservedEvent>,
+        /// Events the subscriber missed since the last batch (its queue
+        /// overflowed and the oldest went).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        dropped: u64,
+    },
     /// The last message could not be decoded.
     Error {
         /// The job it was about, when that much could be read.
@@ -283,8 +301,62 @@ const DC_TYPES: &[&str] = &[
     "held",
     "link_hello",
     "link_proof",
+    "observe",
+    "unobserve",
+    "observed",
     "error",
 ];
+
+/// Events a worker keeps for a subscriber that asks for history.
+pub const OBSERVED_HISTORY: usize = 64;
+/// Most events in one `observed` message (each at most ~1 KiB).
+pub const MAX_OBSERVED_BATCH: usize = 32;
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// What happened to a job on a worker, as an observer hears it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ObservedKind {
+    /// The worker started it.
+    Started,
+    /// Its handler reported progress.
+    Progress,
+    /// It completed.
+    Completed,
+    /// It failed (its error follows).
+    Failed,
+    /// It was cancelled, timed out or given up on the worker.
+    Cancelled,
+}
+
+/// One job event of a worker, for the pool's observers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ObservedEvent {
+    /// The job.
+    pub job_id: JobId,
+    /// Its attempt.
+    pub attempt: u32,
+    /// Its capability.
+    pub capability: Capability,
+    /// Who submitted it.
+    pub submitter: PeerId,
+    /// When, by the worker's clock (Unix milliseconds).
+    pub at_ms: u64,
+    /// What.
+    pub event: ObservedKind,
+    /// How far (progress).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<u8>,
+    /// How long it ran (completed, failed, cancelled), in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_ms: Option<u64>,
+    /// Why it failed, cut to [`MAX_PROGRESS_TEXT`] bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
 
 impl DcMsg {
     /// Decodes and validates one data-channel message.
@@ -319,6 +391,28 @@ impl DcMsg {
             }
             DcMsg::Blobs { blobs, .. } => {
                 crate::blob::BlobMeta::validate_all(blobs, crate::blob::MAX_BLOB_SIZE)?;
+            }
+            DcMsg::Observed { events, .. } => {
+                if events.len() > MAX_OBSERVED_BATCH {
+                    return Err(DecodeError::Invalid {
+                        field: "events",
+                        reason: format!("{} given, at most {MAX_OBSERVED_BATCH}", events.len()),
+                    });
+                }
+                for e in events {
+                    if e.percent.is_some_and(|p| p > 100)
+                        || e.error
+                            .as_ref()
+                            .is_some_and(|t| t.len() > MAX_PROGRESS_TEXT)
+                    {
+                        return Err(DecodeError::Invalid {
+                            field: "events",
+                            reason: format!(
+                                "percent is 0-100, error at most {MAX_PROGRESS_TEXT} bytes"
+                            ),
+                        });
+                    }
+                }
             }
             _ => {}
         }
@@ -363,6 +457,11 @@ impl DcMsg {
                 outcome: Outcome::Err { message, .. },
                 ..
             } => clean(message),
+            DcMsg::Observed { events, .. } => {
+                for text in events.iter_mut().filter_map(|e| e.error.as_mut()) {
+                    clean(text);
+                }
+            }
             DcMsg::Progress { progress, .. } => {
                 for text in [&mut progress.stage, &mut progress.message]
                     .into_iter()
@@ -389,6 +488,9 @@ impl DcMsg {
             DcMsg::Held { .. } => "held",
             DcMsg::LinkHello { .. } => "link_hello",
             DcMsg::LinkProof { .. } => "link_proof",
+            DcMsg::Observe { .. } => "observe",
+            DcMsg::Unobserve {} => "unobserve",
+            DcMsg::Observed { .. } => "observed",
             DcMsg::Error { .. } => "error",
         }
     }

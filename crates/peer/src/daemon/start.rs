@@ -112,6 +112,7 @@ pub fn spawn_with(
     let (progress_tx, progress_rx) = mpsc::channel(PROGRESS_QUEUE);
     let (transfer_tx, transfer_rx) = mpsc::channel(blob_io::TRANSFER_QUEUE);
     let (watch_tx, _) = broadcast::channel(WATCH_QUEUE);
+    let (observed_tx, _) = broadcast::channel(crate::api::OBSERVED_QUEUE);
     let journaled = opened.is_some();
     let node = new_node(
         &config,
@@ -188,6 +189,8 @@ pub fn spawn_with(
         progress_tx,
         pool_tx,
         watch: watch_tx.clone(),
+        observed: observed_tx.clone(),
+        observing: false,
         table: JobTable::default(),
         clock: Clock::now(),
         connected: false,
@@ -259,6 +262,7 @@ pub fn spawn_with(
         commands: cmd_tx,
         pool: pool_rx,
         watch: watch_tx,
+        observed: observed_tx,
         shutdown,
         stopped,
         max_blob_size,
