@@ -32,6 +32,7 @@ mod large_blobs_keep_memory_bounded;
 mod malformed_data_channel_message_gets_an_error_reply;
 mod metrics_count_what_happened;
 mod peer_status_counts_the_pool;
+mod peer_watch_all_observes_every_worker;
 mod peers_rejoin_when_the_signal_server_returns;
 mod signal_server_never_carries_a_payload;
 mod simultaneous_dials_resolve_to_one_link;

@@ -249,6 +249,10 @@ pub(crate) struct WatchArgs {
     /// One JSON object a line instead of text.
     #[arg(long)]
     pub(crate) json: bool,
+    /// The job events of every worker of the pool (this daemon observes the
+    /// pool while you watch), not only this daemon's own jobs.
+    #[arg(long)]
+    pub(crate) all: bool,
 }
 
 #[derive(Args, Debug)]

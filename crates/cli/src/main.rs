@@ -805,7 +805,7 @@ async fn result(args: ResultArgs, common: &Common) -> anyhow::Result<u8> {
     };
     // With --wait: subscribed before the first look, so its end is not missed.
     let mut events = match args.wait {
-        true => Some(control::subscribe(&path).await?),
+        true => Some(control::subscribe(&path, &Request::Watch).await?),
         false => None,
     };
     let v = loop {
@@ -927,7 +927,10 @@ fn print_failure(envelope: &Envelope) {
 
 async fn watch(args: WatchArgs, common: &Common) -> anyhow::Result<u8> {
     let path = locate::required(common).await?;
-    let mut events = control::subscribe(&path).await?;
+    if args.all {
+        return watch_pool(&path, args.json).await;
+    }
+    let mut events = control::subscribe(&path, &Request::Watch).await?;
     let mut names = HashMap::new();
     // A worker not yet named is looked up once (it joined after the start).
     let mut asked: HashSet<String> = HashSet::new();
@@ -985,6 +988,51 @@ async fn status(json: bool, common: &Common) -> anyhow::Result<u8> {
     if !report.connected {
         eprintln!(
             "note: this daemon is not connected to the signal-server; the figures may be stale"
+        );
+    }
+    Ok(0)
+}
+
+/// `peer watch --all`: every worker's job events, a line each.
+async fn watch_pool(path: &std::path::Path, json: bool) -> anyhow::Result<u8> {
+    let mut events = control::subscribe(path, &Request::WatchPool).await?;
+    while let Some(v) = events.next().await? {
+        if json {
+            outln!("{v}");
+            continue;
+        }
+        if let Some(n) = v.get("lagged") {
+            outln!("(missed {n} batches of events)");
+            continue;
+        }
+        let worker = v["worker_name"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| short(v["worker"].as_str().unwrap_or_default()).to_owned());
+        if let Some(n) = v.get("dropped") {
+            outln!("(worker {worker} dropped {n} events: this watcher fell behind)");
+            continue;
+        }
+        let extra = match v["event"].as_str() {
+            Some("progress") => v["percent"].as_u64().map(|p| format!("{p}%")),
+            Some("completed" | "cancelled") => {
+                v["run_ms"].as_u64().map(|ms| table::duration(Some(ms)))
+            }
+            Some("failed") => Some(format!(
+                "{}: {}",
+                table::duration(v["run_ms"].as_u64()),
+                v["error"].as_str().unwrap_or_default()
+            )),
+            _ => None,
+        };
+        outln!(
+            "{}  {:<12}  {}  {:<10}  {:<10}  {}",
+            v["at_ms"].as_u64().map_or("-".into(), table::time_of_day),
+            worker,
+            short(v["job_id"].as_str().unwrap_or_default()),
+            v["event"].as_str().unwrap_or_default(),
+            v["capability"].as_str().unwrap_or_default(),
+            extra.unwrap_or_default()
         );
     }
     Ok(0)

@@ -197,7 +197,10 @@ pub(crate) struct Watching {
 
 impl Watching {
     /// The workers of `workers` not subscribed to yet (now marked so).
-    pub(crate) fn newly_subscribed(&mut self, workers: impl Iterator<Item = PeerId>) -> Vec<PeerId> {
+    pub(crate) fn newly_subscribed(
+        &mut self,
+        workers: impl Iterator<Item = PeerId>,
+    ) -> Vec<PeerId> {
         workers.filter(|w| self.subscribed.insert(*w)).collect()
     }
 

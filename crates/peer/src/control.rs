@@ -114,6 +114,8 @@ pub enum Request {
     Jobs,
     /// Stream every job event.
     Watch,
+    /// Stream the job events of every worker of the pool (observe it).
+    WatchPool,
     /// Describe the pool.
     Peers,
     /// The pool at a glance (`peer status`).
@@ -363,6 +365,7 @@ async fn handle(stream: UnixStream, daemon: &PeerHandle) -> std::io::Result<()> 
     let reply = match answer(daemon, request).await {
         Answer::Line(line) => line,
         Answer::Watch => return watch(daemon, reader, write).await,
+        Answer::WatchPool => return watch_pool(daemon, reader, write).await,
         Answer::Job { job, events, save } => {
             follow(
                 daemon,
@@ -392,6 +395,8 @@ enum Answer {
     },
     /// Every job event, for as long as the client stays.
     Watch,
+    /// Every worker's job events, for as long as the client stays.
+    WatchPool,
 }
 
 /// Acts on one request.
@@ -410,6 +415,7 @@ async fn answer(daemon: &PeerHandle, request: Request) -> Answer {
             to_json(&serde_json::json!({ "cancelled": daemon.cancel(job_id).await }))
         }
         Request::Watch => return Answer::Watch,
+        Request::WatchPool => return Answer::WatchPool,
         Request::Result {
             job_id,
             out,
@@ -669,6 +675,56 @@ async fn watch(daemon: &PeerHandle, mut reader: Reader, mut write: Writer) -> st
     }
 }
 
+/// `watch_pool`: one line per observed event, `{"worker", "worker_name",
+/// ...the event}`; `{"worker", "dropped": n}` when a worker dropped events
+/// for this daemon, `{"lagged": n}` when this client missed batches.
+async fn watch_pool(
+    daemon: &PeerHandle,
+    mut reader: Reader,
+    mut write: Writer,
+) -> std::io::Result<()> {
+    let Ok(mut observation) = daemon.observe().await else {
+        return write_line(&mut write, &error_json("the daemon is stopping")).await;
+    };
+    loop {
+        let batch = tokio::select! {
+            b = observation.next() => b,
+            () = client_gone(&mut reader) => return Ok(()),
+        };
+        let batch = match batch {
+            Ok(Some(b)) => b,
+            Ok(None) => return Ok(()),
+            Err(n) => {
+                write_line(&mut write, &to_json(&serde_json::json!({ "lagged": n }))).await?;
+                continue;
+            }
+        };
+        let name = {
+            let pool = daemon.pool();
+            if batch.worker == pool.me.id {
+                Some(pool.me.name)
+            } else {
+                pool.peers
+                    .into_iter()
+                    .find(|p| p.id == batch.worker)
+                    .map(|p| p.name)
+            }
+        };
+        if batch.dropped > 0 {
+            let line = serde_json::json!({ "worker": batch.worker, "dropped": batch.dropped });
+            write_line(&mut write, &to_json(&line)).await?;
+        }
+        for e in batch.events {
+            let mut line = serde_json::to_value(&e).unwrap_or_default();
+            if let Some(obj) = line.as_object_mut() {
+                obj.insert("worker".into(), serde_json::json!(batch.worker));
+                obj.insert("worker_name".into(), serde_json::json!(name));
+            }
+            write_line(&mut write, &to_json(&line)).await?;
+        }
+    }
+}
+
 fn to_json<T: Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_else(|e| error_json(&e.to_string()))
 }
@@ -724,9 +780,10 @@ impl Watch {
     }
 }
 
-/// Subscribes to the job events of the daemon at `path`.
-pub async fn subscribe(path: &Path) -> Result<Watch, ControlError> {
-    let (lines, write) = open(path, &Request::Watch).await?;
+/// Subscribes to a stream of the daemon at `path`: its own job events
+/// ([`Request::Watch`]) or the pool's ([`Request::WatchPool`]).
+pub async fn subscribe(path: &Path, what: &Request) -> Result<Watch, ControlError> {
+    let (lines, write) = open(path, what).await?;
     Ok(Watch {
         lines,
         _write: write,

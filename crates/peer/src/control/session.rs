@@ -125,7 +125,7 @@ async fn one(
 ) {
     let written = match answer(&daemon, request).await {
         Answer::Line(line) => out.line(line).await,
-        Answer::Watch => {
+        Answer::Watch | Answer::WatchPool => {
             let e = error_json("watch needs a connection of its own: send it without an \"id\"");
             out.line(e).await
         }
