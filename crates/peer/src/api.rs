@@ -301,7 +301,8 @@ pub struct ObservedBatch {
 /// dropping the last one stops it.
 #[derive(Debug)]
 pub struct Observation {
-    events: broadcast::Receiver<ObservedBatch>,
+    /// `Some` until dropped.
+    events: Option<broadcast::Receiver<ObservedBatch>>,
     commands: mpsc::Sender<Command>,
 }
 
@@ -309,7 +310,10 @@ impl Observation {
     /// The next batch; `Err(n)`: this subscription fell behind and missed
     /// `n` batches; `Ok(None)`: the daemon stopped.
     pub async fn next(&mut self) -> Result<Option<ObservedBatch>, u64> {
-        match self.events.recv().await {
+        let Some(events) = &mut self.events else {
+            return Ok(None);
+        };
+        match events.recv().await {
             Ok(b) => Ok(Some(b)),
             Err(broadcast::error::RecvError::Lagged(n)) => Err(n),
             Err(broadcast::error::RecvError::Closed) => Ok(None),
@@ -319,6 +323,8 @@ impl Observation {
 
 impl Drop for Observation {
     fn drop(&mut self) {
+        // Gone before the daemon counts the subscriptions left.
+        drop(self.events.take());
         // Overflow: the daemon keeps observing until its next check.
         let _ = self.commands.try_send(Command::Observe);
     }
@@ -657,7 +663,7 @@ impl PeerHandle {
             .await
             .map_err(|_| DaemonError::Stopped)?;
         Ok(Observation {
-            events,
+            events: Some(events),
             commands: self.commands.clone(),
         })
     }

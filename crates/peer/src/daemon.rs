@@ -360,11 +360,16 @@ impl Daemon {
                     dropped,
                 } => {
                     // A lagging subscriber misses batches; sending never waits.
-                    let _ = self.observed.send(crate::api::ObservedBatch {
+                    let sent = self.observed.send(crate::api::ObservedBatch {
                         worker,
                         events,
                         dropped,
                     });
+                    if sent.is_err() && self.observing {
+                        // Nobody listens any more (a lost nudge): stop.
+                        self.observing = false;
+                        self.feed(now, NodeInput::Observe(false));
+                    }
                 }
                 NodeOutput::PublishStats(stats) => {
                     // Overflow: dropped; the node's coalescer sends the latest
