@@ -26,7 +26,7 @@ pub use observe::{MAX_OBSERVERS, OBSERVER_QUEUE};
 mod spool;
 mod transfers;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use jobmesh_core::{
@@ -851,7 +851,8 @@ impl Node {
             },
             DcMsg::Unobserve {} => self.observers.unsubscribe(&from),
             DcMsg::Observed { events, dropped } => {
-                if self.watching.is_some() {
+                if let Some(w) = &mut self.watching {
+                    w.seen(from, &events);
                     self.out.push_back(NodeOutput::Observed {
                         worker: from,
                         events,
@@ -1502,6 +1503,7 @@ impl Node {
     /// While observing: subscribes to every worker of the view (this one
     /// included) not subscribed to yet.
     fn observe_workers(&mut self, now: Instant) {
+        let at = self.unix_ms(now);
         let Some(watching) = &mut self.watching else {
             return;
         };
@@ -1512,7 +1514,18 @@ impl Node {
             .peers()
             .filter(|p| p.stats.slots > 0 && p.id != self.me)
             .map(|p| p.id);
-        let new = watching.newly_subscribed(me.into_iter().chain(others));
+        let workers: BTreeSet<PeerId> = me.into_iter().chain(others).collect();
+        // Only a complete view says who left.
+        if self.dispatcher.pool().is_synced() {
+            for (worker, events) in watching.left(&workers, at) {
+                self.out.push_back(NodeOutput::Observed {
+                    worker,
+                    events,
+                    dropped: 0,
+                });
+            }
+        }
+        let new = watching.newly_subscribed(workers.into_iter());
         for peer in new {
             self.send_to(now, peer, DcMsg::Observe { history: true });
         }

@@ -189,10 +189,17 @@ fn cut(text: &str) -> String {
     text[..end].to_owned()
 }
 
-/// The observer side: the workers this peer has subscribed to.
+/// Jobs an observer tracks as running on the workers it observes, to say
+/// `lost` when their worker leaves. Past it the newest are not tracked.
+pub(crate) const MAX_TRACKED: usize = 4096;
+
+/// The observer side: the workers this peer has subscribed to, and the jobs
+/// it heard start on them and not end.
 #[derive(Debug, Default)]
 pub(crate) struct Watching {
     subscribed: BTreeSet<PeerId>,
+    running: HashMap<PeerId, HashMap<JobId, ObservedEvent>>,
+    tracked: usize,
 }
 
 impl Watching {
@@ -211,7 +218,58 @@ impl Watching {
 
     /// Everyone subscribed to, forgotten.
     pub(crate) fn take(&mut self) -> BTreeSet<PeerId> {
+        self.running.clear();
+        self.tracked = 0;
         std::mem::take(&mut self.subscribed)
+    }
+
+    /// `worker`'s events arrived: which of its jobs run.
+    pub(crate) fn seen(&mut self, worker: PeerId, events: &[ObservedEvent]) {
+        let jobs = self.running.entry(worker).or_default();
+        for e in events {
+            match e.event {
+                ObservedKind::Started if self.tracked < MAX_TRACKED => {
+                    if jobs.insert(e.job_id, e.clone()).is_none() {
+                        self.tracked += 1;
+                    }
+                }
+                ObservedKind::Started | ObservedKind::Progress => {}
+                _ => {
+                    if jobs.remove(&e.job_id).is_some() {
+                        self.tracked -= 1;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The subscribed workers not in `view` left the pool: forgotten, with
+    /// a `lost` event for each job heard starting on them and not ending.
+    pub(crate) fn left(
+        &mut self,
+        view: &BTreeSet<PeerId>,
+        at_ms: u64,
+    ) -> Vec<(PeerId, Vec<ObservedEvent>)> {
+        let gone: Vec<PeerId> = self.subscribed.difference(view).copied().collect();
+        let mut out = Vec::new();
+        for worker in gone {
+            self.subscribed.remove(&worker);
+            let jobs = self.running.remove(&worker).unwrap_or_default();
+            self.tracked -= jobs.len();
+            let lost: Vec<ObservedEvent> = jobs
+                .into_values()
+                .map(|mut e| {
+                    e.event = ObservedKind::Lost;
+                    e.at_ms = at_ms;
+                    e.percent = None;
+                    e
+                })
+                .collect();
+            if !lost.is_empty() {
+                out.push((worker, lost));
+            }
+        }
+        out
     }
 }
 
@@ -326,6 +384,39 @@ mod tests {
         assert!(!o.subscribe(PeerId::random(), true));
         let again = *o.subscribers.keys().next().expect("one");
         assert!(o.subscribe(again, true), "a subscriber may ask again");
+    }
+
+    #[test]
+    fn a_worker_that_leaves_takes_its_running_jobs_with_it_as_lost() {
+        let t = Instant::now();
+        let (w, submitter) = (PeerId::random(), PeerId::random());
+        let mut worker = Observers::default();
+        assert!(worker.subscribe(submitter, false));
+        let (j1, j2) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+        worker.started(t, 1, j1, 1, cap(), submitter);
+        worker.started(t, 2, j2, 1, cap(), submitter);
+        worker.cancelled(t, 3, j2);
+        let mut watching = Watching::default();
+        assert_eq!(watching.newly_subscribed([w].into_iter()), vec![w]);
+        for (_, msg) in worker.flush() {
+            if let DcMsg::Observed { events, .. } = msg {
+                watching.seen(w, &events);
+            }
+        }
+        // Still in the view: nothing to say.
+        assert!(watching.left(&[w].into_iter().collect(), 9).is_empty());
+        let lost = watching.left(&BTreeSet::new(), 9);
+        assert_eq!(lost.len(), 1);
+        let (who, events) = &lost[0];
+        assert_eq!(*who, w);
+        assert_eq!(events.len(), 1, "j2 ended");
+        assert_eq!(
+            (events[0].job_id, events[0].event, events[0].at_ms),
+            (j1, ObservedKind::Lost, 9)
+        );
+        assert_eq!(watching.tracked, 0);
+        // Gone from the subscriptions too: it is asked again if it returns.
+        assert_eq!(watching.newly_subscribed([w].into_iter()), vec![w]);
     }
 
     #[test]

@@ -122,3 +122,55 @@ fn an_observer_that_starts_late_gets_the_recent_history_and_stops_when_asked() {
         );
     }
 }
+
+#[test]
+fn jobs_of_a_worker_that_dies_are_heard_lost_then_run_elsewhere() {
+    for seed in 0..4 {
+        let peers = vec![
+            PeerSpec::submitter("s"),
+            PeerSpec::worker("w1", &["record"], 2),
+            PeerSpec::worker("w2", &["record"], 2),
+            PeerSpec::submitter("watcher"),
+        ];
+        let mut sim = Sim::new(seed, SimConfig::default(), peers);
+        sim.schedule(50 * MS, Action::Observe(3, true));
+        for i in 0..4 {
+            sim.schedule(500 * MS + 10 * MS * i, Sim::job(0, "record", 3000, 60 * S));
+        }
+        // Both workers run two each; w1 dies with them.
+        sim.schedule(1500 * MS, Action::Crash(1));
+        sim.run(Duration::from_secs(120));
+        let w1 = sim.peer_id(1);
+        let lost: Vec<uuid::Uuid> = sim
+            .observed
+            .events
+            .iter()
+            .filter(|(o, w, e)| *o == 3 && *w == w1 && e.event == ObservedKind::Lost)
+            .map(|(_, _, e)| e.job_id)
+            .collect();
+        let started_on_w1: HashSet<uuid::Uuid> = sim
+            .observed
+            .events
+            .iter()
+            .filter(|(o, w, e)| *o == 3 && *w == w1 && e.event == ObservedKind::Started)
+            .map(|(_, _, e)| e.job_id)
+            .collect();
+        assert!(!started_on_w1.is_empty(), "seed {seed}: w1 ran nothing");
+        assert_eq!(
+            lost.iter().copied().collect::<HashSet<_>>(),
+            started_on_w1,
+            "seed {seed}: every job w1 started is heard lost"
+        );
+        // ... and then completed on w2 (the submitter retried them).
+        let jobs = heard(&sim, 3);
+        for job in &started_on_w1 {
+            let (workers, kinds) = &jobs[job];
+            assert!(workers.contains(&sim.peer_id(2)), "seed {seed}: {job}");
+            assert_eq!(
+                kinds.last(),
+                Some(&ObservedKind::Completed),
+                "seed {seed}: {kinds:?}"
+            );
+        }
+    }
+}

@@ -330,6 +330,9 @@ pub enum ObservedKind {
     Failed,
     /// It was cancelled, timed out or given up on the worker.
     Cancelled,
+    /// Its worker left the pool while it ran (said by the observer, not by
+    /// the worker).
+    Lost,
 }
 
 /// One job event of a worker, for the pool's observers.
