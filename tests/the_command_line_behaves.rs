@@ -7,14 +7,15 @@ use jobmesh_testkit::process::peer;
 
 /// The lines `child` writes to its piped stdout, as they come.
 fn stdout_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    lines_of(child.stdout.take().expect("stdout piped"))
+}
+
+/// The lines of `from`, as they come.
+fn lines_of(from: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
     use std::io::BufRead;
-    let stdout = child.stdout.take().expect("stdout piped");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
+        for line in std::io::BufReader::new(from).lines().map_while(Result::ok) {
             if tx.send(line).is_err() {
                 break;
             }
@@ -174,20 +175,25 @@ fn logs_are_plain_off_a_terminal_and_free_of_webrtc_noise() {
         .args(["--listen", "127.0.0.1:0", "--open"])
         .env_remove("NO_COLOR")
         .env_remove("JOBMESH_COLOR")
-        .stdout(Stdio::piped())
+        .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("signal-server runs");
-    let mut ready = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(server.stdout.take().expect("piped")),
-        &mut ready,
-    )
-    .expect("its ready line");
-    server.kill().expect("kill");
-    let out = server.wait_with_output().expect("it ends");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("OPEN mode"), "{stderr}");
+    // Its log lines as they come; the open-mode warning is among the first.
+    let lines = lines_of(server.stderr.take().expect("piped"));
+    let mut seen = Vec::new();
+    while !seen.iter().any(|l: &String| l.contains("OPEN mode")) {
+        match lines.recv_timeout(std::time::Duration::from_secs(20)) {
+            Ok(l) => seen.push(l),
+            Err(e) => {
+                let _ = server.kill();
+                panic!("no OPEN mode warning ({e}): {seen:?}");
+            }
+        }
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    let stderr = seen.join("\n");
     assert!(!stderr.contains('\u{1b}'), "colour in a file: {stderr:?}");
 }
 
