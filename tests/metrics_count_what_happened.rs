@@ -6,7 +6,10 @@
 use std::io::{Read, Write};
 use std::process::Stdio;
 
-use jobmesh_testkit::process::{daemon, peer, signal_server_with, wait_capable, Proc};
+use jobmesh_testkit::process::{
+    daemon, expect_exit, peer, run_peer, signal_server_with, submit_each, submit_timing_out,
+    wait_capable, Proc,
+};
 
 /// `GET path` on `addr` over plain HTTP/1.0: (status line, body).
 fn get(addr: &str, path: &str, token: Option<&str>) -> (String, String) {
@@ -92,44 +95,11 @@ async fn metrics_count_what_happened_on_both_binaries() {
         .to_owned();
     wait_capable(&sock, "echo", 1).await;
     let control = sock.to_str().expect("utf-8");
-    let run = |args: &[&str], stdin: &str| {
-        let mut all = args.to_vec();
-        all.extend(["--control", control]);
-        let mut child = peer(&all)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("peer runs");
-        child
-            .stdin
-            .take()
-            .expect("piped")
-            .write_all(stdin.as_bytes())
-            .expect("stdin");
-        child.wait().expect("peer ends").code()
-    };
-
     // 20 that complete, 2 that time out, 1 that no worker can run.
-    let inputs: String = (0..20).map(|i| format!("{{\"i\":{i}}}\n")).collect();
-    assert_eq!(run(&["submit", "echo", "--each", "-"], &inputs), Some(0));
-    for _ in 0..2 {
-        let code = run(
-            &[
-                "submit",
-                "sleep",
-                "--input",
-                r#"{"ms":5000}"#,
-                "--timeout",
-                "0.3",
-                "--retries",
-                "0",
-            ],
-            "",
-        );
-        assert_eq!(code, Some(3), "a timed-out job");
-    }
-    assert_eq!(run(&["submit", "nope"], ""), Some(3));
+    assert_eq!(submit_each(control, "echo", 20), Some(0));
+    submit_timing_out(control);
+    submit_timing_out(control);
+    expect_exit(&run_peer(&["submit", "nope", "--control", control]), 3);
 
     let (status, text) = get(&metrics, "/metrics", None);
     assert!(status.contains("200"), "{status}");

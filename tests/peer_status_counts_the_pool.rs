@@ -1,10 +1,9 @@
 //! `peer status`: the pool at a glance, counted from the workers' own
 //! stats (finished jobs per capability) as the pool view carries them.
 
-use std::io::Write;
-use std::process::Stdio;
-
-use jobmesh_testkit::process::{daemon, peer, signal_server, stdout_json, wait_capable};
+use jobmesh_testkit::process::{
+    daemon, peer, signal_server, stdout_json, submit_each, submit_timing_out, wait_capable,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peer_status_counts_workers_slots_and_finished_jobs_per_capability() {
@@ -24,34 +23,9 @@ async fn peer_status_counts_workers_slots_and_finished_jobs_per_capability() {
     wait_capable(&sock, "echo", 2).await;
     let control = sock.to_str().expect("utf-8");
 
-    let mut each = peer(&["submit", "echo", "--each", "-", "--control", control])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("peer runs");
-    let inputs: String = (0..20).map(|i| format!("{{\"i\":{i}}}\n")).collect();
-    each.stdin
-        .take()
-        .expect("piped")
-        .write_all(inputs.as_bytes())
-        .expect("stdin");
-    assert!(each.wait().expect("ends").success());
+    assert_eq!(submit_each(control, "echo", 20), Some(0));
     // One that fails on its worker: the handler is stopped at its timeout.
-    let out = peer(&[
-        "submit",
-        "sleep",
-        "--input",
-        r#"{"ms":5000}"#,
-        "--timeout",
-        "0.3",
-        "--retries",
-        "0",
-        "--control",
-        control,
-    ])
-    .output()
-    .expect("peer runs");
-    assert_eq!(out.status.code(), Some(3));
+    submit_timing_out(control);
 
     // The workers' stats reach this daemon through the signal-server.
     let mut report = serde_json::Value::Null;

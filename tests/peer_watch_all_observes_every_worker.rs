@@ -3,11 +3,13 @@
 //! completed or failed with its error — streamed by the workers themselves.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, Write};
+use std::io::BufRead;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use jobmesh_testkit::process::{daemon, peer, signal_server, wait_capable};
+use jobmesh_testkit::process::{
+    daemon, peer, signal_server, submit_each, submit_timing_out, wait_capable,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peer_watch_all_hears_every_job_of_every_worker() {
@@ -49,33 +51,9 @@ async fn peer_watch_all_hears_every_job_of_every_worker() {
 
     let control = sock("s");
     let control = control.to_str().expect("utf-8");
-    let mut each = peer(&["submit", "echo", "--each", "-", "--control", control])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("peer runs");
-    let inputs: String = (0..20).map(|i| format!("{{\"i\":{i}}}\n")).collect();
-    each.stdin
-        .take()
-        .expect("piped")
-        .write_all(inputs.as_bytes())
-        .expect("stdin");
-    assert!(each.wait().expect("ends").success());
-    let out = peer(&[
-        "submit",
-        "sleep",
-        "--input",
-        r#"{"ms":5000}"#,
-        "--timeout",
-        "0.3",
-        "--retries",
-        "0",
-        "--control",
-        control,
-    ])
-    .output()
-    .expect("peer runs");
-    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(submit_each(control, "echo", 20), Some(0));
+    // One that fails on its worker: the handler is stopped at its timeout.
+    submit_timing_out(control);
 
     // Every job's start and end, from the worker that ran it (the history
     // covers what ran before the observer had subscribed).

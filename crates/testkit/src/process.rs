@@ -150,6 +150,44 @@ pub fn run_peer(args: &[&str]) -> std::process::Output {
     peer(args).output().expect("run peer")
 }
 
+/// `peer submit CAPABILITY --each -` through the daemon at `control`: `n`
+/// echo-able inputs `{"i": 0..n}`, one a line; its exit code.
+pub fn submit_each(control: &str, capability: &str, n: usize) -> Option<i32> {
+    use std::io::Write;
+    let mut child = peer(&["submit", capability, "--each", "-", "--control", control])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("peer runs");
+    let inputs: String = (0..n).map(|i| format!("{{\"i\":{i}}}\n")).collect();
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(inputs.as_bytes())
+        .expect("stdin");
+    child.wait().expect("peer ends").code()
+}
+
+/// A `sleep` job through the daemon at `control` that times out on its
+/// worker (5 s asked, 0.3 s allowed, no retry): it ends with exit code 3.
+pub fn submit_timing_out(control: &str) {
+    let out = run_peer(&[
+        "submit",
+        "sleep",
+        "--input",
+        r#"{"ms":5000}"#,
+        "--timeout",
+        "0.3",
+        "--retries",
+        "0",
+        "--control",
+        control,
+    ]);
+    expect_exit(&out, 3);
+}
+
 /// Runs `peer` to completion as on another machine: with a runtime dir where
 /// no daemon runs, so a client command cannot use this machine's daemons.
 pub fn run_peer_elsewhere(args: &[&str]) -> std::process::Output {
