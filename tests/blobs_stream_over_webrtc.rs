@@ -121,6 +121,26 @@ async fn exec_handlers_take_and_return_blobs_and_leave_no_files_behind() {
     assert_eq!(r.blobs[0].name(), Some("stdout"));
     assert_eq!(r.blobs[0].to_vec().expect("read"), data);
     drop(r);
+    // The metrics count it: one blob in on the worker, one back here, and
+    // at least their bytes over the data channels.
+    let received = |h: &PeerHandle| {
+        let text = h.metrics_text();
+        let sum = |prefix: &str| -> f64 {
+            text.lines()
+                .filter_map(|l| l.strip_prefix(prefix))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        };
+        (
+            sum("jobmesh_blobs_received_total{"),
+            sum("jobmesh_blob_received_bytes_total "),
+            sum("jobmesh_data_channel_received_bytes_total "),
+        )
+    };
+    let (blobs, bytes, wire) = received(&w);
+    assert_eq!((blobs, bytes), (1.0, data.len() as f64));
+    assert!(wire > data.len() as f64, "{wire}");
+    assert_eq!(received(&sub.handle).0, 1.0);
 
     // Two files in, two files out, names and count through the environment.
     let a = dir.path().join("photo.jpg");

@@ -162,5 +162,7 @@ async fn metrics_count_what_happened_on_both_binaries() {
         "an offer and an answer"
     );
     assert!(sample(&text, "jobmesh_signal_frames_sent_total") >= 4.0);
+    // Members joined and changed stats after one another: views went out.
+    assert!(sample(&text, "jobmesh_signal_view_fan_out_seconds_count") >= 1.0);
     promtool_accepts(&text);
 }

@@ -9,7 +9,8 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
 
 use crate::server::Counters;
 
@@ -39,8 +40,9 @@ struct Scrape {
     counters: Vec<Sample>,
 }
 
-/// The metrics of a server holding `now` with `counters`.
-pub(crate) fn render(now: Now, c: &Counters) -> String {
+/// The metrics of a server holding `now` with `counters`, and its view
+/// fan-out times.
+pub(crate) fn render(now: Now, c: &Counters, fan_out: &Histogram) -> String {
     let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let n = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
     let scrape = Scrape {
@@ -124,6 +126,12 @@ pub(crate) fn render(now: Now, c: &Counters) -> String {
     };
     let mut registry = Registry::with_prefix("jobmesh_signal");
     registry.register_collector(Box::new(scrape));
+    registry.register_with_unit(
+        "view_fan_out",
+        "From a change of a pool to a member's view holding it (views are paced, so this includes the wait for the member's next view).",
+        Unit::Seconds,
+        fan_out.clone(),
+    );
     let mut out = String::new();
     // Writing to a String cannot fail.
     let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &registry);
@@ -176,6 +184,7 @@ mod tests {
                 pools: 1,
             },
             &c,
+            &Histogram::new([0.1]),
         );
         for line in [
             "jobmesh_signal_peers 3",

@@ -319,6 +319,10 @@ pub async fn run(
         config,
         stop: stop.clone(),
         tracker: TaskTracker::new(),
+        // 1 ms to ~65 s, doubling: the view interval alone is 100s of ms.
+        fan_out: prometheus_client::metrics::histogram::Histogram::new(
+            prometheus_client::metrics::histogram::exponential_buckets(0.001, 2.0, 17),
+        ),
     });
     shared
         .tracker
@@ -398,7 +402,7 @@ struct Inner {
     registry: Registry,
     clients: HashMap<PeerId, Client>,
     /// Per pool, its head version; its members' tasks watch it.
-    heads: HashMap<String, watch::Sender<u64>>,
+    heads: HashMap<String, watch::Sender<Head>>,
     /// Per closed pool, the newest revocation list (verified).
     revoked: HashMap<String, Arc<Revocations>>,
 }
@@ -413,7 +417,12 @@ struct Shared {
     stop: CancellationToken,
     /// Every connection task and the sweep task.
     tracker: TaskTracker,
+    /// From a change of a pool to a member's view holding it.
+    fan_out: prometheus_client::metrics::histogram::Histogram,
 }
+
+/// A pool's latest version, and when it changed.
+type Head = (u64, Instant);
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -491,7 +500,7 @@ impl Inner {
             }
             head => {
                 if let Some(tx) = self.heads.get(pool) {
-                    tx.send_replace(head);
+                    tx.send_replace((head, Instant::now()));
                 }
             }
         }
@@ -619,7 +628,7 @@ async fn metrics(
             pools: inner.registry.pool_count(),
         }
     };
-    let text = crate::metrics::render(now, shared.counters());
+    let text = crate::metrics::render(now, shared.counters(), &shared.fan_out);
     Ok((
         [(
             header::CONTENT_TYPE,
@@ -859,7 +868,7 @@ async fn connection(socket: WebSocket, shared: Arc<Shared>) {
                 let view = inner
                     .heads
                     .entry(hello.pool.clone())
-                    .or_insert_with(|| watch::Sender::new(0))
+                    .or_insert_with(|| watch::Sender::new((0, Instant::now())))
                     .subscribe();
                 inner.changed(&hello.pool);
                 view
@@ -1011,7 +1020,7 @@ struct ClientIo<'a> {
     /// Relays for it.
     rx: &'a mut mpsc::Receiver<ServerMsg>,
     /// Its pool's head version.
-    view: &'a mut watch::Receiver<u64>,
+    view: &'a mut watch::Receiver<Head>,
     kick: &'a CancellationToken,
     me: PeerId,
 }
@@ -1030,6 +1039,8 @@ async fn serve(sink: &mut Sink, stream: &mut Stream, io: ClientIo<'_>, shared: &
     let mut cursor = 0;
     let mut budget = RelayBudget::new(shared.config.relay_rate, Instant::now());
     let mut behind = true;
+    // When the oldest change this client has not been shown happened.
+    let mut changed_at: Option<Instant> = None;
     // No view page before this: the end of the interval after the last update.
     let rest = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(rest);
@@ -1073,6 +1084,10 @@ async fn serve(sink: &mut Sink, stream: &mut Stream, io: ClientIo<'_>, shared: &
                 cursor = page.cursor;
                 behind = !page.synced;
                 if page.synced {
+                    // The client's view holds every change up to now.
+                    if let Some(since) = changed_at.take() {
+                        shared.fan_out.observe(since.elapsed().as_secs_f64());
+                    }
                     let c = &shared.config;
                     let share = Duration::from_secs(1).mul_f64(page.pool_size as f64 / f64::from(c.view_rate));
                     rest.as_mut().reset(tokio::time::Instant::now() + c.view_interval.max(share));
@@ -1089,6 +1104,7 @@ async fn serve(sink: &mut Sink, stream: &mut Stream, io: ClientIo<'_>, shared: &
                 if changed.is_err() {
                     return End::Kicked;
                 }
+                changed_at.get_or_insert(view.borrow_and_update().1);
                 behind = true;
             }
             _ = ping.tick() => {

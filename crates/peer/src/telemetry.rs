@@ -91,7 +91,15 @@ pub(crate) struct Telemetry {
     run_time: Family<Cap, Histogram, fn() -> Histogram>,
     links_open: Gauge,
     link_setup: Histogram,
+    blobs_received: Family<HeldIn, Counter>,
+    blob_received_bytes: Counter,
     labels: Mutex<HashSet<String>>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HeldIn {
+    /// `memory` or `file` (spooled).
+    held: &'static str,
 }
 
 impl std::fmt::Debug for Telemetry {
@@ -116,6 +124,8 @@ impl Telemetry {
             run_time: Family::new_with_constructor(seconds_histogram),
             links_open: Gauge::default(),
             link_setup: seconds_histogram(),
+            blobs_received: Family::default(),
+            blob_received_bytes: Counter::default(),
             labels: Mutex::new(HashSet::new()),
             registry: Registry::default(),
         };
@@ -153,6 +163,17 @@ impl Telemetry {
             "Time from the start of a dial or answer to an open data channel.",
             Unit::Seconds,
             t.link_setup.clone(),
+        );
+        registry.register(
+            "blobs_received",
+            "Blobs received whole from other peers, by where they were held: memory, or a spool file.",
+            t.blobs_received.clone(),
+        );
+        registry.register_with_unit(
+            "blob_received",
+            "Bytes of blobs received whole from other peers.",
+            Unit::Bytes,
+            t.blob_received_bytes.clone(),
         );
         registry.register(
             "journal_commits",
@@ -209,6 +230,15 @@ impl Telemetry {
     pub(crate) fn link_opened(&self, took: std::time::Duration) {
         self.links_open.inc();
         self.link_setup.observe(took.as_secs_f64());
+    }
+
+    /// A set of blobs arrived whole.
+    pub(crate) fn blobs_received(&self, blobs: &[crate::blobs::ReceivedBlob]) {
+        for b in blobs {
+            let held = if b.path().is_some() { "file" } else { "memory" };
+            self.blobs_received.get_or_create(&HeldIn { held }).inc();
+            self.blob_received_bytes.inc_by(b.size());
+        }
     }
 
     /// An open data channel was closed.

@@ -155,6 +155,7 @@ impl Daemon {
                     Some(rx) => (Some(rx.dir()), rx.finish().unwrap_or_default()),
                     None => (None, Vec::new()),
                 };
+                self.telemetry.blobs_received(&received);
                 let inputs = received
                     .iter()
                     .filter_map(|b| {
@@ -177,6 +178,7 @@ impl Daemon {
         };
         match rx.finish() {
             Ok(blobs) => {
+                self.telemetry.blobs_received(&blobs);
                 self.results.insert(job_id, (attempt, blobs));
             }
             Err(why) => warn!(%job_id, %why, "a complete set of result blobs would not open"),
