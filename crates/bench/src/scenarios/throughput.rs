@@ -38,6 +38,34 @@ pub(crate) async fn run(ctx: Ctx) -> anyhow::Result<Vec<Figure>> {
     let mesh = Mesh::start(&ctx, 2)?;
     let sub = mesh.submitter("tp").await?;
     let library = at_once(&ctx, &sub, n).await?;
+    // The same with a pool-wide observer watching both workers: what
+    // streaming every job's events to it costs them (same run, same mesh).
+    let observer = mesh.submitter("tpo").await?;
+    let mut observation = observer.observe().await?;
+    let heard = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let drain = tokio::spawn({
+        let heard = heard.clone();
+        async move {
+            loop {
+                match observation.next().await {
+                    Ok(Some(b)) => {
+                        heard
+                            .fetch_add(b.events.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    // Fell behind: it missed some; go on.
+                    Err(_) => {}
+                    Ok(None) => break,
+                }
+            }
+        }
+    });
+    let observed = at_once(&ctx, &sub, n).await?;
+    drain.abort();
+    anyhow::ensure!(
+        heard.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        "the observer heard no event"
+    );
+    observer.shutdown();
     let journaled = mesh.submitter_with("tpj", true).await?;
     let library_journaled = at_once(&ctx, &journaled, n).await?;
 
@@ -88,6 +116,12 @@ pub(crate) async fn run(ctx: Ctx) -> anyhow::Result<Vec<Figure>> {
             format!("{n} no-ops at once, library API"),
             "jobs/s",
             library,
+        ),
+        Figure::new(
+            "throughput",
+            format!("{n} no-ops at once, library API, one pool-wide observer"),
+            "jobs/s",
+            observed,
         ),
         Figure::new(
             "throughput",
