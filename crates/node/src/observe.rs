@@ -211,7 +211,8 @@ impl Watching {
         workers.filter(|w| self.subscribed.insert(*w)).collect()
     }
 
-    /// `peer`'s link closed: its subscription went with it.
+    /// `peer`'s link closed: its subscription went with it (the jobs heard
+    /// running on it stay tracked: if it left the pool, they are lost).
     pub(crate) fn lost(&mut self, peer: &PeerId) {
         self.subscribed.remove(peer);
     }
@@ -250,7 +251,17 @@ impl Watching {
         view: &BTreeSet<PeerId>,
         at_ms: u64,
     ) -> Vec<(PeerId, Vec<ObservedEvent>)> {
-        let gone: Vec<PeerId> = self.subscribed.difference(view).copied().collect();
+        // A worker's link may close before the view loses it: its jobs
+        // stay tracked until then.
+        let gone: Vec<PeerId> = self
+            .subscribed
+            .iter()
+            .chain(self.running.keys())
+            .filter(|w| !view.contains(w))
+            .copied()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
         let mut out = Vec::new();
         for worker in gone {
             self.subscribed.remove(&worker);
@@ -403,8 +414,9 @@ mod tests {
                 watching.seen(w, &events);
             }
         }
-        // Still in the view: nothing to say.
+        // Still in the view: nothing to say, even once its link closed.
         assert!(watching.left(&[w].into_iter().collect(), 9).is_empty());
+        watching.lost(&w);
         let lost = watching.left(&BTreeSet::new(), 9);
         assert_eq!(lost.len(), 1);
         let (who, events) = &lost[0];

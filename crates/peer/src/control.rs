@@ -683,9 +683,13 @@ async fn watch_pool(
     mut reader: Reader,
     mut write: Writer,
 ) -> std::io::Result<()> {
+    /// Worker names remembered per stream (they are few: workers of one pool).
+    const MAX_NAMES: usize = 4096;
     let Ok(mut observation) = daemon.observe().await else {
         return write_line(&mut write, &error_json("the daemon is stopping")).await;
     };
+    let mut names: std::collections::HashMap<jobmesh_wire::PeerId, String> =
+        std::collections::HashMap::new();
     loop {
         let batch = tokio::select! {
             b = observation.next() => b,
@@ -699,17 +703,18 @@ async fn watch_pool(
                 continue;
             }
         };
-        let name = {
+        // A worker that left (its jobs are `lost`) keeps the name it had.
+        if !names.contains_key(&batch.worker) && names.len() < MAX_NAMES {
             let pool = daemon.pool();
-            if batch.worker == pool.me.id {
-                Some(pool.me.name)
-            } else {
-                pool.peers
-                    .into_iter()
-                    .find(|p| p.id == batch.worker)
-                    .map(|p| p.name)
+            let found = std::iter::once(pool.me)
+                .chain(pool.peers)
+                .find(|p| p.id == batch.worker)
+                .map(|p| p.name);
+            if let Some(n) = found {
+                names.insert(batch.worker, n);
             }
-        };
+        }
+        let name = names.get(&batch.worker);
         if batch.dropped > 0 {
             let line = serde_json::json!({ "worker": batch.worker, "dropped": batch.dropped });
             write_line(&mut write, &to_json(&line)).await?;
