@@ -2,60 +2,13 @@
 //! timeout exit code, a SIGKILLed worker's job finishing elsewhere, `peer
 //! watch`, `peer jobs` and `peer cancel`.
 
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
-use std::sync::mpsc;
-
-use jobmesh_testkit::process::{expect_exit, peer, run_peer, signal_server, stdout_json, Proc};
-use jobmesh_testkit::{init_tracing, PeerGuard, DEADLINE};
+use jobmesh_testkit::process::{
+    expect_exit, peer, run_peer, signal_server, stdout_json, Proc, Watch,
+};
+use jobmesh_testkit::{init_tracing, PeerGuard};
 use serde_json::{json, Value};
-
-/// `peer watch --json` as a child whose lines arrive on a channel.
-struct Watch {
-    _child: Proc,
-    lines: mpsc::Receiver<Value>,
-}
-
-impl Watch {
-    fn start(sock: &str) -> Self {
-        let mut child: Child = peer(&["watch", "--json", "--control", sock])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn peer watch");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str(&line) {
-                    if tx.send(v).is_err() {
-                        break;
-                    }
-                }
-            }
-        });
-        Self {
-            _child: Proc(child),
-            lines,
-        }
-    }
-
-    /// The next event matching `pred`, within the deadline.
-    fn until(&self, what: &str, mut pred: impl FnMut(&Value) -> bool) -> Value {
-        let end = std::time::Instant::now() + DEADLINE;
-        loop {
-            let left = end.saturating_duration_since(std::time::Instant::now());
-            let v = self
-                .lines
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("no {what} from peer watch within {DEADLINE:?}"));
-            if pred(&v) {
-                return v;
-            }
-        }
-    }
-}
+use std::collections::HashMap;
+use std::process::Stdio;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_drives_the_whole_job_lifecycle() {
@@ -112,7 +65,7 @@ async fn the_cli_drives_the_whole_job_lifecycle() {
     let watcher = PeerGuard::start(&url, "acc", "watcher", &[], 0);
     watcher.wait_capable("echo", 2).await;
     let s = sock("s");
-    let watch = Watch::start(&s);
+    let watch = Watch::start(&s, &[]);
 
     // Ids of every job whose envelope we have seen: the watch stream also
     // carries their events, and a new job is the one not among them.

@@ -3,109 +3,36 @@
 //! --all` hears every job end, the killed worker's running jobs as lost,
 //! and the submitter's metrics count what its jobs did.
 
-use std::collections::{HashMap, HashSet};
-use std::time::{Duration, Instant};
-
 use jobmesh_testkit::process::{
-    await_result, daemon, expect_exit, peer, run_peer, signal_server, submit_each,
-    submit_timing_out, wait_capable, Proc,
+    await_result, daemon, daemon_with_metrics, expect_exit, http_get, metric, run_peer,
+    signal_server, submit_each, submit_timing_out, wait_capable, Heard, Watch,
 };
-
-/// Per job id: the workers it was heard on, and its events in order.
-type Heard = HashMap<String, (HashSet<String>, Vec<String>)>;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_an_observer_and_a_killed_worker_all_agree() {
     let (_server, url) = signal_server();
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut w1 = Some(daemon(
-        &url,
-        "accept",
-        "w1",
-        "echo,sleep",
-        dir.path(),
-        &["--slots", "4"],
-    ));
-    let _w2 = daemon(
-        &url,
-        "accept",
-        "w2",
-        "echo,sleep",
-        dir.path(),
-        &["--slots", "4"],
-    );
+    let worker = |name: &str| {
+        daemon(
+            &url,
+            "accept",
+            name,
+            "echo,sleep",
+            dir.path(),
+            &["--slots", "4"],
+        )
+    };
+    let mut w1 = Some(worker("w1"));
+    let _w2 = worker("w2");
     let _o = daemon(&url, "accept", "o", "", dir.path(), &[]);
+    let (_s, metrics) = daemon_with_metrics(&url, "accept", "s", "", dir.path());
     let sock = |n: &str| dir.path().join(format!("{n}.sock"));
-    let (_s, ready) = Proc::spawn(&mut peer(&[
-        "--signal",
-        &url,
-        "--pool",
-        "accept",
-        "--name",
-        "s",
-        "--open",
-        "--no-self-dispatch",
-        "--control",
-        sock("s").to_str().expect("utf-8"),
-        "--data-dir",
-        dir.path().join("s.data").to_str().expect("utf-8"),
-        "--metrics",
-        "127.0.0.1:0",
-    ]));
-    let metrics = ready
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("http://")?.strip_suffix("/metrics"))
-        .expect("a metrics address")
-        .to_owned();
     wait_capable(&sock("s"), "sleep", 2).await;
     wait_capable(&sock("o"), "sleep", 2).await;
     let control = sock("s");
     let control = control.to_str().expect("utf-8");
-
-    let mut watch = peer(&[
-        "watch",
-        "--all",
-        "--json",
-        "--control",
-        sock("o").to_str().expect("utf-8"),
-    ])
-    .stdout(std::process::Stdio::piped())
-    .spawn()
-    .expect("peer watch runs");
-    let stdout = watch.stdout.take().expect("piped");
-    let (tx, lines) = std::sync::mpsc::channel::<serde_json::Value>();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if let Ok(v) = serde_json::from_str(&line) {
-                if tx.send(v).is_err() {
-                    break;
-                }
-            }
-        }
-    });
-    let mut heard = Heard::new();
-    let mut listen = |until: &dyn Fn(&Heard) -> bool| {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !until(&heard) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let v = lines
-                .recv_timeout(left)
-                .unwrap_or_else(|e| panic!("the stream stalled ({e}): {} jobs heard", heard.len()));
-            if let (Some(job), Some(event), Some(worker)) = (
-                v["job_id"].as_str(),
-                v["event"].as_str(),
-                v["worker_name"].as_str(),
-            ) {
-                let j = heard.entry(job.to_owned()).or_default();
-                j.0.insert(worker.to_owned());
-                j.1.push(event.to_owned());
-            }
-        }
-    };
+    let watch = Watch::start(sock("o").to_str().expect("utf-8"), &["--all"]);
+    let mut heard = Heard::default();
 
     // 8 long jobs, detached: four start on each worker.
     let long: Vec<String> = (0..8)
@@ -130,12 +57,15 @@ async fn two_workers_an_observer_and_a_killed_worker_all_agree() {
     let started_on = |h: &Heard, w: &str| {
         long.iter()
             .filter(|j| {
-                h.get(*j)
+                h.0.get(*j)
                     .is_some_and(|(ws, k)| ws.contains(w) && k.contains(&"started".to_owned()))
             })
             .count()
     };
-    listen(&|h| started_on(h, "w1") >= 1 && started_on(h, "w2") >= 1);
+    watch.until("a long job started on each worker", |v| {
+        heard.record(v);
+        started_on(&heard, "w1") >= 1 && started_on(&heard, "w2") >= 1
+    });
     // w1 dies with its jobs running.
     drop(w1.take());
     // 87 that complete and 5 that fail (time out on their worker).
@@ -147,24 +77,22 @@ async fn two_workers_an_observer_and_a_killed_worker_all_agree() {
         let envelope = await_result(control, job, &[]).await;
         assert_eq!(envelope["status"], "completed", "{envelope}");
     }
-    let ended = |kinds: &Vec<String>| {
-        kinds
-            .iter()
-            .any(|k| matches!(k.as_str(), "completed" | "failed" | "cancelled"))
-    };
-    listen(&|h| h.values().filter(|(_, k)| ended(k)).count() >= 100);
-    let _ = watch.kill();
-    let _ = watch.wait();
+    watch.until("every job's end", |v| {
+        heard.record(v);
+        heard.ended() >= 100
+    });
+    drop(watch);
 
     // The killed worker's running jobs were heard lost, then ended on w2.
     let lost: Vec<&String> = heard
+        .0
         .iter()
         .filter(|(_, (_, k))| k.contains(&"lost".to_owned()))
         .map(|(j, _)| j)
         .collect();
     assert!(!lost.is_empty(), "no lost job heard");
     for job in lost {
-        let (workers, kinds) = &heard[job];
+        let (workers, kinds) = &heard.0[job];
         assert!(
             workers.contains("w1") && workers.contains("w2"),
             "{job}: {workers:?}"
@@ -177,25 +105,13 @@ async fn two_workers_an_observer_and_a_killed_worker_all_agree() {
     }
 
     // The submitter's metrics: 95 completed, 5 timed out.
-    let text = {
-        use std::io::{Read, Write};
-        let mut c = std::net::TcpStream::connect(&metrics).expect("connect");
-        write!(c, "GET /metrics HTTP/1.0\r\n\r\n").expect("send");
-        let mut t = String::new();
-        c.read_to_string(&mut t).expect("read");
-        t
-    };
-    let sample = |series: &str| -> f64 {
-        text.lines()
-            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
-    };
-    let completed = sample(r#"jobmesh_jobs_completed_total{capability="echo"}"#)
-        + sample(r#"jobmesh_jobs_completed_total{capability="sleep"}"#);
+    let (_, text) = http_get(&metrics, "/metrics", None);
+    let completed = metric(&text, r#"jobmesh_jobs_completed_total{capability="echo"}"#)
+        + metric(&text, r#"jobmesh_jobs_completed_total{capability="sleep"}"#);
     assert_eq!(completed, 95.0);
     assert_eq!(
-        sample(r#"jobmesh_jobs_timed_out_total{capability="sleep"}"#),
+        metric(&text, r#"jobmesh_jobs_timed_out_total{capability="sleep"}"#),
         5.0
     );
-    assert!(sample(r#"jobmesh_job_retries_total{capability="sleep"}"#) >= 1.0);
+    assert!(metric(&text, r#"jobmesh_job_retries_total{capability="sleep"}"#) >= 1.0);
 }

@@ -3,25 +3,11 @@
 
 use std::process::Stdio;
 
-use jobmesh_testkit::process::peer;
+use jobmesh_testkit::process::{lines_of, peer};
 
 /// The lines `child` writes to its piped stdout, as they come.
 fn stdout_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
     lines_of(child.stdout.take().expect("stdout piped"))
-}
-
-/// The lines of `from`, as they come.
-fn lines_of(from: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
-    use std::io::BufRead;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(from).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
 }
 
 /// `peer jobs | head`: the reader goes away before the command writes. The

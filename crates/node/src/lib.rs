@@ -119,6 +119,14 @@ impl UnixClock {
         self.unix
             .saturating_add(now.saturating_duration_since(self.at).as_secs())
     }
+
+    /// The Unix time at `now`, in milliseconds.
+    pub fn at_ms(&self, now: Instant) -> u64 {
+        let since = now.saturating_duration_since(self.at).as_millis();
+        self.unix
+            .saturating_mul(1000)
+            .saturating_add(u64::try_from(since).unwrap_or(u64::MAX))
+    }
 }
 
 /// Everything a node reacts to. Each is a fact the driver learned.
@@ -827,7 +835,7 @@ impl Node {
                     now, from, job_id, attempt, capability, input, timeout_ms, check,
                 );
                 if admission == Admission::Started {
-                    let at = self.unix_ms(now);
+                    let at = self.clock.at_ms(now);
                     self.observers
                         .started(now, at, job_id, attempt, capability_seen.clone(), from);
                 }
@@ -945,7 +953,7 @@ impl Node {
             while let Some(out) = self.worker.poll_output() {
                 match out {
                     WorkerOutput::Send { to, msg } => {
-                        let at = self.unix_ms(now);
+                        let at = self.clock.at_ms(now);
                         self.observers.on_worker_msg(now, at, &msg);
                         self.send_to(now, to, msg);
                     }
@@ -956,7 +964,7 @@ impl Node {
                         timeout,
                     } => self.start_job(now, job_id, capability, input, timeout),
                     WorkerOutput::Cancel { job_id } => {
-                        let at = self.unix_ms(now);
+                        let at = self.clock.at_ms(now);
                         self.observers.cancelled(now, at, job_id);
                         self.stop_work(now, job_id);
                     }
@@ -1503,7 +1511,7 @@ impl Node {
     /// While observing: subscribes to every worker of the view (this one
     /// included) not subscribed to yet.
     fn observe_workers(&mut self, now: Instant) {
-        let at = self.unix_ms(now);
+        let at = self.clock.at_ms(now);
         let Some(watching) = &mut self.watching else {
             return;
         };
@@ -1529,14 +1537,6 @@ impl Node {
         for peer in new {
             self.send_to(now, peer, DcMsg::Observe { history: true });
         }
-    }
-
-    /// Unix milliseconds at `now`.
-    fn unix_ms(&self, now: Instant) -> u64 {
-        self.clock.unix.saturating_mul(1000).saturating_add(
-            u64::try_from(now.saturating_duration_since(self.clock.at).as_millis())
-                .unwrap_or(u64::MAX),
-        )
     }
 
     /// In a closed pool: whether `to`'s credential grants it the worker

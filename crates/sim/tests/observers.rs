@@ -26,16 +26,20 @@ fn heard(sim: &Sim, observer: usize) -> HashMap<uuid::Uuid, (HashSet<PeerId>, Ve
     jobs
 }
 
+/// A submitter (0), two workers (1, 2) and a peer that observes (3).
+fn two_workers_and_a_watcher() -> Vec<PeerSpec> {
+    vec![
+        PeerSpec::submitter("s"),
+        PeerSpec::worker("w1", &["record"], 2),
+        PeerSpec::worker("w2", &["record"], 2),
+        PeerSpec::submitter("watcher"),
+    ]
+}
+
 #[test]
 fn an_observer_hears_every_job_of_every_worker_including_late_ones() {
     for seed in 0..8 {
-        let peers = vec![
-            PeerSpec::submitter("s"),
-            PeerSpec::worker("w1", &["record"], 2),
-            PeerSpec::worker("w2", &["record"], 2),
-            PeerSpec::submitter("watcher"),
-        ];
-        let mut sim = Sim::new(seed, SimConfig::default(), peers);
+        let mut sim = Sim::new(seed, SimConfig::default(), two_workers_and_a_watcher());
         // w2 is down when the observer starts, and joins 1.5 s later.
         sim.schedule(10 * MS, Action::Crash(2));
         sim.schedule(50 * MS, Action::Observe(3, true));
@@ -126,13 +130,7 @@ fn an_observer_that_starts_late_gets_the_recent_history_and_stops_when_asked() {
 #[test]
 fn jobs_of_a_worker_that_dies_are_heard_lost_then_run_elsewhere() {
     for seed in 0..4 {
-        let peers = vec![
-            PeerSpec::submitter("s"),
-            PeerSpec::worker("w1", &["record"], 2),
-            PeerSpec::worker("w2", &["record"], 2),
-            PeerSpec::submitter("watcher"),
-        ];
-        let mut sim = Sim::new(seed, SimConfig::default(), peers);
+        let mut sim = Sim::new(seed, SimConfig::default(), two_workers_and_a_watcher());
         sim.schedule(50 * MS, Action::Observe(3, true));
         for i in 0..4 {
             sim.schedule(500 * MS + 10 * MS * i, Sim::job(0, "record", 3000, 60 * S));

@@ -188,6 +188,126 @@ pub fn submit_timing_out(control: &str) {
     expect_exit(&out, 3);
 }
 
+/// The lines `from` gives, as they come, on a channel (a reader thread).
+pub fn lines_of(from: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(from).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// `peer watch --json` (with `extra` flags, `--all` say) on the daemon at
+/// `sock`, its events arriving on a channel; stopped when dropped.
+pub struct Watch {
+    _child: Proc,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Watch {
+    /// Starts it.
+    pub fn start(sock: &str, extra: &[&str]) -> Self {
+        let mut args = vec!["watch", "--json", "--control", sock];
+        args.extend_from_slice(extra);
+        let mut child = peer(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn peer watch");
+        let lines = lines_of(child.stdout.take().expect("stdout"));
+        Self {
+            _child: Proc(child),
+            lines,
+        }
+    }
+
+    /// The next event for which `pred` holds (it sees every event), within
+    /// [`DEADLINE`]; panics naming `what` otherwise.
+    pub fn until(
+        &self,
+        what: &str,
+        mut pred: impl FnMut(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let end = std::time::Instant::now() + DEADLINE;
+        loop {
+            let left = end.saturating_duration_since(std::time::Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no {what} from peer watch within {DEADLINE:?}"));
+            let Ok(v) = serde_json::from_str(&line) else {
+                continue;
+            };
+            if pred(&v) {
+                return v;
+            }
+        }
+    }
+}
+
+/// What `peer watch --all --json` said of each job: the workers it was
+/// heard on, and its events in order.
+#[derive(Debug, Default)]
+pub struct Heard(
+    pub std::collections::HashMap<String, (std::collections::HashSet<String>, Vec<String>)>,
+);
+
+impl Heard {
+    /// Notes one event of the stream (one without a job and a named worker
+    /// is not a job's).
+    pub fn record(&mut self, v: &serde_json::Value) {
+        if let (Some(job), Some(event), Some(worker)) = (
+            v["job_id"].as_str(),
+            v["event"].as_str(),
+            v["worker_name"].as_str(),
+        ) {
+            let j = self.0.entry(job.to_owned()).or_default();
+            j.0.insert(worker.to_owned());
+            j.1.push(event.to_owned());
+        }
+    }
+
+    /// Jobs heard ending: completed, failed or cancelled.
+    pub fn ended(&self) -> usize {
+        self.0
+            .values()
+            .filter(|(_, k)| {
+                k.iter()
+                    .any(|e| matches!(e.as_str(), "completed" | "failed" | "cancelled"))
+            })
+            .count()
+    }
+}
+
+/// `GET path` on `addr` over plain HTTP/1.0, with a bearer `token`: its
+/// status line and body.
+pub fn http_get(addr: &str, path: &str, token: Option<&str>) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}\r\n").expect("send");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("read");
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (
+        head.lines().next().unwrap_or_default().to_owned(),
+        body.to_owned(),
+    )
+}
+
+/// The value of the Prometheus sample `series` (its name and labels,
+/// exactly) in the exposition `text`.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {series} in\n{text}"))
+}
+
 /// Runs `peer` to completion as on another machine: with a runtime dir where
 /// no daemon runs, so a client command cannot use this machine's daemons.
 pub fn run_peer_elsewhere(args: &[&str]) -> std::process::Output {
@@ -329,7 +449,7 @@ pub fn daemon_in(
 /// Adds [`daemon`]'s flags (but `--no-self-dispatch`) to `cmd` (a `peer`
 /// command) and spawns it.
 pub fn spawn_daemon(
-    mut cmd: std::process::Command,
+    cmd: std::process::Command,
     url: &str,
     pool: &str,
     name: &str,
@@ -337,6 +457,45 @@ pub fn spawn_daemon(
     dir: &std::path::Path,
     extra: &[&str],
 ) -> Proc {
+    spawn_daemon_ready(cmd, url, pool, name, caps, dir, extra).0
+}
+
+/// [`daemon`] with `--metrics` on a free loopback port: the daemon and the
+/// address of its metrics endpoint (from its ready line).
+pub fn daemon_with_metrics(
+    url: &str,
+    pool: &str,
+    name: &str,
+    caps: &str,
+    dir: &std::path::Path,
+) -> (Proc, String) {
+    let (daemon, ready) = spawn_daemon_ready(
+        peer(&["--no-self-dispatch"]),
+        url,
+        pool,
+        name,
+        caps,
+        dir,
+        &["--metrics", "127.0.0.1:0"],
+    );
+    let addr = ready
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("http://")?.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("no metrics address in the ready line {ready:?}"))
+        .to_owned();
+    (daemon, addr)
+}
+
+/// [`spawn_daemon`], with its ready line.
+fn spawn_daemon_ready(
+    mut cmd: std::process::Command,
+    url: &str,
+    pool: &str,
+    name: &str,
+    caps: &str,
+    dir: &std::path::Path,
+    extra: &[&str],
+) -> (Proc, String) {
     let sock = dir.join(format!("{name}.sock"));
     let sock = sock.to_str().expect("a UTF-8 temp dir");
     let data = dir.join(format!("{name}.data"));
@@ -360,7 +519,7 @@ pub fn spawn_daemon(
     if !extra.contains(&"--token") {
         cmd.arg("--open");
     }
-    Proc::spawn(&mut cmd).0
+    Proc::spawn(&mut cmd)
 }
 
 /// Waits (at most [`DEADLINE`]) until the daemon serving the control socket
