@@ -3,14 +3,14 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use jobmesh_core::{DispatcherConfig, JobError, JobEvent, JobOptions, Strategy};
 use jobmesh_transport::rtc::RtcConfig;
 use jobmesh_wire::dc::JobId;
-use jobmesh_wire::{Capability, PeerId, PeerInfo};
+use jobmesh_wire::{Capability, PeerId};
 use serde_json::Value;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -20,6 +20,7 @@ pub use crate::envelope::JobReport;
 use crate::handlers::{CapabilityError, Handlers};
 use crate::jobs::{JobRecord, WatchEvent};
 use crate::store::{Store, StoredJob};
+pub use crate::view::{Metrics, PoolSnapshot};
 use jobmesh_identity::{Identity, PublicKey};
 use jobmesh_trust::{Credential, Invitation};
 
@@ -189,67 +190,6 @@ pub enum DaemonError {
 impl From<BlobError> for DaemonError {
     fn from(e: BlobError) -> Self {
         DaemonError::Blobs(e.to_string())
-    }
-}
-
-/// The pool as this daemon sees it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PoolSnapshot {
-    /// Whether the signal-server connection is up.
-    pub connected: bool,
-    /// Whether `peers` is the whole pool as the signal-server last described
-    /// it (false from a (re)connect until the server's view pages are in).
-    pub synced: bool,
-    /// This peer.
-    pub me: PeerInfo,
-    /// Everyone else, in id order.
-    pub peers: Vec<PeerInfo>,
-    /// The signal-server refused this peer for good (not admitted to the
-    /// pool, say): why. It does not try again.
-    pub refused: Option<String>,
-}
-
-/// Counters a daemon keeps, for tests and observability. Monotonic.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    /// `submit` messages received (from others or, self-dispatched, from itself).
-    pub submits_received: AtomicU64,
-    /// Jobs this worker refused.
-    pub rejected: AtomicU64,
-    /// Jobs whose handler saw its cancel token fire.
-    pub handlers_cancelled: AtomicU64,
-    /// Data-channel messages that failed to decode.
-    pub malformed_messages: AtomicU64,
-    /// Data channels opened (dialled or answered).
-    pub links_opened: AtomicU64,
-    /// Links closed because the remote did not prove its identity over the
-    /// connection (a relayed, replayed or forged link handshake).
-    pub links_refused: AtomicU64,
-    /// Known member names seen again with another key (a warning is logged).
-    pub key_changes: AtomicU64,
-    /// Blob chunks dropped because no transfer of theirs is current (the
-    /// attempt ended, was cancelled or was never announced).
-    pub stale_chunks: AtomicU64,
-    /// Messages about jobs of ours from an attempt that is no longer current
-    /// (a late result of a lost or timed-out attempt, say), ignored.
-    pub stale_messages: AtomicU64,
-    /// Attempts of ours declared lost because their worker went silent past
-    /// the lease.
-    pub leases_expired: AtomicU64,
-}
-
-impl Metrics {
-    /// Reads one counter.
-    pub fn get(counter: &AtomicU64) -> u64 {
-        counter.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn bump(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn set(counter: &AtomicU64, value: u64) {
-        counter.store(value, Ordering::Relaxed);
     }
 }
 

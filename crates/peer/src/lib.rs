@@ -30,6 +30,7 @@ pub mod media;
 pub mod status;
 pub mod store;
 mod telemetry;
+mod view;
 
 pub use api::{
     DaemonConfig, DaemonError, Extensions, JobHandle, JobReport, Membership, Metrics, PeerHandle,

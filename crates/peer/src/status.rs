@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use jobmesh_wire::{Capability, PeerId, PeerInfo};
 use serde::{Deserialize, Serialize};
 
-use crate::api::PoolSnapshot;
 use crate::jobs::JobRecord;
+use crate::view::PoolSnapshot;
 
 /// How often the daemon samples the pool view for rates.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(5);

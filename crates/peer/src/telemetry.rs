@@ -22,8 +22,8 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 use tokio::sync::watch;
 
-use crate::api::{Metrics, PoolSnapshot};
 use crate::jobs::JobTable;
+use crate::view::{Metrics, PoolSnapshot};
 
 /// Distinct `capability` label values; further ones are `other`.
 pub(crate) const MAX_CAPABILITY_LABELS: usize = 64;
