@@ -7,7 +7,7 @@ use std::io::Write;
 use std::process::Stdio;
 
 use jobmesh_testkit::process::{
-    daemon, daemon_with_metrics, expect_exit, http_get, metric, run_peer, signal_server_with,
+    daemon, daemon_serving, expect_exit, http_get, metric, run_peer, signal_server_with,
     submit_each, submit_timing_out, wait_capable,
 };
 
@@ -51,7 +51,7 @@ async fn metrics_count_what_happened_on_both_binaries() {
     ]);
     let _worker = daemon(&url, "metrics", "w1", "echo,sleep", dir.path(), &[]);
     let sock = dir.path().join("s.sock");
-    let (_submitter, metrics) = daemon_with_metrics(&url, "metrics", "s", "", dir.path());
+    let (_submitter, metrics) = daemon_serving("--metrics", &url, "metrics", "s", dir.path(), &[]);
     wait_capable(&sock, "echo", 1).await;
     let control = sock.to_str().expect("utf-8");
     // 20 that complete, 2 that time out, 1 that no worker can run.

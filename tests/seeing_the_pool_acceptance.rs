@@ -4,8 +4,8 @@
 //! and the submitter's metrics count what its jobs did.
 
 use jobmesh_testkit::process::{
-    await_result, daemon, daemon_with_metrics, expect_exit, http_get, metric, run_peer,
-    signal_server, submit_each, submit_timing_out, wait_capable, Heard, Watch,
+    await_result, daemon, daemon_serving, expect_exit, http_get, metric, run_peer, signal_server,
+    submit_each, submit_timing_out, wait_capable, Heard, Watch,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -25,7 +25,7 @@ async fn two_workers_an_observer_and_a_killed_worker_all_agree() {
     let mut w1 = Some(worker("w1"));
     let _w2 = worker("w2");
     let _o = daemon(&url, "accept", "o", "", dir.path(), &[]);
-    let (_s, metrics) = daemon_with_metrics(&url, "accept", "s", "", dir.path());
+    let (_s, metrics) = daemon_serving("--metrics", &url, "accept", "s", dir.path(), &[]);
     let sock = |n: &str| dir.path().join(format!("{n}.sock"));
     wait_capable(&sock("s"), "sleep", 2).await;
     wait_capable(&sock("o"), "sleep", 2).await;

@@ -38,6 +38,7 @@ mod seeing_the_pool_acceptance;
 mod signal_server_never_carries_a_payload;
 mod simultaneous_dials_resolve_to_one_link;
 mod the_command_line_behaves;
+mod the_dashboard_shows_the_pool_in_a_browser;
 mod the_library_example_runs;
 mod the_signal_server_stays_small_under_idle_sockets_and_a_relay_flood;
 mod thumbnail_and_ocr_run_through_the_cli;

@@ -25,7 +25,6 @@ mod args;
 mod each;
 mod locate;
 mod mesh;
-mod metrics;
 mod out;
 mod pool;
 mod progress;
@@ -232,24 +231,55 @@ async fn daemon(
     };
     let shutdown = CancellationToken::new();
     on_signals(shutdown.clone())?;
+    let http_access = match &args.http_token_file {
+        Some(path) => {
+            let token = read_secret(path)
+                .with_context(|| format!("--http-token-file {}", path.display()))?;
+            Some(jobmesh_http::Access::new(Some(&token))?)
+        }
+        None => None,
+    };
+    if http_access.is_some() && args.http.is_none() {
+        bail!("--http-token-file needs --http ADDR (the token guards the dashboard)");
+    }
+    let access = http_access.unwrap_or(jobmesh_http::Access::new(None)?);
     let metrics_listener = match &args.metrics {
-        Some(addr) => Some(metrics::bind(addr).await?),
+        Some(addr) => Some(jobmesh_http::bind("--metrics", addr, None).await?),
+        None => None,
+    };
+    let http_listener = match &args.http {
+        Some(addr) => Some(jobmesh_http::bind("--http", addr, Some(&access)).await?),
         None => None,
     };
     let local = Local::start(config, ext, control_path, shutdown).await?;
-    let metrics = match metrics_listener {
-        Some(l) => {
-            let bound = metrics::serve(l, local.handle.clone(), local.control_cancel.clone())?;
-            format!("; metrics http://{bound}/metrics")
-        }
-        None => String::new(),
-    };
+    let mut served = String::new();
+    if let Some(l) = metrics_listener {
+        let app = jobmesh_http::metrics_router(local.handle.clone());
+        let bound = jobmesh_http::spawn(l, app, local.control_cancel.clone())?;
+        served.push_str(&format!("; metrics http://{bound}/metrics"));
+    }
+    if let Some(l) = http_listener {
+        let stop = local.control_cancel.clone();
+        let app = jobmesh_http::router(local.handle.clone(), access, stop.clone());
+        let bound = jobmesh_http::spawn(l, app, stop)?;
+        served.push_str(&format!("; dashboard http://{bound}/"));
+    }
     outln!(
-        "peer {name} {} running; control socket {}{metrics}",
+        "peer {name} {} running; control socket {}{served}",
         local.handle.id(),
         local.control_path.display()
     );
     Ok(local.run().await)
+}
+
+/// A secret from a file (its first 4 KiB), trimmed.
+fn read_secret(path: &std::path::Path) -> anyhow::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(4096)
+        .read_to_string(&mut text)?;
+    Ok(text.trim().to_owned())
 }
 
 /// A daemon of this machine: its peer, and the control socket and runtime

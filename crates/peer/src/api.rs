@@ -284,6 +284,7 @@ pub struct PeerHandle {
     pub(crate) stopped: CancellationToken,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) telemetry: Arc<crate::telemetry::Telemetry>,
+    pub(crate) traffic: jobmesh_transport::rtc::Traffic,
     pub(crate) max_blob_size: u64,
     pub(crate) spool: PathBuf,
     /// The journal, while the daemon runs (taken at shutdown so it can close).
@@ -411,6 +412,12 @@ impl PeerHandle {
     /// bytes.
     pub fn metrics_text(&self) -> String {
         self.telemetry.render()
+    }
+
+    /// Bytes this daemon has sent and received on data channels, all links
+    /// together, since it started: `(sent, received)`.
+    pub fn data_channel_bytes(&self) -> (u64, u64) {
+        (self.traffic.sent(), self.traffic.received())
     }
 
     /// Submits a job; its handle streams events and yields the outcome.

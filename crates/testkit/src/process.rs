@@ -287,10 +287,15 @@ impl Heard {
 /// `GET path` on `addr` over plain HTTP/1.0, with a bearer `token`: its
 /// status line and body.
 pub fn http_get(addr: &str, path: &str, token: Option<&str>) -> (String, String) {
+    http_get_as(addr, addr, path, token)
+}
+
+/// [`http_get`] naming `host` in its Host header.
+pub fn http_get_as(addr: &str, host: &str, path: &str, token: Option<&str>) -> (String, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).expect("connect");
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}\r\n").expect("send");
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n{auth}\r\n").expect("send");
     let mut text = String::new();
     s.read_to_string(&mut text).expect("read");
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
@@ -460,28 +465,32 @@ pub fn spawn_daemon(
     spawn_daemon_ready(cmd, url, pool, name, caps, dir, extra).0
 }
 
-/// [`daemon`] with `--metrics` on a free loopback port: the daemon and the
-/// address of its metrics endpoint (from its ready line).
-pub fn daemon_with_metrics(
+/// A submit-only [`daemon`] serving `flag` (`--metrics` or `--http`) on a
+/// free loopback port, with `extra` flags: the daemon and the address of
+/// its endpoint (from its ready line).
+pub fn daemon_serving(
+    flag: &str,
     url: &str,
     pool: &str,
     name: &str,
-    caps: &str,
     dir: &std::path::Path,
+    extra: &[&str],
 ) -> (Proc, String) {
+    let mut args = vec![flag, "127.0.0.1:0"];
+    args.extend_from_slice(extra);
     let (daemon, ready) = spawn_daemon_ready(
         peer(&["--no-self-dispatch"]),
         url,
         pool,
         name,
-        caps,
+        "",
         dir,
-        &["--metrics", "127.0.0.1:0"],
+        &args,
     );
     let addr = ready
         .split_whitespace()
-        .find_map(|w| w.strip_prefix("http://")?.strip_suffix("/metrics"))
-        .unwrap_or_else(|| panic!("no metrics address in the ready line {ready:?}"))
+        .find_map(|w| w.strip_prefix("http://")?.split('/').next())
+        .unwrap_or_else(|| panic!("no {flag} address in the ready line {ready:?}"))
         .to_owned();
     (daemon, addr)
 }
@@ -555,4 +564,58 @@ pub async fn wait_capable(sock: &std::path::Path, capability: &str, n: usize) {
         },
     )
     .await;
+}
+
+/// `tests/browser/dashboard.mjs` run by node: headless Debian chromium on
+/// the dashboard at `url`, waiting for the figures in `expect` (data-k name
+/// → text), writing a screenshot to `screenshot`.
+pub struct DashboardInBrowser {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl DashboardInBrowser {
+    /// Starts it; returns once the page streams.
+    pub fn open(url: &str, expect: &serde_json::Value, screenshot: &std::path::Path) -> Self {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser");
+        assert!(
+            dir.join("node_modules/playwright-core").is_dir() && std::path::Path::new("/usr/bin/chromium").exists(),
+            "the browser tests need Debian's chromium and tests/browser's node packages: run scripts/setup"
+        );
+        let mut child = std::process::Command::new("node")
+            .arg(dir.join("dashboard.mjs"))
+            .args([url, &expect.to_string()])
+            .arg(screenshot)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("node runs (scripts/setup installs nodejs)");
+        let lines = lines_of(child.stdout.take().expect("piped"));
+        let first = lines
+            .recv_timeout(std::time::Duration::from_secs(90))
+            .unwrap_or_default();
+        assert_eq!(
+            first, "live",
+            "the dashboard did not go live in the browser"
+        );
+        Self { child, lines }
+    }
+
+    /// What the page showed once every expectation held (or its deadline
+    /// passed): `ok`, `figures`, `failures`, `events`, `spans`, `workers`,
+    /// `errors`.
+    pub fn shown(mut self) -> serde_json::Value {
+        let line = self
+            .lines
+            .recv_timeout(std::time::Duration::from_secs(120))
+            .expect("the browser reports what it shows");
+        let _ = self.child.wait();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+    }
+}
+
+impl Drop for DashboardInBrowser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

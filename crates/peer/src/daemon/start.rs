@@ -137,11 +137,12 @@ pub fn spawn_with(
     });
     let stopped = CancellationToken::new();
     let metrics = Arc::new(Metrics::default());
+    let traffic = config.rtc.traffic.clone();
     let telemetry = Arc::new(Telemetry::new(
         crate::telemetry::Now {
             pool: pool_rx.clone(),
             counters: metrics.clone(),
-            traffic: config.rtc.traffic.clone(),
+            traffic: traffic.clone(),
         },
         &journal_metrics,
     ));
@@ -257,6 +258,7 @@ pub fn spawn_with(
     Ok(PeerHandle {
         metrics,
         telemetry,
+        traffic,
         id: me,
         key: identity.public(),
         commands: cmd_tx,
