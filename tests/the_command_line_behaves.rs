@@ -654,6 +654,8 @@ fn peer_mesh_runs_a_local_pool_from_the_binary() {
         "mesh",
         "--listen",
         "127.0.0.1:0",
+        "--dashboard",
+        "127.0.0.1:0",
         "--workers",
         "1",
         "--with",
@@ -685,6 +687,17 @@ fn peer_mesh_runs_a_local_pool_from_the_binary() {
             .any(|l| l.starts_with("demo job:") && l.contains("completed")),
         "{seen:?}"
     );
+    // It serves the pool's dashboard, on the address it prints.
+    let dashboard = seen
+        .iter()
+        .find_map(|l| l.strip_prefix("the pool's dashboard: http://"))
+        .and_then(|a| a.strip_suffix('/'))
+        .unwrap_or_else(|| panic!("no dashboard line: {seen:?}"));
+    let (status, body) = jobmesh_testkit::process::http_get(dashboard, "/api/status", None);
+    assert!(status.contains(" 200 "), "{status}");
+    let report: serde_json::Value = serde_json::from_str(&body).expect("the status report");
+    assert_eq!(report["workers"], 1, "{report}");
+
     let out = peer(&["submit", "sleep", "--input", r#"{"ms":5}"#])
         .env("XDG_RUNTIME_DIR", &runtime)
         .output()

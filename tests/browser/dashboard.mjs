@@ -7,7 +7,7 @@
 // EXPECT: JSON {data-k name: text shown} to wait for (thousands separators
 // ignored). Prints `live` once the page streams, then — when every
 // expectation holds, or after 60 s — one JSON line of what is shown, and
-// writes a screenshot. Exit code 0 only if every expectation held and the
+// writes a screenshot (HOLD_MS=N: N ms later). Exit code 0 only if every expectation held and the
 // page logged no error.
 
 import { chromium } from "playwright-core";
@@ -73,7 +73,12 @@ try {
   const holds = (s) =>
     Object.entries(expected).every(([k, v]) => (s.figures[k] ?? "").replaceAll(",", "") === String(v));
 
-  const now = await poll(shown, holds);
+  let now = await poll(shown, holds);
+  // HOLD_MS=N keeps watching N ms more (for a screenshot of a busy pool).
+  if (process.env.HOLD_MS) {
+    await page.waitForTimeout(Number(process.env.HOLD_MS));
+    now = await shown();
+  }
   await page.screenshot({ path: screenshot, fullPage: true });
   const ok = holds(now) && errors.length === 0;
   console.log(JSON.stringify({ ok, ...now, errors }));

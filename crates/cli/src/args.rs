@@ -135,6 +135,12 @@ pub(crate) struct MeshArgs {
     /// Submit no demo job at start.
     #[arg(long)]
     pub(crate) no_demo: bool,
+    /// Where this machine's daemon serves the pool's dashboard (a free port if this one is taken; loopback only).
+    #[arg(long, default_value = "127.0.0.1:9470")]
+    pub(crate) dashboard: String,
+    /// Serve no dashboard.
+    #[arg(long)]
+    pub(crate) no_dashboard: bool,
 }
 
 #[derive(Args, Debug)]

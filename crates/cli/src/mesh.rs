@@ -80,10 +80,18 @@ pub(crate) async fn run(args: MeshArgs, common: Common) -> anyhow::Result<u8> {
         shutdown.child_token(),
     )
     .await?;
+    let dashboard = if args.no_dashboard {
+        None
+    } else {
+        Some(serve_dashboard(&args.dashboard, &local).await?)
+    };
     let names: Vec<String> = (1..=args.workers).map(|i| format!("mesh-w{i}")).collect();
     let caps: Vec<&str> = capabilities.iter().map(Capability::as_str).collect();
     outln!("signal-server listening on {url} (an open pool on loopback, for development)");
     outln!("workers {} running {}", names.join(", "), caps.join(", "));
+    if let Some(addr) = dashboard {
+        outln!("the pool's dashboard: http://{addr}/");
+    }
     local
         .handle
         .wait_pool(Duration::from_secs(15), |s| {
@@ -104,7 +112,8 @@ pub(crate) async fn run(args: MeshArgs, common: Common) -> anyhow::Result<u8> {
     if caps.contains(&"ocr") {
         outln!("  peer submit ocr --file scan.png");
     }
-    outln!("  peer peers; peer jobs; peer watch");
+    outln!("  peer peers; peer jobs; peer watch; peer status; peer watch --all");
+
     outln!("  peer --signal {url} --open --capabilities echo --name another-worker");
     outln!("(peer is target/release/peer if it is not installed.) Running until Ctrl-C.");
 
@@ -120,6 +129,23 @@ pub(crate) async fn run(args: MeshArgs, common: Common) -> anyhow::Result<u8> {
 
 /// The capabilities asked for that can run here; `ocr` without tesseract
 /// is left out with a note (a development mesh should start anyway).
+/// Serves the dashboard of `local` on `addr` (loopback), or on a free
+/// loopback port if that one is taken; its address.
+async fn serve_dashboard(addr: &str, local: &Local) -> anyhow::Result<std::net::SocketAddr> {
+    let access = jobmesh_http::Access::new(None)?;
+    let listener = match jobmesh_http::bind("--dashboard", addr, Some(&access)).await {
+        Ok(l) => l,
+        Err(jobmesh_http::HttpError::Bind { source, .. }) => {
+            eprintln!("note: {addr} is taken ({source}); serving the dashboard on a free port");
+            jobmesh_http::bind("--dashboard", "127.0.0.1:0", Some(&access)).await?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let stop = local.control_cancel.clone();
+    let app = jobmesh_http::router(local.handle.clone(), access, stop.clone());
+    Ok(jobmesh_http::spawn(listener, app, stop)?)
+}
+
 fn usable(asked: &[String]) -> anyhow::Result<Vec<Capability>> {
     let mut caps = Vec::new();
     for raw in asked.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {

@@ -25,6 +25,8 @@ const STYLE = `
   .grid { display: grid; grid-template-columns: repeat(auto-fit, minmax(420px, 1fr)); gap: 12px; }
   section { background: #fff; border-radius: 8px; padding: 10px 14px 12px; box-shadow: 0 1px 2px #0001; min-width: 0; }
   section.wide { grid-column: 1 / -1; }
+  section.two { grid-column: span 2; }
+  @media (max-width: 900px) { section.two { grid-column: auto; } }
   h2 { font-size: 13px; text-transform: uppercase; letter-spacing: .04em; color: #5b6475; margin: 0 0 8px; font-weight: 600; }
   table { border-collapse: collapse; width: 100%; font-variant-numeric: tabular-nums; }
   th, td { text-align: left; padding: 3px 8px 3px 0; border-bottom: 1px solid #eef0f3; vertical-align: top; }
@@ -219,13 +221,13 @@ export class JobmeshDashboard extends HTMLElement {
     const legend = h("div", { class: "legend" },
       [...this.colours].map(([cap, c]) => h("span", {}, h("span", { class: "dot", style: `background:${c}` }), cap)),
       h("span", {}, h("span", { class: "dot", style: `border:2px solid ${FAILED};width:6px;height:6px` }), "failed or lost"));
-    return h("section", { class: "wide" }, h("h2", {}, "Task stream (last minute)"), svg, legend);
+    return h("section", { class: "wide" }, h("h2", {}, "Task stream (the last minute, at most its newest 600 jobs)"), svg, legend);
   }
 
   // 4. Run time and queue wait percentiles per capability.
   timings(snap) {
     const cell = (p, k) => h("td", { class: "n", "data-k": k }, p ? `${ms(p.p50)} / ${ms(p.p90)} / ${ms(p.p99)}` : "–");
-    return h("section", {}, h("h2", {}, "Run time and queue wait (p50 / p90 / p99)"),
+    return h("section", { class: "two" }, h("h2", {}, "Run time and queue wait (p50 / p90 / p99)"),
       h("table", {},
         h("tr", {}, h("th", {}, "capability"), h("th", { class: "n" }, "run time"), h("th", { class: "n" }, "jobs"),
           h("th", { class: "n" }, "queue wait"), h("th", { class: "n" }, "jobs")),
