@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use jobmesh_peer::jobs::JobRecord;
-use jobmesh_peer::status::StatusReport;
+use jobmesh_peer::status::{CapabilityStatus, StatusReport};
 use jobmesh_peer::{ObservedBatch, PoolSnapshot};
 use jobmesh_wire::dc::{JobId, ObservedKind};
 use jobmesh_wire::{Capability, PeerId, PeerInfo};
@@ -122,25 +122,13 @@ impl Percentiles {
     }
 }
 
-/// Panel 1: one capability's workers and slots.
+/// Panels 1, 2 and 4: one capability across the pool (as `peer status`
+/// reports it) and its percentiles.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CapabilityRow {
-    /// The capability.
-    pub capability: Capability,
-    /// Workers offering it.
-    pub workers: u32,
-    /// Their slots.
-    pub slots: u64,
-    /// Of them, busy.
-    pub busy: u64,
-    /// Completed since the workers started.
-    pub completed: u64,
-    /// Failed since the workers started.
-    pub failed: u64,
-    /// Completed per minute over the last minute.
-    pub completed_per_min: Option<f64>,
-    /// Failed per minute over the last minute.
-    pub failed_per_min: Option<f64>,
+    /// Workers, slots, finished jobs and their rates.
+    #[serde(flatten)]
+    pub pool: CapabilityStatus,
     /// Run times the observers heard (pool-wide, last [`RUN_SAMPLES`]).
     pub run_ms: Option<Percentiles>,
     /// Queue wait of the jobs submitted through this daemon (its last
@@ -256,7 +244,7 @@ pub struct Snapshot {
 /// The dashboard's memory of the pool, for one viewer's stream.
 #[derive(Debug, Default)]
 pub struct Board {
-    /// Names of members seen (current and departed, for their late events).
+    /// Names of the members, and of departed workers with spans still kept.
     names: HashMap<PeerId, String>,
     /// The members of the last synced view, to tell joins and leaves.
     members: Option<BTreeMap<PeerId, PeerInfo>>,
@@ -283,13 +271,17 @@ impl Board {
     /// The pool view at `now_ms`: remembers names, and says who joined or
     /// left since the last synced view (the first one only sets the base).
     pub fn on_pool(&mut self, now_ms: u64, pool: &PoolSnapshot) {
-        for p in std::iter::once(&pool.me).chain(&pool.peers) {
-            if !self.names.contains_key(&p.id) && self.names.len() >= 10 * TASKS {
-                // Bounded: forget names once past ten times the spans kept.
-                self.names.clear();
+        // The members' names, and those of departed workers still drawn.
+        let mut names: HashMap<PeerId, String> = std::iter::once(&pool.me)
+            .chain(&pool.peers)
+            .map(|p| (p.id, p.name.clone()))
+            .collect();
+        for t in &self.tasks {
+            if let Some(name) = self.names.get(&t.worker) {
+                names.entry(t.worker).or_insert_with(|| name.clone());
             }
-            self.names.insert(p.id, p.name.clone());
         }
+        self.names = names;
         if !pool.synced {
             return;
         }
@@ -331,7 +323,7 @@ impl Board {
         // Jobs of this worker heard lost in this batch: when, how many.
         let mut lost: Option<(u64, u64)> = None;
         for e in &batch.events {
-            match e.event {
+            let state = match e.event {
                 ObservedKind::Started => {
                     self.start(Task {
                         worker: batch.worker,
@@ -342,44 +334,39 @@ impl Board {
                         end_ms: None,
                         state: "running",
                     });
+                    continue;
                 }
-                ObservedKind::Progress => {}
-                ObservedKind::Completed
-                | ObservedKind::Failed
-                | ObservedKind::Cancelled
-                | ObservedKind::Lost => {
-                    let state = match e.event {
-                        ObservedKind::Completed => "completed",
-                        ObservedKind::Failed => "failed",
-                        ObservedKind::Cancelled => "cancelled",
-                        _ => "lost",
-                    };
-                    self.end(batch.worker, e, state);
-                    match e.event {
-                        ObservedKind::Completed | ObservedKind::Failed => {
-                            if let Some(ms) = e.run_ms {
-                                self.sample_run(&e.capability, ms);
-                            }
-                        }
-                        ObservedKind::Cancelled => self.cancelled += 1,
-                        _ => {
-                            self.lost += 1;
-                            lost.get_or_insert((e.at_ms, 0)).1 += 1;
-                        }
-                    }
-                    if e.event == ObservedKind::Failed {
-                        if self.failures.len() == FAILURES {
-                            self.failures.pop_front();
-                        }
-                        self.failures.push_back(Failure {
-                            at_ms: e.at_ms,
-                            worker: self.name(&batch.worker),
-                            job: e.job_id,
-                            capability: e.capability.clone(),
-                            error: e.error.clone().unwrap_or_default(),
-                        });
+                ObservedKind::Progress => continue,
+                ObservedKind::Completed => "completed",
+                ObservedKind::Failed => "failed",
+                ObservedKind::Cancelled => "cancelled",
+                ObservedKind::Lost => "lost",
+            };
+            self.end(batch.worker, e, state);
+            match e.event {
+                ObservedKind::Completed | ObservedKind::Failed => {
+                    if let Some(ms) = e.run_ms {
+                        self.sample_run(&e.capability, ms);
                     }
                 }
+                ObservedKind::Cancelled => self.cancelled += 1,
+                ObservedKind::Lost => {
+                    self.lost += 1;
+                    lost.get_or_insert((e.at_ms, 0)).1 += 1;
+                }
+                ObservedKind::Started | ObservedKind::Progress => {}
+            }
+            if e.event == ObservedKind::Failed {
+                if self.failures.len() == FAILURES {
+                    self.failures.pop_front();
+                }
+                self.failures.push_back(Failure {
+                    at_ms: e.at_ms,
+                    worker: self.name(&batch.worker),
+                    job: e.job_id,
+                    capability: e.capability.clone(),
+                    error: e.error.clone().unwrap_or_default(),
+                });
             }
         }
         if let Some((at_ms, n)) = lost {
@@ -422,14 +409,7 @@ impl Board {
             .capabilities
             .iter()
             .map(|c| CapabilityRow {
-                capability: c.capability.clone(),
-                workers: c.workers,
-                slots: c.slots,
-                busy: c.busy,
-                completed: c.completed,
-                failed: c.failed,
-                completed_per_min: c.completed_per_min,
-                failed_per_min: c.failed_per_min,
+                pool: c.clone(),
                 run_ms: self
                     .runs
                     .get(&c.capability)
@@ -448,8 +428,8 @@ impl Board {
             queued: status.queued,
             completed: status.completed,
             failed: status.failed,
-            completed_per_min: sum(|r| r.completed_per_min, &rows),
-            failed_per_min: sum(|r| r.failed_per_min, &rows),
+            completed_per_min: sum(|r| r.pool.completed_per_min, &rows),
+            failed_per_min: sum(|r| r.pool.failed_per_min, &rows),
             lost: self.lost,
             cancelled: self.cancelled,
         };

@@ -112,7 +112,7 @@ fn a_job_heard_started_then_ended_is_one_span_and_one_run_time() {
     );
     assert_eq!(spans[1].state, "failed");
     let echo = &snap.capabilities[0];
-    assert_eq!(echo.capability, cap("echo"));
+    assert_eq!(echo.pool.capability, cap("echo"));
     let run = echo.run_ms.expect("run times heard");
     assert_eq!((run.n, run.p50, run.p99), (2, 40, 49));
     assert_eq!(snap.failures.len(), 1);
