@@ -20,7 +20,8 @@ async fn peer_watch_all_hears_every_job_of_every_worker() {
     wait_capable(&sock("s"), "echo", 2).await;
     wait_capable(&sock("o"), "echo", 2).await;
 
-    let watch = Watch::start(sock("o").to_str().expect("utf-8"), &["--all"]);
+    // `--pool` without a name, as the issue spelled it (the same as `--all`).
+    let watch = Watch::start(sock("o").to_str().expect("utf-8"), &["--pool"]);
 
     let control = sock("s");
     let control = control.to_str().expect("utf-8");

@@ -203,6 +203,24 @@ fn a_worker_with_no_slots_is_refused_at_start() {
     assert!(stderr.contains("--slots 0 with --capabilities"), "{stderr}");
 }
 
+/// `--pool` without a name is `peer watch`'s way to watch the whole pool;
+/// anywhere else it is a mistake, named before anything runs.
+#[test]
+fn pool_without_a_name_is_refused_outside_watch() {
+    for args in [
+        &["jobs", "--pool"][..],
+        &["--pool", "--open", "--capabilities", "echo"],
+    ] {
+        let out = peer(args).output().expect("peer runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("--pool needs a pool name"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
 /// Two live daemons with one name in a pool: the second is refused at
 /// start, saying who holds the name (before, both ran and people could not
 /// tell them apart).

@@ -28,8 +28,8 @@ pub(crate) struct Common {
     /// WebSocket URL of the signal-server. The daemon's default is ws://127.0.0.1:7070/ws; a client subcommand uses it only when no local daemon answers, joining the pool for that one command.
     #[arg(long, global = true, env = "JOBMESH_SIGNAL")]
     pub(crate) signal: Option<String>,
-    /// Pool to join, or of the daemon to use [default: the invitation's pool, or "default"; for a client, the one daemon running].
-    #[arg(long, global = true, env = "JOBMESH_POOL")]
+    /// Pool to join, or of the daemon to use [default: the invitation's pool, or "default"; for a client, the one daemon running]. `peer watch --pool [NAME]` watches the whole pool.
+    #[arg(long, global = true, env = "JOBMESH_POOL", num_args = 0..=1, default_missing_value = "")]
     pub(crate) pool: Option<String>,
     /// Name shown in the pool, or of the daemon to use [default: host name; for a client, the one daemon running].
     #[arg(long, global = true, env = "JOBMESH_NAME")]
@@ -256,7 +256,8 @@ pub(crate) struct WatchArgs {
     #[arg(long)]
     pub(crate) json: bool,
     /// The job events of every worker of the pool (this daemon observes the
-    /// pool while you watch), not only this daemon's own jobs.
+    /// pool while you watch), not only this daemon's own jobs; the same as
+    /// `peer watch --pool [NAME]`.
     #[arg(long)]
     pub(crate) all: bool,
 }

@@ -60,9 +60,23 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let common = cli.common;
+    let mut common = cli.common;
+    let mut command = cli.command;
+    // `--pool` without a name: `peer watch --pool` watches the whole pool
+    // (of the one daemon running); anywhere else a name is needed.
+    if let Some(Cmd::Watch(args)) = &mut command {
+        args.all |= pool_typed(&matches, &settings);
+    }
+    if common.pool.as_deref() == Some("") {
+        if matches!(command, Some(Cmd::Watch(_))) {
+            common.pool = None;
+        } else {
+            eprintln!("error: --pool needs a pool name (`peer watch --pool` alone watches the whole pool)");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    }
     let result = runtime.block_on(async move {
-        match cli.command {
+        match command {
             Some(Cmd::Submit(args)) => submit(*args, &common).await,
             Some(Cmd::Peers(args)) => peers(args, &common).await,
             Some(Cmd::Status(args)) => status(args.json, &common).await,
@@ -89,6 +103,16 @@ fn main() -> ExitCode {
             ExitCode::from(EXIT_USAGE)
         }
     }
+}
+
+/// Whether `--pool` was typed on the command line (not from a variable or
+/// the settings file).
+fn pool_typed(matches: &clap::ArgMatches, settings: &settings::Settings) -> bool {
+    let typed = |m: &clap::ArgMatches| {
+        m.value_source("pool") == Some(clap::parser::ValueSource::CommandLine)
+            && !settings.gave("pool")
+    };
+    typed(matches) || matches.subcommand().is_some_and(|(_, sub)| typed(sub))
 }
 
 fn init_tracing(client: bool, color: bool) {

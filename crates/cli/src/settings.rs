@@ -28,6 +28,13 @@ pub(crate) struct Settings {
     from_file: HashSet<String>,
 }
 
+impl Settings {
+    /// Whether arg `id`'s value came from the file.
+    pub(crate) fn gave(&self, id: &str) -> bool {
+        self.from_file.contains(id)
+    }
+}
+
 /// The settings file used when `--config` is not given, if it exists.
 fn default_path() -> Option<PathBuf> {
     dirs::config_dir()
