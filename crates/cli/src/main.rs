@@ -677,21 +677,17 @@ fn read_input(raw: &str) -> anyhow::Result<serde_json::Value> {
     serde_json::from_str(&text).with_context(|| format!("{what} is not valid JSON"))
 }
 
-/// Adds `KEY=VALUE` params to the input object: a value that parses as JSON
-/// (256, true, [1,2]) is taken as such, anything else as a string.
+/// Adds `KEY=VALUE` params to the input object (`--param`).
 fn add_params(input: &mut serde_json::Value, params: &[String]) -> anyhow::Result<()> {
-    if params.is_empty() {
-        return Ok(());
-    }
-    let Some(obj) = input.as_object_mut() else {
+    if !params.is_empty() && !input.is_object() {
         bail!("--param adds fields to the input, so --input must be a JSON object");
-    };
+    }
     for p in params {
-        let Some((k, v)) = p.split_once('=').filter(|(k, _)| !k.is_empty()) else {
+        let Some((k, v)) = p.split_once('=') else {
             bail!("--param {p:?}: expected KEY=VALUE");
         };
-        let value = serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::from(v));
-        obj.insert(k.to_owned(), value);
+        jobmesh_peer::envelope::add_param(input, k, v)
+            .map_err(|e| anyhow::anyhow!("--param {p:?}: {e}"))?;
     }
     Ok(())
 }

@@ -18,6 +18,7 @@
 //! the cookie that `GET /?token=…` sets.
 
 pub mod board;
+pub mod jobs;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -150,6 +151,7 @@ pub fn router(handle: PeerHandle, access: Access, stop: CancellationToken) -> Ro
         .route("/api/dashboard", get(dashboard))
         .route("/api/status", get(status))
         .route("/metrics", get(metrics))
+        .merge(jobs::routes())
         .layer(axum::middleware::from_fn_with_state(access, guard))
         .with_state(Shared::new(handle, stop))
 }
@@ -189,10 +191,33 @@ impl Shared {
     }
 }
 
-/// A JSON error: `{"error": code, "message": …}`.
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    let body = serde_json::json!({ "error": code, "message": message.into() });
-    (status, axum::Json(body)).into_response()
+/// A request that failed: answered as JSON, `{"error": code, "message": …}`.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": self.code, "message": self.message });
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+fn error(status: StatusCode, code: &'static str, message: impl Into<String>) -> Response {
+    ApiError::new(status, code, message).into_response()
 }
 
 /// Access control, in front of every route.

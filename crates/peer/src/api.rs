@@ -361,7 +361,7 @@ impl JobHandle {
 
     /// The outcome if the job ended at once (refused at submit), without
     /// waiting; the handle stays usable when it has not.
-    pub(crate) fn ended_at_once(&mut self) -> Option<Result<JobReport, DaemonError>> {
+    pub fn ended_at_once(&mut self) -> Option<Result<JobReport, DaemonError>> {
         self.result.try_recv().ok()
     }
 
@@ -414,6 +414,11 @@ impl PeerHandle {
         self.telemetry.render()
     }
 
+    /// The largest blob this daemon sends or accepts, in bytes.
+    pub fn max_blob_size(&self) -> u64 {
+        self.max_blob_size
+    }
+
     /// Bytes this daemon has sent and received on data channels, all links
     /// together, since it started: `(sent, received)`.
     pub fn data_channel_bytes(&self) -> (u64, u64) {
@@ -448,7 +453,7 @@ impl PeerHandle {
     /// [`submit_with_blobs`](Self::submit_with_blobs), with the job's event
     /// stream only when `events` (it costs a channel per job; without it
     /// [`JobHandle::next_event`] is always `None`).
-    pub(crate) async fn submit_job(
+    pub async fn submit_job(
         &self,
         capability: Capability,
         input: Value,

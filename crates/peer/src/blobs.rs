@@ -512,6 +512,14 @@ impl ReceivedBlob {
         }
     }
 
+    /// Its bytes, when it is held in memory (else see [`path`](Self::path)).
+    pub fn bytes(&self) -> Option<&Bytes> {
+        match &self.held {
+            Held::Memory(b) => Some(b),
+            Held::File { .. } => None,
+        }
+    }
+
     /// Reads it whole into memory.
     pub fn to_vec(&self) -> io::Result<Vec<u8>> {
         match &self.held {

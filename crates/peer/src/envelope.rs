@@ -83,6 +83,23 @@ impl SubmitOptions {
     }
 }
 
+/// Adds the field `key` to the input object `input` (`peer submit --param
+/// KEY=VALUE`, an HTTP query parameter): `raw` as JSON if it parses as JSON
+/// (`256`, `true`, `[1,2]`), else as a string.
+pub fn add_param(input: &mut Value, key: &str, raw: &str) -> Result<(), String> {
+    if key.is_empty() {
+        return Err(format!("a parameter needs a name (got ={raw})"));
+    }
+    let Value::Object(obj) = input else {
+        return Err(
+            "parameters add fields to the input, so the input must be a JSON object".into(),
+        );
+    };
+    let value = serde_json::from_str(raw).unwrap_or_else(|_| Value::from(raw));
+    obj.insert(key.to_owned(), value);
+    Ok(())
+}
+
 /// The worker in an envelope.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkerRef {

@@ -20,7 +20,7 @@ mod api;
 pub mod blobs;
 pub mod control;
 mod daemon;
-mod envelope;
+pub mod envelope;
 pub mod exec;
 mod handler;
 pub mod handlers;
