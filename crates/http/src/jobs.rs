@@ -140,6 +140,11 @@ fn asked(pairs: &[(String, String)], input: &mut serde_json::Value) -> Result<As
                 a.options.priority =
                     Some(v.parse().map_err(|_| invalid("an integer, higher first"))?)
             }
+            "strategy" if v == "custom" => {
+                return Err(invalid(
+                    "a custom strategy is written in Rust, in the library",
+                ))
+            }
             "strategy" => a.options.strategy = Some(v.clone()),
             "affinity" => a.options.affinity = Some(v.clone()),
             "retry_on_disconnect" => {
