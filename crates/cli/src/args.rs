@@ -389,7 +389,7 @@ pub(crate) struct DaemonArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464; port 0 picks a free one, printed at start). Off by default: anyone who reaches the address reads them, without a credential.
     #[arg(long, env = "JOBMESH_METRICS", value_name = "ADDR")]
     pub(crate) metrics: Option<String>,
-    /// Serve the pool's live dashboard at http://ADDR/ (with /api/status and /metrics beside it), e.g. 127.0.0.1:9470; port 0 picks a free one, printed at start. Off by default. A non-loopback address needs --http-token-file.
+    /// Serve the pool's live dashboard at http://ADDR/ and the job API at /v1 (with /api/status and /metrics), e.g. 127.0.0.1:9470; port 0 picks a free one, printed at start. Off by default. A non-loopback address needs --http-token-file.
     #[arg(long, env = "JOBMESH_HTTP", value_name = "ADDR")]
     pub(crate) http: Option<String>,
     /// File holding the token --http asks for (16+ characters, e.g. from `openssl rand -hex 32`): sent as `Authorization: Bearer TOKEN`, or opened once in a browser as /?token=TOKEN.

@@ -90,7 +90,7 @@ pub(crate) async fn run(args: MeshArgs, common: Common) -> anyhow::Result<u8> {
     outln!("signal-server listening on {url} (an open pool on loopback, for development)");
     outln!("workers {} running {}", names.join(", "), caps.join(", "));
     if let Some(addr) = dashboard {
-        outln!("the pool's dashboard: http://{addr}/");
+        outln!("the pool's dashboard: http://{addr}/ (jobs over HTTP: http://{addr}/v1/jobs/CAPABILITY)");
     }
     local
         .handle
