@@ -119,6 +119,19 @@ pub(crate) fn peer(
     caps: &str,
     control: &Path,
 ) -> anyhow::Result<Proc> {
+    peer_with(bins, url, pool, name, caps, control, &[])
+}
+
+/// [`peer`] with `extra` flags.
+pub(crate) fn peer_with(
+    bins: &Bins,
+    url: &str,
+    pool: &str,
+    name: &str,
+    caps: &str,
+    control: &Path,
+    extra: &[&str],
+) -> anyhow::Result<Proc> {
     let control = control
         .to_str()
         .context("control socket path is not UTF-8")?;
@@ -128,6 +141,7 @@ pub(crate) fn peer(
             .args(["--capabilities", caps, "--control", control])
             .args(["--data-dir", &format!("{control}.data")])
             .args(["--slots", WORKER_SLOTS])
+            .args(extra)
             .env_remove("JOBMESH_CONFIG"),
     )
 }

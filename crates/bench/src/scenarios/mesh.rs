@@ -84,13 +84,25 @@ impl Mesh {
         Ok(h)
     }
 
-    /// A `peer` submitter process; returns it and its control socket path.
+    /// A `peer` submitter process serving HTTP too (`--http`); returns
+    /// it, its control socket path and its HTTP address.
     pub(crate) async fn control_submitter(
         &self,
         ctx: &Ctx,
-    ) -> anyhow::Result<(Proc, std::path::PathBuf)> {
+    ) -> anyhow::Result<(Proc, std::path::PathBuf, std::net::SocketAddr)> {
         let sock = self.dir.path().join("s.sock");
-        let p = env::peer(&ctx.bins, &self.url, "bench", "s", "", &sock)?;
+        // A free port: taken here, given back, named to the daemon.
+        let http = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let flag = http.to_string();
+        let p = env::peer_with(
+            &ctx.bins,
+            &self.url,
+            "bench",
+            "s",
+            "",
+            &sock,
+            &["--http", &flag],
+        )?;
         // It needs to see the workers before its first job is placed without
         // waiting: poll its pool view through the control socket.
         let deadline = tokio::time::Instant::now() + SETUP;
@@ -112,7 +124,7 @@ impl Mesh {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Ok((p, sock))
+        Ok((p, sock, http))
     }
 
     /// Stops the in-process daemons (processes go with the guards).
