@@ -41,12 +41,17 @@ use jobmesh_wire::dc::JobId;
 use jobmesh_wire::Capability;
 use tempfile::TempPath;
 use tokio::io::AsyncWriteExt;
+use tokio::sync::OwnedSemaphorePermit;
 use tracing::debug;
 
 use crate::{ApiError, Shared};
 
 /// Largest JSON input (a body, or a multipart `input` part), in bytes.
 pub const MAX_JSON_INPUT: usize = 1024 * 1024;
+/// Jobs whose uploaded files a daemon holds at once (streaming in, or
+/// waiting for their job to end). Past it a request with files gets 429:
+/// the disk they take is bounded by this times the blob limit.
+pub const MAX_UPLOADS: usize = 64;
 /// The OpenAPI document of this API.
 pub const OPENAPI: &str = include_str!("../openapi.json");
 
@@ -230,7 +235,32 @@ struct Inputs {
     input: serde_json::Value,
     blobs: Vec<Blob>,
     /// The files behind `blobs`, removed when the job no longer needs them.
-    uploads: Vec<TempPath>,
+    uploads: Uploads,
+}
+
+/// Uploaded files and their place among [`MAX_UPLOADS`]; dropping it
+/// removes the files and frees the place.
+#[derive(Default)]
+struct Uploads {
+    files: Vec<TempPath>,
+    _place: Option<OwnedSemaphorePermit>,
+}
+
+impl Uploads {
+    /// A place for a request's uploads, if one of [`MAX_UPLOADS`] is free.
+    fn place(s: &Shared) -> Result<Self, ApiError> {
+        let place = s.uploads.clone().try_acquire_owned().map_err(|_| {
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_uploads",
+                format!("{MAX_UPLOADS} jobs with uploaded files are running or queued on this daemon; retry when one ends"),
+            )
+        })?;
+        Ok(Self {
+            files: Vec::new(),
+            _place: Some(place),
+        })
+    }
 }
 
 async fn read_json(body: Body, what: &str) -> Result<serde_json::Value, ApiError> {
@@ -262,7 +292,7 @@ async fn read_body(
         return Ok(Inputs {
             input,
             blobs: Vec::new(),
-            uploads: Vec::new(),
+            uploads: Uploads::default(),
         });
     }
     if kind.to_ascii_lowercase().starts_with("multipart/form-data") {
@@ -270,7 +300,7 @@ async fn read_body(
             .await
             .map_err(|e| bad("bad_multipart", e.body_text()))?;
         let mut input = serde_json::json!({});
-        let (mut blobs, mut uploads) = (Vec::new(), Vec::new());
+        let (mut blobs, mut uploads) = (Vec::new(), Uploads::place(s)?);
         loop {
             let field = match parts.next_field().await {
                 Ok(Some(f)) => f,
@@ -310,7 +340,7 @@ async fn read_body(
             let what = format!("the file {name:?}");
             let path = save_upload(&dir, field, limit, &what).await?;
             blobs.push(Blob::from_file(path.to_path_buf()).with_name(name));
-            uploads.push(path);
+            uploads.files.push(path);
         }
         return Ok(Inputs {
             input,
@@ -320,21 +350,23 @@ async fn read_body(
     }
     // Any other body is one blob (curl --data-binary sends
     // application/x-www-form-urlencoded, which is taken as bytes too).
+    let mut uploads = Uploads::place(s)?;
     let path = save_upload(&dir, req.into_body().into_data_stream(), limit, "the body").await?;
-    let empty = std::fs::metadata(&path).map_or(true, |m| m.len() == 0);
-    if empty {
+    if std::fs::metadata(&path).map_or(true, |m| m.len() == 0) {
+        // No body: no blob (and no place taken).
         return Ok(Inputs {
             input: serde_json::json!({}),
             blobs: Vec::new(),
-            uploads: Vec::new(),
+            uploads: Uploads::default(),
         });
     }
-    let blob =
-        Blob::from_file(path.to_path_buf()).with_name(name.unwrap_or_else(|| "input".into()));
+    let name = name.unwrap_or_else(|| "input".into());
+    let blobs = vec![Blob::from_file(path.to_path_buf()).with_name(name)];
+    uploads.files.push(path);
     Ok(Inputs {
         input: serde_json::json!({}),
-        blobs: vec![blob],
-        uploads: vec![path],
+        blobs,
+        uploads,
     })
 }
 

@@ -178,6 +178,8 @@ pub fn spawn(
 struct Shared {
     handle: PeerHandle,
     viewers: Arc<Semaphore>,
+    /// Places of requests holding uploaded files ([`jobs::MAX_UPLOADS`]).
+    uploads: Arc<Semaphore>,
     stop: CancellationToken,
 }
 
@@ -186,6 +188,7 @@ impl Shared {
         Self {
             handle,
             viewers: Arc::new(Semaphore::new(MAX_VIEWERS)),
+            uploads: Arc::new(Semaphore::new(jobs::MAX_UPLOADS)),
             stop,
         }
     }
