@@ -84,6 +84,9 @@ pub(crate) enum Cmd {
     /// with their rates over the last minute, the slowest workers, and this
     /// daemon's own jobs and journal.
     Status(PeersArgs),
+    /// Change how many jobs the local daemon runs at once, while it runs:
+    /// the pool sees it with its next stats; scaling down cancels nothing.
+    Scale(ScaleArgs),
     /// List the local daemon's live and recent jobs.
     Jobs(JobsArgs),
     /// Cancel a job of the local daemon.
@@ -248,6 +251,13 @@ pub(crate) struct JobsArgs {
 pub(crate) struct CancelArgs {
     /// The job's id, or any unique prefix of it (`peer jobs` shows 8 characters).
     pub(crate) job_id: String,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct ScaleArgs {
+    /// Jobs run at once from now on.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=i64::from(jobmesh_peer::MAX_SLOTS)))]
+    pub(crate) slots: u32,
 }
 
 #[derive(Args, Debug)]

@@ -81,6 +81,7 @@ fn main() -> ExitCode {
             Some(Cmd::Peers(args)) => peers(args, &common).await,
             Some(Cmd::Status(args)) => status(args.json, &common).await,
             Some(Cmd::Jobs(args)) => jobs(args, &common).await,
+            Some(Cmd::Scale(args)) => scale(args.slots, &common).await,
             Some(Cmd::Cancel(args)) => cancel(args, &common).await,
             Some(Cmd::Result(args)) => result(args, &common).await,
             Some(Cmd::Watch(args)) => watch(args, &common).await,
@@ -690,6 +691,14 @@ fn add_params(input: &mut serde_json::Value, params: &[String]) -> anyhow::Resul
             .map_err(|e| anyhow::anyhow!("--param {p:?}: {e}"))?;
     }
     Ok(())
+}
+
+async fn scale(slots: u32, common: &Common) -> anyhow::Result<u8> {
+    let path = locate::required(common).await?;
+    let v = control::request(&path, &Request::Scale { slots }).await?;
+    let before = v["before"].as_u64().unwrap_or_default();
+    outln!("slots {before} → {slots}");
+    Ok(0)
 }
 
 async fn jobs(args: JobsArgs, common: &Common) -> anyhow::Result<u8> {

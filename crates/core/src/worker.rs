@@ -604,6 +604,15 @@ impl WorkerCore {
         }
     }
 
+    /// Runs up to `slots` jobs at once from now on. Fewer than run now
+    /// cancels nothing: new jobs are refused until enough have ended.
+    pub fn set_slots(&mut self, slots: u32) {
+        if slots != self.slots {
+            self.slots = slots;
+            self.seq += 1;
+        }
+    }
+
     /// Jobs running now.
     pub fn running(&self) -> usize {
         self.running.len()

@@ -259,6 +259,9 @@ pub enum NodeInput<'a> {
     },
     /// The peer is shutting down: its worker takes no new job.
     Drain,
+    /// Run up to this many jobs at once from now on (`peer scale`): fewer
+    /// than run now cancels none, the extra slots retire as their jobs end.
+    SetSlots(u32),
     /// Observe the pool (true) or stop (false): subscribe to the job events
     /// of every worker in the view, this one included, which arrive as
     /// [`NodeOutput::Observed`].
@@ -735,6 +738,7 @@ impl Node {
                 outputs,
             } => self.on_handler_done(now, job_id, result, outputs),
             NodeInput::Drain => self.worker.drain(),
+            NodeInput::SetSlots(slots) => self.worker.set_slots(slots),
             NodeInput::Observe(true) => {
                 if self.watching.is_none() {
                     self.watching = Some(Watching::default());

@@ -185,6 +185,9 @@ pub enum DaemonError {
     /// The signal-server refused this peer for good.
     #[error("{0}")]
     Refused(String),
+    /// The request is not valid.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl From<BlobError> for DaemonError {
@@ -213,7 +216,15 @@ pub(crate) enum Command {
     },
     /// The number of pool observers changed: observe while there are any.
     Observe,
+    /// Run up to `slots` jobs at once from now on; answers the slots before.
+    Scale {
+        slots: u32,
+        reply: oneshot::Sender<u32>,
+    },
 }
+
+/// Most slots a daemon runs (`--slots`, [`PeerHandle::scale`]).
+pub const MAX_SLOTS: u32 = 4096;
 
 /// Events buffered per submitted job for its [`JobHandle`]. Overflow: the
 /// event is dropped (progress mostly); the outcome never is.
@@ -639,6 +650,24 @@ impl PeerHandle {
             &jobs,
             journal,
         ))
+    }
+
+    /// Runs up to `slots` jobs at once from now on (at least 1, at most
+    /// [`MAX_SLOTS`]); the pool sees the new capacity with the next stats.
+    /// Scaling down cancels nothing: the extra slots retire as their jobs
+    /// end. Returns the slots before.
+    pub async fn scale(&self, slots: u32) -> Result<u32, DaemonError> {
+        if slots == 0 || slots > MAX_SLOTS {
+            return Err(DaemonError::Invalid(format!(
+                "slots must be 1..={MAX_SLOTS} (to stop taking jobs, drain the daemon: SIGTERM)"
+            )));
+        }
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Scale { slots, reply })
+            .await
+            .map_err(|_| DaemonError::Stopped)?;
+        rx.await.map_err(|_| DaemonError::Stopped)
     }
 
     /// Waits until `pred` holds for the pool view, or `timeout` passes.

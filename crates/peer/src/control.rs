@@ -14,6 +14,7 @@
 //! * `{"op":"watch"}` → one [`WatchEvent`] line per event of every job, until
 //!   the client leaves; `{"lagged":N}` when it fell behind and missed N.
 //! * `{"op":"peers"}` → a [`PoolSnapshot`](crate::PoolSnapshot) as JSON.
+//! * `{"op":"scale","slots":8}` → `{"slots":8,"before":2}`.
 //! * a request that cannot be served → `{"daemon_error": "..."}`.
 //!
 //! **Sessions.** A first request with an `"id"` (any u64) makes the
@@ -120,6 +121,11 @@ pub enum Request {
     Peers,
     /// The pool at a glance (`peer status`).
     Status,
+    /// Run up to `slots` jobs at once from now on (`peer scale`).
+    Scale {
+        /// The new slots.
+        slots: u32,
+    },
 }
 
 impl Request {
@@ -403,6 +409,10 @@ enum Answer {
 async fn answer(daemon: &PeerHandle, request: Request) -> Answer {
     let line = match request {
         Request::Peers => to_json(&PeersReply::from(daemon.pool())),
+        Request::Scale { slots } => match daemon.scale(slots).await {
+            Ok(before) => to_json(&serde_json::json!({ "slots": slots, "before": before })),
+            Err(e) => error_json(&e.to_string()),
+        },
         Request::Status => match daemon.status().await {
             Ok(report) => to_json(&report),
             Err(e) => error_json(&e.to_string()),

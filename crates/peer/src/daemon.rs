@@ -529,6 +529,12 @@ impl Daemon {
             Command::Jobs { reply } => {
                 let _ = reply.send(self.table.list());
             }
+            Command::Scale { slots, reply } => {
+                let before = self.node.worker().stats().slots;
+                self.feed(now, NodeInput::SetSlots(slots));
+                info!(slots, before, "scaled");
+                let _ = reply.send(before);
+            }
             Command::Observe => {
                 let wanted = self.observed.receiver_count() > 0;
                 if wanted != self.observing {

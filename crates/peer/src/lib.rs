@@ -34,7 +34,7 @@ mod view;
 
 pub use api::{
     DaemonConfig, DaemonError, Extensions, JobHandle, JobReport, Membership, Metrics, Observation,
-    ObservedBatch, PeerHandle, PoolSnapshot, StartError,
+    ObservedBatch, PeerHandle, PoolSnapshot, StartError, MAX_SLOTS,
 };
 pub use blobs::{Blob, BlobLimits, InputBlob, ReceivedBlob};
 pub use daemon::{spawn, spawn_with};

@@ -199,6 +199,8 @@ pub enum Action {
     Drain(usize),
     /// The peer observes the pool (true) or stops (false).
     Observe(usize, bool),
+    /// The peer runs up to this many jobs at once from now on (`peer scale`).
+    Scale(usize, u32),
 }
 
 /// One simulated peer.
@@ -1061,6 +1063,7 @@ impl Sim {
             }
             Action::Drain(p) => self.input(p, NodeInput::Drain),
             Action::Observe(p, on) => self.input(p, NodeInput::Observe(on)),
+            Action::Scale(p, slots) => self.input(p, NodeInput::SetSlots(slots)),
         }
     }
 
