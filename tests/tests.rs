@@ -17,6 +17,7 @@ mod a_signal_server_in_the_middle_gets_every_link_refused;
 mod a_worker_keeps_its_result_for_a_submitter_that_comes_back;
 mod a_worker_scaled_while_it_runs_follows_its_slots;
 mod blobs_stream_over_webrtc;
+mod capabilities_change_while_a_worker_runs;
 mod cli_lifecycle_acceptance;
 mod cli_submit_prints_envelopes_and_exit_codes;
 mod departed_peers_leave_the_pool;

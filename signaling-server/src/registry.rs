@@ -33,7 +33,7 @@ use std::ops::Bound;
 use std::time::{Duration, Instant};
 
 use jobmesh_wire::signal::{Join, MISSED_HEARTBEATS};
-use jobmesh_wire::{PeerId, PeerInfo, Stats};
+use jobmesh_wire::{Capability, PeerId, PeerInfo, Stats};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
@@ -252,9 +252,23 @@ impl Registry {
 
     /// Replaces a member's stats; returns its pool, or `None` for a non-member.
     pub fn update_stats(&mut self, id: &PeerId, stats: Stats) -> Option<&str> {
+        self.update(id, |info| info.stats = stats)
+    }
+
+    /// `id` runs `capabilities` now; returns its pool (`None`: not a member).
+    pub fn update_capabilities(
+        &mut self,
+        id: &PeerId,
+        capabilities: Vec<Capability>,
+    ) -> Option<&str> {
+        self.update(id, |info| info.capabilities = capabilities)
+    }
+
+    /// Changes member `id` with `change`, as the newest change of its pool.
+    fn update(&mut self, id: &PeerId, change: impl FnOnce(&mut PeerInfo)) -> Option<&str> {
         let m = self.members.get_mut(id)?;
         let pool = self.pools.get_mut(&m.pool)?;
-        m.info.stats = stats;
+        change(&mut m.info);
         self.version += 1;
         pool.members.remove(&m.version);
         pool.members

@@ -902,6 +902,7 @@ async fn connection(socket: WebSocket, shared: Arc<Shared>) {
         view: &mut view,
         kick: &kick,
         me,
+        hello: &hello,
     };
     bump(&shared.counters().frames_out);
     let end = match send_text(&mut sink, &welcome, &kick, shared.config.heartbeat).await {
@@ -1023,6 +1024,9 @@ struct ClientIo<'a> {
     view: &'a mut watch::Receiver<Head>,
     kick: &'a CancellationToken,
     me: PeerId,
+    /// The hello it was admitted with (a capabilities update is admitted
+    /// as that hello with the new capabilities would be).
+    hello: &'a Hello,
 }
 
 /// The main loop of a joined client. Order of priority: stop, kick, relays
@@ -1031,7 +1035,13 @@ struct ClientIo<'a> {
 /// only delays its own view, and is slowed by TCP rather than growing our
 /// queues.
 async fn serve(sink: &mut Sink, stream: &mut Stream, io: ClientIo<'_>, shared: &Shared) -> End {
-    let ClientIo { rx, view, kick, me } = io;
+    let ClientIo {
+        rx,
+        view,
+        kick,
+        me,
+        hello,
+    } = io;
     let heartbeat = shared.config.heartbeat;
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -1069,7 +1079,7 @@ async fn serve(sink: &mut Sink, stream: &mut Stream, io: ClientIo<'_>, shared: &
                     Err(end) => return end,
                     Ok(None) => {}
                     Ok(Some(msg)) => {
-                        if let Some(end) = handle(sink, msg, me, kick, shared, &mut budget).await {
+                        if let Some(end) = handle(sink, msg, me, hello, kick, shared, &mut budget).await {
                             return end;
                         }
                     }
@@ -1122,6 +1132,7 @@ async fn handle(
     sink: &mut Sink,
     msg: ClientMsg,
     me: PeerId,
+    hello: &Hello,
     kick: &CancellationToken,
     shared: &Shared,
     budget: &mut RelayBudget,
@@ -1138,6 +1149,39 @@ async fn handle(
         ClientMsg::Stats { stats } => {
             let mut inner = shared.lock();
             if let Some(pool) = inner.registry.update_stats(&me, stats).map(str::to_owned) {
+                inner.changed(&pool);
+            }
+            None
+        }
+        ClientMsg::Capabilities { capabilities } => {
+            let now_as = Hello {
+                capabilities: capabilities.clone(),
+                ..hello.clone()
+            };
+            let revoked = shared.lock().revoked.get(&hello.pool).cloned();
+            if let Err(why) = shared
+                .config
+                .admission
+                .check(&now_as, unix_now(), revoked.as_deref())
+            {
+                bump(&counters.rejected_frames);
+                info!(%why, "capabilities refused");
+                let err = ServerMsg::Error {
+                    code: ErrorCode::CapabilitiesRefused,
+                    message: format!("capabilities refused, the pool sees the ones before: {why}"),
+                };
+                bump(&counters.frames_out);
+                return send_text(sink, &err, kick, shared.config.heartbeat)
+                    .await
+                    .err();
+            }
+            info!(capabilities = capabilities.len(), "capabilities changed");
+            let mut inner = shared.lock();
+            if let Some(pool) = inner
+                .registry
+                .update_capabilities(&me, capabilities)
+                .map(str::to_owned)
+            {
                 inner.changed(&pool);
             }
             None

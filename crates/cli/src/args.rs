@@ -87,6 +87,10 @@ pub(crate) enum Cmd {
     /// Change how many jobs the local daemon runs at once, while it runs:
     /// the pool sees it with its next stats; scaling down cancels nothing.
     Scale(ScaleArgs),
+    /// What the local daemon runs: list, add or remove capabilities while
+    /// it runs (removing one lets its running jobs finish).
+    #[command(subcommand_required = false)]
+    Capabilities(CapabilitiesArgs),
     /// List the local daemon's live and recent jobs.
     Jobs(JobsArgs),
     /// Cancel a job of the local daemon.
@@ -251,6 +255,29 @@ pub(crate) struct JobsArgs {
 pub(crate) struct CancelArgs {
     /// The job's id, or any unique prefix of it (`peer jobs` shows 8 characters).
     pub(crate) job_id: String,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct CapabilitiesArgs {
+    #[command(subcommand)]
+    pub(crate) change: Option<CapabilityChange>,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum CapabilityChange {
+    /// Run these too: built-ins (echo, sleep, thumbnail, ocr) or exec
+    /// handlers of the daemon's settings file (SIGHUP reads it again).
+    Add {
+        /// Capability names.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Take no new jobs of these; running ones finish.
+    Remove {
+        /// Capability names.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
 }
 
 #[derive(Args, Debug)]

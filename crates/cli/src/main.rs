@@ -82,6 +82,7 @@ fn main() -> ExitCode {
             Some(Cmd::Status(args)) => status(args.json, &common).await,
             Some(Cmd::Jobs(args)) => jobs(args, &common).await,
             Some(Cmd::Scale(args)) => scale(args.slots, &common).await,
+            Some(Cmd::Capabilities(args)) => capabilities(args.change, &common).await,
             Some(Cmd::Cancel(args)) => cancel(args, &common).await,
             Some(Cmd::Result(args)) => result(args, &common).await,
             Some(Cmd::Watch(args)) => watch(args, &common).await,
@@ -138,24 +139,34 @@ fn init_tracing(client: bool, color: bool) {
         .try_init();
 }
 
+/// The exec handlers of a settings file's `[[handler]]` entries.
+fn exec_handlers(path: &std::path::Path, text: &str) -> anyhow::Result<handlers::Handlers> {
+    let mut found = handlers::Handlers::new();
+    for (cap, h) in jobmesh_peer::exec::parse(text, path).context("--config")? {
+        found.insert(cap, std::sync::Arc::new(h));
+    }
+    Ok(found)
+}
+
 /// The capabilities asked for, each with its handler: from the exec config
 /// if it declares one, else built in. Anything else is refused here, at start.
+/// Also every exec handler of the config (`peer capabilities add` may
+/// start one).
 fn parse_capabilities(
     raw: &[String],
     config: Option<(&std::path::Path, &str)>,
-) -> anyhow::Result<(Vec<Capability>, handlers::Handlers)> {
+) -> anyhow::Result<(Vec<Capability>, handlers::Handlers, handlers::Handlers)> {
     let caps = raw
         .iter()
         .map(|s| s.trim())
         .filter(|s| !s.is_empty())
         .map(|s| Capability::new(s).map_err(|e| anyhow::anyhow!("--capabilities: {e}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let mut found = handlers::Handlers::new();
-    if let Some((path, text)) = config {
-        for (cap, h) in jobmesh_peer::exec::parse(text, path).context("--config")? {
-            found.insert(cap, std::sync::Arc::new(h));
-        }
-    }
+    let available = match config {
+        Some((path, text)) => exec_handlers(path, text)?,
+        None => handlers::Handlers::new(),
+    };
+    let mut found = available.clone();
     let builtin: Vec<Capability> = caps
         .iter()
         .filter(|c| !found.contains_key(*c))
@@ -163,7 +174,7 @@ fn parse_capabilities(
         .collect();
     found.extend(handlers::builtin(&builtin).context("--capabilities")?);
     found.retain(|c, _| caps.contains(c));
-    Ok((caps, found))
+    Ok((caps, found, available))
 }
 
 /// `--allow CAPABILITY=KEY,KEY`: per capability, the submitters it runs
@@ -197,7 +208,8 @@ async fn daemon(
     settings: &settings::Settings,
 ) -> anyhow::Result<u8> {
     let handlers_file = settings.path.as_deref().zip(settings.handlers.as_deref());
-    let (capabilities, handlers) = parse_capabilities(&args.capabilities, handlers_file)?;
+    let (capabilities, handlers, available) =
+        parse_capabilities(&args.capabilities, handlers_file)?;
     let name = common.name.unwrap_or_else(jobmesh_peer::default_name);
     let (membership, pool) = pool::membership(
         &common.membership,
@@ -252,6 +264,7 @@ async fn daemon(
     };
     let ext = jobmesh_peer::Extensions {
         handlers,
+        available,
         strategy: None,
     };
     let shutdown = CancellationToken::new();
@@ -277,6 +290,9 @@ async fn daemon(
         None => None,
     };
     let local = Local::start(config, ext, control_path, shutdown).await?;
+    if let Some(path) = settings.path.clone() {
+        reload_on_sighup(path, local.handle.clone())?;
+    }
     let mut served = String::new();
     if let Some(l) = metrics_listener {
         let app = jobmesh_http::metrics_router(local.handle.clone());
@@ -393,6 +409,34 @@ fn on_signals(shutdown: CancellationToken) -> anyhow::Result<()> {
             } else {
                 eprintln!("second signal: exiting without waiting for running jobs");
                 std::process::exit(130);
+            }
+        }
+    });
+    Ok(())
+}
+
+/// SIGHUP: reads the settings file's `[[handler]]` entries again; the
+/// capabilities they declare that this daemon runs take their new handler
+/// from their next job, and `peer capabilities add` can start the others.
+fn reload_on_sighup(path: PathBuf, handle: PeerHandle) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            let read = settings::handlers_in(&path)
+                .map_err(anyhow::Error::msg)
+                .and_then(|text| exec_handlers(&path, &text));
+            match read {
+                Ok(found) => match handle.reload_handlers(found).await {
+                    Ok(changed) => {
+                        tracing::info!(file = %path.display(), reloaded = changed.len(), "handlers read again (SIGHUP)")
+                    }
+                    Err(e) => tracing::warn!("handlers not reloaded: {e}"),
+                },
+                // A broken file changes nothing: what runs keeps running.
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), "handlers not reloaded, the file is refused: {e:#}")
+                }
             }
         }
     });
@@ -691,6 +735,37 @@ fn add_params(input: &mut serde_json::Value, params: &[String]) -> anyhow::Resul
             .map_err(|e| anyhow::anyhow!("--param {p:?}: {e}"))?;
     }
     Ok(())
+}
+
+async fn capabilities(
+    change: Option<crate::args::CapabilityChange>,
+    common: &Common,
+) -> anyhow::Result<u8> {
+    use crate::args::CapabilityChange::{Add, Remove};
+    let parse = |names: Vec<String>| {
+        names
+            .iter()
+            .map(|n| Capability::new(n.trim()).map_err(|e| anyhow::anyhow!("{e}")))
+            .collect::<anyhow::Result<Vec<_>>>()
+    };
+    let (add, remove) = match change {
+        None => (Vec::new(), Vec::new()),
+        Some(Add { names }) => (parse(names)?, Vec::new()),
+        Some(Remove { names }) => (Vec::new(), parse(names)?),
+    };
+    let path = locate::required(common).await?;
+    let v = control::request(&path, &Request::Capabilities { add, remove }).await?;
+    let now: Vec<Capability> = serde_json::from_value(v["capabilities"].clone())?;
+    let names: Vec<&str> = now.iter().map(Capability::as_str).collect();
+    outln!(
+        "{}",
+        if names.is_empty() {
+            "(none: this daemon only submits)".to_owned()
+        } else {
+            names.join(",")
+        }
+    );
+    Ok(0)
 }
 
 async fn scale(slots: u32, common: &Common) -> anyhow::Result<u8> {

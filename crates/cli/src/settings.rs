@@ -35,6 +35,17 @@ impl Settings {
     }
 }
 
+/// The `[[handler]]` entries of the settings file at `path`, as TOML text
+/// for `exec::parse` (read again on SIGHUP).
+pub(crate) fn handlers_in(path: &Path) -> Result<String, String> {
+    let mut table = read(path)?;
+    let mut only = toml::Table::new();
+    if let Some(h) = table.remove("handler") {
+        only.insert("handler".into(), h);
+    }
+    Ok(only.to_string())
+}
+
 /// The settings file used when `--config` is not given, if it exists.
 fn default_path() -> Option<PathBuf> {
     dirs::config_dir()

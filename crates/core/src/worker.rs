@@ -613,6 +613,15 @@ impl WorkerCore {
         }
     }
 
+    /// Runs these capabilities from now on. Jobs of one no longer run go on
+    /// to their end; new ones are refused as `UnknownCapability`.
+    pub fn set_capabilities(&mut self, capabilities: Vec<Capability>) {
+        if capabilities != self.capabilities {
+            self.capabilities = capabilities;
+            self.seq += 1;
+        }
+    }
+
     /// Jobs running now.
     pub fn running(&self) -> usize {
         self.running.len()

@@ -262,6 +262,11 @@ pub enum NodeInput<'a> {
     /// Run up to this many jobs at once from now on (`peer scale`): fewer
     /// than run now cancels none, the extra slots retire as their jobs end.
     SetSlots(u32),
+    /// Run these capabilities from now on (`peer capabilities add/remove`):
+    /// jobs of a capability dropped finish, new ones are refused as
+    /// unknown, so submitters go elsewhere. The driver tells the
+    /// signal-server.
+    SetCapabilities(Vec<Capability>),
     /// Observe the pool (true) or stop (false): subscribe to the job events
     /// of every worker in the view, this one included, which arrive as
     /// [`NodeOutput::Observed`].
@@ -739,6 +744,10 @@ impl Node {
             } => self.on_handler_done(now, job_id, result, outputs),
             NodeInput::Drain => self.worker.drain(),
             NodeInput::SetSlots(slots) => self.worker.set_slots(slots),
+            NodeInput::SetCapabilities(capabilities) => {
+                self.worker.set_capabilities(capabilities.clone());
+                self.capabilities = capabilities;
+            }
             NodeInput::Observe(true) => {
                 if self.watching.is_none() {
                     self.watching = Some(Watching::default());

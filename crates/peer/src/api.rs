@@ -136,6 +136,10 @@ pub struct Extensions {
     /// Handlers by capability. Every capability of the config needs one;
     /// built-ins are used for the ones not given here.
     pub handlers: Handlers,
+    /// Handlers that [`PeerHandle::add_capability`] may start running by
+    /// name at run time, besides the built-ins (the exec handlers of a
+    /// settings file, say); [`PeerHandle::reload_handlers`] replaces them.
+    pub available: Handlers,
     /// The strategy used for `custom` (and as the default if the config's
     /// default strategy is `custom`).
     pub strategy: Option<Box<dyn Strategy>>,
@@ -221,6 +225,19 @@ pub(crate) enum Command {
         slots: u32,
         reply: oneshot::Sender<u32>,
     },
+    /// Add or remove a capability; answers the capabilities now.
+    Capability {
+        change: CapabilityChange,
+        reply: oneshot::Sender<Result<Vec<Capability>, DaemonError>>,
+    },
+}
+
+/// A change of what a daemon runs.
+pub(crate) enum CapabilityChange {
+    /// Run it, with this handler.
+    Add(Capability, Arc<dyn crate::handlers::Handler>),
+    /// Stop taking its jobs (running ones finish).
+    Remove(Capability),
 }
 
 /// Most slots a daemon runs (`--slots`, [`PeerHandle::scale`]).
@@ -307,6 +324,8 @@ pub struct PeerHandle {
     pub(crate) history: Arc<std::sync::Mutex<crate::status::History>>,
     /// The dispatcher's queue limit, which `places` is kept under.
     pub(crate) queue_limit: usize,
+    /// Handlers `add_capability` may use by name ([`Extensions::available`]).
+    pub(crate) available: crate::handlers::SharedHandlers,
 }
 
 /// A submitted job's place under the queue limit, taken before the job is
@@ -668,6 +687,75 @@ impl PeerHandle {
             .await
             .map_err(|_| DaemonError::Stopped)?;
         rx.await.map_err(|_| DaemonError::Stopped)
+    }
+
+    /// Runs `capability` from now on, with `handler` (`None`: the built-in
+    /// one of that name). The pool sees it at once (the signal-server is
+    /// told); a closed pool's credential must grant it. Returns every
+    /// capability this daemon runs now.
+    pub async fn add_capability(
+        &self,
+        capability: Capability,
+        handler: Option<Arc<dyn crate::handlers::Handler>>,
+    ) -> Result<Vec<Capability>, DaemonError> {
+        let available = crate::read(&self.available).get(&capability).cloned();
+        let handler = match handler.or(available) {
+            Some(h) => h,
+            None => crate::handlers::builtin(std::slice::from_ref(&capability))
+                .map_err(|e| {
+                    DaemonError::Invalid(format!(
+                        "{e} (nor is it an exec handler of the settings file)"
+                    ))
+                })?
+                .remove(&capability)
+                .ok_or_else(|| DaemonError::Invalid(format!("no handler for {capability:?}")))?,
+        };
+        self.change_capability(CapabilityChange::Add(capability, handler))
+            .await
+    }
+
+    /// Stops taking jobs of `capability`: running ones finish, new ones
+    /// are refused as unknown (submitters go to other workers), and the
+    /// pool no longer lists it here. Returns the capabilities left.
+    pub async fn remove_capability(
+        &self,
+        capability: Capability,
+    ) -> Result<Vec<Capability>, DaemonError> {
+        self.change_capability(CapabilityChange::Remove(capability))
+            .await
+    }
+
+    /// Replaces the handlers [`add_capability`](Self::add_capability) may
+    /// use by name (a settings file read again, on SIGHUP); a capability
+    /// this daemon runs whose handler is among them runs its new one from
+    /// its next job. Returns the capabilities whose handler changed.
+    pub async fn reload_handlers(
+        &self,
+        handlers: Handlers,
+    ) -> Result<Vec<Capability>, DaemonError> {
+        let running = self.pool().me.capabilities;
+        let mut changed = Vec::new();
+        for (capability, handler) in &handlers {
+            if running.contains(capability) {
+                self.change_capability(CapabilityChange::Add(capability.clone(), handler.clone()))
+                    .await?;
+                changed.push(capability.clone());
+            }
+        }
+        *crate::write(&self.available) = handlers;
+        Ok(changed)
+    }
+
+    async fn change_capability(
+        &self,
+        change: CapabilityChange,
+    ) -> Result<Vec<Capability>, DaemonError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Capability { change, reply })
+            .await
+            .map_err(|_| DaemonError::Stopped)?;
+        rx.await.map_err(|_| DaemonError::Stopped)?
     }
 
     /// Waits until `pred` holds for the pool view, or `timeout` passes.

@@ -15,6 +15,8 @@
 //!   the client leaves; `{"lagged":N}` when it fell behind and missed N.
 //! * `{"op":"peers"}` → a [`PoolSnapshot`](crate::PoolSnapshot) as JSON.
 //! * `{"op":"scale","slots":8}` → `{"slots":8,"before":2}`.
+//! * `{"op":"capabilities","add":["ocr"],"remove":["sleep"]}` →
+//!   `{"capabilities":["echo","ocr"]}` (both lists optional).
 //! * a request that cannot be served → `{"daemon_error": "..."}`.
 //!
 //! **Sessions.** A first request with an `"id"` (any u64) makes the
@@ -125,6 +127,17 @@ pub enum Request {
     Scale {
         /// The new slots.
         slots: u32,
+    },
+    /// Change what this daemon runs (`peer capabilities`): removes, then
+    /// adds (built-ins, or exec handlers of its settings file). Answers the
+    /// capabilities it runs now.
+    Capabilities {
+        /// To run from now on.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        add: Vec<Capability>,
+        /// To stop taking jobs of.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        remove: Vec<Capability>,
     },
 }
 
@@ -409,6 +422,19 @@ enum Answer {
 async fn answer(daemon: &PeerHandle, request: Request) -> Answer {
     let line = match request {
         Request::Peers => to_json(&PeersReply::from(daemon.pool())),
+        Request::Capabilities { add, remove } => {
+            let mut now = Ok(daemon.pool().me.capabilities);
+            for c in remove {
+                now = now.and(daemon.remove_capability(c).await);
+            }
+            for c in add {
+                now = now.and(daemon.add_capability(c, None).await);
+            }
+            match now {
+                Ok(capabilities) => to_json(&serde_json::json!({ "capabilities": capabilities })),
+                Err(e) => error_json(&e.to_string()),
+            }
+        }
         Request::Scale { slots } => match daemon.scale(slots).await {
             Ok(before) => to_json(&serde_json::json!({ "slots": slots, "before": before })),
             Err(e) => error_json(&e.to_string()),

@@ -38,14 +38,16 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use crate::api::CapabilityChange;
 use crate::api::{
     Command, DaemonConfig, DaemonError, JobReport, Metrics, PoolSnapshot, QueuePlace,
 };
 use crate::blobs::{MemoryBudget, Prepared, ReceivedBlob, Receiver, Spool};
-use crate::handlers::{HandlerError, Handlers};
+use crate::handlers::{HandlerError, SharedHandlers};
 use crate::jobs::{Clock, JobTable, WatchEvent};
 use crate::store::{Resume, Steps};
 use blob_io::TransferDone;
+use jobmesh_wire::Capability;
 pub use start::{spawn, spawn_with};
 
 struct Inputs {
@@ -105,7 +107,13 @@ struct Daemon {
     config: DaemonConfig,
     /// Every decision of this peer.
     node: Node,
-    handlers: Handlers,
+    /// By capability; the node's input checks read the same map.
+    handlers: SharedHandlers,
+    /// The pool credential's grant, if the pool is closed: what capabilities
+    /// may be added.
+    grant: Option<jobmesh_trust::Grant>,
+    /// What this peer runs, as the signal client announces it.
+    capabilities: watch::Sender<Vec<Capability>>,
     /// The connections of the node's links.
     links: HashMap<LinkId, Connection>,
     waiters: HashMap<JobId, Waiter>,
@@ -535,6 +543,9 @@ impl Daemon {
                 info!(slots, before, "scaled");
                 let _ = reply.send(before);
             }
+            Command::Capability { change, reply } => {
+                let _ = reply.send(self.change_capability(now, change));
+            }
             Command::Observe => {
                 let wanted = self.observed.receiver_count() > 0;
                 if wanted != self.observing {
@@ -543,6 +554,59 @@ impl Daemon {
                 }
             }
         }
+    }
+
+    /// Adds or removes a capability: the handler map, the node (admission
+    /// and self-dispatch), the signal-server (through the signal client)
+    /// and this peer's own view. Returns the capabilities now.
+    fn change_capability(
+        &mut self,
+        now: Instant,
+        change: CapabilityChange,
+    ) -> Result<Vec<Capability>, DaemonError> {
+        let mut capabilities = self.capabilities.borrow().clone();
+        match change {
+            CapabilityChange::Add(capability, handler) => {
+                if self.node.worker().stats().slots == 0 {
+                    return Err(DaemonError::Invalid(format!(
+                        "this daemon has no slots to run {capability:?} in: `peer scale --slots N` first"
+                    )));
+                }
+                if let Some(grant) = &self.grant {
+                    grant
+                        .require(
+                            jobmesh_trust::Role::Worker,
+                            std::iter::once(capability.as_str()),
+                        )
+                        .map_err(|e| {
+                            DaemonError::Invalid(format!(
+                                "this peer's credential does not let it run {capability:?}: {e}"
+                            ))
+                        })?;
+                }
+                crate::write(&self.handlers).insert(capability.clone(), handler);
+                if !capabilities.contains(&capability) {
+                    capabilities.push(capability);
+                }
+            }
+            CapabilityChange::Remove(capability) => {
+                if !capabilities.contains(&capability) {
+                    return Err(DaemonError::Invalid(format!(
+                        "this peer does not run {capability:?} (it runs {})",
+                        names(&capabilities)
+                    )));
+                }
+                capabilities.retain(|c| *c != capability);
+                // Running jobs hold their own handle to the handler.
+                crate::write(&self.handlers).remove(&capability);
+            }
+        }
+        info!(capabilities = %names(&capabilities), "capabilities changed");
+        self.feed(now, NodeInput::SetCapabilities(capabilities.clone()));
+        self.pool_tx
+            .send_modify(|s| s.me.capabilities.clone_from(&capabilities));
+        self.capabilities.send_replace(capabilities.clone());
+        Ok(capabilities)
     }
 
     fn on_signal(&mut self, now: Instant, ev: SignalEvent) {
@@ -604,4 +668,16 @@ impl Daemon {
             ),
         }
     }
+}
+
+/// `a, b, c`, or `nothing`.
+fn names(capabilities: &[Capability]) -> String {
+    if capabilities.is_empty() {
+        return "nothing".into();
+    }
+    capabilities
+        .iter()
+        .map(Capability::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -213,3 +213,8 @@ where
 
 /// The handlers a daemon runs, by capability.
 pub type Handlers = HashMap<Capability, Arc<dyn Handler>>;
+
+/// [`Handlers`] shared by a daemon and its node's input checks, changed at
+/// run time (`PeerHandle::add_capability`); held only for a lookup or an
+/// insert.
+pub type SharedHandlers = Arc<std::sync::RwLock<Handlers>>;

@@ -16,7 +16,9 @@ use serde_json::{json, Value};
 
 use crate::blobs::Blob;
 pub(crate) use crate::handler::JobFiles;
-pub use crate::handler::{handler_fn, FnHandler, Handler, HandlerError, Handlers, JobContext};
+pub use crate::handler::{
+    handler_fn, FnHandler, Handler, HandlerError, Handlers, JobContext, SharedHandlers,
+};
 
 /// `echo`: returns its input, blobs included.
 #[derive(Debug)]

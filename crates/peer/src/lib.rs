@@ -44,6 +44,16 @@ pub use jobmesh_node::SpoolLimits;
 pub use jobmesh_trust::{Credential, Invitation, Revocations, Role};
 pub use store::StoredJob;
 
+/// Reads `l`, taking the guard even if a writer panicked (as [`lock`]).
+pub fn read<T>(l: &std::sync::RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Writes `l`, taking the guard even if a holder panicked (as [`lock`]).
+pub fn write<T>(l: &std::sync::RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Locks `m`, taking the guard even if a holder panicked.
 ///
 /// For mutexes held only across one step that cannot leave their data half

@@ -201,6 +201,9 @@ pub enum Action {
     Observe(usize, bool),
     /// The peer runs up to this many jobs at once from now on (`peer scale`).
     Scale(usize, u32),
+    /// The peer runs these capabilities from now on (`peer capabilities`);
+    /// its driver tells the signal-server.
+    SetCapabilities(usize, Vec<Capability>),
 }
 
 /// One simulated peer.
@@ -1064,6 +1067,16 @@ impl Sim {
             Action::Drain(p) => self.input(p, NodeInput::Drain),
             Action::Observe(p, on) => self.input(p, NodeInput::Observe(on)),
             Action::Scale(p, slots) => self.input(p, NodeInput::SetSlots(slots)),
+            Action::SetCapabilities(p, capabilities) => {
+                self.peers[p].spec.capabilities.clone_from(&capabilities);
+                let id = self.peers[p].id;
+                let connected = self.peers[p].signal.is_some();
+                self.input(p, NodeInput::SetCapabilities(capabilities.clone()));
+                if let (true, Some(r)) = (connected, &mut self.registry) {
+                    r.update_capabilities(&id, capabilities);
+                    self.views_dirty = true;
+                }
+            }
         }
     }
 

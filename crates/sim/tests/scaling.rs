@@ -114,3 +114,93 @@ fn a_workers_concurrency_follows_its_slots_and_no_job_is_lost_or_run_twice() {
         );
     }
 }
+
+/// Who ran each job (observer's stream): (worker index, start ms, end ms).
+fn runs(sim: &Sim, workers: &[jobmesh_wire::PeerId]) -> Vec<(usize, u64, u64)> {
+    let mut started = std::collections::HashMap::new();
+    let mut out = Vec::new();
+    for (_, worker, e) in &sim.observed.events {
+        let w = workers
+            .iter()
+            .position(|x| x == worker)
+            .expect("a known worker");
+        match e.event {
+            ObservedKind::Started => {
+                started.insert(e.job_id, e.at_ms);
+            }
+            ObservedKind::Completed => {
+                let s = started.remove(&e.job_id).expect("heard starting");
+                out.push((w, s, e.at_ms));
+            }
+            ObservedKind::Progress => {}
+            other => panic!("a job was {other:?}: a capability's removal must let its jobs finish"),
+        }
+    }
+    out
+}
+
+#[test]
+fn a_capability_removed_from_a_worker_sends_its_jobs_elsewhere_and_lets_its_running_ones_finish() {
+    for seed in 0..6 {
+        let mut sim = Sim::new(
+            seed,
+            SimConfig::default(),
+            vec![
+                PeerSpec::submitter("s"),
+                PeerSpec::worker("w1", &["record"], 2),
+                PeerSpec::worker("w2", &["record"], 2),
+            ],
+        );
+        sim.schedule(10 * MS, Action::Observe(0, true));
+        for i in 0..120 {
+            sim.schedule(
+                200 * MS + 50 * MS * i,
+                Sim::job(0, "record", 300, Duration::from_secs(600)),
+            );
+        }
+        sim.schedule(2_000 * MS, Action::SetCapabilities(1, vec![]));
+        sim.schedule(
+            4_000 * MS,
+            Action::SetCapabilities(1, vec![jobmesh_sim::cap("record")]),
+        );
+        sim.run(Duration::from_secs(600));
+
+        let summary = sim.history.check("remove, then add a capability");
+        assert_eq!(
+            (
+                summary.completed,
+                summary.lost,
+                summary.duplicated,
+                summary.executions_max
+            ),
+            (120, 0, 0, 1),
+            "seed {seed}: {summary:?}"
+        );
+        let workers = [sim.peer_id(1), sim.peer_id(2)];
+        let runs = runs(&sim, &workers);
+        let t0 = runs.iter().map(|r| r.1).min().expect("runs") - 200;
+        let at = |ms: u64| t0 + ms;
+        // Jobs w1 ran when the capability went: they finished there.
+        let finished_after_removal = runs
+            .iter()
+            .filter(|r| r.0 == 0 && r.1 < at(2_000) && r.2 > at(2_000))
+            .count();
+        // Nothing started on w1 while it did not run the capability (once
+        // the submitter's view had it: a refusal sends a job on).
+        let started_without = runs
+            .iter()
+            .filter(|r| r.0 == 0 && r.1 > at(2_100) && r.1 < at(4_000))
+            .count();
+        // w1 takes jobs again once it runs the capability again.
+        let started_again = runs.iter().filter(|r| r.0 == 0 && r.1 > at(4_000)).count();
+        assert!(
+            finished_after_removal >= 1,
+            "seed {seed}: w1 had no job running at the removal"
+        );
+        assert_eq!(started_without, 0, "seed {seed}");
+        assert!(
+            started_again >= 5,
+            "seed {seed}: {started_again} jobs on w1 after it was added back"
+        );
+    }
+}

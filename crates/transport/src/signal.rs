@@ -13,8 +13,8 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use jobmesh_identity::Identity;
 use jobmesh_wire::signal::{encode, ClientMsg, ErrorCode, Join, ServerMsg, MAX_SERVER_MESSAGE};
-use jobmesh_wire::PROTOCOL_VERSION;
-use tokio::sync::mpsc;
+use jobmesh_wire::{Capability, PROTOCOL_VERSION};
+use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::Connector;
@@ -67,6 +67,10 @@ pub struct SignalConfig {
     /// that may pass (nothing listening yet, an unreachable host): a
     /// daemon does; a one-off command gives up at once and says why.
     pub persist: bool,
+    /// What this peer runs, when it can change while it runs: each hello
+    /// carries the current list, and a change while connected goes to the
+    /// server as a `capabilities` message. `None`: `join`'s, fixed.
+    pub capabilities: Option<watch::Receiver<Vec<Capability>>>,
 }
 
 impl SignalConfig {
@@ -81,6 +85,7 @@ impl SignalConfig {
             welcome_timeout: Duration::from_secs(10),
             tls: None,
             persist: true,
+            capabilities: None,
         }
     }
 
@@ -454,7 +459,17 @@ async fn connect_once(
             })
         }
     };
-    let hello = config.join.hello(&config.identity, &nonce);
+    let mut capabilities = config.capabilities.clone();
+    let hello = match &mut capabilities {
+        Some(now) => {
+            let join = Join {
+                capabilities: now.borrow_and_update().clone(),
+                ..config.join.clone()
+            };
+            join.hello(&config.identity, &nonce)
+        }
+        None => config.join.hello(&config.identity, &nonce),
+    };
     ws.send(Message::text(encode(&ClientMsg::Hello(hello))))
         .await?;
     // The welcome must come first.
@@ -508,7 +523,29 @@ async fn connect_once(
                 };
                 ws.send(Message::text(encode(&out))).await?;
             }
+            changed = changed(&mut capabilities) => {
+                if changed {
+                    let now = capabilities
+                        .as_mut()
+                        .map(|c| c.borrow_and_update().clone())
+                        .unwrap_or_default();
+                    let update = ClientMsg::Capabilities { capabilities: now };
+                    ws.send(Message::text(encode(&update))).await?;
+                } else {
+                    // The daemon dropped its sender: the list stays as it is.
+                    capabilities = None;
+                }
+            }
         }
+    }
+}
+
+/// Resolves when the capabilities changed (true) or their sender is gone
+/// (false); never without a receiver.
+async fn changed(capabilities: &mut Option<watch::Receiver<Vec<Capability>>>) -> bool {
+    match capabilities {
+        Some(rx) => rx.changed().await.is_ok(),
+        None => std::future::pending().await,
     }
 }
 

@@ -252,9 +252,16 @@ pub enum ClientMsg {
         /// What to relay.
         signal: Handshake,
     },
+    /// What I run changed (`peer capabilities add/remove`): the whole list
+    /// as it is now. A closed pool's server checks it against the
+    /// credential as it checked the hello's.
+    Capabilities {
+        /// Every capability this peer runs now.
+        capabilities: Vec<Capability>,
+    },
 }
 
-const CLIENT_TYPES: &[&str] = &["hello", "stats", "relay"];
+const CLIENT_TYPES: &[&str] = &["hello", "stats", "relay", "capabilities"];
 
 /// Server → peer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -360,6 +367,9 @@ pub enum ErrorCode {
     GoingAway,
     /// Another live member of the pool has the hello's name. Fatal.
     NameTaken,
+    /// A `capabilities` update the peer's credential does not cover (see
+    /// the message). Not fatal: the pool keeps seeing what it ran before.
+    CapabilitiesRefused,
 }
 
 impl ClientMsg {
@@ -381,6 +391,7 @@ impl ClientMsg {
             }
             ClientMsg::Stats { stats } => stats.validate()?,
             ClientMsg::Relay { signal, .. } => signal.validate()?,
+            ClientMsg::Capabilities { capabilities } => check_capabilities(capabilities)?,
         }
         Ok(msg)
     }

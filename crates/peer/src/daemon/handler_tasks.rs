@@ -30,7 +30,8 @@ impl Daemon {
         timeout: Duration,
         inputs: HandlerFiles,
     ) {
-        let Some(handler) = self.handlers.get(&capability).cloned() else {
+        let handler = crate::read(&self.handlers).get(&capability).cloned();
+        let Some(handler) = handler else {
             // Unreachable: the worker core admits only capabilities with handlers.
             let _ = self.done_tx.try_send(JobDone {
                 job_id,

@@ -24,7 +24,7 @@ use crate::api::{
     WATCH_QUEUE,
 };
 use crate::blobs::{MemoryBudget, Spool};
-use crate::handlers::{self, Handlers};
+use crate::handlers::{self, SharedHandlers};
 use crate::jobs::{Clock, JobTable};
 use crate::store::{Steps, Store};
 use crate::telemetry::{JournalMetrics, Telemetry};
@@ -114,14 +114,20 @@ pub fn spawn_with(
     let (watch_tx, _) = broadcast::channel(WATCH_QUEUE);
     let (observed_tx, _) = broadcast::channel(crate::api::OBSERVED_QUEUE);
     let journaled = opened.is_some();
+    // The daemon's handlers, which the node's input checks read too: one
+    // map, changed at run time by `PeerHandle::add_capability` and
+    // `remove_capability`.
+    let handlers = Arc::new(std::sync::RwLock::new(std::mem::take(&mut ext.handlers)));
+    let grant = credential.as_ref().map(|c| c.grant().clone());
     let node = new_node(
         &config,
         identity.clone(),
         credential,
         journaled,
-        &ext.handlers,
+        handlers.clone(),
         ext.strategy.take(),
     );
+    let (capabilities_tx, capabilities_rx) = watch::channel(config.capabilities.clone());
     let me_info = PeerInfo {
         id: me,
         name: config.name.clone(),
@@ -151,6 +157,7 @@ pub fn spawn_with(
 
     let mut signal = SignalConfig::new(config.signal_url.clone(), join.clone(), identity.clone());
     signal.persist = config.persist;
+    signal.capabilities = Some(capabilities_rx);
     if config.signal_url.starts_with("wss:") {
         let tls = signal_client::tls_config(config.ca.as_deref()).map_err(StartError::Invalid)?;
         signal.tls = Some(tls);
@@ -179,7 +186,9 @@ pub fn spawn_with(
         me,
         journal: store.map(Steps::new),
         node,
-        handlers: ext.handlers,
+        handlers,
+        grant,
+        capabilities: capabilities_tx,
         links: HashMap::new(),
         waiters: HashMap::new(),
         running: HashMap::new(),
@@ -274,6 +283,7 @@ pub fn spawn_with(
         places: Arc::default(),
         history,
         queue_limit,
+        available: Arc::new(std::sync::RwLock::new(ext.available)),
     })
 }
 
@@ -283,10 +293,10 @@ fn new_node(
     identity: Identity,
     credential: Option<Credential>,
     journaled: bool,
-    handlers: &Handlers,
+    handlers: SharedHandlers,
     strategy: Option<Box<dyn Strategy>>,
 ) -> Node {
-    let check = handlers.clone();
+    let check = handlers;
     Node::new(NodeConfig {
         identity,
         name: config.name.clone(),
@@ -302,7 +312,8 @@ fn new_node(
         // Dial tags differ across restarts under the same peer id.
         seed: rand::random(),
         input_check: Box::new(move |capability, input| {
-            check.get(capability).map_or(Ok(()), |h| h.validate(input))
+            let handler = crate::read(&check).get(capability).cloned();
+            handler.map_or(Ok(()), |h| h.validate(input))
         }),
         credential,
         allow: config.allow.clone(),
