@@ -21,6 +21,7 @@ mod capabilities_change_while_a_worker_runs;
 mod cli_lifecycle_acceptance;
 mod cli_submit_prints_envelopes_and_exit_codes;
 mod departed_peers_leave_the_pool;
+mod deployment_files_are_valid;
 mod echo_job_returns_its_input_over_a_data_channel;
 mod exec_handlers_run_commands;
 mod fault_suite;

@@ -81,6 +81,9 @@ struct Args {
     /// Colour in log lines: `auto` (on a terminal, unless NO_COLOR is set), `always` or `never`.
     #[arg(long, env = "JOBMESH_COLOR", value_parser = ["auto", "always", "never"], default_value = "auto")]
     color: String,
+    /// Log lines as `text`, or `json` (one object a line, for journald or a log collector).
+    #[arg(long, env = "JOBMESH_LOG_FORMAT", value_parser = ["text", "json"], default_value = "text")]
+    log_format: String,
 }
 
 /// The admission policy the flags describe.
@@ -131,11 +134,14 @@ fn main() -> ExitCode {
                 && std::io::stderr().is_terminal()
         }
     };
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(color)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if args.log_format == "json" {
+        logs.json().init();
+    } else {
+        logs.with_ansi(color).init();
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -211,6 +217,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         closed_pools = admission.pools.len(),
         "ready"
     );
+    // Under systemd (Type=notify): ready once it listens.
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     if scheme == "ws" && !addr.ip().is_loopback() {
         tracing::warn!(%addr, "serving ws:// without TLS on a network address: hellos, pool views and relayed SDPs cross the network in clear (no payloads or secrets, but who is in which pool); use --tls-cert/--tls-key or a TLS proxy");
     }
@@ -283,6 +291,7 @@ fn on_signals(shutdown: CancellationToken) -> anyhow::Result<()> {
             _ = term.recv() => "SIGTERM",
         };
         tracing::info!("{which}: shutting down");
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
         shutdown.cancel();
     });
     Ok(())

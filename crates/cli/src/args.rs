@@ -49,6 +49,17 @@ pub(crate) struct Common {
     /// `always` or `never`.
     #[arg(long, global = true, value_enum, env = "JOBMESH_COLOR", default_value_t = ColorChoice::Auto)]
     pub(crate) color: ColorChoice,
+    /// Log lines as `text`, or `json` (one object a line, with the job and
+    /// peer ids of their spans: for journald or a log collector).
+    #[arg(long, global = true, value_enum, env = "JOBMESH_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    pub(crate) log_format: LogFormat,
+}
+
+/// `--log-format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum LogFormat {
+    Text,
+    Json,
 }
 
 /// `--color`.

@@ -52,7 +52,11 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
         }
     };
-    init_tracing(cli.command.is_some(), cli.common.color.on_stderr());
+    init_tracing(
+        cli.command.is_some(),
+        cli.common.color.on_stderr(),
+        cli.common.log_format == crate::args::LogFormat::Json,
+    );
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -117,7 +121,7 @@ fn pool_typed(matches: &clap::ArgMatches, settings: &settings::Settings) -> bool
     typed(matches) || matches.subcommand().is_some_and(|(_, sub)| typed(sub))
 }
 
-fn init_tracing(client: bool, color: bool) {
+fn init_tracing(client: bool, color: bool, json: bool) {
     // Clients stay quiet unless asked; the daemon logs at info. The webrtc
     // stack's own warnings (`rtc` and its `rtc_*` crates: a STUN check
     // before the remote's credentials, a write after close, an ICE role
@@ -132,11 +136,14 @@ fn init_tracing(client: bool, color: bool) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("JOBMESH_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(color)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        logs.json().try_init()
+    } else {
+        logs.with_ansi(color).try_init()
+    };
 }
 
 /// The exec handlers of a settings file's `[[handler]]` entries.
@@ -289,10 +296,12 @@ async fn daemon(
         Some(addr) => Some(jobmesh_http::bind("--http", addr, Some(&access)).await?),
         None => None,
     };
+    let (pool_name, signal_url) = (config.pool.clone(), config.signal_url.clone());
     let local = Local::start(config, ext, control_path, shutdown).await?;
     if let Some(path) = settings.path.clone() {
         reload_on_sighup(path, local.handle.clone())?;
     }
+    tell_systemd_when_joined(local.handle.clone(), pool_name, signal_url);
     let mut served = String::new();
     if let Some(l) = metrics_listener {
         let app = jobmesh_http::metrics_router(local.handle.clone());
@@ -405,6 +414,7 @@ fn on_signals(shutdown: CancellationToken) -> anyhow::Result<()> {
                 _ = term.recv() => {}
             }
             if n == 0 {
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
                 shutdown.cancel();
             } else {
                 eprintln!("second signal: exiting without waiting for running jobs");
@@ -413,6 +423,24 @@ fn on_signals(shutdown: CancellationToken) -> anyhow::Result<()> {
         }
     });
     Ok(())
+}
+
+/// Under systemd (`Type=notify`, `$NOTIFY_SOCKET` set): the daemon is
+/// ready once it has joined its pool (its view is whole), and says what it
+/// waits for until then. Without `$NOTIFY_SOCKET` this sends nothing.
+fn tell_systemd_when_joined(handle: PeerHandle, pool: String, url: String) {
+    use sd_notify::NotifyState;
+    let status = format!("joining pool {pool} at {url}");
+    let _ = sd_notify::notify(false, &[NotifyState::Status(&status)]);
+    tokio::spawn(async move {
+        let joined = handle
+            .wait_pool(Duration::MAX, |s| s.connected && s.synced)
+            .await;
+        if joined.is_ok_and(|s| s.refused.is_none()) {
+            let status = format!("member of pool {pool}");
+            let _ = sd_notify::notify(false, &[NotifyState::Ready, NotifyState::Status(&status)]);
+        }
+    });
 }
 
 /// SIGHUP: reads the settings file's `[[handler]]` entries again; the
