@@ -8,7 +8,7 @@
 use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
 
-use jobmesh_testkit::process::{bin, lines_of, peer, signal_server, sigterm_and_wait};
+use jobmesh_testkit::process::{bin, lines_of, peer, sigterm_and_wait};
 
 /// A notify socket: what the binaries send to it, one datagram a message.
 struct Notify {
