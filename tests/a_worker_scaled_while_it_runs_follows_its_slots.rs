@@ -1,9 +1,9 @@
-//! `peer scale --slots N` on a running worker, over real WebRTC: 60 jobs
+//! `peer scale --slots N` on a running worker, over real WebRTC: 200 jobs
 //! wait for a worker with one slot; scaled to 8 it runs 8 at once, and the
 //! submitter's pool view says 8 slots; scaled to 2 it cancels nothing and
 //! its running jobs fall to 2 as they end; every job completes, once. (The
 //! simulator's twin, crates/sim/tests/scaling.rs, checks the throughput of
-//! each phase with 200 jobs, in virtual time.)
+//! each phase, in virtual time.)
 
 use jobmesh_testkit::process::{
     daemon, expect_exit, run_peer, signal_server, stdout_json, wait_capable,
@@ -45,7 +45,7 @@ async fn a_worker_scaled_up_and_down_runs_as_many_jobs_as_its_slots() {
     let (w, s) = (sock("w1"), sock("s"));
     wait_capable(std::path::Path::new(&s), "sleep", 1).await;
 
-    // 60 jobs of 400 ms each, all at once from the submitter.
+    // 200 jobs of 150 ms each, all at once from the submitter.
     let submitting = std::thread::spawn({
         let s = s.clone();
         move || {
@@ -63,7 +63,7 @@ async fn a_worker_scaled_up_and_down_runs_as_many_jobs_as_its_slots() {
             .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("peer submit runs");
-            let inputs = "{\"ms\":400}\n".repeat(60);
+            let inputs = "{\"ms\":150}\n".repeat(200);
             child
                 .stdin
                 .take()
@@ -98,7 +98,7 @@ async fn a_worker_scaled_up_and_down_runs_as_many_jobs_as_its_slots() {
         .filter_map(|l| serde_json::from_str(l).ok())
         .filter(|v: &Value| v.get("job_id").is_some())
         .collect();
-    assert_eq!(envelopes.len(), 60);
+    assert_eq!(envelopes.len(), 200);
     assert!(envelopes
         .iter()
         .all(|e| e["status"] == "completed" && e["attempts"] == 1));
@@ -112,7 +112,7 @@ async fn a_worker_scaled_up_and_down_runs_as_many_jobs_as_its_slots() {
         .unwrap_or(Value::Null);
     assert_eq!(
         (sleep["completed"].as_u64(), sleep["failed"].as_u64()),
-        (Some(60), Some(0)),
+        (Some(200), Some(0)),
         "{status}"
     );
 
