@@ -1094,7 +1094,7 @@ impl Node {
     }
 
     fn dial(&mut self, peer: PeerId, pending: Vec<DcMsg>) {
-        let tag = self.rng.random::<u64>().max(1);
+        let tag = dial_tag(&mut self.rng);
         let link = self.links.start(peer, tag, true, pending);
         self.out.push_back(NodeOutput::Dial { peer, link, tag });
     }
@@ -1665,6 +1665,12 @@ fn too_big(value: &Value) -> bool {
     // Writing into a counter cannot fail.
     let _ = serde_json::to_writer(&mut count, value);
     envelope + count.0 > MAX_DC_MESSAGE
+}
+
+/// A fresh dial tag: random, 1 to 2^53 − 1, so a peer whose JSON numbers
+/// are doubles (a browser) reads and echoes it exactly.
+fn dial_tag(rng: &mut impl rand::Rng) -> u64 {
+    (rng.random::<u64>() & jobmesh_wire::signal::MAX_DIAL_TAG).max(1)
 }
 
 #[cfg(test)]

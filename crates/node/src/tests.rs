@@ -248,6 +248,27 @@ fn dial_to_2(n: &mut Node, now: Instant) -> (LinkId, u64) {
         .expect("a dial to the worker")
 }
 
+#[test]
+fn dial_tags_stay_below_2_to_the_53_for_peers_whose_json_numbers_are_doubles() {
+    use rand::SeedableRng;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(53);
+    for _ in 0..10_000 {
+        let tag = crate::dial_tag(&mut rng);
+        assert!(
+            (1..=jobmesh_wire::signal::MAX_DIAL_TAG).contains(&tag),
+            "{tag}"
+        );
+    }
+    // The mask keeps the draw's low bits: tags still spread over the range.
+    let high = (0..1000)
+        .filter(|_| crate::dial_tag(&mut rng) > jobmesh_wire::signal::MAX_DIAL_TAG / 2)
+        .count();
+    assert!(
+        (400..600).contains(&high),
+        "{high} of 1000 in the upper half"
+    );
+}
+
 fn offer(from: u128, tag: u64) -> ServerMsg {
     ServerMsg::Relayed {
         from: peer(from),

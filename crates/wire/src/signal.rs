@@ -234,6 +234,11 @@ impl Handshake {
     }
 }
 
+/// The largest dial tag a jobmesh peer sends: 2^53 − 1, the largest
+/// integer a JSON parser with double-precision numbers keeps exact.
+/// (Receivers accept any u64 and echo it.)
+pub const MAX_DIAL_TAG: u64 = (1 << 53) - 1;
+
 /// Peer → server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
