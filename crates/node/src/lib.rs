@@ -43,7 +43,7 @@ use jobmesh_wire::link::{Binding, BINDING_TIMEOUT_MS};
 use jobmesh_wire::signal::{Handshake, ServerMsg};
 use jobmesh_wire::{Capability, PeerId, PeerInfo, Stats};
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use serde_json::Value;
 use spool::SpoolBudget;
 use tracing::{debug, info, warn};
