@@ -1,6 +1,7 @@
 //! jobmesh's integration tests: real signal-server, real daemons, real WebRTC
 //! data channels over loopback. One module per behaviour, named as a sentence.
 
+mod a_browser_tab_joins_the_pool;
 mod a_closed_pool_admits_only_invited_members_in_their_roles;
 mod a_closed_pool_runs_over_wss_and_an_untrusted_certificate_is_named;
 mod a_control_client_that_leaves_cancels_its_job;
@@ -44,6 +45,7 @@ mod simultaneous_dials_resolve_to_one_link;
 mod the_command_line_behaves;
 mod the_dashboard_shows_the_pool_in_a_browser;
 mod the_http_api_matches_its_openapi_document;
+mod the_javascript_client_passes_its_unit_tests;
 mod the_library_example_runs;
 mod the_signal_server_stays_small_under_idle_sockets_and_a_relay_flood;
 mod thumbnail_and_ocr_run_through_the_cli;

@@ -335,6 +335,7 @@ pub async fn run(
     let app = Router::new()
         .route("/ws", get(ws_upgrade))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/js/jobmesh.js", get(browser_client))
         .route("/metrics", get(metrics))
         .route("/api/pools", get(pools))
         .route("/api/pools/{name}", get(pool_members))
@@ -595,6 +596,23 @@ impl IntoResponse for ApiError {
         let body = serde_json::json!({ "error": self.code, "message": self.message });
         (self.status, Json(body)).into_response()
     }
+}
+
+/// The browser client (clients/js, bundled into one ES module), embedded:
+/// a page imports it from its pool's own server. It holds no secret and
+/// speaks only what any peer may, so it is served without a token.
+const BROWSER_CLIENT: &str = include_str!("../../clients/js/dist/jobmesh.js");
+
+async fn browser_client() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+        ],
+        BROWSER_CLIENT,
+    )
+        .into_response()
 }
 
 /// Whether the request carries the admin token; a 401 otherwise. Anyone

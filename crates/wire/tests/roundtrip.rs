@@ -482,3 +482,32 @@ fn texts_lose_their_control_characters() {
     };
     assert_eq!(message, "bad\u{fffd}[2Jthing\nsecond line\tend\u{fffd}");
 }
+
+/// Fixed vectors, shared with the JavaScript client's tests
+/// (clients/js/test/identity.test.js): the identity of seed [7; 32], its
+/// peer id, and its hello's proof for nonce "bm9uY2U" in pool "lab".
+#[test]
+fn vectors_for_other_implementations() {
+    let id = jobmesh_identity::Identity::from_seed(&[7; 32]);
+    let hello = jobmesh_wire::signal::Join {
+        name: "tab".into(),
+        pool: "lab".into(),
+        capabilities: Vec::new(),
+        slots: 0,
+        credential: None,
+    }
+    .hello(&id, "bm9uY2U");
+    assert_eq!(
+        hello.key.to_string(),
+        "6kpsY-KcUgq-9VB7Ey7F-ZVHdq6-vnuSQh7qaRRG0iw"
+    );
+    assert_eq!(
+        hello.peer_id.to_string(),
+        "06bfb095-729e-8add-a58b-be266e75c5c7"
+    );
+    // Ed25519 signatures are deterministic (RFC 8032).
+    assert_eq!(
+        hello.proof.to_string(),
+        "ZPXYUR1BTkqnpSgEV3JdCqYDDs7JyQaguBKUBbaI07zEuB3GPJh-MKwc2C5aefbcM--pvBI4egPH7F-UH8sKAw"
+    );
+}

@@ -1,0 +1,719 @@
+// node_modules/@noble/hashes/esm/utils.js
+/*! noble-hashes - MIT License (c) 2022 Paul Miller (paulmillr.com) */
+function isBytes(a) {
+  return a instanceof Uint8Array || ArrayBuffer.isView(a) && a.constructor.name === "Uint8Array";
+}
+function anumber(n) {
+  if (!Number.isSafeInteger(n) || n < 0)
+    throw new Error("positive integer expected, got " + n);
+}
+function abytes(b, ...lengths) {
+  if (!isBytes(b))
+    throw new Error("Uint8Array expected");
+  if (lengths.length > 0 && !lengths.includes(b.length))
+    throw new Error("Uint8Array expected of length " + lengths + ", got length=" + b.length);
+}
+function aexists(instance, checkFinished = true) {
+  if (instance.destroyed)
+    throw new Error("Hash instance has been destroyed");
+  if (checkFinished && instance.finished)
+    throw new Error("Hash#digest() has already been called");
+}
+function aoutput(out, instance) {
+  abytes(out);
+  const min = instance.outputLen;
+  if (out.length < min) {
+    throw new Error("digestInto() expects output buffer of length at least " + min);
+  }
+}
+function u8(arr) {
+  return new Uint8Array(arr.buffer, arr.byteOffset, arr.byteLength);
+}
+function u32(arr) {
+  return new Uint32Array(arr.buffer, arr.byteOffset, Math.floor(arr.byteLength / 4));
+}
+function clean(...arrays) {
+  for (let i = 0; i < arrays.length; i++) {
+    arrays[i].fill(0);
+  }
+}
+function rotr(word, shift) {
+  return word << 32 - shift | word >>> shift;
+}
+var isLE = /* @__PURE__ */ (() => new Uint8Array(new Uint32Array([287454020]).buffer)[0] === 68)();
+function byteSwap(word) {
+  return word << 24 & 4278190080 | word << 8 & 16711680 | word >>> 8 & 65280 | word >>> 24 & 255;
+}
+var swap8IfBE = isLE ? (n) => n : (n) => byteSwap(n);
+function byteSwap32(arr) {
+  for (let i = 0; i < arr.length; i++) {
+    arr[i] = byteSwap(arr[i]);
+  }
+  return arr;
+}
+var swap32IfBE = isLE ? (u) => u : byteSwap32;
+function utf8ToBytes(str) {
+  if (typeof str !== "string")
+    throw new Error("string expected");
+  return new Uint8Array(new TextEncoder().encode(str));
+}
+function toBytes(data) {
+  if (typeof data === "string")
+    data = utf8ToBytes(data);
+  abytes(data);
+  return data;
+}
+var Hash = class {
+};
+function createXOFer(hashCons) {
+  const hashC = (msg, opts) => hashCons(opts).update(toBytes(msg)).digest();
+  const tmp = hashCons({});
+  hashC.outputLen = tmp.outputLen;
+  hashC.blockLen = tmp.blockLen;
+  hashC.create = (opts) => hashCons(opts);
+  return hashC;
+}
+
+// node_modules/@noble/hashes/esm/_md.js
+var SHA256_IV = /* @__PURE__ */ Uint32Array.from([
+  1779033703,
+  3144134277,
+  1013904242,
+  2773480762,
+  1359893119,
+  2600822924,
+  528734635,
+  1541459225
+]);
+
+// node_modules/@noble/hashes/esm/_u64.js
+var U32_MASK64 = /* @__PURE__ */ BigInt(2 ** 32 - 1);
+var _32n = /* @__PURE__ */ BigInt(32);
+function fromBig(n, le = false) {
+  if (le)
+    return { h: Number(n & U32_MASK64), l: Number(n >> _32n & U32_MASK64) };
+  return { h: Number(n >> _32n & U32_MASK64) | 0, l: Number(n & U32_MASK64) | 0 };
+}
+
+// node_modules/@noble/hashes/esm/_blake.js
+function G1s(a, b, c, d, x) {
+  a = a + b + x | 0;
+  d = rotr(d ^ a, 16);
+  c = c + d | 0;
+  b = rotr(b ^ c, 12);
+  return { a, b, c, d };
+}
+function G2s(a, b, c, d, x) {
+  a = a + b + x | 0;
+  d = rotr(d ^ a, 8);
+  c = c + d | 0;
+  b = rotr(b ^ c, 7);
+  return { a, b, c, d };
+}
+
+// node_modules/@noble/hashes/esm/blake2.js
+var BLAKE2 = class extends Hash {
+  constructor(blockLen, outputLen) {
+    super();
+    this.finished = false;
+    this.destroyed = false;
+    this.length = 0;
+    this.pos = 0;
+    anumber(blockLen);
+    anumber(outputLen);
+    this.blockLen = blockLen;
+    this.outputLen = outputLen;
+    this.buffer = new Uint8Array(blockLen);
+    this.buffer32 = u32(this.buffer);
+  }
+  update(data) {
+    aexists(this);
+    data = toBytes(data);
+    abytes(data);
+    const { blockLen, buffer, buffer32 } = this;
+    const len = data.length;
+    const offset = data.byteOffset;
+    const buf = data.buffer;
+    for (let pos = 0; pos < len; ) {
+      if (this.pos === blockLen) {
+        swap32IfBE(buffer32);
+        this.compress(buffer32, 0, false);
+        swap32IfBE(buffer32);
+        this.pos = 0;
+      }
+      const take = Math.min(blockLen - this.pos, len - pos);
+      const dataOffset = offset + pos;
+      if (take === blockLen && !(dataOffset % 4) && pos + take < len) {
+        const data32 = new Uint32Array(buf, dataOffset, Math.floor((len - pos) / 4));
+        swap32IfBE(data32);
+        for (let pos32 = 0; pos + blockLen < len; pos32 += buffer32.length, pos += blockLen) {
+          this.length += blockLen;
+          this.compress(data32, pos32, false);
+        }
+        swap32IfBE(data32);
+        continue;
+      }
+      buffer.set(data.subarray(pos, pos + take), this.pos);
+      this.pos += take;
+      this.length += take;
+      pos += take;
+    }
+    return this;
+  }
+  digestInto(out) {
+    aexists(this);
+    aoutput(out, this);
+    const { pos, buffer32 } = this;
+    this.finished = true;
+    clean(this.buffer.subarray(pos));
+    swap32IfBE(buffer32);
+    this.compress(buffer32, 0, true);
+    swap32IfBE(buffer32);
+    const out32 = u32(out);
+    this.get().forEach((v, i) => out32[i] = swap8IfBE(v));
+  }
+  digest() {
+    const { buffer, outputLen } = this;
+    this.digestInto(buffer);
+    const res = buffer.slice(0, outputLen);
+    this.destroy();
+    return res;
+  }
+  _cloneInto(to) {
+    const { buffer, length, finished, destroyed, outputLen, pos } = this;
+    to || (to = new this.constructor({ dkLen: outputLen }));
+    to.set(...this.get());
+    to.buffer.set(buffer);
+    to.destroyed = destroyed;
+    to.finished = finished;
+    to.length = length;
+    to.pos = pos;
+    to.outputLen = outputLen;
+    return to;
+  }
+  clone() {
+    return this._cloneInto();
+  }
+};
+function compress(s, offset, msg, rounds, v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15) {
+  let j = 0;
+  for (let i = 0; i < rounds; i++) {
+    ({ a: v0, b: v4, c: v8, d: v12 } = G1s(v0, v4, v8, v12, msg[offset + s[j++]]));
+    ({ a: v0, b: v4, c: v8, d: v12 } = G2s(v0, v4, v8, v12, msg[offset + s[j++]]));
+    ({ a: v1, b: v5, c: v9, d: v13 } = G1s(v1, v5, v9, v13, msg[offset + s[j++]]));
+    ({ a: v1, b: v5, c: v9, d: v13 } = G2s(v1, v5, v9, v13, msg[offset + s[j++]]));
+    ({ a: v2, b: v6, c: v10, d: v14 } = G1s(v2, v6, v10, v14, msg[offset + s[j++]]));
+    ({ a: v2, b: v6, c: v10, d: v14 } = G2s(v2, v6, v10, v14, msg[offset + s[j++]]));
+    ({ a: v3, b: v7, c: v11, d: v15 } = G1s(v3, v7, v11, v15, msg[offset + s[j++]]));
+    ({ a: v3, b: v7, c: v11, d: v15 } = G2s(v3, v7, v11, v15, msg[offset + s[j++]]));
+    ({ a: v0, b: v5, c: v10, d: v15 } = G1s(v0, v5, v10, v15, msg[offset + s[j++]]));
+    ({ a: v0, b: v5, c: v10, d: v15 } = G2s(v0, v5, v10, v15, msg[offset + s[j++]]));
+    ({ a: v1, b: v6, c: v11, d: v12 } = G1s(v1, v6, v11, v12, msg[offset + s[j++]]));
+    ({ a: v1, b: v6, c: v11, d: v12 } = G2s(v1, v6, v11, v12, msg[offset + s[j++]]));
+    ({ a: v2, b: v7, c: v8, d: v13 } = G1s(v2, v7, v8, v13, msg[offset + s[j++]]));
+    ({ a: v2, b: v7, c: v8, d: v13 } = G2s(v2, v7, v8, v13, msg[offset + s[j++]]));
+    ({ a: v3, b: v4, c: v9, d: v14 } = G1s(v3, v4, v9, v14, msg[offset + s[j++]]));
+    ({ a: v3, b: v4, c: v9, d: v14 } = G2s(v3, v4, v9, v14, msg[offset + s[j++]]));
+  }
+  return { v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15 };
+}
+
+// node_modules/@noble/hashes/esm/blake3.js
+var B3_Flags = {
+  CHUNK_START: 1,
+  CHUNK_END: 2,
+  PARENT: 4,
+  ROOT: 8,
+  KEYED_HASH: 16,
+  DERIVE_KEY_CONTEXT: 32,
+  DERIVE_KEY_MATERIAL: 64
+};
+var B3_IV = SHA256_IV.slice();
+var B3_SIGMA = /* @__PURE__ */ (() => {
+  const Id = Array.from({ length: 16 }, (_, i) => i);
+  const permute = (arr) => [2, 6, 3, 10, 7, 0, 4, 13, 1, 11, 12, 5, 9, 14, 15, 8].map((i) => arr[i]);
+  const res = [];
+  for (let i = 0, v = Id; i < 7; i++, v = permute(v))
+    res.push(...v);
+  return Uint8Array.from(res);
+})();
+var BLAKE3 = class _BLAKE3 extends BLAKE2 {
+  constructor(opts = {}, flags = 0) {
+    super(64, opts.dkLen === void 0 ? 32 : opts.dkLen);
+    this.chunkPos = 0;
+    this.chunksDone = 0;
+    this.flags = 0 | 0;
+    this.stack = [];
+    this.posOut = 0;
+    this.bufferOut32 = new Uint32Array(16);
+    this.chunkOut = 0;
+    this.enableXOF = true;
+    const { key, context } = opts;
+    const hasContext = context !== void 0;
+    if (key !== void 0) {
+      if (hasContext)
+        throw new Error('Only "key" or "context" can be specified at same time');
+      const k = toBytes(key).slice();
+      abytes(k, 32);
+      this.IV = u32(k);
+      swap32IfBE(this.IV);
+      this.flags = flags | B3_Flags.KEYED_HASH;
+    } else if (hasContext) {
+      const ctx = toBytes(context);
+      const contextKey = new _BLAKE3({ dkLen: 32 }, B3_Flags.DERIVE_KEY_CONTEXT).update(ctx).digest();
+      this.IV = u32(contextKey);
+      swap32IfBE(this.IV);
+      this.flags = flags | B3_Flags.DERIVE_KEY_MATERIAL;
+    } else {
+      this.IV = B3_IV.slice();
+      this.flags = flags;
+    }
+    this.state = this.IV.slice();
+    this.bufferOut = u8(this.bufferOut32);
+  }
+  // Unused
+  get() {
+    return [];
+  }
+  set() {
+  }
+  b2Compress(counter, flags, buf, bufPos = 0) {
+    const { state: s, pos } = this;
+    const { h, l } = fromBig(BigInt(counter), true);
+    const { v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15 } = compress(B3_SIGMA, bufPos, buf, 7, s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], B3_IV[0], B3_IV[1], B3_IV[2], B3_IV[3], h, l, pos, flags);
+    s[0] = v0 ^ v8;
+    s[1] = v1 ^ v9;
+    s[2] = v2 ^ v10;
+    s[3] = v3 ^ v11;
+    s[4] = v4 ^ v12;
+    s[5] = v5 ^ v13;
+    s[6] = v6 ^ v14;
+    s[7] = v7 ^ v15;
+  }
+  compress(buf, bufPos = 0, isLast = false) {
+    let flags = this.flags;
+    if (!this.chunkPos)
+      flags |= B3_Flags.CHUNK_START;
+    if (this.chunkPos === 15 || isLast)
+      flags |= B3_Flags.CHUNK_END;
+    if (!isLast)
+      this.pos = this.blockLen;
+    this.b2Compress(this.chunksDone, flags, buf, bufPos);
+    this.chunkPos += 1;
+    if (this.chunkPos === 16 || isLast) {
+      let chunk = this.state;
+      this.state = this.IV.slice();
+      for (let last, chunks = this.chunksDone + 1; isLast || !(chunks & 1); chunks >>= 1) {
+        if (!(last = this.stack.pop()))
+          break;
+        this.buffer32.set(last, 0);
+        this.buffer32.set(chunk, 8);
+        this.pos = this.blockLen;
+        this.b2Compress(0, this.flags | B3_Flags.PARENT, this.buffer32, 0);
+        chunk = this.state;
+        this.state = this.IV.slice();
+      }
+      this.chunksDone++;
+      this.chunkPos = 0;
+      this.stack.push(chunk);
+    }
+    this.pos = 0;
+  }
+  _cloneInto(to) {
+    to = super._cloneInto(to);
+    const { IV, flags, state, chunkPos, posOut, chunkOut, stack, chunksDone } = this;
+    to.state.set(state.slice());
+    to.stack = stack.map((i) => Uint32Array.from(i));
+    to.IV.set(IV);
+    to.flags = flags;
+    to.chunkPos = chunkPos;
+    to.chunksDone = chunksDone;
+    to.posOut = posOut;
+    to.chunkOut = chunkOut;
+    to.enableXOF = this.enableXOF;
+    to.bufferOut32.set(this.bufferOut32);
+    return to;
+  }
+  destroy() {
+    this.destroyed = true;
+    clean(this.state, this.buffer32, this.IV, this.bufferOut32);
+    clean(...this.stack);
+  }
+  // Same as b2Compress, but doesn't modify state and returns 16 u32 array (instead of 8)
+  b2CompressOut() {
+    const { state: s, pos, flags, buffer32, bufferOut32: out32 } = this;
+    const { h, l } = fromBig(BigInt(this.chunkOut++));
+    swap32IfBE(buffer32);
+    const { v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15 } = compress(B3_SIGMA, 0, buffer32, 7, s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], B3_IV[0], B3_IV[1], B3_IV[2], B3_IV[3], l, h, pos, flags);
+    out32[0] = v0 ^ v8;
+    out32[1] = v1 ^ v9;
+    out32[2] = v2 ^ v10;
+    out32[3] = v3 ^ v11;
+    out32[4] = v4 ^ v12;
+    out32[5] = v5 ^ v13;
+    out32[6] = v6 ^ v14;
+    out32[7] = v7 ^ v15;
+    out32[8] = s[0] ^ v8;
+    out32[9] = s[1] ^ v9;
+    out32[10] = s[2] ^ v10;
+    out32[11] = s[3] ^ v11;
+    out32[12] = s[4] ^ v12;
+    out32[13] = s[5] ^ v13;
+    out32[14] = s[6] ^ v14;
+    out32[15] = s[7] ^ v15;
+    swap32IfBE(buffer32);
+    swap32IfBE(out32);
+    this.posOut = 0;
+  }
+  finish() {
+    if (this.finished)
+      return;
+    this.finished = true;
+    clean(this.buffer.subarray(this.pos));
+    let flags = this.flags | B3_Flags.ROOT;
+    if (this.stack.length) {
+      flags |= B3_Flags.PARENT;
+      swap32IfBE(this.buffer32);
+      this.compress(this.buffer32, 0, true);
+      swap32IfBE(this.buffer32);
+      this.chunksDone = 0;
+      this.pos = this.blockLen;
+    } else {
+      flags |= (!this.chunkPos ? B3_Flags.CHUNK_START : 0) | B3_Flags.CHUNK_END;
+    }
+    this.flags = flags;
+    this.b2CompressOut();
+  }
+  writeInto(out) {
+    aexists(this, false);
+    abytes(out);
+    this.finish();
+    const { blockLen, bufferOut } = this;
+    for (let pos = 0, len = out.length; pos < len; ) {
+      if (this.posOut >= blockLen)
+        this.b2CompressOut();
+      const take = Math.min(blockLen - this.posOut, len - pos);
+      out.set(bufferOut.subarray(this.posOut, this.posOut + take), pos);
+      this.posOut += take;
+      pos += take;
+    }
+    return out;
+  }
+  xofInto(out) {
+    if (!this.enableXOF)
+      throw new Error("XOF is not possible after digest call");
+    return this.writeInto(out);
+  }
+  xof(bytes) {
+    anumber(bytes);
+    return this.xofInto(new Uint8Array(bytes));
+  }
+  digestInto(out) {
+    aoutput(out, this);
+    if (this.finished)
+      throw new Error("digest() was already called");
+    this.enableXOF = false;
+    this.writeInto(out);
+    this.destroy();
+    return out;
+  }
+  digest() {
+    return this.digestInto(new Uint8Array(this.outputLen));
+  }
+};
+var blake3 = /* @__PURE__ */ createXOFer((opts) => new BLAKE3(opts));
+
+// src/identity.js
+var PEER_ID_CONTEXT = "jobmesh 2026-12 peer id v1";
+var PURPOSE = Object.freeze({
+  admission: "jobmesh signal admission v1",
+  binding: "jobmesh channel binding v1"
+});
+var utf8 = new TextEncoder();
+function concat(...parts) {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+function base64url(bytes) {
+  let text = "";
+  for (const b of bytes) text += String.fromCharCode(b);
+  return btoa(text).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
+}
+function fromBase64url(text) {
+  if (!/^[A-Za-z0-9_-]*$/.test(text)) throw new Error(`not base64url: ${JSON.stringify(text.slice(0, 40))}`);
+  const b64 = text.replaceAll("-", "+").replaceAll("_", "/") + "=".repeat((4 - text.length % 4) % 4);
+  return Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+}
+function uuidOf(b) {
+  const hex = Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
+function peerIdOf(publicKey) {
+  const b = blake3(publicKey, { context: PEER_ID_CONTEXT }).slice(0, 16);
+  b[6] = b[6] & 15 | 128;
+  b[8] = b[8] & 63 | 128;
+  return uuidOf(b);
+}
+function framed(purpose, msg) {
+  return concat(utf8.encode(purpose), new Uint8Array([0]), msg);
+}
+var PKCS8_PREFIX = Uint8Array.from([48, 46, 2, 1, 0, 48, 5, 6, 3, 43, 101, 112, 4, 34, 4, 32]);
+var Identity = class _Identity {
+  /** @param {CryptoKey} privateKey @param {Uint8Array} publicKey */
+  constructor(privateKey, publicKey) {
+    this.privateKey = privateKey;
+    this.publicKey = publicKey;
+    this.key = base64url(publicKey);
+    this.peerId = peerIdOf(publicKey);
+  }
+  /** A new random identity (not extractable). */
+  static async generate() {
+    const pair = (
+      /** @type {CryptoKeyPair} */
+      await crypto.subtle.generateKey({ name: "Ed25519" }, false, ["sign", "verify"])
+    );
+    const raw = new Uint8Array(await crypto.subtle.exportKey("raw", pair.publicKey));
+    return new _Identity(pair.privateKey, raw);
+  }
+  /** The identity of a 32-byte secret seed (as a daemon's key file holds). @param {Uint8Array} seed */
+  static async fromSeed(seed) {
+    if (seed.length !== 32) throw new Error("an Ed25519 seed is 32 bytes");
+    const privateKey = await crypto.subtle.importKey("pkcs8", concat(PKCS8_PREFIX, seed), { name: "Ed25519" }, true, ["sign"]);
+    const jwk = await crypto.subtle.exportKey("jwk", privateKey);
+    return new _Identity(privateKey, fromBase64url(
+      /** @type {string} */
+      jwk.x
+    ));
+  }
+  /** The signature of `msg` for `purpose`. @param {string} purpose @param {Uint8Array} msg */
+  async sign(purpose, msg) {
+    return new Uint8Array(await crypto.subtle.sign({ name: "Ed25519" }, this.privateKey, framed(purpose, msg)));
+  }
+};
+function admissionMessage(nonce, pool, peerId) {
+  const zero = new Uint8Array([0]);
+  return concat(utf8.encode(nonce), zero, utf8.encode(pool), zero, utf8.encode(peerId), zero);
+}
+
+// src/view.js
+var PoolView = class {
+  constructor() {
+    this.peers = /* @__PURE__ */ new Map();
+    this.synced = false;
+    this.confirming = null;
+  }
+  /** A new session (a welcome): the view is stale until its pages sync. */
+  welcome() {
+    this.synced = false;
+  }
+  /**
+   * Applies one `view` page.
+   * @param {{reset?: boolean, left?: string[], peers?: PeerInfo[], synced?: boolean}} page
+   * @returns {Change}
+   */
+  apply(page) {
+    const change = { joined: [], changed: [], left: [] };
+    if (page.reset) this.confirming = /* @__PURE__ */ new Set();
+    for (const id of page.left ?? []) {
+      if (this.peers.delete(id)) change.left.push(id);
+    }
+    for (const peer of page.peers ?? []) {
+      this.confirming?.add(peer.id);
+      const old = this.peers.get(peer.id);
+      if (old === void 0) {
+        this.peers.set(peer.id, peer);
+        change.joined.push(peer);
+      } else {
+        const stats = (peer.stats.seq ?? 0) < (old.stats.seq ?? 0) ? old.stats : peer.stats;
+        const now = { ...peer, stats };
+        this.peers.set(peer.id, now);
+        change.changed.push(now);
+      }
+    }
+    this.synced = Boolean(page.synced);
+    if (this.synced && this.confirming) {
+      for (const id of [...this.peers.keys()]) {
+        if (!this.confirming.has(id)) {
+          this.peers.delete(id);
+          change.left.push(id);
+        }
+      }
+      this.confirming = null;
+    }
+    return change;
+  }
+  /** The members that run jobs (slots > 0), by name. */
+  workers() {
+    return [...this.peers.values()].filter((p) => p.stats.slots > 0).sort((a, b) => a.name.localeCompare(b.name));
+  }
+};
+
+// src/signal.js
+var PROTOCOL_VERSION = 6;
+var MAX_SERVER_MESSAGE = 1024 * 1024;
+var SignalError = class extends Error {
+  /** @param {string} code @param {string} message */
+  constructor(code, message) {
+    super(`${code}: ${message}`);
+    this.code = code;
+  }
+};
+var SignalClient = class extends EventTarget {
+  /**
+   * @param {string} url `ws://host:port/ws` or `wss://…`
+   * @param {import("./identity.js").Identity} identity
+   * @param {Join} join
+   */
+  constructor(url, identity, join) {
+    super();
+    this.url = url;
+    this.identity = identity;
+    this.join = join;
+    this.view = new PoolView();
+    this.ws = null;
+  }
+  /** Connects and joins; resolves on the welcome, rejects with why not. */
+  connect() {
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(this.url);
+      this.ws = ws;
+      let joined = false;
+      const fail = (e) => {
+        if (!joined) reject(e);
+        else this.dispatchEvent(new CustomEvent("error", { detail: e }));
+      };
+      ws.onmessage = async (ev) => {
+        if (typeof ev.data !== "string" || ev.data.length > MAX_SERVER_MESSAGE) {
+          return fail(new Error("the signal-server sent a frame that is not a JSON text frame within 1 MiB"));
+        }
+        let msg;
+        try {
+          msg = JSON.parse(ev.data);
+        } catch (e) {
+          return fail(new Error(`the signal-server sent bad JSON: ${e}`));
+        }
+        switch (msg.type) {
+          case "challenge":
+            return this.send(await this.hello(String(msg.nonce)));
+          case "welcome":
+            joined = true;
+            this.view.welcome();
+            return resolve(msg);
+          case "view": {
+            const change = this.view.apply(msg);
+            this.dispatchEvent(new CustomEvent("view", { detail: change }));
+            return;
+          }
+          case "error":
+            return fail(new SignalError(String(msg.code), String(msg.message)));
+          default:
+            this.dispatchEvent(new CustomEvent(String(msg.type), { detail: msg }));
+        }
+      };
+      ws.onerror = () => fail(new Error(`cannot reach the signal-server at ${this.url}`));
+      ws.onclose = (ev) => {
+        if (!joined) reject(new Error(`the signal-server at ${this.url} closed the connection (${ev.code} ${ev.reason})`));
+        this.dispatchEvent(new CustomEvent("closed", { detail: { code: ev.code, reason: ev.reason } }));
+      };
+    });
+  }
+  /** The hello for challenge `nonce`, its proof signed. @param {string} nonce */
+  async hello(nonce) {
+    const { name, pool, capabilities, slots, credential } = this.join;
+    const proof = await this.identity.sign(PURPOSE.admission, admissionMessage(nonce, pool, this.identity.peerId));
+    return {
+      type: "hello",
+      version: PROTOCOL_VERSION,
+      peer_id: this.identity.peerId,
+      name,
+      pool,
+      capabilities,
+      slots,
+      key: this.identity.key,
+      proof: base64url(proof),
+      ...credential ? { credential } : {}
+    };
+  }
+  /** Sends one message, if connected. @param {object} msg */
+  send(msg) {
+    if (this.ws?.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(msg));
+  }
+  close() {
+    this.ws?.close(1e3, "leaving");
+  }
+};
+
+// src/index.js
+var Pool = class extends EventTarget {
+  /** @param {SignalClient} signal @private */
+  constructor(signal) {
+    super();
+    this.signal = signal;
+    this.onWorkerJoin = null;
+    this.onWorkerLeave = null;
+    signal.addEventListener("view", (ev) => {
+      const change = (
+        /** @type {CustomEvent} */
+        ev.detail
+      );
+      for (const p of change.joined) if (p.stats.slots > 0) this.onWorkerJoin?.(p);
+      for (const id of change.left) this.onWorkerLeave?.(id);
+      this.dispatchEvent(new CustomEvent("view", { detail: change }));
+    });
+  }
+  /** This tab's peer id. */
+  get id() {
+    return this.signal.identity.peerId;
+  }
+  /** Whether the view is the whole pool. */
+  get synced() {
+    return this.signal.view.synced;
+  }
+  /** The pool's workers now, by name. @returns {PeerInfo[]} */
+  get workers() {
+    return this.signal.view.workers();
+  }
+  /** Resolves once the view is the whole pool. */
+  ready() {
+    if (this.synced) return Promise.resolve();
+    return new Promise((resolve) => {
+      const check = () => {
+        if (this.synced) {
+          this.removeEventListener("view", check);
+          resolve(void 0);
+        }
+      };
+      this.addEventListener("view", check);
+    });
+  }
+  /** Leaves the pool. */
+  async close() {
+    this.signal.close();
+  }
+};
+async function joinPool(options) {
+  const identity = options.identity ?? await Identity.generate();
+  const name = options.name ?? `tab-${identity.peerId.slice(0, 8)}`;
+  const signal = new SignalClient(options.signal, identity, {
+    name,
+    pool: options.pool,
+    capabilities: [],
+    slots: 0,
+    credential: options.credential
+  });
+  const pool = new Pool(signal);
+  await signal.connect();
+  await pool.ready();
+  return pool;
+}
+export {
+  Identity,
+  Pool,
+  SignalError,
+  joinPool
+};

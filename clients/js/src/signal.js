@@ -1,0 +1,114 @@
+// The signal-server connection (docs/protocol.md, section 1): challenge,
+// signed hello, welcome, then the pool view as pages; stats and relayed
+// handshakes both ways. One WebSocket; JSON text frames.
+
+import { PoolView } from "./view.js";
+import { PURPOSE, admissionMessage, base64url } from "./identity.js";
+
+/** The protocol version this client speaks. */
+export const PROTOCOL_VERSION = 6;
+/** Largest server frame read (a view page), in bytes. */
+const MAX_SERVER_MESSAGE = 1024 * 1024;
+
+/**
+ * @typedef {{name: string, pool: string, capabilities: string[], slots: number, credential?: object}} Join
+ */
+
+/** Why the server refused this peer (its error code and message). */
+export class SignalError extends Error {
+  /** @param {string} code @param {string} message */
+  constructor(code, message) {
+    super(`${code}: ${message}`);
+    this.code = code;
+  }
+}
+
+export class SignalClient extends EventTarget {
+  /**
+   * @param {string} url `ws://host:port/ws` or `wss://…`
+   * @param {import("./identity.js").Identity} identity
+   * @param {Join} join
+   */
+  constructor(url, identity, join) {
+    super();
+    this.url = url;
+    this.identity = identity;
+    this.join = join;
+    this.view = new PoolView();
+    /** @type {WebSocket | null} */
+    this.ws = null;
+  }
+
+  /** Connects and joins; resolves on the welcome, rejects with why not. */
+  connect() {
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(this.url);
+      this.ws = ws;
+      let joined = false;
+      const fail = (e) => {
+        if (!joined) reject(e);
+        else this.dispatchEvent(new CustomEvent("error", { detail: e }));
+      };
+      ws.onmessage = async (ev) => {
+        if (typeof ev.data !== "string" || ev.data.length > MAX_SERVER_MESSAGE) {
+          return fail(new Error("the signal-server sent a frame that is not a JSON text frame within 1 MiB"));
+        }
+        let msg;
+        try {
+          msg = JSON.parse(ev.data);
+        } catch (e) {
+          return fail(new Error(`the signal-server sent bad JSON: ${e}`));
+        }
+        switch (msg.type) {
+          case "challenge":
+            return this.send(await this.hello(String(msg.nonce)));
+          case "welcome":
+            joined = true;
+            this.view.welcome();
+            return resolve(msg);
+          case "view": {
+            const change = this.view.apply(msg);
+            this.dispatchEvent(new CustomEvent("view", { detail: change }));
+            return;
+          }
+          case "error":
+            return fail(new SignalError(String(msg.code), String(msg.message)));
+          default:
+            this.dispatchEvent(new CustomEvent(String(msg.type), { detail: msg }));
+        }
+      };
+      ws.onerror = () => fail(new Error(`cannot reach the signal-server at ${this.url}`));
+      ws.onclose = (ev) => {
+        if (!joined) reject(new Error(`the signal-server at ${this.url} closed the connection (${ev.code} ${ev.reason})`));
+        this.dispatchEvent(new CustomEvent("closed", { detail: { code: ev.code, reason: ev.reason } }));
+      };
+    });
+  }
+
+  /** The hello for challenge `nonce`, its proof signed. @param {string} nonce */
+  async hello(nonce) {
+    const { name, pool, capabilities, slots, credential } = this.join;
+    const proof = await this.identity.sign(PURPOSE.admission, admissionMessage(nonce, pool, this.identity.peerId));
+    return {
+      type: "hello",
+      version: PROTOCOL_VERSION,
+      peer_id: this.identity.peerId,
+      name,
+      pool,
+      capabilities,
+      slots,
+      key: this.identity.key,
+      proof: base64url(proof),
+      ...(credential ? { credential } : {}),
+    };
+  }
+
+  /** Sends one message, if connected. @param {object} msg */
+  send(msg) {
+    if (this.ws?.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(msg));
+  }
+
+  close() {
+    this.ws?.close(1000, "leaving");
+  }
+}

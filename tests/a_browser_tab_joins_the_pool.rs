@@ -1,0 +1,113 @@
+//! A browser tab joins a pool: headless Chromium imports the
+//! signal-server's /js/jobmesh.js (clients/js), proves its Ed25519 key in
+//! its hello (WebCrypto) and holds the pool's view; a Rust daemon's `peer
+//! peers` lists the tab, and stops listing it when the tab leaves.
+
+use std::io::{BufRead, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use jobmesh_testkit::process::{
+    daemon, expect_exit, run_peer, signal_server, stdout_json, wait_capable,
+};
+use serde_json::{json, Value};
+
+/// The tab: tests/browser/tab.mjs under node, steps in, answers out.
+struct Tab {
+    child: std::process::Child,
+    answers: std::sync::mpsc::Receiver<String>,
+}
+
+impl Tab {
+    fn open(base: &str) -> Self {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+        assert!(
+            dir.join("node_modules/playwright-core").is_dir(),
+            "the browser tests need tests/browser's node packages and Debian's chromium: run scripts/setup"
+        );
+        let mut child = Command::new("node")
+            .arg(dir.join("tab.mjs"))
+            .arg(base)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("node runs (scripts/setup installs it)");
+        let out = child.stdout.take().expect("piped");
+        let (tx, answers) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { child, answers }
+    }
+
+    fn step(&mut self, step: Value) -> Value {
+        let stdin = self.child.stdin.as_mut().expect("piped");
+        writeln!(stdin, "{step}").expect("send the step");
+        let line = self
+            .answers
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("no answer to {step}: {e}"));
+        let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v.get("error").is_none(), "{step}: {v}");
+        v
+    }
+}
+
+impl Drop for Tab {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The names `peer peers --json` lists, from the daemon at `control`.
+fn listed(control: &str) -> Vec<(String, String)> {
+    let out = run_peer(&["peers", "--json", "--control", control]);
+    expect_exit(&out, 0);
+    stdout_json(&out)["peers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap_or_default().to_owned(),
+                p["id"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tab_joins_the_pool_and_the_daemons_see_it_come_and_go() {
+    let (_server, url) = signal_server();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _w = daemon(&url, "tabs", "w1", "echo", dir.path(), &[]);
+    let control = dir.path().join("w1.sock");
+    let control_str = control.to_str().expect("utf-8").to_owned();
+
+    let base = url.trim_end_matches("/ws").replacen("ws://", "http://", 1);
+    let mut tab = Tab::open(&base);
+    let joined = tab.step(json!({ "op": "join", "pool": "tabs" }));
+    let id = joined["id"].as_str().expect("its peer id").to_owned();
+    jobmesh_testkit::eventually("the tab sees the worker", || {
+        tab.step(json!({ "op": "workers" }))["workers"] == json!(["w1"])
+    })
+    .await;
+
+    jobmesh_testkit::eventually("the daemon lists the tab", || {
+        listed(&control_str)
+            .iter()
+            .any(|(name, pid)| *pid == id && name.starts_with("tab-"))
+    })
+    .await;
+
+    assert_eq!(tab.step(json!({ "op": "close" }))["closed"], true);
+    jobmesh_testkit::eventually("the daemon no longer lists the tab", || {
+        !listed(&control_str).iter().any(|(_, pid)| *pid == id)
+    })
+    .await;
+}
