@@ -7,9 +7,7 @@ use std::io::{BufRead, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use jobmesh_testkit::process::{
-    daemon, expect_exit, run_peer, signal_server, stdout_json, wait_capable,
-};
+use jobmesh_testkit::process::{daemon, expect_exit, run_peer, signal_server, stdout_json};
 use serde_json::{json, Value};
 
 /// The tab: tests/browser/tab.mjs under node, steps in, answers out.
