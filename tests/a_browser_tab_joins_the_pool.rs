@@ -1,7 +1,10 @@
-//! A browser tab joins a pool: headless Chromium imports the
-//! signal-server's /js/jobmesh.js (clients/js), proves its Ed25519 key in
-//! its hello (WebCrypto) and holds the pool's view; a Rust daemon's `peer
-//! peers` lists the tab, and stops listing it when the tab leaves.
+//! Browser tabs in a pool: headless Chromium imports the signal-server's
+//! /js/jobmesh.js (clients/js), proves its Ed25519 key in its hello
+//! (WebCrypto) and holds the pool's view; a Rust daemon's `peer peers`
+//! lists the tab, and stops listing it when the tab leaves. A tab with a
+//! handler is a worker: `peer submit` runs a job on it over a WebRTC data
+//! channel, after the link handshake binds the tab's key to the
+//! connection.
 
 use std::io::{BufRead, Write};
 use std::process::{Command, Stdio};
@@ -108,4 +111,36 @@ async fn a_tab_joins_the_pool_and_the_daemons_see_it_come_and_go() {
         !listed(&control_str).iter().any(|(_, pid)| *pid == id)
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tab_is_a_worker_that_peer_submit_reaches() {
+    let (_server, url) = signal_server();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _s = daemon(&url, "tabwork", "s", "", dir.path(), &[]);
+    let control = dir.path().join("s.sock");
+    let control = control.to_str().expect("utf-8").to_owned();
+    let base = url.trim_end_matches("/ws").replacen("ws://", "http://", 1);
+    let mut tab = Tab::open(&base);
+    let worker = tab.step(json!({ "op": "work", "pool": "tabwork" }));
+    let name = worker["name"].as_str().expect("its name").to_owned();
+    jobmesh_testkit::process::wait_capable(std::path::Path::new(&control), "echo", 1).await;
+
+    for i in 0..3 {
+        let input = json!({ "from": "the cli", "i": i }).to_string();
+        let out = run_peer(&[
+            "submit",
+            "echo",
+            "--input",
+            &input,
+            "--json",
+            "--control",
+            &control,
+        ]);
+        expect_exit(&out, 0);
+        let envelope = stdout_json(&out);
+        assert_eq!(envelope["status"], "completed", "{envelope}");
+        assert_eq!(envelope["result"], json!({ "from": "the cli", "i": i }));
+        assert_eq!(envelope["worker"]["name"], name.as_str());
+    }
 }

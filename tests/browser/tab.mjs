@@ -5,6 +5,7 @@
 //
 //   node tests/browser/tab.mjs HTTP_BASE
 //   stdin:  {"op":"join","pool":"lab"}          stdout: {"id":…,"workers":[names]}
+//           {"op":"work","pool":"lab"}          (joins as an `echo` worker) stdout: {"id":…,"name":…}
 //           {"op":"workers"}                    stdout: {"workers":[names]}
 //           {"op":"close"}                      stdout: {"closed":true}
 // Page errors go to stderr; the process ends when stdin ends.
@@ -19,7 +20,9 @@ if (!base) {
 }
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+  // Host candidates with their addresses, not mDNS names (the daemons do
+  // not resolve .local names; docs/browser.md says where that matters).
+  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-features=WebRtcHideLocalIpsWithMdns"],
 });
 const page = await browser.newPage();
 page.on("pageerror", (e) => console.error(`page error: ${e.message}`));
@@ -34,6 +37,24 @@ const steps = {
         const { joinPool } = await import("/js/jobmesh.js");
         window.pool = await joinPool({ signal: ws, pool });
         return { id: window.pool.id, workers: window.pool.workers.map((w) => w.name) };
+      },
+      { ws, pool },
+    ),
+  work: ({ pool }) =>
+    page.evaluate(
+      async ({ ws, pool }) => {
+        const { joinPool } = await import("/js/jobmesh.js");
+        window.pool = await joinPool({
+          signal: ws,
+          pool,
+          capabilities: ["echo"],
+          concurrency: 2,
+          handler: async (input, ctx) => {
+            ctx.progress({ percent: 50, stage: "echoing" });
+            return input;
+          },
+        });
+        return { id: window.pool.id, name: window.pool.signal.join.name };
       },
       { ws, pool },
     ),

@@ -440,18 +440,23 @@ function concat(...parts) {
   return out;
 }
 function base64url(bytes) {
-  let text = "";
-  for (const b of bytes) text += String.fromCharCode(b);
-  return btoa(text).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
+  let text2 = "";
+  for (const b of bytes) text2 += String.fromCharCode(b);
+  return btoa(text2).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
 }
-function fromBase64url(text) {
-  if (!/^[A-Za-z0-9_-]*$/.test(text)) throw new Error(`not base64url: ${JSON.stringify(text.slice(0, 40))}`);
-  const b64 = text.replaceAll("-", "+").replaceAll("_", "/") + "=".repeat((4 - text.length % 4) % 4);
+function fromBase64url(text2) {
+  if (!/^[A-Za-z0-9_-]*$/.test(text2)) throw new Error(`not base64url: ${JSON.stringify(text2.slice(0, 40))}`);
+  const b64 = text2.replaceAll("-", "+").replaceAll("_", "/") + "=".repeat((4 - text2.length % 4) % 4);
   return Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
 }
 function uuidOf(b) {
   const hex = Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
+function uuidBytes(id) {
+  const hex = id.replaceAll("-", "");
+  if (!/^[0-9a-f]{32}$/i.test(hex)) throw new Error(`not a peer id: ${JSON.stringify(id)}`);
+  return Uint8Array.from(hex.match(/../g) ?? [], (h) => parseInt(h, 16));
 }
 function peerIdOf(publicKey) {
   const b = blake3(publicKey, { context: PEER_ID_CONTEXT }).slice(0, 16);
@@ -495,10 +500,127 @@ var Identity = class _Identity {
     return new Uint8Array(await crypto.subtle.sign({ name: "Ed25519" }, this.privateKey, framed(purpose, msg)));
   }
 };
+async function verify(key, purpose, msg, sig) {
+  const publicKey = await crypto.subtle.importKey("raw", key, { name: "Ed25519" }, false, ["verify"]);
+  return crypto.subtle.verify({ name: "Ed25519" }, publicKey, sig, framed(purpose, msg));
+}
 function admissionMessage(nonce, pool, peerId) {
   const zero = new Uint8Array([0]);
   return concat(utf8.encode(nonce), zero, utf8.encode(pool), zero, utf8.encode(peerId), zero);
 }
+
+// src/link.js
+var BINDING_TIMEOUT_MS = 1e4;
+var utf82 = new TextEncoder();
+var text = new TextDecoder();
+function fingerprintOf(sdp) {
+  const m = /^a=fingerprint:sha-256 ([0-9A-Fa-f:]{95})\s*$/m.exec(sdp);
+  if (!m) throw new Error("the SDP has no sha-256 fingerprint");
+  return Uint8Array.from(m[1].split(":"), (h) => parseInt(h, 16));
+}
+function bindingMessage(fpSigner, fpVerifier, nonceSigner, nonceVerifier, idVerifier) {
+  return concat(fpSigner, fpVerifier, nonceSigner, nonceVerifier, uuidBytes(idVerifier));
+}
+function gathered(pc) {
+  if (pc.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise((resolve) => {
+    pc.addEventListener("icegatheringstatechange", () => {
+      if (pc.iceGatheringState === "complete") resolve(void 0);
+    });
+  });
+}
+var Link = class {
+  /**
+   * @param {{identity: import("./identity.js").Identity, remote: string,
+   *   relay: (signal: object) => void, onMessage: (msg: any) => void,
+   *   onClose: () => void}} options
+   */
+  constructor({ identity, remote, relay, onMessage, onClose }) {
+    this.identity = identity;
+    this.remote = remote;
+    this.relay = relay;
+    this.onMessage = onMessage;
+    this.onClose = onClose;
+    this.pc = new RTCPeerConnection({ iceServers: [] });
+    this.channel = null;
+    this.nonce = crypto.getRandomValues(new Uint8Array(32));
+    this.trusted = false;
+    this.remoteHello = null;
+    this.closed = false;
+    this.pc.ondatachannel = (ev) => this.attach(ev.channel);
+    this.pc.onconnectionstatechange = () => {
+      if (["failed", "closed"].includes(this.pc.connectionState)) this.close();
+    };
+    setTimeout(() => {
+      if (!this.trusted) this.close(`the link handshake with ${remote} did not finish in 10 s`);
+    }, BINDING_TIMEOUT_MS);
+  }
+  /** Answers the remote's offer (its `dial` tag echoed). */
+  async answer(sdp, dial) {
+    await this.pc.setRemoteDescription({ type: "offer", sdp });
+    await this.pc.setLocalDescription(await this.pc.createAnswer());
+    await gathered(this.pc);
+    this.relay({ kind: "answer", sdp: this.pc.localDescription?.sdp ?? "", dial });
+  }
+  /** @param {RTCDataChannel} channel */
+  attach(channel) {
+    if (channel.label !== "jobmesh") return;
+    this.channel = channel;
+    channel.binaryType = "arraybuffer";
+    channel.onopen = () => this.send({ type: "link_hello", key: this.identity.key, nonce: base64url(this.nonce) });
+    channel.onmessage = (ev) => this.receive(ev.data).catch((e) => this.close(String(e)));
+    channel.onclose = () => this.close();
+  }
+  /** Sends one JSON message as a binary frame. @param {object} msg */
+  send(msg) {
+    if (this.channel?.readyState === "open") this.channel.send(utf82.encode(JSON.stringify(msg)));
+  }
+  async receive(data) {
+    if (typeof data !== "string" && data.byteLength === 0) return;
+    const raw = typeof data === "string" ? data : text.decode(data);
+    if (raw[0] !== "{") return;
+    const msg = JSON.parse(raw);
+    if (msg.type === "link_hello" && !this.remoteHello) {
+      const key = fromBase64url(String(msg.key));
+      if (peerIdOf(key) !== this.remote) throw new Error(`link refused: the key is not ${this.remote}'s`);
+      this.remoteHello = { key, nonce: fromBase64url(String(msg.nonce)) };
+      const mine = fingerprintOf(this.pc.localDescription?.sdp ?? "");
+      const theirs = fingerprintOf(this.pc.remoteDescription?.sdp ?? "");
+      const sig = await this.identity.sign(
+        PURPOSE.binding,
+        bindingMessage(mine, theirs, this.nonce, this.remoteHello.nonce, this.remote)
+      );
+      this.send({ type: "link_proof", sig: base64url(sig) });
+      return;
+    }
+    if (msg.type === "link_proof" && this.remoteHello && !this.trusted) {
+      const mine = fingerprintOf(this.pc.localDescription?.sdp ?? "");
+      const theirs = fingerprintOf(this.pc.remoteDescription?.sdp ?? "");
+      const ok = await verify(
+        this.remoteHello.key,
+        PURPOSE.binding,
+        bindingMessage(theirs, mine, this.remoteHello.nonce, this.nonce, this.identity.peerId),
+        fromBase64url(String(msg.sig))
+      );
+      if (!ok) throw new Error(`link refused: ${this.remote}'s proof does not verify over this connection`);
+      this.trusted = true;
+      return;
+    }
+    if (!this.trusted) throw new Error(`link refused: ${msg.type} before the link handshake`);
+    this.onMessage(msg);
+  }
+  close(why) {
+    if (this.closed) return;
+    this.closed = true;
+    if (why) {
+      this.send({ type: "error", job_id: null, message: why });
+      console.warn(`jobmesh: ${why}`);
+    }
+    this.channel?.close();
+    this.pc.close();
+    this.onClose();
+  }
+};
 
 // src/view.js
 var PoolView = class {
@@ -648,12 +770,120 @@ var SignalClient = class extends EventTarget {
   }
 };
 
+// src/worker.js
+var HEARTBEAT_INTERVAL_MS = 1e3;
+var MAX_KEPT_RESULTS = 1024;
+var MAX_ERROR_LEN = 4096;
+var WorkerCore = class {
+  /**
+   * @param {{capabilities: string[], slots: number, handler: Handler,
+   *   onStats: (stats: object) => void}} options
+   */
+  constructor({ capabilities, slots, handler, onStats }) {
+    this.capabilities = capabilities;
+    this.slots = slots;
+    this.handler = handler;
+    this.onStats = onStats;
+    this.running = /* @__PURE__ */ new Map();
+    this.kept = /* @__PURE__ */ new Map();
+    this.completed = 0;
+    this.failed = 0;
+    this.seq = 0;
+    this.timer = setInterval(() => this.heartbeats(), HEARTBEAT_INTERVAL_MS / 2);
+  }
+  /** The stats the pool sees. */
+  stats() {
+    return { slots: this.slots, running: this.running.size, queued: 0, completed: this.completed, failed: this.failed, seq: this.seq };
+  }
+  changed() {
+    this.seq += 1;
+    this.onStats(this.stats());
+  }
+  /**
+   * A message from peer `from`; `send` answers it on the same link.
+   * @param {string} from @param {any} msg @param {(m: object) => void} send
+   */
+  handle(from, msg, send) {
+    switch (msg.type) {
+      case "submit":
+        return this.submit(from, msg, send);
+      case "cancel": {
+        const job = this.running.get(msg.job_id);
+        if (job && job.attempt === msg.attempt && job.from === from) job.abort.abort();
+        return;
+      }
+      case "received":
+        for (const r of msg.receipts ?? []) {
+          if (this.kept.get(r.job_id)?.attempt === r.attempt) this.kept.delete(r.job_id);
+        }
+        return;
+      default:
+        return;
+    }
+  }
+  submit(from, msg, send) {
+    const { job_id: jobId, attempt, capability, input } = msg;
+    const reject = (reason, message) => send({ type: "rejected", job_id: jobId, attempt, reason, message });
+    if (!this.capabilities.includes(capability)) return reject("unknown_capability", `this tab does not run "${capability}"`);
+    if (this.running.has(jobId)) return reject("busy", `job ${jobId} is already running here`);
+    if (this.running.size >= this.slots) return reject("busy", `all ${this.slots} slots are busy`);
+    const abort = new AbortController();
+    const job = { attempt, from, abort, send, lastSent: Date.now() };
+    this.running.set(jobId, job);
+    send({ type: "accepted", job_id: jobId, attempt });
+    this.changed();
+    const timeout = setTimeout(() => abort.abort(new Error(`timed out after ${msg.timeout_ms} ms`)), msg.timeout_ms);
+    const progress = (p) => {
+      const percent = p.percent === void 0 ? void 0 : Math.max(0, Math.min(100, Math.round(p.percent)));
+      job.lastSent = Date.now();
+      send({ type: "progress", job_id: jobId, attempt, progress: { ...p, ...percent === void 0 ? {} : { percent } } });
+    };
+    Promise.resolve().then(() => this.handler(input, { jobId, attempt, capability, signal: abort.signal, progress })).then(
+      (value) => ({ status: "ok", value: value ?? null }),
+      (e) => ({ status: "err", message: String(e?.message ?? e).slice(0, MAX_ERROR_LEN), retryable: false })
+    ).then((outcome) => {
+      clearTimeout(timeout);
+      this.running.delete(jobId);
+      if (outcome.status === "ok") this.completed += 1;
+      else this.failed += 1;
+      this.seq += 1;
+      const result = { type: "result", job_id: jobId, attempt, outcome, load: { running: this.running.size, slots: this.slots, seq: this.seq } };
+      if (!(abort.signal.aborted && outcome.status === "err")) {
+        if (this.kept.size >= MAX_KEPT_RESULTS) this.kept.delete(this.kept.keys().next().value);
+        this.kept.set(jobId, { attempt, msg: result });
+        send(result);
+      }
+      this.onStats(this.stats());
+    });
+  }
+  /** An empty progress for each job not spoken of for a second. */
+  heartbeats() {
+    const now = Date.now();
+    for (const [jobId, job] of this.running) {
+      if (now - job.lastSent >= HEARTBEAT_INTERVAL_MS - 100) {
+        job.lastSent = now;
+        job.send({ type: "progress", job_id: jobId, attempt: job.attempt, progress: {} });
+      }
+    }
+  }
+  close() {
+    clearInterval(this.timer);
+    for (const job of this.running.values()) job.abort.abort(new Error("the tab is leaving"));
+  }
+};
+
 // src/index.js
 var Pool = class extends EventTarget {
   /** @param {SignalClient} signal @private */
-  constructor(signal) {
+  constructor(signal, worker) {
     super();
     this.signal = signal;
+    this.worker = worker;
+    this.links = /* @__PURE__ */ new Map();
+    signal.addEventListener("relayed", (ev) => this.onRelayed(
+      /** @type {CustomEvent} */
+      ev.detail
+    ));
     this.onWorkerJoin = null;
     this.onWorkerLeave = null;
     signal.addEventListener("view", (ev) => {
@@ -665,6 +895,22 @@ var Pool = class extends EventTarget {
       for (const id of change.left) this.onWorkerLeave?.(id);
       this.dispatchEvent(new CustomEvent("view", { detail: change }));
     });
+  }
+  /** A handshake message relayed from another peer: an offer opens a link. */
+  onRelayed({ from, signal }) {
+    if (signal?.kind !== "offer") return;
+    this.links.get(from)?.close();
+    const link = new Link({
+      identity: this.signal.identity,
+      remote: from,
+      relay: (answer) => this.signal.send({ type: "relay", to: from, signal: answer }),
+      onMessage: (msg) => this.worker?.handle(from, msg, (m) => link.send(m)),
+      onClose: () => {
+        if (this.links.get(from) === link) this.links.delete(from);
+      }
+    });
+    this.links.set(from, link);
+    link.answer(String(signal.sdp), signal.dial ?? 0).catch((e) => link.close(`could not answer ${from}: ${e}`));
   }
   /** This tab's peer id. */
   get id() {
@@ -693,20 +939,30 @@ var Pool = class extends EventTarget {
   }
   /** Leaves the pool. */
   async close() {
+    this.worker?.close();
+    for (const link of this.links.values()) link.close();
     this.signal.close();
   }
 };
 async function joinPool(options) {
   const identity = options.identity ?? await Identity.generate();
   const name = options.name ?? `tab-${identity.peerId.slice(0, 8)}`;
+  const capabilities = options.handler ? options.capabilities ?? [] : [];
+  const slots = options.handler ? options.concurrency ?? 1 : 0;
   const signal = new SignalClient(options.signal, identity, {
     name,
     pool: options.pool,
-    capabilities: [],
-    slots: 0,
+    capabilities,
+    slots,
     credential: options.credential
   });
-  const pool = new Pool(signal);
+  const worker = options.handler ? new WorkerCore({
+    capabilities,
+    slots,
+    handler: options.handler,
+    onStats: (stats) => signal.send({ type: "stats", stats })
+  }) : null;
+  const pool = new Pool(signal, worker);
   await signal.connect();
   await pool.ready();
   return pool;

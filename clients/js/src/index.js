@@ -1,7 +1,11 @@
 // jobmesh in the browser: a tab joins a jobmesh pool as a peer.
 //
 //   import { joinPool } from "/js/jobmesh.js";
-//   const pool = await joinPool({ signal: "ws://127.0.0.1:7070/ws", pool: "lab" });
+//   const pool = await joinPool({
+//     signal: "ws://127.0.0.1:7070/ws", pool: "lab",
+//     capabilities: ["echo"], concurrency: 2,          // a worker (optional)
+//     handler: async (input, ctx) => input,
+//   });
 //   pool.onWorkerJoin = (w) => console.log("worker", w.name, w.capabilities);
 //   console.log(pool.workers);
 //   await pool.close();
@@ -11,22 +15,30 @@
 // against the Rust daemons (tests/browser).
 
 import { Identity } from "./identity.js";
+import { Link } from "./link.js";
 import { SignalClient } from "./signal.js";
+import { WorkerCore } from "./worker.js";
 
 export { Identity } from "./identity.js";
 export { SignalError } from "./signal.js";
 
 /**
  * @typedef {import("./view.js").PeerInfo} PeerInfo
- * @typedef {{signal: string, pool: string, name?: string, identity?: Identity, credential?: object}} JoinOptions
+ * @typedef {{signal: string, pool: string, name?: string, identity?: Identity, credential?: object,
+ *   capabilities?: string[], concurrency?: number, handler?: import("./worker.js").Handler}} JoinOptions
  */
 
 /** A pool this tab is a member of. */
 export class Pool extends EventTarget {
   /** @param {SignalClient} signal @private */
-  constructor(signal) {
+  constructor(signal, worker) {
     super();
     this.signal = signal;
+    /** @type {WorkerCore | null} */
+    this.worker = worker;
+    /** @type {Map<string, Link>} links by remote peer id */
+    this.links = new Map();
+    signal.addEventListener("relayed", (ev) => this.onRelayed(/** @type {CustomEvent} */ (ev).detail));
     /** @type {((worker: PeerInfo) => void) | null} */
     this.onWorkerJoin = null;
     /** @type {((id: string) => void) | null} */
@@ -37,6 +49,23 @@ export class Pool extends EventTarget {
       for (const id of change.left) this.onWorkerLeave?.(id);
       this.dispatchEvent(new CustomEvent("view", { detail: change }));
     });
+  }
+
+  /** A handshake message relayed from another peer: an offer opens a link. */
+  onRelayed({ from, signal }) {
+    if (signal?.kind !== "offer") return; // candidates travel in the SDP (non-trickle)
+    this.links.get(from)?.close();
+    const link = new Link({
+      identity: this.signal.identity,
+      remote: from,
+      relay: (answer) => this.signal.send({ type: "relay", to: from, signal: answer }),
+      onMessage: (msg) => this.worker?.handle(from, msg, (m) => link.send(m)),
+      onClose: () => {
+        if (this.links.get(from) === link) this.links.delete(from);
+      },
+    });
+    this.links.set(from, link);
+    link.answer(String(signal.sdp), signal.dial ?? 0).catch((e) => link.close(`could not answer ${from}: ${e}`));
   }
 
   /** This tab's peer id. */
@@ -70,6 +99,8 @@ export class Pool extends EventTarget {
 
   /** Leaves the pool. */
   async close() {
+    this.worker?.close();
+    for (const link of this.links.values()) link.close();
     this.signal.close();
   }
 }
@@ -82,14 +113,24 @@ export class Pool extends EventTarget {
 export async function joinPool(options) {
   const identity = options.identity ?? (await Identity.generate());
   const name = options.name ?? `tab-${identity.peerId.slice(0, 8)}`;
+  const capabilities = options.handler ? options.capabilities ?? [] : [];
+  const slots = options.handler ? options.concurrency ?? 1 : 0;
   const signal = new SignalClient(options.signal, identity, {
     name,
     pool: options.pool,
-    capabilities: [],
-    slots: 0,
+    capabilities,
+    slots,
     credential: options.credential,
   });
-  const pool = new Pool(signal);
+  const worker = options.handler
+    ? new WorkerCore({
+        capabilities,
+        slots,
+        handler: options.handler,
+        onStats: (stats) => signal.send({ type: "stats", stats }),
+      })
+    : null;
+  const pool = new Pool(signal, worker);
   await signal.connect();
   await pool.ready();
   return pool;

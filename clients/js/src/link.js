@@ -1,0 +1,144 @@
+// One WebRTC link to another peer (docs/protocol.md, section 2): a peer
+// connection with one ordered, reliable data channel labelled `jobmesh`,
+// signalled non-trickle through the signal-server (the full SDP after ICE
+// gathering), then the link handshake that binds the remote's key to this
+// very connection, before any job message.
+
+import { PURPOSE, base64url, concat, fromBase64url, peerIdOf, uuidBytes, verify } from "./identity.js";
+
+/** A link's handshake must finish within this. */
+const BINDING_TIMEOUT_MS = 10_000;
+const utf8 = new TextEncoder();
+const text = new TextDecoder();
+
+/**
+ * The SHA-256 fingerprint an SDP gives its DTLS certificate (32 bytes).
+ * @param {string} sdp
+ */
+export function fingerprintOf(sdp) {
+  const m = /^a=fingerprint:sha-256 ([0-9A-Fa-f:]{95})\s*$/m.exec(sdp);
+  if (!m) throw new Error("the SDP has no sha-256 fingerprint");
+  return Uint8Array.from(m[1].split(":"), (h) => parseInt(h, 16));
+}
+
+/**
+ * What a link proof signs, after its purpose label: both fingerprints, both
+ * nonces (the signer's first) and the verifier's peer id.
+ */
+export function bindingMessage(fpSigner, fpVerifier, nonceSigner, nonceVerifier, idVerifier) {
+  return concat(fpSigner, fpVerifier, nonceSigner, nonceVerifier, uuidBytes(idVerifier));
+}
+
+/** Waits until `pc` has gathered its ICE candidates (they go in the SDP). */
+function gathered(pc) {
+  if (pc.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise((resolve) => {
+    pc.addEventListener("icegatheringstatechange", () => {
+      if (pc.iceGatheringState === "complete") resolve(undefined);
+    });
+  });
+}
+
+/**
+ * A link answered to a remote's offer. Messages go out as JSON in binary
+ * frames; `onMessage` gets each decoded JSON message after the handshake.
+ */
+export class Link {
+  /**
+   * @param {{identity: import("./identity.js").Identity, remote: string,
+   *   relay: (signal: object) => void, onMessage: (msg: any) => void,
+   *   onClose: () => void}} options
+   */
+  constructor({ identity, remote, relay, onMessage, onClose }) {
+    this.identity = identity;
+    this.remote = remote;
+    this.relay = relay;
+    this.onMessage = onMessage;
+    this.onClose = onClose;
+    this.pc = new RTCPeerConnection({ iceServers: [] });
+    /** @type {RTCDataChannel | null} */
+    this.channel = null;
+    this.nonce = crypto.getRandomValues(new Uint8Array(32));
+    this.trusted = false;
+    /** @type {{key: Uint8Array, nonce: Uint8Array} | null} */
+    this.remoteHello = null;
+    this.closed = false;
+    this.pc.ondatachannel = (ev) => this.attach(ev.channel);
+    this.pc.onconnectionstatechange = () => {
+      if (["failed", "closed"].includes(this.pc.connectionState)) this.close();
+    };
+    setTimeout(() => {
+      if (!this.trusted) this.close(`the link handshake with ${remote} did not finish in 10 s`);
+    }, BINDING_TIMEOUT_MS);
+  }
+
+  /** Answers the remote's offer (its `dial` tag echoed). */
+  async answer(sdp, dial) {
+    await this.pc.setRemoteDescription({ type: "offer", sdp });
+    await this.pc.setLocalDescription(await this.pc.createAnswer());
+    await gathered(this.pc);
+    this.relay({ kind: "answer", sdp: this.pc.localDescription?.sdp ?? "", dial });
+  }
+
+  /** @param {RTCDataChannel} channel */
+  attach(channel) {
+    if (channel.label !== "jobmesh") return;
+    this.channel = channel;
+    channel.binaryType = "arraybuffer";
+    channel.onopen = () => this.send({ type: "link_hello", key: this.identity.key, nonce: base64url(this.nonce) });
+    channel.onmessage = (ev) => this.receive(ev.data).catch((e) => this.close(String(e)));
+    channel.onclose = () => this.close();
+  }
+
+  /** Sends one JSON message as a binary frame. @param {object} msg */
+  send(msg) {
+    if (this.channel?.readyState === "open") this.channel.send(utf8.encode(JSON.stringify(msg)));
+  }
+
+  async receive(data) {
+    if (typeof data !== "string" && data.byteLength === 0) return; // empty: nothing
+    const raw = typeof data === "string" ? data : text.decode(data);
+    if (raw[0] !== "{") return; // a blob chunk frame: not handled by this client yet
+    const msg = JSON.parse(raw);
+    if (msg.type === "link_hello" && !this.remoteHello) {
+      const key = fromBase64url(String(msg.key));
+      if (peerIdOf(key) !== this.remote) throw new Error(`link refused: the key is not ${this.remote}'s`);
+      this.remoteHello = { key, nonce: fromBase64url(String(msg.nonce)) };
+      const mine = fingerprintOf(this.pc.localDescription?.sdp ?? "");
+      const theirs = fingerprintOf(this.pc.remoteDescription?.sdp ?? "");
+      const sig = await this.identity.sign(
+        PURPOSE.binding,
+        bindingMessage(mine, theirs, this.nonce, this.remoteHello.nonce, this.remote),
+      );
+      this.send({ type: "link_proof", sig: base64url(sig) });
+      return;
+    }
+    if (msg.type === "link_proof" && this.remoteHello && !this.trusted) {
+      const mine = fingerprintOf(this.pc.localDescription?.sdp ?? "");
+      const theirs = fingerprintOf(this.pc.remoteDescription?.sdp ?? "");
+      const ok = await verify(
+        this.remoteHello.key,
+        PURPOSE.binding,
+        bindingMessage(theirs, mine, this.remoteHello.nonce, this.nonce, this.identity.peerId),
+        fromBase64url(String(msg.sig)),
+      );
+      if (!ok) throw new Error(`link refused: ${this.remote}'s proof does not verify over this connection`);
+      this.trusted = true;
+      return;
+    }
+    if (!this.trusted) throw new Error(`link refused: ${msg.type} before the link handshake`);
+    this.onMessage(msg);
+  }
+
+  close(why) {
+    if (this.closed) return;
+    this.closed = true;
+    if (why) {
+      this.send({ type: "error", job_id: null, message: why });
+      console.warn(`jobmesh: ${why}`);
+    }
+    this.channel?.close();
+    this.pc.close();
+    this.onClose();
+  }
+}
