@@ -4,7 +4,8 @@
 //! lists the tab, and stops listing it when the tab leaves. A tab with a
 //! handler is a worker: `peer submit` runs a job on it over a WebRTC data
 //! channel, after the link handshake binds the tab's key to the
-//! connection.
+//! connection. And a tab submits to a Rust worker: results, progress, and
+//! the errors of a job no worker can run or that fails.
 
 use std::io::{BufRead, Write};
 use std::process::{Command, Stdio};
@@ -143,4 +144,39 @@ async fn a_tab_is_a_worker_that_peer_submit_reaches() {
         assert_eq!(envelope["result"], json!({ "from": "the cli", "i": i }));
         assert_eq!(envelope["worker"]["name"], name.as_str());
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tab_submits_to_a_rust_worker() {
+    let (_server, url) = signal_server();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _w = daemon(&url, "tabsub", "w1", "echo,sleep", dir.path(), &[]);
+    let base = url.trim_end_matches("/ws").replacen("ws://", "http://", 1);
+    let mut tab = Tab::open(&base);
+    tab.step(json!({ "op": "join", "pool": "tabsub" }));
+    jobmesh_testkit::eventually("the tab sees the worker", || {
+        tab.step(json!({ "op": "workers" }))["workers"] == json!(["w1"])
+    })
+    .await;
+
+    let got = tab.step(json!({ "op": "submit", "type": "echo", "payload": { "from": "a tab" } }));
+    assert_eq!(got["result"], json!({ "from": "a tab" }), "{got}");
+    // Progress from the Rust handler reaches the tab (sleep reports it).
+    let got = tab.step(json!({ "op": "submit", "type": "sleep", "payload": { "ms": 600 } }));
+    assert_eq!(got["result"]["slept_ms"], 600, "{got}");
+    let percents: Vec<u64> = got["progress"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["percent"].as_u64())
+        .collect();
+    assert!(
+        !percents.is_empty() && percents.windows(2).all(|w| w[0] <= w[1]),
+        "{got}"
+    );
+    // Errors: nobody runs it; the worker refuses its input.
+    let got = tab.step(json!({ "op": "submit", "type": "ocr", "payload": {} }));
+    assert_eq!(got["failed"], "no_worker", "{got}");
+    let got = tab.step(json!({ "op": "submit", "type": "sleep", "payload": { "ms": "long" } }));
+    assert_eq!(got["failed"], "rejected", "{got}");
 }

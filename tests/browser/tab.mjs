@@ -6,6 +6,7 @@
 //   node tests/browser/tab.mjs HTTP_BASE
 //   stdin:  {"op":"join","pool":"lab"}          stdout: {"id":…,"workers":[names]}
 //           {"op":"work","pool":"lab"}          (joins as an `echo` worker) stdout: {"id":…,"name":…}
+//           {"op":"submit","type":"echo","payload":{…}}   stdout: {"result":…,"progress":[…]} or {"failed":status,"message":…}
 //           {"op":"workers"}                    stdout: {"workers":[names]}
 //           {"op":"close"}                      stdout: {"closed":true}
 // Page errors go to stderr; the process ends when stdin ends.
@@ -57,6 +58,20 @@ const steps = {
         return { id: window.pool.id, name: window.pool.signal.join.name };
       },
       { ws, pool },
+    ),
+  submit: ({ type, payload, timeout }) =>
+    page.evaluate(
+      async ({ type, payload, timeout }) => {
+        const ticket = window.pool.submit({ type, payload, timeout });
+        const progress = [];
+        ticket.onProgress = (p) => progress.push(p);
+        try {
+          return { result: await ticket.result, progress };
+        } catch (e) {
+          return { failed: e.status, message: e.message };
+        }
+      },
+      { type, payload, timeout },
     ),
   workers: () => page.evaluate(() => ({ workers: window.pool.workers.map((w) => w.name) })),
   close: () => page.evaluate(async () => (await window.pool.close(), { closed: true })),

@@ -529,6 +529,10 @@ function gathered(pc) {
     });
   });
 }
+function dialTag() {
+  const [hi, lo] = crypto.getRandomValues(new Uint32Array(2));
+  return (hi & 2097151) * 2 ** 32 + lo || 1;
+}
 var Link = class {
   /**
    * @param {{identity: import("./identity.js").Identity, remote: string,
@@ -547,6 +551,13 @@ var Link = class {
     this.trusted = false;
     this.remoteHello = null;
     this.closed = false;
+    this.dial = 0;
+    this.ready = new Promise((resolve, reject) => {
+      this.trust = resolve;
+      this.fail = reject;
+    });
+    this.ready.catch(() => {
+    });
     this.pc.ondatachannel = (ev) => this.attach(ev.channel);
     this.pc.onconnectionstatechange = () => {
       if (["failed", "closed"].includes(this.pc.connectionState)) this.close();
@@ -554,6 +565,19 @@ var Link = class {
     setTimeout(() => {
       if (!this.trusted) this.close(`the link handshake with ${remote} did not finish in 10 s`);
     }, BINDING_TIMEOUT_MS);
+  }
+  /** Dials the remote: the channel, then the offer with a fresh tag. */
+  async dialRemote() {
+    this.attach(this.pc.createDataChannel("jobmesh", { ordered: true }));
+    this.dial = dialTag();
+    await this.pc.setLocalDescription(await this.pc.createOffer());
+    await gathered(this.pc);
+    this.relay({ kind: "offer", sdp: this.pc.localDescription?.sdp ?? "", dial: this.dial });
+  }
+  /** The remote's answer to this tab's offer; another dial's is ignored. */
+  async answered(sdp, dial) {
+    if (dial !== this.dial || this.pc.signalingState !== "have-local-offer") return;
+    await this.pc.setRemoteDescription({ type: "answer", sdp });
   }
   /** Answers the remote's offer (its `dial` tag echoed). */
   async answer(sdp, dial) {
@@ -604,6 +628,7 @@ var Link = class {
       );
       if (!ok) throw new Error(`link refused: ${this.remote}'s proof does not verify over this connection`);
       this.trusted = true;
+      this.trust();
       return;
     }
     if (!this.trusted) throw new Error(`link refused: ${msg.type} before the link handshake`);
@@ -616,6 +641,7 @@ var Link = class {
       this.send({ type: "error", job_id: null, message: why });
       console.warn(`jobmesh: ${why}`);
     }
+    this.fail(new Error(why ?? `the link to ${this.remote} closed`));
     this.channel?.close();
     this.pc.close();
     this.onClose();
@@ -770,6 +796,144 @@ var SignalClient = class extends EventTarget {
   }
 };
 
+// src/submitter.js
+var LEASE_MS = 5e3;
+var ELSEWHERE = /* @__PURE__ */ new Set(["busy", "unknown_capability", "draining"]);
+var JobError = class extends Error {
+  /** @param {string} status @param {string} message */
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+};
+function pick(workers, capability, skip, strategy, turn) {
+  const capable = workers.filter(
+    (w) => w.capabilities.includes(capability) && !skip.has(w.id) && !w.stats.draining && w.stats.slots > 0
+  );
+  if (typeof strategy === "function") return strategy(capable, { type: capability });
+  const roomy = capable.filter((w) => w.stats.running < w.stats.slots);
+  const from = roomy.length ? roomy : capable;
+  if (!from.length) return void 0;
+  switch (strategy ?? "least-loaded") {
+    case "random":
+      return from[Math.floor(Math.random() * from.length)];
+    case "round-robin":
+      return from[turn.next++ % from.length];
+    default:
+      return from.reduce((a, b) => b.stats.running / b.stats.slots < a.stats.running / a.stats.slots ? b : a);
+  }
+}
+var Ticket = class {
+  constructor(id) {
+    this.id = id;
+    this.onProgress = null;
+    this.onComplete = null;
+    this.onFailed = null;
+    this.cancel = () => {
+    };
+    this.result = new Promise((resolve, reject) => {
+      this.settle = (value, error) => {
+        if (error) {
+          this.onFailed?.(error);
+          reject(error);
+        } else {
+          this.onComplete?.(value);
+          resolve(value);
+        }
+      };
+    });
+    this.result.catch(() => {
+    });
+  }
+};
+function submit(spec, pool) {
+  const jobId = crypto.randomUUID();
+  const ticket = new Ticket(jobId);
+  const timeoutMs = Math.max(1, Math.round((spec.timeout ?? 60) * 1e3));
+  let retries = spec.retries ?? 2;
+  let attempt = 0;
+  let current = null;
+  let done = false;
+  const skip = /* @__PURE__ */ new Set();
+  let lease = 0;
+  let deadline = 0;
+  const end = (value, error) => {
+    if (done) return;
+    done = true;
+    clearTimeout(lease);
+    clearTimeout(deadline);
+    pool.listen(jobId, null);
+    ticket.settle(value, error);
+  };
+  const renewLease = () => {
+    clearTimeout(lease);
+    lease = setTimeout(() => {
+      current?.send({ type: "cancel", job_id: jobId, attempt });
+      again(`worker ${current?.worker} went silent`, true);
+    }, LEASE_MS);
+  };
+  const again = (why, spend) => {
+    if (done) return;
+    if (spend && retries-- <= 0) return end(void 0, new JobError("failed", why));
+    if (current) skip.add(current.worker);
+    current = null;
+    place();
+  };
+  const place = async () => {
+    let worker = pick(pool.workers(), spec.type, skip, spec.strategy, pool.turn);
+    if (!worker && skip.size) {
+      skip.clear();
+      worker = pick(pool.workers(), spec.type, skip, spec.strategy, pool.turn);
+    }
+    if (!worker) return end(void 0, new JobError("no_worker", `no worker in the pool runs "${spec.type}"`));
+    attempt += 1;
+    const mine = attempt;
+    try {
+      const send = await pool.linkTo(worker.id);
+      if (done || mine !== attempt) return;
+      current = { worker: worker.id, send };
+      send({ type: "submit", job_id: jobId, attempt, capability: spec.type, input: spec.payload ?? {}, timeout_ms: timeoutMs });
+      renewLease();
+    } catch (e) {
+      skip.add(worker.id);
+      if (mine === attempt) again(`could not reach worker ${worker.name}: ${e}`, false);
+    }
+  };
+  pool.listen(jobId, (from, msg) => {
+    if (done || !current || from !== current.worker || msg.attempt !== attempt) return;
+    renewLease();
+    switch (msg.type) {
+      case "accepted":
+        return;
+      case "progress":
+        if (Object.keys(msg.progress ?? {}).length) ticket.onProgress?.(msg.progress);
+        return;
+      case "rejected":
+        if (ELSEWHERE.has(msg.reason)) return again(msg.message, false);
+        return end(void 0, new JobError("rejected", String(msg.message)));
+      case "result": {
+        current.send({ type: "received", receipts: [{ job_id: jobId, attempt }] });
+        const o = msg.outcome ?? {};
+        if (o.status === "ok") return end(o.value, null);
+        if (o.retryable) return again(String(o.message), true);
+        return end(void 0, new JobError("failed", String(o.message)));
+      }
+      default:
+        return;
+    }
+  });
+  deadline = setTimeout(() => {
+    current?.send({ type: "cancel", job_id: jobId, attempt });
+    end(void 0, new JobError("timed_out", `timed out after ${timeoutMs} ms`));
+  }, timeoutMs * ((spec.retries ?? 2) + 1));
+  ticket.cancel = () => {
+    current?.send({ type: "cancel", job_id: jobId, attempt });
+    end(void 0, new JobError("cancelled", "cancelled"));
+  };
+  place();
+  return ticket;
+}
+
 // src/worker.js
 var HEARTBEAT_INTERVAL_MS = 1e3;
 var MAX_KEPT_RESULTS = 1024;
@@ -880,6 +1044,8 @@ var Pool = class extends EventTarget {
     this.signal = signal;
     this.worker = worker;
     this.links = /* @__PURE__ */ new Map();
+    this.jobs = /* @__PURE__ */ new Map();
+    this.turn = { next: 0 };
     signal.addEventListener("relayed", (ev) => this.onRelayed(
       /** @type {CustomEvent} */
       ev.detail
@@ -896,21 +1062,59 @@ var Pool = class extends EventTarget {
       this.dispatchEvent(new CustomEvent("view", { detail: change }));
     });
   }
-  /** A handshake message relayed from another peer: an offer opens a link. */
+  /** A handshake message relayed from another peer: an offer opens a
+   * link, an answer completes this tab's dial. */
   onRelayed({ from, signal }) {
+    if (signal?.kind === "answer") {
+      this.links.get(from)?.answered(String(signal.sdp), signal.dial ?? 0).catch((e) => this.links.get(from)?.close(String(e)));
+      return;
+    }
     if (signal?.kind !== "offer") return;
     this.links.get(from)?.close();
+    const link = this.newLink(from);
+    link.answer(String(signal.sdp), signal.dial ?? 0).catch((e) => link.close(`could not answer ${from}: ${e}`));
+  }
+  /** A link to `remote`, its messages routed to the worker or to jobs. @param {string} remote */
+  newLink(remote) {
     const link = new Link({
       identity: this.signal.identity,
-      remote: from,
-      relay: (answer) => this.signal.send({ type: "relay", to: from, signal: answer }),
-      onMessage: (msg) => this.worker?.handle(from, msg, (m) => link.send(m)),
+      remote,
+      relay: (signal) => this.signal.send({ type: "relay", to: remote, signal }),
+      onMessage: (msg) => {
+        const job = this.jobs.get(msg.job_id);
+        if (job && ["accepted", "rejected", "progress", "result"].includes(msg.type)) job(remote, msg);
+        else this.worker?.handle(remote, msg, (m) => link.send(m));
+      },
       onClose: () => {
-        if (this.links.get(from) === link) this.links.delete(from);
+        if (this.links.get(remote) === link) this.links.delete(remote);
       }
     });
-    this.links.set(from, link);
-    link.answer(String(signal.sdp), signal.dial ?? 0).catch((e) => link.close(`could not answer ${from}: ${e}`));
+    this.links.set(remote, link);
+    return link;
+  }
+  /** A trusted link's `send` to `remote`, dialling it if there is none. @param {string} remote */
+  async linkTo(remote) {
+    let link = this.links.get(remote);
+    if (!link) {
+      link = this.newLink(remote);
+      await link.dialRemote();
+    }
+    await link.ready;
+    return (m) => link.send(m);
+  }
+  /**
+   * Submits a job to the pool: a capable worker runs it (another tab or a
+   * daemon), chosen by `strategy` (`least-loaded` by default, `random`,
+   * `round-robin`, or a function of the capable workers).
+   * @param {import("./submitter.js").JobSpec} spec
+   */
+  submit(spec) {
+    return submit(spec, {
+      workers: () => this.workers,
+      linkTo: (id) => this.linkTo(id),
+      listen: (jobId, on) => on ? this.jobs.set(jobId, on) : this.jobs.delete(jobId),
+      turn: this.turn
+    });
   }
   /** This tab's peer id. */
   get id() {
@@ -969,7 +1173,9 @@ async function joinPool(options) {
 }
 export {
   Identity,
+  JobError,
   Pool,
   SignalError,
+  Ticket,
   joinPool
 };

@@ -17,10 +17,12 @@
 import { Identity } from "./identity.js";
 import { Link } from "./link.js";
 import { SignalClient } from "./signal.js";
+import { submit } from "./submitter.js";
 import { WorkerCore } from "./worker.js";
 
 export { Identity } from "./identity.js";
 export { SignalError } from "./signal.js";
+export { JobError, Ticket } from "./submitter.js";
 
 /**
  * @typedef {import("./view.js").PeerInfo} PeerInfo
@@ -38,6 +40,10 @@ export class Pool extends EventTarget {
     this.worker = worker;
     /** @type {Map<string, Link>} links by remote peer id */
     this.links = new Map();
+    /** @type {Map<string, (from: string, msg: any) => void>} replies to this tab's jobs, by job id */
+    this.jobs = new Map();
+    /** The round-robin strategy's turn. */
+    this.turn = { next: 0 };
     signal.addEventListener("relayed", (ev) => this.onRelayed(/** @type {CustomEvent} */ (ev).detail));
     /** @type {((worker: PeerInfo) => void) | null} */
     this.onWorkerJoin = null;
@@ -51,21 +57,62 @@ export class Pool extends EventTarget {
     });
   }
 
-  /** A handshake message relayed from another peer: an offer opens a link. */
+  /** A handshake message relayed from another peer: an offer opens a
+   * link, an answer completes this tab's dial. */
   onRelayed({ from, signal }) {
+    if (signal?.kind === "answer") {
+      this.links.get(from)?.answered(String(signal.sdp), signal.dial ?? 0).catch((e) => this.links.get(from)?.close(String(e)));
+      return;
+    }
     if (signal?.kind !== "offer") return; // candidates travel in the SDP (non-trickle)
     this.links.get(from)?.close();
+    const link = this.newLink(from);
+    link.answer(String(signal.sdp), signal.dial ?? 0).catch((e) => link.close(`could not answer ${from}: ${e}`));
+  }
+
+  /** A link to `remote`, its messages routed to the worker or to jobs. @param {string} remote */
+  newLink(remote) {
     const link = new Link({
       identity: this.signal.identity,
-      remote: from,
-      relay: (answer) => this.signal.send({ type: "relay", to: from, signal: answer }),
-      onMessage: (msg) => this.worker?.handle(from, msg, (m) => link.send(m)),
+      remote,
+      relay: (signal) => this.signal.send({ type: "relay", to: remote, signal }),
+      onMessage: (msg) => {
+        const job = this.jobs.get(msg.job_id);
+        if (job && ["accepted", "rejected", "progress", "result"].includes(msg.type)) job(remote, msg);
+        else this.worker?.handle(remote, msg, (m) => link.send(m));
+      },
       onClose: () => {
-        if (this.links.get(from) === link) this.links.delete(from);
+        if (this.links.get(remote) === link) this.links.delete(remote);
       },
     });
-    this.links.set(from, link);
-    link.answer(String(signal.sdp), signal.dial ?? 0).catch((e) => link.close(`could not answer ${from}: ${e}`));
+    this.links.set(remote, link);
+    return link;
+  }
+
+  /** A trusted link's `send` to `remote`, dialling it if there is none. @param {string} remote */
+  async linkTo(remote) {
+    let link = this.links.get(remote);
+    if (!link) {
+      link = this.newLink(remote);
+      await link.dialRemote();
+    }
+    await link.ready;
+    return (/** @type {object} */ m) => link.send(m);
+  }
+
+  /**
+   * Submits a job to the pool: a capable worker runs it (another tab or a
+   * daemon), chosen by `strategy` (`least-loaded` by default, `random`,
+   * `round-robin`, or a function of the capable workers).
+   * @param {import("./submitter.js").JobSpec} spec
+   */
+  submit(spec) {
+    return submit(spec, {
+      workers: () => this.workers,
+      linkTo: (id) => this.linkTo(id),
+      listen: (jobId, on) => (on ? this.jobs.set(jobId, on) : this.jobs.delete(jobId)),
+      turn: this.turn,
+    });
   }
 
   /** This tab's peer id. */

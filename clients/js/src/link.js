@@ -39,9 +39,17 @@ function gathered(pc) {
   });
 }
 
+/** A fresh dial tag: 1 to 2^53 − 1, exact in a double. */
+export function dialTag() {
+  const [hi, lo] = crypto.getRandomValues(new Uint32Array(2));
+  return (hi & 0x1fffff) * 2 ** 32 + lo || 1;
+}
+
 /**
- * A link answered to a remote's offer. Messages go out as JSON in binary
- * frames; `onMessage` gets each decoded JSON message after the handshake.
+ * A link to one remote peer, dialled by this tab or answered to the
+ * remote's offer. Messages go out as JSON in binary frames; `onMessage`
+ * gets each decoded JSON message after the handshake; `ready` resolves
+ * once the handshake is done.
  */
 export class Link {
   /**
@@ -63,6 +71,14 @@ export class Link {
     /** @type {{key: Uint8Array, nonce: Uint8Array} | null} */
     this.remoteHello = null;
     this.closed = false;
+    /** The dial tag of this tab's offer, when it dialled. */
+    this.dial = 0;
+    /** Resolves once the link handshake is done; rejects if the link closes first. */
+    this.ready = new Promise((resolve, reject) => {
+      this.trust = resolve;
+      this.fail = reject;
+    });
+    this.ready.catch(() => {});
     this.pc.ondatachannel = (ev) => this.attach(ev.channel);
     this.pc.onconnectionstatechange = () => {
       if (["failed", "closed"].includes(this.pc.connectionState)) this.close();
@@ -70,6 +86,21 @@ export class Link {
     setTimeout(() => {
       if (!this.trusted) this.close(`the link handshake with ${remote} did not finish in 10 s`);
     }, BINDING_TIMEOUT_MS);
+  }
+
+  /** Dials the remote: the channel, then the offer with a fresh tag. */
+  async dialRemote() {
+    this.attach(this.pc.createDataChannel("jobmesh", { ordered: true }));
+    this.dial = dialTag();
+    await this.pc.setLocalDescription(await this.pc.createOffer());
+    await gathered(this.pc);
+    this.relay({ kind: "offer", sdp: this.pc.localDescription?.sdp ?? "", dial: this.dial });
+  }
+
+  /** The remote's answer to this tab's offer; another dial's is ignored. */
+  async answered(sdp, dial) {
+    if (dial !== this.dial || this.pc.signalingState !== "have-local-offer") return;
+    await this.pc.setRemoteDescription({ type: "answer", sdp });
   }
 
   /** Answers the remote's offer (its `dial` tag echoed). */
@@ -124,6 +155,7 @@ export class Link {
       );
       if (!ok) throw new Error(`link refused: ${this.remote}'s proof does not verify over this connection`);
       this.trusted = true;
+      this.trust();
       return;
     }
     if (!this.trusted) throw new Error(`link refused: ${msg.type} before the link handshake`);
@@ -137,6 +169,7 @@ export class Link {
       this.send({ type: "error", job_id: null, message: why });
       console.warn(`jobmesh: ${why}`);
     }
+    this.fail(new Error(why ?? `the link to ${this.remote} closed`));
     this.channel?.close();
     this.pc.close();
     this.onClose();

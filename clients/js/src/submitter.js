@@ -1,0 +1,177 @@
+// The submitting side (docs/protocol.md, "The claim protocol"): a job goes
+// to a capable worker with room, as a numbered attempt; `accepted`,
+// `progress` and `result` must name the current attempt; `busy`,
+// `unknown_capability` and `draining` refusals send it elsewhere without
+// spending a retry; a worker silent for the lease (5 s) loses the attempt;
+// a retryable failure is retried while retries last; `received` answers
+// every result.
+
+/** A worker silent this long loses its attempt. */
+const LEASE_MS = 5000;
+/** Refusals that send a job to another worker without spending a retry. */
+const ELSEWHERE = new Set(["busy", "unknown_capability", "draining"]);
+
+/**
+ * @typedef {import("./view.js").PeerInfo} PeerInfo
+ * @typedef {{type: string, payload?: any, timeout?: number, retries?: number, priority?: number,
+ *   strategy?: string | ((workers: PeerInfo[], job: {type: string}) => PeerInfo | undefined)}} JobSpec
+ */
+
+/** Why a job ended without a result; `status` is the envelope's. */
+export class JobError extends Error {
+  /** @param {string} status @param {string} message */
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+/**
+ * Picks a worker for `capability` among `workers` (not in `skip`), by
+ * `strategy`: `least-loaded` (default), `random`, `round-robin`, or a
+ * function of the candidates.
+ * @param {PeerInfo[]} workers @param {string} capability @param {Set<string>} skip
+ * @param {JobSpec["strategy"]} strategy @param {{next: number}} turn
+ */
+export function pick(workers, capability, skip, strategy, turn) {
+  const capable = workers.filter(
+    (w) => w.capabilities.includes(capability) && !skip.has(w.id) && !w.stats.draining && w.stats.slots > 0,
+  );
+  if (typeof strategy === "function") return strategy(capable, { type: capability });
+  const roomy = capable.filter((w) => w.stats.running < w.stats.slots);
+  const from = roomy.length ? roomy : capable;
+  if (!from.length) return undefined;
+  switch (strategy ?? "least-loaded") {
+    case "random":
+      return from[Math.floor(Math.random() * from.length)];
+    case "round-robin":
+      return from[turn.next++ % from.length];
+    default:
+      return from.reduce((a, b) => (b.stats.running / b.stats.slots < a.stats.running / a.stats.slots ? b : a));
+  }
+}
+
+/** A submitted job: its outcome, its events, and cancel. */
+export class Ticket {
+  constructor(id) {
+    this.id = id;
+    /** @type {((p: object) => void) | null} */ this.onProgress = null;
+    /** @type {((value: any) => void) | null} */ this.onComplete = null;
+    /** @type {((e: JobError) => void) | null} */ this.onFailed = null;
+    /** @type {() => void} */ this.cancel = () => {};
+    /** Resolves with the result value; rejects with a {@link JobError}. @type {Promise<any>} */
+    this.result = new Promise((resolve, reject) => {
+      this.settle = (/** @type {any} */ value, /** @type {JobError | null} */ error) => {
+        if (error) {
+          this.onFailed?.(error);
+          reject(error);
+        } else {
+          this.onComplete?.(value);
+          resolve(value);
+        }
+      };
+    });
+    this.result.catch(() => {});
+  }
+}
+
+/**
+ * Runs `spec` on the pool: `workers()` is the view's workers now,
+ * `linkTo(peerId)` a trusted link's `send` (dialling if needed), and
+ * `listen(peerId, jobId, onMessage)` routes that job's replies.
+ * @param {JobSpec} spec
+ * @param {{workers: () => PeerInfo[], linkTo: (id: string) => Promise<(m: object) => void>,
+ *   listen: (jobId: string, onMessage: ((from: string, msg: any) => void) | null) => void,
+ *   turn: {next: number}}} pool
+ */
+export function submit(spec, pool) {
+  const jobId = crypto.randomUUID();
+  const ticket = new Ticket(jobId);
+  const timeoutMs = Math.max(1, Math.round((spec.timeout ?? 60) * 1000));
+  let retries = spec.retries ?? 2;
+  let attempt = 0;
+  /** @type {{worker: string, send: (m: object) => void} | null} */
+  let current = null;
+  let done = false;
+  const skip = new Set();
+  let lease = 0;
+  let deadline = 0;
+
+  const end = (value, error) => {
+    if (done) return;
+    done = true;
+    clearTimeout(lease);
+    clearTimeout(deadline);
+    pool.listen(jobId, null);
+    ticket.settle(value, error);
+  };
+  const renewLease = () => {
+    clearTimeout(lease);
+    lease = setTimeout(() => {
+      current?.send({ type: "cancel", job_id: jobId, attempt });
+      again(`worker ${current?.worker} went silent`, true);
+    }, LEASE_MS);
+  };
+  /** The next attempt, elsewhere; `spend`: it costs a retry. */
+  const again = (why, spend) => {
+    if (done) return;
+    if (spend && retries-- <= 0) return end(undefined, new JobError("failed", why));
+    if (current) skip.add(current.worker);
+    current = null;
+    place();
+  };
+  const place = async () => {
+    let worker = pick(pool.workers(), spec.type, skip, spec.strategy, pool.turn);
+    if (!worker && skip.size) {
+      skip.clear(); // every capable worker refused: ask them all again
+      worker = pick(pool.workers(), spec.type, skip, spec.strategy, pool.turn);
+    }
+    if (!worker) return end(undefined, new JobError("no_worker", `no worker in the pool runs "${spec.type}"`));
+    attempt += 1;
+    const mine = attempt;
+    try {
+      const send = await pool.linkTo(worker.id);
+      if (done || mine !== attempt) return;
+      current = { worker: worker.id, send };
+      send({ type: "submit", job_id: jobId, attempt, capability: spec.type, input: spec.payload ?? {}, timeout_ms: timeoutMs });
+      renewLease();
+    } catch (e) {
+      skip.add(worker.id);
+      if (mine === attempt) again(`could not reach worker ${worker.name}: ${e}`, false);
+    }
+  };
+
+  pool.listen(jobId, (from, msg) => {
+    if (done || !current || from !== current.worker || msg.attempt !== attempt) return; // stale
+    renewLease();
+    switch (msg.type) {
+      case "accepted":
+        return;
+      case "progress":
+        if (Object.keys(msg.progress ?? {}).length) ticket.onProgress?.(msg.progress);
+        return;
+      case "rejected":
+        if (ELSEWHERE.has(msg.reason)) return again(msg.message, false);
+        return end(undefined, new JobError("rejected", String(msg.message)));
+      case "result": {
+        current.send({ type: "received", receipts: [{ job_id: jobId, attempt }] });
+        const o = msg.outcome ?? {};
+        if (o.status === "ok") return end(o.value, null);
+        if (o.retryable) return again(String(o.message), true);
+        return end(undefined, new JobError("failed", String(o.message)));
+      }
+      default:
+        return;
+    }
+  });
+  deadline = setTimeout(() => {
+    current?.send({ type: "cancel", job_id: jobId, attempt });
+    end(undefined, new JobError("timed_out", `timed out after ${timeoutMs} ms`));
+  }, timeoutMs * ((spec.retries ?? 2) + 1));
+  ticket.cancel = () => {
+    current?.send({ type: "cancel", job_id: jobId, attempt });
+    end(undefined, new JobError("cancelled", "cancelled"));
+  };
+  place();
+  return ticket;
+}
