@@ -368,8 +368,9 @@ impl Viewer {
     }
 
     async fn snapshot(&mut self) -> Option<Event> {
-        let status = self.handle.status().await.ok()?;
+        // One listing of the daemon's jobs serves the status and the queue waits.
         let jobs = self.handle.jobs().await.ok()?;
+        let status = self.handle.status_of(&jobs);
         let pool = self.handle.pool();
         let now = unix_ms();
         self.board.on_pool(now, &pool);

@@ -654,7 +654,12 @@ impl PeerHandle {
     /// capability with their rates over the last minute, the slowest
     /// workers, and this daemon's own jobs and journal.
     pub async fn status(&self) -> Result<crate::status::StatusReport, DaemonError> {
-        let jobs = self.jobs().await?;
+        Ok(self.status_of(&self.jobs().await?))
+    }
+
+    /// [`status`](Self::status) with this daemon's `jobs` as
+    /// [`jobs`](Self::jobs) listed them (for a caller that needs both).
+    pub fn status_of(&self, jobs: &[JobRecord]) -> crate::status::StatusReport {
         let journal = self.data_dir.as_ref().map(|d| {
             let file = d.join(jobmesh_journal::FILE_NAME);
             let bytes = std::fs::metadata(&file).map_or(0, |m| m.len());
@@ -662,13 +667,7 @@ impl PeerHandle {
         });
         let pool = self.pool();
         let history = crate::lock(&self.history);
-        Ok(crate::status::report(
-            std::time::Instant::now(),
-            &pool,
-            &history,
-            &jobs,
-            journal,
-        ))
+        crate::status::report(std::time::Instant::now(), &pool, &history, jobs, journal)
     }
 
     /// Runs up to `slots` jobs at once from now on (at least 1, at most
