@@ -405,7 +405,7 @@ impl Board {
                 waits.entry(&j.capability).or_default().push(ms);
             }
         }
-        let capabilities = status
+        let rows: Vec<CapabilityRow> = status
             .capabilities
             .iter()
             .map(|c| CapabilityRow {
@@ -419,17 +419,15 @@ impl Board {
                     .and_then(|w| Percentiles::of(w.iter().copied())),
             })
             .collect();
-        let sum = |f: fn(&CapabilityRow) -> Option<f64>, rows: &[CapabilityRow]| {
-            rows.iter().filter_map(f).reduce(|a, b| a + b)
-        };
-        let rows: Vec<CapabilityRow> = capabilities;
+        let sum =
+            |f: fn(&CapabilityRow) -> Option<f64>| rows.iter().filter_map(f).reduce(|a, b| a + b);
         let jobs_counts = JobCounts {
             running: status.busy,
             queued: status.queued,
             completed: status.completed,
             failed: status.failed,
-            completed_per_min: sum(|r| r.pool.completed_per_min, &rows),
-            failed_per_min: sum(|r| r.pool.failed_per_min, &rows),
+            completed_per_min: sum(|r| r.pool.completed_per_min),
+            failed_per_min: sum(|r| r.pool.failed_per_min),
             lost: self.lost,
             cancelled: self.cancelled,
         };

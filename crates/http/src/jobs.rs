@@ -187,13 +187,13 @@ fn content_type(headers: &HeaderMap) -> &str {
 }
 
 /// Writes `chunks` to a new file in `dir`, refusing more than `limit`
-/// bytes; the file is removed when the returned path is dropped.
+/// bytes; the file (removed when the returned path is dropped) and its size.
 async fn save_upload<S, E>(
     dir: &Path,
     mut chunks: S,
     limit: u64,
     what: &str,
-) -> Result<TempPath, ApiError>
+) -> Result<(TempPath, u64), ApiError>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
@@ -227,7 +227,7 @@ where
         file.write_all(&chunk).await.map_err(spool)?;
     }
     file.flush().await.map_err(spool)?;
-    Ok(path)
+    Ok((path, size))
 }
 
 /// The input and blobs a submit's body holds.
@@ -338,7 +338,7 @@ async fn read_body(
             }
             let name = field.file_name().map(str::to_owned).unwrap_or(field_name);
             let what = format!("the file {name:?}");
-            let path = save_upload(&dir, field, limit, &what).await?;
+            let (path, _) = save_upload(&dir, field, limit, &what).await?;
             blobs.push(Blob::from_file(path.to_path_buf()).with_name(name));
             uploads.files.push(path);
         }
@@ -351,8 +351,9 @@ async fn read_body(
     // Any other body is one blob (curl --data-binary sends
     // application/x-www-form-urlencoded, which is taken as bytes too).
     let mut uploads = Uploads::place(s)?;
-    let path = save_upload(&dir, req.into_body().into_data_stream(), limit, "the body").await?;
-    if std::fs::metadata(&path).map_or(true, |m| m.len() == 0) {
+    let (path, size) =
+        save_upload(&dir, req.into_body().into_data_stream(), limit, "the body").await?;
+    if size == 0 {
         // No body: no blob (and no place taken).
         return Ok(Inputs {
             input: serde_json::json!({}),
