@@ -424,14 +424,18 @@ async fn answer(daemon: &PeerHandle, request: Request) -> Answer {
     let line = match request {
         Request::Peers => to_json(&PeersReply::from(daemon.pool())),
         Request::Capabilities { add, remove } => {
-            let mut now = Ok(daemon.pool().me.capabilities);
-            for c in remove {
-                now = now.and(daemon.remove_capability(c).await);
-            }
-            for c in add {
-                now = now.and(daemon.add_capability(c, None).await);
-            }
-            match now {
+            // In order; the first change refused stops the rest.
+            let changed = async {
+                let mut now = daemon.pool().me.capabilities;
+                for c in remove {
+                    now = daemon.remove_capability(c).await?;
+                }
+                for c in add {
+                    now = daemon.add_capability(c, None).await?;
+                }
+                Ok::<_, crate::DaemonError>(now)
+            };
+            match changed.await {
                 Ok(capabilities) => to_json(&serde_json::json!({ "capabilities": capabilities })),
                 Err(e) => error_json(&e.to_string()),
             }
