@@ -7,11 +7,12 @@
 //! connection. And a tab submits to a Rust worker: results, progress, and
 //! the errors of a job no worker can run or that fails.
 
-use std::io::{BufRead, Write};
-use std::process::{Command, Stdio};
+use std::io::Write;
 use std::time::Duration;
 
-use jobmesh_testkit::process::{daemon, expect_exit, run_peer, signal_server, stdout_json};
+use jobmesh_testkit::process::{
+    browser_script, daemon, expect_exit, run_peer, signal_server, stdout_json,
+};
 use serde_json::{json, Value};
 
 /// The tab: tests/browser/tab.mjs under node, steps in, answers out.
@@ -22,27 +23,7 @@ struct Tab {
 
 impl Tab {
     fn open(base: &str) -> Self {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-        assert!(
-            dir.join("node_modules/playwright-core").is_dir(),
-            "the browser tests need tests/browser's node packages and Debian's chromium: run scripts/setup"
-        );
-        let mut child = Command::new("node")
-            .arg(dir.join("tab.mjs"))
-            .arg(base)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("node runs (scripts/setup installs it)");
-        let out = child.stdout.take().expect("piped");
-        let (tx, answers) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let (child, answers) = browser_script("tab.mjs", &[base.as_ref()]);
         Self { child, answers }
     }
 

@@ -6,7 +6,7 @@
 //! each phase, in virtual time.)
 
 use jobmesh_testkit::process::{
-    daemon, expect_exit, run_peer, signal_server, stdout_json, wait_capable,
+    daemon, expect_exit, run_peer, signal_server, stdout_json, submit_lines, wait_capable,
 };
 use serde_json::Value;
 
@@ -48,30 +48,7 @@ async fn a_worker_scaled_up_and_down_runs_as_many_jobs_as_its_slots() {
     // 200 jobs of 150 ms each, all at once from the submitter.
     let submitting = std::thread::spawn({
         let s = s.clone();
-        move || {
-            use std::io::Write;
-            let mut child = jobmesh_testkit::process::peer(&[
-                "submit",
-                "sleep",
-                "--each",
-                "-",
-                "--json",
-                "--control",
-                &s,
-            ])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("peer submit runs");
-            let inputs = "{\"ms\":150}\n".repeat(200);
-            child
-                .stdin
-                .take()
-                .expect("piped")
-                .write_all(inputs.as_bytes())
-                .expect("stdin");
-            child.wait_with_output().expect("peer submit ends")
-        }
+        move || submit_lines(&s, "sleep", &"{\"ms\":150}\n".repeat(200), &["--json"])
     });
     jobmesh_testkit::eventually("one job runs on the 1-slot worker", || seen(&s) == (1, 1)).await;
 

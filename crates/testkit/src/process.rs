@@ -153,21 +153,37 @@ pub fn run_peer(args: &[&str]) -> std::process::Output {
 /// `peer submit CAPABILITY --each -` through the daemon at `control`: `n`
 /// echo-able inputs `{"i": 0..n}`, one a line; its exit code.
 pub fn submit_each(control: &str, capability: &str, n: usize) -> Option<i32> {
+    let inputs: String = (0..n).map(|i| format!("{{\"i\":{i}}}\n")).collect();
+    submit_lines(control, capability, &inputs, &[])
+        .status
+        .code()
+}
+
+/// `peer submit CAPABILITY --each - EXTRA…` through the daemon at
+/// `control`, `inputs` (one JSON input a line) on its stdin: what it
+/// printed and its exit status.
+pub fn submit_lines(
+    control: &str,
+    capability: &str,
+    inputs: &str,
+    extra: &[&str],
+) -> std::process::Output {
     use std::io::Write;
-    let mut child = peer(&["submit", capability, "--each", "-", "--control", control])
+    let mut args = vec!["submit", capability, "--each", "-", "--control", control];
+    args.extend_from_slice(extra);
+    let mut child = peer(&args)
         .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("peer runs");
-    let inputs: String = (0..n).map(|i| format!("{{\"i\":{i}}}\n")).collect();
     child
         .stdin
         .take()
         .expect("piped")
         .write_all(inputs.as_bytes())
         .expect("stdin");
-    child.wait().expect("peer ends").code()
+    child.wait_with_output().expect("peer ends")
 }
 
 /// A `sleep` job through the daemon at `control` that times out on its
@@ -566,6 +582,27 @@ pub async fn wait_capable(sock: &std::path::Path, capability: &str, n: usize) {
     .await;
 }
 
+/// A script of `tests/browser` run by node with `args` (headless Debian
+/// chromium, driven by playwright-core): the process, its stdin piped, and
+/// its stdout lines as they come.
+pub fn browser_script(script: &str, args: &[&std::ffi::OsStr]) -> (Child, mpsc::Receiver<String>) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser");
+    assert!(
+        dir.join("node_modules/playwright-core").is_dir()
+            && std::path::Path::new("/usr/bin/chromium").exists(),
+        "the browser tests need Debian's chromium and tests/browser's node packages: run scripts/setup"
+    );
+    let mut child = std::process::Command::new("node")
+        .arg(dir.join(script))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("node runs (scripts/setup installs nodejs)");
+    let lines = lines_of(child.stdout.take().expect("piped"));
+    (child, lines)
+}
+
 /// `tests/browser/dashboard.mjs` run by node: headless Debian chromium on
 /// the dashboard at `url`, waiting for the figures in `expect` (data-k name
 /// → text), writing a screenshot to `screenshot`.
@@ -577,19 +614,11 @@ pub struct DashboardInBrowser {
 impl DashboardInBrowser {
     /// Starts it; returns once the page streams.
     pub fn open(url: &str, expect: &serde_json::Value, screenshot: &std::path::Path) -> Self {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser");
-        assert!(
-            dir.join("node_modules/playwright-core").is_dir() && std::path::Path::new("/usr/bin/chromium").exists(),
-            "the browser tests need Debian's chromium and tests/browser's node packages: run scripts/setup"
+        let expect = expect.to_string();
+        let (child, lines) = browser_script(
+            "dashboard.mjs",
+            &[url.as_ref(), expect.as_ref(), screenshot.as_os_str()],
         );
-        let mut child = std::process::Command::new("node")
-            .arg(dir.join("dashboard.mjs"))
-            .args([url, &expect.to_string()])
-            .arg(screenshot)
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("node runs (scripts/setup installs nodejs)");
-        let lines = lines_of(child.stdout.take().expect("piped"));
         let first = lines
             .recv_timeout(std::time::Duration::from_secs(90))
             .unwrap_or_default();
