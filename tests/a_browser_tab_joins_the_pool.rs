@@ -7,45 +7,10 @@
 //! connection. And a tab submits to a Rust worker: results, progress, and
 //! the errors of a job no worker can run or that fails.
 
-use std::io::Write;
-use std::time::Duration;
-
 use jobmesh_testkit::process::{
-    browser_script, daemon, expect_exit, run_peer, signal_server, stdout_json,
+    daemon, expect_exit, run_peer, signal_server, stdout_json, BrowserTab as Tab,
 };
-use serde_json::{json, Value};
-
-/// The tab: tests/browser/tab.mjs under node, steps in, answers out.
-struct Tab {
-    child: std::process::Child,
-    answers: std::sync::mpsc::Receiver<String>,
-}
-
-impl Tab {
-    fn open(base: &str) -> Self {
-        let (child, answers) = browser_script("tab.mjs", &[base.as_ref()]);
-        Self { child, answers }
-    }
-
-    fn step(&mut self, step: Value) -> Value {
-        let stdin = self.child.stdin.as_mut().expect("piped");
-        writeln!(stdin, "{step}").expect("send the step");
-        let line = self
-            .answers
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|e| panic!("no answer to {step}: {e}"));
-        let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
-        assert!(v.get("error").is_none(), "{step}: {v}");
-        v
-    }
-}
-
-impl Drop for Tab {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use serde_json::json;
 
 /// The names `peer peers --json` lists, from the daemon at `control`.
 fn listed(control: &str) -> Vec<(String, String)> {
@@ -72,8 +37,7 @@ async fn a_tab_joins_the_pool_and_the_daemons_see_it_come_and_go() {
     let control = dir.path().join("w1.sock");
     let control_str = control.to_str().expect("utf-8").to_owned();
 
-    let base = url.trim_end_matches("/ws").replacen("ws://", "http://", 1);
-    let mut tab = Tab::open(&base);
+    let mut tab = Tab::open(&url);
     let joined = tab.step(json!({ "op": "join", "pool": "tabs" }));
     let id = joined["id"].as_str().expect("its peer id").to_owned();
     jobmesh_testkit::eventually("the tab sees the worker", || {
@@ -102,8 +66,7 @@ async fn a_tab_is_a_worker_that_peer_submit_reaches() {
     let _s = daemon(&url, "tabwork", "s", "", dir.path(), &[]);
     let control = dir.path().join("s.sock");
     let control = control.to_str().expect("utf-8").to_owned();
-    let base = url.trim_end_matches("/ws").replacen("ws://", "http://", 1);
-    let mut tab = Tab::open(&base);
+    let mut tab = Tab::open(&url);
     let worker = tab.step(json!({ "op": "work", "pool": "tabwork" }));
     let name = worker["name"].as_str().expect("its name").to_owned();
     jobmesh_testkit::process::wait_capable(std::path::Path::new(&control), "echo", 1).await;
@@ -125,6 +88,31 @@ async fn a_tab_is_a_worker_that_peer_submit_reaches() {
         assert_eq!(envelope["result"], json!({ "from": "the cli", "i": i }));
         assert_eq!(envelope["worker"]["name"], name.as_str());
     }
+
+    // A blob job: the file goes to the tab in chunks and comes back whole.
+    let input = dir.path().join("in.bin");
+    let output = dir.path().join("out.bin");
+    let bytes: Vec<u8> = (0..3 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&input, &bytes).expect("write the input");
+    let out = run_peer(&[
+        "submit",
+        "blob-echo",
+        "--file",
+        input.to_str().expect("utf-8"),
+        "--out",
+        output.to_str().expect("utf-8"),
+        "--json",
+        "--control",
+        &control,
+    ]);
+    expect_exit(&out, 0);
+    assert_eq!(stdout_json(&out)["worker"]["name"], name.as_str());
+    assert!(
+        std::fs::read(&output).expect("the output") == bytes,
+        "the file came back changed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -132,8 +120,7 @@ async fn a_tab_submits_to_a_rust_worker() {
     let (_server, url) = signal_server();
     let dir = tempfile::tempdir().expect("tempdir");
     let _w = daemon(&url, "tabsub", "w1", "echo,sleep", dir.path(), &[]);
-    let base = url.trim_end_matches("/ws").replacen("ws://", "http://", 1);
-    let mut tab = Tab::open(&base);
+    let mut tab = Tab::open(&url);
     tab.step(json!({ "op": "join", "pool": "tabsub" }));
     jobmesh_testkit::eventually("the tab sees the worker", || {
         tab.step(json!({ "op": "workers" }))["workers"] == json!(["w1"])

@@ -17,6 +17,7 @@ mod a_resumed_job_goes_back_to_the_worker_that_holds_it_not_to_itself;
 mod a_signal_server_in_the_middle_gets_every_link_refused;
 mod a_worker_keeps_its_result_for_a_submitter_that_comes_back;
 mod a_worker_scaled_while_it_runs_follows_its_slots;
+mod blobs_move_between_a_tab_and_a_daemon;
 mod blobs_stream_over_webrtc;
 mod capabilities_change_while_a_worker_runs;
 mod cli_lifecycle_acceptance;

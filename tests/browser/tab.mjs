@@ -5,10 +5,18 @@
 //
 //   node tests/browser/tab.mjs HTTP_BASE
 //   stdin:  {"op":"join","pool":"lab"}          stdout: {"id":…,"workers":[names]}
-//           {"op":"work","pool":"lab"}          (joins as an `echo` worker) stdout: {"id":…,"name":…}
-//           {"op":"submit","type":"echo","payload":{…}}   stdout: {"result":…,"progress":[…]} or {"failed":status,"message":…}
-//           {"op":"workers"}                    stdout: {"workers":[names]}
+//           {"op":"work","pool":"lab","name"?,"slots"?}   joins as a worker of `echo`
+//                 (progress, then its input), `blob-echo` (its first file back) and
+//                 `sleep` ({"ms"}, progress every 100 ms, stops when cancelled)
+//                                                stdout: {"id":…,"name":…}
+//           {"op":"submit","type":"echo","payload":{…},"bytes"?:N,"cancel_after_progress"?:true}
+//                 with `bytes`, N random bytes go as file `in.bin`
+//                                                stdout: {"result":…,"progress":[…],"ms":…,
+//                                                         "sent":sha256,"got":sha256,"got_size":…,"got_name":…}
+//                                                or {"failed":status,"message":…}
+//           {"op":"workers"}                    stdout: {"workers":[names],"stats":{name: stats}}
 //           {"op":"close"}                      stdout: {"closed":true}
+//           {"op":"crash"}                      closes the page at once, no goodbye: {"crashed":true}
 // Page errors go to stderr; the process ends when stdin ends.
 
 import { createInterface } from "node:readline";
@@ -41,40 +49,86 @@ const steps = {
       },
       { ws, pool },
     ),
-  work: ({ pool }) =>
+  work: ({ pool, name, slots }) =>
     page.evaluate(
-      async ({ ws, pool }) => {
+      async ({ ws, pool, name, slots }) => {
         const { joinPool } = await import("/js/jobmesh.js");
-        window.pool = await joinPool({
-          signal: ws,
-          pool,
-          capabilities: ["echo"],
-          concurrency: 2,
-          handler: async (input, ctx) => {
+        const handlers = {
+          echo: async (input, ctx) => {
             ctx.progress({ percent: 50, stage: "echoing" });
             return input;
           },
+          "blob-echo": async (_input, ctx) => ctx.files[0] ?? new Blob([]),
+          sleep: (input, ctx) =>
+            new Promise((resolve, reject) => {
+              const started = Date.now();
+              const tick = setInterval(() => {
+                const percent = Math.min(100, (100 * (Date.now() - started)) / input.ms);
+                ctx.progress({ percent, stage: "sleeping" });
+                if (percent >= 100) {
+                  clearInterval(tick);
+                  resolve({ slept_ms: input.ms, by: name });
+                }
+              }, 100);
+              ctx.signal.addEventListener("abort", () => {
+                clearInterval(tick);
+                reject(ctx.signal.reason);
+              });
+            }),
+        };
+        window.pool = await joinPool({
+          signal: ws,
+          pool,
+          name,
+          capabilities: Object.keys(handlers),
+          concurrency: slots ?? 2,
+          handler: (input, ctx) => handlers[ctx.capability](input, ctx),
         });
         return { id: window.pool.id, name: window.pool.signal.join.name };
       },
-      { ws, pool },
+      { ws, pool, name, slots },
     ),
-  submit: ({ type, payload, timeout }) =>
-    page.evaluate(
-      async ({ type, payload, timeout }) => {
-        const ticket = window.pool.submit({ type, payload, timeout });
-        const progress = [];
-        ticket.onProgress = (p) => progress.push(p);
-        try {
-          return { result: await ticket.result, progress };
-        } catch (e) {
-          return { failed: e.status, message: e.message };
+  submit: (step) =>
+    page.evaluate(async ({ type, payload, timeout, bytes, cancel_after_progress }) => {
+      const hex = async (blob) =>
+        Array.from(new Uint8Array(await crypto.subtle.digest("SHA-256", await blob.arrayBuffer())), (b) =>
+          b.toString(16).padStart(2, "0"),
+        ).join("");
+      const files = [];
+      if (bytes !== undefined) {
+        const data = new Uint8Array(bytes);
+        for (let at = 0; at < bytes; at += 65536) crypto.getRandomValues(data.subarray(at, at + 65536));
+        files.push(new File([data], "in.bin"));
+      }
+      const started = performance.now();
+      const ticket = window.pool.submit({ type, payload, timeout, files });
+      const progress = [];
+      ticket.onProgress = (p) => {
+        progress.push(p);
+        if (cancel_after_progress) ticket.cancel();
+      };
+      try {
+        const result = await ticket.result;
+        const ms = performance.now() - started;
+        const answer = { result, progress, ms };
+        if (files.length) answer.sent = await hex(files[0]);
+        if (ticket.files.length) {
+          answer.got = await hex(ticket.files[0]);
+          answer.got_size = ticket.files[0].size;
+          answer.got_name = ticket.files[0].name;
         }
-      },
-      { type, payload, timeout },
-    ),
-  workers: () => page.evaluate(() => ({ workers: window.pool.workers.map((w) => w.name) })),
+        return answer;
+      } catch (e) {
+        return { failed: e.status, message: e.message };
+      }
+    }, step),
+  workers: () =>
+    page.evaluate(() => ({
+      workers: window.pool.workers.map((w) => w.name),
+      stats: Object.fromEntries(window.pool.workers.map((w) => [w.name, w.stats])),
+    })),
   close: () => page.evaluate(async () => (await window.pool.close(), { closed: true })),
+  crash: async () => (await page.close(), { crashed: true }),
 };
 
 for await (const line of createInterface({ input: process.stdin })) {

@@ -450,13 +450,13 @@ function fromBase64url(text2) {
   return Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
 }
 function uuidOf(b) {
-  const hex = Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
-  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+  const hex2 = Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+  return `${hex2.slice(0, 8)}-${hex2.slice(8, 12)}-${hex2.slice(12, 16)}-${hex2.slice(16, 20)}-${hex2.slice(20)}`;
 }
 function uuidBytes(id) {
-  const hex = id.replaceAll("-", "");
-  if (!/^[0-9a-f]{32}$/i.test(hex)) throw new Error(`not a peer id: ${JSON.stringify(id)}`);
-  return Uint8Array.from(hex.match(/../g) ?? [], (h) => parseInt(h, 16));
+  const hex2 = id.replaceAll("-", "");
+  if (!/^[0-9a-f]{32}$/i.test(hex2)) throw new Error(`not a peer id: ${JSON.stringify(id)}`);
+  return Uint8Array.from(hex2.match(/../g) ?? [], (h) => parseInt(h, 16));
 }
 function peerIdOf(publicKey) {
   const b = blake3(publicKey, { context: PEER_ID_CONTEXT }).slice(0, 16);
@@ -509,9 +509,158 @@ function admissionMessage(nonce, pool, peerId) {
   return concat(utf8.encode(nonce), zero, utf8.encode(pool), zero, utf8.encode(peerId), zero);
 }
 
+// src/blobs.js
+var CHUNK_MAGIC = 177;
+var CHUNK_HEADER_LEN = 32;
+var MAX_BLOBS = 16;
+var MAX_BLOB_SIZE = 2 * 1024 ** 3;
+var NAME = /^[^/\\\u0000-\u001f\u007f]{1,255}$/;
+var READ_BYTES = 1024 * 1024;
+var FOLD_BYTES = 8 * 1024 * 1024;
+var utf82 = new TextEncoder();
+var TransferError = class extends Error {
+};
+function hex(bytes) {
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+function uuidAt(bytes, at) {
+  const h = hex(bytes.subarray(at, at + 16));
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
+function encodeChunk(h, payload) {
+  const out = new Uint8Array(CHUNK_HEADER_LEN + payload.length);
+  const view = new DataView(out.buffer);
+  out[0] = CHUNK_MAGIC;
+  out[1] = h.direction;
+  out.set(uuidBytes(h.jobId), 2);
+  view.setUint32(18, h.attempt);
+  view.setUint16(22, h.index);
+  view.setBigUint64(24, BigInt(h.offset));
+  out.set(payload, CHUNK_HEADER_LEN);
+  return out;
+}
+function decodeChunk(bytes) {
+  if (bytes.length < CHUNK_HEADER_LEN || bytes[0] !== CHUNK_MAGIC) throw new TransferError("not a chunk frame");
+  if (bytes[1] > 1) throw new TransferError(`chunk direction ${bytes[1]} is neither 0 nor 1`);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const offset = view.getBigUint64(24);
+  if (offset > BigInt(MAX_BLOB_SIZE)) throw new TransferError(`chunk offset ${offset} is past any blob`);
+  return {
+    direction: bytes[1],
+    jobId: uuidAt(bytes, 2),
+    attempt: view.getUint32(18),
+    index: view.getUint16(22),
+    offset: Number(offset),
+    payload: bytes.subarray(CHUNK_HEADER_LEN)
+  };
+}
+function asBlobs(files) {
+  if (files.length > MAX_BLOBS) throw new TypeError(`${files.length} files, at most ${MAX_BLOBS}`);
+  return files.map((f) => {
+    if (f instanceof Blob) return f;
+    if (f instanceof ArrayBuffer || ArrayBuffer.isView(f)) return new Blob([f]);
+    throw new TypeError("a file must be a Blob, a File, an ArrayBuffer or a typed array");
+  });
+}
+async function describe(blobs) {
+  const metas = [];
+  for (const [index, blob] of blobs.entries()) {
+    if (blob.size > MAX_BLOB_SIZE) throw new TypeError(`file ${index} is ${blob.size} bytes, at most 2 GiB`);
+    const hasher = blake3.create({});
+    for (let at = 0; at < blob.size; at += READ_BYTES) {
+      hasher.update(new Uint8Array(await blob.slice(at, at + READ_BYTES).arrayBuffer()));
+    }
+    const name = blob instanceof File && NAME.test(blob.name) ? blob.name : void 0;
+    metas.push({ index, size: blob.size, blake3: hex(hasher.digest()), ...name ? { name } : {} });
+  }
+  return metas;
+}
+function problemWith(metas, maxTotal) {
+  if (!Array.isArray(metas)) return "blobs is not a list";
+  if (metas.length > MAX_BLOBS) return `${metas.length} blobs, at most ${MAX_BLOBS}`;
+  let total = 0;
+  for (const [i, m] of metas.entries()) {
+    if (m?.index !== i) return `blob ${i}: index ${m?.index}, expected ${i}`;
+    if (!Number.isSafeInteger(m.size) || m.size < 0 || m.size > MAX_BLOB_SIZE) return `blob ${i}: size must be 0 to 2 GiB`;
+    if (typeof m.blake3 !== "string" || !/^[0-9a-f]{64}$/.test(m.blake3)) return `blob ${i}: blake3 must be 64 lowercase hex digits`;
+    if (m.name !== void 0 && m.name !== null && (typeof m.name !== "string" || !NAME.test(m.name) || utf82.encode(m.name).length > 255))
+      return `blob ${i}: name must be 1-255 bytes without path separators or control characters`;
+    total += m.size;
+  }
+  if (total > maxTotal) return `the blobs are ${total} bytes in all, over this peer's limit of ${maxTotal}`;
+  return null;
+}
+var Incoming = class {
+  /** @param {BlobMeta[]} metas (checked with {@link problemWith}) */
+  constructor(metas) {
+    this.metas = metas;
+    this.blobs = metas.map(() => ({ received: 0, hasher: blake3.create({}), parts: (
+      /** @type {BlobPart[]} */
+      []
+    ), pending: 0 }));
+    this.bytes = 0;
+    this.total = metas.reduce((n, m) => n + m.size, 0);
+    this.left = metas.filter((m) => m.size > 0).length;
+    for (const [i, m] of metas.entries()) if (m.size === 0) this.check(i);
+  }
+  /** Whether every blob has arrived intact. */
+  get complete() {
+    return this.left === 0;
+  }
+  /** Takes one chunk; throws {@link TransferError} when it is not the next expected. @param {Chunk} c */
+  accept(c) {
+    const meta = this.metas[c.index];
+    const b = this.blobs[c.index];
+    if (!meta || !b) throw new TransferError(`chunk for blob ${c.index}, but only ${this.metas.length} were announced`);
+    if (c.offset !== b.received) throw new TransferError(`blob ${c.index}: chunk at offset ${c.offset}, expected ${b.received}`);
+    const end = c.offset + c.payload.length;
+    if (end > meta.size) throw new TransferError(`blob ${c.index}: chunk ends at byte ${end}, past its announced size ${meta.size}`);
+    if (c.payload.length === 0) return;
+    b.received = end;
+    b.hasher.update(c.payload);
+    b.parts.push(c.payload.slice());
+    b.pending += c.payload.length;
+    this.bytes += c.payload.length;
+    if (b.pending >= FOLD_BYTES) {
+      b.parts = [new Blob(b.parts)];
+      b.pending = 0;
+    }
+    if (end === meta.size) {
+      this.check(c.index);
+      this.left -= 1;
+    }
+  }
+  check(i) {
+    const got = hex(this.blobs[i].hasher.digest());
+    if (got !== this.metas[i].blake3)
+      throw new TransferError(`blob ${i}: BLAKE3 digest mismatch (announced ${this.metas[i].blake3}, received ${got}); the bytes were damaged in transit`);
+  }
+  /** The blobs as `File`s, named as announced (else `blob-<i>`). */
+  files() {
+    return this.metas.map((m, i) => new File(this.blobs[i].parts, m.name ?? `blob-${i}`));
+  }
+};
+async function sendBlobs(link, h, blobs, current) {
+  const room = link.maxMessage - CHUNK_HEADER_LEN;
+  for (const [index, blob] of blobs.entries()) {
+    for (let at = 0; at < blob.size; at += READ_BYTES) {
+      const bytes = new Uint8Array(await blob.slice(at, at + READ_BYTES).arrayBuffer());
+      for (let i = 0; i < bytes.length; i += room) {
+        await link.drained();
+        if (!current() || link.closed) return false;
+        link.sendBytes(encodeChunk({ ...h, index, offset: at + i }, bytes.subarray(i, i + room)));
+      }
+    }
+  }
+  return true;
+}
+
 // src/link.js
 var BINDING_TIMEOUT_MS = 1e4;
-var utf82 = new TextEncoder();
+var MAX_MESSAGE = 64 * 1024;
+var HIGH_WATER = 1024 * 1024;
+var LOW_WATER = 256 * 1024;
+var utf83 = new TextEncoder();
 var text = new TextDecoder();
 function fingerprintOf(sdp) {
   const m = /^a=fingerprint:sha-256 ([0-9A-Fa-f:]{95})\s*$/m.exec(sdp);
@@ -537,13 +686,15 @@ var Link = class {
   /**
    * @param {{identity: import("./identity.js").Identity, remote: string,
    *   relay: (signal: object) => void, onMessage: (msg: any) => void,
-   *   onClose: () => void}} options
+   *   onChunk: (chunk: import("./blobs.js").Chunk) => void, onClose: () => void}} options
    */
-  constructor({ identity, remote, relay, onMessage, onClose }) {
+  constructor({ identity, remote, relay, onMessage, onChunk, onClose }) {
     this.identity = identity;
     this.remote = remote;
     this.relay = relay;
     this.onMessage = onMessage;
+    this.onChunk = onChunk;
+    this.inbox = Promise.resolve();
     this.onClose = onClose;
     this.pc = new RTCPeerConnection({ iceServers: [] });
     this.channel = null;
@@ -591,18 +742,49 @@ var Link = class {
     if (channel.label !== "jobmesh") return;
     this.channel = channel;
     channel.binaryType = "arraybuffer";
+    channel.bufferedAmountLowThreshold = LOW_WATER;
     channel.onopen = () => this.send({ type: "link_hello", key: this.identity.key, nonce: base64url(this.nonce) });
-    channel.onmessage = (ev) => this.receive(ev.data).catch((e) => this.close(String(e)));
+    channel.onmessage = (ev) => {
+      this.inbox = this.inbox.then(() => this.receive(ev.data)).catch((e) => this.close(String(e?.message ?? e)));
+    };
     channel.onclose = () => this.close();
+  }
+  /** The largest message this link may send: what the remote takes, at most 64 KiB. */
+  get maxMessage() {
+    const remote = this.pc.sctp?.maxMessageSize;
+    return remote ? Math.min(remote, MAX_MESSAGE) : MAX_MESSAGE;
+  }
+  /** Sends one binary frame as it is. @param {Uint8Array} bytes */
+  sendBytes(bytes) {
+    if (this.channel?.readyState === "open") this.channel.send(bytes);
+  }
+  /** Resolves once the channel holds at most HIGH_WATER bytes (or closed). */
+  drained() {
+    const channel = this.channel;
+    if (!channel || this.closed || channel.bufferedAmount <= HIGH_WATER) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        channel.removeEventListener("bufferedamountlow", done);
+        channel.removeEventListener("close", done);
+        resolve(void 0);
+      };
+      channel.addEventListener("bufferedamountlow", done);
+      channel.addEventListener("close", done);
+    });
   }
   /** Sends one JSON message as a binary frame. @param {object} msg */
   send(msg) {
-    if (this.channel?.readyState === "open") this.channel.send(utf82.encode(JSON.stringify(msg)));
+    if (this.channel?.readyState === "open") this.channel.send(utf83.encode(JSON.stringify(msg)));
   }
   async receive(data) {
     if (typeof data !== "string" && data.byteLength === 0) return;
+    if (typeof data !== "string" && new Uint8Array(data, 0, 1)[0] === CHUNK_MAGIC) {
+      if (!this.trusted) throw new Error("link refused: a chunk before the link handshake");
+      return this.onChunk(decodeChunk(new Uint8Array(data)));
+    }
+    if ((typeof data === "string" ? data.length : data.byteLength) > MAX_MESSAGE)
+      throw new Error(`a message of more than ${MAX_MESSAGE} bytes`);
     const raw = typeof data === "string" ? data : text.decode(data);
-    if (raw[0] !== "{") return;
     const msg = JSON.parse(raw);
     if (msg.type === "link_hello" && !this.remoteHello) {
       const key = fromBase64url(String(msg.key));
@@ -799,6 +981,7 @@ var SignalClient = class extends EventTarget {
 // src/submitter.js
 var LEASE_MS = 5e3;
 var ELSEWHERE = /* @__PURE__ */ new Set(["busy", "unknown_capability", "draining"]);
+var DEFAULT_MAX_OUTPUT_BYTES = 1024 ** 3;
 var JobError = class extends Error {
   /** @param {string} status @param {string} message */
   constructor(status, message) {
@@ -826,6 +1009,7 @@ function pick(workers, capability, skip, strategy, turn) {
 var Ticket = class {
   constructor(id) {
     this.id = id;
+    this.files = [];
     this.onProgress = null;
     this.onComplete = null;
     this.onFailed = null;
@@ -857,6 +1041,11 @@ function submit(spec, pool) {
   const skip = /* @__PURE__ */ new Set();
   let lease = 0;
   let deadline = 0;
+  const inputs = asBlobs(spec.files ?? []);
+  const described = describe(inputs);
+  described.catch(() => {
+  });
+  const send = (m) => current?.link.send(m);
   const end = (value, error) => {
     if (done) return;
     done = true;
@@ -868,7 +1057,7 @@ function submit(spec, pool) {
   const renewLease = () => {
     clearTimeout(lease);
     lease = setTimeout(() => {
-      current?.send({ type: "cancel", job_id: jobId, attempt });
+      send({ type: "cancel", job_id: jobId, attempt });
       again(`worker ${current?.worker} went silent`, true);
     }, LEASE_MS);
   };
@@ -888,10 +1077,17 @@ function submit(spec, pool) {
     if (!worker) return end(void 0, new JobError("no_worker", `no worker in the pool runs "${spec.type}"`));
     attempt += 1;
     const mine = attempt;
+    let blobs;
     try {
-      const send = await pool.linkTo(worker.id);
+      blobs = await described;
+    } catch (e) {
+      return end(void 0, new JobError("rejected", `the input files could not be read: ${e?.message ?? e}`));
+    }
+    try {
+      const link = await pool.linkTo(worker.id);
       if (done || mine !== attempt) return;
-      current = { worker: worker.id, send };
+      current = { worker: worker.id, link, outputs: null };
+      if (blobs.length) send({ type: "blobs", job_id: jobId, attempt, direction: "input", blobs });
       send({ type: "submit", job_id: jobId, attempt, capability: spec.type, input: spec.payload ?? {}, timeout_ms: timeoutMs });
       renewLease();
     } catch (e) {
@@ -899,22 +1095,53 @@ function submit(spec, pool) {
       if (mine === attempt) again(`could not reach worker ${worker.name}: ${e}`, false);
     }
   };
+  const failAttempt = (why, retryable) => {
+    send({ type: "cancel", job_id: jobId, attempt });
+    if (retryable) again(why, true);
+    else end(void 0, new JobError("failed", why));
+  };
   pool.listen(jobId, (from, msg) => {
     if (done || !current || from !== current.worker || msg.attempt !== attempt) return;
     renewLease();
     switch (msg.type) {
-      case "accepted":
+      case "accepted": {
+        if (!inputs.length) return;
+        const mine = current;
+        sendBlobs(mine.link, { direction: 0, jobId, attempt }, inputs, () => !done && current === mine).catch((e) => {
+          if (current === mine) failAttempt(`the input files could not be sent: ${e?.message ?? e}`, false);
+        });
         return;
+      }
       case "progress":
         if (Object.keys(msg.progress ?? {}).length) ticket.onProgress?.(msg.progress);
         return;
       case "rejected":
         if (ELSEWHERE.has(msg.reason)) return again(msg.message, false);
         return end(void 0, new JobError("rejected", String(msg.message)));
+      case "blobs": {
+        if (msg.direction !== "output") return;
+        const problem = problemWith(msg.blobs, spec.maxOutputBytes ?? DEFAULT_MAX_OUTPUT_BYTES);
+        if (problem) return failAttempt(`the result's files were refused: ${problem}`, false);
+        current.outputs = new Incoming(msg.blobs);
+        return;
+      }
+      case "chunk":
+        if (msg.chunk.direction !== 1 || !current.outputs) return;
+        try {
+          current.outputs.accept(msg.chunk);
+        } catch (e) {
+          failAttempt(String(e?.message ?? e), true);
+        }
+        return;
       case "result": {
-        current.send({ type: "received", receipts: [{ job_id: jobId, attempt }] });
+        send({ type: "received", receipts: [{ job_id: jobId, attempt }] });
         const o = msg.outcome ?? {};
-        if (o.status === "ok") return end(o.value, null);
+        if (o.status === "ok") {
+          const outputs = current.outputs;
+          if (outputs && !outputs.complete) return again("the result's files did not all arrive", true);
+          ticket.files = outputs?.files() ?? [];
+          return end(o.value, null);
+        }
         if (o.retryable) return again(String(o.message), true);
         return end(void 0, new JobError("failed", String(o.message)));
       }
@@ -923,11 +1150,11 @@ function submit(spec, pool) {
     }
   });
   deadline = setTimeout(() => {
-    current?.send({ type: "cancel", job_id: jobId, attempt });
+    send({ type: "cancel", job_id: jobId, attempt });
     end(void 0, new JobError("timed_out", `timed out after ${timeoutMs} ms`));
   }, timeoutMs * ((spec.retries ?? 2) + 1));
   ticket.cancel = () => {
-    current?.send({ type: "cancel", job_id: jobId, attempt });
+    send({ type: "cancel", job_id: jobId, attempt });
     end(void 0, new JobError("cancelled", "cancelled"));
   };
   place();
@@ -938,17 +1165,25 @@ function submit(spec, pool) {
 var HEARTBEAT_INTERVAL_MS = 1e3;
 var MAX_KEPT_RESULTS = 1024;
 var MAX_ERROR_LEN = 4096;
+var DEFAULT_MAX_INPUT_BYTES = 1024 ** 3;
+var RECEIVING_PROGRESS_MS = 250;
+var Stopped = class extends Error {
+};
+var TimedOut = class extends Error {
+};
 var WorkerCore = class {
   /**
    * @param {{capabilities: string[], slots: number, handler: Handler,
-   *   onStats: (stats: object) => void}} options
+   *   onStats: (stats: object) => void, maxInputBytes?: number}} options
    */
-  constructor({ capabilities, slots, handler, onStats }) {
+  constructor({ capabilities, slots, handler, onStats, maxInputBytes }) {
     this.capabilities = capabilities;
     this.slots = slots;
     this.handler = handler;
     this.onStats = onStats;
+    this.maxInputBytes = maxInputBytes ?? DEFAULT_MAX_INPUT_BYTES;
     this.running = /* @__PURE__ */ new Map();
+    this.announced = /* @__PURE__ */ new Map();
     this.kept = /* @__PURE__ */ new Map();
     this.completed = 0;
     this.failed = 0;
@@ -964,16 +1199,23 @@ var WorkerCore = class {
     this.onStats(this.stats());
   }
   /**
-   * A message from peer `from`; `send` answers it on the same link.
-   * @param {string} from @param {any} msg @param {(m: object) => void} send
+   * A message from peer `from`; `reply` answers on the same link.
+   * @param {string} from @param {any} msg @param {Reply} reply
    */
-  handle(from, msg, send) {
+  handle(from, msg, reply) {
     switch (msg.type) {
-      case "submit":
-        return this.submit(from, msg, send);
+      case "blobs":
+        if (msg.direction !== "input") return;
+        this.announced.set(from, { jobId: msg.job_id, attempt: msg.attempt, blobs: msg.blobs });
+        return;
+      case "submit": {
+        const blobs = this.announced.get(from);
+        this.announced.delete(from);
+        return this.submit(from, msg, reply, blobs?.jobId === msg.job_id && blobs.attempt === msg.attempt ? blobs.blobs : []);
+      }
       case "cancel": {
         const job = this.running.get(msg.job_id);
-        if (job && job.attempt === msg.attempt && job.from === from) job.abort.abort();
+        if (job && job.attempt === msg.attempt && job.from === from) job.abort.abort(new Stopped("cancelled by its submitter"));
         return;
       }
       case "received":
@@ -985,40 +1227,103 @@ var WorkerCore = class {
         return;
     }
   }
-  submit(from, msg, send) {
+  /** An input chunk from peer `from`. @param {string} from @param {import("./blobs.js").Chunk} chunk */
+  chunk(from, chunk) {
+    const job = this.running.get(chunk.jobId);
+    if (!job?.incoming || job.from !== from || job.attempt !== chunk.attempt || !job.start) return;
+    try {
+      job.incoming.accept(chunk);
+    } catch (e) {
+      return job.abort.abort(e);
+    }
+    const now = Date.now();
+    if (now - job.lastSent >= RECEIVING_PROGRESS_MS) {
+      job.lastSent = now;
+      const percent = Math.floor(100 * job.incoming.bytes / Math.max(1, job.incoming.total));
+      job.reply.send({ type: "progress", job_id: chunk.jobId, attempt: job.attempt, progress: { stage: "receiving input", percent } });
+    }
+    if (job.incoming.complete) job.start();
+  }
+  submit(from, msg, reply, blobs) {
     const { job_id: jobId, attempt, capability, input } = msg;
-    const reject = (reason, message) => send({ type: "rejected", job_id: jobId, attempt, reason, message });
+    const reject = (reason, message) => reply.send({ type: "rejected", job_id: jobId, attempt, reason, message });
     if (!this.capabilities.includes(capability)) return reject("unknown_capability", `this tab does not run "${capability}"`);
     if (this.running.has(jobId)) return reject("busy", `job ${jobId} is already running here`);
     if (this.running.size >= this.slots) return reject("busy", `all ${this.slots} slots are busy`);
+    const problem = problemWith(blobs, this.maxInputBytes);
+    if (problem) return reject("bad_input", `input blobs refused: ${problem}`);
     const abort = new AbortController();
-    const job = { attempt, from, abort, send, lastSent: Date.now() };
+    const job = { attempt, from, abort, reply, lastSent: Date.now(), incoming: new Incoming(blobs), start: null };
     this.running.set(jobId, job);
-    send({ type: "accepted", job_id: jobId, attempt });
+    reply.send({ type: "accepted", job_id: jobId, attempt });
     this.changed();
-    const timeout = setTimeout(() => abort.abort(new Error(`timed out after ${msg.timeout_ms} ms`)), msg.timeout_ms);
-    const progress = (p) => {
-      const percent = p.percent === void 0 ? void 0 : Math.max(0, Math.min(100, Math.round(p.percent)));
-      job.lastSent = Date.now();
-      send({ type: "progress", job_id: jobId, attempt, progress: { ...p, ...percent === void 0 ? {} : { percent } } });
-    };
-    Promise.resolve().then(() => this.handler(input, { jobId, attempt, capability, signal: abort.signal, progress })).then(
-      (value) => ({ status: "ok", value: value ?? null }),
-      (e) => ({ status: "err", message: String(e?.message ?? e).slice(0, MAX_ERROR_LEN), retryable: false })
-    ).then((outcome) => {
-      clearTimeout(timeout);
-      this.running.delete(jobId);
-      if (outcome.status === "ok") this.completed += 1;
-      else this.failed += 1;
-      this.seq += 1;
-      const result = { type: "result", job_id: jobId, attempt, outcome, load: { running: this.running.size, slots: this.slots, seq: this.seq } };
-      if (!(abort.signal.aborted && outcome.status === "err")) {
-        if (this.kept.size >= MAX_KEPT_RESULTS) this.kept.delete(this.kept.keys().next().value);
-        this.kept.set(jobId, { attempt, msg: result });
-        send(result);
-      }
-      this.onStats(this.stats());
+    const timeout = setTimeout(() => abort.abort(new TimedOut(`timed out after ${msg.timeout_ms} ms on this tab`)), msg.timeout_ms);
+    const ready = new Promise((resolve, reject2) => {
+      job.start = () => {
+        job.start = null;
+        resolve(void 0);
+      };
+      abort.signal.addEventListener("abort", () => reject2(abort.signal.reason));
+      if (job.incoming?.complete) job.start();
     });
+    ready.catch(() => {
+    });
+    this.run(jobId, job, capability, input, ready).then(({ outcome, outputs }) => {
+      clearTimeout(timeout);
+      return this.finish(jobId, job, outcome, outputs);
+    });
+  }
+  /** Waits for the input, then runs the handler; never throws. */
+  async run(jobId, job, capability, input, ready) {
+    const outputs = [];
+    try {
+      await ready;
+      const files = job.incoming.files();
+      job.incoming = null;
+      const progress = (p) => {
+        const percent = p.percent === void 0 ? void 0 : Math.max(0, Math.min(100, Math.round(p.percent)));
+        job.lastSent = Date.now();
+        job.reply.send({ type: "progress", job_id: jobId, attempt: job.attempt, progress: { ...p, ...percent === void 0 ? {} : { percent } } });
+      };
+      const output = (file) => outputs.push(...asBlobs([file]));
+      const ctx = { jobId, attempt: job.attempt, capability, signal: job.abort.signal, files, output, progress };
+      let value = await this.handler(input, ctx);
+      if (value instanceof Blob || value instanceof ArrayBuffer || ArrayBuffer.isView(value)) {
+        output(value);
+        value = null;
+      }
+      return { outcome: { status: "ok", value: value ?? null }, outputs };
+    } catch (e) {
+      const why = job.abort.signal.reason ?? e;
+      const retryable = why instanceof TransferError || why instanceof TimedOut;
+      return { outcome: { status: "err", message: String(why?.message ?? why).slice(0, MAX_ERROR_LEN), retryable }, outputs: [] };
+    }
+  }
+  /** Sends a finished job's output blobs, then its result. */
+  async finish(jobId, job, outcome, outputs) {
+    const current = () => this.running.get(jobId) === job && !job.abort.signal.aborted;
+    if (outcome.status === "ok" && outputs.length) {
+      try {
+        if (outputs.length > 16) throw new Error(`${outputs.length} output files, at most 16`);
+        const blobs = await describe(outputs);
+        job.reply.send({ type: "blobs", job_id: jobId, attempt: job.attempt, direction: "output", blobs });
+        await sendBlobs(job.reply, { direction: 1, jobId, attempt: job.attempt }, outputs, current);
+      } catch (e) {
+        outcome = { status: "err", message: `the output files could not be sent: ${e?.message ?? e}`, retryable: false };
+      }
+    }
+    const stopped = job.abort.signal.reason instanceof Stopped;
+    this.running.delete(jobId);
+    if (outcome.status === "ok") this.completed += 1;
+    else this.failed += 1;
+    this.seq += 1;
+    const result = { type: "result", job_id: jobId, attempt: job.attempt, outcome, load: { running: this.running.size, slots: this.slots, seq: this.seq } };
+    if (!(stopped && outcome.status === "err")) {
+      if (this.kept.size >= MAX_KEPT_RESULTS) this.kept.delete(this.kept.keys().next().value);
+      this.kept.set(jobId, { attempt: job.attempt, msg: result });
+      job.reply.send(result);
+    }
+    this.onStats(this.stats());
   }
   /** An empty progress for each job not spoken of for a second. */
   heartbeats() {
@@ -1026,17 +1331,18 @@ var WorkerCore = class {
     for (const [jobId, job] of this.running) {
       if (now - job.lastSent >= HEARTBEAT_INTERVAL_MS - 100) {
         job.lastSent = now;
-        job.send({ type: "progress", job_id: jobId, attempt: job.attempt, progress: {} });
+        job.reply.send({ type: "progress", job_id: jobId, attempt: job.attempt, progress: {} });
       }
     }
   }
   close() {
     clearInterval(this.timer);
-    for (const job of this.running.values()) job.abort.abort(new Error("the tab is leaving"));
+    for (const job of this.running.values()) job.abort.abort(new Stopped("the tab is leaving"));
   }
 };
 
 // src/index.js
+var REPLIES = /* @__PURE__ */ new Set(["accepted", "rejected", "progress", "blobs", "result"]);
 var Pool = class extends EventTarget {
   /** @param {SignalClient} signal @private */
   constructor(signal, worker) {
@@ -1082,8 +1388,13 @@ var Pool = class extends EventTarget {
       relay: (signal) => this.signal.send({ type: "relay", to: remote, signal }),
       onMessage: (msg) => {
         const job = this.jobs.get(msg.job_id);
-        if (job && ["accepted", "rejected", "progress", "result"].includes(msg.type)) job(remote, msg);
-        else this.worker?.handle(remote, msg, (m) => link.send(m));
+        const toSubmitter = REPLIES.has(msg.type) && (msg.type !== "blobs" || msg.direction === "output");
+        if (job && toSubmitter) job(remote, msg);
+        else if (!toSubmitter) this.worker?.handle(remote, msg, link);
+      },
+      onChunk: (chunk) => {
+        if (chunk.direction === 0) return this.worker?.chunk(remote, chunk);
+        this.jobs.get(chunk.jobId)?.(remote, { type: "chunk", job_id: chunk.jobId, attempt: chunk.attempt, chunk });
       },
       onClose: () => {
         if (this.links.get(remote) === link) this.links.delete(remote);
@@ -1092,7 +1403,7 @@ var Pool = class extends EventTarget {
     this.links.set(remote, link);
     return link;
   }
-  /** A trusted link's `send` to `remote`, dialling it if there is none. @param {string} remote */
+  /** A trusted link to `remote`, dialling it if there is none. @param {string} remote */
   async linkTo(remote) {
     let link = this.links.get(remote);
     if (!link) {
@@ -1100,7 +1411,7 @@ var Pool = class extends EventTarget {
       await link.dialRemote();
     }
     await link.ready;
-    return (m) => link.send(m);
+    return link;
   }
   /**
    * Submits a job to the pool: a capable worker runs it (another tab or a
@@ -1164,6 +1475,7 @@ async function joinPool(options) {
     capabilities,
     slots,
     handler: options.handler,
+    maxInputBytes: options.maxInputBytes,
     onStats: (stats) => signal.send({ type: "stats", stats })
   }) : null;
   const pool = new Pool(signal, worker);

@@ -24,10 +24,14 @@ export { Identity } from "./identity.js";
 export { SignalError } from "./signal.js";
 export { JobError, Ticket } from "./submitter.js";
 
+/** The messages a worker sends to a submitter about one of its jobs. */
+const REPLIES = new Set(["accepted", "rejected", "progress", "blobs", "result"]);
+
 /**
  * @typedef {import("./view.js").PeerInfo} PeerInfo
  * @typedef {{signal: string, pool: string, name?: string, identity?: Identity, credential?: object,
- *   capabilities?: string[], concurrency?: number, handler?: import("./worker.js").Handler}} JoinOptions
+ *   capabilities?: string[], concurrency?: number, handler?: import("./worker.js").Handler,
+ *   maxInputBytes?: number}} JoinOptions
  */
 
 /** A pool this tab is a member of. */
@@ -78,8 +82,13 @@ export class Pool extends EventTarget {
       relay: (signal) => this.signal.send({ type: "relay", to: remote, signal }),
       onMessage: (msg) => {
         const job = this.jobs.get(msg.job_id);
-        if (job && ["accepted", "rejected", "progress", "result"].includes(msg.type)) job(remote, msg);
-        else this.worker?.handle(remote, msg, (m) => link.send(m));
+        const toSubmitter = REPLIES.has(msg.type) && (msg.type !== "blobs" || msg.direction === "output");
+        if (job && toSubmitter) job(remote, msg);
+        else if (!toSubmitter) this.worker?.handle(remote, msg, link);
+      },
+      onChunk: (chunk) => {
+        if (chunk.direction === 0) return this.worker?.chunk(remote, chunk);
+        this.jobs.get(chunk.jobId)?.(remote, { type: "chunk", job_id: chunk.jobId, attempt: chunk.attempt, chunk });
       },
       onClose: () => {
         if (this.links.get(remote) === link) this.links.delete(remote);
@@ -89,7 +98,7 @@ export class Pool extends EventTarget {
     return link;
   }
 
-  /** A trusted link's `send` to `remote`, dialling it if there is none. @param {string} remote */
+  /** A trusted link to `remote`, dialling it if there is none. @param {string} remote */
   async linkTo(remote) {
     let link = this.links.get(remote);
     if (!link) {
@@ -97,7 +106,7 @@ export class Pool extends EventTarget {
       await link.dialRemote();
     }
     await link.ready;
-    return (/** @type {object} */ m) => link.send(m);
+    return link;
   }
 
   /**
@@ -174,6 +183,7 @@ export async function joinPool(options) {
         capabilities,
         slots,
         handler: options.handler,
+        maxInputBytes: options.maxInputBytes,
         onStats: (stats) => signal.send({ type: "stats", stats }),
       })
     : null;

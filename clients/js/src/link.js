@@ -4,10 +4,17 @@
 // gathering), then the link handshake that binds the remote's key to this
 // very connection, before any job message.
 
+import { CHUNK_MAGIC, decodeChunk } from "./blobs.js";
 import { PURPOSE, base64url, concat, fromBase64url, peerIdOf, uuidBytes, verify } from "./identity.js";
 
 /** A link's handshake must finish within this. */
 const BINDING_TIMEOUT_MS = 10_000;
+/** A message is at most this long (the daemons' SCTP maximum). */
+export const MAX_MESSAGE = 64 * 1024;
+/** Chunk senders wait while the channel holds more than this... */
+const HIGH_WATER = 1024 * 1024;
+/** ...until it holds at most this. */
+const LOW_WATER = 256 * 1024;
 const utf8 = new TextEncoder();
 const text = new TextDecoder();
 
@@ -48,20 +55,24 @@ export function dialTag() {
 /**
  * A link to one remote peer, dialled by this tab or answered to the
  * remote's offer. Messages go out as JSON in binary frames; `onMessage`
- * gets each decoded JSON message after the handshake; `ready` resolves
- * once the handshake is done.
+ * gets each decoded JSON message after the handshake, `onChunk` each blob
+ * chunk frame, in the order they arrived; `ready` resolves once the
+ * handshake is done.
  */
 export class Link {
   /**
    * @param {{identity: import("./identity.js").Identity, remote: string,
    *   relay: (signal: object) => void, onMessage: (msg: any) => void,
-   *   onClose: () => void}} options
+   *   onChunk: (chunk: import("./blobs.js").Chunk) => void, onClose: () => void}} options
    */
-  constructor({ identity, remote, relay, onMessage, onClose }) {
+  constructor({ identity, remote, relay, onMessage, onChunk, onClose }) {
     this.identity = identity;
     this.remote = remote;
     this.relay = relay;
     this.onMessage = onMessage;
+    this.onChunk = onChunk;
+    /** Messages are handled one after the other, in order. */
+    this.inbox = Promise.resolve();
     this.onClose = onClose;
     this.pc = new RTCPeerConnection({ iceServers: [] });
     /** @type {RTCDataChannel | null} */
@@ -116,9 +127,38 @@ export class Link {
     if (channel.label !== "jobmesh") return;
     this.channel = channel;
     channel.binaryType = "arraybuffer";
+    channel.bufferedAmountLowThreshold = LOW_WATER;
     channel.onopen = () => this.send({ type: "link_hello", key: this.identity.key, nonce: base64url(this.nonce) });
-    channel.onmessage = (ev) => this.receive(ev.data).catch((e) => this.close(String(e)));
+    channel.onmessage = (ev) => {
+      this.inbox = this.inbox.then(() => this.receive(ev.data)).catch((e) => this.close(String(e?.message ?? e)));
+    };
     channel.onclose = () => this.close();
+  }
+
+  /** The largest message this link may send: what the remote takes, at most 64 KiB. */
+  get maxMessage() {
+    const remote = this.pc.sctp?.maxMessageSize;
+    return remote ? Math.min(remote, MAX_MESSAGE) : MAX_MESSAGE;
+  }
+
+  /** Sends one binary frame as it is. @param {Uint8Array} bytes */
+  sendBytes(bytes) {
+    if (this.channel?.readyState === "open") this.channel.send(bytes);
+  }
+
+  /** Resolves once the channel holds at most HIGH_WATER bytes (or closed). */
+  drained() {
+    const channel = this.channel;
+    if (!channel || this.closed || channel.bufferedAmount <= HIGH_WATER) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        channel.removeEventListener("bufferedamountlow", done);
+        channel.removeEventListener("close", done);
+        resolve(undefined);
+      };
+      channel.addEventListener("bufferedamountlow", done);
+      channel.addEventListener("close", done);
+    });
   }
 
   /** Sends one JSON message as a binary frame. @param {object} msg */
@@ -128,8 +168,13 @@ export class Link {
 
   async receive(data) {
     if (typeof data !== "string" && data.byteLength === 0) return; // empty: nothing
+    if (typeof data !== "string" && new Uint8Array(data, 0, 1)[0] === CHUNK_MAGIC) {
+      if (!this.trusted) throw new Error("link refused: a chunk before the link handshake");
+      return this.onChunk(decodeChunk(new Uint8Array(data)));
+    }
+    if ((typeof data === "string" ? data.length : data.byteLength) > MAX_MESSAGE)
+      throw new Error(`a message of more than ${MAX_MESSAGE} bytes`);
     const raw = typeof data === "string" ? data : text.decode(data);
-    if (raw[0] !== "{") return; // a blob chunk frame: not handled by this client yet
     const msg = JSON.parse(raw);
     if (msg.type === "link_hello" && !this.remoteHello) {
       const key = fromBase64url(String(msg.key));

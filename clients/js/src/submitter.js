@@ -4,7 +4,10 @@
 // `unknown_capability` and `draining` refusals send it elsewhere without
 // spending a retry; a worker silent for the lease (5 s) loses the attempt;
 // a retryable failure is retried while retries last; `received` answers
-// every result.
+// every result. Input files go as blobs announced just before the submit
+// and sent once the worker accepted; output files arrive before the result.
+
+import { Incoming, asBlobs, describe, problemWith, sendBlobs } from "./blobs.js";
 
 /** A worker silent this long loses its attempt. */
 const LEASE_MS = 5000;
@@ -13,9 +16,13 @@ const ELSEWHERE = new Set(["busy", "unknown_capability", "draining"]);
 
 /**
  * @typedef {import("./view.js").PeerInfo} PeerInfo
- * @typedef {{type: string, payload?: any, timeout?: number, retries?: number, priority?: number,
+ * @typedef {{type: string, payload?: any, files?: (Blob | ArrayBuffer | ArrayBufferView)[],
+ *   timeout?: number, retries?: number, priority?: number, maxOutputBytes?: number,
  *   strategy?: string | ((workers: PeerInfo[], job: {type: string}) => PeerInfo | undefined)}} JobSpec
  */
+
+/** A result's output blobs are at most this many bytes in all, by default. */
+export const DEFAULT_MAX_OUTPUT_BYTES = 1024 ** 3;
 
 /** Why a job ended without a result; `status` is the envelope's. */
 export class JobError extends Error {
@@ -55,6 +62,8 @@ export function pick(workers, capability, skip, strategy, turn) {
 export class Ticket {
   constructor(id) {
     this.id = id;
+    /** The result's output files, set before `result` resolves. @type {File[]} */
+    this.files = [];
     /** @type {((p: object) => void) | null} */ this.onProgress = null;
     /** @type {((value: any) => void) | null} */ this.onComplete = null;
     /** @type {((e: JobError) => void) | null} */ this.onFailed = null;
@@ -77,10 +86,10 @@ export class Ticket {
 
 /**
  * Runs `spec` on the pool: `workers()` is the view's workers now,
- * `linkTo(peerId)` a trusted link's `send` (dialling if needed), and
- * `listen(peerId, jobId, onMessage)` routes that job's replies.
+ * `linkTo(peerId)` a trusted link (dialling if needed), and
+ * `listen(jobId, onMessage)` routes that job's replies and chunks.
  * @param {JobSpec} spec
- * @param {{workers: () => PeerInfo[], linkTo: (id: string) => Promise<(m: object) => void>,
+ * @param {{workers: () => PeerInfo[], linkTo: (id: string) => Promise<import("./link.js").Link>,
  *   listen: (jobId: string, onMessage: ((from: string, msg: any) => void) | null) => void,
  *   turn: {next: number}}} pool
  */
@@ -90,12 +99,16 @@ export function submit(spec, pool) {
   const timeoutMs = Math.max(1, Math.round((spec.timeout ?? 60) * 1000));
   let retries = spec.retries ?? 2;
   let attempt = 0;
-  /** @type {{worker: string, send: (m: object) => void} | null} */
+  /** @type {{worker: string, link: import("./link.js").Link, outputs: Incoming | null} | null} */
   let current = null;
   let done = false;
   const skip = new Set();
   let lease = 0;
   let deadline = 0;
+  const inputs = asBlobs(spec.files ?? []);
+  const described = describe(inputs); // hashed once, whatever the attempts
+  described.catch(() => {});
+  const send = (/** @type {object} */ m) => current?.link.send(m);
 
   const end = (value, error) => {
     if (done) return;
@@ -108,7 +121,7 @@ export function submit(spec, pool) {
   const renewLease = () => {
     clearTimeout(lease);
     lease = setTimeout(() => {
-      current?.send({ type: "cancel", job_id: jobId, attempt });
+      send({ type: "cancel", job_id: jobId, attempt });
       again(`worker ${current?.worker} went silent`, true);
     }, LEASE_MS);
   };
@@ -129,10 +142,17 @@ export function submit(spec, pool) {
     if (!worker) return end(undefined, new JobError("no_worker", `no worker in the pool runs "${spec.type}"`));
     attempt += 1;
     const mine = attempt;
+    let blobs;
     try {
-      const send = await pool.linkTo(worker.id);
+      blobs = await described;
+    } catch (e) {
+      return end(undefined, new JobError("rejected", `the input files could not be read: ${e?.message ?? e}`));
+    }
+    try {
+      const link = await pool.linkTo(worker.id);
       if (done || mine !== attempt) return;
-      current = { worker: worker.id, send };
+      current = { worker: worker.id, link, outputs: null };
+      if (blobs.length) send({ type: "blobs", job_id: jobId, attempt, direction: "input", blobs });
       send({ type: "submit", job_id: jobId, attempt, capability: spec.type, input: spec.payload ?? {}, timeout_ms: timeoutMs });
       renewLease();
     } catch (e) {
@@ -140,23 +160,55 @@ export function submit(spec, pool) {
       if (mine === attempt) again(`could not reach worker ${worker.name}: ${e}`, false);
     }
   };
+  /** Fails the current attempt after cancelling it on its worker. */
+  const failAttempt = (why, retryable) => {
+    send({ type: "cancel", job_id: jobId, attempt });
+    if (retryable) again(why, true);
+    else end(undefined, new JobError("failed", why));
+  };
 
   pool.listen(jobId, (from, msg) => {
     if (done || !current || from !== current.worker || msg.attempt !== attempt) return; // stale
     renewLease();
     switch (msg.type) {
-      case "accepted":
+      case "accepted": {
+        if (!inputs.length) return;
+        const mine = current;
+        sendBlobs(mine.link, { direction: 0, jobId, attempt }, inputs, () => !done && current === mine).catch((e) => {
+          if (current === mine) failAttempt(`the input files could not be sent: ${e?.message ?? e}`, false);
+        });
         return;
+      }
       case "progress":
         if (Object.keys(msg.progress ?? {}).length) ticket.onProgress?.(msg.progress);
         return;
       case "rejected":
         if (ELSEWHERE.has(msg.reason)) return again(msg.message, false);
         return end(undefined, new JobError("rejected", String(msg.message)));
+      case "blobs": {
+        if (msg.direction !== "output") return;
+        const problem = problemWith(msg.blobs, spec.maxOutputBytes ?? DEFAULT_MAX_OUTPUT_BYTES);
+        if (problem) return failAttempt(`the result's files were refused: ${problem}`, false);
+        current.outputs = new Incoming(msg.blobs);
+        return;
+      }
+      case "chunk":
+        if (msg.chunk.direction !== 1 || !current.outputs) return;
+        try {
+          current.outputs.accept(msg.chunk);
+        } catch (e) {
+          failAttempt(String(e?.message ?? e), true); // a damaged transfer: the next attempt sends it again
+        }
+        return;
       case "result": {
-        current.send({ type: "received", receipts: [{ job_id: jobId, attempt }] });
+        send({ type: "received", receipts: [{ job_id: jobId, attempt }] });
         const o = msg.outcome ?? {};
-        if (o.status === "ok") return end(o.value, null);
+        if (o.status === "ok") {
+          const outputs = current.outputs;
+          if (outputs && !outputs.complete) return again("the result's files did not all arrive", true);
+          ticket.files = outputs?.files() ?? [];
+          return end(o.value, null);
+        }
         if (o.retryable) return again(String(o.message), true);
         return end(undefined, new JobError("failed", String(o.message)));
       }
@@ -165,11 +217,11 @@ export function submit(spec, pool) {
     }
   });
   deadline = setTimeout(() => {
-    current?.send({ type: "cancel", job_id: jobId, attempt });
+    send({ type: "cancel", job_id: jobId, attempt });
     end(undefined, new JobError("timed_out", `timed out after ${timeoutMs} ms`));
   }, timeoutMs * ((spec.retries ?? 2) + 1));
   ticket.cancel = () => {
-    current?.send({ type: "cancel", job_id: jobId, attempt });
+    send({ type: "cancel", job_id: jobId, attempt });
     end(undefined, new JobError("cancelled", "cancelled"));
   };
   place();

@@ -1,7 +1,9 @@
 // The working side (docs/protocol.md, "The claim protocol"): admission
-// against capabilities and slots, `accepted`, progress and a heartbeat
-// every second, one `result` per accepted attempt, kept until the
-// submitter's `received`, and `cancel`.
+// against capabilities, slots and input size, `accepted`, the input blobs,
+// progress and a heartbeat every second, the output blobs then one `result`
+// per accepted attempt, kept until the submitter's `received`, and `cancel`.
+
+import { Incoming, TransferError, asBlobs, describe, problemWith, sendBlobs } from "./blobs.js";
 
 /** A worker says something about each job at least this often. */
 const HEARTBEAT_INTERVAL_MS = 1000;
@@ -9,25 +11,41 @@ const HEARTBEAT_INTERVAL_MS = 1000;
 const MAX_KEPT_RESULTS = 1024;
 /** Error texts are cut to this many characters. */
 const MAX_ERROR_LEN = 4096;
+/** A job's input blobs are at most this many bytes in all, by default. */
+export const DEFAULT_MAX_INPUT_BYTES = 1024 ** 3;
+/** Progress while input arrives, at most this often. */
+const RECEIVING_PROGRESS_MS = 250;
 
 /**
  * @typedef {{jobId: string, attempt: number, capability: string, signal: AbortSignal,
+ *   files: File[], output: (file: Blob | ArrayBuffer | ArrayBufferView) => void,
  *   progress: (p: {percent?: number, stage?: string, message?: string}) => void}} JobContext
  * @typedef {(input: any, ctx: JobContext) => any | Promise<any>} Handler
+ * @typedef {{send: (m: object) => void} & Pick<import("./link.js").Link, "sendBytes" | "drained" | "maxMessage" | "closed">} Reply
+ * @typedef {{attempt: number, from: string, abort: AbortController, reply: Reply, lastSent: number,
+ *   incoming: Incoming | null, start: (() => void) | null}} Running
  */
+
+/** Why a handler was stopped by its submitter or the tab leaving: its error is not sent. */
+class Stopped extends Error {}
+/** Why a handler was stopped by the job's timeout: the job may be retried. */
+class TimedOut extends Error {}
 
 export class WorkerCore {
   /**
    * @param {{capabilities: string[], slots: number, handler: Handler,
-   *   onStats: (stats: object) => void}} options
+   *   onStats: (stats: object) => void, maxInputBytes?: number}} options
    */
-  constructor({ capabilities, slots, handler, onStats }) {
+  constructor({ capabilities, slots, handler, onStats, maxInputBytes }) {
     this.capabilities = capabilities;
     this.slots = slots;
     this.handler = handler;
     this.onStats = onStats;
-    /** @type {Map<string, {attempt: number, from: string, abort: AbortController, send: (m: object) => void, lastSent: number}>} */
+    this.maxInputBytes = maxInputBytes ?? DEFAULT_MAX_INPUT_BYTES;
+    /** @type {Map<string, Running>} */
     this.running = new Map();
+    /** @type {Map<string, {jobId: string, attempt: number, blobs: any}>} by link: the `blobs` message just before its `submit` */
+    this.announced = new Map();
     /** @type {Map<string, {attempt: number, msg: object}>} results not yet `received`, by job */
     this.kept = new Map();
     this.completed = 0;
@@ -47,16 +65,24 @@ export class WorkerCore {
   }
 
   /**
-   * A message from peer `from`; `send` answers it on the same link.
-   * @param {string} from @param {any} msg @param {(m: object) => void} send
+   * A message from peer `from`; `reply` answers on the same link.
+   * @param {string} from @param {any} msg @param {Reply} reply
    */
-  handle(from, msg, send) {
+  handle(from, msg, reply) {
     switch (msg.type) {
-      case "submit":
-        return this.submit(from, msg, send);
+      case "blobs":
+        if (msg.direction !== "input") return;
+        // It counts only right before its submit: one per link is kept.
+        this.announced.set(from, { jobId: msg.job_id, attempt: msg.attempt, blobs: msg.blobs });
+        return;
+      case "submit": {
+        const blobs = this.announced.get(from);
+        this.announced.delete(from);
+        return this.submit(from, msg, reply, blobs?.jobId === msg.job_id && blobs.attempt === msg.attempt ? blobs.blobs : []);
+      }
       case "cancel": {
         const job = this.running.get(msg.job_id);
-        if (job && job.attempt === msg.attempt && job.from === from) job.abort.abort();
+        if (job && job.attempt === msg.attempt && job.from === from) job.abort.abort(new Stopped("cancelled by its submitter"));
         return;
       }
       case "received":
@@ -65,48 +91,113 @@ export class WorkerCore {
         }
         return;
       default:
-        return; // observers, blobs: not served by this client yet
+        return; // observers: not served by this client yet
     }
   }
 
-  submit(from, msg, send) {
+  /** An input chunk from peer `from`. @param {string} from @param {import("./blobs.js").Chunk} chunk */
+  chunk(from, chunk) {
+    const job = this.running.get(chunk.jobId);
+    if (!job?.incoming || job.from !== from || job.attempt !== chunk.attempt || !job.start) return; // stale
+    try {
+      job.incoming.accept(chunk);
+    } catch (e) {
+      return job.abort.abort(e);
+    }
+    const now = Date.now();
+    if (now - job.lastSent >= RECEIVING_PROGRESS_MS) {
+      job.lastSent = now;
+      const percent = Math.floor((100 * job.incoming.bytes) / Math.max(1, job.incoming.total));
+      job.reply.send({ type: "progress", job_id: chunk.jobId, attempt: job.attempt, progress: { stage: "receiving input", percent } });
+    }
+    if (job.incoming.complete) job.start();
+  }
+
+  submit(from, msg, reply, blobs) {
     const { job_id: jobId, attempt, capability, input } = msg;
-    const reject = (reason, message) => send({ type: "rejected", job_id: jobId, attempt, reason, message });
+    const reject = (reason, message) => reply.send({ type: "rejected", job_id: jobId, attempt, reason, message });
     if (!this.capabilities.includes(capability)) return reject("unknown_capability", `this tab does not run "${capability}"`);
     if (this.running.has(jobId)) return reject("busy", `job ${jobId} is already running here`);
     if (this.running.size >= this.slots) return reject("busy", `all ${this.slots} slots are busy`);
+    const problem = problemWith(blobs, this.maxInputBytes);
+    if (problem) return reject("bad_input", `input blobs refused: ${problem}`);
     const abort = new AbortController();
-    const job = { attempt, from, abort, send, lastSent: Date.now() };
+    /** @type {Running} */
+    const job = { attempt, from, abort, reply, lastSent: Date.now(), incoming: new Incoming(blobs), start: null };
     this.running.set(jobId, job);
-    send({ type: "accepted", job_id: jobId, attempt });
+    reply.send({ type: "accepted", job_id: jobId, attempt });
     this.changed();
-    const timeout = setTimeout(() => abort.abort(new Error(`timed out after ${msg.timeout_ms} ms`)), msg.timeout_ms);
-    const progress = (p) => {
-      const percent = p.percent === undefined ? undefined : Math.max(0, Math.min(100, Math.round(p.percent)));
-      job.lastSent = Date.now();
-      send({ type: "progress", job_id: jobId, attempt, progress: { ...p, ...(percent === undefined ? {} : { percent }) } });
-    };
-    Promise.resolve()
-      .then(() => this.handler(input, { jobId, attempt, capability, signal: abort.signal, progress }))
-      .then(
-        (value) => ({ status: "ok", value: value ?? null }),
-        (e) => ({ status: "err", message: String(e?.message ?? e).slice(0, MAX_ERROR_LEN), retryable: false }),
-      )
-      .then((outcome) => {
-        clearTimeout(timeout);
-        this.running.delete(jobId);
-        if (outcome.status === "ok") this.completed += 1;
-        else this.failed += 1;
-        this.seq += 1;
-        const result = { type: "result", job_id: jobId, attempt, outcome, load: { running: this.running.size, slots: this.slots, seq: this.seq } };
-        // A stopped handler's error is not kept (its submitter gave up).
-        if (!(abort.signal.aborted && outcome.status === "err")) {
-          if (this.kept.size >= MAX_KEPT_RESULTS) this.kept.delete(this.kept.keys().next().value);
-          this.kept.set(jobId, { attempt, msg: result });
-          send(result);
-        }
-        this.onStats(this.stats());
-      });
+    const timeout = setTimeout(() => abort.abort(new TimedOut(`timed out after ${msg.timeout_ms} ms on this tab`)), msg.timeout_ms);
+    const ready = new Promise((resolve, reject) => {
+      job.start = () => {
+        job.start = null;
+        resolve(undefined);
+      };
+      abort.signal.addEventListener("abort", () => reject(abort.signal.reason));
+      if (job.incoming?.complete) job.start();
+    });
+    ready.catch(() => {});
+    this.run(jobId, job, capability, input, ready).then(({ outcome, outputs }) => {
+      clearTimeout(timeout);
+      return this.finish(jobId, job, outcome, outputs);
+    });
+  }
+
+  /** Waits for the input, then runs the handler; never throws. */
+  async run(jobId, job, capability, input, ready) {
+    /** @type {Blob[]} */
+    const outputs = [];
+    try {
+      await ready;
+      const files = job.incoming.files();
+      job.incoming = null;
+      const progress = (p) => {
+        const percent = p.percent === undefined ? undefined : Math.max(0, Math.min(100, Math.round(p.percent)));
+        job.lastSent = Date.now();
+        job.reply.send({ type: "progress", job_id: jobId, attempt: job.attempt, progress: { ...p, ...(percent === undefined ? {} : { percent }) } });
+      };
+      const output = (file) => outputs.push(...asBlobs([file]));
+      const ctx = { jobId, attempt: job.attempt, capability, signal: job.abort.signal, files, output, progress };
+      let value = await this.handler(input, ctx);
+      if (value instanceof Blob || value instanceof ArrayBuffer || ArrayBuffer.isView(value)) {
+        output(value); // a handler returning bytes returns one output blob
+        value = null;
+      }
+      return { outcome: { status: "ok", value: value ?? null }, outputs };
+    } catch (e) {
+      // The next attempt sends the input again, or has time again.
+      const why = job.abort.signal.reason ?? e;
+      const retryable = why instanceof TransferError || why instanceof TimedOut;
+      return { outcome: { status: "err", message: String(why?.message ?? why).slice(0, MAX_ERROR_LEN), retryable }, outputs: [] };
+    }
+  }
+
+  /** Sends a finished job's output blobs, then its result. */
+  async finish(jobId, job, outcome, outputs) {
+    const current = () => this.running.get(jobId) === job && !job.abort.signal.aborted;
+    if (outcome.status === "ok" && outputs.length) {
+      try {
+        if (outputs.length > 16) throw new Error(`${outputs.length} output files, at most 16`);
+        const blobs = await describe(outputs);
+        job.reply.send({ type: "blobs", job_id: jobId, attempt: job.attempt, direction: "output", blobs });
+        await sendBlobs(job.reply, { direction: 1, jobId, attempt: job.attempt }, outputs, current);
+      } catch (e) {
+        outcome = { status: "err", message: `the output files could not be sent: ${e?.message ?? e}`, retryable: false };
+      }
+    }
+    const stopped = job.abort.signal.reason instanceof Stopped;
+    this.running.delete(jobId);
+    if (outcome.status === "ok") this.completed += 1;
+    else this.failed += 1;
+    this.seq += 1;
+    const result = { type: "result", job_id: jobId, attempt: job.attempt, outcome, load: { running: this.running.size, slots: this.slots, seq: this.seq } };
+    // A stopped handler's error is not kept (its submitter gave up).
+    if (!(stopped && outcome.status === "err")) {
+      if (this.kept.size >= MAX_KEPT_RESULTS) this.kept.delete(this.kept.keys().next().value);
+      this.kept.set(jobId, { attempt: job.attempt, msg: result });
+      job.reply.send(result);
+    }
+    this.onStats(this.stats());
   }
 
   /** An empty progress for each job not spoken of for a second. */
@@ -115,13 +206,13 @@ export class WorkerCore {
     for (const [jobId, job] of this.running) {
       if (now - job.lastSent >= HEARTBEAT_INTERVAL_MS - 100) {
         job.lastSent = now;
-        job.send({ type: "progress", job_id: jobId, attempt: job.attempt, progress: {} });
+        job.reply.send({ type: "progress", job_id: jobId, attempt: job.attempt, progress: {} });
       }
     }
   }
 
   close() {
     clearInterval(this.timer);
-    for (const job of this.running.values()) job.abort.abort(new Error("the tab is leaving"));
+    for (const job of this.running.values()) job.abort.abort(new Stopped("the tab is leaving"));
   }
 }

@@ -603,6 +603,56 @@ pub fn browser_script(script: &str, args: &[&std::ffi::OsStr]) -> (Child, mpsc::
     (child, lines)
 }
 
+/// A browser tab in a pool: `tests/browser/tab.mjs` under node, on the
+/// signal-server whose `ws://…/ws` URL is given; [`BrowserTab::step`] sends
+/// one step (see the script) and returns its answer. Killed when dropped.
+pub struct BrowserTab {
+    child: Child,
+    answers: mpsc::Receiver<String>,
+}
+
+impl BrowserTab {
+    /// Opens the tab on the signal-server at `signal_url`.
+    pub fn open(signal_url: &str) -> Self {
+        let base = signal_url
+            .trim_end_matches("/ws")
+            .replacen("ws://", "http://", 1);
+        let (child, answers) = browser_script("tab.mjs", &[base.as_ref()]);
+        Self { child, answers }
+    }
+
+    /// Runs `step` in the tab; panics on an `error` answer or none in 120 s.
+    pub fn step(&mut self, step: serde_json::Value) -> serde_json::Value {
+        self.start(&step);
+        let v = self.answer();
+        assert!(v.get("error").is_none(), "{step}: {v}");
+        v
+    }
+
+    /// Sends `step` without waiting for its answer; [`BrowserTab::answer`] takes it.
+    pub fn start(&mut self, step: &serde_json::Value) {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().expect("piped");
+        writeln!(stdin, "{step}").expect("send the step");
+    }
+
+    /// The answer to the oldest step not yet answered.
+    pub fn answer(&mut self) -> serde_json::Value {
+        let line = self
+            .answers
+            .recv_timeout(std::time::Duration::from_secs(120))
+            .unwrap_or_else(|e| panic!("no answer from the tab: {e}"));
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+    }
+}
+
+impl Drop for BrowserTab {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// `tests/browser/dashboard.mjs` run by node: headless Debian chromium on
 /// the dashboard at `url`, waiting for the figures in `expect` (data-k name
 /// → text), writing a screenshot to `screenshot`.
