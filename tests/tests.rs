@@ -43,6 +43,7 @@ mod peers_rejoin_when_the_signal_server_returns;
 mod seeing_the_pool_acceptance;
 mod signal_server_never_carries_a_payload;
 mod simultaneous_dials_resolve_to_one_link;
+mod tabs_and_daemons_share_one_pool;
 mod the_command_line_behaves;
 mod the_dashboard_shows_the_pool_in_a_browser;
 mod the_http_api_matches_its_openapi_document;

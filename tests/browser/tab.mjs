@@ -14,6 +14,8 @@
 //                                                stdout: {"result":…,"progress":[…],"ms":…,
 //                                                         "sent":sha256,"got":sha256,"got_size":…,"got_name":…}
 //                                                or {"failed":status,"message":…}
+//           {"op":"submit_many","type":"echo","count":N,"strategy"?}   N jobs at once
+//                                                stdout: {"workers":[the name of each job's worker]}
 //           {"op":"workers"}                    stdout: {"workers":[names],"stats":{name: stats}}
 //           {"op":"close"}                      stdout: {"closed":true}
 //           {"op":"crash"}                      closes the page at once, no goodbye: {"crashed":true}
@@ -110,7 +112,7 @@ const steps = {
       try {
         const result = await ticket.result;
         const ms = performance.now() - started;
-        const answer = { result, progress, ms };
+        const answer = { result, progress, ms, worker: ticket.worker?.name };
         if (files.length) answer.sent = await hex(files[0]);
         if (ticket.files.length) {
           answer.got = await hex(ticket.files[0]);
@@ -121,6 +123,12 @@ const steps = {
       } catch (e) {
         return { failed: e.status, message: e.message };
       }
+    }, step),
+  submit_many: (step) =>
+    page.evaluate(async ({ type, count, strategy }) => {
+      const tickets = Array.from({ length: count }, (_, i) => window.pool.submit({ type, payload: { i }, strategy }));
+      await Promise.all(tickets.map((t) => t.result));
+      return { workers: tickets.map((t) => t.worker.name) };
     }, step),
   workers: () =>
     page.evaluate(() => ({

@@ -1010,6 +1010,7 @@ var Ticket = class {
   constructor(id) {
     this.id = id;
     this.files = [];
+    this.worker = null;
     this.onProgress = null;
     this.onComplete = null;
     this.onFailed = null;
@@ -1086,7 +1087,7 @@ function submit(spec, pool) {
     try {
       const link = await pool.linkTo(worker.id);
       if (done || mine !== attempt) return;
-      current = { worker: worker.id, link, outputs: null };
+      current = { worker: worker.id, name: worker.name, link, outputs: null };
       if (blobs.length) send({ type: "blobs", job_id: jobId, attempt, direction: "input", blobs });
       send({ type: "submit", job_id: jobId, attempt, capability: spec.type, input: spec.payload ?? {}, timeout_ms: timeoutMs });
       renewLease();
@@ -1140,6 +1141,7 @@ function submit(spec, pool) {
           const outputs = current.outputs;
           if (outputs && !outputs.complete) return again("the result's files did not all arrive", true);
           ticket.files = outputs?.files() ?? [];
+          ticket.worker = { id: current.worker, name: current.name };
           return end(o.value, null);
         }
         if (o.retryable) return again(String(o.message), true);
@@ -1185,6 +1187,9 @@ var WorkerCore = class {
     this.running = /* @__PURE__ */ new Map();
     this.announced = /* @__PURE__ */ new Map();
     this.kept = /* @__PURE__ */ new Map();
+    this.draining = false;
+    this.idle = () => {
+    };
     this.completed = 0;
     this.failed = 0;
     this.seq = 0;
@@ -1192,7 +1197,17 @@ var WorkerCore = class {
   }
   /** The stats the pool sees. */
   stats() {
-    return { slots: this.slots, running: this.running.size, queued: 0, completed: this.completed, failed: this.failed, seq: this.seq };
+    const draining = this.draining ? { draining: true } : {};
+    return { slots: this.slots, running: this.running.size, queued: 0, completed: this.completed, failed: this.failed, seq: this.seq, ...draining };
+  }
+  /** Takes no new job (the pool sees it draining); resolves once none runs. */
+  drain() {
+    this.draining = true;
+    this.changed();
+    return new Promise((resolve) => {
+      this.idle = () => this.running.size === 0 && resolve(void 0);
+      this.idle();
+    });
   }
   changed() {
     this.seq += 1;
@@ -1249,6 +1264,7 @@ var WorkerCore = class {
     const reject = (reason, message) => reply.send({ type: "rejected", job_id: jobId, attempt, reason, message });
     if (!this.capabilities.includes(capability)) return reject("unknown_capability", `this tab does not run "${capability}"`);
     if (this.running.has(jobId)) return reject("busy", `job ${jobId} is already running here`);
+    if (this.draining) return reject("draining", "this tab is leaving the pool");
     if (this.running.size >= this.slots) return reject("busy", `all ${this.slots} slots are busy`);
     const problem = problemWith(blobs, this.maxInputBytes);
     if (problem) return reject("bad_input", `input blobs refused: ${problem}`);
@@ -1324,6 +1340,7 @@ var WorkerCore = class {
       job.reply.send(result);
     }
     this.onStats(this.stats());
+    this.idle();
   }
   /** An empty progress for each job not spoken of for a second. */
   heartbeats() {
@@ -1352,6 +1369,9 @@ var Pool = class extends EventTarget {
     this.links = /* @__PURE__ */ new Map();
     this.jobs = /* @__PURE__ */ new Map();
     this.turn = { next: 0 };
+    this.loopback = new Loopback(this);
+    this.tickets = /* @__PURE__ */ new Set();
+    this.closing = false;
     signal.addEventListener("relayed", (ev) => this.onRelayed(
       /** @type {CustomEvent} */
       ev.detail
@@ -1386,16 +1406,8 @@ var Pool = class extends EventTarget {
       identity: this.signal.identity,
       remote,
       relay: (signal) => this.signal.send({ type: "relay", to: remote, signal }),
-      onMessage: (msg) => {
-        const job = this.jobs.get(msg.job_id);
-        const toSubmitter = REPLIES.has(msg.type) && (msg.type !== "blobs" || msg.direction === "output");
-        if (job && toSubmitter) job(remote, msg);
-        else if (!toSubmitter) this.worker?.handle(remote, msg, link);
-      },
-      onChunk: (chunk) => {
-        if (chunk.direction === 0) return this.worker?.chunk(remote, chunk);
-        this.jobs.get(chunk.jobId)?.(remote, { type: "chunk", job_id: chunk.jobId, attempt: chunk.attempt, chunk });
-      },
+      onMessage: (msg) => this.route(remote, msg, link),
+      onChunk: (chunk) => this.routeChunk(remote, chunk),
       onClose: () => {
         if (this.links.get(remote) === link) this.links.delete(remote);
       }
@@ -1403,8 +1415,20 @@ var Pool = class extends EventTarget {
     this.links.set(remote, link);
     return link;
   }
-  /** A trusted link to `remote`, dialling it if there is none. @param {string} remote */
+  /** A message from `remote` over `link`: a reply to one of this tab's jobs, or for its worker. */
+  route(remote, msg, link) {
+    const toSubmitter = REPLIES.has(msg.type) && (msg.type !== "blobs" || msg.direction === "output");
+    if (toSubmitter) this.jobs.get(msg.job_id)?.(remote, msg);
+    else this.worker?.handle(remote, msg, link);
+  }
+  /** A chunk from `remote`: input for the worker, or output of one of this tab's jobs. */
+  routeChunk(remote, chunk) {
+    if (chunk.direction === 0) return this.worker?.chunk(remote, chunk);
+    this.jobs.get(chunk.jobId)?.(remote, { type: "chunk", job_id: chunk.jobId, attempt: chunk.attempt, chunk });
+  }
+  /** A trusted link to `remote`, dialling it if there is none; to this tab itself, the loopback. @param {string} remote */
   async linkTo(remote) {
+    if (remote === this.id) return this.loopback;
     let link = this.links.get(remote);
     if (!link) {
       link = this.newLink(remote);
@@ -1420,12 +1444,17 @@ var Pool = class extends EventTarget {
    * @param {import("./submitter.js").JobSpec} spec
    */
   submit(spec) {
-    return submit(spec, {
+    if (this.closing) throw new Error("the pool is closing: it takes no new jobs");
+    const ticket = submit(spec, {
       workers: () => this.workers,
       linkTo: (id) => this.linkTo(id),
       listen: (jobId, on) => on ? this.jobs.set(jobId, on) : this.jobs.delete(jobId),
       turn: this.turn
     });
+    this.tickets.add(ticket);
+    ticket.result.finally(() => this.tickets.delete(ticket)).catch(() => {
+    });
+    return ticket;
   }
   /** This tab's peer id. */
   get id() {
@@ -1435,9 +1464,12 @@ var Pool = class extends EventTarget {
   get synced() {
     return this.signal.view.synced;
   }
-  /** The pool's workers now, by name. @returns {PeerInfo[]} */
+  /** The pool's workers now, by name: this tab too when it works. @returns {PeerInfo[]} */
   get workers() {
-    return this.signal.view.workers();
+    const others = this.signal.view.workers();
+    if (!this.worker) return others;
+    const me = { id: this.id, name: this.signal.join.name, capabilities: this.worker.capabilities, stats: this.worker.stats() };
+    return [...others, me].sort((a, b) => a.name.localeCompare(b.name));
   }
   /** Resolves once the view is the whole pool. */
   ready() {
@@ -1452,11 +1484,48 @@ var Pool = class extends EventTarget {
       this.addEventListener("view", check);
     });
   }
-  /** Leaves the pool. */
-  async close() {
+  /**
+   * Leaves the pool, draining: the worker takes no new job (the pool sees
+   * it draining) and finishes those it runs, this tab's jobs run to their
+   * end; whatever is left after `timeout` seconds (default 30) is stopped
+   * or cancelled. Then the links and the signal connection close.
+   */
+  async close({ timeout = 30 } = {}) {
+    if (this.closing) return;
+    this.closing = true;
+    const jobs = [...this.tickets].map((t) => t.result.catch(() => {
+    }));
+    const drained = Promise.all([this.worker?.drain(), ...jobs]);
+    let timer = 0;
+    const late = new Promise((resolve) => {
+      timer = setTimeout(resolve, timeout * 1e3);
+    });
+    await Promise.race([drained, late]);
+    clearTimeout(timer);
+    for (const t of this.tickets) t.cancel();
     this.worker?.close();
     for (const link of this.links.values()) link.close();
     this.signal.close();
+  }
+};
+var Loopback = class {
+  /** @param {Pool} pool */
+  constructor(pool) {
+    this.pool = pool;
+    this.closed = false;
+    this.maxMessage = MAX_MESSAGE;
+  }
+  /** @param {object} msg */
+  send(msg) {
+    queueMicrotask(() => this.pool.route(this.pool.id, msg, this));
+  }
+  /** @param {Uint8Array} bytes */
+  sendBytes(bytes) {
+    const chunk = decodeChunk(bytes);
+    queueMicrotask(() => this.pool.routeChunk(this.pool.id, chunk));
+  }
+  drained() {
+    return Promise.resolve();
   }
 };
 async function joinPool(options) {

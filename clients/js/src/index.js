@@ -15,7 +15,8 @@
 // against the Rust daemons (tests/browser).
 
 import { Identity } from "./identity.js";
-import { Link } from "./link.js";
+import { decodeChunk } from "./blobs.js";
+import { Link, MAX_MESSAGE } from "./link.js";
 import { SignalClient } from "./signal.js";
 import { submit } from "./submitter.js";
 import { WorkerCore } from "./worker.js";
@@ -48,6 +49,11 @@ export class Pool extends EventTarget {
     this.jobs = new Map();
     /** The round-robin strategy's turn. */
     this.turn = { next: 0 };
+    /** This tab's jobs for its own worker go through here. */
+    this.loopback = new Loopback(this);
+    /** @type {Set<import("./submitter.js").Ticket>} this tab's jobs not ended */
+    this.tickets = new Set();
+    this.closing = false;
     signal.addEventListener("relayed", (ev) => this.onRelayed(/** @type {CustomEvent} */ (ev).detail));
     /** @type {((worker: PeerInfo) => void) | null} */
     this.onWorkerJoin = null;
@@ -80,16 +86,8 @@ export class Pool extends EventTarget {
       identity: this.signal.identity,
       remote,
       relay: (signal) => this.signal.send({ type: "relay", to: remote, signal }),
-      onMessage: (msg) => {
-        const job = this.jobs.get(msg.job_id);
-        const toSubmitter = REPLIES.has(msg.type) && (msg.type !== "blobs" || msg.direction === "output");
-        if (job && toSubmitter) job(remote, msg);
-        else if (!toSubmitter) this.worker?.handle(remote, msg, link);
-      },
-      onChunk: (chunk) => {
-        if (chunk.direction === 0) return this.worker?.chunk(remote, chunk);
-        this.jobs.get(chunk.jobId)?.(remote, { type: "chunk", job_id: chunk.jobId, attempt: chunk.attempt, chunk });
-      },
+      onMessage: (msg) => this.route(remote, msg, link),
+      onChunk: (chunk) => this.routeChunk(remote, chunk),
       onClose: () => {
         if (this.links.get(remote) === link) this.links.delete(remote);
       },
@@ -98,8 +96,22 @@ export class Pool extends EventTarget {
     return link;
   }
 
-  /** A trusted link to `remote`, dialling it if there is none. @param {string} remote */
+  /** A message from `remote` over `link`: a reply to one of this tab's jobs, or for its worker. */
+  route(remote, msg, link) {
+    const toSubmitter = REPLIES.has(msg.type) && (msg.type !== "blobs" || msg.direction === "output");
+    if (toSubmitter) this.jobs.get(msg.job_id)?.(remote, msg);
+    else this.worker?.handle(remote, msg, link);
+  }
+
+  /** A chunk from `remote`: input for the worker, or output of one of this tab's jobs. */
+  routeChunk(remote, chunk) {
+    if (chunk.direction === 0) return this.worker?.chunk(remote, chunk);
+    this.jobs.get(chunk.jobId)?.(remote, { type: "chunk", job_id: chunk.jobId, attempt: chunk.attempt, chunk });
+  }
+
+  /** A trusted link to `remote`, dialling it if there is none; to this tab itself, the loopback. @param {string} remote */
   async linkTo(remote) {
+    if (remote === this.id) return this.loopback;
     let link = this.links.get(remote);
     if (!link) {
       link = this.newLink(remote);
@@ -116,12 +128,16 @@ export class Pool extends EventTarget {
    * @param {import("./submitter.js").JobSpec} spec
    */
   submit(spec) {
-    return submit(spec, {
+    if (this.closing) throw new Error("the pool is closing: it takes no new jobs");
+    const ticket = submit(spec, {
       workers: () => this.workers,
       linkTo: (id) => this.linkTo(id),
       listen: (jobId, on) => (on ? this.jobs.set(jobId, on) : this.jobs.delete(jobId)),
       turn: this.turn,
     });
+    this.tickets.add(ticket);
+    ticket.result.finally(() => this.tickets.delete(ticket)).catch(() => {});
+    return ticket;
   }
 
   /** This tab's peer id. */
@@ -134,9 +150,12 @@ export class Pool extends EventTarget {
     return this.signal.view.synced;
   }
 
-  /** The pool's workers now, by name. @returns {PeerInfo[]} */
+  /** The pool's workers now, by name: this tab too when it works. @returns {PeerInfo[]} */
   get workers() {
-    return this.signal.view.workers();
+    const others = this.signal.view.workers(); // the server's view leaves the viewer out
+    if (!this.worker) return others;
+    const me = { id: this.id, name: this.signal.join.name, capabilities: this.worker.capabilities, stats: this.worker.stats() };
+    return [...others, me].sort((a, b) => a.name.localeCompare(b.name));
   }
 
   /** Resolves once the view is the whole pool. */
@@ -153,11 +172,56 @@ export class Pool extends EventTarget {
     });
   }
 
-  /** Leaves the pool. */
-  async close() {
+  /**
+   * Leaves the pool, draining: the worker takes no new job (the pool sees
+   * it draining) and finishes those it runs, this tab's jobs run to their
+   * end; whatever is left after `timeout` seconds (default 30) is stopped
+   * or cancelled. Then the links and the signal connection close.
+   */
+  async close({ timeout = 30 } = {}) {
+    if (this.closing) return;
+    this.closing = true;
+    const jobs = [...this.tickets].map((t) => t.result.catch(() => {}));
+    const drained = Promise.all([this.worker?.drain(), ...jobs]);
+    let timer = 0;
+    const late = new Promise((resolve) => {
+      timer = setTimeout(resolve, timeout * 1000);
+    });
+    await Promise.race([drained, late]);
+    clearTimeout(timer);
+    for (const t of this.tickets) t.cancel();
     this.worker?.close();
     for (const link of this.links.values()) link.close();
     this.signal.close();
+  }
+}
+
+/**
+ * This tab's own worker seen as a link, for the jobs this tab runs itself:
+ * messages and chunks go through the same routing as a remote's, one
+ * microtask later (so neither side re-enters the other).
+ */
+class Loopback {
+  /** @param {Pool} pool */
+  constructor(pool) {
+    this.pool = pool;
+    this.closed = false;
+    this.maxMessage = MAX_MESSAGE;
+  }
+
+  /** @param {object} msg */
+  send(msg) {
+    queueMicrotask(() => this.pool.route(this.pool.id, msg, this));
+  }
+
+  /** @param {Uint8Array} bytes */
+  sendBytes(bytes) {
+    const chunk = decodeChunk(bytes);
+    queueMicrotask(() => this.pool.routeChunk(this.pool.id, chunk));
+  }
+
+  drained() {
+    return Promise.resolve(); // the chunk's microtask runs before the sender goes on
   }
 }
 

@@ -64,6 +64,8 @@ export class Ticket {
     this.id = id;
     /** The result's output files, set before `result` resolves. @type {File[]} */
     this.files = [];
+    /** The worker that ran it, set before `result` resolves. @type {{id: string, name: string} | null} */
+    this.worker = null;
     /** @type {((p: object) => void) | null} */ this.onProgress = null;
     /** @type {((value: any) => void) | null} */ this.onComplete = null;
     /** @type {((e: JobError) => void) | null} */ this.onFailed = null;
@@ -99,7 +101,7 @@ export function submit(spec, pool) {
   const timeoutMs = Math.max(1, Math.round((spec.timeout ?? 60) * 1000));
   let retries = spec.retries ?? 2;
   let attempt = 0;
-  /** @type {{worker: string, link: import("./link.js").Link, outputs: Incoming | null} | null} */
+  /** @type {{worker: string, name: string, link: import("./link.js").Link, outputs: Incoming | null} | null} */
   let current = null;
   let done = false;
   const skip = new Set();
@@ -151,7 +153,7 @@ export function submit(spec, pool) {
     try {
       const link = await pool.linkTo(worker.id);
       if (done || mine !== attempt) return;
-      current = { worker: worker.id, link, outputs: null };
+      current = { worker: worker.id, name: worker.name, link, outputs: null };
       if (blobs.length) send({ type: "blobs", job_id: jobId, attempt, direction: "input", blobs });
       send({ type: "submit", job_id: jobId, attempt, capability: spec.type, input: spec.payload ?? {}, timeout_ms: timeoutMs });
       renewLease();
@@ -207,6 +209,7 @@ export function submit(spec, pool) {
           const outputs = current.outputs;
           if (outputs && !outputs.complete) return again("the result's files did not all arrive", true);
           ticket.files = outputs?.files() ?? [];
+          ticket.worker = { id: current.worker, name: current.name };
           return end(o.value, null);
         }
         if (o.retryable) return again(String(o.message), true);

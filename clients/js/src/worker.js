@@ -48,6 +48,9 @@ export class WorkerCore {
     this.announced = new Map();
     /** @type {Map<string, {attempt: number, msg: object}>} results not yet `received`, by job */
     this.kept = new Map();
+    this.draining = false;
+    /** Called whenever a job ends. */
+    this.idle = () => {};
     this.completed = 0;
     this.failed = 0;
     this.seq = 0;
@@ -56,7 +59,18 @@ export class WorkerCore {
 
   /** The stats the pool sees. */
   stats() {
-    return { slots: this.slots, running: this.running.size, queued: 0, completed: this.completed, failed: this.failed, seq: this.seq };
+    const draining = this.draining ? { draining: true } : {};
+    return { slots: this.slots, running: this.running.size, queued: 0, completed: this.completed, failed: this.failed, seq: this.seq, ...draining };
+  }
+
+  /** Takes no new job (the pool sees it draining); resolves once none runs. */
+  drain() {
+    this.draining = true;
+    this.changed();
+    return new Promise((resolve) => {
+      this.idle = () => this.running.size === 0 && resolve(undefined);
+      this.idle();
+    });
   }
 
   changed() {
@@ -118,6 +132,7 @@ export class WorkerCore {
     const reject = (reason, message) => reply.send({ type: "rejected", job_id: jobId, attempt, reason, message });
     if (!this.capabilities.includes(capability)) return reject("unknown_capability", `this tab does not run "${capability}"`);
     if (this.running.has(jobId)) return reject("busy", `job ${jobId} is already running here`);
+    if (this.draining) return reject("draining", "this tab is leaving the pool");
     if (this.running.size >= this.slots) return reject("busy", `all ${this.slots} slots are busy`);
     const problem = problemWith(blobs, this.maxInputBytes);
     if (problem) return reject("bad_input", `input blobs refused: ${problem}`);
@@ -198,6 +213,7 @@ export class WorkerCore {
       job.reply.send(result);
     }
     this.onStats(this.stats());
+    this.idle();
   }
 
   /** An empty progress for each job not spoken of for a second. */
