@@ -3,6 +3,7 @@
 
 mod a_browser_tab_joins_the_pool;
 mod a_closed_pool_admits_only_invited_members_in_their_roles;
+mod a_closed_pool_admits_tabs_by_their_credentials;
 mod a_closed_pool_runs_over_wss_and_an_untrusted_certificate_is_named;
 mod a_control_client_that_leaves_cancels_its_job;
 mod a_control_session_pipelines_requests_and_cancels_its_jobs_when_closed;

@@ -4,12 +4,14 @@
 // stdin, answering one JSON line each on stdout.
 //
 //   node tests/browser/tab.mjs HTTP_BASE
-//   stdin:  {"op":"join","pool":"lab"}          stdout: {"id":…,"workers":[names]}
-//           {"op":"work","pool":"lab","name"?,"slots"?}   joins as a worker of `echo`
+//   stdin:  {"op":"join","pool":"lab","invitation"?,"credential"?}
+//                 (with an invitation token, redeemed, or a credential: the pool is closed)
+//                                                stdout: {"id":…,"workers":[names],"credential"?}
+//           {"op":"work","pool":"lab","name"?,"slots"?,"invitation"?}   joins as a worker of `echo`
 //                 (progress, then its input), `blob-echo` (its first file back) and
 //                 `sleep` ({"ms"}, progress every 100 ms, stops when cancelled)
 //                                                stdout: {"id":…,"name":…}
-//           {"op":"submit","type":"echo","payload":{…},"bytes"?:N,"cancel_after_progress"?:true}
+//           {"op":"submit","type":"echo","payload":{…},"bytes"?:N,"cancel_after_progress"?:true,"strategy"?}
 //                 with `bytes`, N random bytes go as file `in.bin`
 //                                                stdout: {"result":…,"progress":[…],"ms":…,
 //                                                         "sent":sha256,"got":sha256,"got_size":…,"got_name":…}
@@ -42,18 +44,19 @@ await page.goto(`${base}/healthz`);
 const ws = base.replace(/^http/, "ws") + "/ws";
 
 const steps = {
-  join: ({ pool }) =>
+  join: ({ pool, invitation, credential }) =>
     page.evaluate(
-      async ({ ws, pool }) => {
+      async ({ ws, pool, invitation, credential }) => {
         const { joinPool } = await import("/js/jobmesh.js");
-        window.pool = await joinPool({ signal: ws, pool });
-        return { id: window.pool.id, workers: window.pool.workers.map((w) => w.name) };
+        window.pool = await joinPool({ signal: ws, pool, invitation, credential });
+        const mine = window.pool.trust?.credential;
+        return { id: window.pool.id, workers: window.pool.workers.map((w) => w.name), credential: mine };
       },
-      { ws, pool },
+      { ws, pool, invitation, credential },
     ),
-  work: ({ pool, name, slots }) =>
+  work: ({ pool, name, slots, invitation }) =>
     page.evaluate(
-      async ({ ws, pool, name, slots }) => {
+      async ({ ws, pool, name, slots, invitation }) => {
         const { joinPool } = await import("/js/jobmesh.js");
         const handlers = {
           echo: async (input, ctx) => {
@@ -82,16 +85,17 @@ const steps = {
           signal: ws,
           pool,
           name,
+          invitation,
           capabilities: Object.keys(handlers),
           concurrency: slots ?? 2,
           handler: (input, ctx) => handlers[ctx.capability](input, ctx),
         });
         return { id: window.pool.id, name: window.pool.signal.join.name };
       },
-      { ws, pool, name, slots },
+      { ws, pool, name, slots, invitation },
     ),
   submit: (step) =>
-    page.evaluate(async ({ type, payload, timeout, bytes, cancel_after_progress }) => {
+    page.evaluate(async ({ type, payload, timeout, bytes, cancel_after_progress, strategy }) => {
       const hex = async (blob) =>
         Array.from(new Uint8Array(await crypto.subtle.digest("SHA-256", await blob.arrayBuffer())), (b) =>
           b.toString(16).padStart(2, "0"),
@@ -103,7 +107,7 @@ const steps = {
         files.push(new File([data], "in.bin"));
       }
       const started = performance.now();
-      const ticket = window.pool.submit({ type, payload, timeout, files });
+      const ticket = window.pool.submit({ type, payload, timeout, files, strategy });
       const progress = [];
       ticket.onProgress = (p) => {
         progress.push(p);

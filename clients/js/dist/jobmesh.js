@@ -52,10 +52,10 @@ function byteSwap32(arr) {
   return arr;
 }
 var swap32IfBE = isLE ? (u) => u : byteSwap32;
-function utf8ToBytes(str) {
-  if (typeof str !== "string")
+function utf8ToBytes(str2) {
+  if (typeof str2 !== "string")
     throw new Error("string expected");
-  return new Uint8Array(new TextEncoder().encode(str));
+  return new Uint8Array(new TextEncoder().encode(str2));
 }
 function toBytes(data) {
   if (typeof data === "string")
@@ -404,9 +404,9 @@ var BLAKE3 = class _BLAKE3 extends BLAKE2 {
       throw new Error("XOF is not possible after digest call");
     return this.writeInto(out);
   }
-  xof(bytes) {
-    anumber(bytes);
-    return this.xofInto(new Uint8Array(bytes));
+  xof(bytes2) {
+    anumber(bytes2);
+    return this.xofInto(new Uint8Array(bytes2));
   }
   digestInto(out) {
     aoutput(out, this);
@@ -427,7 +427,10 @@ var blake3 = /* @__PURE__ */ createXOFer((opts) => new BLAKE3(opts));
 var PEER_ID_CONTEXT = "jobmesh 2026-12 peer id v1";
 var PURPOSE = Object.freeze({
   admission: "jobmesh signal admission v1",
-  binding: "jobmesh channel binding v1"
+  binding: "jobmesh channel binding v1",
+  invitation: "jobmesh pool invitation v1",
+  membership: "jobmesh pool membership v1",
+  revocations: "jobmesh pool revocations v1"
 });
 var utf8 = new TextEncoder();
 function concat(...parts) {
@@ -439,14 +442,14 @@ function concat(...parts) {
   }
   return out;
 }
-function base64url(bytes) {
-  let text2 = "";
-  for (const b of bytes) text2 += String.fromCharCode(b);
-  return btoa(text2).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
+function base64url(bytes2) {
+  let text3 = "";
+  for (const b of bytes2) text3 += String.fromCharCode(b);
+  return btoa(text3).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
 }
-function fromBase64url(text2) {
-  if (!/^[A-Za-z0-9_-]*$/.test(text2)) throw new Error(`not base64url: ${JSON.stringify(text2.slice(0, 40))}`);
-  const b64 = text2.replaceAll("-", "+").replaceAll("_", "/") + "=".repeat((4 - text2.length % 4) % 4);
+function fromBase64url(text3) {
+  if (!/^[A-Za-z0-9_-]*$/.test(text3)) throw new Error(`not base64url: ${JSON.stringify(text3.slice(0, 40))}`);
+  const b64 = text3.replaceAll("-", "+").replaceAll("_", "/") + "=".repeat((4 - text3.length % 4) % 4);
   return Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
 }
 function uuidOf(b) {
@@ -520,11 +523,11 @@ var FOLD_BYTES = 8 * 1024 * 1024;
 var utf82 = new TextEncoder();
 var TransferError = class extends Error {
 };
-function hex(bytes) {
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+function hex(bytes2) {
+  return Array.from(bytes2, (b) => b.toString(16).padStart(2, "0")).join("");
 }
-function uuidAt(bytes, at) {
-  const h = hex(bytes.subarray(at, at + 16));
+function uuidAt(bytes2, at) {
+  const h = hex(bytes2.subarray(at, at + 16));
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
 }
 function encodeChunk(h, payload) {
@@ -539,19 +542,19 @@ function encodeChunk(h, payload) {
   out.set(payload, CHUNK_HEADER_LEN);
   return out;
 }
-function decodeChunk(bytes) {
-  if (bytes.length < CHUNK_HEADER_LEN || bytes[0] !== CHUNK_MAGIC) throw new TransferError("not a chunk frame");
-  if (bytes[1] > 1) throw new TransferError(`chunk direction ${bytes[1]} is neither 0 nor 1`);
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+function decodeChunk(bytes2) {
+  if (bytes2.length < CHUNK_HEADER_LEN || bytes2[0] !== CHUNK_MAGIC) throw new TransferError("not a chunk frame");
+  if (bytes2[1] > 1) throw new TransferError(`chunk direction ${bytes2[1]} is neither 0 nor 1`);
+  const view = new DataView(bytes2.buffer, bytes2.byteOffset, bytes2.byteLength);
   const offset = view.getBigUint64(24);
   if (offset > BigInt(MAX_BLOB_SIZE)) throw new TransferError(`chunk offset ${offset} is past any blob`);
   return {
-    direction: bytes[1],
-    jobId: uuidAt(bytes, 2),
+    direction: bytes2[1],
+    jobId: uuidAt(bytes2, 2),
     attempt: view.getUint32(18),
     index: view.getUint16(22),
     offset: Number(offset),
-    payload: bytes.subarray(CHUNK_HEADER_LEN)
+    payload: bytes2.subarray(CHUNK_HEADER_LEN)
   };
 }
 function asBlobs(files) {
@@ -644,15 +647,113 @@ async function sendBlobs(link, h, blobs, current) {
   const room = link.maxMessage - CHUNK_HEADER_LEN;
   for (const [index, blob] of blobs.entries()) {
     for (let at = 0; at < blob.size; at += READ_BYTES) {
-      const bytes = new Uint8Array(await blob.slice(at, at + READ_BYTES).arrayBuffer());
-      for (let i = 0; i < bytes.length; i += room) {
+      const bytes2 = new Uint8Array(await blob.slice(at, at + READ_BYTES).arrayBuffer());
+      for (let i = 0; i < bytes2.length; i += room) {
         await link.drained();
         if (!current() || link.closed) return false;
-        link.sendBytes(encodeChunk({ ...h, index, offset: at + i }, bytes.subarray(i, i + room)));
+        link.sendBytes(encodeChunk({ ...h, index, offset: at + i }, bytes2.subarray(i, i + room)));
       }
     }
   }
   return true;
+}
+
+// src/trust.js
+var TOKEN_PREFIX = "jobmesh-invite-v1.";
+var ROLE_BITS = { worker: 1, submitter: 2, observer: 4 };
+var utf83 = new TextEncoder();
+var text = new TextDecoder();
+var TrustError = class extends Error {
+};
+function str(s) {
+  const b = utf83.encode(s);
+  if (b.length > 65535) throw new TrustError("a text field is too long");
+  return concat(u16(b.length), b);
+}
+var u16 = (n) => Uint8Array.of(n >> 8, n & 255);
+var u322 = (n) => Uint8Array.of(n >>> 24, n >> 16 & 255, n >> 8 & 255, n & 255);
+function u64(n) {
+  const b = new Uint8Array(8);
+  new DataView(b.buffer).setBigUint64(0, BigInt(n));
+  return b;
+}
+function bytes(field, value, length) {
+  const b = typeof value === "string" ? fromBase64url(value) : new Uint8Array();
+  if (b.length !== length) throw new TrustError(`${field} is not ${length} bytes of base64url`);
+  return b;
+}
+function grantBytes(g, inviteKey) {
+  if (!Array.isArray(g?.roles) || !g.roles.every((r) => r in ROLE_BITS)) throw new TrustError("the grant's roles are not worker, submitter or observer");
+  const caps = g.capabilities ?? [];
+  if (!Number.isSafeInteger(g.expires) || g.expires < 0) throw new TrustError("the grant's expiry is not a time");
+  return concat(
+    str(String(g.pool)),
+    bytes("pool_key", g.pool_key, 32),
+    inviteKey,
+    Uint8Array.of(g.roles.reduce((bits, r) => bits | ROLE_BITS[r], 0)),
+    u16(caps.length),
+    ...caps.map((c) => str(String(c))),
+    u64(g.expires)
+  );
+}
+function membershipBytes(c, member) {
+  return concat(grantBytes(c.grant, bytes("invite_key", c.invite_key, 32)), bytes("sig", c.sig, 64), member);
+}
+async function redeem(token, identity) {
+  const body = token.trim();
+  if (!body.startsWith(TOKEN_PREFIX)) throw new TrustError(`not a jobmesh invitation: it does not start with ${TOKEN_PREFIX}`);
+  let t;
+  try {
+    t = JSON.parse(text.decode(fromBase64url(body.slice(TOKEN_PREFIX.length))));
+  } catch (e) {
+    throw new TrustError(`not a jobmesh invitation: ${e?.message ?? e}`);
+  }
+  const inviteKey = bytes("invite_key", t.invite_key, 32);
+  const secret = await Identity.fromSeed(bytes("secret", t.secret, 32));
+  if (secret.key !== t.invite_key) throw new TrustError("not a jobmesh invitation: its secret does not match its key");
+  if (!await verify(bytes("pool_key", t.grant?.pool_key, 32), PURPOSE.invitation, grantBytes(t.grant, inviteKey), bytes("sig", t.sig, 64)))
+    throw new TrustError("the invitation is forged: the owner's signature does not verify");
+  const endorsement = { grant: t.grant, invite_key: t.invite_key, sig: t.sig };
+  const memberSig = await secret.sign(PURPOSE.membership, membershipBytes(endorsement, identity.publicKey));
+  return { ...endorsement, member: identity.key, member_sig: base64url(memberSig) };
+}
+async function checkCredential(credential, { pool, poolKey, key, revoked }) {
+  if (!credential || typeof credential !== "object") throw new TrustError("it has no credential");
+  const g = credential.grant;
+  if (g?.pool !== pool) throw new TrustError(`its credential is for pool ${JSON.stringify(g?.pool)}, not ${JSON.stringify(pool)}`);
+  if (g.pool_key !== poolKey) throw new TrustError("its credential was issued by another owner");
+  const inviteKey = bytes("invite_key", credential.invite_key, 32);
+  if (!await verify(bytes("pool_key", g.pool_key, 32), PURPOSE.invitation, grantBytes(g, inviteKey), bytes("sig", credential.sig, 64)))
+    throw new TrustError("its credential is forged: the owner's signature does not verify");
+  if (credential.member !== key) throw new TrustError("its credential is another member's");
+  if (!await verify(inviteKey, PURPOSE.membership, membershipBytes(credential, bytes("member", key, 32)), bytes("member_sig", credential.member_sig, 64)))
+    throw new TrustError("its credential is forged: the invitation's signature does not verify");
+  if (Date.now() / 1e3 >= g.expires) throw new TrustError(`its credential expired at ${new Date(g.expires * 1e3).toISOString()}`);
+  if (revoked && revokes(revoked, credential)) throw new TrustError("its credential was revoked by the pool's owner");
+  return g;
+}
+function allows(grant, role, capability) {
+  const caps = grant.capabilities ?? [];
+  return grant.roles.includes(role) && (capability === void 0 || caps.length === 0 || caps.includes(capability));
+}
+async function verifyRevocations(list, pool, poolKey) {
+  if (list?.pool !== pool || list.pool_key !== poolKey) throw new TrustError("the revocation list is another pool's");
+  const invites = list.invites ?? [];
+  const members = list.members ?? [];
+  const signed = concat(
+    str(pool),
+    bytes("pool_key", poolKey, 32),
+    u64(list.seq),
+    u322(invites.length),
+    ...invites.map((k) => bytes("invites", k, 32)),
+    u322(members.length),
+    ...members.map((k) => bytes("members", k, 32))
+  );
+  if (!await verify(bytes("pool_key", poolKey, 32), PURPOSE.revocations, signed, bytes("sig", list.sig, 64)))
+    throw new TrustError("the revocation list is forged: the owner's signature does not verify");
+}
+function revokes(list, credential) {
+  return (list.invites ?? []).includes(credential.invite_key) || (list.members ?? []).includes(credential.member);
 }
 
 // src/link.js
@@ -660,8 +761,8 @@ var BINDING_TIMEOUT_MS = 1e4;
 var MAX_MESSAGE = 64 * 1024;
 var HIGH_WATER = 1024 * 1024;
 var LOW_WATER = 256 * 1024;
-var utf83 = new TextEncoder();
-var text = new TextDecoder();
+var utf84 = new TextEncoder();
+var text2 = new TextDecoder();
 function fingerprintOf(sdp) {
   const m = /^a=fingerprint:sha-256 ([0-9A-Fa-f:]{95})\s*$/m.exec(sdp);
   if (!m) throw new Error("the SDP has no sha-256 fingerprint");
@@ -686,10 +787,14 @@ var Link = class {
   /**
    * @param {{identity: import("./identity.js").Identity, remote: string,
    *   relay: (signal: object) => void, onMessage: (msg: any) => void,
-   *   onChunk: (chunk: import("./blobs.js").Chunk) => void, onClose: () => void}} options
+   *   onChunk: (chunk: import("./blobs.js").Chunk) => void, onClose: () => void,
+   *   trust: import("./index.js").Trust | null}} options
    */
-  constructor({ identity, remote, relay, onMessage, onChunk, onClose }) {
+  constructor({ identity, remote, relay, onMessage, onChunk, onClose, trust }) {
     this.identity = identity;
+    this.trustIn = trust;
+    this.grant = null;
+    this.remoteCredential = null;
     this.remote = remote;
     this.relay = relay;
     this.onMessage = onMessage;
@@ -702,6 +807,9 @@ var Link = class {
     this.trusted = false;
     this.remoteHello = null;
     this.closed = false;
+    this.refusal = void 0;
+    this.remoteRefused = false;
+    this.blameless = false;
     this.dial = 0;
     this.ready = new Promise((resolve, reject) => {
       this.trust = resolve;
@@ -714,7 +822,9 @@ var Link = class {
       if (["failed", "closed"].includes(this.pc.connectionState)) this.close();
     };
     setTimeout(() => {
-      if (!this.trusted) this.close(`the link handshake with ${remote} did not finish in 10 s`);
+      if (this.trusted) return;
+      this.blameless = true;
+      this.close(`the link handshake with ${remote} did not finish in 10 s`);
     }, BINDING_TIMEOUT_MS);
   }
   /** Dials the remote: the channel, then the offer with a fresh tag. */
@@ -743,7 +853,8 @@ var Link = class {
     this.channel = channel;
     channel.binaryType = "arraybuffer";
     channel.bufferedAmountLowThreshold = LOW_WATER;
-    channel.onopen = () => this.send({ type: "link_hello", key: this.identity.key, nonce: base64url(this.nonce) });
+    const credential = this.trustIn ? { credential: this.trustIn.credential } : {};
+    channel.onopen = () => this.send({ type: "link_hello", key: this.identity.key, nonce: base64url(this.nonce), ...credential });
     channel.onmessage = (ev) => {
       this.inbox = this.inbox.then(() => this.receive(ev.data)).catch((e) => this.close(String(e?.message ?? e)));
     };
@@ -755,8 +866,8 @@ var Link = class {
     return remote ? Math.min(remote, MAX_MESSAGE) : MAX_MESSAGE;
   }
   /** Sends one binary frame as it is. @param {Uint8Array} bytes */
-  sendBytes(bytes) {
-    if (this.channel?.readyState === "open") this.channel.send(bytes);
+  sendBytes(bytes2) {
+    if (this.channel?.readyState === "open") this.channel.send(bytes2);
   }
   /** Resolves once the channel holds at most HIGH_WATER bytes (or closed). */
   drained() {
@@ -774,7 +885,7 @@ var Link = class {
   }
   /** Sends one JSON message as a binary frame. @param {object} msg */
   send(msg) {
-    if (this.channel?.readyState === "open") this.channel.send(utf83.encode(JSON.stringify(msg)));
+    if (this.channel?.readyState === "open") this.channel.send(utf84.encode(JSON.stringify(msg)));
   }
   async receive(data) {
     if (typeof data !== "string" && data.byteLength === 0) return;
@@ -784,11 +895,20 @@ var Link = class {
     }
     if ((typeof data === "string" ? data.length : data.byteLength) > MAX_MESSAGE)
       throw new Error(`a message of more than ${MAX_MESSAGE} bytes`);
-    const raw = typeof data === "string" ? data : text.decode(data);
+    const raw = typeof data === "string" ? data : text2.decode(data);
     const msg = JSON.parse(raw);
     if (msg.type === "link_hello" && !this.remoteHello) {
       const key = fromBase64url(String(msg.key));
       if (peerIdOf(key) !== this.remote) throw new Error(`link refused: the key is not ${this.remote}'s`);
+      if (this.trustIn) {
+        const { pool, poolKey, revoked } = this.trustIn;
+        try {
+          this.grant = await checkCredential(msg.credential, { pool, poolKey, key: String(msg.key), revoked });
+          this.remoteCredential = msg.credential;
+        } catch (e) {
+          throw new Error(`link refused: ${this.remote}: ${e?.message ?? e}`);
+        }
+      }
       this.remoteHello = { key, nonce: fromBase64url(String(msg.nonce)) };
       const mine = fingerprintOf(this.pc.localDescription?.sdp ?? "");
       const theirs = fingerprintOf(this.pc.remoteDescription?.sdp ?? "");
@@ -813,15 +933,25 @@ var Link = class {
       this.trust();
       return;
     }
+    if (!this.trusted && msg.type === "error") {
+      this.remoteRefused = true;
+      throw new Error(String(msg.message).slice(0, 512));
+    }
     if (!this.trusted) throw new Error(`link refused: ${msg.type} before the link handshake`);
     this.onMessage(msg);
   }
+  /**
+   * Closes the link; with `why`, tells the remote (unless the remote's
+   * own refusal is the reason). A failed handshake is kept as `refusal`.
+   * @param {string} [why]
+   */
   close(why) {
     if (this.closed) return;
     this.closed = true;
     if (why) {
-      this.send({ type: "error", job_id: null, message: why });
       console.warn(`jobmesh: ${why}`);
+      if (!this.trusted && !this.blameless) this.refusal = why;
+      if (!this.remoteRefused) this.send({ type: "error", job_id: null, message: why.replace(/^link refused:/, `link refused by ${this.identity.peerId}:`) });
     }
     this.fail(new Error(why ?? `the link to ${this.remote} closed`));
     this.channel?.close();
@@ -981,6 +1111,7 @@ var SignalClient = class extends EventTarget {
 // src/submitter.js
 var LEASE_MS = 5e3;
 var ELSEWHERE = /* @__PURE__ */ new Set(["busy", "unknown_capability", "draining"]);
+var RETRY_ROUND_MS = 200;
 var DEFAULT_MAX_OUTPUT_BYTES = 1024 ** 3;
 var JobError = class extends Error {
   /** @param {string} status @param {string} message */
@@ -1042,6 +1173,8 @@ function submit(spec, pool) {
   const skip = /* @__PURE__ */ new Set();
   let lease = 0;
   let deadline = 0;
+  let problem = null;
+  const denied = /* @__PURE__ */ new Set();
   const inputs = asBlobs(spec.files ?? []);
   const described = describe(inputs);
   described.catch(() => {
@@ -1070,12 +1203,16 @@ function submit(spec, pool) {
     place();
   };
   const place = async () => {
-    let worker = pick(pool.workers(), spec.type, skip, spec.strategy, pool.turn);
+    const allowed = () => pool.workers().filter((w) => !denied.has(w.id));
+    let worker = pick(allowed(), spec.type, skip, spec.strategy, pool.turn);
     if (!worker && skip.size) {
       skip.clear();
-      worker = pick(pool.workers(), spec.type, skip, spec.strategy, pool.turn);
+      await new Promise((resolve) => setTimeout(resolve, RETRY_ROUND_MS));
+      if (done) return;
+      worker = pick(allowed(), spec.type, skip, spec.strategy, pool.turn);
     }
-    if (!worker) return end(void 0, new JobError("no_worker", `no worker in the pool runs "${spec.type}"`));
+    if (!worker)
+      return end(void 0, problem ? new JobError("failed", problem) : new JobError("no_worker", `no worker in the pool runs "${spec.type}"`));
     attempt += 1;
     const mine = attempt;
     let blobs;
@@ -1087,13 +1224,19 @@ function submit(spec, pool) {
     try {
       const link = await pool.linkTo(worker.id);
       if (done || mine !== attempt) return;
+      if (link.grant && !allows(link.grant, "worker", spec.type)) {
+        denied.add(worker.id);
+        problem = `worker ${worker.name}'s credential does not let it run "${spec.type}"`;
+        return again(problem, false);
+      }
       current = { worker: worker.id, name: worker.name, link, outputs: null };
       if (blobs.length) send({ type: "blobs", job_id: jobId, attempt, direction: "input", blobs });
       send({ type: "submit", job_id: jobId, attempt, capability: spec.type, input: spec.payload ?? {}, timeout_ms: timeoutMs });
       renewLease();
     } catch (e) {
       skip.add(worker.id);
-      if (mine === attempt) again(`could not reach worker ${worker.name}: ${e}`, false);
+      problem = `could not reach or verify the identity of worker ${worker.name}: ${e?.message ?? e}`;
+      if (mine === attempt) again(problem, false);
     }
   };
   const failAttempt = (why, retryable) => {
@@ -1121,8 +1264,8 @@ function submit(spec, pool) {
         return end(void 0, new JobError("rejected", String(msg.message)));
       case "blobs": {
         if (msg.direction !== "output") return;
-        const problem = problemWith(msg.blobs, spec.maxOutputBytes ?? DEFAULT_MAX_OUTPUT_BYTES);
-        if (problem) return failAttempt(`the result's files were refused: ${problem}`, false);
+        const problem2 = problemWith(msg.blobs, spec.maxOutputBytes ?? DEFAULT_MAX_OUTPUT_BYTES);
+        if (problem2) return failAttempt(`the result's files were refused: ${problem2}`, false);
         current.outputs = new Incoming(msg.blobs);
         return;
       }
@@ -1262,6 +1405,8 @@ var WorkerCore = class {
   submit(from, msg, reply, blobs) {
     const { job_id: jobId, attempt, capability, input } = msg;
     const reject = (reason, message) => reply.send({ type: "rejected", job_id: jobId, attempt, reason, message });
+    if (reply.grant && !allows(reply.grant, "submitter", capability))
+      return reject("forbidden", `the submitter's credential does not let it submit "${capability}" jobs`);
     if (!this.capabilities.includes(capability)) return reject("unknown_capability", `this tab does not run "${capability}"`);
     if (this.running.has(jobId)) return reject("busy", `job ${jobId} is already running here`);
     if (this.draining) return reject("draining", "this tab is leaving the pool");
@@ -1360,11 +1505,19 @@ var WorkerCore = class {
 
 // src/index.js
 var REPLIES = /* @__PURE__ */ new Set(["accepted", "rejected", "progress", "blobs", "result"]);
+var UNTRUSTED_FOR_MS = 6e4;
+var UNREACHABLE_FOR_MS = 5e3;
 var Pool = class extends EventTarget {
-  /** @param {SignalClient} signal @private */
-  constructor(signal, worker) {
+  /** @param {SignalClient} signal @param {WorkerCore | null} worker @param {Trust | null} trust @private */
+  constructor(signal, worker, trust) {
     super();
     this.signal = signal;
+    this.trust = trust;
+    this.passedOver = /* @__PURE__ */ new Map();
+    signal.addEventListener("revocations", (ev) => this.onRevocations(
+      /** @type {CustomEvent} */
+      ev.detail.list
+    ));
     this.worker = worker;
     this.links = /* @__PURE__ */ new Map();
     this.jobs = /* @__PURE__ */ new Map();
@@ -1410,7 +1563,9 @@ var Pool = class extends EventTarget {
       onChunk: (chunk) => this.routeChunk(remote, chunk),
       onClose: () => {
         if (this.links.get(remote) === link) this.links.delete(remote);
-      }
+        if (link.refusal) this.passOver(remote, link.refusal, UNTRUSTED_FOR_MS);
+      },
+      trust: this.trust
     });
     this.links.set(remote, link);
     return link;
@@ -1434,8 +1589,36 @@ var Pool = class extends EventTarget {
       link = this.newLink(remote);
       await link.dialRemote();
     }
-    await link.ready;
+    try {
+      await link.ready;
+    } catch (e) {
+      if (!link.refusal) this.passOver(remote, String(e?.message ?? e), UNREACHABLE_FOR_MS);
+      throw e;
+    }
     return link;
+  }
+  /** Offers `peer` no new job for `ms`. */
+  passOver(peer, why, ms) {
+    this.passedOver.set(peer, { until: Date.now() + ms, why });
+  }
+  /** The workers a job may go to now: not passed over. */
+  candidates() {
+    const now = Date.now();
+    for (const [id, p] of this.passedOver) if (p.until <= now) this.passedOver.delete(id);
+    return this.workers.filter((w) => !this.passedOver.has(w.id));
+  }
+  /** A revocation list from the signal-server: kept if the owner signed it, and the links to withdrawn members close. */
+  async onRevocations(list) {
+    if (!this.trust || (list?.seq ?? -1) <= (this.trust.revoked?.seq ?? -1)) return;
+    try {
+      await verifyRevocations(list, this.trust.pool, this.trust.poolKey);
+    } catch (e) {
+      return console.warn(`jobmesh: a revocation list was ignored: ${e?.message ?? e}`);
+    }
+    this.trust.revoked = list;
+    for (const link of this.links.values()) {
+      if (link.remoteCredential && revokes(list, link.remoteCredential)) link.close(`link refused: ${link.remote}'s credential was revoked by the pool's owner`);
+    }
   }
   /**
    * Submits a job to the pool: a capable worker runs it (another tab or a
@@ -1445,8 +1628,10 @@ var Pool = class extends EventTarget {
    */
   submit(spec) {
     if (this.closing) throw new Error("the pool is closing: it takes no new jobs");
+    if (this.trust && !allows(this.trust.grant, "submitter", spec.type))
+      throw new Error(`this tab's credential does not let it submit "${spec.type}" jobs in pool ${this.trust.pool}`);
     const ticket = submit(spec, {
-      workers: () => this.workers,
+      workers: () => this.candidates(),
       linkTo: (id) => this.linkTo(id),
       listen: (jobId, on) => on ? this.jobs.set(jobId, on) : this.jobs.delete(jobId),
       turn: this.turn
@@ -1513,6 +1698,7 @@ var Loopback = class {
   constructor(pool) {
     this.pool = pool;
     this.closed = false;
+    this.grant = pool.trust?.grant ?? null;
     this.maxMessage = MAX_MESSAGE;
   }
   /** @param {object} msg */
@@ -1520,8 +1706,8 @@ var Loopback = class {
     queueMicrotask(() => this.pool.route(this.pool.id, msg, this));
   }
   /** @param {Uint8Array} bytes */
-  sendBytes(bytes) {
-    const chunk = decodeChunk(bytes);
+  sendBytes(bytes2) {
+    const chunk = decodeChunk(bytes2);
     queueMicrotask(() => this.pool.routeChunk(this.pool.id, chunk));
   }
   drained() {
@@ -1533,13 +1719,9 @@ async function joinPool(options) {
   const name = options.name ?? `tab-${identity.peerId.slice(0, 8)}`;
   const capabilities = options.handler ? options.capabilities ?? [] : [];
   const slots = options.handler ? options.concurrency ?? 1 : 0;
-  const signal = new SignalClient(options.signal, identity, {
-    name,
-    pool: options.pool,
-    capabilities,
-    slots,
-    credential: options.credential
-  });
+  const credential = options.credential ?? (options.invitation ? await redeem(options.invitation, identity) : void 0);
+  const trust = credential ? { credential, pool: options.pool, poolKey: credential.grant.pool_key, grant: credential.grant, revoked: null } : null;
+  const signal = new SignalClient(options.signal, identity, { name, pool: options.pool, capabilities, slots, credential });
   const worker = options.handler ? new WorkerCore({
     capabilities,
     slots,
@@ -1547,7 +1729,7 @@ async function joinPool(options) {
     maxInputBytes: options.maxInputBytes,
     onStats: (stats) => signal.send({ type: "stats", stats })
   }) : null;
-  const pool = new Pool(signal, worker);
+  const pool = new Pool(signal, worker, trust);
   await signal.connect();
   await pool.ready();
   return pool;
@@ -1558,5 +1740,7 @@ export {
   Pool,
   SignalError,
   Ticket,
-  joinPool
+  TrustError,
+  joinPool,
+  redeem
 };

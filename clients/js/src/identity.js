@@ -11,6 +11,9 @@ const PEER_ID_CONTEXT = "jobmesh 2026-12 peer id v1";
 export const PURPOSE = Object.freeze({
   admission: "jobmesh signal admission v1",
   binding: "jobmesh channel binding v1",
+  invitation: "jobmesh pool invitation v1",
+  membership: "jobmesh pool membership v1",
+  revocations: "jobmesh pool revocations v1",
 });
 
 const utf8 = new TextEncoder();

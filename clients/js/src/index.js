@@ -19,28 +19,42 @@ import { decodeChunk } from "./blobs.js";
 import { Link, MAX_MESSAGE } from "./link.js";
 import { SignalClient } from "./signal.js";
 import { submit } from "./submitter.js";
+import { allows, redeem, revokes, verifyRevocations } from "./trust.js";
 import { WorkerCore } from "./worker.js";
 
 export { Identity } from "./identity.js";
 export { SignalError } from "./signal.js";
 export { JobError, Ticket } from "./submitter.js";
+export { TrustError, redeem } from "./trust.js";
 
 /** The messages a worker sends to a submitter about one of its jobs. */
 const REPLIES = new Set(["accepted", "rejected", "progress", "blobs", "result"]);
+/** A peer whose link handshake failed gets no job from this tab for this long. */
+const UNTRUSTED_FOR_MS = 60_000;
+/** A worker this tab could not connect to gets no job for this long. */
+const UNREACHABLE_FOR_MS = 5_000;
 
 /**
  * @typedef {import("./view.js").PeerInfo} PeerInfo
- * @typedef {{signal: string, pool: string, name?: string, identity?: Identity, credential?: object,
+ * @typedef {{signal: string, pool: string, name?: string, identity?: Identity,
+ *   credential?: import("./trust.js").Credential, invitation?: string,
  *   capabilities?: string[], concurrency?: number, handler?: import("./worker.js").Handler,
  *   maxInputBytes?: number}} JoinOptions
+ * @typedef {{credential: import("./trust.js").Credential, pool: string, poolKey: string,
+ *   grant: import("./trust.js").Grant, revoked: import("./trust.js").Revocations | null}} Trust
  */
 
 /** A pool this tab is a member of. */
 export class Pool extends EventTarget {
-  /** @param {SignalClient} signal @private */
-  constructor(signal, worker) {
+  /** @param {SignalClient} signal @param {WorkerCore | null} worker @param {Trust | null} trust @private */
+  constructor(signal, worker, trust) {
     super();
     this.signal = signal;
+    /** In a closed pool: this tab's credential, and the owner's revocations. */
+    this.trust = trust;
+    /** @type {Map<string, {until: number, why: string}>} peers passed over for new jobs, by id */
+    this.passedOver = new Map();
+    signal.addEventListener("revocations", (ev) => this.onRevocations(/** @type {CustomEvent} */ (ev).detail.list));
     /** @type {WorkerCore | null} */
     this.worker = worker;
     /** @type {Map<string, Link>} links by remote peer id */
@@ -90,7 +104,9 @@ export class Pool extends EventTarget {
       onChunk: (chunk) => this.routeChunk(remote, chunk),
       onClose: () => {
         if (this.links.get(remote) === link) this.links.delete(remote);
+        if (link.refusal) this.passOver(remote, link.refusal, UNTRUSTED_FOR_MS);
       },
+      trust: this.trust,
     });
     this.links.set(remote, link);
     return link;
@@ -117,8 +133,39 @@ export class Pool extends EventTarget {
       link = this.newLink(remote);
       await link.dialRemote();
     }
-    await link.ready;
+    try {
+      await link.ready;
+    } catch (e) {
+      if (!link.refusal) this.passOver(remote, String(e?.message ?? e), UNREACHABLE_FOR_MS);
+      throw e;
+    }
     return link;
+  }
+
+  /** Offers `peer` no new job for `ms`. */
+  passOver(peer, why, ms) {
+    this.passedOver.set(peer, { until: Date.now() + ms, why });
+  }
+
+  /** The workers a job may go to now: not passed over. */
+  candidates() {
+    const now = Date.now();
+    for (const [id, p] of this.passedOver) if (p.until <= now) this.passedOver.delete(id);
+    return this.workers.filter((w) => !this.passedOver.has(w.id));
+  }
+
+  /** A revocation list from the signal-server: kept if the owner signed it, and the links to withdrawn members close. */
+  async onRevocations(list) {
+    if (!this.trust || (list?.seq ?? -1) <= (this.trust.revoked?.seq ?? -1)) return;
+    try {
+      await verifyRevocations(list, this.trust.pool, this.trust.poolKey);
+    } catch (e) {
+      return console.warn(`jobmesh: a revocation list was ignored: ${e?.message ?? e}`);
+    }
+    this.trust.revoked = list;
+    for (const link of this.links.values()) {
+      if (link.remoteCredential && revokes(list, link.remoteCredential)) link.close(`link refused: ${link.remote}'s credential was revoked by the pool's owner`);
+    }
   }
 
   /**
@@ -129,8 +176,10 @@ export class Pool extends EventTarget {
    */
   submit(spec) {
     if (this.closing) throw new Error("the pool is closing: it takes no new jobs");
+    if (this.trust && !allows(this.trust.grant, "submitter", spec.type))
+      throw new Error(`this tab's credential does not let it submit "${spec.type}" jobs in pool ${this.trust.pool}`);
     const ticket = submit(spec, {
-      workers: () => this.workers,
+      workers: () => this.candidates(),
       linkTo: (id) => this.linkTo(id),
       listen: (jobId, on) => (on ? this.jobs.set(jobId, on) : this.jobs.delete(jobId)),
       turn: this.turn,
@@ -206,6 +255,8 @@ class Loopback {
   constructor(pool) {
     this.pool = pool;
     this.closed = false;
+    /** What this tab's own credential grants, as a remote's would. */
+    this.grant = pool.trust?.grant ?? null;
     this.maxMessage = MAX_MESSAGE;
   }
 
@@ -235,13 +286,12 @@ export async function joinPool(options) {
   const name = options.name ?? `tab-${identity.peerId.slice(0, 8)}`;
   const capabilities = options.handler ? options.capabilities ?? [] : [];
   const slots = options.handler ? options.concurrency ?? 1 : 0;
-  const signal = new SignalClient(options.signal, identity, {
-    name,
-    pool: options.pool,
-    capabilities,
-    slots,
-    credential: options.credential,
-  });
+  const credential = options.credential ?? (options.invitation ? await redeem(options.invitation, identity) : undefined);
+  /** @type {Trust | null} */
+  const trust = credential
+    ? { credential, pool: options.pool, poolKey: credential.grant.pool_key, grant: credential.grant, revoked: null }
+    : null;
+  const signal = new SignalClient(options.signal, identity, { name, pool: options.pool, capabilities, slots, credential });
   const worker = options.handler
     ? new WorkerCore({
         capabilities,
@@ -251,7 +301,7 @@ export async function joinPool(options) {
         onStats: (stats) => signal.send({ type: "stats", stats }),
       })
     : null;
-  const pool = new Pool(signal, worker);
+  const pool = new Pool(signal, worker, trust);
   await signal.connect();
   await pool.ready();
   return pool;

@@ -6,6 +6,7 @@
 
 import { CHUNK_MAGIC, decodeChunk } from "./blobs.js";
 import { PURPOSE, base64url, concat, fromBase64url, peerIdOf, uuidBytes, verify } from "./identity.js";
+import { checkCredential } from "./trust.js";
 
 /** A link's handshake must finish within this. */
 const BINDING_TIMEOUT_MS = 10_000;
@@ -63,10 +64,17 @@ export class Link {
   /**
    * @param {{identity: import("./identity.js").Identity, remote: string,
    *   relay: (signal: object) => void, onMessage: (msg: any) => void,
-   *   onChunk: (chunk: import("./blobs.js").Chunk) => void, onClose: () => void}} options
+   *   onChunk: (chunk: import("./blobs.js").Chunk) => void, onClose: () => void,
+   *   trust: import("./index.js").Trust | null}} options
    */
-  constructor({ identity, remote, relay, onMessage, onChunk, onClose }) {
+  constructor({ identity, remote, relay, onMessage, onChunk, onClose, trust }) {
     this.identity = identity;
+    /** In a closed pool: this tab's credential and what remotes' must be. */
+    this.trustIn = trust;
+    /** In a closed pool, what the remote's credential grants (null in an open pool). @type {import("./trust.js").Grant | null} */
+    this.grant = null;
+    /** @type {import("./trust.js").Credential | null} */
+    this.remoteCredential = null;
     this.remote = remote;
     this.relay = relay;
     this.onMessage = onMessage;
@@ -82,6 +90,10 @@ export class Link {
     /** @type {{key: Uint8Array, nonce: Uint8Array} | null} */
     this.remoteHello = null;
     this.closed = false;
+    /** Why the handshake failed, here or at the remote (then `remoteRefused`). @type {string | undefined} */
+    this.refusal = undefined;
+    this.remoteRefused = false;
+    this.blameless = false;
     /** The dial tag of this tab's offer, when it dialled. */
     this.dial = 0;
     /** Resolves once the link handshake is done; rejects if the link closes first. */
@@ -95,7 +107,9 @@ export class Link {
       if (["failed", "closed"].includes(this.pc.connectionState)) this.close();
     };
     setTimeout(() => {
-      if (!this.trusted) this.close(`the link handshake with ${remote} did not finish in 10 s`);
+      if (this.trusted) return;
+      this.blameless = true; // slow is not dishonest
+      this.close(`the link handshake with ${remote} did not finish in 10 s`);
     }, BINDING_TIMEOUT_MS);
   }
 
@@ -128,7 +142,8 @@ export class Link {
     this.channel = channel;
     channel.binaryType = "arraybuffer";
     channel.bufferedAmountLowThreshold = LOW_WATER;
-    channel.onopen = () => this.send({ type: "link_hello", key: this.identity.key, nonce: base64url(this.nonce) });
+    const credential = this.trustIn ? { credential: this.trustIn.credential } : {};
+    channel.onopen = () => this.send({ type: "link_hello", key: this.identity.key, nonce: base64url(this.nonce), ...credential });
     channel.onmessage = (ev) => {
       this.inbox = this.inbox.then(() => this.receive(ev.data)).catch((e) => this.close(String(e?.message ?? e)));
     };
@@ -179,6 +194,15 @@ export class Link {
     if (msg.type === "link_hello" && !this.remoteHello) {
       const key = fromBase64url(String(msg.key));
       if (peerIdOf(key) !== this.remote) throw new Error(`link refused: the key is not ${this.remote}'s`);
+      if (this.trustIn) {
+        const { pool, poolKey, revoked } = this.trustIn;
+        try {
+          this.grant = await checkCredential(msg.credential, { pool, poolKey, key: String(msg.key), revoked });
+          this.remoteCredential = msg.credential;
+        } catch (e) {
+          throw new Error(`link refused: ${this.remote}: ${e?.message ?? e}`);
+        }
+      }
       this.remoteHello = { key, nonce: fromBase64url(String(msg.nonce)) };
       const mine = fingerprintOf(this.pc.localDescription?.sdp ?? "");
       const theirs = fingerprintOf(this.pc.remoteDescription?.sdp ?? "");
@@ -203,16 +227,26 @@ export class Link {
       this.trust();
       return;
     }
+    if (!this.trusted && msg.type === "error") {
+      this.remoteRefused = true;
+      throw new Error(String(msg.message).slice(0, 512));
+    }
     if (!this.trusted) throw new Error(`link refused: ${msg.type} before the link handshake`);
     this.onMessage(msg);
   }
 
+  /**
+   * Closes the link; with `why`, tells the remote (unless the remote's
+   * own refusal is the reason). A failed handshake is kept as `refusal`.
+   * @param {string} [why]
+   */
   close(why) {
     if (this.closed) return;
     this.closed = true;
     if (why) {
-      this.send({ type: "error", job_id: null, message: why });
       console.warn(`jobmesh: ${why}`);
+      if (!this.trusted && !this.blameless) this.refusal = why;
+      if (!this.remoteRefused) this.send({ type: "error", job_id: null, message: why.replace(/^link refused:/, `link refused by ${this.identity.peerId}:`) });
     }
     this.fail(new Error(why ?? `the link to ${this.remote} closed`));
     this.channel?.close();

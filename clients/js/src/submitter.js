@@ -8,11 +8,14 @@
 // and sent once the worker accepted; output files arrive before the result.
 
 import { Incoming, asBlobs, describe, problemWith, sendBlobs } from "./blobs.js";
+import { allows } from "./trust.js";
 
 /** A worker silent this long loses its attempt. */
 const LEASE_MS = 5000;
 /** Refusals that send a job to another worker without spending a retry. */
 const ELSEWHERE = new Set(["busy", "unknown_capability", "draining"]);
+/** After every capable worker refused a job, it is offered again this much later. */
+const RETRY_ROUND_MS = 200;
 
 /**
  * @typedef {import("./view.js").PeerInfo} PeerInfo
@@ -107,6 +110,10 @@ export function submit(spec, pool) {
   const skip = new Set();
   let lease = 0;
   let deadline = 0;
+  /** Why the last worker tried could not take the job. @type {string | null} */
+  let problem = null;
+  /** Workers whose credential does not let them run it. */
+  const denied = new Set();
   const inputs = asBlobs(spec.files ?? []);
   const described = describe(inputs); // hashed once, whatever the attempts
   described.catch(() => {});
@@ -136,12 +143,17 @@ export function submit(spec, pool) {
     place();
   };
   const place = async () => {
-    let worker = pick(pool.workers(), spec.type, skip, spec.strategy, pool.turn);
+    const allowed = () => pool.workers().filter((w) => !denied.has(w.id));
+    let worker = pick(allowed(), spec.type, skip, spec.strategy, pool.turn);
     if (!worker && skip.size) {
-      skip.clear(); // every capable worker refused: ask them all again
-      worker = pick(pool.workers(), spec.type, skip, spec.strategy, pool.turn);
+      // Every capable worker refused (busy, draining): ask them all again, after a pause.
+      skip.clear();
+      await new Promise((resolve) => setTimeout(resolve, RETRY_ROUND_MS));
+      if (done) return;
+      worker = pick(allowed(), spec.type, skip, spec.strategy, pool.turn);
     }
-    if (!worker) return end(undefined, new JobError("no_worker", `no worker in the pool runs "${spec.type}"`));
+    if (!worker)
+      return end(undefined, problem ? new JobError("failed", problem) : new JobError("no_worker", `no worker in the pool runs "${spec.type}"`));
     attempt += 1;
     const mine = attempt;
     let blobs;
@@ -153,13 +165,19 @@ export function submit(spec, pool) {
     try {
       const link = await pool.linkTo(worker.id);
       if (done || mine !== attempt) return;
+      if (link.grant && !allows(link.grant, "worker", spec.type)) {
+        denied.add(worker.id);
+        problem = `worker ${worker.name}'s credential does not let it run "${spec.type}"`;
+        return again(problem, false);
+      }
       current = { worker: worker.id, name: worker.name, link, outputs: null };
       if (blobs.length) send({ type: "blobs", job_id: jobId, attempt, direction: "input", blobs });
       send({ type: "submit", job_id: jobId, attempt, capability: spec.type, input: spec.payload ?? {}, timeout_ms: timeoutMs });
       renewLease();
     } catch (e) {
       skip.add(worker.id);
-      if (mine === attempt) again(`could not reach worker ${worker.name}: ${e}`, false);
+      problem = `could not reach or verify the identity of worker ${worker.name}: ${e?.message ?? e}`;
+      if (mine === attempt) again(problem, false);
     }
   };
   /** Fails the current attempt after cancelling it on its worker. */

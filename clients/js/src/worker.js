@@ -4,6 +4,7 @@
 // per accepted attempt, kept until the submitter's `received`, and `cancel`.
 
 import { Incoming, TransferError, asBlobs, describe, problemWith, sendBlobs } from "./blobs.js";
+import { allows } from "./trust.js";
 
 /** A worker says something about each job at least this often. */
 const HEARTBEAT_INTERVAL_MS = 1000;
@@ -21,7 +22,7 @@ const RECEIVING_PROGRESS_MS = 250;
  *   files: File[], output: (file: Blob | ArrayBuffer | ArrayBufferView) => void,
  *   progress: (p: {percent?: number, stage?: string, message?: string}) => void}} JobContext
  * @typedef {(input: any, ctx: JobContext) => any | Promise<any>} Handler
- * @typedef {{send: (m: object) => void} & Pick<import("./link.js").Link, "sendBytes" | "drained" | "maxMessage" | "closed">} Reply
+ * @typedef {{send: (m: object) => void} & Pick<import("./link.js").Link, "sendBytes" | "drained" | "maxMessage" | "closed" | "grant">} Reply
  * @typedef {{attempt: number, from: string, abort: AbortController, reply: Reply, lastSent: number,
  *   incoming: Incoming | null, start: (() => void) | null}} Running
  */
@@ -130,6 +131,8 @@ export class WorkerCore {
   submit(from, msg, reply, blobs) {
     const { job_id: jobId, attempt, capability, input } = msg;
     const reject = (reason, message) => reply.send({ type: "rejected", job_id: jobId, attempt, reason, message });
+    if (reply.grant && !allows(reply.grant, "submitter", capability))
+      return reject("forbidden", `the submitter's credential does not let it submit "${capability}" jobs`);
     if (!this.capabilities.includes(capability)) return reject("unknown_capability", `this tab does not run "${capability}"`);
     if (this.running.has(jobId)) return reject("busy", `job ${jobId} is already running here`);
     if (this.draining) return reject("draining", "this tab is leaving the pool");
