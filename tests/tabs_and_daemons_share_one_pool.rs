@@ -3,14 +3,15 @@
 //! daemons and on itself; `peer peers` and the dashboard list the tabs. A
 //! tab closed in the middle of its jobs loses none of them: each is retried
 //! on a daemon and delivered once. A cancel from a tab stops the Rust
-//! handler.
+//! handler. A tab observes the jobs of the whole pool, and `peer watch
+//! --pool` those a tab runs.
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
 
 use jobmesh_testkit::process::{
     daemon, daemon_serving, expect_exit, run_peer, signal_server, stdout_json, submit_lines,
-    wait_capable, BrowserTab,
+    wait_capable, BrowserTab, Watch,
 };
 use serde_json::{json, Value};
 
@@ -170,4 +171,73 @@ async fn a_cancel_from_a_tab_stops_the_rust_handler() {
         now["seq"].as_u64() > Some(before) && now["running"] == 0
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tab_observes_the_pool_and_peer_watch_observes_a_tab() {
+    let (_server, url) = signal_server();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _w = daemon(&url, "watched", "w", "echo", dir.path(), &[]);
+    let _s = daemon(&url, "watched", "s", "", dir.path(), &[]);
+    let mut worker = BrowserTab::open(&url);
+    worker.step(json!({ "op": "work", "pool": "watched", "name": "tab-w" }));
+    let mut observer = BrowserTab::open(&url);
+    observer.step(json!({ "op": "join", "pool": "watched" }));
+    let control = dir.path().join("s.sock");
+    wait_capable(&control, "echo", 2).await;
+    let control = control.to_str().expect("utf-8");
+    observer.step(json!({ "op": "observe" }));
+    let watch = Watch::start(control, &["--pool"]);
+
+    let out = submit_lines(
+        control,
+        "echo",
+        &"{}\n".repeat(6),
+        &["--json", "--strategy", "round-robin"],
+    );
+    expect_exit(&out, 0);
+    let ran = envelopes(&out);
+    let on_tab: BTreeSet<&str> = ran
+        .iter()
+        .filter(|e| e["worker"]["name"] == "tab-w")
+        .filter_map(|e| e["job_id"].as_str())
+        .collect();
+    assert!(
+        !on_tab.is_empty() && on_tab.len() < 6,
+        "both workers ran some: {ran:?}"
+    );
+
+    // The observing tab hears every job start and complete, on both workers.
+    let mut heard: Vec<Value> = Vec::new();
+    jobmesh_testkit::eventually("the tab hears all six jobs complete", || {
+        let got = observer.step(json!({ "op": "events" }));
+        heard.extend(got["events"].as_array().into_iter().flatten().cloned());
+        heard.iter().filter(|e| e["event"] == "completed").count() == 6
+    })
+    .await;
+    for job in &ran {
+        let events: Vec<&str> = heard
+            .iter()
+            .filter(|e| e["job_id"] == job["job_id"])
+            .filter_map(|e| e["event"].as_str())
+            .collect();
+        assert_eq!(events.first(), Some(&"started"), "{job}: {events:?}");
+        assert_eq!(events.last(), Some(&"completed"), "{job}: {events:?}");
+        let by = heard
+            .iter()
+            .find(|e| e["job_id"] == job["job_id"])
+            .map(|e| e["worker"]["name"].clone());
+        assert_eq!(by, Some(job["worker"]["name"].clone()), "{job}");
+    }
+    // peer watch --pool hears the tab's jobs end, named by the tab.
+    let mut ended = BTreeSet::new();
+    watch.until("the tab's jobs end", |v| {
+        if v["event"] == "finished" || v["event"] == "completed" {
+            if let Some(job) = v["job_id"].as_str().filter(|j| on_tab.contains(j)) {
+                assert_eq!(v["worker_name"], "tab-w", "{v}");
+                ended.insert(job.to_owned());
+            }
+        }
+        ended.len() == on_tab.len()
+    });
 }

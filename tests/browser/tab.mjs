@@ -18,6 +18,8 @@
 //                                                or {"failed":status,"message":…}
 //           {"op":"submit_many","type":"echo","count":N,"strategy"?}   N jobs at once
 //                                                stdout: {"workers":[the name of each job's worker]}
+//           {"op":"observe"}                    sets pool.onJobEvent, keeping the events: {"observing":true}
+//           {"op":"events"}                     the events kept since: {"events":[…]}
 //           {"op":"workers"}                    stdout: {"workers":[names],"stats":{name: stats}}
 //           {"op":"close"}                      stdout: {"closed":true}
 //           {"op":"crash"}                      closes the page at once, no goodbye: {"crashed":true}
@@ -134,6 +136,13 @@ const steps = {
       await Promise.all(tickets.map((t) => t.result));
       return { workers: tickets.map((t) => t.worker.name) };
     }, step),
+  observe: () =>
+    page.evaluate(() => {
+      window.events = [];
+      window.pool.onJobEvent = (e) => window.events.push(e);
+      return { observing: true };
+    }),
+  events: () => page.evaluate(() => ({ events: window.events.splice(0) })),
   workers: () =>
     page.evaluate(() => ({
       workers: window.pool.workers.map((w) => w.name),

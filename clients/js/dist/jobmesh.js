@@ -1306,6 +1306,118 @@ function submit(spec, pool) {
   return ticket;
 }
 
+// src/observe.js
+var MAX_OBSERVERS = 32;
+var OBSERVER_QUEUE = 256;
+var OBSERVED_HISTORY = 64;
+var MAX_OBSERVED_BATCH = 32;
+var MAX_TRACKED = 4096;
+var utf85 = new TextEncoder();
+function cut(text3) {
+  let s = String(text3);
+  while (utf85.encode(s).length > 256) s = s.slice(0, -1);
+  return s;
+}
+var Observers = class {
+  constructor() {
+    this.subscribers = /* @__PURE__ */ new Map();
+    this.recent = [];
+    this.running = /* @__PURE__ */ new Map();
+    this.flushing = false;
+  }
+  /** `peer` subscribes (false past {@link MAX_OBSERVERS}); with `history`, the recent events come first. */
+  subscribe(peer, send, history) {
+    const old = this.subscribers.get(peer);
+    if (!old && this.subscribers.size >= MAX_OBSERVERS) return false;
+    const sub = old ?? { send, queue: [], dropped: 0 };
+    sub.send = send;
+    if (history) sub.queue.push(...this.recent);
+    this.subscribers.set(peer, sub);
+    this.schedule();
+    return true;
+  }
+  unsubscribe(peer) {
+    this.subscribers.delete(peer);
+  }
+  started(jobId, attempt, capability, submitter) {
+    const job = { attempt, capability, submitter, started: Date.now() };
+    this.running.set(jobId, job);
+    this.record(jobId, job, "started");
+  }
+  progress(jobId, percent) {
+    const job = this.running.get(jobId);
+    if (job) this.record(jobId, job, "progress", percent === void 0 ? {} : { percent });
+  }
+  /** A job ended: `completed`, `failed` (with its error) or `cancelled`. */
+  ended(jobId, event, error) {
+    const job = this.running.get(jobId);
+    if (!job) return;
+    this.running.delete(jobId);
+    this.record(jobId, job, event, { run_ms: Date.now() - job.started, ...error === void 0 ? {} : { error: cut(error) } });
+  }
+  record(jobId, job, event, extra = {}) {
+    const e = { job_id: jobId, attempt: job.attempt, capability: job.capability, submitter: job.submitter, at_ms: Date.now(), event, ...extra };
+    for (const sub of this.subscribers.values()) {
+      if (sub.queue.length >= OBSERVER_QUEUE) {
+        sub.queue.shift();
+        sub.dropped += 1;
+      }
+      sub.queue.push(e);
+    }
+    if (this.recent.length >= OBSERVED_HISTORY) this.recent.shift();
+    this.recent.push(e);
+    this.schedule();
+  }
+  /** Flushes once the current task is done: events of one moment go in one batch. */
+  schedule() {
+    if (this.flushing || this.subscribers.size === 0) return;
+    this.flushing = true;
+    queueMicrotask(() => {
+      this.flushing = false;
+      this.flush();
+    });
+  }
+  flush() {
+    for (const sub of this.subscribers.values()) {
+      while (sub.queue.length || sub.dropped) {
+        const events = sub.queue.splice(0, MAX_OBSERVED_BATCH);
+        sub.send({ type: "observed", events, ...sub.dropped ? { dropped: sub.dropped } : {} });
+        sub.dropped = 0;
+      }
+    }
+  }
+};
+var Watching = class {
+  constructor() {
+    this.subscribed = /* @__PURE__ */ new Set();
+    this.running = /* @__PURE__ */ new Map();
+  }
+  /** An `observed` batch from `worker`: the events to report, `lost` ones none. */
+  observed(worker, events) {
+    events = events.filter((e) => typeof e?.job_id === "string" && typeof e.event === "string");
+    for (const e of events) {
+      if (e.event === "started" || e.event === "progress") {
+        if (this.running.size >= MAX_TRACKED && !this.running.has(e.job_id)) this.running.delete(this.running.keys().next().value);
+        this.running.set(e.job_id, { worker, event: e });
+      } else this.running.delete(e.job_id);
+    }
+    return events;
+  }
+  /** `worker` left the pool: `lost` events for its jobs that were running. */
+  left(worker) {
+    this.subscribed.delete(worker);
+    const lost = [];
+    for (const [jobId, r] of this.running) {
+      if (r.worker !== worker) continue;
+      this.running.delete(jobId);
+      const e = { ...r.event, at_ms: Date.now(), event: "lost" };
+      delete e.percent;
+      lost.push(e);
+    }
+    return lost;
+  }
+};
+
 // src/worker.js
 var HEARTBEAT_INTERVAL_MS = 1e3;
 var MAX_KEPT_RESULTS = 1024;
@@ -1331,6 +1443,7 @@ var WorkerCore = class {
     this.announced = /* @__PURE__ */ new Map();
     this.kept = /* @__PURE__ */ new Map();
     this.draining = false;
+    this.observers = new Observers();
     this.idle = () => {
     };
     this.completed = 0;
@@ -1381,6 +1494,13 @@ var WorkerCore = class {
           if (this.kept.get(r.job_id)?.attempt === r.attempt) this.kept.delete(r.job_id);
         }
         return;
+      case "observe":
+        if (reply.grant && !allows(reply.grant, "observer")) return;
+        if (!this.observers.subscribe(from, (m) => reply.send(m), msg.history === true))
+          console.warn(`jobmesh: ${from} asked to observe, but ${this.observers.subscribers.size} already do`);
+        return;
+      case "unobserve":
+        return this.observers.unsubscribe(from);
       default:
         return;
     }
@@ -1417,6 +1537,7 @@ var WorkerCore = class {
     const job = { attempt, from, abort, reply, lastSent: Date.now(), incoming: new Incoming(blobs), start: null };
     this.running.set(jobId, job);
     reply.send({ type: "accepted", job_id: jobId, attempt });
+    this.observers.started(jobId, attempt, capability, from);
     this.changed();
     const timeout = setTimeout(() => abort.abort(new TimedOut(`timed out after ${msg.timeout_ms} ms on this tab`)), msg.timeout_ms);
     const ready = new Promise((resolve, reject2) => {
@@ -1445,6 +1566,7 @@ var WorkerCore = class {
         const percent = p.percent === void 0 ? void 0 : Math.max(0, Math.min(100, Math.round(p.percent)));
         job.lastSent = Date.now();
         job.reply.send({ type: "progress", job_id: jobId, attempt: job.attempt, progress: { ...p, ...percent === void 0 ? {} : { percent } } });
+        this.observers.progress(jobId, percent);
       };
       const output = (file) => outputs.push(...asBlobs([file]));
       const ctx = { jobId, attempt: job.attempt, capability, signal: job.abort.signal, files, output, progress };
@@ -1475,6 +1597,8 @@ var WorkerCore = class {
     }
     const stopped = job.abort.signal.reason instanceof Stopped;
     this.running.delete(jobId);
+    if (stopped) this.observers.ended(jobId, "cancelled");
+    else this.observers.ended(jobId, outcome.status === "ok" ? "completed" : "failed", outcome.message);
     if (outcome.status === "ok") this.completed += 1;
     else this.failed += 1;
     this.seq += 1;
@@ -1531,13 +1655,19 @@ var Pool = class extends EventTarget {
     ));
     this.onWorkerJoin = null;
     this.onWorkerLeave = null;
+    this.watching = new Watching();
+    this.jobEventHandler = null;
     signal.addEventListener("view", (ev) => {
       const change = (
         /** @type {CustomEvent} */
         ev.detail
       );
       for (const p of change.joined) if (p.stats.slots > 0) this.onWorkerJoin?.(p);
-      for (const id of change.left) this.onWorkerLeave?.(id);
+      for (const id of change.left) {
+        this.onWorkerLeave?.(id);
+        for (const e of this.watching.left(id)) this.jobEventHandler?.({ ...e, worker: { id, name: null } });
+      }
+      if (this.jobEventHandler) this.observeAll();
       this.dispatchEvent(new CustomEvent("view", { detail: change }));
     });
   }
@@ -1563,6 +1693,8 @@ var Pool = class extends EventTarget {
       onChunk: (chunk) => this.routeChunk(remote, chunk),
       onClose: () => {
         if (this.links.get(remote) === link) this.links.delete(remote);
+        this.worker?.observers.unsubscribe(remote);
+        this.watching.subscribed.delete(remote);
         if (link.refusal) this.passOver(remote, link.refusal, UNTRUSTED_FOR_MS);
       },
       trust: this.trust
@@ -1572,6 +1704,7 @@ var Pool = class extends EventTarget {
   }
   /** A message from `remote` over `link`: a reply to one of this tab's jobs, or for its worker. */
   route(remote, msg, link) {
+    if (msg.type === "observed") return this.onObserved(remote, msg);
     const toSubmitter = REPLIES.has(msg.type) && (msg.type !== "blobs" || msg.direction === "output");
     if (toSubmitter) this.jobs.get(msg.job_id)?.(remote, msg);
     else this.worker?.handle(remote, msg, link);
@@ -1640,6 +1773,47 @@ var Pool = class extends EventTarget {
     ticket.result.finally(() => this.tickets.delete(ticket)).catch(() => {
     });
     return ticket;
+  }
+  /**
+   * Called with every job event of every worker in the pool (observing
+   * them all while set): `{job_id, attempt, capability, submitter, at_ms,
+   * event, percent?, run_ms?, error?, worker: {id, name}}`, `event` one of
+   * `started`, `progress`, `completed`, `failed`, `cancelled`, and `lost`
+   * for the jobs of a worker that left the pool while they ran. Events a
+   * slow tab missed are counted in `dropped` on the next one.
+   * @param {((event: object) => void) | null} handler
+   */
+  set onJobEvent(handler) {
+    const was = this.jobEventHandler;
+    this.jobEventHandler = handler;
+    if (handler && !was) this.observeAll();
+    if (!handler && was) {
+      for (const id of this.watching.subscribed) (id === this.id ? this.loopback : this.links.get(id))?.send({ type: "unobserve" });
+      this.watching.subscribed.clear();
+    }
+  }
+  get onJobEvent() {
+    return this.jobEventHandler;
+  }
+  /** Subscribes to every worker of the view not subscribed to yet. */
+  observeAll() {
+    for (const w of this.workers) {
+      if (this.watching.subscribed.has(w.id) || this.passedOver.has(w.id)) continue;
+      this.watching.subscribed.add(w.id);
+      this.linkTo(w.id).then(
+        (link) => link.send({ type: "observe", history: true }),
+        () => this.watching.subscribed.delete(w.id)
+      );
+    }
+  }
+  onObserved(remote, msg) {
+    if (!this.jobEventHandler || !Array.isArray(msg.events)) return;
+    const name = remote === this.id ? this.signal.join.name : this.signal.view.peers.get(remote)?.name ?? null;
+    const events = this.watching.observed(remote, msg.events.slice(0, 32));
+    for (const [i, e] of events.entries()) {
+      const dropped = i === 0 && msg.dropped ? { dropped: msg.dropped } : {};
+      this.jobEventHandler({ ...e, worker: { id: remote, name }, ...dropped });
+    }
   }
   /** This tab's peer id. */
   get id() {

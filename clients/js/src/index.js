@@ -19,6 +19,7 @@ import { decodeChunk } from "./blobs.js";
 import { Link, MAX_MESSAGE } from "./link.js";
 import { SignalClient } from "./signal.js";
 import { submit } from "./submitter.js";
+import { Watching } from "./observe.js";
 import { allows, redeem, revokes, verifyRevocations } from "./trust.js";
 import { WorkerCore } from "./worker.js";
 
@@ -73,10 +74,18 @@ export class Pool extends EventTarget {
     this.onWorkerJoin = null;
     /** @type {((id: string) => void) | null} */
     this.onWorkerLeave = null;
+    /** The workers this tab observes, when it does. */
+    this.watching = new Watching();
+    /** @type {((event: object) => void) | null} */
+    this.jobEventHandler = null;
     signal.addEventListener("view", (ev) => {
       const change = /** @type {CustomEvent} */ (ev).detail;
       for (const p of change.joined) if (p.stats.slots > 0) this.onWorkerJoin?.(p);
-      for (const id of change.left) this.onWorkerLeave?.(id);
+      for (const id of change.left) {
+        this.onWorkerLeave?.(id);
+        for (const e of this.watching.left(id)) this.jobEventHandler?.({ ...e, worker: { id, name: null } });
+      }
+      if (this.jobEventHandler) this.observeAll();
       this.dispatchEvent(new CustomEvent("view", { detail: change }));
     });
   }
@@ -104,6 +113,8 @@ export class Pool extends EventTarget {
       onChunk: (chunk) => this.routeChunk(remote, chunk),
       onClose: () => {
         if (this.links.get(remote) === link) this.links.delete(remote);
+        this.worker?.observers.unsubscribe(remote);
+        this.watching.subscribed.delete(remote); // subscribed again at the next view change
         if (link.refusal) this.passOver(remote, link.refusal, UNTRUSTED_FOR_MS);
       },
       trust: this.trust,
@@ -114,6 +125,7 @@ export class Pool extends EventTarget {
 
   /** A message from `remote` over `link`: a reply to one of this tab's jobs, or for its worker. */
   route(remote, msg, link) {
+    if (msg.type === "observed") return this.onObserved(remote, msg);
     const toSubmitter = REPLIES.has(msg.type) && (msg.type !== "blobs" || msg.direction === "output");
     if (toSubmitter) this.jobs.get(msg.job_id)?.(remote, msg);
     else this.worker?.handle(remote, msg, link);
@@ -187,6 +199,51 @@ export class Pool extends EventTarget {
     this.tickets.add(ticket);
     ticket.result.finally(() => this.tickets.delete(ticket)).catch(() => {});
     return ticket;
+  }
+
+  /**
+   * Called with every job event of every worker in the pool (observing
+   * them all while set): `{job_id, attempt, capability, submitter, at_ms,
+   * event, percent?, run_ms?, error?, worker: {id, name}}`, `event` one of
+   * `started`, `progress`, `completed`, `failed`, `cancelled`, and `lost`
+   * for the jobs of a worker that left the pool while they ran. Events a
+   * slow tab missed are counted in `dropped` on the next one.
+   * @param {((event: object) => void) | null} handler
+   */
+  set onJobEvent(handler) {
+    const was = this.jobEventHandler;
+    this.jobEventHandler = handler;
+    if (handler && !was) this.observeAll();
+    if (!handler && was) {
+      for (const id of this.watching.subscribed) (id === this.id ? this.loopback : this.links.get(id))?.send({ type: "unobserve" });
+      this.watching.subscribed.clear();
+    }
+  }
+
+  get onJobEvent() {
+    return this.jobEventHandler;
+  }
+
+  /** Subscribes to every worker of the view not subscribed to yet. */
+  observeAll() {
+    for (const w of this.workers) {
+      if (this.watching.subscribed.has(w.id) || this.passedOver.has(w.id)) continue;
+      this.watching.subscribed.add(w.id);
+      this.linkTo(w.id).then(
+        (link) => link.send({ type: "observe", history: true }),
+        () => this.watching.subscribed.delete(w.id),
+      );
+    }
+  }
+
+  onObserved(remote, msg) {
+    if (!this.jobEventHandler || !Array.isArray(msg.events)) return;
+    const name = remote === this.id ? this.signal.join.name : this.signal.view.peers.get(remote)?.name ?? null;
+    const events = this.watching.observed(remote, msg.events.slice(0, 32));
+    for (const [i, e] of events.entries()) {
+      const dropped = i === 0 && msg.dropped ? { dropped: msg.dropped } : {};
+      this.jobEventHandler({ ...e, worker: { id: remote, name }, ...dropped });
+    }
   }
 
   /** This tab's peer id. */

@@ -4,6 +4,7 @@
 // per accepted attempt, kept until the submitter's `received`, and `cancel`.
 
 import { Incoming, TransferError, asBlobs, describe, problemWith, sendBlobs } from "./blobs.js";
+import { Observers } from "./observe.js";
 import { allows } from "./trust.js";
 
 /** A worker says something about each job at least this often. */
@@ -50,6 +51,8 @@ export class WorkerCore {
     /** @type {Map<string, {attempt: number, msg: object}>} results not yet `received`, by job */
     this.kept = new Map();
     this.draining = false;
+    /** The peers that watch this worker's jobs. */
+    this.observers = new Observers();
     /** Called whenever a job ends. */
     this.idle = () => {};
     this.completed = 0;
@@ -105,8 +108,16 @@ export class WorkerCore {
           if (this.kept.get(r.job_id)?.attempt === r.attempt) this.kept.delete(r.job_id);
         }
         return;
+      case "observe":
+        // In a closed pool, only a member with the observer role.
+        if (reply.grant && !allows(reply.grant, "observer")) return;
+        if (!this.observers.subscribe(from, (m) => reply.send(m), msg.history === true))
+          console.warn(`jobmesh: ${from} asked to observe, but ${this.observers.subscribers.size} already do`);
+        return;
+      case "unobserve":
+        return this.observers.unsubscribe(from);
       default:
-        return; // observers: not served by this client yet
+        return;
     }
   }
 
@@ -144,6 +155,7 @@ export class WorkerCore {
     const job = { attempt, from, abort, reply, lastSent: Date.now(), incoming: new Incoming(blobs), start: null };
     this.running.set(jobId, job);
     reply.send({ type: "accepted", job_id: jobId, attempt });
+    this.observers.started(jobId, attempt, capability, from);
     this.changed();
     const timeout = setTimeout(() => abort.abort(new TimedOut(`timed out after ${msg.timeout_ms} ms on this tab`)), msg.timeout_ms);
     const ready = new Promise((resolve, reject) => {
@@ -173,6 +185,7 @@ export class WorkerCore {
         const percent = p.percent === undefined ? undefined : Math.max(0, Math.min(100, Math.round(p.percent)));
         job.lastSent = Date.now();
         job.reply.send({ type: "progress", job_id: jobId, attempt: job.attempt, progress: { ...p, ...(percent === undefined ? {} : { percent }) } });
+        this.observers.progress(jobId, percent);
       };
       const output = (file) => outputs.push(...asBlobs([file]));
       const ctx = { jobId, attempt: job.attempt, capability, signal: job.abort.signal, files, output, progress };
@@ -205,6 +218,8 @@ export class WorkerCore {
     }
     const stopped = job.abort.signal.reason instanceof Stopped;
     this.running.delete(jobId);
+    if (stopped) this.observers.ended(jobId, "cancelled");
+    else this.observers.ended(jobId, outcome.status === "ok" ? "completed" : "failed", outcome.message);
     if (outcome.status === "ok") this.completed += 1;
     else this.failed += 1;
     this.seq += 1;
