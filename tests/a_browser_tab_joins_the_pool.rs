@@ -8,7 +8,8 @@
 //! the errors of a job no worker can run or that fails.
 
 use jobmesh_testkit::process::{
-    daemon, expect_exit, run_peer, signal_server, stdout_json, BrowserTab as Tab,
+    await_result, daemon, expect_exit, run_peer, run_peer_elsewhere, signal_server,
+    signal_server_on, stdout_json, wait_capable, BrowserTab as Tab,
 };
 use serde_json::json;
 
@@ -147,4 +148,100 @@ async fn a_tab_submits_to_a_rust_worker() {
     assert_eq!(got["failed"], "no_worker", "{got}");
     let got = tab.step(json!({ "op": "submit", "type": "sleep", "payload": { "ms": "long" } }));
     assert_eq!(got["failed"], "rejected", "{got}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tab_rejoins_when_the_signal_server_comes_back() {
+    let (server, url) = signal_server();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _s = daemon(&url, "rejoin", "s", "", dir.path(), &[]);
+    let mut tab = Tab::open(&url);
+    tab.step(json!({ "op": "work", "pool": "rejoin", "name": "tab-1" }));
+    let control = dir.path().join("s.sock");
+    wait_capable(&control, "echo", 1).await;
+
+    // The server goes; a new one, empty, starts on the same address.
+    drop(server);
+    let listen = url.trim_start_matches("ws://").trim_end_matches("/ws");
+    let (_server, again) = signal_server_on(listen, &["--open"]);
+    assert_eq!(again, url);
+    // The tab joins it again (asked of the new server itself), its worker with it.
+    jobmesh_testkit::eventually("the new server lists the tab", || {
+        let out = run_peer_elsewhere(&[
+            "peers", "--json", "--signal", &url, "--pool", "rejoin", "--open",
+        ]);
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("\"tab-1\"")
+    })
+    .await;
+    wait_capable(&control, "echo", 1).await;
+    let out = run_peer(&[
+        "submit",
+        "echo",
+        "--input",
+        "{\"after\":1}",
+        "--json",
+        "--control",
+        control.to_str().expect("utf-8"),
+    ]);
+    expect_exit(&out, 0);
+    assert_eq!(stdout_json(&out)["worker"]["name"], "tab-1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tab_keeps_its_results_for_a_submitter_that_comes_back() {
+    let (_server, url) = signal_server();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut tab = Tab::open(&url);
+    tab.step(json!({ "op": "work", "pool": "keep", "name": "tab-1" }));
+    let submitter = daemon(&url, "keep", "s", "", dir.path(), &[]);
+    let control = dir.path().join("s.sock");
+    wait_capable(&control, "delay-copy", 1).await;
+    let sock = control.to_str().expect("utf-8");
+    let input = dir.path().join("in.bin");
+    let bytes: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&input, &bytes).expect("write the input");
+    let submit = |args: &[&str]| {
+        let mut all = vec!["submit"];
+        all.extend_from_slice(args);
+        all.extend(["--detach", "--control", sock]);
+        let out = run_peer(&all);
+        expect_exit(&out, 0);
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    // One job ends while its submitter is away (its result and file are
+    // kept), one still runs when it comes back (it re-attaches).
+    let file = input.to_str().expect("utf-8");
+    let quick = submit(&["delay-copy", "--input", r#"{"ms":1500}"#, "--file", file]);
+    let slow = submit(&["sleep", "--input", r#"{"ms":8000}"#]);
+    let runs = |tab: &mut Tab| tab.step(json!({ "op": "runs" }));
+    jobmesh_testkit::eventually("both jobs run on the tab", || {
+        let r = runs(&mut tab);
+        r["started"][&quick] == 1 && r["started"][&slow] == 1
+    })
+    .await;
+    submitter.kill();
+    jobmesh_testkit::eventually("the quick job ends while its submitter is away", || {
+        runs(&mut tab)["ended"]
+            .as_array()
+            .is_some_and(|e| e.contains(&json!(quick)))
+    })
+    .await;
+    let _submitter = daemon(&url, "keep", "s", "", dir.path(), &[]);
+
+    let out = dir.path().join("quick.out");
+    let envelope = await_result(sock, &quick, &["--out", out.to_str().expect("utf-8")]).await;
+    assert_eq!(envelope["status"], "completed", "{envelope}");
+    assert!(
+        std::fs::read(&out).expect("the kept file") == bytes,
+        "the kept file came back changed"
+    );
+    let envelope = await_result(sock, &slow, &[]).await;
+    assert_eq!(envelope["status"], "completed", "{envelope}");
+    assert_eq!(envelope["worker"]["name"], "tab-1", "{envelope}");
+    let r = runs(&mut tab);
+    assert_eq!(
+        (r["started"][&quick].clone(), r["started"][&slow].clone()),
+        (json!(1), json!(1)),
+        "each ran once: {r}"
+    );
 }

@@ -9,7 +9,8 @@
 //                                                stdout: {"id":…,"workers":[names],"credential"?}
 //           {"op":"work","pool":"lab","name"?,"slots"?,"invitation"?}   joins as a worker of `echo`
 //                 (progress, then its input), `blob-echo` (its first file back) and
-//                 `sleep` ({"ms"}, progress every 100 ms, stops when cancelled)
+//                 `sleep` ({"ms"}, progress every 100 ms, stops when cancelled) and
+//                 `delay-copy` (sleeps {"ms"}, then returns its first file)
 //                                                stdout: {"id":…,"name":…}
 //           {"op":"submit","type":"echo","payload":{…},"bytes"?:N,"cancel_after_progress"?:true,"strategy"?}
 //                 with `bytes`, N random bytes go as file `in.bin`
@@ -20,6 +21,7 @@
 //                                                stdout: {"workers":[the name of each job's worker]}
 //           {"op":"observe"}                    sets pool.onJobEvent, keeping the events: {"observing":true}
 //           {"op":"events"}                     the events kept since: {"events":[…]}
+//           {"op":"runs"}                       {"started":{job id: handler runs},"ended":[job ids]}
 //           {"op":"workers"}                    stdout: {"workers":[names],"stats":{name: stats}}
 //           {"op":"close"}                      stdout: {"closed":true}
 //           {"op":"crash"}                      closes the page at once, no goodbye: {"crashed":true}
@@ -60,12 +62,18 @@ const steps = {
     page.evaluate(
       async ({ ws, pool, name, slots, invitation }) => {
         const { joinPool } = await import("/js/jobmesh.js");
+        window.started = {};
+        window.ended = [];
         const handlers = {
           echo: async (input, ctx) => {
             ctx.progress({ percent: 50, stage: "echoing" });
             return input;
           },
           "blob-echo": async (_input, ctx) => ctx.files[0] ?? new Blob([]),
+          "delay-copy": async (input, ctx) => {
+            await handlers.sleep(input, ctx);
+            return ctx.files[0];
+          },
           sleep: (input, ctx) =>
             new Promise((resolve, reject) => {
               const started = Date.now();
@@ -90,7 +98,14 @@ const steps = {
           invitation,
           capabilities: Object.keys(handlers),
           concurrency: slots ?? 2,
-          handler: (input, ctx) => handlers[ctx.capability](input, ctx),
+          handler: async (input, ctx) => {
+            window.started[ctx.jobId] = (window.started[ctx.jobId] ?? 0) + 1;
+            try {
+              return await handlers[ctx.capability](input, ctx);
+            } finally {
+              window.ended.push(ctx.jobId);
+            }
+          },
         });
         return { id: window.pool.id, name: window.pool.signal.join.name };
       },
@@ -143,6 +158,7 @@ const steps = {
       return { observing: true };
     }),
   events: () => page.evaluate(() => ({ events: window.events.splice(0) })),
+  runs: () => page.evaluate(() => ({ started: window.started, ended: window.ended })),
   workers: () =>
     page.evaluate(() => ({
       workers: window.pool.workers.map((w) => w.name),

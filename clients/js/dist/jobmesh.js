@@ -1016,6 +1016,9 @@ var PoolView = class {
 // src/signal.js
 var PROTOCOL_VERSION = 6;
 var MAX_SERVER_MESSAGE = 1024 * 1024;
+var RECONNECT_MIN_MS = 250;
+var RECONNECT_MAX_MS = 1e4;
+var FATAL = /* @__PURE__ */ new Set(["not_admitted", "bad_proof", "wrong_version", "name_taken"]);
 var SignalError = class extends Error {
   /** @param {string} code @param {string} message */
   constructor(code, message) {
@@ -1036,6 +1039,9 @@ var SignalClient = class extends EventTarget {
     this.join = join;
     this.view = new PoolView();
     this.ws = null;
+    this.leaving = false;
+    this.backoff = RECONNECT_MIN_MS;
+    this.refused = null;
   }
   /** Connects and joins; resolves on the welcome, rejects with why not. */
   connect() {
@@ -1062,23 +1068,29 @@ var SignalClient = class extends EventTarget {
             return this.send(await this.hello(String(msg.nonce)));
           case "welcome":
             joined = true;
+            this.backoff = RECONNECT_MIN_MS;
             this.view.welcome();
+            this.dispatchEvent(new CustomEvent("welcome", { detail: msg }));
             return resolve(msg);
           case "view": {
             const change = this.view.apply(msg);
             this.dispatchEvent(new CustomEvent("view", { detail: change }));
             return;
           }
-          case "error":
-            return fail(new SignalError(String(msg.code), String(msg.message)));
+          case "error": {
+            const e = new SignalError(String(msg.code), String(msg.message));
+            if (FATAL.has(e.code)) this.refused = e;
+            return fail(e);
+          }
           default:
             this.dispatchEvent(new CustomEvent(String(msg.type), { detail: msg }));
         }
       };
       ws.onerror = () => fail(new Error(`cannot reach the signal-server at ${this.url}`));
       ws.onclose = (ev) => {
-        if (!joined) reject(new Error(`the signal-server at ${this.url} closed the connection (${ev.code} ${ev.reason})`));
+        if (!joined) reject(this.refused ?? new Error(`the signal-server at ${this.url} closed the connection (${ev.code} ${ev.reason})`));
         this.dispatchEvent(new CustomEvent("closed", { detail: { code: ev.code, reason: ev.reason } }));
+        if (joined) this.reconnect();
       };
     });
   }
@@ -1103,7 +1115,22 @@ var SignalClient = class extends EventTarget {
   send(msg) {
     if (this.ws?.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(msg));
   }
+  /** Connects again after a pause that doubles each failure (with jitter), until joined, refused or closed. */
+  reconnect() {
+    if (this.leaving || this.refused) return;
+    const wait = this.backoff * (0.5 + Math.random() / 2);
+    this.backoff = Math.min(RECONNECT_MAX_MS, this.backoff * 2);
+    setTimeout(() => {
+      if (this.leaving) return;
+      this.connect().catch((e) => {
+        console.warn(`jobmesh: reconnecting to ${this.url}: ${e?.message ?? e}`);
+        if (this.refused) this.dispatchEvent(new CustomEvent("refused", { detail: this.refused }));
+        else this.reconnect();
+      });
+    }, wait);
+  }
   close() {
+    this.leaving = true;
     this.ws?.close(1e3, "leaving");
   }
 };
@@ -1213,6 +1240,9 @@ function submit(spec, pool) {
     }
     if (!worker)
       return end(void 0, problem ? new JobError("failed", problem) : new JobError("no_worker", `no worker in the pool runs "${spec.type}"`));
+    await offer(worker);
+  };
+  const offer = async (worker) => {
     attempt += 1;
     const mine = attempt;
     let blobs;
@@ -1245,7 +1275,19 @@ function submit(spec, pool) {
     else end(void 0, new JobError("failed", why));
   };
   pool.listen(jobId, (from, msg) => {
-    if (done || !current || from !== current.worker || msg.attempt !== attempt) return;
+    if (done) return;
+    if (msg.type === "held") {
+      if (current?.worker === from && msg.attempt === attempt) return;
+      send({ type: "cancel", job_id: jobId, attempt });
+      const name = pool.workers().find((w) => w.id === from)?.name ?? from;
+      current = null;
+      return void offer({ id: from, name });
+    }
+    if (msg.type === "closed") {
+      if (current?.worker === from) again(`the link to worker ${current.name} closed`, true);
+      return;
+    }
+    if (!current || from !== current.worker || msg.attempt !== attempt) return;
     renewLease();
     switch (msg.type) {
       case "accepted": {
@@ -1490,8 +1532,9 @@ var WorkerCore = class {
         return;
       }
       case "received":
-        for (const r of msg.receipts ?? []) {
-          if (this.kept.get(r.job_id)?.attempt === r.attempt) this.kept.delete(r.job_id);
+        for (const r of Array.isArray(msg.receipts) ? msg.receipts : []) {
+          const kept = this.kept.get(r?.job_id);
+          if (kept?.attempt === r.attempt && kept.from === from) this.kept.delete(r.job_id);
         }
         return;
       case "observe":
@@ -1528,7 +1571,9 @@ var WorkerCore = class {
     if (reply.grant && !allows(reply.grant, "submitter", capability))
       return reject("forbidden", `the submitter's credential does not let it submit "${capability}" jobs`);
     if (!this.capabilities.includes(capability)) return reject("unknown_capability", `this tab does not run "${capability}"`);
-    if (this.running.has(jobId)) return reject("busy", `job ${jobId} is already running here`);
+    const held = this.running.get(jobId) ?? this.kept.get(jobId);
+    if (held && held.from === from) return this.reattach(jobId, attempt, reply);
+    if (held) return reject("busy", `job ${jobId} is held here for another submitter`);
     if (this.draining) return reject("draining", "this tab is leaving the pool");
     if (this.running.size >= this.slots) return reject("busy", `all ${this.slots} slots are busy`);
     const problem = problemWith(blobs, this.maxInputBytes);
@@ -1582,17 +1627,16 @@ var WorkerCore = class {
       return { outcome: { status: "err", message: String(why?.message ?? why).slice(0, MAX_ERROR_LEN), retryable }, outputs: [] };
     }
   }
-  /** Sends a finished job's output blobs, then its result. */
+  /** A job's handler ended: its result is kept, then delivered. */
   async finish(jobId, job, outcome, outputs) {
-    const current = () => this.running.get(jobId) === job && !job.abort.signal.aborted;
+    let metas = [];
     if (outcome.status === "ok" && outputs.length) {
       try {
         if (outputs.length > 16) throw new Error(`${outputs.length} output files, at most 16`);
-        const blobs = await describe(outputs);
-        job.reply.send({ type: "blobs", job_id: jobId, attempt: job.attempt, direction: "output", blobs });
-        await sendBlobs(job.reply, { direction: 1, jobId, attempt: job.attempt }, outputs, current);
+        metas = await describe(outputs);
       } catch (e) {
-        outcome = { status: "err", message: `the output files could not be sent: ${e?.message ?? e}`, retryable: false };
+        outcome = { status: "err", message: `the output files could not be read: ${e?.message ?? e}`, retryable: false };
+        outputs = [];
       }
     }
     const stopped = job.abort.signal.reason instanceof Stopped;
@@ -1602,14 +1646,50 @@ var WorkerCore = class {
     if (outcome.status === "ok") this.completed += 1;
     else this.failed += 1;
     this.seq += 1;
-    const result = { type: "result", job_id: jobId, attempt: job.attempt, outcome, load: { running: this.running.size, slots: this.slots, seq: this.seq } };
     if (!(stopped && outcome.status === "err")) {
       if (this.kept.size >= MAX_KEPT_RESULTS) this.kept.delete(this.kept.keys().next().value);
-      this.kept.set(jobId, { attempt: job.attempt, msg: result });
-      job.reply.send(result);
+      const kept = { from: job.from, attempt: job.attempt, outcome, outputs, metas, reply: job.reply };
+      this.kept.set(jobId, kept);
+      this.deliver(jobId, kept);
     }
     this.onStats(this.stats());
     this.idle();
+  }
+  /** Sends a kept result's output blobs, then the result, under its attempt. */
+  async deliver(jobId, kept) {
+    const { attempt, reply } = kept;
+    if (kept.metas.length) {
+      reply.send({ type: "blobs", job_id: jobId, attempt, direction: "output", blobs: kept.metas });
+      const current = () => this.kept.get(jobId) === kept && kept.attempt === attempt;
+      if (!await sendBlobs(reply, { direction: 1, jobId, attempt }, kept.outputs, current)) return;
+    }
+    const load = { running: this.running.size, slots: this.slots, seq: this.seq };
+    reply.send({ type: "result", job_id: jobId, attempt, outcome: kept.outcome, load });
+  }
+  /**
+   * A link to `from` is up: `held` for each job this worker holds for it,
+   * running or finished, so that it can re-attach.
+   * @param {string} from @param {Reply} reply
+   */
+  linked(from, reply) {
+    for (const [jobId, job] of this.running) if (job.from === from) reply.send({ type: "held", job_id: jobId, attempt: job.attempt });
+    for (const [jobId, kept] of this.kept) if (kept.from === from) reply.send({ type: "held", job_id: jobId, attempt: kept.attempt });
+  }
+  /** A submit of a job held for its submitter: it goes on, or is sent again, under the new attempt. */
+  reattach(jobId, attempt, reply) {
+    const job = this.running.get(jobId);
+    reply.send({ type: "accepted", job_id: jobId, attempt });
+    if (job) {
+      job.attempt = attempt;
+      job.reply = reply;
+      job.lastSent = Date.now();
+      return;
+    }
+    const kept = this.kept.get(jobId);
+    if (!kept) return;
+    kept.attempt = attempt;
+    kept.reply = reply;
+    this.deliver(jobId, kept);
   }
   /** An empty progress for each job not spoken of for a second. */
   heartbeats() {
@@ -1638,6 +1718,7 @@ var Pool = class extends EventTarget {
     this.signal = signal;
     this.trust = trust;
     this.passedOver = /* @__PURE__ */ new Map();
+    signal.addEventListener("welcome", () => worker && signal.send({ type: "stats", stats: worker.stats() }));
     signal.addEventListener("revocations", (ev) => this.onRevocations(
       /** @type {CustomEvent} */
       ev.detail.list
@@ -1694,17 +1775,25 @@ var Pool = class extends EventTarget {
       onClose: () => {
         if (this.links.get(remote) === link) this.links.delete(remote);
         this.worker?.observers.unsubscribe(remote);
+        for (const job of [...this.jobs.values()]) job(remote, { type: "closed" });
         this.watching.subscribed.delete(remote);
         if (link.refusal) this.passOver(remote, link.refusal, UNTRUSTED_FOR_MS);
       },
       trust: this.trust
     });
     this.links.set(remote, link);
+    link.ready.then(() => this.worker?.linked(remote, link)).catch(() => {
+    });
     return link;
   }
   /** A message from `remote` over `link`: a reply to one of this tab's jobs, or for its worker. */
   route(remote, msg, link) {
     if (msg.type === "observed") return this.onObserved(remote, msg);
+    if (msg.type === "held") {
+      const job = this.jobs.get(msg.job_id);
+      if (job) return job(remote, msg);
+      return link.send({ type: "received", receipts: [{ job_id: msg.job_id, attempt: msg.attempt }] });
+    }
     const toSubmitter = REPLIES.has(msg.type) && (msg.type !== "blobs" || msg.direction === "output");
     if (toSubmitter) this.jobs.get(msg.job_id)?.(remote, msg);
     else this.worker?.handle(remote, msg, link);

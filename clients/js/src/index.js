@@ -55,6 +55,8 @@ export class Pool extends EventTarget {
     this.trust = trust;
     /** @type {Map<string, {until: number, why: string}>} peers passed over for new jobs, by id */
     this.passedOver = new Map();
+    // After a reconnect the server knows only the hello's slots: the stats again.
+    signal.addEventListener("welcome", () => worker && signal.send({ type: "stats", stats: worker.stats() }));
     signal.addEventListener("revocations", (ev) => this.onRevocations(/** @type {CustomEvent} */ (ev).detail.list));
     /** @type {WorkerCore | null} */
     this.worker = worker;
@@ -114,18 +116,27 @@ export class Pool extends EventTarget {
       onClose: () => {
         if (this.links.get(remote) === link) this.links.delete(remote);
         this.worker?.observers.unsubscribe(remote);
+        // This tab's jobs on that worker try elsewhere at once.
+        for (const job of [...this.jobs.values()]) job(remote, { type: "closed" });
         this.watching.subscribed.delete(remote); // subscribed again at the next view change
         if (link.refusal) this.passOver(remote, link.refusal, UNTRUSTED_FOR_MS);
       },
       trust: this.trust,
     });
     this.links.set(remote, link);
+    link.ready.then(() => this.worker?.linked(remote, link)).catch(() => {});
     return link;
   }
 
   /** A message from `remote` over `link`: a reply to one of this tab's jobs, or for its worker. */
   route(remote, msg, link) {
     if (msg.type === "observed") return this.onObserved(remote, msg);
+    if (msg.type === "held") {
+      // A worker holds a job for this tab: the job re-attaches to it, or, ended or unknown here, is let go.
+      const job = this.jobs.get(msg.job_id);
+      if (job) return job(remote, msg);
+      return link.send({ type: "received", receipts: [{ job_id: msg.job_id, attempt: msg.attempt }] });
+    }
     const toSubmitter = REPLIES.has(msg.type) && (msg.type !== "blobs" || msg.direction === "output");
     if (toSubmitter) this.jobs.get(msg.job_id)?.(remote, msg);
     else this.worker?.handle(remote, msg, link);

@@ -9,6 +9,11 @@ import { PURPOSE, admissionMessage, base64url } from "./identity.js";
 export const PROTOCOL_VERSION = 6;
 /** Largest server frame read (a view page), in bytes. */
 const MAX_SERVER_MESSAGE = 1024 * 1024;
+/** Reconnecting waits this long at first, doubling to RECONNECT_MAX_MS. */
+const RECONNECT_MIN_MS = 250;
+const RECONNECT_MAX_MS = 10_000;
+/** Refusals that reconnecting would only repeat. */
+const FATAL = new Set(["not_admitted", "bad_proof", "wrong_version", "name_taken"]);
 
 /**
  * @typedef {{name: string, pool: string, capabilities: string[], slots: number, credential?: object}} Join
@@ -37,6 +42,11 @@ export class SignalClient extends EventTarget {
     this.view = new PoolView();
     /** @type {WebSocket | null} */
     this.ws = null;
+    /** Set by close(): no reconnecting. */
+    this.leaving = false;
+    this.backoff = RECONNECT_MIN_MS;
+    /** Why the last connection ended, when the server said. @type {SignalError | null} */
+    this.refused = null;
   }
 
   /** Connects and joins; resolves on the welcome, rejects with why not. */
@@ -64,23 +74,31 @@ export class SignalClient extends EventTarget {
             return this.send(await this.hello(String(msg.nonce)));
           case "welcome":
             joined = true;
+            this.backoff = RECONNECT_MIN_MS;
             this.view.welcome();
+            this.dispatchEvent(new CustomEvent("welcome", { detail: msg }));
             return resolve(msg);
           case "view": {
             const change = this.view.apply(msg);
             this.dispatchEvent(new CustomEvent("view", { detail: change }));
             return;
           }
-          case "error":
-            return fail(new SignalError(String(msg.code), String(msg.message)));
+          case "error": {
+            const e = new SignalError(String(msg.code), String(msg.message));
+            if (FATAL.has(e.code)) this.refused = e;
+            return fail(e);
+          }
           default:
             this.dispatchEvent(new CustomEvent(String(msg.type), { detail: msg }));
         }
       };
       ws.onerror = () => fail(new Error(`cannot reach the signal-server at ${this.url}`));
       ws.onclose = (ev) => {
-        if (!joined) reject(new Error(`the signal-server at ${this.url} closed the connection (${ev.code} ${ev.reason})`));
+        if (!joined) reject(this.refused ?? new Error(`the signal-server at ${this.url} closed the connection (${ev.code} ${ev.reason})`));
         this.dispatchEvent(new CustomEvent("closed", { detail: { code: ev.code, reason: ev.reason } }));
+        // A member that was in stays in: the links between peers do not
+        // need the server, and the view comes back whole on the next welcome.
+        if (joined) this.reconnect();
       };
     });
   }
@@ -108,7 +126,23 @@ export class SignalClient extends EventTarget {
     if (this.ws?.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(msg));
   }
 
+  /** Connects again after a pause that doubles each failure (with jitter), until joined, refused or closed. */
+  reconnect() {
+    if (this.leaving || this.refused) return;
+    const wait = this.backoff * (0.5 + Math.random() / 2);
+    this.backoff = Math.min(RECONNECT_MAX_MS, this.backoff * 2);
+    setTimeout(() => {
+      if (this.leaving) return;
+      this.connect().catch((e) => {
+        console.warn(`jobmesh: reconnecting to ${this.url}: ${e?.message ?? e}`);
+        if (this.refused) this.dispatchEvent(new CustomEvent("refused", { detail: this.refused }));
+        else this.reconnect();
+      });
+    }, wait);
+  }
+
   close() {
+    this.leaving = true;
     this.ws?.close(1000, "leaving");
   }
 }

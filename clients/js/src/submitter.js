@@ -154,6 +154,10 @@ export function submit(spec, pool) {
     }
     if (!worker)
       return end(undefined, problem ? new JobError("failed", problem) : new JobError("no_worker", `no worker in the pool runs "${spec.type}"`));
+    await offer(worker);
+  };
+  /** The next attempt, on `worker`. @param {{id: string, name: string}} worker */
+  const offer = async (worker) => {
     attempt += 1;
     const mine = attempt;
     let blobs;
@@ -188,7 +192,22 @@ export function submit(spec, pool) {
   };
 
   pool.listen(jobId, (from, msg) => {
-    if (done || !current || from !== current.worker || msg.attempt !== attempt) return; // stale
+    if (done) return;
+    if (msg.type === "held") {
+      // The worker holds it (running or finished, on a link that came
+      // back): the current attempt elsewhere is superseded, and a new one
+      // re-attaches there.
+      if (current?.worker === from && msg.attempt === attempt) return;
+      send({ type: "cancel", job_id: jobId, attempt });
+      const name = pool.workers().find((w) => w.id === from)?.name ?? from;
+      current = null;
+      return void offer({ id: from, name });
+    }
+    if (msg.type === "closed") {
+      if (current?.worker === from) again(`the link to worker ${current.name} closed`, true);
+      return;
+    }
+    if (!current || from !== current.worker || msg.attempt !== attempt) return; // stale
     renewLease();
     switch (msg.type) {
       case "accepted": {

@@ -104,8 +104,9 @@ export class WorkerCore {
         return;
       }
       case "received":
-        for (const r of msg.receipts ?? []) {
-          if (this.kept.get(r.job_id)?.attempt === r.attempt) this.kept.delete(r.job_id);
+        for (const r of Array.isArray(msg.receipts) ? msg.receipts : []) {
+          const kept = this.kept.get(r?.job_id);
+          if (kept?.attempt === r.attempt && kept.from === from) this.kept.delete(r.job_id);
         }
         return;
       case "observe":
@@ -145,7 +146,9 @@ export class WorkerCore {
     if (reply.grant && !allows(reply.grant, "submitter", capability))
       return reject("forbidden", `the submitter's credential does not let it submit "${capability}" jobs`);
     if (!this.capabilities.includes(capability)) return reject("unknown_capability", `this tab does not run "${capability}"`);
-    if (this.running.has(jobId)) return reject("busy", `job ${jobId} is already running here`);
+    const held = this.running.get(jobId) ?? this.kept.get(jobId);
+    if (held && held.from === from) return this.reattach(jobId, attempt, reply); // no new slot, even draining
+    if (held) return reject("busy", `job ${jobId} is held here for another submitter`);
     if (this.draining) return reject("draining", "this tab is leaving the pool");
     if (this.running.size >= this.slots) return reject("busy", `all ${this.slots} slots are busy`);
     const problem = problemWith(blobs, this.maxInputBytes);
@@ -203,17 +206,17 @@ export class WorkerCore {
     }
   }
 
-  /** Sends a finished job's output blobs, then its result. */
+  /** A job's handler ended: its result is kept, then delivered. */
   async finish(jobId, job, outcome, outputs) {
-    const current = () => this.running.get(jobId) === job && !job.abort.signal.aborted;
+    /** @type {import("./blobs.js").BlobMeta[]} */
+    let metas = [];
     if (outcome.status === "ok" && outputs.length) {
       try {
         if (outputs.length > 16) throw new Error(`${outputs.length} output files, at most 16`);
-        const blobs = await describe(outputs);
-        job.reply.send({ type: "blobs", job_id: jobId, attempt: job.attempt, direction: "output", blobs });
-        await sendBlobs(job.reply, { direction: 1, jobId, attempt: job.attempt }, outputs, current);
+        metas = await describe(outputs);
       } catch (e) {
-        outcome = { status: "err", message: `the output files could not be sent: ${e?.message ?? e}`, retryable: false };
+        outcome = { status: "err", message: `the output files could not be read: ${e?.message ?? e}`, retryable: false };
+        outputs = [];
       }
     }
     const stopped = job.abort.signal.reason instanceof Stopped;
@@ -223,15 +226,54 @@ export class WorkerCore {
     if (outcome.status === "ok") this.completed += 1;
     else this.failed += 1;
     this.seq += 1;
-    const result = { type: "result", job_id: jobId, attempt: job.attempt, outcome, load: { running: this.running.size, slots: this.slots, seq: this.seq } };
     // A stopped handler's error is not kept (its submitter gave up).
     if (!(stopped && outcome.status === "err")) {
       if (this.kept.size >= MAX_KEPT_RESULTS) this.kept.delete(this.kept.keys().next().value);
-      this.kept.set(jobId, { attempt: job.attempt, msg: result });
-      job.reply.send(result);
+      const kept = { from: job.from, attempt: job.attempt, outcome, outputs, metas, reply: job.reply };
+      this.kept.set(jobId, kept);
+      this.deliver(jobId, kept);
     }
     this.onStats(this.stats());
     this.idle();
+  }
+
+  /** Sends a kept result's output blobs, then the result, under its attempt. */
+  async deliver(jobId, kept) {
+    const { attempt, reply } = kept;
+    if (kept.metas.length) {
+      reply.send({ type: "blobs", job_id: jobId, attempt, direction: "output", blobs: kept.metas });
+      const current = () => this.kept.get(jobId) === kept && kept.attempt === attempt;
+      if (!(await sendBlobs(reply, { direction: 1, jobId, attempt }, kept.outputs, current))) return;
+    }
+    const load = { running: this.running.size, slots: this.slots, seq: this.seq };
+    reply.send({ type: "result", job_id: jobId, attempt, outcome: kept.outcome, load });
+  }
+
+  /**
+   * A link to `from` is up: `held` for each job this worker holds for it,
+   * running or finished, so that it can re-attach.
+   * @param {string} from @param {Reply} reply
+   */
+  linked(from, reply) {
+    for (const [jobId, job] of this.running) if (job.from === from) reply.send({ type: "held", job_id: jobId, attempt: job.attempt });
+    for (const [jobId, kept] of this.kept) if (kept.from === from) reply.send({ type: "held", job_id: jobId, attempt: kept.attempt });
+  }
+
+  /** A submit of a job held for its submitter: it goes on, or is sent again, under the new attempt. */
+  reattach(jobId, attempt, reply) {
+    const job = this.running.get(jobId);
+    reply.send({ type: "accepted", job_id: jobId, attempt });
+    if (job) {
+      job.attempt = attempt;
+      job.reply = reply;
+      job.lastSent = Date.now();
+      return;
+    }
+    const kept = this.kept.get(jobId);
+    if (!kept) return;
+    kept.attempt = attempt;
+    kept.reply = reply;
+    this.deliver(jobId, kept);
   }
 
   /** An empty progress for each job not spoken of for a second. */

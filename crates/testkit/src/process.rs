@@ -394,6 +394,12 @@ pub fn signal_server_with(args: &[&str]) -> (Proc, String) {
     start_signal_server(None, "127.0.0.1:0", args)
 }
 
+/// [`signal_server_with`] on a given `listen` address: to start a server
+/// again where one was stopped.
+pub fn signal_server_on(listen: &str, args: &[&str]) -> (Proc, String) {
+    start_signal_server(None, listen, args)
+}
+
 /// Starts the `signal-server` binary inside `ns`, on its veth address with
 /// port 0, so peers in the namespace at the other end of the link reach it;
 /// returns it and the WebSocket URL from its ready line.
