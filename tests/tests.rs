@@ -47,6 +47,7 @@ mod simultaneous_dials_resolve_to_one_link;
 mod tabs_and_daemons_share_one_pool;
 mod the_command_line_behaves;
 mod the_dashboard_shows_the_pool_in_a_browser;
+mod the_example_pages_make_thumbnails_in_tabs;
 mod the_http_api_matches_its_openapi_document;
 mod the_javascript_client_passes_its_unit_tests;
 mod the_library_example_runs;

@@ -336,6 +336,8 @@ pub async fn run(
         .route("/ws", get(ws_upgrade))
         .route("/healthz", get(|| async { "ok" }))
         .route("/js/jobmesh.js", get(browser_client))
+        .route("/examples/", get(|| async { example_file("index.html") }))
+        .route("/examples/{file}", get(example))
         .route("/metrics", get(metrics))
         .route("/api/pools", get(pools))
         .route("/api/pools/{name}", get(pool_members))
@@ -611,6 +613,66 @@ async fn browser_client() -> Response {
             (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
         ],
         BROWSER_CLIENT,
+    )
+        .into_response()
+}
+
+/// The example pages of `examples/browser`, embedded: a tab that becomes a
+/// `thumbnail` worker, and one that submits images. Static, public, same
+/// origin as the pool's server and its /js/jobmesh.js.
+const EXAMPLES: &[(&str, &str)] = &[
+    (
+        "index.html",
+        include_str!("../../examples/browser/index.html"),
+    ),
+    ("page.css", include_str!("../../examples/browser/page.css")),
+    (
+        "thumbnail.js",
+        include_str!("../../examples/browser/thumbnail.js"),
+    ),
+    (
+        "thumbnail-worker.html",
+        include_str!("../../examples/browser/thumbnail-worker.html"),
+    ),
+    (
+        "thumbnail-worker.js",
+        include_str!("../../examples/browser/thumbnail-worker.js"),
+    ),
+    (
+        "thumbnail-submit.html",
+        include_str!("../../examples/browser/thumbnail-submit.html"),
+    ),
+    (
+        "thumbnail-submit.js",
+        include_str!("../../examples/browser/thumbnail-submit.js"),
+    ),
+];
+
+/// What the example pages may do: scripts from this server only, the
+/// heartbeat ticker's `blob:` worker, WebSockets to it, images they made.
+const EXAMPLE_CSP: &str = "default-src 'self'; script-src 'self'; worker-src blob:; \
+     connect-src 'self' ws: wss:; img-src 'self' blob: data:; style-src 'self'; frame-ancestors 'none'";
+
+async fn example(Path(file): Path<String>) -> Response {
+    example_file(&file)
+}
+
+fn example_file(file: &str) -> Response {
+    let Some((_, body)) = EXAMPLES.iter().find(|(name, _)| *name == file) else {
+        return (StatusCode::NOT_FOUND, "no such example page\n").into_response();
+    };
+    let kind = match file.rsplit_once('.').map(|(_, ext)| ext) {
+        Some("html") => "text/html; charset=utf-8",
+        Some("css") => "text/css; charset=utf-8",
+        _ => "text/javascript; charset=utf-8",
+    };
+    (
+        [
+            (header::CONTENT_TYPE, kind),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::CONTENT_SECURITY_POLICY, EXAMPLE_CSP),
+        ],
+        *body,
     )
         .into_response()
 }

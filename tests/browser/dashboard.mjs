@@ -10,7 +10,7 @@
 // writes a screenshot (HOLD_MS=N: N ms later). Exit code 0 only if every expectation held and the
 // page logged no error.
 
-import { chromium } from "playwright-core";
+import { launch } from "./chromium.mjs";
 
 const [url, expectJson, screenshot] = process.argv.slice(2);
 if (!url || !expectJson || !screenshot) {
@@ -20,10 +20,7 @@ if (!url || !expectJson || !screenshot) {
 const expected = JSON.parse(expectJson);
 const DEADLINE_MS = 60_000;
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-});
+const browser = await launch();
 let code = 1;
 try {
   const page = await browser.newPage({ viewport: { width: 1400, height: 1100 } });

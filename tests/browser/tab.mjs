@@ -27,23 +27,15 @@
 //           {"op":"crash"}                      closes the page at once, no goodbye: {"crashed":true}
 // Page errors go to stderr; the process ends when stdin ends.
 
-import { createInterface } from "node:readline";
-import { chromium } from "playwright-core";
+import { launch, reportErrors, serveSteps } from "./chromium.mjs";
 
 const [base] = process.argv.slice(2);
 if (!base) {
   console.error("usage: node tab.mjs HTTP_BASE (the signal-server's http://host:port)");
   process.exit(2);
 }
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  // Host candidates with their addresses, not mDNS names (the daemons do
-  // not resolve .local names; docs/browser.md says where that matters).
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-features=WebRtcHideLocalIpsWithMdns"],
-});
-const page = await browser.newPage();
-page.on("pageerror", (e) => console.error(`page error: ${e.message}`));
-page.on("console", (m) => m.type() === "error" && console.error(`console: ${m.text()}`));
+const browser = await launch();
+const page = reportErrors(await browser.newPage());
 await page.goto(`${base}/healthz`);
 const ws = base.replace(/^http/, "ws") + "/ws";
 
@@ -168,14 +160,5 @@ const steps = {
   crash: async () => (await page.close(), { crashed: true }),
 };
 
-for await (const line of createInterface({ input: process.stdin })) {
-  let answer;
-  try {
-    const step = JSON.parse(line);
-    answer = await steps[step.op](step);
-  } catch (e) {
-    answer = { error: String(e) };
-  }
-  console.log(JSON.stringify(answer));
-}
+await serveSteps(steps);
 await browser.close();

@@ -1460,6 +1460,37 @@ var Watching = class {
   }
 };
 
+// src/ticker.js
+var SOURCE = "onmessage = (e) => setInterval(() => postMessage(0), e.data);";
+function every(ms, fn) {
+  let interval = 0;
+  const fallback = () => {
+    if (!interval) interval = setInterval(fn, ms);
+  };
+  let worker = null;
+  if (typeof Worker === "function" && typeof URL.createObjectURL === "function") {
+    try {
+      const url = URL.createObjectURL(new Blob([SOURCE], { type: "text/javascript" }));
+      worker = new Worker(url);
+      URL.revokeObjectURL(url);
+      worker.onmessage = () => fn();
+      worker.onerror = () => {
+        worker?.terminate();
+        worker = null;
+        fallback();
+      };
+      worker.postMessage(ms);
+    } catch {
+      worker = null;
+      fallback();
+    }
+  } else fallback();
+  return () => {
+    worker?.terminate();
+    clearInterval(interval);
+  };
+}
+
 // src/worker.js
 var HEARTBEAT_INTERVAL_MS = 1e3;
 var MAX_KEPT_RESULTS = 1024;
@@ -1491,7 +1522,7 @@ var WorkerCore = class {
     this.completed = 0;
     this.failed = 0;
     this.seq = 0;
-    this.timer = setInterval(() => this.heartbeats(), HEARTBEAT_INTERVAL_MS / 2);
+    this.stopTicking = every(HEARTBEAT_INTERVAL_MS / 2, () => this.heartbeats());
   }
   /** The stats the pool sees. */
   stats() {
@@ -1702,7 +1733,7 @@ var WorkerCore = class {
     }
   }
   close() {
-    clearInterval(this.timer);
+    this.stopTicking();
     for (const job of this.running.values()) job.abort.abort(new Stopped("the tab is leaving"));
   }
 };

@@ -5,6 +5,7 @@
 
 import { Incoming, TransferError, asBlobs, describe, problemWith, sendBlobs } from "./blobs.js";
 import { Observers } from "./observe.js";
+import { every } from "./ticker.js";
 import { allows } from "./trust.js";
 
 /** A worker says something about each job at least this often. */
@@ -58,7 +59,7 @@ export class WorkerCore {
     this.completed = 0;
     this.failed = 0;
     this.seq = 0;
-    this.timer = setInterval(() => this.heartbeats(), HEARTBEAT_INTERVAL_MS / 2);
+    this.stopTicking = every(HEARTBEAT_INTERVAL_MS / 2, () => this.heartbeats());
   }
 
   /** The stats the pool sees. */
@@ -288,7 +289,7 @@ export class WorkerCore {
   }
 
   close() {
-    clearInterval(this.timer);
+    this.stopTicking();
     for (const job of this.running.values()) job.abort.abort(new Stopped("the tab is leaving"));
   }
 }

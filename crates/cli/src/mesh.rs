@@ -115,6 +115,8 @@ pub(crate) async fn run(args: MeshArgs, common: Common) -> anyhow::Result<u8> {
     outln!("  peer peers; peer jobs; peer watch; peer status; peer watch --all");
 
     outln!("  peer --signal {url} --open --capabilities echo --name another-worker");
+    let http = url.trim_end_matches("/ws").replacen("ws://", "http://", 1);
+    outln!("  a browser tab as a peer: {http}/examples/ (docs/browser.md)");
     outln!("(peer is target/release/peer if it is not installed.) Running until Ctrl-C.");
 
     let code = local.run().await;
