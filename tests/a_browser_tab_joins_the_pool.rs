@@ -11,7 +11,7 @@ use jobmesh_testkit::process::{
     await_result, daemon, expect_exit, run_peer, run_peer_elsewhere, signal_server,
     signal_server_on, stdout_json, wait_capable, BrowserTab as Tab,
 };
-use serde_json::json;
+use serde_json::{json, Value};
 
 /// The names `peer peers --json` lists, from the daemon at `control`.
 fn listed(control: &str) -> Vec<(String, String)> {
@@ -243,5 +243,78 @@ async fn a_tab_keeps_its_results_for_a_submitter_that_comes_back() {
         (r["started"][&quick].clone(), r["started"][&slow].clone()),
         (json!(1), json!(1)),
         "each ran once: {r}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tab_with_mdns_host_candidates_reaches_the_daemons_both_ways() {
+    let (_server, url) = signal_server();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _w = daemon(&url, "mdns", "w", "echo", dir.path(), &[]);
+    let _s = daemon(&url, "mdns", "s", "", dir.path(), &[]);
+    // A page's host candidates are random .local names (Chromium's
+    // default), which the daemons do not resolve.
+    let mut tab = Tab::open(&url);
+    tab.step(json!({ "op": "work", "pool": "mdns", "name": "tab-1" }));
+    let control = dir.path().join("s.sock");
+    wait_capable(&control, "echo", 2).await;
+
+    // The tab dials the daemon, and the daemon dials the tab.
+    let got = tab.step(
+        json!({ "op": "submit", "type": "echo", "payload": { "m": 1 }, "strategy": "round-robin" }),
+    );
+    let got2 = tab.step(
+        json!({ "op": "submit", "type": "echo", "payload": { "m": 1 }, "strategy": "round-robin" }),
+    );
+    let by: Vec<&str> = [&got, &got2]
+        .iter()
+        .filter_map(|g| g["worker"].as_str())
+        .collect();
+    assert!(by.contains(&"w"), "{got} {got2}");
+    let out = run_peer(&[
+        "submit",
+        "echo",
+        "--input",
+        "{}",
+        "--json",
+        "--strategy",
+        "round-robin",
+        "--control",
+        control.to_str().expect("utf-8"),
+    ]);
+    let out2 = run_peer(&[
+        "submit",
+        "echo",
+        "--input",
+        "{}",
+        "--json",
+        "--strategy",
+        "round-robin",
+        "--control",
+        control.to_str().expect("utf-8"),
+    ]);
+    expect_exit(&out, 0);
+    expect_exit(&out2, 0);
+    let names = [
+        stdout_json(&out)["worker"]["name"].clone(),
+        stdout_json(&out2)["worker"]["name"].clone(),
+    ];
+    assert!(names.contains(&json!("tab-1")), "{names:?}");
+
+    // And its candidates were mDNS names indeed: the daemons learnt its
+    // address from its connectivity checks (peer-reflexive candidates).
+    let sdp = tab.step(json!({ "op": "sdp" }));
+    let candidates: Vec<&str> = sdp["sdp"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .flat_map(|s| s.lines())
+        .filter(|l| l.starts_with("a=candidate:") && l.contains(" typ host"))
+        .collect();
+    assert!(!candidates.is_empty(), "{sdp}");
+    assert!(
+        candidates.iter().all(|c| c.contains(".local ")),
+        "{candidates:?}"
     );
 }

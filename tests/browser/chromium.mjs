@@ -5,11 +5,14 @@
 import { createInterface } from "node:readline";
 import { chromium } from "playwright-core";
 
-/** Headless chromium. Host candidates carry addresses, not mDNS names: see docs/browser.md. */
+/**
+ * Headless chromium, as a user's browser is: a page's host candidates are
+ * random mDNS names (.local), not addresses (docs/browser.md).
+ */
 export function launch() {
   return chromium.launch({
     executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-features=WebRtcHideLocalIpsWithMdns"],
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", ...(process.env.NOMDNS ? ["--disable-features=WebRtcHideLocalIpsWithMdns"] : [])],
   });
 }
 

@@ -7,7 +7,8 @@
 //   stdin:  {"op":"join","pool":"lab","invitation"?,"credential"?}
 //                 (with an invitation token, redeemed, or a credential: the pool is closed)
 //                                                stdout: {"id":…,"workers":[names],"credential"?}
-//           {"op":"work","pool":"lab","name"?,"slots"?,"invitation"?}   joins as a worker of `echo`
+//           {"op":"work","pool":"lab","name"?,"slots"?,"invitation"?,"caps"?}   joins as a worker
+//                 of `caps` (default: all of these): `mirror` (its first file back, else its input), `echo`
 //                 (progress, then its input), `blob-echo` (its first file back) and
 //                 `sleep` ({"ms"}, progress every 100 ms, stops when cancelled) and
 //                 `delay-copy` (sleeps {"ms"}, then returns its first file)
@@ -19,8 +20,11 @@
 //                                                or {"failed":status,"message":…}
 //           {"op":"submit_many","type":"echo","count":N,"strategy"?}   N jobs at once
 //                                                stdout: {"workers":[the name of each job's worker]}
+//           {"op":"bench","type":"echo","n":N,"bytes"?:B}   N jobs one after the other (B random
+//                 bytes each way as a file): stdout: {"ms":[each job's round trip]}
 //           {"op":"observe"}                    sets pool.onJobEvent, keeping the events: {"observing":true}
 //           {"op":"events"}                     the events kept since: {"events":[…]}
+//           {"op":"sdp"}                        {"sdp":[the local SDP of each link]}
 //           {"op":"runs"}                       {"started":{job id: handler runs},"ended":[job ids]}
 //           {"op":"workers"}                    stdout: {"workers":[names],"stats":{name: stats}}
 //           {"op":"close"}                      stdout: {"closed":true}
@@ -50,9 +54,9 @@ const steps = {
       },
       { ws, pool, invitation, credential },
     ),
-  work: ({ pool, name, slots, invitation }) =>
+  work: ({ pool, name, slots, invitation, caps }) =>
     page.evaluate(
-      async ({ ws, pool, name, slots, invitation }) => {
+      async ({ ws, pool, name, slots, invitation, caps }) => {
         const { joinPool } = await import("/js/jobmesh.js");
         window.started = {};
         window.ended = [];
@@ -62,6 +66,7 @@ const steps = {
             return input;
           },
           "blob-echo": async (_input, ctx) => ctx.files[0] ?? new Blob([]),
+          mirror: async (input, ctx) => ctx.files[0] ?? input,
           "delay-copy": async (input, ctx) => {
             await handlers.sleep(input, ctx);
             return ctx.files[0];
@@ -88,7 +93,7 @@ const steps = {
           pool,
           name,
           invitation,
-          capabilities: Object.keys(handlers),
+          capabilities: caps ?? Object.keys(handlers),
           concurrency: slots ?? 2,
           handler: async (input, ctx) => {
             window.started[ctx.jobId] = (window.started[ctx.jobId] ?? 0) + 1;
@@ -101,7 +106,7 @@ const steps = {
         });
         return { id: window.pool.id, name: window.pool.signal.join.name };
       },
-      { ws, pool, name, slots, invitation },
+      { ws, pool, name, slots, invitation, caps },
     ),
   submit: (step) =>
     page.evaluate(async ({ type, payload, timeout, bytes, cancel_after_progress, strategy }) => {
@@ -143,6 +148,21 @@ const steps = {
       await Promise.all(tickets.map((t) => t.result));
       return { workers: tickets.map((t) => t.worker.name) };
     }, step),
+  bench: (step) =>
+    page.evaluate(async ({ type, n, bytes }) => {
+      const data = new Uint8Array(bytes ?? 0);
+      for (let at = 0; at < data.length; at += 65536) crypto.getRandomValues(data.subarray(at, at + 65536));
+      const ms = [];
+      for (let i = 0; i < n; i++) {
+        const files = bytes ? [new Blob([data])] : [];
+        const started = performance.now();
+        const ticket = window.pool.submit({ type, payload: { i }, files });
+        await ticket.result;
+        if (bytes && ticket.files[0]?.size !== bytes) throw new Error(`job ${i}: ${ticket.files[0]?.size} bytes came back`);
+        ms.push(performance.now() - started);
+      }
+      return { ms };
+    }, step),
   observe: () =>
     page.evaluate(() => {
       window.events = [];
@@ -150,6 +170,7 @@ const steps = {
       return { observing: true };
     }),
   events: () => page.evaluate(() => ({ events: window.events.splice(0) })),
+  sdp: () => page.evaluate(() => ({ sdp: [...window.pool.links.values()].map((l) => l.pc.localDescription?.sdp ?? "") })),
   runs: () => page.evaluate(() => ({ started: window.started, ended: window.ended })),
   workers: () =>
     page.evaluate(() => ({

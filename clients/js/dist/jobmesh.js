@@ -810,6 +810,7 @@ var Link = class {
     this.refusal = void 0;
     this.remoteRefused = false;
     this.blameless = false;
+    this.helloSent = false;
     this.dial = 0;
     this.ready = new Promise((resolve, reject) => {
       this.trust = resolve;
@@ -853,12 +854,19 @@ var Link = class {
     this.channel = channel;
     channel.binaryType = "arraybuffer";
     channel.bufferedAmountLowThreshold = LOW_WATER;
-    const credential = this.trustIn ? { credential: this.trustIn.credential } : {};
-    channel.onopen = () => this.send({ type: "link_hello", key: this.identity.key, nonce: base64url(this.nonce), ...credential });
+    channel.onopen = () => this.sayHello();
     channel.onmessage = (ev) => {
       this.inbox = this.inbox.then(() => this.receive(ev.data)).catch((e) => this.close(String(e?.message ?? e)));
     };
     channel.onclose = () => this.close();
+    this.sayHello();
+  }
+  /** This end's link_hello, once, as soon as the channel is open. */
+  sayHello() {
+    if (this.helloSent || this.channel?.readyState !== "open") return;
+    this.helloSent = true;
+    const credential = this.trustIn ? { credential: this.trustIn.credential } : {};
+    this.send({ type: "link_hello", key: this.identity.key, nonce: base64url(this.nonce), ...credential });
   }
   /** The largest message this link may send: what the remote takes, at most 64 KiB. */
   get maxMessage() {
@@ -916,6 +924,7 @@ var Link = class {
         PURPOSE.binding,
         bindingMessage(mine, theirs, this.nonce, this.remoteHello.nonce, this.remote)
       );
+      this.sayHello();
       this.send({ type: "link_proof", sig: base64url(sig) });
       return;
     }

@@ -94,6 +94,7 @@ export class Link {
     this.refusal = undefined;
     this.remoteRefused = false;
     this.blameless = false;
+    this.helloSent = false;
     /** The dial tag of this tab's offer, when it dialled. */
     this.dial = 0;
     /** Resolves once the link handshake is done; rejects if the link closes first. */
@@ -142,12 +143,21 @@ export class Link {
     this.channel = channel;
     channel.binaryType = "arraybuffer";
     channel.bufferedAmountLowThreshold = LOW_WATER;
-    const credential = this.trustIn ? { credential: this.trustIn.credential } : {};
-    channel.onopen = () => this.send({ type: "link_hello", key: this.identity.key, nonce: base64url(this.nonce), ...credential });
+    channel.onopen = () => this.sayHello();
     channel.onmessage = (ev) => {
       this.inbox = this.inbox.then(() => this.receive(ev.data)).catch((e) => this.close(String(e?.message ?? e)));
     };
     channel.onclose = () => this.close();
+    // A channel the remote opened can come already open (no open event).
+    this.sayHello();
+  }
+
+  /** This end's link_hello, once, as soon as the channel is open. */
+  sayHello() {
+    if (this.helloSent || this.channel?.readyState !== "open") return;
+    this.helloSent = true;
+    const credential = this.trustIn ? { credential: this.trustIn.credential } : {};
+    this.send({ type: "link_hello", key: this.identity.key, nonce: base64url(this.nonce), ...credential });
   }
 
   /** The largest message this link may send: what the remote takes, at most 64 KiB. */
@@ -210,6 +220,7 @@ export class Link {
         PURPOSE.binding,
         bindingMessage(mine, theirs, this.nonce, this.remoteHello.nonce, this.remote),
       );
+      this.sayHello(); // a hello that came before this end's open event is answered in order
       this.send({ type: "link_proof", sig: base64url(sig) });
       return;
     }

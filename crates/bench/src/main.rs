@@ -36,7 +36,7 @@ struct Args {
     #[arg(long)]
     quick: bool,
     /// Run only these scenarios (repeatable): round-trip, throughput,
-    /// payload, startup, memory, signal-scale, raw.
+    /// payload, startup, memory, signal-scale, raw, browser.
     #[arg(long = "scenario", value_name = "NAME")]
     scenarios: Vec<String>,
     /// Repeats per figure [default: 5, or 2 with --quick].

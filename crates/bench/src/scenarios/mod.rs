@@ -1,5 +1,6 @@
 //! The scenarios, each a function from the run's [`Ctx`] to its figures.
 
+mod browser;
 mod memory;
 mod mesh;
 mod payload;
@@ -26,6 +27,7 @@ pub(crate) const ALL: &[(&str, Run)] = &[
     ("startup", |c| Box::pin(startup::run(c))),
     ("memory", |c| Box::pin(memory::run(c))),
     ("signal-scale", |c| Box::pin(signal_scale::run(c))),
+    ("browser", |c| Box::pin(browser::run(c))),
 ];
 
 /// jobmesh / raw ratios of the same run, for round trip and payload.
