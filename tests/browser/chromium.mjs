@@ -12,7 +12,7 @@ import { chromium } from "playwright-core";
 export function launch() {
   return chromium.launch({
     executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", ...(process.env.NOMDNS ? ["--disable-features=WebRtcHideLocalIpsWithMdns"] : [])],
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
   });
 }
 
