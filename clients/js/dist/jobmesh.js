@@ -1800,8 +1800,10 @@ var Pool = class extends EventTarget {
       return;
     }
     if (signal?.kind !== "offer") return;
-    this.links.get(from)?.close();
+    const mine = this.links.get(from);
+    if (mine && !mine.trusted && mine.dial && this.id < from) return;
     const link = this.newLink(from);
+    mine?.close();
     link.answer(String(signal.sdp), signal.dial ?? 0).catch((e) => link.close(`could not answer ${from}: ${e}`));
   }
   /** A link to `remote`, its messages routed to the worker or to jobs. @param {string} remote */
@@ -1851,13 +1853,20 @@ var Pool = class extends EventTarget {
       link = this.newLink(remote);
       await link.dialRemote();
     }
-    try {
-      await link.ready;
-    } catch (e) {
-      if (!link.refusal) this.passOver(remote, String(e?.message ?? e), UNREACHABLE_FOR_MS);
-      throw e;
+    for (; ; ) {
+      try {
+        await link.ready;
+        return link;
+      } catch (e) {
+        const next = this.links.get(remote);
+        if (next && next !== link && !next.closed) {
+          link = next;
+          continue;
+        }
+        if (!link.refusal) this.passOver(remote, String(e?.message ?? e), UNREACHABLE_FOR_MS);
+        throw e;
+      }
     }
-    return link;
   }
   /** Offers `peer` no new job for `ms`. */
   passOver(peer, why, ms) {

@@ -100,8 +100,12 @@ export class Pool extends EventTarget {
       return;
     }
     if (signal?.kind !== "offer") return; // candidates travel in the SDP (non-trickle)
-    this.links.get(from)?.close();
-    const link = this.newLink(from);
+    const mine = this.links.get(from);
+    // Both dialled at once: the lower id's offer wins (as between daemons);
+    // the other end abandons its dial and answers this tab's.
+    if (mine && !mine.trusted && mine.dial && this.id < from) return;
+    const link = this.newLink(from); // replaces `mine`: jobs waiting for it move on to this one
+    mine?.close();
     link.answer(String(signal.sdp), signal.dial ?? 0).catch((e) => link.close(`could not answer ${from}: ${e}`));
   }
 
@@ -156,13 +160,20 @@ export class Pool extends EventTarget {
       link = this.newLink(remote);
       await link.dialRemote();
     }
-    try {
-      await link.ready;
-    } catch (e) {
-      if (!link.refusal) this.passOver(remote, String(e?.message ?? e), UNREACHABLE_FOR_MS);
-      throw e;
+    for (;;) {
+      try {
+        await link.ready;
+        return link;
+      } catch (e) {
+        const next = this.links.get(remote);
+        if (next && next !== link && !next.closed) {
+          link = next; // replaced (the remote's dial won, or it dialled again)
+          continue;
+        }
+        if (!link.refusal) this.passOver(remote, String(e?.message ?? e), UNREACHABLE_FOR_MS);
+        throw e;
+      }
     }
-    return link;
   }
 
   /** Offers `peer` no new job for `ms`. */
