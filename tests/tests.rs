@@ -41,6 +41,7 @@ mod metrics_count_what_happened;
 mod peer_status_counts_the_pool;
 mod peer_watch_all_observes_every_worker;
 mod peers_rejoin_when_the_signal_server_returns;
+mod photo;
 mod seeing_the_pool_acceptance;
 mod signal_server_never_carries_a_payload;
 mod simultaneous_dials_resolve_to_one_link;

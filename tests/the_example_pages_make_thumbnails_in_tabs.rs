@@ -6,40 +6,21 @@
 //! thumbnail workers, that tab and a Rust daemon, showing each thumbnail.
 
 use std::collections::BTreeSet;
-use std::io::Write;
-use std::path::Path;
 
 use jobmesh_testkit::process::{
-    browser_script, daemon, expect_exit, run_peer, signal_server, stdout_json, wait_capable,
+    daemon, expect_exit, run_peer, signal_server, stdout_json, wait_capable, BrowserTab,
 };
-use serde_json::{json, Value};
+use serde_json::json;
 
-/// A 1200×800 photo-like JPEG.
-fn write_photo(path: &Path) {
-    let img = image::RgbImage::from_fn(1200, 800, |x, y| {
-        image::Rgb([(x / 5) as u8, (y / 4) as u8, ((x ^ y) & 0xff) as u8])
-    });
-    img.save_with_format(path, image::ImageFormat::Jpeg)
-        .expect("write jpeg");
-}
+use crate::photo::write_photo;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_example_pages_make_thumbnails_in_tabs() {
     let (_server, url) = signal_server();
     let dir = tempfile::tempdir().expect("tempdir");
     let _s = daemon(&url, "pics", "s", "", dir.path(), &[]);
-    let base = url.trim_end_matches("/ws").replacen("ws://", "http://", 1);
-    let (mut pages, answers) = browser_script("example.mjs", &[base.as_ref()]);
-    let mut step = |step: Value| -> Value {
-        let stdin = pages.stdin.as_mut().expect("piped");
-        writeln!(stdin, "{step}").expect("send the step");
-        let line = answers
-            .recv_timeout(std::time::Duration::from_secs(120))
-            .unwrap_or_else(|e| panic!("no answer to {step}: {e}"));
-        let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
-        assert!(v.get("error").is_none(), "{step}: {v}");
-        v
-    };
+    let mut pages = BrowserTab::open_script("example.mjs", &url);
+    let mut step = |step| pages.step(step);
 
     // The worker page: a tab that makes thumbnails for `peer submit`.
     let status = step(json!({ "op": "worker", "pool": "pics", "name": "tab-thumbs" }));
@@ -105,6 +86,4 @@ async fn the_example_pages_make_thumbnails_in_tabs() {
         .filter_map(|r| r["worker"].as_str())
         .collect();
     assert!(workers.is_subset(&["tab-thumbs", "w"].into()), "{got}");
-    let _ = pages.kill();
-    let _ = pages.wait();
 }

@@ -13,14 +13,7 @@ fn fixture(name: &str) -> String {
     format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
-/// A 1200×800 photo-like JPEG (a gradient with some structure).
-fn write_photo(path: &Path) {
-    let img = image::RgbImage::from_fn(1200, 800, |x, y| {
-        image::Rgb([(x / 5) as u8, (y / 4) as u8, ((x ^ y) & 0xff) as u8])
-    });
-    img.save_with_format(path, image::ImageFormat::Jpeg)
-        .expect("write jpeg");
-}
+use crate::photo::write_photo;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thumbnail_and_ocr_jobs_run_on_a_worker_from_the_cli() {

@@ -620,10 +620,16 @@ pub struct BrowserTab {
 impl BrowserTab {
     /// Opens the tab on the signal-server at `signal_url`.
     pub fn open(signal_url: &str) -> Self {
+        Self::open_script("tab.mjs", signal_url)
+    }
+
+    /// Another step-driven script of `tests/browser` (`example.mjs`), on the
+    /// signal-server at `signal_url`.
+    pub fn open_script(script: &str, signal_url: &str) -> Self {
         let base = signal_url
             .trim_end_matches("/ws")
             .replacen("ws://", "http://", 1);
-        let (child, answers) = browser_script("tab.mjs", &[base.as_ref()]);
+        let (child, answers) = browser_script(script, &[base.as_ref()]);
         Self { child, answers }
     }
 
