@@ -1645,6 +1645,7 @@ var WorkerCore = class {
     const outputs = [];
     try {
       await ready;
+      job.abort.signal.throwIfAborted();
       const files = job.incoming.files();
       job.incoming = null;
       const progress = (p) => {

@@ -183,6 +183,7 @@ export class WorkerCore {
     const outputs = [];
     try {
       await ready;
+      job.abort.signal.throwIfAborted(); // stopped before it started: the handler never runs
       const files = job.incoming.files();
       job.incoming = null;
       const progress = (p) => {

@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { bindingMessage, fingerprintOf } from "../src/link.js";
+import { bindingMessage, dialTag, fingerprintOf } from "../src/link.js";
 
 const FP = Array.from({ length: 32 }, (_, i) => i.toString(16).padStart(2, "0").toUpperCase()).join(":");
 
@@ -19,4 +19,12 @@ test("the binding message is 144 bytes: fingerprints, nonces, the verifier's id"
   assert.equal(msg[64], 3);
   assert.equal(msg[96], 4);
   assert.deepEqual([...msg.slice(128, 132)], [0x06, 0xbf, 0xb0, 0x95]);
+});
+
+test("dial tags are integers from 1 to 2^53 - 1, exact through JSON", () => {
+  for (let i = 0; i < 1000; i++) {
+    const tag = dialTag();
+    assert.ok(Number.isSafeInteger(tag) && tag >= 1, `${tag}`);
+    assert.equal(JSON.parse(JSON.stringify({ dial: tag })).dial, tag);
+  }
 });
