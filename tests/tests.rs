@@ -36,6 +36,7 @@ mod jobs_go_only_to_capable_workers;
 mod jobs_run_over_http;
 mod jobs_spread_over_both_workers;
 mod large_blobs_keep_memory_bounded;
+mod links_go_through_turn_with_credentials_the_signal_server_minted;
 mod malformed_data_channel_message_gets_an_error_reply;
 mod metrics_count_what_happened;
 mod peer_status_counts_the_pool;

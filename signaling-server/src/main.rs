@@ -78,12 +78,64 @@ struct Args {
     /// File holding the bearer token `GET /api/pools` needs [default: the API answers nobody].
     #[arg(long, env = "JOBMESH_ADMIN_TOKEN_FILE")]
     admin_token_file: Option<std::path::PathBuf>,
+    /// A STUN server offered to every member in its welcome (`stun:HOST:PORT`; repeatable).
+    #[arg(long = "stun-url", value_name = "URL")]
+    stun_urls: Vec<String>,
+    /// A TURN server offered to every member with a credential minted for it
+    /// (`turn:HOST:PORT?transport=udp`, `…tcp`, `turns:…`; repeatable; needs --turn-secret-file).
+    #[arg(long = "turn-url", value_name = "URL", requires = "turn_secret_file")]
+    turn_urls: Vec<String>,
+    /// File holding the secret shared with the TURN server (coturn's `static-auth-secret` with `use-auth-secret`).
+    #[arg(long, env = "JOBMESH_TURN_SECRET_FILE", requires = "turn_urls")]
+    turn_secret_file: Option<std::path::PathBuf>,
+    /// How long a minted TURN credential is valid, in seconds.
+    #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(60..=604_800))]
+    turn_ttl_secs: u64,
     /// Colour in log lines: `auto` (on a terminal, unless NO_COLOR is set), `always` or `never`.
     #[arg(long, env = "JOBMESH_COLOR", value_parser = ["auto", "always", "never"], default_value = "auto")]
     color: String,
     /// Log lines as `text`, or `json` (one object a line, for journald or a log collector).
     #[arg(long, env = "JOBMESH_LOG_FORMAT", value_parser = ["text", "json"], default_value = "text")]
     log_format: String,
+}
+
+/// The STUN and TURN servers the flags describe.
+fn ice_offer(args: &Args) -> anyhow::Result<jobmesh_signal_server::ice::IceOffer> {
+    use jobmesh_signal_server::ice::{IceOffer, Turn};
+    use jobmesh_wire::signal::IceServer;
+    let check = |flag: &str, urls: &[String]| {
+        urls.iter().try_for_each(|u| {
+            IceServer {
+                urls: vec![u.clone()],
+                username: None,
+                credential: None,
+            }
+            .validate()
+            .with_context(|| format!("{flag} {u}"))
+        })
+    };
+    check("--stun-url", &args.stun_urls)?;
+    check("--turn-url", &args.turn_urls)?;
+    let turn = match &args.turn_secret_file {
+        Some(path) => {
+            let secret = std::fs::read_to_string(path)
+                .with_context(|| format!("--turn-secret-file {}", path.display()))?;
+            let secret = secret.trim().to_owned();
+            if secret.len() < 16 {
+                anyhow::bail!("--turn-secret-file {}: the secret is shorter than 16 characters; use a long random one (e.g. openssl rand -hex 32), the same as coturn's static-auth-secret", path.display());
+            }
+            Some(Turn {
+                urls: args.turn_urls.clone(),
+                secret,
+                ttl: Duration::from_secs(args.turn_ttl_secs),
+            })
+        }
+        None => None,
+    };
+    Ok(IceOffer {
+        stun_urls: args.stun_urls.clone(),
+        turn,
+    })
 }
 
 /// The admission policy the flags describe.
@@ -179,6 +231,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let ice = ice_offer(&args)?;
     let listener = match tokio::net::TcpListener::bind(&args.listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -238,6 +291,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             ..limits::Limits::default()
         },
         relay_rate: args.relay_rate,
+        ice,
         ..ServerConfig::default()
     };
     run(listener, config, shutdown).await.context("serving")

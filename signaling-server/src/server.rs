@@ -187,6 +187,9 @@ pub struct ServerConfig {
     /// its pool's key) is applied at once: its members are refused at hello,
     /// those connected are disconnected, and every member gets the list.
     pub revocations: Option<watch::Receiver<Vec<Revocations>>>,
+    /// The STUN and TURN servers offered in each welcome, TURN with a
+    /// credential minted for the peer (`signal-server --turn-secret-file`).
+    pub ice: crate::ice::IceOffer,
 }
 
 impl Default for ServerConfig {
@@ -202,6 +205,7 @@ impl Default for ServerConfig {
             admission: Admission::default(),
             admin_token: None,
             revocations: None,
+            ice: crate::ice::IceOffer::default(),
             tls: None,
             limits: Limits::default(),
             relay_rate: RELAY_RATE,
@@ -971,9 +975,13 @@ async fn connection(socket: WebSocket, shared: Arc<Shared>) {
         capabilities = hello.capabilities.len(),
         "peer joined"
     );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     let welcome = ServerMsg::Welcome {
         pool: hello.pool.clone(),
         heartbeat_ms: u64::try_from(shared.config.heartbeat.as_millis()).unwrap_or(u64::MAX),
+        ice_servers: shared.config.ice.for_peer(&hello.peer_id, now),
     };
     // The welcome goes first: relays queued for this peer meanwhile wait in
     // `rx`, and the view follows from `serve`.

@@ -788,9 +788,9 @@ var Link = class {
    * @param {{identity: import("./identity.js").Identity, remote: string,
    *   relay: (signal: object) => void, onMessage: (msg: any) => void,
    *   onChunk: (chunk: import("./blobs.js").Chunk) => void, onClose: () => void,
-   *   trust: import("./index.js").Trust | null}} options
+   *   trust: import("./index.js").Trust | null, iceServers?: RTCIceServer[]}} options
    */
-  constructor({ identity, remote, relay, onMessage, onChunk, onClose, trust }) {
+  constructor({ identity, remote, relay, onMessage, onChunk, onClose, trust, iceServers = [] }) {
     this.identity = identity;
     this.trustIn = trust;
     this.grant = null;
@@ -801,7 +801,7 @@ var Link = class {
     this.onChunk = onChunk;
     this.inbox = Promise.resolve();
     this.onClose = onClose;
-    this.pc = new RTCPeerConnection({ iceServers: [] });
+    this.pc = new RTCPeerConnection({ iceServers });
     this.channel = null;
     this.nonce = crypto.getRandomValues(new Uint8Array(32));
     this.trusted = false;
@@ -1048,6 +1048,7 @@ var SignalClient = class extends EventTarget {
     this.join = join;
     this.view = new PoolView();
     this.ws = null;
+    this.iceServers = [];
     this.leaving = false;
     this.backoff = RECONNECT_MIN_MS;
     this.refused = null;
@@ -1077,6 +1078,7 @@ var SignalClient = class extends EventTarget {
             return this.send(await this.hello(String(msg.nonce)));
           case "welcome":
             joined = true;
+            this.iceServers = Array.isArray(msg.ice_servers) ? msg.ice_servers.slice(0, 8) : [];
             this.backoff = RECONNECT_MIN_MS;
             this.view.welcome();
             this.dispatchEvent(new CustomEvent("welcome", { detail: msg }));
@@ -1822,7 +1824,8 @@ var Pool = class extends EventTarget {
         this.watching.subscribed.delete(remote);
         if (link.refusal) this.passOver(remote, link.refusal, UNTRUSTED_FOR_MS);
       },
-      trust: this.trust
+      trust: this.trust,
+      iceServers: this.signal.iceServers.map(({ urls, username, credential }) => ({ urls, username, credential }))
     });
     this.links.set(remote, link);
     link.ready.then(() => this.worker?.linked(remote, link)).catch(() => {

@@ -126,6 +126,7 @@ export class Pool extends EventTarget {
         if (link.refusal) this.passOver(remote, link.refusal, UNTRUSTED_FOR_MS);
       },
       trust: this.trust,
+      iceServers: this.signal.iceServers.map(({ urls, username, credential }) => ({ urls, username, credential })),
     });
     this.links.set(remote, link);
     link.ready.then(() => this.worker?.linked(remote, link)).catch(() => {});

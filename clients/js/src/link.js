@@ -65,9 +65,9 @@ export class Link {
    * @param {{identity: import("./identity.js").Identity, remote: string,
    *   relay: (signal: object) => void, onMessage: (msg: any) => void,
    *   onChunk: (chunk: import("./blobs.js").Chunk) => void, onClose: () => void,
-   *   trust: import("./index.js").Trust | null}} options
+   *   trust: import("./index.js").Trust | null, iceServers?: RTCIceServer[]}} options
    */
-  constructor({ identity, remote, relay, onMessage, onChunk, onClose, trust }) {
+  constructor({ identity, remote, relay, onMessage, onChunk, onClose, trust, iceServers = [] }) {
     this.identity = identity;
     /** In a closed pool: this tab's credential and what remotes' must be. */
     this.trustIn = trust;
@@ -82,7 +82,7 @@ export class Link {
     /** Messages are handled one after the other, in order. */
     this.inbox = Promise.resolve();
     this.onClose = onClose;
-    this.pc = new RTCPeerConnection({ iceServers: [] });
+    this.pc = new RTCPeerConnection({ iceServers });
     /** @type {RTCDataChannel | null} */
     this.channel = null;
     this.nonce = crypto.getRandomValues(new Uint8Array(32));

@@ -42,6 +42,8 @@ export class SignalClient extends EventTarget {
     this.view = new PoolView();
     /** @type {WebSocket | null} */
     this.ws = null;
+    /** The STUN and TURN servers of the last welcome. @type {{urls: string[], username?: string, credential?: string}[]} */
+    this.iceServers = [];
     /** Set by close(): no reconnecting. */
     this.leaving = false;
     this.backoff = RECONNECT_MIN_MS;
@@ -74,6 +76,8 @@ export class SignalClient extends EventTarget {
             return this.send(await this.hello(String(msg.nonce)));
           case "welcome":
             joined = true;
+            // STUN and TURN (a credential minted for this peer) for the links to come.
+            this.iceServers = Array.isArray(msg.ice_servers) ? msg.ice_servers.slice(0, 8) : [];
             this.backoff = RECONNECT_MIN_MS;
             this.view.welcome();
             this.dispatchEvent(new CustomEvent("welcome", { detail: msg }));

@@ -186,6 +186,7 @@ mod tests {
         let welcome = ServerMsg::Welcome {
             pool: "p".into(),
             heartbeat_ms: 1,
+            ice_servers: Vec::new(),
         };
         assert!(v.apply(&welcome).is_empty());
         assert!(!v.is_synced());

@@ -30,7 +30,7 @@ use jobmesh_transport::rtc::{self, LinkEvent, LinkHandle};
 use jobmesh_transport::signal::SignalEvent;
 use jobmesh_wire::blob::{Direction, Frame};
 use jobmesh_wire::dc::{DcMsg, JobId, Progress};
-use jobmesh_wire::signal::ClientMsg;
+use jobmesh_wire::signal::{ClientMsg, IceServer, ServerMsg};
 use jobmesh_wire::PeerId;
 use serde_json::Value;
 use tokio::sync::{broadcast, mpsc, oneshot, watch, Semaphore};
@@ -609,6 +609,28 @@ impl Daemon {
         Ok(capabilities)
     }
 
+    /// The STUN and TURN servers of a welcome, for the links dialled or
+    /// answered from now on (unless `--ice-server` overrides them).
+    fn offered_ice(&mut self, servers: &[IceServer]) {
+        if servers == self.config.rtc.offered_ice_servers.as_slice() {
+            return;
+        }
+        let urls: Vec<&str> = servers
+            .iter()
+            .flat_map(|s| &s.urls)
+            .map(String::as_str)
+            .collect();
+        if !self.config.rtc.ice_servers.is_empty() {
+            debug!(
+                ?urls,
+                "the signal-server offers ICE servers; --ice-server overrides them"
+            );
+        } else if !urls.is_empty() {
+            info!(?urls, "using the ICE servers the signal-server offers");
+        }
+        self.config.rtc.offered_ice_servers = servers.to_vec();
+    }
+
     fn on_signal(&mut self, now: Instant, ev: SignalEvent) {
         match ev {
             SignalEvent::Connected => {
@@ -622,7 +644,12 @@ impl Daemon {
                 self.connected = false;
                 self.feed(now, NodeInput::SignalDisconnected);
             }
-            SignalEvent::Message(msg) => self.feed(now, NodeInput::Signal(&msg)),
+            SignalEvent::Message(msg) => {
+                if let ServerMsg::Welcome { ice_servers, .. } = &msg {
+                    self.offered_ice(ice_servers);
+                }
+                self.feed(now, NodeInput::Signal(&msg));
+            }
             SignalEvent::Refused { reason } => {
                 self.connected = false;
                 self.feed(now, NodeInput::SignalDisconnected);

@@ -1231,6 +1231,7 @@ impl Sim {
         let welcome = ServerMsg::Welcome {
             pool: POOL.into(),
             heartbeat_ms: 5000,
+            ice_servers: Vec::new(),
         };
         self.server_sends(p, welcome);
     }

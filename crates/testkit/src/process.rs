@@ -394,6 +394,70 @@ pub fn signal_server_with(args: &[&str]) -> (Proc, String) {
     start_signal_server(None, "127.0.0.1:0", args)
 }
 
+/// Debian's coturn (`turnserver`) on 127.0.0.1, UDP and TCP, checking
+/// credentials with coturn's shared-secret scheme under `secret` and
+/// relaying to loopback peers: the process (stopped when dropped) and its
+/// port, once it answers a STUN binding request.
+pub fn coturn(secret: &str) -> (Proc, u16) {
+    assert!(
+        std::path::Path::new("/usr/bin/turnserver").exists(),
+        "the TURN tests need Debian's coturn: run scripts/setup"
+    );
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("a free UDP port")
+        .port();
+    let child = std::process::Command::new("/usr/bin/turnserver")
+        .args(["-n", "--no-cli", "--no-tls", "--no-dtls", "--simple-log"])
+        .args([
+            "--listening-ip=127.0.0.1",
+            "--relay-ip=127.0.0.1",
+            "--allow-loopback-peers",
+        ])
+        .arg(format!("--listening-port={port}"))
+        .args([
+            "--use-auth-secret",
+            &format!("--static-auth-secret={secret}"),
+            "--realm=jobmesh.test",
+        ])
+        .args([
+            "--min-port=49152",
+            "--max-port=65535",
+            "--log-file=/dev/null",
+            "--no-stdout-log",
+        ])
+        .arg(format!(
+            "--userdb={}",
+            std::env::temp_dir()
+                .join(format!("jobmesh-turndb-{port}"))
+                .display()
+        ))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn turnserver");
+    let turn = Proc(child);
+    // A STUN binding request: type 1, length 0, the magic cookie, an id.
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_millis(100)))
+        .expect("timeout");
+    let mut request = vec![0, 1, 0, 0, 0x21, 0x12, 0xa4, 0x42];
+    request.extend_from_slice(b"jobmesh-test");
+    let deadline = std::time::Instant::now() + crate::DEADLINE;
+    let mut buf = [0u8; 512];
+    loop {
+        let _ = socket.send_to(&request, ("127.0.0.1", port));
+        if matches!(socket.recv_from(&mut buf), Ok((n, _)) if n >= 20 && buf[..2] == [1, 1]) {
+            return (turn, port);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "coturn did not answer STUN on port {port}"
+        );
+    }
+}
+
 /// [`signal_server_with`] on a given `listen` address: to start a server
 /// again where one was stopped.
 pub fn signal_server_on(listen: &str, args: &[&str]) -> (Proc, String) {

@@ -63,8 +63,16 @@ pub type LinkId = u64;
 /// Settings for every peer connection.
 #[derive(Debug, Clone)]
 pub struct RtcConfig {
-    /// STUN/TURN server URLs (`stun:host:port`); none needed on one host or a LAN.
+    /// STUN/TURN server URLs (`stun:host:port`; `peer --ice-server`); none
+    /// needed on one host or a LAN. When set, they replace
+    /// [`offered_ice_servers`](Self::offered_ice_servers).
     pub ice_servers: Vec<String>,
+    /// The STUN and TURN servers the signal-server offered in its last
+    /// welcome, TURN with a credential minted for this peer.
+    pub offered_ice_servers: Vec<jobmesh_wire::signal::IceServer>,
+    /// Only relayed (TURN) candidates: every link goes through a TURN
+    /// server. For tests and diagnosis.
+    pub relay_only: bool,
     /// Local UDP addresses to bind. The default binds every non-loopback
     /// interface (`0.0.0.0:0`) plus loopback (`127.0.0.1:0`).
     pub udp_addrs: Vec<String>,
@@ -190,6 +198,8 @@ impl Default for RtcConfig {
     fn default() -> Self {
         Self {
             ice_servers: Vec::new(),
+            offered_ice_servers: Vec::new(),
+            relay_only: false,
             udp_addrs: vec!["0.0.0.0:0".into(), "127.0.0.1:0".into()],
             // 1 MiB: bounds how long a control message can wait behind blob
             // chunks (~6 ms at 175 MB/s) and still keeps bulk at full speed.
@@ -479,8 +489,17 @@ async fn build(config: &RtcConfig) -> Result<Setup, LinkError> {
         incoming: incoming_tx,
         dead: dead.clone(),
     });
+    // `--ice-server` overrides what the signal-server offered.
     let ice_servers = if config.ice_servers.is_empty() {
-        Vec::new()
+        config
+            .offered_ice_servers
+            .iter()
+            .map(|s| RTCIceServer {
+                urls: s.urls.clone(),
+                username: s.username.clone().unwrap_or_default(),
+                credential: s.credential.clone().unwrap_or_default(),
+            })
+            .collect()
     } else {
         vec![RTCIceServer {
             urls: config.ice_servers.clone(),
@@ -502,6 +521,11 @@ async fn build(config: &RtcConfig) -> Result<Setup, LinkError> {
         .with_configuration(
             RTCConfigurationBuilder::new()
                 .with_ice_servers(ice_servers)
+                .with_ice_transport_policy(if config.relay_only {
+                    ::rtc::peer_connection::configuration::RTCIceTransportPolicy::Relay
+                } else {
+                    ::rtc::peer_connection::configuration::RTCIceTransportPolicy::All
+                })
                 .build(),
         )
         .with_setting_engine(settings)
@@ -538,10 +562,26 @@ async fn local_sdp(setup: &mut Setup, config: &RtcConfig) -> Result<String, Link
 }
 
 /// Polls the channel until it opens.
-async fn wait_open(dc: &Arc<dyn DataChannel>) -> Result<(), LinkError> {
+/// Messages a channel may deliver before its own open event, kept for the
+/// link's reader. The remote's side can open first and send its link
+/// handshake at once (hello, then its proof): the events reach this side in
+/// either order. More than this before the open is refused.
+const MAX_EARLY_MESSAGES: usize = 8;
+
+/// Waits for `dc`'s open event; returns the messages that came before it.
+async fn wait_open(dc: &Arc<dyn DataChannel>) -> Result<Vec<Bytes>, LinkError> {
+    let mut early = Vec::new();
     loop {
         match dc.poll().await {
-            Some(DataChannelEvent::OnOpen) => return Ok(()),
+            Some(DataChannelEvent::OnOpen) => return Ok(early),
+            Some(DataChannelEvent::OnMessage(m)) if !m.data.is_empty() => {
+                if early.len() == MAX_EARLY_MESSAGES {
+                    return Err(LinkError::Closed(
+                        "more messages than a link handshake before the channel opened",
+                    ));
+                }
+                early.push(m.data.freeze());
+            }
             Some(DataChannelEvent::OnClose) | None => {
                 return Err(LinkError::Closed("data channel closed before open"))
             }
@@ -587,8 +627,8 @@ pub async fn dial(
             .map_err(|_| LinkError::Closed("dial abandoned"))?;
         pc.set_remote_description(RTCSessionDescription::answer(answer)?)
             .await?;
-        wait_open(&dc).await?;
-        Ok(dc)
+        let early = wait_open(&dc).await?;
+        Ok((dc, early))
     })
     .await;
     finish(config, setup, result, peer, link_id, events).await
@@ -619,8 +659,8 @@ pub async fn answer(
             .recv()
             .await
             .ok_or(LinkError::Closed("no data channel"))?;
-        wait_open(&dc).await?;
-        Ok(dc)
+        let early = wait_open(&dc).await?;
+        Ok((dc, early))
     })
     .await;
     finish(config, setup, result, peer, link_id, events).await
@@ -629,7 +669,7 @@ pub async fn answer(
 async fn finish(
     config: &RtcConfig,
     setup: Setup,
-    result: Result<Arc<dyn DataChannel>, LinkError>,
+    result: Result<(Arc<dyn DataChannel>, Vec<Bytes>), LinkError>,
     peer: PeerId,
     link_id: LinkId,
     events: mpsc::Sender<LinkEvent>,
@@ -642,11 +682,11 @@ async fn finish(
     } = setup;
     close.disarm();
     let result = match result {
-        Ok(dc) => fingerprints(&pc).await.map(|f| (dc, f)),
+        Ok((dc, early)) => fingerprints(&pc).await.map(|f| (dc, early, f)),
         Err(e) => Err(e),
     };
     match result {
-        Ok((dc, fingerprints)) => {
+        Ok((dc, early, fingerprints)) => {
             let max_message_size = match pc.sctp().await {
                 Some(sctp) => sctp.max_message_size().await.ok(),
                 None => None,
@@ -656,6 +696,7 @@ async fn finish(
             let link = Link {
                 pc,
                 dc,
+                early,
                 cancel: dead,
                 peer,
                 link_id,
@@ -681,6 +722,8 @@ async fn finish(
 struct Link {
     pc: Arc<dyn PeerConnection>,
     dc: Arc<dyn DataChannel>,
+    /// Messages that came before the open event, delivered first.
+    early: Vec<Bytes>,
     cancel: CancellationToken,
     peer: PeerId,
     link_id: LinkId,
@@ -698,6 +741,7 @@ fn spawn_link(
     let Link {
         pc,
         dc,
+        early,
         cancel,
         peer,
         link_id,
@@ -773,26 +817,44 @@ fn spawn_link(
     let reader_cancel = cancel.clone();
     tokio::spawn(
         async move {
-            loop {
-                tokio::select! {
-                    biased;
-                    () = reader_cancel.cancelled() => break,
-                    ev = dc.poll() => match ev {
-                        // Empty: a closing remote's nudge for acknowledgements.
-                        Some(DataChannelEvent::OnMessage(m)) if m.data.is_empty() => {}
-                        Some(DataChannelEvent::OnMessage(m)) => {
-                            let data = m.data.freeze();
-                            Traffic::add(&traffic.received, data.len());
-                            let credit = tokio::select! {
-                                () = reader_cancel.cancelled() => break,
-                                c = budget.take(data.len()) => c,
-                            };
-                            let msg = LinkEvent::Message { peer, link_id, data, credit };
-                            if events.send(msg).await.is_err() { break }
-                        }
-                        Some(DataChannelEvent::OnClose) | None => break,
-                        Some(_) => {}
-                    },
+            'read: {
+                for data in early {
+                    Traffic::add(&traffic.received, data.len());
+                    let credit = tokio::select! {
+                        () = reader_cancel.cancelled() => break 'read,
+                        c = budget.take(data.len()) => c,
+                    };
+                    let msg = LinkEvent::Message {
+                        peer,
+                        link_id,
+                        data,
+                        credit,
+                    };
+                    if events.send(msg).await.is_err() {
+                        break 'read;
+                    }
+                }
+                loop {
+                    tokio::select! {
+                        biased;
+                        () = reader_cancel.cancelled() => break,
+                        ev = dc.poll() => match ev {
+                            // Empty: a closing remote's nudge for acknowledgements.
+                            Some(DataChannelEvent::OnMessage(m)) if m.data.is_empty() => {}
+                            Some(DataChannelEvent::OnMessage(m)) => {
+                                let data = m.data.freeze();
+                                Traffic::add(&traffic.received, data.len());
+                                let credit = tokio::select! {
+                                    () = reader_cancel.cancelled() => break,
+                                    c = budget.take(data.len()) => c,
+                                };
+                                let msg = LinkEvent::Message { peer, link_id, data, credit };
+                                if events.send(msg).await.is_err() { break }
+                            }
+                            Some(DataChannelEvent::OnClose) | None => break,
+                            Some(_) => {}
+                        },
+                    }
                 }
             }
             // The writer flushes and closes the connection.

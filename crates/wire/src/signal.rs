@@ -284,6 +284,11 @@ pub enum ServerMsg {
         pool: String,
         /// The server's heartbeat interval, in milliseconds.
         heartbeat_ms: u64,
+        /// STUN and TURN servers for this peer's links, TURN ones with
+        /// short-lived credentials minted for it (none: the server has
+        /// none to offer).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        ice_servers: Vec<IceServer>,
     },
     /// A page of the pool view (never including the peer itself): see the
     /// module docs.
@@ -402,6 +407,56 @@ impl ClientMsg {
     }
 }
 
+/// Most ICE servers a welcome carries, and URLs per server.
+pub const MAX_ICE_SERVERS: usize = 8;
+/// Longest ICE server URL, username or credential, in bytes.
+pub const MAX_ICE_FIELD: usize = 512;
+
+/// One STUN or TURN server, as WebRTC's `RTCIceServer` has it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceServer {
+    /// `stun:host:port`, `turn:host:port[?transport=udp|tcp]`, `turns:…`.
+    pub urls: Vec<String>,
+    /// TURN: the username (coturn's shared-secret scheme: `expiry:peer-id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// TURN: the password for `username`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+impl IceServer {
+    /// Checks the limits and the URL schemes.
+    pub fn validate(&self) -> Result<(), DecodeError> {
+        let bad = |reason: String| DecodeError::Invalid {
+            field: "ice_servers",
+            reason,
+        };
+        if self.urls.is_empty() || self.urls.len() > MAX_ICE_SERVERS {
+            return Err(bad(format!("1 to {MAX_ICE_SERVERS} urls per server")));
+        }
+        for u in &self.urls {
+            if u.len() > MAX_ICE_FIELD
+                || !["stun:", "stuns:", "turn:", "turns:"]
+                    .iter()
+                    .any(|s| u.starts_with(s))
+            {
+                return Err(bad(format!("{u:.80?} is not a stun:, stuns:, turn: or turns: URL of at most {MAX_ICE_FIELD} bytes")));
+            }
+        }
+        if [&self.username, &self.credential]
+            .into_iter()
+            .flatten()
+            .any(|f| f.len() > MAX_ICE_FIELD)
+        {
+            return Err(bad(format!(
+                "a username or credential over {MAX_ICE_FIELD} bytes"
+            )));
+        }
+        Ok(())
+    }
+}
+
 impl ServerMsg {
     /// Decodes and validates one frame from the server.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
@@ -413,6 +468,15 @@ impl ServerMsg {
                 }
             }
             ServerMsg::Relayed { signal, .. } => signal.validate()?,
+            ServerMsg::Welcome { ice_servers, .. } => {
+                if ice_servers.len() > MAX_ICE_SERVERS {
+                    return Err(DecodeError::Invalid {
+                        field: "ice_servers",
+                        reason: format!("{} servers, at most {MAX_ICE_SERVERS}", ice_servers.len()),
+                    });
+                }
+                ice_servers.iter().try_for_each(IceServer::validate)?;
+            }
             ServerMsg::Challenge { nonce } if nonce.is_empty() || nonce.len() > MAX_NONCE_LEN => {
                 return Err(DecodeError::Invalid {
                     field: "nonce",

@@ -4,7 +4,7 @@ use jobmesh_identity::{Identity, Nonce, Purpose};
 use jobmesh_trust::{Credential, Invitation, Role};
 use jobmesh_wire::blob::{BlobMeta, Direction};
 use jobmesh_wire::dc::{DcMsg, Outcome, Progress, Receipt, RejectReason, MAX_RECEIPTS};
-use jobmesh_wire::signal::{ClientMsg, ErrorCode, Handshake, Join, ServerMsg};
+use jobmesh_wire::signal::{ClientMsg, ErrorCode, Handshake, IceServer, Join, ServerMsg};
 use jobmesh_wire::{Capability, DecodeError, PeerId, PeerInfo, Stats, PROTOCOL_VERSION};
 use proptest::prelude::*;
 use uuid::Uuid;
@@ -144,9 +144,21 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
     ];
     prop_oneof![
         "[A-Za-z0-9_-]{1,64}".prop_map(|nonce| ServerMsg::Challenge { nonce }),
-        (name(), any::<u32>()).prop_map(|(pool, hb)| ServerMsg::Welcome {
+        (name(), any::<u32>(), any::<bool>()).prop_map(|(pool, hb, turn)| ServerMsg::Welcome {
             pool,
-            heartbeat_ms: hb.into()
+            heartbeat_ms: hb.into(),
+            ice_servers: if turn {
+                vec![IceServer {
+                    urls: vec![
+                        "turn:203.0.113.7:3478?transport=udp".into(),
+                        "turn:203.0.113.7:3478?transport=tcp".into(),
+                    ],
+                    username: Some("1800000000:06bfb095-729e-8add-a58b-be266e75c5c7".into()),
+                    credential: Some("k7Zx3m0i0ZZbJ4Kq2gU4fO7Yb9Q=".into()),
+                }]
+            } else {
+                Vec::new()
+            },
         }),
         (
             any::<bool>(),

@@ -202,6 +202,7 @@ impl Peer {
             ServerMsg::Welcome {
                 pool: p,
                 heartbeat_ms,
+                ..
             } => {
                 assert_eq!(p, pool);
                 assert!(heartbeat_ms > 0);

@@ -1,0 +1,89 @@
+//! TURN with the credentials a signal-server mints: real coturn
+//! (`use-auth-secret`), the real `signal-server` given the same secret and
+//! `--turn-url`, and two daemons that use only relayed candidates (no host
+//! or reflexive path is allowed to win). The daemons take the TURN server
+//! and their own short-lived credential from the welcome; a job and a
+//! 256 KiB file go through the relay (the job's own timeout bounds it: a
+//! relay on loopback is slow, see docs/networking.md). With a wrong secret at the signal-server
+//! coturn refuses the allocations and the job finds no way to its worker.
+
+use std::time::Duration;
+
+use jobmesh_peer::Blob;
+use jobmesh_testkit::process::{coturn, signal_server_with};
+use jobmesh_testkit::{cap, within, PeerGuard};
+use serde_json::json;
+
+const SECRET: &str = "a-secret-shared-with-coturn";
+
+/// The signal-server offering coturn at `port`, its secret in a file under `dir`.
+fn signal_server_offering(
+    dir: &std::path::Path,
+    port: u16,
+    secret: &str,
+) -> (jobmesh_testkit::process::Proc, String) {
+    let file = dir.join(format!("turn-{secret}.secret"));
+    std::fs::write(&file, secret).expect("write the secret");
+    let turn = format!("turn:127.0.0.1:{port}?transport=udp");
+    signal_server_with(&[
+        "--open",
+        "--turn-url",
+        &turn,
+        "--turn-secret-file",
+        file.to_str().expect("utf-8"),
+    ])
+}
+
+fn relayed(url: &str, name: &str, caps: &[&str]) -> PeerGuard {
+    PeerGuard::start_configured(url, "turn", name, caps, 2, |c| c.rtc.relay_only = true)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_and_a_file_go_through_turn_with_minted_credentials() {
+    jobmesh_testkit::init_tracing();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_turn, port) = coturn(SECRET);
+    let (_server, url) = signal_server_offering(dir.path(), port, SECRET);
+    let _worker = relayed(&url, "w", &["echo"]);
+    let submitter = relayed(&url, "s", &[]);
+    submitter.wait_capable("echo", 1).await;
+
+    let data: Vec<u8> = (0..256 * 1024u32).map(|i| (i % 253) as u8).collect();
+    let job = submitter
+        .handle
+        .submit_with_blobs(
+            cap("echo"),
+            json!({ "via": "turn" }),
+            vec![Blob::from_bytes(data.clone())],
+            Duration::from_secs(60),
+        )
+        .await
+        .expect("submitted");
+    let report = job
+        .result()
+        .await
+        .expect("a result within the job's timeout");
+    assert_eq!(report.result.expect("completed"), json!({ "via": "turn" }));
+    let back = report.blobs.first().expect("the file came back");
+    assert_eq!(back.size(), data.len() as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_under_another_secret_get_no_relay() {
+    jobmesh_testkit::init_tracing();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_turn, port) = coturn(SECRET);
+    let (_server, url) = signal_server_offering(dir.path(), port, "not-the-secret-coturn-has");
+    let _worker = relayed(&url, "w", &["echo"]);
+    let submitter = relayed(&url, "s", &[]);
+    submitter.wait_capable("echo", 1).await;
+    let report = within(
+        "the job to fail",
+        submitter
+            .handle
+            .run(cap("echo"), json!({}), Duration::from_secs(8)),
+    )
+    .await
+    .expect("an envelope");
+    assert!(report.result.is_err(), "no relay, no link: {report:?}");
+}
