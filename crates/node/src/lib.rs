@@ -1188,7 +1188,7 @@ impl Node {
         }
         debug!(peer = %peer.short(), link, "data channel open; proving identities");
         let deadline = now + Duration::from_millis(BINDING_TIMEOUT_MS);
-        let (early, early_proof) = self.links.binding(peer, link, binding, deadline);
+        let early = self.links.binding(peer, link, binding, deadline);
         let hello = DcMsg::LinkHello {
             key: self.identity.public(),
             nonce: binding.nonce,
@@ -1201,9 +1201,6 @@ impl Node {
         });
         if let Some(remote) = early {
             self.on_remote_hello(now, peer, remote);
-        }
-        if let Some(sig) = early_proof {
-            self.on_remote_proof(now, peer, &sig);
         }
     }
 
@@ -1285,17 +1282,6 @@ impl Node {
     }
 
     fn on_remote_proof(&mut self, now: Instant, from: PeerId, sig: &Signature) {
-        // Its hello came before this side's open event, and its proof too:
-        // both are handled, in order, when the channel is reported open.
-        if let Some(Link::Connecting {
-            early: Some(_),
-            early_proof: slot @ None,
-            ..
-        }) = self.links.get_mut(&from)
-        {
-            *slot = Some(*sig);
-            return;
-        }
         let checked = match self.links.get(&from) {
             Some(Link::Binding {
                 binding,

@@ -11,7 +11,6 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
 
-use jobmesh_identity::Signature;
 use jobmesh_wire::dc::DcMsg;
 use jobmesh_wire::link::Binding;
 use jobmesh_wire::PeerId;
@@ -44,10 +43,6 @@ pub(crate) enum Link {
         /// The remote's `link_hello`, if it came before the driver said the
         /// channel is open (the two travel different ways).
         early: Option<RemoteHello>,
-        /// And its `link_proof`, if that came too (after the early hello,
-        /// the remote's answer to this side's hello: on a slow path, a
-        /// relay, the open event can be later still).
-        early_proof: Option<Signature>,
     },
     Binding {
         id: LinkId,
@@ -130,7 +125,6 @@ impl LinkTable {
                 awaiting_answer: dialling,
                 pending,
                 early: None,
-                early_proof: None,
             },
         );
         id
@@ -146,23 +140,18 @@ impl LinkTable {
     }
 
     /// `peer`'s connecting link `id` has its channel open: its handshake
-    /// starts, and must end by `deadline`. Returns the remote's hello and
-    /// proof if they came already.
+    /// starts, and must end by `deadline`. Returns the remote's hello if it
+    /// came already.
     pub(crate) fn binding(
         &mut self,
         peer: PeerId,
         id: LinkId,
         binding: Binding,
         deadline: Instant,
-    ) -> (Option<RemoteHello>, Option<Signature>) {
-        let (pending, early, early_proof) = match self.links.remove(&peer) {
-            Some(Link::Connecting {
-                pending,
-                early,
-                early_proof,
-                ..
-            }) => (pending, early, early_proof),
-            _ => (Vec::new(), None, None),
+    ) -> Option<RemoteHello> {
+        let (pending, early) = match self.links.remove(&peer) {
+            Some(Link::Connecting { pending, early, .. }) => (pending, early),
+            _ => (Vec::new(), None),
         };
         self.links.insert(
             peer,
@@ -175,7 +164,7 @@ impl LinkTable {
             },
         );
         self.deadlines.insert((deadline, peer));
-        (early, early_proof)
+        early
     }
 
     /// Marks `peer`'s binding link open (its handshake passed); returns the
