@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use ::rtc::peer_connection::configuration::RTCIceTransportPolicy;
 use bytes::{Bytes, BytesMut};
 use jobmesh_wire::link::Fingerprint;
 use jobmesh_wire::signal::Handshake;
@@ -522,9 +523,9 @@ async fn build(config: &RtcConfig) -> Result<Setup, LinkError> {
             RTCConfigurationBuilder::new()
                 .with_ice_servers(ice_servers)
                 .with_ice_transport_policy(if config.relay_only {
-                    ::rtc::peer_connection::configuration::RTCIceTransportPolicy::Relay
+                    RTCIceTransportPolicy::Relay
                 } else {
-                    ::rtc::peer_connection::configuration::RTCIceTransportPolicy::All
+                    RTCIceTransportPolicy::All
                 })
                 .build(),
         )
@@ -561,7 +562,6 @@ async fn local_sdp(setup: &mut Setup, config: &RtcConfig) -> Result<String, Link
         .ok_or(LinkError::Closed("no local description"))
 }
 
-/// Polls the channel until it opens.
 /// Messages a channel may deliver before its own open event, kept for the
 /// link's reader. The remote's side can open first and send its link
 /// handshake at once (hello, then its proof): the events reach this side in
