@@ -99,6 +99,17 @@ struct Args {
     log_format: String,
 }
 
+/// A token or secret from the file `flag` names, trimmed; at least 16 characters.
+fn read_secret(flag: &str, path: &std::path::Path) -> anyhow::Result<String> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("{flag} {}", path.display()))?;
+    let secret = text.trim().to_owned();
+    if secret.len() < 16 {
+        anyhow::bail!("{flag} {}: it holds fewer than 16 characters; use a long random one (e.g. openssl rand -hex 32)", path.display());
+    }
+    Ok(secret)
+}
+
 /// The STUN and TURN servers the flags describe.
 fn ice_offer(args: &Args) -> anyhow::Result<jobmesh_signal_server::ice::IceOffer> {
     use jobmesh_signal_server::ice::{IceOffer, Turn};
@@ -118,15 +129,10 @@ fn ice_offer(args: &Args) -> anyhow::Result<jobmesh_signal_server::ice::IceOffer
     check("--turn-url", &args.turn_urls)?;
     let turn = match &args.turn_secret_file {
         Some(path) => {
-            let secret = std::fs::read_to_string(path)
-                .with_context(|| format!("--turn-secret-file {}", path.display()))?;
-            let secret = secret.trim().to_owned();
-            if secret.len() < 16 {
-                anyhow::bail!("--turn-secret-file {}: the secret is shorter than 16 characters; use a long random one (e.g. openssl rand -hex 32), the same as coturn's static-auth-secret", path.display());
-            }
             Some(Turn {
                 urls: args.turn_urls.clone(),
-                secret,
+                // The same as coturn's static-auth-secret.
+                secret: read_secret("--turn-secret-file", path)?,
                 ttl: Duration::from_secs(args.turn_ttl_secs),
             })
         }
@@ -219,18 +225,11 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         _ => None,
     };
     let scheme = if tls.is_some() { "wss" } else { "ws" };
-    let admin_token = match &args.admin_token_file {
-        Some(path) => {
-            let token = std::fs::read_to_string(path)
-                .with_context(|| format!("--admin-token-file {}", path.display()))?;
-            let token = token.trim().to_owned();
-            if token.len() < 16 {
-                anyhow::bail!("--admin-token-file {}: the token is shorter than 16 characters; use a long random one (e.g. openssl rand -hex 32)", path.display());
-            }
-            Some(token)
-        }
-        None => None,
-    };
+    let admin_token = args
+        .admin_token_file
+        .as_deref()
+        .map(|path| read_secret("--admin-token-file", path))
+        .transpose()?;
     let ice = ice_offer(&args)?;
     let listener = match tokio::net::TcpListener::bind(&args.listen).await {
         Ok(l) => l,
