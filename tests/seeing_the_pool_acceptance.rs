@@ -75,9 +75,13 @@ async fn two_workers_an_observer_and_a_killed_worker_all_agree() {
             })
             .count()
     };
-    watch.until("a long job started on each worker", |v| {
+    // Every long job heard started (each observer says `lost` only for the
+    // jobs it heard start: killing w1 sooner let the dashboard's observer
+    // and this one disagree by a job).
+    watch.until("every long job started, on both workers", |v| {
         heard.record(v);
-        started_on(&heard, "w1") >= 1 && started_on(&heard, "w2") >= 1
+        let (on1, on2) = (started_on(&heard, "w1"), started_on(&heard, "w2"));
+        on1 >= 1 && on2 >= 1 && on1 + on2 == long.len()
     });
     // w1 dies with its jobs running.
     drop(w1.take());
