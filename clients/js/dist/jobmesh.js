@@ -452,9 +452,12 @@ function fromBase64url(text3) {
   const b64 = text3.replaceAll("-", "+").replaceAll("_", "/") + "=".repeat((4 - text3.length % 4) % 4);
   return Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
 }
+function hex(bytes2) {
+  return Array.from(bytes2, (b) => b.toString(16).padStart(2, "0")).join("");
+}
 function uuidOf(b) {
-  const hex2 = Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
-  return `${hex2.slice(0, 8)}-${hex2.slice(8, 12)}-${hex2.slice(12, 16)}-${hex2.slice(16, 20)}-${hex2.slice(20)}`;
+  const h = hex(b);
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
 }
 function uuidBytes(id) {
   const hex2 = id.replaceAll("-", "");
@@ -523,13 +526,6 @@ var FOLD_BYTES = 8 * 1024 * 1024;
 var utf82 = new TextEncoder();
 var TransferError = class extends Error {
 };
-function hex(bytes2) {
-  return Array.from(bytes2, (b) => b.toString(16).padStart(2, "0")).join("");
-}
-function uuidAt(bytes2, at) {
-  const h = hex(bytes2.subarray(at, at + 16));
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
-}
 function encodeChunk(h, payload) {
   const out = new Uint8Array(CHUNK_HEADER_LEN + payload.length);
   const view = new DataView(out.buffer);
@@ -550,7 +546,7 @@ function decodeChunk(bytes2) {
   if (offset > BigInt(MAX_BLOB_SIZE)) throw new TransferError(`chunk offset ${offset} is past any blob`);
   return {
     direction: bytes2[1],
-    jobId: uuidAt(bytes2, 2),
+    jobId: uuidOf(bytes2.subarray(2, 18)),
     attempt: view.getUint32(18),
     index: view.getUint16(22),
     offset: Number(offset),

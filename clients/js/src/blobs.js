@@ -12,7 +12,7 @@
 // tab's heap).
 
 import { blake3 } from "@noble/hashes/blake3";
-import { uuidBytes } from "./identity.js";
+import { hex, uuidBytes, uuidOf } from "./identity.js";
 
 export const CHUNK_MAGIC = 0xb1;
 export const CHUNK_HEADER_LEN = 32;
@@ -31,17 +31,6 @@ const utf8 = new TextEncoder();
 
 /** Why a blob transfer failed; fails the attempt, which may be retried. */
 export class TransferError extends Error {}
-
-/** Lowercase hex of `bytes`. @param {Uint8Array} bytes */
-export function hex(bytes) {
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-}
-
-/** The canonical text of the 16 uuid bytes at `bytes[at..]`. */
-function uuidAt(bytes, at) {
-  const h = hex(bytes.subarray(at, at + 16));
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
-}
 
 /**
  * @typedef {{direction: number, jobId: string, attempt: number, index: number, offset: number}} ChunkHeader
@@ -72,7 +61,7 @@ export function decodeChunk(bytes) {
   if (offset > BigInt(MAX_BLOB_SIZE)) throw new TransferError(`chunk offset ${offset} is past any blob`);
   return {
     direction: bytes[1],
-    jobId: uuidAt(bytes, 2),
+    jobId: uuidOf(bytes.subarray(2, 18)),
     attempt: view.getUint32(18),
     index: view.getUint16(22),
     offset: Number(offset),
