@@ -41,10 +41,7 @@ async fn a_tab_joins_the_pool_and_the_daemons_see_it_come_and_go() {
     let mut tab = Tab::open(&url);
     let joined = tab.step(json!({ "op": "join", "pool": "tabs" }));
     let id = joined["id"].as_str().expect("its peer id").to_owned();
-    jobmesh_testkit::eventually("the tab sees the worker", || {
-        tab.step(json!({ "op": "workers" }))["workers"] == json!(["w1"])
-    })
-    .await;
+    tab.wait_workers(&["w1"]).await;
 
     jobmesh_testkit::eventually("the daemon lists the tab", || {
         listed(&control_str)
@@ -128,10 +125,7 @@ async fn a_tab_submits_to_a_rust_worker() {
     let _w = daemon(&url, "tabsub", "w1", "echo,sleep", dir.path(), &[]);
     let mut tab = Tab::open(&url);
     tab.step(json!({ "op": "join", "pool": "tabsub" }));
-    jobmesh_testkit::eventually("the tab sees the worker", || {
-        tab.step(json!({ "op": "workers" }))["workers"] == json!(["w1"])
-    })
-    .await;
+    tab.wait_workers(&["w1"]).await;
 
     let got = tab.step(json!({ "op": "submit", "type": "echo", "payload": { "from": "a tab" } }));
     assert_eq!(got["result"], json!({ "from": "a tab" }), "{got}");

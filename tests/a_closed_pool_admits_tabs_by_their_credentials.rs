@@ -81,10 +81,7 @@ async fn a_tab_with_an_invitation_joins_a_closed_pool_and_one_without_is_refused
 
     let mut tab = BrowserTab::open(&url);
     tab.step(json!({ "op": "join", "pool": "lab", "invitation": good }));
-    jobmesh_testkit::eventually("the tab sees the worker", || {
-        tab.step(json!({ "op": "workers" }))["workers"] == json!(["w"])
-    })
-    .await;
+    tab.wait_workers(&["w"]).await;
     let got = tab.step(json!({ "op": "submit", "type": "echo", "payload": { "closed": true } }));
     assert_eq!(got["result"], json!({ "closed": true }), "{got}");
     assert_eq!(got["worker"], "w", "{got}");
@@ -122,10 +119,7 @@ async fn the_daemons_refuse_a_tab_with_a_bad_credential_and_the_tab_refuses_a_st
     // refuses its link, and its job fails saying so.
     let mut thief = BrowserTab::open(&url);
     thief.step(json!({ "op": "join", "pool": "lab", "credential": joined["credential"] }));
-    jobmesh_testkit::eventually("the thief sees the worker", || {
-        thief.step(json!({ "op": "workers" }))["workers"] == json!(["w"])
-    })
-    .await;
+    thief.wait_workers(&["w"]).await;
     let got = thief.step(json!({ "op": "submit", "type": "echo", "payload": {} }));
     assert_eq!(got["failed"], "failed", "{got}");
     let message = got["message"].as_str().unwrap_or_default();
@@ -137,10 +131,7 @@ async fn the_daemons_refuse_a_tab_with_a_bad_credential_and_the_tab_refuses_a_st
     // A daemon without a credential (open mode, as the helper starts it)
     // gets no job from the member tab.
     let _x = daemon(&url, "lab", "x", "echo", dir.path(), &[]);
-    jobmesh_testkit::eventually("the member tab sees both daemons", || {
-        member.step(json!({ "op": "workers" }))["workers"] == json!(["w", "x"])
-    })
-    .await;
+    member.wait_workers(&["w", "x"]).await;
     for _ in 0..4 {
         let got: Value = member.step(
             json!({ "op": "submit", "type": "echo", "payload": {}, "strategy": "round-robin" }),

@@ -8,13 +8,7 @@
 use jobmesh_testkit::process::{daemon, signal_server, BrowserTab};
 use serde_json::json;
 
-const CONFIG: &str = r#"
-[[handler]]
-name = "copy"
-argv = ["cat"]
-stdin = "blob"
-stdout = "blob"
-"#;
+use crate::blobs_stream_over_webrtc::CONFIG;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tab_sends_files_to_a_rust_worker_and_gets_them_back_intact() {
@@ -26,10 +20,7 @@ async fn a_tab_sends_files_to_a_rust_worker_and_gets_them_back_intact() {
     let _w = daemon(&url, "tabblobs", "w1", "copy", dir.path(), &extra);
     let mut tab = BrowserTab::open(&url);
     tab.step(json!({ "op": "join", "pool": "tabblobs" }));
-    jobmesh_testkit::eventually("the tab sees the worker", || {
-        tab.step(json!({ "op": "workers" }))["workers"] == json!(["w1"])
-    })
-    .await;
+    tab.wait_workers(&["w1"]).await;
 
     for bytes in [0, 1024 * 1024, 50 * 1024 * 1024] {
         let got =

@@ -15,7 +15,8 @@ use jobmesh_testkit::{
 use jobmesh_transport::rtc::Faults;
 use serde_json::json;
 
-const CONFIG: &str = r#"
+/// Exec handlers of blobs (`copy` is `cat`, its input blob back).
+pub(crate) const CONFIG: &str = r#"
 [[handler]]
 name = "copy"
 argv = ["cat"]

@@ -71,10 +71,7 @@ async fn jobs_go_every_way_between_tabs_and_daemons() {
     assert_eq!(workers, everyone, "{ran:?}");
 
     // A tab's jobs, round-robin over the same four: itself among them.
-    jobmesh_testkit::eventually("the tab sees all four workers", || {
-        t1.step(json!({ "op": "workers" }))["workers"] == json!(["d1", "d2", "tab-1", "tab-2"])
-    })
-    .await;
+    t1.wait_workers(&["d1", "d2", "tab-1", "tab-2"]).await;
     let got = t1.step(
         json!({ "op": "submit_many", "type": "echo", "count": 12, "strategy": "round-robin" }),
     );

@@ -705,6 +705,16 @@ impl BrowserTab {
         v
     }
 
+    /// Waits (at most [`DEADLINE`](crate::DEADLINE)) until the tab's pool
+    /// view lists exactly the workers `names`, by name.
+    pub async fn wait_workers(&mut self, names: &[&str]) {
+        let want = serde_json::json!(names);
+        crate::eventually(&format!("the tab to see the workers {names:?}"), || {
+            self.step(serde_json::json!({ "op": "workers" }))["workers"] == want
+        })
+        .await;
+    }
+
     /// Sends `step` without waiting for its answer; [`BrowserTab::answer`] takes it.
     pub fn start(&mut self, step: &serde_json::Value) {
         use std::io::Write;
