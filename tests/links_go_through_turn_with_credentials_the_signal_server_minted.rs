@@ -66,6 +66,11 @@ async fn a_job_and_a_file_go_through_turn_with_minted_credentials() {
     assert_eq!(report.result.expect("completed"), json!({ "via": "turn" }));
     let back = report.blobs.first().expect("the file came back");
     assert_eq!(back.size(), data.len() as u64);
+    // The link says how it connected.
+    let pool = submitter.handle.pool();
+    let worker = pool.peers.first().expect("the worker").id;
+    let path = pool.links.get(&worker).expect("a link to the worker");
+    assert!(path.relayed(), "{path}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,5 +90,8 @@ async fn credentials_under_another_secret_get_no_relay() {
     )
     .await
     .expect("an envelope");
-    assert!(report.result.is_err(), "no relay, no link: {report:?}");
+    // No relay, no link, and the error says where it broke.
+    let err = report.result.expect_err("no relay, no link").to_string();
+    assert!(err.contains("could not reach worker"), "{err}");
+    assert!(err.contains("TURN server gave no relay candidate"), "{err}");
 }

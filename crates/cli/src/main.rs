@@ -1236,6 +1236,10 @@ async fn peers(args: PeersArgs, common: &Common) -> anyhow::Result<u8> {
             p.stats.slots.to_string(),
             p.stats.running.to_string(),
             p.stats.queued.to_string(),
+            match reply.links.get(&p.id) {
+                Some(path) => path.to_string(),
+                None => "-".to_owned(),
+            },
         ]
     };
     let rows = std::iter::once(row(&reply.me, true))
@@ -1251,7 +1255,8 @@ async fn peers(args: PeersArgs, common: &Common) -> anyhow::Result<u8> {
                 "STATE",
                 "SLOTS",
                 "RUNNING",
-                "QUEUED"
+                "QUEUED",
+                "LINK"
             ],
             rows,
             &[4, 5, 6],

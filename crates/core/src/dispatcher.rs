@@ -32,6 +32,60 @@ use crate::strategy::{
 /// with [`JobError::Unverified`].
 pub const UNTRUSTED_FOR: Duration = Duration::from_secs(60);
 
+/// How long a peer whose link could not be opened ([`Input::LinkFailed`])
+/// is no candidate for any job: long enough that jobs go to reachable
+/// workers instead of waiting out another dial, short enough that a
+/// network that mends is tried again soon. A job none other can run fails
+/// with [`JobError::Unreachable`], which says why.
+pub const UNREACHABLE_FOR: Duration = Duration::from_secs(10);
+
+/// A peer that is no candidate for a while, because of its link.
+#[derive(Debug, Clone)]
+struct PassedOver {
+    until: Instant,
+    why: String,
+    /// Refused (its identity not proven) or unreachable (never opened).
+    refused: bool,
+}
+
+impl PassedOver {
+    fn refused(now: Instant, why: &str) -> Self {
+        Self {
+            until: now + UNTRUSTED_FOR,
+            why: why.to_owned(),
+            refused: true,
+        }
+    }
+
+    fn unreachable(now: Instant, why: &str) -> Self {
+        Self {
+            until: now + UNREACHABLE_FOR,
+            why: why.to_owned(),
+            refused: false,
+        }
+    }
+
+    /// What each attempt at the peer ended with.
+    fn outcome(&self) -> AttemptOutcome {
+        let why = self.why.clone();
+        if self.refused {
+            AttemptOutcome::Unverified { why }
+        } else {
+            AttemptOutcome::Unreachable { why }
+        }
+    }
+
+    /// A job's error when only `worker` could have run it.
+    fn error(&self, worker: PeerId) -> JobError {
+        let why = self.why.clone();
+        if self.refused {
+            JobError::Unverified { worker, why }
+        } else {
+            JobError::Unreachable { worker, why }
+        }
+    }
+}
+
 /// Dispatcher settings.
 #[derive(Debug, Clone)]
 pub struct DispatcherConfig {
@@ -153,6 +207,15 @@ pub enum JobError {
         /// What failed.
         why: String,
     },
+    /// The only workers that run its capability could not be reached: no
+    /// data channel to them opened.
+    #[error("could not reach worker {worker}: {why}. The job was not sent to it")]
+    Unreachable {
+        /// The last worker that could not be reached.
+        worker: PeerId,
+        /// Why the link did not open.
+        why: String,
+    },
     /// The caller cancelled it.
     #[error("cancelled")]
     Cancelled,
@@ -173,6 +236,7 @@ impl JobError {
             self,
             JobError::NoCapableWorker { .. }
                 | JobError::TimedOut { .. }
+                | JobError::Unreachable { .. }
                 | JobError::QueueFull { .. }
         )
     }
@@ -267,6 +331,15 @@ pub enum Input<'a> {
         /// The peer.
         peer: PeerId,
         /// What failed, for the jobs' errors.
+        why: &'a str,
+    },
+    /// The link to a peer could not be opened (no candidate pair worked, or
+    /// the handshake timed out). Its attempts go elsewhere (they never left
+    /// this peer), and it is no candidate for [`UNREACHABLE_FOR`].
+    LinkFailed {
+        /// The peer.
+        peer: PeerId,
+        /// Why, for the jobs' errors.
         why: &'a str,
     },
     /// Word from a worker about an attempt that is not a message the
@@ -409,9 +482,10 @@ pub struct Dispatcher {
     heard_from: HashMap<PeerId, Instant>,
     /// Peers whose data channel is open.
     linked: BTreeSet<PeerId>,
-    /// Peers whose link was refused, until when, and why. At most one entry
-    /// per pool member: an entry goes when its peer leaves the view.
-    untrusted: BTreeMap<PeerId, (Instant, String)>,
+    /// Peers whose link was refused or could not be opened, until when, and
+    /// why. At most one entry per pool member: an entry goes when its peer
+    /// leaves the view.
+    passed_over: BTreeMap<PeerId, PassedOver>,
     /// What each worker has shown of its capacity, against its claims.
     observed: Observed,
     /// Workers that refused a job as draining, before their stats said so.
@@ -453,7 +527,7 @@ impl Dispatcher {
             out: VecDeque::new(),
             heard_from: HashMap::new(),
             linked: BTreeSet::new(),
-            untrusted: BTreeMap::new(),
+            passed_over: BTreeMap::new(),
             observed: Observed::default(),
             draining: HashSet::new(),
             receipts: BTreeMap::new(),
@@ -523,7 +597,7 @@ impl Dispatcher {
                 let change = self.pool.apply(msg);
                 for peer in change.left {
                     self.in_flight_at_stats.remove(&peer);
-                    self.untrusted.remove(&peer);
+                    self.passed_over.remove(&peer);
                     if !self.linked.contains(&peer) {
                         self.lose_attempts_on(now, peer);
                     }
@@ -556,12 +630,10 @@ impl Dispatcher {
                 self.lose_attempts_on(now, peer);
             }
             Input::LinkRefused { peer, why } => {
-                self.linked.remove(&peer);
-                self.receipts.remove(&peer);
-                self.heard_from.remove(&peer);
-                self.untrusted
-                    .insert(peer, (now + UNTRUSTED_FOR, why.to_owned()));
-                self.refuse_attempts_on(now, peer, why);
+                self.pass_over(now, peer, PassedOver::refused(now, why));
+            }
+            Input::LinkFailed { peer, why } => {
+                self.pass_over(now, peer, PassedOver::unreachable(now, why));
             }
             Input::Alive {
                 from,
@@ -951,23 +1023,25 @@ impl Dispatcher {
         }
     }
 
-    /// Every job at `peer` goes back to the queue: its link was refused
-    /// before any message crossed it, so none of them ran there.
-    fn refuse_attempts_on(&mut self, now: Instant, peer: PeerId, why: &str) {
-        let mut refused: Vec<JobId> = self
+    /// `peer`'s link was refused or never opened: it is no candidate until
+    /// `entry` ends, and every job at it goes back to the queue (none of
+    /// them ran there: no message crossed the link).
+    fn pass_over(&mut self, now: Instant, peer: PeerId, entry: PassedOver) {
+        self.linked.remove(&peer);
+        self.receipts.remove(&peer);
+        self.heard_from.remove(&peer);
+        let mut stopped: Vec<JobId> = self
             .jobs
             .iter()
             .filter(|(_, j)| j.state.attempt().is_some_and(|(w, _)| w == peer))
             .map(|(id, _)| *id)
             .collect();
-        refused.sort();
-        for id in refused {
-            let outcome = AttemptOutcome::Unverified {
-                why: why.to_owned(),
-            };
-            self.end_attempt(now, id, outcome, false);
+        stopped.sort();
+        for id in stopped {
+            self.end_attempt(now, id, entry.outcome(), false);
             self.requeue(id, now, Wait::Continued);
         }
+        self.passed_over.insert(peer, entry);
     }
 
     /// The current attempt of `id`, at `worker`, is lost; with `tell_worker`
@@ -1353,25 +1427,24 @@ impl Dispatcher {
         all
     }
 
-    /// Whether `peer` may be offered jobs (its link was not refused lately).
+    /// Whether `peer` may be offered jobs (its link was not refused, and
+    /// did not fail to open, lately).
     fn trusted(&self, now: Instant, peer: &PeerId) -> bool {
-        self.untrusted
-            .get(peer)
-            .is_none_or(|(until, _)| *until <= now)
+        self.passed_over.get(peer).is_none_or(|p| p.until <= now)
     }
 
-    /// A peer in the view that runs `cap` but is no candidate because its
-    /// link was refused, and why.
-    fn untrusted_with(&self, now: Instant, cap: &Capability) -> Option<(PeerId, String)> {
-        self.untrusted
+    /// Why no job for `cap` can be placed although a peer in the view runs
+    /// it: the error of a peer passed over for its link.
+    fn passed_over_with(&self, now: Instant, cap: &Capability) -> Option<JobError> {
+        self.passed_over
             .iter()
-            .filter(|(_, (until, _))| *until > now)
+            .filter(|(_, p)| p.until > now)
             .find(|(id, _)| {
                 self.pool
                     .get(id)
                     .is_some_and(|p| p.capabilities.contains(cap))
             })
-            .map(|(id, (_, why))| (*id, why.clone()))
+            .map(|(id, p)| p.error(*id))
     }
 
     /// Tries to offer one queued job.
@@ -1415,10 +1488,9 @@ impl Dispatcher {
             return Placement::Ended;
         };
         if capable.is_empty() {
-            let err = match self.untrusted_with(now, &cap) {
-                Some((worker, why)) => JobError::Unverified { worker, why },
-                None => JobError::NoCapableWorker { capability: cap },
-            };
+            let err = self
+                .passed_over_with(now, &cap)
+                .unwrap_or(JobError::NoCapableWorker { capability: cap });
             self.finish(now, id, JobState::Failed, Err(err));
             return Placement::Ended;
         }

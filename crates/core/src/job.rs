@@ -207,6 +207,11 @@ pub enum AttemptOutcome {
         /// What failed.
         why: String,
     },
+    /// No data channel to the worker opened (the job never left this peer).
+    Unreachable {
+        /// Why.
+        why: String,
+    },
     /// Cancelled by the caller.
     Cancelled,
     /// Given up for a worker that held a finished or running attempt of the
@@ -228,6 +233,7 @@ impl std::fmt::Display for AttemptOutcome {
             AttemptOutcome::TimedOut => f.write_str("timed out"),
             AttemptOutcome::Lost => f.write_str("worker lost"),
             AttemptOutcome::Unverified { why } => write!(f, "identity not verified: {why}"),
+            AttemptOutcome::Unreachable { why } => write!(f, "worker unreachable: {why}"),
             AttemptOutcome::Cancelled => f.write_str("cancelled"),
             AttemptOutcome::Superseded { by } => {
                 write!(f, "superseded by worker {}, which held the job", by.short())

@@ -25,7 +25,7 @@ mod strategy;
 mod worker;
 
 pub use dispatcher::{
-    Dispatcher, DispatcherConfig, Input, JobEnd, JobError, Output, UNTRUSTED_FOR,
+    Dispatcher, DispatcherConfig, Input, JobEnd, JobError, Output, UNREACHABLE_FOR, UNTRUSTED_FOR,
 };
 pub use job::{
     Attempt, AttemptOutcome, EventKind, IllegalTransition, JobEvent, JobOptions, JobSpec, JobState,

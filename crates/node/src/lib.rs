@@ -233,12 +233,24 @@ pub enum NodeInput<'a> {
         /// fresh nonce from the driver (the OS RNG; a simulator's seed).
         binding: Binding,
     },
-    /// A link closed, failed to open, or could not take a message.
+    /// A link closed, or could not take a message.
     LinkClosed {
         /// The remote peer.
         peer: PeerId,
         /// Which link.
         link: LinkId,
+    },
+    /// A link never opened: no candidate pair worked, or the handshake
+    /// timed out. The peer is passed over for a while
+    /// ([`jobmesh_core::UNREACHABLE_FOR`]) and jobs that only it could run
+    /// fail with `why`.
+    LinkFailed {
+        /// The remote peer.
+        peer: PeerId,
+        /// Which link.
+        link: LinkId,
+        /// What went wrong, in words for a job's error.
+        why: String,
     },
     /// A running handler reported progress.
     HandlerProgress {
@@ -728,7 +740,16 @@ impl Node {
             NodeInput::LinkClosed { peer, link } => {
                 if self.links.is_current(&peer, link) {
                     info!(peer = %peer.short(), link, "link closed");
-                    self.drop_link(now, peer);
+                    self.drop_link(now, peer, None);
+                } else {
+                    // A replaced link: make sure its connection is released.
+                    self.out.push_back(NodeOutput::CloseLink { peer, link });
+                }
+            }
+            NodeInput::LinkFailed { peer, link, why } => {
+                if self.links.is_current(&peer, link) {
+                    warn!(peer = %peer.short(), link, %why, "could not open a link");
+                    self.drop_link(now, peer, Some(&why));
                 } else {
                     // A replaced link: make sure its connection is released.
                     self.out.push_back(NodeOutput::CloseLink { peer, link });
@@ -1084,7 +1105,7 @@ impl Node {
         } else if let Some(pending) = self.links.pending_mut(&to) {
             if pending.len() >= PENDING_PER_LINK {
                 warn!(peer = %to.short(), "too many messages waiting for the link; dropping it");
-                self.drop_link(now, to);
+                self.drop_link(now, to, None);
             } else {
                 pending.push(msg);
             }
@@ -1142,7 +1163,7 @@ impl Node {
                     },
                     Some(Link::Binding { .. } | Link::Open { .. }) => {
                         // The remote lost the link and dials again: ours is dead too.
-                        self.drop_link(now, from);
+                        self.drop_link(now, from, None);
                         Vec::new()
                     }
                     None => Vec::new(),
@@ -1415,7 +1436,7 @@ impl Node {
     fn expire_handshakes(&mut self, now: Instant) {
         for peer in self.links.overdue(now) {
             warn!(peer = %peer.short(), "no link handshake within {BINDING_TIMEOUT_MS} ms; closing the link");
-            self.drop_link(now, peer);
+            self.drop_link(now, peer, None);
         }
     }
 
@@ -1606,8 +1627,8 @@ impl Node {
 
     /// Forgets the link to `peer`: its jobs here are lost (and re-dispatched);
     /// jobs from it run on for the worker's orphan grace, their results kept
-    /// for its return.
-    fn drop_link(&mut self, now: Instant, peer: PeerId) {
+    /// for its return. `failed`: the link never opened, and why.
+    fn drop_link(&mut self, now: Instant, peer: PeerId, failed: Option<&str>) {
         if let Some(link) = self.links.remove(&peer) {
             self.out.push_back(NodeOutput::CloseLink {
                 peer,
@@ -1616,7 +1637,11 @@ impl Node {
         }
         self.announced.remove(&peer);
         self.grants.remove(&peer);
-        self.dispatcher_input(now, Input::LinkClosed(peer));
+        let input = match failed {
+            Some(why) => Input::LinkFailed { peer, why },
+            None => Input::LinkClosed(peer),
+        };
+        self.dispatcher_input(now, input);
         self.worker.handle_link_closed(now, peer);
     }
 }

@@ -1149,3 +1149,49 @@ fn a_result_whose_blobs_this_peer_refuses_fails_its_attempt() {
         assert_eq!(n.spool.held(), 0);
     }
 }
+
+#[test]
+fn a_link_that_never_opens_fails_the_job_with_why_and_its_peer_is_passed_over_for_a_while() {
+    let now = Instant::now();
+    let mut n = node(1, Vec::new());
+    let (link, _) = dial_to_2(&mut n, now);
+    let why = "no data channel with 2 after 10s (dial): the TURN server gave no relay candidate";
+    let failed = NodeInput::LinkFailed {
+        peer: peer(2),
+        link,
+        why: why.to_owned(),
+    };
+    n.handle_input(now, failed).expect("input");
+    let out = drain(&mut n);
+    // 2 was the only worker: the job fails at once, naming it and the cause,
+    // and was never sent.
+    match &finished(&out).expect("the job ended").result {
+        Err(JobError::Unreachable { worker, why: got }) => {
+            assert_eq!(*worker, peer(2));
+            assert_eq!(got, why);
+        }
+        other => panic!("expected an unreachable worker, got {other:?}"),
+    }
+    assert!(!sent(&out).iter().any(|m| matches!(m, DcMsg::Submit { .. })));
+    // While it is passed over, a new job fails the same way without a dial.
+    let later = now + jobmesh_core::UNREACHABLE_FOR / 2;
+    n.handle_input(later, submit(spec(2))).expect("submitted");
+    let out = drain(&mut n);
+    assert!(
+        !out.iter().any(|o| matches!(o, NodeOutput::Dial { .. })),
+        "{out:?}"
+    );
+    assert!(matches!(
+        &finished(&out).expect("ended").result,
+        Err(JobError::Unreachable { .. })
+    ));
+    // Past it, the peer is dialled again.
+    let after = now + jobmesh_core::UNREACHABLE_FOR;
+    n.handle_input(after, submit(spec(3))).expect("submitted");
+    let out = drain(&mut n);
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, NodeOutput::Dial { peer: p, .. } if *p == peer(2))),
+        "{out:?}"
+    );
+}

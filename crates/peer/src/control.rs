@@ -37,7 +37,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use jobmesh_wire::{Capability, PeerInfo};
+use jobmesh_wire::{Capability, PeerId, PeerInfo};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -167,6 +167,10 @@ pub struct PeersReply {
     pub me: PeerInfo,
     /// Everyone else.
     pub peers: Vec<PeerInfo>,
+    /// How each open data channel connected, by remote peer (none for a
+    /// peer this daemon has no link to).
+    #[serde(default)]
+    pub links: std::collections::BTreeMap<PeerId, jobmesh_transport::path::LinkPath>,
 }
 
 impl From<PoolSnapshot> for PeersReply {
@@ -175,6 +179,7 @@ impl From<PoolSnapshot> for PeersReply {
             connected: s.connected,
             me: s.me,
             peers: s.peers,
+            links: s.links,
         }
     }
 }

@@ -308,6 +308,7 @@ impl Daemon {
                     // Dropping the connection closes it, or stops its dial.
                     if let Some(Connection::Open(_)) = self.links.remove(&link) {
                         self.telemetry.link_closed();
+                        self.publish_links();
                     }
                     self.link_permits.remove(&link);
                 }

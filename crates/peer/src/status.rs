@@ -315,6 +315,7 @@ mod tests {
             me,
             peers,
             refused: None,
+            links: Default::default(),
         }
     }
 
@@ -435,6 +436,7 @@ mod measure {
             me: peer(0),
             peers: (1..1000).map(peer).collect(),
             refused: None,
+            links: Default::default(),
         };
         let mut history = History::default();
         let t = Instant::now();

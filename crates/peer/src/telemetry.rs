@@ -90,10 +90,21 @@ pub(crate) struct Telemetry {
     queue_wait: Family<Cap, Histogram, fn() -> Histogram>,
     run_time: Family<Cap, Histogram, fn() -> Histogram>,
     links_open: Gauge,
+    links_opened: Family<Via, Counter>,
+    links_failed: Counter,
     link_setup: Histogram,
     blobs_received: Family<HeldIn, Counter>,
     blob_received_bytes: Counter,
     labels: Mutex<HashSet<String>>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Via {
+    /// The route's candidate kind (`LinkPath::via`): `host`, `srflx`,
+    /// `prflx`, `relay`, or `unknown`.
+    via: &'static str,
+    /// `udp`, `tcp`, or `unknown`.
+    protocol: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -123,6 +134,8 @@ impl Telemetry {
             queue_wait: Family::new_with_constructor(seconds_histogram),
             run_time: Family::new_with_constructor(seconds_histogram),
             links_open: Gauge::default(),
+            links_opened: Family::default(),
+            links_failed: Counter::default(),
             link_setup: seconds_histogram(),
             blobs_received: Family::default(),
             blob_received_bytes: Counter::default(),
@@ -152,6 +165,16 @@ impl Telemetry {
             "From the worker's start of the last attempt to the job's end.",
             Unit::Seconds,
             t.run_time.clone(),
+        );
+        registry.register(
+            "links_opened",
+            "Data channels opened, by how they connected: via the candidate kind of the route (relay when either side is relayed, else srflx or prflx when either went through a NAT mapping, else host) and the protocol.",
+            t.links_opened.clone(),
+        );
+        registry.register(
+            "links_failed",
+            "Dials and answers that ended without a data channel (no candidate pair worked, or the handshake timed out).",
+            t.links_failed.clone(),
         );
         registry.register(
             "links_open",
@@ -226,10 +249,33 @@ impl Telemetry {
         }
     }
 
-    /// A data channel opened, after `took`.
-    pub(crate) fn link_opened(&self, took: std::time::Duration) {
+    /// A data channel opened, after `took`, over `path`.
+    pub(crate) fn link_opened(
+        &self,
+        took: std::time::Duration,
+        path: Option<jobmesh_transport::path::LinkPath>,
+    ) {
         self.links_open.inc();
         self.link_setup.observe(took.as_secs_f64());
+        let via = path.map_or(
+            Via {
+                via: "unknown",
+                protocol: "unknown",
+            },
+            |p| Via {
+                via: p.via().as_str(),
+                protocol: match p.protocol {
+                    jobmesh_transport::path::Protocol::Udp => "udp",
+                    jobmesh_transport::path::Protocol::Tcp => "tcp",
+                },
+            },
+        );
+        self.links_opened.get_or_create(&via).inc();
+    }
+
+    /// A dial or answer ended without a data channel.
+    pub(crate) fn link_failed(&self) {
+        self.links_failed.inc();
     }
 
     /// A set of blobs arrived whole.
@@ -401,6 +447,7 @@ mod tests {
             me,
             peers: Vec::new(),
             refused: None,
+            links: Default::default(),
         });
         Telemetry::new(
             Now {

@@ -4,7 +4,10 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use jobmesh_wire::PeerInfo;
+use std::collections::BTreeMap;
+
+use jobmesh_transport::path::LinkPath;
+use jobmesh_wire::{PeerId, PeerInfo};
 
 /// The pool as this daemon sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,6 +24,8 @@ pub struct PoolSnapshot {
     /// The signal-server refused this peer for good (not admitted to the
     /// pool, say): why. It does not try again.
     pub refused: Option<String>,
+    /// How each open data channel connected, by remote peer.
+    pub links: BTreeMap<PeerId, LinkPath>,
 }
 
 /// Counters a daemon keeps, for tests and observability. Monotonic.

@@ -757,7 +757,13 @@ impl Sim {
             Event::DialTimeout { peer, life, link } => {
                 if self.alive(peer, life) && self.peers[peer].connecting.remove(&link) {
                     if let Some(remote) = self.remote_of(peer, link) {
-                        self.input(peer, NodeInput::LinkClosed { peer: remote, link });
+                        let why = "the data channel did not open in time (simulated)".to_owned();
+                        let failed = NodeInput::LinkFailed {
+                            peer: remote,
+                            link,
+                            why,
+                        };
+                        self.input(peer, failed);
                     }
                 }
             }

@@ -23,9 +23,10 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ::rtc::peer_connection::configuration::RTCIceTransportPolicy;
+use ::rtc::peer_connection::transport::{RTCIceCandidate, RTCIceProtocol};
 use bytes::{Bytes, BytesMut};
 use jobmesh_wire::link::Fingerprint;
 use jobmesh_wire::signal::Handshake;
@@ -33,7 +34,9 @@ use jobmesh_wire::PeerId;
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::{CancellationToken, DropGuard};
-use tracing::{debug, info_span, warn, Instrument};
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use crate::path::{self, CandidateKind, LinkPath, Protocol};
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
@@ -245,15 +248,19 @@ pub enum LinkError {
     /// webrtc refused an operation.
     #[error("webrtc: {0}")]
     Webrtc(#[from] webrtc::error::Error),
-    /// The handshake or channel open did not finish in time.
-    #[error("no data channel with {peer} within {after:?} ({stage}); check that both peers can reach each other (firewall, --ice-server)")]
-    Timeout {
+    /// The handshake or channel open did not finish, in time or at all:
+    /// no candidate pair worked. `why` says what each side offered and the
+    /// likeliest cause ([`crate::path::explain`]).
+    #[error("no data channel with {peer} after {after:?} ({stage}): {why}")]
+    NoPath {
         /// With whom.
         peer: PeerId,
-        /// The deadline.
+        /// From the start of the dial or answer.
         after: Duration,
         /// How far it got.
         stage: &'static str,
+        /// What was offered and what that suggests.
+        why: String,
     },
     /// The signalling relay is not available.
     #[error("cannot relay the handshake: signal-server connection is down or busy")]
@@ -273,6 +280,7 @@ pub struct LinkHandle {
     peer: PeerId,
     link_id: LinkId,
     fingerprints: Fingerprints,
+    path: Option<LinkPath>,
     tx: mpsc::Sender<Vec<u8>>,
     bulk: BulkSender,
     cancel: CancellationToken,
@@ -306,6 +314,12 @@ impl LinkHandle {
     /// them ([`jobmesh_wire::link`]).
     pub fn fingerprints(&self) -> Fingerprints {
         self.fingerprints
+    }
+
+    /// How this link connected: the candidate pair ICE selected and the
+    /// setup time (None when webrtc did not say).
+    pub fn path(&self) -> Option<LinkPath> {
+        self.path
     }
 
     /// A sender for blob chunks on this link (clones share its queue).
@@ -481,17 +495,10 @@ impl Drop for CloseOnDrop {
     }
 }
 
-async fn build(config: &RtcConfig) -> Result<Setup, LinkError> {
-    let (gathered_tx, gathered) = mpsc::channel(1);
-    let (incoming_tx, incoming) = mpsc::channel(1);
-    let dead = CancellationToken::new();
-    let handler = Arc::new(Forwarder {
-        gathered: gathered_tx,
-        incoming: incoming_tx,
-        dead: dead.clone(),
-    });
-    // `--ice-server` overrides what the signal-server offered.
-    let ice_servers = if config.ice_servers.is_empty() {
+/// The STUN and TURN servers a connection uses: `--ice-server` overrides
+/// what the signal-server offered.
+fn ice_servers(config: &RtcConfig) -> Vec<RTCIceServer> {
+    if config.ice_servers.is_empty() {
         config
             .offered_ice_servers
             .iter()
@@ -506,7 +513,19 @@ async fn build(config: &RtcConfig) -> Result<Setup, LinkError> {
             urls: config.ice_servers.clone(),
             ..Default::default()
         }]
-    };
+    }
+}
+
+async fn build(config: &RtcConfig) -> Result<Setup, LinkError> {
+    let (gathered_tx, gathered) = mpsc::channel(1);
+    let (incoming_tx, incoming) = mpsc::channel(1);
+    let dead = CancellationToken::new();
+    let handler = Arc::new(Forwarder {
+        gathered: gathered_tx,
+        incoming: incoming_tx,
+        dead: dead.clone(),
+    });
+    let ice_servers = ice_servers(config);
     let settings = SettingEngineBuilder::default()
         // ICE checks every `ice_check_interval` (20 ms) instead of 200 ms while
         // connecting (../shared/webrtc-notes.md, pitfall 1): a few packets more.
@@ -590,15 +609,47 @@ async fn wait_open(dc: &Arc<dyn DataChannel>) -> Result<Vec<Bytes>, LinkError> {
     }
 }
 
-async fn with_deadline<T>(
+/// The two SDPs of one dial or answer, kept to explain a failure.
+#[derive(Default)]
+struct Sdps {
+    local: Option<String>,
+    remote: Option<String>,
+}
+
+/// A dial's or answer's outcome within its deadline: a timeout, or a
+/// connection that closed during setup, becomes [`LinkError::NoPath`] with
+/// what the SDPs offered ([`path::explain`]).
+fn no_path<T>(
+    config: &RtcConfig,
     peer: PeerId,
-    after: Duration,
     stage: &'static str,
-    fut: impl std::future::Future<Output = Result<T, LinkError>>,
+    started: Instant,
+    sdps: &Sdps,
+    result: Result<Result<T, LinkError>, tokio::time::error::Elapsed>,
 ) -> Result<T, LinkError> {
-    tokio::time::timeout(after, fut)
-        .await
-        .map_err(|_| LinkError::Timeout { peer, after, stage })?
+    let closed = match result {
+        Ok(Ok(t)) => return Ok(t),
+        Ok(Err(LinkError::Closed(what))) => Some(what),
+        Ok(Err(e)) => return Err(e),
+        Err(_) => None,
+    };
+    let urls = ice_servers(config);
+    let servers = path::Servers::of(urls.iter().flat_map(|s| s.urls.iter().map(String::as_str)));
+    let explained = path::explain(
+        servers,
+        config.relay_only,
+        sdps.local.as_deref(),
+        sdps.remote.as_deref(),
+    );
+    Err(LinkError::NoPath {
+        peer,
+        after: started.elapsed(),
+        stage,
+        why: match closed {
+            Some(what) => format!("{what}; {explained}"),
+            None => explained,
+        },
+    })
 }
 
 /// Opens a link to `peer` as the offerer. `relay` carries the offer to the
@@ -612,26 +663,31 @@ pub async fn dial(
     answer: oneshot::Receiver<String>,
     events: mpsc::Sender<LinkEvent>,
 ) -> Result<LinkHandle, LinkError> {
+    let started = Instant::now();
     let mut setup = build(config).await?;
     let pc = setup.pc.clone();
-    let result = with_deadline(peer, config.connect_timeout, "dial", async {
+    let mut sdps = Sdps::default();
+    let result = tokio::time::timeout(config.connect_timeout, async {
         let dc = pc.create_data_channel(LABEL, None).await?;
         let offer = pc.create_offer(None).await?;
         pc.set_local_description(offer).await?;
         let sdp = local_sdp(&mut setup, config).await?;
+        sdps.local = Some(sdp.clone());
         if !relay(Handshake::Offer { sdp, dial: 0 }) {
             return Err(LinkError::Relay);
         }
         let answer = answer
             .await
             .map_err(|_| LinkError::Closed("dial abandoned"))?;
+        sdps.remote = Some(answer.clone());
         pc.set_remote_description(RTCSessionDescription::answer(answer)?)
             .await?;
         let early = wait_open(&dc).await?;
         Ok((dc, early))
     })
     .await;
-    finish(config, setup, result, peer, link_id, events).await
+    let result = no_path(config, peer, "dial", started, &sdps, result);
+    finish(config, setup, result, peer, link_id, started, events).await
 }
 
 /// Opens a link to `peer` as the answerer of its `offer`.
@@ -643,14 +699,20 @@ pub async fn answer(
     relay: impl Fn(Handshake) -> bool,
     events: mpsc::Sender<LinkEvent>,
 ) -> Result<LinkHandle, LinkError> {
+    let started = Instant::now();
     let mut setup = build(config).await?;
     let pc = setup.pc.clone();
-    let result = with_deadline(peer, config.connect_timeout, "answer", async {
+    let mut sdps = Sdps {
+        local: None,
+        remote: Some(offer.clone()),
+    };
+    let result = tokio::time::timeout(config.connect_timeout, async {
         pc.set_remote_description(RTCSessionDescription::offer(offer)?)
             .await?;
         let answer = pc.create_answer(None).await?;
         pc.set_local_description(answer).await?;
         let sdp = local_sdp(&mut setup, config).await?;
+        sdps.local = Some(sdp.clone());
         if !relay(Handshake::Answer { sdp, dial: 0 }) {
             return Err(LinkError::Relay);
         }
@@ -663,7 +725,24 @@ pub async fn answer(
         Ok((dc, early))
     })
     .await;
-    finish(config, setup, result, peer, link_id, events).await
+    let result = no_path(config, peer, "answer", started, &sdps, result);
+    finish(config, setup, result, peer, link_id, started, events).await
+}
+
+/// The candidate pair ICE selected for `pc`, as a [`LinkPath`].
+async fn selected_path(pc: &Arc<dyn PeerConnection>, started: Instant) -> Option<LinkPath> {
+    let ice = pc.sctp().await?.transport().ice_transport();
+    let pair = ice.get_selected_candidate_pair().await.ok()??;
+    let kind = |c: &RTCIceCandidate| CandidateKind::parse(&c.typ.to_string());
+    Some(LinkPath {
+        local: kind(pair.local())?,
+        remote: kind(pair.remote())?,
+        protocol: match pair.local().protocol {
+            RTCIceProtocol::Tcp => Protocol::Tcp,
+            _ => Protocol::Udp,
+        },
+        setup_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    })
 }
 
 async fn finish(
@@ -672,6 +751,7 @@ async fn finish(
     result: Result<(Arc<dyn DataChannel>, Vec<Bytes>), LinkError>,
     peer: PeerId,
     link_id: LinkId,
+    started: Instant,
     events: mpsc::Sender<LinkEvent>,
 ) -> Result<LinkHandle, LinkError> {
     let Setup {
@@ -692,7 +772,14 @@ async fn finish(
                 None => None,
             }
             .map_or(MAX_MESSAGE_SIZE, |m| (m as usize).min(MAX_MESSAGE_SIZE));
-            debug!(max_message_size, "data channel open");
+            let path = selected_path(&pc, started).await;
+            match path {
+                Some(path) => info!(%path, max_message_size, "data channel open"),
+                None => debug!(
+                    max_message_size,
+                    "data channel open (no selected pair known)"
+                ),
+            }
             let link = Link {
                 pc,
                 dc,
@@ -702,6 +789,7 @@ async fn finish(
                 link_id,
                 fingerprints,
                 max_message_size,
+                path,
             };
             Ok(spawn_link(
                 link,
@@ -729,6 +817,7 @@ struct Link {
     link_id: LinkId,
     fingerprints: Fingerprints,
     max_message_size: usize,
+    path: Option<LinkPath>,
 }
 
 fn spawn_link(
@@ -747,6 +836,7 @@ fn spawn_link(
         link_id,
         fingerprints,
         max_message_size,
+        path,
     } = link;
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(LINK_SEND_QUEUE);
     let (bulk_tx, mut bulk_rx) = mpsc::channel::<Bulk>(BULK_QUEUE);
@@ -869,6 +959,7 @@ fn spawn_link(
         peer,
         link_id,
         fingerprints,
+        path,
         tx,
         bulk: BulkSender {
             tx: bulk_tx,

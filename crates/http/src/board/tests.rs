@@ -29,6 +29,7 @@ fn pool(me: &PeerInfo, peers: &[&PeerInfo]) -> PoolSnapshot {
         me: me.clone(),
         peers: peers.iter().map(|p| (*p).clone()).collect(),
         refused: None,
+        links: Default::default(),
     }
 }
 

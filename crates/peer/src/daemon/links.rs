@@ -102,9 +102,10 @@ impl Daemon {
         match op.result {
             Ok(handle) => {
                 Metrics::bump(&self.metrics.links_opened);
-                self.telemetry.link_opened(op.took);
+                self.telemetry.link_opened(op.took, handle.path());
                 let fingerprints = handle.fingerprints();
                 *link = Connection::Open(handle);
+                self.publish_links();
                 let binding = Binding {
                     local: fingerprints.local,
                     remote: fingerprints.remote,
@@ -121,15 +122,36 @@ impl Daemon {
             }
             Err(e) => {
                 warn!(peer = %peer.short(), error = %e, "could not open a data channel");
+                self.telemetry.link_failed();
+                let why = e.to_string();
                 self.feed(
                     now,
-                    NodeInput::LinkClosed {
+                    NodeInput::LinkFailed {
                         peer,
                         link: link_id,
+                        why,
                     },
                 );
             }
         }
+    }
+
+    /// Shows how each open link connected in the pool snapshot (`peer
+    /// peers`, `/api/status`).
+    pub(super) fn publish_links(&self) {
+        let links = self
+            .links
+            .values()
+            .filter_map(|c| match c {
+                Connection::Open(h) => Some((h.peer(), h.path()?)),
+                Connection::Connecting { .. } => None,
+            })
+            .collect();
+        self.pool_tx.send_if_modified(|s| {
+            let changed = s.links != links;
+            s.links = links;
+            changed
+        });
     }
 
     pub(super) fn on_link_event(&mut self, now: Instant, ev: LinkEvent) {

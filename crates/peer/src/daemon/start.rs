@@ -140,6 +140,7 @@ pub fn spawn_with(
         me: me_info,
         peers: Vec::new(),
         refused: None,
+        links: Default::default(),
     });
     let stopped = CancellationToken::new();
     let metrics = Arc::new(Metrics::default());
