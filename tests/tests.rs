@@ -41,6 +41,7 @@ mod malformed_data_channel_message_gets_an_error_reply;
 mod metrics_count_what_happened;
 mod peer_status_counts_the_pool;
 mod peer_watch_all_observes_every_worker;
+mod peers_behind_nats_connect_directly_or_through_turn;
 mod peers_rejoin_when_the_signal_server_returns;
 mod photo;
 mod seeing_the_pool_acceptance;

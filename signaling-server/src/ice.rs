@@ -5,7 +5,9 @@
 //! base64 HMAC-SHA1 of the username under the secret the server shares with
 //! coturn. Each is minted for one peer at its hello and valid for
 //! [`Turn::ttl`]: no long-lived TURN password is ever on a peer, and a
-//! credential names whom it was given to.
+//! credential names whom it was given to. A connected peer gets fresh ones
+//! every half lifetime ([`IceOffer::renew_every`], `ice_servers` frames), so
+//! a daemon connected for weeks can still open relayed links.
 
 use std::time::Duration;
 
@@ -44,6 +46,13 @@ impl std::fmt::Debug for IceOffer {
 }
 
 impl IceOffer {
+    /// How often a connected peer gets fresh credentials: half their
+    /// lifetime, so the ones it holds are always at least half valid. None
+    /// without TURN (STUN needs no credential).
+    pub fn renew_every(&self) -> Option<Duration> {
+        self.turn.as_ref().map(|t| t.ttl / 2)
+    }
+
     /// The ICE servers for `peer`'s welcome, at Unix time `now`.
     pub fn for_peer(&self, peer: &PeerId, now: u64) -> Vec<IceServer> {
         let mut out = Vec::new();

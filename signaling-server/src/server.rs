@@ -871,6 +871,7 @@ impl End {
     }
 }
 
+/// Seconds since the Unix epoch (0 on a clock before it).
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -975,13 +976,10 @@ async fn connection(socket: WebSocket, shared: Arc<Shared>) {
         capabilities = hello.capabilities.len(),
         "peer joined"
     );
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
     let welcome = ServerMsg::Welcome {
         pool: hello.pool.clone(),
         heartbeat_ms: u64::try_from(shared.config.heartbeat.as_millis()).unwrap_or(u64::MAX),
-        ice_servers: shared.config.ice.for_peer(&hello.peer_id, now),
+        ice_servers: shared.config.ice.for_peer(&hello.peer_id, unix_now()),
     };
     // The welcome goes first: relays queued for this peer meanwhile wait in
     // `rx`, and the view follows from `serve`.
@@ -1136,6 +1134,13 @@ async fn serve(sink: &mut Sink, stream: &mut Stream, io: ClientIo<'_>, shared: &
     // The client has been told everything up to `cursor`; 0: nothing yet.
     let mut cursor = 0;
     let mut budget = RelayBudget::new(shared.config.relay_rate, Instant::now());
+    // Fresh TURN credentials before the welcome's expire (never without TURN).
+    let renew_every = shared.config.ice.renew_every();
+    let mut renew = tokio::time::interval_at(
+        tokio::time::Instant::now() + renew_every.unwrap_or(Duration::MAX / 4),
+        renew_every.unwrap_or(Duration::MAX / 4),
+    );
+    renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut behind = true;
     // When the oldest change this client has not been shown happened.
     let mut changed_at: Option<Instant> = None;
@@ -1157,6 +1162,15 @@ async fn serve(sink: &mut Sink, stream: &mut Stream, io: ClientIo<'_>, shared: &
                 }
                 bump(&shared.counters().frames_out);
                 if let Err(end) = send_text(sink, &out, kick, heartbeat).await {
+                    return end;
+                }
+            }
+            _ = renew.tick(), if renew_every.is_some() => {
+                let fresh = ServerMsg::IceServers {
+                    ice_servers: shared.config.ice.for_peer(&hello.peer_id, unix_now()),
+                };
+                bump(&shared.counters().frames_out);
+                if let Err(end) = send_text(sink, &fresh, kick, heartbeat).await {
                     return end;
                 }
             }

@@ -1079,6 +1079,9 @@ var SignalClient = class extends EventTarget {
             this.view.welcome();
             this.dispatchEvent(new CustomEvent("welcome", { detail: msg }));
             return resolve(msg);
+          case "ice_servers":
+            if (Array.isArray(msg.ice_servers)) this.iceServers = msg.ice_servers.slice(0, 8);
+            return;
           case "view": {
             const change = this.view.apply(msg);
             this.dispatchEvent(new CustomEvent("view", { detail: change }));

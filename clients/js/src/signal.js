@@ -42,7 +42,7 @@ export class SignalClient extends EventTarget {
     this.view = new PoolView();
     /** @type {WebSocket | null} */
     this.ws = null;
-    /** The STUN and TURN servers of the last welcome. @type {{urls: string[], username?: string, credential?: string}[]} */
+    /** The STUN and TURN servers of the last welcome or renewal. @type {{urls: string[], username?: string, credential?: string}[]} */
     this.iceServers = [];
     /** Set by close(): no reconnecting. */
     this.leaving = false;
@@ -82,6 +82,10 @@ export class SignalClient extends EventTarget {
             this.view.welcome();
             this.dispatchEvent(new CustomEvent("welcome", { detail: msg }));
             return resolve(msg);
+          case "ice_servers":
+            // Renewed TURN credentials, before the welcome's expire.
+            if (Array.isArray(msg.ice_servers)) this.iceServers = msg.ice_servers.slice(0, 8);
+            return;
           case "view": {
             const change = this.view.apply(msg);
             this.dispatchEvent(new CustomEvent("view", { detail: change }));

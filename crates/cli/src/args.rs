@@ -95,6 +95,12 @@ pub(crate) enum Cmd {
     /// with their rates over the last minute, the slowest workers, and this
     /// daemon's own jobs and journal.
     Status(PeersArgs),
+    /// What stands between this peer and the others: is the signal-server
+    /// reachable and does it admit this peer, what public address STUN
+    /// servers see and whether it changes per destination (the NAT), can
+    /// the TURN server relay with this peer's credential, and (--peer) can
+    /// a link to a member open and how. Exits 0 only when all of that works.
+    Doctor(DoctorArgs),
     /// Change how many jobs the local daemon runs at once, while it runs:
     /// the pool sees it with its next stats; scaling down cancels nothing.
     Scale(ScaleArgs),
@@ -407,6 +413,16 @@ pub(crate) struct IdArgs {
 #[derive(Args, Debug)]
 pub(crate) struct PeersArgs {
     /// Print JSON instead of a table.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct DoctorArgs {
+    /// Also open (or show) a link to this member, by name or peer id.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) peer: Option<String>,
+    /// Print JSON: {"ok", "nat", "checks": [{"check", "status", "detail", "advice", "ms"}]}.
     #[arg(long)]
     pub(crate) json: bool,
 }

@@ -22,6 +22,7 @@ use jobmesh_wire::{Capability, PeerInfo};
 use tokio_util::sync::CancellationToken;
 
 mod args;
+mod doctor;
 mod each;
 mod locate;
 mod mesh;
@@ -84,6 +85,7 @@ fn main() -> ExitCode {
             Some(Cmd::Submit(args)) => submit(*args, &common).await,
             Some(Cmd::Peers(args)) => peers(args, &common).await,
             Some(Cmd::Status(args)) => status(args.json, &common).await,
+            Some(Cmd::Doctor(args)) => doctor::run(args, &common).await,
             Some(Cmd::Jobs(args)) => jobs(args, &common).await,
             Some(Cmd::Scale(args)) => scale(args.slots, &common).await,
             Some(Cmd::Capabilities(args)) => capabilities(args.change, &common).await,
@@ -472,13 +474,13 @@ fn reload_on_sighup(path: PathBuf, handle: PeerHandle) -> anyhow::Result<()> {
 }
 
 /// How a client subcommand reaches the pool.
-enum Via {
+pub(crate) enum Via {
     Control(PathBuf),
     /// A short-lived submit-only daemon, shut down when the command ends.
     Ephemeral(Box<PeerHandle>),
 }
 
-async fn connect(common: &Common) -> anyhow::Result<Via> {
+pub(crate) async fn connect(common: &Common) -> anyhow::Result<Via> {
     let looked = match locate::daemon(common).await? {
         locate::Found::Daemon(path) => return Ok(Via::Control(path)),
         locate::Found::Nothing(looked) => looked,
@@ -505,7 +507,7 @@ async fn connect(common: &Common) -> anyhow::Result<Via> {
     Ok(Via::Ephemeral(Box::new(handle)))
 }
 
-async fn finish(via: Via) {
+pub(crate) async fn finish(via: Via) {
     if let Via::Ephemeral(h) = via {
         h.shutdown();
         let _ = tokio::time::timeout(Duration::from_secs(3), h.stopped()).await;

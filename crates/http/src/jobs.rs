@@ -84,7 +84,7 @@ pub fn status_code(status: &str) -> StatusCode {
         "too_large" => StatusCode::PAYLOAD_TOO_LARGE,
         "queue_full" => StatusCode::TOO_MANY_REQUESTS,
         "lost" => StatusCode::BAD_GATEWAY,
-        "no_worker" => StatusCode::SERVICE_UNAVAILABLE,
+        "no_worker" | "unreachable" => StatusCode::SERVICE_UNAVAILABLE,
         "timed_out" => StatusCode::GATEWAY_TIMEOUT,
         // "failed": the job ran and its handler failed.
         _ => StatusCode::UNPROCESSABLE_ENTITY,

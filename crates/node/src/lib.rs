@@ -252,6 +252,9 @@ pub enum NodeInput<'a> {
         /// What went wrong, in words for a job's error.
         why: String,
     },
+    /// Open a link to this member if there is none (a diagnosis: `peer
+    /// doctor`); jobs go on as ever.
+    Connect(PeerId),
     /// A running handler reported progress.
     HandlerProgress {
         /// The job.
@@ -753,6 +756,15 @@ impl Node {
                 } else {
                     // A replaced link: make sure its connection is released.
                     self.out.push_back(NodeOutput::CloseLink { peer, link });
+                }
+            }
+            NodeInput::Connect(peer) => {
+                if peer != self.me
+                    && !self.links.contains(&peer)
+                    && self.dispatcher.pool().get(&peer).is_some()
+                {
+                    info!(peer = %peer.short(), "opening a link on request");
+                    self.dial(peer, Vec::new());
                 }
             }
             NodeInput::HandlerProgress { job_id, progress } => {

@@ -192,6 +192,27 @@ pub enum DaemonError {
     /// The request is not valid.
     #[error("{0}")]
     Invalid(String),
+    /// No data channel to a member opened: why.
+    #[error("{0}")]
+    NoLink(String),
+}
+
+/// How a daemon reaches the network: what `peer doctor` starts from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NetworkReport {
+    /// The signal-server's URL.
+    pub signal_url: String,
+    /// The CA file trusted for a `wss://` signal-server, if one was given.
+    pub ca: Option<PathBuf>,
+    /// Whether the signal-server connection is up.
+    pub connected: bool,
+    /// Why the signal-server refused this peer for good, if it did.
+    pub refused: Option<String>,
+    /// The STUN and TURN servers links use now: `--ice-server`'s, else the
+    /// signal-server's (TURN with this peer's credential).
+    pub ice_servers: Vec<jobmesh_wire::signal::IceServer>,
+    /// Whether they come from `--ice-server` rather than the signal-server.
+    pub ice_override: bool,
 }
 
 impl From<BlobError> for DaemonError {
@@ -220,6 +241,16 @@ pub(crate) enum Command {
     },
     /// The number of pool observers changed: observe while there are any.
     Observe,
+    /// Open a link to a member if there is none (`peer doctor`); answers
+    /// once the dial started.
+    Connect {
+        peer: PeerId,
+        reply: oneshot::Sender<()>,
+    },
+    /// How this daemon reaches the network (`peer doctor`).
+    Network {
+        reply: oneshot::Sender<NetworkReport>,
+    },
     /// Run up to `slots` jobs at once from now on; answers the slots before.
     Scale {
         slots: u32,
@@ -686,6 +717,43 @@ impl PeerHandle {
             .await
             .map_err(|_| DaemonError::Stopped)?;
         rx.await.map_err(|_| DaemonError::Stopped)
+    }
+
+    /// How this daemon reaches the network: its signal-server, and the
+    /// STUN and TURN servers its links use now.
+    pub async fn network(&self) -> Result<NetworkReport, DaemonError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Network { reply })
+            .await
+            .map_err(|_| DaemonError::Stopped)?;
+        rx.await.map_err(|_| DaemonError::Stopped)
+    }
+
+    /// How the link to `peer` connected, opening one if there is none
+    /// (within `timeout`): the candidate pair and the setup time, or why
+    /// no data channel opened.
+    pub async fn link_to(
+        &self,
+        peer: PeerId,
+        timeout: Duration,
+    ) -> Result<jobmesh_transport::path::LinkPath, DaemonError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Connect { peer, reply })
+            .await
+            .map_err(|_| DaemonError::Stopped)?;
+        rx.await.map_err(|_| DaemonError::Stopped)?;
+        let s = self
+            .wait_pool(timeout, |s| {
+                s.links.contains_key(&peer) || s.link_errors.contains_key(&peer)
+            })
+            .await?;
+        match (s.links.get(&peer), s.link_errors.get(&peer)) {
+            (Some(path), _) => Ok(*path),
+            (None, Some(why)) => Err(DaemonError::NoLink(why.clone())),
+            (None, None) => Err(DaemonError::Timeout("the link")),
+        }
     }
 
     /// Runs `capability` from now on, with `handler` (`None`: the built-in

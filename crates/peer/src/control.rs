@@ -123,6 +123,16 @@ pub enum Request {
     Peers,
     /// The pool at a glance (`peer status`).
     Status,
+    /// How this daemon reaches the network (`peer doctor`): a
+    /// [`crate::NetworkReport`], TURN credentials included (the control
+    /// socket is its owner's only).
+    Network,
+    /// How the link to a member connected, opening one if there is none
+    /// (`peer doctor --peer`): `{"peer", "name", "path"}`.
+    Link {
+        /// The member's name, or its peer id.
+        peer: String,
+    },
     /// Run up to `slots` jobs at once from now on (`peer scale`).
     Scale {
         /// The new slots.
@@ -183,6 +193,10 @@ impl From<PoolSnapshot> for PeersReply {
         }
     }
 }
+
+/// How long `Request::Link` waits for a link to open or fail: past a
+/// dial's own deadline (10 s), so the answer is the dial's.
+const LINK_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// Why a control request failed.
 #[derive(Debug, thiserror::Error)]
@@ -428,6 +442,28 @@ enum Answer {
 async fn answer(daemon: &PeerHandle, request: Request) -> Answer {
     let line = match request {
         Request::Peers => to_json(&PeersReply::from(daemon.pool())),
+        Request::Network => match daemon.network().await {
+            Ok(report) => to_json(&report),
+            Err(e) => error_json(&e.to_string()),
+        },
+        Request::Link { peer } => {
+            let pool = daemon.pool();
+            let found = pool
+                .peers
+                .iter()
+                .find(|p| p.name == peer || p.id.to_string() == peer || p.id.short() == peer);
+            match found {
+                None => error_json(&format!(
+                    "no member named {peer:?} in the pool (peer peers lists them)"
+                )),
+                Some(p) => match daemon.link_to(p.id, LINK_PROBE_TIMEOUT).await {
+                    Ok(path) => to_json(&serde_json::json!({
+                        "peer": p.id, "name": p.name, "path": path,
+                    })),
+                    Err(e) => error_json(&e.to_string()),
+                },
+            }
+        }
         Request::Capabilities { add, remove } => {
             // In order; the first change refused stops the rest.
             let changed = async {

@@ -538,6 +538,35 @@ impl Daemon {
             Command::Jobs { reply } => {
                 let _ = reply.send(self.table.list());
             }
+            Command::Connect { peer, reply } => {
+                // A stale error must not answer for the dial about to start.
+                self.pool_tx
+                    .send_if_modified(|s| s.link_errors.remove(&peer).is_some());
+                self.feed(now, NodeInput::Connect(peer));
+                let _ = reply.send(());
+            }
+            Command::Network { reply } => {
+                let rtc = &self.config.rtc;
+                let ice_override = !rtc.ice_servers.is_empty();
+                let ice_servers = if ice_override {
+                    vec![IceServer {
+                        urls: rtc.ice_servers.clone(),
+                        username: None,
+                        credential: None,
+                    }]
+                } else {
+                    rtc.offered_ice_servers.clone()
+                };
+                let pool = self.pool_tx.borrow();
+                let _ = reply.send(crate::api::NetworkReport {
+                    signal_url: self.config.signal_url.clone(),
+                    ca: self.config.ca.clone(),
+                    connected: self.connected,
+                    refused: pool.refused.clone(),
+                    ice_servers,
+                    ice_override,
+                });
+            }
             Command::Scale { slots, reply } => {
                 let before = self.node.worker().stats().slots;
                 self.feed(now, NodeInput::SetSlots(slots));
@@ -610,8 +639,9 @@ impl Daemon {
         Ok(capabilities)
     }
 
-    /// The STUN and TURN servers of a welcome, for the links dialled or
-    /// answered from now on (unless `--ice-server` overrides them).
+    /// The STUN and TURN servers of a welcome or a renewal, for the links
+    /// dialled or answered from now on (unless `--ice-server` overrides
+    /// them).
     fn offered_ice(&mut self, servers: &[IceServer]) {
         if servers == self.config.rtc.offered_ice_servers.as_slice() {
             return;
@@ -627,7 +657,19 @@ impl Daemon {
                 "the signal-server offers ICE servers; --ice-server overrides them"
             );
         } else if !urls.is_empty() {
-            info!(?urls, "using the ICE servers the signal-server offers");
+            // A renewal changes only the credentials: not worth an info line.
+            let same_urls = self
+                .config
+                .rtc
+                .offered_ice_servers
+                .iter()
+                .flat_map(|s| &s.urls)
+                .eq(servers.iter().flat_map(|s| &s.urls));
+            if same_urls {
+                debug!("the signal-server renewed the TURN credentials");
+            } else {
+                info!(?urls, "using the ICE servers the signal-server offers");
+            }
         }
         self.config.rtc.offered_ice_servers = servers.to_vec();
     }
@@ -646,7 +688,9 @@ impl Daemon {
                 self.feed(now, NodeInput::SignalDisconnected);
             }
             SignalEvent::Message(msg) => {
-                if let ServerMsg::Welcome { ice_servers, .. } = &msg {
+                if let ServerMsg::Welcome { ice_servers, .. }
+                | ServerMsg::IceServers { ice_servers } = &msg
+                {
                     self.offered_ice(ice_servers);
                 }
                 self.feed(now, NodeInput::Signal(&msg));

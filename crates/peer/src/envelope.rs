@@ -115,7 +115,7 @@ pub struct Envelope {
     /// The job.
     pub job_id: String,
     /// `completed`, `failed`, `rejected`, `lost`, `cancelled`, `timed_out`,
-    /// `no_worker`, `queue_full` or `too_large`.
+    /// `no_worker`, `unreachable`, `queue_full` or `too_large`.
     pub status: String,
     /// Who ran it.
     pub worker: Option<WorkerRef>,
@@ -203,12 +203,12 @@ impl Envelope {
     }
 
     /// The CLI's exit code: 0 completed, 2 the input is too large (a usage
-    /// error), 3 nobody could take it (no capable worker, timed out, queue
-    /// full), 1 any other failure.
+    /// error), 3 nobody could take it (no capable worker, none reachable,
+    /// timed out, queue full), 1 any other failure.
     pub fn exit_code(&self) -> u8 {
         match self.status.as_str() {
             "completed" | "submitted" => 0,
-            "no_worker" | "timed_out" | "queue_full" => 3,
+            "no_worker" | "unreachable" | "timed_out" | "queue_full" => 3,
             "too_large" => 2,
             _ => 1,
         }
@@ -218,6 +218,7 @@ impl Envelope {
 fn status_of(e: &JobError) -> &'static str {
     match e {
         JobError::NoCapableWorker { .. } => "no_worker",
+        JobError::Unreachable { .. } => "unreachable",
         JobError::QueueFull { .. } => "queue_full",
         JobError::TooLarge { .. } => "too_large",
         JobError::Rejected { .. } => "rejected",
@@ -326,6 +327,7 @@ mod tests {
         assert_eq!(mk("failed").exit_code(), 1);
         assert_eq!(mk("rejected").exit_code(), 1);
         assert_eq!(mk("no_worker").exit_code(), 3);
+        assert_eq!(mk("unreachable").exit_code(), 3);
         assert_eq!(mk("timed_out").exit_code(), 3);
     }
 }

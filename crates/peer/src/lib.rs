@@ -33,8 +33,8 @@ mod telemetry;
 mod view;
 
 pub use api::{
-    DaemonConfig, DaemonError, Extensions, JobHandle, JobReport, Membership, Metrics, Observation,
-    ObservedBatch, PeerHandle, PoolSnapshot, StartError, MAX_SLOTS,
+    DaemonConfig, DaemonError, Extensions, JobHandle, JobReport, Membership, Metrics,
+    NetworkReport, Observation, ObservedBatch, PeerHandle, PoolSnapshot, StartError, MAX_SLOTS,
 };
 pub use blobs::{Blob, BlobLimits, InputBlob, ReceivedBlob};
 pub use daemon::{spawn, spawn_with};

@@ -316,6 +316,7 @@ mod tests {
             peers,
             refused: None,
             links: Default::default(),
+            link_errors: Default::default(),
         }
     }
 
@@ -437,6 +438,7 @@ mod measure {
             peers: (1..1000).map(peer).collect(),
             refused: None,
             links: Default::default(),
+            link_errors: Default::default(),
         };
         let mut history = History::default();
         let t = Instant::now();

@@ -448,6 +448,7 @@ mod tests {
             peers: Vec::new(),
             refused: None,
             links: Default::default(),
+            link_errors: Default::default(),
         });
         Telemetry::new(
             Now {

@@ -26,7 +26,14 @@ pub struct PoolSnapshot {
     pub refused: Option<String>,
     /// How each open data channel connected, by remote peer.
     pub links: BTreeMap<PeerId, LinkPath>,
+    /// Why the last dial or answer to a member found no path, until a link
+    /// to it opens or a new dial starts (at most [`MAX_LINK_ERRORS`]; past
+    /// it, one is dropped).
+    pub link_errors: BTreeMap<PeerId, String>,
 }
+
+/// Link errors a [`PoolSnapshot`] keeps.
+pub(crate) const MAX_LINK_ERRORS: usize = 256;
 
 /// Counters a daemon keeps, for tests and observability. Monotonic.
 #[derive(Debug, Default)]

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 pub mod faults;
 pub mod mitm;
+pub mod natlab;
 pub mod netns;
 pub mod process;
 mod signal;

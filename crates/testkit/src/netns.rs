@@ -36,6 +36,34 @@ pub struct Namespace {
 }
 
 impl Namespace {
+    /// A namespace of this module's naming scheme, `<PREFIX><pid>-<n><suffix>`
+    /// with `n` fresh, whose main address will be `addr`; made by the caller.
+    pub(crate) fn named(suffix: &str, addr: Ipv4Addr) -> Self {
+        let n = LINKS.fetch_add(1, Ordering::Relaxed);
+        Self {
+            name: format!("{PREFIX}{}-{n}{suffix}", std::process::id()),
+            addr,
+        }
+    }
+
+    /// Runs `f` on a thread inside this namespace: sockets it opens are
+    /// the namespace's (setns(2) moves only the calling thread).
+    pub fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let file =
+                        std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+                    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+                        .unwrap_or_else(|e| panic!("setns {path}: {e}"));
+                    f()
+                })
+                .join()
+                .unwrap_or_else(|e| std::panic::resume_unwind(e))
+        })
+    }
+
     /// Its name (for `ip netns exec`).
     pub fn name(&self) -> &str {
         &self.name
@@ -61,7 +89,7 @@ impl Namespace {
     }
 
     /// Runs `program args` inside this namespace to success; its stdout.
-    fn run(&self, program: &str, args: &[&str]) -> String {
+    pub fn run(&self, program: &str, args: &[&str]) -> String {
         let mut c = self.command(program);
         c.args(args);
         output(
@@ -259,7 +287,7 @@ impl Drop for Link {
 }
 
 /// Runs `ip args` to success.
-fn ip(args: &[&str]) {
+pub(crate) fn ip(args: &[&str]) {
     output(
         Command::new("ip").args(args),
         &format!("ip {}", args.join(" ")),
@@ -283,7 +311,7 @@ fn output(cmd: &mut Command, line: &str) -> String {
 
 /// Deletes the namespaces of test processes that died without dropping
 /// their links (a killed test run): a name whose pid no longer runs.
-fn remove_stale() {
+pub(crate) fn remove_stale() {
     let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
         return;
     };

@@ -399,21 +399,38 @@ pub fn signal_server_with(args: &[&str]) -> (Proc, String) {
 /// relaying to loopback peers: the process (stopped when dropped) and its
 /// port, once it answers a STUN binding request.
 pub fn coturn(secret: &str) -> (Proc, u16) {
-    assert!(
-        std::path::Path::new("/usr/bin/turnserver").exists(),
-        "the TURN tests need Debian's coturn: run scripts/setup"
-    );
     let port = std::net::UdpSocket::bind("127.0.0.1:0")
         .and_then(|s| s.local_addr())
         .expect("a free UDP port")
         .port();
-    let child = std::process::Command::new("/usr/bin/turnserver")
-        .args(["-n", "--no-cli", "--no-tls", "--no-dtls", "--simple-log"])
-        .args([
-            "--listening-ip=127.0.0.1",
-            "--relay-ip=127.0.0.1",
-            "--allow-loopback-peers",
-        ])
+    let loopback = [std::net::Ipv4Addr::LOCALHOST];
+    let turn = coturn_at(None, &loopback, port, secret, &["--allow-loopback-peers"]);
+    (turn, port)
+}
+
+/// coturn inside `ns` (None: here) listening on every address of `ips`
+/// at `port` (UDP and TCP), relaying from the first, with [`coturn`]'s
+/// credential scheme and `extra` flags; returned once each address
+/// answers a STUN binding request.
+pub fn coturn_at(
+    ns: Option<&Namespace>,
+    ips: &[std::net::Ipv4Addr],
+    port: u16,
+    secret: &str,
+    extra: &[&str],
+) -> Proc {
+    assert!(
+        std::path::Path::new("/usr/bin/turnserver").exists(),
+        "the TURN tests need Debian's coturn: run scripts/setup"
+    );
+    let first = ips.first().expect("an address for coturn");
+    let mut cmd = match ns {
+        None => std::process::Command::new("/usr/bin/turnserver"),
+        Some(ns) => ns.command("/usr/bin/turnserver"),
+    };
+    cmd.args(["-n", "--no-cli", "--no-tls", "--no-dtls", "--simple-log"])
+        .args(ips.iter().map(|ip| format!("--listening-ip={ip}")))
+        .arg(format!("--relay-ip={first}"))
         .arg(format!("--listening-port={port}"))
         .args([
             "--use-auth-secret",
@@ -426,19 +443,40 @@ pub fn coturn(secret: &str) -> (Proc, u16) {
             "--log-file=/dev/null",
             "--no-stdout-log",
         ])
+        .args(extra)
         .arg(format!(
             "--userdb={}",
             std::env::temp_dir()
-                .join(format!("jobmesh-turndb-{port}"))
+                .join(format!(
+                    "jobmesh-turndb-{}-{first}-{port}",
+                    std::process::id()
+                ))
                 .display()
         ))
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn turnserver");
-    let turn = Proc(child);
+        .stderr(std::process::Stdio::null());
+    let turn = Proc(cmd.spawn().expect("spawn turnserver"));
+    let probe = || {
+        for ip in ips {
+            wait_stun(std::net::SocketAddr::from((*ip, port)));
+        }
+    };
+    match ns {
+        None => probe(),
+        Some(ns) => ns.enter(probe),
+    }
+    turn
+}
+
+/// Waits until a STUN server answers a binding request at `server`.
+fn wait_stun(server: std::net::SocketAddr) {
     // A STUN binding request: type 1, length 0, the magic cookie, an id.
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let local = if server.ip().is_loopback() {
+        "127.0.0.1:0"
+    } else {
+        "0.0.0.0:0"
+    };
+    let socket = std::net::UdpSocket::bind(local).expect("bind");
     socket
         .set_read_timeout(Some(std::time::Duration::from_millis(100)))
         .expect("timeout");
@@ -447,13 +485,13 @@ pub fn coturn(secret: &str) -> (Proc, u16) {
     let deadline = std::time::Instant::now() + crate::DEADLINE;
     let mut buf = [0u8; 512];
     loop {
-        let _ = socket.send_to(&request, ("127.0.0.1", port));
+        let _ = socket.send_to(&request, server);
         if matches!(socket.recv_from(&mut buf), Ok((n, _)) if n >= 20 && buf[..2] == [1, 1]) {
-            return (turn, port);
+            return;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "coturn did not answer STUN on port {port}"
+            "coturn did not answer STUN at {server}"
         );
     }
 }
@@ -468,7 +506,12 @@ pub fn signal_server_on(listen: &str, args: &[&str]) -> (Proc, String) {
 /// port 0, so peers in the namespace at the other end of the link reach it;
 /// returns it and the WebSocket URL from its ready line.
 pub fn signal_server_in(ns: &Namespace) -> (Proc, String) {
-    start_signal_server(Some(ns), &format!("{}:0", ns.addr()), &["--open"])
+    signal_server_in_with(ns, &["--open"])
+}
+
+/// [`signal_server_in`] with `args` instead of `--open`.
+pub fn signal_server_in_with(ns: &Namespace, args: &[&str]) -> (Proc, String) {
+    start_signal_server(Some(ns), &format!("{}:0", ns.addr()), args)
 }
 
 fn start_signal_server(ns: Option<&Namespace>, listen: &str, args: &[&str]) -> (Proc, String) {

@@ -6,6 +6,7 @@
 //! * [`rtc`]: WebRTC peer connections and their one data channel, over
 //!   webrtc 0.21. Dialling (offer) and answering, each bounded by a deadline;
 //!   an open channel becomes a [`rtc::LinkHandle`] with a reader and a writer task.
+//! * [`probe`]: STUN mappings and TURN allocations, for `peer doctor`.
 //! * [`path`]: how a link connected (the candidate pair ICE chose) and, for
 //!   one that did not, what each side offered and the likeliest cause.
 //!
@@ -16,6 +17,7 @@
 //! * every send buffer is bounded (`with_data_channel_send_buffer_limit`).
 
 pub mod path;
+pub mod probe;
 pub mod rtc;
 pub mod runtime;
 pub mod signal;

@@ -218,13 +218,18 @@ pub fn explain(
     local: Option<&str>,
     remote: Option<&str>,
 ) -> String {
-    let (Some(local), Some(remote)) = (local, remote) else {
-        return "the handshake did not complete (the remote never answered through the \
-                signal-server)"
-            .to_owned();
+    let Some(local) = local else {
+        return "this side's candidates were not ready in time".to_owned();
     };
-    let (here, there) = (Candidates::of_sdp(local), Candidates::of_sdp(remote));
-    let mut why = format!("candidates here: {here}; from the remote: {there}");
+    let here = Candidates::of_sdp(local);
+    let there = remote.map(Candidates::of_sdp);
+    let mut why = match there {
+        Some(there) => format!("candidates here: {here}; from the remote: {there}"),
+        None => format!(
+            "the remote's answer did not come back through the signal-server in time; \
+             candidates here: {here}"
+        ),
+    };
     let mut hint = |s: &str| {
         why.push_str("; ");
         why.push_str(s);
@@ -242,11 +247,13 @@ pub fn explain(
             hint("no STUN server answered (is UDP blocked on this network?)");
         }
     }
-    if there.srflx + there.relay == 0 && !relay_only {
-        hint("the remote offered only host addresses (it has no STUN or TURN server, or none answered it)");
-    }
-    if here.relay + there.relay > 0 {
-        hint("relayed candidates were there but no pair answered (the TURN server may have lost the allocation, or a firewall drops the relayed traffic)");
+    if let Some(there) = there {
+        if there.srflx + there.relay == 0 && !relay_only {
+            hint("the remote offered only host addresses (it has no STUN or TURN server, or none answered it)");
+        }
+        if here.relay + there.relay > 0 {
+            hint("relayed candidates were there but no pair answered (the TURN server may have lost the allocation, or a firewall drops the relayed traffic)");
+        }
     }
     why.push_str("; run `peer doctor` on both hosts");
     why
@@ -327,9 +334,11 @@ mod tests {
     }
 
     #[test]
-    fn a_handshake_without_an_answer_says_so() {
-        let why = explain(Servers::default(), false, Some(LOCAL), None);
-        assert!(why.contains("never answered"), "{why}");
+    fn a_handshake_without_an_answer_still_judges_this_side() {
+        let servers = Servers::of(["stun:a:3478", "turn:a:3478"]);
+        let why = explain(servers, false, Some(LOCAL), None);
+        assert!(why.contains("answer did not come back"), "{why}");
+        assert!(why.contains("TURN server gave no relay candidate"), "{why}");
     }
 
     #[test]

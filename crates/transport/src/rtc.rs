@@ -77,8 +77,9 @@ pub struct RtcConfig {
     /// Only relayed (TURN) candidates: every link goes through a TURN
     /// server. For tests and diagnosis.
     pub relay_only: bool,
-    /// Local UDP addresses to bind. The default binds every non-loopback
-    /// interface (`0.0.0.0:0`) plus loopback (`127.0.0.1:0`).
+    /// Local UDP addresses to bind. The default ([`default_udp_addrs`])
+    /// binds every non-loopback interface (`0.0.0.0:0`), or loopback
+    /// (`127.0.0.1:0`) on a host that has no other interface up.
     pub udp_addrs: Vec<String>,
     /// Bytes a data channel may hold unsent before `send` waits.
     pub send_buffer_limit: usize,
@@ -204,18 +205,48 @@ impl Default for RtcConfig {
             ice_servers: Vec::new(),
             offered_ice_servers: Vec::new(),
             relay_only: false,
-            udp_addrs: vec!["0.0.0.0:0".into(), "127.0.0.1:0".into()],
+            udp_addrs: default_udp_addrs(),
             // 1 MiB: bounds how long a control message can wait behind blob
             // chunks (~6 ms at 175 MB/s) and still keeps bulk at full speed.
             send_buffer_limit: 1024 * 1024,
             connect_timeout: Duration::from_secs(10),
-            gather_timeout: Duration::from_secs(5),
+            // A STUN answer takes one round trip, a TURN allocation four:
+            // 3 s allows 750 ms ones. Each side waits it out when a server
+            // does not answer, so both together stay well inside
+            // `connect_timeout`, and links that need no server still open.
+            gather_timeout: Duration::from_secs(3),
             ice_check_interval: Duration::from_millis(20),
             faults: Arc::default(),
             receive_budget: ReceiveBudget::default(),
             traffic: Traffic::default(),
         }
     }
+}
+
+/// The UDP addresses a daemon binds by default: the wildcard, whose host
+/// candidates are the addresses of every non-loopback interface; loopback
+/// only where there is no such interface (a bare container or network
+/// namespace), so that peers on that host still link. Never both: a
+/// loopback socket paired with a remote's public candidates can only fail
+/// (EINVAL on every check), which webrtc logs as an error per attempt.
+pub fn default_udp_addrs() -> Vec<String> {
+    use nix::net::if_::InterfaceFlags;
+    let other_interface = nix::ifaddrs::getifaddrs().is_ok_and(|mut all| {
+        all.any(|i| {
+            i.flags.contains(InterfaceFlags::IFF_UP)
+                && !i.flags.contains(InterfaceFlags::IFF_LOOPBACK)
+                && i.address
+                    .as_ref()
+                    .and_then(|a| a.as_sockaddr_in())
+                    .is_some()
+        })
+    });
+    let addr = if other_interface {
+        "0.0.0.0:0"
+    } else {
+        "127.0.0.1:0"
+    };
+    vec![addr.to_owned()]
 }
 
 /// What a link reports to the daemon.
@@ -579,6 +610,21 @@ async fn local_sdp(setup: &mut Setup, config: &RtcConfig) -> Result<String, Link
         .await
         .map(|d| d.sdp)
         .ok_or(LinkError::Closed("no local description"))
+}
+
+/// The offer a connection with `config` would send, its candidates
+/// gathered (at most [`RtcConfig::gather_timeout`]); the connection is
+/// closed again. For diagnosis: which candidates this host can offer.
+pub async fn gathered_offer(config: &RtcConfig) -> Result<String, LinkError> {
+    let mut setup = build(config).await?;
+    let pc = setup.pc.clone();
+    pc.create_data_channel(LABEL, None).await?;
+    let offer = pc.create_offer(None).await?;
+    pc.set_local_description(offer).await?;
+    let sdp = local_sdp(&mut setup, config).await;
+    let _ = pc.close().await;
+    setup.close.disarm();
+    sdp
 }
 
 /// Messages a channel may deliver before its own open event, kept for the

@@ -413,6 +413,39 @@ pub async fn run(
     }
 }
 
+/// Whether a jobmesh signal-server answers at `url` (`tls`: the client
+/// configuration for `wss://`, None for the system's roots): opens the
+/// WebSocket, reads the server's challenge, and closes. The time that took,
+/// or what went wrong in the user's terms ([`diagnose`]).
+pub async fn reach(
+    url: &str,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    timeout: Duration,
+) -> Result<Duration, String> {
+    let started = std::time::Instant::now();
+    let connector = match tls {
+        Some(tls) => Some(Connector::Rustls(tls)),
+        None if url.starts_with("wss:") => Some(Connector::Rustls(tls_config(None)?)),
+        None => None,
+    };
+    let connect = tokio_tungstenite::connect_async_tls_with_config(url, None, true, connector);
+    let (mut ws, _) = tokio::time::timeout(timeout, connect)
+        .await
+        .map_err(|_| format!("no answer from {url} within {timeout:?}"))?
+        .map_err(|e| diagnose(url, &e).hint)?;
+    let first = tokio::time::timeout(timeout, next_msg(&mut ws))
+        .await
+        .map_err(|_| format!("{url} accepted the WebSocket but sent nothing within {timeout:?}"))?;
+    let _ = ws.close(None).await;
+    match first {
+        Ok(ServerMsg::Challenge { .. }) => Ok(started.elapsed()),
+        Ok(other) => Err(format!(
+            "{url} answered, but not as a jobmesh signal-server of protocol {PROTOCOL_VERSION} (its first frame: {other:?})"
+        )),
+        Err(e) => Err(format!("{url}: {e}")),
+    }
+}
+
 async fn connect_once(
     config: &SignalConfig,
     events: &mpsc::Sender<SignalEvent>,

@@ -316,6 +316,14 @@ pub enum ServerMsg {
         /// The message.
         signal: Handshake,
     },
+    /// Fresh STUN and TURN servers for this peer, before the TURN
+    /// credentials of the last welcome or of the last of these expire (at
+    /// half their lifetime): links dialled or answered from then on use
+    /// these. Links already open keep their allocation.
+    IceServers {
+        /// As in the welcome.
+        ice_servers: Vec<IceServer>,
+    },
     /// A closed pool's owner-signed revocation list: after the welcome when
     /// the pool has one, and whenever a newer one arrives. Each peer checks
     /// the owner's signature itself and closes its links to the members it
@@ -336,6 +344,7 @@ pub enum ServerMsg {
 const SERVER_TYPES: &[&str] = &[
     "challenge",
     "welcome",
+    "ice_servers",
     "view",
     "relayed",
     "revocations",
@@ -468,7 +477,7 @@ impl ServerMsg {
                 }
             }
             ServerMsg::Relayed { signal, .. } => signal.validate()?,
-            ServerMsg::Welcome { ice_servers, .. } => {
+            ServerMsg::Welcome { ice_servers, .. } | ServerMsg::IceServers { ice_servers } => {
                 if ice_servers.len() > MAX_ICE_SERVERS {
                     return Err(DecodeError::Invalid {
                         field: "ice_servers",

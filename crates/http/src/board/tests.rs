@@ -30,6 +30,7 @@ fn pool(me: &PeerInfo, peers: &[&PeerInfo]) -> PoolSnapshot {
         peers: peers.iter().map(|p| (*p).clone()).collect(),
         refused: None,
         links: Default::default(),
+        link_errors: Default::default(),
     }
 }
 

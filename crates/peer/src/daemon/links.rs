@@ -17,6 +17,7 @@ use tracing::{debug, info_span, warn, Instrument};
 
 use super::{Connected, Connection, Daemon};
 use crate::api::Metrics;
+use crate::view::MAX_LINK_ERRORS;
 
 impl Daemon {
     /// Starts dialling `peer` (no offer) or answering its `offer`, as the
@@ -103,6 +104,8 @@ impl Daemon {
             Ok(handle) => {
                 Metrics::bump(&self.metrics.links_opened);
                 self.telemetry.link_opened(op.took, handle.path());
+                self.pool_tx
+                    .send_if_modified(|s| s.link_errors.remove(&peer).is_some());
                 let fingerprints = handle.fingerprints();
                 *link = Connection::Open(handle);
                 self.publish_links();
@@ -124,6 +127,13 @@ impl Daemon {
                 warn!(peer = %peer.short(), error = %e, "could not open a data channel");
                 self.telemetry.link_failed();
                 let why = e.to_string();
+                self.pool_tx.send_modify(|s| {
+                    if s.link_errors.len() >= MAX_LINK_ERRORS && !s.link_errors.contains_key(&peer)
+                    {
+                        s.link_errors.pop_first();
+                    }
+                    s.link_errors.insert(peer, why.clone());
+                });
                 self.feed(
                     now,
                     NodeInput::LinkFailed {

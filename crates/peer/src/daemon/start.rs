@@ -141,6 +141,7 @@ pub fn spawn_with(
         peers: Vec::new(),
         refused: None,
         links: Default::default(),
+        link_errors: Default::default(),
     });
     let stopped = CancellationToken::new();
     let metrics = Arc::new(Metrics::default());
