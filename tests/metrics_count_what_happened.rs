@@ -98,7 +98,13 @@ async fn metrics_count_what_happened_on_both_binaries() {
             r#"jobmesh_journal_commit_seconds_count{durability="synced"}"#
         ) >= 1.0
     );
-    assert!(metric(&text, "jobmesh_link_setups_total") >= 1.0);
+    // Labelled by how they connected: on one host, directly.
+    assert!(
+        metric(
+            &text,
+            "jobmesh_link_setups_total{via=\"host\",protocol=\"udp\"}"
+        ) >= 1.0
+    );
     assert!(metric(&text, "jobmesh_links_open") >= 1.0, "to the worker");
     assert!(metric(&text, "jobmesh_link_setup_seconds_count") >= 1.0);
     assert!(metric(&text, "jobmesh_data_channel_sent_bytes_total") > 0.0);

@@ -293,3 +293,52 @@ async fn turn_down_where_only_a_relay_would_do_names_the_turn_server() {
     assert_eq!(code, Some(1), "{report}");
     assert_eq!(Lab::status(&report, "turn"), "fail", "{report}");
 }
+
+/// Link setup and `peer submit` round trips over a direct and a relayed
+/// path on the testbed, for docs/performance.md ("Across NATs"):
+///
+/// ```sh
+/// cargo test --release --test tests measure_direct_and_relayed -- --ignored --nocapture
+/// ```
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check: run it by name (as root)"]
+async fn measure_direct_and_relayed_paths() {
+    const ROUNDS: usize = 10;
+    println!("| path | link setup | no-op echo p50 | 1 MiB copy p50 |\n|---|---|---|---|");
+    for (name, nat) in [
+        ("direct (easy NATs)", Nat::Easy),
+        ("relayed (symmetric NAT)", Nat::Symmetric),
+    ] {
+        let lab = Lab::start(nat, Nat::Easy).await;
+        // The first job opens the link.
+        let out = lab.copy(1024);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let setup = lab.link_to_worker().expect("a link").setup_ms;
+        let mut echo = Vec::new();
+        let mut copy = Vec::new();
+        for _ in 0..ROUNDS {
+            let t = std::time::Instant::now();
+            let out = lab.peer(&["submit", "echo", "--input", "{}"]);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            echo.push(t.elapsed());
+            let t = std::time::Instant::now();
+            assert!(lab.copy(1 << 20).status.success());
+            copy.push(t.elapsed());
+        }
+        echo.sort();
+        copy.sort();
+        println!(
+            "| {name} | {setup} ms | {:.1} ms | {:.1} ms |",
+            echo[ROUNDS / 2].as_secs_f64() * 1e3,
+            copy[ROUNDS / 2].as_secs_f64() * 1e3
+        );
+    }
+}

@@ -1303,7 +1303,12 @@ function submit(spec, pool) {
       case "accepted": {
         if (!inputs.length) return;
         const mine = current;
-        sendBlobs(mine.link, { direction: 0, jobId, attempt }, inputs, () => !done && current === mine).catch((e) => {
+        const sending = () => {
+          if (done || current !== mine) return false;
+          renewLease();
+          return true;
+        };
+        sendBlobs(mine.link, { direction: 0, jobId, attempt }, inputs, sending).catch((e) => {
           if (current === mine) failAttempt(`the input files could not be sent: ${e?.message ?? e}`, false);
         });
         return;

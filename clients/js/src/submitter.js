@@ -213,7 +213,16 @@ export function submit(spec, pool) {
       case "accepted": {
         if (!inputs.length) return;
         const mine = current;
-        sendBlobs(mine.link, { direction: 0, jobId, attempt }, inputs, () => !done && current === mine).catch((e) => {
+        // Each chunk goes out once the link drained below its threshold,
+        // that is once the worker's side acknowledged what came before: a
+        // worker taking our inputs is not silent, however long they take
+        // (a slow link, a stall recovered by a retransmission).
+        const sending = () => {
+          if (done || current !== mine) return false;
+          renewLease();
+          return true;
+        };
+        sendBlobs(mine.link, { direction: 0, jobId, attempt }, inputs, sending).catch((e) => {
           if (current === mine) failAttempt(`the input files could not be sent: ${e?.message ?? e}`, false);
         });
         return;
