@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use jobmesh_peer::control::{self, Request};
-use jobmesh_peer::NetworkReport;
+use jobmesh_peer::{NetworkReport, LINK_PROBE_TIMEOUT};
 use jobmesh_transport::path::LinkPath;
 use jobmesh_transport::probe::{self, Mapping, NatKind};
 use jobmesh_transport::rtc::RtcConfig;
@@ -334,11 +334,9 @@ async fn link(via: &Via, peer: &str) -> Check {
             async {
                 let pool = h.pool();
                 let p = pool
-                    .peers
-                    .iter()
-                    .find(|p| p.name == peer || p.id.to_string() == peer || p.id.short() == peer)
+                    .member(peer)
                     .ok_or_else(|| anyhow::anyhow!("no member named {peer:?} in the pool"))?;
-                let path = h.link_to(p.id, Duration::from_secs(15)).await?;
+                let path = h.link_to(p.id, LINK_PROBE_TIMEOUT).await?;
                 Ok((p.name.clone(), path))
             }
             .await

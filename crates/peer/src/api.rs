@@ -197,6 +197,10 @@ pub enum DaemonError {
     NoLink(String),
 }
 
+/// How long [`PeerHandle::link_to`] callers wait for a link to open or
+/// fail: past a dial's own deadline (10 s), so the answer is the dial's.
+pub const LINK_PROBE_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// How a daemon reaches the network: what `peer doctor` starts from.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NetworkReport {

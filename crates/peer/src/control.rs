@@ -194,10 +194,6 @@ impl From<PoolSnapshot> for PeersReply {
     }
 }
 
-/// How long `Request::Link` waits for a link to open or fail: past a
-/// dial's own deadline (10 s), so the answer is the dial's.
-const LINK_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
-
 /// Why a control request failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -448,15 +444,11 @@ async fn answer(daemon: &PeerHandle, request: Request) -> Answer {
         },
         Request::Link { peer } => {
             let pool = daemon.pool();
-            let found = pool
-                .peers
-                .iter()
-                .find(|p| p.name == peer || p.id.to_string() == peer || p.id.short() == peer);
-            match found {
+            match pool.member(&peer) {
                 None => error_json(&format!(
                     "no member named {peer:?} in the pool (peer peers lists them)"
                 )),
-                Some(p) => match daemon.link_to(p.id, LINK_PROBE_TIMEOUT).await {
+                Some(p) => match daemon.link_to(p.id, crate::api::LINK_PROBE_TIMEOUT).await {
                     Ok(path) => to_json(&serde_json::json!({
                         "peer": p.id, "name": p.name, "path": path,
                     })),

@@ -34,7 +34,8 @@ mod view;
 
 pub use api::{
     DaemonConfig, DaemonError, Extensions, JobHandle, JobReport, Membership, Metrics,
-    NetworkReport, Observation, ObservedBatch, PeerHandle, PoolSnapshot, StartError, MAX_SLOTS,
+    NetworkReport, Observation, ObservedBatch, PeerHandle, PoolSnapshot, StartError,
+    LINK_PROBE_TIMEOUT, MAX_SLOTS,
 };
 pub use blobs::{Blob, BlobLimits, InputBlob, ReceivedBlob};
 pub use daemon::{spawn, spawn_with};

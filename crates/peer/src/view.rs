@@ -32,6 +32,16 @@ pub struct PoolSnapshot {
     pub link_errors: BTreeMap<PeerId, String>,
 }
 
+impl PoolSnapshot {
+    /// The member named `name_or_id`: its name, its peer id, or the short
+    /// form of the id that `peer peers` shows.
+    pub fn member(&self, name_or_id: &str) -> Option<&PeerInfo> {
+        self.peers.iter().find(|p| {
+            p.name == name_or_id || p.id.to_string() == name_or_id || p.id.short() == name_or_id
+        })
+    }
+}
+
 /// Link errors a [`PoolSnapshot`] keeps.
 pub(crate) const MAX_LINK_ERRORS: usize = 256;
 
