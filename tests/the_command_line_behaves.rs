@@ -113,6 +113,55 @@ fn a_wrong_signal_url_is_named_at_once() {
     }
 }
 
+/// `peer doctor` on a loopback pool with no STUN or TURN: it joins for the
+/// one command (no daemon runs), finds the signal-server and its membership
+/// fine, skips what there is nothing to check, and exits 0; at a wrong URL
+/// it names the signal check, says why, and exits 1.
+#[test]
+fn peer_doctor_passes_on_one_host_and_names_an_unreachable_signal_server() {
+    let (_server, url) = jobmesh_testkit::process::signal_server();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let free = closed.local_addr().expect("its address");
+    drop(closed);
+    let doctor = |url: &str| {
+        let out = peer(&["doctor", "--json", "--signal", url, "--open", "--pool", "p"])
+            .env("XDG_RUNTIME_DIR", "/nonexistent-jobmesh-test")
+            .output()
+            .expect("peer doctor runs");
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
+        (out.status.code(), report)
+    };
+    let (code, report) = doctor(&url);
+    assert_eq!(code, Some(0), "{report}");
+    let status: Vec<(&str, &str)> = report["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .map(|c| {
+            (
+                c["check"].as_str().unwrap_or(""),
+                c["status"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        status,
+        [
+            ("signal", "ok"),
+            ("member", "ok"),
+            ("stun", "skip"),
+            ("turn", "skip")
+        ],
+        "{report}"
+    );
+    let (code, report) = doctor(&format!("ws://{free}/ws"));
+    assert_eq!(code, Some(1), "{report}");
+    assert_eq!(report["checks"][0]["check"], "signal", "{report}");
+    assert_eq!(report["checks"][0]["status"], "fail", "{report}");
+    let detail = report["checks"][0]["detail"].as_str().unwrap_or("");
+    assert!(detail.contains("nothing listens on"), "{report}");
+}
+
 /// Log lines carry colour only on a terminal (or with `--color always`):
 /// a log written to a file or a pipe is plain text. And a one-off submit
 /// prints what the user needs, not the webrtc stack's recovered races

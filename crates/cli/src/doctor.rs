@@ -20,6 +20,10 @@ use crate::args::{Common, DoctorArgs};
 use crate::out::outln;
 use crate::{connect, finish, Via};
 
+/// What to do when the signal-server cannot be reached.
+const SIGNAL_ADVICE: &str =
+    "check the URL (--signal), that the signal-server runs, and that nothing between blocks TCP to it";
+
 /// How long the signal-server gets to answer.
 const SIGNAL_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -90,6 +94,11 @@ pub(crate) async fn run(args: DoctorArgs, common: &Common) -> anyhow::Result<u8>
     let mut checks = Vec::new();
     let mut nat = None;
     match connect(common).await {
+        // With --signal and no daemon, this command joins by itself: what
+        // failed is reaching or joining the pool.
+        Err(e) if common.signal.is_some() => {
+            checks.push(Check::fail("signal", format!("{e:#}"), SIGNAL_ADVICE))
+        }
         Err(e) => checks.push(Check::fail(
             "daemon",
             format!("{e:#}"),
@@ -171,11 +180,7 @@ async fn signal(n: &NetworkReport) -> Check {
             };
             Check::ok("signal", format!("{} {how}", n.signal_url), Some(took))
         }
-        Err(e) => Check::fail(
-            "signal",
-            e,
-            "check the URL (--signal), that the signal-server runs, and that nothing between blocks TCP to it",
-        ),
+        Err(e) => Check::fail("signal", e, SIGNAL_ADVICE),
     }
 }
 
