@@ -75,6 +75,7 @@
 //! per phase).
 
 mod admission;
+pub mod cluster;
 pub mod ice;
 pub mod limits;
 mod metrics;

@@ -1,0 +1,438 @@
+//! Several signal-servers sharing their pools: the sans-IO state of one
+//! server in a cluster (issue 22). No sockets, no clock: the NATS glue feeds
+//! it what arrives and the time, and carries out what it outputs.
+//!
+//! # The model
+//!
+//! Each server owns the peers connected to it, and only it says anything
+//! about them. It publishes its members' changes in batches, each tagged
+//! with its server id, the epoch of this run of it (a fresh random number
+//! at every start) and a sequence number that grows by one per batch; and a
+//! heartbeat with its latest sequence number. Every other server keeps, per
+//! remote server, the epoch and sequence it has applied and the members it
+//! learnt from it, and:
+//!
+//! * applies a batch whose sequence is the next one;
+//! * ignores one it has applied already (NATS may redeliver nothing, but a
+//!   snapshot can overtake batches);
+//! * on a gap (a batch or heartbeat past the next sequence), on a server it
+//!   has never heard, or on a new epoch (a restart: its old members are
+//!   dropped at once), asks that server for a snapshot, and applies nothing
+//!   more of it until the snapshot comes;
+//! * drops a server whose heartbeats stopped for [`DEAD_AFTER`], with all
+//!   its members (their peers reconnect to a server that is alive).
+//!
+//! A snapshot replaces everything known of its server: members it lacks
+//! leave, the others join or change. Its sequence is the server's latest,
+//! so the batches after it apply in order.
+//!
+//! What this module outputs for the registry ([`Output::Apply`]) keeps
+//! remote members apart from local ones: the glue inserts them with their
+//! server as origin, and the view every client reads is local and remote
+//! members alike.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use jobmesh_wire::{Capability, PeerId, PeerInfo, Stats};
+use serde::{Deserialize, Serialize};
+
+/// How often a server says it is alive (with its latest sequence number).
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+/// A server not heard from for this long is gone, with its members.
+pub const DEAD_AFTER: Duration = Duration::from_secs(5);
+/// How long local changes wait to be published together.
+pub const BATCH_DELAY: Duration = Duration::from_millis(50);
+/// Most changes in one batch; more are published at once in several.
+pub const MAX_BATCH: usize = 512;
+
+/// One server of the cluster, for this run of it.
+pub type ServerId = uuid::Uuid;
+
+/// A change to one of a server's own members.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Change {
+    /// It joined `pool`.
+    Joined {
+        /// Its pool.
+        pool: String,
+        /// As it is now.
+        info: PeerInfo,
+    },
+    /// New stats.
+    Stats {
+        /// Who.
+        id: PeerId,
+        /// Its stats now.
+        stats: Stats,
+    },
+    /// New capabilities.
+    Capabilities {
+        /// Who.
+        id: PeerId,
+        /// What it runs now.
+        capabilities: Vec<Capability>,
+    },
+    /// It left (or its connection ended).
+    Left {
+        /// Who.
+        id: PeerId,
+    },
+}
+
+/// What servers say to each other over the backplane.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClusterMsg {
+    /// The changes of `from`'s members since its batch `seq - 1`.
+    Batch {
+        /// Whose.
+        from: ServerId,
+        /// Its run.
+        epoch: u64,
+        /// One more than its previous batch.
+        seq: u64,
+        /// In order.
+        changes: Vec<Change>,
+    },
+    /// Every member of `from` as of its batch `seq`, for `to` (a snapshot
+    /// is addressed, but others may apply it too).
+    Snapshot {
+        /// Whose.
+        from: ServerId,
+        /// Its run.
+        epoch: u64,
+        /// Its latest batch.
+        seq: u64,
+        /// Who asked.
+        to: ServerId,
+        /// Each with its pool.
+        members: Vec<(String, PeerInfo)>,
+    },
+    /// `from` is alive, and its latest batch is `seq`.
+    Heartbeat {
+        /// Who.
+        from: ServerId,
+        /// Its run.
+        epoch: u64,
+        /// Its latest batch.
+        seq: u64,
+    },
+    /// `from` asks `to` for a [`ClusterMsg::Snapshot`].
+    SnapshotRequest {
+        /// Who asks.
+        from: ServerId,
+        /// Of whom.
+        to: ServerId,
+    },
+}
+
+/// What the glue does for this server's cluster state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Publish to every server.
+    Broadcast(ClusterMsg),
+    /// Publish to one server (its own subject).
+    SendTo(ServerId, ClusterMsg),
+    /// Answer `to` with [`Cluster::snapshot`] of this server's members.
+    SnapshotFor(ServerId),
+    /// Change the registry: a remote member of `server`.
+    Apply {
+        /// The member's owner.
+        server: ServerId,
+        /// What changed.
+        change: Change,
+    },
+}
+
+/// What this server knows of another.
+#[derive(Debug)]
+struct Remote {
+    epoch: u64,
+    /// The last batch applied.
+    seq: u64,
+    /// False from a gap or a new epoch until its snapshot arrives.
+    synced: bool,
+    last_heard: Instant,
+    /// Its members, as applied.
+    members: BTreeSet<PeerId>,
+}
+
+/// One server's side of the cluster.
+#[derive(Debug)]
+pub struct Cluster {
+    me: ServerId,
+    epoch: u64,
+    seq: u64,
+    /// Local changes not published yet, and since when the oldest waits.
+    pending: Vec<Change>,
+    pending_since: Option<Instant>,
+    next_heartbeat: Option<Instant>,
+    remotes: BTreeMap<ServerId, Remote>,
+    out: VecDeque<Output>,
+}
+
+impl Cluster {
+    /// This server, `me`, in its run `epoch` (random at each start).
+    pub fn new(me: ServerId, epoch: u64) -> Self {
+        Self {
+            me,
+            epoch,
+            seq: 0,
+            pending: Vec::new(),
+            pending_since: None,
+            next_heartbeat: None,
+            remotes: BTreeMap::new(),
+            out: VecDeque::new(),
+        }
+    }
+
+    /// This server's id.
+    pub fn id(&self) -> ServerId {
+        self.me
+    }
+
+    /// Servers heard from and not yet gone.
+    pub fn servers(&self) -> impl Iterator<Item = ServerId> + '_ {
+        self.remotes.keys().copied()
+    }
+
+    /// A change of one of this server's own members, to publish.
+    pub fn local_change(&mut self, now: Instant, change: Change) {
+        self.pending.push(change);
+        self.pending_since.get_or_insert(now);
+        if self.pending.len() >= MAX_BATCH {
+            self.flush();
+        }
+    }
+
+    /// A message from the backplane, at `now`.
+    pub fn handle_message(&mut self, now: Instant, msg: ClusterMsg) {
+        match msg {
+            ClusterMsg::Batch {
+                from,
+                epoch,
+                seq,
+                changes,
+            } => {
+                if from == self.me {
+                    return;
+                }
+                let Some(remote) = self.heard(now, from, epoch) else {
+                    return;
+                };
+                if !remote.synced || seq <= remote.seq {
+                    return;
+                }
+                if seq != remote.seq + 1 {
+                    remote.synced = false;
+                    self.ask_snapshot(from);
+                    return;
+                }
+                remote.seq = seq;
+                for change in changes {
+                    self.apply(from, change);
+                }
+            }
+            ClusterMsg::Heartbeat { from, epoch, seq } => {
+                if from == self.me {
+                    return;
+                }
+                let Some(remote) = self.heard(now, from, epoch) else {
+                    return;
+                };
+                if remote.synced && seq > remote.seq {
+                    // A batch was lost on the way.
+                    remote.synced = false;
+                    self.ask_snapshot(from);
+                }
+            }
+            ClusterMsg::Snapshot {
+                from,
+                epoch,
+                seq,
+                members,
+                ..
+            } => {
+                if from == self.me {
+                    return;
+                }
+                let Some(remote) = self.heard(now, from, epoch) else {
+                    return;
+                };
+                if remote.synced && seq <= remote.seq {
+                    return;
+                }
+                remote.seq = seq;
+                remote.synced = true;
+                let keep: BTreeSet<PeerId> = members.iter().map(|(_, m)| m.id).collect();
+                let gone: Vec<PeerId> = remote.members.difference(&keep).copied().collect();
+                for id in gone {
+                    self.apply(from, Change::Left { id });
+                }
+                for (pool, info) in members {
+                    self.apply(from, Change::Joined { pool, info });
+                }
+            }
+            ClusterMsg::SnapshotRequest { from, to } => {
+                if to == self.me && from != self.me {
+                    self.out.push_back(Output::SnapshotFor(from));
+                }
+            }
+        }
+    }
+
+    /// The snapshot of this server's `members` (the registry's local ones)
+    /// for `to`: pending changes are published first, so the snapshot's
+    /// sequence covers them.
+    pub fn snapshot(&mut self, to: ServerId, members: Vec<(String, PeerInfo)>) -> ClusterMsg {
+        self.flush();
+        ClusterMsg::Snapshot {
+            from: self.me,
+            epoch: self.epoch,
+            seq: self.seq,
+            to,
+            members,
+        }
+    }
+
+    /// Time passed: publishes a batch that waited [`BATCH_DELAY`], a
+    /// heartbeat every [`HEARTBEAT`], and drops servers silent for
+    /// [`DEAD_AFTER`].
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self
+            .pending_since
+            .is_some_and(|since| now.saturating_duration_since(since) >= BATCH_DELAY)
+        {
+            self.flush();
+        }
+        if self.next_heartbeat.is_none_or(|at| now >= at) {
+            self.next_heartbeat = Some(now + HEARTBEAT);
+            self.out.push_back(Output::Broadcast(ClusterMsg::Heartbeat {
+                from: self.me,
+                epoch: self.epoch,
+                seq: self.seq,
+            }));
+        }
+        let dead: Vec<ServerId> = self
+            .remotes
+            .iter()
+            .filter(|(_, r)| now.saturating_duration_since(r.last_heard) >= DEAD_AFTER)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in dead {
+            self.forget(id);
+        }
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) is next due.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let batch = self.pending_since.map(|since| since + BATCH_DELAY);
+        let dead = self
+            .remotes
+            .values()
+            .map(|r| r.last_heard + DEAD_AFTER)
+            .min();
+        [batch, self.next_heartbeat, dead]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// The next thing to do.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// Notes that `from` (in `epoch`) spoke at `now`; the remote to apply
+    /// its words to, or None when they are to be ignored (an older epoch).
+    fn heard(&mut self, now: Instant, from: ServerId, epoch: u64) -> Option<&mut Remote> {
+        let known = self.remotes.get(&from).map(|r| r.epoch);
+        match known {
+            Some(e) if epoch < e => return None,
+            Some(e) if epoch > e => {
+                // A restart: what the old run had is gone.
+                self.forget(from);
+                self.meet(now, from, epoch);
+            }
+            Some(_) => {}
+            None => self.meet(now, from, epoch),
+        }
+        let remote = self.remotes.get_mut(&from)?;
+        remote.last_heard = now;
+        Some(remote)
+    }
+
+    /// A server not known (or known in an older run): ask for its snapshot.
+    fn meet(&mut self, now: Instant, from: ServerId, epoch: u64) {
+        self.remotes.insert(
+            from,
+            Remote {
+                epoch,
+                seq: 0,
+                synced: false,
+                last_heard: now,
+                members: BTreeSet::new(),
+            },
+        );
+        self.ask_snapshot(from);
+    }
+
+    fn ask_snapshot(&mut self, of: ServerId) {
+        self.out.push_back(Output::SendTo(
+            of,
+            ClusterMsg::SnapshotRequest {
+                from: self.me,
+                to: of,
+            },
+        ));
+    }
+
+    /// Drops `server` and every member learnt from it.
+    fn forget(&mut self, server: ServerId) {
+        if let Some(remote) = self.remotes.remove(&server) {
+            for id in remote.members {
+                self.out.push_back(Output::Apply {
+                    server,
+                    change: Change::Left { id },
+                });
+            }
+        }
+    }
+
+    /// Records and outputs a change of `server`'s member.
+    fn apply(&mut self, server: ServerId, change: Change) {
+        if let Some(remote) = self.remotes.get_mut(&server) {
+            match &change {
+                Change::Joined { info, .. } => {
+                    remote.members.insert(info.id);
+                }
+                Change::Left { id } => {
+                    remote.members.remove(id);
+                }
+                Change::Stats { .. } | Change::Capabilities { .. } => {}
+            }
+        }
+        self.out.push_back(Output::Apply { server, change });
+    }
+
+    /// Publishes the pending changes as batches.
+    fn flush(&mut self) {
+        self.pending_since = None;
+        while !self.pending.is_empty() {
+            let rest = self.pending.split_off(self.pending.len().min(MAX_BATCH));
+            let changes = std::mem::replace(&mut self.pending, rest);
+            self.seq += 1;
+            self.out.push_back(Output::Broadcast(ClusterMsg::Batch {
+                from: self.me,
+                epoch: self.epoch,
+                seq: self.seq,
+                changes,
+            }));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
