@@ -25,7 +25,7 @@ pub(crate) struct Cli {
 #[derive(Args, Debug, Clone)]
 #[command(next_help_heading = "Pool and daemon")]
 pub(crate) struct Common {
-    /// WebSocket URL of the signal-server. The daemon's default is ws://127.0.0.1:7070/ws; a client subcommand uses it only when no local daemon answers, joining the pool for that one command.
+    /// WebSocket URL of the signal-server, or several of one cluster separated by commas (tried in turn when one cannot be reached or goes away). The daemon's default is ws://127.0.0.1:7070/ws; a client subcommand uses it only when no local daemon answers, joining the pool for that one command.
     #[arg(long, global = true, env = "JOBMESH_SIGNAL")]
     pub(crate) signal: Option<String>,
     /// Pool to join, or of the daemon to use [default: the invitation's pool, or "default"; for a client, the one daemon running]. `peer watch --pool [NAME]` watches the whole pool.

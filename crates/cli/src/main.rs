@@ -229,7 +229,9 @@ async fn daemon(
         .control
         .unwrap_or_else(|| control::default_path(&pool, &name));
     let signal = common.signal.unwrap_or_else(|| DEFAULT_SIGNAL.to_owned());
+    let (signal, fallbacks) = signal_urls(&signal)?;
     let mut config = DaemonConfig::new(signal, name.clone(), pool);
+    config.signal_fallbacks = fallbacks;
     config.membership = membership;
     config.ca.clone_from(&common.membership.ca);
     config.allow = parse_allow(&args.allow)?;
@@ -480,6 +482,22 @@ pub(crate) enum Via {
     Ephemeral(Box<PeerHandle>),
 }
 
+/// `--signal`'s URLs: the first, and the others of its cluster (comma
+/// separated), each at most once.
+fn signal_urls(arg: &str) -> anyhow::Result<(String, Vec<String>)> {
+    let mut urls: Vec<String> = Vec::new();
+    for url in arg.split(',').map(str::trim) {
+        if url.is_empty() {
+            bail!("--signal {arg:?} has an empty URL; give ws://HOST:PORT/ws, or several separated by commas");
+        }
+        if !urls.iter().any(|u| u == url) {
+            urls.push(url.to_owned());
+        }
+    }
+    let first = urls.remove(0);
+    Ok((first, urls))
+}
+
 pub(crate) async fn connect(common: &Common) -> anyhow::Result<Via> {
     let looked = match locate::daemon(common).await? {
         locate::Found::Daemon(path) => return Ok(Via::Control(path)),
@@ -492,7 +510,9 @@ pub(crate) async fn connect(common: &Common) -> anyhow::Result<Via> {
     };
     let name = format!("submit-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let (membership, pool) = pool::membership(&common.membership, common.pool.as_deref(), None)?;
-    let mut config = DaemonConfig::new(url.clone(), name, pool.clone());
+    let (first, fallbacks) = signal_urls(&url)?;
+    let mut config = DaemonConfig::new(first, name, pool.clone());
+    config.signal_fallbacks = fallbacks;
     config.membership = membership;
     config.ca.clone_from(&common.membership.ca);
     config.slots = 0;
@@ -1268,4 +1288,16 @@ async fn peers(args: PeersArgs, common: &Common) -> anyhow::Result<u8> {
         eprintln!("note: this daemon is not connected to the signal-server; the list may be stale");
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn signal_urls_are_split_on_commas_once_each() {
+        let (first, rest) = super::signal_urls("ws://a/ws, ws://b/ws,ws://a/ws").expect("urls");
+        assert_eq!(first, "ws://a/ws");
+        assert_eq!(rest, ["ws://b/ws"]);
+        let err = super::signal_urls("ws://a/ws,").expect_err("an empty url");
+        assert!(err.to_string().contains("empty URL"), "{err}");
+    }
 }

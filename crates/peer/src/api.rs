@@ -29,6 +29,9 @@ use jobmesh_trust::{Credential, Invitation};
 pub struct DaemonConfig {
     /// `ws://host:port/ws` of the signal-server.
     pub signal_url: String,
+    /// More signal-servers of the same cluster (`--signal a,b,c`): tried in
+    /// turn when the current one cannot be reached or goes away.
+    pub signal_fallbacks: Vec<String>,
     /// Human name shown in the pool.
     pub name: String,
     /// Pool to join.
@@ -106,6 +109,7 @@ impl DaemonConfig {
     ) -> Self {
         Self {
             signal_url: signal_url.into(),
+            signal_fallbacks: Vec::new(),
             name: name.into(),
             pool: pool.into(),
             capabilities: Vec::new(),

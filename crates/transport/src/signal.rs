@@ -49,6 +49,9 @@ pub enum SignalEvent {
 pub struct SignalConfig {
     /// `ws://host:port/ws`.
     pub url: String,
+    /// More signal-servers of the same cluster: when the current one cannot
+    /// be reached or its connection is lost, the next is tried, in turn.
+    pub fallbacks: Vec<String>,
     /// What the hello asks for, made afresh after every connect.
     pub join: Join,
     /// Who this peer is: the hello proves it holds this key.
@@ -78,6 +81,7 @@ impl SignalConfig {
     pub fn new(url: String, join: Join, identity: Identity) -> Self {
         Self {
             url,
+            fallbacks: Vec::new(),
             join,
             identity,
             backoff_base: Duration::from_millis(100),
@@ -359,17 +363,29 @@ pub async fn run(
     let mut ever_connected = false;
     // The last reason logged: a failure that repeats is logged once.
     let mut logged = String::new();
+    let urls: Vec<&str> = std::iter::once(config.url.as_str())
+        .chain(config.fallbacks.iter().map(String::as_str))
+        .collect();
+    // Which of `urls` is tried next: the one that worked last, or its next
+    // after a failure.
+    let mut current = 0;
     loop {
+        let url = urls[current];
         let result = tokio::select! {
             biased;
             () = cancel.cancelled() => return,
-            r = connect_once(&config, &events, &mut outgoing, &mut attempt, &mut ever_connected) => r,
+            r = connect_once(&config, url, &events, &mut outgoing, &mut attempt, &mut ever_connected) => r,
         };
         let reason = match result {
             Ok(()) => return,
             Err(SignalError::DaemonGone) => return,
+            // A configuration error, or a one-off command that cannot
+            // connect, gives up once every server was tried.
             Err(e)
-                if e.is_permanent() || (!ever_connected && (e.is_lasting() || !config.persist)) =>
+                if e.is_permanent()
+                    || (!ever_connected
+                        && (e.is_lasting() || !config.persist)
+                        && current + 1 == urls.len()) =>
             {
                 // The daemon reports it (`PoolSnapshot::refused`).
                 let reason = e.to_string();
@@ -379,7 +395,13 @@ pub async fn run(
             }
             Err(e) => format!("{e:#}"),
         };
-        let retry_in = config.reconnect_delay(attempt, rand::random::<f64>());
+        // The next server, then: the backoff grows once per round of them,
+        // so a lost server's peers move to the others at once (with jitter,
+        // not all in the same instant) and only a cluster that is all
+        // unreachable is retried slowly.
+        current = (current + 1) % urls.len();
+        let round = attempt / urls.len() as u32;
+        let retry_in = config.reconnect_delay(round, rand::random::<f64>());
         attempt = attempt.saturating_add(1);
         let retry_in_ms = retry_in.as_millis() as u64;
         if attempt == 1 {
@@ -448,6 +470,7 @@ pub async fn reach(
 
 async fn connect_once(
     config: &SignalConfig,
+    url: &str,
     events: &mpsc::Sender<SignalEvent>,
     outgoing: &mut mpsc::Receiver<ClientMsg>,
     attempt: &mut u32,
@@ -459,23 +482,19 @@ async fn connect_once(
         .max_frame_size(Some(MAX_SERVER_MESSAGE));
     let connector = match &config.tls {
         Some(tls) => Some(Connector::Rustls(tls.clone())),
-        None if config.url.starts_with("wss:") => Some(Connector::Rustls(
+        None if url.starts_with("wss:") => Some(Connector::Rustls(
             tls_config(None).map_err(SignalError::Tls)?,
         )),
         None => None,
     };
-    let (mut ws, _) = tokio_tungstenite::connect_async_tls_with_config(
-        config.url.as_str(),
-        Some(ws_config),
-        true,
-        connector,
-    )
-    .await
-    .map_err(|source| SignalError::Connect {
-        url: config.url.clone(),
-        diagnosis: diagnose(&config.url, &source),
-        source,
-    })?;
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async_tls_with_config(url, Some(ws_config), true, connector)
+            .await
+            .map_err(|source| SignalError::Connect {
+                url: url.to_owned(),
+                diagnosis: diagnose(url, &source),
+                source,
+            })?;
     // The server speaks first: a nonce for this connection, which the hello signs.
     let challenge = tokio::time::timeout(config.welcome_timeout, next_msg(&mut ws))
         .await
@@ -511,7 +530,7 @@ async fn connect_once(
         .map_err(|_| SignalError::NoWelcome(config.welcome_timeout))??;
     match &welcome {
         ServerMsg::Welcome { pool, .. } => {
-            info!(%pool, url = %config.url, "joined pool");
+            info!(%pool, %url, "joined pool");
         }
         ServerMsg::Error { code, message } => {
             return Err(SignalError::refused(*code, message.clone()))

@@ -158,6 +158,7 @@ pub fn spawn_with(
     let signal_cancel = CancellationToken::new();
 
     let mut signal = SignalConfig::new(config.signal_url.clone(), join.clone(), identity.clone());
+    signal.fallbacks.clone_from(&config.signal_fallbacks);
     signal.persist = config.persist;
     signal.capabilities = Some(capabilities_rx);
     if config.signal_url.starts_with("wss:") {
