@@ -207,6 +207,14 @@ impl Cluster {
         }
     }
 
+    /// Local changes were lost before reaching this state (the registry's
+    /// queue overflowed): the sequence skips one, so the next heartbeat
+    /// shows every other server a gap, and each asks for a snapshot.
+    pub fn lost_changes(&mut self) {
+        self.flush();
+        self.seq += 1;
+    }
+
     /// A message from the backplane, at `now`.
     pub fn handle_message(&mut self, now: Instant, msg: ClusterMsg) {
         match msg {

@@ -23,6 +23,16 @@
 //! cursor is older than the oldest forgotten one is sent the pool afresh
 //! (`reset`), as is a new client (cursor 0).
 //!
+//! # Clustered
+//!
+//! With other servers ([`crate::cluster`]), the registry also holds their
+//! members (`origin`: the server that owns each), which clients see like
+//! local ones; only their owner changes them ([`Registry::apply_remote`]),
+//! and they never expire here (their server's silence removes them). Every
+//! change to a local member is also queued for the cluster
+//! ([`Registry::take_local_changes`]). A peer that moves here from another
+//! server replaces the entry that server gave it.
+//!
 //! Invariants: a peer id is a member of at most one pool; a pool listed by
 //! [`Registry::pools`] has at least one member; a pool never has more than
 //! the configured maximum of members; a member's entry is newer than every
@@ -33,6 +43,8 @@ use std::ops::Bound;
 use std::time::{Duration, Instant};
 
 use jobmesh_wire::signal::{Join, MISSED_HEARTBEATS};
+
+use crate::cluster::{Change, ServerId};
 use jobmesh_wire::{Capability, PeerId, PeerInfo, Stats};
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -73,10 +85,17 @@ pub enum JoinError {
     },
 }
 
+/// Local changes the cluster has not taken yet, at most; past it they are
+/// dropped and [`Registry::take_local_changes`] says so (the cluster then
+/// has the other servers ask for a snapshot).
+pub(crate) const MAX_LOCAL_CHANGES: usize = 65_536;
+
 #[derive(Debug)]
 struct Member {
     info: PeerInfo,
     pool: String,
+    /// The server that owns it; None: connected here.
+    origin: Option<ServerId>,
     last_seen: Instant,
     /// Version of its latest change: its key in `Pool::members`.
     version: u64,
@@ -163,6 +182,16 @@ pub struct Registry {
     pools: BTreeMap<String, Pool>,
     /// The last version handed out; 0 means "nothing yet", a new client's cursor.
     version: u64,
+    /// Changes of local members for the cluster, when there is one.
+    outbox: Option<Outbox>,
+}
+
+/// Local changes queued for the cluster.
+#[derive(Debug, Default)]
+struct Outbox {
+    changes: Vec<Change>,
+    /// Some were dropped past [`MAX_LOCAL_CHANGES`].
+    overflowed: bool,
 }
 
 impl Registry {
@@ -173,6 +202,101 @@ impl Registry {
             members: HashMap::new(),
             pools: BTreeMap::new(),
             version: 0,
+            outbox: None,
+        }
+    }
+
+    /// Queues every later change of a local member for the cluster.
+    pub fn clustered(mut self) -> Self {
+        self.outbox = Some(Outbox::default());
+        self
+    }
+
+    /// The local changes since the last call, and whether some were lost
+    /// on the way (the queue overflowed).
+    pub fn take_local_changes(&mut self) -> (Vec<Change>, bool) {
+        match &mut self.outbox {
+            Some(o) => (
+                std::mem::take(&mut o.changes),
+                std::mem::take(&mut o.overflowed),
+            ),
+            None => (Vec::new(), false),
+        }
+    }
+
+    /// Every local member, with its pool: a cluster snapshot.
+    pub fn local_members(&self) -> Vec<(String, PeerInfo)> {
+        let mut out: Vec<(String, PeerInfo)> = self
+            .members
+            .values()
+            .filter(|m| m.origin.is_none())
+            .map(|m| (m.pool.clone(), m.info.clone()))
+            .collect();
+        out.sort_unstable_by_key(|(_, i)| i.id);
+        out
+    }
+
+    /// Which server owns member `id`: `Some(None)` this one, `Some(Some(s))`
+    /// server `s`, `None` nobody (not a member).
+    pub fn owner(&self, id: &PeerId) -> Option<Option<ServerId>> {
+        self.members.get(id).map(|m| m.origin)
+    }
+
+    /// A change of a member of `server`, from the cluster; returns the pools
+    /// whose view changed (two when a member moved pools).
+    pub fn apply_remote(&mut self, server: ServerId, change: Change) -> Vec<String> {
+        let owned =
+            |r: &Self, id: &PeerId| r.members.get(id).is_some_and(|m| m.origin == Some(server));
+        match change {
+            Change::Joined { pool, info } => {
+                let id = info.id;
+                let mut changed = Vec::new();
+                match self.members.get(&id) {
+                    // Connected here now: this server speaks for it.
+                    Some(m) if m.origin.is_none() => return changed,
+                    Some(m) if m.pool == pool && m.origin == Some(server) => {
+                        self.update(&id, |i| *i = info);
+                        changed.push(pool);
+                        return changed;
+                    }
+                    Some(_) => changed.extend(self.leave(&id)),
+                    None => {}
+                }
+                if self
+                    .insert(Instant::now(), Some(server), &pool, info)
+                    .is_ok()
+                {
+                    changed.push(pool);
+                }
+                changed
+            }
+            Change::Left { id } if owned(self, &id) => self.leave(&id).into_iter().collect(),
+            Change::Stats { id, stats } if owned(self, &id) => self
+                .update(&id, |i| i.stats = stats)
+                .map(str::to_owned)
+                .into_iter()
+                .collect(),
+            Change::Capabilities { id, capabilities } if owned(self, &id) => self
+                .update(&id, |i| i.capabilities = capabilities)
+                .map(str::to_owned)
+                .into_iter()
+                .collect(),
+            Change::Left { .. } | Change::Stats { .. } | Change::Capabilities { .. } => Vec::new(),
+        }
+    }
+
+    /// Queues a change of local member `id` for the cluster.
+    fn queue(&mut self, id: &PeerId, change: impl FnOnce(&Member) -> Change) {
+        let Some(o) = &mut self.outbox else {
+            return;
+        };
+        let Some(m) = self.members.get(id).filter(|m| m.origin.is_none()) else {
+            return;
+        };
+        if o.changes.len() < MAX_LOCAL_CHANGES {
+            o.changes.push(change(m));
+        } else {
+            o.overflowed = true;
         }
     }
 
@@ -180,8 +304,13 @@ impl Registry {
     /// has checked its hello's proof). Its stats start as `slots` from the
     /// hello and zeroes elsewhere.
     pub fn join(&mut self, now: Instant, id: PeerId, join: &Join) -> Result<(), JoinError> {
-        if self.members.contains_key(&id) {
-            return Err(JoinError::Duplicate(id));
+        match self.members.get(&id) {
+            Some(m) if m.origin.is_none() => return Err(JoinError::Duplicate(id)),
+            // It moved here from another server: this server speaks for it now.
+            Some(_) => {
+                self.leave(&id);
+            }
+            None => {}
         }
         if let Some(&holder) = self
             .pools
@@ -194,13 +323,6 @@ impl Registry {
                 holder,
             });
         }
-        let size = self.pools.get(&join.pool).map_or(0, |p| p.members.len());
-        if size >= self.max_per_pool {
-            return Err(JoinError::PoolFull {
-                pool: join.pool.clone(),
-                max: self.max_per_pool,
-            });
-        }
         let info = PeerInfo {
             id,
             name: join.name.clone(),
@@ -210,17 +332,45 @@ impl Registry {
                 ..Stats::default()
             },
         };
+        self.insert(now, None, &join.pool, info)?;
+        let pool = join.pool.clone();
+        self.queue(&id, |m| Change::Joined {
+            pool,
+            info: m.info.clone(),
+        });
+        Ok(())
+    }
+
+    /// Adds `info` to `pool`, owned by `origin` (None: here); a name held
+    /// by another member stays its (a remote member's may collide: servers
+    /// check names each for their own peers).
+    fn insert(
+        &mut self,
+        now: Instant,
+        origin: Option<ServerId>,
+        pool_name: &str,
+        info: PeerInfo,
+    ) -> Result<(), JoinError> {
+        let size = self.pools.get(pool_name).map_or(0, |p| p.members.len());
+        if size >= self.max_per_pool {
+            return Err(JoinError::PoolFull {
+                pool: pool_name.to_owned(),
+                max: self.max_per_pool,
+            });
+        }
         self.version += 1;
         let version = self.version;
-        let pool = self.pools.entry(join.pool.clone()).or_default();
+        let id = info.id;
+        let pool = self.pools.entry(pool_name.to_owned()).or_default();
         pool.members.insert(version, (id, Member::encode(&info)));
-        pool.names.insert(join.name.clone(), id);
+        pool.names.entry(info.name.clone()).or_insert(id);
         pool.head = version;
         self.members.insert(
             id,
             Member {
                 info,
-                pool: join.pool.clone(),
+                pool: pool_name.to_owned(),
+                origin,
                 last_seen: now,
                 version,
             },
@@ -230,10 +380,13 @@ impl Registry {
 
     /// Removes a peer; returns its pool if it was a member, `None` otherwise.
     pub fn leave(&mut self, id: &PeerId) -> Option<String> {
+        self.queue(id, |m| Change::Left { id: m.info.id });
         let m = self.members.remove(id)?;
         let pool = self.pools.get_mut(&m.pool)?;
         pool.members.remove(&m.version);
-        pool.names.remove(&m.info.name);
+        if pool.names.get(&m.info.name) == Some(id) {
+            pool.names.remove(&m.info.name);
+        }
         if pool.members.is_empty() {
             // Nobody is left to be told; a pool that comes back starts afresh.
             self.pools.remove(&m.pool);
@@ -252,7 +405,12 @@ impl Registry {
 
     /// Replaces a member's stats; returns its pool, or `None` for a non-member.
     pub fn update_stats(&mut self, id: &PeerId, stats: Stats) -> Option<&str> {
-        self.update(id, |info| info.stats = stats)
+        self.update(id, |info| info.stats = stats)?;
+        self.queue(id, |m| Change::Stats {
+            id: m.info.id,
+            stats: m.info.stats.clone(),
+        });
+        self.pool_of(id)
     }
 
     /// `id` runs `capabilities` now; returns its pool (`None`: not a member).
@@ -261,7 +419,12 @@ impl Registry {
         id: &PeerId,
         capabilities: Vec<Capability>,
     ) -> Option<&str> {
-        self.update(id, |info| info.capabilities = capabilities)
+        self.update(id, |info| info.capabilities = capabilities)?;
+        self.queue(id, |m| Change::Capabilities {
+            id: m.info.id,
+            capabilities: m.info.capabilities.clone(),
+        });
+        self.pool_of(id)
     }
 
     /// Changes member `id` with `change`, as the newest change of its pool.
@@ -371,6 +534,8 @@ impl Registry {
         let mut late: Vec<PeerId> = self
             .members
             .iter()
+            // Remote members live as long as their server does.
+            .filter(|(_, m)| m.origin.is_none())
             .filter(|(_, m)| now.saturating_duration_since(m.last_seen) > limit)
             .map(|(id, _)| *id)
             .collect();
@@ -577,6 +742,173 @@ mod tests {
 
     fn view_ids(view: &PoolView) -> Vec<PeerId> {
         view.peers().map(|p| p.id).collect()
+    }
+
+    fn info_of(n: u128, slots: u32) -> PeerInfo {
+        PeerInfo {
+            id: id(n),
+            name: format!("p{n}"),
+            capabilities: vec![Capability::new("echo").expect("valid capability")],
+            stats: Stats {
+                slots,
+                ..Stats::default()
+            },
+        }
+    }
+
+    #[test]
+    fn a_clustered_registry_queues_its_local_changes_only() {
+        let now = Instant::now();
+        let other = uuid::Uuid::from_u128(77);
+        let mut r = Registry::new(MAX_PEERS_PER_POOL).clustered();
+        r.join(now, id(1), &member(1, "lab")).expect("join");
+        r.update_stats(
+            &id(1),
+            Stats {
+                slots: 9,
+                ..Stats::default()
+            },
+        );
+        r.apply_remote(
+            other,
+            Change::Joined {
+                pool: "lab".into(),
+                info: info_of(2, 1),
+            },
+        );
+        r.update_stats(
+            &id(2),
+            Stats {
+                slots: 5,
+                ..Stats::default()
+            },
+        );
+        r.leave(&id(1));
+        let (changes, lost) = r.take_local_changes();
+        assert!(!lost);
+        let kinds: Vec<&str> = changes
+            .iter()
+            .map(|c| match c {
+                Change::Joined { .. } => "joined",
+                Change::Stats { .. } => "stats",
+                Change::Capabilities { .. } => "capabilities",
+                Change::Left { .. } => "left",
+            })
+            .collect();
+        assert_eq!(kinds, ["joined", "stats", "left"]);
+        assert_eq!(r.take_local_changes(), (Vec::new(), false));
+        assert_eq!(r.local_members(), []);
+        assert_eq!(r.owner(&id(2)), Some(Some(other)));
+    }
+
+    #[test]
+    fn remote_members_are_in_the_view_and_only_their_server_changes_them() {
+        let now = Instant::now();
+        let (a, b) = (uuid::Uuid::from_u128(1), uuid::Uuid::from_u128(2));
+        let mut r = Registry::new(MAX_PEERS_PER_POOL).clustered();
+        r.join(now, id(1), &member(1, "lab")).expect("join");
+        let changed = r.apply_remote(
+            a,
+            Change::Joined {
+                pool: "lab".into(),
+                info: info_of(2, 4),
+            },
+        );
+        assert_eq!(changed, ["lab"]);
+        let mut view = PoolView::default();
+        let mut cursor = 0;
+        catch_up(&r, 1, &mut cursor, &mut view, usize::MAX);
+        assert_eq!(view_ids(&view), [id(2)]);
+        // Another server cannot remove or change it; its owner can.
+        assert!(r.apply_remote(b, Change::Left { id: id(2) }).is_empty());
+        assert!(r
+            .apply_remote(
+                b,
+                Change::Stats {
+                    id: id(2),
+                    stats: Stats::default()
+                }
+            )
+            .is_empty());
+        assert_eq!(r.info(&id(2)).map(|i| i.stats.slots), Some(4));
+        r.apply_remote(a, Change::Left { id: id(2) });
+        catch_up(&r, 1, &mut cursor, &mut view, usize::MAX);
+        assert_eq!(view_ids(&view), []);
+        // Remote members never expire here: their server's silence removes them.
+        r.apply_remote(
+            a,
+            Change::Joined {
+                pool: "lab".into(),
+                info: info_of(3, 1),
+            },
+        );
+        let expired = r.expire(now + HB * 100, HB);
+        assert_eq!(expired, [(id(1), "lab".to_owned())]);
+        assert_eq!(r.owner(&id(3)), Some(Some(a)));
+    }
+
+    #[test]
+    fn a_peer_that_moves_here_replaces_what_its_old_server_said() {
+        let now = Instant::now();
+        let old = uuid::Uuid::from_u128(9);
+        let mut r = Registry::new(MAX_PEERS_PER_POOL).clustered();
+        r.apply_remote(
+            old,
+            Change::Joined {
+                pool: "lab".into(),
+                info: info_of(1, 2),
+            },
+        );
+        // Same id, same name: not a duplicate, not a taken name.
+        r.join(now, id(1), &member(1, "lab"))
+            .expect("the peer moved here");
+        assert_eq!(r.owner(&id(1)), Some(None));
+        // The old server's late word about it changes nothing.
+        assert!(r.apply_remote(old, Change::Left { id: id(1) }).is_empty());
+        assert!(r
+            .apply_remote(
+                old,
+                Change::Joined {
+                    pool: "lab".into(),
+                    info: info_of(1, 7)
+                }
+            )
+            .is_empty());
+        assert_eq!(r.owner(&id(1)), Some(None));
+        assert_eq!(r.local_members().len(), 1);
+        // Another peer cannot take a name a remote member holds.
+        r.apply_remote(
+            old,
+            Change::Joined {
+                pool: "lab".into(),
+                info: info_of(2, 1),
+            },
+        );
+        let mut clash = member(3, "lab");
+        clash.name = "p2".into();
+        assert!(matches!(
+            r.join(now, id(3), &clash),
+            Err(JoinError::NameTaken { .. })
+        ));
+    }
+
+    #[test]
+    fn a_full_outbox_says_changes_were_lost() {
+        let now = Instant::now();
+        let mut r = Registry::new(MAX_PEERS_PER_POOL).clustered();
+        r.join(now, id(1), &member(1, "lab")).expect("join");
+        for slots in 0..MAX_LOCAL_CHANGES as u32 {
+            r.update_stats(
+                &id(1),
+                Stats {
+                    slots,
+                    ..Stats::default()
+                },
+            );
+        }
+        let (changes, lost) = r.take_local_changes();
+        assert_eq!(changes.len(), MAX_LOCAL_CHANGES);
+        assert!(lost);
     }
 
     #[test]

@@ -322,3 +322,23 @@ fn changes_go_out_in_bounded_batches_and_a_snapshot_covers_what_waited() {
         "{snapshot:?}"
     );
 }
+
+#[test]
+fn changes_lost_before_the_cluster_make_the_others_resync() {
+    let now = t0();
+    let mut bus = Bus::new(vec![Server::new(1, 1), Server::new(2, 1)]);
+    bus.run(now);
+    bus.servers[0].join(now, "lab", info(1, 2));
+    let mut now = now + BATCH_DELAY;
+    bus.run(now);
+    // A join the registry's full queue dropped: only its member list has it.
+    let lost = info(2, 3);
+    bus.servers[0].local.insert(lost.id, ("lab".into(), lost));
+    bus.servers[0].cluster.lost_changes();
+    now += HEARTBEAT;
+    bus.run(now);
+    assert_eq!(
+        bus.servers[1].view(),
+        [(peer(1), "lab".into(), 2), (peer(2), "lab".into(), 3)]
+    );
+}
