@@ -47,6 +47,7 @@ mod peers_rejoin_when_the_signal_server_returns;
 mod photo;
 mod seeing_the_pool_acceptance;
 mod signal_server_never_carries_a_payload;
+mod signal_servers_share_pools_through_nats;
 mod simultaneous_dials_resolve_to_one_link;
 mod tabs_and_daemons_share_one_pool;
 mod the_command_line_behaves;

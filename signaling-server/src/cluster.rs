@@ -6,9 +6,9 @@
 //!
 //! Each server owns the peers connected to it, and only it says anything
 //! about them. It publishes its members' changes in batches, each tagged
-//! with its server id, the epoch of this run of it (a fresh random number
-//! at every start) and a sequence number that grows by one per batch; and a
-//! heartbeat with its latest sequence number. Every other server keeps, per
+//! with its server id, the epoch of this run of it and a sequence number that grows by one per batch; and a
+//! heartbeat with its latest sequence number (epochs grow from run to run:
+//! the glue takes the Unix time in milliseconds at start). Every other server keeps, per
 //! remote server, the epoch and sequence it has applied and the members it
 //! learnt from it, and:
 //!

@@ -75,6 +75,7 @@
 //! per phase).
 
 mod admission;
+mod backplane;
 pub mod cluster;
 pub mod ice;
 pub mod limits;

@@ -91,6 +91,9 @@ struct Args {
     /// How long a minted TURN credential is valid, in seconds.
     #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(60..=604_800))]
     turn_ttl_secs: u64,
+    /// Share this server's pools with the other signal-servers on the same NATS server (`nats://HOST:4222`): each owns the peers connected to it, and every peer sees the whole pool. Without it the server runs alone.
+    #[arg(long, value_name = "NATS_URL", env = "JOBMESH_CLUSTER")]
+    cluster: Option<String>,
     /// Colour in log lines: `auto` (on a terminal, unless NO_COLOR is set), `always` or `never`.
     #[arg(long, env = "JOBMESH_COLOR", value_parser = ["auto", "always", "never"], default_value = "auto")]
     color: String,
@@ -291,6 +294,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         },
         relay_rate: args.relay_rate,
         ice,
+        cluster: args.cluster.clone(),
         ..ServerConfig::default()
     };
     run(listener, config, shutdown).await.context("serving")

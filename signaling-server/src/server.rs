@@ -174,6 +174,9 @@ pub struct ServerConfig {
     pub admin_token: Option<String>,
     /// Connections in total and per IP, and the request-head deadline.
     pub limits: Limits,
+    /// `nats://…` of the NATS server this signal-server shares its pools
+    /// through with the others of its cluster; None: it runs alone.
+    pub cluster: Option<String>,
     /// Relays one connection may send per second (a burst of twice as
     /// many); past it they are dropped and counted, and the sender is told
     /// at most once a second. At least 1.
@@ -210,6 +213,7 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             relay_rate: RELAY_RATE,
             counters: Arc::default(),
+            cluster: None,
         }
     }
 }
@@ -312,9 +316,24 @@ pub async fn run(
     // connections without cancelling the caller's token.
     let stop = shutdown.child_token();
     let _stop_on_return = stop.clone().drop_guard();
+    let mut registry = Registry::new(config.max_peers_per_pool);
+    let mut cluster = None;
+    if let Some(url) = &config.cluster {
+        // Connects in the background: a server serves its own peers while
+        // NATS is away.
+        let client = async_nats::ConnectOptions::new()
+            .retry_on_initial_connect()
+            .connect(url.as_str())
+            .await
+            .map_err(|e| std::io::Error::other(format!("--cluster {url}: {e}")))?;
+        let (relays, relay_rx) = tokio::sync::mpsc::channel(crate::backplane::RELAY_QUEUE);
+        let me = uuid::Uuid::new_v4();
+        cluster = Some((client, crate::backplane::Link { me, relays }, relay_rx));
+        registry = registry.clustered();
+    }
     let shared = Arc::new(Shared {
         inner: Mutex::new(Inner {
-            registry: Registry::new(config.max_peers_per_pool),
+            registry,
             clients: HashMap::new(),
             heads: HashMap::new(),
             revoked: HashMap::new(),
@@ -327,7 +346,14 @@ pub async fn run(
         fan_out: prometheus_client::metrics::histogram::Histogram::new(
             prometheus_client::metrics::histogram::exponential_buckets(0.001, 2.0, 17),
         ),
+        cluster: cluster.as_ref().map(|(_, link, _)| link.clone()),
     });
+    if let Some((client, link, relay_rx)) = cluster {
+        let task = crate::backplane::run(shared.clone(), client, link.me, relay_rx);
+        shared
+            .tracker
+            .spawn(task.instrument(info_span!("cluster", server = %link.me)));
+    }
     shared
         .tracker
         .spawn(sweep(shared.clone()).instrument(info_span!("sweep")));
@@ -405,8 +431,8 @@ struct Client {
 
 /// Everything behind the lock. Invariants: a peer id is in `registry` if and
 /// only if it is in `clients`; a pool has a head watch while it has members.
-struct Inner {
-    registry: Registry,
+pub(crate) struct Inner {
+    pub(crate) registry: Registry,
     clients: HashMap<PeerId, Client>,
     /// Per pool, its head version; its members' tasks watch it.
     heads: HashMap<String, watch::Sender<Head>>,
@@ -414,25 +440,27 @@ struct Inner {
     revoked: HashMap<String, Arc<Revocations>>,
 }
 
-struct Shared {
+pub(crate) struct Shared {
     /// `std` mutex: never held across an `.await` (clippy's
     /// `await_holding_lock` is denied workspace-wide).
     inner: Mutex<Inner>,
     next_conn: AtomicU64,
     config: ServerConfig,
     /// Cancelled when the server stops.
-    stop: CancellationToken,
+    pub(crate) stop: CancellationToken,
     /// Every connection task and the sweep task.
     tracker: TaskTracker,
     /// From a change of a pool to a member's view holding it.
     fan_out: prometheus_client::metrics::histogram::Histogram,
+    /// The other servers of the cluster, when there are any.
+    cluster: Option<crate::backplane::Link>,
 }
 
 /// A pool's latest version, and when it changed.
 type Head = (u64, Instant);
 
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Inner> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock leaves plain data behind, whose
         // invariant holds between statements; keep serving.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
@@ -444,7 +472,8 @@ impl Shared {
 }
 
 /// Why a relay was not queued.
-enum RelayRefused {
+#[derive(Debug)]
+pub(crate) enum RelayRefused {
     /// The recipient is not in the sender's pool.
     Unknown,
     /// The recipient's queue is full.
@@ -500,7 +529,7 @@ impl Inner {
 
     /// Wakes the members of `pool` after a change (or forgets its watch once
     /// the pool is gone).
-    fn changed(&mut self, pool: &str) {
+    pub(crate) fn changed(&mut self, pool: &str) {
         match self.registry.head(pool) {
             0 => {
                 self.heads.remove(pool);
@@ -513,12 +542,67 @@ impl Inner {
         }
     }
 
-    /// Queues a relay from `from` to `to`. Overflow policy: `try_send`; a
-    /// full queue drops the relay and the caller tells the sender.
-    fn relay(&self, from: PeerId, to: PeerId, signal: Handshake) -> Result<(), RelayRefused> {
+    /// Queues a relay from `from` to `to`: for a peer of this server, on its
+    /// connection; for a peer of another server of the cluster, on the
+    /// backplane's queue (`cluster`). Overflow policy: `try_send`; a full
+    /// queue drops the relay and the caller tells the sender.
+    fn relay(
+        &self,
+        from: PeerId,
+        to: PeerId,
+        signal: Handshake,
+        cluster: Option<&crate::backplane::Link>,
+    ) -> Result<(), RelayRefused> {
+        let remote = match (self.registry.owner(&to), cluster) {
+            (Some(Some(server)), Some(link)) if self.registry.same_pool(&from, &to) => {
+                Some((Some(server), link))
+            }
+            // Not known here yet: a peer that just joined another server
+            // (the views converge within a batch). Every server is asked;
+            // the one it is connected to checks the pool.
+            (None, Some(link)) => Some((None, link)),
+            _ => None,
+        };
+        let Some((server, link)) = remote else {
+            return self.deliver_relay(from, to, signal);
+        };
+        let pool = self
+            .registry
+            .pool_of(&from)
+            .ok_or(RelayRefused::Unknown)?
+            .to_owned();
+        let relay = crate::backplane::RemoteRelay {
+            via: link.me,
+            pool,
+            from,
+            to,
+            signal,
+        };
+        link.relays
+            .try_send((server, relay))
+            .map_err(|_| RelayRefused::Busy)
+    }
+
+    /// Hands a relay to `to`'s connection here, if `from` is of its pool.
+    fn deliver_relay(
+        &self,
+        from: PeerId,
+        to: PeerId,
+        signal: Handshake,
+    ) -> Result<(), RelayRefused> {
         if !self.registry.same_pool(&from, &to) {
             return Err(RelayRefused::Unknown);
         }
+        self.deliver_to(from, to, signal)
+    }
+
+    /// Hands a relay to `to`'s connection here (the caller checked the pool).
+    pub(crate) fn deliver_to(
+        &self,
+        from: PeerId,
+        to: PeerId,
+        signal: Handshake,
+    ) -> Result<(), RelayRefused> {
         let client = self.clients.get(&to).ok_or(RelayRefused::Unknown)?;
         client
             .tx
@@ -1307,7 +1391,7 @@ async fn handle(
                     .await
                     .err();
             }
-            let refused = shared.lock().relay(me, to, signal);
+            let refused = shared.lock().relay(me, to, signal, shared.cluster.as_ref());
             let err = match refused {
                 Ok(()) => {
                     bump(&counters.relays);

@@ -394,6 +394,41 @@ pub fn signal_server_with(args: &[&str]) -> (Proc, String) {
     start_signal_server(None, "127.0.0.1:0", args)
 }
 
+/// Debian's `nats-server` on a free port of 127.0.0.1: the process
+/// (stopped when dropped) and its `nats://` URL, once it accepts
+/// connections. `port` 0 picks a free one; another restarts one where it
+/// was.
+pub fn nats_server(port: u16) -> (Proc, String) {
+    let program = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("the cluster tests need Debian's nats-server: run scripts/setup");
+    let port = if port == 0 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free TCP port")
+            .port()
+    } else {
+        port
+    };
+    let child = std::process::Command::new(program)
+        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn nats-server");
+    let nats = Proc(child);
+    let deadline = std::time::Instant::now() + crate::DEADLINE;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nats-server did not listen on {port}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    (nats, format!("nats://127.0.0.1:{port}"))
+}
+
 /// Debian's coturn (`turnserver`) on 127.0.0.1, UDP and TCP, checking
 /// credentials with coturn's shared-secret scheme under `secret` and
 /// relaying to loopback peers: the process (stopped when dropped) and its
