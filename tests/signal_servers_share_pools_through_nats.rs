@@ -98,3 +98,81 @@ async fn the_peers_of_a_killed_server_move_to_the_others_and_jobs_go_on() {
     .await;
     assert_eq!(echo(&s, 2).await, json!({ "n": 2 }));
 }
+
+/// The port of a `nats://127.0.0.1:PORT` URL.
+fn port_of(url: &str) -> u16 {
+    url.rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("a port")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_serve_their_own_peers_while_nats_is_away_and_converge_after() {
+    init_tracing();
+    let (nats, nats_url) = nats_server(0);
+    let (_a, a) = signal_server_with(&["--open", "--cluster", &nats_url]);
+    let (_b, b) = signal_server_with(&["--open", "--cluster", &nats_url]);
+    let w1 = PeerGuard::start(&a, "split", "w1", &["echo"], 2);
+    let near = PeerGuard::start(&a, "split", "near", &[], 0);
+    let far = PeerGuard::start(&b, "split", "far", &[], 0);
+    far.wait_capable("echo", 1).await;
+    near.wait_capable("echo", 1).await;
+
+    drop(nats);
+    let away = std::time::Instant::now();
+    // Each server goes on serving its own peers.
+    assert_eq!(echo(&near, 1).await, json!({ "n": 1 }));
+    // The other server's members go once its heartbeats stop.
+    far.wait_pool("w1 to go from b's view", |v| {
+        v.peers.iter().all(|p| p.name != "w1")
+    })
+    .await;
+    // Someone joins a while the cluster is split.
+    let w2 = PeerGuard::start(&a, "split", "w2", &["echo"], 2);
+    near.wait_capable("echo", 2).await;
+    // The outage lasts 30 s (the scenario's length, not a wait for anything).
+    tokio::time::sleep(Duration::from_secs(30).saturating_sub(away.elapsed())).await;
+
+    let (_nats, _) = nats_server(port_of(&nats_url));
+    // Both servers reconnect, meet again and exchange snapshots: b sees all
+    // of a's members, once each, and reaches them.
+    far.wait_pool("a's members again, once each", |v| {
+        v.synced
+            && ["w1", "w2", "near"]
+                .iter()
+                .all(|n| v.peers.iter().filter(|p| p.name == *n).count() == 1)
+    })
+    .await;
+    assert_eq!(echo(&far, 2).await, json!({ "n": 2 }));
+    drop((w1, w2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_server_keeps_none_of_its_old_members() {
+    init_tracing();
+    let (_nats, nats_url) = nats_server(0);
+    let args = |id: &'static str| ["--open", "--cluster", nats_url.as_str(), "--server-id", id];
+    let (mut a, a_url) = signal_server_with(&args("a"));
+    let (_b, b_url) = signal_server_with(&args("b"));
+    let gone = PeerGuard::start(&a_url, "restart", "gone", &["echo"], 1);
+    let s = PeerGuard::start(&b_url, "restart", "s", &[], 0);
+    s.wait_capable("echo", 1).await;
+
+    // Server a dies with its peer, and comes back (same name, a new run).
+    a.kill_now();
+    drop(gone);
+    let listen = a_url
+        .trim_start_matches("ws://")
+        .trim_end_matches("/ws")
+        .to_owned();
+    let (_a, a_url) = jobmesh_testkit::process::signal_server_on(&listen, &args("a"));
+    let back = PeerGuard::start(&a_url, "restart", "back", &["echo"], 1);
+    // b's view holds what the new run has, and nothing of the old one.
+    s.wait_pool("only the new run's member", |v| {
+        v.synced && v.peers.iter().map(|p| p.name.as_str()).eq(["back"])
+    })
+    .await;
+    assert_eq!(echo(&s, 3).await, json!({ "n": 3 }));
+    drop(back);
+}

@@ -94,6 +94,14 @@ struct Args {
     /// Share this server's pools with the other signal-servers on the same NATS server (`nats://HOST:4222`): each owns the peers connected to it, and every peer sees the whole pool. Without it the server runs alone.
     #[arg(long, value_name = "NATS_URL", env = "JOBMESH_CLUSTER")]
     cluster: Option<String>,
+    /// This server's name in the cluster, kept across restarts: the others then drop what its previous run had as soon as it is back, instead of after 5 s of silence. Unique per server.
+    #[arg(
+        long,
+        value_name = "NAME",
+        env = "JOBMESH_SERVER_ID",
+        requires = "cluster"
+    )]
+    server_id: Option<String>,
     /// Colour in log lines: `auto` (on a terminal, unless NO_COLOR is set), `always` or `never`.
     #[arg(long, env = "JOBMESH_COLOR", value_parser = ["auto", "always", "never"], default_value = "auto")]
     color: String,
@@ -295,6 +303,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         relay_rate: args.relay_rate,
         ice,
         cluster: args.cluster.clone(),
+        server_id: args.server_id.clone(),
         ..ServerConfig::default()
     };
     run(listener, config, shutdown).await.context("serving")

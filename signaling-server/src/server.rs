@@ -177,6 +177,9 @@ pub struct ServerConfig {
     /// `nats://…` of the NATS server this signal-server shares its pools
     /// through with the others of its cluster; None: it runs alone.
     pub cluster: Option<String>,
+    /// This server's name in its cluster, the same across restarts; None:
+    /// a new one each run.
+    pub server_id: Option<String>,
     /// Relays one connection may send per second (a burst of twice as
     /// many); past it they are dropped and counted, and the sender is told
     /// at most once a second. At least 1.
@@ -214,6 +217,7 @@ impl Default for ServerConfig {
             relay_rate: RELAY_RATE,
             counters: Arc::default(),
             cluster: None,
+            server_id: None,
         }
     }
 }
@@ -327,7 +331,15 @@ pub async fn run(
             .await
             .map_err(|e| std::io::Error::other(format!("--cluster {url}: {e}")))?;
         let (relays, relay_rx) = tokio::sync::mpsc::channel(crate::backplane::RELAY_QUEUE);
-        let me = uuid::Uuid::new_v4();
+        // A named server is the same server after a restart (a newer
+        // epoch: the others drop what its previous run had at once); an
+        // unnamed one is a new server each run (its old id expires).
+        let me = config
+            .server_id
+            .as_deref()
+            .map_or_else(uuid::Uuid::new_v4, |name| {
+                uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, name.as_bytes())
+            });
         cluster = Some((client, crate::backplane::Link { me, relays }, relay_rx));
         registry = registry.clustered();
     }
@@ -429,8 +441,10 @@ struct Client {
     credential: Option<Box<Credential>>,
 }
 
-/// Everything behind the lock. Invariants: a peer id is in `registry` if and
-/// only if it is in `clients`; a pool has a head watch while it has members.
+/// Everything behind the lock. Invariants: a peer id is a local member of
+/// `registry` if and only if it is in `clients` (remote members, of other
+/// servers of a cluster, have no client here); a pool has a head watch
+/// while it has members.
 pub(crate) struct Inner {
     pub(crate) registry: Registry,
     clients: HashMap<PeerId, Client>,
