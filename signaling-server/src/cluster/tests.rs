@@ -178,6 +178,19 @@ fn t0() -> Instant {
     Instant::now()
 }
 
+/// Two servers in one epoch each; server 0 has peer 1 in "lab", and
+/// server 1 knows it. The bus and the time.
+fn two_servers_one_member() -> (Bus, Instant) {
+    let now = t0();
+    let mut bus = Bus::new(vec![Server::new(1, 1), Server::new(2, 1)]);
+    bus.run(now);
+    bus.servers[0].join(now, "lab", info(1, 2));
+    let now = now + BATCH_DELAY;
+    bus.run(now);
+    assert_eq!(bus.servers[1].view(), [(peer(1), "lab".into(), 2)]);
+    (bus, now)
+}
+
 #[test]
 fn members_and_their_stats_reach_every_other_server() {
     let now = t0();
@@ -206,12 +219,7 @@ fn members_and_their_stats_reach_every_other_server() {
 
 #[test]
 fn a_lost_batch_is_noticed_at_the_next_heartbeat_and_healed_by_a_snapshot() {
-    let now = t0();
-    let mut bus = Bus::new(vec![Server::new(1, 1), Server::new(2, 1)]);
-    bus.run(now);
-    bus.servers[0].join(now, "lab", info(1, 2));
-    let mut now = now + BATCH_DELAY;
-    bus.run(now);
+    let (mut bus, mut now) = two_servers_one_member();
     bus.lose_next_batch_of = Some(0);
     bus.servers[0].join(now, "lab", info(2, 2));
     bus.servers[0].leave(now, peer(1));
@@ -262,12 +270,7 @@ fn a_restarted_server_has_none_of_its_old_members() {
 
 #[test]
 fn a_silent_server_loses_its_members_after_dead_after_and_is_met_again() {
-    let now = t0();
-    let mut bus = Bus::new(vec![Server::new(1, 1), Server::new(2, 1)]);
-    bus.run(now);
-    bus.servers[0].join(now, "lab", info(1, 2));
-    let mut now = now + BATCH_DELAY;
-    bus.run(now);
+    let (mut bus, mut now) = two_servers_one_member();
     bus.cut = vec![0];
     // Heartbeats every second keep coming from server 2 only.
     let cut_at = now;
@@ -325,12 +328,7 @@ fn changes_go_out_in_bounded_batches_and_a_snapshot_covers_what_waited() {
 
 #[test]
 fn changes_lost_before_the_cluster_make_the_others_resync() {
-    let now = t0();
-    let mut bus = Bus::new(vec![Server::new(1, 1), Server::new(2, 1)]);
-    bus.run(now);
-    bus.servers[0].join(now, "lab", info(1, 2));
-    let mut now = now + BATCH_DELAY;
-    bus.run(now);
+    let (mut bus, mut now) = two_servers_one_member();
     // A join the registry's full queue dropped: only its member list has it.
     let lost = info(2, 3);
     bus.servers[0].local.insert(lost.id, ("lab".into(), lost));
