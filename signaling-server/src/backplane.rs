@@ -140,8 +140,9 @@ pub(crate) async fn run(
                 Output::SendTo(to, msg) => send(&client, to_subject(to), &msg).await,
                 Output::SnapshotFor(to) => {
                     let members = shared.lock().registry.local_members();
-                    let snapshot = cluster.snapshot(to, members);
-                    send(&client, to_subject(to), &snapshot).await;
+                    for page in cluster.snapshot(to, members) {
+                        send(&client, to_subject(to), &page).await;
+                    }
                 }
                 Output::Apply { server, change } => {
                     let mut inner = shared.lock();

@@ -20,7 +20,10 @@
 //!   dropped at once), asks that server for a snapshot, and applies nothing
 //!   more of it until the snapshot comes;
 //! * drops a server whose heartbeats stopped for [`DEAD_AFTER`], with all
-//!   its members (their peers reconnect to a server that is alive).
+//!   its members (their peers reconnect to a server that is alive);
+//! * asks again for a snapshot that did not arrive whole within
+//!   [`SNAPSHOT_RETRY`] (snapshots come in pages of [`SNAPSHOT_PAGE`],
+//!   applied only once all are in, in order).
 //!
 //! A snapshot replaces everything known of its server: members it lacks
 //! leave, the others join or change. Its sequence is the server's latest,
@@ -45,6 +48,13 @@ pub const DEAD_AFTER: Duration = Duration::from_secs(5);
 pub const BATCH_DELAY: Duration = Duration::from_millis(50);
 /// Most changes in one batch; more are published at once in several.
 pub const MAX_BATCH: usize = 512;
+/// Members in one snapshot page: ~300 KB of JSON, well under NATS's 1 MiB
+/// payload limit.
+pub const SNAPSHOT_PAGE: usize = 1000;
+/// How long a snapshot may take before it is asked for again.
+pub const SNAPSHOT_RETRY: Duration = Duration::from_secs(2);
+/// Most pages of one snapshot a server collects (a million members).
+const MAX_SNAPSHOT_PAGES: u32 = 1000;
 
 /// One server of the cluster, for this run of it.
 pub type ServerId = uuid::Uuid;
@@ -96,8 +106,9 @@ pub enum ClusterMsg {
         /// In order.
         changes: Vec<Change>,
     },
-    /// Every member of `from` as of its batch `seq`, for `to` (a snapshot
-    /// is addressed, but others may apply it too).
+    /// Page `page` of `pages` of every member of `from` as of its batch
+    /// `seq`, for `to`. Applied once the last page is in, all pages in
+    /// order; a missing page means asking again.
     Snapshot {
         /// Whose.
         from: ServerId,
@@ -107,7 +118,11 @@ pub enum ClusterMsg {
         seq: u64,
         /// Who asked.
         to: ServerId,
-        /// Each with its pool.
+        /// This page, from 0.
+        page: u32,
+        /// How many pages the snapshot has (at least 1).
+        pages: u32,
+        /// At most [`SNAPSHOT_PAGE`], each with its pool.
         members: Vec<(String, PeerInfo)>,
     },
     /// `from` is alive, and its latest batch is `seq`.
@@ -157,6 +172,10 @@ struct Remote {
     last_heard: Instant,
     /// Its members, as applied.
     members: BTreeSet<PeerId>,
+    /// The pages of a snapshot so far: its sequence and members.
+    incoming: Option<(u64, Vec<(String, PeerInfo)>)>,
+    /// When a snapshot was last asked for.
+    asked: Option<Instant>,
 }
 
 /// One server's side of the cluster.
@@ -235,7 +254,7 @@ impl Cluster {
                 }
                 if seq != remote.seq + 1 {
                     remote.synced = false;
-                    self.ask_snapshot(from);
+                    self.ask_snapshot(now, from);
                     return;
                 }
                 remote.seq = seq;
@@ -250,16 +269,25 @@ impl Cluster {
                 let Some(remote) = self.heard(now, from, epoch) else {
                     return;
                 };
-                if remote.synced && seq > remote.seq {
-                    // A batch was lost on the way.
+                let behind = remote.synced && seq > remote.seq;
+                // A snapshot asked for long ago never came whole (its
+                // request, or a page, was lost): ask again.
+                let stuck = !remote.synced
+                    && remote
+                        .asked
+                        .is_none_or(|at| now.saturating_duration_since(at) >= SNAPSHOT_RETRY);
+                if behind || stuck {
                     remote.synced = false;
-                    self.ask_snapshot(from);
+                    remote.incoming = None;
+                    self.ask_snapshot(now, from);
                 }
             }
             ClusterMsg::Snapshot {
                 from,
                 epoch,
                 seq,
+                page,
+                pages,
                 members,
                 ..
             } => {
@@ -272,6 +300,29 @@ impl Cluster {
                 if remote.synced && seq <= remote.seq {
                     return;
                 }
+                // Collect the pages in order; anything else starts over.
+                let so_far = remote.incoming.take();
+                let collected = match so_far {
+                    _ if pages > MAX_SNAPSHOT_PAGES || page >= pages => None,
+                    None if page == 0 => Some(members),
+                    Some((s, mut got))
+                        if s == seq && got.len() == page as usize * SNAPSHOT_PAGE =>
+                    {
+                        got.extend(members);
+                        Some(got)
+                    }
+                    _ => None,
+                };
+                let Some(collected) = collected else {
+                    remote.synced = false;
+                    self.ask_snapshot(now, from);
+                    return;
+                };
+                if page + 1 < pages {
+                    remote.incoming = Some((seq, collected));
+                    return;
+                }
+                let members = collected;
                 remote.seq = seq;
                 remote.synced = true;
                 let keep: BTreeSet<PeerId> = members.iter().map(|(_, m)| m.id).collect();
@@ -292,17 +343,29 @@ impl Cluster {
     }
 
     /// The snapshot of this server's `members` (the registry's local ones)
-    /// for `to`: pending changes are published first, so the snapshot's
-    /// sequence covers them.
-    pub fn snapshot(&mut self, to: ServerId, members: Vec<(String, PeerInfo)>) -> ClusterMsg {
+    /// for `to`, in pages of [`SNAPSHOT_PAGE`]: pending changes are
+    /// published first, so the snapshot's sequence covers them.
+    pub fn snapshot(&mut self, to: ServerId, members: Vec<(String, PeerInfo)>) -> Vec<ClusterMsg> {
         self.flush();
-        ClusterMsg::Snapshot {
-            from: self.me,
-            epoch: self.epoch,
-            seq: self.seq,
-            to,
-            members,
-        }
+        let chunks: Vec<Vec<(String, PeerInfo)>> = if members.is_empty() {
+            vec![Vec::new()]
+        } else {
+            members.chunks(SNAPSHOT_PAGE).map(<[_]>::to_vec).collect()
+        };
+        let pages = u32::try_from(chunks.len()).unwrap_or(u32::MAX);
+        chunks
+            .into_iter()
+            .zip(0..)
+            .map(|(members, page)| ClusterMsg::Snapshot {
+                from: self.me,
+                epoch: self.epoch,
+                seq: self.seq,
+                to,
+                page,
+                pages,
+                members,
+            })
+            .collect()
     }
 
     /// Time passed: publishes a batch that waited [`BATCH_DELAY`], a
@@ -382,12 +445,17 @@ impl Cluster {
                 synced: false,
                 last_heard: now,
                 members: BTreeSet::new(),
+                incoming: None,
+                asked: None,
             },
         );
-        self.ask_snapshot(from);
+        self.ask_snapshot(now, from);
     }
 
-    fn ask_snapshot(&mut self, of: ServerId) {
+    fn ask_snapshot(&mut self, now: Instant, of: ServerId) {
+        if let Some(remote) = self.remotes.get_mut(&of) {
+            remote.asked = Some(now);
+        }
         self.out.push_back(Output::SendTo(
             of,
             ClusterMsg::SnapshotRequest {

@@ -101,6 +101,8 @@ struct Bus {
     lose_next_batch_of: Option<usize>,
     /// Servers cut off: nothing in or out.
     cut: Vec<usize>,
+    /// A snapshot page to drop (by its index), once.
+    lose_snapshot_page: Option<usize>,
 }
 
 impl Bus {
@@ -109,6 +111,7 @@ impl Bus {
             servers,
             lose_next_batch_of: None,
             cut: Vec::new(),
+            lose_snapshot_page: None,
         }
     }
 
@@ -138,9 +141,12 @@ impl Bus {
             Output::Apply { server, change } => self.servers[from].apply(server, change),
             Output::SnapshotFor(to) => {
                 let members = self.servers[from].local.values().cloned().collect();
-                let snapshot = self.servers[from].cluster.snapshot(to, members);
-                if !cut {
-                    self.deliver(now, Some(to), from, &snapshot);
+                let pages = self.servers[from].cluster.snapshot(to, members);
+                for (i, page) in pages.iter().enumerate() {
+                    if cut || self.lose_snapshot_page.take_if(|p| *p == i).is_some() {
+                        continue;
+                    }
+                    self.deliver(now, Some(to), from, page);
                 }
             }
             Output::Broadcast(msg) => {
@@ -312,7 +318,7 @@ fn changes_go_out_in_bounded_batches_and_a_snapshot_covers_what_waited() {
     assert_eq!(batches, [(1, MAX_BATCH), (2, MAX_BATCH)]);
     assert_eq!(s.cluster.poll_timeout(), Some(now + BATCH_DELAY));
     let members = s.local.values().cloned().collect();
-    let snapshot = s.cluster.snapshot(uuid::Uuid::nil(), members);
+    let pages = s.cluster.snapshot(uuid::Uuid::nil(), members);
     let Some(Output::Broadcast(ClusterMsg::Batch {
         seq: 3, changes, ..
     })) = s.cluster.poll_output()
@@ -320,10 +326,22 @@ fn changes_go_out_in_bounded_batches_and_a_snapshot_covers_what_waited() {
         panic!("the waiting changes first");
     };
     assert_eq!(changes.len(), 10);
-    assert!(
-        matches!(snapshot, ClusterMsg::Snapshot { seq: 3, .. }),
-        "{snapshot:?}"
-    );
+    // 1,034 members: two pages, both of batch 3.
+    let shape: Vec<(u64, u32, u32, usize)> = pages
+        .iter()
+        .map(|p| match p {
+            ClusterMsg::Snapshot {
+                seq,
+                page,
+                pages,
+                members,
+                ..
+            } => (*seq, *page, *pages, members.len()),
+            other => panic!("a snapshot page, not {other:?}"),
+        })
+        .collect();
+    let rest = 2 * MAX_BATCH + 10 - SNAPSHOT_PAGE;
+    assert_eq!(shape, [(3, 0, 2, SNAPSHOT_PAGE), (3, 1, 2, rest)]);
 }
 
 #[test]
@@ -339,4 +357,36 @@ fn changes_lost_before_the_cluster_make_the_others_resync() {
         bus.servers[1].view(),
         [(peer(1), "lab".into(), 2), (peer(2), "lab".into(), 3)]
     );
+}
+
+#[test]
+fn a_large_snapshot_comes_in_pages_and_a_lost_page_is_asked_for_again() {
+    let now = t0();
+    let mut bus = Bus::new(vec![Server::new(1, 1), Server::new(2, 1)]);
+    let n = 2 * SNAPSHOT_PAGE as u128 + 7;
+    for i in 0..n {
+        let member = info(i, 1);
+        bus.servers[0]
+            .local
+            .insert(member.id, ("lab".into(), member));
+    }
+    let members = bus.servers[0].local.clone();
+    // The last page of the first snapshot is lost: nothing is applied from
+    // a torn snapshot, and server 2 asks again once it has waited long
+    // enough, and gets all of it.
+    bus.lose_snapshot_page = Some(2);
+    bus.run(now);
+    assert!(bus.servers[1].view().is_empty());
+    let mut now = now;
+    while now < t0() + SNAPSHOT_RETRY + HEARTBEAT {
+        now += HEARTBEAT;
+        bus.run(now);
+    }
+    assert_eq!(bus.servers[1].view().len(), n as usize);
+    // A page out of order (the middle one lost) is asked for again at once.
+    let mut bus = Bus::new(vec![Server::new(1, 1), Server::new(2, 1)]);
+    bus.servers[0].local = members;
+    bus.lose_snapshot_page = Some(1);
+    bus.run(now);
+    assert_eq!(bus.servers[1].view().len(), n as usize);
 }
