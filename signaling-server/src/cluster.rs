@@ -243,9 +243,6 @@ impl Cluster {
                 seq,
                 changes,
             } => {
-                if from == self.me {
-                    return;
-                }
                 let Some(remote) = self.heard(now, from, epoch) else {
                     return;
                 };
@@ -263,9 +260,6 @@ impl Cluster {
                 }
             }
             ClusterMsg::Heartbeat { from, epoch, seq } => {
-                if from == self.me {
-                    return;
-                }
                 let Some(remote) = self.heard(now, from, epoch) else {
                     return;
                 };
@@ -291,9 +285,6 @@ impl Cluster {
                 members,
                 ..
             } => {
-                if from == self.me {
-                    return;
-                }
                 let Some(remote) = self.heard(now, from, epoch) else {
                     return;
                 };
@@ -417,8 +408,12 @@ impl Cluster {
     }
 
     /// Notes that `from` (in `epoch`) spoke at `now`; the remote to apply
-    /// its words to, or None when they are to be ignored (an older epoch).
+    /// its words to, or None when they are to be ignored (this server's own
+    /// echo, or an older epoch).
     fn heard(&mut self, now: Instant, from: ServerId, epoch: u64) -> Option<&mut Remote> {
+        if from == self.me {
+            return None;
+        }
         let known = self.remotes.get(&from).map(|r| r.epoch);
         match known {
             Some(e) if epoch < e => return None,

@@ -264,10 +264,7 @@ impl Telemetry {
             },
             |p| Via {
                 via: p.via().as_str(),
-                protocol: match p.protocol {
-                    jobmesh_transport::path::Protocol::Udp => "udp",
-                    jobmesh_transport::path::Protocol::Tcp => "tcp",
-                },
+                protocol: p.protocol.as_str(),
             },
         );
         self.links_opened.get_or_create(&via).inc();

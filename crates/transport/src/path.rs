@@ -67,12 +67,19 @@ pub enum Protocol {
     Tcp,
 }
 
-impl fmt::Display for Protocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Protocol {
+    /// `udp` or `tcp`.
+    pub fn as_str(self) -> &'static str {
+        match self {
             Self::Udp => "udp",
             Self::Tcp => "tcp",
-        })
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
