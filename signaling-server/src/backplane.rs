@@ -26,10 +26,10 @@ use futures_util::StreamExt;
 use jobmesh_wire::signal::Handshake;
 use jobmesh_wire::PeerId;
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tracing::{debug, info, warn};
 
-use crate::cluster::{Cluster, ClusterMsg, Output, ServerId, BATCH_DELAY};
+use crate::cluster::{Cluster, ClusterMsg, Output, ServerId, HEARTBEAT};
 use crate::server::Shared;
 
 /// Batches and heartbeats: every server.
@@ -72,15 +72,19 @@ pub(crate) struct Link {
     /// Relays for peers of other servers, by server (None: not known yet,
     /// to every server); bounded: [`RELAY_QUEUE`].
     pub(crate) relays: mpsc::Sender<(Option<ServerId>, RemoteRelay)>,
+    /// Notified when the registry has local changes to publish (a wake-up
+    /// not taken yet is kept once: nothing queues).
+    pub(crate) local_changes: Arc<Notify>,
 }
 
 /// Runs the cluster of `shared` over `client` until the server stops.
 pub(crate) async fn run(
     shared: Arc<Shared>,
     client: async_nats::Client,
-    me: ServerId,
+    link: Link,
     mut relays: mpsc::Receiver<(Option<ServerId>, RemoteRelay)>,
 ) {
+    let me = link.me;
     // Later runs have later epochs (Unix milliseconds at start).
     let epoch = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -101,12 +105,10 @@ pub(crate) async fn run(
         }
     };
     info!(server = %me, epoch, "joined the cluster");
-    let mut drain = tokio::time::interval(BATCH_DELAY);
-    drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let wake = cluster
             .poll_timeout()
-            .map_or_else(|| tokio::time::Instant::now() + BATCH_DELAY, Into::into);
+            .map_or_else(|| tokio::time::Instant::now() + HEARTBEAT, Into::into);
         tokio::select! {
             biased;
             () = shared.stop.cancelled() => return,
@@ -121,7 +123,7 @@ pub(crate) async fn run(
                     Err(e) => debug!(error = %e, "relay not encoded"),
                 }
             }
-            _ = drain.tick() => {
+            () = link.local_changes.notified() => {
                 let (changes, lost) = shared.lock().registry.take_local_changes();
                 let now = Instant::now();
                 for change in changes {

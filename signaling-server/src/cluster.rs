@@ -44,7 +44,9 @@ use serde::{Deserialize, Serialize};
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
 /// A server not heard from for this long is gone, with its members.
 pub const DEAD_AFTER: Duration = Duration::from_secs(5);
-/// How long local changes wait to be published together.
+/// At most one batch of local changes per this time: a change after a
+/// quiet spell is published at once, later ones wait for the rest of it
+/// and go together.
 pub const BATCH_DELAY: Duration = Duration::from_millis(50);
 /// Most changes in one batch; more are published at once in several.
 pub const MAX_BATCH: usize = 512;
@@ -187,6 +189,8 @@ pub struct Cluster {
     /// Local changes not published yet, and since when the oldest waits.
     pending: Vec<Change>,
     pending_since: Option<Instant>,
+    /// When the last batch went out on time (not forced by its size).
+    last_batch: Option<Instant>,
     next_heartbeat: Option<Instant>,
     remotes: BTreeMap<ServerId, Remote>,
     out: VecDeque<Output>,
@@ -201,6 +205,7 @@ impl Cluster {
             seq: 0,
             pending: Vec::new(),
             pending_since: None,
+            last_batch: None,
             next_heartbeat: None,
             remotes: BTreeMap::new(),
             out: VecDeque::new(),
@@ -222,6 +227,26 @@ impl Cluster {
         self.pending.push(change);
         self.pending_since.get_or_insert(now);
         if self.pending.len() >= MAX_BATCH {
+            self.flush();
+        } else {
+            self.publish_due(now);
+        }
+    }
+
+    /// When the pending changes are due: at once after a quiet spell,
+    /// else [`BATCH_DELAY`] after the last batch.
+    fn batch_due(&self) -> Option<Instant> {
+        let since = self.pending_since?;
+        Some(
+            self.last_batch
+                .map_or(since, |last| since.max(last + BATCH_DELAY)),
+        )
+    }
+
+    /// Publishes the pending changes if they are due by `now`.
+    fn publish_due(&mut self, now: Instant) {
+        if self.batch_due().is_some_and(|due| due <= now) {
+            self.last_batch = Some(now);
             self.flush();
         }
     }
@@ -359,16 +384,10 @@ impl Cluster {
             .collect()
     }
 
-    /// Time passed: publishes a batch that waited [`BATCH_DELAY`], a
-    /// heartbeat every [`HEARTBEAT`], and drops servers silent for
-    /// [`DEAD_AFTER`].
+    /// Time passed: publishes a batch that is due, a heartbeat every
+    /// [`HEARTBEAT`], and drops servers silent for [`DEAD_AFTER`].
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self
-            .pending_since
-            .is_some_and(|since| now.saturating_duration_since(since) >= BATCH_DELAY)
-        {
-            self.flush();
-        }
+        self.publish_due(now);
         if self.next_heartbeat.is_none_or(|at| now >= at) {
             self.next_heartbeat = Some(now + HEARTBEAT);
             self.out.push_back(Output::Broadcast(ClusterMsg::Heartbeat {
@@ -390,7 +409,7 @@ impl Cluster {
 
     /// When [`handle_timeout`](Self::handle_timeout) is next due.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let batch = self.pending_since.map(|since| since + BATCH_DELAY);
+        let batch = self.batch_due();
         let dead = self
             .remotes
             .values()

@@ -340,7 +340,12 @@ pub async fn run(
             .map_or_else(uuid::Uuid::new_v4, |name| {
                 uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, name.as_bytes())
             });
-        cluster = Some((client, crate::backplane::Link { me, relays }, relay_rx));
+        let link = crate::backplane::Link {
+            me,
+            relays,
+            local_changes: Arc::default(),
+        };
+        cluster = Some((client, link, relay_rx));
         registry = registry.clustered();
     }
     let shared = Arc::new(Shared {
@@ -349,6 +354,7 @@ pub async fn run(
             clients: HashMap::new(),
             heads: HashMap::new(),
             revoked: HashMap::new(),
+            local_changes: cluster.as_ref().map(|(_, l, _)| l.local_changes.clone()),
         }),
         next_conn: AtomicU64::new(0),
         config,
@@ -361,7 +367,7 @@ pub async fn run(
         cluster: cluster.as_ref().map(|(_, link, _)| link.clone()),
     });
     if let Some((client, link, relay_rx)) = cluster {
-        let task = crate::backplane::run(shared.clone(), client, link.me, relay_rx);
+        let task = crate::backplane::run(shared.clone(), client, link.clone(), relay_rx);
         shared
             .tracker
             .spawn(task.instrument(info_span!("cluster", server = %link.me)));
@@ -452,6 +458,8 @@ pub(crate) struct Inner {
     heads: HashMap<String, watch::Sender<Head>>,
     /// Per closed pool, the newest revocation list (verified).
     revoked: HashMap<String, Arc<Revocations>>,
+    /// Wakes the cluster's task to publish the registry's local changes.
+    local_changes: Option<Arc<tokio::sync::Notify>>,
 }
 
 pub(crate) struct Shared {
@@ -542,8 +550,11 @@ impl Inner {
     }
 
     /// Wakes the members of `pool` after a change (or forgets its watch once
-    /// the pool is gone).
+    /// the pool is gone), and the cluster's task.
     pub(crate) fn changed(&mut self, pool: &str) {
+        if let Some(wake) = &self.local_changes {
+            wake.notify_one();
+        }
         match self.registry.head(pool) {
             0 => {
                 self.heads.remove(pool);

@@ -145,3 +145,92 @@ pub(crate) fn peer_with(
             .env_remove("JOBMESH_CONFIG"),
     )
 }
+
+/// Debian's `nats-server` on 127.0.0.1 (stopped when dropped), with its
+/// monitoring port for the traffic counters.
+pub(crate) struct Nats {
+    _proc: Proc,
+    /// `nats://127.0.0.1:PORT`.
+    pub(crate) url: String,
+    monitor: u16,
+}
+
+/// nats-server's counters (`/varz`): messages and bytes, in and out added.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct NatsTraffic {
+    pub(crate) msgs: u64,
+    pub(crate) bytes: u64,
+}
+
+impl NatsTraffic {
+    /// The traffic between `earlier` and this.
+    pub(crate) fn since(&self, earlier: &Self) -> Self {
+        Self {
+            msgs: self.msgs.saturating_sub(earlier.msgs),
+            bytes: self.bytes.saturating_sub(earlier.bytes),
+        }
+    }
+}
+
+impl Nats {
+    /// Starts it on free ports and waits until it accepts connections.
+    pub(crate) fn start() -> anyhow::Result<Self> {
+        let program = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .context("signal-cluster needs Debian's nats-server: run scripts/setup")?;
+        let free = || -> anyhow::Result<u16> {
+            Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port())
+        };
+        let (port, monitor) = (free()?, free()?);
+        let child = Command::new(program)
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-m", &monitor.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {program}"))?;
+        let proc = Proc {
+            child,
+            ready: String::new(),
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+            || std::net::TcpStream::connect(("127.0.0.1", monitor)).is_err()
+        {
+            if std::time::Instant::now() > deadline {
+                bail!("nats-server did not listen on {port} and {monitor} within 10 s");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Ok(Self {
+            _proc: proc,
+            url: format!("nats://127.0.0.1:{port}"),
+            monitor,
+        })
+    }
+
+    /// Its message and byte counters now.
+    pub(crate) async fn traffic(&self) -> anyhow::Result<NatsTraffic> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.monitor))
+            .await
+            .context("nats-server's monitoring port")?;
+        s.write_all(b"GET /varz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            .await?;
+        let mut response = Vec::new();
+        s.read_to_end(&mut response).await?;
+        let body = memchr::memmem::find(&response, b"\r\n\r\n")
+            .and_then(|at| response.get(at + 4..))
+            .context("no body in nats-server's /varz answer")?;
+        let varz: serde_json::Value =
+            serde_json::from_slice(body).context("nats-server's /varz")?;
+        let field = |k: &str| varz.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+        Ok(NatsTraffic {
+            msgs: field("in_msgs") + field("out_msgs"),
+            bytes: field("in_bytes") + field("out_bytes"),
+        })
+    }
+}

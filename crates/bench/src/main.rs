@@ -36,7 +36,8 @@ struct Args {
     #[arg(long)]
     quick: bool,
     /// Run only these scenarios (repeatable): round-trip, throughput,
-    /// payload, startup, memory, signal-scale, raw, browser.
+    /// payload, startup, memory, signal-scale, signal-cluster, raw,
+    /// browser.
     #[arg(long = "scenario", value_name = "NAME")]
     scenarios: Vec<String>,
     /// Repeats per figure [default: 5, or 2 with --quick].
@@ -60,6 +61,10 @@ pub(crate) struct Ctx {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    if let Ok(spec) = std::env::var(scenarios::CLIENTS_ENV) {
+        // A client process of signal-scale (see there), not a run.
+        return scenarios::clients_main(&spec).await;
+    }
     let args = Args::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("JOBMESH_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));

@@ -226,13 +226,19 @@ fn members_and_their_stats_reach_every_other_server() {
 #[test]
 fn a_lost_batch_is_noticed_at_the_next_heartbeat_and_healed_by_a_snapshot() {
     let (mut bus, mut now) = two_servers_one_member();
-    bus.lose_next_batch_of = Some(0);
+    // After a quiet spell the join goes at once; the leave waits for the
+    // next batch, which is lost.
     bus.servers[0].join(now, "lab", info(2, 2));
+    bus.run(now);
+    bus.lose_next_batch_of = Some(0);
     bus.servers[0].leave(now, peer(1));
     now += BATCH_DELAY;
     bus.run(now);
-    // Lost: server 2 still holds only peer 1.
-    assert_eq!(bus.servers[1].view(), [(peer(1), "lab".into(), 2)]);
+    // Lost: server 2 still holds peer 1.
+    assert_eq!(
+        bus.servers[1].view(),
+        [(peer(1), "lab".into(), 2), (peer(2), "lab".into(), 2)]
+    );
     now += HEARTBEAT;
     bus.run(now);
     assert_eq!(bus.servers[1].view(), [(peer(2), "lab".into(), 2)]);
@@ -308,24 +314,19 @@ fn changes_go_out_in_bounded_batches_and_a_snapshot_covers_what_waited() {
     for n in 0..(2 * MAX_BATCH as u128 + 10) {
         s.join(now, "lab", info(n, 1));
     }
-    let mut batches = Vec::new();
-    while let Some(out) = s.cluster.poll_output() {
-        if let Output::Broadcast(ClusterMsg::Batch { seq, changes, .. }) = out {
-            batches.push((seq, changes.len()));
-        }
-    }
-    // Two full batches went out at once; ten wait for the delay.
-    assert_eq!(batches, [(1, MAX_BATCH), (2, MAX_BATCH)]);
+    // The first change went at once, alone; then two full batches; nine
+    // wait for the rest of the delay.
+    assert_eq!(batches(&mut s), [(1, 1), (2, MAX_BATCH), (3, MAX_BATCH)]);
     assert_eq!(s.cluster.poll_timeout(), Some(now + BATCH_DELAY));
     let members = s.local.values().cloned().collect();
     let pages = s.cluster.snapshot(uuid::Uuid::nil(), members);
     let Some(Output::Broadcast(ClusterMsg::Batch {
-        seq: 3, changes, ..
+        seq: 4, changes, ..
     })) = s.cluster.poll_output()
     else {
         panic!("the waiting changes first");
     };
-    assert_eq!(changes.len(), 10);
+    assert_eq!(changes.len(), 9);
     // 1,034 members: two pages, both of batch 3.
     let shape: Vec<(u64, u32, u32, usize)> = pages
         .iter()
@@ -341,7 +342,41 @@ fn changes_go_out_in_bounded_batches_and_a_snapshot_covers_what_waited() {
         })
         .collect();
     let rest = 2 * MAX_BATCH + 10 - SNAPSHOT_PAGE;
-    assert_eq!(shape, [(3, 0, 2, SNAPSHOT_PAGE), (3, 1, 2, rest)]);
+    assert_eq!(shape, [(4, 0, 2, SNAPSHOT_PAGE), (4, 1, 2, rest)]);
+}
+
+/// The batches `s` published: (sequence, changes).
+fn batches(s: &mut Server) -> Vec<(u64, usize)> {
+    let mut out = Vec::new();
+    while let Some(o) = s.cluster.poll_output() {
+        if let Output::Broadcast(ClusterMsg::Batch { seq, changes, .. }) = o {
+            out.push((seq, changes.len()));
+        }
+    }
+    out
+}
+
+#[test]
+fn a_change_after_a_quiet_spell_goes_at_once_and_a_burst_waits_for_one_batch() {
+    let start = t0();
+    let mut now = start;
+    let mut s = Server::new(1, 1);
+    s.join(now, "lab", info(1, 1));
+    assert_eq!(batches(&mut s), [(1, 1)], "a lone change is not delayed");
+    now += Duration::from_millis(10);
+    s.join(now, "lab", info(2, 1));
+    s.join(now, "lab", info(3, 1));
+    assert_eq!(batches(&mut s), [], "within the delay: they wait");
+    let due = start + BATCH_DELAY;
+    assert_eq!(s.cluster.poll_timeout(), Some(due));
+    s.cluster.handle_timeout(due - Duration::from_millis(1));
+    assert_eq!(batches(&mut s), []);
+    s.cluster.handle_timeout(due);
+    assert_eq!(batches(&mut s), [(2, 2)], "together, when due");
+    // A quiet spell of more than the delay: the next change goes at once.
+    now = due + BATCH_DELAY;
+    s.stats(now, peer(1), 4);
+    assert_eq!(batches(&mut s), [(3, 1)]);
 }
 
 #[test]

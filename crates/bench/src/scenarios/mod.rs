@@ -10,6 +10,8 @@ mod signal_scale;
 mod startup;
 mod throughput;
 
+pub(crate) use signal_scale::{clients_main, CLIENTS_ENV};
+
 use std::future::Future;
 use std::pin::Pin;
 
@@ -27,6 +29,7 @@ pub(crate) const ALL: &[(&str, Run)] = &[
     ("startup", |c| Box::pin(startup::run(c))),
     ("memory", |c| Box::pin(memory::run(c))),
     ("signal-scale", |c| Box::pin(signal_scale::run(c))),
+    ("signal-cluster", |c| Box::pin(signal_scale::run_cluster(c))),
     ("browser", |c| Box::pin(browser::run(c))),
 ];
 

@@ -12,6 +12,14 @@
 //! this process shares the cores with the server). Frames that mention the
 //! publishing client (below) are decoded in full.
 //!
+//! `signal-cluster` runs the same clients against three servers clustered
+//! over a real `nats-server` (client `i` on server `i % 3`), against one
+//! server in the same run, and adds: the stats fan-out to clients of the
+//! publisher's own server and of the other servers apart, each server's RSS
+//! (the largest reported), and the NATS traffic (`/varz` of nats-server's
+//! monitoring port: bytes in + out per second while the pool joins, and
+//! while it is calm).
+//!
 //! Figures per N, one sample per repeat (a fresh server each):
 //! * join time: from the first connect to the last welcome received;
 //! * views complete: until every client's view lists all N-1 others;
@@ -31,6 +39,7 @@
 //! versioned view (protocol 2) keeps no per-client backlog.
 
 use std::collections::HashMap;
+use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -41,6 +50,8 @@ use jobmesh_peer::lock;
 use jobmesh_peer::Identity;
 use jobmesh_wire::signal::{encode, ClientMsg, Join, ServerMsg};
 use jobmesh_wire::{PeerId, Stats};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::Message;
@@ -50,6 +61,7 @@ use crate::report::{quantile, Figure};
 use crate::Ctx;
 
 const SCENARIO: &str = "signal-scale";
+const CLUSTER_SCENARIO: &str = "signal-cluster";
 const POOL: &str = "bench";
 /// Clients between their connect and their welcome at any time, so the
 /// server's accept backlog never overflows.
@@ -58,7 +70,7 @@ const IN_FLIGHT: usize = 64;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Deadline for all N clients to be welcomed, and again for all join
 /// announcements to be delivered.
-const PHASE_TIMEOUT: Duration = Duration::from_secs(300);
+const PHASE_TIMEOUT: Duration = Duration::from_secs(900);
 /// Deadline for one stats change to reach every other client.
 const FANOUT_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often the measuring task looks at the clients' counters. Only waits
@@ -72,38 +84,86 @@ const SPARE_FDS: u64 = 256;
 const MANY_REPEATS_UP_TO: usize = 2_000;
 
 /// `--quick`: 200 and 1,000 peers, 2 stats changes each.
-const QUICK: [usize; 2] = [200, 1_000];
+const QUICK: [Layout; 2] = [Layout::alone(200), Layout::alone(1_000)];
 /// The full run: 1,000 and 10,000 peers.
-const FULL: [usize; 2] = [1_000, 10_000];
-/// Quiet time before each measured stats change: longer than the server's
-/// view interval (50 ms, or 0.5 s at 10,000 members).
+const FULL: [Layout; 2] = [Layout::alone(1_000), Layout::alone(10_000)];
+/// `signal-cluster --quick`: 300 peers on one server, 900 on three.
+const CLUSTER_QUICK: [Layout; 2] = [Layout::alone(300), Layout::clustered(900, 3)];
+/// `signal-cluster`: 10,000 peers on one server, 30,000 on three.
+const CLUSTER_FULL: [Layout; 2] = [Layout::alone(10_000), Layout::clustered(30_000, 3)];
+/// Quiet time before each measured stats change, at least: longer than the
+/// server's view interval (50 ms, or N / 20,000 s at N members, to which
+/// [`round_gap`] adds).
 const ROUND_GAP: Duration = Duration::from_millis(600);
 /// Stats changes measured per repeat: quick, full.
 const ROUNDS: (u64, u64) = (2, 5);
 
+/// Where the clients go: `servers` signal-servers, clustered over NATS
+/// when more than one; client `i` connects to server `i % servers`.
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    n: usize,
+    servers: usize,
+}
+
+impl Layout {
+    const fn alone(n: usize) -> Self {
+        Self { n, servers: 1 }
+    }
+
+    const fn clustered(n: usize, servers: usize) -> Self {
+        Self { n, servers }
+    }
+
+    fn server_of(&self, client: usize) -> usize {
+        client % self.servers
+    }
+
+    fn label(&self) -> String {
+        match self.servers {
+            1 => format!("{} peers", self.n),
+            s => format!("{} peers over {s} servers", self.n),
+        }
+    }
+}
+
 pub(crate) async fn run(ctx: Ctx) -> anyhow::Result<Vec<Figure>> {
-    let (sizes, rounds) = if ctx.quick {
-        (QUICK, ROUNDS.0)
+    let layouts = if ctx.quick { QUICK } else { FULL };
+    measure_layouts(&ctx, SCENARIO, &layouts).await
+}
+
+pub(crate) async fn run_cluster(ctx: Ctx) -> anyhow::Result<Vec<Figure>> {
+    let layouts = if ctx.quick {
+        CLUSTER_QUICK
     } else {
-        (FULL, ROUNDS.1)
+        CLUSTER_FULL
     };
-    let largest = sizes.iter().max().copied().unwrap_or(0) as u64;
-    check_open_files(largest + SPARE_FDS)?;
+    measure_layouts(&ctx, CLUSTER_SCENARIO, &layouts).await
+}
+
+async fn measure_layouts(
+    ctx: &Ctx,
+    scenario: &'static str,
+    layouts: &[Layout],
+) -> anyhow::Result<Vec<Figure>> {
+    let rounds = if ctx.quick { ROUNDS.0 } else { ROUNDS.1 };
+    let largest = layouts.iter().map(|l| l.n).max().unwrap_or(0) as u64;
+    raise_open_files(largest + SPARE_FDS)?;
     let mut figures = Vec::new();
-    for n in sizes {
-        let repeats = if n > MANY_REPEATS_UP_TO {
+    for &layout in layouts {
+        let repeats = if layout.n > MANY_REPEATS_UP_TO {
             ctx.repeats.min(2)
         } else {
             ctx.repeats
         };
         let mut all: Vec<Sample> = Vec::new();
         for r in 0..repeats {
-            all.push(measure_retrying(&ctx, n, rounds, r + 1).await?);
+            all.push(measure_retrying(ctx, layout, rounds, r + 1).await?);
         }
-        let label = format!("{n} peers");
+        let label = layout.label();
         let figure = |what: &str, unit: &'static str, f: fn(&Sample) -> f64| {
             Figure::new(
-                SCENARIO,
+                scenario,
                 format!("{label}: {what}"),
                 unit,
                 all.iter().map(f).collect(),
@@ -112,16 +172,43 @@ pub(crate) async fn run(ctx: Ctx) -> anyhow::Result<Vec<Figure>> {
         figures.extend([
             figure("join time", "s", |s| s.join_s),
             figure("views complete", "s", |s| s.settled_s),
-            figure("server RSS", "MiB", |s| s.rss_mib),
-            figure("server peak RSS", "MiB", |s| s.hwm_mib),
-            figure("stats fan-out p50", "ms", |s| s.fanout_p50_ms),
-            figure("stats fan-out p99", "ms", |s| s.fanout_p99_ms),
+        ]);
+        if layout.servers == 1 {
+            figures.extend([
+                figure("server RSS", "MiB", |s| s.rss_mib),
+                figure("server peak RSS", "MiB", |s| s.hwm_mib),
+                figure("stats fan-out p50", "ms", |s| s.within.0),
+                figure("stats fan-out p99", "ms", |s| s.within.1),
+            ]);
+        } else {
+            figures.extend([
+                figure("server RSS, largest", "MiB", |s| s.rss_mib),
+                figure("server peak RSS, largest", "MiB", |s| s.hwm_mib),
+                figure("stats fan-out p50, same server", "ms", |s| s.within.0),
+                figure("stats fan-out p99, same server", "ms", |s| s.within.1),
+                figure("stats fan-out p50, other servers", "ms", |s| s.across.0),
+                figure("stats fan-out p99, other servers", "ms", |s| s.across.1),
+                figure("NATS traffic while joining", "MiB/s", |s| {
+                    s.nats.joining_mib_s
+                }),
+                figure("NATS traffic when calm", "KiB/s", |s| s.nats.calm_kib_s),
+                figure("NATS messages when calm", "msg/s", |s| s.nats.calm_msgs_s),
+            ]);
+        }
+        figures.extend([
             figure("view data per client", "KiB", |s| s.view_kib),
             // Dropped as slow in attempts that were then run again.
             figure("clients dropped", "clients", |s| s.lost_before as f64),
         ]);
     }
     Ok(figures)
+}
+
+/// Quiet time before a measured stats change in a pool of `n`: past the
+/// server's view interval.
+fn round_gap(n: usize) -> Duration {
+    let interval = Duration::from_secs_f64(n as f64 / f64::from(jobmesh_signal_server::VIEW_RATE));
+    ROUND_GAP.max(interval + Duration::from_millis(200))
 }
 
 /// Attempts per repeat: a repeat in which the server dropped clients is
@@ -134,13 +221,14 @@ const ATTEMPTS: usize = 3;
 /// long.
 async fn measure_retrying(
     ctx: &Ctx,
-    n: usize,
+    layout: Layout,
     rounds: u64,
     repeat: usize,
 ) -> anyhow::Result<Sample> {
+    let n = layout.n;
     let mut lost_before = 0;
     for attempt in 1..=ATTEMPTS {
-        let measured = measure(ctx, n, rounds)
+        let measured = measure(ctx, layout, rounds)
             .await
             .with_context(|| format!("{n} peers, repeat {repeat}, attempt {attempt}"));
         match measured {
@@ -186,210 +274,596 @@ struct Sample {
     lost_before: usize,
     join_s: f64,
     settled_s: f64,
+    /// Of the largest server.
     rss_mib: f64,
     hwm_mib: f64,
-    fanout_p50_ms: f64,
-    fanout_p99_ms: f64,
+    /// Stats fan-out (p50, p99) in ms to the clients of the publisher's
+    /// server, and of the others (NaN with one server).
+    within: (f64, f64),
+    across: (f64, f64),
     view_kib: f64,
+    nats: NatsRates,
 }
 
-/// Fails early, with the fix, when this process may not open `need` files.
-/// (The server is a separate process with the same limit and needs one
-/// socket per client too.)
-fn check_open_files(need: u64) -> anyhow::Result<()> {
-    let limits = std::fs::read_to_string("/proc/self/limits").context("/proc/self/limits")?;
-    let soft = limits
-        .lines()
-        .find_map(|l| l.strip_prefix("Max open files"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .context("no \"Max open files\" in /proc/self/limits")?;
-    if soft == "unlimited" {
+/// NATS traffic of a clustered run (NaN with one server).
+#[derive(Debug, Clone, Copy)]
+struct NatsRates {
+    /// Bytes in + out per second, from the first connect to complete views.
+    joining_mib_s: f64,
+    /// The same and messages per second during the stats changes.
+    calm_kib_s: f64,
+    calm_msgs_s: f64,
+}
+
+impl NatsRates {
+    const NONE: Self = Self {
+        joining_mib_s: f64::NAN,
+        calm_kib_s: f64::NAN,
+        calm_msgs_s: f64::NAN,
+    };
+}
+
+/// Raises this process's open-files limit to `need` if it is lower (the
+/// hard limit too when allowed: root), or fails with the fix. The servers
+/// and nats-server are started from here and inherit it; each needs one
+/// socket per client too.
+fn raise_open_files(need: u64) -> anyhow::Result<()> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).context("getrlimit(RLIMIT_NOFILE)")?;
+    if soft >= need {
         return Ok(());
     }
-    let soft: u64 = soft
-        .parse()
-        .with_context(|| format!("open-files limit {soft:?}"))?;
-    if soft < need {
-        bail!("this scenario needs {need} open files, the limit is {soft}: raise it (ulimit -n {need})");
+    setrlimit(Resource::RLIMIT_NOFILE, need, hard.max(need)).with_context(|| {
+        format!(
+            "this scenario needs {need} open files, the limit is {soft} (hard {hard}) and \
+             may not be raised here: raise it (ulimit -n {need}, as root for a hard limit)"
+        )
+    })
+}
+
+/// The signal-servers of a layout (and the nats-server joining them),
+/// stopped when dropped: the servers first.
+struct Servers {
+    procs: Vec<Proc>,
+    urls: Vec<String>,
+    nats: Option<env::Nats>,
+}
+
+impl Servers {
+    /// `layout.servers` signal-servers on 127.0.0.1:0 with room for all
+    /// `n` peers in one pool, all connecting from this one address.
+    fn start(ctx: &Ctx, layout: Layout) -> anyhow::Result<Self> {
+        let n = layout.n.to_string();
+        let room = (layout.n + 64).to_string();
+        let nats = (layout.servers > 1).then(env::Nats::start).transpose()?;
+        let (mut procs, mut urls) = (Vec::new(), Vec::new());
+        for k in 0..layout.servers {
+            let mut args = vec![
+                "--max-peers-per-pool".to_owned(),
+                n.clone(),
+                "--max-connections".to_owned(),
+                room.clone(),
+                "--max-connections-per-ip".to_owned(),
+                room.clone(),
+            ];
+            if let Some(nats) = &nats {
+                args.extend([
+                    "--cluster".to_owned(),
+                    nats.url.clone(),
+                    "--server-id".to_owned(),
+                    format!("bench-{k}"),
+                ]);
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let (proc, url) = env::signal_server(&ctx.bins, &args)?;
+            procs.push(proc);
+            urls.push(url);
+        }
+        Ok(Self { procs, urls, nats })
     }
-    Ok(())
+
+    /// VmRSS and VmHWM in MiB of the largest server.
+    fn largest_rss(&self) -> anyhow::Result<(f64, f64)> {
+        let (mut rss, mut hwm) = (0.0f64, 0.0f64);
+        for p in &self.procs {
+            rss = rss.max(p.rss_mib()?);
+            hwm = hwm.max(env::status_kib(p.pid(), "VmHWM")? as f64 / 1024.0);
+        }
+        Ok((rss, hwm))
+    }
+
+    /// NATS's message and byte counters now (zeroes without NATS).
+    async fn nats_traffic(&self) -> anyhow::Result<env::NatsTraffic> {
+        match &self.nats {
+            Some(n) => n.traffic().await,
+            None => Ok(env::NatsTraffic::default()),
+        }
+    }
 }
 
-/// `signal-server` on 127.0.0.1:0 with room for `n` peers in a pool, all
-/// connecting from this one address.
-fn start_server(ctx: &Ctx, n: usize) -> anyhow::Result<(Proc, String)> {
-    let room = (n + 64).to_string();
-    env::signal_server(
-        &ctx.bins,
-        &[
-            "--max-peers-per-pool",
-            &n.to_string(),
-            "--max-connections",
-            &room,
-            "--max-connections-per-ip",
-            &room,
-        ],
-    )
+impl Drop for Servers {
+    fn drop(&mut self) {
+        self.procs.clear();
+        self.nats = None;
+    }
 }
 
-/// A fresh server, `n` clients joining, then `rounds` stats changes.
-async fn measure(ctx: &Ctx, n: usize, rounds: u64) -> anyhow::Result<Sample> {
-    let (server, url) = start_server(ctx, n)?;
-    let board = Arc::new(Board::new(n));
-    let mut clients = JoinSet::new();
-    let measured = drive(&mut clients, &server, &url, &board, n, rounds).await;
-    // The server goes first: clients leaving one by one would only make it
-    // tell the rest.
-    drop(server);
-    clients.shutdown().await;
+/// Fresh servers, `n` clients joining, then `rounds` stats changes.
+async fn measure(ctx: &Ctx, layout: Layout, rounds: u64) -> anyhow::Result<Sample> {
+    let servers = Servers::start(ctx, layout)?;
+    let measured = drive(&servers, layout, rounds).await;
+    // The servers go first: clients leaving one by one would only make
+    // them tell the rest. (The client processes are killed when dropped.)
+    drop(servers);
     measured
 }
 
-async fn drive(
-    clients: &mut JoinSet<()>,
-    server: &Proc,
-    url: &str,
-    board: &Arc<Board>,
-    n: usize,
-    rounds: u64,
-) -> anyhow::Result<Sample> {
-    let gate = Arc::new(Semaphore::new(IN_FLIGHT));
-    let (cmd_tx, cmd_rx) = mpsc::channel(1);
-    let mut cmd_rx = Some(cmd_rx);
-    let t0 = Instant::now();
-    for i in 0..n {
-        let cmds = if i == 0 { cmd_rx.take() } else { None };
-        clients.spawn(client(i, url.to_owned(), gate.clone(), board.clone(), cmds));
-    }
+async fn drive(servers: &Servers, layout: Layout, rounds: u64) -> anyhow::Result<Sample> {
+    let n = layout.n;
+    let nats_before = servers.nats_traffic().await?;
+    let t0 = mono_ns()?;
+    let mut fleet = Fleet::spawn(layout, &servers.urls)?;
+    fleet
+        .wait(t0, &format!("{n} peers joined"), |f| {
+            f.children.iter().all(|c| c.welcomed.is_some())
+        })
+        .await?;
+    let joined_at = fleet.children.iter().filter_map(|c| c.welcomed).max();
+    fleet
+        .wait(t0, &format!("{n} complete views"), |f| {
+            f.children.iter().all(|c| c.complete.is_some())
+        })
+        .await?;
+    let settled_at = fleet.children.iter().filter_map(|c| c.complete).max();
+    let view_bytes: u64 = fleet.children.iter().map(|c| c.view_bytes).sum();
+    let nats_joined = servers.nats_traffic().await?;
+    let joining_s = secs(t0, mono_ns()?);
+    let (rss_mib, hwm_mib) = servers.largest_rss()?;
 
-    wait_for(board, t0, &format!("{n} peers joined"), || {
-        board.welcomed.load(Ordering::Relaxed) >= n
-    })
-    .await?;
-    let joined_at = board
-        .stamp(&board.all_welcomed_at)
-        .context("welcome time")?;
-    wait_for(board, t0, &format!("{n} complete views"), || {
-        board.complete.load(Ordering::Relaxed) >= n
-    })
-    .await?;
-    let settled_at = board
-        .stamp(&board.settled_at)
-        .context("complete-views time")?;
-    let rss_mib = server.rss_mib()?;
-    let hwm_mib = env::status_kib(server.pid(), "VmHWM")? as f64 / 1024.0;
-
-    let (mut p50s, mut p99s) = (Vec::new(), Vec::new());
+    let calm_from = mono_ns()?;
+    let (mut within, mut across) = (Vec::new(), Vec::new());
     for seq in 1..=rounds {
         // Each change after a quiet spell, as a change in a calm pool is:
         // within the server's view interval of the last update a change
         // waits for the interval's end (by design, to batch bursts).
-        tokio::time::sleep(ROUND_GAP).await;
-        let (p50, p99) = fan_out(board, &cmd_tx, n, seq)
+        tokio::time::sleep(round_gap(n)).await;
+        let (w, a) = fleet
+            .fan_out(seq)
             .await
             .with_context(|| format!("stats change {seq}"))?;
-        p50s.push(p50);
-        p99s.push(p99);
+        within.push(w);
+        across.push(a);
     }
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
-    if let Some(lost) = board.lost() {
+    let nats_calm = servers.nats_traffic().await?;
+    let calm_s = secs(calm_from, mono_ns()?);
+    if let Some(lost) = fleet.lost() {
         return Err(lost).context("after the stats changes");
     }
+    let mean = |v: &[(f64, f64)]| {
+        let k = v.len().max(1) as f64;
+        (
+            v.iter().map(|p| p.0).sum::<f64>() / k,
+            v.iter().map(|p| p.1).sum::<f64>() / k,
+        )
+    };
+    let nats = if servers.nats.is_some() {
+        let joining = nats_joined.since(&nats_before);
+        let calm = nats_calm.since(&nats_joined);
+        NatsRates {
+            joining_mib_s: joining.bytes as f64 / joining_s / (1024.0 * 1024.0),
+            calm_kib_s: calm.bytes as f64 / calm_s / 1024.0,
+            calm_msgs_s: calm.msgs as f64 / calm_s,
+        }
+    } else {
+        NatsRates::NONE
+    };
     Ok(Sample {
         lost_before: 0,
-        join_s: joined_at.saturating_duration_since(t0).as_secs_f64(),
-        settled_s: settled_at.saturating_duration_since(t0).as_secs_f64(),
+        join_s: secs(t0, joined_at.context("welcome time")?),
+        settled_s: secs(t0, settled_at.context("complete-views time")?),
         rss_mib,
         hwm_mib,
-        fanout_p50_ms: mean(&p50s),
-        fanout_p99_ms: mean(&p99s),
-        view_kib: board.view_bytes.load(Ordering::Relaxed) as f64 / n as f64 / 1024.0,
+        within: mean(&within),
+        across: mean(&across),
+        view_kib: view_bytes as f64 / n as f64 / 1024.0,
+        nats,
     })
 }
 
-/// Waits until `done()`, failing when a client failed or after [`PHASE_TIMEOUT`].
-async fn wait_for(
-    board: &Board,
-    t0: Instant,
-    what: &str,
-    done: impl Fn() -> bool,
-) -> anyhow::Result<()> {
-    let start = Instant::now();
-    let mut next_progress = start + PROGRESS;
-    while !done() {
-        if let Some(lost) = board.lost() {
-            return Err(lost).with_context(|| format!("waiting for {what}"));
-        }
-        let now = Instant::now();
-        if now.saturating_duration_since(start) > PHASE_TIMEOUT {
-            bail!(
-                "{what}: not within {PHASE_TIMEOUT:?} ({})",
-                board.progress()
-            );
-        }
-        if now >= next_progress {
-            eprintln!(
-                "   signal-scale: waiting for {what}, {:.0} s: {}",
-                now.saturating_duration_since(t0).as_secs_f64(),
-                board.progress()
-            );
-            next_progress += PROGRESS;
-        }
-        tokio::time::sleep(POLL).await;
-    }
-    Ok(())
+/// CLOCK_MONOTONIC in nanoseconds: one clock for every process of a run.
+fn mono_ns() -> anyhow::Result<u64> {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .context("clock_gettime(CLOCK_MONOTONIC)")?;
+    Ok(u64::try_from(t.tv_sec()).unwrap_or(0) * 1_000_000_000
+        + u64::try_from(t.tv_nsec()).unwrap_or(0))
 }
 
-/// Client 0 publishes stats with `seq`; returns (p50, p99) in ms of the
-/// delay until each other client saw them.
-async fn fan_out(
-    board: &Board,
-    cmds: &mpsc::Sender<Cmd>,
+/// Seconds from `from` to `to` (nanoseconds of [`mono_ns`]).
+fn secs(from: u64, to: u64) -> f64 {
+    to.saturating_sub(from) as f64 / 1e9
+}
+
+/// Clients one process runs at most: each needs a file descriptor, and
+/// the hard limit on these machines is 20,000 (without CAP_SYS_RESOURCE).
+const CLIENTS_PER_PROCESS: usize = 10_000;
+
+/// The environment variable that makes `jobmesh-bench` a client process
+/// of this scenario ([`clients_main`]); its value is a [`ClientsSpec`].
+pub(crate) const CLIENTS_ENV: &str = "JOBMESH_BENCH_SIGNAL_CLIENTS";
+
+/// What one client process runs: clients `from..to` of `n`, client `i`
+/// on `urls[i % urls.len()]`.
+#[derive(Debug, Serialize, Deserialize)]
+struct ClientsSpec {
     n: usize,
-    seq: u64,
-) -> anyhow::Result<(f64, f64)> {
-    let stats = Stats {
-        slots: 4,
-        running: u32::try_from(seq % 4).unwrap_or(0),
-        queued: u32::try_from(seq).unwrap_or(u32::MAX),
-        completed: seq,
-        seq,
-        ..Stats::default()
-    };
-    let (sent_tx, sent_rx) = oneshot::channel();
-    cmds.send(Cmd {
-        msg: ClientMsg::Stats { stats },
-        sent: sent_tx,
-    })
-    .await
-    .context("the publishing client ended")?;
-    let sent_at = sent_rx.await.context("the publishing client ended")?;
-    let want = n - 1;
-    let seen_for = |seq| board.seen().iter().filter(|(s, _)| *s == seq).count();
-    let waited = tokio::time::timeout(FANOUT_TIMEOUT, async {
-        while seen_for(seq) < want && board.lost().is_none() {
-            tokio::time::sleep(POLL).await;
+    from: usize,
+    to: usize,
+    urls: Vec<String>,
+}
+
+/// What a client process reports, one line each on its stdout (times in
+/// [`mono_ns`] nanoseconds).
+#[derive(Debug, PartialEq)]
+enum Report {
+    /// Progress: clients welcomed, complete views.
+    Progress(usize, usize),
+    /// All its clients were welcomed, the last at.
+    Welcomed(u64),
+    /// All its clients' views are complete, the last at; bytes of view
+    /// frames they received until then.
+    Complete(u64, u64),
+    /// Client 0 sent its stats change `seq` at.
+    Sent(u64, u64),
+    /// Client `client` saw change `seq` at.
+    Seen(u64, usize, u64),
+    /// Clients failed or dropped, and the first error.
+    Lost(usize, String),
+}
+
+impl Report {
+    fn line(&self) -> String {
+        match self {
+            Self::Progress(w, c) => format!("progress {w} {c}"),
+            Self::Welcomed(at) => format!("welcomed {at}"),
+            Self::Complete(at, bytes) => format!("complete {at} {bytes}"),
+            Self::Sent(seq, at) => format!("sent {seq} {at}"),
+            Self::Seen(seq, client, at) => format!("seen {seq} {client} {at}"),
+            Self::Lost(clients, first) => format!("lost {clients} {}", first.replace('\n', " ")),
         }
-    })
-    .await;
-    if let Some(lost) = board.lost() {
-        return Err(lost.into());
     }
-    let mut delays: Vec<f64> = board
-        .seen()
-        .iter()
-        .filter(|(s, _)| *s == seq)
-        .map(|(_, at)| at.saturating_duration_since(sent_at).as_secs_f64() * 1e3)
-        .collect();
-    if waited.is_err() || delays.len() < want {
-        bail!(
-            "{} of {want} clients saw the stats change within {FANOUT_TIMEOUT:?}; {}",
-            delays.len(),
-            board.first_error().unwrap_or_default()
-        );
+
+    fn parse(line: &str) -> Option<Self> {
+        let mut w = line.split(' ');
+        let kind = w.next()?;
+        let mut num = || w.next()?.parse::<u64>().ok();
+        Some(match kind {
+            "progress" => Self::Progress(num()? as usize, num()? as usize),
+            "welcomed" => Self::Welcomed(num()?),
+            "complete" => Self::Complete(num()?, num()?),
+            "sent" => Self::Sent(num()?, num()?),
+            "seen" => Self::Seen(num()?, num()? as usize, num()?),
+            "lost" => {
+                let clients = num()? as usize;
+                Self::Lost(clients, w.collect::<Vec<_>>().join(" "))
+            }
+            _ => return None,
+        })
     }
-    board.seen().clear();
-    Ok((quantile(&mut delays, 0.5), quantile(&mut delays, 0.99)))
+}
+
+/// The client processes of one repeat, as the measuring process sees them.
+struct Fleet {
+    layout: Layout,
+    children: Vec<ChildState>,
+    reports: mpsc::Receiver<(usize, anyhow::Result<Report>)>,
+    /// Changes seen: (seq, client, at).
+    seen: Vec<(u64, usize, u64)>,
+    sent: HashMap<u64, u64>,
+    lost: Option<ClientsLost>,
+}
+
+/// One client process and what it reported last.
+struct ChildState {
+    process: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    progress: (usize, usize),
+    welcomed: Option<u64>,
+    complete: Option<u64>,
+    view_bytes: u64,
+}
+
+impl Fleet {
+    /// Starts the client processes; their clients start joining at once.
+    fn spawn(layout: Layout, urls: &[String]) -> anyhow::Result<Self> {
+        let exe = std::env::current_exe().context("this binary's path")?;
+        let (tx, reports) = mpsc::channel(1024);
+        let mut children = Vec::new();
+        for (k, from) in (0..layout.n).step_by(CLIENTS_PER_PROCESS).enumerate() {
+            let spec = ClientsSpec {
+                n: layout.n,
+                from,
+                to: (from + CLIENTS_PER_PROCESS).min(layout.n),
+                urls: urls.to_vec(),
+            };
+            let mut process = tokio::process::Command::new(&exe)
+                .env(CLIENTS_ENV, serde_json::to_string(&spec)?)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .context("starting a client process")?;
+            let stdin = process.stdin.take().context("piped stdin")?;
+            let stdout = process.stdout.take().context("piped stdout")?;
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stdout).lines();
+                loop {
+                    let report = match lines.next_line().await {
+                        Ok(Some(l)) => Report::parse(&l)
+                            .with_context(|| format!("a client process said {l:?}")),
+                        Ok(None) => Err(anyhow::anyhow!("a client process ended")),
+                        Err(e) => Err(e).context("reading a client process"),
+                    };
+                    let end = report.is_err();
+                    if tx.send((k, report)).await.is_err() || end {
+                        return;
+                    }
+                }
+            });
+            children.push(ChildState {
+                process,
+                stdin,
+                progress: (0, 0),
+                welcomed: None,
+                complete: None,
+                view_bytes: 0,
+            });
+        }
+        Ok(Self {
+            layout,
+            children,
+            reports,
+            seen: Vec::new(),
+            sent: HashMap::new(),
+            lost: None,
+        })
+    }
+
+    fn lost(&mut self) -> Option<ClientsLost> {
+        self.lost.take()
+    }
+
+    /// Takes the next report; `Err` when a process ended or failed.
+    async fn next(&mut self) -> anyhow::Result<()> {
+        let (k, report) = self
+            .reports
+            .recv()
+            .await
+            .context("every client process ended")?;
+        let child = &mut self.children[k];
+        match report? {
+            Report::Progress(w, c) => child.progress = (w, c),
+            Report::Welcomed(at) => child.welcomed = Some(at),
+            Report::Complete(at, bytes) => {
+                child.complete = Some(at);
+                child.view_bytes = bytes;
+            }
+            Report::Sent(seq, at) => {
+                self.sent.insert(seq, at);
+            }
+            Report::Seen(seq, client, at) => self.seen.push((seq, client, at)),
+            Report::Lost(clients, first) => {
+                let lost = self.lost.get_or_insert(ClientsLost { clients: 0, first });
+                lost.clients += clients;
+            }
+        }
+        Ok(())
+    }
+
+    fn progress(&self) -> String {
+        let (w, c) = self
+            .children
+            .iter()
+            .fold((0, 0), |(w, c), s| (w + s.progress.0, c + s.progress.1));
+        format!("{w} of {} welcomed, {c} complete views", self.layout.n)
+    }
+
+    /// Takes reports until `done`, failing when clients were lost, a
+    /// process ended, or after [`PHASE_TIMEOUT`].
+    async fn wait(
+        &mut self,
+        t0: u64,
+        what: &str,
+        done: impl Fn(&Self) -> bool,
+    ) -> anyhow::Result<()> {
+        let start = Instant::now();
+        let mut next_progress = start + PROGRESS;
+        while !done(self) {
+            if let Some(lost) = self.lost() {
+                return Err(lost).with_context(|| format!("waiting for {what}"));
+            }
+            let left = PHASE_TIMEOUT.saturating_sub(start.elapsed());
+            let next = tokio::time::timeout(left.min(PROGRESS), self.next()).await;
+            match next {
+                Ok(r) => r.with_context(|| format!("waiting for {what}"))?,
+                Err(_) if start.elapsed() >= PHASE_TIMEOUT => {
+                    bail!("{what}: not within {PHASE_TIMEOUT:?} ({})", self.progress())
+                }
+                Err(_) => {}
+            }
+            if Instant::now() >= next_progress {
+                eprintln!(
+                    "   signal-scale: waiting for {what}, {:.0} s: {}",
+                    secs(t0, mono_ns()?),
+                    self.progress()
+                );
+                next_progress += PROGRESS;
+            }
+        }
+        Ok(())
+    }
+
+    /// Client 0 publishes stats with `seq`; returns (p50, p99) in ms of
+    /// the delay until each other client saw them: of the clients on
+    /// client 0's server, and of the others (NaN with one server).
+    async fn fan_out(&mut self, seq: u64) -> anyhow::Result<((f64, f64), (f64, f64))> {
+        self.seen.clear();
+        let publisher = &mut self.children[0].stdin;
+        publisher
+            .write_all(format!("stats {seq}\n").as_bytes())
+            .await
+            .context("the publishing client process ended")?;
+        let want = self.layout.n - 1;
+        let seen_all = move |f: &Self| f.sent.contains_key(&seq) && f.seen.len() >= want;
+        let waited = tokio::time::timeout(FANOUT_TIMEOUT, async {
+            while !seen_all(self) && self.lost.is_none() {
+                self.next().await?;
+            }
+            anyhow::Ok(())
+        })
+        .await;
+        if let Some(lost) = self.lost() {
+            return Err(lost.into());
+        }
+        let sent_at = self.sent.get(&seq).copied();
+        let (Ok(Ok(())), Some(sent_at)) = (waited, sent_at) else {
+            bail!(
+                "{} of {want} clients saw the stats change within {FANOUT_TIMEOUT:?}",
+                self.seen.len()
+            );
+        };
+        let (mut within, mut across) = (Vec::new(), Vec::new());
+        let home = self.layout.server_of(0);
+        for &(s, client, at) in &self.seen {
+            if s != seq {
+                continue;
+            }
+            let ms = secs(sent_at, at) * 1e3;
+            if self.layout.server_of(client) == home {
+                within.push(ms);
+            } else {
+                across.push(ms);
+            }
+        }
+        let quantiles = |v: &mut Vec<f64>| (quantile(v, 0.5), quantile(v, 0.99));
+        Ok((quantiles(&mut within), quantiles(&mut across)))
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.process.start_kill();
+        }
+    }
+}
+
+/// A client process: runs the clients of `spec` (a [`ClientsSpec`] in
+/// JSON) and reports on stdout until its stdin closes.
+pub(crate) async fn clients_main(spec: &str) -> anyhow::Result<()> {
+    let spec: ClientsSpec = serde_json::from_str(spec).context(CLIENTS_ENV)?;
+    let layout = Layout {
+        n: spec.n,
+        servers: spec.urls.len().max(1),
+    };
+    let board = Arc::new(Board::new(layout, spec.to - spec.from));
+    let base = (Instant::now(), mono_ns()?);
+    let ns = move |at: Instant| {
+        base.1 + u64::try_from(at.saturating_duration_since(base.0).as_nanos()).unwrap_or(0)
+    };
+    let gate = Arc::new(Semaphore::new(IN_FLIGHT));
+    let (cmd_tx, cmd_rx) = mpsc::channel(1);
+    let mut cmd_rx = Some(cmd_rx);
+    let mut clients = JoinSet::new();
+    for i in spec.from..spec.to {
+        let cmds = if i == 0 { cmd_rx.take() } else { None };
+        let url = spec.urls[layout.server_of(i)].clone();
+        clients.spawn(client(i, url, gate.clone(), board.clone(), cmds));
+    }
+    // Commands from the measuring process; its end is this one's.
+    let (sent_tx, mut sent_rx) = mpsc::channel(4);
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(tokio::io::stdin()).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let Some(seq) = line.strip_prefix("stats ").and_then(|s| s.parse().ok()) else {
+                continue;
+            };
+            let (sent, at) = oneshot::channel();
+            if cmd_tx
+                .send(Cmd {
+                    msg: stats_change(seq),
+                    sent,
+                })
+                .await
+                .is_err()
+            {
+                break;
+            }
+            if let Ok(at) = at.await {
+                let _ = sent_tx.send((seq, at)).await;
+            }
+        }
+        std::process::exit(0);
+    });
+    let mut out = tokio::io::stdout();
+    let say = |r: Report| r.line() + "\n";
+    let (mut welcomed, mut complete, mut lost) = (false, false, false);
+    let mut next_progress = Instant::now();
+    loop {
+        let mut lines = String::new();
+        tokio::select! {
+            Some((seq, at)) = sent_rx.recv() => lines += &say(Report::Sent(seq, ns(at))),
+            () = tokio::time::sleep(POLL) => {}
+        }
+        if !welcomed {
+            if let Some(at) = board.stamp(&board.all_welcomed_at) {
+                lines += &say(Report::Welcomed(ns(at)));
+                welcomed = true;
+            }
+        }
+        if !complete {
+            if let Some(at) = board.stamp(&board.settled_at) {
+                let bytes = board.view_bytes.load(Ordering::Relaxed);
+                lines += &say(Report::Complete(ns(at), bytes));
+                complete = true;
+            }
+        }
+        for (seq, at, client) in board.seen().drain(..) {
+            lines += &say(Report::Seen(seq, client, ns(at)));
+        }
+        if !lost {
+            if let Some(l) = board.lost() {
+                lines += &say(Report::Lost(l.clients, l.first));
+                lost = true;
+            }
+        }
+        if Instant::now() >= next_progress {
+            let progress = Report::Progress(
+                board.welcomed.load(Ordering::Relaxed),
+                board.complete.load(Ordering::Relaxed),
+            );
+            lines += &say(progress);
+            next_progress += Duration::from_secs(1);
+        }
+        if !lines.is_empty() {
+            out.write_all(lines.as_bytes()).await?;
+            out.flush().await?;
+        }
+    }
+}
+
+/// Stats change `seq` of the publishing client.
+fn stats_change(seq: u64) -> ClientMsg {
+    ClientMsg::Stats {
+        stats: Stats {
+            slots: 4,
+            running: u32::try_from(seq % 4).unwrap_or(0),
+            queued: u32::try_from(seq).unwrap_or(u32::MAX),
+            completed: seq,
+            seq,
+            ..Stats::default()
+        },
+    }
 }
 
 /// A frame for the publishing client to send; it reports when it did.
@@ -400,7 +874,9 @@ struct Cmd {
 
 /// What the client tasks record, shared with the measuring task.
 struct Board {
-    n: usize,
+    layout: Layout,
+    /// Clients in this process.
+    local: usize,
     members: Members,
     welcomed: AtomicUsize,
     all_welcomed_at: Mutex<Option<Instant>>,
@@ -413,8 +889,8 @@ struct Board {
     first_error: Mutex<Option<String>>,
     /// Bytes of `view` frames received by clients until their view was complete.
     view_bytes: AtomicU64,
-    /// (seq, arrival) of every stats change of the publisher seen.
-    seen: Mutex<Vec<(u64, Instant)>>,
+    /// (seq, arrival, client) of every stats change of the publisher seen.
+    seen: Mutex<Vec<(u64, Instant, usize)>>,
 }
 
 /// The clients' identities (client `i`'s from a seed of `i`; the publisher
@@ -456,6 +932,8 @@ impl Members {
 
 /// One client's view: which members it knows.
 struct View {
+    /// The client's number.
+    me: usize,
     known: Vec<u64>,
     count: usize,
     complete: bool,
@@ -463,8 +941,9 @@ struct View {
 }
 
 impl View {
-    fn new(n: usize) -> Self {
+    fn new(n: usize, me: usize) -> Self {
         Self {
+            me,
             known: vec![0; n.div_ceil(64)],
             count: 0,
             complete: false,
@@ -499,10 +978,11 @@ impl View {
 }
 
 impl Board {
-    fn new(n: usize) -> Self {
+    fn new(layout: Layout, local: usize) -> Self {
         Self {
-            n,
-            members: Members::new(n),
+            layout,
+            local,
+            members: Members::new(layout.n),
             welcomed: AtomicUsize::new(0),
             all_welcomed_at: Mutex::new(None),
             complete: AtomicUsize::new(0),
@@ -519,21 +999,12 @@ impl Board {
         *lock(at)
     }
 
-    fn seen(&self) -> MutexGuard<'_, Vec<(u64, Instant)>> {
+    fn seen(&self) -> MutexGuard<'_, Vec<(u64, Instant, usize)>> {
         lock(&self.seen)
     }
 
     fn first_error(&self) -> Option<String> {
         lock(&self.first_error).clone()
-    }
-
-    fn progress(&self) -> String {
-        format!(
-            "{} of {} welcomed, {} complete views",
-            self.welcomed.load(Ordering::Relaxed),
-            self.n,
-            self.complete.load(Ordering::Relaxed),
-        )
     }
 
     /// Clients failed so far, or reported gone by the server.
@@ -557,14 +1028,14 @@ impl Board {
     }
 
     fn welcome(&self, at: Instant) {
-        if self.welcomed.fetch_add(1, Ordering::Relaxed) + 1 == self.n {
+        if self.welcomed.fetch_add(1, Ordering::Relaxed) + 1 == self.local {
             *lock(&self.all_welcomed_at) = Some(at);
         }
     }
 
     fn completed(&self, at: Instant, view: &View) {
         self.view_bytes.fetch_add(view.bytes, Ordering::Relaxed);
-        if self.complete.fetch_add(1, Ordering::Relaxed) + 1 == self.n {
+        if self.complete.fetch_add(1, Ordering::Relaxed) + 1 == self.local {
             *lock(&self.settled_at) = Some(at);
         }
     }
@@ -622,11 +1093,11 @@ impl Board {
             if let ServerMsg::View { peers, .. } = ServerMsg::decode(text.as_bytes())? {
                 let me = self.members.id(0);
                 if let Some(p) = peers.iter().find(|p| p.id == me) {
-                    self.seen().push((p.stats.seq, at));
+                    self.seen().push((p.stats.seq, at, view.me));
                 }
             }
         }
-        if !view.complete && view.count + 1 == self.n {
+        if !view.complete && view.count + 1 == self.layout.n {
             view.complete = true;
             self.completed(at, view);
         }
@@ -689,7 +1160,7 @@ async fn client_loop(
         .await
         .context("sending hello")?;
     let mut permit = Some(permit);
-    let mut view = View::new(board.n);
+    let mut view = View::new(board.layout.n, i);
     loop {
         let frame = tokio::select! {
             cmd = next_cmd(&mut cmds) => {
@@ -748,8 +1219,8 @@ mod tests {
 
     #[test]
     fn a_view_frame_is_scanned_like_the_decoder_reads_it() {
-        let board = Board::new(3);
-        let mut view = View::new(3);
+        let board = Board::new(Layout::alone(3), 3);
+        let mut view = View::new(3, 1);
         let info = |i: usize| jobmesh_wire::PeerInfo {
             id: board.members.id(i),
             name: "bench-client".into(),
@@ -772,7 +1243,7 @@ mod tests {
             .frame(&page(true, vec![], vec![info(0), info(2)]), at, &mut view)
             .expect("a view");
         assert_eq!((view.count, view.complete), (2, true));
-        assert_eq!(board.seen().as_slice(), &[(7, at)]);
+        assert_eq!(board.seen().as_slice(), &[(7, at, 1)]);
         board
             .frame(
                 &page(false, vec![board.members.id(2)], vec![]),
