@@ -9,17 +9,34 @@ use std::time::Duration;
 
 use jobmesh_core::JobOptions;
 use jobmesh_peer::StrategyKind;
-use jobmesh_testkit::process::{nats_server, signal_server_with, Proc};
+use jobmesh_testkit::process::{http_get, metric, nats_server, signal_server_with, Proc};
 use jobmesh_testkit::{cap, init_tracing, within, PeerGuard};
 use serde_json::json;
+
+/// The admin token of [`cluster`]'s servers (for `/metrics`).
+const TOKEN: &str = "cluster-test-token";
 
 /// Three signal-servers clustered through one nats-server.
 fn cluster() -> (Proc, Vec<(Proc, String)>) {
     let (nats, url) = nats_server(0);
+    let token = tempfile::NamedTempFile::new().expect("a token file");
+    std::fs::write(token.path(), TOKEN).expect("write the token");
+    let token = token.path().to_str().expect("utf-8");
     let servers = (0..3)
-        .map(|_| signal_server_with(&["--open", "--cluster", &url]))
+        .map(|_| signal_server_with(&["--open", "--cluster", &url, "--admin-token-file", token]))
         .collect();
     (nats, servers)
+}
+
+/// The `/metrics` text of the signal-server at `url` (`ws://HOST:PORT/ws`).
+fn metrics_of(url: &str) -> String {
+    let addr = url
+        .strip_prefix("ws://")
+        .and_then(|u| u.strip_suffix("/ws"))
+        .expect("a ws:// url");
+    let (status, text) = http_get(addr, "/metrics", Some(TOKEN));
+    assert!(status.contains("200"), "{status}");
+    text
 }
 
 async fn echo(from: &PeerGuard, n: u32) -> serde_json::Value {
@@ -68,6 +85,17 @@ async fn peers_on_three_servers_see_one_pool_and_run_each_others_jobs() {
         seen.extend(r.worker.map(|(_, name)| name));
     }
     assert_eq!(seen.into_iter().collect::<Vec<_>>(), ["w1", "w2"]);
+    // The submitter's server says so: two other servers, its member's
+    // changes published, the others' applied, handshakes both ways.
+    let text = metrics_of(urls[2]);
+    assert_eq!(metric(&text, "jobmesh_signal_cluster_servers"), 2.0);
+    assert_eq!(metric(&text, "jobmesh_signal_peers"), 3.0);
+    assert!(metric(&text, "jobmesh_signal_cluster_batches_published_total") >= 1.0);
+    assert!(metric(&text, "jobmesh_signal_cluster_changes_applied_total") >= 2.0);
+    let out = r#"jobmesh_signal_cluster_relays_total{direction="out"}"#;
+    let into = r#"jobmesh_signal_cluster_relays_total{direction="in"}"#;
+    assert!(metric(&text, out) >= 2.0, "two offers out\n{text}");
+    assert!(metric(&text, into) >= 2.0, "two answers in\n{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -77,12 +105,26 @@ async fn the_peers_of_a_killed_server_move_to_the_others_and_jobs_go_on() {
     let urls: Vec<String> = servers.iter().map(|(_, u)| u.clone()).collect();
     // The worker starts on server 0 and knows the others.
     let rest = urls[1..].to_vec();
-    let worker = PeerGuard::start_configured(&urls[0], "moving", "w", &["echo"], 2, |c| {
+    let worker = PeerGuard::start_configured(&urls[0], "moving", "w", &["echo", "sleep"], 2, |c| {
         c.signal_fallbacks = rest;
     });
     let s = PeerGuard::start(&urls[2], "moving", "s", &[], 0);
     s.wait_capable("echo", 1).await;
     assert_eq!(echo(&s, 1).await, json!({ "n": 1 }));
+    // A job in flight when the worker's server dies: it runs on the link,
+    // which needs no server.
+    let handle = s.handle.clone();
+    let in_flight = tokio::spawn(async move {
+        handle
+            .run(cap("sleep"), json!({ "ms": 3000 }), Duration::from_secs(30))
+            .await
+    });
+    s.wait_pool("the worker to run the sleep", |v| {
+        v.peers
+            .iter()
+            .any(|p| p.name == "w" && p.stats.running >= 1)
+    })
+    .await;
 
     let (mut killed, _) = servers.remove(0);
     killed.kill_now();
@@ -97,6 +139,12 @@ async fn the_peers_of_a_killed_server_move_to_the_others_and_jobs_go_on() {
     })
     .await;
     assert_eq!(echo(&s, 2).await, json!({ "n": 2 }));
+    let r = within("the job that was in flight", in_flight)
+        .await
+        .expect("the task ran")
+        .expect("an envelope");
+    assert_eq!(r.attempts.len(), 1, "it ran once, on the same worker");
+    assert!(r.result.is_ok(), "{:?}", r.result);
 }
 
 /// The port of a `nats://127.0.0.1:PORT` URL.

@@ -116,7 +116,8 @@ fn a_wrong_signal_url_is_named_at_once() {
 /// `peer doctor` on a loopback pool with no STUN or TURN: it joins for the
 /// one command (no daemon runs), finds the signal-server and its membership
 /// fine, skips what there is nothing to check, and exits 0; at a wrong URL
-/// it names the signal check, says why, and exits 1.
+/// it names the signal check, says why, and exits 1; with several URLs it
+/// checks each.
 #[test]
 fn peer_doctor_passes_on_one_host_and_names_an_unreachable_signal_server() {
     let (_server, url) = jobmesh_testkit::process::signal_server();
@@ -160,6 +161,26 @@ fn peer_doctor_passes_on_one_host_and_names_an_unreachable_signal_server() {
     assert_eq!(report["checks"][0]["status"], "fail", "{report}");
     let detail = report["checks"][0]["detail"].as_str().unwrap_or("");
     assert!(detail.contains("nothing listens on"), "{report}");
+    // Several signal-servers: each is checked, and one that does not
+    // answer fails the doctor (the peer could not move to it).
+    let (code, report) = doctor(&format!("{url},ws://{free}/ws"));
+    assert_eq!(code, Some(1), "{report}");
+    let signals: Vec<(&str, &str)> = report["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .filter(|c| c["check"] == "signal")
+        .map(|c| {
+            (
+                c["status"].as_str().unwrap_or(""),
+                c["detail"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(signals.len(), 2, "{report}");
+    assert_eq!(signals[0].0, "ok", "{report}");
+    assert_eq!(signals[1].0, "fail", "{report}");
+    assert!(signals[1].1.contains(&free.to_string()), "{report}");
 }
 
 /// Log lines carry colour only on a terminal (or with `--color always`):

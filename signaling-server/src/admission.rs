@@ -110,6 +110,7 @@ mod tests {
                 .collect(),
             slots: 1,
             credential,
+            view: None,
         };
         let hello = join.hello(&me, "nonce");
         (me, hello)

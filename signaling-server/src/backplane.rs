@@ -19,6 +19,7 @@
 //! handshake's deadline). While NATS is away the server serves its own
 //! peers as ever; the others' members go after [`crate::cluster::DEAD_AFTER`].
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,7 +31,7 @@ use tokio::sync::{mpsc, Notify};
 use tracing::{debug, info, warn};
 
 use crate::cluster::{Cluster, ClusterMsg, Output, ServerId, HEARTBEAT};
-use crate::server::Shared;
+use crate::server::{ClusterCounters, Shared};
 
 /// Batches and heartbeats: every server.
 pub(crate) const ALL: &str = "jobmesh.cluster.all";
@@ -85,6 +86,7 @@ pub(crate) async fn run(
     mut relays: mpsc::Receiver<(Option<ServerId>, RemoteRelay)>,
 ) {
     let me = link.me;
+    let counters = &shared.counters().cluster;
     // Later runs have later epochs (Unix milliseconds at start).
     let epoch = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -105,6 +107,10 @@ pub(crate) async fn run(
         }
     };
     info!(server = %me, epoch, "joined the cluster");
+    // The first heartbeat now: from then on the cluster always has a
+    // deadline (the next heartbeat at the latest), so a wake-up below is
+    // always due at a fixed instant, however often messages arrive.
+    cluster.handle_timeout(Instant::now());
     loop {
         let wake = cluster
             .poll_timeout()
@@ -119,7 +125,10 @@ pub(crate) async fn run(
             Some((server, relay)) = relays.recv() => {
                 let subject = server.map_or_else(|| RELAY_ANY.to_owned(), relay_subject);
                 match serde_json::to_vec(&relay) {
-                    Ok(bytes) => publish(&client, subject, bytes).await,
+                    Ok(bytes) => {
+                        bump(&counters.relays_out);
+                        publish(&client, counters, subject, bytes).await;
+                    }
                     Err(e) => debug!(error = %e, "relay not encoded"),
                 }
             }
@@ -138,15 +147,27 @@ pub(crate) async fn run(
         }
         while let Some(out) = cluster.poll_output() {
             match out {
-                Output::Broadcast(msg) => send(&client, ALL.to_owned(), &msg).await,
-                Output::SendTo(to, msg) => send(&client, to_subject(to), &msg).await,
+                Output::Broadcast(msg) => {
+                    if matches!(msg, ClusterMsg::Batch { .. }) {
+                        bump(&counters.batches_published);
+                    }
+                    send(&client, counters, ALL.to_owned(), &msg).await;
+                }
+                Output::SendTo(to, msg) => {
+                    if matches!(msg, ClusterMsg::SnapshotRequest { .. }) {
+                        bump(&counters.snapshots_requested);
+                    }
+                    send(&client, counters, to_subject(to), &msg).await;
+                }
                 Output::SnapshotFor(to) => {
+                    bump(&counters.snapshots_sent);
                     let members = shared.lock().registry.local_members();
                     for page in cluster.snapshot(to, members) {
-                        send(&client, to_subject(to), &page).await;
+                        send(&client, counters, to_subject(to), &page).await;
                     }
                 }
                 Output::Apply { server, change } => {
+                    bump(&counters.changes_applied);
                     let mut inner = shared.lock();
                     for pool in inner.registry.apply_remote(server, change) {
                         inner.changed(&pool);
@@ -154,7 +175,13 @@ pub(crate) async fn run(
                 }
             }
         }
+        let servers = cluster.servers().count() as u64;
+        counters.servers.store(servers, Ordering::Relaxed);
     }
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
 }
 
 fn receive(cluster: &mut Cluster, payload: &[u8]) {
@@ -199,23 +226,36 @@ fn deliver(shared: &Shared, me: ServerId, payload: &[u8]) {
         debug!(from = %relay.from.short(), "relay from a peer another server owns here; dropped");
         return;
     }
-    if let Err(e) = inner.deliver_to(relay.from, relay.to, relay.signal) {
-        debug!(to = %relay.to.short(), ?e, "relay from the cluster not delivered");
+    match inner.deliver_to(relay.from, relay.to, relay.signal) {
+        Ok(()) => bump(&shared.counters().cluster.relays_in),
+        Err(e) => debug!(to = %relay.to.short(), ?e, "relay from the cluster not delivered"),
     }
 }
 
-async fn send(client: &async_nats::Client, subject: String, msg: &ClusterMsg) {
+async fn send(
+    client: &async_nats::Client,
+    counters: &ClusterCounters,
+    subject: String,
+    msg: &ClusterMsg,
+) {
     match serde_json::to_vec(msg) {
-        Ok(bytes) => publish(client, subject, bytes).await,
+        Ok(bytes) => publish(client, counters, subject, bytes).await,
         Err(e) => debug!(error = %e, "cluster message not encoded"),
     }
 }
 
-async fn publish(client: &async_nats::Client, subject: String, bytes: Vec<u8>) {
+async fn publish(
+    client: &async_nats::Client,
+    counters: &ClusterCounters,
+    subject: String,
+    bytes: Vec<u8>,
+) {
     let publish = client.publish(subject, bytes.into());
-    match tokio::time::timeout(PUBLISH_WAIT, publish).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => debug!(error = %e, "cluster publish failed; dropped"),
-        Err(_) => debug!("NATS did not take a cluster message in time; dropped"),
-    }
+    let dropped = match tokio::time::timeout(PUBLISH_WAIT, publish).await {
+        Ok(Ok(())) => return,
+        Ok(Err(e)) => format!("publish failed: {e}"),
+        Err(_) => "NATS did not take it in time".to_owned(),
+    };
+    bump(&counters.publishes_dropped);
+    debug!(%dropped, "cluster message dropped");
 }

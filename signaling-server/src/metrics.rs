@@ -54,6 +54,11 @@ pub(crate) fn render(now: Now, c: &Counters, fan_out: &Histogram) -> String {
             ),
             ("peers", "Members of all pools.", n(now.peers)),
             ("pools", "Pools with at least one member.", n(now.pools)),
+            (
+                "cluster_servers",
+                "Other servers of the cluster heard from and not gone (0: alone, or NATS away).",
+                i64::try_from(get(&c.cluster.servers)).unwrap_or(i64::MAX),
+            ),
         ],
         counters: vec![
             (
@@ -121,6 +126,48 @@ pub(crate) fn render(now: Now, c: &Counters, fan_out: &Histogram) -> String {
                 "Admitted connections the server ended, by reason.",
                 Some(("reason", "silent")),
                 get(&c.clients_expired),
+            ),
+            (
+                "cluster_batches_published",
+                "Batches of this server's own members' changes published to the cluster.",
+                None,
+                get(&c.cluster.batches_published),
+            ),
+            (
+                "cluster_changes_applied",
+                "Changes of other servers' members applied here.",
+                None,
+                get(&c.cluster.changes_applied),
+            ),
+            (
+                "cluster_snapshots_requested",
+                "Snapshots asked of other servers (a gap in their sequence, a new server or run).",
+                None,
+                get(&c.cluster.snapshots_requested),
+            ),
+            (
+                "cluster_snapshots_sent",
+                "Snapshots of this server's members sent to another server.",
+                None,
+                get(&c.cluster.snapshots_sent),
+            ),
+            (
+                "cluster_relays",
+                "Handshakes crossing the cluster, by direction.",
+                Some(("direction", "out")),
+                get(&c.cluster.relays_out),
+            ),
+            (
+                "cluster_relays",
+                "Handshakes crossing the cluster, by direction.",
+                Some(("direction", "in")),
+                get(&c.cluster.relays_in),
+            ),
+            (
+                "cluster_publishes_dropped",
+                "Cluster messages NATS did not take in time (lost batches heal by snapshot).",
+                None,
+                get(&c.cluster.publishes_dropped),
             ),
         ],
     };

@@ -19,6 +19,11 @@
 //! whatever the clients do. Each member is kept JSON-encoded, so a page is
 //! encoded by copying, once per client and page, not per change.
 //!
+//! A client may ask for a filtered view (`view` in its hello: the members
+//! offering one of some capabilities). Its pages skip the others; a member
+//! whose capabilities changed after the client's cursor and no longer
+//! match is sent as departed (it may have matched before).
+//!
 //! Departures are kept up to [`MAX_DEPARTURES`] per pool; a client whose
 //! cursor is older than the oldest forgotten one is sent the pool afresh
 //! (`reset`), as is a new client (cursor 0).
@@ -99,6 +104,8 @@ struct Member {
     last_seen: Instant,
     /// Version of its latest change: its key in `Pool::members`.
     version: u64,
+    /// The members it wants in its view (local members only); None: all.
+    view: Option<Vec<Capability>>,
 }
 
 impl Member {
@@ -108,11 +115,30 @@ impl Member {
     }
 }
 
+/// A member as a pool's pages carry it.
+#[derive(Debug)]
+struct Entry {
+    id: PeerId,
+    /// Its description as JSON.
+    json: Box<RawValue>,
+    /// What it offers, for filtered views.
+    capabilities: Vec<Capability>,
+    /// The version at which its capabilities last changed (0: as it
+    /// joined): a filtered view behind it may hold it wrongly.
+    capabilities_changed: u64,
+}
+
+impl Entry {
+    /// Whether a view of `filter` (None: all) shows it.
+    fn shown_to(&self, filter: Option<&[Capability]>) -> bool {
+        filter.is_none_or(|f| self.capabilities.iter().any(|c| f.contains(c)))
+    }
+}
+
 #[derive(Debug, Default)]
 struct Pool {
-    /// Members by the version of their latest change, each with its
-    /// description as JSON, as pages carry it.
-    members: BTreeMap<u64, (PeerId, Box<RawValue>)>,
+    /// Members by the version of their latest change.
+    members: BTreeMap<u64, Entry>,
     /// Recent departures by version, at most [`MAX_DEPARTURES`].
     departures: BTreeMap<u64, PeerId>,
     /// The newest departure forgotten: a cursor below it must reset.
@@ -263,7 +289,7 @@ impl Registry {
                     None => {}
                 }
                 if self
-                    .insert(Instant::now(), Some(server), &pool, info)
+                    .insert(Instant::now(), Some(server), &pool, info, None)
                     .is_ok()
                 {
                     changed.push(pool);
@@ -332,7 +358,7 @@ impl Registry {
                 ..Stats::default()
             },
         };
-        self.insert(now, None, &join.pool, info)?;
+        self.insert(now, None, &join.pool, info, join.view.clone())?;
         let pool = join.pool.clone();
         self.queue(&id, |m| Change::Joined {
             pool,
@@ -341,15 +367,16 @@ impl Registry {
         Ok(())
     }
 
-    /// Adds `info` to `pool`, owned by `origin` (None: here); a name held
-    /// by another member stays its (a remote member's may collide: servers
-    /// check names each for their own peers).
+    /// Adds `info` to `pool`, owned by `origin` (None: here) and viewing
+    /// `view`; a name held by another member stays its (a remote member's
+    /// may collide: servers check names each for their own peers).
     fn insert(
         &mut self,
         now: Instant,
         origin: Option<ServerId>,
         pool_name: &str,
         info: PeerInfo,
+        view: Option<Vec<Capability>>,
     ) -> Result<(), JoinError> {
         let size = self.pools.get(pool_name).map_or(0, |p| p.members.len());
         if size >= self.max_per_pool {
@@ -362,7 +389,13 @@ impl Registry {
         let version = self.version;
         let id = info.id;
         let pool = self.pools.entry(pool_name.to_owned()).or_default();
-        pool.members.insert(version, (id, Member::encode(&info)));
+        let entry = Entry {
+            id,
+            json: Member::encode(&info),
+            capabilities: info.capabilities.clone(),
+            capabilities_changed: 0,
+        };
+        pool.members.insert(version, entry);
         pool.names.entry(info.name.clone()).or_insert(id);
         pool.head = version;
         self.members.insert(
@@ -373,6 +406,7 @@ impl Registry {
                 origin,
                 last_seen: now,
                 version,
+                view,
             },
         );
         Ok(())
@@ -433,9 +467,18 @@ impl Registry {
         let pool = self.pools.get_mut(&m.pool)?;
         change(&mut m.info);
         self.version += 1;
-        pool.members.remove(&m.version);
-        pool.members
-            .insert(self.version, (*id, Member::encode(&m.info)));
+        let old = pool.members.remove(&m.version);
+        let capabilities_changed = match old {
+            Some(old) if old.capabilities == m.info.capabilities => old.capabilities_changed,
+            _ => self.version,
+        };
+        let entry = Entry {
+            id: *id,
+            json: Member::encode(&m.info),
+            capabilities: m.info.capabilities.clone(),
+            capabilities_changed,
+        };
+        pool.members.insert(self.version, entry);
         pool.head = self.version;
         m.version = self.version;
         Some(&m.pool)
@@ -447,7 +490,9 @@ impl Registry {
     /// of member JSON and then one more member. `None` when the client is up
     /// to date or `me` is not a member.
     pub fn page(&self, me: &PeerId, cursor: u64, max_bytes: usize) -> Option<Page> {
-        let pool = self.pools.get(&self.members.get(me)?.pool)?;
+        let member = self.members.get(me)?;
+        let filter = member.view.as_deref();
+        let pool = self.pools.get(&member.pool)?;
         if cursor >= pool.head {
             return None;
         }
@@ -476,13 +521,20 @@ impl Registry {
             match (next_member, next_departure) {
                 (None, None) => break,
                 (Some(m), d) if d.is_none_or(|d| m < d) => {
-                    let Some((v, (id, json))) = members.next() else {
+                    let Some((v, entry)) = members.next() else {
                         break;
                     };
                     at = *v;
-                    if id != me {
-                        bytes += json.get().len() + 1;
-                        frame.peers.push(json);
+                    let stale = !reset && entry.capabilities_changed > from;
+                    if entry.id == *me {
+                        // Its own entry: never in its view.
+                    } else if entry.shown_to(filter) {
+                        bytes += entry.json.get().len() + 1;
+                        frame.peers.push(&entry.json);
+                    } else if stale {
+                        // It may have matched before its change.
+                        bytes += 40;
+                        frame.left.push(entry.id);
                     }
                 }
                 _ => {
@@ -564,7 +616,7 @@ impl Registry {
             .map(|p| {
                 p.members
                     .values()
-                    .filter_map(|(id, _)| self.members.get(id).map(|m| m.info.clone()))
+                    .filter_map(|e| self.members.get(&e.id).map(|m| m.info.clone()))
                     .collect()
             })
             .unwrap_or_default();
@@ -615,7 +667,7 @@ impl Registry {
         let mut ids: Vec<PeerId> = p
             .members
             .values()
-            .map(|(id, _)| *id)
+            .map(|e| e.id)
             .filter(|id| after.is_none_or(|after| *id > after))
             .collect();
         let more = ids.len() > limit;
@@ -698,6 +750,7 @@ mod tests {
             capabilities: vec![Capability::new("echo").expect("valid capability")],
             slots: 3,
             credential: None,
+            view: None,
         }
     }
 
@@ -954,6 +1007,56 @@ mod tests {
         assert_eq!(r.pool_of(&id(3)), Some("b"));
         assert_eq!(r.len(), 3);
         assert!(r.page(&PeerId::random(), 0, 1).is_none(), "not a member");
+    }
+
+    #[test]
+    fn a_filtered_view_holds_the_members_of_its_capabilities_as_they_change() {
+        let t = Instant::now();
+        let cap = |c: &str| Capability::new(c).expect("valid capability");
+        let offering = |n: u128, caps: &[&str]| Join {
+            capabilities: caps.iter().map(|c| cap(c)).collect(),
+            ..member(n, "a")
+        };
+        let mut r = Registry::new(10);
+        r.join(t, id(1), &offering(1, &["ocr"])).expect("joins");
+        r.join(t, id(2), &offering(2, &["echo", "thumbnail"]))
+            .expect("joins");
+        r.join(t, id(3), &offering(3, &[])).expect("joins");
+        let sees_thumbnails = Join {
+            view: Some(vec![cap("thumbnail")]),
+            ..offering(9, &["ocr"])
+        };
+        r.join(t, id(9), &sees_thumbnails).expect("joins");
+        let blind = Join {
+            view: Some(vec![]),
+            ..member(8, "a")
+        };
+        r.join(t, id(8), &blind).expect("joins");
+        let (mut cursor, mut view) = (0, PoolView::new());
+        catch_up(&r, 9, &mut cursor, &mut view, usize::MAX);
+        assert_eq!(view_ids(&view), [id(2)], "only the thumbnail worker");
+        let (mut blind_cursor, mut blind_view) = (0, PoolView::new());
+        catch_up(&r, 8, &mut blind_cursor, &mut blind_view, usize::MAX);
+        assert!(blind_view.is_empty() && blind_view.is_synced());
+        // Stats of a member outside the view: nothing to tell.
+        r.update_stats(&id(1), info_of(1, 5).stats);
+        let page = r.page(&id(9), cursor, usize::MAX).expect("a page");
+        assert_eq!(page.json, None, "a change it does not see");
+        cursor = page.cursor;
+        // Worker 1 takes up thumbnails: it comes into the view; worker 2
+        // gives them up: it leaves the view (though not the pool).
+        r.update_capabilities(&id(1), vec![cap("thumbnail")]);
+        r.update_capabilities(&id(2), vec![cap("echo")]);
+        catch_up(&r, 9, &mut cursor, &mut view, usize::MAX);
+        assert_eq!(view_ids(&view), [id(1)]);
+        // Later stats of worker 2 do not list it as gone again.
+        r.update_stats(&id(2), info_of(2, 7).stats);
+        let page = r.page(&id(9), cursor, usize::MAX).expect("a page");
+        assert_eq!(page.json, None);
+        // An unfiltered client sees everyone.
+        let (mut c, mut all) = (0, PoolView::new());
+        catch_up(&r, 3, &mut c, &mut all, usize::MAX);
+        assert_eq!(view_ids(&all).len(), 4);
     }
 
     #[test]

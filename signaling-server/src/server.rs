@@ -293,6 +293,29 @@ pub struct Counters {
     pub connections_refused: AtomicU64,
     /// Relays dropped because their sender exceeded its relay rate.
     pub relays_rate_limited: AtomicU64,
+    /// The cluster's side: zero for a server alone.
+    pub cluster: ClusterCounters,
+}
+
+/// What a clustered server's backplane did (`jobmesh_signal_cluster_*`).
+#[derive(Debug, Default)]
+pub struct ClusterCounters {
+    /// Other servers heard from and not gone (a gauge).
+    pub servers: AtomicU64,
+    /// Batches of this server's own changes published.
+    pub batches_published: AtomicU64,
+    /// Changes of other servers' members applied here.
+    pub changes_applied: AtomicU64,
+    /// Snapshots asked of other servers (a gap, a new server or epoch).
+    pub snapshots_requested: AtomicU64,
+    /// Snapshots sent to other servers.
+    pub snapshots_sent: AtomicU64,
+    /// Handshakes published for peers of other servers.
+    pub relays_out: AtomicU64,
+    /// Handshakes from peers of other servers delivered here.
+    pub relays_in: AtomicU64,
+    /// Messages NATS did not take in time (or refused): dropped.
+    pub publishes_dropped: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -488,7 +511,7 @@ impl Shared {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn counters(&self) -> &Counters {
+    pub(crate) fn counters(&self) -> &Counters {
         &self.config.counters
     }
 }

@@ -34,6 +34,7 @@ async fn member(url: &str, owner: &Identity, name: &str) -> Peer {
         capabilities: vec![cap("echo")],
         slots: 2,
         credential: Some(credential),
+        view: None,
     };
     let hello = ClientMsg::Hello(join.hello(&peer.identity, &peer.nonce));
     peer.send(&hello).await;

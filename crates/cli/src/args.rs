@@ -440,6 +440,18 @@ pub(crate) struct DaemonArgs {
     /// Jobs run at once.
     #[arg(long, env = "JOBMESH_SLOTS", default_value_t = 2)]
     pub(crate) slots: u32,
+    /// Which workers this peer learns of: `all`, `none` (a worker that
+    /// never submits), or capabilities, comma separated (the workers
+    /// offering one of them). In a pool of thousands, a peer that submits
+    /// only some kinds of jobs, or none, saves itself and the signal-server
+    /// hearing of every member.
+    #[arg(
+        long,
+        env = "JOBMESH_VIEW",
+        value_name = "all|none|CAPS",
+        default_value = "all"
+    )]
+    pub(crate) view: String,
     /// Run CAPABILITY only for these submitters (public keys or peer ids), `CAPABILITY=KEY,KEY`; repeat for more capabilities.
     #[arg(long = "allow", value_name = "CAPABILITY=KEYS")]
     pub(crate) allow: Vec<String>,

@@ -150,7 +150,11 @@ async fn diagnose(
             return;
         }
     };
-    checks.push(signal(&network).await);
+    // Every signal-server it may use: one that does not answer is one
+    // this peer cannot move to when its own goes away.
+    for url in std::iter::once(&network.signal_url).chain(&network.signal_fallbacks) {
+        checks.push(signal(url, network.ca.as_deref()).await);
+    }
     checks.push(membership(&network));
     let (stun, kind) = stun(&network).await;
     *nat = kind;
@@ -161,26 +165,23 @@ async fn diagnose(
     }
 }
 
-async fn signal(n: &NetworkReport) -> Check {
-    let tls = match n
-        .ca
-        .as_deref()
-        .map(|ca| jobmesh_transport::signal::tls_config(Some(ca)))
-    {
+async fn signal(url: &str, ca: Option<&std::path::Path>) -> Check {
+    let tls = match ca.map(|ca| jobmesh_transport::signal::tls_config(Some(ca))) {
         Some(Err(e)) => return Check::fail("signal", e, "give --ca a readable PEM file"),
         Some(Ok(t)) => Some(t),
         None => None,
     };
-    match jobmesh_transport::signal::reach(&n.signal_url, tls, SIGNAL_TIMEOUT).await {
+    match jobmesh_transport::signal::reach(url, tls, SIGNAL_TIMEOUT).await {
         Ok(took) => {
-            let how = if n.signal_url.starts_with("wss:") {
+            let how = if url.starts_with("wss:") {
                 "answers over TLS"
             } else {
                 "answers (ws://: no TLS)"
             };
-            Check::ok("signal", format!("{} {how}", n.signal_url), Some(took))
+            Check::ok("signal", format!("{url} {how}"), Some(took))
         }
-        Err(e) => Check::fail("signal", e, SIGNAL_ADVICE),
+        Err(e) if e.contains(url) => Check::fail("signal", e, SIGNAL_ADVICE),
+        Err(e) => Check::fail("signal", format!("{url}: {e}"), SIGNAL_ADVICE),
     }
 }
 

@@ -211,6 +211,24 @@ fn parse_allow(
     Ok(allow)
 }
 
+/// `--view`: None for `all`, the capabilities otherwise (`none`: empty).
+fn parse_view(view: &str) -> anyhow::Result<Option<Vec<Capability>>> {
+    match view.trim() {
+        "all" => Ok(None),
+        "none" => Ok(Some(Vec::new())),
+        list => list
+            .split(',')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(|c| {
+                Capability::new(c)
+                    .map_err(|e| anyhow::anyhow!("--view: {e} (give all, none, or capabilities)"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()
+            .map(Some),
+    }
+}
+
 async fn daemon(
     args: DaemonArgs,
     common: Common,
@@ -246,6 +264,7 @@ async fn daemon(
         args.slots
     };
     config.capabilities = capabilities;
+    config.view = parse_view(&args.view)?;
     config.grace = Duration::from_secs(args.grace_secs);
     let strategy: StrategyKind = args
         .dispatch

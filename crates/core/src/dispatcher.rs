@@ -113,6 +113,10 @@ pub struct DispatcherConfig {
     /// link closed. Workers send a heartbeat every
     /// [`HEARTBEAT_INTERVAL_MS`](jobmesh_wire::dc::HEARTBEAT_INTERVAL_MS).
     pub lease: Duration,
+    /// The capabilities whose workers this peer's view holds (`peer
+    /// --view`); None: every member. A job of another capability that no
+    /// worker in the view runs fails with [`JobError::OutsideView`].
+    pub view: Option<Vec<Capability>>,
 }
 
 impl Default for DispatcherConfig {
@@ -126,6 +130,7 @@ impl Default for DispatcherConfig {
             self_dispatch: true,
             seed: 0,
             lease: Duration::from_secs(5),
+            view: None,
         }
     }
 }
@@ -139,6 +144,15 @@ pub enum JobError {
     NoCapableWorker {
         /// The capability asked for.
         capability: Capability,
+    },
+    /// This peer's view of the pool holds only the workers of some
+    /// capabilities (`peer --view`), not this one's.
+    #[error("this peer sees only the workers of {view} (--view), not of \"{capability}\": submit it through a peer whose --view includes it, or start this one with --view all")]
+    OutsideView {
+        /// The capability asked for.
+        capability: Capability,
+        /// The capabilities it sees, comma separated (or "none").
+        view: String,
     },
     /// The submitter's job table is full.
     #[error("submit queue full ({limit} jobs); wait for jobs to finish or raise --queue-limit")]
@@ -235,6 +249,7 @@ impl JobError {
         matches!(
             self,
             JobError::NoCapableWorker { .. }
+                | JobError::OutsideView { .. }
                 | JobError::TimedOut { .. }
                 | JobError::Unreachable { .. }
                 | JobError::QueueFull { .. }
@@ -1490,7 +1505,20 @@ impl Dispatcher {
         if capable.is_empty() {
             let err = self
                 .passed_over_with(now, &cap)
-                .unwrap_or(JobError::NoCapableWorker { capability: cap });
+                .unwrap_or_else(|| match &self.config.view {
+                    Some(view) if !view.contains(&cap) => JobError::OutsideView {
+                        capability: cap,
+                        view: match view.is_empty() {
+                            true => "none".to_owned(),
+                            false => view
+                                .iter()
+                                .map(Capability::as_str)
+                                .collect::<Vec<_>>()
+                                .join(","),
+                        },
+                    },
+                    _ => JobError::NoCapableWorker { capability: cap },
+                });
             self.finish(now, id, JobState::Failed, Err(err));
             return Placement::Ended;
         }

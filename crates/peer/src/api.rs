@@ -38,6 +38,9 @@ pub struct DaemonConfig {
     pub pool: String,
     /// Capabilities to run (may be empty: submit only).
     pub capabilities: Vec<Capability>,
+    /// The workers this peer learns of: those offering one of these
+    /// capabilities (empty: none); None: every member (`--view`).
+    pub view: Option<Vec<Capability>>,
     /// Jobs run at once.
     pub slots: u32,
     /// WebRTC settings.
@@ -113,6 +116,7 @@ impl DaemonConfig {
             name: name.into(),
             pool: pool.into(),
             capabilities: Vec::new(),
+            view: None,
             slots: 2,
             rtc: RtcConfig::default(),
             dispatcher: DispatcherConfig {
@@ -208,8 +212,11 @@ pub const LINK_PROBE_TIMEOUT: Duration = Duration::from_secs(15);
 /// How a daemon reaches the network: what `peer doctor` starts from.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NetworkReport {
-    /// The signal-server's URL.
+    /// The signal-server's URL (the first of `--signal`).
     pub signal_url: String,
+    /// The others it moves to when the one it uses goes away.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signal_fallbacks: Vec<String>,
     /// The CA file trusted for a `wss://` signal-server, if one was given.
     pub ca: Option<PathBuf>,
     /// Whether the signal-server connection is up.

@@ -560,6 +560,7 @@ impl Daemon {
                 let pool = self.pool_tx.borrow();
                 let _ = reply.send(crate::api::NetworkReport {
                     signal_url: self.config.signal_url.clone(),
+                    signal_fallbacks: self.config.signal_fallbacks.clone(),
                     ca: self.config.ca.clone(),
                     connected: self.connected,
                     refused: pool.refused.clone(),

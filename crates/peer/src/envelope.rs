@@ -217,7 +217,7 @@ impl Envelope {
 
 fn status_of(e: &JobError) -> &'static str {
     match e {
-        JobError::NoCapableWorker { .. } => "no_worker",
+        JobError::NoCapableWorker { .. } | JobError::OutsideView { .. } => "no_worker",
         JobError::Unreachable { .. } => "unreachable",
         JobError::QueueFull { .. } => "queue_full",
         JobError::TooLarge { .. } => "too_large",

@@ -1217,6 +1217,7 @@ impl Sim {
             capabilities: peer.spec.capabilities.clone(),
             slots: peer.spec.slots,
             credential: None,
+            view: None,
         };
         let id = peer.id;
         let Some(registry) = &mut self.registry else {

@@ -236,6 +236,7 @@ impl RawPeer {
             capabilities: Vec::new(),
             slots: 0,
             credential: credential.clone(),
+            view: None,
         };
         let (ev_tx, mut events) = mpsc::channel(64);
         let (out, out_rx) = mpsc::channel(64);

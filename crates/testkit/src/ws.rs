@@ -32,6 +32,7 @@ pub fn hello(identity: &Identity, nonce: &str, pool: &str) -> ClientMsg {
         capabilities: Vec::new(),
         slots: 1,
         credential: None,
+        view: None,
     };
     ClientMsg::Hello(join.hello(identity, nonce))
 }

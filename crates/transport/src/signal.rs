@@ -663,6 +663,7 @@ mod tests {
             capabilities: Vec::new(),
             slots: 0,
             credential: None,
+            view: None,
         };
         let config = SignalConfig::new("ws://127.0.0.1:1/ws".into(), join, Identity::generate());
         let delay = |attempt, unit| config.reconnect_delay(attempt, unit);

@@ -83,6 +83,12 @@ pub struct Hello {
     /// pool's key: `jobmesh_trust`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential: Option<Box<Credential>>,
+    /// Which members it wants in its view: those offering at least one of
+    /// these capabilities (an empty list: none). Absent: every member. A
+    /// large pool's peer that submits only some kinds of jobs, or none,
+    /// need not learn of every worker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub view: Option<Vec<Capability>>,
 }
 
 /// What a peer asks of the signal-server when it joins: everything in its
@@ -99,6 +105,8 @@ pub struct Join {
     pub slots: u32,
     /// Its membership credential, for a closed pool.
     pub credential: Option<Credential>,
+    /// Which members its view holds ([`Hello::view`]); None: all.
+    pub view: Option<Vec<Capability>>,
 }
 
 impl Join {
@@ -118,6 +126,7 @@ impl Join {
                 &admission_message(nonce, &self.pool, &peer_id),
             ),
             credential: self.credential.clone().map(Box::new),
+            view: self.view.clone(),
         }
     }
 }
@@ -161,6 +170,7 @@ impl Hello {
             capabilities: self.capabilities.clone(),
             slots: self.slots,
             credential: self.credential.as_deref().cloned(),
+            view: self.view.clone(),
         }
     }
 
@@ -406,6 +416,9 @@ impl ClientMsg {
                 check_name("name", &h.name)?;
                 check_name("pool", &h.pool)?;
                 check_capabilities(&h.capabilities)?;
+                if let Some(view) = &h.view {
+                    check_capabilities(view)?;
+                }
                 check_slots(h.slots)?;
             }
             ClientMsg::Stats { stats } => stats.validate()?,

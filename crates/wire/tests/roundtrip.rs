@@ -118,6 +118,7 @@ fn client_msg() -> impl Strategy<Value = ClientMsg> {
             .prop_map(|(seed, nonce, name, pool, capabilities, slots, member)| {
                 let join = Join {
                     credential: credential(seed, &pool, member),
+                    view: None,
                     name,
                     pool,
                     capabilities,
@@ -390,6 +391,7 @@ fn errors_name_the_problem() {
         capabilities: Vec::new(),
         slots: 1,
         credential: None,
+        view: None,
     };
     let mut bad_cap =
         serde_json::to_value(ClientMsg::Hello(join.hello(&Identity::generate(), "nonce")))
@@ -507,6 +509,7 @@ fn vectors_for_other_implementations() {
         capabilities: Vec::new(),
         slots: 0,
         credential: None,
+        view: None,
     }
     .hello(&id, "bm9uY2U");
     assert_eq!(

@@ -84,6 +84,7 @@ fn write_all(root: &Path) {
         capabilities: vec![cap("echo"), cap("thumbnail")],
         slots: 4,
         credential: None,
+        view: None,
     };
     out.put(
         t,
@@ -92,6 +93,7 @@ fn write_all(root: &Path) {
     );
     let closed = Join {
         credential: Some(credential.clone()),
+        view: None,
         ..join
     };
     out.put(

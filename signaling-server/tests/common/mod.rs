@@ -130,6 +130,7 @@ pub(crate) fn hello(identity: &Identity, nonce: &str, pool: &str, name: &str) ->
         capabilities: vec![cap("echo")],
         slots: 2,
         credential: None,
+        view: None,
     };
     ClientMsg::Hello(join.hello(identity, nonce))
 }

@@ -2,14 +2,17 @@
 //!
 //! The real `signal-server` binary runs as a child process (its pool limit
 //! raised to N with `--max-peers-per-pool`, default 1,024; everything else
-//! default). N clients in this process, plain tokio-tungstenite sockets
-//! without WebRTC, say hello in one pool; at most [`IN_FLIGHT`] are between
-//! their connect and their welcome at a time. Every client has one task that
+//! default). N clients, plain tokio-tungstenite sockets without WebRTC,
+//! say hello in one pool. They run in child processes of this binary
+//! ([`clients_main`], at most [`CLIENTS_PER_PROCESS`] each: one file
+//! descriptor per client), which report what they saw, stamped with
+//! CLOCK_MONOTONIC, on their stdout; in each at most [`IN_FLIGHT`] are
+//! between their connect and their welcome at a time. Every client has one task that
 //! keeps reading its socket (answering the server's pings) and keeps its view
 //! of the pool as a bitset of member numbers: client `i` uses peer id `i + 1`,
 //! so a member's number is read straight from the id in a `view` frame,
 //! without decoding the JSON (there are N² member descriptions in a run, and
-//! this process shares the cores with the server). Frames that mention the
+//! the clients share the cores with the servers). Frames that mention the
 //! publishing client (below) are decoded in full.
 //!
 //! `signal-cluster` runs the same clients against three servers clustered
@@ -18,11 +21,13 @@
 //! publisher's own server and of the other servers apart, each server's RSS
 //! (the largest reported), and the NATS traffic (`/varz` of nats-server's
 //! monitoring port: bytes in + out per second while the pool joins, and
-//! while it is calm).
+//! while it is calm). A third layout gives the clients filtered views
+//! ([`Layout`]): what a pool of 30,000 needs.
 //!
 //! Figures per N, one sample per repeat (a fresh server each):
 //! * join time: from the first connect to the last welcome received;
-//! * views complete: until every client's view lists all N-1 others;
+//! * views complete: until every client's view lists all N-1 others (with
+//!   filtered views, all it asked for);
 //! * server RSS (VmRSS) then, and peak RSS (VmHWM);
 //! * stats fan-out p50 / p99: one client sends a changed `stats`; the delay
 //!   until each other client has it in a `view` frame, as the p50 / p99 over
@@ -31,7 +36,9 @@
 //! * view data per client: bytes of `view` frames a client received until
 //!   its view was complete (N-1 members of ~150 B is the least possible);
 //! * clients dropped: by the server as not reading, in attempts of the
-//!   repeat that were then run again (see below); normally 0.
+//!   repeat that were then run again (see below); normally 0;
+//! * repeats completed: a repeat whose every attempt lost clients is
+//!   reported on stderr and left out (a size the machine does not hold).
 //!
 //! History: with one queued message per change (protocol 1), joining was
 //! O(N²) in server memory too (1.9 GiB at 3,000 peers, 10,000 out of reach)
@@ -49,7 +56,7 @@ use futures_util::{SinkExt, StreamExt};
 use jobmesh_peer::lock;
 use jobmesh_peer::Identity;
 use jobmesh_wire::signal::{encode, ClientMsg, Join, ServerMsg};
-use jobmesh_wire::{PeerId, Stats};
+use jobmesh_wire::{Capability, PeerId, Stats};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -88,9 +95,18 @@ const QUICK: [Layout; 2] = [Layout::alone(200), Layout::alone(1_000)];
 /// The full run: 1,000 and 10,000 peers.
 const FULL: [Layout; 2] = [Layout::alone(1_000), Layout::alone(10_000)];
 /// `signal-cluster --quick`: 300 peers on one server, 900 on three.
-const CLUSTER_QUICK: [Layout; 2] = [Layout::alone(300), Layout::clustered(900, 3)];
-/// `signal-cluster`: 10,000 peers on one server, 30,000 on three.
-const CLUSTER_FULL: [Layout; 2] = [Layout::alone(10_000), Layout::clustered(30_000, 3)];
+const CLUSTER_QUICK: [Layout; 3] = [
+    Layout::alone(300),
+    Layout::clustered(900, 3),
+    Layout::clustered(900, 3).filtered(),
+];
+/// `signal-cluster`: 10,000 peers on one server, 30,000 on three with
+/// full views and with filtered ones.
+const CLUSTER_FULL: [Layout; 3] = [
+    Layout::alone(10_000),
+    Layout::clustered(30_000, 3),
+    Layout::clustered(30_000, 3).filtered(),
+];
 /// Quiet time before each measured stats change, at least: longer than the
 /// server's view interval (50 ms, or N / 20,000 s at N members, to which
 /// [`round_gap`] adds).
@@ -100,19 +116,86 @@ const ROUNDS: (u64, u64) = (2, 5);
 
 /// Where the clients go: `servers` signal-servers, clustered over NATS
 /// when more than one; client `i` connects to server `i % servers`.
-#[derive(Debug, Clone, Copy)]
+/// With full views every client learns of every other, and offers
+/// nothing. With `filtered` views, the pool is what a large pool is:
+/// every client a worker of one of [`KINDS`] capabilities, one in
+/// [`SUBMITTER_EVERY`] also a submitter that views the workers of its own
+/// kind, the others viewing nobody (`peer --view none`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 struct Layout {
     n: usize,
     servers: usize,
+    filtered: bool,
 }
+
+/// Capabilities of a filtered layout's workers.
+const KINDS: usize = 10;
+/// One client in this many of a filtered layout submits.
+const SUBMITTER_EVERY: usize = 100;
 
 impl Layout {
     const fn alone(n: usize) -> Self {
-        Self { n, servers: 1 }
+        Self {
+            n,
+            servers: 1,
+            filtered: false,
+        }
     }
 
     const fn clustered(n: usize, servers: usize) -> Self {
-        Self { n, servers }
+        Self {
+            n,
+            servers,
+            filtered: false,
+        }
+    }
+
+    const fn filtered(self) -> Self {
+        Self {
+            filtered: true,
+            ..self
+        }
+    }
+
+    fn capability(i: usize) -> Capability {
+        // Invariant: a short name of letters and digits.
+        Capability::new(&format!("kind{}", i % KINDS)).expect("a valid capability")
+    }
+
+    /// Whether client `i` of a filtered layout submits (and views).
+    fn submits(&self, i: usize) -> bool {
+        self.filtered && i.is_multiple_of(SUBMITTER_EVERY)
+    }
+
+    /// What client `i` offers and which members it views (None: all).
+    fn join_of(&self, i: usize) -> (Vec<Capability>, Option<Vec<Capability>>) {
+        if !self.filtered {
+            return (Vec::new(), None);
+        }
+        let view = match self.submits(i) {
+            true => vec![Self::capability(i)],
+            false => Vec::new(),
+        };
+        (vec![Self::capability(i)], Some(view))
+    }
+
+    /// Whether client `i`'s view holds client `j`.
+    fn sees(&self, i: usize, j: usize) -> bool {
+        i != j && (!self.filtered || (self.submits(i) && i % KINDS == j % KINDS))
+    }
+
+    /// How many members client `i`'s complete view holds.
+    fn view_size(&self, i: usize) -> usize {
+        match (self.filtered, self.submits(i)) {
+            (false, _) => self.n - 1,
+            (true, true) => (0..self.n).filter(|&j| self.sees(i, j)).count(),
+            (true, false) => 0,
+        }
+    }
+
+    /// How many clients see client 0's stats changes.
+    fn watchers_of_first(&self) -> usize {
+        (1..self.n).filter(|&i| self.sees(i, 0)).count()
     }
 
     fn server_of(&self, client: usize) -> usize {
@@ -120,9 +203,13 @@ impl Layout {
     }
 
     fn label(&self) -> String {
-        match self.servers {
+        let label = match self.servers {
             1 => format!("{} peers", self.n),
             s => format!("{} peers over {s} servers", self.n),
+        };
+        match self.filtered {
+            true => label + ", filtered views",
+            false => label,
         }
     }
 }
@@ -147,8 +234,13 @@ async fn measure_layouts(
     layouts: &[Layout],
 ) -> anyhow::Result<Vec<Figure>> {
     let rounds = if ctx.quick { ROUNDS.0 } else { ROUNDS.1 };
-    let largest = layouts.iter().map(|l| l.n).max().unwrap_or(0) as u64;
-    raise_open_files(largest + SPARE_FDS)?;
+    // Sockets per process: a client process's, a server's.
+    let most = layouts
+        .iter()
+        .map(|l| l.n.min(CLIENTS_PER_PROCESS).max(l.n.div_ceil(l.servers)))
+        .max()
+        .unwrap_or(0);
+    raise_open_files(most as u64 + SPARE_FDS)?;
     let mut figures = Vec::new();
     for &layout in layouts {
         let repeats = if layout.n > MANY_REPEATS_UP_TO {
@@ -156,11 +248,32 @@ async fn measure_layouts(
         } else {
             ctx.repeats
         };
+        let label = layout.label();
         let mut all: Vec<Sample> = Vec::new();
         for r in 0..repeats {
-            all.push(measure_retrying(ctx, layout, rounds, r + 1).await?);
+            match measure_retrying(ctx, layout, rounds, r + 1).await {
+                Ok(s) => all.push(s),
+                // What does not hold at this size is a finding, not the
+                // end of the run: reported, and the table says how many
+                // repeats completed.
+                Err(e) if e.downcast_ref::<ClientsLost>().is_some() => {
+                    eprintln!(
+                        "   {scenario}: {label}: repeat {} did not complete: {e:#}",
+                        r + 1
+                    );
+                }
+                Err(e) => return Err(e),
+            }
         }
-        let label = layout.label();
+        figures.push(Figure::new(
+            scenario,
+            format!("{label}: repeats completed"),
+            "repeats",
+            vec![all.len() as f64],
+        ));
+        if all.is_empty() {
+            continue;
+        }
         let figure = |what: &str, unit: &'static str, f: fn(&Sample) -> f64| {
             Figure::new(
                 scenario,
@@ -491,11 +604,11 @@ const CLIENTS_PER_PROCESS: usize = 10_000;
 /// of this scenario ([`clients_main`]); its value is a [`ClientsSpec`].
 pub(crate) const CLIENTS_ENV: &str = "JOBMESH_BENCH_SIGNAL_CLIENTS";
 
-/// What one client process runs: clients `from..to` of `n`, client `i`
-/// on `urls[i % urls.len()]`.
+/// What one client process runs: clients `from..to` of `layout`, client
+/// `i` on `urls[layout.server_of(i)]`.
 #[derive(Debug, Serialize, Deserialize)]
 struct ClientsSpec {
-    n: usize,
+    layout: Layout,
     from: usize,
     to: usize,
     urls: Vec<String>,
@@ -580,7 +693,7 @@ impl Fleet {
         let mut children = Vec::new();
         for (k, from) in (0..layout.n).step_by(CLIENTS_PER_PROCESS).enumerate() {
             let spec = ClientsSpec {
-                n: layout.n,
+                layout,
                 from,
                 to: (from + CLIENTS_PER_PROCESS).min(layout.n),
                 urls: urls.to_vec(),
@@ -713,7 +826,7 @@ impl Fleet {
             .write_all(format!("stats {seq}\n").as_bytes())
             .await
             .context("the publishing client process ended")?;
-        let want = self.layout.n - 1;
+        let want = self.layout.watchers_of_first();
         let seen_all = move |f: &Self| f.sent.contains_key(&seq) && f.seen.len() >= want;
         let waited = tokio::time::timeout(FANOUT_TIMEOUT, async {
             while !seen_all(self) && self.lost.is_none() {
@@ -762,10 +875,11 @@ impl Drop for Fleet {
 /// JSON) and reports on stdout until its stdin closes.
 pub(crate) async fn clients_main(spec: &str) -> anyhow::Result<()> {
     let spec: ClientsSpec = serde_json::from_str(spec).context(CLIENTS_ENV)?;
-    let layout = Layout {
-        n: spec.n,
-        servers: spec.urls.len().max(1),
-    };
+    let layout = spec.layout;
+    anyhow::ensure!(
+        spec.urls.len() == layout.servers && spec.to <= layout.n,
+        "{CLIENTS_ENV}: the clients and servers do not match the layout"
+    );
     let board = Arc::new(Board::new(layout, spec.to - spec.from));
     let base = (Instant::now(), mono_ns()?);
     let ns = move |at: Instant| {
@@ -934,6 +1048,8 @@ impl Members {
 struct View {
     /// The client's number.
     me: usize,
+    /// Members its complete view holds.
+    size: usize,
     known: Vec<u64>,
     count: usize,
     complete: bool,
@@ -941,10 +1057,11 @@ struct View {
 }
 
 impl View {
-    fn new(n: usize, me: usize) -> Self {
+    fn new(layout: &Layout, me: usize) -> Self {
         Self {
             me,
-            known: vec![0; n.div_ceil(64)],
+            size: layout.view_size(me),
+            known: vec![0; layout.n.div_ceil(64)],
             count: 0,
             complete: false,
             bytes: 0,
@@ -1097,7 +1214,7 @@ impl Board {
                 }
             }
         }
-        if !view.complete && view.count + 1 == self.layout.n {
+        if !view.complete && view.count == view.size {
             view.complete = true;
             self.completed(at, view);
         }
@@ -1147,20 +1264,22 @@ async fn client_loop(
         },
         other => bail!("expected the server's challenge first, got {other:?}"),
     };
+    let (capabilities, view) = board.layout.join_of(i);
     let join = Join {
         // Unique, as names in a pool are; as long as the old fixed name.
         name: format!("client-{i:05}"),
         pool: POOL.into(),
-        capabilities: Vec::new(),
+        capabilities,
         slots: 4,
         credential: None,
+        view,
     };
     let hello = ClientMsg::Hello(join.hello(&board.members.identities[i], &nonce));
     ws.send(Message::text(encode(&hello)))
         .await
         .context("sending hello")?;
     let mut permit = Some(permit);
-    let mut view = View::new(board.layout.n, i);
+    let mut view = View::new(&board.layout, i);
     loop {
         let frame = tokio::select! {
             cmd = next_cmd(&mut cmds) => {
@@ -1220,7 +1339,7 @@ mod tests {
     #[test]
     fn a_view_frame_is_scanned_like_the_decoder_reads_it() {
         let board = Board::new(Layout::alone(3), 3);
-        let mut view = View::new(3, 1);
+        let mut view = View::new(&Layout::alone(3), 1);
         let info = |i: usize| jobmesh_wire::PeerInfo {
             id: board.members.id(i),
             name: "bench-client".into(),

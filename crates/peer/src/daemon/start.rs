@@ -98,6 +98,7 @@ pub fn spawn_with(
         capabilities: config.capabilities.clone(),
         slots: config.slots,
         credential: credential.clone(),
+        view: config.view.clone(),
     };
     // Validate name/pool with the same rules the server applies.
     let probe = jobmesh_wire::signal::encode(&ClientMsg::Hello(join.hello(&identity, "probe")));
@@ -307,7 +308,10 @@ fn new_node(
         slots: config.slots,
         progress_interval: config.progress_interval,
         stats_interval: config.stats_interval,
-        dispatcher: config.dispatcher.clone(),
+        dispatcher: jobmesh_core::DispatcherConfig {
+            view: config.view.clone(),
+            ..config.dispatcher.clone()
+        },
         strategy,
         max_blob_size: config.blobs.max_blob_size,
         spool: config.blobs.spool,
