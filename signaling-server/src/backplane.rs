@@ -19,7 +19,7 @@
 //! handshake's deadline). While NATS is away the server serves its own
 //! peers as ever; the others' members go after [`crate::cluster::DEAD_AFTER`].
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,7 +31,7 @@ use tokio::sync::{mpsc, Notify};
 use tracing::{debug, info, warn};
 
 use crate::cluster::{Cluster, ClusterMsg, Output, ServerId, HEARTBEAT};
-use crate::server::{ClusterCounters, Shared};
+use crate::server::{bump, ClusterCounters, Shared};
 
 /// Batches and heartbeats: every server.
 pub(crate) const ALL: &str = "jobmesh.cluster.all";
@@ -178,10 +178,6 @@ pub(crate) async fn run(
         let servers = cluster.servers().count() as u64;
         counters.servers.store(servers, Ordering::Relaxed);
     }
-}
-
-fn bump(c: &AtomicU64) {
-    c.fetch_add(1, Ordering::Relaxed);
 }
 
 fn receive(cluster: &mut Cluster, payload: &[u8]) {

@@ -318,7 +318,7 @@ pub struct ClusterCounters {
     pub publishes_dropped: AtomicU64,
 }
 
-fn bump(c: &AtomicU64) {
+pub(crate) fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
 

@@ -1106,7 +1106,7 @@ var SignalClient = class extends EventTarget {
   }
   /** The hello for challenge `nonce`, its proof signed. @param {string} nonce */
   async hello(nonce) {
-    const { name, pool, capabilities, slots, credential } = this.join;
+    const { name, pool, capabilities, slots, credential, view } = this.join;
     const proof = await this.identity.sign(PURPOSE.admission, admissionMessage(nonce, pool, this.identity.peerId));
     return {
       type: "hello",
@@ -1118,7 +1118,9 @@ var SignalClient = class extends EventTarget {
       slots,
       key: this.identity.key,
       proof: base64url(proof),
-      ...credential ? { credential } : {}
+      ...credential ? { credential } : {},
+      // Only the workers of these capabilities (docs/protocol.md, "Filtered views").
+      ...view ? { view } : {}
     };
   }
   /** Sends one message, if connected. @param {object} msg */
@@ -2041,7 +2043,8 @@ async function joinPool(options) {
   const slots = options.handler ? options.concurrency ?? 1 : 0;
   const credential = options.credential ?? (options.invitation ? await redeem(options.invitation, identity) : void 0);
   const trust = credential ? { credential, pool: options.pool, poolKey: credential.grant.pool_key, grant: credential.grant, revoked: null } : null;
-  const signal = new SignalClient(options.signal, identity, { name, pool: options.pool, capabilities, slots, credential });
+  const join = { name, pool: options.pool, capabilities, slots, credential, view: options.view };
+  const signal = new SignalClient(options.signal, identity, join);
   const worker = options.handler ? new WorkerCore({
     capabilities,
     slots,

@@ -40,7 +40,7 @@ const UNREACHABLE_FOR_MS = 5_000;
  * @typedef {{signal: string, pool: string, name?: string, identity?: Identity,
  *   credential?: import("./trust.js").Credential, invitation?: string,
  *   capabilities?: string[], concurrency?: number, handler?: import("./worker.js").Handler,
- *   maxInputBytes?: number}} JoinOptions
+ *   maxInputBytes?: number, view?: string[]}} JoinOptions
  * @typedef {{credential: import("./trust.js").Credential, pool: string, poolKey: string,
  *   grant: import("./trust.js").Grant, revoked: import("./trust.js").Revocations | null}} Trust
  */
@@ -371,7 +371,8 @@ export async function joinPool(options) {
   const trust = credential
     ? { credential, pool: options.pool, poolKey: credential.grant.pool_key, grant: credential.grant, revoked: null }
     : null;
-  const signal = new SignalClient(options.signal, identity, { name, pool: options.pool, capabilities, slots, credential });
+  const join = { name, pool: options.pool, capabilities, slots, credential, view: options.view };
+  const signal = new SignalClient(options.signal, identity, join);
   const worker = options.handler
     ? new WorkerCore({
         capabilities,

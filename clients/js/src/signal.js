@@ -16,7 +16,7 @@ const RECONNECT_MAX_MS = 10_000;
 const FATAL = new Set(["not_admitted", "bad_proof", "wrong_version", "name_taken"]);
 
 /**
- * @typedef {{name: string, pool: string, capabilities: string[], slots: number, credential?: object}} Join
+ * @typedef {{name: string, pool: string, capabilities: string[], slots: number, credential?: object, view?: string[]}} Join
  */
 
 /** Why the server refused this peer (its error code and message). */
@@ -113,7 +113,7 @@ export class SignalClient extends EventTarget {
 
   /** The hello for challenge `nonce`, its proof signed. @param {string} nonce */
   async hello(nonce) {
-    const { name, pool, capabilities, slots, credential } = this.join;
+    const { name, pool, capabilities, slots, credential, view } = this.join;
     const proof = await this.identity.sign(PURPOSE.admission, admissionMessage(nonce, pool, this.identity.peerId));
     return {
       type: "hello",
@@ -126,6 +126,8 @@ export class SignalClient extends EventTarget {
       key: this.identity.key,
       proof: base64url(proof),
       ...(credential ? { credential } : {}),
+      // Only the workers of these capabilities (docs/protocol.md, "Filtered views").
+      ...(view ? { view } : {}),
     };
   }
 

@@ -36,3 +36,14 @@ test("a generated identity's id is its key's", async () => {
   assert.equal(id.peerId, peerIdOf(id.publicKey));
   assert.equal(id.key.length, 43);
 });
+
+test("a hello asks for a filtered view only when told to", async () => {
+  const { SignalClient } = await import("../src/signal.js");
+  const id = await Identity.fromSeed(SEED);
+  const join = { name: "t", pool: "lab", capabilities: [], slots: 0 };
+  const all = await new SignalClient("ws://x/ws", id, join).hello("bm9uY2U");
+  assert.equal("view" in all, false, "absent: every member");
+  const some = await new SignalClient("ws://x/ws", id, { ...join, view: ["echo"] }).hello("bm9uY2U");
+  assert.deepEqual(some.view, ["echo"]);
+  assert.equal(some.proof, PROOF, "the proof does not cover the view");
+});
