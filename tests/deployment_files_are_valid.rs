@@ -62,7 +62,7 @@ fn the_signal_server_and_a_daemon_tell_systemd_when_they_are_ready_and_stopping(
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("signal-server runs");
-    let mut server = jobmesh_testkit::process::Proc(server);
+    let mut server = jobmesh_testkit::process::Proc::adopt(server);
     let ready = lines_of(server.0.stdout.take().expect("piped"))
         .recv_timeout(Duration::from_secs(30))
         .expect("the ready line");

@@ -39,27 +39,66 @@ pub fn bin(name: &str) -> std::path::PathBuf {
     path
 }
 
-/// A child process killed (SIGKILL) on drop.
-pub struct Proc(pub Child);
+/// A child process killed (SIGKILL) on drop, and the file its stderr
+/// goes to, if any ([`Proc::spawn`]): shown when a test fails.
+pub struct Proc(pub Child, Option<std::path::PathBuf>);
+
+/// Lines of a process's log shown when its test fails.
+const LOG_TAIL: usize = 60;
 
 impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+        let Some(log) = self.1.take() else {
+            return;
+        };
+        if std::thread::panicking() {
+            // The test failed: what the process said is the first clue.
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(LOG_TAIL)..];
+            eprintln!(
+                "--- the last {} log lines of process {} ---\n{}\n---",
+                tail.len(),
+                self.0.id(),
+                tail.join("\n")
+            );
+        }
+        let _ = std::fs::remove_file(&log);
     }
 }
 
+/// A fresh file for a child's stderr, in the temp dir.
+fn log_file() -> Option<(std::path::PathBuf, std::fs::File)> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("jobmesh-test-{}-{n}.log", std::process::id()));
+    let file = std::fs::File::create(&path).ok()?;
+    Some((path, file))
+}
+
 impl Proc {
+    /// Guards `child`, started by the caller (its stderr as it set it).
+    pub fn adopt(child: Child) -> Self {
+        Self(child, None)
+    }
+
     /// Spawns `cmd` with stdout piped and returns it with its first stdout
     /// line (the ready line of `signal-server` and `peer`). Its stderr (the
-    /// daemons' logs) is dropped, or shown with the test's when
-    /// `JOBMESH_TEST_STDERR` is set (`JOBMESH_LOG` picks what they log).
+    /// daemons' logs) goes to a file whose last lines are shown if the test
+    /// fails, or with the test's output when `JOBMESH_TEST_STDERR` is set
+    /// (`JOBMESH_LOG` picks what they log).
     pub fn spawn(cmd: &mut std::process::Command) -> (Self, String) {
         use std::io::BufRead;
-        let stderr = if std::env::var_os("JOBMESH_TEST_STDERR").is_some() {
-            std::process::Stdio::inherit()
+        let (stderr, log) = if std::env::var_os("JOBMESH_TEST_STDERR").is_some() {
+            (std::process::Stdio::inherit(), None)
         } else {
-            std::process::Stdio::null()
+            match log_file() {
+                Some((path, file)) => (std::process::Stdio::from(file), Some(path)),
+                None => (std::process::Stdio::null(), None),
+            }
         };
         let mut child = cmd
             .stdout(std::process::Stdio::piped())
@@ -71,7 +110,7 @@ impl Proc {
         std::io::BufReader::new(stdout)
             .read_line(&mut line)
             .expect("read the ready line");
-        (Self(child), line)
+        (Self(child, log), line)
     }
 
     /// Sends it `signal` (`"STOP"`, `"CONT"`, `"TERM"`, ...) with `kill`.
@@ -237,7 +276,7 @@ impl Watch {
             .expect("spawn peer watch");
         let lines = lines_of(child.stdout.take().expect("stdout"));
         Self {
-            _child: Proc(child),
+            _child: Proc::adopt(child),
             lines,
         }
     }
@@ -417,7 +456,7 @@ pub fn nats_server(port: u16) -> (Proc, String) {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawn nats-server");
-    let nats = Proc(child);
+    let nats = Proc::adopt(child);
     let deadline = std::time::Instant::now() + crate::DEADLINE;
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(
@@ -490,7 +529,7 @@ pub fn coturn_at(
         ))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
-    let turn = Proc(cmd.spawn().expect("spawn turnserver"));
+    let turn = Proc::adopt(cmd.spawn().expect("spawn turnserver"));
     let probe = || {
         for ip in ips {
             wait_stun(std::net::SocketAddr::from((*ip, port)));
