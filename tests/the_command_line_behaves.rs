@@ -299,6 +299,12 @@ fn a_second_daemon_with_a_taken_name_is_refused() {
     let (_server, url) = jobmesh_testkit::process::signal_server();
     let dir = tempfile::tempdir().expect("tempdir");
     let _first = jobmesh_testkit::process::daemon(&url, "names", "w1", "echo", dir.path(), &[]);
+    // The first holds the name before the second asks for it (its ready
+    // line comes before it has joined; the other order ran the second as
+    // the pool's w1, forever).
+    tokio::runtime::Runtime::new().expect("a runtime").block_on(
+        jobmesh_testkit::process::wait_capable(&dir.path().join("w1.sock"), "echo", 0),
+    );
     let other = tempfile::tempdir().expect("tempdir");
     let sock = other.path().join("w1.sock");
     let out = peer(&[

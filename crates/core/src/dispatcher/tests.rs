@@ -241,6 +241,46 @@ fn no_capable_worker_fails_at_once_with_a_clear_error() {
 }
 
 #[test]
+fn a_job_outside_a_filtered_view_says_so_and_one_inside_says_no_worker() {
+    let ocr = Capability::new("ocr").expect("a capability");
+    let config = |view: Vec<Capability>| DispatcherConfig {
+        view: Some(view),
+        ..DispatcherConfig::default()
+    };
+    let mut h = Harness::with_config(&[], config(vec![ocr.clone()]));
+    h.submit(spec(1));
+    let err = finished(&h.drain())[0]
+        .result
+        .clone()
+        .expect_err("not in the view");
+    assert!(err.is_unplaced());
+    assert_eq!(
+        err,
+        JobError::OutsideView {
+            capability: echo(),
+            view: "ocr".into()
+        }
+    );
+    assert!(err.to_string().contains("--view all"), "{err}");
+    // A worker-only peer (`--view none`) says none.
+    let mut h = Harness::with_config(&[], config(Vec::new()));
+    h.submit(spec(1));
+    let err = finished(&h.drain())[0]
+        .result
+        .clone()
+        .expect_err("a blind view");
+    assert!(err.to_string().contains("workers of none"), "{err}");
+    // Its own capability in the view: nobody runs it, the usual error.
+    let mut h = Harness::with_config(&[], config(vec![echo()]));
+    h.submit(spec(1));
+    let err = finished(&h.drain())[0]
+        .result
+        .clone()
+        .expect_err("no worker");
+    assert!(matches!(err, JobError::NoCapableWorker { .. }), "{err}");
+}
+
+#[test]
 fn replies_from_another_peer_or_an_old_attempt_are_ignored() {
     let mut h = Harness::new(&[worker(1, 1), worker(2, 1)]);
     h.submit(spec(1));
