@@ -6,11 +6,12 @@
 //!
 //! Each server owns the peers connected to it, and only it says anything
 //! about them. It publishes its members' changes in batches, each tagged
-//! with its server id, the epoch of this run of it and a sequence number that grows by one per batch; and a
-//! heartbeat with its latest sequence number (epochs grow from run to run:
-//! the glue takes the Unix time in milliseconds at start). Every other server keeps, per
-//! remote server, the epoch and sequence it has applied and the members it
-//! learnt from it, and:
+//! with its server id, the epoch of this run of it and a sequence number
+//! that grows by one per batch; and a heartbeat with its latest sequence
+//! number (epochs grow from run to run: the glue takes the Unix time in
+//! milliseconds at start). Every other server keeps, per remote server,
+//! the epoch and sequence it has applied and the members it learnt from
+//! it, and:
 //!
 //! * applies a batch whose sequence is the next one;
 //! * ignores one it has applied already (NATS may redeliver nothing, but a

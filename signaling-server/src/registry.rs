@@ -129,6 +129,17 @@ struct Entry {
 }
 
 impl Entry {
+    /// `info` as pages carry it; its capabilities last changed at version
+    /// `capabilities_changed`.
+    fn new(info: &PeerInfo, capabilities_changed: u64) -> Self {
+        Self {
+            id: info.id,
+            json: Member::encode(info),
+            capabilities: info.capabilities.clone(),
+            capabilities_changed,
+        }
+    }
+
     /// Whether a view of `filter` (None: all) shows it.
     fn shown_to(&self, filter: Option<&[Capability]>) -> bool {
         filter.is_none_or(|f| self.capabilities.iter().any(|c| f.contains(c)))
@@ -389,13 +400,7 @@ impl Registry {
         let version = self.version;
         let id = info.id;
         let pool = self.pools.entry(pool_name.to_owned()).or_default();
-        let entry = Entry {
-            id,
-            json: Member::encode(&info),
-            capabilities: info.capabilities.clone(),
-            capabilities_changed: 0,
-        };
-        pool.members.insert(version, entry);
+        pool.members.insert(version, Entry::new(&info, 0));
         pool.names.entry(info.name.clone()).or_insert(id);
         pool.head = version;
         self.members.insert(
@@ -472,13 +477,8 @@ impl Registry {
             Some(old) if old.capabilities == m.info.capabilities => old.capabilities_changed,
             _ => self.version,
         };
-        let entry = Entry {
-            id: *id,
-            json: Member::encode(&m.info),
-            capabilities: m.info.capabilities.clone(),
-            capabilities_changed,
-        };
-        pool.members.insert(self.version, entry);
+        pool.members
+            .insert(self.version, Entry::new(&m.info, capabilities_changed));
         pool.head = self.version;
         m.version = self.version;
         Some(&m.pool)
@@ -525,13 +525,12 @@ impl Registry {
                         break;
                     };
                     at = *v;
-                    let stale = !reset && entry.capabilities_changed > from;
                     if entry.id == *me {
                         // Its own entry: never in its view.
                     } else if entry.shown_to(filter) {
                         bytes += entry.json.get().len() + 1;
                         frame.peers.push(&entry.json);
-                    } else if stale {
+                    } else if !reset && entry.capabilities_changed > from {
                         // It may have matched before its change.
                         bytes += 40;
                         frame.left.push(entry.id);

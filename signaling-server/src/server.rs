@@ -377,7 +377,7 @@ pub async fn run(
             clients: HashMap::new(),
             heads: HashMap::new(),
             revoked: HashMap::new(),
-            local_changes: cluster.as_ref().map(|(_, l, _)| l.local_changes.clone()),
+            cluster: cluster.as_ref().map(|(_, link, _)| link.clone()),
         }),
         next_conn: AtomicU64::new(0),
         config,
@@ -387,7 +387,6 @@ pub async fn run(
         fan_out: prometheus_client::metrics::histogram::Histogram::new(
             prometheus_client::metrics::histogram::exponential_buckets(0.001, 2.0, 17),
         ),
-        cluster: cluster.as_ref().map(|(_, link, _)| link.clone()),
     });
     if let Some((client, link, relay_rx)) = cluster {
         let task = crate::backplane::run(shared.clone(), client, link.clone(), relay_rx);
@@ -481,8 +480,9 @@ pub(crate) struct Inner {
     heads: HashMap<String, watch::Sender<Head>>,
     /// Per closed pool, the newest revocation list (verified).
     revoked: HashMap<String, Arc<Revocations>>,
-    /// Wakes the cluster's task to publish the registry's local changes.
-    local_changes: Option<Arc<tokio::sync::Notify>>,
+    /// The other servers of the cluster, when there are any: where relays
+    /// to their peers go, and whom to wake for local changes.
+    cluster: Option<crate::backplane::Link>,
 }
 
 pub(crate) struct Shared {
@@ -497,8 +497,6 @@ pub(crate) struct Shared {
     tracker: TaskTracker,
     /// From a change of a pool to a member's view holding it.
     fan_out: prometheus_client::metrics::histogram::Histogram,
-    /// The other servers of the cluster, when there are any.
-    cluster: Option<crate::backplane::Link>,
 }
 
 /// A pool's latest version, and when it changed.
@@ -575,8 +573,8 @@ impl Inner {
     /// Wakes the members of `pool` after a change (or forgets its watch once
     /// the pool is gone), and the cluster's task.
     pub(crate) fn changed(&mut self, pool: &str) {
-        if let Some(wake) = &self.local_changes {
-            wake.notify_one();
+        if let Some(link) = &self.cluster {
+            link.local_changes.notify_one();
         }
         match self.registry.head(pool) {
             0 => {
@@ -592,16 +590,10 @@ impl Inner {
 
     /// Queues a relay from `from` to `to`: for a peer of this server, on its
     /// connection; for a peer of another server of the cluster, on the
-    /// backplane's queue (`cluster`). Overflow policy: `try_send`; a full
-    /// queue drops the relay and the caller tells the sender.
-    fn relay(
-        &self,
-        from: PeerId,
-        to: PeerId,
-        signal: Handshake,
-        cluster: Option<&crate::backplane::Link>,
-    ) -> Result<(), RelayRefused> {
-        let remote = match (self.registry.owner(&to), cluster) {
+    /// backplane's queue. Overflow policy: `try_send`; a full queue drops
+    /// the relay and the caller tells the sender.
+    fn relay(&self, from: PeerId, to: PeerId, signal: Handshake) -> Result<(), RelayRefused> {
+        let remote = match (self.registry.owner(&to), &self.cluster) {
             (Some(Some(server)), Some(link)) if self.registry.same_pool(&from, &to) => {
                 Some((Some(server), link))
             }
@@ -612,7 +604,10 @@ impl Inner {
             _ => None,
         };
         let Some((server, link)) = remote else {
-            return self.deliver_relay(from, to, signal);
+            if !self.registry.same_pool(&from, &to) {
+                return Err(RelayRefused::Unknown);
+            }
+            return self.deliver_to(from, to, signal);
         };
         let pool = self
             .registry
@@ -629,19 +624,6 @@ impl Inner {
         link.relays
             .try_send((server, relay))
             .map_err(|_| RelayRefused::Busy)
-    }
-
-    /// Hands a relay to `to`'s connection here, if `from` is of its pool.
-    fn deliver_relay(
-        &self,
-        from: PeerId,
-        to: PeerId,
-        signal: Handshake,
-    ) -> Result<(), RelayRefused> {
-        if !self.registry.same_pool(&from, &to) {
-            return Err(RelayRefused::Unknown);
-        }
-        self.deliver_to(from, to, signal)
     }
 
     /// Hands a relay to `to`'s connection here (the caller checked the pool).
@@ -1439,7 +1421,7 @@ async fn handle(
                     .await
                     .err();
             }
-            let refused = shared.lock().relay(me, to, signal, shared.cluster.as_ref());
+            let refused = shared.lock().relay(me, to, signal);
             let err = match refused {
                 Ok(()) => {
                     bump(&counters.relays);
