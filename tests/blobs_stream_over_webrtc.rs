@@ -50,6 +50,8 @@ fn worker(url: &str, pool: &str, dir: &Path, spool: &Path, faults: Arc<Faults>) 
     config.slots = 2;
     config.grace = Duration::from_secs(2);
     config.spool_dir = Some(spool.to_owned());
+    // Over the data channel, faults and all, not handed over on this host.
+    config.handover_dir = None;
     config.blobs.max_blob_size = 4 * 1024 * 1024;
     start_exec_worker(config, &path)
 }

@@ -36,6 +36,7 @@ fn worker(url: &str, pool: &str, dir: &std::path::Path, extra: &str) -> PeerHand
     let path = dir.join("handlers.toml");
     std::fs::write(&path, format!("{CONFIG}{extra}")).expect("write config");
     let mut config = DaemonConfig::new(url, "exec-worker", pool);
+    config.handover_dir = None;
     config.membership = jobmesh_peer::Membership::Open;
     config.rtc = loopback_rtc();
     config.slots = 2;

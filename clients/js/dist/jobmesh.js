@@ -1019,7 +1019,7 @@ var PoolView = class {
 };
 
 // src/signal.js
-var PROTOCOL_VERSION = 6;
+var PROTOCOL_VERSION = 7;
 var MAX_SERVER_MESSAGE = 1024 * 1024;
 var RECONNECT_MIN_MS = 250;
 var RECONNECT_MAX_MS = 1e4;

@@ -6,7 +6,7 @@ import { PoolView } from "./view.js";
 import { PURPOSE, admissionMessage, base64url } from "./identity.js";
 
 /** The protocol version this client speaks. */
-export const PROTOCOL_VERSION = 6;
+export const PROTOCOL_VERSION = 7;
 /** Largest server frame read (a view page), in bytes. */
 const MAX_SERVER_MESSAGE = 1024 * 1024;
 /** Reconnecting waits this long at first, doubling to RECONNECT_MAX_MS. */

@@ -486,6 +486,9 @@ pub(crate) struct DaemonArgs {
     /// Where blobs in transit and jobs' work dirs live [default: the system temp dir].
     #[arg(long, env = "JOBMESH_SPOOL_DIR")]
     pub(crate) spool_dir: Option<PathBuf>,
+    /// Where blobs to and from daemons of this user on this host are handed over as files instead of sent over WebRTC (made private to the user; `off`: always over WebRTC) [default: /dev/shm/jobmesh-UID].
+    #[arg(long, env = "JOBMESH_HANDOVER_DIR", value_name = "DIR|off")]
+    pub(crate) handover_dir: Option<String>,
     /// Largest blob this peer sends or accepts, in MiB (at most 2048).
     #[arg(long, env = "JOBMESH_MAX_BLOB_MIB", default_value_t = 2048)]
     pub(crate) max_blob_mib: u64,

@@ -287,6 +287,12 @@ async fn daemon(
     config.blobs.spool =
         jobmesh_peer::SpoolLimits::from_total(args.spool_gib.saturating_mul(1 << 30));
     config.spool_dir = args.spool_dir;
+    match args.handover_dir.as_deref().map(str::trim) {
+        None => {}
+        Some("off") => config.handover_dir = None,
+        Some("") => bail!("--handover-dir: give a directory, or off"),
+        Some(dir) => config.handover_dir = Some(dir.into()),
+    }
     config.data_dir = Some(data_dir(common.data_dir, &config.pool, &name)?);
     config.rtc = RtcConfig {
         ice_servers: args.ice_servers,

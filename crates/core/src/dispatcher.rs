@@ -864,7 +864,9 @@ impl Dispatcher {
             | DcMsg::Unobserve {}
             | DcMsg::Observed { .. }
             // Blob transfer is handled by the daemon, not by placement.
-            | DcMsg::Blobs { .. } => return,
+            | DcMsg::Blobs { .. }
+            | DcMsg::Handover { .. }
+            | DcMsg::BlobFiles { .. } => return,
         };
         if matches!(msg, DcMsg::Result { .. }) {
             // Current or stale, the worker need not keep it any longer.
@@ -984,7 +986,9 @@ impl Dispatcher {
             | DcMsg::Observe { .. }
             | DcMsg::Unobserve {}
             | DcMsg::Observed { .. }
-            | DcMsg::Blobs { .. } => {}
+            | DcMsg::Blobs { .. }
+            | DcMsg::Handover { .. }
+            | DcMsg::BlobFiles { .. } => {}
         }
         // A result carries the worker's load after it: fresher than its
         // broadcast stats, which may still count this very job.

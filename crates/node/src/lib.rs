@@ -101,6 +101,10 @@ pub struct NodeConfig {
     pub allow: HashMap<Capability, HashSet<PeerId>>,
     /// Wall-clock time, which credentials expire in.
     pub clock: UnixClock,
+    /// The token of this peer's handover directory (`DcMsg::Handover`):
+    /// blobs to and from a peer whose directory has the same token are
+    /// handed over as files in it. `None`: chunks only.
+    pub handover: Option<String>,
 }
 
 /// Wall-clock time as the node derives it from `now`: the Unix time `unix`
@@ -207,6 +211,19 @@ pub enum NodeInput<'a> {
         /// Which set.
         direction: Direction,
         /// What went wrong, as the job's error will say it.
+        error: String,
+    },
+    /// The files of a [`NodeOutput::ReadBlobFiles`] could not be read (or
+    /// were not what their transfer announced): the set fails, and the
+    /// sender is told to send chunks from now on.
+    BlobFilesFailed {
+        /// The sender.
+        from: PeerId,
+        /// The job.
+        job_id: JobId,
+        /// Which set.
+        direction: Direction,
+        /// What went wrong.
         error: String,
     },
     /// An upload asked for with [`NodeOutput::SendBlobs`] ended.
@@ -419,6 +436,27 @@ pub enum NodeOutput {
         link: LinkId,
         /// The attempt they belong to.
         attempt: u32,
+        /// The recipient shares this peer's handover directory: the blobs
+        /// may go as files in it (one `blob_files` message) instead of
+        /// chunks. The driver still chooses chunks when it must (the
+        /// directory is full or over its budget).
+        handover: bool,
+    },
+    /// Read a set being received from these files in the handover
+    /// directory, one per blob in order, as if their bytes came in chunks
+    /// from `from`; then remove them. If one cannot be read, report
+    /// [`NodeInput::BlobFilesFailed`].
+    ReadBlobFiles {
+        /// The job.
+        job_id: JobId,
+        /// Which set.
+        direction: Direction,
+        /// The sender.
+        from: PeerId,
+        /// The attempt they belong to.
+        attempt: u32,
+        /// Checked names (`jobmesh_wire::dc::valid_handover_file`).
+        files: Vec<String>,
     },
     /// Stop sending a job's blobs (its attempt ended).
     StopSending {
@@ -520,6 +558,7 @@ pub struct Node {
     names: HashMap<String, PeerId>,
     allow: HashMap<Capability, HashSet<PeerId>>,
     clock: UnixClock,
+    handover: Option<String>,
     /// This peer's exact stats after the last input.
     stats: Stats,
     counters: NodeCounters,
@@ -574,6 +613,7 @@ impl Node {
             grants: HashMap::new(),
             names: HashMap::new(),
             allow: config.allow,
+            handover: config.handover,
             clock: config.clock,
             stats,
             counters: NodeCounters::default(),
@@ -728,6 +768,12 @@ impl Node {
                 direction,
                 error,
             } => self.on_blobs_failed(now, job_id, direction, error),
+            NodeInput::BlobFilesFailed {
+                from,
+                job_id,
+                direction,
+                error,
+            } => self.on_blob_files_failed(now, from, job_id, direction, error),
             NodeInput::BlobsSent {
                 job_id,
                 direction,
@@ -937,6 +983,19 @@ impl Node {
                 direction: Direction::Output,
                 blobs,
             } => self.on_output_blobs(from, job_id, attempt, blobs),
+            DcMsg::Handover { token } => {
+                let shared = token.is_some() && token == self.handover;
+                if shared {
+                    info!(peer = %from.short(), "the peer shares our handover directory: blobs between us go as files");
+                }
+                self.links.set_handover(&from, shared);
+            }
+            DcMsg::BlobFiles {
+                job_id,
+                attempt,
+                direction,
+                files,
+            } => self.on_blob_files(now, from, job_id, attempt, direction, files),
             other => {
                 if let Some(msg) = self.check_result(now, from, other) {
                     self.dispatcher_input(now, Input::Dc { from, msg: &msg });
@@ -1336,6 +1395,14 @@ impl Node {
             return;
         };
         info!(peer = %peer.short(), link, "link open: identity verified");
+        if let Some(token) = &self.handover {
+            let token = Some(token.clone());
+            self.out.push_back(NodeOutput::Send {
+                to: peer,
+                link,
+                msg: DcMsg::Handover { token },
+            });
+        }
         self.dispatcher_input(now, Input::LinkOpened(peer));
         let (held, not_granted) = self.still_wanted(peer, held);
         for msg in held {

@@ -56,13 +56,16 @@ pub(crate) enum Link {
     },
     Open {
         id: LinkId,
+        /// The remote shares this peer's handover directory: blobs between
+        /// the two go as files in it.
+        handover: bool,
     },
 }
 
 impl Link {
     pub(crate) fn id(&self) -> LinkId {
         match self {
-            Link::Connecting { id, .. } | Link::Binding { id, .. } | Link::Open { id } => *id,
+            Link::Connecting { id, .. } | Link::Binding { id, .. } | Link::Open { id, .. } => *id,
         }
     }
 }
@@ -92,8 +95,24 @@ impl LinkTable {
     /// The open link to `peer`, if any.
     pub(crate) fn open(&self, peer: &PeerId) -> Option<LinkId> {
         match self.links.get(peer) {
-            Some(Link::Open { id }) => Some(*id),
+            Some(Link::Open { id, .. }) => Some(*id),
             _ => None,
+        }
+    }
+
+    /// Whether `peer`'s link is open and shares this peer's handover
+    /// directory.
+    pub(crate) fn handover(&self, peer: &PeerId) -> bool {
+        matches!(
+            self.links.get(peer),
+            Some(Link::Open { handover: true, .. })
+        )
+    }
+
+    /// Records whether `peer`'s open link shares the handover directory.
+    pub(crate) fn set_handover(&mut self, peer: &PeerId, shared: bool) {
+        if let Some(Link::Open { handover, .. }) = self.links.get_mut(peer) {
+            *handover = shared;
         }
     }
 
@@ -172,7 +191,13 @@ impl LinkTable {
     pub(crate) fn opened(&mut self, peer: PeerId) -> Vec<DcMsg> {
         match self.remove(&peer) {
             Some(Link::Binding { id, pending, .. }) => {
-                self.links.insert(peer, Link::Open { id });
+                self.links.insert(
+                    peer,
+                    Link::Open {
+                        id,
+                        handover: false,
+                    },
+                );
                 pending
             }
             Some(other) => {

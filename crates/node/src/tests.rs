@@ -142,6 +142,7 @@ fn node_in(n: u128, capabilities: Vec<Capability>, credential: Option<Credential
             at: Instant::now(),
             unix: NOW_UNIX,
         },
+        handover: None,
     })
 }
 
@@ -1193,5 +1194,217 @@ fn a_link_that_never_opens_fails_the_job_with_why_and_its_peer_is_passed_over_fo
         out.iter()
             .any(|o| matches!(o, NodeOutput::Dial { peer: p, .. } if *p == peer(2))),
         "{out:?}"
+    );
+}
+
+const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+
+fn handover(token: &str) -> DcMsg {
+    DcMsg::Handover {
+        token: Some(token.to_owned()),
+    }
+}
+
+/// Worker 2 with handover token `TOKEN`, a link from peer 1 open, and job
+/// 1 (one 10-byte input blob) admitted; returns the link and what the
+/// opening sent.
+fn worker_sharing(remote_token: &str) -> (Node, LinkId, Vec<NodeOutput>) {
+    let now = Instant::now();
+    let mut w = node(2, vec![echo()]);
+    w.handover = Some(TOKEN.to_owned());
+    w.handle_input(now, NodeInput::Signal(&offer(1, 5)))
+        .expect("offer");
+    let link = answered(&mut w);
+    open(&mut w, now, 1, link);
+    let opening = drain(&mut w);
+    for msg in [handover(remote_token), announce(1, &[10]), submit_msg(1)] {
+        w.handle_input(now, from(1, link, msg)).expect("message");
+    }
+    let out = drain(&mut w);
+    assert!(rejection(&out).is_none(), "{out:?}");
+    (w, link, opening)
+}
+
+fn blob_files(files: &[&str]) -> DcMsg {
+    DcMsg::BlobFiles {
+        job_id: spec(1).job_id,
+        attempt: 1,
+        direction: Direction::Input,
+        files: files.iter().map(|f| (*f).to_owned()).collect(),
+    }
+}
+
+#[test]
+fn peers_sharing_a_handover_directory_hand_blobs_over_as_files() {
+    let now = Instant::now();
+    let (mut w, link, opening) = worker_sharing(TOKEN);
+    assert!(
+        sent(&opening).contains(&&handover(TOKEN)),
+        "a link opens with this peer's token: {opening:?}"
+    );
+    // The set under way, from the sharing peer: read from the files.
+    w.handle_input(now, from(1, link, blob_files(&["f0"])))
+        .expect("files");
+    let out = drain(&mut w);
+    assert!(
+        matches!(&out[..], [NodeOutput::ReadBlobFiles { files, from, .. }] if files == &["f0"] && *from == peer(1)),
+        "{out:?}"
+    );
+    // The result's blobs go back as files too.
+    let job_id = spec(1).job_id;
+    let done = |w: &mut Node, input| w.handle_input(now, input).expect("input");
+    done(
+        &mut w,
+        NodeInput::BlobsReceived {
+            job_id,
+            direction: Direction::Input,
+        },
+    );
+    drain(&mut w);
+    let outputs = vec![BlobMeta {
+        index: 0,
+        size: 3,
+        blake3: "0".repeat(64),
+        name: None,
+    }];
+    done(
+        &mut w,
+        NodeInput::HandlerDone {
+            job_id,
+            result: Ok(json!(1)),
+            outputs,
+        },
+    );
+    let out = drain(&mut w);
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, NodeOutput::SendBlobs { handover: true, .. })),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn files_from_a_peer_with_another_directory_fail_the_set_and_chunks_stay() {
+    let now = Instant::now();
+    let (mut w, link, _) = worker_sharing("ffffffffffffffffffffffffffffffff");
+    w.handle_input(now, from(1, link, blob_files(&["f0"])))
+        .expect("files");
+    let out = drain(&mut w);
+    assert!(
+        !out.iter()
+            .any(|o| matches!(o, NodeOutput::ReadBlobFiles { .. })),
+        "{out:?}"
+    );
+    let failed = sent(&out).into_iter().find_map(|m| match m {
+        DcMsg::Result {
+            outcome: Outcome::Err {
+                message, retryable, ..
+            },
+            ..
+        } => Some((message.clone(), *retryable)),
+        _ => None,
+    });
+    let (message, retryable) = failed.expect("the attempt fails");
+    assert!(message.contains("does not share"), "{message}");
+    assert!(retryable);
+}
+
+#[test]
+fn unreadable_files_fail_the_set_and_the_sender_falls_back_to_chunks() {
+    let now = Instant::now();
+    // The wrong number of files: not even read.
+    let (mut w, link, _) = worker_sharing(TOKEN);
+    w.handle_input(now, from(1, link, blob_files(&["f0", "f1"])))
+        .expect("files");
+    let out = drain(&mut w);
+    assert!(
+        sent(&out).contains(&&DcMsg::Handover { token: None }),
+        "{out:?}"
+    );
+    assert!(!out
+        .iter()
+        .any(|o| matches!(o, NodeOutput::ReadBlobFiles { .. })));
+    // Files that could not be read: the same, and this side sends chunks too.
+    let (mut w, link, _) = worker_sharing(TOKEN);
+    w.handle_input(now, from(1, link, blob_files(&["f0"])))
+        .expect("files");
+    drain(&mut w);
+    let failed = NodeInput::BlobFilesFailed {
+        from: peer(1),
+        job_id: spec(1).job_id,
+        direction: Direction::Input,
+        error: "cannot read f0".into(),
+    };
+    w.handle_input(now, failed).expect("failed");
+    let out = drain(&mut w);
+    assert!(
+        sent(&out).contains(&&DcMsg::Handover { token: None }),
+        "{out:?}"
+    );
+    assert!(
+        sent(&out).iter().any(|m| matches!(m, DcMsg::Result { outcome: Outcome::Err { message, .. }, .. } if message.contains("cannot read f0"))),
+        "{out:?}"
+    );
+    assert!(!w.links.handover(&peer(1)));
+}
+
+#[test]
+fn a_result_waits_for_its_handed_over_files_to_be_read() {
+    let now = Instant::now();
+    let mut n = node(1, Vec::new());
+    n.handover = Some(TOKEN.to_owned());
+    let (link, _) = dial_to_2(&mut n, now);
+    open(&mut n, now, 2, link);
+    n.handle_input(now, from(2, link, handover(TOKEN)))
+        .expect("handover");
+    let job_id = spec(1).job_id;
+    let mut announced = announce(1, &[10]);
+    if let DcMsg::Blobs { direction, .. } = &mut announced {
+        *direction = Direction::Output;
+    }
+    let files = DcMsg::BlobFiles {
+        job_id,
+        attempt: 1,
+        direction: Direction::Output,
+        files: vec!["out0".into()],
+    };
+    let result = DcMsg::Result {
+        job_id,
+        attempt: 1,
+        outcome: Outcome::Ok { value: json!(1) },
+        load: None,
+    };
+    for msg in [
+        DcMsg::Accepted { job_id, attempt: 1 },
+        announced,
+        files,
+        result,
+    ] {
+        n.handle_input(now, from(2, link, msg)).expect("message");
+    }
+    let out = drain(&mut n);
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, NodeOutput::ReadBlobFiles { .. })),
+        "{out:?}"
+    );
+    assert!(
+        finished(&out).is_none(),
+        "the result waits for its files: {out:?}"
+    );
+    let read = NodeInput::BlobsReceived {
+        job_id,
+        direction: Direction::Output,
+    };
+    n.handle_input(now, read).expect("read");
+    let out = drain(&mut n);
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, NodeOutput::ResultBlobs { .. })),
+        "{out:?}"
+    );
+    assert!(
+        finished(&out).is_some_and(|end| end.result.is_ok()),
+        "complete once read: {out:?}"
     );
 }

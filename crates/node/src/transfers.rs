@@ -85,6 +85,12 @@ struct Outgoing {
 struct Download {
     from: PeerId,
     attempt: u32,
+    /// How many blobs the set has.
+    count: usize,
+    /// The set comes as handed-over files, read on the driver's time: its
+    /// result may arrive before the last byte is read, and waits here.
+    from_files: bool,
+    held_result: Option<DcMsg>,
     state: DownloadState,
     percent: u8,
     received: (u64, u64),
@@ -119,6 +125,94 @@ impl Node {
                 u.from == *from && u.attempt == h.attempt && u.receiving.is_some()
             }),
         }
+    }
+
+    /// How many blobs the transfer under way of this job and direction,
+    /// from `from` for `attempt`, has (as [`Node::wants_chunk`]).
+    fn receiving(
+        &self,
+        from: &PeerId,
+        job_id: &JobId,
+        direction: Direction,
+        attempt: u32,
+    ) -> Option<usize> {
+        let t = &self.transfers;
+        match direction {
+            Direction::Output => t
+                .downloads
+                .get(job_id)
+                .filter(|d| {
+                    d.from == *from && d.attempt == attempt && d.state == DownloadState::Receiving
+                })
+                .map(|d| d.count),
+            Direction::Input => t
+                .inbound
+                .get(job_id)
+                .filter(|u| u.from == *from && u.attempt == attempt && u.receiving.is_some())
+                .map(|u| u.blobs.len()),
+        }
+    }
+
+    /// `from` handed a set over as files: read them if they are the set
+    /// under way and the link shares the directory; fail the set if they
+    /// cannot be it.
+    pub(crate) fn on_blob_files(
+        &mut self,
+        now: Instant,
+        from: PeerId,
+        job_id: JobId,
+        attempt: u32,
+        direction: Direction,
+        files: Vec<String>,
+    ) {
+        let Some(count) = self.receiving(&from, &job_id, direction, attempt) else {
+            // As a stale chunk (a cancel or retry crossed it); its sender
+            // removes the files when the attempt ends on its side.
+            debug!(%job_id, attempt, peer = %from.short(), "stale blob files ignored");
+            return;
+        };
+        let error = if !self.links.handover(&from) {
+            "the peer handed blobs over as files, but does not share this peer's handover directory"
+        } else if files.len() != count {
+            "the peer handed over a different number of files than it announced blobs"
+        } else {
+            if let Some(d) = self.transfers.downloads.get_mut(&job_id) {
+                d.from_files = true;
+            }
+            self.out.push_back(NodeOutput::ReadBlobFiles {
+                job_id,
+                direction,
+                from,
+                attempt,
+                files,
+            });
+            return;
+        };
+        self.on_blob_files_failed(now, from, job_id, direction, error.to_owned());
+    }
+
+    /// Handed-over files could not be read: the set fails (retryably), and
+    /// `from` sends chunks from now on.
+    pub(crate) fn on_blob_files_failed(
+        &mut self,
+        now: Instant,
+        from: PeerId,
+        job_id: JobId,
+        direction: Direction,
+        error: String,
+    ) {
+        if let Some(link) = self.links.open(&from) {
+            if self.links.handover(&from) {
+                warn!(peer = %from.short(), %error, "blob files from this peer failed: it sends chunks from now on");
+                self.links.set_handover(&from, false);
+                self.out.push_back(NodeOutput::Send {
+                    to: from,
+                    link,
+                    msg: DcMsg::Handover { token: None },
+                });
+            }
+        }
+        self.on_blobs_failed(now, job_id, direction, error);
     }
 
     /// The earliest deadline of a job still receiving its inputs.
@@ -335,6 +429,22 @@ impl Node {
                 if let Some(d) = self.transfers.downloads.get_mut(&job_id) {
                     d.state = DownloadState::Complete;
                 }
+                self.release_held_result(now, job_id);
+            }
+        }
+    }
+
+    /// A result that waited for its handed-over files to be read: the set
+    /// is complete or failed now, and the result goes on as if it had just
+    /// arrived.
+    fn release_held_result(&mut self, now: Instant, job_id: JobId) {
+        let held = self.transfers.downloads.get_mut(&job_id).and_then(|d| {
+            let msg = d.held_result.take()?;
+            Some((d.from, msg))
+        });
+        if let Some((from, msg)) = held {
+            if let Some(msg) = self.check_result(now, from, msg) {
+                self.dispatcher_input(now, jobmesh_core::Input::Dc { from, msg: &msg });
             }
         }
     }
@@ -363,6 +473,7 @@ impl Node {
                     self.out
                         .push_back(NodeOutput::DropBlobs { job_id, direction });
                 }
+                self.release_held_result(now, job_id);
             }
         }
     }
@@ -431,6 +542,7 @@ impl Node {
             to,
             link,
             attempt,
+            handover: self.links.handover(&to),
         });
         let held = Outgoing {
             value,
@@ -559,6 +671,7 @@ impl Node {
         self.end_download(job_id);
         let limit = self.max_blob_size;
         let total = blobs.iter().map(|b| b.size).sum();
+        let count = blobs.len();
         let refused = match blobs.iter().find(|b| b.size > limit) {
             Some(b) => Some(format!(
                 "result blob {} is {} bytes, over this peer's limit of {limit}",
@@ -584,6 +697,9 @@ impl Node {
         let download = Download {
             from,
             attempt,
+            count,
+            from_files: false,
+            held_result: None,
             state,
             percent: 0,
             received: (0, total),
@@ -613,6 +729,12 @@ impl Node {
             .is_some_and(|d| d.from == from && d.attempt == attempt);
         if !ours {
             return Some(msg);
+        }
+        if let Some(d) = self.transfers.downloads.get_mut(&job_id) {
+            if d.from_files && d.state == DownloadState::Receiving && d.held_result.is_none() {
+                d.held_result = Some(msg);
+                return None;
+            }
         }
         let Some(d) = self.transfers.downloads.remove(&job_id) else {
             return Some(msg);
@@ -686,6 +808,7 @@ impl Node {
                         to: *worker,
                         link,
                         attempt: *attempt,
+                        handover: self.links.handover(worker),
                     });
                 }
             }

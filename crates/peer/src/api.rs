@@ -57,6 +57,11 @@ pub struct DaemonConfig {
     pub blobs: BlobLimits,
     /// Where the blob spool directory is made (default: the system temp dir).
     pub spool_dir: Option<PathBuf>,
+    /// The same-host handover directory (default
+    /// [`crate::handover::default_dir`]): blobs to and from daemons of this
+    /// user that share it go as files in it instead of over the data
+    /// channel. `None`: always chunks.
+    pub handover_dir: Option<PathBuf>,
     /// The daemon's data dir, holding its journal: with one, a submit
     /// returns only once the job is on disk, and a restarted daemon resumes
     /// every job that had not ended and keeps results for
@@ -128,6 +133,7 @@ impl DaemonConfig {
             progress_interval: Duration::from_millis(100),
             blobs: BlobLimits::default(),
             spool_dir: None,
+            handover_dir: crate::handover::default_dir(),
             data_dir: None,
             identity: None,
             ca: None,

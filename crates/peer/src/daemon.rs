@@ -58,6 +58,8 @@ struct Inputs {
     done: mpsc::Receiver<JobDone>,
     progress: mpsc::Receiver<(JobId, Progress)>,
     transfers: blob_io::TransferRx,
+    /// Pieces of handed-over files. Overflow: their readers wait.
+    file_reads: mpsc::Receiver<crate::handover::FileRead>,
 }
 
 /// A dial or answer task's result.
@@ -162,6 +164,13 @@ struct Daemon {
     link_permits: HashMap<LinkId, Arc<Semaphore>>,
     /// Upload completions. Overflow: the upload task waits.
     transfer_tx: mpsc::Sender<TransferDone>,
+    /// The same-host handover directory, if usable.
+    handover: Option<Arc<crate::handover::HandoverDir>>,
+    /// Files handed over, by job and direction, until the attempt ends on
+    /// this side (input) or the node forgets the result (output).
+    handed: HashMap<(JobId, Direction), crate::handover::Handed>,
+    /// Readers of handed-over files queue their pieces here.
+    file_read_tx: mpsc::Sender<crate::handover::FileRead>,
 }
 
 impl Daemon {
@@ -206,6 +215,7 @@ impl Daemon {
                 }
                 Some(done) = inputs.done.recv() => self.on_job_done(Instant::now(), done),
                 Some(t) = inputs.transfers.recv() => self.on_transfer_done(Instant::now(), t),
+                Some(r) = inputs.file_reads.recv() => self.on_file_read(Instant::now(), r),
                 Some(ev) = inputs.links.recv() => self.on_link_event(Instant::now(), ev),
                 Some(op) = inputs.opened.recv() => self.on_opened(Instant::now(), op),
                 Some(ev) = inputs.signal.recv() => self.on_signal(Instant::now(), ev),
@@ -332,6 +342,7 @@ impl Daemon {
                 }
                 NodeOutput::ForgetResult { job_id } => {
                     self.outputs.remove(&job_id);
+                    self.handed.remove(&(job_id, Direction::Output));
                 }
                 NodeOutput::ReceiveBlobs {
                     job_id,
@@ -348,9 +359,18 @@ impl Daemon {
                     to,
                     link,
                     attempt,
-                } => self.send_blobs(job_id, direction, to, link, attempt),
+                    handover,
+                } => self.send_blobs(job_id, direction, to, link, attempt, handover),
+                NodeOutput::ReadBlobFiles {
+                    job_id,
+                    direction,
+                    from,
+                    attempt,
+                    files,
+                } => self.read_blob_files(job_id, direction, from, attempt, files),
                 NodeOutput::StopSending { job_id, direction } => {
                     self.sending.remove(&(job_id, direction));
+                    self.handed.remove(&(job_id, direction));
                 }
                 NodeOutput::ResultBlobs { job_id, attempt } => self.result_blobs(job_id, attempt),
                 NodeOutput::LocalResultBlobs { job_id, attempt } => {

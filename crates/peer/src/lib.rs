@@ -24,6 +24,7 @@ pub mod envelope;
 pub mod exec;
 mod handler;
 pub mod handlers;
+pub mod handover;
 pub mod jobs;
 #[cfg(any(feature = "thumbnail", feature = "ocr"))]
 pub mod media;

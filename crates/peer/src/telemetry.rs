@@ -358,7 +358,7 @@ impl Collector for Now {
             g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)?;
         }
         let c = &self.counters;
-        let counters: [(&str, &str, u64); 9] = [
+        let counters: [(&str, &str, u64); 10] = [
             (
                 "worker_submits_received",
                 "Jobs offered to this peer as a worker.",
@@ -393,6 +393,11 @@ impl Collector for Now {
                 "stale_messages",
                 "Messages about attempts that were no longer current, ignored.",
                 Metrics::get(&c.stale_messages),
+            ),
+            (
+                "blob_sets_handed_over",
+                "Blob sets handed over as files to a daemon on this host (not sent over the data channel).",
+                Metrics::get(&c.blob_sets_handed_over),
             ),
             (
                 "data_channel_sent_bytes",

@@ -66,6 +66,9 @@ pub struct Metrics {
     /// Blob chunks dropped because no transfer of theirs is current (the
     /// attempt ended, was cancelled or was never announced).
     pub stale_chunks: AtomicU64,
+    /// Blob sets handed over as files to a daemon sharing the handover
+    /// directory (instead of sent in chunks).
+    pub blob_sets_handed_over: AtomicU64,
     /// Messages about jobs of ours from an attempt that is no longer current
     /// (a late result of a lost or timed-out attempt, say), ignored.
     pub stale_messages: AtomicU64,

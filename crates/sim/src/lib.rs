@@ -1159,6 +1159,7 @@ impl Sim {
                 at: self.epoch,
                 unix: SIM_UNIX_EPOCH,
             },
+            handover: None,
         });
         let peer = &mut self.peers[p];
         peer.node = Some(node);
@@ -1419,7 +1420,11 @@ impl Sim {
                 to,
                 link,
                 attempt,
+                // Always false: simulated peers have no handover directory.
+                handover: _,
             } => self.send_blobs(p, job_id, direction, to, link, attempt),
+            // Never asked for, for the same reason.
+            NodeOutput::ReadBlobFiles { .. } => {}
             NodeOutput::StopSending { job_id, direction } => {
                 self.peers[p].sending.remove(&(job_id, direction));
             }

@@ -93,6 +93,8 @@ impl PeerGuard {
         config.slots = slots;
         config.rtc = loopback_rtc();
         config.grace = Duration::from_secs(2);
+        // Blobs go over WebRTC, as between hosts (a tweak may hand over).
+        config.handover_dir = None;
         tweak(&mut config);
         Self::start_with(config)
     }

@@ -180,7 +180,10 @@ fn peer_at(ns: Option<&Namespace>, args: &[&str]) -> std::process::Command {
             "XDG_CONFIG_HOME",
             std::env::temp_dir().join("jobmesh-test-config"),
         )
-        .env_remove("JOBMESH_CONFIG");
+        .env_remove("JOBMESH_CONFIG")
+        // Blobs go over WebRTC, as between hosts: the tests of the same-host
+        // handover pass --handover-dir (a flag wins over this).
+        .env("JOBMESH_HANDOVER_DIR", "off");
     c
 }
 

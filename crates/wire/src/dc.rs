@@ -280,6 +280,31 @@ pub enum DcMsg {
         #[serde(default, skip_serializing_if = "is_zero")]
         dropped: u64,
     },
+    /// Sent by both sides when a link opens: the token of the sender's
+    /// handover directory, where it reads blobs handed over as files
+    /// ([`DcMsg::BlobFiles`]). A peer whose own directory has the same
+    /// token shares it (the same host and user) and may hand blobs over;
+    /// any other sends chunks. `None`: the sender takes no files (it has no
+    /// directory, or reading one failed).
+    Handover {
+        /// [`HANDOVER_TOKEN_LEN`] lowercase hex digits.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
+    },
+    /// In place of chunk frames: the blobs of this transfer, announced by
+    /// its `blobs` message, are these files in the shared handover
+    /// directory, one per blob in order. The recipient reads them, checks
+    /// their digests as it would chunks', and removes them.
+    BlobFiles {
+        /// Which job.
+        job_id: JobId,
+        /// Which attempt.
+        attempt: u32,
+        /// Input or output.
+        direction: crate::blob::Direction,
+        /// File names (no paths), see [`valid_handover_file`].
+        files: Vec<String>,
+    },
     /// The last message could not be decoded.
     Error {
         /// The job it was about, when that much could be read.
@@ -304,8 +329,27 @@ const DC_TYPES: &[&str] = &[
     "observe",
     "unobserve",
     "observed",
+    "handover",
+    "blob_files",
     "error",
 ];
+
+/// Length of a handover directory's token, in hex digits.
+pub const HANDOVER_TOKEN_LEN: usize = 32;
+/// Longest handover file name, in bytes.
+pub const MAX_HANDOVER_FILE: usize = 128;
+
+/// Whether `name` may name a handed-over blob's file: 1 to
+/// [`MAX_HANDOVER_FILE`] ASCII letters, digits, `.`, `_` and `-`, not
+/// starting with `.` (so never a path, `.` or `..`).
+pub fn valid_handover_file(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_HANDOVER_FILE
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
+}
 
 /// Events a worker keeps for a subscriber that asks for history.
 pub const OBSERVED_HISTORY: usize = 64;
@@ -394,6 +438,29 @@ impl DcMsg {
             }
             DcMsg::Blobs { blobs, .. } => {
                 crate::blob::BlobMeta::validate_all(blobs, crate::blob::MAX_BLOB_SIZE)?;
+            }
+            DcMsg::Handover { token: Some(t) } => {
+                let hex = t.len() == HANDOVER_TOKEN_LEN
+                    && t.bytes()
+                        .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c));
+                if !hex {
+                    return Err(DecodeError::Invalid {
+                        field: "token",
+                        reason: format!("must be {HANDOVER_TOKEN_LEN} lowercase hex digits"),
+                    });
+                }
+            }
+            DcMsg::BlobFiles { files, .. } => {
+                let count = (1..=crate::blob::MAX_BLOBS_PER_JOB).contains(&files.len());
+                if !count || !files.iter().all(|f| valid_handover_file(f)) {
+                    return Err(DecodeError::Invalid {
+                        field: "files",
+                        reason: format!(
+                            "1-{} names of 1-{MAX_HANDOVER_FILE} letters, digits, '.', '_' or '-', not starting with '.'",
+                            crate::blob::MAX_BLOBS_PER_JOB
+                        ),
+                    });
+                }
             }
             DcMsg::Observed { events, .. } => {
                 if events.len() > MAX_OBSERVED_BATCH {
@@ -494,6 +561,8 @@ impl DcMsg {
             DcMsg::Observe { .. } => "observe",
             DcMsg::Unobserve {} => "unobserve",
             DcMsg::Observed { .. } => "observed",
+            DcMsg::Handover { .. } => "handover",
+            DcMsg::BlobFiles { .. } => "blob_files",
             DcMsg::Error { .. } => "error",
         }
     }

@@ -41,7 +41,9 @@ pub use types::{Capability, PeerInfo, Stats, MAX_CAPABILITIES, MAX_NAME_LEN};
 /// `challenge` and the hello carries the key and a proof over its nonce.
 /// 6: every data channel opens with the link handshake ([`link`]): no job
 /// message before both sides proved their keys over the connection.
-pub const PROTOCOL_VERSION: u32 = 6;
+/// 7: `handover` and `blob_files`: peers sharing a handover directory (one
+/// host, one user) hand blobs over as files instead of chunks.
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// Reads the `"type"` tag of a JSON object and checks it is one of `known`,
 /// so an unknown type gets its own error rather than a generic serde one.

@@ -306,6 +306,23 @@ fn dc_msg() -> impl Strategy<Value = DcMsg> {
                 sig: Identity::from_seed(&seed).sign(Purpose::ChannelBinding, &msg),
             }
         }),
+        prop::option::of("[0-9a-f]{32}").prop_map(|token| DcMsg::Handover { token }),
+        (
+            any::<u128>(),
+            1u32..1000,
+            any::<bool>(),
+            prop::collection::vec("[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}", 1..=16)
+        )
+            .prop_map(|(id, attempt, input, files)| DcMsg::BlobFiles {
+                job_id: Uuid::from_u128(id),
+                attempt,
+                direction: if input {
+                    Direction::Input
+                } else {
+                    Direction::Output
+                },
+                files,
+            }),
     ]
 }
 
@@ -409,6 +426,48 @@ fn errors_name_the_problem() {
             ..
         })
     ));
+}
+
+#[test]
+fn handed_over_files_must_be_plain_names_and_tokens_hex() {
+    let files = |names: serde_json::Value| {
+        let msg = serde_json::json!({"type": "blob_files", "job_id": Uuid::new_v4(),
+            "attempt": 1, "direction": "input", "files": names});
+        DcMsg::decode(msg.to_string().as_bytes())
+    };
+    assert!(files(serde_json::json!(["a.1-b_c"])).is_ok());
+    for bad in [
+        serde_json::json!([]),
+        serde_json::json!(["../etc/passwd"]),
+        serde_json::json!(["/etc/passwd"]),
+        serde_json::json!([".."]),
+        serde_json::json!([".hidden"]),
+        serde_json::json!(["a b"]),
+        serde_json::json!(["x".repeat(129)]),
+        serde_json::json!(vec!["f"; 17]),
+    ] {
+        assert!(
+            matches!(
+                files(bad.clone()),
+                Err(DecodeError::Invalid { field: "files", .. })
+            ),
+            "{bad}"
+        );
+    }
+    let token = |t: &str| {
+        let msg = serde_json::json!({"type": "handover", "token": t});
+        DcMsg::decode(msg.to_string().as_bytes())
+    };
+    assert!(token(&"a".repeat(32)).is_ok());
+    for bad in ["A".repeat(32), "a".repeat(31), "g".repeat(32)] {
+        assert!(
+            matches!(
+                token(&bad),
+                Err(DecodeError::Invalid { field: "token", .. })
+            ),
+            "{bad}"
+        );
+    }
 }
 
 #[test]

@@ -13,8 +13,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use jobmesh_node::{HandlerInputs, LinkId, NodeInput};
+use jobmesh_transport::rtc::BulkSender;
 use jobmesh_wire::blob::{ChunkHeader, Direction};
-use jobmesh_wire::dc::JobId;
+use jobmesh_wire::dc::{DcMsg, JobId};
 use jobmesh_wire::PeerId;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -24,6 +25,7 @@ use super::{Connection, Daemon};
 use crate::api::Metrics;
 use crate::blobs::{self, InputBlob, Prepared, ReceivedBlob, Receiver, SendBlobError, Source};
 use crate::handlers::JobFiles;
+use crate::handover::{self, FileRead, Handed, HandoverDir};
 
 /// Capacity of the transfer-completion channel. Full: upload tasks wait
 /// before reporting; there are at most `transfers_per_link` per link.
@@ -36,6 +38,8 @@ pub(super) struct TransferDone {
     to: PeerId,
     attempt: u32,
     result: Result<(), SendBlobError>,
+    /// The files, when the set was handed over.
+    handed: Option<Handed>,
 }
 
 /// What a handler's task needs to give the handler its input blobs.
@@ -171,6 +175,74 @@ impl Daemon {
         }
     }
 
+    /// Reads a set handed over as files (the node checked it is the set
+    /// under way) on a blocking thread, whose pieces come back as chunks.
+    pub(super) fn read_blob_files(
+        &mut self,
+        job_id: JobId,
+        direction: Direction,
+        from: PeerId,
+        attempt: u32,
+        files: Vec<String>,
+    ) {
+        let header = ChunkHeader {
+            direction,
+            job_id,
+            attempt,
+            blob: 0,
+            offset: 0,
+        };
+        let Some(dir) = &self.handover else {
+            // The node accepts files only while it has a token.
+            return;
+        };
+        let (dir, tx) = (dir.path().to_owned(), self.file_read_tx.clone());
+        let span = tracing::info_span!("handover", %job_id, ?direction, from = %from.short());
+        self.tracker.spawn_blocking(move || {
+            let _span = span.enter();
+            handover::read_files(&dir, &files, from, header, &tx);
+        });
+    }
+
+    /// A piece of a handed-over file, its reader's end or its failure.
+    pub(super) fn on_file_read(&mut self, now: Instant, read: FileRead) {
+        match read {
+            FileRead::Piece {
+                from,
+                header,
+                bytes,
+            } => self.on_chunk(now, from, header, &bytes),
+            FileRead::Done { from, header } => {
+                // Every file read and the set still short: they were cut.
+                if self.node.wants_chunk(&from, &header) {
+                    let error =
+                        "the handed-over blob files were shorter than their blobs".to_owned();
+                    self.file_read_failed(now, from, header, error);
+                }
+            }
+            FileRead::Failed {
+                from,
+                header,
+                error,
+            } => {
+                if self.node.wants_chunk(&from, &header) {
+                    self.file_read_failed(now, from, header, error);
+                }
+            }
+        }
+    }
+
+    fn file_read_failed(&mut self, now: Instant, from: PeerId, h: ChunkHeader, error: String) {
+        self.receivers.remove(&(h.job_id, h.direction));
+        let failed = NodeInput::BlobFilesFailed {
+            from,
+            job_id: h.job_id,
+            direction: h.direction,
+            error,
+        };
+        self.feed(now, failed);
+    }
+
     /// The received blobs of a result of ours belong to its `attempt`.
     pub(super) fn result_blobs(&mut self, job_id: JobId, attempt: u32) {
         let Some(rx) = self.receivers.remove(&(job_id, Direction::Output)) else {
@@ -199,7 +271,9 @@ impl Daemon {
     }
 
     /// Streams a job's blobs (its inputs, or its result's) to `to` on
-    /// `link` in a task; dropping its guard (`StopSending`) stops it.
+    /// `link` in a task, or hands them over as files when `handover` (the
+    /// node's word that `to` shares the directory) and they fit; dropping
+    /// its guard (`StopSending`) stops it.
     pub(super) fn send_blobs(
         &mut self,
         job_id: JobId,
@@ -207,6 +281,7 @@ impl Daemon {
         to: PeerId,
         link_id: LinkId,
         attempt: u32,
+        handover: bool,
     ) {
         let blobs = match direction {
             Direction::Input => self.job_blobs.get(&job_id),
@@ -221,9 +296,11 @@ impl Daemon {
                 to,
                 attempt,
                 result: Err(SendBlobError::Closed),
+                handed: None,
             });
             return;
         };
+        let handover = self.handover.clone().filter(|_| handover);
         let bulk = link.bulk();
         let permits = self
             .link_permits
@@ -240,19 +317,35 @@ impl Daemon {
                     // Past the per-link limit, a transfer waits for its turn.
                     let _permit = permits.acquire_owned().await;
                     let started = Instant::now();
-                    let r = blobs::send(&bulk, direction, job_id, attempt, &blobs).await;
+                    let handed = match handover {
+                        Some(dir) => {
+                            hand_over(dir, &bulk, direction, job_id, attempt, &blobs).await
+                        }
+                        None => None,
+                    };
+                    let r = match handed {
+                        Some(Ok(handed)) => Ok(Some(handed)),
+                        Some(Err(e)) => Err(e),
+                        None => blobs::send(&bulk, direction, job_id, attempt, &blobs)
+                            .await
+                            .map(|()| None),
+                    };
                     let secs = started.elapsed().as_secs_f64().max(1e-6);
                     info!(
                         bytes,
                         mb_per_s = bytes as f64 / secs / 1e6,
                         ok = r.is_ok(),
+                        as_files = matches!(r, Ok(Some(_))),
                         "blobs sent"
                     );
                     r
                 };
-                let result = tokio::select! {
+                let (result, handed) = match tokio::select! {
                     () = stop.cancelled() => return,
                     r = send => r,
+                } {
+                    Ok(handed) => (Ok(()), handed),
+                    Err(e) => (Err(e), None),
                 };
                 // Overflow: waits; at most `transfers_per_link` per link.
                 let _ = done
@@ -262,6 +355,7 @@ impl Daemon {
                         to,
                         attempt,
                         result,
+                        handed,
                     })
                     .await;
             }
@@ -274,6 +368,10 @@ impl Daemon {
     /// An upload task ended: the node hears how.
     pub(super) fn on_transfer_done(&mut self, now: Instant, t: TransferDone) {
         self.sending.remove(&(t.job_id, t.direction));
+        if let Some(handed) = t.handed {
+            Metrics::bump(&self.metrics.blob_sets_handed_over);
+            self.handed.insert((t.job_id, t.direction), handed);
+        }
         let result = match t.result {
             Ok(()) => Ok(()),
             Err(SendBlobError::Closed) => Err(("the link closed".to_owned(), true)),
@@ -288,6 +386,52 @@ impl Daemon {
         };
         self.feed(now, sent);
     }
+}
+
+/// Writes `blobs` as files in the handover directory (on a blocking
+/// thread) and sends the `blob_files` message in place of their chunks.
+/// `None`: they did not fit its budget, or could not be written; the
+/// caller sends chunks.
+async fn hand_over(
+    dir: Arc<HandoverDir>,
+    bulk: &BulkSender,
+    direction: Direction,
+    job_id: JobId,
+    attempt: u32,
+    blobs: &Arc<Vec<Prepared>>,
+) -> Option<Result<Handed, SendBlobError>> {
+    let files = blobs.clone();
+    let written =
+        tokio::task::spawn_blocking(move || dir.hand_over(job_id, attempt, direction, &files))
+            .await;
+    let handed = match written {
+        Ok(Ok(Some(handed))) => handed,
+        Ok(Ok(None)) => {
+            debug!(%job_id, "over the handover budget: the blobs go as chunks");
+            return None;
+        }
+        Ok(Err(e)) => {
+            warn!(%job_id, error = %e, "cannot write to the handover directory: the blobs go as chunks");
+            return None;
+        }
+        Err(_) => return None,
+    };
+    let msg = DcMsg::BlobFiles {
+        job_id,
+        attempt,
+        direction,
+        files: handed.names(),
+    };
+    // Behind the bulk queue like chunks, and on the wire before the result.
+    let sent = async {
+        bulk.send(msg.encode()).await?;
+        bulk.flush().await
+    };
+    Some(
+        sent.await
+            .map(|()| handed)
+            .map_err(|_| SendBlobError::Closed),
+    )
 }
 
 /// Writes self-dispatched in-memory blobs to files; files stay where they are.

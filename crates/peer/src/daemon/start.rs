@@ -25,6 +25,7 @@ use crate::api::{
 };
 use crate::blobs::{MemoryBudget, Spool};
 use crate::handlers::{self, SharedHandlers};
+use crate::handover::HandoverDir;
 use crate::jobs::{Clock, JobTable};
 use crate::store::{Steps, Store};
 use crate::telemetry::{JournalMetrics, Telemetry};
@@ -91,6 +92,12 @@ pub fn spawn_with(
     };
     let me = identity.peer_id();
     let credential = membership(&config, &identity)?;
+    let handover = config.handover_dir.as_deref().and_then(|dir| {
+        HandoverDir::open(dir, &me)
+            .inspect_err(|e| warn!(dir = %dir.display(), error = %e, "the handover directory is unusable: blobs to daemons on this host go over the data channel; fix it or pass --handover-dir off"))
+            .ok()
+            .map(Arc::new)
+    });
     let config_data_dir = config.data_dir.clone();
     let join = Join {
         name: config.name.clone(),
@@ -112,6 +119,7 @@ pub fn spawn_with(
     let (done_tx, done_rx) = mpsc::channel(DONE_QUEUE);
     let (progress_tx, progress_rx) = mpsc::channel(PROGRESS_QUEUE);
     let (transfer_tx, transfer_rx) = mpsc::channel(blob_io::TRANSFER_QUEUE);
+    let (file_read_tx, file_read_rx) = mpsc::channel(crate::handover::READ_QUEUE);
     let (watch_tx, _) = broadcast::channel(WATCH_QUEUE);
     let (observed_tx, _) = broadcast::channel(crate::api::OBSERVED_QUEUE);
     let journaled = opened.is_some();
@@ -127,6 +135,7 @@ pub fn spawn_with(
         journaled,
         handlers.clone(),
         ext.strategy.take(),
+        handover.as_ref().map(|h| h.token().to_owned()),
     );
     let (capabilities_tx, capabilities_rx) = watch::channel(config.capabilities.clone());
     let me_info = PeerInfo {
@@ -222,6 +231,9 @@ pub fn spawn_with(
         results: HashMap::new(),
         link_permits: HashMap::new(),
         transfer_tx,
+        handover,
+        handed: HashMap::new(),
+        file_read_tx,
         config,
     };
     let inputs = Inputs {
@@ -232,6 +244,7 @@ pub fn spawn_with(
         done: done_rx,
         progress: progress_rx,
         transfers: transfer_rx,
+        file_reads: file_read_rx,
     };
     // Queued now. Until the pool view is complete the dispatcher concludes
     // nothing about capable workers, and offers a job whose journaled worker
@@ -299,6 +312,7 @@ fn new_node(
     journaled: bool,
     handlers: SharedHandlers,
     strategy: Option<Box<dyn Strategy>>,
+    handover: Option<String>,
 ) -> Node {
     let check = handlers;
     Node::new(NodeConfig {
@@ -328,6 +342,7 @@ fn new_node(
             at: Instant::now(),
             unix: crate::store::unix_now(),
         },
+        handover,
     })
 }
 
