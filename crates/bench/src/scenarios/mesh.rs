@@ -1,6 +1,8 @@
 //! The mesh most scenarios run on: the real `signal-server`, two real `peer`
 //! workers running `echo`, and a submitter — an in-process daemon (the
 //! library API) or a `peer` process reached through its control socket.
+//! Blobs go over WebRTC (`--handover-dir off`) unless the mesh is started
+//! with a shared handover directory ([`Mesh::start_handing_over`]).
 
 use std::time::Duration;
 
@@ -20,6 +22,8 @@ pub(crate) struct Mesh {
     pub(crate) url: String,
     pub(crate) dir: tempfile::TempDir,
     pub(crate) workers: Vec<Proc>,
+    /// The daemons' shared handover directory; `None`: off.
+    handover: Option<std::path::PathBuf>,
     _server: Proc,
     stop: CancellationToken,
 }
@@ -27,19 +31,37 @@ pub(crate) struct Mesh {
 impl Mesh {
     /// The server and `workers` worker processes running `echo`.
     pub(crate) fn start(ctx: &Ctx, workers: usize) -> anyhow::Result<Self> {
+        Self::start_with(ctx, workers, false)
+    }
+
+    /// [`start`](Self::start), the daemons sharing a handover directory:
+    /// blobs between them go as files (docs/architecture.md, "Same-host
+    /// handover").
+    pub(crate) fn start_handing_over(ctx: &Ctx, workers: usize) -> anyhow::Result<Self> {
+        Self::start_with(ctx, workers, true)
+    }
+
+    fn start_with(ctx: &Ctx, workers: usize, handover: bool) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
+        let handover = handover.then(|| dir.path().join("handover"));
+        let flag = handover
+            .as_deref()
+            .map_or(Ok("off"), |d| d.to_str().context("temp dir is not UTF-8"))?
+            .to_owned();
         let (server, url) = env::signal_server(&ctx.bins, &[])?;
         let workers = (0..workers)
             .map(|i| {
                 let name = format!("w{i}");
                 let sock = dir.path().join(format!("{name}.sock"));
-                env::peer(&ctx.bins, &url, "bench", &name, "echo", &sock)
+                let extra = ["--handover-dir", flag.as_str()];
+                env::peer_with(&ctx.bins, &url, "bench", &name, "echo", &sock, &extra)
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Self {
             url,
             dir,
             workers,
+            handover,
             _server: server,
             stop: CancellationToken::new(),
         })
@@ -62,6 +84,7 @@ impl Mesh {
         config.membership = jobmesh_peer::Membership::Open;
         config.slots = 0;
         config.data_dir = journaled.then(|| self.dir.path().join(format!("{name}.data")));
+        config.handover_dir.clone_from(&self.handover);
         config.rtc = RtcConfig {
             udp_addrs: vec!["127.0.0.1:0".into()],
             ..RtcConfig::default()
@@ -94,6 +117,10 @@ impl Mesh {
         // A free port: taken here, given back, named to the daemon.
         let http = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
         let flag = http.to_string();
+        let handover = match &self.handover {
+            Some(d) => d.to_str().context("temp dir is not UTF-8")?,
+            None => "off",
+        };
         let p = env::peer_with(
             &ctx.bins,
             &self.url,
@@ -101,7 +128,7 @@ impl Mesh {
             "s",
             "",
             &sock,
-            &["--http", &flag],
+            &["--http", &flag, "--handover-dir", handover],
         )?;
         // It needs to see the workers before its first job is placed without
         // waiting: poll its pool view through the control socket.

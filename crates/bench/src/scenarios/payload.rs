@@ -1,5 +1,6 @@
 //! 1 MiB in and 1 MiB out (`echo` returns its input blob): one at a time,
-//! and 100 submitted at once.
+//! and 100 submitted at once; over WebRTC, then between daemons that hand
+//! blobs over as files (the same host).
 
 use std::time::{Duration, Instant};
 
@@ -36,8 +37,17 @@ async fn one(sub: &PeerHandle, data: &Bytes) -> anyhow::Result<()> {
 }
 
 pub(crate) async fn run(ctx: Ctx) -> anyhow::Result<Vec<Figure>> {
+    let mut figures = measure(&ctx, Mesh::start(&ctx, 2)?, "").await?;
+    // The same jobs between daemons sharing a handover directory (one host,
+    // one user): the blobs go as files, not over the data channel.
+    let handing_over = Mesh::start_handing_over(&ctx, 2)?;
+    figures.extend(measure(&ctx, handing_over, ", same host (handed over as files)").await?);
+    Ok(figures)
+}
+
+/// The sequential and concurrent figures on `mesh`, named with `how`.
+async fn measure(ctx: &Ctx, mesh: Mesh, how: &str) -> anyhow::Result<Vec<Figure>> {
     let (sequential, at_once) = if ctx.quick { (5, 20) } else { (30, 100) };
-    let mesh = Mesh::start(&ctx, 2)?;
     let sub = mesh.submitter("pl").await?;
     let data: Bytes = (0..MIB)
         .map(|i| (i * 31 % 251) as u8)
@@ -74,25 +84,25 @@ pub(crate) async fn run(ctx: Ctx) -> anyhow::Result<Vec<Figure>> {
     Ok(vec![
         Figure::new(
             "payload",
-            "1 MiB in + out, sequential: round trips/s",
+            format!("1 MiB in + out, sequential{how}: round trips/s"),
             "jobs/s",
             rate,
         ),
         Figure::new(
             "payload",
-            "1 MiB in + out, sequential: MB/s moved",
+            format!("1 MiB in + out, sequential{how}: MB/s moved"),
             "MB/s",
             mbs,
         ),
         Figure::new(
             "payload",
-            format!("{at_once} x 1 MiB in + out at once"),
+            format!("{at_once} x 1 MiB in + out at once{how}"),
             "jobs/s",
             burst,
         ),
         Figure::new(
             "payload",
-            "1 MiB in + out, all at once: MB/s moved",
+            format!("1 MiB in + out, all at once{how}: MB/s moved"),
             "MB/s",
             burst_mbs,
         ),
