@@ -312,12 +312,12 @@ fn read_file(
         ));
     }
     loop {
-        let mut buf = vec![0; PIECE];
-        let n = read_full(&mut file, &mut buf)?;
+        // Not zeroed first: `read_to_end` reads into the spare capacity.
+        let mut buf = Vec::with_capacity(PIECE);
+        let n = (&mut file).take(PIECE as u64).read_to_end(&mut buf)?;
         if n == 0 {
             return Ok(true);
         }
-        buf.truncate(n);
         let piece = FileRead::Piece {
             from,
             header,
@@ -329,20 +329,6 @@ fn read_file(
         }
         header.offset += n as u64;
     }
-}
-
-/// Fills `buf` as far as the file goes.
-fn read_full(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match file.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 #[cfg(test)]
