@@ -900,7 +900,10 @@ var Link = class {
     if ((typeof data === "string" ? data.length : data.byteLength) > MAX_MESSAGE)
       throw new Error(`a message of more than ${MAX_MESSAGE} bytes`);
     const raw = typeof data === "string" ? data : text2.decode(data);
-    const msg = JSON.parse(raw);
+    for (const line of raw.split("\n")) await this.receiveMessage(JSON.parse(line));
+  }
+  /** One JSON message: the link handshake's, or, once trusted, the tab's. */
+  async receiveMessage(msg) {
     if (msg.type === "link_hello" && !this.remoteHello) {
       const key = fromBase64url(String(msg.key));
       if (peerIdOf(key) !== this.remote) throw new Error(`link refused: the key is not ${this.remote}'s`);

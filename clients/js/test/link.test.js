@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { bindingMessage, dialTag, fingerprintOf } from "../src/link.js";
+import { Link, bindingMessage, dialTag, fingerprintOf } from "../src/link.js";
 
 const FP = Array.from({ length: 32 }, (_, i) => i.toString(16).padStart(2, "0").toUpperCase()).join(":");
 
@@ -27,4 +27,14 @@ test("dial tags are integers from 1 to 2^53 - 1, exact through JSON", () => {
     assert.ok(Number.isSafeInteger(tag) && tag >= 1, `${tag}`);
     assert.equal(JSON.parse(JSON.stringify({ dial: tag })).dial, tag);
   }
+});
+
+test("messages a sender batched with newlines are handled one by one, in order", async () => {
+  const seen = [];
+  const link = { receiveMessage: async (m) => seen.push(m) };
+  const bytes = new TextEncoder().encode('{"type":"a","n":1}\n{"type":"b","text":"x\\ny"}');
+  await Link.prototype.receive.call(link, bytes.buffer);
+  assert.deepEqual(seen, [{ type: "a", n: 1 }, { type: "b", text: "x\ny" }]);
+  await Link.prototype.receive.call(link, '{"type":"c"}');
+  assert.equal(seen.at(-1).type, "c");
 });

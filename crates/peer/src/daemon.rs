@@ -738,6 +738,12 @@ impl Daemon {
     }
 
     fn on_dc_bytes(&mut self, now: Instant, peer: PeerId, link: LinkId, data: &[u8]) {
+        for frame in Frame::split(data) {
+            self.on_frame(now, peer, link, frame);
+        }
+    }
+
+    fn on_frame(&mut self, now: Instant, peer: PeerId, link: LinkId, data: &[u8]) {
         match Frame::decode(data) {
             Ok(Frame::Msg(msg)) => {
                 self.feed(

@@ -17,7 +17,11 @@
 //!   ([`LINK_SEND_QUEUE`] messages, `try_send`) always first, then the bulk
 //!   queue ([`BULK_QUEUE`] blob chunks, [`BulkSender::send`] waits for room).
 //!   A control message therefore waits behind at most one send buffer of blob
-//!   bytes, never behind a whole blob.
+//!   bytes, never behind a whole blob. Control messages already queued
+//!   together go out as one data-channel message, joined by `\n`
+//!   ([`batch`]), up to the link's message size: under load one DTLS
+//!   record and SCTP chunk carries many of them; alone, a message goes at
+//!   once as before.
 //!
 //! Dropping the handle closes the link.
 
@@ -866,6 +870,28 @@ struct Link {
     path: Option<LinkPath>,
 }
 
+/// `first` and the control messages queued behind it, joined by `\n` into
+/// one data-channel message of at most `max` bytes; the first that does not
+/// fit is left in `carry`. JSON messages never hold a raw newline, so the
+/// receiver splits them apart again (`jobmesh_wire::dc::messages`).
+fn batch(
+    mut first: Vec<u8>,
+    rx: &mut mpsc::Receiver<Vec<u8>>,
+    carry: &mut Option<Vec<u8>>,
+    max: usize,
+) -> Vec<u8> {
+    while first.len() < max {
+        let Ok(next) = rx.try_recv() else { break };
+        if first.len() + 1 + next.len() > max {
+            *carry = Some(next);
+            break;
+        }
+        first.push(b'\n');
+        first.extend_from_slice(&next);
+    }
+    first
+}
+
 fn spawn_link(
     link: Link,
     events: mpsc::Sender<LinkEvent>,
@@ -893,13 +919,21 @@ fn spawn_link(
     let writer_traffic = traffic.clone();
     let writer = tokio::spawn(
         async move {
+            // A control message that did not fit the last batch goes next.
+            let mut carry = None;
             loop {
                 // Control messages first: a job's submit or result never
                 // queues behind another job's blob.
-                let data = tokio::select! {
+                let data = if let Some(d) = carry.take() {
+                    batch(d, &mut rx, &mut carry, max_message_size)
+                } else {
+                    tokio::select! {
                     biased;
                     () = writer_cancel.cancelled() => break,
-                    d = rx.recv() => match d { Some(d) => d, None => break },
+                    d = rx.recv() => match d {
+                        Some(d) => batch(d, &mut rx, &mut carry, max_message_size),
+                        None => break,
+                    },
                     Some(b) = bulk_rx.recv() => match b {
                         Bulk::Data(mut d) => {
                             faults.apply(&mut d);
@@ -910,6 +944,7 @@ fn spawn_link(
                             continue;
                         }
                     },
+                    }
                 };
                 Traffic::add(&writer_traffic.sent, data.len());
                 if let Err(e) = writer_dc.send(BytesMut::from(&data[..])).await {
@@ -924,7 +959,14 @@ fn spawn_link(
             // dead link the sends fail at once.
             rx.close();
             let flush = async {
-                while let Some(data) = rx.recv().await {
+                loop {
+                    let data = match carry.take() {
+                        Some(d) => d,
+                        None => match rx.recv().await {
+                            Some(d) => d,
+                            None => break,
+                        },
+                    };
                     Traffic::add(&writer_traffic.sent, data.len());
                     if writer_dc.send(BytesMut::from(&data[..])).await.is_err() {
                         return;
@@ -1020,6 +1062,23 @@ fn spawn_link(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn queued_control_messages_go_out_together_up_to_the_message_size() {
+        let (tx, mut rx) = mpsc::channel(16);
+        for m in [&b"{\"b\":2}"[..], b"{\"c\":3}", b"{\"long\":\"xxxxxxxx\"}", b"{}"] {
+            tx.try_send(m.to_vec()).expect("room");
+        }
+        let mut carry = None;
+        // Two fit beside the first in 24 bytes; the third waits for the next.
+        let first = batch(b"{\"a\":1}".to_vec(), &mut rx, &mut carry, 24);
+        assert_eq!(first, b"{\"a\":1}\n{\"b\":2}\n{\"c\":3}");
+        let next = carry.take().expect("carried");
+        assert_eq!(batch(next, &mut rx, &mut carry, 24), b"{\"long\":\"xxxxxxxx\"}\n{}");
+        assert!(carry.is_none());
+        // Alone, a message goes as it is.
+        assert_eq!(batch(b"{}".to_vec(), &mut rx, &mut carry, 24), b"{}");
+    }
 
     #[tokio::test]
     async fn the_receive_budget_holds_bytes_until_their_credit_is_dropped() {

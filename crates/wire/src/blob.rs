@@ -200,6 +200,28 @@ impl<'a> Frame<'a> {
             DcMsg::decode(bytes).map(Frame::Msg)
         }
     }
+
+    /// The frames of one data-channel message, each still to be
+    /// [decoded](Self::decode): a chunk alone, or the JSON messages a
+    /// sender batched into it, joined by `\n` (JSON text never holds a raw
+    /// newline), in order.
+    pub fn split(bytes: &'a [u8]) -> impl Iterator<Item = &'a [u8]> {
+        let batch = bytes.first() != Some(&CHUNK_MAGIC);
+        let mut rest = Some(bytes);
+        std::iter::from_fn(move || {
+            let now = rest?;
+            match now.iter().position(|b| *b == b'\n').filter(|_| batch) {
+                Some(i) => {
+                    rest = Some(&now[i + 1..]);
+                    Some(&now[..i])
+                }
+                None => {
+                    rest = None;
+                    Some(now)
+                }
+            }
+        })
+    }
 }
 
 /// The largest chunk payload for a connection whose maximum message size is
@@ -220,6 +242,21 @@ mod tests {
             blake3: "ab".repeat(32),
             name: Some(format!("f{index}.bin")),
         }
+    }
+
+    #[test]
+    fn a_batch_splits_into_its_messages_and_a_chunk_stays_whole() {
+        let split = |b: &'static [u8]| Frame::split(b).collect::<Vec<_>>();
+        assert_eq!(split(br#"{"a":1}"#), [&br#"{"a":1}"#[..]]);
+        assert_eq!(
+            split(b"{\"a\":1}\n{\"b\":2}"),
+            [&b"{\"a\":1}"[..], &b"{\"b\":2}"[..]]
+        );
+        // A chunk's payload may hold any byte, newlines too.
+        let chunk: &[u8] = &[CHUNK_MAGIC, b'\n', b'x'];
+        assert_eq!(split(chunk), [chunk]);
+        // Empty parts stay: each fails to decode as the message it is not.
+        assert_eq!(split(b"{}\n"), [&b"{}"[..], &b""[..]]);
     }
 
     #[test]
