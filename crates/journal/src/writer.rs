@@ -97,6 +97,16 @@ impl JournalHandle {
     /// Records `ops` as one unit and waits until they are as durable as
     /// `durability` says.
     pub async fn commit(&self, ops: Vec<Op>, durability: Durability) -> Result<(), JournalError> {
+        self.queue(ops, durability).await?.done().await
+    }
+
+    /// Queues `ops` (waiting for room), without waiting for them to be
+    /// written: whatever is queued afterwards is written after them.
+    pub async fn queue(
+        &self,
+        ops: Vec<Op>,
+        durability: Durability,
+    ) -> Result<Committed, JournalError> {
         let (done, rx) = oneshot::channel();
         self.tx
             .send(Request::Commit {
@@ -106,7 +116,7 @@ impl JournalHandle {
             })
             .await
             .map_err(|_| JournalError::Stopped)?;
-        Committed(rx).done().await
+        Ok(Committed(rx))
     }
 
     /// Queues `ops` without waiting; hands them back when the queue is full

@@ -596,7 +596,12 @@ impl PeerHandle {
             input,
             options,
         };
-        self.journal_submit(&spec, &blobs).await?;
+        // The job's record is queued in the journal before the daemon hears
+        // of it (so it is written before anything the daemon journals about
+        // the job), and the job goes out while the disk syncs; the submit
+        // returns only once the record is on disk. Its result, however early,
+        // reaches the caller through the handle returned after that.
+        let durable = self.journal_submit(&spec, &blobs).await?;
         self.commands
             .send(Command::Submit {
                 spec,
@@ -607,23 +612,33 @@ impl PeerHandle {
             })
             .await
             .map_err(|_| DaemonError::Stopped)?;
+        if let Some(durable) = durable {
+            if let Err(e) = durable.done().await {
+                // Not on disk, so not accepted: the job is called off (it
+                // may have run once already, which at-least-once allows).
+                cancel(&self.commands, job_id).await;
+                return Err(DaemonError::Journal(e.to_string()));
+            }
+        }
         Ok((job_id, result))
     }
 
-    /// With a journal: records the job and waits until it is on disk.
+    /// With a journal: queues the job's record, returning what resolves
+    /// once it is on disk.
     async fn journal_submit(
         &self,
         spec: &jobmesh_core::JobSpec,
         blobs: &[crate::blobs::Prepared],
-    ) -> Result<(), DaemonError> {
+    ) -> Result<Option<jobmesh_journal::Committed>, DaemonError> {
         match self.store() {
             Some(store) => store
                 .submit(spec, blobs)
                 .await
+                .map(Some)
                 .map_err(DaemonError::Journal),
             // Without a data dir there is no journal; with one that has
             // closed, the daemon has stopped and the command below says so.
-            None => Ok(()),
+            None => Ok(None),
         }
     }
 

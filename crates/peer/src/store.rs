@@ -252,8 +252,14 @@ impl Store {
     }
 
     /// Records a submitted job (its in-memory blobs written to the data dir
-    /// first) and returns once it is on disk.
-    pub(crate) async fn submit(&self, spec: &JobSpec, blobs: &[Prepared]) -> Result<(), String> {
+    /// first): returns once its record is queued in the journal, ahead of
+    /// anything the daemon writes about it later, with what resolves once
+    /// it is on disk.
+    pub(crate) async fn submit(
+        &self,
+        spec: &JobSpec,
+        blobs: &[Prepared],
+    ) -> Result<jobmesh_journal::Committed, String> {
         let job_id = spec.job_id;
         let in_memory = blobs.iter().any(|b| matches!(b.source, Source::Bytes(_)));
         let stored = if in_memory {
@@ -277,7 +283,7 @@ impl Store {
             at_ms: now_ms(),
         };
         self.handle
-            .commit(vec![submit], Durability::Synced)
+            .queue(vec![submit], Durability::Synced)
             .await
             .map_err(|e| e.to_string())
     }

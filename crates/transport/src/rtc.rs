@@ -1066,7 +1066,12 @@ mod tests {
     #[test]
     fn queued_control_messages_go_out_together_up_to_the_message_size() {
         let (tx, mut rx) = mpsc::channel(16);
-        for m in [&b"{\"b\":2}"[..], b"{\"c\":3}", b"{\"long\":\"xxxxxxxx\"}", b"{}"] {
+        for m in [
+            &b"{\"b\":2}"[..],
+            b"{\"c\":3}",
+            b"{\"long\":\"xxxxxxxx\"}",
+            b"{}",
+        ] {
             tx.try_send(m.to_vec()).expect("room");
         }
         let mut carry = None;
@@ -1074,7 +1079,10 @@ mod tests {
         let first = batch(b"{\"a\":1}".to_vec(), &mut rx, &mut carry, 24);
         assert_eq!(first, b"{\"a\":1}\n{\"b\":2}\n{\"c\":3}");
         let next = carry.take().expect("carried");
-        assert_eq!(batch(next, &mut rx, &mut carry, 24), b"{\"long\":\"xxxxxxxx\"}\n{}");
+        assert_eq!(
+            batch(next, &mut rx, &mut carry, 24),
+            b"{\"long\":\"xxxxxxxx\"}\n{}"
+        );
         assert!(carry.is_none());
         // Alone, a message goes as it is.
         assert_eq!(batch(b"{}".to_vec(), &mut rx, &mut carry, 24), b"{}");
