@@ -116,19 +116,12 @@ impl Node {
     /// attempt. The driver stores the bytes of those only; the others are
     /// stale (normal after a cancel or a retry: chunks were in flight).
     pub fn wants_chunk(&self, from: &PeerId, h: &ChunkHeader) -> bool {
-        let t = &self.transfers;
-        match h.direction {
-            Direction::Output => t.downloads.get(&h.job_id).is_some_and(|d| {
-                d.from == *from && d.attempt == h.attempt && d.state == DownloadState::Receiving
-            }),
-            Direction::Input => t.inbound.get(&h.job_id).is_some_and(|u| {
-                u.from == *from && u.attempt == h.attempt && u.receiving.is_some()
-            }),
-        }
+        self.receiving(from, &h.job_id, h.direction, h.attempt)
+            .is_some()
     }
 
     /// How many blobs the transfer under way of this job and direction,
-    /// from `from` for `attempt`, has (as [`Node::wants_chunk`]).
+    /// from `from` for `attempt`, has; `None`: no such transfer.
     fn receiving(
         &self,
         from: &PeerId,
