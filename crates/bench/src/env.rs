@@ -77,6 +77,24 @@ impl Drop for Proc {
     }
 }
 
+/// CPU time (user + system) process `pid` has used, in seconds: fields 14
+/// and 15 of `/proc/PID/stat`, in Linux's fixed 100 ticks per second.
+pub(crate) fn cpu_secs(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("/proc/{pid}/stat"))?;
+    // After the command name, which may hold spaces, in parentheses.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let tick = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+    // utime and stime are fields 14 and 15: 11 and 12 after the name.
+    match (tick(11), tick(12)) {
+        (Some(u), Some(s)) => Ok((u + s) as f64 / 100.0),
+        _ => bail!("no CPU times in /proc/{pid}/stat"),
+    }
+}
+
 /// A `/proc/PID/status` field (`VmRSS`, `VmHWM`) in KiB.
 pub(crate) fn status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))

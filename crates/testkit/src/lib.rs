@@ -208,6 +208,8 @@ pub struct RawPeer {
     events: mpsc::Receiver<SignalEvent>,
     link_tx: mpsc::Sender<LinkEvent>,
     link_rx: mpsc::Receiver<LinkEvent>,
+    /// Messages of a batch received, not yet returned.
+    batched: std::collections::VecDeque<Vec<u8>>,
     cancel: CancellationToken,
 }
 
@@ -267,6 +269,7 @@ impl RawPeer {
             events,
             link_tx,
             link_rx,
+            batched: std::collections::VecDeque::new(),
             cancel,
         }
     }
@@ -399,14 +402,15 @@ impl RawPeer {
             .expect("the answer succeeds")
     }
 
-    /// Passes every message between links `a` and `b` both ways, as they
-    /// come, until either closes; returns every message seen, in order.
+    /// Passes every data-channel message between links `a` and `b` both
+    /// ways, as they come, until either closes; returns every message seen
+    /// (batches split), in order.
     pub async fn pipe(&mut self, a: &LinkHandle, b: &LinkHandle) -> Vec<Vec<u8>> {
         let mut seen = Vec::new();
         while let Some(ev) = within("a piped message", self.link_rx.recv()).await {
             match ev {
                 LinkEvent::Message { link_id, data, .. } => {
-                    seen.push(data.to_vec());
+                    seen.extend(jobmesh_wire::blob::Frame::split(&data).map(<[u8]>::to_vec));
                     let to = if link_id == a.link_id() { b } else { a };
                     if to.try_send(data.to_vec()).is_err() {
                         break;
@@ -501,24 +505,30 @@ impl RawPeer {
         }
     }
 
-    /// The next data-channel message received, decoded.
-    pub async fn recv_msg(&mut self) -> DcMsg {
+    /// The next message received (one of a batch, or a data-channel
+    /// message alone).
+    async fn recv_frame(&mut self) -> Vec<u8> {
+        if let Some(next) = self.batched.pop_front() {
+            return next;
+        }
         match within("a data-channel message", self.link_rx.recv()).await {
             Some(LinkEvent::Message { data, .. }) => {
-                DcMsg::decode(&data).expect("a valid data-channel message")
+                self.batched
+                    .extend(jobmesh_wire::blob::Frame::split(&data).map(<[u8]>::to_vec));
+                self.batched.pop_front().unwrap_or_default()
             }
             Some(LinkEvent::Closed { .. }) | None => panic!("raw link closed"),
         }
     }
 
-    /// The next data-channel message received, decoded as JSON.
+    /// The next message received, decoded.
+    pub async fn recv_msg(&mut self) -> DcMsg {
+        DcMsg::decode(&self.recv_frame().await).expect("a valid data-channel message")
+    }
+
+    /// The next message received, decoded as JSON.
     pub async fn recv_json(&mut self) -> serde_json::Value {
-        match within("a data-channel message", self.link_rx.recv()).await {
-            Some(LinkEvent::Message { data, .. }) => {
-                serde_json::from_slice(&data).expect("peers send JSON")
-            }
-            Some(LinkEvent::Closed { .. }) | None => panic!("raw link closed"),
-        }
+        serde_json::from_slice(&self.recv_frame().await).expect("peers send JSON")
     }
 }
 

@@ -870,19 +870,24 @@ struct Link {
     path: Option<LinkPath>,
 }
 
-/// `first` and the control messages queued behind it, joined by `\n` into
-/// one data-channel message of at most `max` bytes; the first that does not
-/// fit is left in `carry`. JSON messages never hold a raw newline, so the
-/// receiver splits them apart again (`jobmesh_wire::dc::messages`).
+/// `first` and the JSON messages queued behind it, joined by `\n` into one
+/// data-channel message of at most `max` bytes; the first that does not
+/// fit, or is not JSON (a binary frame goes alone), is left in `carry`.
+/// JSON text never holds a raw newline, so the receiver splits them apart
+/// again (`jobmesh_wire::blob::Frame::split`).
 fn batch(
     mut first: Vec<u8>,
     rx: &mut mpsc::Receiver<Vec<u8>>,
     carry: &mut Option<Vec<u8>>,
     max: usize,
 ) -> Vec<u8> {
+    let json = |m: &[u8]| m.first() == Some(&b'{');
+    if !json(&first) {
+        return first;
+    }
     while first.len() < max {
         let Ok(next) = rx.try_recv() else { break };
-        if first.len() + 1 + next.len() > max {
+        if !json(&next) || first.len() + 1 + next.len() > max {
             *carry = Some(next);
             break;
         }
@@ -1086,6 +1091,13 @@ mod tests {
         assert!(carry.is_none());
         // Alone, a message goes as it is.
         assert_eq!(batch(b"{}".to_vec(), &mut rx, &mut carry, 24), b"{}");
+        // A binary frame is never joined to JSON, nor JSON to it.
+        tx.try_send(vec![0xb1, 1]).expect("room");
+        tx.try_send(b"{}".to_vec()).expect("room");
+        assert_eq!(batch(b"{}".to_vec(), &mut rx, &mut carry, 24), b"{}");
+        let binary = carry.take().expect("carried");
+        assert_eq!(batch(binary, &mut rx, &mut carry, 24), [0xb1, 1]);
+        assert!(carry.is_none(), "the JSON behind it waits in the queue");
     }
 
     #[tokio::test]

@@ -285,6 +285,11 @@ async fn measure_layouts(
         figures.extend([
             figure("join time", "s", |s| s.join_s),
             figure("views complete", "s", |s| s.settled_s),
+            // Whose CPU the join took, on these two cores.
+            figure("server CPU until views complete", "s", |s| s.server_cpu_s),
+            figure("client processes' CPU until views complete", "s", |s| {
+                s.clients_cpu_s
+            }),
         ]);
         if layout.servers == 1 {
             figures.extend([
@@ -396,6 +401,10 @@ struct Sample {
     across: (f64, f64),
     view_kib: f64,
     nats: NatsRates,
+    /// CPU seconds from the first connect to complete views: the servers'
+    /// (all of them), and the client processes'.
+    server_cpu_s: f64,
+    clients_cpu_s: f64,
 }
 
 /// NATS traffic of a clustered run (NaN with one server).
@@ -485,6 +494,11 @@ impl Servers {
         Ok((rss, hwm))
     }
 
+    /// CPU seconds all servers have used.
+    fn cpu_secs(&self) -> anyhow::Result<f64> {
+        self.procs.iter().map(|p| env::cpu_secs(p.pid())).sum()
+    }
+
     /// NATS's message and byte counters now (zeroes without NATS).
     async fn nats_traffic(&self) -> anyhow::Result<env::NatsTraffic> {
         match &self.nats {
@@ -514,6 +528,7 @@ async fn measure(ctx: &Ctx, layout: Layout, rounds: u64) -> anyhow::Result<Sampl
 async fn drive(servers: &Servers, layout: Layout, rounds: u64) -> anyhow::Result<Sample> {
     let n = layout.n;
     let nats_before = servers.nats_traffic().await?;
+    let server_cpu = servers.cpu_secs()?;
     let t0 = mono_ns()?;
     let mut fleet = Fleet::spawn(layout, &servers.urls)?;
     fleet
@@ -530,6 +545,8 @@ async fn drive(servers: &Servers, layout: Layout, rounds: u64) -> anyhow::Result
     let settled_at = fleet.children.iter().filter_map(|c| c.complete).max();
     let view_bytes: u64 = fleet.children.iter().map(|c| c.view_bytes).sum();
     let nats_joined = servers.nats_traffic().await?;
+    let server_cpu_s = servers.cpu_secs()? - server_cpu;
+    let clients_cpu_s = fleet.cpu_secs()?;
     let joining_s = secs(t0, mono_ns()?);
     let (rss_mib, hwm_mib) = servers.largest_rss()?;
 
@@ -580,6 +597,8 @@ async fn drive(servers: &Servers, layout: Layout, rounds: u64) -> anyhow::Result
         across: mean(&across),
         view_kib: view_bytes as f64 / n as f64 / 1024.0,
         nats,
+        server_cpu_s,
+        clients_cpu_s,
     })
 }
 
@@ -686,6 +705,14 @@ struct ChildState {
 }
 
 impl Fleet {
+    /// CPU seconds the client processes have used (since they started).
+    fn cpu_secs(&self) -> anyhow::Result<f64> {
+        self.children
+            .iter()
+            .map(|c| env::cpu_secs(c.process.id().context("a client process ended")?))
+            .sum()
+    }
+
     /// Starts the client processes; their clients start joining at once.
     fn spawn(layout: Layout, urls: &[String]) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("this binary's path")?;
