@@ -196,7 +196,8 @@ fn token(dir: &Path) -> io::Result<String> {
     }
     let fresh: [u8; HANDOVER_TOKEN_LEN / 2] = rand::random();
     let fresh: String = fresh.iter().map(|b| format!("{b:02x}")).collect();
-    let tmp = dir.join(format!(".token.{}", std::process::id()));
+    // Unique per attempt: two daemons of one process may race here too.
+    let tmp = dir.join(format!(".token.{}.{fresh}", std::process::id()));
     fs::write(&tmp, &fresh)?;
     // A hard link never replaces: whoever links first wrote the token.
     let linked = fs::hard_link(&tmp, &path);
