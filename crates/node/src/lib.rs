@@ -1423,7 +1423,25 @@ impl Node {
     /// remote, logged with both ids, counted, and its jobs go elsewhere.
     fn refuse_link(&mut self, now: Instant, peer: PeerId, why: Refusal) {
         self.counters.links_refused += 1;
-        warn!(peer = %peer, me = %self.me, %why,
+        // Where the handshake stood, for the log (an out-of-order refusal
+        // is a bug on one side or the other).
+        let stood = match self.links.get(&peer) {
+            Some(Link::Connecting {
+                id,
+                awaiting_answer,
+                early,
+                ..
+            }) => format!(
+                "link {id} connecting (awaiting its answer: {awaiting_answer}, hello early: {})",
+                early.is_some()
+            ),
+            Some(Link::Binding { id, remote, .. }) => {
+                format!("link {id} binding (remote hello: {})", remote.is_some())
+            }
+            Some(Link::Open { id, .. }) => format!("link {id} open"),
+            None => "no link".to_owned(),
+        };
+        warn!(peer = %peer, me = %self.me, %why, %stood,
             "link refused: the remote did not prove its identity; closing it before any job message");
         if let Some(link) = self.links.remove(&peer) {
             if !matches!(why, Refusal::RemoteRefused(_)) {
