@@ -34,7 +34,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use jobmesh_wire::blob::{ChunkHeader, Direction};
-use jobmesh_wire::dc::{JobId, HANDOVER_TOKEN_LEN};
+use jobmesh_wire::dc::{valid_handover_token, JobId, HANDOVER_TOKEN_LEN};
 use jobmesh_wire::PeerId;
 use tokio::sync::mpsc;
 use tracing::debug;
@@ -175,10 +175,7 @@ fn token(dir: &Path) -> io::Result<String> {
         match fs::read_to_string(path) {
             Ok(t) => {
                 let t = t.trim().to_owned();
-                let ok = t.len() == HANDOVER_TOKEN_LEN
-                    && t.bytes()
-                        .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c));
-                if ok {
+                if valid_handover_token(&t) {
                     Ok(Some(t))
                 } else {
                     Err(io::Error::new(

@@ -85,11 +85,7 @@ impl BlobMeta {
                     b.size
                 )));
             }
-            let hex = b.blake3.len() == 64
-                && b.blake3
-                    .bytes()
-                    .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c));
-            if !hex {
+            if !crate::is_lower_hex(&b.blake3, 64) {
                 return Err(invalid(format!(
                     "blob {i}: blake3 must be 64 lowercase hex digits"
                 )));

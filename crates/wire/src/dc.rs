@@ -339,6 +339,12 @@ pub const HANDOVER_TOKEN_LEN: usize = 32;
 /// Longest handover file name, in bytes.
 pub const MAX_HANDOVER_FILE: usize = 128;
 
+/// Whether `token` may be a handover directory's token: exactly
+/// [`HANDOVER_TOKEN_LEN`] lowercase hex digits.
+pub fn valid_handover_token(token: &str) -> bool {
+    crate::is_lower_hex(token, HANDOVER_TOKEN_LEN)
+}
+
 /// Whether `name` may name a handed-over blob's file: 1 to
 /// [`MAX_HANDOVER_FILE`] ASCII letters, digits, `.`, `_` and `-`, not
 /// starting with `.` (so never a path, `.` or `..`).
@@ -439,16 +445,11 @@ impl DcMsg {
             DcMsg::Blobs { blobs, .. } => {
                 crate::blob::BlobMeta::validate_all(blobs, crate::blob::MAX_BLOB_SIZE)?;
             }
-            DcMsg::Handover { token: Some(t) } => {
-                let hex = t.len() == HANDOVER_TOKEN_LEN
-                    && t.bytes()
-                        .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c));
-                if !hex {
-                    return Err(DecodeError::Invalid {
-                        field: "token",
-                        reason: format!("must be {HANDOVER_TOKEN_LEN} lowercase hex digits"),
-                    });
-                }
+            DcMsg::Handover { token: Some(t) } if !valid_handover_token(t) => {
+                return Err(DecodeError::Invalid {
+                    field: "token",
+                    reason: format!("must be {HANDOVER_TOKEN_LEN} lowercase hex digits"),
+                });
             }
             DcMsg::BlobFiles { files, .. } => {
                 let count = (1..=crate::blob::MAX_BLOBS_PER_JOB).contains(&files.len());

@@ -84,6 +84,13 @@ fn decode_tagged<T: serde::de::DeserializeOwned>(
     serde_json::from_value(value).map_err(|e| DecodeError::BadField(e.to_string()))
 }
 
+/// Whether `s` is exactly `len` lowercase hex digits (digests, tokens).
+pub(crate) fn is_lower_hex(s: &str, len: usize) -> bool {
+    s.len() == len
+        && s.bytes()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+}
+
 /// Cuts a string from the network to at most `max` bytes (on a char boundary)
 /// before it goes into an error message or a log line.
 pub fn truncate(s: &str, max: usize) -> String {
