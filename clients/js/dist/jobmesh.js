@@ -807,6 +807,7 @@ var Link = class {
     this.remoteRefused = false;
     this.blameless = false;
     this.helloSent = false;
+    this.heard = 0;
     this.dial = 0;
     this.ready = new Promise((resolve, reject) => {
       this.trust = resolve;
@@ -852,6 +853,7 @@ var Link = class {
     channel.bufferedAmountLowThreshold = LOW_WATER;
     channel.onopen = () => this.sayHello();
     channel.onmessage = (ev) => {
+      this.heard = performance.now();
       this.inbox = this.inbox.then(() => this.receive(ev.data)).catch((e) => this.close(String(e?.message ?? e)));
     };
     channel.onclose = () => this.close();
@@ -1230,12 +1232,14 @@ function submit(spec, pool) {
     pool.listen(jobId, null);
     ticket.settle(value, error);
   };
-  const renewLease = () => {
+  const renewLease = (ms = LEASE_MS) => {
     clearTimeout(lease);
     lease = setTimeout(() => {
+      const quiet = performance.now() - (current?.link.heard ?? 0);
+      if (current && quiet < LEASE_MS) return renewLease(LEASE_MS - quiet);
       send({ type: "cancel", job_id: jobId, attempt });
       again(`worker ${current?.worker} went silent`, true);
-    }, LEASE_MS);
+    }, ms);
   };
   const again = (why, spend) => {
     if (done) return;

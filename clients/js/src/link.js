@@ -95,6 +95,8 @@ export class Link {
     this.remoteRefused = false;
     this.blameless = false;
     this.helloSent = false;
+    /** When the remote was last heard from (any message or chunk), `performance.now()`. */
+    this.heard = 0;
     /** The dial tag of this tab's offer, when it dialled. */
     this.dial = 0;
     /** Resolves once the link handshake is done; rejects if the link closes first. */
@@ -145,6 +147,7 @@ export class Link {
     channel.bufferedAmountLowThreshold = LOW_WATER;
     channel.onopen = () => this.sayHello();
     channel.onmessage = (ev) => {
+      this.heard = performance.now();
       this.inbox = this.inbox.then(() => this.receive(ev.data)).catch((e) => this.close(String(e?.message ?? e)));
     };
     channel.onclose = () => this.close();

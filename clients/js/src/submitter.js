@@ -2,7 +2,8 @@
 // to a capable worker with room, as a numbered attempt; `accepted`,
 // `progress` and `result` must name the current attempt; `busy`,
 // `unknown_capability` and `draining` refusals send it elsewhere without
-// spending a retry; a worker silent for the lease (5 s) loses the attempt;
+// spending a retry; a worker silent for the lease (5 s: nothing at all
+// heard from it on its link) loses the attempt;
 // a retryable failure is retried while retries last; `received` answers
 // every result. Input files go as blobs announced just before the submit
 // and sent once the worker accepted; output files arrive before the result.
@@ -127,12 +128,16 @@ export function submit(spec, pool) {
     pool.listen(jobId, null);
     ticket.settle(value, error);
   };
-  const renewLease = () => {
+  const renewLease = (ms = LEASE_MS) => {
     clearTimeout(lease);
     lease = setTimeout(() => {
+      // Any word from the worker proves it alive: the messages about this
+      // attempt may be stuck behind others (an earlier attempt's chunks).
+      const quiet = performance.now() - (current?.link.heard ?? 0);
+      if (current && quiet < LEASE_MS) return renewLease(LEASE_MS - quiet);
       send({ type: "cancel", job_id: jobId, attempt });
       again(`worker ${current?.worker} went silent`, true);
-    }, LEASE_MS);
+    }, ms);
   };
   /** The next attempt, elsewhere; `spend`: it costs a retry. */
   const again = (why, spend) => {

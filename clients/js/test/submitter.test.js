@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { pick } from "../src/submitter.js";
+import { pick, submit } from "../src/submitter.js";
 
 const w = (id, running, slots, caps = ["echo"], draining = false) => ({ id, name: id, capabilities: caps, stats: { slots, running, queued: 0, completed: 0, failed: 0, draining } });
 
@@ -17,4 +17,36 @@ test("round-robin turns; a custom strategy chooses among the capable", () => {
   assert.deepEqual([0, 1, 2].map(() => pick(workers, "echo", new Set(), "round-robin", turn).id), ["a", "b", "a"]);
   const last = (ws) => ws[ws.length - 1];
   assert.equal(pick(workers, "echo", new Set(), last, turn).id, "b");
+});
+
+test("a worker heard from at all keeps its attempt; one silent for the lease loses it", async (t) => {
+  t.mock.timers.enable({ apis: ["setTimeout"] });
+  let clock = 0;
+  t.mock.method(performance, "now", () => clock);
+  const advance = async (ms) => {
+    clock += ms;
+    t.mock.timers.tick(ms);
+    await new Promise(setImmediate);
+  };
+  const sent = [];
+  const link = { heard: 0, send: (m) => sent.push(m) };
+  const ticket = submit({ type: "echo", retries: 0, timeout: 60 }, {
+    workers: () => [w("w1", 0, 1)],
+    linkTo: async () => link,
+    listen: () => {},
+    turn: { next: 0 },
+  });
+  ticket.result.catch(() => {});
+  await new Promise(setImmediate);
+  assert.deepEqual(sent.map((m) => m.type), ["submit"]);
+  // Four seconds in, only an earlier attempt's chunk arrives: still alive.
+  await advance(4000);
+  link.heard = clock;
+  await advance(1000);
+  assert.deepEqual(sent.map((m) => m.type), ["submit"], "heard 1 s ago: the lease holds");
+  await advance(3900);
+  assert.deepEqual(sent.map((m) => m.type), ["submit"]);
+  await advance(200);
+  assert.deepEqual(sent.map((m) => m.type), ["submit", "cancel"], "silent for 5 s: the attempt is lost");
+  await assert.rejects(ticket.result, /went silent/);
 });
