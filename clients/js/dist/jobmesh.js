@@ -950,6 +950,11 @@ var Link = class {
     if (!this.trusted) throw new Error(`link refused: ${msg.type} before the link handshake`);
     this.onMessage(msg);
   }
+  /** Closes a link the remote went silent on: no one is blamed, it may be dialled again at once. @param {string} why */
+  closeSilent(why) {
+    this.blameless = true;
+    this.close(why);
+  }
   /**
    * Closes the link; with `why`, tells the remote (unless the remote's
    * own refusal is the reason). A failed handshake is kept as `refusal`.
@@ -1237,8 +1242,10 @@ function submit(spec, pool) {
     lease = setTimeout(() => {
       const quiet = performance.now() - (current?.link.heard ?? 0);
       if (current && quiet < LEASE_MS) return renewLease(LEASE_MS - quiet);
+      const silent = current;
       send({ type: "cancel", job_id: jobId, attempt });
-      again(`worker ${current?.worker} went silent`, true);
+      again(`worker ${silent?.name} went silent`, true);
+      silent?.link.closeSilent?.(`nothing heard from worker ${silent.name} for ${LEASE_MS / 1e3} s: its link is closed and will be dialled again`);
     }, ms);
   };
   const again = (why, spend) => {

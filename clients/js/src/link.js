@@ -254,6 +254,12 @@ export class Link {
     this.onMessage(msg);
   }
 
+  /** Closes a link the remote went silent on: no one is blamed, it may be dialled again at once. @param {string} why */
+  closeSilent(why) {
+    this.blameless = true;
+    this.close(why);
+  }
+
   /**
    * Closes the link; with `why`, tells the remote (unless the remote's
    * own refusal is the reason). A failed handshake is kept as `refusal`.

@@ -135,8 +135,14 @@ export function submit(spec, pool) {
       // attempt may be stuck behind others (an earlier attempt's chunks).
       const quiet = performance.now() - (current?.link.heard ?? 0);
       if (current && quiet < LEASE_MS) return renewLease(LEASE_MS - quiet);
+      const silent = current;
       send({ type: "cancel", job_id: jobId, attempt });
-      again(`worker ${current?.worker} went silent`, true);
+      again(`worker ${silent?.name} went silent`, true);
+      // Nothing at all came over its link for the lease: a frozen worker,
+      // or a connection stuck below us. Either way that link is no use;
+      // the next attempt there dials a fresh one (the worker keeps a
+      // finished result for it).
+      silent?.link.closeSilent?.(`nothing heard from worker ${silent.name} for ${LEASE_MS / 1000} s: its link is closed and will be dialled again`);
     }, ms);
   };
   /** The next attempt, elsewhere; `spend`: it costs a retry. */

@@ -29,7 +29,8 @@ test("a worker heard from at all keeps its attempt; one silent for the lease los
     await new Promise(setImmediate);
   };
   const sent = [];
-  const link = { heard: 0, send: (m) => sent.push(m) };
+  const closed = [];
+  const link = { heard: 0, send: (m) => sent.push(m), closeSilent: (why) => closed.push(why) };
   const ticket = submit({ type: "echo", retries: 0, timeout: 60 }, {
     workers: () => [w("w1", 0, 1)],
     linkTo: async () => link,
@@ -44,9 +45,11 @@ test("a worker heard from at all keeps its attempt; one silent for the lease los
   link.heard = clock;
   await advance(1000);
   assert.deepEqual(sent.map((m) => m.type), ["submit"], "heard 1 s ago: the lease holds");
+  assert.equal(closed.length, 0);
   await advance(3900);
   assert.deepEqual(sent.map((m) => m.type), ["submit"]);
   await advance(200);
   assert.deepEqual(sent.map((m) => m.type), ["submit", "cancel"], "silent for 5 s: the attempt is lost");
-  await assert.rejects(ticket.result, /went silent/);
+  assert.equal(closed.length, 1, "and its link is closed, to be dialled afresh");
+  await assert.rejects(ticket.result, /worker w1 went silent/);
 });
