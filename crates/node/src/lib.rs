@@ -1299,6 +1299,7 @@ impl Node {
     /// A message on a link that is not open yet: only the handshake's own
     /// are allowed, in order.
     fn on_handshake_message(&mut self, now: Instant, from: PeerId, msg: DcMsg) {
+        debug!(peer = %from.short(), what = msg.type_name(), "link handshake message");
         match msg {
             DcMsg::LinkHello {
                 key,
@@ -1358,6 +1359,7 @@ impl Node {
             id,
             binding,
             remote: slot,
+            early_proof,
             ..
         }) = self.links.get_mut(&from)
         else {
@@ -1366,21 +1368,39 @@ impl Node {
         let sig = binding::prove(&self.identity, binding, &remote, from);
         *slot = Some(remote);
         let link = *id;
+        let early_proof = early_proof.take();
         self.out.push_back(NodeOutput::Send {
             to: from,
             link,
             msg: DcMsg::LinkProof { sig },
         });
+        if let Some(sig) = early_proof {
+            self.on_remote_proof(now, from, &sig);
+        }
     }
 
     fn on_remote_proof(&mut self, now: Instant, from: PeerId, sig: &Signature) {
-        let checked = match self.links.get(&from) {
+        let checked = match self.links.get_mut(&from) {
             Some(Link::Binding {
                 binding,
                 remote: Some(remote),
                 ..
             }) => binding::check_proof(self.me, binding, remote, sig),
-            _ => Err(Refusal::OutOfOrder("link_proof before link_hello")),
+            // A proof can only be checked against the hello's key: it waits
+            // for the hello (each signs over both nonces, so their order
+            // proves nothing). Seen between a tab and a daemon under load.
+            Some(Link::Binding {
+                id,
+                remote: None,
+                early_proof: early @ None,
+                ..
+            }) => {
+                info!(peer = %from.short(), link = *id,
+                    "the remote's link_proof came before its link_hello; it waits for the hello");
+                *early = Some(*sig);
+                return;
+            }
+            _ => Err(Refusal::OutOfOrder("a link_proof out of its place")),
         };
         match checked {
             Ok(()) => self.on_link_open(now, from),

@@ -11,6 +11,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
 
+use jobmesh_identity::Signature;
 use jobmesh_wire::dc::DcMsg;
 use jobmesh_wire::link::Binding;
 use jobmesh_wire::PeerId;
@@ -51,6 +52,9 @@ pub(crate) enum Link {
         binding: Binding,
         /// The remote's hello, once it came (this side's proof then went).
         remote: Option<RemoteHello>,
+        /// The remote's proof, if it came before its hello: checked once the
+        /// hello comes (or the deadline closes the link).
+        early_proof: Option<Signature>,
         /// When the handshake gives up.
         deadline: Instant,
     },
@@ -179,6 +183,7 @@ impl LinkTable {
                 pending,
                 binding,
                 remote: None,
+                early_proof: None,
                 deadline,
             },
         );

@@ -571,6 +571,37 @@ fn a_hello_that_comes_before_the_channel_is_reported_open_is_kept() {
     assert_eq!(n.open_link(&peer(2)), Some(link));
 }
 
+#[test]
+fn a_proof_that_comes_before_its_hello_waits_for_it() {
+    let now = Instant::now();
+    let mut n = node(1, Vec::new());
+    let (link, tag) = dial_to_2(&mut n, now);
+    n.handle_input(now, NodeInput::Signal(&answer(2, tag)))
+        .expect("answer");
+    let (mine, theirs) = connection();
+    n.handle_input(now, opened(2, link, mine)).expect("open");
+    drain(&mut n);
+    let proof = proof_of(2, &theirs, &n, &mine);
+    n.handle_input(now, from(2, link, proof.clone()))
+        .expect("early proof");
+    assert!(n.open_link(&peer(2)).is_none(), "not proven yet");
+    assert_eq!(n.counters().links_refused, 0, "nor refused");
+    n.handle_input(now, from(2, link, hello_of(2, &theirs)))
+        .expect("hello");
+    assert_eq!(n.open_link(&peer(2)), Some(link), "{:?}", drain(&mut n));
+    assert_eq!(n.counters().links_refused, 0);
+
+    // A second proof before any hello is out of place.
+    let mut n = node(1, Vec::new());
+    let (link, _) = dial_to_2(&mut n, now);
+    let out = refused_by(&mut n, now, link, vec![proof.clone(), proof]);
+    assert!(out.contains(&NodeOutput::CloseLink {
+        peer: peer(2),
+        link
+    }));
+    assert_eq!(n.counters().links_refused, 1);
+}
+
 /// Refuses the link of `n` to 2 with `msg` as the remote's first word
 /// after the channel opened; returns the outputs.
 fn refused_by(n: &mut Node, now: Instant, link: LinkId, msgs: Vec<DcMsg>) -> Vec<NodeOutput> {

@@ -650,6 +650,10 @@ async fn wait_open(dc: &Arc<dyn DataChannel>) -> Result<Vec<Bytes>, LinkError> {
                     ));
                 }
                 early.push(m.data.freeze());
+                debug!(
+                    count = early.len(),
+                    "a message came before the channel's open event"
+                );
             }
             Some(DataChannelEvent::OnClose) | None => {
                 return Err(LinkError::Closed("data channel closed before open"))

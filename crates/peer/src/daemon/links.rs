@@ -174,6 +174,8 @@ impl Daemon {
             } => {
                 if self.node.is_current_link(&peer, link_id) {
                     self.on_dc_bytes(now, peer, link_id, &data);
+                } else {
+                    debug!(peer = %peer.short(), link_id, "message of a released link dropped");
                 }
                 // Handled: its bytes go back to the receive budget.
                 drop(credit);
