@@ -759,9 +759,9 @@ var HIGH_WATER = 1024 * 1024;
 var LOW_WATER = 256 * 1024;
 var utf84 = new TextEncoder();
 var text2 = new TextDecoder();
-function fingerprintOf(sdp) {
+function fingerprintOf(sdp, which = "") {
   const m = /^a=fingerprint:sha-256 ([0-9A-Fa-f:]{95})\s*$/m.exec(sdp);
-  if (!m) throw new Error("the SDP has no sha-256 fingerprint");
+  if (!m) throw new Error(`the ${which}SDP has no sha-256 fingerprint (${sdp.length} bytes)`);
   return Uint8Array.from(m[1].split(":"), (h) => parseInt(h, 16));
 }
 function bindingMessage(fpSigner, fpVerifier, nonceSigner, nonceVerifier, idVerifier) {
@@ -919,8 +919,8 @@ var Link = class {
         }
       }
       this.remoteHello = { key, nonce: fromBase64url(String(msg.nonce)) };
-      const mine = fingerprintOf(this.pc.localDescription?.sdp ?? "");
-      const theirs = fingerprintOf(this.pc.remoteDescription?.sdp ?? "");
+      const mine = fingerprintOf(this.pc.localDescription?.sdp ?? "", `local (${this.pc.signalingState}) `);
+      const theirs = fingerprintOf(this.pc.remoteDescription?.sdp ?? "", `remote (${this.pc.signalingState}) `);
       const sig = await this.identity.sign(
         PURPOSE.binding,
         bindingMessage(mine, theirs, this.nonce, this.remoteHello.nonce, this.remote)
@@ -930,8 +930,8 @@ var Link = class {
       return;
     }
     if (msg.type === "link_proof" && this.remoteHello && !this.trusted) {
-      const mine = fingerprintOf(this.pc.localDescription?.sdp ?? "");
-      const theirs = fingerprintOf(this.pc.remoteDescription?.sdp ?? "");
+      const mine = fingerprintOf(this.pc.localDescription?.sdp ?? "", `local (${this.pc.signalingState}) `);
+      const theirs = fingerprintOf(this.pc.remoteDescription?.sdp ?? "", `remote (${this.pc.signalingState}) `);
       const ok = await verify(
         this.remoteHello.key,
         PURPOSE.binding,

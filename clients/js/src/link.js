@@ -22,10 +22,11 @@ const text = new TextDecoder();
 /**
  * The SHA-256 fingerprint an SDP gives its DTLS certificate (32 bytes).
  * @param {string} sdp
+ * @param {string} [which] which SDP, for the error (`"local (stable) "`)
  */
-export function fingerprintOf(sdp) {
+export function fingerprintOf(sdp, which = "") {
   const m = /^a=fingerprint:sha-256 ([0-9A-Fa-f:]{95})\s*$/m.exec(sdp);
-  if (!m) throw new Error("the SDP has no sha-256 fingerprint");
+  if (!m) throw new Error(`the ${which}SDP has no sha-256 fingerprint (${sdp.length} bytes)`);
   return Uint8Array.from(m[1].split(":"), (h) => parseInt(h, 16));
 }
 
@@ -222,8 +223,8 @@ export class Link {
         }
       }
       this.remoteHello = { key, nonce: fromBase64url(String(msg.nonce)) };
-      const mine = fingerprintOf(this.pc.localDescription?.sdp ?? "");
-      const theirs = fingerprintOf(this.pc.remoteDescription?.sdp ?? "");
+      const mine = fingerprintOf(this.pc.localDescription?.sdp ?? "", `local (${this.pc.signalingState}) `);
+      const theirs = fingerprintOf(this.pc.remoteDescription?.sdp ?? "", `remote (${this.pc.signalingState}) `);
       const sig = await this.identity.sign(
         PURPOSE.binding,
         bindingMessage(mine, theirs, this.nonce, this.remoteHello.nonce, this.remote),
@@ -233,8 +234,8 @@ export class Link {
       return;
     }
     if (msg.type === "link_proof" && this.remoteHello && !this.trusted) {
-      const mine = fingerprintOf(this.pc.localDescription?.sdp ?? "");
-      const theirs = fingerprintOf(this.pc.remoteDescription?.sdp ?? "");
+      const mine = fingerprintOf(this.pc.localDescription?.sdp ?? "", `local (${this.pc.signalingState}) `);
+      const theirs = fingerprintOf(this.pc.remoteDescription?.sdp ?? "", `remote (${this.pc.signalingState}) `);
       const ok = await verify(
         this.remoteHello.key,
         PURPOSE.binding,
