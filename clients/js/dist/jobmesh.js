@@ -807,6 +807,7 @@ var Link = class {
     this.remoteRefused = false;
     this.blameless = false;
     this.helloSent = false;
+    this.earlyProof = null;
     this.heard = 0;
     this.dial = 0;
     this.ready = new Promise((resolve, reject) => {
@@ -927,6 +928,13 @@ var Link = class {
       );
       this.sayHello();
       this.send({ type: "link_proof", sig: base64url(sig) });
+      const early = this.earlyProof;
+      this.earlyProof = null;
+      if (early) await this.receiveMessage(early);
+      return;
+    }
+    if (msg.type === "link_proof" && !this.remoteHello && !this.earlyProof) {
+      this.earlyProof = msg;
       return;
     }
     if (msg.type === "link_proof" && this.remoteHello && !this.trusted) {

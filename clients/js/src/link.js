@@ -96,6 +96,8 @@ export class Link {
     this.remoteRefused = false;
     this.blameless = false;
     this.helloSent = false;
+    /** The remote's `link_proof`, if it came before its `link_hello`. @type {object | null} */
+    this.earlyProof = null;
     /** When the remote was last heard from (any message or chunk), `performance.now()`. */
     this.heard = 0;
     /** The dial tag of this tab's offer, when it dialled. */
@@ -231,6 +233,16 @@ export class Link {
       );
       this.sayHello(); // a hello that came before this end's open event is answered in order
       this.send({ type: "link_proof", sig: base64url(sig) });
+      const early = this.earlyProof;
+      this.earlyProof = null;
+      if (early) await this.receiveMessage(early);
+      return;
+    }
+    if (msg.type === "link_proof" && !this.remoteHello && !this.earlyProof) {
+      // It is checked against the hello's key once the hello comes (each
+      // proof signs both nonces, so their order proves nothing); without a
+      // hello the handshake's deadline closes the link, no one blamed.
+      this.earlyProof = msg;
       return;
     }
     if (msg.type === "link_proof" && this.remoteHello && !this.trusted) {

@@ -1,6 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Link, bindingMessage, dialTag, fingerprintOf } from "../src/link.js";
+import { Identity, PURPOSE, base64url } from "../src/identity.js";
 
 const FP = Array.from({ length: 32 }, (_, i) => i.toString(16).padStart(2, "0").toUpperCase()).join(":");
 
@@ -37,4 +38,40 @@ test("messages a sender batched with newlines are handled one by one, in order",
   assert.deepEqual(seen, [{ type: "a", n: 1 }, { type: "b", text: "x\ny" }]);
   await Link.prototype.receive.call(link, '{"type":"c"}');
   assert.equal(seen.at(-1).type, "c");
+});
+
+test("a link_proof that comes before its link_hello waits for the hello; a second one is refused", async () => {
+  const [me, them] = [await Identity.generate(), await Identity.generate()];
+  const sdp = (n) => `v=0\r\na=fingerprint:sha-256 ${FP.replace(/^00/, String(n).padStart(2, "0"))}\r\n`;
+  const [mine, theirs] = [sdp(1), sdp(2)];
+  const [myNonce, theirNonce] = [new Uint8Array(32).fill(7), new Uint8Array(32).fill(9)];
+  const sent = [];
+  let trusted = 0;
+  const link = {
+    remote: them.peerId,
+    identity: me,
+    trustIn: null,
+    nonce: myNonce,
+    remoteHello: null,
+    earlyProof: null,
+    trusted: false,
+    pc: { localDescription: { sdp: mine }, remoteDescription: { sdp: theirs }, signalingState: "stable" },
+    sayHello() {},
+    send: (m) => sent.push(m),
+    trust: () => trusted++,
+    receiveMessage: Link.prototype.receiveMessage,
+  };
+  // Their proof, over the connection as they see it.
+  const sig = await them.sign(PURPOSE.binding, bindingMessage(fingerprintOf(theirs), fingerprintOf(mine), theirNonce, myNonce, me.peerId));
+  const proof = { type: "link_proof", sig: base64url(sig) };
+  await link.receiveMessage(proof);
+  assert.equal(link.trusted, false, "held, not yet checked");
+  await link.receiveMessage({ type: "link_hello", key: them.key, nonce: base64url(theirNonce) });
+  assert.deepEqual(sent.map((m) => m.type), ["link_proof"], "our proof answers the hello");
+  assert.equal(link.trusted, true, "the held proof verified once the hello came");
+  assert.equal(trusted, 1);
+
+  const again = { ...link, remoteHello: null, earlyProof: null, trusted: false };
+  await again.receiveMessage(proof);
+  await assert.rejects(again.receiveMessage(proof), /link_proof before the link handshake/);
 });
